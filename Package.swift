@@ -1,0 +1,32 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "CairnDB",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "CairnRaft", targets: ["CairnRaft"]),
+        .executable(name: "cairn-sim", targets: ["cairn-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
+        .target(name: "CairnRaft", swiftSettings: strict),
+        // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
+        .target(name: "CairnSim", dependencies: ["CairnRaft"], swiftSettings: strict),
+        .executableTarget(
+            name: "cairn-sim",
+            dependencies: ["CairnSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)
