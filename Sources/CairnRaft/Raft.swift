@@ -1,0 +1,733 @@
+/// A read request registered with the leader, waiting for a quorum to confirm leadership.
+struct PendingRead {
+    var from: NodeID
+    var requestID: UInt64
+    var index: LogIndex
+    /// The heartbeat round whose acknowledgement by a quorum makes this read safe. Rounds are numbered
+    /// per broadcast, so a late or duplicated acknowledgement of an older round can never release it.
+    var round: UInt64
+}
+
+/// The consensus state machine for one group. Single-threaded, deterministic, no I/O:
+/// outputs accumulate in `msgs`, `msgsAfterPersist` and `readStates`, and `RawNode` hands them out.
+final class Raft {
+    let id: NodeID
+    let cfg: RaftConfig
+    let mutation: RaftMutation?
+
+    private(set) var term: Term = 0
+    private(set) var vote: NodeID = noNode
+    private(set) var lead: NodeID = noNode
+    private(set) var role: RaftRole = .follower
+    var log: RaftLog
+
+    /// Membership in force: the newest configuration entry in the log (effective on append, not on commit).
+    private(set) var config: ConfState
+    /// Configuration entries above the compaction point, oldest first; the first is the base
+    /// configuration at the compaction point. Truncating the log drops the configurations it carried.
+    private var configHistory: [(index: LogIndex, conf: ConfState)]
+
+    private(set) var progress: [NodeID: Progress] = [:]
+    private var votes: [NodeID: Bool] = [:]
+    var msgs: [Message] = []
+    var msgsAfterPersist: [Message] = []
+    var readStates: [ReadState] = []
+
+    private var electionElapsedTicks = 0
+    private var heartbeatElapsedTicks = 0
+    private var randomizedElectionTimeoutTicks = 0
+    private var rng: SplitMix64
+    private(set) var leadTransferee: NodeID = noNode
+
+    private var readRound: UInt64 = 0
+    private var pendingReads: [PendingRead] = []
+    private var readsAwaitingTermCommit: [(from: NodeID, requestID: UInt64)] = []
+    private(set) var readBroadcastNeeded = false
+
+    /// Invariant failures recorded instead of trapping; only possible while a mutation is active.
+    private(set) var violations: [String] = []
+
+    init(config: RaftConfig, storage: any RaftStorage) throws {
+        config.validate()
+        cfg = config
+        id = config.id
+        mutation = config.mutation
+        rng = SplitMix64(seed: config.randomSeed ^ (config.id &* 0x9E37_79B9_7F4A_7C15))
+        let (hs, baseConf) = try storage.initialState()
+        log = RaftLog(storage: storage, appliedIndex: config.appliedIndex, maxApplyBytes: config.maxApplyBytes)
+        configHistory = [(log.firstIndex - 1, baseConf)]
+        let first = storage.firstIndex(), last = storage.lastIndex()
+        if last >= first {
+            for e in try storage.entries(from: first, to: last + 1, maxBytes: Int.max) where e.kind == .confChange {
+                guard let cs = ConfState(decoding: e.data) else { throw RaftError.storage("corrupt configuration entry at \(e.index)") }
+                configHistory.append((e.index, cs))
+            }
+        }
+        self.config = configHistory[configHistory.count - 1].conf
+        if !hs.isEmpty {
+            precondition(hs.commit <= log.lastIndex, "hard state commit \(hs.commit) beyond last index \(log.lastIndex)")
+            term = hs.term
+            vote = hs.vote
+            log.committed = max(log.committed, hs.commit)
+        }
+        if config.appliedIndex > log.committed {
+            // Applied entries were committed even if the commit index was not persisted in time.
+            precondition(config.appliedIndex <= log.lastIndex, "applied index beyond the log")
+            log.committed = config.appliedIndex
+        }
+        becomeFollower(term: term, lead: noNode)
+    }
+
+    var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
+
+    /// Records a broken invariant. Traps in production; with a mutation active, the simulator reports it.
+    @discardableResult
+    func invariant(_ condition: Bool, _ message: @autoclosure () -> String) -> Bool {
+        if condition { return true }
+        if mutation == nil { preconditionFailure("raft \(id): invariant violated: \(message())") }
+        violations.append(message())
+        return false
+    }
+
+    // MARK: - Roles
+
+    private var isPromotable: Bool { config.isVoter(id) && log.unstable.snapshot == nil }
+    private var committedInCurrentTerm: Bool { log.term(at: log.committed) == term }
+
+    private func reset(term newTerm: Term) {
+        if newTerm != term {
+            term = newTerm
+            vote = noNode
+        }
+        lead = noNode
+        electionElapsedTicks = 0
+        heartbeatElapsedTicks = 0
+        randomizedElectionTimeoutTicks = cfg.electionTimeoutTicks + Int(rng.below(UInt64(cfg.electionTimeoutTicks)))
+        leadTransferee = noNode
+        votes = [:]
+        progress = [:]
+        pendingReads = []
+        readsAwaitingTermCommit = []
+        readBroadcastNeeded = false
+    }
+
+    func becomeFollower(term: Term, lead: NodeID) {
+        reset(term: term)
+        self.lead = lead
+        role = .follower
+    }
+
+    private func becomePreCandidate() {
+        invariant(role != .leader, "leader cannot become pre-candidate")
+        // Term and vote stay: a pre-election changes nothing durable.
+        votes = [:]
+        lead = noNode
+        role = .preCandidate
+    }
+
+    private func becomeCandidate() {
+        invariant(role != .leader, "leader cannot become candidate")
+        reset(term: term + 1)
+        vote = id
+        role = .candidate
+    }
+
+    private func becomeLeader() {
+        invariant(role == .candidate, "only a candidate can become leader")
+        reset(term: term)
+        lead = id
+        role = .leader
+        rebuildProgress()
+        // A no-op of the new term: committing it commits every earlier entry (the paper's §5.4.2) and
+        // unlocks ReadIndex and configuration changes.
+        appendEntries([Entry(term: term, index: log.lastIndex + 1)])
+    }
+
+    private func rebuildProgress() {
+        let last = log.lastIndex
+        for m in config.members where progress[m] == nil {
+            var pr = Progress(next: last + 1, isLearner: config.isLearner(m), maxInflight: cfg.maxInflightAppends)
+            if m == id {
+                pr.match = log.stableLastIndex
+                pr.recentActive = true
+            }
+            progress[m] = pr
+        }
+        for m in progress.keys.sorted() where !config.isMember(m) { progress[m] = nil }
+        for m in config.members { progress[m]!.isLearner = config.isLearner(m) }
+    }
+
+    // MARK: - Membership
+
+    private func setConfig(_ c: ConfState) {
+        config = c
+        guard role == .leader else { return }
+        rebuildProgress()
+        if leadTransferee != noNode && !c.isVoter(leadTransferee) { leadTransferee = noNode }
+    }
+
+    /// Keeps the configuration in step with the log after entries from `entries[0].index` on were written.
+    private func noteAppended(_ entries: [Entry]) {
+        guard let first = entries.first else { return }
+        var changed = false
+        while configHistory.count > 1 && configHistory[configHistory.count - 1].index >= first.index {
+            configHistory.removeLast()
+            changed = true
+        }
+        for e in entries where e.kind == .confChange {
+            guard let cs = ConfState(decoding: e.data) else {
+                invariant(false, "undecodable configuration entry at \(e.index)")
+                continue
+            }
+            configHistory.append((e.index, cs))
+            changed = true
+        }
+        if changed { setConfig(configHistory[configHistory.count - 1].conf) }
+    }
+
+    private func pruneConfigHistory() {
+        // Keep the newest configuration at or below the commit index as the base.
+        while configHistory.count > 1 && configHistory[1].index <= log.committed { configHistory.removeFirst() }
+    }
+
+    /// Index of the newest configuration entry (0 when the configuration came from a snapshot or bootstrap).
+    var lastConfigIndex: LogIndex { configHistory[configHistory.count - 1].index }
+
+    // MARK: - Ticks
+
+    func tick() {
+        switch role {
+        case .leader: tickLeader()
+        case .follower, .preCandidate, .candidate: tickElection()
+        }
+    }
+
+    private func tickElection() {
+        electionElapsedTicks += 1
+        if isPromotable && electionElapsedTicks >= randomizedElectionTimeoutTicks {
+            electionElapsedTicks = 0
+            hup(transfer: false)
+        }
+    }
+
+    private func tickLeader() {
+        heartbeatElapsedTicks += 1
+        electionElapsedTicks += 1
+        if electionElapsedTicks >= cfg.electionTimeoutTicks {
+            electionElapsedTicks = 0
+            if cfg.checkQuorum {
+                if !quorumActive() {
+                    becomeFollower(term: term, lead: noNode)
+                    return
+                }
+                for m in config.members where m != id { progress[m]?.recentActive = false }
+            }
+            // A transfer that did not finish within an election timeout is abandoned.
+            leadTransferee = noNode
+        }
+        for m in config.members where m != id && progress[m]?.state == .snapshot {
+            progress[m]!.snapshotTicks += 1
+            if progress[m]!.snapshotTicks > 2 * cfg.electionTimeoutTicks {
+                // The snapshot (or its acknowledgement) was lost: start over from probing.
+                progress[m]!.becomeProbe()
+                progress[m]!.next = progress[m]!.match + 1
+            }
+        }
+        if heartbeatElapsedTicks >= cfg.heartbeatIntervalTicks {
+            heartbeatElapsedTicks = 0
+            broadcastHeartbeat()
+        }
+    }
+
+    private func quorumActive() -> Bool {
+        let active = config.voters.filter { $0 == id || progress[$0]?.recentActive == true }.count
+        return active >= config.voters.count / 2 + 1
+    }
+
+    // MARK: - Elections
+
+    private func hup(transfer: Bool) {
+        guard role != .leader, isPromotable else { return }
+        if cfg.preVote && !transfer {
+            campaign(pre: true, transfer: false)
+        } else {
+            campaign(pre: false, transfer: transfer)
+        }
+    }
+
+    private func campaign(pre: Bool, transfer: Bool) {
+        let voteKind: MessageKind
+        let voteTerm: Term
+        if pre {
+            becomePreCandidate()
+            voteKind = .preVote
+            voteTerm = term + 1
+        } else {
+            becomeCandidate()
+            voteKind = .vote
+            voteTerm = term
+        }
+        votes[id] = true
+        if Quorum.voteResult(voters: config.voters, votes: votes) == .won {
+            if pre { campaign(pre: false, transfer: transfer) } else { becomeLeader() }
+            return
+        }
+        for v in config.voters where v != id {
+            send(Message(kind: voteKind, to: v, term: voteTerm, logTerm: log.lastTerm, index: log.lastIndex,
+                         context: transfer ? 1 : 0))
+        }
+    }
+
+    // MARK: - Messages in
+
+    func step(_ m: Message) {
+        if m.term > term {
+            if m.kind == .vote || m.kind == .preVote {
+                let forced = m.context == 1
+                let inLease = cfg.checkQuorum && lead != noNode && electionElapsedTicks < cfg.electionTimeoutTicks
+                // A node that heard from a live leader recently ignores disruptive candidates:
+                // a partitioned node that returns cannot depose a healthy leader.
+                if !forced && inLease { return }
+            }
+            if m.kind == .preVote || (m.kind == .preVoteResponse && !m.reject) {
+                // Pre-votes never change terms: a granted pre-vote is for a term the candidate has not entered.
+            } else if role == .leader && mutation == .noStepDownOnHigherTerm {
+                term = m.term
+                vote = noNode
+            } else if m.kind == .append || m.kind == .heartbeat || m.kind == .snapshot {
+                becomeFollower(term: m.term, lead: m.from)
+            } else {
+                becomeFollower(term: m.term, lead: noNode)
+            }
+        } else if m.term < term {
+            if (cfg.checkQuorum || cfg.preVote) && (m.kind == .heartbeat || m.kind == .append) {
+                // Tell the stale leader about the newer term so it steps down.
+                send(Message(kind: .appendResponse, to: m.from))
+            } else if m.kind == .preVote {
+                send(Message(kind: .preVoteResponse, to: m.from, reject: true))
+            }
+            return
+        }
+
+        switch m.kind {
+        case .vote, .preVote:
+            handleVoteRequest(m)
+        default:
+            switch role {
+            case .leader: stepLeader(m)
+            case .candidate, .preCandidate: stepCandidate(m)
+            case .follower: stepFollower(m)
+            }
+        }
+    }
+
+    private func handleVoteRequest(_ m: Message) {
+        let canVote = vote == m.from || (vote == noNode && lead == noNode) || (m.kind == .preVote && m.term > term)
+        let upToDate = mutation == .voteWithoutLogCheck || log.isUpToDate(lastIndex: m.index, lastTerm: m.logTerm)
+        let responseKind: MessageKind = m.kind == .vote ? .voteResponse : .preVoteResponse
+        if canVote && upToDate {
+            send(Message(kind: responseKind, to: m.from, term: m.term))
+            if m.kind == .vote {
+                electionElapsedTicks = 0
+                vote = m.from
+            }
+        } else {
+            send(Message(kind: responseKind, to: m.from, term: term, reject: true))
+        }
+    }
+
+    private func stepLeader(_ m: Message) {
+        switch m.kind {
+        case .appendResponse:
+            handleAppendResponse(m)
+        case .heartbeatResponse:
+            guard var pr = progress[m.from] else { return }
+            pr.recentActive = true
+            pr.probeSent = false
+            if pr.state == .replicate && pr.inflights.isFull { pr.inflights.freeFirst() }
+            if m.context > pr.readAckRound { pr.readAckRound = m.context }
+            progress[m.from] = pr
+            if pr.match < log.lastIndex { maybeSendAppend(to: m.from, sendIfEmpty: false) }
+            releaseConfirmedReads()
+        case .readIndex:
+            handleReadRequest(from: m.from, requestID: m.context)
+        case .append, .heartbeat, .snapshot:
+            invariant(false, "leader \(id) got \(m.kind) from \(m.from) in its own term \(term)")
+        default:
+            break
+        }
+    }
+
+    private func handleAppendResponse(_ m: Message) {
+        guard var pr = progress[m.from] else { return }
+        pr.recentActive = true
+        if m.reject {
+            var hint = m.rejectHint
+            if m.logTerm > 0 { hint = log.findConflictByTerm(index: m.rejectHint, term: m.logTerm).0 }
+            if pr.maybeDecrease(rejected: m.index, hint: hint) {
+                if pr.state == .replicate { pr.becomeProbe() }
+                progress[m.from] = pr
+                maybeSendAppend(to: m.from, sendIfEmpty: true)
+            } else {
+                progress[m.from] = pr
+            }
+            return
+        }
+        let wasPaused = pr.isPaused
+        guard pr.maybeUpdate(m.index) else {
+            progress[m.from] = pr
+            return
+        }
+        switch pr.state {
+        case .probe: pr.becomeReplicate()
+        case .snapshot: if pr.match >= pr.pendingSnapshot { pr.becomeProbe() }
+        case .replicate: pr.inflights.freeUpTo(m.index)
+        }
+        progress[m.from] = pr
+        if maybeCommit() {
+            broadcastAppend()
+        } else if wasPaused {
+            maybeSendAppend(to: m.from, sendIfEmpty: false)
+        }
+        // Keep the pipeline full.
+        while role == .leader && maybeSendAppend(to: m.from, sendIfEmpty: false) {}
+        if role == .leader && m.from == leadTransferee && progress[m.from]?.match == log.lastIndex {
+            send(Message(kind: .timeoutNow, to: m.from))
+        }
+    }
+
+    private func stepCandidate(_ m: Message) {
+        let myResponse: MessageKind = role == .preCandidate ? .preVoteResponse : .voteResponse
+        switch m.kind {
+        case .append:
+            becomeFollower(term: m.term, lead: m.from)
+            handleAppend(m)
+        case .heartbeat:
+            becomeFollower(term: m.term, lead: m.from)
+            handleHeartbeat(m)
+        case .snapshot:
+            becomeFollower(term: m.term, lead: m.from)
+            handleSnapshot(m)
+        case myResponse:
+            if votes[m.from] == nil { votes[m.from] = !m.reject }
+            switch Quorum.voteResult(voters: config.voters, votes: votes) {
+            case .won:
+                if role == .preCandidate {
+                    campaign(pre: false, transfer: false)
+                } else {
+                    becomeLeader()
+                    broadcastAppend()
+                }
+            case .lost:
+                becomeFollower(term: term, lead: noNode)
+            case .pending:
+                break
+            }
+        default:
+            break
+        }
+    }
+
+    private func stepFollower(_ m: Message) {
+        switch m.kind {
+        case .append:
+            electionElapsedTicks = 0
+            lead = m.from
+            handleAppend(m)
+        case .heartbeat:
+            electionElapsedTicks = 0
+            lead = m.from
+            handleHeartbeat(m)
+        case .snapshot:
+            electionElapsedTicks = 0
+            lead = m.from
+            handleSnapshot(m)
+        case .timeoutNow:
+            hup(transfer: true)
+        case .readIndexResponse:
+            readStates.append(ReadState(index: m.index, requestID: m.context))
+        default:
+            break
+        }
+    }
+
+    private func handleAppend(_ m: Message) {
+        if m.index < log.committed {
+            send(Message(kind: .appendResponse, to: m.from, index: log.committed))
+            return
+        }
+        guard log.matchTerm(m.index, m.logTerm) else {
+            let (hintIndex, hintTerm) = log.findConflictByTerm(index: min(m.index, log.lastIndex), term: m.logTerm)
+            send(Message(kind: .appendResponse, to: m.from, logTerm: hintTerm, index: m.index, reject: true,
+                         rejectHint: hintIndex))
+            return
+        }
+        let lastNew = m.index + LogIndex(m.entries.count)
+        let conflict = log.findConflict(m.entries)
+        if conflict != 0 {
+            guard invariant(conflict > log.committed, "entry \(conflict) from leader \(m.from) conflicts with committed entry (commit \(log.committed))") else { return }
+            appendEntries(Array(m.entries[Int(conflict - m.index - 1)...]))
+        }
+        log.commitTo(min(m.commit, lastNew))
+        send(Message(kind: .appendResponse, to: m.from, index: lastNew))
+    }
+
+    private func handleHeartbeat(_ m: Message) {
+        log.commitTo(min(m.commit, log.lastIndex))
+        send(Message(kind: .heartbeatResponse, to: m.from, context: m.context))
+    }
+
+    private func handleSnapshot(_ m: Message) {
+        guard let s = m.snapshot else { return }
+        if restore(s) {
+            send(Message(kind: .appendResponse, to: m.from, index: log.lastIndex))
+        } else {
+            send(Message(kind: .appendResponse, to: m.from, index: log.committed))
+        }
+    }
+
+    private func restore(_ s: Snapshot) -> Bool {
+        let meta = s.metadata
+        if meta.index <= log.committed { return false }
+        if log.matchTerm(meta.index, meta.term) {
+            // We already hold the snapshot's last entry: just move the commit index forward.
+            log.commitTo(meta.index)
+            return false
+        }
+        log.restore(s)
+        configHistory = [(meta.index, meta.confState)]
+        setConfig(meta.confState)
+        return true
+    }
+
+    // MARK: - Messages out
+
+    private func send(_ message: Message) {
+        var m = message
+        m.from = id
+        if m.term == 0 { m.term = term }
+        switch m.kind {
+        case .appendResponse, .voteResponse, .vote:
+            // These promise durable state (an append, a vote, a term): they wait for the persist.
+            if mutation == .replyBeforePersist { msgs.append(m) } else { msgsAfterPersist.append(m) }
+        default:
+            msgs.append(m)
+        }
+    }
+
+    /// Sends the follower what it is missing. Returns true if a message was sent.
+    @discardableResult
+    private func maybeSendAppend(to target: NodeID, sendIfEmpty: Bool) -> Bool {
+        guard target != id, var pr = progress[target], !pr.isPaused else { return false }
+        let prevIndex = pr.next - 1
+        guard let prevTerm = log.term(at: prevIndex),
+              let entries = try? log.entries(from: pr.next, maxBytes: cfg.maxMessageBytes) else {
+            return sendSnapshot(to: target)
+        }
+        if entries.isEmpty && !sendIfEmpty { return false }
+        send(Message(kind: .append, to: target, logTerm: prevTerm, index: prevIndex, entries: entries,
+                     commit: log.committed))
+        pr.sentEntries(lastIndex: entries.last?.index ?? prevIndex, count: entries.count)
+        progress[target] = pr
+        return true
+    }
+
+    private func sendSnapshot(to target: NodeID) -> Bool {
+        guard var pr = progress[target], pr.recentActive else { return false }
+        let snap: Snapshot
+        if let s = log.unstable.snapshot {
+            snap = s
+        } else {
+            guard let s = try? log.storage.snapshot(), !s.isEmpty else { return false }
+            snap = s
+        }
+        pr.becomeSnapshot(snap.metadata.index)
+        progress[target] = pr
+        send(Message(kind: .snapshot, to: target, snapshot: snap))
+        return true
+    }
+
+    func broadcastAppend() {
+        for m in config.members where m != id { maybeSendAppend(to: m, sendIfEmpty: true) }
+    }
+
+    private func broadcastHeartbeat() {
+        readRound += 1
+        readBroadcastNeeded = false
+        for m in config.members where m != id {
+            let commit = min(progress[m]?.match ?? 0, log.committed)
+            send(Message(kind: .heartbeat, to: m, commit: commit, context: readRound))
+        }
+        releaseConfirmedReads()
+    }
+
+    // MARK: - Log and commit
+
+    private func appendEntries(_ entries: [Entry]) {
+        log.append(entries)
+        noteAppended(entries)
+    }
+
+    /// Advances the commit index to what a quorum of voters holds durably, but only through an entry of
+    /// the current term: counting replicas of an older term's entry is not enough (the paper's Figure 8).
+    @discardableResult
+    func maybeCommit() -> Bool {
+        let quorumIndex = Quorum.committedIndex(voters: config.voters) { self.progress[$0]?.match ?? 0 }
+        guard quorumIndex > log.committed else { return false }
+        guard mutation == .commitOldTermByCount || log.term(at: quorumIndex) == term else { return false }
+        log.commitTo(quorumIndex)
+        afterCommitAdvanced()
+        return true
+    }
+
+    private func afterCommitAdvanced() {
+        pruneConfigHistory()
+        if committedInCurrentTerm && !readsAwaitingTermCommit.isEmpty {
+            let waiting = readsAwaitingTermCommit
+            readsAwaitingTermCommit = []
+            for r in waiting { handleReadRequest(from: r.from, requestID: r.requestID) }
+        }
+        if !config.isVoter(id) && lastConfigIndex <= log.committed {
+            // This leader was removed (or demoted) and the change is committed: hand over and step down.
+            let successor = config.voters.max { (progress[$0]?.match ?? 0) < (progress[$1]?.match ?? 0) }
+            if let s = successor, progress[s]?.match == log.lastIndex { send(Message(kind: .timeoutNow, to: s)) }
+            becomeFollower(term: term, lead: noNode)
+        }
+    }
+
+    /// The application made the log durable through `stableLastIndex`; the leader counts itself now.
+    func persisted() {
+        guard role == .leader, var pr = progress[id] else { return }
+        if pr.maybeUpdate(log.stableLastIndex) {
+            progress[id] = pr
+            if maybeCommit() { broadcastAppend() }
+        }
+    }
+
+    // MARK: - Client operations
+
+    func propose(_ payloads: [[UInt8]]) throws(RaftError) -> ClosedRange<LogIndex> {
+        guard role == .leader else { throw .notLeader(leader: lead) }
+        guard leadTransferee == noNode else { throw .proposalDropped(reason: "leadership transfer to \(leadTransferee) in progress") }
+        guard config.isVoter(id) else { throw .proposalDropped(reason: "this leader is being removed from the cluster") }
+        precondition(!payloads.isEmpty, "empty proposal batch")
+        let first = log.lastIndex + 1
+        var entries: [Entry] = []
+        entries.reserveCapacity(payloads.count)
+        for (i, p) in payloads.enumerated() { entries.append(Entry(term: term, index: first + LogIndex(i), data: p)) }
+        appendEntries(entries)
+        broadcastAppend()
+        return first...(first + LogIndex(payloads.count) - 1)
+    }
+
+    func proposeConfChange(_ change: ConfChange) throws(RaftError) -> LogIndex {
+        guard role == .leader else { throw .notLeader(leader: lead) }
+        guard leadTransferee == noNode else { throw .confChangeRejected(reason: "leadership transfer in progress") }
+        // The single-server-change fix: a new leader first commits an entry of its own term, so a
+        // configuration from an earlier term can no longer be overwritten behind this one.
+        guard committedInCurrentTerm else { throw .confChangeRejected(reason: "the leader has not committed an entry in its term yet") }
+        guard lastConfigIndex <= log.committed else { throw .confChangeRejected(reason: "another configuration change (index \(lastConfigIndex)) is not committed yet") }
+        var voters = config.voters, learners = config.learners
+        switch change {
+        case .addLearner(let n):
+            guard n != noNode else { throw .confChangeRejected(reason: "node id 0 is reserved") }
+            guard !config.isLearner(n) else { throw .confChangeRejected(reason: "\(n) is already a learner") }
+            voters.removeAll { $0 == n }
+            learners.append(n)
+        case .promoteLearner(let n):
+            guard config.isLearner(n) else { throw .confChangeRejected(reason: "\(n) is not a learner") }
+            let match = progress[n]?.match ?? 0
+            guard match >= log.committed else {
+                throw .confChangeRejected(reason: "learner \(n) has not caught up (match \(match), commit \(log.committed))")
+            }
+            learners.removeAll { $0 == n }
+            voters.append(n)
+        case .removeNode(let n):
+            guard config.isMember(n) else { throw .confChangeRejected(reason: "\(n) is not a member") }
+            voters.removeAll { $0 == n }
+            learners.removeAll { $0 == n }
+        }
+        guard !voters.isEmpty else { throw .confChangeRejected(reason: "the cluster would have no voters") }
+        let next = ConfState(voters: voters, learners: learners)
+        let index = log.lastIndex + 1
+        appendEntries([Entry(term: term, index: index, kind: .confChange, data: next.encoded())])
+        broadcastAppend()
+        return index
+    }
+
+    func readIndex(requestID: UInt64) throws(RaftError) {
+        switch role {
+        case .leader:
+            handleReadRequest(from: id, requestID: requestID)
+        default:
+            guard lead != noNode else { throw .notLeader(leader: noNode) }
+            send(Message(kind: .readIndex, to: lead, context: requestID))
+        }
+    }
+
+    private func handleReadRequest(from: NodeID, requestID: UInt64) {
+        // Until the leader commits an entry of its term, its commit index may lag what an earlier leader
+        // acknowledged to clients; a read index taken now could be stale.
+        guard mutation == .readIndexBeforeTermCommit || committedInCurrentTerm else {
+            readsAwaitingTermCommit.append((from, requestID))
+            return
+        }
+        pendingReads.append(PendingRead(from: from, requestID: requestID, index: log.committed, round: readRound + 1))
+        readBroadcastNeeded = true
+    }
+
+    /// Sends the heartbeat round that confirms the reads registered since the last one (batched per Ready).
+    func flushReadBroadcast() {
+        if role == .leader && readBroadcastNeeded { broadcastHeartbeat() }
+    }
+
+    private func releaseConfirmedReads() {
+        guard !pendingReads.isEmpty else { return }
+        let confirmed = Quorum.committedIndex(voters: config.voters) { v in
+            v == self.id ? self.readRound : (self.progress[v]?.readAckRound ?? 0)
+        }
+        var released = 0
+        for r in pendingReads {
+            guard r.round <= confirmed else { break }
+            released += 1
+            if r.from == id {
+                readStates.append(ReadState(index: r.index, requestID: r.requestID))
+            } else {
+                send(Message(kind: .readIndexResponse, to: r.from, index: r.index, context: r.requestID))
+            }
+        }
+        pendingReads.removeFirst(released)
+    }
+
+    func transferLeadership(to target: NodeID) throws(RaftError) {
+        guard role == .leader else { throw .notLeader(leader: lead) }
+        if target == id { return }
+        guard config.isVoter(target) else { throw .transferRejected(reason: "\(target) is not a voter") }
+        if leadTransferee == target { return }
+        leadTransferee = target
+        electionElapsedTicks = 0
+        if progress[target]?.match == log.lastIndex {
+            send(Message(kind: .timeoutNow, to: target))
+        } else {
+            maybeSendAppend(to: target, sendIfEmpty: true)
+        }
+    }
+
+    func reportUnreachable(_ target: NodeID) {
+        guard role == .leader, progress[target]?.state == .replicate else { return }
+        progress[target]!.becomeProbe()
+    }
+
+    func reportSnapshot(to target: NodeID, failed: Bool) {
+        guard role == .leader, var pr = progress[target], pr.state == .snapshot else { return }
+        if failed {
+            pr.becomeProbe()
+            pr.next = pr.match + 1
+        } else {
+            pr.becomeProbe()
+        }
+        // Wait for the next heartbeat response before probing again.
+        pr.probeSent = true
+        progress[target] = pr
+    }
+}

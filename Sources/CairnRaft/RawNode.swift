@@ -1,0 +1,175 @@
+/// Volatile state worth telling the application about when it changes.
+public struct SoftState: Sendable, Equatable {
+    public var lead: NodeID
+    public var role: RaftRole
+}
+
+/// A batch of work for the application. Handle it in this order:
+/// 1. send `messages` (they may go out at once, in parallel with the write below);
+/// 2. write `snapshot`, `entries` and then `hardState` to stable storage and sync (if `mustSync`);
+/// 3. send `messagesAfterPersist` (vote grants, append acknowledgements: promises about durable state);
+/// 4. apply `snapshot` and then `committedEntries` to the state machine; serve `readStates` once applied;
+/// 5. call `advance(_:)` before asking for the next `Ready`.
+public struct Ready: Sendable {
+    public var softState: SoftState?
+    public var hardState: HardState?
+    public var entries: [Entry] = []
+    public var snapshot: Snapshot?
+    public var committedEntries: [Entry] = []
+    public var messages: [Message] = []
+    public var messagesAfterPersist: [Message] = []
+    public var readStates: [ReadState] = []
+    /// True when the write in step 2 must be synced before step 3.
+    public var mustSync: Bool = false
+}
+
+public struct Status: Sendable, Equatable {
+    public var id: NodeID
+    public var term: Term
+    public var vote: NodeID
+    public var lead: NodeID
+    public var role: RaftRole
+    public var commit: LogIndex
+    public var applied: LogIndex
+    public var firstIndex: LogIndex
+    public var lastIndex: LogIndex
+    public var config: ConfState
+    /// Index of the newest configuration entry (uncommitted while it exceeds `commit`).
+    public var configIndex: LogIndex
+    /// Replication progress per member; only on the leader.
+    public var progress: [NodeID: Progress]
+    public var leadTransferee: NodeID
+}
+
+/// The application-facing handle on one Raft group: feed it ticks, messages and requests; take `Ready`s.
+/// Not thread-safe; the owner serializes all calls (one group is driven by one task or thread at a time).
+public final class RawNode {
+    private let raft: Raft
+    private var previousSoft: SoftState
+    private var previousHard: HardState
+    private var awaitingAdvance = false
+
+    public init(config: RaftConfig, storage: any RaftStorage) throws {
+        raft = try Raft(config: config, storage: storage)
+        previousSoft = SoftState(lead: raft.lead, role: raft.role)
+        previousHard = raft.hardState
+    }
+
+    public func tick() { raft.tick() }
+
+    /// Feeds a message from a peer. Messages addressed elsewhere are ignored.
+    public func step(_ message: Message) {
+        guard message.to == raft.id, message.from != noNode else { return }
+        raft.step(message)
+    }
+
+    /// Proposes one entry; returns its index. Only the leader accepts proposals.
+    @discardableResult
+    public func propose(_ data: [UInt8]) throws(RaftError) -> LogIndex {
+        try raft.propose([data]).lowerBound
+    }
+
+    /// Proposes several entries in one append; returns their indexes.
+    @discardableResult
+    public func propose(batch: [[UInt8]]) throws(RaftError) -> ClosedRange<LogIndex> {
+        try raft.propose(batch)
+    }
+
+    /// Proposes a membership change; returns the index of its entry. One change at a time.
+    @discardableResult
+    public func proposeConfChange(_ change: ConfChange) throws(RaftError) -> LogIndex {
+        try raft.proposeConfChange(change)
+    }
+
+    /// Requests a linearizable read point. A `ReadState` with `requestID` appears in a later `Ready`
+    /// (or never, if leadership changes first: the caller retries after a timeout).
+    public func readIndex(requestID: UInt64) throws(RaftError) {
+        try raft.readIndex(requestID: requestID)
+    }
+
+    public func transferLeadership(to target: NodeID) throws(RaftError) {
+        try raft.transferLeadership(to: target)
+    }
+
+    /// The transport could not reach `target`; the leader stops pipelining to it.
+    public func reportUnreachable(_ target: NodeID) { raft.reportUnreachable(target) }
+
+    public func reportSnapshot(to target: NodeID, failed: Bool) { raft.reportSnapshot(to: target, failed: failed) }
+
+    private var allowUncommittedApply: Bool { raft.mutation == .applyBeforeCommit }
+
+    public var hasReady: Bool {
+        if awaitingAdvance { return false }
+        let soft = SoftState(lead: raft.lead, role: raft.role)
+        return soft != previousSoft
+            || raft.hardState != previousHard
+            || raft.log.unstable.snapshot != nil
+            || !raft.log.unstable.entries.isEmpty
+            || !raft.msgs.isEmpty
+            || !raft.msgsAfterPersist.isEmpty
+            || !raft.readStates.isEmpty
+            || (raft.role == .leader && raft.readBroadcastNeeded)
+            || raft.log.hasNextCommittedEntries(allowUncommitted: allowUncommittedApply)
+    }
+
+    /// Takes the pending work. Call `advance(_:)` once it is handled, before the next `ready()`.
+    public func ready() -> Ready {
+        precondition(!awaitingAdvance, "ready() called again before advance()")
+        raft.flushReadBroadcast()
+        var rd = Ready()
+        let soft = SoftState(lead: raft.lead, role: raft.role)
+        if soft != previousSoft {
+            rd.softState = soft
+            previousSoft = soft
+        }
+        let hard = raft.hardState
+        if hard != previousHard {
+            rd.hardState = hard
+            rd.mustSync = hard.term != previousHard.term || hard.vote != previousHard.vote
+            previousHard = hard
+        }
+        rd.entries = raft.log.unstable.entries
+        rd.snapshot = raft.log.unstable.snapshot
+        if !rd.entries.isEmpty || rd.snapshot != nil { rd.mustSync = true }
+        rd.committedEntries = raft.log.nextCommittedEntries(allowUncommitted: allowUncommittedApply)
+        if let last = rd.committedEntries.last { raft.log.applying = last.index }
+        if let s = rd.snapshot { raft.log.applying = max(raft.log.applying, s.metadata.index) }
+        rd.messages = raft.msgs
+        rd.messagesAfterPersist = raft.msgsAfterPersist
+        rd.readStates = raft.readStates
+        raft.msgs = []
+        raft.msgsAfterPersist = []
+        raft.readStates = []
+        awaitingAdvance = true
+        return rd
+    }
+
+    /// The application persisted and applied everything in `rd`.
+    public func advance(_ rd: Ready) {
+        precondition(awaitingAdvance, "advance() without ready()")
+        awaitingAdvance = false
+        if let s = rd.snapshot { raft.log.unstable.stableSnapshotTo(index: s.metadata.index) }
+        if let last = rd.entries.last { raft.log.unstable.stableTo(index: last.index, term: last.term) }
+        if let last = rd.committedEntries.last { raft.log.applied = max(raft.log.applied, last.index) }
+        if let s = rd.snapshot { raft.log.applied = max(raft.log.applied, s.metadata.index) }
+        raft.persisted()
+    }
+
+    public var status: Status {
+        Status(id: raft.id, term: raft.term, vote: raft.vote, lead: raft.lead, role: raft.role,
+               commit: raft.log.committed, applied: raft.log.applied, firstIndex: raft.log.firstIndex,
+               lastIndex: raft.log.lastIndex, config: raft.config, configIndex: raft.lastConfigIndex,
+               progress: raft.role == .leader ? raft.progress : [:], leadTransferee: raft.leadTransferee)
+    }
+
+    public var id: NodeID { raft.id }
+    public var role: RaftRole { raft.role }
+    public var term: Term { raft.term }
+    public var lead: NodeID { raft.lead }
+
+    /// Term of the entry at `index` in this node's log (unstable tail included); nil if absent or compacted.
+    public func term(at index: LogIndex) -> Term? { raft.log.term(at: index) }
+
+    /// Broken invariants recorded instead of trapping (only while a mutation is active).
+    @_spi(Mutants) public var invariantViolations: [String] { raft.violations }
+}
