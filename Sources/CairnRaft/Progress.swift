@@ -136,9 +136,10 @@ public struct Progress: Sendable, Equatable {
 
     /// A rejection of the append at `rejected`; `hint` is where to probe next. Returns false if stale.
     mutating func maybeDecrease(rejected: LogIndex, hint: LogIndex) -> Bool {
+        // A follower never loses entries it acknowledged (they were durable), so a rejection at or
+        // below `match` is a late copy of an old message.
+        if rejected <= match { return false }
         if state == .replicate {
-            // Only a rejection of something after `match` can be current.
-            if rejected <= match { return false }
             next = match + 1
             return true
         }

@@ -347,7 +347,8 @@ final class Raft {
             if pr.state == .replicate && pr.inflights.isFull { pr.inflights.freeFirst() }
             if m.context > pr.readAckRound { pr.readAckRound = m.context }
             progress[m.from] = pr
-            if pr.match < log.lastIndex { maybeSendAppend(to: m.from, sendIfEmpty: false) }
+            // Even an empty append helps: a follower that lost entries rejects it and the leader re-probes.
+            if pr.match < log.lastIndex { maybeSendAppend(to: m.from, sendIfEmpty: true) }
             releaseConfirmedReads()
         case .readIndex:
             handleReadRequest(from: m.from, requestID: m.context)

@@ -1,0 +1,68 @@
+import ArgumentParser
+@_spi(Mutants) import CairnRaft
+@_spi(Mutants) import CairnSim
+
+@main
+struct CairnSimCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cairn-sim",
+        abstract: "Deterministic Raft cluster simulator: seeded faults in virtual time, invariants checked after every step."
+    )
+
+    @Option(help: "Number of seeds to run.") var seeds: Int = 100
+    @Option(help: "First seed.") var start: UInt64 = 1
+    @Option(help: "Initial voters per run (3-7); by default it varies with the seed.") var nodes: Int?
+    @Option(help: "Nemesis profile: \(SimProfile.allCases.map(\.rawValue).joined(separator: ", ")); by default it varies with the seed.")
+    var profile: String?
+    @Option(help: "Run a deliberately broken core variant (see --list-mutants); succeeds only if it is caught.") var mutant: String?
+    @Flag(help: "List the broken core variants.") var listMutants = false
+    @Flag(help: "Print the trace of every failing seed (always printed for the first).") var trace = false
+    @Option(help: "Trace lines to print for a failing seed.") var traceLines: Int = 60
+
+    func validate() throws {
+        if let n = nodes, !(3...7).contains(n) { throw ValidationError("--nodes must be between 3 and 7") }
+        if let p = profile, SimProfile(rawValue: p) == nil {
+            throw ValidationError("unknown profile '\(p)'; known: \(SimProfile.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if seeds < 1 { throw ValidationError("--seeds must be at least 1") }
+        if let m = mutant, RaftMutation(rawValue: m) == nil {
+            throw ValidationError("unknown mutant '\(m)'; known: \(RaftMutation.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    func run() throws {
+        if listMutants {
+            for m in RaftMutation.allCases { print(m.rawValue) }
+            return
+        }
+        let mutation = mutant.flatMap(RaftMutation.init(rawValue:))
+        // Hunting a mutant, default to the most aggressive nemesis.
+        let profile = profile.flatMap(SimProfile.init(rawValue:)) ?? (mutation == nil ? nil : .leaderHunting)
+        let clock = ContinuousClock()
+        let began = clock.now
+        let summary = SimRunner.runSeeds(start: start, count: seeds, nodes: nodes, profile: profile, mutation: mutation,
+                                         maxFailures: mutation == nil ? .max : 1) { done, _ in
+            if done % 1000 == 0 { print("... \(done) seeds") }
+        }
+        let elapsed = clock.now - began
+        let s = summary.stats
+        if let m = mutation {
+            if let caught = summary.failures.first {
+                print(SimRunner.report(caught, nodes: nodes, profile: profile, mutation: m, traceLines: traceLines))
+                print("mutant \(m.rawValue) caught by seed \(caught.seed) after \(summary.seeds) seeds")
+                return
+            }
+            print("mutant \(m.rawValue) NOT caught in \(summary.seeds) seeds; old-term commits \(summary.stats.oldTermCommits)")
+            throw ExitCode(1)
+        }
+        for (i, f) in summary.failures.enumerated() where i == 0 || trace {
+            print(SimRunner.report(f, nodes: nodes, profile: profile, mutation: nil, traceLines: traceLines))
+        }
+        if summary.failures.count > 1 {
+            print("failing seeds: \(summary.failures.map { String($0.seed) }.joined(separator: " "))")
+        }
+        print("coverage: \(s.events) events, \(s.virtualMs / 1000) virtual s; faults \(s.faults) (crashes \(s.crashes), partitions \(s.partitions), pauses \(s.pauses), slow disks \(s.slowDisks), lossy periods \(s.lossyPeriods)); membership changes \(s.confChangesProposed) proposed; leader transfers \(s.transfers); compactions \(s.compactions), snapshots installed \(s.snapshotsInstalled); leaders elected \(s.leadersElected); writes acked \(s.writesAcked), unknown \(s.writesUnknown); reads \(s.readsServed) (\(s.followerReads) on followers); inconclusive checks \(s.inconclusiveChecks); old-term commits \(s.oldTermCommits); wall \(elapsed)")
+        print("\(summary.seeds) seeds, \(summary.failures.count) violations")
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+}
