@@ -55,6 +55,8 @@ public struct Progress: Sendable, Equatable {
     var pendingSnapshot: LogIndex = 0
     /// Ticks since the snapshot was sent; a lost snapshot is retried after a timeout.
     var snapshotTicks = 0
+    /// Highest commit index sent to this follower, to tell it promptly when that falls behind.
+    var sentCommit: LogIndex = 0
     /// Highest heartbeat round this follower acknowledged in the current term (for ReadIndex).
     var readAckRound: UInt64 = 0
     var inflights: Inflights

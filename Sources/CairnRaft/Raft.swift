@@ -387,8 +387,9 @@ final class Raft {
         progress[m.from] = pr
         if maybeCommit() {
             broadcastAppend()
-        } else if wasPaused {
-            maybeSendAppend(to: m.from, sendIfEmpty: false)
+        } else if wasPaused || (pr.state == .replicate && pr.sentCommit < log.committed) {
+            // Unblocked, or it missed the commit broadcast while paused: tell it the commit index now.
+            maybeSendAppend(to: m.from, sendIfEmpty: pr.sentCommit < log.committed)
         }
         // Keep the pipeline full.
         while role == .leader && maybeSendAppend(to: m.from, sendIfEmpty: false) {}
@@ -529,6 +530,7 @@ final class Raft {
         send(Message(kind: .append, to: target, logTerm: prevTerm, index: prevIndex, entries: entries,
                      commit: log.committed))
         pr.sentEntries(lastIndex: entries.last?.index ?? prevIndex, count: entries.count)
+        pr.sentCommit = max(pr.sentCommit, log.committed)
         progress[target] = pr
         return true
     }
@@ -557,6 +559,7 @@ final class Raft {
         readBroadcastNeeded = false
         for m in config.members where m != id {
             let commit = min(progress[m]?.match ?? 0, log.committed)
+            if commit > (progress[m]?.sentCommit ?? 0) { progress[m]?.sentCommit = commit }
             send(Message(kind: .heartbeat, to: m, commit: commit, context: readRound))
         }
         releaseConfirmedReads()
