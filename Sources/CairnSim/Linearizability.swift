@@ -16,6 +16,15 @@ public struct HistoryOp: Sendable, CustomStringConvertible {
     /// crashed): such a write may or may not have taken effect, at any time after its invocation.
     public var response: UInt64?
 
+    public init(opID: UInt64, client: Int, key: UInt64, kind: Kind, invoke: UInt64, response: UInt64? = nil) {
+        self.opID = opID
+        self.client = client
+        self.key = key
+        self.kind = kind
+        self.invoke = invoke
+        self.response = response
+    }
+
     public var description: String {
         let r = response.map(String.init) ?? "?"
         switch kind {
