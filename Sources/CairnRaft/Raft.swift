@@ -95,6 +95,7 @@ final class Raft {
     private var committedInCurrentTerm: Bool { log.term(at: log.committed) == term }
 
     private func reset(term newTerm: Term) {
+        invariant(newTerm >= term, "term went back from \(term) to \(newTerm)")
         if newTerm != term {
             term = newTerm
             vote = noNode
@@ -134,6 +135,7 @@ final class Raft {
 
     private func becomeLeader() {
         invariant(role == .candidate, "only a candidate can become leader")
+        invariant(vote == id, "a leader voted for itself in its term")
         reset(term: term)
         lead = id
         role = .leader
@@ -361,6 +363,8 @@ final class Raft {
 
     private func handleAppendResponse(_ m: Message) {
         guard var pr = progress[m.from] else { return }
+        guard invariant(m.reject || m.index <= log.lastIndex,
+                        "follower \(m.from) acknowledged index \(m.index) beyond our last index \(log.lastIndex)") else { return }
         pr.recentActive = true
         if m.reject {
             var hint = m.rejectHint

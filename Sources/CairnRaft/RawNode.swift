@@ -132,7 +132,16 @@ public final class RawNode {
         rd.snapshot = raft.log.unstable.snapshot
         if !rd.entries.isEmpty || rd.snapshot != nil { rd.mustSync = true }
         rd.committedEntries = raft.log.nextCommittedEntries(allowUncommitted: allowUncommittedApply)
-        if let last = rd.committedEntries.last { raft.log.applying = last.index }
+        if let last = rd.committedEntries.last {
+            // (The apply-before-commit mutation is exactly the removal of this guard.)
+            if !allowUncommittedApply {
+                raft.invariant(last.index <= raft.log.committed, "handing out entry \(last.index) beyond commit \(raft.log.committed)")
+            }
+            raft.invariant(rd.committedEntries.first!.index == raft.log.applying + 1 || rd.snapshot != nil
+                           || rd.committedEntries.first!.index == raft.log.firstIndex,
+                           "gap in the entries handed out to apply")
+            raft.log.applying = last.index
+        }
         if let s = rd.snapshot { raft.log.applying = max(raft.log.applying, s.metadata.index) }
         rd.messages = raft.msgs
         rd.messagesAfterPersist = raft.msgsAfterPersist
