@@ -10,6 +10,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "CairnRaft", targets: ["CairnRaft"]),
+        .library(name: "CairnStorage", targets: ["CairnStorage"]),
         .executable(name: "cairn-sim", targets: ["cairn-sim"]),
     ],
     dependencies: [
@@ -18,6 +19,8 @@ let package = Package(
     targets: [
         // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
         .target(name: "CairnRaft", swiftSettings: strict),
+        // Durable Raft log: one CRC-framed, group-committed write-ahead log per node for all groups.
+        .target(name: "CairnStorage", dependencies: ["CairnRaft"], swiftSettings: strict),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
         .target(name: "CairnSim", dependencies: ["CairnRaft"], swiftSettings: strict),
         .executableTarget(
@@ -26,6 +29,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

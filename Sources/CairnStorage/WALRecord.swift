@@ -1,0 +1,84 @@
+import CairnRaft
+
+/// What the write-ahead log holds. Every record names its Raft group, so one log (and one sync) serves
+/// every group on the node.
+enum WALRecord: Equatable {
+    /// Entries to append; an entry at an index the group already has replaces it and everything after.
+    case entries(group: UInt64, [Entry])
+    case hardState(group: UInt64, HardState)
+    /// The group's log now starts after this snapshot point. `replacesLog`: a snapshot received from the
+    /// leader, which discards the whole log; otherwise a local compaction, which keeps what follows.
+    case snapshot(group: UInt64, SnapshotMetadata, replacesLog: Bool)
+
+    private enum Tag: UInt8 { case entries = 1, hardState = 2, compaction = 3, installedSnapshot = 4 }
+
+    /// Frame: length (u32), CRC-32C of the payload (u32), payload.
+    static let headerBytes = 8
+
+    func framed(into out: inout [UInt8]) {
+        var payload: [UInt8] = []
+        switch self {
+        case .entries(let g, let entries):
+            payload.append(Tag.entries.rawValue)
+            ByteCoding.append(g, to: &payload)
+            ByteCoding.append(UInt32(entries.count), to: &payload)
+            for e in entries {
+                ByteCoding.append(e.term, to: &payload)
+                ByteCoding.append(e.index, to: &payload)
+                payload.append(e.kind.rawValue)
+                ByteCoding.append(UInt32(e.data.count), to: &payload)
+                payload.append(contentsOf: e.data)
+            }
+        case .hardState(let g, let hs):
+            payload.append(Tag.hardState.rawValue)
+            ByteCoding.append(g, to: &payload)
+            ByteCoding.append(hs.term, to: &payload)
+            ByteCoding.append(hs.vote, to: &payload)
+            ByteCoding.append(hs.commit, to: &payload)
+        case .snapshot(let g, let meta, let replaces):
+            payload.append(replaces ? Tag.installedSnapshot.rawValue : Tag.compaction.rawValue)
+            ByteCoding.append(g, to: &payload)
+            ByteCoding.append(meta.index, to: &payload)
+            ByteCoding.append(meta.term, to: &payload)
+            let conf = meta.confState.encoded()
+            ByteCoding.append(UInt32(conf.count), to: &payload)
+            payload.append(contentsOf: conf)
+        }
+        ByteCoding.append(UInt32(payload.count), to: &out)
+        ByteCoding.append(CRC32C.checksum(payload), to: &out)
+        out.append(contentsOf: payload)
+    }
+
+    /// Decodes a payload whose checksum already matched; nil if it is not a well-formed record.
+    init?(payload p: [UInt8]) {
+        guard let tagByte = p.first, let tag = Tag(rawValue: tagByte) else { return nil }
+        var c = 1
+        guard let group = ByteCoding.readUInt64(p, &c) else { return nil }
+        switch tag {
+        case .entries:
+            guard let n = ByteCoding.readUInt32(p, &c) else { return nil }
+            var entries: [Entry] = []
+            entries.reserveCapacity(Int(n))
+            for _ in 0..<n {
+                guard let term = ByteCoding.readUInt64(p, &c), let index = ByteCoding.readUInt64(p, &c), c < p.count,
+                      let kind = EntryKind(rawValue: p[c]) else { return nil }
+                c += 1
+                guard let len = ByteCoding.readUInt32(p, &c), c + Int(len) <= p.count else { return nil }
+                entries.append(Entry(term: term, index: index, kind: kind, data: Array(p[c..<(c + Int(len))])))
+                c += Int(len)
+            }
+            guard c == p.count else { return nil }
+            self = .entries(group: group, entries)
+        case .hardState:
+            guard let t = ByteCoding.readUInt64(p, &c), let v = ByteCoding.readUInt64(p, &c),
+                  let commit = ByteCoding.readUInt64(p, &c), c == p.count else { return nil }
+            self = .hardState(group: group, HardState(term: t, vote: v, commit: commit))
+        case .compaction, .installedSnapshot:
+            guard let index = ByteCoding.readUInt64(p, &c), let term = ByteCoding.readUInt64(p, &c),
+                  let len = ByteCoding.readUInt32(p, &c), c + Int(len) == p.count,
+                  let conf = ConfState(decoding: Array(p[c...])) else { return nil }
+            self = .snapshot(group: group, SnapshotMetadata(index: index, term: term, confState: conf),
+                             replacesLog: tag == .installedSnapshot)
+        }
+    }
+}

@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+import CairnRaft
+@testable import CairnStorage
+
+/// A fresh directory per test, removed afterwards.
+final class TempDir {
+    let path: String
+
+    init() {
+        path = NSTemporaryDirectory() + "cairn-wal-test-" + UUID().uuidString
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    var segments: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasPrefix("wal-") }.sorted()
+    }
+
+    func segmentPath(_ i: Int) -> String { path + "/" + segments[i] }
+}
+
+private func entries(_ range: ClosedRange<LogIndex>, term: Term, prefix: String = "e") -> [Entry] {
+    range.map { Entry(term: term, index: $0, data: Array("\(prefix)\($0)".utf8)) }
+}
+
+private func logged() -> (log: (String) -> Void, lines: () -> [String]) {
+    final class Box: @unchecked Sendable { var lines: [String] = [] }
+    let box = Box()
+    return ({ box.lines.append($0) }, { box.lines })
+}
+
+@Suite("Write-ahead log")
+struct LogStoreTests {
+    let conf = ConfState(voters: [1, 2, 3])
+
+    @Test("entries, hard state and membership survive a reopen")
+    func roundTrip() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(7, confState: conf)
+            try store.persist([GroupWrite(group: 7, entries: entries(1...5, term: 1), hardState: HardState(term: 1, vote: 2, commit: 3))])
+        }
+        let store = try LogStore(directory: dir.path, log: { _ in })
+        let g = try #require(store.group(7))
+        #expect(g.firstIndex() == 1 && g.lastIndex() == 5)
+        #expect(try g.entries(from: 1, to: 6, maxBytes: .max) == entries(1...5, term: 1))
+        let (hs, cs) = try g.initialState()
+        #expect(hs == HardState(term: 1, vote: 2, commit: 3))
+        #expect(cs == conf)
+    }
+
+    @Test("one sync covers a batch of writes from many groups")
+    func groupCommit() throws {
+        let dir = TempDir()
+        let store = try LogStore(directory: dir.path, log: { _ in })
+        for g: UInt64 in 1...3 { _ = try store.createGroup(g, confState: conf) }
+        let before = store.syncCount
+        try store.persist((1...3).map { GroupWrite(group: $0, entries: entries(1...10, term: 1), hardState: HardState(term: 1, vote: 1, commit: 0)) })
+        #expect(store.syncCount == before + 1)
+        let reopened = try LogStore(directory: dir.path, log: { _ in })
+        #expect(reopened.groupIDs == [1, 2, 3])
+        for g: UInt64 in 1...3 { #expect(reopened.group(g)?.lastIndex() == 10) }
+    }
+
+    @Test("a torn final record is cut off with a log line; everything before it survives")
+    func tornTail() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
+            try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
+        }
+        // A crash in the middle of the last (unsynced) write leaves part of a record.
+        let path = dir.segmentPath(0)
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        #expect(truncate(path, off_t(size - 5)) == 0)
+        let (log, lines) = logged()
+        let store = try LogStore(directory: dir.path, log: log)
+        #expect(store.group(1)?.lastIndex() == 3)
+        #expect(lines().count == 1)
+        #expect(lines().first?.contains("torn tail") == true)
+        // The log goes on from the cut, and a second reopen is clean.
+        try store.persist([GroupWrite(group: 1, entries: entries(4...4, term: 2))])
+        let (log2, lines2) = logged()
+        let again = try LogStore(directory: dir.path, log: log2)
+        #expect(again.group(1)?.lastIndex() == 4)
+        #expect(try again.group(1)?.term(at: 4) == 2)
+        #expect(lines2().isEmpty)
+    }
+
+    @Test("a partial record header at the end is a torn tail too")
+    func tornHeader() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            try store.persist([GroupWrite(group: 1, entries: entries(1...2, term: 1))])
+        }
+        let handle = try #require(FileHandle(forWritingAtPath: dir.segmentPath(0)))
+        handle.seekToEndOfFile()
+        handle.write(Data([0x10, 0x00, 0x00]))
+        try handle.close()
+        let (log, lines) = logged()
+        let store = try LogStore(directory: dir.path, log: log)
+        #expect(store.group(1)?.lastIndex() == 2)
+        #expect(lines().count == 1)
+    }
+
+    @Test("corruption before the end refuses to start, naming the file and offset")
+    func corruptionInTheMiddle() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
+            try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
+        }
+        let path = dir.segmentPath(0)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[12] ^= 0xFF   // inside the first record's payload
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: WALError.corrupt(file: dir.segments[0], offset: 0, reason: "checksum mismatch")) {
+            _ = try LogStore(directory: dir.path, log: { _ in })
+        }
+    }
+
+    @Test("entries replacing a conflicting suffix replace it after a reopen too")
+    func conflictingSuffix() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            try store.persist([GroupWrite(group: 1, entries: entries(1...5, term: 1))])
+            try store.persist([GroupWrite(group: 1, entries: entries(3...4, term: 2, prefix: "new"))])
+        }
+        let g = try #require(try LogStore(directory: dir.path, log: { _ in }).group(1))
+        #expect(g.lastIndex() == 4)
+        #expect(try g.entries(from: 1, to: 5, maxBytes: .max) == entries(1...2, term: 1) + entries(3...4, term: 2, prefix: "new"))
+    }
+
+    @Test("a snapshot received from the leader replaces a log that lacks its last entry")
+    func receivedSnapshot() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            try store.persist([GroupWrite(group: 1, entries: entries(1...5, term: 1))])
+            let meta = SnapshotMetadata(index: 10, term: 3, confState: ConfState(voters: [1, 2, 3, 4]))
+            try store.persist([GroupWrite(group: 1, hardState: HardState(term: 3, vote: 0, commit: 10), snapshot: meta)])
+        }
+        let g = try #require(try LogStore(directory: dir.path, log: { _ in }).group(1))
+        #expect(g.firstIndex() == 11 && g.lastIndex() == 10)
+        #expect(try g.term(at: 10) == 3)
+        #expect(try g.initialState().1 == ConfState(voters: [1, 2, 3, 4]))
+    }
+
+    @Test("a replaced history stays discarded when a compaction later moves the snapshot point past it")
+    func replacedHistoryAfterCompaction() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            try store.persist([GroupWrite(group: 1, entries: entries(1...50, term: 1, prefix: "old"))])
+            let meta = SnapshotMetadata(index: 20, term: 3, confState: conf)
+            try store.persist([GroupWrite(group: 1, snapshot: meta)])
+            try store.persist([GroupWrite(group: 1, entries: entries(21...30, term: 3))])
+            try store.compact(group: 1, through: 25, confState: conf)
+        }
+        let g = try #require(try LogStore(directory: dir.path, log: { _ in }).group(1))
+        #expect(g.firstIndex() == 26 && g.lastIndex() == 30)
+        #expect(try g.entries(from: 26, to: 31, maxBytes: .max) == entries(26...30, term: 3))
+    }
+
+    @Test("after compaction, segments no group needs are deleted and recovery still sees every live entry")
+    func compactionRemovesSegments() throws {
+        let dir = TempDir()
+        let store = try LogStore(directory: dir.path, segmentBytes: 2048, log: { _ in })
+        for g: UInt64 in 1...2 { _ = try store.createGroup(g, confState: conf) }
+        var next: LogIndex = 1
+        func write(_ n: Int) throws {
+            for _ in 0..<n {
+                try store.persist((1...2).map { GroupWrite(group: $0, entries: entries(next...(next + 4), term: 1)) })
+                next += 5
+            }
+        }
+        try write(40)
+        let grown = store.segmentCount
+        #expect(grown > 5)
+        for g: UInt64 in 1...2 { try store.compact(group: g, through: next - 10, confState: conf) }
+        try write(10)
+        #expect(store.segmentCount < grown, "covered segments were deleted")
+        #expect(dir.segments.count == store.segmentCount)
+        let reopened = try LogStore(directory: dir.path, log: { _ in })
+        for g: UInt64 in 1...2 {
+            let log = try #require(reopened.group(g))
+            #expect(log.lastIndex() == next - 1)
+            #expect(log.firstIndex() == (next - 60) + 1)
+            #expect(try log.entries(from: log.firstIndex(), to: next, maxBytes: .max).count == 59)
+        }
+    }
+
+    @Test("a Raft node restarts from the log with its term, vote, commit and entries")
+    func rawNodeRestart() throws {
+        let dir = TempDir()
+        var committed: [Entry] = []
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            let storage = try store.createGroup(1, confState: ConfState(voters: [1]))
+            let node = try RawNode(config: RaftConfig(id: 1, randomSeed: 1), storage: storage)
+            func drain() throws {
+                while node.hasReady {
+                    let rd = node.ready()
+                    try store.persist([GroupWrite(group: 1, entries: rd.entries, hardState: rd.hardState, snapshot: rd.snapshot?.metadata)])
+                    committed += rd.committedEntries
+                    node.advance(rd)
+                }
+            }
+            for _ in 0..<20 { node.tick() }
+            try drain()
+            try node.propose(Array("hello".utf8))
+            try drain()
+        }
+        #expect(committed.map { String(decoding: $0.data, as: UTF8.self) } == ["", "hello"])
+        let store = try LogStore(directory: dir.path, log: { _ in })
+        let node = try RawNode(config: RaftConfig(id: 1, randomSeed: 1), storage: try #require(store.group(1)))
+        #expect(node.status.term == 1)
+        #expect(node.status.vote == 1)
+        #expect(node.status.commit == 2)
+        #expect(node.term(at: 2) == 1)
+    }
+}
