@@ -157,7 +157,7 @@ public final class LogStore {
 
     private func write(_ records: [WALRecord]) throws {
         var bytes: [UInt8] = []
-        for r in records { r.framed(into: &bytes) }
+        WALRecord.frame(records, into: &bytes)
         let segment = segments[segments.count - 1]
         try segment.append(bytes)
         try segment.sync()
@@ -185,12 +185,14 @@ public final class LogStore {
 
     private func startSegment(sequence: UInt64) throws {
         let segment = try SegmentFile(directory: directory, sequence: sequence, create: true)
-        var checkpoint: [UInt8] = []
+        var records: [WALRecord] = []
         for id in groups.keys.sorted() {
             let g = groups[id]!
-            WALRecord.snapshot(group: id, g.snapshotMetadata, replacesLog: false).framed(into: &checkpoint)
-            WALRecord.hardState(group: id, g.hardState).framed(into: &checkpoint)
+            records.append(.snapshot(group: id, g.snapshotMetadata, replacesLog: false))
+            records.append(.hardState(group: id, g.hardState))
         }
+        var checkpoint: [UInt8] = []
+        if !records.isEmpty { WALRecord.frame(records, into: &checkpoint) }
         try segment.append(checkpoint)
         try segment.sync()
         try syncDirectory(directory)
@@ -240,10 +242,10 @@ public final class LogStore {
                 try segment.truncate(to: offset)
                 return out
             }
-            guard let record = WALRecord(payload: Array(bytes[(offset + WALRecord.headerBytes)..<end])) else {
+            guard let records = WALRecord.records(inFrame: Array(bytes[(offset + WALRecord.headerBytes)..<end])) else {
                 throw WALError.corrupt(file: name, offset: offset, reason: "record with a valid checksum cannot be decoded")
             }
-            out.append((offset, record))
+            for r in records { out.append((offset, r)) }
             offset = end
         }
         return out

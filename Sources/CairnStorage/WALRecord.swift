@@ -12,10 +12,39 @@ enum WALRecord: Equatable {
 
     private enum Tag: UInt8 { case entries = 1, hardState = 2, compaction = 3, installedSnapshot = 4 }
 
-    /// Frame: length (u32), CRC-32C of the payload (u32), payload.
+    /// Frame: length (u32), CRC-32C of the payload (u32), payload. One frame holds one write batch, so
+    /// a batch is recovered whole or not at all: never entries without the hard state written with them.
     static let headerBytes = 8
 
-    func framed(into out: inout [UInt8]) {
+    /// Frames a batch: count (u32), then each record as length (u32) + bytes.
+    static func frame(_ records: [WALRecord], into out: inout [UInt8]) {
+        var payload: [UInt8] = []
+        ByteCoding.append(UInt32(records.count), to: &payload)
+        for r in records {
+            let body = r.encoded()
+            ByteCoding.append(UInt32(body.count), to: &payload)
+            payload.append(contentsOf: body)
+        }
+        ByteCoding.append(UInt32(payload.count), to: &out)
+        ByteCoding.append(CRC32C.checksum(payload), to: &out)
+        out.append(contentsOf: payload)
+    }
+
+    /// The records of a frame whose checksum matched; nil if it is not well formed.
+    static func records(inFrame p: [UInt8]) -> [WALRecord]? {
+        var c = 0
+        guard let n = ByteCoding.readUInt32(p, &c) else { return nil }
+        var out: [WALRecord] = []
+        for _ in 0..<n {
+            guard let len = ByteCoding.readUInt32(p, &c), c + Int(len) <= p.count,
+                  let r = WALRecord(payload: Array(p[c..<(c + Int(len))])) else { return nil }
+            out.append(r)
+            c += Int(len)
+        }
+        return c == p.count ? out : nil
+    }
+
+    func encoded() -> [UInt8] {
         var payload: [UInt8] = []
         switch self {
         case .entries(let g, let entries):
@@ -44,12 +73,10 @@ enum WALRecord: Equatable {
             ByteCoding.append(UInt32(conf.count), to: &payload)
             payload.append(contentsOf: conf)
         }
-        ByteCoding.append(UInt32(payload.count), to: &out)
-        ByteCoding.append(CRC32C.checksum(payload), to: &out)
-        out.append(contentsOf: payload)
+        return payload
     }
 
-    /// Decodes a payload whose checksum already matched; nil if it is not a well-formed record.
+    /// Decodes one record; nil if it is not well formed.
     init?(payload p: [UInt8]) {
         guard let tagByte = p.first, let tag = Tag(rawValue: tagByte) else { return nil }
         var c = 1

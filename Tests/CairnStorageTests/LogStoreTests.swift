@@ -157,6 +157,34 @@ struct LogStoreTests {
         #expect(try g.initialState().1 == ConfState(voters: [1, 2, 3, 4]))
     }
 
+    @Test("a crash at any byte of an unsynced write recovers exactly the writes synced before it")
+    func crashAtEveryByte() throws {
+        let dir = TempDir()
+        var boundaries: [Int] = []   // file size after each synced batch
+        do {
+            let store = try LogStore(directory: dir.path, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            for b in 0..<6 {
+                let first = LogIndex(b * 3 + 1)
+                try store.persist([GroupWrite(group: 1, entries: entries(first...(first + 2), term: 1),
+                                              hardState: HardState(term: 1, vote: 1, commit: first))])
+                boundaries.append(try FileManager.default.attributesOfItem(atPath: dir.segmentPath(0))[.size] as! Int)
+            }
+        }
+        let full = try Data(contentsOf: URL(fileURLWithPath: dir.segmentPath(0)))
+        let name = dir.segments[0]
+        for cut in boundaries[0]...full.count {
+            let copy = TempDir()
+            try FileManager.default.createDirectory(atPath: copy.path, withIntermediateDirectories: true)
+            try full.prefix(cut).write(to: URL(fileURLWithPath: copy.path + "/" + name))
+            let store = try LogStore(directory: copy.path, log: { _ in })
+            let synced = boundaries.lastIndex { $0 <= cut }!
+            let g = try #require(store.group(1))
+            #expect(g.lastIndex() == LogIndex(synced * 3 + 3), "cut at byte \(cut)")
+            #expect(g.hardState.commit == LogIndex(synced * 3 + 1), "cut at byte \(cut)")
+        }
+    }
+
     @Test("a replaced history stays discarded when a compaction later moves the snapshot point past it")
     func replacedHistoryAfterCompaction() throws {
         let dir = TempDir()
