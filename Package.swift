@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .library(name: "CairnRaft", targets: ["CairnRaft"]),
         .library(name: "CairnStorage", targets: ["CairnStorage"]),
+        .library(name: "CairnSQLite", targets: ["CairnSQLite"]),
         .executable(name: "cairn-sim", targets: ["cairn-sim"]),
     ],
     dependencies: [
@@ -19,6 +20,10 @@ let package = Package(
     targets: [
         // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
         .target(name: "CairnRaft", swiftSettings: strict),
+        // SQLite's C API from Debian's libsqlite3-dev (not sqlite-nio: 20-30x the per-statement cost here).
+        .systemLibrary(name: "CSQLite3", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // The replicated state machine: applies committed SQL batches to one SQLite database per group.
+        .target(name: "CairnSQLite", dependencies: ["CSQLite3", "CairnRaft"], swiftSettings: strict),
         // Durable Raft log: one CRC-framed, group-committed write-ahead log per node for all groups.
         .target(name: "CairnStorage", dependencies: ["CairnRaft"], swiftSettings: strict),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
@@ -29,6 +34,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
     ],

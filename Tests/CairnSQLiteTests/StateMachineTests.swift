@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+@testable import CairnSQLite
+
+final class TempDB {
+    let dir = NSTemporaryDirectory() + "cairn-sql-test-" + UUID().uuidString
+    init() { try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
+    func path(_ name: String = "db.sqlite") -> String { dir + "/" + name }
+}
+
+private func command(_ sql: String..., atomic: Bool = false) -> SQLCommand {
+    SQLCommand(statements: sql.map { SQLStatement($0) }, atomic: atomic,
+               timestampMillis: 1_790_000_000_123, randomSeed: 99)
+}
+
+@Suite("SQLite state machine")
+struct StateMachineTests {
+    @Test("applied entries are queryable and the applied index survives a reopen")
+    func applyAndReopen() throws {
+        let tmp = TempDB()
+        do {
+            let sm = try SQLStateMachine(path: tmp.path())
+            #expect(sm.appliedIndex == 0)
+            let r = try sm.apply(index: 1, command: command("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT)",
+                                                              "INSERT INTO t(name) VALUES ('ada')"))
+            #expect(r.map(\.error) == [nil, nil])
+            #expect(r[1].rowsAffected == 1 && r[1].lastInsertID == 1)
+            try sm.applyEmpty(index: 2)
+        }
+        let sm = try SQLStateMachine(path: tmp.path())
+        #expect(sm.appliedIndex == 2)
+        let q = sm.query(SQLStatement("SELECT id, name FROM t"))
+        #expect(q.columns == ["id", "name"])
+        #expect(q.types == ["INTEGER", "TEXT"])
+        #expect(q.rows == [[.integer(1), .text("ada")]])
+    }
+
+    @Test("without atomic, a failing statement leaves no trace and the others take effect")
+    func perStatement() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)"))
+        let r = try sm.apply(index: 2, command: command("INSERT INTO t VALUES (1, 'a')", "INSERT INTO t VALUES (1, 'dup')",
+                                                          "INSERT INTO t VALUES (2, 'b')"))
+        #expect(r[0].error == nil && r[2].error == nil)
+        #expect(r[1].error?.contains("UNIQUE constraint failed") == true)
+        #expect(sm.query(SQLStatement("SELECT v FROM t ORDER BY id")).rows == [[.text("a")], [.text("b")]])
+        #expect(sm.appliedIndex == 2)
+    }
+
+    @Test("atomic: the first failure rolls back the whole batch and stops it")
+    func atomicBatch() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(id INTEGER PRIMARY KEY)"))
+        let r = try sm.apply(index: 2, command: command("INSERT INTO t VALUES (1)", "INSERT INTO nope VALUES (1)",
+                                                          "INSERT INTO t VALUES (2)", atomic: true))
+        #expect(r.count == 2)
+        #expect(r[1].error?.contains("no such table: nope") == true)
+        #expect(sm.query(SQLStatement("SELECT count(*) FROM t")).rows == [[.integer(0)]])
+        #expect(sm.appliedIndex == 2)
+    }
+
+    @Test("random(), randomblob(), 'now' and CURRENT_TIMESTAMP give the same row on every replica")
+    func deterministicAcrossReplicas() throws {
+        let tmp = TempDB()
+        let replicas = try (1...3).map { try SQLStateMachine(path: tmp.path("replica\($0).sqlite")) }
+        let schema = command("CREATE TABLE t(r INTEGER, b BLOB, now TEXT, ts TEXT, d TEXT DEFAULT CURRENT_TIMESTAMP)")
+        let insert = command("INSERT INTO t(r, b, now, ts) VALUES (random(), randomblob(8), datetime('now'), CURRENT_TIMESTAMP)")
+        var rows: [[[SQLValue]]] = []
+        for (i, sm) in replicas.enumerated() {
+            _ = try sm.apply(index: 1, command: schema)
+            // Replicas apply at different real times; it must not matter.
+            if i > 0 { Thread.sleep(forTimeInterval: 1.1) }
+            _ = try sm.apply(index: 2, command: insert)
+            rows.append(sm.query(SQLStatement("SELECT * FROM t")).rows)
+        }
+        #expect(rows[0] == rows[1] && rows[1] == rows[2])
+        let row = try #require(rows[0].first)
+        #expect(row[2] == .text("2026-09-21 14:13:20"))
+        #expect(row[3] == row[2] && row[4] == row[2])
+        // Outside an apply, reads see the real clock and real randomness.
+        let now = replicas[0].query(SQLStatement("SELECT datetime('now')")).rows
+        #expect(now != [[.text("2026-09-21 14:13:20")]])
+    }
+
+    @Test("statements that would escape the database or change its durability are refused with a reason",
+          arguments: [
+            ("ATTACH DATABASE '/tmp/x.db' AS x", "ATTACH and DETACH are not allowed"),
+            ("DETACH DATABASE x", "ATTACH and DETACH are not allowed"),
+            ("PRAGMA journal_mode=DELETE", "PRAGMA journal_mode is not allowed"),
+            ("PRAGMA synchronous=OFF", "PRAGMA synchronous is not allowed"),
+            ("PRAGMA wal_checkpoint(TRUNCATE)", "PRAGMA wal_checkpoint is not allowed"),
+            ("PRAGMA writable_schema=ON", "PRAGMA writable_schema is not allowed"),
+            ("SELECT load_extension('/tmp/evil.so')", "load_extension() is not allowed"),
+            ("BEGIN", "transaction statements are not allowed"),
+            ("SAVEPOINT s", "transaction statements are not allowed"),
+            ("UPDATE _cairn_meta SET value = 0", "reserved for CairnDB"),
+            ("DROP TABLE _cairn_meta", "reserved for CairnDB"),
+          ])
+    func refused(sql: String, reason: String) throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        let r = try sm.apply(index: 1, command: command(sql))
+        #expect(r.first?.error?.contains(reason) == true, "\(sql): \(r.first?.error ?? "accepted")")
+        #expect(sm.appliedIndex == 1)
+        #expect(sm.query(SQLStatement("PRAGMA journal_mode")).error != nil)
+    }
+
+    @Test("harmless PRAGMAs still work")
+    func allowedPragmas() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        let r = try sm.apply(index: 1, command: command("CREATE TABLE t(a INTEGER, b TEXT)", "PRAGMA user_version = 7"))
+        #expect(r.map(\.error) == [nil, nil])
+        #expect(sm.query(SQLStatement("PRAGMA user_version")).rows == [[.integer(7)]])
+        #expect(sm.query(SQLStatement("PRAGMA table_info(t)")).rows.count == 2)
+    }
+
+    @Test("a query that would write is refused")
+    func queryIsReadOnly() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(a)"))
+        #expect(sm.query(SQLStatement("INSERT INTO t VALUES (1)")).error?.contains("send writes as executes") == true)
+        #expect(sm.query(SQLStatement("SELECT count(*) FROM t")).rows == [[.integer(0)]])
+    }
+
+    @Test("positional and named parameters bind; mistakes are explained")
+    func parameters() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(a, b)"))
+        let cmd = SQLCommand(statements: [
+            SQLStatement("INSERT INTO t VALUES (?, ?)", [.integer(1), .text("x")]),
+            SQLStatement("INSERT INTO t VALUES (:a, :b)", named: ["a": .integer(2), ":b": .text("y")]),
+            SQLStatement("INSERT INTO t VALUES (?, ?)", [.integer(1), .integer(2), .integer(3)]),
+            SQLStatement("INSERT INTO t VALUES (:a, :b)", named: ["c": .integer(3)]),
+        ], timestampMillis: 1, randomSeed: 1)
+        let r = try sm.apply(index: 2, command: cmd)
+        #expect(r[0].error == nil && r[1].error == nil)
+        #expect(r[2].error == "the statement takes 2 parameter(s), 3 given")
+        #expect(r[3].error == "the statement has no parameter named c")
+        #expect(sm.query(SQLStatement("SELECT a, b FROM t ORDER BY a")).rows == [[.integer(1), .text("x")], [.integer(2), .text("y")]])
+    }
+
+    @Test("every SQLite type round-trips")
+    func valueTypes() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        let values: [SQLValue] = [.null, .integer(-42), .integer(Int64.max), .real(3.25), .text("héllo ✓"), .text(""), .blob([0, 1, 255]), .blob([])]
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(v)"))
+        let inserts = values.map { SQLStatement("INSERT INTO t VALUES (?)", [$0]) }
+        _ = try sm.apply(index: 2, command: SQLCommand(statements: inserts, timestampMillis: 1, randomSeed: 1))
+        #expect(sm.query(SQLStatement("SELECT v FROM t ORDER BY rowid")).rows == values.map { [$0] })
+    }
+
+    @Test("commands round-trip through their log encoding; garbage is refused")
+    func commandEncoding() {
+        let cmd = SQLCommand(statements: [SQLStatement("INSERT INTO t VALUES (?, :n)", [.real(1.5), .blob([9])], named: [":n": .null])],
+                             atomic: true, timestampMillis: -5, randomSeed: .max)
+        #expect(SQLCommand(decoding: cmd.encoded()) == cmd)
+        #expect(SQLCommand(decoding: [1, 2, 3]) == nil)
+        #expect(SQLCommand(decoding: Array(cmd.encoded().dropLast())) == nil)
+    }
+}
