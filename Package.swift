@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CSQLite3", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // The replicated state machine: applies committed SQL batches to one SQLite database per group.
         .target(name: "CairnSQLite", dependencies: ["CSQLite3", "CairnRaft"], swiftSettings: strict),
+        // Node-to-node messages: the wire format (and, next, the SwiftNIO connections).
+        .target(name: "CairnTransport", dependencies: ["CairnRaft"], swiftSettings: strict),
         // Durable Raft log: one CRC-framed, group-committed write-ahead log per node for all groups.
         .target(name: "CairnStorage", dependencies: ["CairnRaft"], swiftSettings: strict),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
@@ -35,6 +37,7 @@ let package = Package(
         ),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite"], swiftSettings: strict),
+        .testTarget(name: "CairnTransportTests", dependencies: ["CairnTransport", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
     ],

@@ -1,0 +1,161 @@
+import CairnRaft
+
+/// A Raft message addressed to one group on the receiving node.
+public struct Envelope: Sendable, Equatable {
+    public var group: UInt64
+    public var message: Message
+
+    public init(group: UInt64, message: Message) {
+        self.group = group
+        self.message = message
+    }
+}
+
+public enum WireError: Error, Equatable, CustomStringConvertible {
+    case malformed(String)
+    case versionMismatch(ours: UInt16, theirs: UInt16)
+    case notCairn
+
+    public var description: String {
+        switch self {
+        case .malformed(let what): return "malformed frame: \(what)"
+        case .versionMismatch(let ours, let theirs): return "peer speaks wire version \(theirs), this node speaks \(ours)"
+        case .notCairn: return "peer is not a CairnDB node (bad handshake magic)"
+        }
+    }
+}
+
+/// The bytes between nodes. A connection opens with a handshake (magic, wire version, sender's node
+/// id); after it, every frame is a length (u32) followed by a batch of envelopes, so many messages to
+/// one peer share a write.
+public enum WireFormat {
+    public static let version: UInt16 = 1
+    static let magic: [UInt8] = Array("CAIRN".utf8)
+    /// Frames larger than this are refused: a corrupt length must not make the reader allocate gigabytes.
+    public static let maxFrameBytes = 64 << 20
+
+    public static func handshake(from node: NodeID) -> [UInt8] {
+        var out = magic
+        out.append(UInt8(version & 0xff))
+        out.append(UInt8(version >> 8))
+        ByteCoding.append(node, to: &out)
+        return out
+    }
+
+    public static let handshakeBytes = 5 + 2 + 8
+
+    /// The sender's node id, if the handshake is ours and of our version.
+    public static func parseHandshake(_ bytes: [UInt8]) throws(WireError) -> NodeID {
+        guard bytes.count == handshakeBytes else { throw .malformed("handshake of \(bytes.count) bytes") }
+        guard Array(bytes[0..<5]) == magic else { throw .notCairn }
+        let theirs = UInt16(bytes[5]) | UInt16(bytes[6]) << 8
+        guard theirs == version else { throw .versionMismatch(ours: version, theirs: theirs) }
+        var c = 7
+        return ByteCoding.readUInt64(bytes, &c)!
+    }
+
+    /// One frame: length, then the envelopes.
+    public static func frame(_ envelopes: [Envelope]) -> [UInt8] {
+        var body: [UInt8] = []
+        ByteCoding.append(UInt32(envelopes.count), to: &body)
+        for e in envelopes { encode(e, into: &body) }
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + 4)
+        ByteCoding.append(UInt32(body.count), to: &out)
+        out.append(contentsOf: body)
+        return out
+    }
+
+    /// Decodes a frame body (without its length prefix).
+    public static func envelopes(inFrameBody b: [UInt8]) throws(WireError) -> [Envelope] {
+        var c = 0
+        guard let n = ByteCoding.readUInt32(b, &c) else { throw .malformed("missing envelope count") }
+        var out: [Envelope] = []
+        for _ in 0..<n { out.append(try decodeEnvelope(b, &c)) }
+        guard c == b.count else { throw .malformed("\(b.count - c) trailing bytes") }
+        return out
+    }
+
+    static func encode(_ e: Envelope, into out: inout [UInt8]) {
+        let m = e.message
+        ByteCoding.append(e.group, to: &out)
+        out.append(m.kind.rawValue)
+        for v in [m.from, m.to, m.term, m.logTerm, m.index, m.commit, m.rejectHint, m.context] { ByteCoding.append(v, to: &out) }
+        out.append(m.reject ? 1 : 0)
+        ByteCoding.append(UInt32(m.entries.count), to: &out)
+        for entry in m.entries {
+            ByteCoding.append(entry.term, to: &out)
+            ByteCoding.append(entry.index, to: &out)
+            out.append(entry.kind.rawValue)
+            appendBytes(entry.data, to: &out)
+        }
+        if let s = m.snapshot {
+            out.append(1)
+            ByteCoding.append(s.metadata.index, to: &out)
+            ByteCoding.append(s.metadata.term, to: &out)
+            appendBytes(s.metadata.confState.encoded(), to: &out)
+            appendBytes(s.data, to: &out)
+        } else {
+            out.append(0)
+        }
+    }
+
+    private static func appendBytes(_ bytes: [UInt8], to out: inout [UInt8]) {
+        ByteCoding.append(UInt32(bytes.count), to: &out)
+        out.append(contentsOf: bytes)
+    }
+
+    private static func readBytes(_ b: [UInt8], _ c: inout Int) throws(WireError) -> [UInt8] {
+        guard let n = ByteCoding.readUInt32(b, &c), c + Int(n) <= b.count else { throw .malformed("byte string past the end") }
+        defer { c += Int(n) }
+        return Array(b[c..<(c + Int(n))])
+    }
+
+    private static func u64(_ b: [UInt8], _ c: inout Int) throws(WireError) -> UInt64 {
+        guard let v = ByteCoding.readUInt64(b, &c) else { throw .malformed("integer past the end") }
+        return v
+    }
+
+    private static func u8(_ b: [UInt8], _ c: inout Int) throws(WireError) -> UInt8 {
+        guard c < b.count else { throw .malformed("byte past the end") }
+        defer { c += 1 }
+        return b[c]
+    }
+
+    static func decodeEnvelope(_ b: [UInt8], _ c: inout Int) throws(WireError) -> Envelope {
+        let group = try u64(b, &c)
+        guard let kind = MessageKind(rawValue: try u8(b, &c)) else { throw .malformed("unknown message kind") }
+        var m = Message(kind: kind)
+        m.from = try u64(b, &c)
+        m.to = try u64(b, &c)
+        m.term = try u64(b, &c)
+        m.logTerm = try u64(b, &c)
+        m.index = try u64(b, &c)
+        m.commit = try u64(b, &c)
+        m.rejectHint = try u64(b, &c)
+        m.context = try u64(b, &c)
+        let reject = try u8(b, &c)
+        guard reject <= 1 else { throw .malformed("reject flag \(reject)") }
+        m.reject = reject == 1
+        guard let count = ByteCoding.readUInt32(b, &c) else { throw .malformed("missing entry count") }
+        // Each entry takes at least 21 bytes: a count beyond what is left is a lie.
+        guard Int(count) <= (b.count - c) / 21 else { throw .malformed("entry count \(count) exceeds the frame") }
+        m.entries.reserveCapacity(Int(count))
+        for _ in 0..<count {
+            let term = try u64(b, &c)
+            let index = try u64(b, &c)
+            guard let ek = EntryKind(rawValue: try u8(b, &c)) else { throw .malformed("unknown entry kind") }
+            m.entries.append(Entry(term: term, index: index, kind: ek, data: try readBytes(b, &c)))
+        }
+        switch try u8(b, &c) {
+        case 0: break
+        case 1:
+            let index = try u64(b, &c)
+            let term = try u64(b, &c)
+            guard let conf = ConfState(decoding: try readBytes(b, &c)) else { throw .malformed("snapshot membership") }
+            m.snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: try readBytes(b, &c))
+        default: throw .malformed("snapshot flag")
+        }
+        return Envelope(group: group, message: m)
+    }
+}
