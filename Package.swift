@@ -16,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
@@ -25,7 +26,14 @@ let package = Package(
         // The replicated state machine: applies committed SQL batches to one SQLite database per group.
         .target(name: "CairnSQLite", dependencies: ["CSQLite3", "CairnRaft"], swiftSettings: strict),
         // Node-to-node messages: the wire format (and, next, the SwiftNIO connections).
-        .target(name: "CairnTransport", dependencies: ["CairnRaft"], swiftSettings: strict),
+        .target(
+            name: "CairnTransport",
+            dependencies: [
+                "CairnRaft", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // Durable Raft log: one CRC-framed, group-committed write-ahead log per node for all groups.
         .target(name: "CairnStorage", dependencies: ["CairnRaft"], swiftSettings: strict),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
@@ -37,7 +45,12 @@ let package = Package(
         ),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite"], swiftSettings: strict),
-        .testTarget(name: "CairnTransportTests", dependencies: ["CairnTransport", "CairnRaft"], swiftSettings: strict),
+        .testTarget(
+            name: "CairnTransportTests",
+            dependencies: ["CairnTransport", "CairnRaft", .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
     ],

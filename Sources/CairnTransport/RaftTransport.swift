@@ -1,0 +1,375 @@
+import CairnRaft
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(host):\(port)" }
+}
+
+public struct TransportConfig: Sendable {
+    public var nodeID: NodeID
+    public var listen: PeerAddress
+    /// Messages waiting for a slow or unreachable peer, at most; beyond it new messages are dropped
+    /// (Raft retransmits), so a dead peer cannot exhaust memory.
+    public var maxQueuedBytesPerPeer: Int = 32 << 20
+    public var reconnectBaseMillis: Int64 = 50
+    public var reconnectMaxMillis: Int64 = 2_000
+
+    public init(nodeID: NodeID, listen: PeerAddress) {
+        self.nodeID = nodeID
+        self.listen = listen
+    }
+}
+
+/// Faults a test can inject into a running node's transport.
+public struct TransportFaults: Sendable, Equatable {
+    /// Peers cut off in both directions.
+    public var partitioned: Set<NodeID> = []
+    /// Probability of dropping each outgoing batch.
+    public var dropRate: Double = 0
+    /// Extra delay before each incoming batch is delivered.
+    public var delayMillis: Int64 = 0
+
+    public init(partitioned: Set<NodeID> = [], dropRate: Double = 0, delayMillis: Int64 = 0) {
+        self.partitioned = partitioned
+        self.dropRate = dropRate
+        self.delayMillis = delayMillis
+    }
+}
+
+/// Counters for tests and metrics.
+public struct TransportStats: Sendable, Equatable {
+    public var framesSent = 0
+    public var envelopesSent = 0
+    public var envelopesDroppedQueueFull = 0
+    public var envelopesDroppedFault = 0
+    public var connectionsOpened = 0
+    public var handshakesRefused = 0
+}
+
+/// TCP between nodes: one outgoing connection per peer carrying batched frames, one listener for
+/// incoming ones. Received batches go to `receive` on an event loop thread.
+public final class RaftTransport: Sendable {
+    public let config: TransportConfig
+    private let group: any EventLoopGroup
+    private let receive: @Sendable (NodeID, [Envelope]) -> Void
+    private let log: @Sendable (String) -> Void
+    private let links = NIOLockedValueBox<[NodeID: PeerLink]>([:])
+    private let server = NIOLockedValueBox<(any Channel)?>(nil)
+    /// Incoming connections, closed on shutdown along with the listener.
+    private let accepted = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    let shared: SharedState
+
+    /// State the links and handlers share across event loops.
+    final class SharedState: Sendable {
+        let faults = NIOLockedValueBox(TransportFaults())
+        let stats = NIOLockedValueBox(TransportStats())
+    }
+
+    public init(config: TransportConfig, group: any EventLoopGroup,
+                log: @escaping @Sendable (String) -> Void = { _ in },
+                receive: @escaping @Sendable (NodeID, [Envelope]) -> Void) {
+        self.config = config
+        self.group = group
+        self.receive = receive
+        self.log = log
+        shared = SharedState()
+    }
+
+    /// Starts listening; returns the bound port (useful when the configured port is 0).
+    public func start() async throws -> Int {
+        let receive = self.receive, log = self.log, shared = self.shared, selfID = config.nodeID
+        let accepted = self.accepted
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                let key = ObjectIdentifier(channel)
+                accepted.withLockedValue { $0[key] = channel }
+                channel.closeFuture.whenComplete { _ in accepted.withLockedValue { _ = $0.removeValue(forKey: key) } }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        InboundHandler(selfID: selfID, shared: shared, log: log, receive: receive))
+                }
+            }
+            .bind(host: config.listen.host, port: config.listen.port).get()
+        server.withLockedValue { $0 = channel }
+        return channel.localAddress?.port ?? config.listen.port
+    }
+
+    /// Sets (or changes) where a peer listens.
+    public func setPeer(_ id: NodeID, address: PeerAddress) {
+        links.withLockedValue { links in
+            if let existing = links[id], existing.address == address { return }
+            links[id]?.close()
+            links[id] = PeerLink(peer: id, address: address, config: config, eventLoop: group.next(), shared: shared, log: log)
+        }
+    }
+
+    public func removePeer(_ id: NodeID) {
+        links.withLockedValue { $0.removeValue(forKey: id)?.close() }
+    }
+
+    /// Queues envelopes for a peer; they go out in one frame per event-loop turn.
+    public func send(_ envelopes: [Envelope], to peer: NodeID) {
+        guard !envelopes.isEmpty, let link = links.withLockedValue({ $0[peer] }) else { return }
+        link.enqueue(envelopes)
+    }
+
+    public var faults: TransportFaults {
+        get { shared.faults.withLockedValue { $0 } }
+        set { shared.faults.withLockedValue { $0 = newValue } }
+    }
+
+    public var stats: TransportStats { shared.stats.withLockedValue { $0 } }
+
+    public func shutdown() async {
+        for link in links.withLockedValue({ l in defer { l = [:] }; return Array(l.values) }) { link.close() }
+        if let channel = server.withLockedValue({ s in defer { s = nil }; return s }) {
+            try? await channel.close()
+        }
+        for channel in accepted.withLockedValue({ Array($0.values) }) { try? await channel.close() }
+    }
+}
+
+/// The outgoing side for one peer. Its state lives on one event loop.
+final class PeerLink: Sendable {
+    let peer: NodeID
+    let address: PeerAddress
+    private let eventLoop: any EventLoop
+    private let state: NIOLoopBoundBox<State>
+    private let config: TransportConfig
+    private let shared: RaftTransport.SharedState
+    private let log: @Sendable (String) -> Void
+
+    struct State {
+        var channel: (any Channel)?
+        var connecting = false
+        var closed = false
+        var queue: [Envelope] = []
+        var queuedBytes = 0
+        var flushScheduled = false
+        var failedAttempts = 0
+        var rng = SplitMix64(seed: 0)
+    }
+
+    init(peer: NodeID, address: PeerAddress, config: TransportConfig, eventLoop: any EventLoop,
+         shared: RaftTransport.SharedState, log: @escaping @Sendable (String) -> Void) {
+        self.peer = peer
+        self.address = address
+        self.config = config
+        self.eventLoop = eventLoop
+        self.shared = shared
+        self.log = log
+        var initial = State()
+        initial.rng = SplitMix64(seed: config.nodeID &* 31 &+ peer)
+        state = NIOLoopBoundBox.makeBoxSendingValue(initial, eventLoop: eventLoop)
+    }
+
+    static func estimatedBytes(_ e: Envelope) -> Int {
+        e.message.entries.reduce(96) { $0 + $1.sizeBytes } + (e.message.snapshot?.data.count ?? 0)
+    }
+
+    func enqueue(_ envelopes: [Envelope]) {
+        eventLoop.execute { [self] in
+            var dropped = 0
+            for e in envelopes {
+                let size = Self.estimatedBytes(e)
+                if state.value.queuedBytes + size > config.maxQueuedBytesPerPeer {
+                    dropped += 1
+                    continue
+                }
+                state.value.queue.append(e)
+                state.value.queuedBytes += size
+            }
+            if dropped > 0 { shared.stats.withLockedValue { $0.envelopesDroppedQueueFull += dropped } }
+            scheduleFlush()
+        }
+    }
+
+    /// Many sends in one event-loop turn become one frame.
+    private func scheduleFlush() {
+        guard !state.value.flushScheduled else { return }
+        state.value.flushScheduled = true
+        eventLoop.execute { [self] in
+            state.value.flushScheduled = false
+            flush()
+        }
+    }
+
+    private func flush() {
+        guard !state.value.closed, !state.value.queue.isEmpty else { return }
+        guard let channel = state.value.channel, channel.isActive else {
+            connectIfNeeded()
+            return
+        }
+        let batch = state.value.queue
+        state.value.queue = []
+        state.value.queuedBytes = 0
+        let faults = shared.faults.withLockedValue { $0 }
+        if faults.partitioned.contains(peer) || (faults.dropRate > 0 && Double(state.value.rng.next() % 10_000) / 10_000 < faults.dropRate) {
+            shared.stats.withLockedValue { $0.envelopesDroppedFault += batch.count }
+            return
+        }
+        let frame = WireFormat.frame(batch)
+        var buffer = channel.allocator.buffer(capacity: frame.count)
+        buffer.writeBytes(frame)
+        channel.writeAndFlush(buffer, promise: nil)
+        shared.stats.withLockedValue {
+            $0.framesSent += 1
+            $0.envelopesSent += batch.count
+        }
+    }
+
+    private func connectIfNeeded() {
+        guard !state.value.connecting, !state.value.closed else { return }
+        state.value.connecting = true
+        let handshake = WireFormat.handshake(from: config.nodeID)
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(2))
+            .connect(host: address.host, port: address.port)
+            .whenComplete { [self] result in
+                state.value.connecting = false
+                switch result {
+                case .success(let channel):
+                    if state.value.closed {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    state.value.channel = channel
+                    state.value.failedAttempts = 0
+                    shared.stats.withLockedValue { $0.connectionsOpened += 1 }
+                    var buffer = channel.allocator.buffer(capacity: handshake.count)
+                    buffer.writeBytes(handshake)
+                    channel.writeAndFlush(buffer, promise: nil)
+                    channel.closeFuture.whenComplete { [self] _ in
+                        eventLoop.execute { [self] in
+                            if state.value.channel === channel { state.value.channel = nil }
+                            if !state.value.queue.isEmpty { connectIfNeeded() }
+                        }
+                    }
+                    flush()
+                case .failure(let error):
+                    state.value.failedAttempts += 1
+                    let attempt = min(state.value.failedAttempts, 16)
+                    let ceiling = min(config.reconnectMaxMillis, config.reconnectBaseMillis << Int64(attempt - 1))
+                    // Full jitter in the upper half: peers that lost each other together do not retry in lockstep.
+                    let delay = ceiling / 2 + Int64(state.value.rng.next() % UInt64(max(1, ceiling / 2)))
+                    if attempt == 1 { log("cannot reach node \(peer) at \(address): \(error); retrying with backoff") }
+                    eventLoop.scheduleTask(in: .milliseconds(delay)) { [self] in
+                        if !state.value.queue.isEmpty { connectIfNeeded() }
+                    }
+                }
+            }
+    }
+
+    func close() {
+        eventLoop.execute { [self] in
+            state.value.closed = true
+            state.value.queue = []
+            state.value.queuedBytes = 0
+            state.value.channel?.close(promise: nil)
+            state.value.channel = nil
+        }
+    }
+}
+
+/// Reads the handshake, then length-prefixed frames, refusing oversized ones.
+struct FrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = DecodedFrame
+
+    enum DecodedFrame {
+        case handshake([UInt8])
+        case frame([UInt8])
+    }
+
+    private var handshakeDone = false
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        if !handshakeDone {
+            guard let bytes = buffer.readBytes(length: WireFormat.handshakeBytes) else { return .needMoreData }
+            handshakeDone = true
+            context.fireChannelRead(wrapInboundOut(.handshake(bytes)))
+            return .continue
+        }
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .little, as: UInt32.self) else { return .needMoreData }
+        guard Int(length) <= WireFormat.maxFrameBytes else {
+            throw WireError.malformed("frame of \(length) bytes exceeds the \(WireFormat.maxFrameBytes)-byte limit")
+        }
+        guard buffer.readableBytes >= 4 + Int(length) else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 4)
+        context.fireChannelRead(wrapInboundOut(.frame(buffer.readBytes(length: Int(length))!)))
+        return .continue
+    }
+}
+
+/// Checks the peer's handshake, then decodes frames and hands their envelopes over.
+final class InboundHandler: ChannelInboundHandler {
+    typealias InboundIn = FrameDecoder.DecodedFrame
+
+    private let selfID: NodeID
+    private let shared: RaftTransport.SharedState
+    private let log: @Sendable (String) -> Void
+    private let receive: @Sendable (NodeID, [Envelope]) -> Void
+    private var peer: NodeID?
+
+    init(selfID: NodeID, shared: RaftTransport.SharedState, log: @escaping @Sendable (String) -> Void,
+         receive: @escaping @Sendable (NodeID, [Envelope]) -> Void) {
+        self.selfID = selfID
+        self.shared = shared
+        self.log = log
+        self.receive = receive
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .handshake(let bytes):
+            do {
+                peer = try WireFormat.parseHandshake(bytes)
+            } catch {
+                log("refusing a connection from \(context.remoteAddress.map { "\($0)" } ?? "?"): \(error)")
+                shared.stats.withLockedValue { $0.handshakesRefused += 1 }
+                context.close(promise: nil)
+            }
+        case .frame(let body):
+            guard let from = peer else { return }
+            let envelopes: [Envelope]
+            do {
+                envelopes = try WireFormat.envelopes(inFrameBody: body)
+            } catch {
+                log("closing the connection from node \(from): \(error)")
+                context.close(promise: nil)
+                return
+            }
+            let faults = shared.faults.withLockedValue { $0 }
+            if faults.partitioned.contains(from) {
+                shared.stats.withLockedValue { $0.envelopesDroppedFault += envelopes.count }
+                return
+            }
+            let deliver = envelopes.filter { $0.message.to == selfID && $0.message.from == from }
+            if faults.delayMillis > 0 {
+                let receive = self.receive
+                context.eventLoop.scheduleTask(in: .milliseconds(faults.delayMillis)) { receive(from, deliver) }
+            } else {
+                receive(from, deliver)
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        log("closing the connection from node \(peer.map(String.init) ?? "?"): \(error)")
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,145 @@
+import CairnRaft
+import Foundation
+import NIOConcurrencyHelpers
+import NIOPosix
+import Testing
+@testable import CairnTransport
+
+/// Collects what a transport receives.
+final class Inbox: Sendable {
+    let received = NIOLockedValueBox<[(NodeID, Envelope)]>([])
+
+    func add(_ from: NodeID, _ envelopes: [Envelope]) {
+        received.withLockedValue { r in for e in envelopes { r.append((from, e)) } }
+    }
+
+    var count: Int { received.withLockedValue { $0.count } }
+
+    /// Waits (at most `seconds`) until `n` envelopes arrived.
+    func wait(for n: Int, seconds: Double = 5) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if count >= n { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return count >= n
+    }
+}
+
+private func heartbeat(_ from: NodeID, _ to: NodeID, _ i: UInt64) -> Envelope {
+    Envelope(group: 1, message: Message(kind: .heartbeat, from: from, to: to, term: 1, context: i))
+}
+
+@Suite("Transport over TCP")
+struct RaftTransportTests {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+    private func node(_ id: NodeID, port: Int = 0, inbox: Inbox, log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> (RaftTransport, Int) {
+        var config = TransportConfig(nodeID: id, listen: PeerAddress(host: "127.0.0.1", port: port))
+        config.reconnectBaseMillis = 10
+        config.reconnectMaxMillis = 100
+        let t = RaftTransport(config: config, group: group, log: log) { inbox.add($0, $1) }
+        let bound = try await t.start()
+        return (t, bound)
+    }
+
+    @Test("messages arrive in order, attributed to their sender, batched into few frames")
+    func delivery() async throws {
+        let inboxA = Inbox(), inboxB = Inbox()
+        let (a, _) = try await node(1, inbox: inboxA)
+        let (b, portB) = try await node(2, inbox: inboxB)
+        a.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: portB))
+        for i in 0..<500 { a.send([heartbeat(1, 2, UInt64(i))], to: 2) }
+        #expect(await inboxB.wait(for: 500))
+        let got = inboxB.received.withLockedValue { $0 }
+        #expect(got.allSatisfy { $0.0 == 1 })
+        #expect(got.map { $0.1.message.context } == (0..<500).map { UInt64($0) })
+        #expect(a.stats.framesSent < 500)
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    @Test("a peer that restarts is reconnected to, with backoff while it is down")
+    func reconnect() async throws {
+        let inboxA = Inbox(), inboxB = Inbox()
+        let (a, _) = try await node(1, inbox: inboxA)
+        let (b, portB) = try await node(2, inbox: inboxB)
+        a.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: portB))
+        a.send([heartbeat(1, 2, 1)], to: 2)
+        #expect(await inboxB.wait(for: 1))
+        await b.shutdown()
+        try await Task.sleep(for: .milliseconds(100))
+        let inboxB2 = Inbox()
+        let (b2, _) = try await node(2, port: portB, inbox: inboxB2)
+        // Sends keep trying until the new listener answers.
+        var delivered = false
+        for i in 0..<100 where !delivered {
+            a.send([heartbeat(1, 2, UInt64(100 + i))], to: 2)
+            delivered = await inboxB2.wait(for: 1, seconds: 0.05)
+        }
+        #expect(delivered)
+        #expect(a.stats.connectionsOpened >= 2)
+        await a.shutdown()
+        await b2.shutdown()
+    }
+
+    @Test("messages for an unreachable peer are bounded, not hoarded")
+    func boundedQueue() async throws {
+        let inbox = Inbox()
+        var config = TransportConfig(nodeID: 1, listen: PeerAddress(host: "127.0.0.1", port: 0))
+        config.maxQueuedBytesPerPeer = 64 << 10
+        let a = RaftTransport(config: config, group: group) { inbox.add($0, $1) }
+        _ = try await a.start()
+        // Nothing listens on this port (it was just bound and released).
+        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let deadPort = probe.localAddress!.port!
+        try await probe.close()
+        a.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: deadPort))
+        let big = Envelope(group: 1, message: Message(kind: .append, from: 1, to: 2, term: 1,
+                                                      entries: [Entry(term: 1, index: 1, data: Array(repeating: 7, count: 4096))]))
+        for _ in 0..<200 { a.send([big], to: 2) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(a.stats.envelopesDroppedQueueFull > 150)
+        await a.shutdown()
+    }
+
+    @Test("a connection with the wrong handshake is refused and logged")
+    func wrongVersion() async throws {
+        let inbox = Inbox()
+        let logs = NIOLockedValueBox<[String]>([])
+        let (b, port) = try await node(2, inbox: inbox) { line in logs.withLockedValue { $0.append(line) } }
+        let client = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port).get()
+        var hs = WireFormat.handshake(from: 9)
+        hs[5] = 99
+        try await client.writeAndFlush(client.allocator.buffer(bytes: hs))
+        try await client.closeFuture.get()   // the server hangs up
+        #expect(b.stats.handshakesRefused == 1)
+        #expect(logs.withLockedValue { $0 }.contains { $0.contains("wire version 99") })
+        #expect(inbox.count == 0)
+        await b.shutdown()
+    }
+
+    @Test("an injected partition drops traffic both ways until healed")
+    func partitionFault() async throws {
+        let inboxA = Inbox(), inboxB = Inbox()
+        let (a, portA) = try await node(1, inbox: inboxA)
+        let (b, portB) = try await node(2, inbox: inboxB)
+        a.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: portB))
+        b.setPeer(1, address: PeerAddress(host: "127.0.0.1", port: portA))
+        a.faults = TransportFaults(partitioned: [2])
+        for i in 0..<10 {
+            a.send([heartbeat(1, 2, UInt64(i))], to: 2)
+            b.send([heartbeat(2, 1, UInt64(i))], to: 1)
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(inboxB.count == 0)
+        #expect(inboxA.count == 0, "node 1 also drops what node 2 sends")
+        a.faults = TransportFaults()
+        a.send([heartbeat(1, 2, 99)], to: 2)
+        b.send([heartbeat(2, 1, 99)], to: 1)
+        #expect(await inboxB.wait(for: 1))
+        #expect(await inboxA.wait(for: 1))
+        await a.shutdown()
+        await b.shutdown()
+    }
+}
