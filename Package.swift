@@ -36,6 +36,14 @@ let package = Package(
         ),
         // Durable Raft log: one CRC-framed, group-committed write-ahead log per node for all groups.
         .target(name: "CairnStorage", dependencies: ["CairnRaft"], swiftSettings: strict),
+        // One node: hosts Raft groups over the log, the state machines and the transport.
+        .target(
+            name: "CairnNode",
+            dependencies: ["CairnRaft", "CairnStorage", "CairnSQLite", "CairnTransport",
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
         .target(name: "CairnSim", dependencies: ["CairnRaft"], swiftSettings: strict),
         .executableTarget(
@@ -51,6 +59,7 @@ let package = Package(
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strict
         ),
+        .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
     ],

@@ -135,7 +135,9 @@ public final class LogStore {
     }
 
     /// Makes every group's writes durable with one sync, then shows them to the groups' readers.
-    public func persist(_ writes: [GroupWrite]) throws {
+    /// `sync: false` only when nothing in the batch needs durability before messages go out (a commit
+    /// index alone: `Ready.mustSync` is false); a later sync covers it anyway.
+    public func persist(_ writes: [GroupWrite], sync: Bool = true) throws {
         var records: [WALRecord] = []
         for w in writes {
             precondition(groups[w.group] != nil, "unknown group \(w.group)")
@@ -143,7 +145,7 @@ public final class LogStore {
             if !w.entries.isEmpty { records.append(.entries(group: w.group, w.entries)) }
             if let hs = w.hardState { records.append(.hardState(group: w.group, hs)) }
         }
-        if !records.isEmpty { try write(records) }
+        if !records.isEmpty { try write(records, sync: sync) }
     }
 
     /// Records that `group`'s state machine holds everything through `index` in a snapshot, drops the
@@ -155,13 +157,15 @@ public final class LogStore {
         try removeObsoleteSegments()
     }
 
-    private func write(_ records: [WALRecord]) throws {
+    private func write(_ records: [WALRecord], sync: Bool = true) throws {
         var bytes: [UInt8] = []
         WALRecord.frame(records, into: &bytes)
         let segment = segments[segments.count - 1]
         try segment.append(bytes)
-        try segment.sync()
-        syncCount += 1
+        if sync {
+            try segment.sync()
+            syncCount += 1
+        }
         for r in records { precondition(apply(r, segment: segment.sequence), "a Raft group wrote entries with a gap") }
         if segment.size >= segmentBytes {
             try startSegment(sequence: segment.sequence + 1)

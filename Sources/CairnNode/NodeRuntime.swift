@@ -1,0 +1,381 @@
+import CairnRaft
+import CairnSQLite
+import CairnStorage
+import CairnTransport
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+public typealias GroupID = UInt64
+
+public enum RuntimeError: Error, Equatable, CustomStringConvertible {
+    case notLeader(leader: NodeID)
+    case unknownGroup(GroupID)
+    case timedOut(String)
+    /// The entry at the proposal's index is a different one: leadership changed and it was lost.
+    case proposalLost
+    case raft(String)
+    case shutDown
+
+    public var description: String {
+        switch self {
+        case .notLeader(let l): return l == noNode ? "no leader is known yet; retry shortly" : "not the leader; node \(l) is"
+        case .unknownGroup(let g): return "no such group \(g) on this node"
+        case .timedOut(let what): return "timed out \(what)"
+        case .proposalLost: return "the write was not committed (leadership changed); it is safe to retry"
+        case .raft(let m): return m
+        case .shutDown: return "the node is shutting down"
+        }
+    }
+}
+
+public enum ReadConsistency: Sendable, Equatable {
+    /// ReadIndex: confirmed with a quorum, then served once this node has applied that far.
+    case linearizable
+    /// This node's applied state, whatever it is.
+    case local
+}
+
+public struct RuntimeConfig: Sendable {
+    public var nodeID: NodeID
+    public var dataDirectory: String
+    public var raftAddress: PeerAddress
+    public var tickMillis: Int64 = 50
+    public var electionTimeoutTicks = 10
+    public var requestTimeoutMillis: Int64 = 10_000
+
+    public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
+        self.nodeID = nodeID
+        self.dataDirectory = dataDirectory
+        self.raftAddress = raftAddress
+    }
+}
+
+/// One node hosting many Raft groups.
+///
+/// Threads: the *Raft loop* steps every group, gathers all groups' `Ready`s into one write batch and
+/// syncs it (group commit: one fsync per loop turn, however many groups and proposals), then sends and
+/// advances. The *apply loop* applies committed entries to each group's SQLite database in order and
+/// serves reads. The transport has its own loops. Each loop's state is confined to it.
+public final class NodeRuntime: Sendable {
+    public let config: RuntimeConfig
+    private let raftLoop: any EventLoop
+    private let applyLoop: any EventLoop
+    private let loops: MultiThreadedEventLoopGroup
+    public let transport: RaftTransport
+    private let raftState: NIOLoopBoundBox<RaftSide>
+    private let applyState: NIOLoopBoundBox<ApplySide>
+    private let log: @Sendable (String) -> Void
+    private let syncs = NIOLockedValueBox(0)
+
+    struct Group {
+        let node: RawNode
+        let storage: GroupLog
+    }
+
+    final class RaftSide {
+        let store: LogStore
+        var groups: [GroupID: Group] = [:]
+        var pumpScheduled = false
+        var nextRequestID: UInt64 = 1
+        var pendingReads: [UInt64: (group: GroupID, promise: EventLoopPromise<LogIndex>)] = [:]
+        var stopped = false
+        init(store: LogStore) { self.store = store }
+    }
+
+    struct PendingWrite {
+        let term: Term
+        let promise: EventLoopPromise<[StatementResult]>
+    }
+
+    struct WaitingRead {
+        let id: UInt64
+        let index: LogIndex
+        let statement: SQLStatement
+        let promise: EventLoopPromise<StatementResult>
+    }
+
+    final class ApplySide {
+        var machines: [GroupID: SQLStateMachine] = [:]
+        var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
+        var waitingReads: [GroupID: [WaitingRead]] = [:]
+        var nextReadID: UInt64 = 1
+    }
+
+    public init(config: RuntimeConfig, log: @escaping @Sendable (String) -> Void = { print($0) }) throws {
+        self.config = config
+        self.log = log
+        loops = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        var it = loops.makeIterator()
+        raftLoop = it.next()!
+        applyLoop = it.next()!
+        let transportLoop = it.next()!
+        let store = try LogStore(directory: config.dataDirectory + "/wal", log: log)
+        raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store), eventLoop: raftLoop)
+        applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
+        let raftLoop = self.raftLoop
+        let inbox = NIOLockedValueBox<NodeRuntime?>(nil)
+        transport = RaftTransport(config: TransportConfig(nodeID: config.nodeID, listen: config.raftAddress),
+                                  group: transportLoop, log: log) { _, envelopes in
+            raftLoop.execute { inbox.withLockedValue { $0 }?.deliver(envelopes) }
+        }
+        inbox.withLockedValue { $0 = self }
+    }
+
+    /// Opens every group found in the data directory, starts listening and ticking.
+    public func start(peers: [NodeID: PeerAddress]) async throws {
+        for (id, address) in peers where id != config.nodeID { transport.setPeer(id, address: address) }
+        _ = try await transport.start()
+        let groupIDs = try await raftLoop.submit { self.raftState.value.store.groupIDs }.get()
+        for g in groupIDs { try await openGroup(g) }
+        let tick = TimeAmount.milliseconds(config.tickMillis)
+        raftLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { task in
+            guard !self.raftState.value.stopped else {
+                task.cancel()
+                return
+            }
+            for g in self.raftState.value.groups.values { g.node.tick() }
+            self.pump()
+        }
+    }
+
+    /// Creates a group with an initial membership (every initial member calls this with the same voters).
+    public func bootstrapGroup(_ id: GroupID, voters: [NodeID]) async throws {
+        try await raftLoop.submit {
+            guard self.raftState.value.store.group(id) == nil else { return }
+            _ = try self.raftState.value.store.createGroup(id, confState: ConfState(voters: voters))
+        }.get()
+        try await openGroup(id)
+    }
+
+    private func openGroup(_ id: GroupID) async throws {
+        let path = config.dataDirectory + "/group-\(id).sqlite"
+        let applied = try await applyLoop.submit {
+            if let m = self.applyState.value.machines[id] { return m.appliedIndex }
+            let machine = try SQLStateMachine(path: path)
+            self.applyState.value.machines[id] = machine
+            return machine.appliedIndex
+        }.get()
+        let nodeID = config.nodeID, electionTicks = config.electionTimeoutTicks
+        try await raftLoop.submit {
+            guard self.raftState.value.groups[id] == nil, let storage = self.raftState.value.store.group(id) else { return }
+            var c = RaftConfig(id: nodeID, randomSeed: UInt64(UInt(bitPattern: ObjectIdentifier(storage).hashValue)) ^ id)
+            c.electionTimeoutTicks = electionTicks
+            c.appliedIndex = applied
+            self.raftState.value.groups[id] = Group(node: try RawNode(config: c, storage: storage), storage: storage)
+        }.get()
+    }
+
+    // MARK: - Raft loop
+
+    private func deliver(_ envelopes: [Envelope]) {
+        for e in envelopes { raftState.value.groups[e.group]?.node.step(e.message) }
+        pump()
+    }
+
+    /// Coalesces work: however many inputs arrive in one loop turn, one pass handles them.
+    private func pump() {
+        guard !raftState.value.pumpScheduled else { return }
+        raftState.value.pumpScheduled = true
+        raftLoop.execute {
+            self.raftState.value.pumpScheduled = false
+            self.handleReadies()
+        }
+    }
+
+    private func handleReadies() {
+        let side = raftState.value
+        guard !side.stopped else { return }
+        var readies: [(GroupID, Group, Ready)] = []
+        for id in side.groups.keys.sorted() {
+            let g = side.groups[id]!
+            guard g.node.hasReady else { continue }
+            let rd = g.node.ready()
+            send(rd.messages, group: id)
+            readies.append((id, g, rd))
+        }
+        guard !readies.isEmpty else { return }
+        let writes = readies.compactMap { id, _, rd -> GroupWrite? in
+            if rd.entries.isEmpty && rd.hardState == nil && rd.snapshot == nil { return nil }
+            return GroupWrite(group: id, entries: rd.entries, hardState: rd.hardState, snapshot: rd.snapshot?.metadata)
+        }
+        if !writes.isEmpty {
+            let mustSync = readies.contains { $0.2.mustSync }
+            do {
+                try side.store.persist(writes, sync: mustSync)
+                if mustSync { syncs.withLockedValue { $0 += 1 } }
+            } catch {
+                // Nothing of this batch may be acknowledged; the node stops rather than run on a broken disk.
+                log("node \(config.nodeID): cannot persist the Raft log: \(error); stopping")
+                side.stopped = true
+                return
+            }
+        }
+        for (id, g, rd) in readies {
+            send(rd.messagesAfterPersist, group: id)
+            if !rd.committedEntries.isEmpty { dispatchApply(group: id, entries: rd.committedEntries) }
+            for rs in rd.readStates {
+                if let pending = side.pendingReads.removeValue(forKey: rs.requestID) { pending.promise.succeed(rs.index) }
+            }
+            g.node.advance(rd)
+        }
+        pump()
+    }
+
+    private func send(_ messages: [Message], group: GroupID) {
+        var byPeer: [NodeID: [Envelope]] = [:]
+        for m in messages { byPeer[m.to, default: []].append(Envelope(group: group, message: m)) }
+        for (peer, envelopes) in byPeer { transport.send(envelopes, to: peer) }
+    }
+
+    // MARK: - Apply loop
+
+    private func dispatchApply(group: GroupID, entries: [Entry]) {
+        applyLoop.execute {
+            let side = self.applyState.value
+            guard let machine = side.machines[group] else { return }
+            for e in entries where e.index > machine.appliedIndex {
+                var results: [StatementResult] = []
+                do {
+                    if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) {
+                        results = try machine.apply(index: e.index, command: cmd)
+                    } else {
+                        try machine.applyEmpty(index: e.index)
+                    }
+                } catch {
+                    self.log("node \(self.config.nodeID) group \(group): cannot apply entry \(e.index): \(error)")
+                    return
+                }
+                if let pending = side.pendingWrites[group]?.removeValue(forKey: e.index) {
+                    if pending.term == e.term { pending.promise.succeed(results) } else { pending.promise.fail(RuntimeError.proposalLost) }
+                }
+            }
+            self.serveWaitingReads(group)
+        }
+    }
+
+    private func serveWaitingReads(_ group: GroupID) {
+        let side = applyState.value
+        guard let machine = side.machines[group], var waiting = side.waitingReads[group] else { return }
+        let ready = waiting.filter { $0.index <= machine.appliedIndex }
+        waiting.removeAll { $0.index <= machine.appliedIndex }
+        side.waitingReads[group] = waiting
+        for r in ready { r.promise.succeed(machine.query(r.statement)) }
+    }
+
+    // MARK: - Client operations
+
+    /// Proposes a batch of statements and waits until it is applied here; returns each statement's result.
+    public func execute(group: GroupID, _ command: SQLCommand) async throws -> [StatementResult] {
+        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
+        let future: EventLoopFuture<[StatementResult]> = try await raftLoop.submit {
+            guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
+            let index: LogIndex
+            do throws(RaftError) {
+                index = try g.node.propose(command.encoded())
+            } catch {
+                if case .notLeader(let l) = error { throw RuntimeError.notLeader(leader: l) }
+                throw RuntimeError.raft(error.description)
+            }
+            let term = g.node.term
+            let promise = self.applyLoop.makePromise(of: [StatementResult].self)
+            // Queued on the apply loop before any apply of this index, which only a later pump dispatches.
+            self.applyLoop.execute {
+                self.applyState.value.pendingWrites[group, default: [:]][index] = PendingWrite(term: term, promise: promise)
+                self.applyLoop.scheduleTask(in: timeout) {
+                    self.applyState.value.pendingWrites[group]?.removeValue(forKey: index)?
+                        .promise.fail(RuntimeError.timedOut("waiting for the write to commit; its outcome is unknown"))
+                }
+            }
+            self.pump()
+            return promise.futureResult
+        }.get()
+        return try await future.get()
+    }
+
+    /// Runs a read-only statement at the requested consistency.
+    public func query(group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency = .linearizable) async throws -> StatementResult {
+        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
+        var readIndex: LogIndex = 0
+        if consistency == .linearizable {
+            let future: EventLoopFuture<LogIndex> = try await raftLoop.submit {
+                let side = self.raftState.value
+                guard let g = side.groups[group] else { throw RuntimeError.unknownGroup(group) }
+                let id = side.nextRequestID
+                side.nextRequestID += 1
+                do throws(RaftError) {
+                    try g.node.readIndex(requestID: id)
+                } catch {
+                    throw RuntimeError.notLeader(leader: g.node.lead)
+                }
+                let promise = self.raftLoop.makePromise(of: LogIndex.self)
+                side.pendingReads[id] = (group, promise)
+                self.raftLoop.scheduleTask(in: timeout) {
+                    self.raftState.value.pendingReads.removeValue(forKey: id)?
+                        .promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
+                }
+                self.pump()
+                return promise.futureResult
+            }.get()
+            readIndex = try await future.get()
+        }
+        let index = readIndex
+        let future: EventLoopFuture<StatementResult> = try await applyLoop.submit {
+            let side = self.applyState.value
+            guard let machine = side.machines[group] else { throw RuntimeError.unknownGroup(group) }
+            let promise = self.applyLoop.makePromise(of: StatementResult.self)
+            if machine.appliedIndex >= index {
+                promise.succeed(machine.query(statement))
+                return promise.futureResult
+            }
+            let id = side.nextReadID
+            side.nextReadID += 1
+            side.waitingReads[group, default: []].append(WaitingRead(id: id, index: index, statement: statement, promise: promise))
+            self.applyLoop.scheduleTask(in: timeout) {
+                guard let i = self.applyState.value.waitingReads[group]?.firstIndex(where: { $0.id == id }) else { return }
+                self.applyState.value.waitingReads[group]!.remove(at: i).promise
+                    .fail(RuntimeError.timedOut("waiting to apply up to the read index"))
+            }
+            return promise.futureResult
+        }.get()
+        return try await future.get()
+    }
+
+    public struct GroupStatus: Sendable {
+        public var role: RaftRole
+        public var term: Term
+        public var leader: NodeID
+        public var commit: LogIndex
+        public var config: ConfState
+    }
+
+    public func status(group: GroupID) async throws -> GroupStatus {
+        try await raftLoop.submit {
+            guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
+            let s = g.node.status
+            return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, config: s.config)
+        }.get()
+    }
+
+    /// Log syncs so far (each covers every group's writes of one loop turn).
+    public var syncCount: Int { syncs.withLockedValue { $0 } }
+
+    public func shutdown() async {
+        try? await raftLoop.submit {
+            let side = self.raftState.value
+            side.stopped = true
+            for (_, pending) in side.pendingReads { pending.promise.fail(RuntimeError.shutDown) }
+            side.pendingReads = [:]
+        }.get()
+        try? await applyLoop.submit {
+            let side = self.applyState.value
+            for (_, writes) in side.pendingWrites { for (_, w) in writes { w.promise.fail(RuntimeError.shutDown) } }
+            for (_, reads) in side.waitingReads { for r in reads { r.promise.fail(RuntimeError.shutDown) } }
+            side.pendingWrites = [:]
+            side.waitingReads = [:]
+        }.get()
+        await transport.shutdown()
+        try? await loops.shutdownGracefully()
+    }
+}

@@ -1,0 +1,173 @@
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import CairnTransport
+import Foundation
+import NIOPosix
+import Testing
+
+/// Three (or more) runtimes in this process, each with its own data directory, over loopback TCP.
+final class LocalCluster {
+    let root = NSTemporaryDirectory() + "cairn-node-test-" + UUID().uuidString
+    var nodes: [NodeID: NodeRuntime] = [:]
+    var addresses: [NodeID: PeerAddress] = [:]
+
+    init(size: Int) throws {
+        for id in 1...NodeID(size) { addresses[id] = PeerAddress(host: "127.0.0.1", port: try Self.freePort()) }
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: root) }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    func start(_ id: NodeID, voters: [NodeID]) async throws {
+        let config = RuntimeConfig(nodeID: id, dataDirectory: root + "/node\(id)", raftAddress: addresses[id]!)
+        let node = try NodeRuntime(config: config, log: { _ in })
+        try await node.start(peers: addresses)
+        try await node.bootstrapGroup(1, voters: voters)
+        nodes[id] = node
+    }
+
+    func startAll() async throws {
+        let voters = addresses.keys.sorted()
+        for id in voters { try await start(id, voters: voters) }
+    }
+
+    func stop(_ id: NodeID) async {
+        await nodes.removeValue(forKey: id)?.shutdown()
+    }
+
+    func stopAll() async {
+        for id in nodes.keys.sorted() { await stop(id) }
+    }
+
+    /// Waits for a leader that every running node agrees on.
+    func leader(timeoutSeconds: Double = 15) async throws -> NodeID {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            var seen = Set<NodeID>()
+            var leaderRole = false
+            for (id, node) in nodes {
+                let s = try await node.status(group: 1)
+                seen.insert(s.leader)
+                if s.role == .leader && s.leader == id { leaderRole = true }
+            }
+            if seen.count == 1, let l = seen.first, l != noNode, leaderRole, nodes[l] != nil { return l }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw RuntimeError.timedOut("waiting for a leader")
+    }
+
+    func sql(_ statements: String..., atomic: Bool = false) -> SQLCommand {
+        SQLCommand(statements: statements.map { SQLStatement($0) }, atomic: atomic,
+                   timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: UInt64.random(in: 0...UInt64.max))
+    }
+}
+
+@Suite("Node runtime: an in-process cluster over TCP", .serialized)
+struct NodeRuntimeTests {
+    @Test("write through the leader, read the same rows from every node at the linearizable level")
+    func writeAndReadEverywhere() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leader = try await c.leader()
+        let node = c.nodes[leader]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        let r = try await node.execute(group: 1, c.sql("INSERT INTO t(v) VALUES ('a')", "INSERT INTO t(v) VALUES ('b')"))
+        #expect(r.map(\.rowsAffected) == [1, 1])
+        for (_, n) in c.nodes {
+            let rows = try await n.query(group: 1, SQLStatement("SELECT v FROM t ORDER BY id"))
+            #expect(rows.rows == [[.text("a")], [.text("b")]])
+        }
+        await c.stopAll()
+    }
+
+    @Test("a follower refuses a write and names the leader")
+    func followerRefusesWrites() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leader = try await c.leader()
+        let follower = c.nodes.keys.first { $0 != leader }!
+        await #expect(throws: RuntimeError.notLeader(leader: leader)) {
+            _ = try await c.nodes[follower]!.execute(group: 1, c.sql("CREATE TABLE t(x)"))
+        }
+        await c.stopAll()
+    }
+
+    @Test("non-deterministic SQL gives the same row on every replica")
+    func determinism() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let node = c.nodes[try await c.leader()]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(r, b, d)",
+                                                   "INSERT INTO t VALUES (random(), randomblob(16), datetime('now'))"))
+        var seen: [[[SQLValue]]] = []
+        for (_, n) in c.nodes { seen.append(try await n.query(group: 1, SQLStatement("SELECT * FROM t")).rows) }
+        #expect(Set(seen.map { "\($0)" }).count == 1)
+        await c.stopAll()
+    }
+
+    @Test("when the leader stops, a new one is elected, acknowledged writes survive and writes resume")
+    func failover() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let first = try await c.leader()
+        _ = try await c.nodes[first]!.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        for i in 0..<20 { _ = try await c.nodes[first]!.execute(group: 1, c.sql("INSERT INTO t VALUES (\(i))")) }
+        let stoppedAt = Date()
+        await c.stop(first)
+        let second = try await c.leader()
+        #expect(second != first)
+        _ = try await c.nodes[second]!.execute(group: 1, c.sql("INSERT INTO t VALUES (20)"))
+        let failoverSeconds = Date().timeIntervalSince(stoppedAt)
+        print("failover: first successful write \(String(format: "%.2f", failoverSeconds)) s after the leader stopped")
+        #expect(failoverSeconds < 5)
+        let rows = try await c.nodes[second]!.query(group: 1, SQLStatement("SELECT count(*) FROM t"))
+        #expect(rows.rows == [[.integer(21)]])
+        // The old leader restarts from its data directory and catches up.
+        try await c.start(first, voters: c.addresses.keys.sorted())
+        let deadline = Date().addingTimeInterval(10)
+        var caughtUp = false
+        while Date() < deadline && !caughtUp {
+            let r = try? await c.nodes[first]!.query(group: 1, SQLStatement("SELECT count(*) FROM t"))
+            caughtUp = r?.rows == [[.integer(21)]]
+            if !caughtUp { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(caughtUp)
+        await c.stopAll()
+    }
+
+    @Test("concurrent writes share log syncs (group commit)")
+    func groupCommit() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let node = c.nodes[try await c.leader()]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        let before = node.syncCount
+        let writes = 200
+        let commands = (0..<writes).map { c.sql("INSERT INTO t VALUES (\($0))") }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for command in commands {
+                group.addTask { _ = try await node.execute(group: 1, command) }
+            }
+            try await group.waitForAll()
+        }
+        let syncs = node.syncCount - before
+        print("group commit: \(writes) concurrent writes, \(syncs) leader log syncs (\(String(format: "%.2f", Double(syncs) / Double(writes))) per write)")
+        #expect(syncs < writes)
+        let rows = try await node.query(group: 1, SQLStatement("SELECT count(*) FROM t"))
+        #expect(rows.rows == [[.integer(Int64(writes))]])
+        await c.stopAll()
+    }
+}
