@@ -34,6 +34,13 @@ private func logged() -> (log: (String) -> Void, lines: () -> [String]) {
 struct LogStoreTests {
     let conf = ConfState(voters: [1, 2, 3])
 
+    /// Opens a log in `dir`, creates group 1, runs `body`, and closes the log again.
+    private func withGroup(in dir: TempDir, _ body: (LogStore) throws -> Void) throws {
+        let store = try LogStore(directory: dir.path, log: { _ in })
+        _ = try store.createGroup(1, confState: conf)
+        try body(store)
+    }
+
     @Test("entries, hard state and membership survive a reopen")
     func roundTrip() throws {
         let dir = TempDir()
@@ -67,9 +74,7 @@ struct LogStoreTests {
     @Test("a torn final record is cut off with a log line; everything before it survives")
     func tornTail() throws {
         let dir = TempDir()
-        do {
-            let store = try LogStore(directory: dir.path, log: { _ in })
-            _ = try store.createGroup(1, confState: conf)
+        try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
             try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
         }
@@ -94,9 +99,7 @@ struct LogStoreTests {
     @Test("a partial record header at the end is a torn tail too")
     func tornHeader() throws {
         let dir = TempDir()
-        do {
-            let store = try LogStore(directory: dir.path, log: { _ in })
-            _ = try store.createGroup(1, confState: conf)
+        try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...2, term: 1))])
         }
         let handle = try #require(FileHandle(forWritingAtPath: dir.segmentPath(0)))
@@ -112,9 +115,7 @@ struct LogStoreTests {
     @Test("corruption before the end refuses to start, naming the file and offset")
     func corruptionInTheMiddle() throws {
         let dir = TempDir()
-        do {
-            let store = try LogStore(directory: dir.path, log: { _ in })
-            _ = try store.createGroup(1, confState: conf)
+        try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
             try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
         }
@@ -130,9 +131,7 @@ struct LogStoreTests {
     @Test("entries replacing a conflicting suffix replace it after a reopen too")
     func conflictingSuffix() throws {
         let dir = TempDir()
-        do {
-            let store = try LogStore(directory: dir.path, log: { _ in })
-            _ = try store.createGroup(1, confState: conf)
+        try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...5, term: 1))])
             try store.persist([GroupWrite(group: 1, entries: entries(3...4, term: 2, prefix: "new"))])
         }
@@ -144,9 +143,7 @@ struct LogStoreTests {
     @Test("a snapshot received from the leader replaces a log that lacks its last entry")
     func receivedSnapshot() throws {
         let dir = TempDir()
-        do {
-            let store = try LogStore(directory: dir.path, log: { _ in })
-            _ = try store.createGroup(1, confState: conf)
+        try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...5, term: 1))])
             let meta = SnapshotMetadata(index: 10, term: 3, confState: ConfState(voters: [1, 2, 3, 4]))
             try store.persist([GroupWrite(group: 1, hardState: HardState(term: 3, vote: 0, commit: 10), snapshot: meta)])
@@ -161,9 +158,7 @@ struct LogStoreTests {
     func crashAtEveryByte() throws {
         let dir = TempDir()
         var boundaries: [Int] = []   // file size after each synced batch
-        do {
-            let store = try LogStore(directory: dir.path, log: { _ in })
-            _ = try store.createGroup(1, confState: conf)
+        try withGroup(in: dir) { store in
             for b in 0..<6 {
                 let first = LogIndex(b * 3 + 1)
                 try store.persist([GroupWrite(group: 1, entries: entries(first...(first + 2), term: 1),
@@ -188,9 +183,7 @@ struct LogStoreTests {
     @Test("a replaced history stays discarded when a compaction later moves the snapshot point past it")
     func replacedHistoryAfterCompaction() throws {
         let dir = TempDir()
-        do {
-            let store = try LogStore(directory: dir.path, log: { _ in })
-            _ = try store.createGroup(1, confState: conf)
+        try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...50, term: 1, prefix: "old"))])
             let meta = SnapshotMetadata(index: 20, term: 3, confState: conf)
             try store.persist([GroupWrite(group: 1, snapshot: meta)])
