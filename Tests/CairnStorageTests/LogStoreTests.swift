@@ -180,6 +180,22 @@ struct LogStoreTests {
         }
     }
 
+    @Test("a full disk fails the write with a clear error, and nothing of it becomes visible")
+    func diskFull() throws {
+        let dir = TempDir()
+        try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: true)
+        // The current segment is /dev/full: every write to it fails with ENOSPC.
+        try FileManager.default.createSymbolicLink(atPath: dir.path + "/" + SegmentFile.name(1), withDestinationPath: "/dev/full")
+        let store = try LogStore(directory: dir.path, log: { _ in })
+        #expect(throws: WALError.diskFull(path: dir.path + "/" + SegmentFile.name(1))) {
+            _ = try store.createGroup(1, confState: conf)
+        }
+        #expect(store.group(1) == nil)
+        #expect(store.syncCount == 0)
+        let message = WALError.diskFull(path: "x").description
+        #expect(message.contains("no space left") && message.contains("nothing was acknowledged"))
+    }
+
     @Test("a replaced history stays discarded when a compaction later moves the snapshot point past it")
     func replacedHistoryAfterCompaction() throws {
         let dir = TempDir()
