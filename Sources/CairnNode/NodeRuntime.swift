@@ -15,6 +15,8 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
     case timedOut(String)
     /// The entry at the proposal's index is a different one: leadership changed and it was lost.
     case proposalLost
+    /// A stale read was refused because this node has not heard from a leader recently enough.
+    case tooStale(lastContactMillis: Int64?, freshnessMillis: Int64)
     case raft(String)
     case shutDown
 
@@ -24,6 +26,9 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
         case .unknownGroup(let g): return "no such group \(g) on this node"
         case .timedOut(let what): return "timed out \(what)"
         case .proposalLost: return "the write was not committed (leadership changed); it is safe to retry"
+        case .tooStale(let last, let bound):
+            let heard = last.map { "last heard from the leader \($0) ms ago" } ?? "no leader heard from yet"
+            return "this node's data may be older than the requested freshness of \(bound) ms (\(heard)); read at the linearizable level or from the leader"
         case .raft(let m): return m
         case .shutDown: return "the node is shutting down"
         }
@@ -33,6 +38,9 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
 public enum ReadConsistency: Sendable, Equatable {
     /// ReadIndex: confirmed with a quorum, then served once this node has applied that far.
     case linearizable
+    /// This node's applied state, if it heard from the leader within `freshnessMillis`: possibly behind,
+    /// by about that much.
+    case stale(freshnessMillis: Int64)
     /// This node's applied state, whatever it is.
     case local
 }
@@ -80,6 +88,8 @@ public final class NodeRuntime: Sendable {
         var pumpScheduled = false
         var nextRequestID: UInt64 = 1
         var pendingReads: [UInt64: (group: GroupID, promise: EventLoopPromise<LogIndex>)] = [:]
+        /// When each group last heard from its leader (monotonic nanoseconds), for stale reads.
+        var lastLeaderContact: [GroupID: UInt64] = [:]
         var stopped = false
         init(store: LogStore) { self.store = store }
     }
@@ -170,7 +180,13 @@ public final class NodeRuntime: Sendable {
     // MARK: - Raft loop
 
     private func deliver(_ envelopes: [Envelope]) {
-        for e in envelopes { raftState.value.groups[e.group]?.node.step(e.message) }
+        let side = raftState.value
+        let now = DispatchTime.now().uptimeNanoseconds
+        for e in envelopes {
+            guard let g = side.groups[e.group] else { continue }
+            g.node.step(e.message)
+            if e.message.from == g.node.lead && e.message.term == g.node.term { side.lastLeaderContact[e.group] = now }
+        }
         pump()
     }
 
@@ -298,6 +314,17 @@ public final class NodeRuntime: Sendable {
     public func query(group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency = .linearizable) async throws -> StatementResult {
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         var readIndex: LogIndex = 0
+        if case .stale(let freshness) = consistency {
+            try await raftLoop.submit {
+                let side = self.raftState.value
+                guard let g = side.groups[group] else { throw RuntimeError.unknownGroup(group) }
+                if g.node.role == .leader { return }
+                let ageMillis = side.lastLeaderContact[group].map { Int64((DispatchTime.now().uptimeNanoseconds - $0) / 1_000_000) }
+                guard g.node.lead != noNode, let age = ageMillis, age <= freshness else {
+                    throw RuntimeError.tooStale(lastContactMillis: ageMillis, freshnessMillis: freshness)
+                }
+            }.get()
+        }
         if consistency == .linearizable {
             let future: EventLoopFuture<LogIndex> = try await raftLoop.submit {
                 let side = self.raftState.value

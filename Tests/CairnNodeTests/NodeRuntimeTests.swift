@@ -93,6 +93,32 @@ struct NodeRuntimeTests {
         await c.stopAll()
     }
 
+    @Test("stale reads: served locally while the leader is heard from, refused with a reason once it is not")
+    func staleReads() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leader = try await c.leader()
+        _ = try await c.nodes[leader]!.execute(group: 1, c.sql("CREATE TABLE t(v)", "INSERT INTO t VALUES (1)"))
+        let follower = c.nodes.keys.sorted().first { $0 != leader }!
+        // Wait until the follower has applied the write (stale reads do not wait).
+        var rows: [[SQLValue]] = []
+        for _ in 0..<100 where rows != [[.integer(1)]] {
+            rows = (try? await c.nodes[follower]!.query(group: 1, SQLStatement("SELECT v FROM t"), consistency: .stale(freshnessMillis: 1000)))?.rows ?? []
+            if rows != [[.integer(1)]] { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(rows == [[.integer(1)]])
+        // Cut the follower off: its freshness runs out.
+        c.nodes[follower]!.transport.faults = TransportFaults(partitioned: Set(c.addresses.keys))
+        try await Task.sleep(for: .milliseconds(400))
+        await #expect(throws: RuntimeError.self) {
+            _ = try await c.nodes[follower]!.query(group: 1, SQLStatement("SELECT v FROM t"), consistency: .stale(freshnessMillis: 200))
+        }
+        // A local read still answers from what it has.
+        let local = try await c.nodes[follower]!.query(group: 1, SQLStatement("SELECT v FROM t"), consistency: .local)
+        #expect(local.rows == [[.integer(1)]])
+        await c.stopAll()
+    }
+
     @Test("a follower refuses a write and names the leader")
     func followerRefusesWrites() async throws {
         let c = try LocalCluster(size: 3)
