@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import CairnRaft
 @testable import CairnStorage
@@ -24,10 +25,14 @@ private func entries(_ range: ClosedRange<LogIndex>, term: Term, prefix: String 
     range.map { Entry(term: term, index: $0, data: Array("\(prefix)\($0)".utf8)) }
 }
 
-private func logged() -> (log: (String) -> Void, lines: () -> [String]) {
-    final class Box: @unchecked Sendable { var lines: [String] = [] }
-    let box = Box()
-    return ({ box.lines.append($0) }, { box.lines })
+/// Captures what a log store reports.
+private final class LogLines: Sendable {
+    let lines = Mutex<[String]>([])
+}
+
+private func logged() -> (log: @Sendable (String) -> Void, lines: () -> [String]) {
+    let box = LogLines()
+    return ({ line in box.lines.withLock { $0.append(line) } }, { box.lines.withLock { $0 } })
 }
 
 @Suite("Write-ahead log")
