@@ -121,6 +121,8 @@ public final class NodeRuntime: Sendable {
         raftLoop = it.next()!
         applyLoop = it.next()!
         let transportLoop = it.next()!
+        // Refuses a data directory that belongs to another node before touching anything in it.
+        _ = try NodeIdentity.loadOrCreate(directory: config.dataDirectory, requested: config.nodeID)
         let store = try LogStore(directory: config.dataDirectory + "/wal", log: log)
         raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store), eventLoop: raftLoop)
         applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
