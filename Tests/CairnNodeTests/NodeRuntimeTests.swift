@@ -178,20 +178,24 @@ struct NodeRuntimeTests {
     func groupCommit() async throws {
         let c = try LocalCluster(size: 3)
         try await c.startAll()
-        let node = c.nodes[try await c.leader()]!
+        let leaderID = try await c.leader()
+        let node = c.nodes[leaderID]!
         _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
-        let before = node.syncCount
-        let writes = 200
-        let commands = (0..<writes).map { c.sql("INSERT INTO t VALUES (\($0))") }
+        let before = c.nodes.mapValues(\.syncCount)
+        // 16 clients, each writing one row at a time: a steady concurrent load.
+        let clients = 16, perClient = 25
+        let commands = (0..<clients).map { k in (0..<perClient).map { c.sql("INSERT INTO t VALUES (\(k * 1000 + $0))") } }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for command in commands {
-                group.addTask { _ = try await node.execute(group: 1, command) }
+            for mine in commands {
+                group.addTask { for command in mine { _ = try await node.execute(group: 1, command) } }
             }
             try await group.waitForAll()
         }
-        let syncs = node.syncCount - before
-        print("group commit: \(writes) concurrent writes, \(syncs) leader log syncs (\(String(format: "%.2f", Double(syncs) / Double(writes))) per write)")
-        #expect(syncs < writes)
+        let writes = clients * perClient
+        let leaderSyncs = node.syncCount - before[leaderID]!
+        let followerSyncs = c.nodes.filter { $0.key != leaderID }.map { $0.value.syncCount - before[$0.key]! }
+        print("group commit: \(writes) writes from \(clients) concurrent clients; leader syncs \(leaderSyncs) (\(String(format: "%.2f", Double(leaderSyncs) / Double(writes))) per write), follower syncs \(followerSyncs)")
+        #expect(leaderSyncs < writes)
         let rows = try await node.query(group: 1, SQLStatement("SELECT count(*) FROM t"))
         #expect(rows.rows == [[.integer(Int64(writes))]])
         await c.stopAll()
