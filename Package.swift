@@ -52,7 +52,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite"], swiftSettings: strict),
+        .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite", "CairnRaft"], swiftSettings: strict),
         .testTarget(
             name: "CairnTransportTests",
             dependencies: ["CairnTransport", "CairnRaft", .product(name: "NIOPosix", package: "swift-nio"),

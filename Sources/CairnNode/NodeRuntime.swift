@@ -15,6 +15,8 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
     case timedOut(String)
     /// The entry at the proposal's index is a different one: leadership changed and it was lost.
     case proposalLost
+    /// A snapshot replaced the log before this node could tell whether the write took effect.
+    case outcomeUnknown
     /// A stale read was refused because this node has not heard from a leader recently enough.
     case tooStale(lastContactMillis: Int64?, freshnessMillis: Int64)
     case raft(String)
@@ -26,6 +28,7 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
         case .unknownGroup(let g): return "no such group \(g) on this node"
         case .timedOut(let what): return "timed out \(what)"
         case .proposalLost: return "the write was not committed (leadership changed); it is safe to retry"
+        case .outcomeUnknown: return "the outcome of the write is unknown (this node installed a snapshot meanwhile); read before retrying"
         case .tooStale(let last, let bound):
             let heard = last.map { "last heard from the leader \($0) ms ago" } ?? "no leader heard from yet"
             return "this node's data may be older than the requested freshness of \(bound) ms (\(heard)); read at the linearizable level or from the leader"
@@ -52,6 +55,8 @@ public struct RuntimeConfig: Sendable {
     public var tickMillis: Int64 = 50
     public var electionTimeoutTicks = 10
     public var requestTimeoutMillis: Int64 = 10_000
+    /// Entries applied between snapshots of a group's database; each snapshot lets the log be compacted.
+    public var snapshotEveryEntries: LogIndex = 10_000
 
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
@@ -76,6 +81,10 @@ public final class NodeRuntime: Sendable {
     private let applyState: NIOLoopBoundBox<ApplySide>
     private let log: @Sendable (String) -> Void
     private let syncs = NIOLockedValueBox(0)
+    private let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0))
+    /// Copies databases for snapshots off the apply loop.
+    private let snapshotPool = NIOThreadPool(numberOfThreads: 1)
+    private var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
 
     struct Group {
         let node: RawNode
@@ -111,6 +120,8 @@ public final class NodeRuntime: Sendable {
         var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
         var waitingReads: [GroupID: [WaitingRead]] = [:]
         var nextReadID: UInt64 = 1
+        var lastSnapshotIndex: [GroupID: LogIndex] = [:]
+        var snapshotInProgress = Set<GroupID>()
     }
 
     public init(config: RuntimeConfig, log: @escaping @Sendable (String) -> Void = { print($0) }) throws {
@@ -124,6 +135,8 @@ public final class NodeRuntime: Sendable {
         // Refuses a data directory that belongs to another node before touching anything in it.
         _ = try NodeIdentity.loadOrCreate(directory: config.dataDirectory, requested: config.nodeID)
         let store = try LogStore(directory: config.dataDirectory + "/wal", log: log)
+        try FileManager.default.createDirectory(atPath: config.dataDirectory + "/snapshots", withIntermediateDirectories: true)
+        snapshotPool.start()
         raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store), eventLoop: raftLoop)
         applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
         let raftLoop = self.raftLoop
@@ -161,12 +174,41 @@ public final class NodeRuntime: Sendable {
         try await openGroup(id)
     }
 
+    /// `DATA_DIR/snapshots/group-<group>.<index>.sqlite`
+    static func snapshotPath(in directory: String, group: GroupID, index: LogIndex) -> String {
+        directory + "/group-\(group).\(index).sqlite"
+    }
+
+    private func snapshotPath(_ group: GroupID, _ index: LogIndex) -> String {
+        Self.snapshotPath(in: snapshotDirectory, group: group, index: index)
+    }
+
     private func openGroup(_ id: GroupID) async throws {
         let path = config.dataDirectory + "/group-\(id).sqlite"
+        let snapshotPath: @Sendable (LogIndex) -> String = { [directory = snapshotDirectory] index in
+            Self.snapshotPath(in: directory, group: id, index: index)
+        }
+        // Where the log starts: the database must hold at least that much.
+        let floor: LogIndex = try await raftLoop.submit {
+            guard let storage = self.raftState.value.store.group(id) else { throw RuntimeError.unknownGroup(id) }
+            storage.snapshotData = { meta in try Array(Data(contentsOf: URL(fileURLWithPath: snapshotPath(meta.index)))) }
+            return storage.snapshotMetadata.index
+        }.get()
         let applied = try await applyLoop.submit {
-            if let m = self.applyState.value.machines[id] { return m.appliedIndex }
-            let machine = try SQLStateMachine(path: path)
-            self.applyState.value.machines[id] = machine
+            let side = self.applyState.value
+            let machine = try side.machines[id] ?? SQLStateMachine(path: path)
+            side.machines[id] = machine
+            if machine.appliedIndex < floor {
+                // Power loss took transactions SQLite had not synced, or a crash interrupted an install:
+                // the log no longer has those entries, but the snapshot they went into does.
+                let file = snapshotPath(floor)
+                guard FileManager.default.fileExists(atPath: file) else {
+                    throw RuntimeError.raft("group \(id): the log starts after entry \(floor) but the database holds only \(machine.appliedIndex) and the snapshot \(file) is missing")
+                }
+                try machine.install(snapshotFile: file)
+                self.log("group \(id): reinstalled the snapshot at \(floor) (the database was at an earlier entry)")
+            }
+            side.lastSnapshotIndex[id] = max(side.lastSnapshotIndex[id] ?? 0, floor)
             return machine.appliedIndex
         }.get()
         let nodeID = config.nodeID, electionTicks = config.electionTimeoutTicks
@@ -177,6 +219,15 @@ public final class NodeRuntime: Sendable {
             c.appliedIndex = applied
             self.raftState.value.groups[id] = Group(node: try RawNode(config: c, storage: storage), storage: storage)
         }.get()
+    }
+
+    /// Removes a group's snapshot files older than `index`.
+    private func removeSnapshots(of group: GroupID, before index: LogIndex) {
+        let prefix = "group-\(group)."
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: snapshotDirectory)) ?? [] where name.hasPrefix(prefix) {
+            let middle = name.dropFirst(prefix.count).split(separator: ".").first.map(String.init) ?? ""
+            if let i = LogIndex(middle), i < index { try? FileManager.default.removeItem(atPath: snapshotDirectory + "/" + name) }
+        }
     }
 
     // MARK: - Raft loop
@@ -214,6 +265,17 @@ public final class NodeRuntime: Sendable {
             readies.append((id, g, rd))
         }
         guard !readies.isEmpty else { return }
+        for (id, _, rd) in readies {
+            guard let snap = rd.snapshot else { continue }
+            // The snapshot must be on disk before the log says the entries before it are gone.
+            do {
+                try writeDurably(snap.data, to: snapshotPath(id, snap.metadata.index))
+            } catch {
+                log("node \(config.nodeID): cannot store the snapshot of group \(id): \(error); stopping")
+                side.stopped = true
+                return
+            }
+        }
         let writes = readies.compactMap { id, _, rd -> GroupWrite? in
             if rd.entries.isEmpty && rd.hardState == nil && rd.snapshot == nil { return nil }
             return GroupWrite(group: id, entries: rd.entries, hardState: rd.hardState, snapshot: rd.snapshot?.metadata)
@@ -232,6 +294,7 @@ public final class NodeRuntime: Sendable {
         }
         for (id, g, rd) in readies {
             send(rd.messagesAfterPersist, group: id)
+            if let snap = rd.snapshot { dispatchInstall(group: id, index: snap.metadata.index) }
             if !rd.committedEntries.isEmpty { dispatchApply(group: id, entries: rd.committedEntries) }
             for rs in rd.readStates {
                 if let pending = side.pendingReads.removeValue(forKey: rs.requestID) { pending.promise.succeed(rs.index) }
@@ -259,7 +322,7 @@ public final class NodeRuntime: Sendable {
                     if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) {
                         results = try machine.apply(index: e.index, command: cmd)
                     } else {
-                        try machine.applyEmpty(index: e.index)
+                        try machine.applyEmpty(index: e.index, confState: e.kind == .confChange ? ConfState(decoding: e.data) : nil)
                     }
                 } catch {
                     self.log("node \(self.config.nodeID) group \(group): cannot apply entry \(e.index): \(error)")
@@ -270,6 +333,87 @@ public final class NodeRuntime: Sendable {
                 }
             }
             self.serveWaitingReads(group)
+            self.maybeSnapshot(group)
+        }
+    }
+
+    /// Every `snapshotEveryEntries` applied entries, copies the database on the snapshot thread, then
+    /// compacts the log through the copy's index.
+    private func maybeSnapshot(_ group: GroupID) {
+        let side = applyState.value
+        guard config.snapshotEveryEntries > 0, let machine = side.machines[group], !side.snapshotInProgress.contains(group),
+              machine.appliedIndex >= (side.lastSnapshotIndex[group] ?? 0) + config.snapshotEveryEntries else { return }
+        side.snapshotInProgress.insert(group)
+        let source = machine.path, temporary = snapshotDirectory + "/group-\(group).copying"
+        let directory = snapshotDirectory
+        snapshotPool.runIfActive(eventLoop: applyLoop) { () throws -> (index: LogIndex, conf: ConfState?) in
+            let meta = try SQLStateMachine.writeSnapshot(of: source, to: temporary)
+            guard rename(temporary, Self.snapshotPath(in: directory, group: group, index: meta.index)) == 0 else {
+                throw RuntimeError.raft("cannot name the snapshot of group \(group)")
+            }
+            return meta
+        }.whenComplete { result in
+            let side = self.applyState.value
+            side.snapshotInProgress.remove(group)
+            switch result {
+            case .success(let meta):
+                side.lastSnapshotIndex[group] = max(side.lastSnapshotIndex[group] ?? 0, meta.index)
+                self.raftLoop.execute { self.compact(group, through: meta.index, conf: meta.conf) }
+            case .failure(let error):
+                self.log("node \(self.config.nodeID) group \(group): snapshot failed: \(error)")
+            }
+        }
+    }
+
+    private func compact(_ group: GroupID, through index: LogIndex, conf: ConfState?) {
+        let side = raftState.value
+        guard let g = side.groups[group], index > g.storage.snapshotMetadata.index else { return }
+        do {
+            // No membership recorded in the database means none was applied since the last compaction point.
+            try side.store.compact(group: group, through: index, confState: conf ?? g.storage.snapshotMetadata.confState)
+            snapshotCounts.withLockedValue { $0.taken += 1 }
+            removeSnapshots(of: group, before: index)
+        } catch {
+            log("node \(config.nodeID) group \(group): cannot compact the log through \(index): \(error)")
+        }
+    }
+
+    /// Replaces the group's database with a snapshot received from the leader (already on disk).
+    private func dispatchInstall(group: GroupID, index: LogIndex) {
+        let file = snapshotPath(group, index)
+        applyLoop.execute {
+            let side = self.applyState.value
+            guard let machine = side.machines[group], machine.appliedIndex < index else { return }
+            do {
+                try machine.install(snapshotFile: file)
+            } catch {
+                self.log("node \(self.config.nodeID) group \(group): cannot install the snapshot at \(index): \(error)")
+                return
+            }
+            side.lastSnapshotIndex[group] = index
+            for (i, w) in side.pendingWrites[group] ?? [:] where i <= index {
+                side.pendingWrites[group]![i] = nil
+                w.promise.fail(RuntimeError.outcomeUnknown)
+            }
+            self.snapshotCounts.withLockedValue { $0.installed += 1 }
+            self.removeSnapshots(of: group, before: index)
+            self.serveWaitingReads(group)
+        }
+    }
+
+    private func writeDurably(_ bytes: [UInt8], to path: String) throws {
+        let temporary = path + ".receiving"
+        try Data(bytes).write(to: URL(fileURLWithPath: temporary))
+        for p in [temporary, snapshotDirectory] {
+            let fd = open(p, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw RuntimeError.raft("cannot open \(p)") }
+            defer { close(fd) }
+            if p == temporary {
+                guard fsync(fd) == 0 else { throw RuntimeError.raft("cannot sync \(p)") }
+                guard rename(temporary, path) == 0 else { throw RuntimeError.raft("cannot rename \(temporary)") }
+            } else {
+                guard fsync(fd) == 0 else { throw RuntimeError.raft("cannot sync \(p)") }
+            }
         }
     }
 
@@ -377,18 +521,23 @@ public final class NodeRuntime: Sendable {
         public var leader: NodeID
         public var commit: LogIndex
         public var config: ConfState
+        /// First index still in the log (everything before it is in a snapshot).
+        public var firstIndex: LogIndex
     }
 
     public func status(group: GroupID) async throws -> GroupStatus {
         try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
             let s = g.node.status
-            return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, config: s.config)
+            return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, config: s.config, firstIndex: s.firstIndex)
         }.get()
     }
 
     /// Log syncs so far (each covers every group's writes of one loop turn).
     public var syncCount: Int { syncs.withLockedValue { $0 } }
+
+    /// Snapshots this node took (each followed by a log compaction) and installed from a leader.
+    public var snapshotStats: (taken: Int, installed: Int) { snapshotCounts.withLockedValue { $0 } }
 
     public func shutdown() async {
         try? await raftLoop.submit {
@@ -405,6 +554,7 @@ public final class NodeRuntime: Sendable {
             side.waitingReads = [:]
         }.get()
         await transport.shutdown()
+        try? await snapshotPool.shutdownGracefully()
         try? await loops.shutdownGracefully()
     }
 }

@@ -1,25 +1,46 @@
+import CSQLite3
 import CairnRaft
+import Foundation
 
 /// The replicated state of one Raft group: a SQLite database to which committed entries are applied.
 /// The index of the last applied entry is stored in the same transaction as the entry's effects, so a
 /// restart never applies an entry twice or skips one. One owner at a time (the group's apply loop).
 public final class SQLStateMachine {
     public let path: String
-    private let connection: SQLiteConnection
+    private var connection: SQLiteConnection
     public private(set) var appliedIndex: LogIndex = 0
+    /// The membership in force at `appliedIndex`, if a configuration was ever applied or installed.
+    public private(set) var confState: ConfState?
 
     public init(path: String) throws {
         self.path = path
         connection = try SQLiteConnection(path: path)
-        try connection.exec("CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        try loadMeta()
+    }
+
+    /// Creates the bookkeeping table if needed and reads the applied index and membership from it.
+    private func loadMeta() throws {
+        try connection.exec("CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, value)")
         try connection.exec("INSERT OR IGNORE INTO _cairn_meta(key, value) VALUES ('applied_index', 0)")
+        (appliedIndex, confState) = try Self.readMeta(connection, path: path)
+    }
+
+    static func readMeta(_ connection: SQLiteConnection, path: String) throws -> (LogIndex, ConfState?) {
         connection.context.internalAccess = true
-        let r = connection.run(SQLStatement("SELECT value FROM _cairn_meta WHERE key = 'applied_index'"), readOnly: true)
-        connection.context.internalAccess = false
-        guard r.error == nil, case .integer(let applied)? = r.rows.first?.first else {
-            throw SQLiteError(message: "cannot read the applied index of \(path): \(r.error ?? "missing")")
+        defer { connection.context.internalAccess = false }
+        let r = connection.run(SQLStatement("SELECT key, value FROM _cairn_meta"), readOnly: true)
+        guard r.error == nil else { throw SQLiteError(message: "cannot read the bookkeeping of \(path): \(r.error!)") }
+        var applied: LogIndex?
+        var conf: ConfState?
+        for row in r.rows {
+            switch (row[0], row[1]) {
+            case (.text("applied_index"), .integer(let i)): applied = LogIndex(i)
+            case (.text("conf_state"), .blob(let b)): conf = ConfState(decoding: b)
+            default: break
+            }
         }
-        appliedIndex = LogIndex(applied)
+        guard let applied else { throw SQLiteError(message: "\(path) has no applied index") }
+        return (applied, conf)
     }
 
     /// Applies the committed entry at `index` carrying `command`, in one transaction with the applied
@@ -55,13 +76,92 @@ public final class SQLStateMachine {
         return results
     }
 
-    /// Applies an entry that changes no data (a leader's no-op, a membership change).
-    public func applyEmpty(index: LogIndex) throws {
+    /// Applies an entry that changes no data: a leader's no-op, or (with `confState`) a membership
+    /// change, recorded so that snapshots carry the membership in force at their index.
+    public func applyEmpty(index: LogIndex, confState newConf: ConfState? = nil) throws {
         precondition(index == appliedIndex + 1, "applying entry \(index) after \(appliedIndex)")
         try connection.exec("BEGIN IMMEDIATE")
+        if let c = newConf {
+            let hex = c.encoded().map { String(format: "%02x", $0) }.joined()
+            try connection.exec("INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES ('conf_state', X'\(hex)')")
+        }
         try recordApplied(index)
         try connection.exec("COMMIT")
         appliedIndex = index
+        if let c = newConf { confState = c }
+    }
+
+    /// Writes a consistent copy of the database to `destination` and syncs it, without stopping applies
+    /// for long: the copy runs on its own read connection (WAL readers do not block the writer).
+    /// Returns the applied index and membership the copy holds.
+    public static func writeSnapshot(of databasePath: String, to destination: String) throws -> (index: LogIndex, conf: ConfState?) {
+        try? FileManager.default.removeItem(atPath: destination)
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(databasePath, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+            sqlite3_close(db)
+            throw SQLiteError(message: "cannot open \(databasePath) to snapshot it")
+        }
+        defer { sqlite3_close(db) }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, "VACUUM INTO ?", -1, &stmt, nil) == SQLITE_OK else {
+            throw SQLiteError(message: "cannot snapshot \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
+        }
+        defer { sqlite3_finalize(stmt) }
+        sqlite3_bind_text(stmt, 1, destination, -1, transientDestructor)
+        guard sqlite3_step(stmt) == SQLITE_DONE else {
+            throw SQLiteError(message: "cannot snapshot \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
+        }
+        try syncPath(destination)
+        return try readMeta(ofFile: destination)
+    }
+
+    /// Reads the applied index and membership of a database file without changing it.
+    public static func readMeta(ofFile file: String) throws -> (index: LogIndex, conf: ConfState?) {
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+            sqlite3_close(db)
+            throw SQLiteError(message: "cannot open \(file)")
+        }
+        defer { sqlite3_close(db) }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, "SELECT key, value FROM _cairn_meta", -1, &stmt, nil) == SQLITE_OK else {
+            throw SQLiteError(message: "\(file) is not a CairnDB snapshot: \(String(cString: sqlite3_errmsg(db)))")
+        }
+        defer { sqlite3_finalize(stmt) }
+        var applied: LogIndex?
+        var conf: ConfState?
+        while sqlite3_step(stmt) == SQLITE_ROW {
+            let key = String(cString: sqlite3_column_text(stmt, 0))
+            if key == "applied_index" { applied = LogIndex(sqlite3_column_int64(stmt, 1)) }
+            if key == "conf_state", let p = sqlite3_column_blob(stmt, 1) {
+                conf = ConfState(decoding: Array(UnsafeRawBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, 1)))))
+            }
+        }
+        guard let applied else { throw SQLiteError(message: "\(file) has no applied index") }
+        return (applied, conf)
+    }
+
+    /// Replaces the whole database with a snapshot file (which is left in place), atomically: a copy
+    /// is synced and renamed over the database.
+    public func install(snapshotFile: String) throws {
+        let temporary = path + ".installing"
+        try? FileManager.default.removeItem(atPath: temporary)
+        try FileManager.default.copyItem(atPath: snapshotFile, toPath: temporary)
+        try Self.syncPath(temporary)
+        // Close the old database before replacing it; its WAL belongs to the old contents.
+        connection.close()
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        guard rename(temporary, path) == 0 else { throw SQLiteError(message: "cannot install a snapshot over \(path)") }
+        try Self.syncPath((path as NSString).deletingLastPathComponent)
+        connection = try SQLiteConnection(path: path)
+        try loadMeta()
+    }
+
+    static func syncPath(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SQLiteError(message: "cannot open \(path) to sync it") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw SQLiteError(message: "cannot sync \(path)") }
     }
 
     private func recordApplied(_ index: LogIndex) throws {

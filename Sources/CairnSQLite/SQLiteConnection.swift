@@ -116,6 +116,12 @@ final class SQLiteConnection {
 
     deinit { sqlite3_close_v2(db) }
 
+    /// Closes the database now (before its file is replaced); the connection is unusable afterwards.
+    func close() {
+        sqlite3_close_v2(db)
+        db = nil
+    }
+
     /// PRAGMAs a client may run: reading the schema, checking integrity, and settings that replicate
     /// like data. Anything else (journal_mode, synchronous, wal_checkpoint, writable_schema, ...) could
     /// change durability or make replicas diverge.

@@ -32,7 +32,16 @@ public final class GroupLog: RaftStorage {
     public func term(at index: LogIndex) throws(StorageError) -> Term { try memory.term(at: index) }
     public func firstIndex() -> LogIndex { memory.firstIndex() }
     public func lastIndex() -> LogIndex { memory.lastIndex() }
-    public func snapshot() throws(StorageError) -> Snapshot { memory.snapshotValue }
+    public func snapshot() throws(StorageError) -> Snapshot {
+        let meta = memory.snapshotValue.metadata
+        if meta.index == 0 { return Snapshot(metadata: meta) }
+        guard let load = snapshotData, let data = try? load(meta) else { throw .snapshotTemporarilyUnavailable }
+        return Snapshot(metadata: meta, data: data)
+    }
+
+    /// Produces the state-machine snapshot for the log's compaction point (set by the node runtime,
+    /// which keeps the snapshot files).
+    public var snapshotData: ((SnapshotMetadata) throws -> [UInt8])?
 
     public var hardState: HardState { memory.hardState }
     public var snapshotMetadata: SnapshotMetadata { memory.snapshotValue.metadata }

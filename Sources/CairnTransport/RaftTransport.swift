@@ -51,6 +51,8 @@ public struct TransportStats: Sendable, Equatable {
     public var framesSent = 0
     public var envelopesSent = 0
     public var envelopesDroppedQueueFull = 0
+    /// Dropped because the peer could not be reached: Raft resends from its log once it is back.
+    public var envelopesDroppedUnreachable = 0
     public var envelopesDroppedFault = 0
     public var connectionsOpened = 0
     public var handshakesRefused = 0
@@ -161,6 +163,8 @@ final class PeerLink: Sendable {
         var queuedBytes = 0
         var flushScheduled = false
         var failedAttempts = 0
+        /// No new connection attempt before this (backoff); sends until then are dropped.
+        var retryAt = NIODeadline.uptimeNanoseconds(0)
         var rng = SplitMix64(seed: 0)
     }
 
@@ -234,6 +238,14 @@ final class PeerLink: Sendable {
 
     private func connectIfNeeded() {
         guard !state.value.connecting, !state.value.closed else { return }
+        guard NIODeadline.now() >= state.value.retryAt else {
+            // Backing off: the peer was unreachable moments ago.
+            let dropped = state.value.queue.count
+            state.value.queue = []
+            state.value.queuedBytes = 0
+            shared.stats.withLockedValue { $0.envelopesDroppedUnreachable += dropped }
+            return
+        }
         state.value.connecting = true
         let handshake = WireFormat.handshake(from: config.nodeID)
         ClientBootstrap(group: eventLoop)
@@ -262,12 +274,18 @@ final class PeerLink: Sendable {
                     }
                     flush()
                 case .failure(let error):
+                    // Holding messages for an unreachable peer only delivers stale ones later.
+                    let dropped = state.value.queue.count
+                    state.value.queue = []
+                    state.value.queuedBytes = 0
+                    shared.stats.withLockedValue { $0.envelopesDroppedUnreachable += dropped }
                     state.value.failedAttempts += 1
                     let attempt = min(state.value.failedAttempts, 16)
                     let ceiling = min(config.reconnectMaxMillis, config.reconnectBaseMillis << Int64(attempt - 1))
                     // Full jitter in the upper half: peers that lost each other together do not retry in lockstep.
                     let delay = ceiling / 2 + Int64(state.value.rng.next() % UInt64(max(1, ceiling / 2)))
                     if attempt == 1 { log("cannot reach node \(peer) at \(address): \(error); retrying with backoff") }
+                    state.value.retryAt = NIODeadline.now() + .milliseconds(delay)
                     eventLoop.scheduleTask(in: .milliseconds(delay)) { [self] in
                         if !state.value.queue.isEmpty { connectIfNeeded() }
                     }

@@ -11,6 +11,8 @@ final class LocalCluster {
     let root = NSTemporaryDirectory() + "cairn-node-test-" + UUID().uuidString
     var nodes: [NodeID: NodeRuntime] = [:]
     var addresses: [NodeID: PeerAddress] = [:]
+    /// Entries between snapshots on every node started by this cluster.
+    var snapshotEveryEntries: LogIndex = 10_000
 
     init(size: Int) throws {
         for id in 1...NodeID(size) { addresses[id] = PeerAddress(host: "127.0.0.1", port: try Self.freePort()) }
@@ -32,7 +34,8 @@ final class LocalCluster {
     }
 
     func start(_ id: NodeID, voters: [NodeID]) async throws {
-        let config = RuntimeConfig(nodeID: id, dataDirectory: root + "/node\(id)", raftAddress: addresses[id]!)
+        var config = RuntimeConfig(nodeID: id, dataDirectory: root + "/node\(id)", raftAddress: addresses[id]!)
+        config.snapshotEveryEntries = snapshotEveryEntries
         let node = try NodeRuntime(config: config, log: { _ in })
         try await node.start(peers: addresses)
         try await node.bootstrapGroup(1, voters: voters)
@@ -67,6 +70,16 @@ final class LocalCluster {
             try await Task.sleep(for: .milliseconds(20))
         }
         throw RuntimeError.timedOut("waiting for a leader")
+    }
+
+    /// Waits until node `id` answers `sql` with `rows` at the local level.
+    func eventually(_ id: NodeID, _ sql: String, _ rows: [[SQLValue]], seconds: Double = 15) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let r = try? await nodes[id]?.query(group: 1, SQLStatement(sql), consistency: .local), r.rows == rows { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return false
     }
 
     func sql(_ statements: String..., atomic: Bool = false) -> SQLCommand {
@@ -198,6 +211,55 @@ struct NodeRuntimeTests {
         #expect(leaderSyncs < writes)
         let rows = try await node.query(group: 1, SQLStatement("SELECT count(*) FROM t"))
         #expect(rows.rows == [[.integer(Int64(writes))]])
+        await c.stopAll()
+    }
+
+    @Test("a node that missed many writes catches up through a snapshot once the log was compacted")
+    func catchUpThroughSnapshot() async throws {
+        let c = try LocalCluster(size: 3)
+        c.snapshotEveryEntries = 20
+        try await c.startAll()
+        let leader = try await c.leader()
+        let lagging = c.nodes.keys.sorted().first { $0 != leader }!
+        await c.stop(lagging)
+        let node = c.nodes[leader]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        for i in 0..<100 { _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (\(i))")) }
+        // Snapshots are taken in the background; wait for the leader's log to be compacted.
+        let deadline = Date().addingTimeInterval(10)
+        while try await node.status(group: 1).firstIndex < 50 && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try await node.status(group: 1).firstIndex >= 50)
+        #expect(node.snapshotStats.taken >= 1)
+        let started = Date()
+        try await c.start(lagging, voters: c.addresses.keys.sorted())
+        #expect(await c.eventually(lagging, "SELECT count(*), sum(v) FROM t", [[.integer(100), .integer(4950)]]))
+        print("catch-up: 100 missed writes, log compacted; restarted node caught up in \(String(format: "%.2f", Date().timeIntervalSince(started))) s via \(c.nodes[lagging]!.snapshotStats.installed) snapshot(s)")
+        #expect(c.nodes[lagging]!.snapshotStats.installed >= 1)
+        // It keeps following after the snapshot.
+        _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (100)"))
+        #expect(await c.eventually(lagging, "SELECT count(*) FROM t", [[.integer(101)]]))
+        await c.stopAll()
+    }
+
+    @Test("a restart after compaction, even with the database lost, rebuilds it from the snapshot and the log")
+    func recoverFromSnapshotFile() async throws {
+        let c = try LocalCluster(size: 3)
+        c.snapshotEveryEntries = 20
+        try await c.startAll()
+        let leader = try await c.leader()
+        let node = c.nodes[leader]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        for i in 0..<60 { _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (\(i))")) }
+        let follower = c.nodes.keys.sorted().first { $0 != leader }!
+        #expect(await c.eventually(follower, "SELECT count(*) FROM t", [[.integer(60)]]))
+        let deadline = Date().addingTimeInterval(10)
+        while try await c.nodes[follower]!.status(group: 1).firstIndex < 20 && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        await c.stop(follower)
+        // As if power loss had taken every transaction SQLite had not synced: the database is gone.
+        let db = c.root + "/node\(follower)/group-1.sqlite"
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: db + suffix) }
+        try await c.start(follower, voters: c.addresses.keys.sorted())
+        #expect(await c.eventually(follower, "SELECT count(*) FROM t", [[.integer(60)]]))
         await c.stopAll()
     }
 }
