@@ -285,10 +285,8 @@ final class PeerLink: Sendable {
                     // Full jitter in the upper half: peers that lost each other together do not retry in lockstep.
                     let delay = ceiling / 2 + Int64(state.value.rng.next() % UInt64(max(1, ceiling / 2)))
                     if attempt == 1 { log("cannot reach node \(peer) at \(address): \(error); retrying with backoff") }
+                    // The next send after the backoff reconnects (Raft sends at least every heartbeat).
                     state.value.retryAt = NIODeadline.now() + .milliseconds(delay)
-                    eventLoop.scheduleTask(in: .milliseconds(delay)) { [self] in
-                        if !state.value.queue.isEmpty { connectIfNeeded() }
-                    }
                 }
             }
     }
