@@ -1,4 +1,5 @@
 import CairnRaft
+import CairnStorage
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -23,7 +24,7 @@ public struct NodeIdentity: Sendable, Equatable {
     }
 
     /// Reads the identity stored in `directory`, or creates one: `requested` if given, otherwise a random
-    /// non-zero id. The file is written atomically (temporary file, sync, rename, directory sync).
+    /// non-zero id, written atomically.
     public static func loadOrCreate(directory: String, requested: NodeID? = nil) throws -> NodeIdentity {
         let path = directory + "/node-id"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -39,18 +40,7 @@ public struct NodeIdentity: Sendable, Equatable {
         }
         var id = requested ?? UInt64.random(in: 1...UInt64.max)
         if id == noNode { id = 1 }
-        let temporary = path + ".tmp"
-        try (String(id, radix: 16) + "\n").write(toFile: temporary, atomically: false, encoding: .utf8)
-        try syncFile(temporary)
-        guard rename(temporary, path) == 0 else { throw Failure.unreadable(path: path, reason: String(cString: strerror(errno))) }
-        try syncFile(directory)
+        try DurableFile.write(Array((String(id, radix: 16) + "\n").utf8), to: path)
         return NodeIdentity(nodeID: id)
-    }
-
-    private static func syncFile(_ path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw Failure.unreadable(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw Failure.unreadable(path: path, reason: String(cString: strerror(errno))) }
     }
 }

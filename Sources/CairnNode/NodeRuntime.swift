@@ -269,7 +269,7 @@ public final class NodeRuntime: Sendable {
             guard let snap = rd.snapshot else { continue }
             // The snapshot must be on disk before the log says the entries before it are gone.
             do {
-                try writeDurably(snap.data, to: snapshotPath(id, snap.metadata.index))
+                try DurableFile.write(snap.data, to: snapshotPath(id, snap.metadata.index))
             } catch {
                 log("node \(config.nodeID): cannot store the snapshot of group \(id): \(error); stopping")
                 side.stopped = true
@@ -398,22 +398,6 @@ public final class NodeRuntime: Sendable {
             self.snapshotCounts.withLockedValue { $0.installed += 1 }
             self.removeSnapshots(of: group, before: index)
             self.serveWaitingReads(group)
-        }
-    }
-
-    private func writeDurably(_ bytes: [UInt8], to path: String) throws {
-        let temporary = path + ".receiving"
-        try Data(bytes).write(to: URL(fileURLWithPath: temporary))
-        for p in [temporary, snapshotDirectory] {
-            let fd = open(p, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw RuntimeError.raft("cannot open \(p)") }
-            defer { close(fd) }
-            if p == temporary {
-                guard fsync(fd) == 0 else { throw RuntimeError.raft("cannot sync \(p)") }
-                guard rename(temporary, path) == 0 else { throw RuntimeError.raft("cannot rename \(temporary)") }
-            } else {
-                guard fsync(fd) == 0 else { throw RuntimeError.raft("cannot sync \(p)") }
-            }
         }
     }
 

@@ -22,25 +22,7 @@ public final class SQLStateMachine {
     private func loadMeta() throws {
         try connection.exec("CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, value)")
         try connection.exec("INSERT OR IGNORE INTO _cairn_meta(key, value) VALUES ('applied_index', 0)")
-        (appliedIndex, confState) = try Self.readMeta(connection, path: path)
-    }
-
-    static func readMeta(_ connection: SQLiteConnection, path: String) throws -> (LogIndex, ConfState?) {
-        connection.context.internalAccess = true
-        defer { connection.context.internalAccess = false }
-        let r = connection.run(SQLStatement("SELECT key, value FROM _cairn_meta"), readOnly: true)
-        guard r.error == nil else { throw SQLiteError(message: "cannot read the bookkeeping of \(path): \(r.error!)") }
-        var applied: LogIndex?
-        var conf: ConfState?
-        for row in r.rows {
-            switch (row[0], row[1]) {
-            case (.text("applied_index"), .integer(let i)): applied = LogIndex(i)
-            case (.text("conf_state"), .blob(let b)): conf = ConfState(decoding: b)
-            default: break
-            }
-        }
-        guard let applied else { throw SQLiteError(message: "\(path) has no applied index") }
-        return (applied, conf)
+        (appliedIndex, confState) = try Self.readMeta(ofFile: path)
     }
 
     /// Applies the committed entry at `index` carrying `command`, in one transaction with the applied
@@ -96,20 +78,11 @@ public final class SQLStateMachine {
     /// Returns the applied index and membership the copy holds.
     public static func writeSnapshot(of databasePath: String, to destination: String) throws -> (index: LogIndex, conf: ConfState?) {
         try? FileManager.default.removeItem(atPath: destination)
-        var db: OpaquePointer?
-        guard sqlite3_open_v2(databasePath, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
-            sqlite3_close(db)
-            throw SQLiteError(message: "cannot open \(databasePath) to snapshot it")
-        }
-        defer { sqlite3_close(db) }
-        var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, "VACUUM INTO ?", -1, &stmt, nil) == SQLITE_OK else {
-            throw SQLiteError(message: "cannot snapshot \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
-        }
-        defer { sqlite3_finalize(stmt) }
-        sqlite3_bind_text(stmt, 1, destination, -1, transientDestructor)
-        guard sqlite3_step(stmt) == SQLITE_DONE else {
-            throw SQLiteError(message: "cannot snapshot \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
+        try withReadOnly(databasePath, "VACUUM INTO ?") { db, stmt in
+            sqlite3_bind_text(stmt, 1, destination, -1, transientDestructor)
+            guard sqlite3_step(stmt) == SQLITE_DONE else {
+                throw SQLiteError(message: "cannot snapshot \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
+            }
         }
         try syncPath(destination)
         return try readMeta(ofFile: destination)
@@ -117,6 +90,25 @@ public final class SQLStateMachine {
 
     /// Reads the applied index and membership of a database file without changing it.
     public static func readMeta(ofFile file: String) throws -> (index: LogIndex, conf: ConfState?) {
+        try withReadOnly(file, "SELECT key, value FROM _cairn_meta") { _, stmt in
+            var applied: LogIndex?
+            var conf: ConfState?
+            while sqlite3_step(stmt) == SQLITE_ROW {
+                let key = String(cString: sqlite3_column_text(stmt, 0))
+                if key == "applied_index" { applied = LogIndex(sqlite3_column_int64(stmt, 1)) }
+                if key == "conf_state", let p = sqlite3_column_blob(stmt, 1) {
+                    conf = ConfState(decoding: Array(UnsafeRawBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, 1)))))
+                }
+            }
+            guard let applied else { throw SQLiteError(message: "\(file) has no applied index") }
+            return (applied, conf)
+        }
+    }
+
+    /// Runs `body` with one statement prepared on a read-only connection of its own (CairnDB's internal
+    /// reads of database files: no authorizer, no batch clock).
+    private static func withReadOnly<T>(_ file: String, _ sql: String,
+                                        _ body: (OpaquePointer?, OpaquePointer?) throws -> T) throws -> T {
         var db: OpaquePointer?
         guard sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
             sqlite3_close(db)
@@ -124,21 +116,11 @@ public final class SQLStateMachine {
         }
         defer { sqlite3_close(db) }
         var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, "SELECT key, value FROM _cairn_meta", -1, &stmt, nil) == SQLITE_OK else {
-            throw SQLiteError(message: "\(file) is not a CairnDB snapshot: \(String(cString: sqlite3_errmsg(db)))")
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else {
+            throw SQLiteError(message: "\(file): \(sql): \(String(cString: sqlite3_errmsg(db)))")
         }
         defer { sqlite3_finalize(stmt) }
-        var applied: LogIndex?
-        var conf: ConfState?
-        while sqlite3_step(stmt) == SQLITE_ROW {
-            let key = String(cString: sqlite3_column_text(stmt, 0))
-            if key == "applied_index" { applied = LogIndex(sqlite3_column_int64(stmt, 1)) }
-            if key == "conf_state", let p = sqlite3_column_blob(stmt, 1) {
-                conf = ConfState(decoding: Array(UnsafeRawBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, 1)))))
-            }
-        }
-        guard let applied else { throw SQLiteError(message: "\(file) has no applied index") }
-        return (applied, conf)
+        return try body(db, stmt)
     }
 
     /// Replaces the whole database with a snapshot file (which is left in place), atomically: a copy

@@ -53,8 +53,9 @@ public final class GroupLog: RaftStorage {
     func apply(_ record: WALRecord) -> Bool {
         switch record {
         case .entries(_, let entries):
-            // Entries at or below the snapshot point are already covered by it.
-            let kept = entries.filter { $0.index > memory.snapshotValue.metadata.index }
+            // Entries at or below the snapshot point are already covered by it (copy only in that rare case).
+            let floor = memory.snapshotValue.metadata.index
+            let kept = (entries.first?.index ?? 0) > floor ? entries : entries.filter { $0.index > floor }
             guard let first = kept.first else { return true }
             guard first.index <= memory.lastIndex() + 1 else { return false }
             memory.append(kept)
@@ -208,7 +209,7 @@ public final class LogStore {
         if !records.isEmpty { WALRecord.frame(records, into: &checkpoint) }
         try segment.append(checkpoint)
         try segment.sync()
-        try syncDirectory(directory)
+        try DurableFile.sync(directory)
         segments.append(segment)
     }
 
@@ -227,7 +228,7 @@ public final class LogStore {
             segments.removeFirst()
             removed = true
         }
-        if removed { try syncDirectory(directory) }
+        if removed { try DurableFile.sync(directory) }
     }
 
     /// Reads a segment's records. A torn tail of the last segment is cut off and reported; anything

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -99,10 +100,35 @@ final class SegmentFile {
     }
 }
 
-/// Makes the creation or removal of files in `directory` durable.
-func syncDirectory(_ directory: String) throws {
-    let fd = open(directory, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw WALError.io(operation: "open", path: directory, errno: errno) }
-    defer { close(fd) }
-    guard fsync(fd) == 0 else { throw WALError.io(operation: "fsync", path: directory, errno: errno) }
+/// Small files that must survive power loss whole: the node's identity, received snapshots.
+public enum DurableFile {
+    /// Syncs a file, or a directory (which makes the creation, renaming or removal of its entries durable).
+    public static func sync(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw WALError.io(operation: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw WALError.io(operation: "fsync", path: path, errno: errno) }
+    }
+
+    /// Writes `bytes` to `path` atomically: a temporary file is written and synced, renamed over `path`,
+    /// and the directory synced. A crash leaves either the old file or the new one.
+    public static func write(_ bytes: [UInt8], to path: String) throws {
+        let temporary = path + ".writing"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw WALError.io(operation: "open", path: temporary, errno: errno) }
+        defer { close(fd) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let e = n < 0 ? errno : EIO
+                throw e == ENOSPC ? WALError.diskFull(path: temporary) : WALError.io(operation: "write", path: temporary, errno: e)
+            }
+            done += n
+        }
+        guard fsync(fd) == 0 else { throw WALError.io(operation: "fsync", path: temporary, errno: errno) }
+        guard rename(temporary, path) == 0 else { throw WALError.io(operation: "rename", path: temporary, errno: errno) }
+        try sync((path as NSString).deletingLastPathComponent)
+    }
 }
