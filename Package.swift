@@ -13,10 +13,15 @@ let package = Package(
         .library(name: "CairnStorage", targets: ["CairnStorage"]),
         .library(name: "CairnSQLite", targets: ["CairnSQLite"]),
         .executable(name: "cairn-sim", targets: ["cairn-sim"]),
+        .executable(name: "cairn", targets: ["cairn"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
@@ -30,7 +35,7 @@ let package = Package(
             name: "CairnTransport",
             dependencies: [
                 "CairnRaft", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict
         ),
@@ -42,6 +47,31 @@ let package = Package(
             dependencies: ["CairnRaft", "CairnStorage", "CairnSQLite", "CairnTransport",
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // The cluster layer: the catalog (metadata group 0), membership and placement, talking to peers.
+        .target(
+            name: "CairnCluster",
+            dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // What `cairn server` runs: the HTTP API (Hummingbird) over the runtime and the cluster layer.
+        .target(
+            name: "CairnServer",
+            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "cairn",
+            dependencies: ["CairnServer", "CairnCluster", "CairnTransport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
@@ -62,6 +92,13 @@ let package = Package(
         .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
+        // Real `cairn server` processes on loopback: kill -9, restarts, partitions, torn logs, full disks.
+        .testTarget(
+            name: "CairnServerTests",
+            dependencies: ["cairn", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationCompat", package: "swift-nio")],
+            swiftSettings: strict
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -38,7 +38,8 @@ public struct NodeIdentity: Sendable, Equatable {
             }
             return NodeIdentity(nodeID: stored)
         }
-        var id = requested ?? UInt64.random(in: 1...UInt64.max)
+        // Below 2^53, so every JSON client reads it exactly.
+        var id = requested ?? UInt64.random(in: 1...(1 << 53 - 1))
         if id == noNode { id = 1 }
         try DurableFile.write(Array((String(id, radix: 16) + "\n").utf8), to: path)
         return NodeIdentity(nodeID: id)

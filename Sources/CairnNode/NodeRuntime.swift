@@ -504,16 +504,58 @@ public final class NodeRuntime: Sendable {
         public var term: Term
         public var leader: NodeID
         public var commit: LogIndex
+        public var applied: LogIndex
+        public var lastIndex: LogIndex
         public var config: ConfState
+        /// Index of the newest membership entry; a change is in flight while it exceeds `commit`.
+        public var configIndex: LogIndex
         /// First index still in the log (everything before it is in a snapshot).
         public var firstIndex: LogIndex
+        /// On the leader: the highest entry known to be on each member's disk.
+        public var matchIndex: [NodeID: LogIndex]
     }
 
     public func status(group: GroupID) async throws -> GroupStatus {
         try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
             let s = g.node.status
-            return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, config: s.config, firstIndex: s.firstIndex)
+            return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, applied: s.applied,
+                               lastIndex: s.lastIndex, config: s.config, configIndex: s.configIndex,
+                               firstIndex: s.firstIndex, matchIndex: s.progress.mapValues(\.match))
+        }.get()
+    }
+
+    /// The groups this node hosts.
+    public func groupIDs() async throws -> [GroupID] {
+        try await raftLoop.submit { self.raftState.value.groups.keys.sorted() }.get()
+    }
+
+    /// Proposes a membership change on this node (the group's leader); returns the entry's index.
+    @discardableResult
+    public func proposeConfChange(group: GroupID, _ change: ConfChange) async throws -> LogIndex {
+        try await raftLoop.submit {
+            guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
+            do throws(RaftError) {
+                let index = try g.node.proposeConfChange(change)
+                self.pump()
+                return index
+            } catch {
+                if case .notLeader(let l) = error { throw RuntimeError.notLeader(leader: l) }
+                throw RuntimeError.raft(error.description)
+            }
+        }.get()
+    }
+
+    /// Hands leadership of `group` to `target` (used before this leader leaves the group).
+    public func transferLeadership(group: GroupID, to target: NodeID) async throws {
+        try await raftLoop.submit {
+            guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
+            do throws(RaftError) {
+                try g.node.transferLeadership(to: target)
+                self.pump()
+            } catch {
+                throw RuntimeError.raft(error.description)
+            }
         }.get()
     }
 

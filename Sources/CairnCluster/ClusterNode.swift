@@ -1,0 +1,416 @@
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import CairnTransport
+import Foundation
+import NIOConcurrencyHelpers
+import NIOHTTP1
+
+public enum ClusterError: Error, CustomStringConvertible {
+    case peerRefused(PeerAddress, status: Int, message: String)
+    case noMetadataLeader
+    case unknownNode(NodeID)
+    case unknownDatabase(String)
+    case invalid(String)
+    case catalogWrite(String)
+
+    public var description: String {
+        switch self {
+        case .peerRefused(let a, let status, let message): return "node at \(a) answered \(status): \(message)"
+        case .noMetadataLeader: return "the cluster has no metadata leader reachable from this node yet; retry shortly"
+        case .unknownNode(let id): return "no node \(id) in this cluster"
+        case .unknownDatabase(let name): return "no database named \"\(name)\""
+        case .invalid(let why): return why
+        case .catalogWrite(let why): return "the catalog refused the change: \(why)"
+        }
+    }
+}
+
+/// Sent by a node that wants to join (and by every member to keep its own entry current).
+public struct JoinRequest: Codable, Sendable {
+    public var id: NodeID
+    public var raftAddress: PeerAddress
+    public var httpAddress: PeerAddress
+    public var voter: Bool
+
+    public init(id: NodeID, raftAddress: PeerAddress, httpAddress: PeerAddress, voter: Bool) {
+        self.id = id
+        self.raftAddress = raftAddress
+        self.httpAddress = httpAddress
+        self.voter = voter
+    }
+}
+
+public struct JoinReply: Codable, Sendable {
+    /// Every known node, so the newcomer can reach the leader before its own catalog copy catches up.
+    public var nodes: [CatalogNode]
+}
+
+/// What a node tells others asking during `--bootstrap-expect` discovery.
+public struct BootstrapInfo: Codable, Sendable {
+    public var id: NodeID
+    public var raftAddress: PeerAddress
+    public var httpAddress: PeerAddress
+    public var voter: Bool
+    /// Already part of a formed cluster: the asker should join instead of founding one...
+    public var member: Bool
+    /// ...unless it is among these voters (a fellow founder that was quicker).
+    public var founders: [NodeID]?
+}
+
+public struct ClusterConfig: Sendable {
+    /// Addresses other nodes use to reach this one.
+    public var raftAddress: PeerAddress
+    public var httpAddress: PeerAddress
+    public var voter = true
+    /// Voting copies of each database.
+    public var replicationFactor = 3
+    /// HTTP addresses of members (to join) or of fellow founders (with `bootstrapExpect`).
+    public var join: [PeerAddress] = []
+    /// Found a cluster from this many nodes started together (0: do not).
+    public var bootstrapExpect = 0
+    public var controllerIntervalMillis: Int64 = 200
+
+    public init(raftAddress: PeerAddress, httpAddress: PeerAddress) {
+        self.raftAddress = raftAddress
+        self.httpAddress = httpAddress
+    }
+}
+
+/// The cluster layer of one node: forms or joins a cluster, keeps the catalog (group 0), and runs the
+/// controller that makes every group's actual membership follow the catalog.
+///
+/// Desired state lives in the catalog; actual state is each group's Raft configuration. The controller
+/// on each group's leader closes the gap one single-server change at a time, and the metadata leader
+/// decides placement. Every pass starts from what is committed, so a pass cut short by a crash or a
+/// leadership change is simply redone by whoever leads next.
+public final class ClusterNode: Sendable {
+    public let runtime: NodeRuntime
+    public let config: ClusterConfig
+    public let peers: PeerClient
+    private let log: @Sendable (String) -> Void
+    private let state = NIOLockedValueBox(State())
+    /// Called once when this node finds it has been removed from the cluster.
+    private let onRemoved: @Sendable () -> Void
+
+    struct State {
+        var catalog = Catalog()
+        var wasMetadataMember = false
+        var removed = false
+        /// Addresses learned before this node's catalog copy had them (join reply, discovery).
+        var bootstrapPeers: [NodeID: CatalogNode] = [:]
+    }
+
+    public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,
+                log: @escaping @Sendable (String) -> Void, onRemoved: @escaping @Sendable () -> Void) {
+        self.runtime = runtime
+        self.config = config
+        self.peers = peers
+        self.log = log
+        self.onRemoved = onRemoved
+    }
+
+    public var nodeID: NodeID { runtime.config.nodeID }
+    public var catalog: Catalog { state.withLockedValue { $0.catalog } }
+    public var isRemoved: Bool { state.withLockedValue { $0.removed } }
+
+    private var selfEntry: CatalogNode {
+        CatalogNode(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter, removed: false)
+    }
+
+    /// Where another node serves HTTP, from the catalog or from what joining taught us.
+    public func httpAddress(of node: NodeID) -> PeerAddress? {
+        state.withLockedValue { $0.catalog.nodes[node]?.httpAddress ?? $0.bootstrapPeers[node]?.httpAddress }
+    }
+
+    // MARK: - Formation
+
+    /// Makes this node a cluster member: resumes (a data directory with the metadata group), founds a
+    /// cluster (alone, or with `bootstrapExpect` peers), or joins one through `join`. Returns when the
+    /// metadata group exists here; the controller does the rest.
+    public func form() async throws {
+        if try await runtime.groupIDs().contains(metadataGroup) {
+            log("node \(nodeID): resuming from the data directory")
+            return
+        }
+        if config.bootstrapExpect > 1 {
+            try await discoverAndFound()
+        } else if !config.join.isEmpty {
+            try await joinCluster()
+        } else {
+            log("node \(nodeID): founding a new one-node cluster")
+            try await runtime.bootstrapGroup(metadataGroup, voters: [nodeID])
+        }
+    }
+
+    private func discoverAndFound() async throws {
+        log("node \(nodeID): waiting for \(config.bootstrapExpect) nodes to found a cluster (asking \(config.join.map(\.description).joined(separator: ", ")))")
+        var attempt = 0
+        while true {
+            try Task.checkCancellation()
+            var found: [NodeID: BootstrapInfo] = [:]
+            var founders: [NodeID]?
+            var memberSeen = false
+            for address in config.join where address != config.httpAddress {
+                guard let info = try? await peers.call(.GET, to: address, path: "/v1/cluster/bootstrap", Empty(), as: BootstrapInfo.self,
+                                                       timeoutMillis: 2_000) else { continue }
+                if info.member {
+                    memberSeen = true
+                    // A fellow founder was quicker: found with exactly its voters if they include this node.
+                    if let v = info.founders, v.contains(nodeID) { founders = v }
+                }
+                if info.id != nodeID { found[info.id] = info }
+            }
+            if memberSeen && founders == nil {
+                log("node \(nodeID): a cluster already exists without this node; joining it")
+                return try await joinCluster()
+            }
+            let voters = founders ?? (found.values.filter(\.voter).map(\.id) + (config.voter ? [nodeID] : []))
+            if founders != nil || (found.count + 1 >= config.bootstrapExpect && voters.count >= 1) {
+                for info in found.values { runtime.transport.setPeer(info.id, address: info.raftAddress) }
+                state.withLockedValue { s in
+                    for info in found.values {
+                        s.bootstrapPeers[info.id] = CatalogNode(id: info.id, raftAddress: info.raftAddress, httpAddress: info.httpAddress,
+                                                                voter: info.voter, removed: false)
+                    }
+                }
+                log("node \(nodeID): founding a cluster with voters \(voters.sorted())")
+                try await runtime.bootstrapGroup(metadataGroup, voters: voters.sorted())
+                return
+            }
+            attempt += 1
+            if attempt % 25 == 1 { log("node \(nodeID): \(found.count + 1) of \(config.bootstrapExpect) nodes found so far") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    private func joinCluster() async throws {
+        log("node \(nodeID): joining through \(config.join.map(\.description).joined(separator: ", "))")
+        let request = JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter)
+        var attempt = 0
+        while true {
+            try Task.checkCancellation()
+            for address in config.join where address != config.httpAddress {
+                do {
+                    let reply = try await peers.call(.POST, to: address, path: "/v1/cluster/join", request, as: JoinReply.self)
+                    state.withLockedValue { s in for n in reply.nodes { s.bootstrapPeers[n.id] = n } }
+                    for n in reply.nodes where n.id != nodeID && !n.removed { runtime.transport.setPeer(n.id, address: n.raftAddress) }
+                    // Empty membership: this node waits to be added by the metadata leader, never campaigns before.
+                    try await runtime.bootstrapGroup(metadataGroup, voters: [])
+                    log("node \(nodeID): joined; \(reply.nodes.count) nodes known")
+                    return
+                } catch {
+                    attempt += 1
+                    if attempt % 10 == 1 { log("node \(nodeID): join through \(address) failed: \(error); retrying") }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+    }
+
+    public func bootstrapInfo() async -> BootstrapInfo {
+        let meta = try? await runtime.status(group: metadataGroup)
+        return BootstrapInfo(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter,
+                             member: meta != nil, founders: meta.map { $0.config.voters.sorted() })
+    }
+
+    // MARK: - Catalog changes (run on the metadata leader; followers forward)
+
+    /// Commits `statements` to the catalog through the metadata leader, wherever it is.
+    func changeCatalog(_ statements: [SQLStatement], forwardPath: String, body: [UInt8], hops: Int) async throws {
+        do {
+            let command = SQLCommand(statements: statements, atomic: true,
+                                     timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: UInt64.random(in: 0...UInt64.max))
+            let results = try await runtime.execute(group: metadataGroup, command)
+            if let failed = results.first(where: { $0.error != nil }) { throw ClusterError.catalogWrite(failed.error!) }
+        } catch RuntimeError.notLeader(let leader) where leader != noNode && leader != nodeID {
+            guard hops < 3, let address = httpAddress(of: leader) else { throw ClusterError.noMetadataLeader }
+            let reply = try await peers.send(.POST, to: address, path: forwardPath, body: body, headers: [(PeerClient.hopsHeader, "\(hops + 1)")])
+            guard reply.status == 200 else {
+                throw ClusterError.peerRefused(address, status: reply.status, message: String(decoding: reply.body, as: UTF8.self))
+            }
+        } catch RuntimeError.notLeader {
+            throw ClusterError.noMetadataLeader
+        }
+    }
+
+    public func handleJoin(_ request: JoinRequest, hops: Int) async throws -> JoinReply {
+        guard request.id != noNode else { throw ClusterError.invalid("node id 0 is reserved") }
+        if let existing = catalog.nodes[request.id], existing.removed {
+            throw ClusterError.invalid("node \(request.id) was removed from this cluster; start it with an empty data directory to join again")
+        }
+        let entry = CatalogNode(id: request.id, raftAddress: request.raftAddress, httpAddress: request.httpAddress,
+                                voter: request.voter, removed: false)
+        let body = try JSONEncoder.cluster.encode(request)
+        try await changeCatalog(Catalog.register(entry), forwardPath: "/v1/cluster/join", body: Array(body), hops: hops)
+        var nodes = catalog.nodes
+        nodes[entry.id] = entry
+        nodes[nodeID] = nodes[nodeID] ?? selfEntry
+        return JoinReply(nodes: nodes.values.sorted { $0.id < $1.id })
+    }
+
+    public struct RemoveRequest: Codable, Sendable {
+        public var id: NodeID
+    }
+
+    public func handleRemove(_ id: NodeID, hops: Int) async throws {
+        guard let node = catalog.nodes[id] else { throw ClusterError.unknownNode(id) }
+        if node.removed { return }
+        if node.voter && catalog.activeVoters.count <= 1 {
+            throw ClusterError.invalid("node \(id) is the last voting node; the cluster cannot remove it")
+        }
+        let body = try JSONEncoder.cluster.encode(RemoveRequest(id: id))
+        try await changeCatalog(Catalog.remove(id), forwardPath: "/v1/cluster/remove", body: Array(body), hops: hops)
+    }
+
+    // MARK: - Controller
+
+    /// Runs controller passes until the task is cancelled.
+    public func runController() async {
+        while !Task.isCancelled {
+            do {
+                try await controllerPass()
+            } catch is CancellationError {
+                return
+            } catch RuntimeError.shutDown {
+                return
+            } catch {
+                log("node \(nodeID): controller: \(error)")
+            }
+            try? await Task.sleep(for: .milliseconds(config.controllerIntervalMillis))
+        }
+    }
+
+    func controllerPass() async throws {
+        let groups = try await runtime.groupIDs()
+        guard groups.contains(metadataGroup), !isRemoved else { return }
+        let catalog = try await Catalog.load(from: runtime)
+        state.withLockedValue { $0.catalog = catalog }
+        for n in catalog.nodes.values where n.id != nodeID {
+            if n.removed { runtime.transport.removePeer(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
+        }
+        let meta = try await runtime.status(group: metadataGroup)
+        if try await noticeRemoval(catalog: catalog, meta: meta) { return }
+
+        // Keep this node's own entry current (first registration, or new addresses after a restart).
+        if catalog.exists, catalog.nodes[nodeID] != selfEntry, meta.leader != noNode {
+            _ = try? await handleJoin(JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress,
+                                                  voter: config.voter), hops: 0)
+        }
+        // Create the groups this node is meant to hold.
+        for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) where !groups.contains(db.group) {
+            let holds = db.replicas.contains(nodeID) || (!config.voter && catalog.nodes[nodeID].map { !$0.removed } == true)
+            guard holds else { continue }
+            let founders = db.founders.contains(nodeID) ? db.founders : []
+            log("node \(nodeID): creating group \(db.group) (database \"\(db.name)\")" + (founders.isEmpty ? ", waiting to be added" : " with founders \(founders)"))
+            try await runtime.bootstrapGroup(db.group, voters: founders)
+        }
+        for g in groups { try await reconcile(group: g, catalog: catalog) }
+        if meta.role == .leader { try await place(catalog: catalog, meta: meta) }
+    }
+
+    /// True once this node learns it is no longer a member; it then stops taking part.
+    private func noticeRemoval(catalog: Catalog, meta: NodeRuntime.GroupStatus) async throws -> Bool {
+        let member = meta.config.isMember(nodeID)
+        let removed: Bool = state.withLockedValue { s in
+            if member { s.wasMetadataMember = true }
+            if s.removed { return false }
+            if catalog.nodes[nodeID]?.removed == true || (s.wasMetadataMember && !member && meta.applied >= meta.configIndex) {
+                s.removed = true
+                return true
+            }
+            return false
+        }
+        if removed {
+            log("node \(nodeID): this node was removed from the cluster; it stops serving")
+            onRemoved()
+        }
+        return removed || isRemoved
+    }
+
+    /// On a group's leader: one membership change towards what the catalog wants.
+    private func reconcile(group: GroupID, catalog: Catalog) async throws {
+        let status = try await runtime.status(group: group)
+        guard status.role == .leader, status.configIndex <= status.commit, catalog.exists else { return }
+        if group != metadataGroup && catalog.database(group: group) == nil { return }
+        let desired = catalog.desiredMembers(of: group)
+        let conf = status.config
+        let change: ConfChange?
+        if let gone = conf.members.first(where: { id in
+            guard let node = catalog.nodes[id] else { return false }  // not registered yet: leave it be
+            return node.removed || (!desired.voters.contains(id) && !desired.learners.contains(id))
+        }), conf.voters.count > 1 || !conf.isVoter(gone) {
+            change = .removeNode(gone)
+        } else if let missing = (desired.voters.union(desired.learners)).sorted().first(where: { !conf.isMember($0) }) {
+            change = .addLearner(missing)
+        } else if let ready = conf.learners.sorted().first(where: { desired.voters.contains($0) && (status.matchIndex[$0] ?? 0) >= status.commit }) {
+            change = .promoteLearner(ready)
+        } else if let demote = conf.voters.sorted().first(where: { desired.learners.contains($0) }), conf.voters.count > 1 {
+            change = .addLearner(demote)
+        } else {
+            change = nil
+        }
+        guard let change else { return }
+        do {
+            try await runtime.proposeConfChange(group: group, change)
+            log("node \(nodeID): group \(group): proposed \(change)")
+        } catch {
+            log("node \(nodeID): group \(group): \(change) not proposed: \(error)")
+        }
+    }
+
+    /// On the metadata leader: the catalog's schema, the default database, and enough replicas of each.
+    private func place(catalog: Catalog, meta: NodeRuntime.GroupStatus) async throws {
+        var statements: [SQLStatement] = []
+        if !catalog.exists {
+            statements = Catalog.schema + Catalog.register(selfEntry)
+        } else {
+            let voters = catalog.activeVoters.filter { meta.config.isVoter($0.id) }.map(\.id)
+            let target = min(config.replicationFactor, voters.count)
+            if catalog.databases[defaultDatabase] == nil {
+                // Wait until the founding voters have registered, so the default database starts fully replicated.
+                if target > 0 && target >= min(config.replicationFactor, meta.config.voters.count) {
+                    let founders = Array(([nodeID].filter(voters.contains) + voters.filter { $0 != nodeID }).prefix(target)).sorted()
+                    statements = Catalog.createDatabase(defaultDatabase, founders: founders)
+                }
+            } else {
+                var load: [NodeID: Int] = Dictionary(uniqueKeysWithValues: voters.map { ($0, 0) })
+                for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
+                for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) {
+                    let current = db.replicas.filter(voters.contains)
+                    guard current.count < target,
+                          let pick = voters.filter({ !db.replicas.contains($0) }).min(by: { (load[$0]!, $0) < (load[$1]!, $1) }) else { continue }
+                    statements += Catalog.addReplica(group: db.group, node: pick)
+                    load[pick]! += 1
+                    log("node \(nodeID): placing a replica of database \"\(db.name)\" on node \(pick)")
+                    break
+                }
+            }
+        }
+        guard !statements.isEmpty else { return }
+        let command = SQLCommand(statements: statements, atomic: true, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
+                                 randomSeed: UInt64.random(in: 0...UInt64.max))
+        let results = try await runtime.execute(group: metadataGroup, command)
+        if let failed = results.first(where: { $0.error != nil }) { log("node \(nodeID): catalog change failed: \(failed.error!)") }
+    }
+}
+
+struct Empty: Codable, Sendable {}
+
+extension JSONEncoder {
+    /// snake_case keys, as everywhere in the HTTP API.
+    public static var cluster: JSONEncoder {
+        let e = JSONEncoder()
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}
+
+extension JSONDecoder {
+    public static var cluster: JSONDecoder {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }
+}

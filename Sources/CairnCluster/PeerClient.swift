@@ -1,0 +1,91 @@
+import AsyncHTTPClient
+import CairnTransport
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// An HTTP reply from another node, kept as bytes so a forwarded request's answer passes through unchanged.
+public struct PeerReply: Sendable {
+    public var status: Int
+    public var contentType: String?
+    public var body: [UInt8]
+}
+
+public enum PeerError: Error, CustomStringConvertible {
+    /// Nothing reached the peer: the request can be retried elsewhere without risk of applying twice.
+    case unreachable(PeerAddress, String)
+    /// The request may have reached the peer; what it did is unknown.
+    case failedInFlight(PeerAddress, String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let a, let why): return "node at \(a) is unreachable: \(why)"
+        case .failedInFlight(let a, let why): return "the request to node at \(a) failed after it was sent (\(why)); its outcome is unknown"
+        }
+    }
+}
+
+/// HTTP between nodes: joining, discovery at bootstrap, and forwarding client requests to a leader.
+public final class PeerClient: Sendable {
+    private let client: HTTPClient
+    /// Header carried by forwarded requests: how many hops the request has made (bounds forwarding loops).
+    public static let hopsHeader = "X-Cairn-Hops"
+
+    public init() {
+        var config = HTTPClient.Configuration(timeout: .init(connect: .seconds(1), read: .seconds(30)))
+        config.connectionPool = .init(idleTimeout: .seconds(30))
+        config.decompression = .disabled
+        client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: config)
+    }
+
+    public func send(_ method: HTTPMethod, to address: PeerAddress, path: String, body: [UInt8] = [],
+                     headers: [(String, String)] = [], timeoutMillis: Int64 = 30_000) async throws -> PeerReply {
+        var request = HTTPClientRequest(url: "http://\(address.host):\(address.port)\(path)")
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if !body.isEmpty || method == .POST || method == .PUT {
+            request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(request, timeout: .milliseconds(timeoutMillis))
+        } catch {
+            throw Self.classify(error, address)
+        }
+        do {
+            let bytes = try await response.body.collect(upTo: 256 << 20)
+            return PeerReply(status: Int(response.status.code), contentType: response.headers.first(name: "Content-Type"),
+                             body: Array(buffer: bytes))
+        } catch {
+            throw PeerError.failedInFlight(address, "\(error)")
+        }
+    }
+
+    /// JSON in, JSON out, for the small messages nodes exchange among themselves.
+    public func call<Request: Encodable, Reply: Decodable>(_ method: HTTPMethod, to address: PeerAddress, path: String,
+                                                           _ request: Request, as: Reply.Type,
+                                                           timeoutMillis: Int64 = 5_000) async throws -> Reply {
+        let body = method == .GET ? [] : Array(try JSONEncoder.cluster.encode(request))
+        let reply = try await send(method, to: address, path: path, body: body, timeoutMillis: timeoutMillis)
+        guard reply.status == 200 else {
+            throw ClusterError.peerRefused(address, status: reply.status, message: String(decoding: reply.body, as: UTF8.self))
+        }
+        return try JSONDecoder.cluster.decode(Reply.self, from: Data(reply.body))
+    }
+
+    private static func classify(_ error: any Error, _ address: PeerAddress) -> PeerError {
+        if error is NIOConnectionError { return .unreachable(address, "\(error)") }
+        if let e = error as? HTTPClientError, e == .connectTimeout { return .unreachable(address, "connect timed out") }
+        if let e = error as? ChannelError, e == .connectTimeout(.seconds(1)) { return .unreachable(address, "connect timed out") }
+        if let e = error as? IOError, [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(e.errnoCode) {
+            return .unreachable(address, "\(error)")
+        }
+        return .failedInFlight(address, "\(error)")
+    }
+
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+}

@@ -1,0 +1,357 @@
+import CairnCluster
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import CairnTransport
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The HTTP API every node serves. Any node accepts any request: it serves what it can from the groups
+/// it holds and forwards the rest to a node that can (the group's leader for writes).
+final class API: Sendable {
+    let options: ServerOptions
+    let runtime: NodeRuntime
+    let cluster: ClusterNode
+    let peers: PeerClient
+    let log: @Sendable (String) -> Void
+    private let forwardCursor = NIOLockedValueBox(0)
+    static let hops = HTTPField.Name(PeerClient.hopsHeader)!
+    static let servedBy = HTTPField.Name("X-Cairn-Node")!
+
+    init(options: ServerOptions, runtime: NodeRuntime, cluster: ClusterNode, peers: PeerClient, log: @escaping @Sendable (String) -> Void) {
+        self.options = options
+        self.runtime = runtime
+        self.cluster = cluster
+        self.peers = peers
+        self.log = log
+    }
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.post("/v1/db/:db/execute") { request, context in
+            await self.respond { try await self.execute(request, db: try context.parameters.require("db")) }
+        }
+        router.post("/v1/db/:db/query") { request, context in
+            await self.respond { try await self.query(request, db: try context.parameters.require("db")) }
+        }
+        router.get("/v1/databases") { _, _ in
+            await self.respond { self.databases() }
+        }
+        router.get("/v1/status") { _, _ in
+            await self.respond { try await self.status() }
+        }
+        router.get("/v1/cluster") { _, _ in
+            await self.respond { try await self.clusterView() }
+        }
+        router.get("/v1/health") { _, _ in
+            await self.respond { .object([("status", .string("ok")), ("node", .int(self.cluster.nodeID))]) }
+        }
+        router.get("/v1/ready") { _, _ in
+            await self.respond { try await self.ready() }
+        }
+        router.get("/v1/cluster/bootstrap") { _, _ in
+            await self.respond { try self.encoded(await self.cluster.bootstrapInfo()) }
+        }
+        router.post("/v1/cluster/join") { request, _ in
+            await self.respond {
+                let join = try await self.decode(JoinRequest.self, from: request)
+                return try self.encoded(try await self.cluster.handleJoin(join, hops: self.hops(request)))
+            }
+        }
+        router.post("/v1/cluster/remove") { request, _ in
+            await self.respond {
+                let remove = try await self.decode(ClusterNode.RemoveRequest.self, from: request)
+                try await self.cluster.handleRemove(remove.id, hops: self.hops(request))
+                return .object([("removed", .int(remove.id))])
+            }
+        }
+        if options.enableFaultInjection {
+            router.put("/v1/debug/faults") { request, _ in
+                await self.respond { try await self.setFaults(request) }
+            }
+        }
+        return router
+    }
+
+    // MARK: - Plumbing
+
+    private func respond(_ body: () async throws -> Response) async -> Response {
+        do {
+            return try await body()
+        } catch {
+            let (status, message) = Self.classify(error)
+            if status >= 500 && status != 503 { log("node \(cluster.nodeID): HTTP \(status): \(message)") }
+            return Self.json(status, .object([("error", .string(message))]))
+        }
+    }
+
+    private func respond(_ body: () async throws -> JSON) async -> Response {
+        await respond { () async throws -> Response in Self.json(200, try await body()) }
+    }
+
+    static func classify(_ error: any Error) -> (Int, String) {
+        switch error {
+        case let f as HTTPFailure: return (f.status, f.message)
+        case let e as JSONParseError: return (400, "\(e)")
+        case is NIOTooManyBytesError: return (413, "the request body exceeds the limit")
+        case let e as DecodingError: return (400, "unexpected request body: \(Self.describe(e))")
+        case let e as ClusterError:
+            switch e {
+            case .unknownNode, .unknownDatabase: return (404, e.description)
+            case .invalid: return (400, e.description)
+            case .peerRefused(_, let status, let message) where (400..<500).contains(status):
+                return (status, Self.innerMessage(message))
+            default: return (503, e.description)
+            }
+        case let e as RuntimeError: return (503, e.description)
+        case let e as PeerError: return (503, e.description)
+        default: return (500, "\(error)")
+        }
+    }
+
+    /// A forwarded error's own message, not wrapped once per hop.
+    private static func innerMessage(_ body: String) -> String {
+        if case .string(let m)? = (try? JSON.parse(Array(body.utf8)))?["error"] { return m }
+        return body
+    }
+
+    private static func describe(_ e: DecodingError) -> String {
+        switch e {
+        case .keyNotFound(let key, _): return "missing field \"\(key.stringValue)\""
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c):
+            let path = c.codingPath.map(\.stringValue).joined(separator: ".")
+            return (path.isEmpty ? "" : "field \"\(path)\": ") + c.debugDescription
+        @unknown default: return "\(e)"
+        }
+    }
+
+    static func json(_ status: Int, _ body: JSON) -> Response {
+        var bytes = body.serialized()
+        bytes.append(0x0A)
+        return Response(status: .init(code: status), headers: [.contentType: "application/json"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    private func body(of request: Request) async throws -> [UInt8] {
+        Array(buffer: try await request.body.collect(upTo: options.maxBodyBytes))
+    }
+
+    private func parse(_ bytes: [UInt8]) throws -> JSON {
+        guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; expected a JSON object") }
+        let json = try JSON.parse(bytes)
+        guard case .object = json else { throw HTTPFailure.badRequest("the request body must be a JSON object") }
+        return json
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+        let bytes = try await body(of: request)
+        guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; expected a JSON object") }
+        return try JSONDecoder.cluster.decode(T.self, from: Data(bytes))
+    }
+
+    private func encoded<T: Encodable>(_ value: T) throws -> JSON {
+        try JSON.parse(Array(JSONEncoder.cluster.encode(value)))
+    }
+
+    private func hops(_ request: Request) -> Int { request.headers[Self.hops].flatMap { Int($0) } ?? 0 }
+
+    // MARK: - Data
+
+    private func execute(_ request: Request, db: String) async throws -> Response {
+        let bytes = try await body(of: request)
+        let json = try parse(bytes)
+        let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
+        var atomic = false
+        switch json["atomic"] {
+        case nil, .null?: break
+        case .bool(let b)?: atomic = b
+        default: throw HTTPFailure.badRequest("\"atomic\" must be true or false")
+        }
+        return try await route(request, db: db, body: bytes, isWrite: true) { group in
+            let command = SQLCommand(statements: statements, atomic: atomic, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
+                                     randomSeed: UInt64.random(in: 0...UInt64.max))
+            let results = try await self.runtime.execute(group: group, command)
+            return .object([("results", .array(results.map(Statements.json(write:))))])
+        }
+    }
+
+    private func query(_ request: Request, db: String) async throws -> Response {
+        let bytes = try await body(of: request)
+        let json = try parse(bytes)
+        let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
+        let consistency = try Self.consistency(json)
+        return try await route(request, db: db, body: bytes, isWrite: false) { group in
+            var results: [JSON] = []
+            for s in statements { results.append(Statements.json(query: try await self.runtime.query(group: group, s, consistency: consistency))) }
+            return .object([("results", .array(results))])
+        }
+    }
+
+    static func consistency(_ json: JSON) throws -> ReadConsistency {
+        switch json["consistency"] {
+        case nil, .null?, .string("linearizable")?: return .linearizable
+        case .string("local")?: return .local
+        case .string("stale")?:
+            switch json["freshness_ms"] {
+            case nil, .null?: return .stale(freshnessMillis: 5_000)
+            case .number(let t)? where Int64(t).map({ $0 > 0 }) == true: return .stale(freshnessMillis: Int64(t)!)
+            default: throw HTTPFailure.badRequest("\"freshness_ms\" must be a positive whole number of milliseconds")
+            }
+        case .string(let other)?:
+            throw HTTPFailure.badRequest("unknown consistency \"\(other)\"; use linearizable, stale or local")
+        default: throw HTTPFailure.badRequest("\"consistency\" must be a string: linearizable, stale or local")
+        }
+    }
+
+    /// Runs `local` on this node if it holds the database's group, otherwise (or when a write finds
+    /// another leader) forwards the request, unchanged, to a node that can serve it.
+    private func route(_ request: Request, db: String, body: [UInt8], isWrite: Bool,
+                       local: @escaping (GroupID) async throws -> JSON) async throws -> Response {
+        let catalog = cluster.catalog
+        guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
+        guard let database = catalog.databases[db] else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+        let hops = hops(request)
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var lastProblem = "no leader is known yet"
+        var attempt = 0
+        while ContinuousClock.now < deadline {
+            attempt += 1
+            var target: NodeID?
+            if try await runtime.groupIDs().contains(database.group) {
+                do {
+                    return Self.json(200, try await local(database.group))
+                } catch RuntimeError.notLeader(let leader) {
+                    if leader != noNode && leader != cluster.nodeID { target = leader } else { lastProblem = "no leader is known yet" }
+                } catch RuntimeError.unknownGroup {
+                    lastProblem = "the database's group is being created on this node"
+                }
+            } else {
+                let holders = (database.replicas + (isWrite ? [] : catalog.readReplicas.map(\.id))).filter { $0 != cluster.nodeID }
+                if !holders.isEmpty { target = holders[(forwardCursor.withLockedValue { c in c += 1; return c }) % holders.count] }
+            }
+            if let target {
+                guard hops < 3 else { throw HTTPFailure.unavailable("the request was forwarded too many times; the cluster is changing leaders, retry shortly") }
+                if runtime.transport.faults.partitioned.contains(target) {
+                    lastProblem = "node \(target) is cut off from this node"
+                } else if let address = cluster.httpAddress(of: target) {
+                    do {
+                        var path = request.uri.path
+                        if let q = request.uri.query { path += "?" + q }
+                        let reply = try await peers.send(.POST, to: address, path: path, body: body, headers: [(PeerClient.hopsHeader, "\(hops + 1)")],
+                                                         timeoutMillis: max(1, (deadline - ContinuousClock.now).components.seconds * 1000))
+                        var headers: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
+                        headers[Self.servedBy] = "\(target)"
+                        return Response(status: .init(code: reply.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
+                    } catch PeerError.unreachable(_, let why) {
+                        lastProblem = "node \(target) is unreachable (\(why))"
+                    } catch PeerError.failedInFlight(_, let why) where !isWrite {
+                        lastProblem = "node \(target) failed (\(why))"
+                    }
+                } else {
+                    lastProblem = "the address of node \(target) is not known here yet"
+                }
+            }
+            try await Task.sleep(for: .milliseconds(min(20 * attempt, 200)))
+        }
+        throw HTTPFailure.unavailable("cannot serve the request on database \"\(db)\" within \(options.requestTimeoutMillis) ms: \(lastProblem)")
+    }
+
+    // MARK: - Cluster and node
+
+    private func databases() -> JSON {
+        let dbs = cluster.catalog.databases.values.sorted { $0.name < $1.name }
+        return .object([("databases", .array(dbs.map { db in
+            .object([("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))])
+        }))])
+    }
+
+    private func groupJSON(_ id: GroupID) async throws -> JSON {
+        let s = try await runtime.status(group: id)
+        return .object([("group", .int(id)), ("role", .string("\(s.role)")), ("term", .int(s.term)), ("leader", .int(s.leader)),
+                        ("commit", .int(s.commit)), ("applied", .int(s.applied)), ("first_index", .int(s.firstIndex)),
+                        ("last_index", .int(s.lastIndex)), ("voters", .array(s.config.voters.sorted().map { .int($0) })),
+                        ("learners", .array(s.config.learners.sorted().map { .int($0) }))])
+    }
+
+    private func status() async throws -> JSON {
+        var groups: [JSON] = []
+        for g in try await runtime.groupIDs() { groups.append(try await groupJSON(g)) }
+        let t = runtime.transport.stats
+        let snaps = runtime.snapshotStats
+        return .object([
+            ("node", .object([("id", .int(cluster.nodeID)), ("raft_addr", .string(cluster.config.raftAddress.description)),
+                              ("http_addr", .string(cluster.config.httpAddress.description)), ("voter", .bool(cluster.config.voter)),
+                              ("data_dir", .string(options.dataDirectory))])),
+            ("groups", .array(groups)),
+            ("storage", .object([("log_syncs", .int(runtime.syncCount)), ("snapshots_taken", .int(snaps.taken)),
+                                 ("snapshots_installed", .int(snaps.installed))])),
+            ("transport", .object([("frames_sent", .int(t.framesSent)), ("envelopes_sent", .int(t.envelopesSent)),
+                                   ("dropped_queue_full", .int(t.envelopesDroppedQueueFull)),
+                                   ("dropped_unreachable", .int(t.envelopesDroppedUnreachable)),
+                                   ("dropped_fault", .int(t.envelopesDroppedFault)), ("connections_opened", .int(t.connectionsOpened))])),
+        ])
+    }
+
+    private func clusterView() async throws -> JSON {
+        let catalog = cluster.catalog
+        let hosted = try await runtime.groupIDs()
+        var leaders: [GroupID: NodeID] = [:]
+        for g in hosted { leaders[g] = try await runtime.status(group: g).leader }
+        let nodes = catalog.nodes.values.sorted { $0.id < $1.id }.map { n -> JSON in
+            .object([("id", .int(n.id)), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
+                     ("voter", .bool(n.voter)), ("removed", .bool(n.removed))])
+        }
+        var dbs: [JSON] = [.object([("name", .string("(metadata)")), ("group", .int(metadataGroup)),
+                                    ("leader", leaders[metadataGroup].map { .int($0) } ?? .null)])]
+        for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) {
+            dbs.append(.object([("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) })),
+                                ("leader", leaders[db.group].map { .int($0) } ?? .null)]))
+        }
+        return .object([("node", .int(cluster.nodeID)), ("nodes", .array(nodes)), ("groups", .array(dbs))])
+    }
+
+    /// Ready when this node has the catalog and every group it holds has a leader and a membership that includes it.
+    private func ready() async throws -> Response {
+        guard !cluster.isRemoved else { return Self.json(503, .object([("error", .string("this node was removed from the cluster"))])) }
+        let catalog = cluster.catalog
+        var problems: [String] = []
+        if !catalog.exists || catalog.databases[defaultDatabase] == nil { problems.append("the catalog is not loaded yet") }
+        for g in try await runtime.groupIDs() {
+            let s = try await runtime.status(group: g)
+            if s.leader == noNode { problems.append("group \(g) has no leader") }
+            if !s.config.isMember(cluster.nodeID) { problems.append("group \(g) has not added this node yet") }
+        }
+        if let db = catalog.databases[defaultDatabase], db.replicas.contains(cluster.nodeID),
+           !(try await runtime.groupIDs()).contains(db.group) {
+            problems.append("group \(db.group) is not created here yet")
+        }
+        if problems.isEmpty { return Self.json(200, .object([("ready", .bool(true)), ("node", .int(cluster.nodeID))])) }
+        return Self.json(503, .object([("ready", .bool(false)), ("error", .string(problems.joined(separator: "; ")))]))
+    }
+
+    private func setFaults(_ request: Request) async throws -> JSON {
+        let json = try parse(try await body(of: request))
+        var faults = TransportFaults()
+        if case .array(let ids)? = json["partitioned"] {
+            for id in ids {
+                guard case .number(let t) = id, let n = NodeID(t) else { throw HTTPFailure.badRequest("\"partitioned\" must list node ids") }
+                faults.partitioned.insert(n)
+            }
+        }
+        if case .number(let t)? = json["drop_rate"] {
+            guard let d = Double(t), (0...1).contains(d) else { throw HTTPFailure.badRequest("\"drop_rate\" must be between 0 and 1") }
+            faults.dropRate = d
+        }
+        if case .number(let t)? = json["delay_ms"] {
+            guard let d = Int64(t), d >= 0 else { throw HTTPFailure.badRequest("\"delay_ms\" must be a whole number of milliseconds") }
+            faults.delayMillis = d
+        }
+        runtime.transport.faults = faults
+        log("node \(cluster.nodeID): transport faults set: \(faults)")
+        return .object([("partitioned", .array(faults.partitioned.sorted().map { .int($0) })), ("drop_rate", .double(faults.dropRate)),
+                        ("delay_ms", .int(faults.delayMillis))])
+    }
+}

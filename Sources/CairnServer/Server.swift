@@ -1,0 +1,98 @@
+import CairnCluster
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import CairnTransport
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import NIOPosix
+
+public struct ServerOptions: Sendable {
+    public var dataDirectory: String
+    public var httpAddress: PeerAddress
+    public var raftAddress: PeerAddress
+    /// What other nodes are told to use, when it differs from the listening address (0.0.0.0, NAT).
+    public var advertisedHTTPAddress: PeerAddress?
+    public var advertisedRaftAddress: PeerAddress?
+    public var join: [PeerAddress] = []
+    public var bootstrapExpect = 0
+    public var voter = true
+    public var replicationFactor = 3
+    /// Serves `PUT /v1/debug/faults` (partitions, drops, delays between this node and others): for tests.
+    public var enableFaultInjection = false
+    public var maxBodyBytes = 16 << 20
+    public var maxStatementsPerRequest = 10_000
+    public var tickMillis: Int64 = 50
+    public var electionTimeoutTicks = 10
+    public var requestTimeoutMillis: Int64 = 10_000
+    public var snapshotEveryEntries: LogIndex = 10_000
+
+    public init(dataDirectory: String, httpAddress: PeerAddress, raftAddress: PeerAddress) {
+        self.dataDirectory = dataDirectory
+        self.httpAddress = httpAddress
+        self.raftAddress = raftAddress
+    }
+}
+
+/// `cairn server`: one node's runtime, cluster layer and HTTP API, until SIGTERM or SIGINT.
+public enum Server {
+    public static func run(_ options: ServerOptions) async throws {
+        let log: @Sendable (String) -> Void = { line in
+            let stamp = ISO8601DateFormatter().string(from: Date())
+            FileHandle.standardError.write(Data("\(stamp) \(line)\n".utf8))
+        }
+        let identity = try NodeIdentity.loadOrCreate(directory: options.dataDirectory)
+        var runtimeConfig = RuntimeConfig(nodeID: identity.nodeID, dataDirectory: options.dataDirectory, raftAddress: options.raftAddress)
+        runtimeConfig.tickMillis = options.tickMillis
+        runtimeConfig.electionTimeoutTicks = options.electionTimeoutTicks
+        runtimeConfig.requestTimeoutMillis = options.requestTimeoutMillis
+        runtimeConfig.snapshotEveryEntries = options.snapshotEveryEntries
+        let runtime = try NodeRuntime(config: runtimeConfig, log: log)
+        try await runtime.start(peers: [:])
+
+        var clusterConfig = ClusterConfig(raftAddress: options.advertisedRaftAddress ?? options.raftAddress,
+                                          httpAddress: options.advertisedHTTPAddress ?? options.httpAddress)
+        clusterConfig.voter = options.voter
+        clusterConfig.replicationFactor = options.replicationFactor
+        clusterConfig.join = options.join
+        clusterConfig.bootstrapExpect = options.bootstrapExpect
+        let peers = PeerClient()
+        let cluster = ClusterNode(runtime: runtime, config: clusterConfig, peers: peers, log: log) {
+            // A removed node has nothing left to serve: shut down the way an operator would.
+            kill(getpid(), SIGTERM)
+        }
+        let api = API(options: options, runtime: runtime, cluster: cluster, peers: peers, log: log)
+        var logger = Logger(label: "cairn.http")
+        logger.logLevel = .warning
+        let app = Application(
+            router: api.router(),
+            configuration: .init(address: .hostname(options.httpAddress.host, port: options.httpAddress.port), serverName: "cairn"),
+            onServerRunning: { channel in
+                log("node \(identity.nodeID): HTTP on \(channel.localAddress.map { "\($0)" } ?? "?"), Raft on \(options.raftAddress), data in \(options.dataDirectory)")
+            },
+            logger: logger
+        )
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                // Returns after SIGTERM or SIGINT, once in-flight requests have finished.
+                group.addTask { try await app.runService() }
+                group.addTask {
+                    try await cluster.form()
+                    await cluster.runController()
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            log("node \(identity.nodeID): \(error)")
+            await runtime.shutdown()
+            await peers.shutdown()
+            throw error
+        }
+        log("node \(identity.nodeID): shutting down")
+        await runtime.shutdown()
+        await peers.shutdown()
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import CairnCluster
+import CairnServer
+import CairnTransport
+import Foundation
+
+@main
+struct Cairn: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cairn",
+        abstract: "CairnDB: a distributed SQL database on SQLite and Raft.",
+        subcommands: [ServerCommand.self]
+    )
+}
+
+struct AddressArgument: ExpressibleByArgument, CustomStringConvertible {
+    var description: String { address.description }
+    var address: PeerAddress
+    init?(argument: String) {
+        guard let a = PeerAddress(parsing: argument) else { return nil }
+        address = a
+    }
+}
+
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run one CairnDB node.",
+        discussion: """
+            With an empty data directory and no --join, the node founds a one-node cluster. With --join it \
+            joins the cluster those members belong to. With --bootstrap-expect N and --join listing the \
+            other founders, N nodes started together found a cluster. A restarted node resumes from its \
+            data directory and ignores --join.
+            """
+    )
+
+    @Option(help: "Directory for this node's log, databases and identity (created if missing).")
+    var dataDir: String
+
+    @Option(help: "Address for the HTTP API (host:port).")
+    var httpAddr: AddressArgument = AddressArgument(argument: "127.0.0.1:4001")!
+
+    @Option(help: "Address for traffic between nodes (host:port).")
+    var raftAddr: AddressArgument = AddressArgument(argument: "127.0.0.1:4002")!
+
+    @Option(help: "HTTP address other nodes should use for this one, if not --http-addr.")
+    var httpAdv: AddressArgument?
+
+    @Option(help: "Raft address other nodes should use for this one, if not --raft-addr.")
+    var raftAdv: AddressArgument?
+
+    @Option(help: "HTTP addresses of cluster members to join, or of fellow founders (comma-separated host:port).")
+    var join: String?
+
+    @Option(help: "Found a cluster from this many nodes started together (each lists the others in --join).")
+    var bootstrapExpect: Int = 0
+
+    @Flag(help: "Join as a read replica: a non-voting copy of every database.")
+    var nonVoter = false
+
+    @Option(help: "Voting copies of each database.")
+    var replicationFactor: Int = 3
+
+    @Option(help: "Raft tick in milliseconds (heartbeats go out every tick).")
+    var tickMs: Int64 = 50
+
+    @Option(help: "Election timeout, in ticks (randomized between this and twice this).")
+    var electionTicks: Int = 10
+
+    @Option(help: "Applied entries between snapshots of a database (each snapshot lets the log be compacted).")
+    var snapshotEntries: UInt64 = 10_000
+
+    @Option(help: "How long a request may wait for a leader, a commit or a read index, in milliseconds.")
+    var requestTimeoutMs: Int64 = 10_000
+
+    @Option(help: "Largest accepted request body, in bytes.")
+    var maxBodyBytes: Int = 16 << 20
+
+    @Flag(help: "Serve PUT /v1/debug/faults to cut off, drop or delay traffic between nodes (tests only).")
+    var enableFaultInjection = false
+
+    func validate() throws {
+        if bootstrapExpect < 0 || bootstrapExpect == 1 { throw ValidationError("--bootstrap-expect must be 2 or more (a single node needs no flag)") }
+        if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
+        if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
+        if tickMs < 1 || electionTicks < 2 { throw ValidationError("--tick-ms must be positive and --election-ticks at least 2") }
+        if join != nil && joinAddresses.count != join!.split(separator: ",").count {
+            throw ValidationError("--join must be a comma-separated list of host:port")
+        }
+    }
+
+    var joinAddresses: [PeerAddress] {
+        (join ?? "").split(separator: ",").compactMap { PeerAddress(parsing: String($0)) }
+    }
+
+    func run() async throws {
+        var options = ServerOptions(dataDirectory: dataDir, httpAddress: httpAddr.address, raftAddress: raftAddr.address)
+        options.advertisedHTTPAddress = httpAdv?.address
+        options.advertisedRaftAddress = raftAdv?.address
+        options.join = joinAddresses
+        options.bootstrapExpect = bootstrapExpect
+        options.voter = !nonVoter
+        options.replicationFactor = replicationFactor
+        options.tickMillis = tickMs
+        options.electionTimeoutTicks = electionTicks
+        options.snapshotEveryEntries = snapshotEntries
+        options.requestTimeoutMillis = requestTimeoutMs
+        options.maxBodyBytes = maxBodyBytes
+        options.enableFaultInjection = enableFaultInjection
+        do {
+            try await Server.run(options)
+        } catch {
+            FileHandle.standardError.write(Data("cairn server: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
