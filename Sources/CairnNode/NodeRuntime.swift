@@ -21,6 +21,8 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
     case tooStale(lastContactMillis: Int64?, freshnessMillis: Int64)
     case raft(String)
     case shutDown
+    /// This node stopped taking part after a storage failure (a full disk, an I/O error); it needs an operator.
+    case failed(String)
 
     public var description: String {
         switch self {
@@ -34,6 +36,7 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
             return "this node's data may be older than the requested freshness of \(bound) ms (\(heard)); read at the linearizable level or from the leader"
         case .raft(let m): return m
         case .shutDown: return "the node is shutting down"
+        case .failed(let why): return "this node stopped serving after a storage failure: \(why)"
         }
     }
 }
@@ -81,6 +84,7 @@ public final class NodeRuntime: Sendable {
     private let applyState: NIOLoopBoundBox<ApplySide>
     private let log: @Sendable (String) -> Void
     private let syncs = NIOLockedValueBox(0)
+    private let failureReason = NIOLockedValueBox<String?>(nil)
     private let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0))
     /// Copies databases for snapshots off the apply loop.
     private let snapshotPool = NIOThreadPool(numberOfThreads: 1)
@@ -230,6 +234,22 @@ public final class NodeRuntime: Sendable {
         }
     }
 
+    /// Fail-stop: after a storage failure this node neither persists, acknowledges nor applies anything
+    /// more, so nothing it says can be wrong; it stays up to report why (`failure`), and a restart
+    /// recovers from what is on disk.
+    private func fail(_ reason: String) {
+        let first = failureReason.withLockedValue { f in
+            if f != nil { return false }
+            f = reason
+            return true
+        }
+        if first { log("node \(config.nodeID): \(reason); this node stops taking part until restarted") }
+        raftLoop.execute { self.raftState.value.stopped = true }
+    }
+
+    /// Why this node stopped taking part, if it did.
+    public var failure: String? { failureReason.withLockedValue { $0 } }
+
     // MARK: - Raft loop
 
     private func deliver(_ envelopes: [Envelope]) {
@@ -271,7 +291,7 @@ public final class NodeRuntime: Sendable {
             do {
                 try DurableFile.write(snap.data, to: snapshotPath(id, snap.metadata.index))
             } catch {
-                log("node \(config.nodeID): cannot store the snapshot of group \(id): \(error); stopping")
+                fail("cannot store the snapshot of group \(id): \(error)")
                 side.stopped = true
                 return
             }
@@ -287,7 +307,7 @@ public final class NodeRuntime: Sendable {
                 if mustSync { syncs.withLockedValue { $0 += 1 } }
             } catch {
                 // Nothing of this batch may be acknowledged; the node stops rather than run on a broken disk.
-                log("node \(config.nodeID): cannot persist the Raft log: \(error); stopping")
+                fail("cannot persist the Raft log: \(error)")
                 side.stopped = true
                 return
             }
@@ -315,7 +335,7 @@ public final class NodeRuntime: Sendable {
     private func dispatchApply(group: GroupID, entries: [Entry]) {
         applyLoop.execute {
             let side = self.applyState.value
-            guard let machine = side.machines[group] else { return }
+            guard self.failure == nil, let machine = side.machines[group] else { return }
             for e in entries where e.index > machine.appliedIndex {
                 var results: [StatementResult] = []
                 do {
@@ -325,7 +345,8 @@ public final class NodeRuntime: Sendable {
                         try machine.applyEmpty(index: e.index, confState: e.kind == .confChange ? ConfState(decoding: e.data) : nil)
                     }
                 } catch {
-                    self.log("node \(self.config.nodeID) group \(group): cannot apply entry \(e.index): \(error)")
+                    // Applying later entries over a missing one would make this replica diverge: stop instead.
+                    self.fail("group \(group): cannot apply entry \(e.index): \(error)")
                     return
                 }
                 if let pending = side.pendingWrites[group]?.removeValue(forKey: e.index) {
@@ -387,7 +408,7 @@ public final class NodeRuntime: Sendable {
             do {
                 try machine.install(snapshotFile: file)
             } catch {
-                self.log("node \(self.config.nodeID) group \(group): cannot install the snapshot at \(index): \(error)")
+                self.fail("group \(group): cannot install the snapshot at \(index): \(error)")
                 return
             }
             side.lastSnapshotIndex[group] = index
@@ -414,6 +435,7 @@ public final class NodeRuntime: Sendable {
 
     /// Proposes a batch of statements and waits until it is applied here; returns each statement's result.
     public func execute(group: GroupID, _ command: SQLCommand) async throws -> [StatementResult] {
+        if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         let future: EventLoopFuture<[StatementResult]> = try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
@@ -442,6 +464,7 @@ public final class NodeRuntime: Sendable {
 
     /// Runs a read-only statement at the requested consistency.
     public func query(group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency = .linearizable) async throws -> StatementResult {
+        if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         var readIndex: LogIndex = 0
         if case .stale(let freshness) = consistency {

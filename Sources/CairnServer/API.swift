@@ -318,6 +318,7 @@ final class API: Sendable {
         guard !cluster.isRemoved else { return Self.json(503, .object([("error", .string("this node was removed from the cluster"))])) }
         let catalog = cluster.catalog
         var problems: [String] = []
+        if let why = runtime.failure { problems.append("this node stopped after a storage failure: \(why)") }
         if !catalog.exists || catalog.databases[defaultDatabase] == nil { problems.append("the catalog is not loaded yet") }
         for g in try await runtime.groupIDs() {
             let s = try await runtime.status(group: g)

@@ -1,0 +1,250 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// JSON as tests read it.
+typealias Object = [String: Any]
+
+struct HTTPResult: @unchecked Sendable {
+    var status: Int
+    var json: Object
+    var text: String
+}
+
+enum TestHTTP {
+    static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                                   configuration: .init(timeout: .init(connect: .seconds(1), read: .seconds(20))))
+
+    static func request(_ method: HTTPMethod, _ url: String, _ body: Any? = nil, timeout: Int64 = 20) async throws -> HTTPResult {
+        var r = HTTPClientRequest(url: url)
+        r.method = method
+        if let body {
+            r.headers.add(name: "Content-Type", value: "application/json")
+            r.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
+        }
+        let response = try await client.execute(r, timeout: .seconds(timeout))
+        let bytes = try await response.body.collect(upTo: 64 << 20)
+        let data = Data(buffer: bytes)
+        let json = (try? JSONSerialization.jsonObject(with: data)) as? Object ?? [:]
+        return HTTPResult(status: Int(response.status.code), json: json, text: String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// Where `swift build` put the `cairn` executable: next to the test bundle.
+let cairnBinary: String = {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+    while dir.path != "/" {
+        let candidate = dir.appendingPathComponent("cairn").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return ".build/debug/cairn"
+}()
+
+/// A port nothing listens on right now (the kernel's pick for port 0).
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// One `cairn server` process.
+final class NodeProcess: @unchecked Sendable {
+    let name: String
+    let dataDir: String
+    let httpPort: Int
+    let raftPort: Int
+    let logPath: String
+    var extraArgs: [String]
+    private(set) var process: Process?
+    var id: UInt64 = 0
+
+    init(name: String, root: String, extraArgs: [String]) {
+        self.name = name
+        dataDir = root + "/" + name
+        httpPort = freePort()
+        raftPort = freePort()
+        logPath = root + "/" + name + ".log"
+        self.extraArgs = extraArgs
+    }
+
+    var http: String { "127.0.0.1:\(httpPort)" }
+    var url: String { "http://\(http)" }
+
+    func start(_ args: [String] = []) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cairnBinary)
+        p.arguments = ["server", "--data-dir", dataDir, "--http-addr", http, "--raft-addr", "127.0.0.1:\(raftPort)",
+                       "--enable-fault-injection"] + extraArgs + args
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        out.seekToEndOfFile()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        process = p
+    }
+
+    var isRunning: Bool { process?.isRunning ?? false }
+
+    func kill9() {
+        guard let p = process, p.isRunning else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+    }
+
+    func terminate() {
+        guard let p = process, p.isRunning else { return }
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+    }
+
+    /// Waits for the process to exit by itself; nil if it is still running after `seconds`.
+    func waitForExit(seconds: Double) async -> Int32? {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if let p = process, !p.isRunning { return p.terminationStatus }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func get(_ path: String) async throws -> HTTPResult { try await TestHTTP.request(.GET, url + path) }
+    func post(_ path: String, _ body: Any) async throws -> HTTPResult { try await TestHTTP.request(.POST, url + path, body) }
+
+    func execute(_ statements: [Any], db: String = "default") async throws -> HTTPResult {
+        try await post("/v1/db/\(db)/execute", ["statements": statements])
+    }
+
+    func query(_ sql: String, consistency: String = "linearizable", db: String = "default") async throws -> HTTPResult {
+        try await post("/v1/db/\(db)/query", ["statements": [sql], "consistency": consistency])
+    }
+
+    /// The rows of a successful single-statement query.
+    func rows(_ sql: String, consistency: String = "linearizable") async throws -> [[Any]] {
+        let r = try await query(sql, consistency: consistency)
+        guard r.status == 200, let results = r.json["results"] as? [Object], let first = results.first,
+              let rows = first["rows"] as? [[Any]] else {
+            throw TestFailure("query on \(name) failed: \(r.status) \(r.text)")
+        }
+        return rows
+    }
+
+    func setFaults(partitioned: [UInt64]) async throws {
+        let r = try await TestHTTP.request(.PUT, url + "/v1/debug/faults", ["partitioned": partitioned])
+        guard r.status == 200 else { throw TestFailure("faults on \(name): \(r.status) \(r.text)") }
+    }
+
+    func status() async throws -> Object { try await get("/v1/status").json }
+
+    func group(_ g: Int) async throws -> Object? {
+        (try await status()["groups"] as? [Object])?.first { ($0["group"] as? Int) == g }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Several `cairn server` processes on loopback, each in its own data directory under a temporary root.
+final class ProcessCluster: @unchecked Sendable {
+    let root: String
+    var nodes: [NodeProcess] = []
+
+    init(_ label: String) {
+        root = NSTemporaryDirectory() + "cairn-test-\(label)-\(UInt32.random(in: 0...UInt32.max))"
+        try? FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    }
+
+    /// `count` founders started together with `--bootstrap-expect`.
+    static func founded(_ label: String, count: Int, extraArgs: [String] = []) async throws -> ProcessCluster {
+        let c = ProcessCluster(label)
+        for i in 1...count { c.nodes.append(NodeProcess(name: "n\(i)", root: c.root, extraArgs: extraArgs)) }
+        let join = c.nodes.map(\.http).joined(separator: ",")
+        for n in c.nodes { try n.start(["--join", join, "--bootstrap-expect", "\(count)"]) }
+        try await c.waitReady()
+        return c
+    }
+
+    /// Adds a node that joins through the first one.
+    @discardableResult
+    func join(extraArgs: [String] = [], nodeArgs: [String] = []) async throws -> NodeProcess {
+        let n = NodeProcess(name: "n\(nodes.count + 1)", root: root, extraArgs: extraArgs)
+        nodes.append(n)
+        try n.start(["--join", nodes[0].http] + nodeArgs)
+        try await waitReady([n])
+        return n
+    }
+
+    func waitReady(_ which: [NodeProcess]? = nil, seconds: Double = 60) async throws {
+        let end = Date().addingTimeInterval(seconds)
+        for n in which ?? nodes.filter(\.isRunning) {
+            var last = ""
+            while true {
+                if let r = try? await n.get("/v1/ready"), r.status == 200 {
+                    n.id = UInt64(r.json["node"] as? Int ?? 0)
+                    break
+                } else if let r = try? await n.get("/v1/ready") {
+                    last = r.text
+                }
+                guard Date() < end else { throw TestFailure("\(n.name) not ready after \(seconds) s: \(last)\n\(n.log.suffix(3000))") }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    /// The node leading `group`, as the running nodes report it.
+    func leader(of group: Int = 1) async throws -> NodeProcess {
+        let end = Date().addingTimeInterval(20)
+        while Date() < end {
+            for n in nodes where n.isRunning {
+                if let g = try? await n.group(group), g["role"] as? String == "leader" { return n }
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestFailure("no leader for group \(group)")
+    }
+
+    func node(id: UInt64) -> NodeProcess? { nodes.first { $0.id == id } }
+
+    /// Retries a write on every running node until one acknowledges it (or the deadline).
+    func write(_ statements: [Any], seconds: Double = 20) async throws -> HTTPResult {
+        let end = Date().addingTimeInterval(seconds)
+        var k = Int.random(in: 0..<100)
+        var last = ""
+        while Date() < end {
+            let running = nodes.filter(\.isRunning)
+            k += 1
+            if let r = try? await running[k % running.count].execute(statements), r.status == 200 { return r } else { last = "" }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestFailure("no node acknowledged the write within \(seconds) s \(last)")
+    }
+
+    func stop() {
+        for n in nodes { n.terminate() }
+    }
+
+    /// Kills every process; keeps the data and logs only if the test failed (for a look afterwards).
+    func destroy(keep: Bool = false) {
+        for n in nodes { n.kill9() }
+        if !keep { try? FileManager.default.removeItem(atPath: root) }
+    }
+}
