@@ -60,6 +60,8 @@ public struct RuntimeConfig: Sendable {
     public var requestTimeoutMillis: Int64 = 10_000
     /// Entries applied between snapshots of a group's database; each snapshot lets the log be compacted.
     public var snapshotEveryEntries: LogIndex = 10_000
+    /// Mutual TLS between nodes, when set.
+    public var transportTLS: TransportTLS?
 
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
@@ -145,8 +147,9 @@ public final class NodeRuntime: Sendable {
         applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
         let raftLoop = self.raftLoop
         let inbox = NIOLockedValueBox<NodeRuntime?>(nil)
-        transport = RaftTransport(config: TransportConfig(nodeID: config.nodeID, listen: config.raftAddress),
-                                  group: transportLoop, log: log) { _, envelopes in
+        var transportConfig = TransportConfig(nodeID: config.nodeID, listen: config.raftAddress)
+        transportConfig.tls = config.transportTLS
+        transport = RaftTransport(config: transportConfig, group: transportLoop, log: log) { _, envelopes in
             raftLoop.execute { inbox.withLockedValue { $0 }?.deliver(envelopes) }
         }
         inbox.withLockedValue { $0 = self }

@@ -28,6 +28,8 @@ public struct ServerOptions: Sendable {
     public var electionTimeoutTicks = 10
     public var requestTimeoutMillis: Int64 = 10_000
     public var snapshotEveryEntries: LogIndex = 10_000
+    /// PEM files for mutual TLS between nodes: this node's certificate, its key, and the cluster CA.
+    public var tls: (certificate: String, key: String, ca: String)?
 
     public init(dataDirectory: String, httpAddress: PeerAddress, raftAddress: PeerAddress) {
         self.dataDirectory = dataDirectory
@@ -49,6 +51,9 @@ public enum Server {
         runtimeConfig.electionTimeoutTicks = options.electionTimeoutTicks
         runtimeConfig.requestTimeoutMillis = options.requestTimeoutMillis
         runtimeConfig.snapshotEveryEntries = options.snapshotEveryEntries
+        if let tls = options.tls {
+            runtimeConfig.transportTLS = try TransportTLS(certificatePath: tls.certificate, keyPath: tls.key, caPath: tls.ca)
+        }
         let runtime = try NodeRuntime(config: runtimeConfig, log: log)
         try await runtime.start(peers: [:])
 

@@ -2,6 +2,7 @@ import CairnRaft
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     public var host: String
@@ -23,6 +24,8 @@ public struct TransportConfig: Sendable {
     public var maxQueuedBytesPerPeer: Int = 32 << 20
     public var reconnectBaseMillis: Int64 = 50
     public var reconnectMaxMillis: Int64 = 2_000
+    /// Mutual TLS on every connection, when set.
+    public var tls: TransportTLS?
 
     public init(nodeID: NodeID, listen: PeerAddress) {
         self.nodeID = nodeID
@@ -56,6 +59,8 @@ public struct TransportStats: Sendable, Equatable {
     public var envelopesDroppedFault = 0
     public var connectionsOpened = 0
     public var handshakesRefused = 0
+    /// Outgoing connections closed on an error (a refused TLS handshake among them).
+    public var outgoingErrors = 0
 }
 
 /// TCP between nodes: one outgoing connection per peer carrying batched frames, one listener for
@@ -90,7 +95,7 @@ public final class RaftTransport: Sendable {
     /// Starts listening; returns the bound port (useful when the configured port is 0).
     public func start() async throws -> Int {
         let receive = self.receive, log = self.log, shared = self.shared, selfID = config.nodeID
-        let accepted = self.accepted
+        let accepted = self.accepted, tls = config.tls
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -100,6 +105,7 @@ public final class RaftTransport: Sendable {
                 accepted.withLockedValue { $0[key] = channel }
                 channel.closeFuture.whenComplete { _ in accepted.withLockedValue { _ = $0.removeValue(forKey: key) } }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(
                         InboundHandler(selfID: selfID, shared: shared, log: log, receive: receive))
@@ -248,8 +254,15 @@ final class PeerLink: Sendable {
         }
         state.value.connecting = true
         let handshake = WireFormat.handshake(from: config.nodeID)
+        let tls = config.tls, peer = self.peer, shared = self.shared, log = self.log
         ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls.client, serverHostname: nil)) }
+                    try channel.pipeline.syncOperations.addHandler(OutboundErrorHandler(peer: peer, shared: shared, log: log))
+                }
+            }
             .connectTimeout(.seconds(2))
             .connect(host: address.host, port: address.port)
             .whenComplete { [self] result in
@@ -385,7 +398,30 @@ final class InboundHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        log("closing the connection from node \(peer.map(String.init) ?? "?"): \(error)")
+        if peer == nil { shared.stats.withLockedValue { $0.handshakesRefused += 1 } }
+        log("closing the connection from \(peer.map { "node \($0)" } ?? context.remoteAddress.map { "\($0)" } ?? "?"): \(error)")
+        context.close(promise: nil)
+    }
+}
+
+/// Ends an outgoing connection on any error (a refused TLS handshake, a reset); the link reconnects.
+final class OutboundErrorHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private let peer: NodeID
+    private let shared: RaftTransport.SharedState
+    private let log: @Sendable (String) -> Void
+
+    init(peer: NodeID, shared: RaftTransport.SharedState, log: @escaping @Sendable (String) -> Void) {
+        self.peer = peer
+        self.shared = shared
+        self.log = log
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        shared.stats.withLockedValue { $0.outgoingErrors += 1 }
+        log("closing the connection to node \(peer): \(error)")
         context.close(promise: nil)
     }
 }

@@ -76,6 +76,15 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Largest accepted request body, in bytes.")
     var maxBodyBytes: Int = 16 << 20
 
+    @Option(help: "PEM certificate this node presents to other nodes (mutual TLS between nodes; needs --tls-key and --tls-ca).")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "PEM certificate of the CA that signs every node's certificate; peers without one are refused.")
+    var tlsCa: String?
+
     @Flag(help: "Serve PUT /v1/debug/faults to cut off, drop or delay traffic between nodes (tests only).")
     var enableFaultInjection = false
 
@@ -84,6 +93,8 @@ struct ServerCommand: AsyncParsableCommand {
         if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
         if tickMs < 1 || electionTicks < 2 { throw ValidationError("--tick-ms must be positive and --election-ticks at least 2") }
+        let tlsGiven = [tlsCert, tlsKey, tlsCa].filter { $0 != nil }.count
+        if tlsGiven != 0 && tlsGiven != 3 { throw ValidationError("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca") }
         if join != nil && joinAddresses.count != join!.split(separator: ",").count {
             throw ValidationError("--join must be a comma-separated list of host:port")
         }
@@ -107,6 +118,7 @@ struct ServerCommand: AsyncParsableCommand {
         options.requestTimeoutMillis = requestTimeoutMs
         options.maxBodyBytes = maxBodyBytes
         options.enableFaultInjection = enableFaultInjection
+        if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }
         do {
             try await Server.run(options)
         } catch {

@@ -75,6 +75,36 @@ struct ClusterProcessTests {
         #expect(seen.count == 1, "replicas disagree on a non-deterministic row: \(seen)")
     }
 
+    @Test("3 nodes with mutual TLS between them replicate; a node with a foreign certificate cannot take part")
+    func mutualTLS() async throws {
+        let certs = NSTemporaryDirectory() + "cairn-tls-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Support/make-test-certs.sh").path
+        for args in [[certs, "cluster-ca", "node"], [certs, "other-ca", "intruder"]] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: script)
+            p.arguments = args
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+        }
+        let c = try await ProcessCluster.founded("tls", count: 3, extraArgs: [
+            "--tls-cert", certs + "/node.pem", "--tls-key", certs + "/node.key", "--tls-ca", certs + "/cluster-ca.pem"])
+        defer { c.destroy() }
+        #expect(try await c.write(["CREATE TABLE s(id INTEGER PRIMARY KEY)", "INSERT INTO s(id) VALUES(7)"]).status == 200)
+        for n in c.nodes { #expect(try await ids(n, "s") == [7]) }
+        let intruder = NodeProcess(name: "intruder", root: c.root, extraArgs: [
+            "--tls-cert", certs + "/intruder.pem", "--tls-key", certs + "/intruder.key", "--tls-ca", certs + "/other-ca.pem"])
+        c.nodes.append(intruder)
+        try intruder.start(["--join", c.nodes[0].http])
+        try await Task.sleep(for: .seconds(3))
+        let ready = try await intruder.get("/v1/ready")
+        #expect(ready.status == 503, "a node without the cluster's CA must not become a working member: \(ready.text)")
+        #expect(c.nodes[0].log.contains("closing the connection") || intruder.log.contains("closing the connection"))
+        intruder.kill9()
+    }
+
     @Test("kill -9 the leader mid-stream: every acknowledged write survives and writes resume")
     func killLeaderMidStream() async throws {
         let c = try await ProcessCluster.founded("failover", count: 3)
@@ -154,5 +184,205 @@ struct ClusterProcessTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         throw TestFailure("\(node.name) did not catch up to \(expect) rows\n\(node.log.suffix(2000))")
+    }
+}
+
+@Suite("Real cairn server processes: faults", .serialized)
+struct ClusterFaultTests {
+    @Test("cut the leader off: no acknowledged write is lost and no linearizable read is stale, on either side")
+    func partitionLeader() async throws {
+        let c = try await ProcessCluster.founded("partition", count: 3, extraArgs: ["--request-timeout-ms", "1500"])
+        defer { c.destroy() }
+        #expect(try await c.write(["CREATE TABLE p(id INTEGER PRIMARY KEY)"]).status == 200)
+        let cut = try await c.leader(of: 1)
+        let rest = c.nodes.filter { $0 !== cut }
+        let history = History()
+        let stop = Date().addingTimeInterval(5)
+        let nodes = c.nodes
+        async let writing: Void = runWriters(4, table: "p", history: history, until: stop) { nodes }
+        async let reading: Void = withTaskGroup(of: Void.self) { group in
+            for node in nodes {
+                group.addTask {
+                    while Date() < stop {
+                        let start = Date()
+                        if let rows = try? await node.rows("SELECT count(*) FROM p"), let n = rows.first?.first as? Int {
+                            await history.read(node.name, start, n)
+                        } else {
+                            await history.readFailed()
+                        }
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .seconds(1))
+        try await cut.setFaults(partitioned: rest.map(\.id))
+        for n in rest { try await n.setFaults(partitioned: [cut.id]) }
+        let cutAt = Date()
+        try await Task.sleep(for: .seconds(3))
+        for n in c.nodes { try await n.setFaults(partitioned: []) }
+        _ = await (writing, reading)
+
+        let writes = await history.writes
+        let reads = await history.reads
+        // A read is stale if it misses a write acknowledged before the read began (rows are only added).
+        var stale: [String] = []
+        for r in reads {
+            let mustSee = writes.filter { $0.end < r.start }.count
+            if r.count < mustSee { stale.append("\(r.node) saw \(r.count) rows at \(r.start), \(mustSee) were acknowledged before") }
+        }
+        #expect(stale.isEmpty, "stale linearizable reads: \(stale.prefix(5))")
+        let duringCut = writes.filter { $0.start > cutAt.addingTimeInterval(2) && $0.end < cutAt.addingTimeInterval(3) }.count
+        let cutReads = reads.filter { $0.node == cut.name && $0.start > cutAt.addingTimeInterval(0.5) && $0.start < cutAt.addingTimeInterval(2.5) }
+        print("partition: \(writes.count) writes acknowledged, \(duringCut) in the last second of the cut (majority side); \(reads.count) reads, \(await history.failedReads) refused; \(cutReads.count) served by the cut-off node while cut off")
+        #expect(duringCut > 0, "the majority side made no progress while the old leader was cut off")
+        #expect(cutReads.isEmpty, "the cut-off node served linearizable reads: \(cutReads.prefix(3))")
+        try await c.waitReady()
+        let acked = Set(writes.map(\.id))
+        for n in c.nodes {
+            let present = try await ids(n, "p")
+            #expect(acked.isSubset(of: present), "\(n.name) lost \(acked.subtracting(present).count) acknowledged writes")
+        }
+    }
+
+    @Test("a torn log tail is truncated with a log line; corruption inside the log stops the node with the file and byte")
+    func tornAndCorruptLog() async throws {
+        let c = try await ProcessCluster.founded("torn", count: 3)
+        defer { c.destroy() }
+        #expect(try await c.write(["CREATE TABLE d(id INTEGER PRIMARY KEY)"]).status == 200)
+        for i in 1...30 { _ = try await c.write([["INSERT INTO d(id) VALUES(?)", i]]) }
+        let leader = try await c.leader(of: 1)
+        let victim = c.nodes.first { $0 !== leader }!
+        victim.kill9()
+        let wal = victim.dataDir + "/wal"
+        let segments = try FileManager.default.contentsOfDirectory(atPath: wal).filter { $0.hasSuffix(".log") }.sorted()
+        let last = try FileHandle(forWritingTo: URL(fileURLWithPath: wal + "/" + segments.last!))
+        last.seekToEndOfFile()
+        last.write(Data((0..<37).map { UInt8(truncatingIfNeeded: $0 &* 97 &+ 13) }))
+        try last.close()
+        for i in 31...40 { _ = try await c.write([["INSERT INTO d(id) VALUES(?)", i]]) }
+        try victim.start()
+        try await c.waitReady([victim])
+        #expect(victim.log.contains("discarding a torn tail of 37 bytes"), "\(victim.log.suffix(2000))")
+        #expect(try await ids(victim, "d") == Set(1...40))
+
+        victim.kill9()
+        let first = wal + "/" + segments.first!
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: first))
+        let middle = bytes.count / 2
+        bytes[middle] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: first))
+        try victim.start()
+        let exit = await victim.waitForExit(seconds: 15)
+        #expect(exit != nil && exit != 0, "a node with a corrupt log must refuse to start")
+        #expect(victim.log.contains("is corrupt at byte"), "\(victim.log.suffix(1500))")
+        #expect(victim.log.contains(segments.first!))
+        // The other two still serve every write.
+        for n in c.nodes where n !== victim { #expect(try await ids(n, "d") == Set(1...40)) }
+    }
+
+    @Test("a full disk on one node: it stops with a clear error and stays up; nothing acknowledged is lost; it recovers after a restart")
+    func fullDisk() async throws {
+        let c = ProcessCluster("fulldisk")
+        defer { c.destroy() }
+        for i in 1...3 { c.nodes.append(NodeProcess(name: "n\(i)", root: c.root, extraArgs: [])) }
+        let small = c.nodes[2]
+        try FileManager.default.createDirectory(atPath: small.dataDir, withIntermediateDirectories: true)
+        #expect(run("/bin/mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", small.dataDir]) == 0, "mounting a small tmpfs needs root")
+        defer { _ = run("/bin/umount", ["-l", small.dataDir]) }
+        let join = c.nodes.map(\.http).joined(separator: ",")
+        for n in c.nodes { try n.start(["--join", join, "--bootstrap-expect", "3"]) }
+        try await c.waitReady()
+        #expect(try await c.write(["CREATE TABLE f(id INTEGER PRIMARY KEY, b BLOB)"]).status == 200)
+        var acked: Set<Int> = []
+        var failure = ""
+        for i in 1...200 {
+            let r = try await c.write([["INSERT INTO f(id, b) VALUES(?, randomblob(32768))", i]])
+            if r.status == 200 { acked.insert(i) }
+            if let ready = try? await small.get("/v1/ready"), ready.status == 503, ready.text.contains("storage failure") {
+                failure = ready.text
+                break
+            }
+        }
+        #expect(failure.contains("No space left") || failure.contains("no space left") || failure.contains("full"), "\(failure)\n\(small.log.suffix(1500))")
+        #expect(small.isRunning, "the node must stay up and report the failure, not crash")
+        let refused = try await small.execute([["INSERT INTO f(id) VALUES(?)", 100_000]])
+        #expect(refused.status == 503 && refused.text.contains("storage failure"), "\(refused.text)")
+        for i in 1_001...1_010 { if try await c.write([["INSERT INTO f(id) VALUES(?)", i]]).status == 200 { acked.insert(i) } }
+
+        // The operator frees space (here: moves the data to a roomier disk) and restarts the node.
+        small.kill9()
+        let copy = c.root + "/n3-copy"
+        #expect(run("/bin/cp", ["-a", small.dataDir, copy]) == 0)
+        #expect(run("/bin/umount", [small.dataDir]) == 0)
+        try FileManager.default.removeItem(atPath: small.dataDir)
+        try FileManager.default.moveItem(atPath: copy, toPath: small.dataDir)
+        try small.start()
+        try await c.waitReady([small])
+        for n in c.nodes {
+            let present = try await ids(n, "f")
+            #expect(acked.isSubset(of: present), "\(n.name) lost \(acked.subtracting(present).count) acknowledged writes")
+        }
+    }
+
+    private func run(_ tool: String, _ args: [String]) -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tool)
+        p.arguments = args
+        do { try p.run() } catch { return -1 }
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+}
+
+@Suite("Real cairn server processes: membership", .serialized)
+struct ClusterMembershipTests {
+    @Test("5 nodes joining one by one, one a read replica: writes through any node, the same rows on all; a removed node leaves and the database stays 3-way replicated")
+    func fiveNodes() async throws {
+        let c = ProcessCluster("five")
+        defer { c.destroy() }
+        let first = NodeProcess(name: "n1", root: c.root, extraArgs: [])
+        c.nodes.append(first)
+        try first.start()
+        try await c.waitReady()
+        for _ in 2...4 { try await c.join() }
+        let replica = try await c.join(nodeArgs: ["--non-voter"])
+        #expect(try await replica.execute(["CREATE TABLE m(id INTEGER PRIMARY KEY, v TEXT)"]).status == 200)
+        for (k, n) in c.nodes.enumerated() {
+            let r = try await n.execute([["INSERT INTO m(id, v) VALUES(?, ?)", k + 1, n.name]])
+            #expect(r.status == 200, "write through \(n.name): \(r.text)")
+        }
+        for n in c.nodes {
+            let rows = try await n.rows("SELECT id, v FROM m ORDER BY id")
+            #expect(rows.map { $0[1] as? String ?? "" } == c.nodes.map(\.name), "\(n.name) read \(rows)")
+        }
+        let cluster = try await first.get("/v1/cluster").json
+        let groups = cluster["groups"] as? [Object] ?? []
+        let defaultDB = groups.first { $0["name"] as? String == "default" }
+        let replicas = (defaultDB?["replicas"] as? [Int] ?? []).map(UInt64.init)
+        #expect(replicas.count == 3, "\(cluster)")
+        #expect(!replicas.contains(replica.id))
+        let onReplica = try await replica.group(1)
+        #expect((onReplica?["learners"] as? [Int])?.contains(Int(replica.id)) == true, "\(onReplica ?? [:])")
+
+        // Remove a node that holds the database; the cluster moves its copy to the spare voter.
+        let gone = c.node(id: replicas.first { $0 != first.id }!)!
+        let removed = try await c.nodes.first { $0 !== gone && $0 !== first }!.post("/v1/cluster/remove", ["id": gone.id])
+        #expect(removed.status == 200, "\(removed.text)")
+        #expect(await gone.waitForExit(seconds: 20) != nil, "a removed node shuts itself down")
+        let end = Date().addingTimeInterval(30)
+        var voters: Set<UInt64> = []
+        while Date() < end {
+            let leader = try await c.leader(of: 1)
+            voters = Set(((try await leader.group(1))?["voters"] as? [Int] ?? []).map(UInt64.init))
+            if voters.count == 3 && !voters.contains(gone.id) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(voters.count == 3 && !voters.contains(gone.id), "voters of the default database: \(voters)")
+        #expect(try await c.write([["INSERT INTO m(id, v) VALUES(?, ?)", 100, "after"]]).status == 200)
+        for n in c.nodes where n !== gone {
+            #expect(try await n.rows("SELECT count(*) FROM m").first?.first as? Int == 6, "\(n.name)")
+        }
+        let meta = try await c.leader(of: 0).group(0)
+        #expect(!((meta?["voters"] as? [Int] ?? []).contains(Int(gone.id))) && !((meta?["learners"] as? [Int] ?? []).contains(Int(gone.id))))
     }
 }

@@ -34,8 +34,10 @@ private func heartbeat(_ from: NodeID, _ to: NodeID, _ i: UInt64) -> Envelope {
 struct RaftTransportTests {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
-    private func node(_ id: NodeID, port: Int = 0, inbox: Inbox, log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> (RaftTransport, Int) {
+    private func node(_ id: NodeID, port: Int = 0, inbox: Inbox, tls: TransportTLS? = nil,
+                      log: @escaping @Sendable (String) -> Void = { _ in }) async throws -> (RaftTransport, Int) {
         var config = TransportConfig(nodeID: id, listen: PeerAddress(host: "127.0.0.1", port: port))
+        config.tls = tls
         config.reconnectBaseMillis = 10
         config.reconnectMaxMillis = 100
         let t = RaftTransport(config: config, group: group, log: log) { inbox.add($0, $1) }
@@ -142,5 +144,46 @@ struct RaftTransportTests {
         #expect(await inboxA.wait(for: 1))
         await a.shutdown()
         await b.shutdown()
+    }
+
+    @Test("mutual TLS: nodes with certificates from the cluster's CA talk; a node with another CA's certificate is refused both ways")
+    func mutualTLS() async throws {
+        let dir = NSTemporaryDirectory() + "cairn-tls-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Support/make-test-certs.sh").path
+        for args in [[dir, "cluster-ca", "a", "b"], [dir, "other-ca", "intruder"]] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: script)
+            p.arguments = args
+            try p.run()
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+        }
+        func tls(_ name: String, ca: String) throws -> TransportTLS {
+            try TransportTLS(certificatePath: "\(dir)/\(name).pem", keyPath: "\(dir)/\(name).key", caPath: "\(dir)/\(ca).pem")
+        }
+        let inboxA = Inbox(), inboxB = Inbox(), inboxC = Inbox()
+        let (a, portA) = try await node(1, inbox: inboxA, tls: try tls("a", ca: "cluster-ca"))
+        let (b, portB) = try await node(2, inbox: inboxB, tls: try tls("b", ca: "cluster-ca"))
+        let (c, _) = try await node(3, inbox: inboxC, tls: try tls("intruder", ca: "other-ca"))
+        a.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: portB))
+        c.setPeer(1, address: PeerAddress(host: "127.0.0.1", port: portA))
+        for i in 0..<50 { a.send([heartbeat(1, 2, UInt64(i))], to: 2) }
+        #expect(await inboxB.wait(for: 50))
+        for i in 0..<20 {
+            c.send([heartbeat(3, 1, UInt64(i))], to: 1)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(inboxA.count == 0, "a node outside the CA delivered messages")
+        #expect(a.stats.handshakesRefused > 0 || c.stats.outgoingErrors > 0)
+        // Plain TCP to a TLS node gets nowhere either.
+        let (plain, _) = try await node(4, inbox: Inbox())
+        plain.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: portB))
+        for i in 0..<10 { plain.send([heartbeat(4, 2, UInt64(i))], to: 2) }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(inboxB.count == 50)
+        for t in [a, b, c, plain] { await t.shutdown() }
     }
 }
