@@ -62,6 +62,8 @@ public struct RuntimeConfig: Sendable {
     public var snapshotEveryEntries: LogIndex = 10_000
     /// Mutual TLS between nodes, when set.
     public var transportTLS: TransportTLS?
+    /// Size of the pieces a snapshot file is streamed in.
+    public var snapshotChunkBytes = 1 << 20
 
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
@@ -87,7 +89,12 @@ public final class NodeRuntime: Sendable {
     private let log: @Sendable (String) -> Void
     private let syncs = NIOLockedValueBox(0)
     private let failureReason = NIOLockedValueBox<String?>(nil)
-    private let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0))
+    private let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0))
+    /// Snapshot files being streamed out, by "group/peer/index": one transfer of a snapshot at a time.
+    private let outgoingSnapshots = NIOLockedValueBox<Set<String>>([])
+    /// Snapshot files being received, by group; confined to `receiveLoop`, which only writes them.
+    private let incomingSnapshots: NIOLoopBoundBox<[GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]>
+    private let receiveLoop: any EventLoop
     /// Copies databases for snapshots off the apply loop.
     private let snapshotPool = NIOThreadPool(numberOfThreads: 1)
     private var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
@@ -133,11 +140,13 @@ public final class NodeRuntime: Sendable {
     public init(config: RuntimeConfig, log: @escaping @Sendable (String) -> Void = { print($0) }) throws {
         self.config = config
         self.log = log
-        loops = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        loops = MultiThreadedEventLoopGroup(numberOfThreads: 4)
         var it = loops.makeIterator()
         raftLoop = it.next()!
         applyLoop = it.next()!
         let transportLoop = it.next()!
+        receiveLoop = it.next()!
+        incomingSnapshots = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: receiveLoop)
         // Refuses a data directory that belongs to another node before touching anything in it.
         _ = try NodeIdentity.loadOrCreate(directory: config.dataDirectory, requested: config.nodeID)
         let store = try LogStore(directory: config.dataDirectory + "/wal", log: log)
@@ -198,7 +207,13 @@ public final class NodeRuntime: Sendable {
         // Where the log starts: the database must hold at least that much.
         let floor: LogIndex = try await raftLoop.submit {
             guard let storage = self.raftState.value.store.group(id) else { throw RuntimeError.unknownGroup(id) }
-            storage.snapshotData = { meta in try Array(Data(contentsOf: URL(fileURLWithPath: snapshotPath(meta.index)))) }
+            // The file itself is streamed by the runtime (`streamSnapshot`); the message carries only metadata.
+            storage.snapshotData = { meta in
+                guard FileManager.default.fileExists(atPath: snapshotPath(meta.index)) else {
+                    throw RuntimeError.raft("snapshot file for entry \(meta.index) is missing")
+                }
+                return []
+            }
             return storage.snapshotMetadata.index
         }.get()
         let applied = try await applyLoop.submit {
@@ -259,6 +274,10 @@ public final class NodeRuntime: Sendable {
         let side = raftState.value
         let now = DispatchTime.now().uptimeNanoseconds
         for e in envelopes {
+            if let chunk = e.chunk {
+                receiveSnapshotChunk(e, chunk)
+                continue
+            }
             guard let g = side.groups[e.group] else { continue }
             g.node.step(e.message)
             if e.message.from == g.node.lead && e.message.term == g.node.term { side.lastLeaderContact[e.group] = now }
@@ -289,7 +308,8 @@ public final class NodeRuntime: Sendable {
         }
         guard !readies.isEmpty else { return }
         for (id, _, rd) in readies {
-            guard let snap = rd.snapshot else { continue }
+            // A streamed snapshot is already on disk; one carried inline (from a test harness) is written now.
+            guard let snap = rd.snapshot, !snap.data.isEmpty else { continue }
             // The snapshot must be on disk before the log says the entries before it are gone.
             do {
                 try DurableFile.write(snap.data, to: snapshotPath(id, snap.metadata.index))
@@ -329,8 +349,107 @@ public final class NodeRuntime: Sendable {
 
     private func send(_ messages: [Message], group: GroupID) {
         var byPeer: [NodeID: [Envelope]] = [:]
-        for m in messages { byPeer[m.to, default: []].append(Envelope(group: group, message: m)) }
+        for m in messages {
+            if m.kind == .snapshot, let snap = m.snapshot, snap.data.isEmpty {
+                streamSnapshot(m, group: group)
+            } else {
+                byPeer[m.to, default: []].append(Envelope(group: group, message: m))
+            }
+        }
         for (peer, envelopes) in byPeer { transport.send(envelopes, to: peer) }
+    }
+
+    // MARK: - Snapshot streaming
+
+    /// Sends the snapshot file in pieces, pacing on the peer's backlog so a large database neither
+    /// fills the transport queue nor holds the Raft loop. The message rides on every piece; the
+    /// follower steps it once the last piece is on its disk.
+    private func streamSnapshot(_ message: Message, group: GroupID) {
+        let index = message.snapshot!.metadata.index, peer = message.to
+        let key = "\(group)/\(peer)/\(index)"
+        // Raft resends a snapshot that takes long; the transfer under way already carries it.
+        guard outgoingSnapshots.withLockedValue({ $0.insert(key).inserted }) else { return }
+        let path = snapshotPath(group, index), chunkBytes = config.snapshotChunkBytes
+        Task {
+            defer { _ = outgoingSnapshots.withLockedValue { $0.remove(key) } }
+            do {
+                let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+                defer { try? file.close() }
+                let total = UInt64(try file.seekToEnd())
+                try file.seek(toOffset: 0)
+                var offset: UInt64 = 0
+                var checksum: UInt32 = 0
+                repeat {
+                    var waitedMillis = 0
+                    while let backlog = await transport.backlogBytes(to: peer), backlog > 4 * chunkBytes {
+                        guard waitedMillis < Int(config.requestTimeoutMillis) else { throw RuntimeError.timedOut("streaming a snapshot to node \(peer)") }
+                        try await Task.sleep(for: .milliseconds(2))
+                        waitedMillis += 2
+                    }
+                    let data = [UInt8](try file.read(upToCount: chunkBytes) ?? Data())
+                    guard !data.isEmpty || total == 0 else { throw RuntimeError.raft("snapshot file \(path) shrank while being sent") }
+                    checksum = CRC32C.update(checksum, with: data)
+                    let chunk = SnapshotChunk(offset: offset, totalBytes: total, data: data, fileChecksum: checksum)
+                    transport.send([Envelope(group: group, message: message, chunk: chunk)], to: peer)
+                    snapshotCounts.withLockedValue { $0.chunksSent += 1 }
+                    offset += UInt64(data.count)
+                } while offset < total
+            } catch {
+                log("node \(config.nodeID) group \(group): streaming the snapshot at \(index) to node \(peer) failed: \(error)")
+                raftLoop.execute {
+                    self.raftState.value.groups[group]?.node.reportSnapshot(to: peer, failed: true)
+                    self.pump()
+                }
+            }
+        }
+    }
+
+    /// Writes a received piece on the receive loop (in arrival order); after the last one, with the
+    /// file's checksum verified and the file durable, steps the snapshot message into the group.
+    private func receiveSnapshotChunk(_ envelope: Envelope, _ chunk: SnapshotChunk) {
+        snapshotCounts.withLockedValue { $0.chunksReceived += 1 }
+        let group = envelope.group, from = envelope.message.from, index = envelope.message.snapshot!.metadata.index
+        let path = snapshotPath(group, index)
+        receiveLoop.submit { () throws -> Bool in
+            try { (incoming: inout [GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]) throws -> Bool in
+                if chunk.offset == 0 {
+                    incoming.removeValue(forKey: group)?.file.abandon()
+                    incoming[group] = (from, index, try IncomingFile(path: path))
+                }
+                guard let transfer = incoming[group], transfer.from == from, transfer.index == index,
+                      transfer.file.bytesWritten == chunk.offset else {
+                    // A piece went missing (a dropped frame, a reconnect): the leader will send it all again.
+                    incoming.removeValue(forKey: group)?.file.abandon()
+                    return false
+                }
+                do {
+                    try transfer.file.append(chunk.data)
+                    guard chunk.isLast else { return false }
+                    incoming[group] = nil
+                    guard transfer.file.checksum == chunk.fileChecksum else {
+                        transfer.file.abandon()
+                        throw RuntimeError.raft("the snapshot at \(index) from node \(from) arrived with a wrong checksum; discarded")
+                    }
+                    try transfer.file.commit()
+                    return true
+                } catch {
+                    incoming[group] = nil
+                    transfer.file.abandon()
+                    throw error
+                }
+            }(&self.incomingSnapshots.value)
+        }.hop(to: raftLoop).whenComplete { result in
+            switch result {
+            case .success(true):
+                if let g = self.raftState.value.groups[group] {
+                    g.node.step(envelope.message)
+                    self.pump()
+                }
+            case .success(false): break
+            case .failure(let error):
+                self.log("node \(self.config.nodeID) group \(group): receiving a snapshot failed: \(error)")
+            }
+        }
     }
 
     // MARK: - Apply loop
@@ -588,8 +707,9 @@ public final class NodeRuntime: Sendable {
     /// Log syncs so far (each covers every group's writes of one loop turn).
     public var syncCount: Int { syncs.withLockedValue { $0 } }
 
-    /// Snapshots this node took (each followed by a log compaction) and installed from a leader.
-    public var snapshotStats: (taken: Int, installed: Int) { snapshotCounts.withLockedValue { $0 } }
+    /// Snapshots this node took (each followed by a log compaction) and installed from a leader, and
+    /// the pieces of snapshot files it streamed out and received.
+    public var snapshotStats: (taken: Int, installed: Int, chunksSent: Int, chunksReceived: Int) { snapshotCounts.withLockedValue { $0 } }
 
     public func shutdown() async {
         try? await raftLoop.submit {

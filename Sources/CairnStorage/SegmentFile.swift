@@ -132,3 +132,55 @@ public enum DurableFile {
         try sync((path as NSString).deletingLastPathComponent)
     }
 }
+
+/// A file that arrives in pieces (a snapshot streamed from a leader): written to `path.receiving`, and
+/// only once complete synced and renamed to `path`, so a crash never leaves a partial file under `path`.
+public final class IncomingFile {
+    public let path: String
+    private let temporary: String
+    private var fd: Int32
+    public private(set) var bytesWritten: UInt64 = 0
+    public private(set) var checksum: UInt32 = 0
+
+    public init(path: String) throws {
+        self.path = path
+        temporary = path + ".receiving"
+        fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw WALError.io(operation: "open", path: temporary, errno: errno) }
+    }
+
+    public func append(_ bytes: [UInt8]) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let e = n < 0 ? errno : EIO
+                throw e == ENOSPC ? WALError.diskFull(path: temporary) : WALError.io(operation: "write", path: temporary, errno: e)
+            }
+            done += n
+        }
+        bytesWritten += UInt64(bytes.count)
+        checksum = CRC32C.update(checksum, with: bytes)
+    }
+
+    /// Makes the file durable under its final name.
+    public func commit() throws {
+        guard fsync(fd) == 0 else { throw WALError.io(operation: "fsync", path: temporary, errno: errno) }
+        close(fd)
+        fd = -1
+        guard rename(temporary, path) == 0 else { throw WALError.io(operation: "rename", path: temporary, errno: errno) }
+        try DurableFile.sync((path as NSString).deletingLastPathComponent)
+    }
+
+    /// Drops an incomplete file.
+    public func abandon() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        unlink(temporary)
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+}

@@ -135,6 +135,13 @@ public final class RaftTransport: Sendable {
         link.enqueue(envelopes)
     }
 
+    /// Bytes waiting to go to `peer` (queued, or refused by a full socket: then `Int.max`); lets a
+    /// long transfer pace itself instead of overflowing the queue. Nil if the peer is unknown.
+    public func backlogBytes(to peer: NodeID) async -> Int? {
+        guard let link = links.withLockedValue({ $0[peer] }) else { return nil }
+        return await link.backlogBytes()
+    }
+
     public var faults: TransportFaults {
         get { shared.faults.withLockedValue { $0 } }
         set { shared.faults.withLockedValue { $0 = newValue } }
@@ -188,7 +195,7 @@ final class PeerLink: Sendable {
     }
 
     static func estimatedBytes(_ e: Envelope) -> Int {
-        e.message.entries.reduce(96) { $0 + $1.sizeBytes } + (e.message.snapshot?.data.count ?? 0)
+        e.message.entries.reduce(96) { $0 + $1.sizeBytes } + (e.message.snapshot?.data.count ?? 0) + (e.chunk?.data.count ?? 0)
     }
 
     func enqueue(_ envelopes: [Envelope]) {
@@ -302,6 +309,13 @@ final class PeerLink: Sendable {
                     state.value.retryAt = NIODeadline.now() + .milliseconds(delay)
                 }
             }
+    }
+
+    func backlogBytes() async -> Int {
+        (try? await eventLoop.submit { [self] in
+            if let channel = state.value.channel, !channel.isWritable { return Int.max }
+            return state.value.queuedBytes
+        }.get()) ?? Int.max
     }
 
     func close() {

@@ -4,11 +4,33 @@ import CairnRaft
 public struct Envelope: Sendable, Equatable {
     public var group: UInt64
     public var message: Message
+    /// Set when this envelope carries a piece of a snapshot file; `message` is then the snapshot message
+    /// (metadata only) that the receiver steps once the last piece is on its disk.
+    public var chunk: SnapshotChunk?
 
-    public init(group: UInt64, message: Message) {
+    public init(group: UInt64, message: Message, chunk: SnapshotChunk? = nil) {
         self.group = group
         self.message = message
+        self.chunk = chunk
     }
+}
+
+/// One piece of a snapshot file streamed to a follower; pieces of one transfer arrive in order.
+public struct SnapshotChunk: Sendable, Equatable {
+    public var offset: UInt64
+    public var totalBytes: UInt64
+    public var data: [UInt8]
+    /// CRC-32C of the whole file; meaningful in the last piece.
+    public var fileChecksum: UInt32
+
+    public init(offset: UInt64, totalBytes: UInt64, data: [UInt8], fileChecksum: UInt32 = 0) {
+        self.offset = offset
+        self.totalBytes = totalBytes
+        self.data = data
+        self.fileChecksum = fileChecksum
+    }
+
+    public var isLast: Bool { offset + UInt64(data.count) == totalBytes }
 }
 
 public enum WireError: Error, Equatable, CustomStringConvertible {
@@ -29,7 +51,8 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
 /// id); after it, every frame is a length (u32) followed by a batch of envelopes, so many messages to
 /// one peer share a write.
 public enum WireFormat {
-    public static let version: UInt16 = 1
+    /// 2: envelopes may carry snapshot chunks.
+    public static let version: UInt16 = 2
     static let magic: [UInt8] = Array("CAIRN".utf8)
     /// Frames larger than this are refused: a corrupt length must not make the reader allocate gigabytes.
     public static let maxFrameBytes = 64 << 20
@@ -98,6 +121,15 @@ public enum WireFormat {
         } else {
             out.append(0)
         }
+        if let chunk = e.chunk {
+            out.append(1)
+            ByteCoding.append(chunk.offset, to: &out)
+            ByteCoding.append(chunk.totalBytes, to: &out)
+            ByteCoding.append(chunk.fileChecksum, to: &out)
+            appendBytes(chunk.data, to: &out)
+        } else {
+            out.append(0)
+        }
     }
 
     private static func appendBytes(_ bytes: [UInt8], to out: inout [UInt8]) {
@@ -156,6 +188,15 @@ public enum WireFormat {
             m.snapshot = Snapshot(metadata: SnapshotMetadata(index: index, term: term, confState: conf), data: try readBytes(b, &c))
         default: throw .malformed("snapshot flag")
         }
-        return Envelope(group: group, message: m)
+        switch try u8(b, &c) {
+        case 0: return Envelope(group: group, message: m)
+        case 1:
+            let offset = try u64(b, &c), total = try u64(b, &c)
+            guard let checksum = ByteCoding.readUInt32(b, &c) else { throw .malformed("chunk checksum past the end") }
+            let data = try readBytes(b, &c)
+            guard m.kind == .snapshot, m.snapshot != nil, offset + UInt64(data.count) <= total else { throw .malformed("snapshot chunk") }
+            return Envelope(group: group, message: m, chunk: SnapshotChunk(offset: offset, totalBytes: total, data: data, fileChecksum: checksum))
+        default: throw .malformed("chunk flag")
+        }
     }
 }

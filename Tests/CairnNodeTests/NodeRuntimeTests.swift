@@ -13,6 +13,7 @@ final class LocalCluster {
     var addresses: [NodeID: PeerAddress] = [:]
     /// Entries between snapshots on every node started by this cluster.
     var snapshotEveryEntries: LogIndex = 10_000
+    var snapshotChunkBytes = 1 << 20
 
     init(size: Int) throws {
         for id in 1...NodeID(size) { addresses[id] = PeerAddress(host: "127.0.0.1", port: try Self.freePort()) }
@@ -36,6 +37,7 @@ final class LocalCluster {
     func start(_ id: NodeID, voters: [NodeID]) async throws {
         var config = RuntimeConfig(nodeID: id, dataDirectory: root + "/node\(id)", raftAddress: addresses[id]!)
         config.snapshotEveryEntries = snapshotEveryEntries
+        config.snapshotChunkBytes = snapshotChunkBytes
         let node = try NodeRuntime(config: config, log: { _ in })
         try await node.start(peers: addresses)
         try await node.bootstrapGroup(1, voters: voters)
@@ -218,6 +220,8 @@ struct NodeRuntimeTests {
     func catchUpThroughSnapshot() async throws {
         let c = try LocalCluster(size: 3)
         c.snapshotEveryEntries = 20
+        // Small pieces, so the database file (tens of KiB) streams in many of them.
+        c.snapshotChunkBytes = 1024
         try await c.startAll()
         let leader = try await c.leader()
         let lagging = c.nodes.keys.sorted().first { $0 != leader }!
@@ -235,6 +239,8 @@ struct NodeRuntimeTests {
         #expect(await c.eventually(lagging, "SELECT count(*), sum(v) FROM t", [[.integer(100), .integer(4950)]]))
         print("catch-up: 100 missed writes, log compacted; restarted node caught up in \(String(format: "%.2f", Date().timeIntervalSince(started))) s via \(c.nodes[lagging]!.snapshotStats.installed) snapshot(s)")
         #expect(c.nodes[lagging]!.snapshotStats.installed >= 1)
+        #expect(c.nodes[lagging]!.snapshotStats.chunksReceived > 4, "the snapshot should arrive in pieces")
+        #expect(node.snapshotStats.chunksSent >= c.nodes[lagging]!.snapshotStats.chunksReceived)
         // It keeps following after the snapshot.
         _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (100)"))
         #expect(await c.eventually(lagging, "SELECT count(*) FROM t", [[.integer(101)]]))

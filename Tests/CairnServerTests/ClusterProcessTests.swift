@@ -140,7 +140,7 @@ struct ClusterProcessTests {
     func laggingNodeCatchesUp() async throws {
         let c = try await ProcessCluster.founded("catchup", count: 3, extraArgs: ["--snapshot-entries", "200"])
         defer { c.destroy() }
-        #expect(try await c.write(["CREATE TABLE k(id INTEGER PRIMARY KEY)"]).status == 200)
+        #expect(try await c.write(["CREATE TABLE k(id INTEGER PRIMARY KEY, b BLOB)"]).status == 200)
         let leader = try await c.leader(of: 1)
         let lagger = c.nodes.first { $0 !== leader }!
 
@@ -167,11 +167,13 @@ struct ClusterProcessTests {
         let viaSnapshot = try await catchUp(lagger, expect: n)
         let storage = try await lagger.status()["storage"] as? Object
         #expect((storage?["snapshots_installed"] as? Int ?? 0) >= 1, "\(storage ?? [:])")
+        #expect((storage?["snapshot_chunks_received"] as? Int ?? 0) >= 4, "a ~5 MiB database streams in 1 MiB pieces: \(storage ?? [:])")
         print("catch-up: 100 entries through the log in \(String(format: "%.3f", viaLog)) s; \(n - 100) more through a snapshot in \(String(format: "%.3f", viaSnapshot)) s")
     }
 
+    /// 8 KiB per row, so the snapshot is several MiB and streams in several pieces.
     private func writeOne(_ c: ProcessCluster, _ i: Int) async throws -> HTTPResult {
-        try await c.write([["INSERT INTO k(id) VALUES(?)", i]])
+        try await c.write([["INSERT INTO k(id, b) VALUES(?, randomblob(8192))", i]])
     }
 
     /// Seconds until `node` (just restarted) holds `expect` rows locally.

@@ -14,6 +14,9 @@ struct WireFormatTests {
                                             snapshot: Snapshot(metadata: SnapshotMetadata(index: 100, term: 4, confState: ConfState(voters: [1, 3], learners: [4])),
                                                                data: Array(repeating: 0xAB, count: 1000)))),
         Envelope(group: 3, message: Message(kind: .heartbeat, from: 1, to: 2, term: 9, commit: 4, context: 77)),
+        Envelope(group: 2, message: Message(kind: .snapshot, from: 1, to: 3, term: 4,
+                                            snapshot: Snapshot(metadata: SnapshotMetadata(index: 100, term: 4, confState: ConfState(voters: [1, 3])))),
+                 chunk: SnapshotChunk(offset: 4096, totalBytes: 10_000, data: Array(repeating: 7, count: 4096), fileChecksum: 0xDEAD_BEEF)),
     ]
 
     @Test("a batch of envelopes round-trips through one frame")
