@@ -64,6 +64,9 @@ public struct RuntimeConfig: Sendable {
     public var transportTLS: TransportTLS?
     /// Size of the pieces a snapshot file is streamed in.
     public var snapshotChunkBytes = 1 << 20
+    /// Ticks a leader's group must be idle (everything replicated, applied, nothing pending) before it
+    /// stops ticking and heartbeating; 0 never quiesces.
+    public var quiesceAfterTicks = 20
 
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
@@ -113,6 +116,13 @@ public final class NodeRuntime: Sendable {
         /// When each group last heard from its leader (monotonic nanoseconds), for stale reads.
         var lastLeaderContact: [GroupID: UInt64] = [:]
         var stopped = false
+        /// Idle groups: not ticked, so no heartbeats and no election timers (see `tickAll`).
+        var quiesced = Set<GroupID>()
+        /// Groups whose heartbeats in the next Ready carry the quiesce flag.
+        var quiescing = Set<GroupID>()
+        var idleTicks: [GroupID: Int] = [:]
+        /// When each peer node was last heard from at all (monotonic nanoseconds): node liveness.
+        var lastHeard: [NodeID: UInt64] = [:]
         init(store: LogStore) { self.store = store }
     }
 
@@ -176,9 +186,73 @@ public final class NodeRuntime: Sendable {
                 task.cancel()
                 return
             }
-            for g in self.raftState.value.groups.values { g.node.tick() }
+            self.tickAll()
             self.pump()
         }
+    }
+
+    /// Envelopes to this group id are node-level liveness pings, not Raft messages.
+    static let livenessGroup = GroupID.max
+
+    /// Ticks every awake group, and quiesces or wakes groups.
+    ///
+    /// A node may host hundreds of groups, most of them idle; heartbeating each would cost
+    /// groups x peers messages every tick. A leader whose group has been idle for
+    /// `quiesceAfterTicks` sends one last heartbeat flagged *quiesce* and stops ticking it; followers
+    /// that are fully caught up stop ticking it too. Not ticking never affects safety (Raft does not
+    /// depend on time for it); for liveness, any message or client request for the group wakes it,
+    /// and a follower wakes its group when the leader's node goes silent: every node pings each peer
+    /// once a tick, whatever the number of groups.
+    private func tickAll() {
+        let side = raftState.value
+        let now = DispatchTime.now().uptimeNanoseconds
+        let silentNanos = UInt64(config.electionTimeoutTicks) * UInt64(config.tickMillis) * 1_000_000
+        var peers = Set<NodeID>()
+        for id in side.groups.keys.sorted() {
+            let g = side.groups[id]!
+            peers.formUnion(g.node.status.config.members)
+            if side.quiesced.contains(id) {
+                let lead = g.node.lead
+                let leaderSilent = lead != config.nodeID && (lead == noNode || now &- (side.lastHeard[lead] ?? 0) > silentNanos)
+                guard leaderSilent else { continue }
+                wake(id)
+            }
+            g.node.tick()
+            guard config.quiesceAfterTicks > 0, g.node.role == .leader else { continue }
+            if isIdle(id, g) {
+                side.idleTicks[id, default: 0] += 1
+                if side.idleTicks[id]! >= config.quiesceAfterTicks { quiesce(id, g) }
+            } else {
+                side.idleTicks[id] = 0
+            }
+        }
+        peers.remove(config.nodeID)
+        for peer in peers {
+            transport.send([Envelope(group: Self.livenessGroup, message: Message(kind: .heartbeat, from: config.nodeID, to: peer))], to: peer)
+        }
+    }
+
+    /// Everything is replicated to every member, committed and applied, and no read or transfer is pending.
+    private func isIdle(_ id: GroupID, _ g: Group) -> Bool {
+        let s = g.node.status
+        guard s.commit == s.lastIndex, s.applied == s.commit, s.configIndex <= s.commit, s.leadTransferee == noNode,
+              !raftState.value.pendingReads.values.contains(where: { $0.group == id }) else { return false }
+        return s.config.members.allSatisfy { $0 == config.nodeID || s.progress[$0]?.match == s.lastIndex }
+    }
+
+    private func quiesce(_ id: GroupID, _ g: Group) {
+        let side = raftState.value
+        side.idleTicks[id] = 0
+        side.quiesced.insert(id)
+        // The flag rides on the heartbeats this tick produced (`send`): they carry the commit index
+        // followers check against, and nothing sent after them wakes the followers again.
+        side.quiescing.insert(id)
+    }
+
+    private func wake(_ id: GroupID) {
+        let side = raftState.value
+        side.quiesced.remove(id)
+        side.idleTicks[id] = 0
     }
 
     /// Creates a group with an initial membership (every initial member calls this with the same voters).
@@ -278,9 +352,19 @@ public final class NodeRuntime: Sendable {
                 receiveSnapshotChunk(e, chunk)
                 continue
             }
+            side.lastHeard[e.message.from] = now
             guard let g = side.groups[e.group] else { continue }
+            // A heartbeat response to the quiesce heartbeat must not wake the leader; anything else does.
+            if side.quiesced.contains(e.group) && e.message.kind != .heartbeatResponse { wake(e.group) }
             g.node.step(e.message)
             if e.message.from == g.node.lead && e.message.term == g.node.term { side.lastLeaderContact[e.group] = now }
+            if e.quiesce {
+                // Quiesce only in step with the leader: same term and leader, and nothing left to learn.
+                let s = g.node.status
+                if e.message.from == s.lead && e.message.term == s.term && s.commit == e.message.commit && s.lastIndex == s.commit {
+                    side.quiesced.insert(e.group)
+                }
+            }
         }
         pump()
     }
@@ -306,6 +390,7 @@ public final class NodeRuntime: Sendable {
             send(rd.messages, group: id)
             readies.append((id, g, rd))
         }
+        side.quiescing.removeAll()
         guard !readies.isEmpty else { return }
         for (id, _, rd) in readies {
             // A streamed snapshot is already on disk; one carried inline (from a test harness) is written now.
@@ -349,11 +434,12 @@ public final class NodeRuntime: Sendable {
 
     private func send(_ messages: [Message], group: GroupID) {
         var byPeer: [NodeID: [Envelope]] = [:]
+        let quiescing = raftState.value.quiescing.contains(group)
         for m in messages {
             if m.kind == .snapshot, let snap = m.snapshot, snap.data.isEmpty {
                 streamSnapshot(m, group: group)
             } else {
-                byPeer[m.to, default: []].append(Envelope(group: group, message: m))
+                byPeer[m.to, default: []].append(Envelope(group: group, message: m, quiesce: quiescing && m.kind == .heartbeat))
             }
         }
         for (peer, envelopes) in byPeer { transport.send(envelopes, to: peer) }
@@ -562,6 +648,7 @@ public final class NodeRuntime: Sendable {
         let future: EventLoopFuture<[StatementResult]> = try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
             let index: LogIndex
+            self.wake(group)
             do throws(RaftError) {
                 index = try g.node.propose(command.encoded())
             } catch {
@@ -594,7 +681,9 @@ public final class NodeRuntime: Sendable {
                 let side = self.raftState.value
                 guard let g = side.groups[group] else { throw RuntimeError.unknownGroup(group) }
                 if g.node.role == .leader { return }
-                let ageMillis = side.lastLeaderContact[group].map { Int64((DispatchTime.now().uptimeNanoseconds - $0) / 1_000_000) }
+                // A quiesced group hears nothing while nothing changes: its leader's node pinging is the contact.
+                let contact = side.quiesced.contains(group) ? side.lastHeard[g.node.lead] : side.lastLeaderContact[group]
+                let ageMillis = contact.map { Int64((DispatchTime.now().uptimeNanoseconds &- $0) / 1_000_000) }
                 guard g.node.lead != noNode, let age = ageMillis, age <= freshness else {
                     throw RuntimeError.tooStale(lastContactMillis: ageMillis, freshnessMillis: freshness)
                 }
@@ -606,6 +695,7 @@ public final class NodeRuntime: Sendable {
                 guard let g = side.groups[group] else { throw RuntimeError.unknownGroup(group) }
                 let id = side.nextRequestID
                 side.nextRequestID += 1
+                self.wake(group)
                 do throws(RaftError) {
                     try g.node.readIndex(requestID: id)
                 } catch {
@@ -680,6 +770,7 @@ public final class NodeRuntime: Sendable {
     public func proposeConfChange(group: GroupID, _ change: ConfChange) async throws -> LogIndex {
         try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
+            self.wake(group)
             do throws(RaftError) {
                 let index = try g.node.proposeConfChange(change)
                 self.pump()
@@ -695,6 +786,7 @@ public final class NodeRuntime: Sendable {
     public func transferLeadership(group: GroupID, to target: NodeID) async throws {
         try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
+            self.wake(group)
             do throws(RaftError) {
                 try g.node.transferLeadership(to: target)
                 self.pump()
@@ -702,6 +794,11 @@ public final class NodeRuntime: Sendable {
                 throw RuntimeError.raft(error.description)
             }
         }.get()
+    }
+
+    /// Groups that are quiesced on this node right now.
+    public func quiescedGroups() async throws -> Set<GroupID> {
+        try await raftLoop.submit { self.raftState.value.quiesced }.get()
     }
 
     /// Log syncs so far (each covers every group's writes of one loop turn).

@@ -7,11 +7,14 @@ public struct Envelope: Sendable, Equatable {
     /// Set when this envelope carries a piece of a snapshot file; `message` is then the snapshot message
     /// (metadata only) that the receiver steps once the last piece is on its disk.
     public var chunk: SnapshotChunk?
+    /// On a leader's heartbeat: the group is idle, and followers in step with it may stop ticking it.
+    public var quiesce: Bool
 
-    public init(group: UInt64, message: Message, chunk: SnapshotChunk? = nil) {
+    public init(group: UInt64, message: Message, chunk: SnapshotChunk? = nil, quiesce: Bool = false) {
         self.group = group
         self.message = message
         self.chunk = chunk
+        self.quiesce = quiesce
     }
 }
 
@@ -121,7 +124,9 @@ public enum WireFormat {
         } else {
             out.append(0)
         }
-        if let chunk = e.chunk {
+        if e.quiesce {
+            out.append(2)
+        } else if let chunk = e.chunk {
             out.append(1)
             ByteCoding.append(chunk.offset, to: &out)
             ByteCoding.append(chunk.totalBytes, to: &out)
@@ -196,7 +201,10 @@ public enum WireFormat {
             let data = try readBytes(b, &c)
             guard m.kind == .snapshot, m.snapshot != nil, offset + UInt64(data.count) <= total else { throw .malformed("snapshot chunk") }
             return Envelope(group: group, message: m, chunk: SnapshotChunk(offset: offset, totalBytes: total, data: data, fileChecksum: checksum))
-        default: throw .malformed("chunk flag")
+        case 2:
+            guard m.kind == .heartbeat else { throw .malformed("quiesce flag on a \(m.kind) message") }
+            return Envelope(group: group, message: m, quiesce: true)
+        default: throw .malformed("envelope extension")
         }
     }
 }

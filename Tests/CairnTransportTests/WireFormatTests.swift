@@ -17,6 +17,7 @@ struct WireFormatTests {
         Envelope(group: 2, message: Message(kind: .snapshot, from: 1, to: 3, term: 4,
                                             snapshot: Snapshot(metadata: SnapshotMetadata(index: 100, term: 4, confState: ConfState(voters: [1, 3])))),
                  chunk: SnapshotChunk(offset: 4096, totalBytes: 10_000, data: Array(repeating: 7, count: 4096), fileChecksum: 0xDEAD_BEEF)),
+        Envelope(group: 5, message: Message(kind: .heartbeat, from: 2, to: 1, term: 8, commit: 40), quiesce: true),
     ]
 
     @Test("a batch of envelopes round-trips through one frame")
