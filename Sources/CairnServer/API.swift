@@ -240,8 +240,10 @@ final class API: Sendable {
                     do {
                         var path = request.uri.path
                         if let q = request.uri.query { path += "?" + q }
+                        let left = deadline - ContinuousClock.now
+                        let leftMillis = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
                         let reply = try await peers.send(.POST, to: address, path: path, body: body, headers: [(PeerClient.hopsHeader, "\(hops + 1)")],
-                                                         timeoutMillis: max(1, (deadline - ContinuousClock.now).components.seconds * 1000))
+                                                         timeoutMillis: max(100, leftMillis))
                         var headers: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
                         headers[Self.servedBy] = "\(target)"
                         return Response(status: .init(code: reply.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))

@@ -3,12 +3,20 @@ import Testing
 @_spi(Mutants) import CairnRaft
 @_spi(Mutants) import CairnSim
 
+/// Runs minutes of CPU-bound simulation on a thread of its own. On the concurrency pool (one thread
+/// per core) it would starve every other test's tasks, timers and network clients meanwhile.
+func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: work()) }
+    }
+}
+
 @Suite("Cluster simulator")
 struct SimulatorTests {
     /// The normal run covers 2,000 seeds, in two halves that run in parallel.
     @Test("seeded runs with faults keep every safety and liveness invariant", arguments: [1, 1001] as [UInt64])
-    func seedsRunClean(start: UInt64) {
-        let summary = SimRunner.runSeeds(start: start, count: 1000)
+    func seedsRunClean(start: UInt64) async {
+        let summary = await onOwnThread { SimRunner.runSeeds(start: start, count: 1000) }
         for f in summary.failures.prefix(3) {
             Issue.record("\(SimRunner.report(f, nodes: nil, profile: nil, mutation: nil))")
         }
@@ -24,10 +32,11 @@ struct SimulatorTests {
     /// Every deliberately broken core is caught within a bounded number of seeds of the leader-hunting
     /// nemesis (measured: Figure 8 within about 320 seeds, the others within 50).
     @Test("the simulator catches every broken variant of the core", arguments: RaftMutation.allCases)
-    func mutantIsCaught(mutation: RaftMutation) {
+    func mutantIsCaught(mutation: RaftMutation) async {
         let bound = mutation == .commitOldTermByCount ? 1000 : 200
-        let summary = SimRunner.runSeeds(start: 1, count: bound, profile: .leaderHunting, mutation: mutation,
-                                         maxFailures: 1)
+        let summary = await onOwnThread {
+            SimRunner.runSeeds(start: 1, count: bound, profile: .leaderHunting, mutation: mutation, maxFailures: 1)
+        }
         #expect(summary.failures.count == 1, "\(mutation.rawValue) survived \(bound) seeds")
         if let caught = summary.failures.first {
             // The catch replays exactly from its seed.
