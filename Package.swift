@@ -81,21 +81,24 @@ let package = Package(
             dependencies: ["CairnSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
+        // Helpers several test targets share: free ports, child programs, test certificates.
+        .target(name: "CairnTestSupport", path: "Tests/Support", exclude: ["make-test-certs.sh"], swiftSettings: strict),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite", "CairnRaft"], swiftSettings: strict),
         .testTarget(
             name: "CairnTransportTests",
-            dependencies: ["CairnTransport", "CairnRaft", .product(name: "NIOPosix", package: "swift-nio"),
+            dependencies: ["CairnTransport", "CairnRaft", "CairnTestSupport", .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strict
         ),
-        .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport"], swiftSettings: strict),
+        .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnTestSupport"],
+                    swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
         // Real `cairn server` processes on loopback: kill -9, restarts, partitions, torn logs, full disks.
         .testTarget(
             name: "CairnServerTests",
-            dependencies: ["cairn", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            dependencies: ["cairn", "CairnTestSupport", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationCompat", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: strict

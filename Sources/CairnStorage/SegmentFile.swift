@@ -117,19 +117,24 @@ public enum DurableFile {
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw WALError.io(operation: "open", path: temporary, errno: errno) }
         defer { close(fd) }
+        try writeAll(bytes, to: fd, path: temporary)
+        guard fsync(fd) == 0 else { throw WALError.io(operation: "fsync", path: temporary, errno: errno) }
+        guard rename(temporary, path) == 0 else { throw WALError.io(operation: "rename", path: temporary, errno: errno) }
+        try sync((path as NSString).deletingLastPathComponent)
+    }
+
+    /// Writes all of `bytes` at the descriptor's position; a full disk is `diskFull`, not a generic error.
+    static func writeAll(_ bytes: [UInt8], to fd: Int32, path: String) throws {
         var done = 0
         while done < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else {
                 let e = n < 0 ? errno : EIO
-                throw e == ENOSPC ? WALError.diskFull(path: temporary) : WALError.io(operation: "write", path: temporary, errno: e)
+                throw e == ENOSPC ? WALError.diskFull(path: path) : WALError.io(operation: "write", path: path, errno: e)
             }
             done += n
         }
-        guard fsync(fd) == 0 else { throw WALError.io(operation: "fsync", path: temporary, errno: errno) }
-        guard rename(temporary, path) == 0 else { throw WALError.io(operation: "rename", path: temporary, errno: errno) }
-        try sync((path as NSString).deletingLastPathComponent)
     }
 }
 
@@ -150,16 +155,7 @@ public final class IncomingFile {
     }
 
     public func append(_ bytes: [UInt8]) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, bytes.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let e = n < 0 ? errno : EIO
-                throw e == ENOSPC ? WALError.diskFull(path: temporary) : WALError.io(operation: "write", path: temporary, errno: e)
-            }
-            done += n
-        }
+        try DurableFile.writeAll(bytes, to: fd, path: temporary)
         bytesWritten += UInt64(bytes.count)
         checksum = CRC32C.update(checksum, with: bytes)
     }

@@ -1,6 +1,7 @@
 import CairnNode
 import CairnRaft
 import CairnSQLite
+import CairnTestSupport
 import CairnTransport
 import Foundation
 import NIOPosix
@@ -16,23 +17,10 @@ final class LocalCluster {
     var snapshotChunkBytes = 1 << 20
 
     init(size: Int) throws {
-        for id in 1...NodeID(size) { addresses[id] = PeerAddress(host: "127.0.0.1", port: try Self.freePort()) }
+        for id in 1...NodeID(size) { addresses[id] = PeerAddress(host: "127.0.0.1", port: freePort()) }
     }
 
     deinit { try? FileManager.default.removeItem(atPath: root) }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
 
     func start(_ id: NodeID, voters: [NodeID]) async throws {
         var config = RuntimeConfig(nodeID: id, dataDirectory: root + "/node\(id)", raftAddress: addresses[id]!)

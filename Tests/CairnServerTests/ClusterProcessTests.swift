@@ -1,3 +1,4 @@
+import CairnTestSupport
 import Foundation
 import Testing
 #if canImport(Glibc)
@@ -97,16 +98,8 @@ struct ClusterProcessTests {
     func mutualTLS() async throws {
         let certs = NSTemporaryDirectory() + "cairn-tls-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: certs) }
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Support/make-test-certs.sh").path
-        for args in [[certs, "cluster-ca", "node"], [certs, "other-ca", "intruder"]] {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: script)
-            p.arguments = args
-            try p.run()
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 0)
-        }
+        try makeTestCertificates(in: certs, ca: "cluster-ca", nodes: ["node"])
+        try makeTestCertificates(in: certs, ca: "other-ca", nodes: ["intruder"])
         let c = try await ProcessCluster.founded("tls", count: 3, extraArgs: [
             "--tls-cert", certs + "/node.pem", "--tls-key", certs + "/node.key", "--tls-ca", certs + "/cluster-ca.pem"])
         defer { c.destroy() }
@@ -347,12 +340,7 @@ struct ClusterFaultTests {
     }
 
     private func run(_ tool: String, _ args: [String]) -> Int32 {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tool)
-        p.arguments = args
-        do { try p.run() } catch { return -1 }
-        p.waitUntilExit()
-        return p.terminationStatus
+        (try? runProgram(tool, args)) ?? -1
     }
 }
 

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CairnTestSupport
 import Foundation
 import NIOCore
 import NIOFoundationCompat
@@ -47,20 +48,6 @@ let cairnBinary: String = {
     }
     return ".build/debug/cairn"
 }()
-
-/// A port nothing listens on right now (the kernel's pick for port 0).
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
 
 /// One `cairn server` process.
 final class NodeProcess: @unchecked Sendable {

@@ -1,4 +1,5 @@
 import CairnRaft
+import CairnTestSupport
 import Foundation
 import NIOConcurrencyHelpers
 import NIOPosix
@@ -150,16 +151,8 @@ struct RaftTransportTests {
     func mutualTLS() async throws {
         let dir = NSTemporaryDirectory() + "cairn-tls-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Support/make-test-certs.sh").path
-        for args in [[dir, "cluster-ca", "a", "b"], [dir, "other-ca", "intruder"]] {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: script)
-            p.arguments = args
-            try p.run()
-            p.waitUntilExit()
-            #expect(p.terminationStatus == 0)
-        }
+        try makeTestCertificates(in: dir, ca: "cluster-ca", nodes: ["a", "b"])
+        try makeTestCertificates(in: dir, ca: "other-ca", nodes: ["intruder"])
         func tls(_ name: String, ca: String) throws -> TransportTLS {
             try TransportTLS(certificatePath: "\(dir)/\(name).pem", keyPath: "\(dir)/\(name).key", caPath: "\(dir)/\(ca).pem")
         }
