@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
     ],
     targets: [
         // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
@@ -52,17 +54,24 @@ let package = Package(
         // The cluster layer: the catalog (metadata group 0), membership and placement, talking to peers.
         .target(
             name: "CairnCluster",
-            dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport",
+            dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // Users, password hashes (scrypt), permissions, signed tokens (JWT) and failed-login limits.
+        .target(
+            name: "CairnAuth",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto"), .product(name: "CryptoExtras", package: "swift-crypto"),
+                           .product(name: "JWTKit", package: "jwt-kit"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // What `cairn server` runs: the HTTP API (Hummingbird) over the runtime and the cluster layer.
         .target(
             name: "CairnServer",
-            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport",
+            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -95,6 +104,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnAuthTests", dependencies: ["CairnAuth"], swiftSettings: strict),
         // Real `cairn server` processes on loopback: kill -9, restarts, partitions, torn logs, full disks.
         .testTarget(
             name: "CairnServerTests",

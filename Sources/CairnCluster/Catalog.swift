@@ -1,3 +1,4 @@
+import CairnAuth
 import CairnNode
 import CairnRaft
 import CairnSQLite
@@ -20,6 +21,13 @@ public struct CatalogNode: Sendable, Equatable, Codable {
     public var removed: Bool
 }
 
+public struct CatalogUser: Sendable, Equatable {
+    public var name: String
+    public var passwordHash: String
+    /// Bumped by every password change; tokens carry the epoch they were issued under.
+    public var passwordEpoch: Int64
+}
+
 public struct CatalogDatabase: Sendable, Equatable {
     public var name: String
     public var group: GroupID
@@ -34,7 +42,19 @@ public struct CatalogDatabase: Sendable, Equatable {
 public struct Catalog: Sendable {
     public var nodes: [NodeID: CatalogNode] = [:]
     public var databases: [String: CatalogDatabase] = [:]
+    public var users: [String: CatalogUser] = [:]
+    /// Grants by user name (`*`: everyone).
+    public var grants: [String: Set<Grant>] = [:]
+    /// The key every node signs and checks tokens with.
+    public var tokenKey: [UInt8] = []
     public var exists = false
+    /// The highest group id ever given to a database (dropped ones included).
+    public var highestGroup: GroupID = 0
+
+    /// What `user` (nil: not signed in) may do: its own grants and everyone's.
+    public func grants(of user: String?) -> Grants {
+        Grants((user.flatMap { grants[$0] } ?? []).union(grants[everyone] ?? []))
+    }
 
     public var activeNodes: [CatalogNode] { nodes.values.filter { !$0.removed }.sorted { $0.id < $1.id } }
     public var activeVoters: [CatalogNode] { activeNodes.filter(\.voter) }
@@ -56,12 +76,70 @@ public struct Catalog: Sendable {
             CREATE TABLE IF NOT EXISTS nodes(id INTEGER PRIMARY KEY, raft_addr TEXT NOT NULL, http_addr TEXT NOT NULL,
                 voter INTEGER NOT NULL, removed INTEGER NOT NULL DEFAULT 0, updated_ms INTEGER NOT NULL)
             """),
-        SQLStatement("CREATE TABLE IF NOT EXISTS databases(name TEXT PRIMARY KEY, group_id INTEGER NOT NULL UNIQUE, created_ms INTEGER NOT NULL)"),
+        SQLStatement("""
+            CREATE TABLE IF NOT EXISTS databases(name TEXT PRIMARY KEY, group_id INTEGER NOT NULL UNIQUE, created_ms INTEGER NOT NULL,
+                dropped INTEGER NOT NULL DEFAULT 0)
+            """),
         SQLStatement("""
             CREATE TABLE IF NOT EXISTS replicas(group_id INTEGER NOT NULL, node_id INTEGER NOT NULL, founder INTEGER NOT NULL,
                 PRIMARY KEY(group_id, node_id))
             """),
+        SQLStatement("""
+            CREATE TABLE IF NOT EXISTS users(name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, password_epoch INTEGER NOT NULL,
+                created_ms INTEGER NOT NULL)
+            """),
+        SQLStatement("""
+            CREATE TABLE IF NOT EXISTS grants(name TEXT NOT NULL, permission TEXT NOT NULL, database TEXT NOT NULL,
+                PRIMARY KEY(name, permission, database))
+            """),
+        SQLStatement("CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value)"),
     ]
+    static let tableNames = ["nodes", "databases", "replicas", "users", "grants", "settings"]
+
+    /// A new cluster's keys and first account: `admin` with every permission, and readiness checks open
+    /// to everyone (as load balancers probe without credentials).
+    static func foundAuth(adminPasswordHash: String, tokenKey: [UInt8]) -> [SQLStatement] {
+        [SQLStatement("INSERT OR IGNORE INTO settings(key, value) VALUES('token_key', ?)", [.blob(tokenKey)])]
+            + createUser("admin", passwordHash: adminPasswordHash)
+            + grant(Grant(.all), to: "admin") + grant(Grant(.ready), to: everyone)
+    }
+
+    static let nowMillis = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
+    public static func createUser(_ name: String, passwordHash: String) -> [SQLStatement] {
+        [SQLStatement("INSERT INTO users(name, password_hash, password_epoch, created_ms) VALUES(?, ?, \(nowMillis), \(nowMillis))",
+                      [.text(name), .text(passwordHash)])]
+    }
+
+    /// A new password, and a new epoch: tokens issued before stop working.
+    public static func setPassword(_ name: String, passwordHash: String) -> [SQLStatement] {
+        [SQLStatement("UPDATE users SET password_hash = ?, password_epoch = max(password_epoch + 1, \(nowMillis)) WHERE name = ?",
+                      [.text(passwordHash), .text(name)])]
+    }
+
+    public static func deleteUser(_ name: String) -> [SQLStatement] {
+        [SQLStatement("DELETE FROM users WHERE name = ?", [.text(name)]), SQLStatement("DELETE FROM grants WHERE name = ?", [.text(name)])]
+    }
+
+    public static func grant(_ g: Grant, to name: String) -> [SQLStatement] {
+        [SQLStatement("INSERT OR IGNORE INTO grants(name, permission, database) VALUES(?, ?, ?)",
+                      [.text(name), .text(g.permission.rawValue), .text(g.database)])]
+    }
+
+    public static func revoke(_ g: Grant, from name: String) -> [SQLStatement] {
+        [SQLStatement("DELETE FROM grants WHERE name = ? AND permission = ? AND database = ?",
+                      [.text(name), .text(g.permission.rawValue), .text(g.database)])]
+    }
+
+    /// The row stays (renamed, marked dropped) so its group id is never given to another database.
+    public static func dropDatabase(_ name: String) -> [SQLStatement] {
+        [SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
+         SQLStatement("UPDATE databases SET dropped = 1, name = name || '#dropped#' || group_id WHERE name = ? AND dropped = 0", [.text(name)]),
+         SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)])]
+    }
+
+    /// A new database in the next free group, on `founders`.
+    public static func newDatabase(_ name: String, founders: [NodeID]) -> [SQLStatement] { createDatabase(name, founders: founders) }
 
     static func register(_ node: CatalogNode) -> [SQLStatement] {
         [SQLStatement("""
@@ -99,8 +177,9 @@ public struct Catalog: Sendable {
     /// Reads this node's copy (no consensus round: see the type's comment).
     public static func load(from runtime: NodeRuntime) async throws -> Catalog {
         var catalog = Catalog()
-        let tables = try await runtime.query(group: metadataGroup, SQLStatement("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('nodes', 'databases', 'replicas')"), consistency: .local)
-        guard case .integer(3) = tables.rows.first?.first else { return catalog }
+        let names = tableNames.map { "'\($0)'" }.joined(separator: ", ")
+        let tables = try await runtime.query(group: metadataGroup, SQLStatement("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (\(names))"), consistency: .local)
+        guard case .integer(Int64(tableNames.count)) = tables.rows.first?.first else { return catalog }
         catalog.exists = true
         let nodes = try await runtime.query(group: metadataGroup, SQLStatement("SELECT id, raft_addr, http_addr, voter, removed FROM nodes"), consistency: .local)
         for row in nodes.rows {
@@ -113,7 +192,7 @@ public struct Catalog: Sendable {
         }
         let dbs = try await runtime.query(group: metadataGroup, SQLStatement("""
             SELECT d.name, d.group_id, r.node_id, r.founder FROM databases d LEFT JOIN replicas r ON r.group_id = d.group_id
-            ORDER BY d.group_id, r.node_id
+            WHERE d.dropped = 0 ORDER BY d.group_id, r.node_id
             """), consistency: .local)
         for row in dbs.rows {
             guard row.count == 4, case .text(let name) = row[0], case .integer(let group) = row[1] else { continue }
@@ -124,6 +203,21 @@ public struct Catalog: Sendable {
             }
             catalog.databases[name] = db
         }
+        let highest = try await runtime.query(group: metadataGroup, SQLStatement("SELECT COALESCE(MAX(group_id), 0) FROM databases"), consistency: .local)
+        if case .integer(let h)? = highest.rows.first?.first { catalog.highestGroup = GroupID(h) }
+        let users = try await runtime.query(group: metadataGroup, SQLStatement("SELECT name, password_hash, password_epoch FROM users"), consistency: .local)
+        for row in users.rows {
+            guard row.count == 3, case .text(let name) = row[0], case .text(let hash) = row[1], case .integer(let epoch) = row[2] else { continue }
+            catalog.users[name] = CatalogUser(name: name, passwordHash: hash, passwordEpoch: epoch)
+        }
+        let grants = try await runtime.query(group: metadataGroup, SQLStatement("SELECT name, permission, database FROM grants"), consistency: .local)
+        for row in grants.rows {
+            guard row.count == 3, case .text(let name) = row[0], case .text(let p) = row[1], case .text(let db) = row[2],
+                  let permission = Permission(rawValue: p) else { continue }
+            catalog.grants[name, default: []].insert(Grant(permission, database: db))
+        }
+        let key = try await runtime.query(group: metadataGroup, SQLStatement("SELECT value FROM settings WHERE key = 'token_key'"), consistency: .local)
+        if case .blob(let bytes)? = key.rows.first?.first { catalog.tokenKey = bytes }
         return catalog
     }
 }

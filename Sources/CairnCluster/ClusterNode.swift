@@ -1,3 +1,4 @@
+import CairnAuth
 import CairnNode
 import CairnRaft
 import CairnSQLite
@@ -70,6 +71,10 @@ public struct ClusterConfig: Sendable {
     /// Found a cluster from this many nodes started together (0: do not).
     public var bootstrapExpect = 0
     public var controllerIntervalMillis: Int64 = 200
+    /// The first account's password, when this node founds the cluster (nil: generate and print one).
+    public var adminPassword: String?
+    /// Sent with the join request (a user holding `join`), before this node can sign its own requests.
+    public var joinCredentials: (user: String, password: String)?
 
     public init(raftAddress: PeerAddress, httpAddress: PeerAddress) {
         self.raftAddress = raftAddress
@@ -92,6 +97,8 @@ public final class ClusterNode: Sendable {
     private let state = NIOLockedValueBox(State())
     /// Called once when this node finds it has been removed from the cluster.
     private let onRemoved: @Sendable () -> Void
+    /// Headers that authenticate this node's own requests to other nodes (empty without auth).
+    private let credentials: @Sendable () async -> [(String, String)]
 
     struct State {
         var catalog = Catalog()
@@ -102,11 +109,14 @@ public final class ClusterNode: Sendable {
     }
 
     public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,
-                log: @escaping @Sendable (String) -> Void, onRemoved: @escaping @Sendable () -> Void) {
+                log: @escaping @Sendable (String) -> Void,
+                credentials: @escaping @Sendable () async -> [(String, String)] = { [] },
+                onRemoved: @escaping @Sendable () -> Void) {
         self.runtime = runtime
         self.config = config
         self.peers = peers
         self.log = log
+        self.credentials = credentials
         self.onRemoved = onRemoved
     }
 
@@ -192,7 +202,11 @@ public final class ClusterNode: Sendable {
             try Task.checkCancellation()
             for address in config.join where address != config.httpAddress {
                 do {
-                    let reply = try await peers.call(.POST, to: address, path: "/v1/cluster/join", request, as: JoinReply.self)
+                    var headers: [(String, String)] = []
+                    if let c = config.joinCredentials {
+                        headers.append(("Authorization", "Basic " + Data("\(c.user):\(c.password)".utf8).base64EncodedString()))
+                    }
+                    let reply = try await peers.call(.POST, to: address, path: "/v1/cluster/join", request, as: JoinReply.self, headers: headers)
                     state.withLockedValue { s in for n in reply.nodes { s.bootstrapPeers[n.id] = n } }
                     for n in reply.nodes where n.id != nodeID && !n.removed { runtime.transport.setPeer(n.id, address: n.raftAddress) }
                     // Empty membership: this node waits to be added by the metadata leader, never campaigns before.
@@ -216,19 +230,26 @@ public final class ClusterNode: Sendable {
 
     // MARK: - Catalog changes (run on the metadata leader; followers forward)
 
-    /// Commits `statements` to the catalog through the metadata leader, wherever it is.
-    func changeCatalog(_ statements: [SQLStatement], forwardPath: String, body: [UInt8], hops: Int) async throws {
+    /// Commits `statements` to the catalog, atomically, through the metadata leader wherever it is
+    /// (followers send the statements, never the request that produced them: passwords are already
+    /// hashed here). Returns each statement's result.
+    @discardableResult
+    public func changeCatalog(_ statements: [SQLStatement], hops: Int = 0) async throws -> [StatementResult] {
         do {
             let command = SQLCommand(statements: statements, atomic: true,
                                      timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: UInt64.random(in: 0...UInt64.max))
             let results = try await runtime.execute(group: metadataGroup, command)
             if let failed = results.first(where: { $0.error != nil }) { throw ClusterError.catalogWrite(failed.error!) }
+            return results
         } catch RuntimeError.notLeader(let leader) where leader != noNode && leader != nodeID {
             guard hops < 3, let address = httpAddress(of: leader) else { throw ClusterError.noMetadataLeader }
-            let reply = try await peers.send(.POST, to: address, path: forwardPath, body: body, headers: [(PeerClient.hopsHeader, "\(hops + 1)")])
+            let body = try JSONEncoder.cluster.encode(CatalogChange(statements: statements.map(CatalogChange.Statement.init)))
+            let reply = try await peers.send(.POST, to: address, path: "/v1/internal/catalog", body: Array(body),
+                                             headers: [(PeerClient.hopsHeader, "\(hops + 1)")] + (await credentials()))
             guard reply.status == 200 else {
                 throw ClusterError.peerRefused(address, status: reply.status, message: String(decoding: reply.body, as: UTF8.self))
             }
+            return []
         } catch RuntimeError.notLeader {
             throw ClusterError.noMetadataLeader
         }
@@ -241,8 +262,7 @@ public final class ClusterNode: Sendable {
         }
         let entry = CatalogNode(id: request.id, raftAddress: request.raftAddress, httpAddress: request.httpAddress,
                                 voter: request.voter, removed: false)
-        let body = try JSONEncoder.cluster.encode(request)
-        try await changeCatalog(Catalog.register(entry), forwardPath: "/v1/cluster/join", body: Array(body), hops: hops)
+        try await changeCatalog(Catalog.register(entry), hops: hops)
         var nodes = catalog.nodes
         nodes[entry.id] = entry
         nodes[nodeID] = nodes[nodeID] ?? selfEntry
@@ -259,8 +279,7 @@ public final class ClusterNode: Sendable {
         if node.voter && catalog.activeVoters.count <= 1 {
             throw ClusterError.invalid("node \(id) is the last voting node; the cluster cannot remove it")
         }
-        let body = try JSONEncoder.cluster.encode(RemoveRequest(id: id))
-        try await changeCatalog(Catalog.remove(id), forwardPath: "/v1/cluster/remove", body: Array(body), hops: hops)
+        try await changeCatalog(Catalog.remove(id), hops: hops)
     }
 
     // MARK: - Controller
@@ -305,7 +324,17 @@ public final class ClusterNode: Sendable {
             log("node \(nodeID): creating group \(db.group) (database \"\(db.name)\")" + (founders.isEmpty ? ", waiting to be added" : " with founders \(founders)"))
             try await runtime.bootstrapGroup(db.group, voters: founders)
         }
-        for g in groups { try await reconcile(group: g, catalog: catalog) }
+        for g in groups where g != metadataGroup && catalog.exists && g <= catalog.highestGroup {
+            // Dropped, or moved elsewhere and already out of the group's membership: delete this copy.
+            let db = catalog.database(group: g)
+            let wanted = db.map { $0.replicas.contains(nodeID) || !config.voter } ?? false
+            if db == nil {
+                try await runtime.retireGroup(g)
+            } else if !wanted, let s = try? await runtime.status(group: g), !s.config.isMember(nodeID), s.applied >= s.configIndex, s.configIndex > 0 {
+                try await runtime.retireGroup(g)
+            }
+        }
+        for g in try await runtime.groupIDs() { try await reconcile(group: g, catalog: catalog) }
         if meta.role == .leader { try await place(catalog: catalog, meta: meta) }
     }
 
@@ -363,7 +392,13 @@ public final class ClusterNode: Sendable {
     private func place(catalog: Catalog, meta: NodeRuntime.GroupStatus) async throws {
         var statements: [SQLStatement] = []
         if !catalog.exists {
+            let password = config.adminPassword ?? PasswordHash.generate()
             statements = Catalog.schema + Catalog.register(selfEntry)
+                + Catalog.foundAuth(adminPasswordHash: try PasswordHash.make(password), tokenKey: PasswordHash.randomKey())
+            if config.adminPassword == nil {
+                // Printed once, by the node that founds the cluster; it is stored only as a hash.
+                log("node \(nodeID): created user admin with the generated password \(password) (shown only now; change it with cairn user passwd admin)")
+            }
         } else {
             let voters = catalog.activeVoters.filter { meta.config.isVoter($0.id) }.map(\.id)
             let target = min(config.replicationFactor, voters.count)
@@ -396,6 +431,49 @@ public final class ClusterNode: Sendable {
 }
 
 struct Empty: Codable, Sendable {}
+
+/// Catalog statements one node sends the metadata leader to commit.
+public struct CatalogChange: Codable, Sendable {
+    public struct Statement: Codable, Sendable {
+        public var sql: String
+        public var params: [Value]
+
+        init(_ s: SQLStatement) {
+            sql = s.sql
+            params = s.positional.map(Value.init)
+        }
+
+        public var statement: SQLStatement { SQLStatement(sql, params.map(\.value)) }
+    }
+
+    /// An SQL value, tagged (a BLOB survives JSON as base64).
+    public struct Value: Codable, Sendable {
+        public var integer: Int64?
+        public var real: Double?
+        public var text: String?
+        public var blob: Data?
+
+        init(_ v: SQLValue) {
+            switch v {
+            case .null: break
+            case .integer(let i): integer = i
+            case .real(let d): real = d
+            case .text(let t): text = t
+            case .blob(let b): blob = Data(b)
+            }
+        }
+
+        var value: SQLValue {
+            if let integer { return .integer(integer) }
+            if let real { return .real(real) }
+            if let text { return .text(text) }
+            if let blob { return .blob(Array(blob)) }
+            return .null
+        }
+    }
+
+    public var statements: [Statement]
+}
 
 extension JSONEncoder {
     /// snake_case keys, as everywhere in the HTTP API.

@@ -45,7 +45,7 @@ public final class PeerClient: Sendable {
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if !body.isEmpty || method == .POST || method == .PUT {
-            request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+            if !request.headers.contains(name: "Content-Type") { request.headers.add(name: "Content-Type", value: "application/json") }
             request.body = .bytes(ByteBuffer(bytes: body))
         }
         let response: HTTPClientResponse
@@ -65,10 +65,10 @@ public final class PeerClient: Sendable {
 
     /// JSON in, JSON out, for the small messages nodes exchange among themselves.
     public func call<Request: Encodable, Reply: Decodable>(_ method: HTTPMethod, to address: PeerAddress, path: String,
-                                                           _ request: Request, as: Reply.Type,
+                                                           _ request: Request, as: Reply.Type, headers: [(String, String)] = [],
                                                            timeoutMillis: Int64 = 5_000) async throws -> Reply {
         let body = method == .GET ? [] : Array(try JSONEncoder.cluster.encode(request))
-        let reply = try await send(method, to: address, path: path, body: body, timeoutMillis: timeoutMillis)
+        let reply = try await send(method, to: address, path: path, body: body, headers: headers, timeoutMillis: timeoutMillis)
         guard reply.status == 200 else {
             throw ClusterError.peerRefused(address, status: reply.status, message: String(decoding: reply.body, as: UTF8.self))
         }

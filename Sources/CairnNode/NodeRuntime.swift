@@ -134,8 +134,8 @@ public final class NodeRuntime: Sendable {
     struct WaitingRead {
         let id: UInt64
         let index: LogIndex
-        let statement: SQLStatement
-        let promise: EventLoopPromise<StatementResult>
+        let statements: [SQLStatement]
+        let promise: EventLoopPromise<([StatementResult], LogIndex)>
     }
 
     final class ApplySide {
@@ -636,16 +636,21 @@ public final class NodeRuntime: Sendable {
         let ready = waiting.filter { $0.index <= machine.appliedIndex }
         waiting.removeAll { $0.index <= machine.appliedIndex }
         side.waitingReads[group] = waiting
-        for r in ready { r.promise.succeed(machine.query(r.statement)) }
+        for r in ready { r.promise.succeed((r.statements.map(machine.query), machine.appliedIndex)) }
     }
 
     // MARK: - Client operations
 
     /// Proposes a batch of statements and waits until it is applied here; returns each statement's result.
     public func execute(group: GroupID, _ command: SQLCommand) async throws -> [StatementResult] {
+        try await executeIndexed(group: group, command).results
+    }
+
+    /// `execute`, also returning the log index the batch was committed at.
+    public func executeIndexed(group: GroupID, _ command: SQLCommand) async throws -> (results: [StatementResult], index: LogIndex) {
         if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
-        let future: EventLoopFuture<[StatementResult]> = try await raftLoop.submit {
+        let future: EventLoopFuture<([StatementResult], LogIndex)> = try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
             let index: LogIndex
             self.wake(group)
@@ -657,6 +662,7 @@ public final class NodeRuntime: Sendable {
             }
             let term = g.node.term
             let promise = self.applyLoop.makePromise(of: [StatementResult].self)
+            let indexed = promise.futureResult.map { ($0, index) }
             // Queued on the apply loop before any apply of this index, which only a later pump dispatches.
             self.applyLoop.execute {
                 self.applyState.value.pendingWrites[group, default: [:]][index] = PendingWrite(term: term, promise: promise)
@@ -666,13 +672,20 @@ public final class NodeRuntime: Sendable {
                 }
             }
             self.pump()
-            return promise.futureResult
+            return indexed
         }.get()
         return try await future.get()
     }
 
     /// Runs a read-only statement at the requested consistency.
     public func query(group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency = .linearizable) async throws -> StatementResult {
+        try await query(group: group, [statement], consistency: consistency).results[0]
+    }
+
+    /// Runs read-only statements at one read point (one ReadIndex round for all of them); also returns
+    /// the applied index they saw.
+    public func query(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable) async throws
+        -> (results: [StatementResult], index: LogIndex) {
         if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         var readIndex: LogIndex = 0
@@ -713,17 +726,17 @@ public final class NodeRuntime: Sendable {
             readIndex = try await future.get()
         }
         let index = readIndex
-        let future: EventLoopFuture<StatementResult> = try await applyLoop.submit {
+        let future: EventLoopFuture<([StatementResult], LogIndex)> = try await applyLoop.submit {
             let side = self.applyState.value
             guard let machine = side.machines[group] else { throw RuntimeError.unknownGroup(group) }
-            let promise = self.applyLoop.makePromise(of: StatementResult.self)
+            let promise = self.applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
             if machine.appliedIndex >= index {
-                promise.succeed(machine.query(statement))
+                promise.succeed((statements.map(machine.query), machine.appliedIndex))
                 return promise.futureResult
             }
             let id = side.nextReadID
             side.nextReadID += 1
-            side.waitingReads[group, default: []].append(WaitingRead(id: id, index: index, statement: statement, promise: promise))
+            side.waitingReads[group, default: []].append(WaitingRead(id: id, index: index, statements: statements, promise: promise))
             self.applyLoop.scheduleTask(in: timeout) {
                 guard let i = self.applyState.value.waitingReads[group]?.firstIndex(where: { $0.id == id }) else { return }
                 self.applyState.value.waitingReads[group]!.remove(at: i).promise
@@ -732,6 +745,53 @@ public final class NodeRuntime: Sendable {
             return promise.futureResult
         }.get()
         return try await future.get()
+    }
+
+    /// Deletes this node's copy of a group (its database was dropped, or moved to other nodes): the
+    /// log forgets it durably, then its database and snapshot files go. Requests waiting on it fail.
+    public func retireGroup(_ id: GroupID) async throws {
+        guard id != 0 else { throw RuntimeError.raft("the metadata group cannot be retired") }
+        try await raftLoop.submit {
+            let side = self.raftState.value
+            guard side.groups[id] != nil else { return }
+            try side.store.dropGroup(id)
+            side.groups[id] = nil
+            side.quiesced.remove(id)
+            side.idleTicks[id] = nil
+            side.lastLeaderContact[id] = nil
+            for (rid, r) in side.pendingReads where r.group == id {
+                side.pendingReads[rid] = nil
+                r.promise.fail(RuntimeError.unknownGroup(id))
+            }
+        }.get()
+        let path = config.dataDirectory + "/group-\(id).sqlite"
+        try await applyLoop.submit {
+            let side = self.applyState.value
+            side.machines.removeValue(forKey: id)?.close()
+            for (_, w) in side.pendingWrites.removeValue(forKey: id) ?? [:] { w.promise.fail(RuntimeError.unknownGroup(id)) }
+            for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.promise.fail(RuntimeError.unknownGroup(id)) }
+            side.lastSnapshotIndex[id] = nil
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            self.removeSnapshots(of: id, before: .max)
+        }.get()
+        log("node \(config.nodeID): deleted its copy of group \(id)")
+    }
+
+    /// Whether `sql` only reads, judged by SQLite against this node's copy of the group's schema.
+    public func isReadOnly(group: GroupID, _ sql: String) async throws -> Bool {
+        try await applyLoop.submit {
+            guard let machine = self.applyState.value.machines[group] else { throw RuntimeError.unknownGroup(group) }
+            return machine.isReadOnly(sql)
+        }.get()
+    }
+
+    /// Writes a consistent copy of this node's database of `group` to `destination` (off the apply loop).
+    public func backup(group: GroupID, to destination: String) async throws {
+        guard try await groupIDs().contains(group) else { throw RuntimeError.unknownGroup(group) }
+        let source = config.dataDirectory + "/group-\(group).sqlite"
+        try await snapshotPool.runIfActive(eventLoop: applyLoop) {
+            try SQLStateMachine.writeBackup(of: source, to: destination)
+        }.get()
     }
 
     public struct GroupStatus: Sendable {
@@ -791,6 +851,7 @@ public final class NodeRuntime: Sendable {
                 try g.node.transferLeadership(to: target)
                 self.pump()
             } catch {
+                if case .notLeader(let l) = error { throw RuntimeError.notLeader(leader: l) }
                 throw RuntimeError.raft(error.description)
             }
         }.get()

@@ -142,7 +142,7 @@ public final class SQLStateMachine {
     static func syncPath(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SQLiteError(message: "cannot open \(path) to sync it") }
-        defer { close(fd) }
+        defer { Glibc.close(fd) }
         guard fsync(fd) == 0 else { throw SQLiteError(message: "cannot sync \(path)") }
     }
 
@@ -153,5 +153,74 @@ public final class SQLStateMachine {
     /// Runs a read-only statement against the applied state; a statement that would write is refused.
     public func query(_ statement: SQLStatement) -> StatementResult {
         connection.run(statement, readOnly: true)
+    }
+
+    /// Closes the database (before its files are deleted).
+    public func close() { connection.close() }
+
+    /// Whether `sql` only reads (for requests that mix reads and writes).
+    public func isReadOnly(_ sql: String) -> Bool { connection.isReadOnly(sql) }
+
+    /// A user's copy of the database: consistent (one read transaction), synced, without CairnDB's
+    /// own bookkeeping table.
+    public static func writeBackup(of databasePath: String, to destination: String) throws {
+        _ = try writeSnapshot(of: databasePath, to: destination)
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(destination, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+            sqlite3_close(db)
+            throw SQLiteError(message: "cannot open the backup \(destination)")
+        }
+        defer { sqlite3_close(db) }
+        guard sqlite3_exec(db, "DROP TABLE IF EXISTS _cairn_meta; VACUUM", nil, nil, nil) == SQLITE_OK else {
+            throw SQLiteError(message: "cannot prepare the backup: \(String(cString: sqlite3_errmsg(db)))")
+        }
+    }
+
+    /// The database as SQL text that recreates it (the shape of sqlite3's `.dump`), skipping CairnDB's
+    /// bookkeeping. Reads `file` on a connection of its own.
+    public static func dump(file: String, tables: Set<String>? = nil) throws -> String {
+        var out = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n"
+        let schema: [(type: String, name: String, table: String, sql: String)] = try withReadOnly(file, """
+            SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
+            AND name NOT LIKE '\\_cairn%' ESCAPE '\\' ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid
+            """) { _, stmt in
+            var rows: [(String, String, String, String)] = []
+            while sqlite3_step(stmt) == SQLITE_ROW {
+                rows.append((String(cString: sqlite3_column_text(stmt, 0)), String(cString: sqlite3_column_text(stmt, 1)),
+                             String(cString: sqlite3_column_text(stmt, 2)), String(cString: sqlite3_column_text(stmt, 3))))
+            }
+            return rows
+        }
+        for object in schema where tables == nil || tables!.contains(object.table) {
+            out += object.sql + ";\n"
+            guard object.type == "table" else { continue }
+            let quoted = "\"" + object.name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+            try withReadOnly(file, "SELECT * FROM \(quoted)") { _, stmt in
+                let columns = sqlite3_column_count(stmt)
+                while sqlite3_step(stmt) == SQLITE_ROW {
+                    var values: [String] = []
+                    for i in 0..<columns { values.append(sqlLiteral(stmt!, i)) }
+                    out += "INSERT INTO \(quoted) VALUES(\(values.joined(separator: ",")));\n"
+                }
+            }
+        }
+        return out + "COMMIT;\n"
+    }
+
+    private static func sqlLiteral(_ s: OpaquePointer, _ i: Int32) -> String {
+        switch sqlite3_column_type(s, i) {
+        case SQLITE_INTEGER: return String(sqlite3_column_int64(s, i))
+        case SQLITE_FLOAT:
+            let d = sqlite3_column_double(s, i)
+            return d.isFinite ? "\(d)" : (d > 0 ? "1e999" : (d < 0 ? "-1e999" : "NULL"))
+        case SQLITE_TEXT:
+            let text = String(cString: sqlite3_column_text(s, i))
+            return "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+        case SQLITE_BLOB:
+            let n = Int(sqlite3_column_bytes(s, i))
+            guard n > 0, let p = sqlite3_column_blob(s, i) else { return "X''" }
+            return "X'" + UnsafeRawBufferPointer(start: p, count: n).map { String(format: "%02X", $0) }.joined() + "'"
+        default: return "NULL"
+        }
     }
 }

@@ -18,6 +18,12 @@ final class ConnectionContext {
     var internalAccess = false
     /// Why the authorizer refused the last statement, to replace SQLite's bare "not authorized".
     var denial: String?
+    /// Set by the authorizer while preparing a statement that inserts, updates or deletes rows.
+    var modifiesRows = false
+    /// What the last row-modifying user statement reported: DDL reports these again, as SQLite (and
+    /// so rqlite) does; CairnDB's own bookkeeping writes must not show through.
+    var carriedChanges: Int64 = 0
+    var carriedInsertRowID: Int64 = 0
     /// Drives `random()` and `randomblob()` while a batch applies; nil outside an apply.
     var random: SplitMix64?
 }
@@ -106,6 +112,7 @@ final class SQLiteConnection {
             if context.internalAccess { return SQLITE_OK }
             let a1 = arg1.map { String(cString: $0) } ?? ""
             let a2 = arg2.map { String(cString: $0) } ?? ""
+            if action == SQLITE_INSERT || action == SQLITE_UPDATE || action == SQLITE_DELETE { context.modifiesRows = true }
             if let reason = SQLiteConnection.refusal(action: action, arg1: a1, arg2: a2) {
                 context.denial = reason
                 return SQLITE_DENY
@@ -208,6 +215,7 @@ final class SQLiteConnection {
             while let start = tail, start.pointee != 0 {
                 var stmt: OpaquePointer?
                 context.denial = nil
+                context.modifiesRows = false
                 let rc = sqlite3_prepare_v2(db, start, -1, &stmt, &tail)
                 guard rc == SQLITE_OK else {
                     result = StatementResult(error: errorMessage(rc))
@@ -217,7 +225,8 @@ final class SQLiteConnection {
                 defer { sqlite3_finalize(s) }
                 ranAny = true
                 if readOnly && sqlite3_stmt_readonly(s) == 0 {
-                    result = StatementResult(error: "attempt to change data in a query: send writes as executes")
+                    // rqlite's words, which its clients match on.
+                    result = StatementResult(error: "attempt to change database via query operation")
                     return
                 }
                 if let error = bind(statement, to: s) {
@@ -247,14 +256,37 @@ final class SQLiteConnection {
                 result.columns = columns
                 result.types = types
                 result.rows = rows
+                if context.modifiesRows {
+                    context.carriedChanges = Int64(sqlite3_changes(db))
+                    context.carriedInsertRowID = sqlite3_last_insert_rowid(db)
+                }
                 if sqlite3_stmt_readonly(s) == 0 {
-                    result.rowsAffected = Int64(sqlite3_changes(db))
-                    result.lastInsertID = sqlite3_last_insert_rowid(db)
+                    result.rowsAffected = context.carriedChanges
+                    result.lastInsertID = context.carriedInsertRowID
                 }
             }
             if !ranAny { result = StatementResult(error: "empty statement") }
         }
         return result
+    }
+
+    /// True if every statement in `sql` only reads (SQLite's own judgement, `sqlite3_stmt_readonly`).
+    /// SQL that does not prepare counts as a write, so that its error comes back from the write path.
+    func isReadOnly(_ sql: String) -> Bool {
+        let utf8 = Array(sql.utf8CString)
+        return utf8.withUnsafeBufferPointer { buffer in
+            var tail: UnsafePointer<CChar>? = buffer.baseAddress
+            var any = false
+            while let start = tail, start.pointee != 0 {
+                var stmt: OpaquePointer?
+                guard sqlite3_prepare_v2(db, start, -1, &stmt, &tail) == SQLITE_OK else { return false }
+                guard let s = stmt else { continue }
+                defer { sqlite3_finalize(s) }
+                any = true
+                if sqlite3_stmt_readonly(s) == 0 { return false }
+            }
+            return any
+        }
     }
 
     private func bind(_ statement: SQLStatement, to s: OpaquePointer) -> String? {

@@ -1,3 +1,4 @@
+import CairnAuth
 import CairnCluster
 import CairnNode
 import CairnRaft
@@ -16,61 +17,101 @@ final class API: Sendable {
     let runtime: NodeRuntime
     let cluster: ClusterNode
     let peers: PeerClient
+    let auth: AuthService
+    let audit: AuditLog
+    let queue = WriteQueue()
+    let startedAt = Date()
     let log: @Sendable (String) -> Void
     private let forwardCursor = NIOLockedValueBox(0)
     static let hops = HTTPField.Name(PeerClient.hopsHeader)!
     static let servedBy = HTTPField.Name("X-Cairn-Node")!
 
-    init(options: ServerOptions, runtime: NodeRuntime, cluster: ClusterNode, peers: PeerClient, log: @escaping @Sendable (String) -> Void) {
+    init(options: ServerOptions, runtime: NodeRuntime, cluster: ClusterNode, peers: PeerClient, auth: AuthService,
+         audit: AuditLog, log: @escaping @Sendable (String) -> Void) {
         self.options = options
         self.runtime = runtime
         self.cluster = cluster
         self.peers = peers
+        self.auth = auth
+        self.audit = audit
         self.log = log
     }
 
-    func router() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
+    func router() -> Router<CairnContext> {
+        let router = Router(context: CairnContext.self)
+        router.add(middleware: ClientAddress())
+        if !options.corsOrigins.isEmpty {
+            router.add(middleware: CORS(origins: Set(options.corsOrigins), credentials: auth.enabled))
+        }
         router.post("/v1/db/:db/execute") { request, context in
-            await self.respond { try await self.execute(request, db: try context.parameters.require("db")) }
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .write, database: db) { who in try await self.execute(request, db: db, who) }
         }
         router.post("/v1/db/:db/query") { request, context in
-            await self.respond { try await self.query(request, db: try context.parameters.require("db")) }
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .read, database: db) { _ in try await self.query(request, db: db) }
         }
-        router.get("/v1/databases") { _, _ in
-            await self.respond { self.databases() }
+        router.post("/v1/db/:db/request") { request, context in
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .read, database: db) { who in try await self.mixed(request, db: db, who) }
         }
-        router.get("/v1/status") { _, _ in
-            await self.respond { try await self.status() }
+        router.get("/v1/databases") { request, _ in
+            await self.respond(request, nil) { who in Self.json(200, self.databases(visibleTo: who)) }
         }
-        router.get("/v1/cluster") { _, _ in
-            await self.respond { try await self.clusterView() }
+        router.post("/v1/databases") { request, _ in
+            await self.respond(request, .admin, database: "*") { who in try await self.createDatabase(request, who) }
         }
-        router.get("/v1/health") { _, _ in
-            await self.respond { .object([("status", .string("ok")), ("node", .int(self.cluster.nodeID))]) }
+        router.delete("/v1/databases/:name") { request, context in
+            let name = try context.parameters.require("name")
+            return await self.respond(request, .admin, database: name) { who in try await self.dropDatabase(name, request, who) }
         }
-        router.get("/v1/ready") { _, _ in
-            await self.respond { try await self.ready() }
+        router.get("/v1/status") { request, _ in
+            await self.respond(request, .status) { _ in Self.json(200, try await self.status()) }
         }
-        router.get("/v1/cluster/bootstrap") { _, _ in
-            await self.respond { try self.encoded(await self.cluster.bootstrapInfo()) }
+        router.get("/v1/cluster") { request, _ in
+            await self.respond(request, .status) { _ in Self.json(200, try await self.clusterView()) }
+        }
+        router.get("/v1/health") { request, _ in
+            await self.respond(request, nil, open: true) { _ in Self.json(200, .object([("status", .string("ok")), ("node", .int(self.cluster.nodeID))])) }
+        }
+        router.get("/v1/ready") { request, _ in
+            await self.respond(request, .ready) { _ in try await self.ready() }
+        }
+        router.get("/v1/cluster/bootstrap") { request, _ in
+            // Open: founders ask each other before any account exists. It tells ids and addresses only.
+            await self.respond(request, nil, open: true) { _ in Self.json(200, try self.encoded(await self.cluster.bootstrapInfo())) }
         }
         router.post("/v1/cluster/join") { request, _ in
-            await self.respond {
+            await self.respond(request, .join) { who in
                 let join = try await self.decode(JoinRequest.self, from: request)
-                return try self.encoded(try await self.cluster.handleJoin(join, hops: self.hops(request)))
+                self.audit.record(who, request, action: "join node \(join.id) at \(join.httpAddress)", database: nil)
+                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: self.hops(request))))
             }
         }
         router.post("/v1/cluster/remove") { request, _ in
-            await self.respond {
+            await self.respond(request, .remove) { who in
                 let remove = try await self.decode(ClusterNode.RemoveRequest.self, from: request)
+                self.audit.record(who, request, action: "remove node \(remove.id)", database: nil)
                 try await self.cluster.handleRemove(remove.id, hops: self.hops(request))
-                return .object([("removed", .int(remove.id))])
+                return Self.json(200, .object([("removed", .int(remove.id))]))
             }
         }
+        router.post("/v1/internal/catalog") { request, _ in
+            await self.respond(request, .all) { who in
+                guard who.isNode || !self.auth.enabled else { throw AccessDenied.forbidden("only cluster nodes change the catalog directly") }
+                let change = try await self.decode(CatalogChange.self, from: request)
+                try await self.cluster.changeCatalog(change.statements.map(\.statement), hops: self.hops(request))
+                return Self.json(200, .object([("ok", .bool(true))]))
+            }
+        }
+        addAuthRoutes(to: router)
+        addRqliteRoutes(to: router)
         if options.enableFaultInjection {
             router.put("/v1/debug/faults") { request, _ in
-                await self.respond { try await self.setFaults(request) }
+                await self.respond(request, .all) { who in
+                    self.audit.record(who, request, action: "set transport faults", database: nil)
+                    return Self.json(200, try await self.setFaults(request))
+                }
             }
         }
         return router
@@ -78,18 +119,33 @@ final class API: Sendable {
 
     // MARK: - Plumbing
 
-    private func respond(_ body: () async throws -> Response) async -> Response {
+    /// Authenticates, checks `permission` (nil: any signed-in user; `open`: anyone), runs `body`, and
+    /// turns errors into JSON with a status that says whose fault it is.
+    func respond(_ request: Request, _ permission: Permission?, database: String? = nil, open: Bool = false,
+                 _ body: (Principal) async throws -> Response) async -> Response {
         do {
-            return try await body()
+            let who = try await authorize(request, permission, database: database, open: open)
+            return try await body(who)
         } catch {
             let (status, message) = Self.classify(error)
             if status >= 500 && status != 503 { log("node \(cluster.nodeID): HTTP \(status): \(message)") }
-            return Self.json(status, .object([("error", .string(message))]))
+            var response = Self.json(status, .object([("error", .string(message))]))
+            if status == 401 { response.headers[.wwwAuthenticate] = "Bearer realm=\"cairn\", Basic realm=\"cairn\"" }
+            if case AccessDenied.limited(let s) = error { response.headers[.retryAfter] = "\(s)" }
+            return response
         }
     }
 
-    private func respond(_ body: () async throws -> JSON) async -> Response {
-        await respond { () async throws -> Response in Self.json(200, try await body()) }
+    func authorize(_ request: Request, _ permission: Permission?, database: String? = nil, open: Bool = false) async throws -> Principal {
+        guard auth.enabled else { return Principal(user: nil, grants: Grants([Grant(.all)])) }
+        let who = try await auth.principal(for: request)
+        if open { return who }
+        if let permission {
+            try auth.require(who, permission, database: database)
+        } else if who.user == nil {
+            throw AccessDenied.unauthenticated("sign in to use this endpoint")
+        }
+        return who
     }
 
     static func classify(_ error: any Error) -> (Int, String) {
@@ -106,6 +162,9 @@ final class API: Sendable {
                 return (status, Self.innerMessage(message))
             default: return (503, e.description)
             }
+        case AccessDenied.unauthenticated(let m): return (401, m)
+        case AccessDenied.forbidden(let m): return (403, m)
+        case AccessDenied.limited(let s): return (429, AuthError.tooManyAttempts(retryAfterSeconds: s).description)
         case let e as RuntimeError: return (503, e.description)
         case let e as PeerError: return (503, e.description)
         default: return (500, "\(error)")
@@ -135,32 +194,32 @@ final class API: Sendable {
                         body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
-    private func body(of request: Request) async throws -> [UInt8] {
+    func body(of request: Request) async throws -> [UInt8] {
         Array(buffer: try await request.body.collect(upTo: options.maxBodyBytes))
     }
 
-    private func parse(_ bytes: [UInt8]) throws -> JSON {
+    func parse(_ bytes: [UInt8]) throws -> JSON {
         guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; expected a JSON object") }
         let json = try JSON.parse(bytes)
         guard case .object = json else { throw HTTPFailure.badRequest("the request body must be a JSON object") }
         return json
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+    func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
         let bytes = try await body(of: request)
         guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; expected a JSON object") }
         return try JSONDecoder.cluster.decode(T.self, from: Data(bytes))
     }
 
-    private func encoded<T: Encodable>(_ value: T) throws -> JSON {
+    func encoded<T: Encodable>(_ value: T) throws -> JSON {
         try JSON.parse(Array(JSONEncoder.cluster.encode(value)))
     }
 
-    private func hops(_ request: Request) -> Int { request.headers[Self.hops].flatMap { Int($0) } ?? 0 }
+    func hops(_ request: Request) -> Int { request.headers[Self.hops].flatMap { Int($0) } ?? 0 }
 
     // MARK: - Data
 
-    private func execute(_ request: Request, db: String) async throws -> Response {
+    private func execute(_ request: Request, db: String, _ who: Principal) async throws -> Response {
         let bytes = try await body(of: request)
         let json = try parse(bytes)
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
@@ -170,11 +229,10 @@ final class API: Sendable {
         case .bool(let b)?: atomic = b
         default: throw HTTPFailure.badRequest("\"atomic\" must be true or false")
         }
+        audit.record(who, request, statements: statements, database: db)
         return try await route(request, db: db, body: bytes, isWrite: true) { group in
-            let command = SQLCommand(statements: statements, atomic: atomic, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
-                                     randomSeed: UInt64.random(in: 0...UInt64.max))
-            let results = try await self.runtime.execute(group: group, command)
-            return .object([("results", .array(results.map(Statements.json(write:))))])
+            let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
+            return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
         }
     }
 
@@ -184,9 +242,8 @@ final class API: Sendable {
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
         return try await route(request, db: db, body: bytes, isWrite: false) { group in
-            var results: [JSON] = []
-            for s in statements { results.append(Statements.json(query: try await self.runtime.query(group: group, s, consistency: consistency))) }
-            return .object([("results", .array(results))])
+            let results = try await self.runtime.query(group: group, statements, consistency: consistency).results
+            return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
         }
     }
 
@@ -208,8 +265,8 @@ final class API: Sendable {
 
     /// Runs `local` on this node if it holds the database's group, otherwise (or when a write finds
     /// another leader) forwards the request, unchanged, to a node that can serve it.
-    private func route(_ request: Request, db: String, body: [UInt8], isWrite: Bool,
-                       local: @escaping (GroupID) async throws -> JSON) async throws -> Response {
+    func route(_ request: Request, db: String, body: [UInt8], isWrite: Bool,
+               local: @escaping (GroupID) async throws -> Response) async throws -> Response {
         let catalog = cluster.catalog
         guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
         guard let database = catalog.databases[db] else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
@@ -222,7 +279,7 @@ final class API: Sendable {
             var target: NodeID?
             if try await runtime.groupIDs().contains(database.group) {
                 do {
-                    return Self.json(200, try await local(database.group))
+                    return try await local(database.group)
                 } catch RuntimeError.notLeader(let leader) {
                     if leader != noNode && leader != cluster.nodeID { target = leader } else { lastProblem = "no leader is known yet" }
                 } catch RuntimeError.unknownGroup {
@@ -242,11 +299,15 @@ final class API: Sendable {
                         if let q = request.uri.query { path += "?" + q }
                         let left = deadline - ContinuousClock.now
                         let leftMillis = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
-                        let reply = try await peers.send(.POST, to: address, path: path, body: body, headers: [(PeerClient.hopsHeader, "\(hops + 1)")],
+                        var headers: [(String, String)] = [(PeerClient.hopsHeader, "\(hops + 1)")]
+                        for name in [HTTPField.Name.authorization, .contentType] {
+                            if let value = request.headers[name] { headers.append((name.rawName, value)) }
+                        }
+                        let reply = try await peers.send(request.method == .get ? .GET : .POST, to: address, path: path, body: body, headers: headers,
                                                          timeoutMillis: max(100, leftMillis))
-                        var headers: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
-                        headers[Self.servedBy] = "\(target)"
-                        return Response(status: .init(code: reply.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
+                        var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
+                        replyHeaders[Self.servedBy] = "\(target)"
+                        return Response(status: .init(code: reply.status), headers: replyHeaders, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
                     } catch PeerError.unreachable(_, let why) {
                         lastProblem = "node \(target) is unreachable (\(why))"
                     } catch PeerError.failedInFlight(_, let why) where !isWrite {
@@ -263,8 +324,9 @@ final class API: Sendable {
 
     // MARK: - Cluster and node
 
-    private func databases() -> JSON {
+    private func databases(visibleTo who: Principal) -> JSON {
         let dbs = cluster.catalog.databases.values.sorted { $0.name < $1.name }
+            .filter { !auth.enabled || who.grants.allows(.read, database: $0.name) }
         return .object([("databases", .array(dbs.map { db in
             .object([("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))])
         }))])
@@ -357,5 +419,46 @@ final class API: Sendable {
         log("node \(cluster.nodeID): transport faults set: \(faults)")
         return .object([("partitioned", .array(faults.partitioned.sorted().map { .int($0) })), ("drop_rate", .double(faults.dropRate)),
                         ("delay_ms", .int(faults.delayMillis))])
+    }
+}
+
+/// Cross-origin access for browsers, for the configured origins only (off by default).
+struct CORS: RouterMiddleware {
+    typealias Context = CairnContext
+    let origins: Set<String>
+    let credentials: Bool
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let origin = request.headers[.origin], origins.contains(origin) || origins.contains("*") else {
+            return try await next(request, context)
+        }
+        var response = request.method == .options ? Response(status: .ok) : try await next(request, context)
+        response.headers[.accessControlAllowOrigin] = origins.contains("*") && !credentials ? "*" : origin
+        response.headers[.accessControlAllowMethods] = "OPTIONS, GET, POST, PUT, DELETE"
+        response.headers[.accessControlAllowHeaders] = credentials ? "Content-Type, Authorization" : "Content-Type"
+        if credentials { response.headers[.accessControlAllowCredentials] = "true" }
+        response.headers[.vary] = "Origin"
+        return response
+    }
+}
+
+/// The request context: Hummingbird's, plus the client's address (for failed-login limits).
+struct CairnContext: RequestContext, RemoteAddressRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// Makes the client's address available to the handlers below it.
+struct ClientAddress: RouterMiddleware {
+    typealias Context = CairnContext
+    @TaskLocal static var current = ""
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        try await Self.$current.withValue(context.remoteAddress?.ipAddress ?? "") { try await next(request, context) }
     }
 }

@@ -194,15 +194,49 @@ extension JSON {
 }
 
 extension JSON {
-    /// Compact output (or indented with `indent`), keys in their stored order.
-    public func serialized(indent: String? = nil) -> [UInt8] {
+    /// Compact output (or indented with `indent`), keys in their stored order. `goEscaping` writes
+    /// strings the way Go's encoding/json does (`<`, `>`, `&`, U+2028 and U+2029 as \u escapes), for
+    /// byte-for-byte compatibility with rqlite.
+    public func serialized(indent: String? = nil, goEscaping: Bool = false) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(256)
-        write(to: &out, indent: indent, level: 0)
+        write(to: &out, indent: indent, level: 0, go: goEscaping)
         return out
     }
 
-    private func write(to out: inout [UInt8], indent: String?, level: Int) {
+    /// A double as Go's encoding/json prints it: shortest digits, plain decimal between 1e-6 and 1e21,
+    /// exponent form outside (`1e+21`, `1e-7`), integral values without a fraction.
+    public static func goNumber(_ d: Double) -> JSON {
+        guard d.isFinite else { return .null }
+        if d == 0 { return .number(d.sign == .minus ? "-0" : "0") }
+        let text = "\(abs(d))"
+        var mantissa = Substring(text)
+        var exponent = 0
+        if let e = text.firstIndex(where: { $0 == "e" || $0 == "E" }) {
+            mantissa = text[..<e]
+            exponent = Int(text[text.index(after: e)...]) ?? 0
+        }
+        let parts = mantissa.split(separator: ".", omittingEmptySubsequences: false)
+        var digits = String(parts[0]) + (parts.count > 1 ? String(parts[1]) : "")
+        var point = parts[0].count + exponent
+        while digits.count > 1 && digits.hasPrefix("0") { digits.removeFirst(); point -= 1 }
+        while digits.count > 1 && digits.hasSuffix("0") { digits.removeLast() }
+        var out: String
+        if abs(d) < 1e-6 || abs(d) >= 1e21 {
+            let e = point - 1
+            out = String(digits.first!) + (digits.count > 1 ? "." + digits.dropFirst() : "") + "e" + (e < 0 ? "-" : "+")
+            out += (e > -10 && e < 0 ? "" : (abs(e) < 10 ? "0" : "")) + String(abs(e))
+        } else if point <= 0 {
+            out = "0." + String(repeating: "0", count: -point) + digits
+        } else if point >= digits.count {
+            out = digits + String(repeating: "0", count: point - digits.count)
+        } else {
+            out = digits.prefix(point) + "." + digits.dropFirst(point)
+        }
+        return .number((d < 0 ? "-" : "") + out)
+    }
+
+    private func write(to out: inout [UInt8], indent: String?, level: Int, go: Bool) {
         func newline(_ level: Int) {
             guard let indent else { return }
             out.append(0x0A)
@@ -212,13 +246,13 @@ extension JSON {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
         case .number(let n): out.append(contentsOf: n.utf8)
-        case .string(let s): JSON.writeString(s, to: &out)
+        case .string(let s): JSON.writeString(s, to: &out, go: go)
         case .array(let items):
             out.append(UInt8(ascii: "["))
             for (k, item) in items.enumerated() {
                 if k > 0 { out.append(UInt8(ascii: ",")) }
                 newline(level + 1)
-                item.write(to: &out, indent: indent, level: level + 1)
+                item.write(to: &out, indent: indent, level: level + 1, go: go)
             }
             if !items.isEmpty { newline(level) }
             out.append(UInt8(ascii: "]"))
@@ -227,28 +261,40 @@ extension JSON {
             for (k, (key, value)) in members.enumerated() {
                 if k > 0 { out.append(UInt8(ascii: ",")) }
                 newline(level + 1)
-                JSON.writeString(key, to: &out)
+                JSON.writeString(key, to: &out, go: go)
                 out.append(UInt8(ascii: ":"))
                 if indent != nil { out.append(0x20) }
-                value.write(to: &out, indent: indent, level: level + 1)
+                value.write(to: &out, indent: indent, level: level + 1, go: go)
             }
             if !members.isEmpty { newline(level) }
             out.append(UInt8(ascii: "}"))
         }
     }
 
-    static func writeString(_ s: String, to out: inout [UInt8]) {
+    static func writeString(_ s: String, to out: inout [UInt8], go: Bool = false) {
         out.append(0x22)
         let hex = Array("0123456789abcdef".utf8)
-        for b in s.utf8 {
+        func unicodeEscape(_ v: UInt32) {
+            out.append(contentsOf: [0x5C, UInt8(ascii: "u"), hex[Int(v >> 12 & 0xF)], hex[Int(v >> 8 & 0xF)], hex[Int(v >> 4 & 0xF)], hex[Int(v & 0xF)]])
+        }
+        let bytes = Array(s.utf8)
+        var i = 0
+        while i < bytes.count {
+            let b = bytes[i]
+            i += 1
             switch b {
             case 0x22: out.append(contentsOf: [0x5C, 0x22])
             case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
             case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
             case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
             case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0..<0x20:
-                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+            case 0x08 where go: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+            case 0x0C where go: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+            case 0..<0x20: unicodeEscape(UInt32(b))
+            case UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "&") where go: unicodeEscape(UInt32(b))
+            case 0xE2 where go && i + 1 < bytes.count && bytes[i] == 0x80 && (bytes[i + 1] == 0xA8 || bytes[i + 1] == 0xA9):
+                unicodeEscape(bytes[i + 1] == 0xA8 ? 0x2028 : 0x2029)
+                i += 2
             default: out.append(b)
             }
         }

@@ -6,6 +6,7 @@ import CairnTransport
 import Foundation
 import Hummingbird
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -30,6 +31,15 @@ public struct ServerOptions: Sendable {
     public var snapshotEveryEntries: LogIndex = 10_000
     /// PEM files for mutual TLS between nodes: this node's certificate, its key, and the cluster CA.
     public var tls: (certificate: String, key: String, ca: String)?
+    /// No authentication or permission checks at all (`--insecure-dev`, `cairn demo`).
+    public var insecureDev = false
+    /// The `admin` password if this node founds the cluster (nil: generate one and print it once).
+    public var adminPassword: String?
+    /// A user holding `join`, for joining a cluster with auth on.
+    public var joinCredentials: (user: String, password: String)?
+    public var tokenTTLSeconds: Double = 3600
+    /// Origins allowed to call the API from a browser (CORS); empty: CORS off.
+    public var corsOrigins: [String] = []
 
     public init(dataDirectory: String, httpAddress: PeerAddress, raftAddress: PeerAddress) {
         self.dataDirectory = dataDirectory
@@ -63,12 +73,22 @@ public enum Server {
         clusterConfig.replicationFactor = options.replicationFactor
         clusterConfig.join = options.join
         clusterConfig.bootstrapExpect = options.bootstrapExpect
+        clusterConfig.adminPassword = options.adminPassword
+        clusterConfig.joinCredentials = options.joinCredentials
         let peers = PeerClient()
-        let cluster = ClusterNode(runtime: runtime, config: clusterConfig, peers: peers, log: log) {
+        let authBox = NIOLockedValueBox<AuthService?>(nil)
+        let cluster = ClusterNode(runtime: runtime, config: clusterConfig, peers: peers, log: log,
+                                  credentials: { await authBox.withLockedValue { $0 }?.nodeHeaders() ?? [] }) {
             // A removed node has nothing left to serve: shut down the way an operator would.
             kill(getpid(), SIGTERM)
         }
-        let api = API(options: options, runtime: runtime, cluster: cluster, peers: peers, log: log)
+        let auth = AuthService(enabled: !options.insecureDev, tokenTTLSeconds: options.tokenTTLSeconds, cluster: cluster)
+        authBox.withLockedValue { $0 = auth }
+        if options.insecureDev {
+            log("node \(identity.nodeID): WARNING: --insecure-dev: authentication is OFF; anyone who can reach \(options.httpAddress) can read, write and administer this cluster")
+        }
+        let audit = AuditLog(path: options.dataDirectory + "/audit.log", node: identity.nodeID)
+        let api = API(options: options, runtime: runtime, cluster: cluster, peers: peers, auth: auth, audit: audit, log: log)
         var logger = Logger(label: "cairn.http")
         logger.logLevel = .warning
         let app = Application(
@@ -86,6 +106,9 @@ public enum Server {
                 group.addTask {
                     try await cluster.form()
                     await cluster.runController()
+                }
+                group.addTask {
+                    await api.queue.run(flush: { try await api.flushQueued($0) }, log: log)
                 }
                 try await group.next()
                 group.cancelAll()

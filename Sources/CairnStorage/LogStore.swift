@@ -61,6 +61,8 @@ public final class GroupLog: RaftStorage {
             memory.append(kept)
         case .hardState(_, let hs):
             memory.setHardState(hs)
+        case .dropGroup:
+            return true
         case .snapshot(_, let meta, let replacesLog):
             let current = memory.snapshotValue.metadata
             if meta.index > current.index {
@@ -158,6 +160,20 @@ public final class LogStore {
         if !records.isEmpty { try write(records, sync: sync) }
     }
 
+    /// Deletes a group (its database was dropped), durably: recovery forgets it, and its entries no
+    /// longer keep old segments alive.
+    public func dropGroup(_ id: UInt64) throws {
+        guard groups[id] != nil else { return }
+        try write([.dropGroup(group: id)])
+        forget(id)
+        try removeObsoleteSegments()
+    }
+
+    private func forget(_ id: UInt64) {
+        groups[id] = nil
+        for seq in highestIndex.keys { highestIndex[seq]?[id] = nil }
+    }
+
     /// Records that `group`'s state machine holds everything through `index` in a snapshot, drops the
     /// log up to there, and deletes the oldest segments once no group needs their entries.
     public func compact(group id: UInt64, through index: LogIndex, confState: ConfState) throws {
@@ -186,6 +202,9 @@ public final class LogStore {
     private func apply(_ record: WALRecord, segment: UInt64) -> Bool {
         let id: UInt64
         switch record {
+        case .dropGroup(let g):
+            forget(g)
+            return true
         case .entries(let g, let entries):
             id = g
             if let last = entries.last { highestIndex[segment, default: [:]][g] = max(highestIndex[segment]?[g] ?? 0, last.index) }

@@ -9,8 +9,10 @@ enum WALRecord: Equatable {
     /// The group's log now starts after this snapshot point. `replacesLog`: a snapshot received from the
     /// leader, which discards the whole log; otherwise a local compaction, which keeps what follows.
     case snapshot(group: UInt64, SnapshotMetadata, replacesLog: Bool)
+    /// The group was deleted (its database dropped): forget it.
+    case dropGroup(group: UInt64)
 
-    private enum Tag: UInt8 { case entries = 1, hardState = 2, compaction = 3, installedSnapshot = 4 }
+    private enum Tag: UInt8 { case entries = 1, hardState = 2, compaction = 3, installedSnapshot = 4, dropGroup = 5 }
 
     /// Frame: length (u32), CRC-32C of the payload (u32), payload. One frame holds one write batch, so
     /// a batch is recovered whole or not at all: never entries without the hard state written with them.
@@ -72,6 +74,9 @@ enum WALRecord: Equatable {
             let conf = meta.confState.encoded()
             ByteCoding.append(UInt32(conf.count), to: &payload)
             payload.append(contentsOf: conf)
+        case .dropGroup(let g):
+            payload.append(Tag.dropGroup.rawValue)
+            ByteCoding.append(g, to: &payload)
         }
         return payload
     }
@@ -106,6 +111,9 @@ enum WALRecord: Equatable {
                   let conf = ConfState(decoding: Array(p[c...])) else { return nil }
             self = .snapshot(group: group, SnapshotMetadata(index: index, term: term, confState: conf),
                              replacesLog: tag == .installedSnapshot)
+        case .dropGroup:
+            guard c == p.count else { return nil }
+            self = .dropGroup(group: group)
         }
     }
 }

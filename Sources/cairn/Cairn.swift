@@ -85,6 +85,24 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "PEM certificate of the CA that signs every node's certificate; peers without one are refused.")
     var tlsCa: String?
 
+    @Flag(help: "Run WITHOUT authentication or permission checks (development only; says so loudly at start).")
+    var insecureDev = false
+
+    @Option(help: "File holding the admin password used when this node founds a cluster (else $CAIRN_ADMIN_PASSWORD, else one is generated and printed once).")
+    var adminPasswordFile: String?
+
+    @Option(help: "User (holding the join permission) this node joins as, with its password in $CAIRN_JOIN_PASSWORD or --join-password-file.")
+    var joinAs: String?
+
+    @Option(help: "File holding the password of --join-as.")
+    var joinPasswordFile: String?
+
+    @Option(help: "Lifetime of tokens from POST /v1/auth/token, in seconds.")
+    var tokenTtlSeconds: Double = 3600
+
+    @Option(help: "Origins allowed to call the API from browsers (comma-separated, or *); CORS is off without it.")
+    var corsOrigins: String?
+
     @Flag(help: "Serve PUT /v1/debug/faults to cut off, drop or delay traffic between nodes (tests only).")
     var enableFaultInjection = false
 
@@ -98,6 +116,14 @@ struct ServerCommand: AsyncParsableCommand {
         if join != nil && joinAddresses.count != join!.split(separator: ",").count {
             throw ValidationError("--join must be a comma-separated list of host:port")
         }
+    }
+
+    /// A secret from a file: its first line, without the newline.
+    static func readSecret(_ path: String) throws -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+        let secret = text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        guard !secret.isEmpty else { throw ValidationError("\(path) is empty") }
+        return secret
     }
 
     var joinAddresses: [PeerAddress] {
@@ -119,6 +145,17 @@ struct ServerCommand: AsyncParsableCommand {
         options.maxBodyBytes = maxBodyBytes
         options.enableFaultInjection = enableFaultInjection
         if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }
+        options.insecureDev = insecureDev
+        options.tokenTTLSeconds = tokenTtlSeconds
+        options.corsOrigins = (corsOrigins ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let environment = ProcessInfo.processInfo.environment
+        options.adminPassword = try adminPasswordFile.map(Self.readSecret) ?? environment["CAIRN_ADMIN_PASSWORD"]
+        if let joinAs {
+            guard let password = try joinPasswordFile.map(Self.readSecret) ?? environment["CAIRN_JOIN_PASSWORD"] else {
+                throw ValidationError("--join-as needs the password in $CAIRN_JOIN_PASSWORD or --join-password-file")
+            }
+            options.joinCredentials = (joinAs, password)
+        }
         do {
             try await Server.run(options)
         } catch {

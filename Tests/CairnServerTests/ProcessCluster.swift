@@ -16,16 +16,28 @@ struct HTTPResult: @unchecked Sendable {
     var status: Int
     var json: Object
     var text: String
+    var headers: [(String, String)] = []
+
+    func header(_ name: String) -> String? { headers.first { $0.0 == name.lowercased() }?.1 }
 }
 
 enum TestHTTP {
     static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
                                    configuration: .init(timeout: .init(connect: .seconds(1), read: .seconds(20))))
 
-    static func request(_ method: HTTPMethod, _ url: String, _ body: Any? = nil, timeout: Int64 = 20) async throws -> HTTPResult {
+    /// The admin account every test cluster is founded with.
+    static let adminPassword = "test-admin-password"
+    static let admin = "Basic " + Data("admin:\(adminPassword)".utf8).base64EncodedString()
+
+    static func request(_ method: HTTPMethod, _ url: String, _ body: Any? = nil, timeout: Int64 = 20,
+                        authorization: String? = admin, rawBody: [UInt8]? = nil, contentType: String? = nil) async throws -> HTTPResult {
         var r = HTTPClientRequest(url: url)
         r.method = method
-        if let body {
+        if let authorization { r.headers.add(name: "Authorization", value: authorization) }
+        if let rawBody {
+            if let contentType { r.headers.add(name: "Content-Type", value: contentType) }
+            r.body = .bytes(ByteBuffer(bytes: rawBody))
+        } else if let body {
             r.headers.add(name: "Content-Type", value: "application/json")
             r.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
         }
@@ -33,7 +45,8 @@ enum TestHTTP {
         let bytes = try await response.body.collect(upTo: 64 << 20)
         let data = Data(buffer: bytes)
         let json = (try? JSONSerialization.jsonObject(with: data)) as? Object ?? [:]
-        return HTTPResult(status: Int(response.status.code), json: json, text: String(decoding: data, as: UTF8.self))
+        return HTTPResult(status: Int(response.status.code), json: json, text: String(decoding: data, as: UTF8.self),
+                          headers: response.headers.map { ($0.name.lowercased(), $0.value) })
     }
 }
 
@@ -76,7 +89,11 @@ final class NodeProcess: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: cairnBinary)
         p.arguments = ["server", "--data-dir", dataDir, "--http-addr", http, "--raft-addr", "127.0.0.1:\(raftPort)",
-                       "--enable-fault-injection"] + extraArgs + args
+                       "--enable-fault-injection", "--join-as", "admin"] + extraArgs + args
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_ADMIN_PASSWORD"] = TestHTTP.adminPassword
+        environment["CAIRN_JOIN_PASSWORD"] = TestHTTP.adminPassword
+        p.environment = environment
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         out.seekToEndOfFile()

@@ -63,6 +63,28 @@ struct LogStoreTests {
         #expect(cs == conf)
     }
 
+    @Test("a dropped group is forgotten across a reopen, and its entries stop keeping old segments")
+    func dropGroup() throws {
+        let dir = TempDir()
+        do {
+            let store = try LogStore(directory: dir.path, segmentBytes: 4096, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
+            _ = try store.createGroup(2, confState: conf)
+            for i in 1...60 as ClosedRange<LogIndex> {
+                try store.persist([GroupWrite(group: 2, entries: [Entry(term: 1, index: i, data: Array(repeating: 9, count: 300))])])
+            }
+            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
+            let before = store.segmentCount
+            #expect(before > 3)
+            try store.dropGroup(2)
+            #expect(store.groupIDs == [1])
+            #expect(store.segmentCount < before, "group 2's entries no longer pin segments")
+        }
+        let store = try LogStore(directory: dir.path, segmentBytes: 4096, log: { _ in })
+        #expect(store.groupIDs == [1])
+        #expect(try store.group(1)!.entries(from: 1, to: 4, maxBytes: .max) == entries(1...3, term: 1))
+    }
+
     @Test("one sync covers a batch of writes from many groups")
     func groupCommit() throws {
         let dir = TempDir()

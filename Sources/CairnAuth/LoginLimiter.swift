@@ -1,0 +1,39 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// Slows password guessing: after `maxFailures` failed logins for a user (or from an address) within
+/// `windowSeconds`, further attempts are refused until the window has passed.
+public final class LoginLimiter: Sendable {
+    private let failures = NIOLockedValueBox<[String: [Date]]>([:])
+    public let maxFailures: Int
+    public let windowSeconds: Double
+
+    public init(maxFailures: Int = 5, windowSeconds: Double = 60) {
+        self.maxFailures = maxFailures
+        self.windowSeconds = windowSeconds
+    }
+
+    /// Throws if any of `keys` (user, remote address) is locked out now.
+    public func check(_ keys: [String], now: Date = Date()) throws(AuthError) {
+        let wait: Int? = failures.withLockedValue { f in
+            var longest: Double?
+            for key in keys {
+                let recent = (f[key] ?? []).filter { now.timeIntervalSince($0) < windowSeconds }
+                f[key] = recent.isEmpty ? nil : recent
+                if recent.count >= maxFailures, let oldest = recent.first {
+                    longest = max(longest ?? 0, windowSeconds - now.timeIntervalSince(oldest))
+                }
+            }
+            return longest.map { Int($0.rounded(.up)) }
+        }
+        if let wait { throw .tooManyAttempts(retryAfterSeconds: max(1, wait)) }
+    }
+
+    public func failed(_ keys: [String], now: Date = Date()) {
+        failures.withLockedValue { f in for key in keys { f[key, default: []].append(now) } }
+    }
+
+    public func succeeded(_ keys: [String]) {
+        failures.withLockedValue { f in for key in keys { f[key] = nil } }
+    }
+}

@@ -1,0 +1,210 @@
+import CairnAuth
+import CairnCluster
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+extension API {
+    func addAuthRoutes(to router: Router<CairnContext>) {
+        router.post("/v1/auth/token") { request, _ in
+            await self.respond(request, nil, open: true) { _ in try await self.issueToken(request) }
+        }
+        router.get("/v1/users") { request, _ in
+            await self.respond(request, .all) { _ in Self.json(200, self.usersJSON()) }
+        }
+        router.post("/v1/users") { request, _ in
+            await self.respond(request, .all) { who in try await self.createUser(request, who) }
+        }
+        router.delete("/v1/users/:name") { request, context in
+            let name = try context.parameters.require("name")
+            return await self.respond(request, .all) { who in
+                guard self.cluster.catalog.users[name] != nil else { throw HTTPFailure.notFound("no user named \"\(name)\"") }
+                guard name != "admin" else { throw HTTPFailure.badRequest("the admin user cannot be deleted; change its password instead") }
+                self.audit.record(who, request, action: "delete user \(name)", database: nil)
+                try await self.cluster.changeCatalog(Catalog.deleteUser(name))
+                try await self.awaitCatalog { $0.users[name] == nil }
+                return Self.json(200, .object([("deleted", .string(name))]))
+            }
+        }
+        router.put("/v1/users/:name/password") { request, context in
+            let name = try context.parameters.require("name")
+            // Users may change their own password; changing someone else's takes `all`.
+            return await self.respond(request, nil) { who in try await self.changePassword(name, request, who) }
+        }
+        router.post("/v1/users/:name/grants") { request, context in
+            let name = try context.parameters.require("name")
+            return await self.respond(request, .all) { who in try await self.changeGrant(name, request, who, add: true) }
+        }
+        router.delete("/v1/users/:name/grants") { request, context in
+            let name = try context.parameters.require("name")
+            return await self.respond(request, .all) { who in try await self.changeGrant(name, request, who, add: false) }
+        }
+    }
+
+    /// Waits (briefly) until this node's copy of the catalog shows a change just committed.
+    func awaitCatalog(_ condition: (Catalog) -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition(cluster.catalog) {
+            guard ContinuousClock.now < deadline else { throw HTTPFailure.unavailable("the change committed but this node has not applied it yet") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    private func issueToken(_ request: Request) async throws -> Response {
+        let json = try parse(try await body(of: request))
+        guard case .string(let name)? = json["username"], case .string(let password)? = json["password"] else {
+            throw HTTPFailure.badRequest("send {\"username\": ..., \"password\": ...}")
+        }
+        try auth.check(name: name, password: password, remote: ClientAddress.current)
+        guard let user = cluster.catalog.users[name] else { throw AccessDenied.unauthenticated(AuthError.badCredentials.description) }
+        let (token, expires) = try await auth.issueToken(user: user)
+        return Self.json(200, .object([("token", .string(token)), ("token_type", .string("Bearer")),
+                                       ("expires_at", .string(ISO8601DateFormatter().string(from: expires))),
+                                       ("username", .string(name))]))
+    }
+
+    private func usersJSON() -> JSON {
+        let catalog = cluster.catalog
+        let names = Set(catalog.users.keys).union(catalog.grants.keys).sorted()
+        return .object([("users", .array(names.map { name in
+            .object([("username", .string(name)), ("password_set", .bool(catalog.users[name] != nil)),
+                     ("grants", Self.grantsJSON(catalog.grants[name] ?? []))])
+        }))])
+    }
+
+    static func grantsJSON(_ grants: Set<Grant>) -> JSON {
+        .array(grants.sorted { ($0.permission.rawValue, $0.database) < ($1.permission.rawValue, $1.database) }.map { g in
+            g.database.isEmpty ? .object([("permission", .string(g.permission.rawValue))])
+                : .object([("permission", .string(g.permission.rawValue)), ("database", .string(g.database))])
+        })
+    }
+
+    static func validName(_ name: String, what: String) throws {
+        guard !name.isEmpty, name.count <= 64, name.first!.isLetter,
+              name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" || $0 == ".") }) else {
+            throw HTTPFailure.badRequest("\(what) must start with a letter and hold at most 64 letters, digits, '_', '-' or '.'")
+        }
+    }
+
+    static func validPassword(_ password: String) throws {
+        guard password.count >= 8 else { throw HTTPFailure.badRequest("a password needs at least 8 characters") }
+        guard password.utf8.count <= 1024 else { throw HTTPFailure.badRequest("a password may not exceed 1024 bytes") }
+    }
+
+    private func createUser(_ request: Request, _ who: Principal) async throws -> Response {
+        let json = try parse(try await body(of: request))
+        guard case .string(let name)? = json["username"], case .string(let password)? = json["password"] else {
+            throw HTTPFailure.badRequest("send {\"username\": ..., \"password\": ..., \"grants\": [...]}")
+        }
+        try Self.validName(name, what: "a username")
+        try Self.validPassword(password)
+        guard cluster.catalog.users[name] == nil else { throw HTTPFailure(status: 409, message: "user \"\(name)\" exists") }
+        var statements = Catalog.createUser(name, passwordHash: try PasswordHash.make(password))
+        for g in try Self.parseGrants(json["grants"]) { statements += Catalog.grant(g, to: name) }
+        audit.record(who, request, action: "create user \(name)", database: nil)
+        try await cluster.changeCatalog(statements)
+        try await awaitCatalog { $0.users[name] != nil }
+        return Self.json(201, .object([("username", .string(name)), ("grants", Self.grantsJSON(cluster.catalog.grants[name] ?? []))]))
+    }
+
+    static func parseGrants(_ json: JSON?) throws -> [Grant] {
+        switch json {
+        case nil, .null?: return []
+        case .array(let items)?: return try items.map(parseGrant)
+        default: throw HTTPFailure.badRequest("\"grants\" must be an array of {\"permission\": ..., \"database\": ...}")
+        }
+    }
+
+    static func parseGrant(_ json: JSON) throws -> Grant {
+        let names = Permission.allCases.map(\.rawValue).joined(separator: ", ")
+        guard case .string(let p)? = json["permission"] else { throw HTTPFailure.badRequest("a grant needs a \"permission\" (\(names))") }
+        guard let permission = Permission(rawValue: p) else { throw HTTPFailure.badRequest("unknown permission \"\(p)\"; use one of \(names)") }
+        var database = ""
+        if case .string(let d)? = json["database"] { database = d }
+        if permission.isDatabaseLevel && database.isEmpty {
+            throw HTTPFailure.badRequest("permission \(p) applies to a database: add \"database\" (or \"*\" for all)")
+        }
+        return Grant(permission, database: database)
+    }
+
+    private func changePassword(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
+        if who.user != name { try auth.require(who, .all) }
+        guard cluster.catalog.users[name] != nil else { throw HTTPFailure.notFound("no user named \"\(name)\"") }
+        let json = try parse(try await body(of: request))
+        guard case .string(let password)? = json["password"] else { throw HTTPFailure.badRequest("send {\"password\": ...}") }
+        try Self.validPassword(password)
+        let epoch = cluster.catalog.users[name]!.passwordEpoch
+        audit.record(who, request, action: "change password of \(name)", database: nil)
+        try await cluster.changeCatalog(Catalog.setPassword(name, passwordHash: try PasswordHash.make(password)))
+        try await awaitCatalog { ($0.users[name]?.passwordEpoch ?? epoch) != epoch }
+        return Self.json(200, .object([("username", .string(name)), ("tokens_revoked", .bool(true))]))
+    }
+
+    private func changeGrant(_ name: String, _ request: Request, _ who: Principal, add: Bool) async throws -> Response {
+        guard name == everyone || cluster.catalog.users[name] != nil else { throw HTTPFailure.notFound("no user named \"\(name)\"") }
+        let grant = try Self.parseGrant(try parse(try await body(of: request)))
+        audit.record(who, request, action: "\(add ? "grant" : "revoke") \(grant.permission.rawValue)\(grant.database.isEmpty ? "" : " on \(grant.database)") \(add ? "to" : "from") \(name)", database: nil)
+        try await cluster.changeCatalog(add ? Catalog.grant(grant, to: name) : Catalog.revoke(grant, from: name))
+        try await awaitCatalog { ($0.grants[name] ?? []).contains(grant) == add }
+        return Self.json(200, .object([("username", .string(name)), ("grants", Self.grantsJSON(cluster.catalog.grants[name] ?? []))]))
+    }
+
+    // MARK: - Databases
+
+    func createDatabase(_ request: Request, _ who: Principal) async throws -> Response {
+        let json = try parse(try await body(of: request))
+        guard case .string(let name)? = json["name"] else { throw HTTPFailure.badRequest("send {\"name\": ...}") }
+        try Self.validName(name, what: "a database name")
+        let catalog = cluster.catalog
+        guard catalog.databases[name] == nil else { throw HTTPFailure(status: 409, message: "database \"\(name)\" exists") }
+        var load: [NodeID: Int] = Dictionary(uniqueKeysWithValues: catalog.activeVoters.map { ($0.id, 0) })
+        for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
+        let founders = load.keys.sorted { (load[$0]!, $0) < (load[$1]!, $1) }.prefix(cluster.config.replicationFactor).sorted()
+        guard !founders.isEmpty else { throw HTTPFailure.unavailable("no voting node is registered yet") }
+        audit.record(who, request, action: "create database \(name)", database: name)
+        try await cluster.changeCatalog(Catalog.newDatabase(name, founders: Array(founders)))
+        try await awaitCatalog { $0.databases[name] != nil }
+        let db = cluster.catalog.databases[name]!
+        return Self.json(201, .object([("name", .string(name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))]))
+    }
+
+    func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
+        guard cluster.catalog.databases[name] != nil else { throw HTTPFailure.notFound("no database named \"\(name)\"") }
+        guard name != defaultDatabase else { throw HTTPFailure.badRequest("the default database cannot be dropped (rqlite's endpoints use it)") }
+        audit.record(who, request, action: "drop database \(name)", database: name)
+        try await cluster.changeCatalog(Catalog.dropDatabase(name))
+        try await awaitCatalog { $0.databases[name] == nil }
+        return Self.json(200, .object([("dropped", .string(name))]))
+    }
+
+    // MARK: - Mixed requests
+
+    /// Reads and writes in one request: all reads are served as reads; otherwise the batch is one log
+    /// entry in which reads see the batch's earlier writes.
+    func mixed(_ request: Request, db: String, _ who: Principal) async throws -> Response {
+        let bytes = try await body(of: request)
+        let json = try parse(bytes)
+        let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
+        let consistency = try Self.consistency(json)
+        var atomic = false
+        if case .bool(let b)? = json["atomic"] { atomic = b }
+        return try await route(request, db: db, body: bytes, isWrite: true) { group in
+            var readOnly = true
+            for s in statements where !(try await self.runtime.isReadOnly(group: group, s.sql)) { readOnly = false; break }
+            if readOnly {
+                let results = try await self.runtime.query(group: group, statements, consistency: consistency).results
+                return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
+            }
+            try self.auth.require(who, .write, database: db)
+            self.audit.record(who, request, statements: statements, database: db)
+            let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
+            return Self.json(200, .object([("results", .array(results.map { r in
+                r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r)
+            }))]))
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import CairnAuth
+import CairnCluster
+import CairnNode
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOConcurrencyHelpers
+
+/// Who is asking.
+struct Principal: Sendable {
+    /// nil: not signed in (only grants to `*` apply).
+    var user: String?
+    var grants: Grants
+    /// Another node of this cluster (its requests carry a node token).
+    var isNode = false
+}
+
+enum AccessDenied: Error {
+    /// No credentials, or wrong ones: 401.
+    case unauthenticated(String)
+    /// Signed in, but without the permission: 403.
+    case forbidden(String)
+    case limited(retryAfterSeconds: Int)
+}
+
+/// Checks credentials (bearer tokens, HTTP Basic) against the replicated users, and permissions
+/// against their grants. Off only with `--insecure-dev` (and in `cairn demo`).
+final class AuthService: Sendable {
+    let enabled: Bool
+    let signer = TokenSigner()
+    /// 5 failures a minute for one user from one address; 50 from one address in all.
+    let userLimiter = LoginLimiter(maxFailures: 5, windowSeconds: 60)
+    let addressLimiter = LoginLimiter(maxFailures: 50, windowSeconds: 60)
+    let tokenTTLSeconds: Double
+    private let cluster: ClusterNode
+    /// Basic credentials verified recently (scrypt is slow on purpose): key → (epoch, until).
+    private let verified = NIOLockedValueBox<[String: (epoch: Int64, until: Date)]>([:])
+    private let nodeToken = NIOLockedValueBox<(token: String, until: Date)?>(nil)
+
+    init(enabled: Bool, tokenTTLSeconds: Double, cluster: ClusterNode) {
+        self.enabled = enabled
+        self.tokenTTLSeconds = tokenTTLSeconds
+        self.cluster = cluster
+    }
+
+    static let nodePrefix = "node:"
+
+    /// Keeps the signing key in step with the catalog.
+    func refreshKey() async {
+        await signer.setKey(cluster.catalog.tokenKey)
+    }
+
+    func principal(for request: Request) async throws -> Principal {
+        let catalog = cluster.catalog
+        guard let header = request.headers[.authorization] else {
+            return Principal(user: nil, grants: catalog.grants(of: nil))
+        }
+        if header.lowercased().hasPrefix("bearer ") {
+            await refreshKey()
+            let claims: TokenClaims
+            do {
+                claims = try await signer.verify(String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces))
+            } catch let e as AuthError {
+                throw AccessDenied.unauthenticated(e.description)
+            }
+            if claims.user.hasPrefix(Self.nodePrefix) {
+                // A founder signs its first registration before the catalog lists it; the metadata group does.
+                guard let id = UInt64(claims.user.dropFirst(Self.nodePrefix.count)), catalog.nodes[id]?.removed != true else {
+                    throw AccessDenied.unauthenticated("the token names a node that is not a member")
+                }
+                if catalog.nodes[id] == nil {
+                    let members = (try? await cluster.runtime.status(group: metadataGroup))?.config
+                    guard members?.isMember(id) == true else { throw AccessDenied.unauthenticated("the token names a node that is not a member") }
+                }
+                return Principal(user: claims.user, grants: Grants([Grant(.all)]), isNode: true)
+            }
+            guard let user = catalog.users[claims.user] else { throw AccessDenied.unauthenticated("the token's user no longer exists") }
+            guard user.passwordEpoch == claims.pwe else { throw AccessDenied.unauthenticated(AuthError.tokenRevoked.description) }
+            return Principal(user: user.name, grants: catalog.grants(of: user.name))
+        }
+        if header.lowercased().hasPrefix("basic ") {
+            guard let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
+                  let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
+                throw AccessDenied.unauthenticated("malformed Basic credentials")
+            }
+            let name = String(text[..<colon]), password = String(text[text.index(after: colon)...])
+            try check(name: name, password: password, remote: ClientAddress.current)
+            return Principal(user: name, grants: catalog.grants(of: name))
+        }
+        throw AccessDenied.unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
+    }
+
+    /// Verifies a password, rate-limited per client address and per user at that address (a guesser
+    /// cannot lock a user out for everyone else).
+    func check(name: String, password: String, remote: String) throws {
+        let userKey = [name + "@" + remote], addressKey = [remote]
+        do {
+            try userLimiter.check(userKey)
+            try addressLimiter.check(addressKey)
+        } catch let AuthError.tooManyAttempts(seconds) {
+            throw AccessDenied.limited(retryAfterSeconds: seconds)
+        }
+        func failed() -> AccessDenied {
+            userLimiter.failed(userKey)
+            addressLimiter.failed(addressKey)
+            return AccessDenied.unauthenticated(AuthError.badCredentials.description)
+        }
+        guard cluster.catalog.exists else { throw HTTPFailure.unavailable(AuthError.notReady.description) }
+        guard let user = cluster.catalog.users[name] else { throw failed() }
+        let cacheKey = name + "\u{0}" + SHA256.hash(data: Array(password.utf8)).map { String(format: "%02x", $0) }.joined()
+        if let hit = verified.withLockedValue({ $0[cacheKey] }), hit.epoch == user.passwordEpoch, hit.until > Date() { return }
+        guard PasswordHash.verify(password, against: user.passwordHash) else { throw failed() }
+        userLimiter.succeeded(userKey)
+        verified.withLockedValue { $0[cacheKey] = (user.passwordEpoch, Date() + 300) }
+    }
+
+    /// Throws unless `principal` may do `permission` (on `database`, for database-level ones).
+    func require(_ principal: Principal, _ permission: Permission, database: String? = nil) throws {
+        guard enabled else { return }
+        if principal.grants.allows(permission, database: database) { return }
+        let what = permission.rawValue + (database.map { " on database \"\($0)\"" } ?? "")
+        guard let user = principal.user else { throw AccessDenied.unauthenticated("sign in: this needs the \(what) permission") }
+        throw AccessDenied.forbidden("user \(user) lacks the \(what) permission")
+    }
+
+    /// A signed token for `user`.
+    func issueToken(user: CatalogUser) async throws -> (token: String, expires: Date) {
+        await refreshKey()
+        let expires = Date() + tokenTTLSeconds
+        return (try await signer.sign(TokenClaims(user: user.name, passwordEpoch: user.passwordEpoch, expires: expires)), expires)
+    }
+
+    /// Headers this node sends with its own requests to other nodes: a short-lived node token.
+    func nodeHeaders() async -> [(String, String)] {
+        guard enabled else { return [] }
+        if let cached = nodeToken.withLockedValue({ $0 }), cached.until > Date() + 60 { return [("Authorization", "Bearer " + cached.token)] }
+        await refreshKey()
+        let expires = Date() + 600
+        guard let token = try? await signer.sign(TokenClaims(user: Self.nodePrefix + String(cluster.nodeID), passwordEpoch: 0, expires: expires)) else {
+            return []
+        }
+        nodeToken.withLockedValue { $0 = (token, expires) }
+        return [("Authorization", "Bearer " + token)]
+    }
+}

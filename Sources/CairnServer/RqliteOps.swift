@@ -1,0 +1,382 @@
+import CairnAuth
+import CairnCluster
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import CairnTransport
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// rqlite's queued writes: acknowledged with a sequence number at once, applied in batches shortly after.
+final class WriteQueue: Sendable {
+    private struct State {
+        var pending: [(seq: UInt64, statements: [SQLStatement])] = []
+        var lastSeq: UInt64 = UInt64(Date().timeIntervalSince1970 * 1e9)
+        var flushedThrough: UInt64 = 0
+    }
+    private let state = NIOLockedValueBox(State())
+    let flushIntervalMillis: Int64 = 50
+
+    /// Queues statements; returns their sequence number (rqlite's are nanosecond timestamps; these
+    /// start from one and only grow).
+    func add(_ statements: [SQLStatement]) -> UInt64 {
+        state.withLockedValue { s in
+            s.lastSeq = max(s.lastSeq + 1, UInt64(Date().timeIntervalSince1970 * 1e9))
+            s.pending.append((s.lastSeq, statements))
+            return s.lastSeq
+        }
+    }
+
+    var lastSequenceNumber: UInt64 { state.withLockedValue { $0.flushedThrough } }
+
+    /// Waits until the batch holding `seq` was applied; false on timeout.
+    func waitFlushed(_ seq: UInt64, timeoutNanos: Int64) async -> Bool {
+        let deadline = ContinuousClock.now + .nanoseconds(timeoutNanos)
+        while ContinuousClock.now < deadline {
+            if state.withLockedValue({ $0.flushedThrough >= seq }) { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return false
+    }
+
+    /// Flushes every `flushIntervalMillis` until cancelled. A batch that fails is retried (rqlite keeps
+    /// queued writes until they are applied or the node stops).
+    func run(flush: @Sendable ([SQLStatement]) async throws -> Void, log: @Sendable (String) -> Void) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(flushIntervalMillis))
+            let batch = state.withLockedValue { $0.pending }
+            guard let last = batch.last?.seq else { continue }
+            do {
+                try await flush(batch.flatMap(\.statements))
+                state.withLockedValue { s in
+                    s.pending.removeFirst(batch.count)
+                    s.flushedThrough = last
+                }
+            } catch {
+                log("queued writes through \(last) not applied yet: \(error)")
+            }
+        }
+    }
+}
+
+extension API {
+    func enqueue(_ statements: [SQLStatement], _ p: RqliteParams) async throws -> Response {
+        let live = statements.filter { !$0.sql.isEmpty }
+        let seq = queue.add(live)
+        if p.has("wait") {
+            guard await queue.waitFlushed(seq, timeoutNanos: p.nanos("timeout") ?? 30_000_000_000) else {
+                return Self.text(408, "queue wait timeout")
+            }
+        }
+        return Self.rqJSON(RqliteFormat.body(results: [], sequenceNumber: seq, options: p.format))
+    }
+
+    /// Applies one queued batch on the default database: here if this node leads it, else on the leader.
+    func flushQueued(_ statements: [SQLStatement]) async throws {
+        let catalog = cluster.catalog
+        guard let database = catalog.databases[defaultDatabase] else { throw HTTPFailure.unavailable("the catalog is not loaded yet") }
+        if try await runtime.groupIDs().contains(database.group) {
+            do {
+                _ = try await runtime.execute(group: database.group, SQLCommand.now(statements, atomic: false))
+                return
+            } catch RuntimeError.notLeader(let leader) where leader != noNode {
+                guard let address = cluster.httpAddress(of: leader) else { throw RuntimeError.notLeader(leader: leader) }
+                return try await forwardQueued(statements, to: address)
+            }
+        }
+        for holder in database.replicas where holder != cluster.nodeID {
+            if let address = cluster.httpAddress(of: holder) { return try await forwardQueued(statements, to: address) }
+        }
+        throw HTTPFailure.unavailable("leader not found")
+    }
+
+    private func forwardQueued(_ statements: [SQLStatement], to address: PeerAddress) async throws {
+        let body = JSON.array(statements.map(Self.rqJSON(statement:))).serialized()
+        let reply = try await peers.send(.POST, to: address, path: "/db/execute", body: body, headers: [(PeerClient.hopsHeader, "1")] + (await auth.nodeHeaders()))
+        guard reply.status == 200 else { throw HTTPFailure.unavailable("the leader answered \(reply.status)") }
+    }
+
+    /// A statement in rqlite's request form (BLOBs as byte arrays).
+    static func rqJSON(statement s: SQLStatement) -> JSON {
+        func value(_ v: SQLValue) -> JSON {
+            switch v {
+            case .null: return .null
+            case .integer(let i): return .int(i)
+            case .real(let d): return JSON.goNumber(d)
+            case .text(let t): return .string(t)
+            case .blob(let b): return .array(b.map { .int($0) })
+            }
+        }
+        if !s.named.isEmpty {
+            return .array([.string(s.sql), .object(s.named.keys.sorted().map { (String($0.drop { ":@$".contains($0) }), value(s.named[$0]!)) })])
+        }
+        if s.positional.isEmpty { return .string(s.sql) }
+        return .array([.string(s.sql)] + s.positional.map(value))
+    }
+
+    // MARK: - Backup and load
+
+    func rqBackup(_ request: Request, _ p: RqliteParams) async throws -> Response {
+        let format = p.value("fmt") ?? "binary"
+        guard ["binary", "sql", "delete"].contains(format) else { throw HTTPFailure.badRequest("invalid fmt: \(format); use binary, sql or delete") }
+        if p.has("compress") { throw HTTPFailure.badRequest("compress is not supported by CairnDB; compress the download instead") }
+        let tables = p.value("tables").map { Set($0.split(separator: ",").map(String.init)) }
+        let fresh = !p.has("noleader")
+        return try await route(request, db: defaultDatabase, body: [], isWrite: false) { group in
+            // Unless told otherwise, the copy includes everything committed when the request arrived.
+            if fresh { _ = try await self.runtime.query(group: group, [SQLStatement("SELECT 1")], consistency: .linearizable) }
+            let file = self.options.dataDirectory + "/backup-\(UUID().uuidString).sqlite"
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            try await self.runtime.backup(group: group, to: file)
+            if format == "sql" {
+                let text = try SQLStateMachine.dump(file: file, tables: tables)
+                return Self.text(200, text, contentType: "application/sql")
+            }
+            let data = try Data(contentsOf: URL(fileURLWithPath: file))
+            return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(data: data)))
+        }
+    }
+
+    /// A SQLite file (recognized by its header) replaces the database; SQL text runs on top of it. Either
+    /// way it is one atomic entry in the log.
+    func rqLoad(_ request: Request, _ p: RqliteParams) async throws -> Response {
+        let bytes = try await body(of: request)
+        guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; send a SQLite file or SQL text") }
+        let isSQLiteFile = bytes.starts(with: Array("SQLite format 3\u{0}".utf8))
+        return try await route(request, db: defaultDatabase, body: bytes, isWrite: true) { group in
+            var sql: String
+            if isSQLiteFile {
+                let file = self.options.dataDirectory + "/load-\(UUID().uuidString).sqlite"
+                defer { try? FileManager.default.removeItem(atPath: file) }
+                try Data(bytes).write(to: URL(fileURLWithPath: file))
+                do { sql = try SQLStateMachine.dump(file: file) } catch { throw HTTPFailure.badRequest("the uploaded SQLite file cannot be read: \(error)") }
+                // Replace: drop what the database holds now, in the same entry.
+                let existing = try await self.runtime.query(group: group, [SQLStatement(
+                    "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")], consistency: .local).results[0]
+                let drops = existing.rows.compactMap { row -> String? in
+                    guard case .text(let type) = row[0], case .text(let name) = row[1] else { return nil }
+                    return "DROP \(type.uppercased()) IF EXISTS \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\";"
+                }
+                sql = drops.joined(separator: "\n") + "\n" + sql
+            } else {
+                sql = String(decoding: bytes, as: UTF8.self)
+            }
+            // Dumps wrap themselves in a transaction; the entry already is one.
+            let kept = sql.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+                let t = line.trimmingCharacters(in: .whitespaces).uppercased()
+                return !["BEGIN TRANSACTION;", "BEGIN;", "COMMIT;", "END TRANSACTION;", "END;"].contains(t)
+            }
+            let results = try await self.runtime.execute(group: group, SQLCommand.now([SQLStatement(kept.joined(separator: "\n"))], atomic: true))
+            return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
+                                                 options: p.format))
+        }
+    }
+
+    // MARK: - Operations
+
+    /// The node rqlite clients see: id, addresses, voter, reachability and leadership.
+    func rqNode(_ n: CatalogNode, leader: NodeID, check: Bool, timeoutNanos: Int64) async -> JSON {
+        var m: [(String, JSON)] = [("id", .string(String(n.id))), ("api_addr", .string("http://\(n.httpAddress)")),
+                                   ("addr", .string(n.raftAddress.description)), ("version", .string(cairnVersion)),
+                                   ("voter", .bool(n.voter))]
+        var reachable = n.id == cluster.nodeID
+        var time: Double = 0
+        var problem: String?
+        if check && n.id != cluster.nodeID {
+            let started = ContinuousClock.now
+            do {
+                let reply = try await peers.send(.GET, to: n.httpAddress, path: "/v1/health", timeoutMillis: max(1, timeoutNanos / 1_000_000))
+                reachable = reply.status == 200
+                if !reachable { problem = "status \(reply.status)" }
+            } catch {
+                problem = "\(error)"
+            }
+            time = Self.seconds(ContinuousClock.now - started)
+        }
+        m += [("reachable", .bool(reachable)), ("leader", .bool(n.id == leader))]
+        if time > 0 { m += [("time", JSON.goNumber(time)), ("time_s", .string(Self.goDuration(nanos: Int64(time * 1e9))))] }
+        if let problem { m.append(("error", .string(problem))) }
+        return .object(m)
+    }
+
+    /// Leader of the default database, as far as this node knows.
+    func defaultLeader() async -> NodeID {
+        guard let group = cluster.catalog.databases[defaultDatabase]?.group,
+              let s = try? await runtime.status(group: group) else {
+            return (try? await runtime.status(group: metadataGroup))?.leader ?? noNode
+        }
+        return s.leader
+    }
+
+    func rqNodes(_ p: RqliteParams) async throws -> Response {
+        let leader = await defaultLeader()
+        let nodes = cluster.catalog.activeNodes.filter { $0.voter || p.has("nonvoters") }
+        let timeout = p.nanos("timeout") ?? 30_000_000_000
+        var entries: [(NodeID, JSON)] = []
+        await withTaskGroup(of: (NodeID, JSON).self) { group in
+            for n in nodes { group.addTask { (n.id, await self.rqNode(n, leader: leader, check: true, timeoutNanos: min(timeout, 5_000_000_000))) } }
+            for await e in group { entries.append(e) }
+        }
+        entries.sort { $0.0 < $1.0 }
+        let json: JSON = p.value("ver") == "2"
+            ? .object([("nodes", .array(entries.map(\.1)))])
+            // Go marshals the map with sorted (string) keys.
+            : .object(entries.map { (String($0.0), $0.1) }.sorted { $0.0 < $1.0 })
+        return Self.rqJSON(RqliteFormat.serialize(json, p.format))
+    }
+
+    func rqLeader(_ p: RqliteParams) async throws -> Response {
+        let leader = await defaultLeader()
+        guard leader != noNode, let node = cluster.catalog.nodes[leader] else { return Self.text(503, "leader not found") }
+        return Self.rqJSON(RqliteFormat.serialize(await rqNode(node, leader: leader, check: true, timeoutNanos: 5_000_000_000), p.format))
+    }
+
+    /// POST /leader: the leader of the default database hands over (to `{"id": ...}` if given).
+    func rqStepdown(_ request: Request, _ p: RqliteParams) async throws -> Response {
+        let bytes = try await body(of: request)
+        var target: NodeID?
+        if !bytes.isEmpty {
+            guard case .object(let members) = try JSON.parse(bytes) else { throw HTTPFailure.badRequest("invalid request") }
+            if let id = members.first(where: { $0.0 == "id" })?.1 {
+                switch id {
+                case .string(let s): target = NodeID(s)
+                case .number(let t): target = NodeID(t)
+                default: break
+                }
+                guard target != nil else { throw HTTPFailure.badRequest("id must be a node id") }
+            }
+        }
+        let before = await defaultLeader()
+        let response = try await route(request, db: defaultDatabase, body: bytes, isWrite: true) { group in
+            let s = try await self.runtime.status(group: group)
+            guard s.role == .leader else { throw RuntimeError.notLeader(leader: s.leader) }
+            let to = target ?? s.config.voters.filter { $0 != self.cluster.nodeID }.max { (s.matchIndex[$0] ?? 0) < (s.matchIndex[$1] ?? 0) }
+            guard let to, s.config.isVoter(to) else { throw HTTPFailure.badRequest("no voter to hand leadership to") }
+            try await self.runtime.transferLeadership(group: group, to: to)
+            return Response(status: .ok)
+        }
+        if p.has("wait") && response.status == .ok {
+            let deadline = ContinuousClock.now + .nanoseconds(p.nanos("timeout") ?? 30_000_000_000)
+            while ContinuousClock.now < deadline {
+                let now = await defaultLeader()
+                if now != noNode && now != before { return response }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return Self.text(408, "timed out waiting for the leader to change")
+        }
+        return response
+    }
+
+    func rqRemove(_ request: Request, _ p: RqliteParams) async throws -> Response {
+        let bytes = try await body(of: request)
+        guard case .object(let members)? = try? JSON.parse(bytes), members.count == 1, members[0].0 == "id" else {
+            throw HTTPFailure.badRequest("the body must be {\"id\": \"<node id>\"}")
+        }
+        let id: NodeID?
+        switch members[0].1 {
+        case .string(let s): id = NodeID(s)
+        case .number(let t): id = NodeID(t)
+        default: id = nil
+        }
+        guard let id else { throw HTTPFailure.badRequest("id must be a node id") }
+        try await cluster.handleRemove(id, hops: hops(request))
+        return Response(status: .ok)
+    }
+
+    func rqReadyz(_ p: RqliteParams) async throws -> Response {
+        if p.has("noleader") { return Self.text(200, "[+]node ok") }
+        let leader = await defaultLeader()
+        guard leader != noNode, runtime.failure == nil else { return Self.text(503, "[+]node ok\n[+]leader does not exist") }
+        var lines = ["[+]node ok", "[+]leader ok", "[+]store ok"]
+        if p.has("sync"), let group = cluster.catalog.databases[defaultDatabase]?.group {
+            do {
+                _ = try await runtime.query(group: group, [SQLStatement("SELECT 1")], consistency: .linearizable)
+                lines.append("[+]sync ok")
+            } catch {
+                return Self.text(503, (lines + ["[+]sync failed"]).joined(separator: "\n"))
+            }
+        }
+        lines.append("[+]db ok")
+        return Self.text(200, lines.joined(separator: "\n"))
+    }
+
+    func rqStatus(_ p: RqliteParams) async throws -> Response {
+        let catalog = cluster.catalog
+        let leader = await defaultLeader()
+        var store: [(String, JSON)] = [
+            ("addr", .string(cluster.config.raftAddress.description)), ("dir", .string(options.dataDirectory)),
+            ("node_id", .string(String(cluster.nodeID))), ("open", .bool(true)), ("ready", .bool(leader != noNode)),
+            ("leader", .object([("addr", .string(catalog.nodes[leader]?.raftAddress.description ?? "")),
+                                ("node_id", .string(leader == noNode ? "" : String(leader)))])),
+            ("nodes", .array(catalog.activeNodes.map { n in
+                .object([("addr", .string(n.raftAddress.description)), ("id", .string(String(n.id))),
+                         ("suffrage", .string(n.voter ? "Voter" : "Nonvoter"))])
+            })),
+        ]
+        if let group = catalog.databases[defaultDatabase]?.group, let s = try? await runtime.status(group: group) {
+            let state = s.role == .leader ? "Leader" : (s.role == .candidate || s.role == .preCandidate ? "Candidate" : "Follower")
+            store.append(("raft", .object([("applied_index", .int(s.applied)), ("commit_index", .int(s.commit)),
+                                           ("last_log_index", .int(s.lastIndex)), ("last_snapshot_index", .int(s.firstIndex > 0 ? s.firstIndex - 1 : 0)),
+                                           ("state", .string(state)), ("term", .int(s.term)), ("voter", .bool(s.config.isVoter(cluster.nodeID)))])))
+            store.append(("db_applied_index", .int(s.applied)))
+            store.append(("fsm_index", .int(s.applied)))
+            store.append(("sqlite3", .object([("path", .string(options.dataDirectory + "/group-\(group).sqlite"))])))
+        }
+        let status: JSON = .object([
+            ("build", .object([("version", .string(cairnVersion)), ("compiler", .string("swift"))])),
+            ("http", .object([("addr", .string(cluster.config.httpAddress.description)), ("auth", .string(auth.enabled ? "enabled" : "disabled")),
+                              ("queue", .object([("_default", .object([("sequence_number", .int(queue.lastSequenceNumber))]))]))])),
+            ("node", .object([("start_time", .string(ISO8601DateFormatter().string(from: startedAt))),
+                              ("uptime", .string(Self.goDuration(nanos: Int64(Date().timeIntervalSince(startedAt) * 1e9))))])),
+            ("os", .object([("pid", .int(Int(getpid()))), ("hostname", .string(ProcessInfo.processInfo.hostName))])),
+            ("runtime", .object([("GOOS", .string("linux")), ("num_cpu", .int(ProcessInfo.processInfo.activeProcessorCount))])),
+            ("store", .object(store)),
+        ])
+        var selected = Self.sortedKeys(status)
+        if let key = p.value("key") {
+            for part in key.split(separator: ".") {
+                guard let next = selected[String(part)] else { throw HTTPFailure.notFound("no status key \(key)") }
+                selected = next
+            }
+        }
+        return Self.rqJSON(RqliteFormat.serialize(selected, p.format))
+    }
+
+    /// Go marshals maps with their keys sorted; rqlite's status is maps all the way down.
+    static func sortedKeys(_ j: JSON) -> JSON {
+        switch j {
+        case .object(let m): return .object(m.map { ($0.0, sortedKeys($0.1)) }.sorted { $0.0 < $1.0 })
+        case .array(let a): return .array(a.map(sortedKeys))
+        default: return j
+        }
+    }
+
+    /// Go's `time.Duration.String()`: "402ns", "1.5µs", "12.034ms", "2.5s", "1m30s".
+    static func goDuration(nanos: Int64) -> String {
+        if nanos == 0 { return "0s" }
+        let sign = nanos < 0 ? "-" : ""
+        let n = abs(nanos)
+        func trimmed(_ value: Int64, _ scale: Int64) -> String {
+            let whole = value / scale, fraction = value % scale
+            guard fraction != 0 else { return String(whole) }
+            var digits = String(fraction)
+            digits = String(repeating: "0", count: String(scale).count - 1 - digits.count) + digits
+            while digits.hasSuffix("0") { digits.removeLast() }
+            return "\(whole).\(digits)"
+        }
+        if n < 1_000 { return "\(sign)\(n)ns" }
+        if n < 1_000_000 { return sign + trimmed(n, 1_000) + "µs" }
+        if n < 1_000_000_000 { return sign + trimmed(n, 1_000_000) + "ms" }
+        let hours = n / 3_600_000_000_000, minutes = n / 60_000_000_000 % 60
+        let seconds = trimmed(n % 60_000_000_000, 1_000_000_000) + "s"
+        if hours > 0 { return "\(sign)\(hours)h\(minutes)m\(seconds)" }
+        if minutes > 0 { return "\(sign)\(minutes)m\(seconds)" }
+        return sign + seconds
+    }
+}
+
+/// The version every node reports.
+let cairnVersion = "cairn-0.1.0"
