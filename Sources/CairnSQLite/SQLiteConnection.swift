@@ -112,7 +112,10 @@ final class SQLiteConnection {
             if context.internalAccess { return SQLITE_OK }
             let a1 = arg1.map { String(cString: $0) } ?? ""
             let a2 = arg2.map { String(cString: $0) } ?? ""
-            if action == SQLITE_INSERT || action == SQLITE_UPDATE || action == SQLITE_DELETE { context.modifiesRows = true }
+            // Rows of user tables; DDL also writes sqlite_master, which does not count.
+            if action == SQLITE_INSERT || action == SQLITE_UPDATE || action == SQLITE_DELETE, !a1.lowercased().hasPrefix("sqlite_") {
+                context.modifiesRows = true
+            }
             if let reason = SQLiteConnection.refusal(action: action, arg1: a1, arg2: a2) {
                 context.denial = reason
                 return SQLITE_DENY

@@ -157,7 +157,7 @@ extension API {
                 let existing = try await self.runtime.query(group: group, [SQLStatement(
                     "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")], consistency: .local).results[0]
                 let drops = existing.rows.compactMap { row -> String? in
-                    guard case .text(let type) = row[0], case .text(let name) = row[1] else { return nil }
+                    guard case .text(let type) = row[0], case .text(let name) = row[1], !name.lowercased().hasPrefix("_cairn") else { return nil }
                     return "DROP \(type.uppercased()) IF EXISTS \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\";"
                 }
                 sql = drops.joined(separator: "\n") + "\n" + sql

@@ -29,6 +29,14 @@ enum TestHTTP {
     static let adminPassword = "test-admin-password"
     static let admin = "Basic " + Data("admin:\(adminPassword)".utf8).base64EncodedString()
 
+    /// A GET's body as bytes (backups).
+    static func bytes(_ url: String, authorization: String? = admin) async throws -> [UInt8] {
+        var r = HTTPClientRequest(url: url)
+        if let authorization { r.headers.add(name: "Authorization", value: authorization) }
+        let response = try await client.execute(r, timeout: .seconds(20))
+        return Array(buffer: try await response.body.collect(upTo: 256 << 20))
+    }
+
     static func request(_ method: HTTPMethod, _ url: String, _ body: Any? = nil, timeout: Int64 = 20,
                         authorization: String? = admin, rawBody: [UInt8]? = nil, contentType: String? = nil) async throws -> HTTPResult {
         var r = HTTPClientRequest(url: url)
@@ -130,6 +138,13 @@ final class NodeProcess: @unchecked Sendable {
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     func get(_ path: String) async throws -> HTTPResult { try await TestHTTP.request(.GET, url + path) }
+
+    /// A request with a body sent exactly as given.
+    func raw(_ method: HTTPMethod, _ path: String, _ body: String? = nil, contentType: String? = nil,
+             authorization: String? = TestHTTP.admin) async throws -> HTTPResult {
+        try await TestHTTP.request(method, url + path, timeout: 20, authorization: authorization,
+                                   rawBody: body.map { Array($0.utf8) } ?? (method == .POST ? [] : nil), contentType: contentType)
+    }
     func post(_ path: String, _ body: Any) async throws -> HTTPResult { try await TestHTTP.request(.POST, url + path, body) }
 
     func execute(_ statements: [Any], db: String = "default") async throws -> HTTPResult {
@@ -183,6 +198,15 @@ final class ProcessCluster: @unchecked Sendable {
         for i in 1...count { c.nodes.append(NodeProcess(name: "n\(i)", root: c.root, extraArgs: extraArgs)) }
         let join = c.nodes.map(\.http).joined(separator: ",")
         for n in c.nodes { try n.start(["--join", join, "--bootstrap-expect", "\(count)"]) }
+        try await c.waitReady()
+        return c
+    }
+
+    /// One node founding a cluster alone.
+    static func single(_ label: String, extraArgs: [String] = []) async throws -> ProcessCluster {
+        let c = ProcessCluster(label)
+        c.nodes.append(NodeProcess(name: "n1", root: c.root, extraArgs: extraArgs))
+        try c.nodes[0].start()
         try await c.waitReady()
         return c
     }

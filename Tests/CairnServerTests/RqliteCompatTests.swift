@@ -1,0 +1,176 @@
+import Foundation
+import NIOHTTP1
+import Testing
+
+@Suite("rqlite's HTTP API, byte for byte", .serialized)
+struct RqliteCompatTests {
+    /// The request/response pairs of the compatibility document (section 1.6), in order on one node,
+    /// compared as bytes.
+    @Test("the compatibility document's examples give the same bytes")
+    func documentExamples() async throws {
+        let c = try await ProcessCluster.single("compat")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        let disallowed = #"{"results":[],"error":"disallowed pragma"}"#
+        let cases: [(HTTPMethod, String, String?, String)] = [
+            (.POST, "/db/execute", #"["CREATE TABLE foo (id integer not null primary key, name text)"]"#, #"{"results":[{}]}"#),
+            (.POST, "/db/execute", #"["INSERT INTO foo(name) VALUES(\"fiona\")"]"#, #"{"results":[{"last_insert_id":1,"rows_affected":1}]}"#),
+            (.POST, "/db/execute", #"["INSERT blah blah"]"#, #"{"results":[{"error":"near \"blah\": syntax error"}]}"#),
+            (.GET, "/db/query?q=SELECT+*+FROM+foo", nil, #"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[1,"fiona"]]}]}"#),
+            (.POST, "/db/execute", #"["INSERT INTO foo(id, name) VALUES(2, \"declan\") RETURNING *"]"#,
+             #"{"results":[{"columns":["id","name"],"types":["integer","text"],"values":[[2,"declan"]]}]}"#),
+            (.GET, "/db/query?associative&q=SELECT%20*%20from%20foo", nil,
+             #"{"results":[{"types":{"id":"integer","name":"text"},"rows":[{"id":1,"name":"fiona"},{"id":2,"name":"declan"}]}]}"#),
+            (.POST, "/db/execute?associative", #"["UPDATE foo SET name = 'x' WHERE name='no one' RETURNING name"]"#,
+             #"{"results":[{"types":{"name":"text"},"rows":[]}]}"#),
+            (.POST, "/db/execute", #"["PRAGMA synchronous = NORMAL"]"#, disallowed),
+            (.POST, "/db/query", #"["PRAGMA synchronous = NORMAL"]"#, disallowed),
+            (.POST, "/db/request", #"["pragma  journal_mode = wal"]"#, disallowed),
+            (.POST, "/db/query", #"["INSERT INTO foo(name) VALUES('z')"]"#, #"{"results":[{"error":"attempt to change database via query operation"}]}"#),
+            // DDL reports the row id SQLite still holds from the last insert, as rqlite does.
+            (.POST, "/db/execute", #"["CREATE TABLE bar (id integer not null primary key, name text, age integer)"]"#, #"{"results":[{"last_insert_id":2}]}"#),
+            (.POST, "/db/query", #"[["SELECT * FROM bar WHERE age=?", 21]]"#, #"{"results":[{"columns":["id","name","age"],"types":["integer","text","integer"]}]}"#),
+            (.POST, "/db/request?associative", #"[["INSERT INTO bar(name, age) VALUES(?, ?)", "fiona", 20],["SELECT id, name FROM bar"],["SELECT * FROM nosuch"]]"#,
+             #"{"results":[{"last_insert_id":1,"rows_affected":1,"rows":null},{"types":{"id":"integer","name":"text"},"rows":[{"id":1,"name":"fiona"}]},{"error":"no such table: nosuch"}]}"#),
+            (.POST, "/db/execute", #"[["INSERT INTO bar(name, age) VALUES(:name, :age)", {"name": "declan", "age": 30}]]"#,
+             #"{"results":[{"last_insert_id":2,"rows_affected":1}]}"#),
+            (.POST, "/db/query", #"[["SELECT name FROM bar WHERE age > ?", 25], "SELECT count(*) FROM bar", ""]"#,
+             #"{"results":[{"columns":["name"],"types":["text"],"values":[["declan"]]},{"columns":["count(*)"],"types":["integer"],"values":[[2]]}]}"#),
+            (.POST, "/db/query?pretty", #"["SELECT * FROM foo"]"#, """
+                {
+                    "results": [
+                        {
+                            "columns": [
+                                "id",
+                                "name"
+                            ],
+                            "types": [
+                                "integer",
+                                "text"
+                            ],
+                            "values": [
+                                [
+                                    1,
+                                    "fiona"
+                                ],
+                                [
+                                    2,
+                                    "declan"
+                                ]
+                            ]
+                        }
+                    ]
+                }
+                """),
+        ]
+        for (method, path, body, expected) in cases {
+            let r = try await n.raw(method, path, body)
+            #expect(r.status == 200, "\(method) \(path)")
+            #expect(r.text == expected, "\(method) \(path) \(body ?? "")")
+            #expect(r.header("content-type") == "application/json; charset=utf-8")
+        }
+        let queued = try await n.raw(.POST, "/db/execute?queue", #"["INSERT INTO foo(name) VALUES('q')"]"#)
+        #expect(queued.text.range(of: #"^\{"results":\[\],"sequence_number":\d+\}$"#, options: .regularExpression) != nil, "\(queued.text)")
+        let indexed = try await n.raw(.POST, "/db/execute?raft_index", #"["INSERT INTO foo(name) VALUES('r')"]"#)
+        #expect(indexed.text.range(of: #"^\{"results":\[\{"last_insert_id":\d+,"rows_affected":1\}\],"raft_index":\d+\}$"#, options: .regularExpression) != nil,
+                "\(indexed.text)")
+        let waited = try await n.raw(.POST, "/db/execute?queue&wait&timeout=10s", #"["INSERT INTO foo(name) VALUES('w')"]"#)
+        #expect(waited.status == 200)
+        #expect(try await n.raw(.GET, "/db/query?q=SELECT+count(*)+FROM+foo+WHERE+name+IN+('q','w')").text.contains("[[2]]"))
+    }
+
+    @Test("values and types: BLOBs (base64, byte arrays, x'..' parameters), reals as Go prints them, booleans, times, inferred types")
+    func valueEncodings() async throws {
+        let c = try await ProcessCluster.single("values")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        _ = try await n.raw(.POST, "/db/execute", #"["CREATE TABLE v (b blob, r real, f boolean, t timestamp, d datetime)"]"#)
+        let insert = #"[["INSERT INTO v VALUES(?, ?, ?, ?, ?)", "x'00ff10'", 1.5, true, "2020-01-01 10:11:12", 1577836800], ["INSERT INTO v VALUES(?, 3.0, 0, '2021-06-01T00:00:00+02:00', NULL)", [1,2,3]]]"#
+        #expect(try await n.raw(.POST, "/db/execute", insert).status == 200)
+        let q = try await n.raw(.GET, "/db/query?q=SELECT+*+FROM+v")
+        #expect(q.text == #"{"results":[{"columns":["b","r","f","t","d"],"types":["blob","real","boolean","timestamp","datetime"],"values":[["AP8Q",1.5,true,"2020-01-01T10:11:12Z","2020-01-01T00:00:00Z"],["AQID",3,false,"2021-06-01T00:00:00+02:00",null]]}]}"#, "\(q.text)")
+        let arrays = try await n.raw(.GET, "/db/query?blob_array&q=SELECT+b+FROM+v")
+        #expect(arrays.text == #"{"results":[{"columns":["b"],"types":["blob"],"values":[[[0,255,16]],[[1,2,3]]]}]}"#, "\(arrays.text)")
+        let inferred = try await n.raw(.GET, "/db/query?q=SELECT+1,+2.5,+'a',+1e21,+0.0000001,+NULL")
+        #expect(inferred.text == #"{"results":[{"columns":["1","2.5","'a'","1e21","0.0000001","NULL"],"types":["integer","real","text","real","real",""],"values":[[1,2.5,"a",1e+21,1e-7,null]]}]}"#,
+                "\(inferred.text)")
+        let timed = try await n.raw(.GET, "/db/query?timings&q=SELECT+1")
+        #expect(timed.text.contains(#""time":"#))
+        let html = try await n.raw(.GET, "/db/query?q=SELECT+'%3Ca%3E%26'")
+        #expect(html.text.contains(#""\u003ca\u003e\u0026""#), "Go escapes <, > and & in JSON: \(html.text)")
+        let plain = try await n.raw(.POST, "/db/query", "SELECT 42", contentType: "text/plain")
+        #expect(plain.text.contains("[[42]]"))
+    }
+
+    @Test("rqlite's errors: status codes and bodies for bad requests, and 401 with an empty body")
+    func errors() async throws {
+        let c = try await ProcessCluster.single("rqerrors")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        let bad: [(HTTPMethod, String, String?, Int, String)] = [
+            (.POST, "/db/execute", "[]", 400, "no statements\n"),
+            (.POST, "/db/execute", #"{"a":1}"#, 400, "invalid request\n"),
+            (.POST, "/db/execute", "[1,", 400, "invalid JSON body\n"),
+            (.POST, "/db/execute", #"[["INSERT INTO t VALUES(?)", {"a": {"b": 1}}]]"#, 400, "unsupported type\n"),
+            (.GET, "/db/query?q=", nil, 400, "query parameter not set\n"),
+            (.GET, "/db/query?q=SELECT+1&timeout=soon", nil, 400, "timeout is not a valid duration: soon\n"),
+            (.GET, "/db/query?q=SELECT+1&freshness_strict", nil, 400, "freshness_strict requires freshness\n"),
+            (.GET, "/db/backup?fmt=xml", nil, 400, "invalid fmt: xml; use binary, sql or delete\n"),
+            (.DELETE, "/remove", #"{"id":"1","x":2}"#, 400, "the body must be {\"id\": \"<node id>\"}\n"),
+        ]
+        for (method, path, body, status, text) in bad {
+            let r = try await n.raw(method, path, body)
+            #expect(r.status == status && r.text == text, "\(method) \(path): \(r.status) \(r.text)")
+        }
+        for (method, path) in [(HTTPMethod.POST, "/db/execute"), (.GET, "/db/query?q=SELECT+1"), (.POST, "/db/request"), (.GET, "/db/backup"),
+                               (.POST, "/db/load"), (.GET, "/status"), (.GET, "/nodes"), (.GET, "/leader"), (.POST, "/leader"),
+                               (.DELETE, "/remove")] {
+            let r = try await n.raw(method, path, #"["SELECT 1"]"#, authorization: nil)
+            #expect(r.status == 401 && r.text.isEmpty && r.header("www-authenticate") == #"Basic realm="rqlite""#, "\(method) \(path): \(r.status)")
+        }
+        // Readiness is open to everyone by default (load balancers probe without credentials).
+        let ready = try await n.raw(.GET, "/readyz", authorization: nil)
+        #expect(ready.status == 200 && ready.text == "[+]node ok\n[+]leader ok\n[+]store ok\n[+]db ok\n", "\(ready.text)")
+        #expect(try await n.raw(.GET, "/readyz?noleader", authorization: nil).text == "[+]node ok\n")
+    }
+
+    @Test("operations: status keys, nodes in both formats, leader, backup and load, stale reads")
+    func operations() async throws {
+        let c = try await ProcessCluster.single("rqops")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        let state = try await n.raw(.GET, "/status?key=store.raft.state")
+        #expect(state.text == #""Leader""#, "\(state.text)")
+        let status = try await n.get("/status")
+        let store = status.json["store"] as? Object
+        #expect((store?["leader"] as? Object)?["node_id"] as? String == String(n.id))
+        #expect(status.text.hasPrefix(#"{"build":"#), "Go sorts map keys: \(status.text.prefix(40))")
+        let legacy = try await n.get("/nodes")
+        let entry = legacy.json[String(n.id)] as? Object
+        #expect(entry?["api_addr"] as? String == "http://\(n.http)" && entry?["leader"] as? Bool == true && entry?["reachable"] as? Bool == true)
+        let v2 = try await n.get("/nodes?ver=2")
+        #expect((v2.json["nodes"] as? [Object])?.first?["id"] as? String == String(n.id))
+        let leader = try await n.get("/leader")
+        #expect(leader.json["addr"] as? String == "127.0.0.1:\(n.raftPort)")
+
+        _ = try await n.raw(.POST, "/db/execute", #"["CREATE TABLE b (id integer primary key, v text)", "INSERT INTO b(v) VALUES('one')", "INSERT INTO b(v) VALUES('two')"]"#)
+        let dump = try await n.raw(.GET, "/db/backup?fmt=sql")
+        #expect(dump.status == 200 && dump.header("content-type") == "application/sql")
+        #expect(dump.text.contains("CREATE TABLE b (id integer primary key, v text);") && dump.text.contains("INSERT INTO \"b\" VALUES(2,'two');"))
+        #expect(!dump.text.contains("_cairn"), "CairnDB's bookkeeping is not part of a backup")
+        let file = try await TestHTTP.bytes(n.url + "/db/backup")
+        #expect(file.starts(with: Array("SQLite format 3\u{0}".utf8)))
+        _ = try await n.raw(.POST, "/db/execute", #"["DROP TABLE b", "CREATE TABLE other(x)"]"#)
+        // Loading a SQLite file replaces the database.
+        let loaded = try await TestHTTP.request(.POST, n.url + "/db/load", rawBody: file, contentType: "application/octet-stream")
+        #expect(loaded.status == 200, "\(loaded.text)")
+        #expect(try await n.raw(.GET, "/db/query?q=SELECT+v+FROM+b+ORDER+BY+id").text.contains(#"[["one"],["two"]]"#))
+        #expect(try await n.raw(.GET, "/db/query?q=SELECT+*+FROM+other").text.contains("no such table"))
+        // SQL text runs on top.
+        let text = try await n.raw(.POST, "/db/load", "BEGIN TRANSACTION;\nINSERT INTO b(v) VALUES('three');\nCOMMIT;\n", contentType: "text/plain")
+        #expect(text.status == 200, "\(text.text)")
+        #expect(try await n.raw(.GET, "/db/query?q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
+        // level=none reads this node; with a freshness bound a leader answers at once.
+        #expect(try await n.raw(.GET, "/db/query?level=none&freshness=1s&q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
+    }
+}
