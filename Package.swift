@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
@@ -46,7 +48,7 @@ let package = Package(
         // One node: hosts Raft groups over the log, the state machines and the transport.
         .target(
             name: "CairnNode",
-            dependencies: ["CairnRaft", "CairnStorage", "CairnSQLite", "CairnTransport",
+            dependencies: ["CairnRaft", "CairnStorage", "CairnSQLite", "CairnTransport", .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strict
@@ -73,6 +75,7 @@ let package = Package(
             name: "CairnServer",
             dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth",
                            .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log")],

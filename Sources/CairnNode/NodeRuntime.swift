@@ -3,6 +3,7 @@ import CairnSQLite
 import CairnStorage
 import CairnTransport
 import Foundation
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -411,8 +412,12 @@ public final class NodeRuntime: Sendable {
         if !writes.isEmpty {
             let mustSync = readies.contains { $0.2.mustSync }
             do {
+                let started = DispatchTime.now().uptimeNanoseconds
                 try side.store.persist(writes, sync: mustSync)
-                if mustSync { syncs.withLockedValue { $0 += 1 } }
+                if mustSync {
+                    syncs.withLockedValue { $0 += 1 }
+                    RuntimeMetrics.walSync.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+                }
             } catch {
                 // Nothing of this batch may be acknowledged; the node stops rather than run on a broken disk.
                 fail("cannot persist the Raft log: \(error)")
@@ -421,6 +426,7 @@ public final class NodeRuntime: Sendable {
             }
         }
         for (id, g, rd) in readies {
+            if let soft = rd.softState, soft.lead != noNode { RuntimeMetrics.leaderChanges(id).increment() }
             send(rd.messagesAfterPersist, group: id)
             if let snap = rd.snapshot { dispatchInstall(group: id, index: snap.metadata.index) }
             if !rd.committedEntries.isEmpty { dispatchApply(group: id, entries: rd.committedEntries) }
@@ -886,5 +892,13 @@ public final class NodeRuntime: Sendable {
         await transport.shutdown()
         try? await snapshotPool.shutdownGracefully()
         try? await loops.shutdownGracefully()
+    }
+}
+
+/// The runtime's metrics (swift-metrics; exported by whatever backend the process bootstrapped).
+enum RuntimeMetrics {
+    static let walSync = Timer(label: "cairn_wal_sync_seconds")
+    static func leaderChanges(_ group: GroupID) -> Counter {
+        Counter(label: "cairn_raft_leader_changes_total", dimensions: [("group", String(group))])
     }
 }

@@ -7,6 +7,7 @@ import CairnTransport
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -40,6 +41,13 @@ final class API: Sendable {
     func router() -> Router<CairnContext> {
         let router = Router(context: CairnContext.self)
         router.add(middleware: ClientAddress())
+        router.add(middleware: RequestMetrics())
+        router.get("/metrics") { request, _ in
+            await self.respond(request, .status) { _ in
+                Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                         body: .init(byteBuffer: ByteBuffer(bytes: await MetricsExporter.shared.render(runtime: self.runtime))))
+            }
+        }
         if !options.corsOrigins.isEmpty {
             router.add(middleware: CORS(origins: Set(options.corsOrigins), credentials: auth.enabled))
         }
@@ -303,6 +311,7 @@ final class API: Sendable {
                         for name in [HTTPField.Name.authorization, .contentType] {
                             if let value = request.headers[name] { headers.append((name.rawName, value)) }
                         }
+                        Counter(label: "cairn_http_forwarded_out_total").increment()
                         let reply = try await peers.send(request.method == .get ? .GET : .POST, to: address, path: path, body: body, headers: headers,
                                                          timeoutMillis: max(100, leftMillis))
                         var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]

@@ -55,6 +55,7 @@ public enum Server {
             let stamp = ISO8601DateFormatter().string(from: Date())
             FileHandle.standardError.write(Data("\(stamp) \(line)\n".utf8))
         }
+        _ = MetricsExporter.shared
         let identity = try NodeIdentity.loadOrCreate(directory: options.dataDirectory)
         var runtimeConfig = RuntimeConfig(nodeID: identity.nodeID, dataDirectory: options.dataDirectory, raftAddress: options.raftAddress)
         runtimeConfig.tickMillis = options.tickMillis

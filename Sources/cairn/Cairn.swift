@@ -76,6 +76,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Largest accepted request body, in bytes.")
     var maxBodyBytes: Int = 16 << 20
 
+    @Option(help: "Most statements accepted in one request.")
+    var maxStatements: Int = 10_000
+
     @Option(help: "PEM certificate this node presents to other nodes (mutual TLS between nodes; needs --tls-key and --tls-ca).")
     var tlsCert: String?
 
@@ -143,6 +146,7 @@ struct ServerCommand: AsyncParsableCommand {
         options.snapshotEveryEntries = snapshotEntries
         options.requestTimeoutMillis = requestTimeoutMs
         options.maxBodyBytes = maxBodyBytes
+        options.maxStatementsPerRequest = maxStatements
         options.enableFaultInjection = enableFaultInjection
         if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }
         options.insecureDev = insecureDev

@@ -276,3 +276,17 @@ final class ProcessCluster: @unchecked Sendable {
         if !keep { try? FileManager.default.removeItem(atPath: root) }
     }
 }
+
+/// A GET with an Origin header (CORS checks).
+struct HTTPClientRequestBuilder {
+    var url: String
+    var origin: String
+
+    func send() async throws -> HTTPResult {
+        var r = HTTPClientRequest(url: url)
+        r.headers.add(name: "Origin", value: origin)
+        let response = try await TestHTTP.client.execute(r, timeout: .seconds(10))
+        _ = try await response.body.collect(upTo: 1 << 20)
+        return HTTPResult(status: Int(response.status.code), json: [:], text: "", headers: response.headers.map { ($0.name.lowercased(), $0.value) })
+    }
+}

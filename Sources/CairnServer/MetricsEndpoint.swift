@@ -1,0 +1,56 @@
+import CairnNode
+import Foundation
+import Hummingbird
+import Metrics
+import NIOCore
+import Prometheus
+
+/// Prometheus exposition of the process's swift-metrics, plus per-group Raft gauges read at scrape time.
+final class MetricsExporter: Sendable {
+    let registry = PrometheusCollectorRegistry()
+
+    /// Installs the exporter as the process's metrics backend (once per process).
+    static let shared: MetricsExporter = {
+        let exporter = MetricsExporter()
+        var factory = PrometheusMetricsFactory(registry: exporter.registry)
+        factory.defaultDurationHistogramBuckets = [.microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+                                                   .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                                                   .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+                                                   .seconds(1), .seconds(2.5), .seconds(5), .seconds(10)]
+        MetricsSystem.bootstrap(factory)
+        return exporter
+    }()
+
+    func render(runtime: NodeRuntime) async -> [UInt8] {
+        for g in (try? await runtime.groupIDs()) ?? [] {
+            guard let s = try? await runtime.status(group: g) else { continue }
+            let d = [("group", String(g))]
+            Gauge(label: "cairn_raft_term", dimensions: d).record(Double(s.term))
+            Gauge(label: "cairn_raft_commit_index", dimensions: d).record(Double(s.commit))
+            Gauge(label: "cairn_raft_applied_index", dimensions: d).record(Double(s.applied))
+            Gauge(label: "cairn_raft_is_leader", dimensions: d).record(s.role == .leader ? 1 : 0)
+        }
+        Gauge(label: "cairn_wal_syncs").record(Double(runtime.syncCount))
+        var out: [UInt8] = []
+        registry.emit(into: &out)
+        return out
+    }
+}
+
+/// Counts and times every request, by endpoint (the matched route) and status.
+struct RequestMetrics: RouterMiddleware {
+    typealias Context = CairnContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        let response = try await next(request, context)
+        let endpoint = context.endpointPath ?? "unmatched"
+        let d = [("method", request.method.rawValue), ("endpoint", endpoint), ("status", String(response.status.code))]
+        Counter(label: "cairn_http_requests_total", dimensions: d).increment()
+        let elapsed = ContinuousClock.now - started
+        Timer(label: "cairn_http_request_duration_seconds", dimensions: [("method", request.method.rawValue), ("endpoint", endpoint)])
+            .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        if request.headers[API.hops] != nil { Counter(label: "cairn_http_forwarded_in_total").increment() }
+        return response
+    }
+}
