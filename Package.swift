@@ -70,10 +70,19 @@ let package = Package(
                            .product(name: "JWTKit", package: "jwt-kit"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // JSON that keeps key order and numbers as written (byte-exact rqlite output, typed values).
+        .target(name: "CairnJSON", swiftSettings: strict),
+        // The client library the CLI uses: HTTP to any node, credentials, downloads and uploads.
+        .target(
+            name: "CairnClient",
+            dependencies: ["CairnJSON", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // What `cairn server` runs: the HTTP API (Hummingbird) over the runtime and the cluster layer.
         .target(
             name: "CairnServer",
-            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth",
+            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
@@ -83,7 +92,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "cairn",
-            dependencies: ["CairnServer", "CairnCluster", "CairnTransport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["CairnServer", "CairnCluster", "CairnTransport", "CairnClient", "CairnJSON", "CSQLite3",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.

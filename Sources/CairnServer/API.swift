@@ -1,3 +1,4 @@
+import CairnJSON
 import CairnAuth
 import CairnCluster
 import CairnNode
@@ -63,6 +64,22 @@ final class API: Sendable {
             let db = try context.parameters.require("db")
             return await self.respond(request, .read, database: db) { who in try await self.mixed(request, db: db, who) }
         }
+        router.get("/v1/db/:db/backup") { request, context in
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .backup, database: db) { _ in
+                try await self.rqBackup(request, try RqliteParams(request), database: db)
+            }
+        }
+        router.post("/v1/db/:db/load") { request, context in
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .load, database: db) { who in
+                guard who.grants.allows(.write, database: db) || !self.auth.enabled else {
+                    throw AccessDenied.forbidden("loading needs write on database \"\(db)\" too")
+                }
+                self.audit.record(who, request, action: "load", database: db)
+                return try await self.rqLoad(request, try RqliteParams(request), database: db)
+            }
+        }
         router.get("/v1/databases") { request, _ in
             await self.respond(request, nil) { who in Self.json(200, self.databases(visibleTo: who)) }
         }
@@ -113,6 +130,7 @@ final class API: Sendable {
             }
         }
         addAuthRoutes(to: router)
+        addConsole(to: router)
         addRqliteRoutes(to: router)
         if options.enableFaultInjection {
             router.put("/v1/debug/faults") { request, _ in

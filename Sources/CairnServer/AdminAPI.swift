@@ -1,3 +1,4 @@
+import CairnJSON
 import CairnAuth
 import CairnCluster
 import CairnNode

@@ -1,3 +1,4 @@
+import CairnJSON
 import CairnAuth
 import CairnCluster
 import CairnNode
@@ -119,13 +120,13 @@ extension API {
 
     // MARK: - Backup and load
 
-    func rqBackup(_ request: Request, _ p: RqliteParams) async throws -> Response {
+    func rqBackup(_ request: Request, _ p: RqliteParams, database: String = defaultDatabase) async throws -> Response {
         let format = p.value("fmt") ?? "binary"
         guard ["binary", "sql", "delete"].contains(format) else { throw HTTPFailure.badRequest("invalid fmt: \(format); use binary, sql or delete") }
         if p.has("compress") { throw HTTPFailure.badRequest("compress is not supported by CairnDB; compress the download instead") }
         let tables = p.value("tables").map { Set($0.split(separator: ",").map(String.init)) }
         let fresh = !p.has("noleader")
-        return try await route(request, db: defaultDatabase, body: [], isWrite: false) { group in
+        return try await route(request, db: database, body: [], isWrite: false) { group in
             // Unless told otherwise, the copy includes everything committed when the request arrived.
             if fresh { _ = try await self.runtime.query(group: group, [SQLStatement("SELECT 1")], consistency: .linearizable) }
             let file = self.options.dataDirectory + "/backup-\(UUID().uuidString).sqlite"
@@ -142,11 +143,11 @@ extension API {
 
     /// A SQLite file (recognized by its header) replaces the database; SQL text runs on top of it. Either
     /// way it is one atomic entry in the log.
-    func rqLoad(_ request: Request, _ p: RqliteParams) async throws -> Response {
+    func rqLoad(_ request: Request, _ p: RqliteParams, database: String = defaultDatabase) async throws -> Response {
         let bytes = try await body(of: request)
         guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; send a SQLite file or SQL text") }
         let isSQLiteFile = bytes.starts(with: Array("SQLite format 3\u{0}".utf8))
-        return try await route(request, db: defaultDatabase, body: bytes, isWrite: true) { group in
+        return try await route(request, db: database, body: bytes, isWrite: true) { group in
             var sql: String
             if isSQLiteFile {
                 let file = self.options.dataDirectory + "/load-\(UUID().uuidString).sqlite"

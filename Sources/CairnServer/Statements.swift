@@ -1,3 +1,4 @@
+import CairnJSON
 import CairnNode
 import CairnSQLite
 import Foundation

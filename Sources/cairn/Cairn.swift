@@ -9,7 +9,8 @@ struct Cairn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
         abstract: "CairnDB: a distributed SQL database on SQLite and Raft.",
-        subcommands: [ServerCommand.self]
+        subcommands: [ServerCommand.self, DemoCommand.self, ShellCommand.self, SQLCommand.self, ClusterCommand.self, NodeCommand.self,
+                       UserCommand.self, DatabaseCommand.self, BackupCommand.self, RestoreCommand.self]
     )
 }
 
@@ -121,14 +122,6 @@ struct ServerCommand: AsyncParsableCommand {
         }
     }
 
-    /// A secret from a file: its first line, without the newline.
-    static func readSecret(_ path: String) throws -> String {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
-        let secret = text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
-        guard !secret.isEmpty else { throw ValidationError("\(path) is empty") }
-        return secret
-    }
-
     var joinAddresses: [PeerAddress] {
         (join ?? "").split(separator: ",").compactMap { PeerAddress(parsing: String($0)) }
     }
@@ -153,9 +146,9 @@ struct ServerCommand: AsyncParsableCommand {
         options.tokenTTLSeconds = tokenTtlSeconds
         options.corsOrigins = (corsOrigins ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let environment = ProcessInfo.processInfo.environment
-        options.adminPassword = try adminPasswordFile.map(Self.readSecret) ?? environment["CAIRN_ADMIN_PASSWORD"]
+        options.adminPassword = try adminPasswordFile.map(Cairn.readSecret) ?? environment["CAIRN_ADMIN_PASSWORD"]
         if let joinAs {
-            guard let password = try joinPasswordFile.map(Self.readSecret) ?? environment["CAIRN_JOIN_PASSWORD"] else {
+            guard let password = try joinPasswordFile.map(Cairn.readSecret) ?? environment["CAIRN_JOIN_PASSWORD"] else {
                 throw ValidationError("--join-as needs the password in $CAIRN_JOIN_PASSWORD or --join-password-file")
             }
             options.joinCredentials = (joinAs, password)
@@ -166,5 +159,15 @@ struct ServerCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("cairn server: \(error)\n".utf8))
             throw ExitCode(1)
         }
+    }
+}
+
+extension Cairn {
+    /// A secret from a file: its first line, without the newline.
+    static func readSecret(_ path: String) throws -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+        let secret = text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init) ?? ""
+        guard !secret.isEmpty else { throw ValidationError("\(path) is empty") }
+        return secret
     }
 }

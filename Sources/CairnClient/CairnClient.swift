@@ -1,0 +1,103 @@
+import AsyncHTTPClient
+import CairnJSON
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// An answer other than success, with the server's own message.
+public struct ClientError: Error, CustomStringConvertible {
+    public var status: Int
+    public var message: String
+    public var description: String { status == 0 ? message : "\(message) (HTTP \(status))" }
+
+    public init(status: Int, message: String) {
+        self.status = status
+        self.message = message
+    }
+}
+
+/// Talks to any CairnDB node over its HTTP API.
+public final class CairnClient: Sendable {
+    public let baseURL: String
+    public let authorization: String?
+    private let http: HTTPClient
+
+    /// `authorization`: a full header value ("Bearer ..." or "Basic ...").
+    public init(baseURL: String, authorization: String? = nil) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.authorization = authorization
+        var config = HTTPClient.Configuration(timeout: .init(connect: .seconds(5), read: .seconds(120)))
+        config.decompression = .disabled
+        http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
+    }
+
+    public static func basic(user: String, password: String) -> String {
+        "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
+    }
+
+    public func shutdown() async { try? await http.shutdown() }
+
+    /// One request; the body's bytes and the status.
+    public func raw(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, contentType: String = "application/json",
+                    authorization: String? = nil) async throws -> (status: Int, body: [UInt8]) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        if let auth = authorization ?? self.authorization { request.headers.add(name: "Authorization", value: auth) }
+        if let body {
+            request.headers.add(name: "Content-Type", value: contentType)
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: .seconds(120))
+        } catch {
+            throw ClientError(status: 0, message: "cannot reach \(baseURL): \(error)")
+        }
+        let bytes = try await response.body.collect(upTo: 1 << 30)
+        return (Int(response.status.code), Array(buffer: bytes))
+    }
+
+    /// JSON in, JSON out; a non-2xx answer throws with the server's `error` message.
+    @discardableResult
+    public func call(_ method: HTTPMethod, _ path: String, _ body: JSON? = nil, authorization: String? = nil) async throws -> JSON {
+        let (status, bytes) = try await raw(method, path, body: body?.serialized(), authorization: authorization)
+        let json = try? JSON.parse(bytes)
+        guard (200..<300).contains(status) else {
+            if case .string(let m)? = json?["error"] { throw ClientError(status: status, message: m) }
+            let text = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw ClientError(status: status, message: text.isEmpty ? HTTPResponseStatus(statusCode: status).reasonPhrase : text)
+        }
+        return json ?? .null
+    }
+
+    /// Signs in; the token and when it expires.
+    public func token(user: String, password: String) async throws -> (token: String, expires: String) {
+        let reply = try await call(.POST, "/v1/auth/token", .object([("username", .string(user)), ("password", .string(password))]),
+                                   authorization: "")
+        guard case .string(let token)? = reply["token"], case .string(let expires)? = reply["expires_at"] else {
+            throw ClientError(status: 0, message: "the server's token reply is malformed")
+        }
+        return (token, expires)
+    }
+
+    /// Streams a GET into `file`, reporting (bytes so far, total if known).
+    public func download(_ path: String, to file: String, progress: @Sendable (Int64, Int64?) -> Void) async throws {
+        var request = HTTPClientRequest(url: baseURL + path)
+        if let authorization { request.headers.add(name: "Authorization", value: authorization) }
+        let response = try await http.execute(request, timeout: .seconds(3600))
+        guard response.status == .ok else {
+            let bytes = try await response.body.collect(upTo: 1 << 20)
+            throw ClientError(status: Int(response.status.code), message: String(buffer: bytes).trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let total = response.headers.first(name: "Content-Length").flatMap(Int64.init)
+        FileManager.default.createFile(atPath: file, contents: nil)
+        guard let handle = FileHandle(forWritingAtPath: file) else { throw ClientError(status: 0, message: "cannot write \(file)") }
+        defer { try? handle.close() }
+        var done: Int64 = 0
+        for try await chunk in response.body {
+            handle.write(Data(chunk.readableBytesView))
+            done += Int64(chunk.readableBytes)
+            progress(done, total)
+        }
+    }
+}

@@ -1,0 +1,334 @@
+import ArgumentParser
+import CairnClient
+import CairnJSON
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs `body` with a signed-in client; errors print readably and exit with status 1.
+func withClient(_ connection: ConnectionOptions, _ body: (CairnClient) async throws -> Void) async throws {
+    let client: CairnClient
+    do {
+        client = try await connection.connect()
+    } catch {
+        printError(error)
+        throw ExitCode(1)
+    }
+    do {
+        try await body(client)
+    } catch let e as ExitCode {
+        await client.shutdown()
+        throw e
+    } catch {
+        await client.shutdown()
+        printError(error)
+        throw ExitCode(1)
+    }
+    await client.shutdown()
+}
+
+struct SQLCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sql", abstract: "Run SQL from a script or the command line.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(name: .shortAndLong, help: "SQL to run (repeat for several; each may hold several statements).")
+    var execute: [String] = []
+
+    @Option(help: "table, json or csv.")
+    var format: String = "table"
+
+    @Option(help: "Database.")
+    var database: String = "default"
+
+    @Option(help: "linearizable, stale or local.")
+    var consistency: String = "linearizable"
+
+    func validate() throws {
+        guard ["table", "json", "csv"].contains(format) else { throw ValidationError("--format must be table, json or csv") }
+        guard !execute.isEmpty else { throw ValidationError("give SQL with -e") }
+    }
+
+    func run() async throws {
+        try await withClient(connection) { client in
+            var failed = false
+            for sql in execute {
+                let reply = try await client.call(.POST, "/v1/db/\(database)/request",
+                                                  .object([("statements", .array([.string(sql)])), ("consistency", .string(consistency))]))
+                if format == "json" {
+                    print(String(decoding: reply.serialized(), as: UTF8.self))
+                    continue
+                }
+                guard case .array(let results)? = reply["results"] else { continue }
+                for r in results {
+                    if r["error"] != nil { failed = true }
+                    print(Output.describe(r, format: format), terminator: "")
+                }
+            }
+            if failed { throw ExitCode(1) }
+        }
+    }
+}
+
+struct ClusterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "The cluster.", subcommands: [Status.self])
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Nodes, and where each database lives and who leads it.")
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                let c = try await client.call(.GET, "/v1/cluster")
+                guard case .array(let nodes)? = c["nodes"], case .array(let groups)? = c["groups"] else { return }
+                print(Output.table(columns: ["node", "http", "raft", "voter", "removed"], rows: nodes.map { n in
+                    [n["id"] ?? .null, n["http_addr"] ?? .null, n["raft_addr"] ?? .null, n["voter"] ?? .null, n["removed"] ?? .null]
+                }))
+                print(Output.table(columns: ["database", "group", "leader", "replicas"], rows: groups.map { g in
+                    [g["name"] ?? .null, g["group"] ?? .null, g["leader"] ?? .null,
+                     .string(g["replicas"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? "all voters")]
+                }), terminator: "")
+            }
+        }
+    }
+}
+
+struct NodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Nodes.", subcommands: [Remove.self])
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Remove a node from the cluster (it shuts itself down).")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "The node's id (see cairn cluster status).") var id: UInt64
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                try await client.call(.POST, "/v1/cluster/remove", .object([("id", .int(id))]))
+                print("Removed node \(id).")
+            }
+        }
+    }
+}
+
+/// A new password: from a file, or typed twice.
+func newPassword(file: String?, for user: String) throws -> String {
+    if let file { return try Cairn.readSecret(file) }
+    let editor = LineEditor(historyPath: nil)
+    guard let first = editor.readSecret(prompt: "New password for \(user): "),
+          let second = editor.readSecret(prompt: "Again: ") else { throw ExitCode(1) }
+    guard first == second else { throw ValidationError("the passwords differ") }
+    return first
+}
+
+/// `PERMISSION` or `PERMISSION:DATABASE`.
+func grantJSON(_ text: String) -> JSON {
+    let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+    var members: [(String, JSON)] = [("permission", .string(parts[0]))]
+    if parts.count > 1 { members.append(("database", .string(parts[1]))) }
+    return .object(members)
+}
+
+struct UserCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "user", abstract: "Users and their permissions.",
+                                                    subcommands: [Add.self, Grant.self, Revoke.self, Passwd.self, List.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a user.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument var name: String
+        @Option(name: .customLong("grant"), help: "PERMISSION or PERMISSION:DATABASE (repeatable), e.g. read:sales, write:*, status.")
+        var grants: [String] = []
+        @Option(help: "File holding the new user's password (else typed twice).") var newPasswordFile: String?
+
+        func run() async throws {
+            let password = try newPassword(file: newPasswordFile, for: name)
+            try await withClient(connection) { client in
+                try await client.call(.POST, "/v1/users", .object([("username", .string(name)), ("password", .string(password)),
+                                                                    ("grants", .array(grants.map(grantJSON)))]))
+                print("Created user \(name).")
+            }
+        }
+    }
+
+    struct Grant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Grant a permission (PERMISSION or PERMISSION:DATABASE).")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument var name: String
+        @Argument var permission: String
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                try await client.call(.POST, "/v1/users/\(name)/grants", grantJSON(permission))
+                print("Granted \(permission) to \(name).")
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a permission.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument var name: String
+        @Argument var permission: String
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                try await client.call(.DELETE, "/v1/users/\(name)/grants", grantJSON(permission))
+                print("Revoked \(permission) from \(name).")
+            }
+        }
+    }
+
+    struct Passwd: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a password (revokes the user's tokens).")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument var name: String
+        @Option(help: "File holding the new password (else typed twice).") var newPasswordFile: String?
+
+        func run() async throws {
+            let password = try newPassword(file: newPasswordFile, for: name)
+            try await withClient(connection) { client in
+                try await client.call(.PUT, "/v1/users/\(name)/password", .object([("password", .string(password))]))
+                print("Changed the password of \(name); its earlier tokens no longer work.")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List users and their grants.")
+        @OptionGroup var connection: ConnectionOptions
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                let r = try await client.call(.GET, "/v1/users")
+                guard case .array(let users)? = r["users"] else { return }
+                print(Output.table(columns: ["user", "grants"], rows: users.map { u in
+                    var grants: [String] = []
+                    if case .array(let gs)? = u["grants"] {
+                        grants = gs.map { g in Output.cell(g["permission"] ?? .null) + (g["database"].map { ":" + Output.cell($0) } ?? "") }
+                    }
+                    return [u["username"] ?? .null, .string(grants.joined(separator: ", "))]
+                }), terminator: "")
+            }
+        }
+    }
+}
+
+struct DatabaseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "db", abstract: "Databases.", subcommands: [Create.self, Drop.self, List.self])
+
+    struct Create: AsyncParsableCommand {
+        @OptionGroup var connection: ConnectionOptions
+        @Argument var name: String
+        func run() async throws {
+            try await withClient(connection) { client in
+                let r = try await client.call(.POST, "/v1/databases", .object([("name", .string(name))]))
+                print("Created database \(name) (group \(Output.cell(r["group"] ?? .null))).")
+            }
+        }
+    }
+
+    struct Drop: AsyncParsableCommand {
+        @OptionGroup var connection: ConnectionOptions
+        @Argument var name: String
+        func run() async throws {
+            try await withClient(connection) { client in
+                try await client.call(.DELETE, "/v1/databases/\(name)")
+                print("Dropped database \(name).")
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        @OptionGroup var connection: ConnectionOptions
+        func run() async throws {
+            try await withClient(connection) { client in
+                let r = try await client.call(.GET, "/v1/databases")
+                guard case .array(let dbs)? = r["databases"] else { return }
+                print(Output.table(columns: ["database", "group", "replicas"], rows: dbs.map { d in
+                    [d["name"] ?? .null, d["group"] ?? .null, .string(d["replicas"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? "")]
+                }), terminator: "")
+            }
+        }
+    }
+}
+
+/// A progress bar on standard error (a final line only when it is not a terminal).
+final class ProgressBar: Sendable {
+    private let label: String
+    private let tty = isatty(STDERR_FILENO) != 0
+    private let last = Mutex(Date.distantPast)
+
+    init(_ label: String) { self.label = label }
+
+    func update(_ done: Int64, _ total: Int64?, final: Bool = false) {
+        guard tty || final else { return }
+        let due = last.withLock { last in
+            guard final || Date().timeIntervalSince(last) > 0.1 else { return false }
+            last = Date()
+            return true
+        }
+        guard due else { return }
+        let mib = String(format: "%.1f MiB", Double(done) / 1_048_576)
+        var line = "\r\(label) "
+        if let total, total > 0 {
+            let fraction = min(1, Double(done) / Double(total))
+            let filled = Int(fraction * 30)
+            line += "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: 30 - filled) + "] "
+            line += String(format: "%3.0f%% ", fraction * 100) + mib + String(format: " / %.1f MiB", Double(total) / 1_048_576)
+        } else {
+            line += mib
+        }
+        FileHandle.standardError.write(Data(((tty ? line : String(line.dropFirst())) + (final ? "\n" : "")).utf8))
+    }
+}
+
+struct BackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "backup", abstract: "Download a consistent copy of a database.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "File to write.") var file: String
+    @Option(help: "Database.") var database: String = "default"
+    @Option(help: "binary (a SQLite file) or sql (a text dump).") var format: String = "binary"
+
+    func run() async throws {
+        try await withClient(connection) { client in
+            let bar = ProgressBar("backup")
+            try await client.download("/v1/db/\(database)/backup?fmt=\(format)", to: file) { done, total in bar.update(done, total) }
+            let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int64) ?? 0
+            bar.update(size, size, final: true)
+            print("Wrote \(file).")
+        }
+    }
+}
+
+struct RestoreCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "restore",
+                                                    abstract: "Load a backup: a SQLite file replaces the database; SQL text runs on it.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "A SQLite file or a SQL dump.") var file: String
+    @Option(help: "Database.") var database: String = "default"
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            printError(ClientError(status: 0, message: "cannot read \(file)"))
+            throw ExitCode(1)
+        }
+        try await withClient(connection) { client in
+            let bar = ProgressBar("restore")
+            bar.update(0, Int64(data.count))
+            let isSQLite = data.starts(with: Array("SQLite format 3\u{0}".utf8))
+            let (status, body) = try await client.raw(.POST, "/v1/db/\(database)/load", body: Array(data),
+                                                      contentType: isSQLite ? "application/octet-stream" : "text/plain")
+            bar.update(Int64(data.count), Int64(data.count), final: true)
+            let json = try? JSON.parse(body)
+            guard status == 200 else {
+                throw ClientError(status: status, message: json?["error"].map(Output.cell) ?? String(decoding: body, as: UTF8.self))
+            }
+            if case .array(let results)? = json?["results"], let e = results.first(where: { $0["error"] != nil }) {
+                throw ClientError(status: 0, message: "the restore was rolled back: " + Output.cell(e["error"]!))
+            }
+            print("Restored \(file) into \(database).")
+        }
+    }
+}

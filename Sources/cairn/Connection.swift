@@ -1,0 +1,140 @@
+import ArgumentParser
+import CairnClient
+import CairnJSON
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a client command connects and as whom.
+struct ConnectionOptions: ParsableArguments {
+    @Option(help: "Any node's HTTP address (default: $CAIRN_HOST, else http://127.0.0.1:4001).")
+    var host: String?
+
+    @Option(help: "User to sign in as (default: $CAIRN_USER, else prompt).")
+    var user: String?
+
+    @Option(help: "File holding the password (else $CAIRN_PASSWORD, else a saved token, else prompt).")
+    var passwordFile: String?
+
+    var hostURL: String {
+        var h = host ?? ProcessInfo.processInfo.environment["CAIRN_HOST"] ?? "http://127.0.0.1:4001"
+        if !h.hasPrefix("http://") && !h.hasPrefix("https://") { h = "http://" + h }
+        return h.hasSuffix("/") ? String(h.dropLast()) : h
+    }
+
+    /// A client signed in: with a saved token for this host, or a password (flag, environment or
+    /// prompt) exchanged for a token, which is saved in the profile (mode 0600).
+    func connect(editor: LineEditor? = nil, forceLogin: Bool = false) async throws -> CairnClient {
+        let url = hostURL
+        let environment = ProcessInfo.processInfo.environment
+        var profile = Profile.load()
+        let wantedUser = user ?? environment["CAIRN_USER"]
+        if !forceLogin, let saved = profile.hosts[url], wantedUser == nil || wantedUser == saved.user, saved.expires > Date() + 30 {
+            return CairnClient(baseURL: url, authorization: "Bearer " + saved.token)
+        }
+        let anonymous = CairnClient(baseURL: url)
+        var password = try passwordFile.map(Cairn.readSecret) ?? environment["CAIRN_PASSWORD"]
+        var name = wantedUser
+        if password == nil || name == nil {
+            // No credentials given: a server without auth (--insecure-dev, cairn demo) answers anyway.
+            if name == nil, password == nil, (try? await anonymous.call(.GET, "/v1/status")) != nil { return anonymous }
+            let editor = editor ?? LineEditor(historyPath: nil)
+            if name == nil {
+                FileHandle.standardOutput.write(Data("Username: ".utf8))
+                name = editor.readLine(prompt: "")?.trimmingCharacters(in: .whitespaces)
+            }
+            if password == nil { password = editor.readSecret(prompt: "Password: ") }
+        }
+        guard let name, !name.isEmpty, let password else { throw ClientError(status: 0, message: "no credentials given") }
+        await anonymous.shutdown()
+        let login = CairnClient(baseURL: url)
+        defer { Task { await login.shutdown() } }
+        let (token, expires) = try await login.token(user: name, password: password)
+        profile.hosts[url] = Profile.Entry(user: name, token: token, expires: ISO8601DateFormatter().date(from: expires) ?? Date() + 3000)
+        profile.save()
+        return CairnClient(baseURL: url, authorization: "Bearer " + token)
+    }
+}
+
+/// `~/.cairn/profile.json` (mode 0600): a token per host, so commands do not ask for the password each time.
+struct Profile: Codable {
+    struct Entry: Codable {
+        var user: String
+        var token: String
+        var expires: Date
+    }
+
+    var hosts: [String: Entry] = [:]
+
+    static var directory: String {
+        (ProcessInfo.processInfo.environment["CAIRN_HOME"] ?? (NSHomeDirectory() + "/.cairn"))
+    }
+    static var path: String { directory + "/profile.json" }
+
+    static func load() -> Profile {
+        guard let data = FileManager.default.contents(atPath: path), let p = try? JSONDecoder().decode(Profile.self, from: data) else { return Profile() }
+        return p
+    }
+
+    func save() {
+        try? FileManager.default.createDirectory(atPath: Self.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        guard let data = try? JSONEncoder().encode(self) else { return }
+        FileManager.default.createFile(atPath: Self.path, contents: data, attributes: [.posixPermissions: 0o600])
+        chmod(Self.path, 0o600)
+    }
+}
+
+/// Printing results for people: aligned tables, or JSON and CSV for scripts.
+enum Output {
+    static func cell(_ v: JSON) -> String {
+        switch v {
+        case .null: return "NULL"
+        case .bool(let b): return b ? "true" : "false"
+        case .number(let n): return n
+        case .string(let s): return s
+        default: return String(decoding: v.serialized(), as: UTF8.self)
+        }
+    }
+
+    static func table(columns: [String], rows: [[JSON]]) -> String {
+        let cells = rows.map { $0.map(cell) }
+        var widths = columns.map(\.count)
+        for row in cells { for (i, c) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        func line(_ values: [String]) -> String {
+            values.enumerated().map { i, v in v.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: " | ")
+                .trimmingCharacters(in: .whitespaces)
+        }
+        var out = line(columns) + "\n" + widths.map { String(repeating: "-", count: $0) }.joined(separator: "-+-") + "\n"
+        for row in cells { out += line(row) + "\n" }
+        return out
+    }
+
+    static func csv(columns: [String], rows: [[JSON]]) -> String {
+        func quote(_ s: String) -> String {
+            s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+        }
+        return ([columns] + rows.map { $0.map(cell) }).map { $0.map(quote).joined(separator: ",") }.joined(separator: "\n") + "\n"
+    }
+
+    /// Renders one statement's result as a table (with its row count) or a write summary.
+    static func describe(_ result: JSON, format: String = "table") -> String {
+        if case .string(let e)? = result["error"] { return "Error: \(e)\n" }
+        if case .array(let cols)? = result["columns"] {
+            let columns = cols.map(cell)
+            guard case .array(let rowsJSON)? = result["rows"] else { return "" }
+            let rows = rowsJSON.map { r -> [JSON] in if case .array(let a) = r { return a } else { return [] } }
+            switch format {
+            case "csv": return csv(columns: columns, rows: rows)
+            default: return table(columns: columns, rows: rows) + "(\(rows.count) row\(rows.count == 1 ? "" : "s"))\n"
+            }
+        }
+        let affected = result["rows_affected"].map(cell) ?? "0"
+        let id = result["last_insert_id"].map(cell) ?? "0"
+        return "OK, \(affected) row\(affected == "1" ? "" : "s") affected" + (id != "0" ? " (last insert id \(id))" : "") + "\n"
+    }
+}
+
+func printError(_ error: any Error) {
+    FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+}
