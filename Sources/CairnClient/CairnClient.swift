@@ -42,7 +42,8 @@ public final class CairnClient: Sendable {
                     authorization: String? = nil) async throws -> (status: Int, body: [UInt8]) {
         var request = HTTPClientRequest(url: baseURL + path)
         request.method = method
-        if let auth = authorization ?? self.authorization { request.headers.add(name: "Authorization", value: auth) }
+        // An empty `authorization` sends none (signing in must not carry an old token).
+        if let auth = authorization ?? self.authorization, !auth.isEmpty { request.headers.add(name: "Authorization", value: auth) }
         if let body {
             request.headers.add(name: "Content-Type", value: contentType)
             request.body = .bytes(ByteBuffer(bytes: body))

@@ -41,8 +41,8 @@ struct ConnectionOptions: ParsableArguments {
             if name == nil, password == nil, (try? await anonymous.call(.GET, "/v1/status")) != nil { return anonymous }
             let editor = editor ?? LineEditor(historyPath: nil)
             if name == nil {
-                FileHandle.standardOutput.write(Data("Username: ".utf8))
-                name = editor.readLine(prompt: "")?.trimmingCharacters(in: .whitespaces)
+                if !editor.isTerminal { FileHandle.standardOutput.write(Data("Username: ".utf8)) }
+                name = editor.readLine(prompt: "Username: ")?.trimmingCharacters(in: .whitespaces)
             }
             if password == nil { password = editor.readSecret(prompt: "Password: ") }
         }

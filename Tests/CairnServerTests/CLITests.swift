@@ -1,0 +1,183 @@
+import CairnTestSupport
+import Foundation
+import Synchronization
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bytes appended by one thread and read by another.
+final class ByteLog: Sendable {
+    private let bytes = Mutex<[UInt8]>([])
+    func append(_ b: some Sequence<UInt8>) { bytes.withLock { $0.append(contentsOf: b) } }
+    var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
+}
+
+/// A child process on a pseudo-terminal, driven like a person at a keyboard.
+final class TerminalSession: Sendable {
+    let process: Process
+    private let master: Int32
+    private let output = ByteLog()
+
+    init(_ arguments: [String], environment: [String: String]) throws {
+        // posix_openpt and friends are not visible from Swift here; these are the ioctls behind them
+        // (Linux: TIOCSPTLCK unlocks the pair, TIOCGPTN names the terminal side).
+        master = open("/dev/ptmx", O_RDWR | O_NOCTTY)
+        var unlock: Int32 = 0
+        var number: UInt32 = 0
+        guard master >= 0, ioctl(master, 0x4004_5431, &unlock) == 0, ioctl(master, 0x8004_5430, &number) == 0 else {
+            throw TestFailure("cannot open a pseudo-terminal")
+        }
+        let slave = open("/dev/pts/\(number)", O_RDWR | O_NOCTTY)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: cairnBinary)
+        process.arguments = arguments
+        process.environment = environment
+        let handle = FileHandle(fileDescriptor: slave, closeOnDealloc: true)
+        process.standardInput = handle
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let master = self.master
+        let output = self.output
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(master, &buffer, buffer.count)
+                if n <= 0 { return }
+                output.append(buffer[0..<n])
+            }
+        }
+    }
+
+    var text: String { output.text }
+
+    func type(_ s: String) {
+        var bytes = Array(s.utf8)
+        _ = write(master, &bytes, bytes.count)
+    }
+
+    /// Waits until the output contains `fragment` (after `from` characters).
+    func expect(_ fragment: String, seconds: Double = 15) async throws {
+        let end = Date() + seconds
+        while !text.contains(fragment) {
+            guard Date() < end else { throw TestFailure("waited for \"\(fragment)\"; the terminal shows:\n\(text)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    func close() {
+        if process.isRunning { process.terminate() }
+        Glibc.close(master)
+    }
+}
+
+@Suite("The cairn command line", .serialized)
+struct CLITests {
+    @Test("cairn shell through a pseudo-terminal: login, create, insert, a multi-line select, a syntax error, history, quit")
+    func shell() async throws {
+        let c = try await ProcessCluster.single("shell")
+        defer { c.destroy() }
+        let home = c.root + "/home"
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = home
+        environment["TERM"] = "xterm"
+        for key in ["CAIRN_USER", "CAIRN_PASSWORD", "CAIRN_HOST"] { environment[key] = nil }
+        let t = try TerminalSession(["shell", "--host", c.nodes[0].url], environment: environment)
+        defer { t.close() }
+        try await t.expect("Username: ")
+        t.type("admin\r")
+        try await t.expect("Password: ")
+        t.type(TestHTTP.adminPassword + "\r")
+        try await t.expect("cairn:default> ")
+        t.type("CREATE TABLE pets(name TEXT, legs INTEGER);\r")
+        try await t.expect("OK, 0 rows affected")
+        t.type("INSERT INTO pets VALUES ('cat', 4), ('bird', 2);\r")
+        try await t.expect("OK, 2 rows affected")
+        t.type("SELECT name, legs\r")
+        try await t.expect("   ...> ")
+        t.type("FROM pets ORDER BY legs;\r")
+        try await t.expect("(2 rows, ")
+        t.type("SELEC oops;\r")
+        try await t.expect("Error: near \"SELEC\": syntax error")
+        t.type(".tables\r")
+        try await t.expect("pets")
+        // Arrow-up recalls the last line; Enter runs it again.
+        t.type("\u{1B}[A\r")
+        try await t.expect("pets\r\ncairn:default> ")
+        t.type(".quit\r")
+        try await t.expect("Bye.")
+        let exit = await Task.detached { t.process.waitUntilExit(); return t.process.terminationStatus }.value
+        #expect(exit == 0)
+        let screen = t.text
+        #expect(screen.contains("name | legs"), "\(screen)")
+        #expect(screen.contains("bird | 2") && screen.contains("cat  | 4"), "\(screen)")
+        #expect(!screen.contains(TestHTTP.adminPassword), "the password must not be echoed")
+        // The token is kept for next time, readable by the user only; the history too.
+        let attributes = try FileManager.default.attributesOfItem(atPath: home + "/profile.json")
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        #expect(try String(contentsOfFile: home + "/history", encoding: .utf8).contains("SELECT name, legs"))
+        // The saved token signs a script in without asking.
+        let script = Process()
+        script.executableURL = URL(fileURLWithPath: cairnBinary)
+        script.arguments = ["sql", "--host", c.nodes[0].url, "--format", "csv", "-e", "SELECT name FROM pets ORDER BY name"]
+        script.environment = environment
+        let pipe = Pipe()
+        script.standardOutput = pipe
+        try script.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        script.waitUntilExit()
+        #expect(script.terminationStatus == 0 && out == "name\nbird\ncat\n", "\(out)")
+    }
+
+    @Test("cairn demo: a working 3-node cluster, and after SIGINT no process and no temporary directory is left")
+    func demo() async throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cairnBinary)
+        p.arguments = ["demo", "--nodes", "3"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        let collected = ByteLog()
+        pipe.fileHandleForReading.readabilityHandler = { h in collected.append(h.availableData) }
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        func text() -> String { collected.text }
+        let end = Date() + 90
+        while !text().contains("Press Ctrl-C") {
+            guard Date() < end, p.isRunning else { throw TestFailure("the demo did not come up:\n\(text())") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let out = text()
+        #expect(out.contains("WITHOUT authentication"))
+        let root = try #require(out.range(of: #"in (/\S+cairn-demo-\S+)\)"#, options: .regularExpression).map { String(out[$0].dropFirst(3).dropLast()) })
+        let api = try #require(out.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression).map { String(out[$0]) })
+        #expect(out.contains("Credentials:") && out.contains("shell --host \(api)"))
+        let r = try await TestHTTP.request(.POST, api + "/v1/db/default/query",
+                                           ["statements": ["SELECT count(*) FROM cities"]], authorization: nil)
+        #expect(r.text.contains("[[10]]"), "\(r.text)")
+        let console = try await TestHTTP.request(.GET, api + "/console", authorization: nil)
+        #expect(console.status == 200 && console.text.contains("CairnDB console"))
+        #expect(FileManager.default.fileExists(atPath: root))
+
+        kill(p.processIdentifier, SIGINT)
+        let exit = await Task.detached { p.waitUntilExit(); return p.terminationStatus }.value
+        #expect(exit == 0, "\(text())")
+        #expect(!FileManager.default.fileExists(atPath: root), "the demo's data must be gone")
+        let leftovers = try runProgramOutput("/usr/bin/pgrep", ["-f", root])
+        #expect(leftovers.isEmpty, "server processes left behind: \(leftovers)")
+    }
+}
+
+/// A program's standard output.
+func runProgramOutput(_ path: String, _ arguments: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = arguments
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+}
