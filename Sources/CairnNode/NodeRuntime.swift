@@ -136,6 +136,7 @@ public final class NodeRuntime: Sendable {
         let id: UInt64
         let index: LogIndex
         let statements: [SQLStatement]
+        let timeoutNanos: UInt64
         let promise: EventLoopPromise<([StatementResult], LogIndex)>
     }
 
@@ -642,7 +643,7 @@ public final class NodeRuntime: Sendable {
         let ready = waiting.filter { $0.index <= machine.appliedIndex }
         waiting.removeAll { $0.index <= machine.appliedIndex }
         side.waitingReads[group] = waiting
-        for r in ready { r.promise.succeed((r.statements.map(machine.query), machine.appliedIndex)) }
+        for r in ready { r.promise.succeed((r.statements.map { machine.query($0, timeoutNanos: r.timeoutNanos) }, machine.appliedIndex)) }
     }
 
     // MARK: - Client operations
@@ -690,8 +691,9 @@ public final class NodeRuntime: Sendable {
 
     /// Runs read-only statements at one read point (one ReadIndex round for all of them); also returns
     /// the applied index they saw.
-    public func query(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable) async throws
-        -> (results: [StatementResult], index: LogIndex) {
+    /// `statementTimeoutNanos` interrupts each statement that runs longer (0: no limit).
+    public func query(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable,
+                      statementTimeoutNanos: UInt64 = 0) async throws -> (results: [StatementResult], index: LogIndex) {
         if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         var readIndex: LogIndex = 0
@@ -737,12 +739,13 @@ public final class NodeRuntime: Sendable {
             guard let machine = side.machines[group] else { throw RuntimeError.unknownGroup(group) }
             let promise = self.applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
             if machine.appliedIndex >= index {
-                promise.succeed((statements.map(machine.query), machine.appliedIndex))
+                promise.succeed((statements.map { machine.query($0, timeoutNanos: statementTimeoutNanos) }, machine.appliedIndex))
                 return promise.futureResult
             }
             let id = side.nextReadID
             side.nextReadID += 1
-            side.waitingReads[group, default: []].append(WaitingRead(id: id, index: index, statements: statements, promise: promise))
+            side.waitingReads[group, default: []].append(WaitingRead(id: id, index: index, statements: statements,
+                                                                     timeoutNanos: statementTimeoutNanos, promise: promise))
             self.applyLoop.scheduleTask(in: timeout) {
                 guard let i = self.applyState.value.waitingReads[group]?.firstIndex(where: { $0.id == id }) else { return }
                 self.applyState.value.waitingReads[group]!.remove(at: i).promise

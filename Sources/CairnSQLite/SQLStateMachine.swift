@@ -151,8 +151,8 @@ public final class SQLStateMachine {
     }
 
     /// Runs a read-only statement against the applied state; a statement that would write is refused.
-    public func query(_ statement: SQLStatement) -> StatementResult {
-        connection.run(statement, readOnly: true)
+    public func query(_ statement: SQLStatement, timeoutNanos: UInt64 = 0) -> StatementResult {
+        connection.run(statement, readOnly: true, timeoutNanos: timeoutNanos)
     }
 
     /// Closes the database (before its files are deleted).

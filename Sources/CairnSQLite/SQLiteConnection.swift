@@ -1,3 +1,4 @@
+import Foundation
 import CSQLite3
 import CairnRaft
 #if canImport(Glibc)
@@ -22,6 +23,8 @@ final class ConnectionContext {
     var modifiesRows = false
     /// What the last row-modifying user statement reported: DDL reports these again, as SQLite (and
     /// so rqlite) does; CairnDB's own bookkeeping writes must not show through.
+    /// A read running past this moment (monotonic nanoseconds; 0: none) is interrupted.
+    var deadlineNanos: UInt64 = 0
     var carriedChanges: Int64 = 0
     var carriedInsertRowID: Int64 = 0
     /// Drives `random()` and `randomblob()` while a batch applies; nil outside an apply.
@@ -107,6 +110,11 @@ final class SQLiteConnection {
         try exec("PRAGMA synchronous=NORMAL")
         sqlite3_extended_result_codes(db, 1)
         installFunctions()
+        // Checked every thousand VM steps: interrupts a read that has run past its deadline.
+        sqlite3_progress_handler(db, 1000, { ctx in
+            let context = Unmanaged<ConnectionContext>.fromOpaque(ctx!).takeUnretainedValue()
+            return context.deadlineNanos != 0 && DispatchTime.now().uptimeNanoseconds > context.deadlineNanos ? 1 : 0
+        }, contextPointer)
         sqlite3_set_authorizer(db, { ctx, action, arg1, arg2, _, _ in
             let context = Unmanaged<ConnectionContext>.fromOpaque(ctx!).takeUnretainedValue()
             if context.internalAccess { return SQLITE_OK }
@@ -209,7 +217,11 @@ final class SQLiteConnection {
 
     /// Runs every statement in `statement.sql` with its parameters, collecting rows and counts.
     /// `readOnly` refuses anything that would write.
-    func run(_ statement: SQLStatement, readOnly: Bool) -> StatementResult {
+    func run(_ statement: SQLStatement, readOnly: Bool, timeoutNanos: UInt64 = 0) -> StatementResult {
+        // Only reads are timed: interrupting a write would depend on this machine's speed, and every
+        // replica must apply it the same way.
+        context.deadlineNanos = readOnly && timeoutNanos > 0 ? DispatchTime.now().uptimeNanoseconds + timeoutNanos : 0
+        defer { context.deadlineNanos = 0 }
         var result = StatementResult()
         let utf8 = Array(statement.sql.utf8CString)
         utf8.withUnsafeBufferPointer { buffer in
@@ -337,6 +349,7 @@ final class SQLiteConnection {
     private func errorMessage(_ rc: Int32) -> String {
         // The authorizer recorded why it refused (SQLite itself only says "not authorized").
         if let denial = context.denial { return denial }
+        if rc == SQLITE_INTERRUPT && context.deadlineNanos != 0 { return "query timed out (db_timeout)" }
         return String(cString: sqlite3_errmsg(db))
     }
 }

@@ -238,7 +238,8 @@ extension API {
             let started = ContinuousClock.now
             if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
             do {
-                let (results, index) = try await self.runtime.query(group: group, live, consistency: consistency)
+                let (results, index) = try await self.runtime.query(group: group, live, consistency: consistency,
+                                                                    statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)))
                 let elapsed = Self.seconds(ContinuousClock.now - started)
                 let per = elapsed / Double(max(results.count, 1))
                 return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.query($0, time: per, options: p.format) },

@@ -40,6 +40,7 @@ public struct ServerOptions: Sendable {
     public var tokenTTLSeconds: Double = 3600
     /// Origins allowed to call the API from a browser (CORS); empty: CORS off.
     public var corsOrigins: [String] = []
+    public var logFormat: CairnLogHandler.Format = .text
 
     public init(dataDirectory: String, httpAddress: PeerAddress, raftAddress: PeerAddress) {
         self.dataDirectory = dataDirectory
@@ -51,10 +52,10 @@ public struct ServerOptions: Sendable {
 /// `cairn server`: one node's runtime, cluster layer and HTTP API, until SIGTERM or SIGINT.
 public enum Server {
     public static func run(_ options: ServerOptions) async throws {
-        let log: @Sendable (String) -> Void = { line in
-            let stamp = ISO8601DateFormatter().string(from: Date())
-            FileHandle.standardError.write(Data("\(stamp) \(line)\n".utf8))
-        }
+        let format = options.logFormat
+        LoggingSystem.bootstrap { label in CairnLogHandler(label: label, format: format) }
+        let logger = Logger(label: "cairn")
+        let log: @Sendable (String) -> Void = { line in logger.info("\(line)") }
         _ = MetricsExporter.shared
         let identity = try NodeIdentity.loadOrCreate(directory: options.dataDirectory)
         var runtimeConfig = RuntimeConfig(nodeID: identity.nodeID, dataDirectory: options.dataDirectory, raftAddress: options.raftAddress)
@@ -90,15 +91,15 @@ public enum Server {
         }
         let audit = AuditLog(path: options.dataDirectory + "/audit.log", node: identity.nodeID)
         let api = API(options: options, runtime: runtime, cluster: cluster, peers: peers, auth: auth, audit: audit, log: log)
-        var logger = Logger(label: "cairn.http")
-        logger.logLevel = .warning
+        var httpLogger = Logger(label: "cairn.http")
+        httpLogger.logLevel = .warning
         let app = Application(
             router: api.router(),
             configuration: .init(address: .hostname(options.httpAddress.host, port: options.httpAddress.port), serverName: "cairn"),
             onServerRunning: { channel in
                 log("node \(identity.nodeID): HTTP on \(channel.localAddress.map { "\($0)" } ?? "?"), Raft on \(options.raftAddress), data in \(options.dataDirectory)")
             },
-            logger: logger
+            logger: httpLogger
         )
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in

@@ -107,6 +107,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Origins allowed to call the API from browsers (comma-separated, or *); CORS is off without it.")
     var corsOrigins: String?
 
+    @Option(help: "Log lines as text or json.")
+    var logFormat: String = "text"
+
     @Flag(help: "Serve PUT /v1/debug/faults to cut off, drop or delay traffic between nodes (tests only).")
     var enableFaultInjection = false
 
@@ -143,6 +146,8 @@ struct ServerCommand: AsyncParsableCommand {
         options.enableFaultInjection = enableFaultInjection
         if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }
         options.insecureDev = insecureDev
+        guard let format = CairnLogHandler.Format(rawValue: logFormat) else { throw ValidationError("--log-format must be text or json") }
+        options.logFormat = format
         options.tokenTTLSeconds = tokenTtlSeconds
         options.corsOrigins = (corsOrigins ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let environment = ProcessInfo.processInfo.environment

@@ -22,8 +22,9 @@ struct HTTPResult: @unchecked Sendable {
 }
 
 enum TestHTTP {
+    /// Redirects are not followed: tests look at them.
     static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-                                   configuration: .init(timeout: .init(connect: .seconds(1), read: .seconds(20))))
+                                   configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1), read: .seconds(20))))
 
     /// The admin account every test cluster is founded with.
     static let adminPassword = "test-admin-password"

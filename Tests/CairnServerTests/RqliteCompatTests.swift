@@ -1,6 +1,9 @@
 import Foundation
 import NIOHTTP1
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("rqlite's HTTP API, byte for byte", .serialized)
 struct RqliteCompatTests {
@@ -172,5 +175,70 @@ struct RqliteCompatTests {
         #expect(try await n.raw(.GET, "/db/query?q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
         // level=none reads this node; with a freshness bound a leader answers at once.
         #expect(try await n.raw(.GET, "/db/query?level=none&freshness=1s&q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
+    }
+}
+
+@Suite("rqlite's API on 3 nodes, the CLI's backup and restore, shutdown", .serialized)
+struct ThreeNodeOperationsTests {
+    @Test("redirect, forwarding, leader stepdown, db_timeout on reads, backup and restore through the CLI, SIGTERM")
+    func operations() async throws {
+        let c = try await ProcessCluster.founded("ops3", count: 3)
+        defer { c.destroy() }
+        let leader = try await c.leader(of: 1)
+        let follower = c.nodes.first { $0 !== leader }!
+        // ?redirect: a follower answers 301 pointing at the leader; without it, it forwards.
+        let redirected = try await follower.raw(.POST, "/db/execute?redirect", #"["CREATE TABLE r(x)"]"#)
+        #expect(redirected.status == 301 && redirected.header("location") == "http://\(leader.http)/db/execute?redirect",
+                "\(redirected.status) \(redirected.header("location") ?? "")")
+        let forwarded = try await follower.raw(.POST, "/db/execute", #"["CREATE TABLE r(x)", "INSERT INTO r VALUES(1)"]"#)
+        #expect(forwarded.text == #"{"results":[{},{"last_insert_id":1,"rows_affected":1}]}"#, "\(forwarded.text)")
+        // A slow read is cut off by db_timeout; without it, it finishes.
+        let slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000000) SELECT count(*) FROM n"
+        let cut = try await follower.raw(.POST, "/db/query?db_timeout=50ms", "[\"\(slow)\"]")
+        #expect(cut.text == #"{"results":[{"error":"query timed out (db_timeout)"}]}"#, "\(cut.text)")
+        // Stepdown: leadership moves to the named node.
+        let target = c.nodes.first { $0 !== leader && $0 !== follower }!
+        let stepdown = try await follower.raw(.POST, "/leader?wait&timeout=10s", "{\"id\":\"\(target.id)\"}")
+        #expect(stepdown.status == 200, "\(stepdown.status) \(stepdown.text)")
+        #expect(try await c.leader(of: 1) === target)
+
+        // Backup through one node, restore through another (the CLI, with a saved password).
+        let home = c.root + "/home"
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = home
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        func cli(_ args: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: cairnBinary)
+            p.arguments = args
+            p.environment = environment
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            p.standardError = pipe
+            try p.run()
+            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, out)
+        }
+        let file = c.root + "/backup.sqlite"
+        let backup = try cli(["backup", file, "--host", follower.url])
+        #expect(backup.0 == 0 && backup.1.contains("Wrote"), "\(backup.1)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)).starts(with: Array("SQLite format 3".utf8)))
+        _ = try await target.raw(.POST, "/db/execute", #"["DROP TABLE r"]"#)
+        let restore = try cli(["restore", file, "--host", target.url])
+        #expect(restore.0 == 0 && restore.1.contains("Restored"), "\(restore.1)")
+        for n in c.nodes { #expect(try await n.rows("SELECT x FROM r") .count == 1) }
+        let bad = try cli(["sql", "--host", target.url, "-e", "SELEC 1"])
+        #expect(bad.0 == 1 && bad.1.contains("syntax error"), "\(bad.1)")
+
+        // SIGTERM: the node finishes, exits 0, and restarts with everything.
+        let stopping = c.nodes[2]
+        kill(stopping.process!.processIdentifier, SIGTERM)
+        #expect(await stopping.waitForExit(seconds: 20) == 0)
+        #expect(stopping.log.contains("shutting down"))
+        try stopping.start()
+        try await c.waitReady([stopping])
+        #expect(try await stopping.rows("SELECT x FROM r").count == 1)
     }
 }
