@@ -96,7 +96,7 @@ public final class CairnClient: Sendable {
         defer { try? handle.close() }
         var done: Int64 = 0
         for try await chunk in response.body {
-            handle.write(Data(chunk.readableBytesView))
+            try handle.write(contentsOf: Data(chunk.readableBytesView))
             done += Int64(chunk.readableBytes)
             progress(done, total)
         }

@@ -312,6 +312,13 @@ public final class NodeRuntime: Sendable {
         let nodeID = config.nodeID, electionTicks = config.electionTimeoutTicks
         try await raftLoop.submit {
             guard self.raftState.value.groups[id] == nil, let storage = self.raftState.value.store.group(id) else { return }
+            // Entries are applied only once synced; a log that ends before the database lost synced
+            // records (corruption at its very end looks like a torn write). Refuse, rather than
+            // run with a history shorter than what this node already acknowledged and applied.
+            let last = storage.lastIndex()
+            guard applied <= last else {
+                throw RuntimeError.raft("group \(id): the database has applied entry \(applied) but the write-ahead log ends at \(last): the log lost entries that were synced (corruption at its end); refusing to start. Replace this node: remove it from the cluster and join one with an empty data directory")
+            }
             var c = RaftConfig(id: nodeID, randomSeed: UInt64(UInt(bitPattern: ObjectIdentifier(storage).hashValue)) ^ id)
             c.electionTimeoutTicks = electionTicks
             c.appliedIndex = applied

@@ -10,6 +10,7 @@ import NIOConcurrencyHelpers
 final class AuditLog: Sendable {
     private let handle: NIOLockedValueBox<FileHandle?>
     private let node: UInt64
+    private let reported = NIOLockedValueBox(false)
 
     init(path: String, node: UInt64) {
         if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
@@ -29,7 +30,13 @@ final class AuditLog: Sendable {
         if let statement { fields.append(("statement", .string(statement))) }
         var line = JSON.object(fields).serialized()
         line.append(0x0A)
-        handle.withLockedValue { $0?.write(Data(line)) }
+        // A failed write (a full disk) must not take the node down; the failure is reported once.
+        let failed: (any Error)? = handle.withLockedValue { h in
+            do { try h?.write(contentsOf: Data(line)); return nil } catch { return error }
+        }
+        if let failed, !reported.withLockedValue({ r in defer { r = true }; return r }) {
+            try? FileHandle.standardError.write(contentsOf: Data("audit log: cannot write: \(failed)\n".utf8))
+        }
     }
 
     func record(_ who: Principal, _ request: Request, statements: [SQLStatement], database: String) {

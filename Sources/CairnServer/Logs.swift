@@ -37,6 +37,6 @@ public struct CairnLogHandler: LogHandler {
             fields.append(("message", .string(message.description)))
             text = String(decoding: JSON.object(fields).serialized(), as: UTF8.self)
         }
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        try? FileHandle.standardError.write(contentsOf: Data((text + "\n").utf8))
     }
 }

@@ -161,7 +161,7 @@ struct ServerCommand: AsyncParsableCommand {
         do {
             try await Server.run(options)
         } catch {
-            FileHandle.standardError.write(Data("cairn server: \(error)\n".utf8))
+            try? FileHandle.standardError.write(contentsOf: Data("cairn server: \(error)\n".utf8))
             throw ExitCode(1)
         }
     }

@@ -280,7 +280,7 @@ final class ProgressBar: Sendable {
         } else {
             line += mib
         }
-        FileHandle.standardError.write(Data(((tty ? line : String(line.dropFirst())) + (final ? "\n" : "")).utf8))
+        try? FileHandle.standardError.write(contentsOf: Data(((tty ? line : String(line.dropFirst())) + (final ? "\n" : "")).utf8))
     }
 }
 

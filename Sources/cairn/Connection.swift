@@ -41,7 +41,7 @@ struct ConnectionOptions: ParsableArguments {
             if name == nil, password == nil, (try? await anonymous.call(.GET, "/v1/status")) != nil { return anonymous }
             let editor = editor ?? LineEditor(historyPath: nil)
             if name == nil {
-                if !editor.isTerminal { FileHandle.standardOutput.write(Data("Username: ".utf8)) }
+                if !editor.isTerminal { try? FileHandle.standardOutput.write(contentsOf: Data("Username: ".utf8)) }
                 name = editor.readLine(prompt: "Username: ")?.trimmingCharacters(in: .whitespaces)
             }
             if password == nil { password = editor.readSecret(prompt: "Password: ") }
@@ -136,5 +136,5 @@ enum Output {
 }
 
 func printError(_ error: any Error) {
-    FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+    try? FileHandle.standardError.write(contentsOf: Data("Error: \(error)\n".utf8))
 }

@@ -41,13 +41,15 @@ struct DemoCommand: AsyncParsableCommand {
             source.resume()
             sources.append(source)
         }
-        func cleanUp() {
+        // Polls with Task.sleep: Process.waitUntilExit from a task can deadlock with Foundation's
+        // own child monitor, which shares the thread pool.
+        func cleanUp() async {
             for child in children where child.isRunning { kill(child.processIdentifier, SIGTERM) }
-            let deadline = Date() + 10
-            for child in children {
-                while child.isRunning && Date() < deadline { usleep(20_000) }
-                if child.isRunning { kill(child.processIdentifier, SIGKILL); child.waitUntilExit() }
-            }
+            var deadline = Date() + 10
+            while children.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            for child in children where child.isRunning { kill(child.processIdentifier, SIGKILL) }
+            deadline = Date() + 5
+            while children.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
             try? FileManager.default.removeItem(atPath: root)
         }
 
@@ -88,7 +90,7 @@ struct DemoCommand: AsyncParsableCommand {
             try await client.call(.POST, "/v1/db/default/execute", .object([("atomic", .bool(true)), ("statements", .array(Self.sample.map { .string($0) }))]))
         } catch {
             printError(error)
-            cleanUp()
+            await cleanUp()
             throw ExitCode(1)
         }
         await client.shutdown()
@@ -114,7 +116,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
         if reason < 0 { say("\nNode \(-reason) stopped unexpectedly; see \(root)/node\(-reason).log. Stopping the demo.") }
         say("\nStopping \(nodes) node\(nodes == 1 ? "" : "s") and deleting \(root) ...")
-        cleanUp()
+        await cleanUp()
         say("Done.")
         _ = sources
         if reason < 0 { throw ExitCode(1) }
@@ -151,5 +153,5 @@ final class CaughtSignal: Sendable {
 
 /// Writes at once, even into a pipe or a file, so whoever started the demo sees the URLs immediately.
 func say(_ text: String) {
-    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    try? FileHandle.standardOutput.write(contentsOf: Data((text + "\n").utf8))
 }

@@ -28,7 +28,7 @@ final class LineEditor {
         }
         if let h = FileHandle(forWritingAtPath: historyPath) {
             h.seekToEndOfFile()
-            h.write(Data((line.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
+            try? h.write(contentsOf: Data((line.replacingOccurrences(of: "\n", with: " ") + "\n").utf8))
             try? h.close()
         }
     }

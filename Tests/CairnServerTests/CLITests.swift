@@ -67,11 +67,12 @@ final class TerminalSession: Sendable {
     }
 
     func close() {
-        if process.isRunning { process.terminate() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         Glibc.close(master)
     }
 }
 
+extension ProcessTests {
 @Suite("The cairn command line", .serialized)
 struct CLITests {
     @Test("cairn shell through a pseudo-terminal: login, create, insert, a multi-line select, a syntax error, history, quit")
@@ -107,7 +108,7 @@ struct CLITests {
         try await t.expect("pets\r\ncairn:default> ")
         t.type(".quit\r")
         try await t.expect("Bye.")
-        let exit = await Task.detached { t.process.waitUntilExit(); return t.process.terminationStatus }.value
+        let exit = await exitStatus(of: t.process, seconds: 20)
         #expect(exit == 0)
         let screen = t.text
         #expect(screen.contains("name | legs"), "\(screen)")
@@ -126,8 +127,7 @@ struct CLITests {
         script.standardOutput = pipe
         try script.run()
         let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        script.waitUntilExit()
-        #expect(script.terminationStatus == 0 && out == "name\nbird\ncat\n", "\(out)")
+        #expect(await exitStatus(of: script) == 0 && out == "name\nbird\ncat\n", "\(out)")
     }
 
     @Test("cairn demo: a working 3-node cluster, and after SIGINT no process and no temporary directory is left")
@@ -161,16 +161,17 @@ struct CLITests {
         #expect(FileManager.default.fileExists(atPath: root))
 
         kill(p.processIdentifier, SIGINT)
-        let exit = await Task.detached { p.waitUntilExit(); return p.terminationStatus }.value
+        let exit = await exitStatus(of: p, seconds: 30)
         #expect(exit == 0, "\(text())")
         #expect(!FileManager.default.fileExists(atPath: root), "the demo's data must be gone")
-        let leftovers = try runProgramOutput("/usr/bin/pgrep", ["-f", root])
+        let leftovers = try await runProgramOutput("/usr/bin/pgrep", ["-f", root])
         #expect(leftovers.isEmpty, "server processes left behind: \(leftovers)")
     }
 }
+}
 
 /// A program's standard output.
-func runProgramOutput(_ path: String, _ arguments: [String]) throws -> String {
+func runProgramOutput(_ path: String, _ arguments: [String]) async throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = arguments
@@ -178,6 +179,6 @@ func runProgramOutput(_ path: String, _ arguments: [String]) throws -> String {
     p.standardOutput = pipe
     try p.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
+    _ = await exitStatus(of: p)
     return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
 }

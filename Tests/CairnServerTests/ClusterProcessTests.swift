@@ -49,6 +49,7 @@ func runWriters(_ count: Int, table: String, history: History, until stop: Date,
     }
 }
 
+extension ProcessTests {
 @Suite("Real cairn server processes", .serialized)
 struct ClusterProcessTests {
     @Test("3 nodes: a write through one node reads back the same on every node; random() and 'now' are the same everywhere")
@@ -98,8 +99,8 @@ struct ClusterProcessTests {
     func mutualTLS() async throws {
         let certs = NSTemporaryDirectory() + "cairn-tls-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: certs) }
-        try makeTestCertificates(in: certs, ca: "cluster-ca", nodes: ["node"])
-        try makeTestCertificates(in: certs, ca: "other-ca", nodes: ["intruder"])
+        try await makeTestCertificates(in: certs, ca: "cluster-ca", nodes: ["node"])
+        try await makeTestCertificates(in: certs, ca: "other-ca", nodes: ["intruder"])
         let c = try await ProcessCluster.founded("tls", count: 3, extraArgs: [
             "--tls-cert", certs + "/node.pem", "--tls-key", certs + "/node.key", "--tls-ca", certs + "/cluster-ca.pem"])
         defer { c.destroy() }
@@ -113,7 +114,7 @@ struct ClusterProcessTests {
         let ready = try await intruder.get("/v1/ready")
         #expect(ready.status == 503, "a node without the cluster's CA must not become a working member: \(ready.text)")
         #expect(c.nodes[0].log.contains("closing the connection") || intruder.log.contains("closing the connection"))
-        intruder.kill9()
+        await intruder.kill9()
     }
 
     @Test("kill -9 the leader mid-stream: every acknowledged write survives and writes resume")
@@ -129,7 +130,7 @@ struct ClusterProcessTests {
         async let writing: Void = runWriters(6, table: "w", history: history, until: stop) { nodes.filter(\.isRunning) }
         try await Task.sleep(until: .now + .seconds(1.5))
         let killed = Date()
-        leader.kill9()
+        await leader.kill9()
         await writing
         let writes = await history.writes
         let before = writes.filter { $0.end < killed }.count
@@ -155,14 +156,14 @@ struct ClusterProcessTests {
         let leader = try await c.leader(of: 1)
         let lagger = c.nodes.first { $0 !== leader }!
 
-        lagger.kill9()
+        await lagger.kill9()
         for i in 1...100 { _ = try await c.write([["INSERT INTO k(id) VALUES(?)", i]]) }
         try lagger.start()
         let viaLog = try await catchUp(lagger, expect: 100)
         let installedAfterLog = try await lagger.status()["storage"] as? Object
         #expect(installedAfterLog?["snapshots_installed"] as? Int == 0)
 
-        lagger.kill9()
+        await lagger.kill9()
         var n = 100
         while n < 700 {
             let batch = (n + 1)...(n + 8)
@@ -199,7 +200,9 @@ struct ClusterProcessTests {
         throw TestFailure("\(node.name) did not catch up to \(expect) rows\n\(node.log.suffix(2000))")
     }
 }
+}
 
+extension ProcessTests {
 @Suite("Real cairn server processes: faults", .serialized)
 struct ClusterFaultTests {
     @Test("cut the leader off: no acknowledged write is lost and no linearizable read is stale, on either side")
@@ -267,7 +270,7 @@ struct ClusterFaultTests {
         for i in 1...30 { _ = try await c.write([["INSERT INTO d(id) VALUES(?)", i]]) }
         let leader = try await c.leader(of: 1)
         let victim = c.nodes.first { $0 !== leader }!
-        victim.kill9()
+        await victim.kill9()
         let wal = victim.dataDir + "/wal"
         let segments = try FileManager.default.contentsOfDirectory(atPath: wal).filter { $0.hasSuffix(".log") }.sorted()
         let last = try FileHandle(forWritingTo: URL(fileURLWithPath: wal + "/" + segments.last!))
@@ -280,10 +283,23 @@ struct ClusterFaultTests {
         #expect(victim.log.contains("discarding a torn tail of 37 bytes"), "\(victim.log.suffix(2000))")
         #expect(try await ids(victim, "d") == Set(1...40))
 
-        victim.kill9()
+        // Synced records lost from the end (a disk that lied): the log now ends before what the node
+        // applied. It must refuse to start with a clear error, not crash or run with a shorter history.
+        await victim.kill9()
+        let lastSegment = wal + "/" + segments.last!
+        let full = try Data(contentsOf: URL(fileURLWithPath: lastSegment))
+        try full.prefix(full.count * 6 / 10).write(to: URL(fileURLWithPath: lastSegment))
+        try victim.start()
+        let refused = await victim.waitForExit(seconds: 15)
+        #expect(refused != nil && refused != 0, "a node whose log lost applied entries must refuse to start")
+        #expect(victim.log.contains("the log lost entries that were synced"), "\(victim.log.suffix(1500))")
+        #expect(!victim.log.contains("Precondition failed"), "it must refuse, not crash")
+        try full.write(to: URL(fileURLWithPath: lastSegment))
+
         let first = wal + "/" + segments.first!
         var bytes = try Data(contentsOf: URL(fileURLWithPath: first))
-        let middle = bytes.count / 2
+        // Inside an early record, with many records after it: corruption, not a torn final write.
+        let middle = min(bytes.count / 4, 200)
         bytes[middle] ^= 0xFF
         try bytes.write(to: URL(fileURLWithPath: first))
         try victim.start()
@@ -302,8 +318,8 @@ struct ClusterFaultTests {
         for i in 1...3 { c.nodes.append(NodeProcess(name: "n\(i)", root: c.root, extraArgs: [])) }
         let small = c.nodes[2]
         try FileManager.default.createDirectory(atPath: small.dataDir, withIntermediateDirectories: true)
-        #expect(run("/bin/mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", small.dataDir]) == 0, "mounting a small tmpfs needs root")
-        defer { _ = run("/bin/umount", ["-l", small.dataDir]) }
+        #expect(await run("/bin/mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", small.dataDir]) == 0, "mounting a small tmpfs needs root")
+        defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", small.dataDir]) }
         let join = c.nodes.map(\.http).joined(separator: ",")
         for n in c.nodes { try n.start(["--join", join, "--bootstrap-expect", "3"]) }
         try await c.waitReady()
@@ -325,10 +341,10 @@ struct ClusterFaultTests {
         for i in 1_001...1_010 { if try await c.write([["INSERT INTO f(id) VALUES(?)", i]]).status == 200 { acked.insert(i) } }
 
         // The operator frees space (here: moves the data to a roomier disk) and restarts the node.
-        small.kill9()
+        await small.kill9()
         let copy = c.root + "/n3-copy"
-        #expect(run("/bin/cp", ["-a", small.dataDir, copy]) == 0)
-        #expect(run("/bin/umount", [small.dataDir]) == 0)
+        #expect(await run("/bin/cp", ["-a", small.dataDir, copy]) == 0)
+        #expect(await run("/bin/umount", [small.dataDir]) == 0)
         try FileManager.default.removeItem(atPath: small.dataDir)
         try FileManager.default.moveItem(atPath: copy, toPath: small.dataDir)
         try small.start()
@@ -339,11 +355,13 @@ struct ClusterFaultTests {
         }
     }
 
-    private func run(_ tool: String, _ args: [String]) -> Int32 {
-        (try? runProgram(tool, args)) ?? -1
+    private func run(_ tool: String, _ args: [String]) async -> Int32 {
+        (try? await runProgram(tool, args)) ?? -1
     }
 }
+}
 
+extension ProcessTests {
 @Suite("Real cairn server processes: membership", .serialized)
 struct ClusterMembershipTests {
     @Test("5 nodes joining one by one, one a read replica: writes through any node, the same rows on all; a removed node leaves and the database stays 3-way replicated")
@@ -395,4 +413,5 @@ struct ClusterMembershipTests {
         let meta = try await c.leader(of: 0).group(0)
         #expect(!((meta?["voters"] as? [Int] ?? []).contains(Int(gone.id))) && !((meta?["learners"] as? [Int] ?? []).contains(Int(gone.id))))
     }
+}
 }

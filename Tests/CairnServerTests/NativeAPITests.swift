@@ -6,6 +6,7 @@ private func basic(_ user: String, _ password: String) -> String {
     "Basic " + Data("\(user):\(password)".utf8).base64EncodedString()
 }
 
+extension ProcessTests {
 @Suite("Native API, auth and bad input on real nodes", .serialized)
 struct NativeAPITests {
     @Test("every data and admin endpoint refuses callers without credentials (401) and without the permission (403)")
@@ -182,4 +183,5 @@ struct NativeAPITests {
         r = HTTPClientRequestBuilder(url: plain.nodes[0].url + "/v1/health", origin: "https://app.example")
         #expect(try await r.send().header("access-control-allow-origin") == nil)
     }
+}
 }

@@ -72,6 +72,7 @@ struct SchemaChecker {
     }
 }
 
+extension ProcessTests {
 @Suite("The OpenAPI document against real responses")
 struct OpenAPITests {
     @Test("every documented operation is exercised, and every JSON response it gives matches its documented schema")
@@ -136,4 +137,5 @@ struct OpenAPITests {
         })
         #expect(documented.subtracting(exercised).isEmpty, "documented but not exercised: \(documented.subtracting(exercised).sorted())")
     }
+}
 }

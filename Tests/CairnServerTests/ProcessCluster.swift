@@ -9,6 +9,11 @@ import Testing
 import Glibc
 #endif
 
+/// Every test that starts `cairn` processes runs inside this suite, one at a time: on two cores,
+/// several clusters at once would turn timing-sensitive checks (elections, failover) into noise.
+@Suite("Real cairn processes", .serialized)
+struct ProcessTests {}
+
 /// JSON as tests read it.
 typealias Object = [String: Any]
 
@@ -114,26 +119,22 @@ final class NodeProcess: @unchecked Sendable {
 
     var isRunning: Bool { process?.isRunning ?? false }
 
-    func kill9() {
+    func kill9() async {
         guard let p = process, p.isRunning else { return }
         kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
+        _ = await exitStatus(of: p, seconds: 30)
     }
 
-    func terminate() {
+    func terminate() async {
         guard let p = process, p.isRunning else { return }
         kill(p.processIdentifier, SIGTERM)
-        p.waitUntilExit()
+        _ = await exitStatus(of: p, seconds: 30)
     }
 
     /// Waits for the process to exit by itself; nil if it is still running after `seconds`.
     func waitForExit(seconds: Double) async -> Int32? {
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
-            if let p = process, !p.isRunning { return p.terminationStatus }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return nil
+        guard let p = process else { return nil }
+        return await exitStatus(of: p, seconds: seconds)
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -267,14 +268,12 @@ final class ProcessCluster: @unchecked Sendable {
         throw TestFailure("no node acknowledged the write within \(seconds) s \(last)")
     }
 
-    func stop() {
-        for n in nodes { n.terminate() }
-    }
-
-    /// Kills every process; keeps the data and logs only if the test failed (for a look afterwards).
-    func destroy(keep: Bool = false) {
-        for n in nodes { n.kill9() }
-        if !keep { try? FileManager.default.removeItem(atPath: root) }
+    /// Kills every process (without waiting: it runs from `defer`) and deletes the data.
+    func destroy() {
+        for n in nodes {
+            if let p = n.process, p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
+        try? FileManager.default.removeItem(atPath: root)
     }
 }
 

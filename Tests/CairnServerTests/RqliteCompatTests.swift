@@ -1,3 +1,4 @@
+import CairnTestSupport
 import Foundation
 import NIOHTTP1
 import Testing
@@ -5,6 +6,7 @@ import Testing
 import Glibc
 #endif
 
+extension ProcessTests {
 @Suite("rqlite's HTTP API, byte for byte", .serialized)
 struct RqliteCompatTests {
     /// The request/response pairs of the compatibility document (section 1.6), in order on one node,
@@ -177,7 +179,9 @@ struct RqliteCompatTests {
         #expect(try await n.raw(.GET, "/db/query?level=none&freshness=1s&q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
     }
 }
+}
 
+extension ProcessTests {
 @Suite("rqlite's API on 3 nodes, the CLI's backup and restore, shutdown", .serialized)
 struct ThreeNodeOperationsTests {
     @Test("redirect, forwarding, leader stepdown, db_timeout on reads, backup and restore through the CLI, SIGTERM")
@@ -208,7 +212,7 @@ struct ThreeNodeOperationsTests {
         environment["CAIRN_HOME"] = home
         environment["CAIRN_USER"] = "admin"
         environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
-        func cli(_ args: [String]) throws -> (Int32, String) {
+        func cli(_ args: [String]) async throws -> (Int32, String) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: cairnBinary)
             p.arguments = args
@@ -218,18 +222,17 @@ struct ThreeNodeOperationsTests {
             p.standardError = pipe
             try p.run()
             let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, out)
+            return (await exitStatus(of: p) ?? -1, out)
         }
         let file = c.root + "/backup.sqlite"
-        let backup = try cli(["backup", file, "--host", follower.url])
+        let backup = try await cli(["backup", file, "--host", follower.url])
         #expect(backup.0 == 0 && backup.1.contains("Wrote"), "\(backup.1)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: file)).starts(with: Array("SQLite format 3".utf8)))
         _ = try await target.raw(.POST, "/db/execute", #"["DROP TABLE r"]"#)
-        let restore = try cli(["restore", file, "--host", target.url])
+        let restore = try await cli(["restore", file, "--host", target.url])
         #expect(restore.0 == 0 && restore.1.contains("Restored"), "\(restore.1)")
         for n in c.nodes { #expect(try await n.rows("SELECT x FROM r") .count == 1) }
-        let bad = try cli(["sql", "--host", target.url, "-e", "SELEC 1"])
+        let bad = try await cli(["sql", "--host", target.url, "-e", "SELEC 1"])
         #expect(bad.0 == 1 && bad.1.contains("syntax error"), "\(bad.1)")
 
         // SIGTERM: the node finishes, exits 0, and restarts with everything.
@@ -241,4 +244,5 @@ struct ThreeNodeOperationsTests {
         try await c.waitReady([stopping])
         #expect(try await stopping.rows("SELECT x FROM r").count == 1)
     }
+}
 }

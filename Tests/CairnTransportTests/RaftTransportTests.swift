@@ -151,8 +151,8 @@ struct RaftTransportTests {
     func mutualTLS() async throws {
         let dir = NSTemporaryDirectory() + "cairn-tls-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try makeTestCertificates(in: dir, ca: "cluster-ca", nodes: ["a", "b"])
-        try makeTestCertificates(in: dir, ca: "other-ca", nodes: ["intruder"])
+        try await makeTestCertificates(in: dir, ca: "cluster-ca", nodes: ["a", "b"])
+        try await makeTestCertificates(in: dir, ca: "other-ca", nodes: ["intruder"])
         func tls(_ name: String, ca: String) throws -> TransportTLS {
             try TransportTLS(certificatePath: "\(dir)/\(name).pem", keyPath: "\(dir)/\(name).key", caPath: "\(dir)/\(ca).pem")
         }

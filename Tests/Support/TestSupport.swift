@@ -21,21 +21,32 @@ public struct SupportError: Error, CustomStringConvertible {
     public var description: String
 }
 
+/// Waits for a child to exit without blocking a thread: `Process.waitUntilExit` from a task can
+/// deadlock with Foundation's own child monitor, which runs on the same thread pool.
+public func exitStatus(of p: Process, seconds: Double = 60) async -> Int32? {
+    let end = Date() + seconds
+    while p.isRunning {
+        guard Date() < end else { return nil }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return p.terminationStatus
+}
+
 /// Runs a program to completion; its exit status.
 @discardableResult
-public func runProgram(_ path: String, _ arguments: [String]) throws -> Int32 {
+public func runProgram(_ path: String, _ arguments: [String]) async throws -> Int32 {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = arguments
     try p.run()
-    p.waitUntilExit()
-    return p.terminationStatus
+    guard let status = await exitStatus(of: p) else { throw SupportError(description: "\(path) did not finish") }
+    return status
 }
 
 /// Certificates for mutual TLS tests (openssl, through `make-test-certs.sh`): `DIR/CA.pem` and, per
 /// node, `DIR/NODE.pem` and `DIR/NODE.key` signed by that CA.
-public func makeTestCertificates(in directory: String, ca: String, nodes: [String]) throws {
+public func makeTestCertificates(in directory: String, ca: String, nodes: [String]) async throws {
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("make-test-certs.sh").path
-    let status = try runProgram(script, [directory, ca] + nodes)
+    let status = try await runProgram(script, [directory, ca] + nodes)
     guard status == 0 else { throw SupportError(description: "make-test-certs.sh exited with \(status) (is openssl installed?)") }
 }
