@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // The consensus core: a pure state machine. No I/O, clocks, threads or randomness of its own.
@@ -93,6 +94,8 @@ let package = Package(
         .executableTarget(
             name: "cairn",
             dependencies: ["CairnServer", "CairnCluster", "CairnTransport", "CairnClient", "CairnJSON", "CSQLite3",
+                           .product(name: "Histogram", package: "hdrhistogram-swift"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),

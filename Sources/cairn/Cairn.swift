@@ -10,7 +10,7 @@ struct Cairn: AsyncParsableCommand {
         commandName: "cairn",
         abstract: "CairnDB: a distributed SQL database on SQLite and Raft.",
         subcommands: [ServerCommand.self, DemoCommand.self, ShellCommand.self, SQLCommand.self, ClusterCommand.self, NodeCommand.self,
-                       UserCommand.self, DatabaseCommand.self, BackupCommand.self, RestoreCommand.self]
+                       UserCommand.self, DatabaseCommand.self, BackupCommand.self, RestoreCommand.self, BenchCommand.self]
     )
 }
 
