@@ -93,6 +93,8 @@ public final class NodeRuntime: Sendable {
     private let log: @Sendable (String) -> Void
     private let syncs = NIOLockedValueBox(0)
     private let failureReason = NIOLockedValueBox<String?>(nil)
+    /// The groups open here, readable without a trip to the Raft loop (every request asks).
+    private let hosted = NIOLockedValueBox<Set<GroupID>>([])
     private let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0))
     /// Snapshot files being streamed out, by "group/peer/index": one transfer of a snapshot at a time.
     private let outgoingSnapshots = NIOLockedValueBox<Set<String>>([])
@@ -323,6 +325,7 @@ public final class NodeRuntime: Sendable {
             c.electionTimeoutTicks = electionTicks
             c.appliedIndex = applied
             self.raftState.value.groups[id] = Group(node: try RawNode(config: c, storage: storage), storage: storage)
+            self.hosted.withLockedValue { _ = $0.insert(id) }
         }.get()
     }
 
@@ -558,21 +561,23 @@ public final class NodeRuntime: Sendable {
         applyLoop.execute {
             let side = self.applyState.value
             guard self.failure == nil, let machine = side.machines[group] else { return }
-            for e in entries where e.index > machine.appliedIndex {
-                var results: [StatementResult] = []
-                do {
-                    if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) {
-                        results = try machine.apply(index: e.index, command: cmd)
-                    } else {
-                        try machine.applyEmpty(index: e.index, confState: e.kind == .confChange ? ConfState(decoding: e.data) : nil)
-                    }
-                } catch {
-                    // Applying later entries over a missing one would make this replica diverge: stop instead.
-                    self.fail("group \(group): cannot apply entry \(e.index): \(error)")
-                    return
-                }
+            let fresh = entries.filter { $0.index > machine.appliedIndex }
+            guard !fresh.isEmpty else { return }
+            let batch: [(index: LogIndex, change: SQLStateMachine.Change)] = fresh.map { e in
+                if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) { return (e.index, .command(cmd)) }
+                return (e.index, .empty(e.kind == .confChange ? ConfState(decoding: e.data) : nil))
+            }
+            let results: [[StatementResult]]
+            do {
+                results = try machine.apply(batch: batch)
+            } catch {
+                // Applying later entries over missing ones would make this replica diverge: stop instead.
+                self.fail("group \(group): cannot apply entries \(fresh.first!.index)...\(fresh.last!.index): \(error)")
+                return
+            }
+            for (e, r) in zip(fresh, results) {
                 if let pending = side.pendingWrites[group]?.removeValue(forKey: e.index) {
-                    if pending.term == e.term { pending.promise.succeed(results) } else { pending.promise.fail(RuntimeError.proposalLost) }
+                    if pending.term == e.term { pending.promise.succeed(r) } else { pending.promise.fail(RuntimeError.proposalLost) }
                 }
             }
             self.serveWaitingReads(group)
@@ -772,6 +777,7 @@ public final class NodeRuntime: Sendable {
             guard side.groups[id] != nil else { return }
             try side.store.dropGroup(id)
             side.groups[id] = nil
+            self.hosted.withLockedValue { _ = $0.remove(id) }
             side.quiesced.remove(id)
             side.idleTicks[id] = nil
             side.lastLeaderContact[id] = nil
@@ -835,6 +841,9 @@ public final class NodeRuntime: Sendable {
                                firstIndex: s.firstIndex, matchIndex: s.progress.mapValues(\.match))
         }.get()
     }
+
+    /// Whether this node holds `group` (a lock, no loop hop: for routing every request).
+    public func hosts(_ group: GroupID) -> Bool { hosted.withLockedValue { $0.contains(group) } }
 
     /// The groups this node hosts.
     public func groupIDs() async throws -> [GroupID] {

@@ -25,18 +25,68 @@ public final class SQLStateMachine {
         (appliedIndex, confState) = try Self.readMeta(ofFile: path)
     }
 
-    /// Applies the committed entry at `index` carrying `command`, in one transaction with the applied
-    /// index. Non-atomic batches run each statement in a savepoint, so a failed statement leaves no
-    /// trace while the others take effect; atomic batches stop and roll back at the first failure.
+    /// One committed entry for `apply(batch:)`: a batch of SQL, or an entry that changes no data (a
+    /// leader's no-op, or a membership change, recorded so snapshots carry the membership at their index).
+    public enum Change: Sendable {
+        case command(SQLCommand)
+        case empty(ConfState?)
+    }
+
+    /// Applies the committed entry at `index` carrying `command`; returns each statement's result.
     public func apply(index: LogIndex, command: SQLCommand) throws -> [StatementResult] {
-        precondition(index == appliedIndex + 1, "applying entry \(index) after \(appliedIndex)")
+        try apply(batch: [(index, .command(command))])[0]
+    }
+
+    public func applyEmpty(index: LogIndex, confState newConf: ConfState? = nil) throws {
+        _ = try apply(batch: [(index, .empty(newConf))])
+    }
+
+    /// Applies consecutive committed entries in one SQLite transaction, together with the applied index:
+    /// a restart never re-applies or skips one, and a busy group pays one commit for many entries.
+    /// Each entry runs in a savepoint. In a non-atomic batch each statement runs in its own, so a failed
+    /// statement leaves no trace while the others take effect; an atomic batch rolls back to its entry's
+    /// savepoint at the first failure. Returns each entry's statement results.
+    public func apply(batch: [(index: LogIndex, change: Change)]) throws -> [[StatementResult]] {
+        guard let first = batch.first, let last = batch.last else { return [] }
+        precondition(first.index == appliedIndex + 1, "applying entry \(first.index) after \(appliedIndex)")
+        precondition(last.index == first.index + LogIndex(batch.count - 1), "a batch of entries with a gap")
+        var all: [[StatementResult]] = []
+        all.reserveCapacity(batch.count)
+        var newConf: ConfState?
+        try connection.exec("BEGIN IMMEDIATE")
+        do {
+            for (_, change) in batch {
+                switch change {
+                case .empty(let conf):
+                    if let c = conf {
+                        let hex = c.encoded().map { String(format: "%02x", $0) }.joined()
+                        try connection.exec("INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES ('conf_state', X'\(hex)')")
+                        newConf = c
+                    }
+                    all.append([])
+                case .command(let command):
+                    all.append(try run(command))
+                }
+            }
+            try recordApplied(last.index)
+            try connection.exec("COMMIT")
+        } catch {
+            try? connection.exec("ROLLBACK")
+            throw error
+        }
+        appliedIndex = last.index
+        if let newConf { confState = newConf }
+        return all
+    }
+
+    private func run(_ command: SQLCommand) throws -> [StatementResult] {
         connection.clock.fixedMillis = command.timestampMillis == 0 ? 1 : command.timestampMillis
         connection.context.random = SplitMix64(seed: command.randomSeed)
         defer {
             connection.clock.fixedMillis = 0
             connection.context.random = nil
         }
-        try connection.exec("BEGIN IMMEDIATE")
+        try connection.exec("SAVEPOINT cairn_entry")
         var results: [StatementResult] = []
         for statement in command.statements {
             if !command.atomic { try connection.exec("SAVEPOINT cairn_statement") }
@@ -44,33 +94,15 @@ public final class SQLStateMachine {
             results.append(r)
             if r.error != nil {
                 if command.atomic {
-                    try connection.exec("ROLLBACK")
-                    try connection.exec("BEGIN IMMEDIATE")
+                    try connection.exec("ROLLBACK TO cairn_entry")
                     break
                 }
                 try connection.exec("ROLLBACK TO cairn_statement")
             }
             if !command.atomic { try connection.exec("RELEASE cairn_statement") }
         }
-        try recordApplied(index)
-        try connection.exec("COMMIT")
-        appliedIndex = index
+        try connection.exec("RELEASE cairn_entry")
         return results
-    }
-
-    /// Applies an entry that changes no data: a leader's no-op, or (with `confState`) a membership
-    /// change, recorded so that snapshots carry the membership in force at their index.
-    public func applyEmpty(index: LogIndex, confState newConf: ConfState? = nil) throws {
-        precondition(index == appliedIndex + 1, "applying entry \(index) after \(appliedIndex)")
-        try connection.exec("BEGIN IMMEDIATE")
-        if let c = newConf {
-            let hex = c.encoded().map { String(format: "%02x", $0) }.joined()
-            try connection.exec("INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES ('conf_state', X'\(hex)')")
-        }
-        try recordApplied(index)
-        try connection.exec("COMMIT")
-        appliedIndex = index
-        if let c = newConf { confState = c }
     }
 
     /// Writes a consistent copy of the database to `destination` and syncs it, without stopping applies

@@ -303,7 +303,7 @@ final class API: Sendable {
         while ContinuousClock.now < deadline {
             attempt += 1
             var target: NodeID?
-            if try await runtime.groupIDs().contains(database.group) {
+            if runtime.hosts(database.group) {
                 do {
                     return try await local(database.group)
                 } catch RuntimeError.notLeader(let leader) {

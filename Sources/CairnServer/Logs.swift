@@ -22,9 +22,12 @@ public struct CairnLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    public func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String,
-                    file: String, function: String, line: UInt) {
-        let time = ISO8601DateFormatter().string(from: Date())
+    public func log(event: LogEvent) {
+        write(level: event.level, message: event.message, metadata: event.metadata)
+    }
+
+    private func write(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?) {
+        let time = Timestamp.iso8601()
         let all = metadata.merging(extra ?? [:]) { $1 }
         var text: String
         switch format {

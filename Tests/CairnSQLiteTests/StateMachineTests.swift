@@ -17,6 +17,29 @@ private func command(_ sql: String..., atomic: Bool = false) -> SQLCommand {
 
 @Suite("SQLite state machine")
 struct StateMachineTests {
+    @Test("a batch of entries applies in one transaction; an atomic entry that fails rolls back alone")
+    func batchApply() throws {
+        let tmp = TempDB()
+        do {
+            let sm = try SQLStateMachine(path: tmp.path())
+            _ = try sm.apply(index: 1, command: command("CREATE TABLE t(a INTEGER PRIMARY KEY)"))
+            let results = try sm.apply(batch: [
+                (2, .command(command("INSERT INTO t VALUES (1)"))),
+                (3, .command(command("INSERT INTO t VALUES (2)", "INSERT INTO t VALUES (1)", atomic: true))),
+                (4, .empty(nil)),
+                (5, .command(command("INSERT INTO t VALUES (3)", "INSERT INTO nosuch VALUES (1)"))),
+            ])
+            #expect(results.count == 4)
+            #expect(results[1].last?.error?.contains("UNIQUE") == true, "the atomic entry failed on its second statement")
+            #expect(results[3].map { $0.error == nil } == [true, false])
+            #expect(sm.appliedIndex == 5)
+            #expect(sm.query(SQLStatement("SELECT a FROM t ORDER BY a")).rows == [[.integer(1)], [.integer(3)]])
+        }
+        // The applied index went into the same transaction.
+        let reopened = try SQLStateMachine(path: tmp.path())
+        #expect(reopened.appliedIndex == 5)
+    }
+
     @Test("applied entries are queryable and the applied index survives a reopen")
     func applyAndReopen() throws {
         let tmp = TempDB()
