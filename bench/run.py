@@ -449,7 +449,8 @@ def write_report(results, floor, alone, info, clients, runs, seconds, elapsed, c
              "Writes are single-row inserts of a 100-byte value; reads are point reads of one of 10,000 keys "
              "(CairnDB: linearizable, the default; etcd: linearizable range, the default; PostgreSQL: on the primary). "
              "Requests go to one node (the leader). CPU is the user+system time of all the system's server processes "
-             "during the run, per 1,000 operations. CairnDB runs with --insecure-dev (no auth), as etcd runs without.", "",
+             "during the run, per 1,000 operations (not for PostgreSQL, whose per-connection backends come and go within a run). "
+             "CairnDB runs with --insecure-dev (no auth), as etcd runs without.", "",
              "| system | op | clients | ops/s | p50 ms | p99 ms | p99.9 ms | CPU s / 1000 ops | vs etcd (ops/s) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for op in ["write", "read"]:
@@ -457,8 +458,9 @@ def write_report(results, floor, alone, info, clients, runs, seconds, elapsed, c
             for s in systems:
                 r = results[(s, op, c)]
                 e = results[("etcd", op, c)]
+                cpu = "n/a" if s == "PostgreSQL" else f"{r['cpu_per_1000']:.3f}"
                 lines.append(f"| {s} | {op} | {c} | {r['throughput']:.0f} | {r['p50'] / 1000:.2f} | {r['p99'] / 1000:.2f} | "
-                             f"{r['p999'] / 1000:.2f} | {r['cpu_per_1000']:.3f} | {ratio(r['throughput'], e['throughput']) if s != 'etcd' else ''} |")
+                             f"{r['p999'] / 1000:.2f} | {cpu} | {ratio(r['throughput'], e['throughput']) if s != 'etcd' else ''} |")
     lines += ["", f"SQLite alone (one connection, WAL, synchronous=FULL): writes {alone['write']['throughput']:.0f}/s "
                   f"(p50 {alone['write']['p50'] / 1000:.2f} ms, p99 {alone['write']['p99'] / 1000:.2f} ms); reads "
                   f"{alone['read']['throughput']:.0f}/s (p50 {alone['read']['p50']:.0f} µs).", ""]
@@ -478,11 +480,30 @@ def write_report(results, floor, alone, info, clients, runs, seconds, elapsed, c
     for name, value, bound, cmp in targets:
         met = value >= bound if cmp == ">=" else value <= bound
         lines.append(f"| {name} | {value:.2f}x | {'yes' if met else 'no'} |")
+    baseline_path = os.path.join(HERE, "baseline.json")
+    if os.path.exists(baseline_path):
+        base = json.load(open(baseline_path))
+        before = {(r["system"], r["op"], r["clients"]): r for r in base["results"]}
+        lines += ["", "## Before and after the first round of optimization", "",
+                  f"Before: {base.get('version', 'the baseline run')} (`bench/baseline.json`, same machine, same script). "
+                  "After: this run.", "",
+                  "| CairnDB | clients | ops/s before | ops/s after | p99 ms before | p99 ms after | CPU s/1000 before | CPU s/1000 after |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for op in ["write", "read"]:
+            for c in clients:
+                b, a = before.get(("CairnDB", op, c)), results[("CairnDB", op, c)]
+                if b:
+                    lines.append(f"| {op} | {c} | {b['throughput']:.0f} | {a['throughput']:.0f} | {b['p99'] / 1000:.2f} | "
+                                 f"{a['p99'] / 1000:.2f} | {b['cpu_per_1000']:.3f} | {a['cpu_per_1000']:.3f} |")
+        notes = os.path.join(HERE, "NOTES.md")
+        if os.path.exists(notes):
+            lines += ["", open(notes).read().strip()]
     lines += ["", "![throughput](throughput.png)", "", "![p99 latency](p99.png)", ""]
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write("\n".join(lines))
     with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump({"floor": floor, "sqlite": alone, "machine": info,
+        json.dump({"version": cairn_version, "floor": floor, "sqlite": alone, "machine": info, "seconds": seconds, "runs": runs,
+                   "elapsed": elapsed,
                    "results": [{"system": s, "op": o, "clients": c, **v} for (s, o, c), v in results.items()]}, f, indent=1)
 
 
@@ -492,9 +513,17 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clients", default="1,16,64")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md and the charts from bench/results.json")
     ap.add_argument("--binary", help="a cairn binary to use instead of building the release one (for trying the script)")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
+    if args.report_only:
+        saved = json.load(open(os.path.join(HERE, "results.json")))
+        results = {(r["system"], r["op"], r["clients"]): r for r in saved["results"]}
+        clients = sorted({r["clients"] for r in saved["results"]})
+        write_report(results, saved["floor"], saved["sqlite"], saved["machine"], clients, saved.get("runs", args.runs),
+                     saved.get("seconds", args.seconds), saved.get("elapsed", 0), saved.get("version", "?"))
+        return
     started = time.time()
     ensure_tools()
     if not args.skip_build and not args.binary:
