@@ -115,7 +115,7 @@ public final class NodeRuntime: Sendable {
         var groups: [GroupID: Group] = [:]
         var pumpScheduled = false
         var nextRequestID: UInt64 = 1
-        var pendingReads: [UInt64: (group: GroupID, promise: EventLoopPromise<LogIndex>)] = [:]
+        var pendingReads: [UInt64: (group: GroupID, promise: EventLoopPromise<LogIndex>, deadline: NIODeadline)] = [:]
         /// When each group last heard from its leader (monotonic nanoseconds), for stale reads.
         var lastLeaderContact: [GroupID: UInt64] = [:]
         var stopped = false
@@ -132,6 +132,8 @@ public final class NodeRuntime: Sendable {
     struct PendingWrite {
         let term: Term
         let promise: EventLoopPromise<[StatementResult]>
+        /// Failed as timed out by the sweep after this (no timer per request: thousands a second).
+        let deadline: NIODeadline
     }
 
     struct WaitingRead {
@@ -139,6 +141,7 @@ public final class NodeRuntime: Sendable {
         let index: LogIndex
         let statements: [SQLStatement]
         let timeoutNanos: UInt64
+        let deadline: NIODeadline
         let promise: EventLoopPromise<([StatementResult], LogIndex)>
     }
 
@@ -184,6 +187,7 @@ public final class NodeRuntime: Sendable {
         _ = try await transport.start()
         let groupIDs = try await raftLoop.submit { self.raftState.value.store.groupIDs }.get()
         for g in groupIDs { try await openGroup(g) }
+        sweepTimeouts()
         let tick = TimeAmount.milliseconds(config.tickMillis)
         raftLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { task in
             guard !self.raftState.value.stopped else {
@@ -669,31 +673,56 @@ public final class NodeRuntime: Sendable {
     public func executeIndexed(group: GroupID, _ command: SQLCommand) async throws -> (results: [StatementResult], index: LogIndex) {
         if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
-        let future: EventLoopFuture<([StatementResult], LogIndex)> = try await raftLoop.submit {
-            guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
+        // One future from proposal to result: a single suspension per write.
+        let future: EventLoopFuture<([StatementResult], LogIndex)> = raftLoop.flatSubmit {
+            guard let g = self.raftState.value.groups[group] else { return self.raftLoop.makeFailedFuture(RuntimeError.unknownGroup(group)) }
             let index: LogIndex
             self.wake(group)
             do throws(RaftError) {
                 index = try g.node.propose(command.encoded())
             } catch {
-                if case .notLeader(let l) = error { throw RuntimeError.notLeader(leader: l) }
-                throw RuntimeError.raft(error.description)
+                if case .notLeader(let l) = error { return self.raftLoop.makeFailedFuture(RuntimeError.notLeader(leader: l)) }
+                return self.raftLoop.makeFailedFuture(RuntimeError.raft(error.description))
             }
             let term = g.node.term
             let promise = self.applyLoop.makePromise(of: [StatementResult].self)
             let indexed = promise.futureResult.map { ($0, index) }
+            let pending = PendingWrite(term: term, promise: promise, deadline: .now() + timeout)
             // Queued on the apply loop before any apply of this index, which only a later pump dispatches.
-            self.applyLoop.execute {
-                self.applyState.value.pendingWrites[group, default: [:]][index] = PendingWrite(term: term, promise: promise)
-                self.applyLoop.scheduleTask(in: timeout) {
-                    self.applyState.value.pendingWrites[group]?.removeValue(forKey: index)?
-                        .promise.fail(RuntimeError.timedOut("waiting for the write to commit; its outcome is unknown"))
-                }
-            }
+            self.applyLoop.execute { self.applyState.value.pendingWrites[group, default: [:]][index] = pending }
             self.pump()
             return indexed
-        }.get()
+        }
         return try await future.get()
+    }
+
+    /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).
+    private func sweepTimeouts() {
+        let every = TimeAmount.milliseconds(100)
+        applyLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
+            let side = self.applyState.value
+            let now = NIODeadline.now()
+            for group in side.pendingWrites.keys {
+                for (index, w) in side.pendingWrites[group]! where w.deadline < now {
+                    side.pendingWrites[group]![index] = nil
+                    w.promise.fail(RuntimeError.timedOut("waiting for the write to commit; its outcome is unknown"))
+                }
+            }
+            for group in side.waitingReads.keys {
+                let expired = side.waitingReads[group]!.filter { $0.deadline < now }
+                guard !expired.isEmpty else { continue }
+                side.waitingReads[group]!.removeAll { $0.deadline < now }
+                for r in expired { r.promise.fail(RuntimeError.timedOut("waiting to apply up to the read index")) }
+            }
+        }
+        raftLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
+            let side = self.raftState.value
+            let now = NIODeadline.now()
+            for (id, r) in side.pendingReads where r.deadline < now {
+                side.pendingReads[id] = nil
+                r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
+            }
+        }
     }
 
     /// Runs a read-only statement at the requested consistency.
@@ -735,11 +764,7 @@ public final class NodeRuntime: Sendable {
                     throw RuntimeError.notLeader(leader: g.node.lead)
                 }
                 let promise = self.raftLoop.makePromise(of: LogIndex.self)
-                side.pendingReads[id] = (group, promise)
-                self.raftLoop.scheduleTask(in: timeout) {
-                    self.raftState.value.pendingReads.removeValue(forKey: id)?
-                        .promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
-                }
+                side.pendingReads[id] = (group, promise, .now() + timeout)
                 self.pump()
                 return promise.futureResult
             }.get()
@@ -757,12 +782,8 @@ public final class NodeRuntime: Sendable {
             let id = side.nextReadID
             side.nextReadID += 1
             side.waitingReads[group, default: []].append(WaitingRead(id: id, index: index, statements: statements,
-                                                                     timeoutNanos: statementTimeoutNanos, promise: promise))
-            self.applyLoop.scheduleTask(in: timeout) {
-                guard let i = self.applyState.value.waitingReads[group]?.firstIndex(where: { $0.id == id }) else { return }
-                self.applyState.value.waitingReads[group]!.remove(at: i).promise
-                    .fail(RuntimeError.timedOut("waiting to apply up to the read index"))
-            }
+                                                                     timeoutNanos: statementTimeoutNanos, deadline: .now() + timeout,
+                                                                     promise: promise))
             return promise.futureResult
         }.get()
         return try await future.get()
