@@ -30,8 +30,9 @@ def sh(cmd, check=True, **kw):
 
 
 def ensure_tools():
-    need = [b for b in ["etcd", "wrk", "pgbench"] if shutil.which(b) is None and not os.path.exists("/usr/lib/postgresql")]
-    if need or shutil.which("etcd") is None or shutil.which("wrk") is None:
+    have_postgres = os.path.isdir("/usr/lib/postgresql") and any(
+        os.path.exists(f"/usr/lib/postgresql/{v}/bin/pgbench") for v in os.listdir("/usr/lib/postgresql"))
+    if shutil.which("etcd") is None or shutil.which("wrk") is None or not have_postgres:
         log("installing etcd-server, wrk, postgresql ...")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         sh("apt-get update -q", env=env, stdout=subprocess.DEVNULL)
