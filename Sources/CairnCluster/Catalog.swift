@@ -138,8 +138,6 @@ public struct Catalog: Sendable {
          SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)])]
     }
 
-    /// A new database in the next free group, on `founders`.
-    public static func newDatabase(_ name: String, founders: [NodeID]) -> [SQLStatement] { createDatabase(name, founders: founders) }
 
     static func register(_ node: CatalogNode) -> [SQLStatement] {
         [SQLStatement("""
@@ -157,7 +155,7 @@ public struct Catalog: Sendable {
     }
 
     /// A new database in the next free group, founded by `founders`.
-    static func createDatabase(_ name: String, founders: [NodeID]) -> [SQLStatement] {
+    public static func createDatabase(_ name: String, founders: [NodeID]) -> [SQLStatement] {
         var statements = [SQLStatement("""
             INSERT INTO databases(name, group_id, created_ms)
             SELECT ?, COALESCE(MAX(group_id), 0) + 1, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) FROM databases

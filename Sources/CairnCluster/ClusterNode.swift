@@ -236,9 +236,7 @@ public final class ClusterNode: Sendable {
     @discardableResult
     public func changeCatalog(_ statements: [SQLStatement], hops: Int = 0) async throws -> [StatementResult] {
         do {
-            let command = SQLCommand(statements: statements, atomic: true,
-                                     timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: UInt64.random(in: 0...UInt64.max))
-            let results = try await runtime.execute(group: metadataGroup, command)
+            let results = try await runtime.execute(group: metadataGroup, SQLCommand.now(statements, atomic: true))
             if let failed = results.first(where: { $0.error != nil }) { throw ClusterError.catalogWrite(failed.error!) }
             return results
         } catch RuntimeError.notLeader(let leader) where leader != noNode && leader != nodeID {
@@ -423,10 +421,7 @@ public final class ClusterNode: Sendable {
             }
         }
         guard !statements.isEmpty else { return }
-        let command = SQLCommand(statements: statements, atomic: true, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
-                                 randomSeed: UInt64.random(in: 0...UInt64.max))
-        let results = try await runtime.execute(group: metadataGroup, command)
-        if let failed = results.first(where: { $0.error != nil }) { log("node \(nodeID): catalog change failed: \(failed.error!)") }
+        try await changeCatalog(statements)
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import CairnRaft
 
 /// An SQL value, as SQLite stores it.
@@ -39,6 +40,12 @@ public struct SQLCommand: Sendable, Equatable {
         self.atomic = atomic
         self.timestampMillis = timestampMillis
         self.randomSeed = randomSeed
+    }
+
+    /// A batch stamped with this moment and a fresh random seed: every replica applies it with these.
+    public static func now(_ statements: [SQLStatement], atomic: Bool) -> SQLCommand {
+        SQLCommand(statements: statements, atomic: atomic, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
+                   randomSeed: UInt64.random(in: 0...UInt64.max))
     }
 
     private static let version: UInt8 = 1

@@ -167,7 +167,7 @@ extension API {
         let founders = load.keys.sorted { (load[$0]!, $0) < (load[$1]!, $1) }.prefix(cluster.config.replicationFactor).sorted()
         guard !founders.isEmpty else { throw HTTPFailure.unavailable("no voting node is registered yet") }
         audit.record(who, request, action: "create database \(name)", database: name)
-        try await cluster.changeCatalog(Catalog.newDatabase(name, founders: Array(founders)))
+        try await cluster.changeCatalog(Catalog.createDatabase(name, founders: Array(founders)))
         try await awaitCatalog { $0.databases[name] != nil }
         let db = cluster.catalog.databases[name]!
         return Self.json(201, .object([("name", .string(name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))]))

@@ -14,14 +14,6 @@ public struct HTTPFailure: Error, CustomStringConvertible {
     public static func unavailable(_ m: String) -> HTTPFailure { HTTPFailure(status: 503, message: m) }
 }
 
-extension SQLCommand {
-    /// A batch stamped with this moment and a fresh random seed: every replica applies it with these.
-    static func now(_ statements: [SQLStatement], atomic: Bool) -> SQLCommand {
-        SQLCommand(statements: statements, atomic: atomic, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
-                   randomSeed: UInt64.random(in: 0...UInt64.max))
-    }
-}
-
 /// Turns request JSON into statements and results into response JSON.
 enum Statements {
     /// `["SELECT 1", ["INSERT ... VALUES(?)", 5], {"sql": "...", "params": [...] or {...}}]`
