@@ -80,8 +80,8 @@ public struct RuntimeConfig: Sendable {
 ///
 /// Threads: the *Raft loop* steps every group, gathers all groups' `Ready`s into one write batch and
 /// syncs it (group commit: one fsync per loop turn, however many groups and proposals), then sends and
-/// advances. The *apply loop* applies committed entries to each group's SQLite database in order and
-/// serves reads. The transport has its own loops. Each loop's state is confined to it.
+/// advances; the transport's connections live on it too. The *apply loop* applies committed entries
+/// to each group's SQLite database in order and serves reads. Each loop's state is confined to it.
 public final class NodeRuntime: Sendable {
     public let config: RuntimeConfig
     private let raftLoop: any EventLoop
@@ -115,7 +115,10 @@ public final class NodeRuntime: Sendable {
         var groups: [GroupID: Group] = [:]
         var pumpScheduled = false
         var nextRequestID: UInt64 = 1
-        var pendingReads: [UInt64: (group: GroupID, promise: EventLoopPromise<LogIndex>, deadline: NIODeadline)] = [:]
+        /// Linearizable reads waiting for their ReadIndex round, by request id.
+        var pendingReads: [UInt64: ReadRequest] = [:]
+        /// Proposed writes by log index; each travels to the apply loop with its committed entry.
+        var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
         /// When each group last heard from its leader (monotonic nanoseconds), for stale reads.
         var lastLeaderContact: [GroupID: UInt64] = [:]
         var stopped = false
@@ -129,27 +132,36 @@ public final class NodeRuntime: Sendable {
         init(store: LogStore) { self.store = store }
     }
 
+    /// A client's promises belong to the apply loop, which answers them: the waiting task resumes
+    /// straight from there, with no further hop (each hop is a thread wake-up on a write's path).
+    typealias Answer = EventLoopPromise<([StatementResult], LogIndex)>
+
     struct PendingWrite {
         let term: Term
-        let promise: EventLoopPromise<[StatementResult]>
+        let promise: Answer
+        let proposedNanos: UInt64
         /// Failed as timed out by the sweep after this (no timer per request: thousands a second).
         let deadline: NIODeadline
     }
 
-    struct WaitingRead {
-        let id: UInt64
-        let index: LogIndex
+    /// A read: confirmed on the Raft loop (linearizable reads), then served on the apply loop once the
+    /// database has applied that far.
+    struct ReadRequest {
+        let group: GroupID
         let statements: [SQLStatement]
         let timeoutNanos: UInt64
         let deadline: NIODeadline
-        let promise: EventLoopPromise<([StatementResult], LogIndex)>
+        let promise: Answer
+    }
+
+    struct WaitingRead {
+        let index: LogIndex
+        let request: ReadRequest
     }
 
     final class ApplySide {
         var machines: [GroupID: SQLStateMachine] = [:]
-        var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
         var waitingReads: [GroupID: [WaitingRead]] = [:]
-        var nextReadID: UInt64 = 1
         var lastSnapshotIndex: [GroupID: LogIndex] = [:]
         var snapshotInProgress = Set<GroupID>()
     }
@@ -157,11 +169,10 @@ public final class NodeRuntime: Sendable {
     public init(config: RuntimeConfig, log: @escaping @Sendable (String) -> Void = { print($0) }) throws {
         self.config = config
         self.log = log
-        loops = MultiThreadedEventLoopGroup(numberOfThreads: 4)
+        loops = MultiThreadedEventLoopGroup(numberOfThreads: 3)
         var it = loops.makeIterator()
         raftLoop = it.next()!
         applyLoop = it.next()!
-        let transportLoop = it.next()!
         receiveLoop = it.next()!
         incomingSnapshots = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: receiveLoop)
         // Refuses a data directory that belongs to another node before touching anything in it.
@@ -175,8 +186,15 @@ public final class NodeRuntime: Sendable {
         let inbox = NIOLockedValueBox<NodeRuntime?>(nil)
         var transportConfig = TransportConfig(nodeID: config.nodeID, listen: config.raftAddress)
         transportConfig.tls = config.transportTLS
-        transport = RaftTransport(config: transportConfig, group: transportLoop, log: log) { _, envelopes in
-            raftLoop.execute { inbox.withLockedValue { $0 }?.deliver(envelopes) }
+        // The transport's connections live on the Raft loop: a message is stepped where it is read and
+        // written where it is produced, with no thread hand-off on either side (each one is a wake-up
+        // in a write's critical path).
+        transport = RaftTransport(config: transportConfig, group: raftLoop, log: log) { _, envelopes in
+            if raftLoop.inEventLoop {
+                inbox.withLockedValue { $0 }?.deliver(envelopes)
+            } else {
+                raftLoop.execute { inbox.withLockedValue { $0 }?.deliver(envelopes) }
+            }
         }
         inbox.withLockedValue { $0 = self }
     }
@@ -403,6 +421,9 @@ public final class NodeRuntime: Sendable {
             let g = side.groups[id]!
             guard g.node.hasReady else { continue }
             let rd = g.node.ready()
+            // Committed entries are on disk already (Raft hands out only persisted ones): the apply loop
+            // can run them while this turn's writes go out and sync.
+            if rd.snapshot == nil { applyCommitted(rd.committedEntries, group: id) }
             send(rd.messages, group: id)
             readies.append((id, g, rd))
         }
@@ -424,6 +445,8 @@ public final class NodeRuntime: Sendable {
             if rd.entries.isEmpty && rd.hardState == nil && rd.snapshot == nil { return nil }
             return GroupWrite(group: id, entries: rd.entries, hardState: rd.hardState, snapshot: rd.snapshot?.metadata)
         }
+        // Out before the sync: followers write to their disks while this node writes to its own.
+        transport.flushQueued()
         if !writes.isEmpty {
             let mustSync = readies.contains { $0.2.mustSync }
             do {
@@ -443,14 +466,33 @@ public final class NodeRuntime: Sendable {
         for (id, g, rd) in readies {
             if let soft = rd.softState, soft.lead != noNode { RuntimeMetrics.leaderChanges(id).increment() }
             send(rd.messagesAfterPersist, group: id)
-            if let snap = rd.snapshot { dispatchInstall(group: id, index: snap.metadata.index) }
-            if !rd.committedEntries.isEmpty { dispatchApply(group: id, entries: rd.committedEntries) }
-            for rs in rd.readStates {
-                if let pending = side.pendingReads.removeValue(forKey: rs.requestID) { pending.promise.succeed(rs.index) }
+            if let snap = rd.snapshot {
+                // The snapshot replaces entries these writes were waiting on: whether each took effect is unknown.
+                for (i, w) in side.pendingWrites[id] ?? [:] where i <= snap.metadata.index {
+                    side.pendingWrites[id]![i] = nil
+                    w.promise.fail(RuntimeError.outcomeUnknown)
+                }
+                dispatchInstall(group: id, index: snap.metadata.index)
+                applyCommitted(rd.committedEntries, group: id)
             }
+            let confirmed = rd.readStates.compactMap { rs in side.pendingReads.removeValue(forKey: rs.requestID).map { (rs.index, $0) } }
+            if !confirmed.isEmpty { applyLoop.execute { for (index, read) in confirmed { self.serve(read, at: index) } } }
             g.node.advance(rd)
         }
         pump()
+    }
+
+    /// Hands committed entries to the apply loop, with the writes proposed here that wait on them.
+    private func applyCommitted(_ entries: [Entry], group: GroupID) {
+        guard !entries.isEmpty else { return }
+        let side = raftState.value
+        var waiters: [LogIndex: PendingWrite] = [:]
+        if side.pendingWrites[group]?.isEmpty == false {
+            for e in entries {
+                if let w = side.pendingWrites[group]!.removeValue(forKey: e.index) { waiters[e.index] = w }
+            }
+        }
+        dispatchApply(group: group, entries: entries, waiters: waiters)
     }
 
     private func send(_ messages: [Message], group: GroupID) {
@@ -561,27 +603,48 @@ public final class NodeRuntime: Sendable {
 
     // MARK: - Apply loop
 
-    private func dispatchApply(group: GroupID, entries: [Entry]) {
+    /// Applies committed entries on the apply loop and answers the writes waiting on them (proposed
+    /// here): they travel with the entries, so a write costs no extra trip to the apply loop.
+    private func dispatchApply(group: GroupID, entries: [Entry], waiters: [LogIndex: PendingWrite]) {
         applyLoop.execute {
             let side = self.applyState.value
-            guard self.failure == nil, let machine = side.machines[group] else { return }
+            if let why = self.failure {
+                for w in waiters.values { w.promise.fail(RuntimeError.failed(why)) }
+                return
+            }
+            guard let machine = side.machines[group] else {
+                for w in waiters.values { w.promise.fail(RuntimeError.unknownGroup(group)) }
+                return
+            }
             let fresh = entries.filter { $0.index > machine.appliedIndex }
+            // Entries a snapshot already covered: whether a write among them took effect is unknown here.
+            for e in entries where e.index <= machine.appliedIndex { waiters[e.index]?.promise.fail(RuntimeError.outcomeUnknown) }
             guard !fresh.isEmpty else { return }
             let batch: [(index: LogIndex, change: SQLStateMachine.Change)] = fresh.map { e in
                 if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) { return (e.index, .command(cmd)) }
                 return (e.index, .empty(e.kind == .confChange ? ConfState(decoding: e.data) : nil))
             }
             let results: [[StatementResult]]
+            let started = DispatchTime.now().uptimeNanoseconds
             do {
                 results = try machine.apply(batch: batch)
             } catch {
                 // Applying later entries over missing ones would make this replica diverge: stop instead.
                 self.fail("group \(group): cannot apply entries \(fresh.first!.index)...\(fresh.last!.index): \(error)")
+                for e in fresh { waiters[e.index]?.promise.fail(RuntimeError.failed(self.failure ?? "\(error)")) }
                 return
             }
-            for (e, r) in zip(fresh, results) {
-                if let pending = side.pendingWrites[group]?.removeValue(forKey: e.index) {
-                    if pending.term == e.term { pending.promise.succeed(r) } else { pending.promise.fail(RuntimeError.proposalLost) }
+            let applied = DispatchTime.now().uptimeNanoseconds
+            RuntimeMetrics.applyBatch.recordNanoseconds(Int64(applied - started))
+            if !waiters.isEmpty {
+                for (e, r) in zip(fresh, results) {
+                    guard let pending = waiters[e.index] else { continue }
+                    if pending.term == e.term {
+                        RuntimeMetrics.write.recordNanoseconds(Int64(applied &- pending.proposedNanos))
+                        pending.promise.succeed((r, e.index))
+                    } else {
+                        pending.promise.fail(RuntimeError.proposalLost)
+                    }
                 }
             }
             self.serveWaitingReads(group)
@@ -643,10 +706,6 @@ public final class NodeRuntime: Sendable {
                 return
             }
             side.lastSnapshotIndex[group] = index
-            for (i, w) in side.pendingWrites[group] ?? [:] where i <= index {
-                side.pendingWrites[group]![i] = nil
-                w.promise.fail(RuntimeError.outcomeUnknown)
-            }
             self.snapshotCounts.withLockedValue { $0.installed += 1 }
             self.removeSnapshots(of: group, before: index)
             self.serveWaitingReads(group)
@@ -659,7 +718,22 @@ public final class NodeRuntime: Sendable {
         let ready = waiting.filter { $0.index <= machine.appliedIndex }
         waiting.removeAll { $0.index <= machine.appliedIndex }
         side.waitingReads[group] = waiting
-        for r in ready { r.promise.succeed((r.statements.map { machine.query($0, timeoutNanos: r.timeoutNanos) }, machine.appliedIndex)) }
+        for r in ready { answer(r.request, from: machine) }
+    }
+
+    /// Serves a read once the database has applied through `index` (at once if it has).
+    private func serve(_ read: ReadRequest, at index: LogIndex) {
+        let side = applyState.value
+        guard let machine = side.machines[read.group] else { return read.promise.fail(RuntimeError.unknownGroup(read.group)) }
+        if machine.appliedIndex >= index {
+            answer(read, from: machine)
+        } else {
+            side.waitingReads[read.group, default: []].append(WaitingRead(index: index, request: read))
+        }
+    }
+
+    private func answer(_ read: ReadRequest, from machine: SQLStateMachine) {
+        read.promise.succeed((read.statements.map { machine.query($0, timeoutNanos: read.timeoutNanos) }, machine.appliedIndex))
     }
 
     // MARK: - Client operations
@@ -673,27 +747,24 @@ public final class NodeRuntime: Sendable {
     public func executeIndexed(group: GroupID, _ command: SQLCommand) async throws -> (results: [StatementResult], index: LogIndex) {
         if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
-        // One future from proposal to result: a single suspension per write.
-        let future: EventLoopFuture<([StatementResult], LogIndex)> = raftLoop.flatSubmit {
-            guard let g = self.raftState.value.groups[group] else { return self.raftLoop.makeFailedFuture(RuntimeError.unknownGroup(group)) }
+        // Proposed on the Raft loop, answered by the apply loop: one suspension, two hand-offs per write.
+        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
+        let data = command.encoded()
+        raftLoop.execute {
+            guard let g = self.raftState.value.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
             let index: LogIndex
             self.wake(group)
             do throws(RaftError) {
-                index = try g.node.propose(command.encoded())
+                index = try g.node.propose(data)
             } catch {
-                if case .notLeader(let l) = error { return self.raftLoop.makeFailedFuture(RuntimeError.notLeader(leader: l)) }
-                return self.raftLoop.makeFailedFuture(RuntimeError.raft(error.description))
+                if case .notLeader(let l) = error { return promise.fail(RuntimeError.notLeader(leader: l)) }
+                return promise.fail(RuntimeError.raft(error.description))
             }
-            let term = g.node.term
-            let promise = self.applyLoop.makePromise(of: [StatementResult].self)
-            let indexed = promise.futureResult.map { ($0, index) }
-            let pending = PendingWrite(term: term, promise: promise, deadline: .now() + timeout)
-            // Queued on the apply loop before any apply of this index, which only a later pump dispatches.
-            self.applyLoop.execute { self.applyState.value.pendingWrites[group, default: [:]][index] = pending }
+            self.raftState.value.pendingWrites[group, default: [:]][index] = PendingWrite(term: g.node.term, promise: promise, proposedNanos: DispatchTime.now().uptimeNanoseconds,
+                                                                                      deadline: .now() + timeout)
             self.pump()
-            return indexed
         }
-        return try await future.get()
+        return try await promise.futureResult.get()
     }
 
     /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).
@@ -702,17 +773,11 @@ public final class NodeRuntime: Sendable {
         applyLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
             let side = self.applyState.value
             let now = NIODeadline.now()
-            for group in side.pendingWrites.keys {
-                for (index, w) in side.pendingWrites[group]! where w.deadline < now {
-                    side.pendingWrites[group]![index] = nil
-                    w.promise.fail(RuntimeError.timedOut("waiting for the write to commit; its outcome is unknown"))
-                }
-            }
             for group in side.waitingReads.keys {
-                let expired = side.waitingReads[group]!.filter { $0.deadline < now }
+                let expired = side.waitingReads[group]!.filter { $0.request.deadline < now }
                 guard !expired.isEmpty else { continue }
-                side.waitingReads[group]!.removeAll { $0.deadline < now }
-                for r in expired { r.promise.fail(RuntimeError.timedOut("waiting to apply up to the read index")) }
+                side.waitingReads[group]!.removeAll { $0.request.deadline < now }
+                for r in expired { r.request.promise.fail(RuntimeError.timedOut("waiting to apply up to the read index")) }
             }
         }
         raftLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
@@ -721,6 +786,12 @@ public final class NodeRuntime: Sendable {
             for (id, r) in side.pendingReads where r.deadline < now {
                 side.pendingReads[id] = nil
                 r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
+            }
+            for group in side.pendingWrites.keys {
+                for (index, w) in side.pendingWrites[group]! where w.deadline < now {
+                    side.pendingWrites[group]![index] = nil
+                    w.promise.fail(RuntimeError.timedOut("waiting for the write to commit; its outcome is unknown"))
+                }
             }
         }
     }
@@ -737,7 +808,6 @@ public final class NodeRuntime: Sendable {
                       statementTimeoutNanos: UInt64 = 0) async throws -> (results: [StatementResult], index: LogIndex) {
         if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
-        var readIndex: LogIndex = 0
         if case .stale(let freshness) = consistency {
             try await raftLoop.submit {
                 let side = self.raftState.value
@@ -751,42 +821,29 @@ public final class NodeRuntime: Sendable {
                 }
             }.get()
         }
+        // Confirmed on the Raft loop, served and answered by the apply loop: one suspension per read.
+        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
+        let read = ReadRequest(group: group, statements: statements, timeoutNanos: statementTimeoutNanos,
+                               deadline: .now() + timeout, promise: promise)
         if consistency == .linearizable {
-            let future: EventLoopFuture<LogIndex> = try await raftLoop.submit {
+            raftLoop.execute {
                 let side = self.raftState.value
-                guard let g = side.groups[group] else { throw RuntimeError.unknownGroup(group) }
+                guard let g = side.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
                 let id = side.nextRequestID
                 side.nextRequestID += 1
                 self.wake(group)
                 do throws(RaftError) {
                     try g.node.readIndex(requestID: id)
                 } catch {
-                    throw RuntimeError.notLeader(leader: g.node.lead)
+                    return promise.fail(RuntimeError.notLeader(leader: g.node.lead))
                 }
-                let promise = self.raftLoop.makePromise(of: LogIndex.self)
-                side.pendingReads[id] = (group, promise, .now() + timeout)
+                side.pendingReads[id] = read
                 self.pump()
-                return promise.futureResult
-            }.get()
-            readIndex = try await future.get()
-        }
-        let index = readIndex
-        let future: EventLoopFuture<([StatementResult], LogIndex)> = try await applyLoop.submit {
-            let side = self.applyState.value
-            guard let machine = side.machines[group] else { throw RuntimeError.unknownGroup(group) }
-            let promise = self.applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
-            if machine.appliedIndex >= index {
-                promise.succeed((statements.map { machine.query($0, timeoutNanos: statementTimeoutNanos) }, machine.appliedIndex))
-                return promise.futureResult
             }
-            let id = side.nextReadID
-            side.nextReadID += 1
-            side.waitingReads[group, default: []].append(WaitingRead(id: id, index: index, statements: statements,
-                                                                     timeoutNanos: statementTimeoutNanos, deadline: .now() + timeout,
-                                                                     promise: promise))
-            return promise.futureResult
-        }.get()
-        return try await future.get()
+        } else {
+            applyLoop.execute { self.serve(read, at: 0) }
+        }
+        return try await promise.futureResult.get()
     }
 
     /// Deletes this node's copy of a group (its database was dropped, or moved to other nodes): the
@@ -806,13 +863,13 @@ public final class NodeRuntime: Sendable {
                 side.pendingReads[rid] = nil
                 r.promise.fail(RuntimeError.unknownGroup(id))
             }
+            for (_, w) in side.pendingWrites.removeValue(forKey: id) ?? [:] { w.promise.fail(RuntimeError.unknownGroup(id)) }
         }.get()
         let path = config.dataDirectory + "/group-\(id).sqlite"
         try await applyLoop.submit {
             let side = self.applyState.value
             side.machines.removeValue(forKey: id)?.close()
-            for (_, w) in side.pendingWrites.removeValue(forKey: id) ?? [:] { w.promise.fail(RuntimeError.unknownGroup(id)) }
-            for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.promise.fail(RuntimeError.unknownGroup(id)) }
+            for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
             side.lastSnapshotIndex[id] = nil
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
             self.removeSnapshots(of: id, before: .max)
@@ -921,12 +978,12 @@ public final class NodeRuntime: Sendable {
             side.stopped = true
             for (_, pending) in side.pendingReads { pending.promise.fail(RuntimeError.shutDown) }
             side.pendingReads = [:]
+            for (_, writes) in side.pendingWrites { for (_, w) in writes { w.promise.fail(RuntimeError.shutDown) } }
+            side.pendingWrites = [:]
         }.get()
         try? await applyLoop.submit {
             let side = self.applyState.value
-            for (_, writes) in side.pendingWrites { for (_, w) in writes { w.promise.fail(RuntimeError.shutDown) } }
-            for (_, reads) in side.waitingReads { for r in reads { r.promise.fail(RuntimeError.shutDown) } }
-            side.pendingWrites = [:]
+            for (_, reads) in side.waitingReads { for r in reads { r.request.promise.fail(RuntimeError.shutDown) } }
             side.waitingReads = [:]
         }.get()
         await transport.shutdown()
@@ -938,6 +995,10 @@ public final class NodeRuntime: Sendable {
 /// The runtime's metrics (swift-metrics; exported by whatever backend the process bootstrapped).
 enum RuntimeMetrics {
     static let walSync = Timer(label: "cairn_wal_sync_seconds")
+    /// One batch of committed entries applied to a group's database (one SQLite transaction).
+    static let applyBatch = Timer(label: "cairn_apply_batch_seconds")
+    /// A write on the node that proposed it, from the proposal to its result (commit and apply).
+    static let write = Timer(label: "cairn_write_seconds")
     static func leaderChanges(_ group: GroupID) -> Counter {
         Counter(label: "cairn_raft_leader_changes_total", dimensions: [("group", String(group))])
     }

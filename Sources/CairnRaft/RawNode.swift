@@ -8,7 +8,9 @@ public struct SoftState: Sendable, Equatable {
 /// 1. send `messages` (they may go out at once, in parallel with the write below);
 /// 2. write `snapshot`, `entries` and then `hardState` to stable storage and sync (if `mustSync`);
 /// 3. send `messagesAfterPersist` (vote grants, append acknowledgements: promises about durable state);
-/// 4. apply `snapshot` and then `committedEntries` to the state machine; serve `readStates` once applied;
+/// 4. apply `snapshot` and then `committedEntries` to the state machine; serve `readStates` once applied.
+///    Committed entries are always ones persisted by an earlier `Ready`, so without a snapshot they may be
+///    applied at once, in parallel with steps 1–3;
 /// 5. call `advance(_:)` before asking for the next `Ready`.
 public struct Ready: Sendable {
     public var softState: SoftState?

@@ -129,10 +129,16 @@ public final class RaftTransport: Sendable {
         links.withLockedValue { $0.removeValue(forKey: id)?.close() }
     }
 
-    /// Queues envelopes for a peer; they go out in one frame per event-loop turn.
+    /// Queues envelopes for a peer; they go out in one frame per event-loop turn, or at `flushQueued`.
     public func send(_ envelopes: [Envelope], to peer: NodeID) {
         guard !envelopes.isEmpty, let link = links.withLockedValue({ $0[peer] }) else { return }
         link.enqueue(envelopes)
+    }
+
+    /// Writes what the calling event loop's links have queued now, instead of at the end of the turn:
+    /// for a caller about to block its loop (a disk sync) after sending.
+    public func flushQueued() {
+        for link in links.withLockedValue({ Array($0.values) }) { link.flushIfOnLoop() }
     }
 
     /// Bytes waiting to go to `peer` (queued, or refused by a full socket: then `Int.max`); lets a
@@ -199,20 +205,31 @@ final class PeerLink: Sendable {
     }
 
     func enqueue(_ envelopes: [Envelope]) {
-        eventLoop.execute { [self] in
-            var dropped = 0
-            for e in envelopes {
-                let size = Self.estimatedBytes(e)
-                if state.value.queuedBytes + size > config.maxQueuedBytesPerPeer {
-                    dropped += 1
-                    continue
-                }
-                state.value.queue.append(e)
-                state.value.queuedBytes += size
-            }
-            if dropped > 0 { shared.stats.withLockedValue { $0.envelopesDroppedQueueFull += dropped } }
-            scheduleFlush()
+        if eventLoop.inEventLoop {
+            queue(envelopes)
+        } else {
+            eventLoop.execute { [self] in queue(envelopes) }
         }
+    }
+
+    func flushIfOnLoop() {
+        guard eventLoop.inEventLoop else { return }
+        flush()
+    }
+
+    private func queue(_ envelopes: [Envelope]) {
+        var dropped = 0
+        for e in envelopes {
+            let size = Self.estimatedBytes(e)
+            if state.value.queuedBytes + size > config.maxQueuedBytesPerPeer {
+                dropped += 1
+                continue
+            }
+            state.value.queue.append(e)
+            state.value.queuedBytes += size
+        }
+        if dropped > 0 { shared.stats.withLockedValue { $0.envelopesDroppedQueueFull += dropped } }
+        scheduleFlush()
     }
 
     /// Many sends in one event-loop turn become one frame.
