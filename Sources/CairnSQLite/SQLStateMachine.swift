@@ -43,19 +43,48 @@ public final class SQLStateMachine {
 
     /// Applies consecutive committed entries in one SQLite transaction, together with the applied index:
     /// a restart never re-applies or skips one, and a busy group pays one commit for many entries.
-    /// Each entry runs in a savepoint. In a non-atomic batch each statement runs in its own, so a failed
-    /// statement leaves no trace while the others take effect; an atomic batch rolls back to its entry's
-    /// savepoint at the first failure. Returns each entry's statement results.
+    /// In a non-atomic entry each statement runs in its own savepoint, so a failed statement leaves no
+    /// trace while the others take effect; an atomic entry runs in one savepoint and rolls back to it at
+    /// its first failure. Returns each entry's statement results.
     public func apply(batch: [(index: LogIndex, change: Change)]) throws -> [[StatementResult]] {
         guard let first = batch.first, let last = batch.last else { return [] }
         precondition(first.index == appliedIndex + 1, "applying entry \(first.index) after \(appliedIndex)")
         precondition(last.index == first.index + LogIndex(batch.count - 1), "a batch of entries with a gap")
+        // A statement whose conflict resolution is ROLLBACK (`INSERT OR ROLLBACK`, `RAISE(ROLLBACK)` in a
+        // trigger) ends the whole transaction, savepoints and the other entries' work included. The
+        // batch is then applied again from its start with that statement failing alone, as any other
+        // failed statement does. Every replica meets the same statement at the same point, so all of
+        // them take the same path.
+        var rolledBack: [StatementPosition: StatementResult] = [:]
+        while true {
+            do {
+                return try applyOnce(batch, rolledBack: rolledBack)
+            } catch let e as TransactionRolledBack {
+                precondition(rolledBack[e.position] == nil, "a statement rolled the transaction back twice")
+                rolledBack[e.position] = e.result
+            }
+        }
+    }
+
+    /// Where a statement sits in a batch: its entry's position, and its own within the entry.
+    private struct StatementPosition: Hashable {
+        let entry: Int
+        let statement: Int
+    }
+
+    private struct TransactionRolledBack: Error {
+        let position: StatementPosition
+        let result: StatementResult
+    }
+
+    private func applyOnce(_ batch: [(index: LogIndex, change: Change)],
+                           rolledBack: [StatementPosition: StatementResult]) throws -> [[StatementResult]] {
         var all: [[StatementResult]] = []
         all.reserveCapacity(batch.count)
         var newConf: ConfState?
-        try connection.exec("BEGIN IMMEDIATE")
+        try connection.execPrepared("BEGIN IMMEDIATE")
         do {
-            for (_, change) in batch {
+            for (position, (_, change)) in batch.enumerated() {
                 switch change {
                 case .empty(let conf):
                     if let c = conf {
@@ -65,43 +94,56 @@ public final class SQLStateMachine {
                     }
                     all.append([])
                 case .command(let command):
-                    all.append(try run(command))
+                    all.append(try run(command, entry: position, rolledBack: rolledBack))
                 }
             }
-            try recordApplied(last.index)
-            try connection.exec("COMMIT")
+            try connection.execPrepared("UPDATE _cairn_meta SET value = ?1 WHERE key = 'applied_index'", binding: Int64(batch.last!.index))
+            try connection.execPrepared("COMMIT")
         } catch {
-            try? connection.exec("ROLLBACK")
+            if !connection.isAutocommit { try? connection.exec("ROLLBACK") }
             throw error
         }
-        appliedIndex = last.index
+        appliedIndex = batch.last!.index
         if let newConf { confState = newConf }
         return all
     }
 
-    private func run(_ command: SQLCommand) throws -> [StatementResult] {
+    private func run(_ command: SQLCommand, entry: Int, rolledBack: [StatementPosition: StatementResult]) throws -> [StatementResult] {
         connection.clock.fixedMillis = command.timestampMillis == 0 ? 1 : command.timestampMillis
         connection.context.random = SplitMix64(seed: command.randomSeed)
         defer {
             connection.clock.fixedMillis = 0
             connection.context.random = nil
         }
-        try connection.exec("SAVEPOINT cairn_entry")
+        let atomic = command.atomic
+        if atomic { try connection.execPrepared("SAVEPOINT cairn_entry") }
         var results: [StatementResult] = []
-        for statement in command.statements {
-            if !command.atomic { try connection.exec("SAVEPOINT cairn_statement") }
-            let r = connection.run(statement, readOnly: false)
+        results.reserveCapacity(command.statements.count)
+        for (k, statement) in command.statements.enumerated() {
+            let position = StatementPosition(entry: entry, statement: k)
+            let r: StatementResult
+            if let failed = rolledBack[position] {
+                r = failed
+            } else {
+                if !atomic { try connection.execPrepared("SAVEPOINT cairn_statement") }
+                r = connection.run(statement, readOnly: false)
+                // Only a constraint's own ROLLBACK ends the transaction deterministically; an I/O error
+                // or a full disk that did so is this machine's problem, and fails the apply below.
+                if r.error != nil && connection.isAutocommit && connection.lastErrorCode & 0xFF == SQLITE_CONSTRAINT {
+                    throw TransactionRolledBack(position: position, result: r)
+                }
+            }
             results.append(r)
             if r.error != nil {
-                if command.atomic {
-                    try connection.exec("ROLLBACK TO cairn_entry")
+                if atomic {
+                    try connection.execPrepared("ROLLBACK TO cairn_entry")
                     break
                 }
-                try connection.exec("ROLLBACK TO cairn_statement")
+                if rolledBack[position] == nil { try connection.execPrepared("ROLLBACK TO cairn_statement") }
             }
-            if !command.atomic { try connection.exec("RELEASE cairn_statement") }
+            if !atomic && rolledBack[position] == nil { try connection.execPrepared("RELEASE cairn_statement") }
         }
-        try connection.exec("RELEASE cairn_entry")
+        if atomic { try connection.execPrepared("RELEASE cairn_entry") }
         return results
     }
 
@@ -176,10 +218,6 @@ public final class SQLStateMachine {
         guard fd >= 0 else { throw SQLiteError(message: "cannot open \(path) to sync it") }
         defer { Glibc.close(fd) }
         guard fsync(fd) == 0 else { throw SQLiteError(message: "cannot sync \(path)") }
-    }
-
-    private func recordApplied(_ index: LogIndex) throws {
-        try connection.exec("UPDATE _cairn_meta SET value = \(index) WHERE key = 'applied_index'")
     }
 
     /// Runs a read-only statement against the applied state; a statement that would write is refused.

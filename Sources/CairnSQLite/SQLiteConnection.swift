@@ -94,6 +94,21 @@ final class SQLiteConnection {
     let context = ConnectionContext()
     let clock: BatchClock
     private let contextPointer: UnsafeMutableRawPointer
+    /// The result code of the last failed user statement (extended codes).
+    private(set) var lastErrorCode: Int32 = SQLITE_OK
+    /// CairnDB's own statements (transactions, savepoints, the applied index), prepared once.
+    private var internalStatements: [String: OpaquePointer] = [:]
+    /// Clients' single-statement SQL, prepared once and reused with new parameters: a workload repeats
+    /// a few statements, and preparing is most of the cost of a small one. SQLite prepares a statement
+    /// again by itself when the schema changes under it.
+    private var statementCache: [String: CachedStatement] = [:]
+    static let maxCachedStatements = 256
+
+    private struct CachedStatement {
+        let statement: OpaquePointer
+        /// What the authorizer found while preparing it (it is not consulted again on reuse).
+        let modifiesRows: Bool
+    }
 
     init(path: String) throws {
         clock = try BatchClock()
@@ -132,13 +147,24 @@ final class SQLiteConnection {
         }, contextPointer)
     }
 
-    deinit { sqlite3_close_v2(db) }
+    deinit { close() }
 
     /// Closes the database now (before its file is replaced); the connection is unusable afterwards.
     func close() {
+        finalizeCachedStatements()
         sqlite3_close_v2(db)
         db = nil
     }
+
+    private func finalizeCachedStatements() {
+        for s in internalStatements.values { sqlite3_finalize(s) }
+        for c in statementCache.values { sqlite3_finalize(c.statement) }
+        internalStatements = [:]
+        statementCache = [:]
+    }
+
+    /// False while a transaction is open.
+    var isAutocommit: Bool { sqlite3_get_autocommit(db) != 0 }
 
     /// PRAGMAs a client may run: reading the schema, checking integrity, and settings that replicate
     /// like data. Anything else (journal_mode, synchronous, wal_checkpoint, writable_schema, ...) could
@@ -215,6 +241,28 @@ final class SQLiteConnection {
         }
     }
 
+    /// Runs one of CairnDB's own statements (no rows; at most one integer parameter), bypassing the
+    /// authorizer; each is prepared once per connection.
+    func execPrepared(_ sql: String, binding value: Int64? = nil) throws {
+        context.internalAccess = true
+        defer { context.internalAccess = false }
+        let s: OpaquePointer
+        if let cached = internalStatements[sql] {
+            s = cached
+        } else {
+            var stmt: OpaquePointer?
+            guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil) == SQLITE_OK, let stmt else {
+                throw SQLiteError(message: "\(sql): \(String(cString: sqlite3_errmsg(db)))")
+            }
+            internalStatements[sql] = stmt
+            s = stmt
+        }
+        defer { sqlite3_reset(s) }
+        if let value { sqlite3_bind_int64(s, 1, value) }
+        let rc = sqlite3_step(s)
+        guard rc == SQLITE_DONE || rc == SQLITE_ROW else { throw SQLiteError(message: "\(sql): \(String(cString: sqlite3_errmsg(db)))") }
+    }
+
     /// Runs every statement in `statement.sql` with its parameters, collecting rows and counts.
     /// `readOnly` refuses anything that would write.
     func run(_ statement: SQLStatement, readOnly: Bool, timeoutNanos: UInt64 = 0) -> StatementResult {
@@ -223,6 +271,16 @@ final class SQLiteConnection {
         context.deadlineNanos = readOnly && timeoutNanos > 0 ? DispatchTime.now().uptimeNanoseconds + timeoutNanos : 0
         defer { context.deadlineNanos = 0 }
         var result = StatementResult()
+        if let cached = statementCache[statement.sql] {
+            context.denial = nil
+            context.modifiesRows = cached.modifiesRows
+            defer {
+                sqlite3_reset(cached.statement)
+                sqlite3_clear_bindings(cached.statement)
+            }
+            _ = execute(cached.statement, statement, readOnly: readOnly, into: &result)
+            return result
+        }
         let utf8 = Array(statement.sql.utf8CString)
         utf8.withUnsafeBufferPointer { buffer in
             var tail: UnsafePointer<CChar>? = buffer.baseAddress
@@ -231,58 +289,100 @@ final class SQLiteConnection {
                 var stmt: OpaquePointer?
                 context.denial = nil
                 context.modifiesRows = false
-                let rc = sqlite3_prepare_v2(db, start, -1, &stmt, &tail)
+                let rc = sqlite3_prepare_v3(db, start, -1, 0, &stmt, &tail)
                 guard rc == SQLITE_OK else {
+                    lastErrorCode = rc
                     result = StatementResult(error: errorMessage(rc))
                     return
                 }
                 guard let s = stmt else { continue } // whitespace or a comment
-                defer { sqlite3_finalize(s) }
+                // The whole text is this one statement: keep it prepared for the next time.
+                let keep = !ranAny && Self.isBlank(tail)
                 ranAny = true
-                if readOnly && sqlite3_stmt_readonly(s) == 0 {
-                    // rqlite's words, which its clients match on.
-                    result = StatementResult(error: "attempt to change database via query operation")
-                    return
-                }
-                if let error = bind(statement, to: s) {
-                    result = StatementResult(error: error)
-                    return
-                }
-                let count = Int(sqlite3_column_count(s))
-                var columns: [String] = []
-                var types: [String] = []
-                for i in 0..<Int32(count) {
-                    columns.append(String(cString: sqlite3_column_name(s, i)))
-                    types.append(sqlite3_column_decltype(s, i).map { String(cString: $0) } ?? "")
-                }
-                var rows: [[SQLValue]] = []
-                while true {
-                    let step = sqlite3_step(s)
-                    if step == SQLITE_DONE { break }
-                    guard step == SQLITE_ROW else {
-                        result = StatementResult(error: errorMessage(step))
-                        return
+                if keep {
+                    if statementCache.count >= Self.maxCachedStatements {
+                        for c in statementCache.values { sqlite3_finalize(c.statement) }
+                        statementCache = [:]
                     }
-                    var row: [SQLValue] = []
-                    row.reserveCapacity(count)
-                    for i in 0..<Int32(count) { row.append(columnValue(s, i)) }
-                    rows.append(row)
+                    statementCache[statement.sql] = CachedStatement(statement: s, modifiesRows: context.modifiesRows)
                 }
-                result.columns = columns
-                result.types = types
-                result.rows = rows
-                if context.modifiesRows {
-                    context.carriedChanges = Int64(sqlite3_changes(db))
-                    context.carriedInsertRowID = sqlite3_last_insert_rowid(db)
+                defer {
+                    if keep {
+                        sqlite3_reset(s)
+                        sqlite3_clear_bindings(s)
+                    } else {
+                        sqlite3_finalize(s)
+                    }
                 }
-                if sqlite3_stmt_readonly(s) == 0 {
-                    result.rowsAffected = context.carriedChanges
-                    result.lastInsertID = context.carriedInsertRowID
-                }
+                guard execute(s, statement, readOnly: readOnly, into: &result) else { return }
             }
             if !ranAny { result = StatementResult(error: "empty statement") }
         }
         return result
+    }
+
+    /// True if `text` holds nothing but whitespace and semicolons.
+    private static func isBlank(_ text: UnsafePointer<CChar>?) -> Bool {
+        guard var p = text else { return true }
+        while p.pointee != 0 {
+            switch UInt8(bitPattern: p.pointee) {
+            case 0x20, 0x09, 0x0A, 0x0D, 0x0C, 0x3B: p += 1
+            default: return false
+            }
+        }
+        return true
+    }
+
+    /// Binds and steps one prepared statement, filling `result`; false if it failed (`result` holds why).
+    private func execute(_ s: OpaquePointer, _ statement: SQLStatement, readOnly: Bool, into result: inout StatementResult) -> Bool {
+        if readOnly && sqlite3_stmt_readonly(s) == 0 {
+            // rqlite's words, which its clients match on.
+            lastErrorCode = SQLITE_ERROR
+            result = StatementResult(error: "attempt to change database via query operation")
+            return false
+        }
+        if let error = bind(statement, to: s) {
+            lastErrorCode = SQLITE_ERROR
+            result = StatementResult(error: error)
+            return false
+        }
+        // Columns are read after the first step: a statement kept prepared across a schema change is
+        // prepared again by that step, and `SELECT *` may then have more columns.
+        var step = sqlite3_step(s)
+        let count = Int(sqlite3_column_count(s))
+        var columns: [String] = []
+        var types: [String] = []
+        columns.reserveCapacity(count)
+        types.reserveCapacity(count)
+        for i in 0..<Int32(count) {
+            columns.append(String(cString: sqlite3_column_name(s, i)))
+            types.append(sqlite3_column_decltype(s, i).map { String(cString: $0) } ?? "")
+        }
+        var rows: [[SQLValue]] = []
+        while step == SQLITE_ROW {
+            var row: [SQLValue] = []
+            row.reserveCapacity(count)
+            for i in 0..<Int32(count) { row.append(columnValue(s, i)) }
+            rows.append(row)
+            step = sqlite3_step(s)
+        }
+        guard step == SQLITE_DONE else {
+            lastErrorCode = sqlite3_extended_errcode(db)
+            result = StatementResult(error: errorMessage(step))
+            return false
+        }
+        result.columns = columns
+        result.types = types
+        result.rows = rows
+        if context.modifiesRows {
+            context.carriedChanges = Int64(sqlite3_changes(db))
+            context.carriedInsertRowID = sqlite3_last_insert_rowid(db)
+        }
+        if sqlite3_stmt_readonly(s) == 0 {
+            result.rowsAffected = context.carriedChanges
+            result.lastInsertID = context.carriedInsertRowID
+        }
+        return true
     }
 
     /// True if every statement in `sql` only reads (SQLite's own judgement, `sqlite3_stmt_readonly`).

@@ -73,6 +73,58 @@ struct StateMachineTests {
         #expect(sm.appliedIndex == 2)
     }
 
+    @Test("a statement whose conflict resolution rolls back the transaction fails alone; the rest of the batch stands")
+    func statementThatRollsBackTheTransaction() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(id INTEGER PRIMARY KEY)",
+                                                      "CREATE TABLE u(id INTEGER PRIMARY KEY)",
+                                                      "CREATE TRIGGER no_seven BEFORE INSERT ON u WHEN new.id = 7 BEGIN SELECT RAISE(ROLLBACK, 'seven is refused'); END"))
+        for atomic in [false, true] {
+            let base: Int64 = atomic ? 100 : 0
+            let results = try sm.apply(batch: [
+                (sm.appliedIndex + 1, .command(command("INSERT INTO t VALUES (\(base + 1))"))),
+                (sm.appliedIndex + 2, .command(command("INSERT INTO t VALUES (\(base + 2))", "INSERT OR ROLLBACK INTO t VALUES (\(base + 1))",
+                                                       "INSERT INTO t VALUES (\(base + 3))", atomic: atomic))),
+                (sm.appliedIndex + 3, .command(command("INSERT INTO u VALUES (7)", "INSERT INTO t VALUES (\(base + 4))", atomic: atomic))),
+                (sm.appliedIndex + 4, .command(command("INSERT INTO t VALUES (\(base + 5))"))),
+            ])
+            #expect(results[1][1].error?.contains("UNIQUE") == true, "\(results)")
+            #expect(results[2][0].error?.contains("seven is refused") == true, "\(results)")
+            let rows = sm.query(SQLStatement("SELECT id FROM t WHERE id > \(base) AND id < \(base + 100) ORDER BY id")).rows
+            // Atomic entries stop at their failure and leave nothing; the others keep their good statements.
+            let expected: [Int64] = atomic ? [1, 5] : [1, 2, 3, 4, 5]
+            #expect(rows == expected.map { [.integer(base + $0)] }, "atomic \(atomic)")
+        }
+        let reopened = try SQLStateMachine(path: tmp.path())
+        #expect(reopened.appliedIndex == sm.appliedIndex)
+    }
+
+    @Test("a statement kept prepared takes new parameters, follows schema changes and still refuses writes in a query")
+    func preparedStatementsAreReused() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        let insert = "INSERT INTO t(id, v) VALUES (?, ?)"
+        for id in Int64(1)...3 {
+            let r = try sm.apply(index: sm.appliedIndex + 1, command: SQLCommand(statements: [SQLStatement(insert, [.integer(id), .text("v\(id)")])], timestampMillis: 1, randomSeed: 1))
+            #expect(r[0].error == nil && r[0].lastInsertID == id && r[0].rowsAffected == 1)
+        }
+        let select = "SELECT * FROM t WHERE id = ?"
+        #expect(sm.query(SQLStatement(select, [.integer(2)])).rows == [[.integer(2), .text("v2")]])
+        _ = try sm.apply(index: sm.appliedIndex + 1, command: command("ALTER TABLE t ADD COLUMN w INTEGER DEFAULT 7"))
+        let after = sm.query(SQLStatement(select, [.integer(3)]))
+        #expect(after.columns == ["id", "v", "w"] && after.rows == [[.integer(3), .text("v3"), .integer(7)]])
+        // Prepared on the write path, refused on the read path all the same.
+        #expect(sm.query(SQLStatement(insert, [.integer(9), .text("x")])).error == "attempt to change database via query operation")
+        // A duplicate key fails alone, and the statement is usable again afterwards.
+        let dup = try sm.apply(index: sm.appliedIndex + 1, command: SQLCommand(statements: [SQLStatement(insert, [.integer(1), .text("again")])], timestampMillis: 1, randomSeed: 1))
+        #expect(dup[0].error?.contains("UNIQUE") == true)
+        let ok = try sm.apply(index: sm.appliedIndex + 1, command: SQLCommand(statements: [SQLStatement(insert, [.integer(4), .text("v4")])], timestampMillis: 1, randomSeed: 1))
+        #expect(ok[0].error == nil)
+        #expect(sm.query(SQLStatement("SELECT count(*) FROM t")).rows == [[.integer(4)]])
+    }
+
     @Test("atomic: the first failure rolls back the whole batch and stops it")
     func atomicBatch() throws {
         let tmp = TempDB()
