@@ -2,6 +2,7 @@ import CairnNode
 import Foundation
 import Hummingbird
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import Prometheus
 
@@ -41,16 +42,38 @@ final class MetricsExporter: Sendable {
 struct RequestMetrics: RouterMiddleware {
     typealias Context = CairnContext
 
+    private struct Key: Hashable {
+        let method: String
+        let endpoint: String
+        let status: Int
+    }
+
+    /// The metric handles per key, made once: looking them up in the metrics factory on every request
+    /// costs more than recording.
+    private final class Handles: Sendable {
+        let byKey = NIOLockedValueBox<[Key: (count: Counter, duration: Timer)]>([:])
+        let forwardedIn = Counter(label: "cairn_http_forwarded_in_total")
+    }
+
+    private let handles = Handles()
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
         let response = try await next(request, context)
-        let endpoint = context.endpointPath ?? "unmatched"
-        let d = [("method", request.method.rawValue), ("endpoint", endpoint), ("status", String(response.status.code))]
-        Counter(label: "cairn_http_requests_total", dimensions: d).increment()
+        let key = Key(method: request.method.rawValue, endpoint: context.endpointPath ?? "unmatched", status: Int(response.status.code))
+        let metrics = handles.byKey.withLockedValue { cache in
+            if let m = cache[key] { return m }
+            let m = (count: Counter(label: "cairn_http_requests_total",
+                                    dimensions: [("method", key.method), ("endpoint", key.endpoint), ("status", String(key.status))]),
+                     duration: Timer(label: "cairn_http_request_duration_seconds", dimensions: [("method", key.method), ("endpoint", key.endpoint)]))
+            // Methods are whatever clients send: keep the cache bounded.
+            if cache.count < 1_000 { cache[key] = m }
+            return m
+        }
+        metrics.count.increment()
         let elapsed = ContinuousClock.now - started
-        Timer(label: "cairn_http_request_duration_seconds", dimensions: [("method", request.method.rawValue), ("endpoint", endpoint)])
-            .recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
-        if request.headers[API.hops] != nil { Counter(label: "cairn_http_forwarded_in_total").increment() }
+        metrics.duration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        if request.headers[API.hops] != nil { handles.forwardedIn.increment() }
         return response
     }
 }

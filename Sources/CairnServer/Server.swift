@@ -112,15 +112,18 @@ public enum Server {
                 group.addTask {
                     await api.queue.run(flush: { try await api.flushQueued($0) }, log: log)
                 }
+                group.addTask { await audit.run() }
                 try await group.next()
                 group.cancelAll()
             }
         } catch {
+            audit.flush()
             log("node \(identity.nodeID): \(error)")
             await runtime.shutdown()
             await peers.shutdown()
             throw error
         }
+        audit.flush()
         log("node \(identity.nodeID): shutting down")
         await runtime.shutdown()
         await peers.shutdown()

@@ -61,7 +61,8 @@ enum Statements {
     }
 
     private static func checked(_ s: SQLStatement, at k: Int) throws(HTTPFailure) -> SQLStatement {
-        guard !s.sql.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw .badRequest("statement \(k) is empty") }
+        // Foundation's trimming bridges through NSString: far too slow for every statement of every request.
+        guard s.sql.unicodeScalars.contains(where: { !$0.properties.isWhitespace }) else { throw .badRequest("statement \(k) is empty") }
         return s
     }
 

@@ -83,8 +83,13 @@ struct NativeAPITests {
         }
         let limited = try await TestHTTP.request(.POST, n.url + "/v1/auth/token", ["username": "alice", "password": "alice-password-2"], authorization: nil)
         #expect(limited.status == 429 && limited.header("retry-after") != nil, "\(limited.status) \(limited.text)")
-        // The audit log names users and actions, never passwords.
-        let audit = try String(contentsOfFile: n.dataDir + "/audit.log", encoding: .utf8)
+        // The audit log names users and actions, never passwords. It is written every 100 ms.
+        var audit = ""
+        for _ in 0..<50 {
+            audit = (try? String(contentsOfFile: n.dataDir + "/audit.log", encoding: .utf8)) ?? ""
+            if audit.contains(#""action":"change password of alice""#) { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
         #expect(audit.contains(#""user":"alice","action":"write","database":"default","statement":"CREATE TABLE a(x)""#), "\(audit)")
         #expect(audit.contains(#""action":"create user alice""#) && audit.contains(#""action":"change password of alice""#))
         #expect(!audit.contains("alice-password"), "passwords must never be logged")
