@@ -393,19 +393,34 @@ def run_pgbench(pg, op, clients, seconds, work):
             "p999": lat[int(n * 0.999)] if n else 0, "errors": 0, "requests": n}
 
 
-def measure(system, op, clients, runs, seconds, work, runner):
-    results = []
-    for _ in range(runs):
-        pids = system.pids()
-        c0 = cpu_seconds(pids)
-        r = runner()
-        r["cpu_per_1000"] = (cpu_seconds(pids) - c0) / max(1, r["requests"]) * 1000
-        results.append(r)
-    results.sort(key=lambda r: r["throughput"])
+def measure_once(system, runner):
+    pids = system.pids()
+    c0 = cpu_seconds(pids)
+    r = runner()
+    r["cpu_per_1000"] = (cpu_seconds(pids) - c0) / max(1, r["requests"]) * 1000
+    return r
+
+
+def median_of(system, op, clients, results):
+    results = sorted(results, key=lambda r: r["throughput"])
     median = results[len(results) // 2]
     log(f"  {system.name:10s} {op:5s} {clients:3d} clients: {median['throughput']:9.0f} ops/s  p50 {median['p50'] / 1000:7.2f} ms  "
         f"p99 {median['p99'] / 1000:7.2f} ms  cpu/1000 {median['cpu_per_1000']:.3f} s  errors {median['errors']}")
     return median
+
+
+def measure(system, op, clients, runs, seconds, work, runner):
+    return median_of(system, op, clients, [measure_once(system, runner) for _ in range(runs)])
+
+
+def measure_interleaved(systems, op, clients, runs, runners):
+    """Runs the systems in turn, run after run: a machine whose speed drifts (a shared host) then
+    affects every system alike, and the ratios between them stay fair."""
+    samples = {s.name: [] for s in systems}
+    for _ in range(runs):
+        for s in systems:
+            samples[s.name].append(measure_once(s, runners[s.name]))
+    return {s.name: median_of(s, op, clients, samples[s.name]) for s in systems}
 
 
 # ---------------------------------------------------------------- report
@@ -446,7 +461,9 @@ def write_report(results, floor, alone, info, clients, runs, seconds, elapsed, c
              f"Machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB memory. "
              f"Disk: fsync of a 4 KiB write {floor['fsync'] * 1e3:.3f} ms (median of 200). "
              f"Loopback TCP round trip {floor['rtt'] * 1e6:.0f} µs (median of 2,000).", "",
-             f"Each figure is the median of {runs} runs of {seconds} s. CairnDB and etcd are driven by the same tool (wrk, "
+             f"Each figure is the median of {runs} runs of {seconds} s. CairnDB and etcd run side by side and their runs "
+             "alternate (CairnDB, etcd, CairnDB, ...), so a drift in the machine's speed touches both alike. "
+             "They are driven by the same tool (wrk, "
              f"Lua scripts in the run's work directory) with the same connection counts; PostgreSQL by pgbench. "
              "Writes are single-row inserts of a 100-byte value; reads are point reads of one of 10,000 keys "
              "(CairnDB: linearizable, the default; etcd: linearizable range, the default; PostgreSQL: on the primary). "
@@ -543,20 +560,31 @@ def main():
     results = {}
     systems = []
     try:
-        for make, runner_for in [
-            (lambda: Cairn(work, binary), lambda sys_, op, c: (lambda: run_wrk("CairnDB", op, sys_.url, c, args.seconds, work))),
-            (lambda: Etcd(work), lambda sys_, op, c: (lambda: run_wrk("etcd", op, sys_.url, c, args.seconds, work))),
-            (lambda: Postgres(work), lambda sys_, op, c: (lambda: run_pgbench(sys_, op, c, args.seconds, work))),
-        ]:
-            system = make()
-            systems.append(system)
-            system.url = system.leader_url() if hasattr(system, "leader_url") else None
-            log(f"{system.name} is up" + (f" (leader at {system.url})" if system.url else ""))
-            for op in ["write", "read"]:
-                for c in clients:
-                    results[(system.name, op, c)] = measure(system, op, c, args.runs, args.seconds, work, runner_for(system, op, c))
+        # CairnDB and etcd, the pair the targets compare, run side by side with their runs interleaved.
+        pair = [Cairn(work, binary)]
+        systems.append(pair[0])
+        pair.append(Etcd(work))
+        systems.append(pair[1])
+        for system in pair:
+            system.url = system.leader_url()
+            log(f"{system.name} is up (leader at {system.url})")
+        for op in ["write", "read"]:
+            for c in clients:
+                runners = {s.name: (lambda s=s, op=op, c=c: run_wrk(s.name, op, s.url, c, args.seconds, work)) for s in pair}
+                for name, r in measure_interleaved(pair, op, c, args.runs, runners).items():
+                    results[(name, op, c)] = r
+        for system in pair:
             system.stop()
             systems.remove(system)
+        pg = Postgres(work)
+        systems.append(pg)
+        log("PostgreSQL is up")
+        for op in ["write", "read"]:
+            for c in clients:
+                results[("PostgreSQL", op, c)] = measure(pg, op, c, args.runs, args.seconds, work,
+                                                         lambda op=op, c=c: run_pgbench(pg, op, c, args.seconds, work))
+        pg.stop()
+        systems.remove(pg)
     finally:
         for s in systems:
             try:

@@ -51,8 +51,8 @@ struct RequestMetrics: RouterMiddleware {
     /// The metric handles per key, made once: looking them up in the metrics factory on every request
     /// costs more than recording.
     private final class Handles: Sendable {
-        let byKey = NIOLockedValueBox<[Key: (count: Counter, duration: Timer)]>([:])
-        let forwardedIn = Counter(label: "cairn_http_forwarded_in_total")
+        let byKey = NIOLockedValueBox<[Key: (count: Metrics.Counter, duration: Metrics.Timer)]>([:])
+        let forwardedIn = Metrics.Counter(label: "cairn_http_forwarded_in_total")
     }
 
     private let handles = Handles()
@@ -63,9 +63,9 @@ struct RequestMetrics: RouterMiddleware {
         let key = Key(method: request.method.rawValue, endpoint: context.endpointPath ?? "unmatched", status: Int(response.status.code))
         let metrics = handles.byKey.withLockedValue { cache in
             if let m = cache[key] { return m }
-            let m = (count: Counter(label: "cairn_http_requests_total",
+            let m = (count: Metrics.Counter(label: "cairn_http_requests_total",
                                     dimensions: [("method", key.method), ("endpoint", key.endpoint), ("status", String(key.status))]),
-                     duration: Timer(label: "cairn_http_request_duration_seconds", dimensions: [("method", key.method), ("endpoint", key.endpoint)]))
+                     duration: Metrics.Timer(label: "cairn_http_request_duration_seconds", dimensions: [("method", key.method), ("endpoint", key.endpoint)]))
             // Methods are whatever clients send: keep the cache bounded.
             if cache.count < 1_000 { cache[key] = m }
             return m
