@@ -33,6 +33,17 @@ public final class LoginLimiter: Sendable {
         failures.withLockedValue { f in for key in keys { f[key, default: []].append(now) } }
     }
 
+    /// Takes back the latest failure recorded for each key (an attempt counted before it was checked).
+    public func withdraw(_ keys: [String]) {
+        failures.withLockedValue { f in
+            for key in keys {
+                guard var recent = f[key], !recent.isEmpty else { continue }
+                recent.removeLast()
+                f[key] = recent.isEmpty ? nil : recent
+            }
+        }
+    }
+
     public func succeeded(_ keys: [String]) {
         failures.withLockedValue { f in for key in keys { f[key] = nil } }
     }

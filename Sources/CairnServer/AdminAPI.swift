@@ -60,7 +60,7 @@ extension API {
         guard case .string(let name)? = json["username"], case .string(let password)? = json["password"] else {
             throw HTTPFailure.badRequest("send {\"username\": ..., \"password\": ...}")
         }
-        try auth.check(name: name, password: password, remote: ClientAddress.current)
+        try await auth.check(name: name, password: password, remote: ClientAddress.current)
         guard let user = cluster.catalog.users[name] else { throw AccessDenied.unauthenticated(AuthError.badCredentials.description) }
         let (token, expires) = try await auth.issueToken(user: user)
         return Self.json(200, .object([("token", .string(token)), ("token_type", .string("Bearer")),
@@ -104,7 +104,7 @@ extension API {
         try Self.validName(name, what: "a username")
         try Self.validPassword(password)
         guard cluster.catalog.users[name] == nil else { throw HTTPFailure(status: 409, message: "user \"\(name)\" exists") }
-        var statements = Catalog.createUser(name, passwordHash: try PasswordHash.make(password))
+        var statements = Catalog.createUser(name, passwordHash: try await AuthService.offLoop { try PasswordHash.make(password) })
         for g in try Self.parseGrants(json["grants"]) { statements += Catalog.grant(g, to: name) }
         audit.record(who, request, action: "create user \(name)", database: nil)
         try await cluster.changeCatalog(statements)
@@ -140,7 +140,8 @@ extension API {
         try Self.validPassword(password)
         let epoch = cluster.catalog.users[name]!.passwordEpoch
         audit.record(who, request, action: "change password of \(name)", database: nil)
-        try await cluster.changeCatalog(Catalog.setPassword(name, passwordHash: try PasswordHash.make(password)))
+        let hash = try await AuthService.offLoop { try PasswordHash.make(password) }
+        try await cluster.changeCatalog(Catalog.setPassword(name, passwordHash: hash))
         try await awaitCatalog { ($0.users[name]?.passwordEpoch ?? epoch) != epoch }
         return Self.json(200, .object([("username", .string(name)), ("tokens_revoked", .bool(true))]))
     }

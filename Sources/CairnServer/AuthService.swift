@@ -6,6 +6,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOConcurrencyHelpers
+import NIOPosix
 
 /// Who is asking.
 struct Principal: Sendable {
@@ -85,7 +86,7 @@ final class AuthService: Sendable {
                 throw AccessDenied.unauthenticated("malformed Basic credentials")
             }
             let name = String(text[..<colon]), password = String(text[text.index(after: colon)...])
-            try check(name: name, password: password, remote: ClientAddress.current)
+            try await check(name: name, password: password, remote: ClientAddress.current)
             return Principal(user: name, grants: catalog.grants(of: name))
         }
         throw AccessDenied.unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
@@ -93,7 +94,7 @@ final class AuthService: Sendable {
 
     /// Verifies a password, rate-limited per client address and per user at that address (a guesser
     /// cannot lock a user out for everyone else).
-    func check(name: String, password: String, remote: String) throws {
+    func check(name: String, password: String, remote: String) async throws {
         let userKey = [name + "@" + remote], addressKey = [remote]
         do {
             try userLimiter.check(userKey)
@@ -110,8 +111,15 @@ final class AuthService: Sendable {
         guard let user = cluster.catalog.users[name] else { throw failed() }
         let cacheKey = name + "\u{0}" + SHA256.hash(data: Array(password.utf8)).map { String(format: "%02x", $0) }.joined()
         if let hit = verified.withLockedValue({ $0[cacheKey] }), hit.epoch == user.passwordEpoch, hit.until > Date() { return }
-        guard PasswordHash.verify(password, against: user.passwordHash) else { throw failed() }
+        // Counted as a failure until it proves otherwise: guesses sent all at once cannot slip past the
+        // limit while their slow checks run.
+        userLimiter.failed(userKey)
+        addressLimiter.failed(addressKey)
+        guard try await Self.offLoop({ PasswordHash.verify(password, against: user.passwordHash) }) else {
+            throw AccessDenied.unauthenticated(AuthError.badCredentials.description)
+        }
         userLimiter.succeeded(userKey)
+        addressLimiter.withdraw(addressKey)
         verified.withLockedValue { $0[cacheKey] = (user.passwordEpoch, Date() + 300) }
     }
 
@@ -142,5 +150,11 @@ final class AuthService: Sendable {
         }
         nodeToken.withLockedValue { $0 = (token, expires) }
         return [("Authorization", "Bearer " + token)]
+    }
+
+    /// Runs a password derivation (scrypt: tens of milliseconds and 32 MiB, on purpose) on a thread pool,
+    /// not on the thread of the request's task, which may be an event loop serving other connections.
+    static func offLoop<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(work)
     }
 }
