@@ -503,7 +503,7 @@ def write_report(results, floor, alone, info, clients, runs, seconds, elapsed, c
     if os.path.exists(baseline_path):
         base = json.load(open(baseline_path))
         before = {(r["system"], r["op"], r["clients"]): r for r in base["results"]}
-        lines += ["", "## Before and after the first round of optimization", "",
+        lines += ["", "## Before and after the optimization rounds", "",
                   f"Before: {base.get('version', 'the baseline run')} (`bench/baseline.json`, same machine, same script). "
                   "After: this run.", "",
                   "| CairnDB | clients | ops/s before | ops/s after | p99 ms before | p99 ms after | CPU s/1000 before | CPU s/1000 after |",
