@@ -95,7 +95,7 @@ let package = Package(
             name: "cairn",
             dependencies: ["CairnServer", "CairnCluster", "CairnTransport", "CairnClient", "CairnJSON", "CSQLite3",
                            .product(name: "Histogram", package: "hdrhistogram-swift"),
-                           .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),

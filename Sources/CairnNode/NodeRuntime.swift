@@ -764,16 +764,7 @@ public final class NodeRuntime: Sendable {
                                                                                       deadline: .now() + timeout)
             self.pump()
         }
-        return try await Self.awaitOnCallersLoop(promise.futureResult)
-    }
-
-    /// Waits for `future`, resuming on the caller's event loop when the caller runs on one (a server whose
-    /// tasks run on its I/O loops): the answer is then written without another thread hand-off.
-    static func awaitOnCallersLoop<T: Sendable>(_ future: EventLoopFuture<T>) async throws -> T {
-        if let caller = MultiThreadedEventLoopGroup.currentEventLoop, caller !== future.eventLoop {
-            return try await future.hop(to: caller).get()
-        }
-        return try await future.get()
+        return try await promise.futureResult.get()
     }
 
     /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).
@@ -852,7 +843,7 @@ public final class NodeRuntime: Sendable {
         } else {
             applyLoop.execute { self.serve(read, at: 0) }
         }
-        return try await Self.awaitOnCallersLoop(promise.futureResult)
+        return try await promise.futureResult.get()
     }
 
     /// Deletes this node's copy of a group (its database was dropped, or moved to other nodes): the

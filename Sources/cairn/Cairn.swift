@@ -3,8 +3,6 @@ import CairnCluster
 import CairnServer
 import CairnTransport
 import Foundation
-import NIOCore
-import NIOPosix
 
 @main
 struct Cairn: AsyncParsableCommand {
@@ -132,9 +130,6 @@ struct ServerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Tasks (every HTTP request's handler) run on the event loops that do the I/O: a request read on a
-        // loop is handled on it and its response written from it, without hand-offs to a separate pool.
-        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
         var options = ServerOptions(dataDirectory: dataDir, httpAddress: httpAddr.address, raftAddress: raftAddr.address)
         options.advertisedHTTPAddress = httpAdv?.address
         options.advertisedRaftAddress = raftAdv?.address
