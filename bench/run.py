@@ -498,7 +498,7 @@ def write_report(results, floor, alone, info, clients, runs, seconds, elapsed, c
     lines += ["## Targets", "", "| target | measured | met |", "| --- | ---: | --- |"]
     for name, value, bound, cmp in targets:
         met = value >= bound if cmp == ">=" else value <= bound
-        lines.append(f"| {name} | {value:.2f}x | {'yes' if met else 'no'} |")
+        lines.append(f"| {name} | {value:.3f}x | {'yes' if met else 'no'} |")
     baseline_path = os.path.join(HERE, "baseline.json")
     if os.path.exists(baseline_path):
         base = json.load(open(baseline_path))
