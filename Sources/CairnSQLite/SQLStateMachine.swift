@@ -56,12 +56,15 @@ public final class SQLStateMachine {
         // failed statement does. Every replica meets the same statement at the same point, so all of
         // them take the same path.
         var rolledBack: [StatementPosition: StatementResult] = [:]
+        // What DDL reports as carried over must not depend on an abandoned pass.
+        let carried = (connection.context.carriedChanges, connection.context.carriedInsertRowID)
         while true {
             do {
                 return try applyOnce(batch, rolledBack: rolledBack)
             } catch let e as TransactionRolledBack {
                 precondition(rolledBack[e.position] == nil, "a statement rolled the transaction back twice")
                 rolledBack[e.position] = e.result
+                (connection.context.carriedChanges, connection.context.carriedInsertRowID) = carried
             }
         }
     }

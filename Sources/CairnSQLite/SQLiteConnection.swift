@@ -102,7 +102,9 @@ final class SQLiteConnection {
     /// a few statements, and preparing is most of the cost of a small one. SQLite prepares a statement
     /// again by itself when the schema changes under it.
     private var statementCache: [String: CachedStatement] = [:]
-    static let maxCachedStatements = 256
+    /// Per connection, and a node has one per group: bounds memory when clients inline values in SQL
+    /// (every text then differs, and the cache starts over whenever it fills).
+    static let maxCachedStatements = 64
 
     private struct CachedStatement {
         let statement: OpaquePointer

@@ -100,6 +100,23 @@ struct StateMachineTests {
         #expect(reopened.appliedIndex == sm.appliedIndex)
     }
 
+    @Test("a batch applied again after a rollback reports what DDL carries over as the first pass would")
+    func carriedCountsSurviveARetry() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(id INTEGER PRIMARY KEY)"))
+        _ = try sm.apply(index: 2, command: command("INSERT INTO t VALUES (7)"))
+        let results = try sm.apply(batch: [
+            (3, .command(command("CREATE TABLE u(x)"))),
+            (4, .command(command("INSERT INTO t VALUES (50)"))),
+            (5, .command(command("INSERT OR ROLLBACK INTO t VALUES (7)"))),
+        ])
+        // SQLite reports the last row change before a DDL statement: the insert of 7, as on a replica
+        // that applied entry 3 in a batch of its own.
+        #expect(results[0][0].lastInsertID == 7, "\(results)")
+        #expect(results[1][0].lastInsertID == 50 && results[2][0].error?.contains("UNIQUE") == true, "\(results)")
+    }
+
     @Test("a statement kept prepared takes new parameters, follows schema changes and still refuses writes in a query")
     func preparedStatementsAreReused() throws {
         let tmp = TempDB()
