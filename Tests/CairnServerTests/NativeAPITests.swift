@@ -135,7 +135,13 @@ struct NativeAPITests {
         #expect(results.map { $0["error"] as? String ?? "" } == ["no such table: nosuch",
                                                                "PRAGMA journal_mode is not allowed: it could change durability or make replicas diverge",
                                                                "ATTACH and DETACH are not allowed: a statement may only use its own database"], "\(sql.text)")
-        #expect(try await n.rows("SELECT v FROM k").first?.first as? String == "kept")
+        // A statement whose conflict resolution rolls back the whole transaction fails alone; it used to
+        // stop every replica.
+        let rollback = try await n.execute(["INSERT INTO k VALUES(2, 'two')", "INSERT OR ROLLBACK INTO k VALUES(1, 'dup')", "INSERT INTO k VALUES(3, 'three')"])
+        let rolled = rollback.json["results"] as? [Object] ?? []
+        #expect(rollback.status == 200 && rolled.map { $0["error"] as? String } == [nil, "UNIQUE constraint failed: k.id", nil], "\(rollback.text)")
+        #expect(try await n.execute(["INSERT INTO k VALUES(4, 'after')"]).status == 200)
+        #expect(try await n.rows("SELECT v FROM k ORDER BY id").map { $0.first as? String } == ["kept", "two", "three", "after"])
         #expect(n.isRunning)
     }
 
