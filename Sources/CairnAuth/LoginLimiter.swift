@@ -15,6 +15,16 @@ public final class LoginLimiter: Sendable {
 
     /// Throws if any of `keys` (user, remote address) is locked out now.
     public func check(_ keys: [String], now: Date = Date()) throws(AuthError) {
+        try admit(keys, now: now, counting: false)
+    }
+
+    /// `check`, and when admitted, counts the attempt as a failure in the same step (`withdraw` takes it
+    /// back if it succeeds): attempts arriving together cannot all pass before any of them is counted.
+    public func attempt(_ keys: [String], now: Date = Date()) throws(AuthError) {
+        try admit(keys, now: now, counting: true)
+    }
+
+    private func admit(_ keys: [String], now: Date, counting: Bool) throws(AuthError) {
         let wait: Int? = failures.withLockedValue { f in
             var longest: Double?
             for key in keys {
@@ -24,6 +34,7 @@ public final class LoginLimiter: Sendable {
                     longest = max(longest ?? 0, windowSeconds - now.timeIntervalSince(oldest))
                 }
             }
+            if longest == nil && counting { for key in keys { f[key, default: []].append(now) } }
             return longest.map { Int($0.rounded(.up)) }
         }
         if let wait { throw .tooManyAttempts(retryAfterSeconds: max(1, wait)) }

@@ -111,10 +111,14 @@ final class AuthService: Sendable {
         guard let user = cluster.catalog.users[name] else { throw failed() }
         let cacheKey = name + "\u{0}" + SHA256.hash(data: Array(password.utf8)).map { String(format: "%02x", $0) }.joined()
         if let hit = verified.withLockedValue({ $0[cacheKey] }), hit.epoch == user.passwordEpoch, hit.until > Date() { return }
-        // Counted as a failure until it proves otherwise: guesses sent all at once cannot slip past the
-        // limit while their slow checks run.
-        userLimiter.failed(userKey)
-        addressLimiter.failed(addressKey)
+        // Counted as a failure until it proves otherwise, in the same step as the limit is checked:
+        // guesses sent all at once cannot slip past the limit while their slow checks run.
+        do {
+            try userLimiter.attempt(userKey)
+            do { try addressLimiter.attempt(addressKey) } catch { userLimiter.withdraw(userKey); throw error }
+        } catch let AuthError.tooManyAttempts(seconds) {
+            throw AccessDenied.limited(retryAfterSeconds: seconds)
+        }
         guard try await Self.offLoop({ PasswordHash.verify(password, against: user.passwordHash) }) else {
             throw AccessDenied.unauthenticated(AuthError.badCredentials.description)
         }

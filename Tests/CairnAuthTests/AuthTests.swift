@@ -64,12 +64,12 @@ struct AuthTests {
         limiter.failed(["user:carol"])
         limiter.succeeded(["user:carol"])
         try limiter.check(["user:carol"])
-        // An attempt counted before its check, then withdrawn when the password was right.
-        for _ in 0..<2 { limiter.failed(["ip:5.6.7.8"]) }
-        limiter.failed(["ip:5.6.7.8"])
-        #expect(throws: (any Error).self) { try limiter.check(["ip:5.6.7.8"]) }
+        // Attempts are counted as they are admitted: the fourth is refused before any check has run,
+        // and one withdrawn (its password was right) makes room again.
+        for _ in 0..<3 { try limiter.attempt(["ip:5.6.7.8"]) }
+        #expect(throws: (any Error).self) { try limiter.attempt(["ip:5.6.7.8"]) }
         limiter.withdraw(["ip:5.6.7.8"])
-        try limiter.check(["ip:5.6.7.8"])
+        try limiter.attempt(["ip:5.6.7.8"])
         limiter.withdraw(["ip:9.9.9.9"])
     }
 }

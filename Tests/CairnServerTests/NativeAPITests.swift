@@ -83,6 +83,17 @@ struct NativeAPITests {
         }
         let limited = try await TestHTTP.request(.POST, n.url + "/v1/auth/token", ["username": "alice", "password": "alice-password-2"], authorization: nil)
         #expect(limited.status == 429 && limited.header("retry-after") != nil, "\(limited.status) \(limited.text)")
+        // Guesses sent all at once: no more than five are checked, however slow each check is.
+        #expect(try await n.post("/v1/users", ["username": "bob", "password": "bob-password-1"]).status == 201)
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 {  // within the test client's 8 connections per host
+                group.addTask {
+                    try await TestHTTP.request(.POST, n.url + "/v1/auth/token", ["username": "bob", "password": "guess"], authorization: nil).status
+                }
+            }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses.filter { $0 == 401 }.count == 5 && statuses.filter { $0 == 429 }.count == 3, "\(statuses.sorted())")
         // The audit log names users and actions, never passwords. It is written every 100 ms.
         var audit = ""
         for _ in 0..<50 {
