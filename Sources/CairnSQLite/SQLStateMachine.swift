@@ -124,17 +124,21 @@ public final class SQLStateMachine {
         results.reserveCapacity(command.statements.count)
         for (k, statement) in command.statements.enumerated() {
             let position = StatementPosition(entry: entry, statement: k)
-            let r: StatementResult
             if let failed = rolledBack[position] {
-                r = failed
-            } else {
-                if !atomic { try connection.execPrepared("SAVEPOINT cairn_statement") }
-                r = connection.run(statement, readOnly: false)
-                // Only a constraint's own ROLLBACK ends the transaction deterministically; an I/O error
-                // or a full disk that did so is this machine's problem, and fails the apply below.
-                if r.error != nil && connection.isAutocommit && connection.lastErrorCode & 0xFF == SQLITE_CONSTRAINT {
-                    throw TransactionRolledBack(position: position, result: r)
+                // It already failed and took the transaction with it: it runs no more, as if refused.
+                results.append(failed)
+                if atomic {
+                    try connection.execPrepared("ROLLBACK TO cairn_entry")
+                    break
                 }
+                continue
+            }
+            if !atomic { try connection.execPrepared("SAVEPOINT cairn_statement") }
+            let r = connection.run(statement, readOnly: false)
+            // Only a constraint's own ROLLBACK ends the transaction deterministically; an I/O error
+            // or a full disk that did so is this machine's problem, and fails the apply below.
+            if r.error != nil && connection.isAutocommit && connection.lastErrorCode & 0xFF == SQLITE_CONSTRAINT {
+                throw TransactionRolledBack(position: position, result: r)
             }
             results.append(r)
             if r.error != nil {
@@ -142,9 +146,9 @@ public final class SQLStateMachine {
                     try connection.execPrepared("ROLLBACK TO cairn_entry")
                     break
                 }
-                if rolledBack[position] == nil { try connection.execPrepared("ROLLBACK TO cairn_statement") }
+                try connection.execPrepared("ROLLBACK TO cairn_statement")
             }
-            if !atomic && rolledBack[position] == nil { try connection.execPrepared("RELEASE cairn_statement") }
+            if !atomic { try connection.execPrepared("RELEASE cairn_statement") }
         }
         if atomic { try connection.execPrepared("RELEASE cairn_entry") }
         return results

@@ -241,7 +241,10 @@ final class API: Sendable {
         try JSON.parse(Array(JSONEncoder.cluster.encode(value)))
     }
 
-    func hops(_ request: Request) -> Int { request.headers[Self.hops].flatMap { Int($0) } ?? 0 }
+    func hops(_ request: Request) -> Int { Self.hopCount(request) }
+
+    /// How many nodes forwarded this request before this one (0: it came from a client).
+    static func hopCount(_ request: Request) -> Int { request.headers[hops].flatMap { Int($0) } ?? 0 }
 
     // MARK: - Data
 

@@ -30,7 +30,7 @@ final class AuditLog: Sendable {
     }
 
     func record(_ who: Principal, _ request: Request, action: String, database: String?, statement: String? = nil) {
-        guard (request.headers[API.hops].flatMap { Int($0) } ?? 0) == 0 else { return }
+        guard API.hopCount(request) == 0 else { return }
         var fields: [(String, JSON)] = [
             ("time", .string(Timestamp.iso8601())), ("node", .int(node)),
             ("user", who.user.map { .string($0) } ?? .null), ("action", .string(action)),
