@@ -130,6 +130,48 @@ struct CLITests {
         #expect(await exitStatus(of: script) == 0 && out == "name\nbird\ncat\n", "\(out)")
     }
 
+    @Test("cairn bench: every workload, on both APIs, loads its table and reports its operations, no errors and ordered percentiles")
+    func bench() async throws {
+        let c = try await ProcessCluster.single("bench")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = c.root + "/home"
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let common = ["bench", "--host", n.url, "--concurrency", "4", "--ops", "40", "--warmup", "0", "--keys", "200", "--json"]
+        let runs: [(options: [String], table: String?)] = [
+            (["--workload", "insert"], "bench"),
+            (["--workload", "batch-insert", "--batch", "5"], "bench"),
+            (["--workload", "select", "--distribution", "zipfian"], nil),
+            (["--workload", "select", "--consistency", "stale"], nil),
+            (["--workload", "mixed-90-10"], nil),
+            (["--workload", "mixed-50-50", "--value-size", "10"], nil),
+            (["--workload", "kv-put"], nil),
+            (["--workload", "kv-get"], nil),
+            (["--workload", "insert", "--rqlite"], "default"),
+            (["--workload", "select", "--rqlite"], nil),
+        ]
+        for (options, table) in runs {
+            let (status, out) = try await runCairn(common + options, environment: environment)
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(options): \(out)")
+            #expect(status == 0, "\(options): \(out)")
+            #expect((report["operations"] as? Int ?? 0) >= 40 && report["errors"] as? Int == 0, "\(options): \(out)")
+            #expect((report["throughput"] as? Double ?? 0) > 0 && report["api"] as? String == (options.contains("--rqlite") ? "rqlite" : "native"))
+            let latency = report["latency_us"] as? [String: Int] ?? [:]
+            let ordered = ["p50", "p90", "p99", "p99.9", "max"].map { latency[$0] ?? -1 }
+            #expect(ordered.first! > 0 && ordered == ordered.sorted(), "\(options): \(latency)")
+            // Inserts add rows above the 200 loaded ones: the load happened and the writes landed.
+            if let table {
+                let count = try await n.raw(.POST, "/v1/db/\(table)/query", #"{"statements":["SELECT count(*), min(k) FROM bench"]}"#)
+                let row = ((count.json["results"] as? [[String: Any]])?.first?["rows"] as? [[Any]])?.first ?? []
+                #expect((row.first as? Int ?? 0) >= 240 && row.last as? Int == 0, "\(options): \(count.text)")
+            }
+        }
+        let (status, out) = try await runCairn(common + ["--workload", "upsert"], environment: environment)
+        #expect(status != 0 && out.contains("--workload must be one of"), "\(out)")
+    }
+
     @Test("cairn demo: a working 3-node cluster, and after SIGINT no process and no temporary directory is left")
     func demo() async throws {
         let p = Process()
@@ -168,6 +210,21 @@ struct CLITests {
         #expect(leftovers.isEmpty, "server processes left behind: \(leftovers)")
     }
 }
+}
+
+/// Runs `cairn` to its end: exit status, and standard output and error together.
+func runCairn(_ arguments: [String], environment: [String: String]) async throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: cairnBinary)
+    p.arguments = arguments
+    p.environment = environment
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    let status = await exitStatus(of: p, seconds: 120)
+    return (status ?? -1, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
 }
 
 /// A program's standard output.
