@@ -31,16 +31,24 @@ final class AuditLog: Sendable {
 
     func record(_ who: Principal, _ request: Request, action: String, database: String?, statement: String? = nil) {
         guard API.hopCount(request) == 0 else { return }
+        append(line(who, action: action, database: database, statement: statement, time: Timestamp.iso8601()))
+    }
+
+    private func line(_ who: Principal, action: String, database: String?, statement: String?, time: String) -> [UInt8] {
         var fields: [(String, JSON)] = [
-            ("time", .string(Timestamp.iso8601())), ("node", .int(node)),
+            ("time", .string(time)), ("node", .int(node)),
             ("user", who.user.map { .string($0) } ?? .null), ("action", .string(action)),
         ]
         if let database { fields.append(("database", .string(database))) }
         if let statement { fields.append(("statement", .string(statement))) }
-        let line = JSON.object(fields).serialized()
+        var line = JSON.object(fields).serialized()
+        line.append(0x0A)
+        return line
+    }
+
+    private func append(_ lines: [UInt8]) {
         let full = state.withLockedValue { s in
-            s.pending.append(contentsOf: line)
-            s.pending.append(0x0A)
+            s.pending.append(contentsOf: lines)
             return s.pending.count >= Self.maxPendingBytes
         }
         if full { flush() }
@@ -76,7 +84,14 @@ final class AuditLog: Sendable {
         flush()
     }
 
+    /// One line per statement of a request, added in one step.
     func record(_ who: Principal, _ request: Request, statements: [SQLStatement], database: String) {
-        for s in statements where !s.sql.isEmpty { record(who, request, action: "write", database: database, statement: s.sql) }
+        guard API.hopCount(request) == 0 else { return }
+        let time = Timestamp.iso8601()
+        var lines: [UInt8] = []
+        for s in statements where !s.sql.isEmpty {
+            lines += line(who, action: "write", database: database, statement: s.sql, time: time)
+        }
+        append(lines)
     }
 }
