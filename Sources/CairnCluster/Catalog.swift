@@ -38,7 +38,8 @@ public struct CatalogDatabase: Sendable, Equatable {
 }
 
 /// What this node's copy of the catalog says. Read locally: it may be slightly behind the leader's,
-/// which the controller tolerates because every decision it takes is re-checked on the next pass.
+/// which the controller tolerates because every decision it takes is re-checked on the next pass;
+/// before a client hears "no such" the copy is refreshed linearizably (`ClusterNode.refreshCatalog`).
 public struct Catalog: Sendable {
     public var nodes: [NodeID: CatalogNode] = [:]
     public var databases: [String: CatalogDatabase] = [:]
@@ -172,15 +173,29 @@ public struct Catalog: Sendable {
                       [.integer(Int64(bitPattern: group)), .integer(Int64(bitPattern: node))])]
     }
 
-    /// Reads this node's copy (no consensus round: see the type's comment).
-    public static func load(from runtime: NodeRuntime) async throws -> Catalog {
-        var catalog = Catalog()
+    /// Reads this node's copy, every table at one read point (no apply runs between them), and returns
+    /// the log index it reflects. `.local` costs no consensus round (see the type's comment);
+    /// `.linearizable` first waits until the copy holds every change committed before the call.
+    public static func load(from runtime: NodeRuntime, consistency: ReadConsistency = .local) async throws -> (catalog: Catalog, index: LogIndex) {
         let names = tableNames.map { "'\($0)'" }.joined(separator: ", ")
-        let tables = try await runtime.query(group: metadataGroup, SQLStatement("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (\(names))"), consistency: .local)
-        guard case .integer(Int64(tableNames.count)) = tables.rows.first?.first else { return catalog }
+        let (results, index) = try await runtime.query(group: metadataGroup, [
+            SQLStatement("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (\(names))"),
+            SQLStatement("SELECT id, raft_addr, http_addr, voter, removed FROM nodes"),
+            SQLStatement("""
+                SELECT d.name, d.group_id, r.node_id, r.founder FROM databases d LEFT JOIN replicas r ON r.group_id = d.group_id
+                WHERE d.dropped = 0 ORDER BY d.group_id, r.node_id
+                """),
+            SQLStatement("SELECT COALESCE(MAX(group_id), 0) FROM databases"),
+            SQLStatement("SELECT name, password_hash, password_epoch FROM users"),
+            SQLStatement("SELECT name, permission, database FROM grants"),
+            SQLStatement("SELECT value FROM settings WHERE key = 'token_key'"),
+        ], consistency: consistency)
+        var catalog = Catalog()
+        // Before the metadata leader creates the schema, the later statements fail: an empty catalog.
+        guard case .integer(Int64(tableNames.count)) = results[0].rows.first?.first else { return (catalog, index) }
+        if let failed = results.first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
         catalog.exists = true
-        let nodes = try await runtime.query(group: metadataGroup, SQLStatement("SELECT id, raft_addr, http_addr, voter, removed FROM nodes"), consistency: .local)
-        for row in nodes.rows {
+        for row in results[1].rows {
             guard row.count == 5, case .integer(let id) = row[0], case .text(let raft) = row[1], case .text(let http) = row[2],
                   case .integer(let voter) = row[3], case .integer(let removed) = row[4],
                   let raftAddress = PeerAddress(parsing: raft), let httpAddress = PeerAddress(parsing: http) else { continue }
@@ -188,11 +203,7 @@ public struct Catalog: Sendable {
                                    voter: voter != 0, removed: removed != 0)
             catalog.nodes[node.id] = node
         }
-        let dbs = try await runtime.query(group: metadataGroup, SQLStatement("""
-            SELECT d.name, d.group_id, r.node_id, r.founder FROM databases d LEFT JOIN replicas r ON r.group_id = d.group_id
-            WHERE d.dropped = 0 ORDER BY d.group_id, r.node_id
-            """), consistency: .local)
-        for row in dbs.rows {
+        for row in results[2].rows {
             guard row.count == 4, case .text(let name) = row[0], case .integer(let group) = row[1] else { continue }
             var db = catalog.databases[name] ?? CatalogDatabase(name: name, group: GroupID(group), replicas: [], founders: [])
             if case .integer(let node) = row[2] {
@@ -201,22 +212,18 @@ public struct Catalog: Sendable {
             }
             catalog.databases[name] = db
         }
-        let highest = try await runtime.query(group: metadataGroup, SQLStatement("SELECT COALESCE(MAX(group_id), 0) FROM databases"), consistency: .local)
-        if case .integer(let h)? = highest.rows.first?.first { catalog.highestGroup = GroupID(h) }
-        let users = try await runtime.query(group: metadataGroup, SQLStatement("SELECT name, password_hash, password_epoch FROM users"), consistency: .local)
-        for row in users.rows {
+        if case .integer(let h)? = results[3].rows.first?.first { catalog.highestGroup = GroupID(h) }
+        for row in results[4].rows {
             guard row.count == 3, case .text(let name) = row[0], case .text(let hash) = row[1], case .integer(let epoch) = row[2] else { continue }
             catalog.users[name] = CatalogUser(name: name, passwordHash: hash, passwordEpoch: epoch)
         }
-        let grants = try await runtime.query(group: metadataGroup, SQLStatement("SELECT name, permission, database FROM grants"), consistency: .local)
-        for row in grants.rows {
+        for row in results[5].rows {
             guard row.count == 3, case .text(let name) = row[0], case .text(let p) = row[1], case .text(let db) = row[2],
                   let permission = Permission(rawValue: p) else { continue }
             catalog.grants[name, default: []].insert(Grant(permission, database: db))
         }
-        let key = try await runtime.query(group: metadataGroup, SQLStatement("SELECT value FROM settings WHERE key = 'token_key'"), consistency: .local)
-        if case .blob(let bytes)? = key.rows.first?.first { catalog.tokenKey = bytes }
-        return catalog
+        if case .blob(let bytes)? = results[6].rows.first?.first { catalog.tokenKey = bytes }
+        return (catalog, index)
     }
 }
 

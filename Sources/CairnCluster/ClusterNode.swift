@@ -102,6 +102,8 @@ public final class ClusterNode: Sendable {
 
     struct State {
         var catalog = Catalog()
+        /// The metadata group's log index `catalog` reflects: a slower, older read never replaces it.
+        var catalogIndex: LogIndex = 0
         var wasMetadataMember = false
         var removed = false
         /// Addresses learned before this node's catalog copy had them (join reply, discovery).
@@ -301,8 +303,9 @@ public final class ClusterNode: Sendable {
     func controllerPass() async throws {
         let groups = try await runtime.groupIDs()
         guard groups.contains(metadataGroup), !isRemoved else { return }
-        let catalog = try await Catalog.load(from: runtime)
-        state.withLockedValue { $0.catalog = catalog }
+        let (loaded, index) = try await Catalog.load(from: runtime)
+        adopt(loaded, at: index)
+        let catalog = loaded
         for n in catalog.nodes.values where n.id != nodeID {
             if n.removed { runtime.transport.removePeer(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
         }
@@ -314,14 +317,7 @@ public final class ClusterNode: Sendable {
             _ = try? await handleJoin(JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress,
                                                   voter: config.voter), hops: 0)
         }
-        // Create the groups this node is meant to hold.
-        for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) where !groups.contains(db.group) {
-            let holds = db.replicas.contains(nodeID) || (!config.voter && catalog.nodes[nodeID].map { !$0.removed } == true)
-            guard holds else { continue }
-            let founders = db.founders.contains(nodeID) ? db.founders : []
-            log("node \(nodeID): creating group \(db.group) (database \"\(db.name)\")" + (founders.isEmpty ? ", waiting to be added" : " with founders \(founders)"))
-            try await runtime.bootstrapGroup(db.group, voters: founders)
-        }
+        try await openGroups(of: catalog)
         for g in groups where g != metadataGroup && catalog.exists && g <= catalog.highestGroup {
             // Dropped, or moved elsewhere and already out of the group's membership: delete this copy.
             let db = catalog.database(group: g)
@@ -334,6 +330,46 @@ public final class ClusterNode: Sendable {
         }
         for g in try await runtime.groupIDs() { try await reconcile(group: g, catalog: catalog) }
         if meta.role == .leader { try await place(catalog: catalog, meta: meta) }
+    }
+
+    /// The catalog as of every change committed before this call (one ReadIndex round on the metadata
+    /// group), with the groups it gives this node opened. A node looks here before it tells a client
+    /// that a database or user does not exist, or refuses a password, token or permission: what a
+    /// client changed through one node is then seen at once through every other, not a pass later.
+    @discardableResult
+    public func refreshCatalog() async throws -> Catalog {
+        let (loaded, index) = try await Catalog.load(from: runtime, consistency: .linearizable)
+        let catalog = adopt(loaded, at: index)
+        if !isRemoved { try await openGroups(of: catalog) }
+        return catalog
+    }
+
+    /// Keeps the newest copy read so far (a controller pass's read can finish after a refresh's).
+    @discardableResult
+    private func adopt(_ catalog: Catalog, at index: LogIndex) -> Catalog {
+        state.withLockedValue { s in
+            if index >= s.catalogIndex {
+                s.catalog = catalog
+                s.catalogIndex = index
+            }
+            return s.catalog
+        }
+    }
+
+    /// Whether `catalog` gives this node a copy of `db` (read replicas hold every database).
+    public func holds(_ db: CatalogDatabase, in catalog: Catalog) -> Bool {
+        db.replicas.contains(nodeID) || (!config.voter && catalog.nodes[nodeID].map { !$0.removed } == true)
+    }
+
+    /// Creates the groups `catalog` gives this node that it does not host yet (creating one twice is harmless).
+    public func openGroups(of catalog: Catalog) async throws {
+        for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) where !runtime.hosts(db.group) && holds(db, in: catalog) {
+            // A newer copy may have dropped it meanwhile (the controller would only retire it again).
+            guard self.catalog.databases[db.name]?.group == db.group else { continue }
+            let founders = db.founders.contains(nodeID) ? db.founders : []
+            log("node \(nodeID): creating group \(db.group) (database \"\(db.name)\")" + (founders.isEmpty ? ", waiting to be added" : " with founders \(founders)"))
+            try await runtime.bootstrapGroup(db.group, voters: founders)
+        }
     }
 
     /// True once this node learns it is no longer a member; it then stops taking part.

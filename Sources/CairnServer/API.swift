@@ -164,10 +164,18 @@ final class API: Sendable {
 
     func authorize(_ request: Request, _ permission: Permission?, database: String? = nil, open: Bool = false) async throws -> Principal {
         guard auth.enabled else { return Principal(user: nil, grants: Grants([Grant(.all)])) }
-        let who = try await auth.principal(for: request)
+        var who = try await auth.principal(for: request)
         if open { return who }
         if let permission {
-            try auth.require(who, permission, database: database)
+            do {
+                try auth.require(who, permission, database: database)
+            } catch let denial as AccessDenied where !who.isNode && who.user != nil {
+                // A grant given through another node moments ago: look at the committed catalog before
+                // refusing. (Grants to everyone reach callers without credentials within a controller pass.)
+                guard let fresh = try? await cluster.refreshCatalog() else { throw denial }
+                who.grants = fresh.grants(of: who.user)
+                try auth.require(who, permission, database: database)
+            }
         } else if who.user == nil {
             throw AccessDenied.unauthenticated("sign in to use this endpoint")
         }
@@ -184,6 +192,8 @@ final class API: Sendable {
             switch e {
             case .unknownNode, .unknownDatabase: return (404, e.description)
             case .invalid: return (400, e.description)
+            // The same name created through two nodes at once: the catalog's key admits one.
+            case .catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed"): return (409, "it exists already (\(why))")
             case .peerRefused(_, let status, let message) where (400..<500).contains(status):
                 return (status, Self.innerMessage(message))
             default: return (503, e.description)
@@ -292,13 +302,31 @@ final class API: Sendable {
         }
     }
 
+    /// This node's copy of the catalog if it `satisfies` the request, otherwise the catalog as of every
+    /// change committed so far: a database, user or grant just created through another node is found
+    /// here too, and "no such" answers are never merely this node being behind.
+    func catalog(where satisfies: (Catalog) -> Bool) async throws -> Catalog {
+        let cached = cluster.catalog
+        if satisfies(cached) { return cached }
+        do {
+            return try await cluster.refreshCatalog()
+        } catch {
+            throw HTTPFailure.unavailable("cannot reach the cluster's metadata leader to read the catalog (\(error)); retry shortly")
+        }
+    }
+
     /// Runs `local` on this node if it holds the database's group, otherwise (or when a write finds
     /// another leader) forwards the request, unchanged, to a node that can serve it.
     func route(_ request: Request, db: String, body: [UInt8], isWrite: Bool,
                local: @escaping (GroupID) async throws -> Response) async throws -> Response {
-        let catalog = cluster.catalog
+        let catalog = try await catalog { $0.databases[db] != nil }
         guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
         guard let database = catalog.databases[db] else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+        if !runtime.hosts(database.group) && cluster.holds(database, in: catalog) {
+            // Created since this node's last controller pass: host it now rather than send the request
+            // to a fellow replica that may not know it yet either.
+            try? await cluster.openGroups(of: catalog)
+        }
         let hops = hops(request)
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var lastProblem = "no leader is known yet"

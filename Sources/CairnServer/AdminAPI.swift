@@ -23,7 +23,7 @@ extension API {
         router.delete("/v1/users/:name") { request, context in
             let name = try context.parameters.require("name")
             return await self.respond(request, .all) { who in
-                guard self.cluster.catalog.users[name] != nil else { throw HTTPFailure.notFound("no user named \"\(name)\"") }
+                _ = try await self.user(named: name)
                 guard name != "admin" else { throw HTTPFailure.badRequest("the admin user cannot be deleted; change its password instead") }
                 self.audit.record(who, request, action: "delete user \(name)", database: nil)
                 try await self.cluster.changeCatalog(Catalog.deleteUser(name))
@@ -48,11 +48,24 @@ extension API {
 
     /// Waits (briefly) until this node's copy of the catalog shows a change just committed.
     func awaitCatalog(_ condition: (Catalog) -> Bool) async throws {
+        // The change is committed: one linearizable refresh normally shows it; retries cover a leader change.
         let deadline = ContinuousClock.now + .seconds(10)
         while !condition(cluster.catalog) {
             guard ContinuousClock.now < deadline else { throw HTTPFailure.unavailable("the change committed but this node has not applied it yet") }
+            if (try? await cluster.refreshCatalog()).map(condition) == true { return }
             try await Task.sleep(for: .milliseconds(20))
         }
+    }
+
+    /// `name`'s entry, or a 404 once the committed catalog confirms there is none.
+    func user(named name: String) async throws -> CatalogUser {
+        guard let user = try await catalog(where: { $0.users[name] != nil }).users[name] else { throw HTTPFailure.notFound("no user named \"\(name)\"") }
+        return user
+    }
+
+    func database(named name: String) async throws -> CatalogDatabase {
+        guard let db = try await catalog(where: { $0.databases[name] != nil }).databases[name] else { throw HTTPFailure.notFound("no database named \"\(name)\"") }
+        return db
     }
 
     private func issueToken(_ request: Request) async throws -> Response {
@@ -103,7 +116,7 @@ extension API {
         }
         try Self.validName(name, what: "a username")
         try Self.validPassword(password)
-        guard cluster.catalog.users[name] == nil else { throw HTTPFailure(status: 409, message: "user \"\(name)\" exists") }
+        guard try await catalog(where: { $0.users[name] != nil }).users[name] == nil else { throw HTTPFailure(status: 409, message: "user \"\(name)\" exists") }
         var statements = Catalog.createUser(name, passwordHash: try await AuthService.offLoop { try PasswordHash.make(password) })
         for g in try Self.parseGrants(json["grants"]) { statements += Catalog.grant(g, to: name) }
         audit.record(who, request, action: "create user \(name)", database: nil)
@@ -134,11 +147,10 @@ extension API {
 
     private func changePassword(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
         if who.user != name { try auth.require(who, .all) }
-        guard cluster.catalog.users[name] != nil else { throw HTTPFailure.notFound("no user named \"\(name)\"") }
+        let epoch = try await user(named: name).passwordEpoch
         let json = try parse(try await body(of: request))
         guard case .string(let password)? = json["password"] else { throw HTTPFailure.badRequest("send {\"password\": ...}") }
         try Self.validPassword(password)
-        let epoch = cluster.catalog.users[name]!.passwordEpoch
         audit.record(who, request, action: "change password of \(name)", database: nil)
         let hash = try await AuthService.offLoop { try PasswordHash.make(password) }
         try await cluster.changeCatalog(Catalog.setPassword(name, passwordHash: hash))
@@ -147,7 +159,7 @@ extension API {
     }
 
     private func changeGrant(_ name: String, _ request: Request, _ who: Principal, add: Bool) async throws -> Response {
-        guard name == everyone || cluster.catalog.users[name] != nil else { throw HTTPFailure.notFound("no user named \"\(name)\"") }
+        if name != everyone { _ = try await user(named: name) }
         let grant = try Self.parseGrant(try parse(try await body(of: request)))
         audit.record(who, request, action: "\(add ? "grant" : "revoke") \(grant.permission.rawValue)\(grant.database.isEmpty ? "" : " on \(grant.database)") \(add ? "to" : "from") \(name)", database: nil)
         try await cluster.changeCatalog(add ? Catalog.grant(grant, to: name) : Catalog.revoke(grant, from: name))
@@ -161,7 +173,7 @@ extension API {
         let json = try parse(try await body(of: request))
         guard case .string(let name)? = json["name"] else { throw HTTPFailure.badRequest("send {\"name\": ...}") }
         try Self.validName(name, what: "a database name")
-        let catalog = cluster.catalog
+        let catalog = try await catalog(where: { $0.databases[name] != nil })
         guard catalog.databases[name] == nil else { throw HTTPFailure(status: 409, message: "database \"\(name)\" exists") }
         var load: [NodeID: Int] = Dictionary(uniqueKeysWithValues: catalog.activeVoters.map { ($0.id, 0) })
         for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
@@ -170,12 +182,12 @@ extension API {
         audit.record(who, request, action: "create database \(name)", database: name)
         try await cluster.changeCatalog(Catalog.createDatabase(name, founders: Array(founders)))
         try await awaitCatalog { $0.databases[name] != nil }
-        let db = cluster.catalog.databases[name]!
+        guard let db = cluster.catalog.databases[name] else { throw HTTPFailure.notFound("database \"\(name)\" was dropped while it was being created") }
         return Self.json(201, .object([("name", .string(name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))]))
     }
 
     func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
-        guard cluster.catalog.databases[name] != nil else { throw HTTPFailure.notFound("no database named \"\(name)\"") }
+        _ = try await database(named: name)
         guard name != defaultDatabase else { throw HTTPFailure.badRequest("the default database cannot be dropped (rqlite's endpoints use it)") }
         audit.record(who, request, action: "drop database \(name)", database: name)
         try await cluster.changeCatalog(Catalog.dropDatabase(name))

@@ -76,9 +76,14 @@ final class AuthService: Sendable {
                 }
                 return Principal(user: claims.user, grants: Grants([Grant(.all)]), isNode: true)
             }
-            guard let user = catalog.users[claims.user] else { throw AccessDenied.unauthenticated("the token's user no longer exists") }
+            var current = catalog
+            if (current.users[claims.user]?.passwordEpoch ?? .min) < claims.pwe, let fresh = try? await cluster.refreshCatalog() {
+                // Issued by a node that already knew of a user or password this node's copy lacks.
+                current = fresh
+            }
+            guard let user = current.users[claims.user] else { throw AccessDenied.unauthenticated("the token's user no longer exists") }
             guard user.passwordEpoch == claims.pwe else { throw AccessDenied.unauthenticated(AuthError.tokenRevoked.description) }
-            return Principal(user: user.name, grants: catalog.grants(of: user.name))
+            return Principal(user: user.name, grants: current.grants(of: user.name))
         }
         if header.lowercased().hasPrefix("basic ") {
             guard let decoded = Data(base64Encoded: String(header.dropFirst(6)).trimmingCharacters(in: .whitespaces)),
@@ -87,7 +92,7 @@ final class AuthService: Sendable {
             }
             let name = String(text[..<colon]), password = String(text[text.index(after: colon)...])
             try await check(name: name, password: password, remote: ClientAddress.current)
-            return Principal(user: name, grants: catalog.grants(of: name))
+            return Principal(user: name, grants: cluster.catalog.grants(of: name))
         }
         throw AccessDenied.unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
     }
@@ -108,7 +113,11 @@ final class AuthService: Sendable {
             return AccessDenied.unauthenticated(AuthError.badCredentials.description)
         }
         guard cluster.catalog.exists else { throw HTTPFailure.unavailable(AuthError.notReady.description) }
-        guard let user = cluster.catalog.users[name] else { throw failed() }
+        // A user created, or a password changed, through another node moments ago: look at the
+        // committed catalog before refusing.
+        var user = cluster.catalog.users[name]
+        if user == nil { user = (try? await cluster.refreshCatalog())?.users[name] }
+        guard var user else { throw failed() }
         let cacheKey = name + "\u{0}" + SHA256.hash(data: Array(password.utf8)).map { String(format: "%02x", $0) }.joined()
         if let hit = verified.withLockedValue({ $0[cacheKey] }), hit.epoch == user.passwordEpoch, hit.until > Date() { return }
         // Counted as a failure until it proves otherwise, in the same step as the limit is checked:
@@ -119,9 +128,12 @@ final class AuthService: Sendable {
         } catch let AuthError.tooManyAttempts(seconds) {
             throw AccessDenied.limited(retryAfterSeconds: seconds)
         }
-        guard try await Self.offLoop({ PasswordHash.verify(password, against: user.passwordHash) }) else {
-            throw AccessDenied.unauthenticated(AuthError.badCredentials.description)
+        var matches = try await Self.offLoop { [hash = user.passwordHash] in PasswordHash.verify(password, against: hash) }
+        if !matches, let fresh = (try? await cluster.refreshCatalog())?.users[name], fresh.passwordEpoch != user.passwordEpoch {
+            user = fresh
+            matches = try await Self.offLoop { [hash = user.passwordHash] in PasswordHash.verify(password, against: hash) }
         }
+        guard matches else { throw AccessDenied.unauthenticated(AuthError.badCredentials.description) }
         userLimiter.succeeded(userKey)
         addressLimiter.withdraw(addressKey)
         verified.withLockedValue { $0[cacheKey] = (user.passwordEpoch, Date() + 300) }

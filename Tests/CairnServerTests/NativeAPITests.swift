@@ -197,6 +197,48 @@ struct NativeAPITests {
         #expect((again.json["group"] as? Int ?? 0) > group)
     }
 
+    @Test("a change made through one node holds at once through every other: databases, users, grants, passwords, tokens")
+    func changesSeenEverywhereAtOnce() async throws {
+        let c = try await ProcessCluster.founded("everywhere", count: 3)
+        defer { c.destroy() }
+        let (a, b, d) = (c.nodes[0], c.nodes[1], c.nodes[2])
+        // Each database is created through one node and used at once through the others, with no
+        // pause: a node that has not yet read the change used to answer 404 or "no such table".
+        for (k, creator) in c.nodes.enumerated() {
+            let name = "db\(k)"
+            let created = try await creator.post("/v1/databases", ["name": name])
+            #expect(created.status == 201, "\(created.text)")
+            let writer = c.nodes[(k + 1) % 3], reader = c.nodes[(k + 2) % 3]
+            let wrote = try await writer.execute(["CREATE TABLE s(x)", "INSERT INTO s VALUES(\(k))"], db: name)
+            #expect(wrote.status == 200 && !wrote.text.contains("error"), "\(name) through \(writer.name): \(wrote.text)")
+            let read = try await reader.query("SELECT x FROM s", db: name)
+            #expect(read.text.contains("[[\(k)]]"), "\(name) through \(reader.name): \(read.text)")
+        }
+        // A user created through one node is granted through a second and signs in through a third.
+        #expect(try await a.post("/v1/users", ["username": "carol", "password": "carol-password-1"]).status == 201)
+        let granted = try await b.post("/v1/users/carol/grants", ["permission": "read", "database": "db0"])
+        #expect(granted.status == 200, "\(granted.text)")
+        let carol = try await d.raw(.POST, "/v1/db/db0/query", #"{"statements":["SELECT x FROM s"]}"#, authorization: basic("carol", "carol-password-1"))
+        #expect(carol.status == 200 && carol.text.contains("[[0]]"), "\(carol.status) \(carol.text)")
+        // A new password works at once elsewhere, and so does a token issued under it.
+        let changed = try await d.raw(.PUT, "/v1/users/carol/password", #"{"password":"carol-password-2"}"#, authorization: basic("carol", "carol-password-1"))
+        #expect(changed.status == 200, "\(changed.text)")
+        let issued = try await TestHTTP.request(.POST, a.url + "/v1/auth/token", ["username": "carol", "password": "carol-password-2"], authorization: nil)
+        #expect(issued.status == 200, "\(issued.text)")
+        let bearer = "Bearer " + (issued.json["token"] as? String ?? "")
+        let withToken = try await b.raw(.POST, "/v1/db/db0/query", #"{"statements":["SELECT x FROM s"]}"#, authorization: bearer)
+        #expect(withToken.status == 200, "\(withToken.text)")
+        // Unknown names are still refused, after the node has checked with the cluster.
+        #expect(try await a.query("SELECT 1", db: "nosuch").status == 404)
+        #expect(try await b.post("/v1/users/nobody/grants", ["permission": "read", "database": "db0"]).status == 404)
+        // The same name created through two nodes at once: one wins, the other hears it exists.
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for node in [a, b] { group.addTask { try await node.post("/v1/databases", ["name": "twice"]).status } }
+            return try await group.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses.sorted() == [201, 409], "\(statuses)")
+    }
+
     @Test("CORS is off by default and answers only configured origins")
     func cors() async throws {
         let c = try await ProcessCluster.single("cors", extraArgs: ["--cors-origins", "https://app.example"])
