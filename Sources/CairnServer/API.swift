@@ -81,7 +81,8 @@ final class API: Sendable {
             }
         }
         router.get("/v1/databases") { request, _ in
-            await self.respond(request, nil) { who in Self.json(200, self.databases(visibleTo: who)) }
+            // Listings are linearizable, like reads: a database created or dropped through any node shows.
+            await self.respond(request, nil) { who in Self.json(200, self.databases(in: try await self.committedCatalog(), visibleTo: who)) }
         }
         router.post("/v1/databases") { request, _ in
             await self.respond(request, .admin, database: "*") { who in try await self.createDatabase(request, who) }
@@ -307,7 +308,11 @@ final class API: Sendable {
     /// here too, and "no such" answers are never merely this node being behind.
     func catalog(where satisfies: (Catalog) -> Bool) async throws -> Catalog {
         let cached = cluster.catalog
-        if satisfies(cached) { return cached }
+        return satisfies(cached) ? cached : try await committedCatalog()
+    }
+
+    /// The catalog as of every change committed so far (one ReadIndex round on group 0).
+    func committedCatalog() async throws -> Catalog {
         do {
             return try await cluster.refreshCatalog()
         } catch {
@@ -382,8 +387,8 @@ final class API: Sendable {
 
     // MARK: - Cluster and node
 
-    private func databases(visibleTo who: Principal) -> JSON {
-        let dbs = cluster.catalog.databases.values.sorted { $0.name < $1.name }
+    private func databases(in catalog: Catalog, visibleTo who: Principal) -> JSON {
+        let dbs = catalog.databases.values.sorted { $0.name < $1.name }
             .filter { !auth.enabled || who.grants.allows(.read, database: $0.name) }
         return .object([("databases", .array(dbs.map { db in
             .object([("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))])

@@ -15,7 +15,7 @@ extension API {
             await self.respond(request, nil, open: true) { _ in try await self.issueToken(request) }
         }
         router.get("/v1/users") { request, _ in
-            await self.respond(request, .all) { _ in Self.json(200, self.usersJSON()) }
+            await self.respond(request, .all) { _ in Self.json(200, Self.usersJSON(try await self.committedCatalog())) }
         }
         router.post("/v1/users") { request, _ in
             await self.respond(request, .all) { who in try await self.createUser(request, who) }
@@ -81,8 +81,7 @@ extension API {
                                        ("username", .string(name))]))
     }
 
-    private func usersJSON() -> JSON {
-        let catalog = cluster.catalog
+    private static func usersJSON(_ catalog: Catalog) -> JSON {
         let names = Set(catalog.users.keys).union(catalog.grants.keys).sorted()
         return .object([("users", .array(names.map { name in
             .object([("username", .string(name)), ("password_set", .bool(catalog.users[name] != nil)),

@@ -214,8 +214,14 @@ struct NativeAPITests {
             let read = try await reader.query("SELECT x FROM s", db: name)
             #expect(read.text.contains("[[\(k)]]"), "\(name) through \(reader.name): \(read.text)")
         }
-        // A user created through one node is granted through a second and signs in through a third.
+        // Listings too: a drop through one node is gone from another's list at once.
+        #expect(try await a.raw(.DELETE, "/v1/databases/db2").status == 200)
+        let listed = try await b.get("/v1/databases").text
+        #expect(listed.contains(#""name":"db0""#) && listed.contains(#""name":"db1""#) && !listed.contains(#""name":"db2""#), "\(listed)")
+        // A user created through one node is listed by a second, granted through it, and signs in through a third.
         #expect(try await a.post("/v1/users", ["username": "carol", "password": "carol-password-1"]).status == 201)
+        let users = try await b.get("/v1/users").text
+        #expect(users.contains(#""username":"carol""#), "\(users)")
         let granted = try await b.post("/v1/users/carol/grants", ["permission": "read", "database": "db0"])
         #expect(granted.status == 200, "\(granted.text)")
         let carol = try await d.raw(.POST, "/v1/db/db0/query", #"{"statements":["SELECT x FROM s"]}"#, authorization: basic("carol", "carol-password-1"))
