@@ -107,6 +107,27 @@ struct NativeAPITests {
         #expect(!n.log.contains("alice-password") && !n.log.contains(TestHTTP.adminPassword))
     }
 
+    @Test("a token works until it expires, however often it was used; schemes match regardless of case")
+    func tokenExpiry() async throws {
+        let c = try await ProcessCluster.single("expiry", extraArgs: ["--token-ttl-seconds", "3"])
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        let issued = try await TestHTTP.request(.POST, n.url + "/v1/auth/token", ["username": "admin", "password": TestHTTP.adminPassword], authorization: nil)
+        let token = try #require(issued.json["token"] as? String, "\(issued.text)")
+        for scheme in ["Bearer ", "bearer ", "BEARER   "] {
+            let r = try await n.raw(.POST, "/v1/db/default/query", #"{"statements":["SELECT 1"]}"#, authorization: scheme + token + " ")
+            #expect(r.status == 200, "\(scheme): \(r.status) \(r.text)")
+        }
+        let basic = try await n.raw(.POST, "/v1/db/default/query", #"{"statements":["SELECT 1"]}"#,
+                                    authorization: "bASIC  " + Data("admin:\(TestHTTP.adminPassword)".utf8).base64EncodedString())
+        #expect(basic.status == 200, "\(basic.text)")
+        #expect(try await n.raw(.POST, "/v1/db/default/query", #"{"statements":["SELECT 1"]}"#, authorization: "Bearer" + token).status == 401)
+        #expect(try await n.raw(.POST, "/v1/db/default/query", #"{"statements":["SELECT 1"]}"#, authorization: "Bearer " + token.dropLast(2) + "xx").status == 401)
+        try await Task.sleep(for: .milliseconds(3_500))
+        let late = try await n.raw(.POST, "/v1/db/default/query", #"{"statements":["SELECT 1"]}"#, authorization: "Bearer " + token)
+        #expect(late.status == 401 && late.text.contains("expired"), "\(late.status) \(late.text)")
+    }
+
     @Test("bad input gets a 4xx that says what is wrong; nothing crashes and nothing acknowledged is lost")
     func badInput() async throws {
         let c = try await ProcessCluster.single("badinput", extraArgs: ["--max-body-bytes", "2000", "--max-statements", "5"])
