@@ -24,6 +24,8 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
     case shutDown
     /// This node stopped taking part after a storage failure (a full disk, an I/O error); it needs an operator.
     case failed(String)
+    /// The group's database was dropped by an entry ordered before this request.
+    case databaseDropped
 
     public var description: String {
         switch self {
@@ -38,6 +40,7 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
         case .raft(let m): return m
         case .shutDown: return "the node is shutting down"
         case .failed(let why): return "this node stopped serving after a storage failure: \(why)"
+        case .databaseDropped: return "the database was dropped"
         }
     }
 }
@@ -639,7 +642,9 @@ public final class NodeRuntime: Sendable {
             if !waiters.isEmpty {
                 for (e, r) in zip(fresh, results) {
                     guard let pending = waiters[e.index] else { continue }
-                    if pending.term == e.term {
+                    if pending.term == e.term, let dropped = machine.droppedAt, e.index > dropped {
+                        pending.promise.fail(RuntimeError.databaseDropped)
+                    } else if pending.term == e.term {
                         RuntimeMetrics.write.recordNanoseconds(Int64(applied &- pending.proposedNanos))
                         pending.promise.succeed((r, e.index))
                     } else {
@@ -733,6 +738,7 @@ public final class NodeRuntime: Sendable {
     }
 
     private func answer(_ read: ReadRequest, from machine: SQLStateMachine) {
+        if machine.droppedAt != nil { return read.promise.fail(RuntimeError.databaseDropped) }
         read.promise.succeed((read.statements.map { machine.query($0, timeoutNanos: read.timeoutNanos) }, machine.appliedIndex))
     }
 

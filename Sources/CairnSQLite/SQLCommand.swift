@@ -34,6 +34,9 @@ public struct SQLCommand: Sendable, Equatable {
     public var timestampMillis: Int64
     /// Seeds `random()` and `randomblob()` for this batch.
     public var randomSeed: UInt64
+    /// Ends the database: this entry and every later one change nothing, and reads are refused. It
+    /// goes through the database's own log, so it is ordered with the writes on every replica.
+    public var dropsDatabase = false
 
     public init(statements: [SQLStatement], atomic: Bool = false, timestampMillis: Int64, randomSeed: UInt64) {
         self.statements = statements
@@ -48,10 +51,18 @@ public struct SQLCommand: Sendable, Equatable {
                    randomSeed: UInt64.random(in: 0...UInt64.max))
     }
 
+    /// The entry that drops the database it is committed to.
+    public static func dropDatabase() -> SQLCommand {
+        var command = SQLCommand(statements: [], timestampMillis: 0, randomSeed: 0)
+        command.dropsDatabase = true
+        return command
+    }
+
     private static let version: UInt8 = 1
+    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2
 
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = [Self.version, atomic ? 1 : 0]
+        var out: [UInt8] = [Self.version, (atomic ? Self.atomicFlag : 0) | (dropsDatabase ? Self.dropFlag : 0)]
         ByteCoding.append(UInt64(bitPattern: timestampMillis), to: &out)
         ByteCoding.append(randomSeed, to: &out)
         ByteCoding.append(UInt32(statements.count), to: &out)
@@ -69,7 +80,7 @@ public struct SQLCommand: Sendable, Equatable {
     }
 
     public init?(decoding bytes: [UInt8]) {
-        guard bytes.count >= 2, bytes[0] == Self.version, bytes[1] <= 1 else { return nil }
+        guard bytes.count >= 2, bytes[0] == Self.version, bytes[1] & ~(Self.atomicFlag | Self.dropFlag) == 0 else { return nil }
         var c = 2
         guard let ts = ByteCoding.readUInt64(bytes, &c), let seed = ByteCoding.readUInt64(bytes, &c),
               let n = ByteCoding.readUInt32(bytes, &c) else { return nil }
@@ -90,7 +101,8 @@ public struct SQLCommand: Sendable, Equatable {
             statements.append(SQLStatement(sql, positional, named: named))
         }
         guard c == bytes.count else { return nil }
-        self.init(statements: statements, atomic: bytes[1] == 1, timestampMillis: Int64(bitPattern: ts), randomSeed: seed)
+        self.init(statements: statements, atomic: bytes[1] & Self.atomicFlag != 0, timestampMillis: Int64(bitPattern: ts), randomSeed: seed)
+        dropsDatabase = bytes[1] & Self.dropFlag != 0
     }
 
     private static func append(string: String, to out: inout [UInt8]) {

@@ -11,6 +11,9 @@ public final class SQLStateMachine {
     public private(set) var appliedIndex: LogIndex = 0
     /// The membership in force at `appliedIndex`, if a configuration was ever applied or installed.
     public private(set) var confState: ConfState?
+    /// The index of the entry that dropped this database, if one did: later entries change nothing,
+    /// and the runtime refuses their writers and every read.
+    public private(set) var droppedAt: LogIndex?
 
     public init(path: String) throws {
         self.path = path
@@ -23,6 +26,9 @@ public final class SQLStateMachine {
         try connection.exec("CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, value)")
         try connection.exec("INSERT OR IGNORE INTO _cairn_meta(key, value) VALUES ('applied_index', 0)")
         (appliedIndex, confState) = try Self.readMeta(ofFile: path)
+        droppedAt = try Self.withReadOnly(path, "SELECT value FROM _cairn_meta WHERE key = 'dropped_at'") { _, stmt in
+            sqlite3_step(stmt) == SQLITE_ROW ? LogIndex(sqlite3_column_int64(stmt, 0)) : nil
+        }
     }
 
     /// One committed entry for `apply(batch:)`: a batch of SQL, or an entry that changes no data (a
@@ -85,9 +91,10 @@ public final class SQLStateMachine {
         var all: [[StatementResult]] = []
         all.reserveCapacity(batch.count)
         var newConf: ConfState?
+        var newDroppedAt: LogIndex?
         try connection.execPrepared("BEGIN IMMEDIATE")
         do {
-            for (position, (_, change)) in batch.enumerated() {
+            for (position, (index, change)) in batch.enumerated() {
                 switch change {
                 case .empty(let conf):
                     if let c = conf {
@@ -97,7 +104,15 @@ public final class SQLStateMachine {
                     }
                     all.append([])
                 case .command(let command):
-                    all.append(try run(command, entry: position, rolledBack: rolledBack))
+                    if droppedAt != nil || newDroppedAt != nil {
+                        all.append([])  // after the drop: nothing runs (the runtime refuses its writer)
+                    } else if command.dropsDatabase {
+                        try connection.execPrepared("INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES ('dropped_at', ?1)", binding: Int64(index))
+                        newDroppedAt = index
+                        all.append([])
+                    } else {
+                        all.append(try run(command, entry: position, rolledBack: rolledBack))
+                    }
                 }
             }
             try connection.execPrepared("UPDATE _cairn_meta SET value = ?1 WHERE key = 'applied_index'", binding: Int64(batch.last!.index))
@@ -108,6 +123,7 @@ public final class SQLStateMachine {
         }
         appliedIndex = batch.last!.index
         if let newConf { confState = newConf }
+        if let newDroppedAt { droppedAt = newDroppedAt }
         return all
     }
 

@@ -202,6 +202,7 @@ final class API: Sendable {
         case AccessDenied.unauthenticated(let m): return (401, m)
         case AccessDenied.forbidden(let m): return (403, m)
         case AccessDenied.limited(let s): return (429, AuthError.tooManyAttempts(retryAfterSeconds: s).description)
+        case RuntimeError.databaseDropped: return (404, RuntimeError.databaseDropped.description)
         case let e as RuntimeError: return (503, e.description)
         case let e as PeerError: return (503, e.description)
         default: return (500, "\(error)")
@@ -344,7 +345,13 @@ final class API: Sendable {
                     return try await local(database.group)
                 } catch RuntimeError.notLeader(let leader) {
                     if leader != noNode && leader != cluster.nodeID { target = leader } else { lastProblem = "no leader is known yet" }
+                } catch RuntimeError.databaseDropped {
+                    throw HTTPFailure.notFound("no database named \"\(db)\" (it was dropped)")
                 } catch RuntimeError.unknownGroup {
+                    // Just created here, or just dropped and deleted: the committed catalog tells which.
+                    if (try? await cluster.refreshCatalog())?.databases[db].map({ $0.group == database.group }) == false {
+                        throw HTTPFailure.notFound("no database named \"\(db)\"")
+                    }
                     lastProblem = "the database's group is being created on this node"
                 }
             } else {
@@ -366,7 +373,7 @@ final class API: Sendable {
                             if let value = request.headers[name] { headers.append((name.rawName, value)) }
                         }
                         Counter(label: "cairn_http_forwarded_out_total").increment()
-                        let reply = try await peers.send(request.method == .get ? .GET : .POST, to: address, path: path, body: body, headers: headers,
+                        let reply = try await peers.send(request.method == .get ? .GET : request.method == .delete ? .DELETE : .POST, to: address, path: path, body: body, headers: headers,
                                                          timeoutMillis: max(100, leftMillis))
                         var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
                         replyHeaders[Self.servedBy] = "\(target)"

@@ -188,10 +188,20 @@ extension API {
     func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
         _ = try await database(named: name)
         guard name != defaultDatabase else { throw HTTPFailure.badRequest("the default database cannot be dropped (rqlite's endpoints use it)") }
-        audit.record(who, request, action: "drop database \(name)", database: name)
-        try await cluster.changeCatalog(Catalog.dropDatabase(name))
-        try await awaitCatalog { $0.databases[name] == nil }
-        return Self.json(200, .object([("dropped", .string(name))]))
+        // First an entry in the database's own log, on its leader (the request goes there): every
+        // write and read ordered after it is refused on every replica, whichever node's catalog copy
+        // routed it. Then the catalog forgets the database, and each replica deletes its copy.
+        return try await route(request, db: name, body: [], isWrite: true) { group in
+            do {
+                _ = try await self.runtime.execute(group: group, SQLCommand.dropDatabase())
+            } catch RuntimeError.databaseDropped {
+                // An earlier attempt got this far; finish it.
+            }
+            self.audit.record(who, request, action: "drop database \(name)", database: name)
+            try await self.cluster.changeCatalog(Catalog.dropDatabase(name))
+            try await self.awaitCatalog { $0.databases[name] == nil }
+            return Self.json(200, .object([("dropped", .string(name))]))
+        }
     }
 
     // MARK: - Mixed requests

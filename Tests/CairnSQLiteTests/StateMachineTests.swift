@@ -276,11 +276,42 @@ struct StateMachineTests {
         #expect(reopened.query(SQLStatement("SELECT count(*) FROM t")).rows == [[.integer(2)]])
     }
 
+    @Test("a drop entry ends the database: later entries in its batch and after change nothing, across a reopen and a snapshot")
+    func dropEntry() throws {
+        let tmp = TempDB()
+        do {
+            let sm = try SQLStateMachine(path: tmp.path())
+            _ = try sm.apply(index: 1, command: command("CREATE TABLE t(v)", "INSERT INTO t VALUES (1)"))
+            #expect(sm.droppedAt == nil)
+            let results = try sm.apply(batch: [
+                (2, .command(command("INSERT INTO t VALUES (2)"))),
+                (3, .command(SQLCommand.dropDatabase())),
+                (4, .command(command("INSERT INTO t VALUES (4)"))),
+            ])
+            #expect(results.map(\.count) == [1, 0, 0])
+            #expect(sm.droppedAt == 3 && sm.appliedIndex == 4)
+            _ = try sm.apply(index: 5, command: command("INSERT INTO t VALUES (5)"))
+            #expect(sm.query(SQLStatement("SELECT v FROM t ORDER BY v")).rows == [[.integer(1)], [.integer(2)]])
+        }
+        let reopened = try SQLStateMachine(path: tmp.path())
+        #expect(reopened.droppedAt == 3 && reopened.appliedIndex == 5)
+        let file = tmp.path("snap.sqlite")
+        _ = try SQLStateMachine.writeSnapshot(of: reopened.path, to: file)
+        let target = try SQLStateMachine(path: tmp.path("target.sqlite"))
+        try target.install(snapshotFile: file)
+        #expect(target.droppedAt == 3, "a replica that catches up through a snapshot knows too")
+    }
+
     @Test("commands round-trip through their log encoding; garbage is refused")
     func commandEncoding() {
         let cmd = SQLCommand(statements: [SQLStatement("INSERT INTO t VALUES (?, :n)", [.real(1.5), .blob([9])], named: [":n": .null])],
                              atomic: true, timestampMillis: -5, randomSeed: .max)
         #expect(SQLCommand(decoding: cmd.encoded()) == cmd)
+        #expect(SQLCommand(decoding: SQLCommand.dropDatabase().encoded())?.dropsDatabase == true)
+        #expect(SQLCommand(decoding: cmd.encoded())?.dropsDatabase == false)
+        var flags = cmd.encoded()
+        flags[1] = 4
+        #expect(SQLCommand(decoding: flags) == nil, "an unknown flag is refused")
         #expect(SQLCommand(decoding: [1, 2, 3]) == nil)
         #expect(SQLCommand(decoding: Array(cmd.encoded().dropLast())) == nil)
     }
