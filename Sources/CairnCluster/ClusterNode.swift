@@ -303,9 +303,8 @@ public final class ClusterNode: Sendable {
     func controllerPass() async throws {
         let groups = try await runtime.groupIDs()
         guard groups.contains(metadataGroup), !isRemoved else { return }
-        let (loaded, index) = try await Catalog.load(from: runtime)
-        adopt(loaded, at: index)
-        let catalog = loaded
+        let (catalog, index) = try await Catalog.load(from: runtime)
+        adopt(catalog, at: index)
         for n in catalog.nodes.values where n.id != nodeID {
             if n.removed { runtime.transport.removePeer(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
         }

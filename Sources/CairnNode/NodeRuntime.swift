@@ -642,13 +642,13 @@ public final class NodeRuntime: Sendable {
             if !waiters.isEmpty {
                 for (e, r) in zip(fresh, results) {
                     guard let pending = waiters[e.index] else { continue }
-                    if pending.term == e.term, let dropped = machine.droppedAt, e.index > dropped {
+                    if pending.term != e.term {
+                        pending.promise.fail(RuntimeError.proposalLost)
+                    } else if let dropped = machine.droppedAt, e.index > dropped {
                         pending.promise.fail(RuntimeError.databaseDropped)
-                    } else if pending.term == e.term {
+                    } else {
                         RuntimeMetrics.write.recordNanoseconds(Int64(applied &- pending.proposedNanos))
                         pending.promise.succeed((r, e.index))
-                    } else {
-                        pending.promise.fail(RuntimeError.proposalLost)
                     }
                 }
             }

@@ -25,10 +25,7 @@ public final class SQLStateMachine {
     private func loadMeta() throws {
         try connection.exec("CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, value)")
         try connection.exec("INSERT OR IGNORE INTO _cairn_meta(key, value) VALUES ('applied_index', 0)")
-        (appliedIndex, confState) = try Self.readMeta(ofFile: path)
-        droppedAt = try Self.withReadOnly(path, "SELECT value FROM _cairn_meta WHERE key = 'dropped_at'") { _, stmt in
-            sqlite3_step(stmt) == SQLITE_ROW ? LogIndex(sqlite3_column_int64(stmt, 0)) : nil
-        }
+        (appliedIndex, confState, droppedAt) = try Self.readAllMeta(ofFile: path)
     }
 
     /// One committed entry for `apply(batch:)`: a batch of SQL, or an entry that changes no data (a
@@ -187,18 +184,26 @@ public final class SQLStateMachine {
 
     /// Reads the applied index and membership of a database file without changing it.
     public static func readMeta(ofFile file: String) throws -> (index: LogIndex, conf: ConfState?) {
+        let meta = try readAllMeta(ofFile: file)
+        return (meta.index, meta.conf)
+    }
+
+    /// `readMeta`, and the index of the entry that dropped the database, if one did.
+    private static func readAllMeta(ofFile file: String) throws -> (index: LogIndex, conf: ConfState?, droppedAt: LogIndex?) {
         try withReadOnly(file, "SELECT key, value FROM _cairn_meta") { _, stmt in
             var applied: LogIndex?
             var conf: ConfState?
+            var dropped: LogIndex?
             while sqlite3_step(stmt) == SQLITE_ROW {
                 let key = String(cString: sqlite3_column_text(stmt, 0))
                 if key == "applied_index" { applied = LogIndex(sqlite3_column_int64(stmt, 1)) }
+                if key == "dropped_at" { dropped = LogIndex(sqlite3_column_int64(stmt, 1)) }
                 if key == "conf_state", let p = sqlite3_column_blob(stmt, 1) {
                     conf = ConfState(decoding: Array(UnsafeRawBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, 1)))))
                 }
             }
             guard let applied else { throw SQLiteError(message: "\(file) has no applied index") }
-            return (applied, conf)
+            return (applied, conf, dropped)
         }
     }
 

@@ -111,14 +111,14 @@ final class API: Sendable {
             await self.respond(request, .join) { who in
                 let join = try await self.decode(JoinRequest.self, from: request)
                 self.audit.record(who, request, action: "join node \(join.id) at \(join.httpAddress)", database: nil)
-                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: self.hops(request))))
+                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: Self.hopCount(request))))
             }
         }
         router.post("/v1/cluster/remove") { request, _ in
             await self.respond(request, .remove) { who in
                 let remove = try await self.decode(ClusterNode.RemoveRequest.self, from: request)
                 self.audit.record(who, request, action: "remove node \(remove.id)", database: nil)
-                try await self.cluster.handleRemove(remove.id, hops: self.hops(request))
+                try await self.cluster.handleRemove(remove.id, hops: Self.hopCount(request))
                 return Self.json(200, .object([("removed", .int(remove.id))]))
             }
         }
@@ -126,7 +126,7 @@ final class API: Sendable {
             await self.respond(request, .all) { who in
                 guard who.isNode || !self.auth.enabled else { throw AccessDenied.forbidden("only cluster nodes change the catalog directly") }
                 let change = try await self.decode(CatalogChange.self, from: request)
-                try await self.cluster.changeCatalog(change.statements.map(\.statement), hops: self.hops(request))
+                try await self.cluster.changeCatalog(change.statements.map(\.statement), hops: Self.hopCount(request))
                 return Self.json(200, .object([("ok", .bool(true))]))
             }
         }
@@ -253,8 +253,6 @@ final class API: Sendable {
         try JSON.parse(Array(JSONEncoder.cluster.encode(value)))
     }
 
-    func hops(_ request: Request) -> Int { Self.hopCount(request) }
-
     /// How many nodes forwarded this request before this one (0: it came from a client).
     static func hopCount(_ request: Request) -> Int { request.headers[hops].flatMap { Int($0) } ?? 0 }
 
@@ -333,7 +331,7 @@ final class API: Sendable {
             // to a fellow replica that may not know it yet either.
             try? await cluster.openGroups(of: catalog)
         }
-        let hops = hops(request)
+        let hops = Self.hopCount(request)
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var lastProblem = "no leader is known yet"
         var attempt = 0
@@ -373,7 +371,7 @@ final class API: Sendable {
                             if let value = request.headers[name] { headers.append((name.rawName, value)) }
                         }
                         Counter(label: "cairn_http_forwarded_out_total").increment()
-                        let reply = try await peers.send(request.method == .get ? .GET : request.method == .delete ? .DELETE : .POST, to: address, path: path, body: body, headers: headers,
+                        let reply = try await peers.send(.init(rawValue: request.method.rawValue), to: address, path: path, body: body, headers: headers,
                                                          timeoutMillis: max(100, leftMillis))
                         var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
                         replyHeaders[Self.servedBy] = "\(target)"

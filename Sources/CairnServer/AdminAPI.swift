@@ -63,11 +63,6 @@ extension API {
         return user
     }
 
-    func database(named name: String) async throws -> CatalogDatabase {
-        guard let db = try await catalog(where: { $0.databases[name] != nil }).databases[name] else { throw HTTPFailure.notFound("no database named \"\(name)\"") }
-        return db
-    }
-
     private func issueToken(_ request: Request) async throws -> Response {
         let json = try parse(try await body(of: request))
         guard case .string(let name)? = json["username"], case .string(let password)? = json["password"] else {
@@ -186,11 +181,11 @@ extension API {
     }
 
     func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
-        _ = try await database(named: name)
         guard name != defaultDatabase else { throw HTTPFailure.badRequest("the default database cannot be dropped (rqlite's endpoints use it)") }
-        // First an entry in the database's own log, on its leader (the request goes there): every
-        // write and read ordered after it is refused on every replica, whichever node's catalog copy
-        // routed it. Then the catalog forgets the database, and each replica deletes its copy.
+        // `route` answers 404 for an unknown name. First an entry in the database's own log, on its
+        // leader (the request goes there): every write and read ordered after it is refused on every
+        // replica, whichever node's catalog copy routed it. Then the catalog forgets the database,
+        // and each replica deletes its copy.
         return try await route(request, db: name, body: [], isWrite: true) { group in
             do {
                 _ = try await self.runtime.execute(group: group, SQLCommand.dropDatabase())

@@ -36,7 +36,7 @@ final class AuthService: Sendable {
     let tokenTTLSeconds: Double
     private let cluster: ClusterNode
     /// Basic credentials verified recently (scrypt is slow on purpose): key → (epoch, until).
-    private let verified = NIOLockedValueBox<[String: (epoch: Int64, until: Date)]>([:])
+    private let verified = NIOLockedValueBox<[[UInt8]: (epoch: Int64, until: Date)]>([:])
     private let nodeToken = NIOLockedValueBox<(token: String, until: Date)?>(nil)
     private let checkedTokens = NIOLockedValueBox(CheckedTokens(key: []))
 
@@ -135,18 +135,6 @@ final class AuthService: Sendable {
         return rest
     }
 
-    /// Lower-case hexadecimal, without Foundation's formatting (which cost 35 µs for 32 bytes).
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.underestimatedCount * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
     /// Verifies a password, rate-limited per client address and per user at that address (a guesser
     /// cannot lock a user out for everyone else).
     func check(name: String, password: String, remote: String) async throws {
@@ -168,7 +156,8 @@ final class AuthService: Sendable {
         var user = cluster.catalog.users[name]
         if user == nil { user = (try? await cluster.refreshCatalog())?.users[name] }
         guard var user else { throw failed() }
-        let cacheKey = name + "\u{0}" + Self.hex(SHA256.hash(data: Array(password.utf8)))
+        // The name and a digest of the password, never the password itself.
+        let cacheKey = Array(name.utf8) + [0] + Array(SHA256.hash(data: Array(password.utf8)))
         if let hit = verified.withLockedValue({ $0[cacheKey] }), hit.epoch == user.passwordEpoch, hit.until > Date() { return }
         // Counted as a failure until it proves otherwise, in the same step as the limit is checked:
         // guesses sent all at once cannot slip past the limit while their slow checks run.

@@ -283,7 +283,7 @@ extension API {
         default: id = nil
         }
         guard let id else { throw HTTPFailure.badRequest("id must be a node id") }
-        try await cluster.handleRemove(id, hops: hops(request))
+        try await cluster.handleRemove(id, hops: Self.hopCount(request))
         return Response(status: .ok)
     }
 

@@ -212,18 +212,7 @@ struct ThreeNodeOperationsTests {
         environment["CAIRN_HOME"] = home
         environment["CAIRN_USER"] = "admin"
         environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
-        func cli(_ args: [String]) async throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: cairnBinary)
-            p.arguments = args
-            p.environment = environment
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            p.standardError = pipe
-            try p.run()
-            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            return (await exitStatus(of: p) ?? -1, out)
-        }
+        func cli(_ args: [String]) async throws -> (Int32, String) { try await runCairn(args, environment: environment) }
         let file = c.root + "/backup.sqlite"
         let backup = try await cli(["backup", file, "--host", follower.url])
         #expect(backup.0 == 0 && backup.1.contains("Wrote"), "\(backup.1)")
