@@ -26,6 +26,8 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
     case failed(String)
     /// The group's database was dropped by an entry ordered before this request.
     case databaseDropped
+    /// The write's encoded entry is larger than any entry the log takes.
+    case entryTooLarge(bytes: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -41,6 +43,8 @@ public enum RuntimeError: Error, Equatable, CustomStringConvertible {
         case .shutDown: return "the node is shutting down"
         case .failed(let why): return "this node stopped serving after a storage failure: \(why)"
         case .databaseDropped: return "the database was dropped"
+        case .entryTooLarge(let bytes, let limit):
+            return "the write is \(bytes) bytes once encoded, over the limit of \(limit) bytes for one entry; send it in smaller requests"
         }
     }
 }
@@ -71,11 +75,35 @@ public struct RuntimeConfig: Sendable {
     /// Ticks a leader's group must be idle (everything replicated, applied, nothing pending) before it
     /// stops ticking and heartbeating; 0 never quiesces.
     public var quiesceAfterTicks = 20
+    /// The largest entry a write may become: every node must be able to carry it to every other in one
+    /// message (see `checkLimits`).
+    public var maxEntryBytes = 20 << 20
+    /// Threads that run queries, beside the apply loop: one slow query never delays writes, and only
+    /// as many slow queries as there are threads delay other queries.
+    public var readThreads = 4
+    /// A query statement running longer than this is interrupted, unless its request says otherwise.
+    public var readTimeoutMillis: Int64 = 10_000
 
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
         self.dataDirectory = dataDirectory
         self.raftAddress = raftAddress
+    }
+
+    /// How much a Raft message adds to the entries it carries, at most (header, one entry's framing).
+    static let messageOverheadBytes = 4096
+
+    /// The relationships between limits that replication relies on: an entry the log accepts must fit
+    /// one message, a peer's send queue and one frame, or no follower would ever receive it while the
+    /// leader kept leading and every later write timed out.
+    func checkLimits(transport: TransportConfig) {
+        precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
+        precondition(maxEntryBytes + Self.messageOverheadBytes <= transport.maxQueuedBytesPerPeer,
+                     "an entry of maxEntryBytes must fit a peer's send queue")
+        precondition(transport.maxQueuedBytesPerPeer + Self.messageOverheadBytes <= WireFormat.maxFrameBytes,
+                     "a peer's whole send queue must fit one frame")
+        precondition(snapshotChunkBytes + Self.messageOverheadBytes <= transport.maxQueuedBytesPerPeer,
+                     "a snapshot chunk must fit a peer's send queue")
     }
 }
 
@@ -106,6 +134,11 @@ public final class NodeRuntime: Sendable {
     private let receiveLoop: any EventLoop
     /// Copies databases for snapshots off the apply loop.
     private let snapshotPool = NIOThreadPool(numberOfThreads: 1)
+    /// Runs queries, on read connections of their own (see `RuntimeConfig.readThreads`).
+    private let readPool: NIOThreadPool
+    /// Each hosted group's read connections, reachable from any thread: a confirmed read goes straight
+    /// to the read pool when the database has applied far enough, without a trip to the apply loop.
+    private let readers = NIOLockedValueBox<[GroupID: ReadConnections]>([:])
     private var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
 
     struct Group {
@@ -183,12 +216,15 @@ public final class NodeRuntime: Sendable {
         let store = try LogStore(directory: config.dataDirectory + "/wal", log: log)
         try FileManager.default.createDirectory(atPath: config.dataDirectory + "/snapshots", withIntermediateDirectories: true)
         snapshotPool.start()
+        readPool = NIOThreadPool(numberOfThreads: config.readThreads)
+        readPool.start()
         raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store), eventLoop: raftLoop)
         applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
         let raftLoop = self.raftLoop
         let inbox = NIOLockedValueBox<NodeRuntime?>(nil)
         var transportConfig = TransportConfig(nodeID: config.nodeID, listen: config.raftAddress)
         transportConfig.tls = config.transportTLS
+        config.checkLimits(transport: transportConfig)
         // The transport's connections live on the Raft loop: a message is stepped where it is read and
         // written where it is produced, with no thread hand-off on either side (each one is a wake-up
         // in a write's critical path).
@@ -323,6 +359,7 @@ public final class NodeRuntime: Sendable {
             let side = self.applyState.value
             let machine = try side.machines[id] ?? SQLStateMachine(path: path)
             side.machines[id] = machine
+            self.readers.withLockedValue { $0[id] = machine.reads }
             if machine.appliedIndex < floor {
                 // Power loss took transactions SQLite had not synced, or a crash interrupted an install:
                 // the log no longer has those entries, but the snapshot they went into does.
@@ -479,7 +516,7 @@ public final class NodeRuntime: Sendable {
                 applyCommitted(rd.committedEntries, group: id)
             }
             let confirmed = rd.readStates.compactMap { rs in side.pendingReads.removeValue(forKey: rs.requestID).map { (rs.index, $0) } }
-            if !confirmed.isEmpty { applyLoop.execute { for (index, read) in confirmed { self.serve(read, at: index) } } }
+            for (index, read) in confirmed { serve(read, at: index) }
             g.node.advance(rd)
         }
         pump()
@@ -723,23 +760,35 @@ public final class NodeRuntime: Sendable {
         let ready = waiting.filter { $0.index <= machine.appliedIndex }
         waiting.removeAll { $0.index <= machine.appliedIndex }
         side.waitingReads[group] = waiting
-        for r in ready { answer(r.request, from: machine) }
+        for r in ready { run(r.request, on: machine.reads) }
     }
 
-    /// Serves a read once the database has applied through `index` (at once if it has).
+    /// Serves a read once the database has applied through `index`: at once if it has (from any
+    /// thread), otherwise when the apply loop gets there.
     private func serve(_ read: ReadRequest, at index: LogIndex) {
-        let side = applyState.value
-        guard let machine = side.machines[read.group] else { return read.promise.fail(RuntimeError.unknownGroup(read.group)) }
-        if machine.appliedIndex >= index {
-            answer(read, from: machine)
-        } else {
-            side.waitingReads[read.group, default: []].append(WaitingRead(index: index, request: read))
+        guard let reader = readers.withLockedValue({ $0[read.group] }) else {
+            return read.promise.fail(RuntimeError.unknownGroup(read.group))
+        }
+        if reader.state.applied >= index { return run(read, on: reader) }
+        applyLoop.execute {
+            let side = self.applyState.value
+            guard let machine = side.machines[read.group] else { return read.promise.fail(RuntimeError.unknownGroup(read.group)) }
+            if machine.appliedIndex >= index {
+                self.run(read, on: machine.reads)
+            } else {
+                side.waitingReads[read.group, default: []].append(WaitingRead(index: index, request: read))
+            }
         }
     }
 
-    private func answer(_ read: ReadRequest, from machine: SQLStateMachine) {
-        if machine.droppedAt != nil { return read.promise.fail(RuntimeError.databaseDropped) }
-        read.promise.succeed((read.statements.map { machine.query($0, timeoutNanos: read.timeoutNanos) }, machine.appliedIndex))
+    /// Runs a read on the read pool, on a read connection of its own.
+    private func run(_ read: ReadRequest, on reader: ReadConnections) {
+        readPool.submit { state in
+            guard case .active = state else { return read.promise.fail(RuntimeError.shutDown) }
+            let at = reader.state
+            if at.dropped != nil { return read.promise.fail(RuntimeError.databaseDropped) }
+            read.promise.succeed((reader.query(read.statements, timeoutNanos: read.timeoutNanos), at.applied))
+        }
     }
 
     // MARK: - Client operations
@@ -754,8 +803,9 @@ public final class NodeRuntime: Sendable {
         if let why = failure { throw RuntimeError.failed(why) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         // Proposed on the Raft loop, answered by the apply loop: one suspension, two hand-offs per write.
-        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
         let data = command.encoded()
+        guard data.count <= config.maxEntryBytes else { throw RuntimeError.entryTooLarge(bytes: data.count, limit: config.maxEntryBytes) }
+        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
         raftLoop.execute {
             guard let g = self.raftState.value.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
             let index: LogIndex
@@ -809,7 +859,7 @@ public final class NodeRuntime: Sendable {
 
     /// Runs read-only statements at one read point (one ReadIndex round for all of them); also returns
     /// the applied index they saw.
-    /// `statementTimeoutNanos` interrupts each statement that runs longer (0: no limit).
+    /// `statementTimeoutNanos` interrupts each statement that runs longer (0: the node's default).
     public func query(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable,
                       statementTimeoutNanos: UInt64 = 0) async throws -> (results: [StatementResult], index: LogIndex) {
         if let why = failure { throw RuntimeError.failed(why) }
@@ -829,7 +879,8 @@ public final class NodeRuntime: Sendable {
         }
         // Confirmed on the Raft loop, served and answered by the apply loop: one suspension per read.
         let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
-        let read = ReadRequest(group: group, statements: statements, timeoutNanos: statementTimeoutNanos,
+        let statementTimeout = statementTimeoutNanos > 0 ? statementTimeoutNanos : UInt64(config.readTimeoutMillis) * 1_000_000
+        let read = ReadRequest(group: group, statements: statements, timeoutNanos: statementTimeout,
                                deadline: .now() + timeout, promise: promise)
         if consistency == .linearizable {
             raftLoop.execute {
@@ -847,7 +898,7 @@ public final class NodeRuntime: Sendable {
                 self.pump()
             }
         } else {
-            applyLoop.execute { self.serve(read, at: 0) }
+            serve(read, at: 0)
         }
         return try await promise.futureResult.get()
     }
@@ -874,6 +925,7 @@ public final class NodeRuntime: Sendable {
         let path = config.dataDirectory + "/group-\(id).sqlite"
         try await applyLoop.submit {
             let side = self.applyState.value
+            self.readers.withLockedValue { _ = $0.removeValue(forKey: id) }
             side.machines.removeValue(forKey: id)?.close()
             for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
             side.lastSnapshotIndex[id] = nil
@@ -883,12 +935,11 @@ public final class NodeRuntime: Sendable {
         log("node \(config.nodeID): deleted its copy of group \(id)")
     }
 
-    /// Whether `sql` only reads, judged by SQLite against this node's copy of the group's schema.
+    /// Whether `sql` only reads, judged by SQLite against this node's copy of the group's schema, on a
+    /// read connection (preparing client SQL never touches the connection that applies entries).
     public func isReadOnly(group: GroupID, _ sql: String) async throws -> Bool {
-        try await applyLoop.submit {
-            guard let machine = self.applyState.value.machines[group] else { throw RuntimeError.unknownGroup(group) }
-            return machine.isReadOnly(sql)
-        }.get()
+        guard let reader = readers.withLockedValue({ $0[group] }) else { throw RuntimeError.unknownGroup(group) }
+        return try await readPool.runIfActive(eventLoop: applyLoop) { try reader.isReadOnly(sql) }.get()
     }
 
     /// Writes a consistent copy of this node's database of `group` to `destination` (off the apply loop).
@@ -994,6 +1045,7 @@ public final class NodeRuntime: Sendable {
         }.get()
         await transport.shutdown()
         try? await snapshotPool.shutdownGracefully()
+        try? await readPool.shutdownGracefully()
         try? await loops.shutdownGracefully()
     }
 }

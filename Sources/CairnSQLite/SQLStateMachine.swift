@@ -14,10 +14,13 @@ public final class SQLStateMachine {
     /// The index of the entry that dropped this database, if one did: later entries change nothing,
     /// and the runtime refuses their writers and every read.
     public private(set) var droppedAt: LogIndex?
+    /// The connections that serve queries (never this machine's own, which only applies entries).
+    public let reads: ReadConnections
 
     public init(path: String) throws {
         self.path = path
-        connection = try SQLiteConnection(path: path)
+        connection = try SQLiteConnection(path: path, role: .apply)
+        reads = ReadConnections(path: path)
         try loadMeta()
     }
 
@@ -26,6 +29,7 @@ public final class SQLStateMachine {
         try connection.exec("CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, value)")
         try connection.exec("INSERT OR IGNORE INTO _cairn_meta(key, value) VALUES ('applied_index', 0)")
         (appliedIndex, confState, droppedAt) = try Self.readAllMeta(ofFile: path)
+        reads.publish(applied: appliedIndex, dropped: droppedAt)
     }
 
     /// One committed entry for `apply(batch:)`: a batch of SQL, or an entry that changes no data (a
@@ -89,6 +93,7 @@ public final class SQLStateMachine {
         all.reserveCapacity(batch.count)
         var newConf: ConfState?
         var newDroppedAt: LogIndex?
+        try connection.checkSettings()
         try connection.execPrepared("BEGIN IMMEDIATE")
         do {
             for (position, (index, change)) in batch.enumerated() {
@@ -121,16 +126,18 @@ public final class SQLStateMachine {
         appliedIndex = batch.last!.index
         if let newConf { confState = newConf }
         if let newDroppedAt { droppedAt = newDroppedAt }
+        reads.publish(applied: appliedIndex, dropped: droppedAt)
         return all
     }
 
     private func run(_ command: SQLCommand, entry: Int, rolledBack: [StatementPosition: StatementResult]) throws -> [StatementResult] {
-        connection.clock.fixedMillis = command.timestampMillis == 0 ? 1 : command.timestampMillis
+        connection.clock!.fixedMillis = command.timestampMillis == 0 ? 1 : command.timestampMillis
         connection.context.random = SplitMix64(seed: command.randomSeed)
         defer {
-            connection.clock.fixedMillis = 0
+            connection.clock!.fixedMillis = 0
             connection.context.random = nil
         }
+        try connection.beginEntry()
         let atomic = command.atomic
         if atomic { try connection.execPrepared("SAVEPOINT cairn_entry") }
         var results: [StatementResult] = []
@@ -147,10 +154,12 @@ public final class SQLStateMachine {
                 continue
             }
             if !atomic { try connection.execPrepared("SAVEPOINT cairn_statement") }
-            let r = connection.run(statement, readOnly: false)
-            // Only a constraint's own ROLLBACK ends the transaction deterministically; an I/O error
-            // or a full disk that did so is this machine's problem, and fails the apply below.
-            if r.error != nil && connection.isAutocommit && connection.lastErrorCode & 0xFF == SQLITE_CONSTRAINT {
+            let r = connection.run(statement)
+            // Only a constraint's own ROLLBACK, or a statement stopped at its step budget (SQLite rolls
+            // back the transaction of an interrupted write), ends the transaction deterministically; an
+            // I/O error or a full disk that did so is this machine's problem, and fails the apply below.
+            let code = connection.lastErrorCode & 0xFF
+            if r.error != nil && connection.isAutocommit && (code == SQLITE_CONSTRAINT || code == SQLITE_INTERRUPT) {
                 throw TransactionRolledBack(position: position, result: r)
             }
             results.append(r)
@@ -232,12 +241,14 @@ public final class SQLStateMachine {
         try? FileManager.default.removeItem(atPath: temporary)
         try FileManager.default.copyItem(atPath: snapshotFile, toPath: temporary)
         try Self.syncPath(temporary)
-        // Close the old database before replacing it; its WAL belongs to the old contents.
-        connection.close()
-        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
-        guard rename(temporary, path) == 0 else { throw SQLiteError(message: "cannot install a snapshot over \(path)") }
-        try Self.syncPath((path as NSString).deletingLastPathComponent)
-        connection = try SQLiteConnection(path: path)
+        try reads.replacingFile {
+            // Close the old database before replacing it; its WAL belongs to the old contents.
+            connection.close()
+            for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            guard rename(temporary, path) == 0 else { throw SQLiteError(message: "cannot install a snapshot over \(path)") }
+            try Self.syncPath((path as NSString).deletingLastPathComponent)
+            connection = try SQLiteConnection(path: path, role: .apply)
+        }
         try loadMeta()
     }
 
@@ -248,16 +259,20 @@ public final class SQLStateMachine {
         guard fsync(fd) == 0 else { throw SQLiteError(message: "cannot sync \(path)") }
     }
 
-    /// Runs a read-only statement against the applied state; a statement that would write is refused.
+    /// Runs a read-only statement against the applied state on a read connection; a statement that
+    /// would write is refused.
     public func query(_ statement: SQLStatement, timeoutNanos: UInt64 = 0) -> StatementResult {
-        connection.run(statement, readOnly: true, timeoutNanos: timeoutNanos)
+        reads.query([statement], timeoutNanos: timeoutNanos)[0]
     }
 
     /// Closes the database (before its files are deleted).
-    public func close() { connection.close() }
+    public func close() {
+        reads.close()
+        connection.close()
+    }
 
-    /// Whether `sql` only reads (for requests that mix reads and writes).
-    public func isReadOnly(_ sql: String) -> Bool { connection.isReadOnly(sql) }
+    /// Whether `sql` only reads (for requests that mix reads and writes), judged on a read connection.
+    public func isReadOnly(_ sql: String) -> Bool { (try? reads.isReadOnly(sql)) ?? false }
 
     /// A user's copy of the database: consistent (one read transaction), synced, without CairnDB's
     /// own bookkeeping table.

@@ -13,87 +13,87 @@ public struct SQLiteError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// Limits on what SQL may do. Those on writes are constants of the build, never settings: a write that
+/// passed on one replica and failed on another would make them diverge. Every node of a cluster must run
+/// the same SQLite (step counts are SQLite's own).
+public enum SQLiteLimits {
+    /// Virtual-machine steps one statement of a write may take: SQLite's own count, never wall time, so
+    /// every replica stops the same statement at the same point. A 100,000-row INSERT ... SELECT into a
+    /// table with an index takes 3 million; a runaway statement stopped at 10 million has cost about
+    /// 0.4 s of the apply thread (its rollback and the batch's second pass included).
+    public static let maxStatementSteps: Int64 = 10_000_000
+    /// Steps all the statements of one entry may take together (one entry holds up to thousands).
+    public static let maxEntrySteps: Int64 = 50_000_000
+    /// The largest string or BLOB a statement may make or read (`SQLITE_LIMIT_LENGTH`).
+    public static let maxValueBytes: Int32 = 32 << 20
+    /// The longest SQL text of one statement (`SQLITE_LIMIT_SQL_LENGTH`).
+    public static let maxSQLBytes: Int32 = 32 << 20
+    /// How often (in steps) the progress handler looks at budgets and deadlines.
+    static let progressEverySteps: Int32 = 1000
+
+    /// SQLite's limits on every connection, the same everywhere.
+    static let connectionLimits: [(Int32, Int32)] = [
+        (SQLITE_LIMIT_LENGTH, maxValueBytes),
+        (SQLITE_LIMIT_SQL_LENGTH, maxSQLBytes),
+        (SQLITE_LIMIT_COLUMN, 2000),
+        (SQLITE_LIMIT_EXPR_DEPTH, 1000),
+        (SQLITE_LIMIT_COMPOUND_SELECT, 500),
+        (SQLITE_LIMIT_FUNCTION_ARG, 127),
+        (SQLITE_LIMIT_ATTACHED, 0),
+        (SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 50_000),
+        (SQLITE_LIMIT_VARIABLE_NUMBER, 250_000),
+        (SQLITE_LIMIT_TRIGGER_DEPTH, 100),
+        (SQLITE_LIMIT_WORKER_THREADS, 0),
+    ]
+
+    static func check() {
+        precondition(maxStatementSteps <= maxEntrySteps, "a statement's budget exceeds its entry's")
+        // SQLite counts a statement's steps in a 32-bit int.
+        precondition(maxEntrySteps < Int64(Int32.max), "step budgets must fit SQLite's counter")
+        precondition(maxSQLBytes <= maxValueBytes, "SQLite caps SQL text at the value length")
+    }
+}
+
 /// Per-connection state the C callbacks reach through their user-data pointer.
 final class ConnectionContext {
     /// True while CairnDB runs its own statements (transactions, the applied index).
     var internalAccess = false
+    var role = ConnectionRole.apply
     /// Why the authorizer refused the last statement, to replace SQLite's bare "not authorized".
     var denial: String?
     /// Set by the authorizer while preparing a statement that inserts, updates or deletes rows.
     var modifiesRows = false
-    /// What the last row-modifying user statement reported: DDL reports these again, as SQLite (and
-    /// so rqlite) does; CairnDB's own bookkeeping writes must not show through.
     /// A read running past this moment (monotonic nanoseconds; 0: none) is interrupted.
     var deadlineNanos: UInt64 = 0
+    /// What the last row-modifying user statement reported: DDL reports these again, as SQLite (and
+    /// so rqlite) does; CairnDB's own bookkeeping writes must not show through.
     var carriedChanges: Int64 = 0
     var carriedInsertRowID: Int64 = 0
     /// Drives `random()` and `randomblob()` while a batch applies; nil outside an apply.
     var random: SplitMix64?
+    /// Steps the statements of the current entry may still take.
+    var entryStepsLeft: Int64 = SQLiteLimits.maxEntrySteps
+    /// Where `total_changes()` counts from in the current entry.
+    var entryTotalChangesBase: Int64 = 0
+    /// A row was written with the largest rowid (see `SQLiteConnection.largestRowIDMessage`).
+    var wroteLargestRowID = false
+    /// A statement failed or was rolled back since the schema was last known loaded: SQLite may load
+    /// it again at the next statement, which must happen outside that statement's step budget.
+    var schemaMayBeStale = true
 }
 
-/// A clock SQLite reads through its VFS: `'now'`, `CURRENT_TIMESTAMP` and `DEFAULT CURRENT_TIMESTAMP`
-/// all see the time the leader fixed for the batch being applied, so every replica writes the same row.
-/// Outside an apply (reads), it is the real clock.
-final class BatchClock {
-    let name: String
-    let vfs: UnsafeMutablePointer<sqlite3_vfs>
-    private let nowSlot: UnsafeMutablePointer<Int64>
-    private let raw: UnsafeMutableRawPointer
-    private let nameBuffer: UnsafeMutablePointer<CChar>
-
-    /// Julian-day milliseconds of the Unix epoch.
-    static let unixEpochJulianMillis: Int64 = 210_866_760_000_000
-
-    init() throws {
-        guard let base = sqlite3_vfs_find(nil) else { throw SQLiteError(message: "SQLite has no default VFS") }
-        // One allocation: the VFS struct, then the clock value, so the callback finds the clock from the
-        // VFS pointer it is given.
-        let vfsBytes = (MemoryLayout<sqlite3_vfs>.size + 15) & ~15
-        raw = UnsafeMutableRawPointer.allocate(byteCount: vfsBytes + 8, alignment: 16)
-        vfs = raw.bindMemory(to: sqlite3_vfs.self, capacity: 1)
-        vfs.initialize(to: base.pointee)
-        nowSlot = (raw + vfsBytes).bindMemory(to: Int64.self, capacity: 1)
-        nowSlot.initialize(to: 0)
-        name = "cairn-\(UInt(bitPattern: raw))"
-        nameBuffer = strdup(name)!
-        vfs.pointee.zName = UnsafePointer(nameBuffer)
-        vfs.pointee.pNext = nil
-        vfs.pointee.xCurrentTimeInt64 = { vfs, out in
-            guard let vfs, let out else { return SQLITE_ERROR }
-            let vfsBytes = (MemoryLayout<sqlite3_vfs>.size + 15) & ~15
-            let fixed = (UnsafeMutableRawPointer(vfs) + vfsBytes).load(as: Int64.self)
-            if fixed != 0 {
-                out.pointee = fixed + BatchClock.unixEpochJulianMillis
-                return SQLITE_OK
-            }
-            var ts = timespec()
-            clock_gettime(CLOCK_REALTIME, &ts)
-            out.pointee = Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000 + BatchClock.unixEpochJulianMillis
-            return SQLITE_OK
-        }
-        guard sqlite3_vfs_register(vfs, 0) == SQLITE_OK else { throw SQLiteError(message: "cannot register the batch clock VFS") }
-    }
-
-    /// Unix milliseconds to report, or 0 for the real clock.
-    var fixedMillis: Int64 {
-        get { nowSlot.pointee }
-        set { nowSlot.pointee = newValue }
-    }
-
-    deinit {
-        sqlite3_vfs_unregister(vfs)
-        free(nameBuffer)
-        raw.deallocate()
-    }
-}
-
-/// One SQLite connection with CairnDB's guards: an authorizer that refuses statements which would
-/// escape the database or change its durability, and deterministic `random()`/`randomblob()`.
+/// One SQLite connection with CairnDB's guards: an authorizer that refuses what would escape the
+/// database, change its durability or (on the apply connection) make replicas diverge; step budgets
+/// and limits on value sizes; and functions whose results depend on the entry alone.
 final class SQLiteConnection {
     private(set) var db: OpaquePointer?
+    let role: ConnectionRole
     let context = ConnectionContext()
-    let clock: BatchClock
+    /// The apply connection's clock; read connections see the real one.
+    let clock: BatchClock?
     private let contextPointer: UnsafeMutableRawPointer
+    /// The apply connection's step counter (see `cairn_budget_progress`); unlimited between user statements.
+    private let budget: UnsafeMutablePointer<cairn_budget>
     /// The result code of the last failed user statement (extended codes).
     private(set) var lastErrorCode: Int32 = SQLITE_OK
     /// CairnDB's own statements (transactions, savepoints, the applied index), prepared once.
@@ -102,8 +102,8 @@ final class SQLiteConnection {
     /// a few statements, and preparing is most of the cost of a small one. SQLite prepares a statement
     /// again by itself when the schema changes under it.
     private var statementCache: [String: CachedStatement] = [:]
-    /// Per connection, and a node has one per group: bounds memory when clients inline values in SQL
-    /// (every text then differs, and the cache starts over whenever it fills).
+    /// Per connection: bounds memory when clients inline values in SQL (every text then differs, and
+    /// the cache starts over whenever it fills).
     static let maxCachedStatements = 64
 
     private struct CachedStatement {
@@ -112,44 +112,98 @@ final class SQLiteConnection {
         let modifiesRows: Bool
     }
 
-    init(path: String) throws {
-        clock = try BatchClock()
+    /// The settings every connection has, asserted at open (and on the apply connection before every batch).
+    private static let fixedConfig: [(option: Int32, value: Int32)] = [
+        (SQLITE_DBCONFIG_DEFENSIVE, 1),
+        (SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0),
+        (SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0),
+        (SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0),
+        (SQLITE_DBCONFIG_ENABLE_FKEY, 0),
+        (SQLITE_DBCONFIG_ENABLE_TRIGGER, 1),
+        (SQLITE_DBCONFIG_ENABLE_VIEW, 1),
+        (SQLITE_DBCONFIG_DQS_DML, 1),
+        (SQLITE_DBCONFIG_DQS_DDL, 1),
+        (SQLITE_DBCONFIG_LEGACY_ALTER_TABLE, 0),
+        (SQLITE_DBCONFIG_RESET_DATABASE, 0),
+    ]
+
+    /// Local time is UTC in this process: `datetime('now', 'localtime')` in a write must not depend on
+    /// where a node runs. Set once, before the first connection opens.
+    private static let utcLocalTime: Void = {
+        setenv("TZ", "UTC0", 1)
+        tzset()
+        SQLiteLimits.check()
+    }()
+
+    init(path: String, role: ConnectionRole) throws {
+        _ = Self.utcLocalTime
+        self.role = role
+        clock = role == .apply ? try BatchClock() : nil
         contextPointer = Unmanaged.passUnretained(context).toOpaque()
-        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
-        guard sqlite3_open_v2(path, &db, flags, clock.name) == SQLITE_OK else {
+        budget = .allocate(capacity: 1)
+        budget.initialize(to: cairn_budget(used: 0, limit: .max))
+        let flags = (role == .apply ? SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE : SQLITE_OPEN_READONLY) | SQLITE_OPEN_NOMUTEX
+        guard sqlite3_open_v2(path, &db, flags, clock?.name) == SQLITE_OK else {
             let msg = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(db)
+            db = nil
             throw SQLiteError(message: "cannot open \(path): \(msg)")
         }
-        // Durability comes from the Raft log: SQLite may lose its last transactions on power loss (WAL
-        // with synchronous=NORMAL stays consistent), and those entries are applied again from the log.
-        try exec("PRAGMA journal_mode=WAL")
-        try exec("PRAGMA synchronous=NORMAL")
         sqlite3_extended_result_codes(db, 1)
-        installFunctions()
-        // Checked every thousand VM steps: interrupts a read that has run past its deadline.
-        sqlite3_progress_handler(db, 1000, { ctx in
-            let context = Unmanaged<ConnectionContext>.fromOpaque(ctx!).takeUnretainedValue()
-            return context.deadlineNanos != 0 && DispatchTime.now().uptimeNanoseconds > context.deadlineNanos ? 1 : 0
-        }, contextPointer)
-        sqlite3_set_authorizer(db, { ctx, action, arg1, arg2, _, _ in
+        for (option, value) in Self.fixedConfig { _ = cairn_db_config_set(db, option, value) }
+        // A read connection that closes last must not checkpoint or delete the WAL: when a snapshot
+        // replaces the file, a reader still open on the old one would otherwise delete the new one's WAL.
+        _ = cairn_db_config_set(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, role == .read ? 1 : 0)
+        for (limit, value) in SQLiteLimits.connectionLimits { sqlite3_limit(db, limit, value) }
+        if role == .apply {
+            // Durability comes from the Raft log: SQLite may lose its last transactions on power loss (WAL
+            // with synchronous=NORMAL stays consistent), and those entries are applied again from the log.
+            try exec("PRAGMA journal_mode=WAL")
+            try exec("PRAGMA synchronous=NORMAL")
+            installApplyFunctions()
+            sqlite3_update_hook(db, { ctx, _, _, _, rowid in
+                if rowid == Int64.max { Unmanaged<ConnectionContext>.fromOpaque(ctx!).takeUnretainedValue().wroteLargestRowID = true }
+            }, contextPointer)
+        }
+        try checkSettings()
+        if role == .apply {
+            sqlite3_progress_handler(db, 1, cairn_budget_progress, budget)
+        } else {
+            sqlite3_progress_handler(db, SQLiteLimits.progressEverySteps, { ctx in
+                let context = Unmanaged<ConnectionContext>.fromOpaque(ctx!).takeUnretainedValue()
+                return context.deadlineNanos != 0 && DispatchTime.now().uptimeNanoseconds > context.deadlineNanos ? 1 : 0
+            }, contextPointer)
+        }
+        installAuthorizer()
+    }
+
+    /// The authorizer: `Authorizer.refusal` with this connection's role.
+    private func installAuthorizer() {
+        let callback: @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?,
+                                      UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Int32 = { ctx, action, arg1, arg2, database, _ in
             let context = Unmanaged<ConnectionContext>.fromOpaque(ctx!).takeUnretainedValue()
             if context.internalAccess { return SQLITE_OK }
-            let a1 = arg1.map { String(cString: $0) } ?? ""
-            let a2 = arg2.map { String(cString: $0) } ?? ""
+            let a1 = arg1.map { String(cString: $0) }
             // Rows of user tables; DDL also writes sqlite_master, which does not count.
-            if action == SQLITE_INSERT || action == SQLITE_UPDATE || action == SQLITE_DELETE, !a1.lowercased().hasPrefix("sqlite_") {
+            if action == SQLITE_INSERT || action == SQLITE_UPDATE || action == SQLITE_DELETE, let t = a1, !t.lowercased().hasPrefix("sqlite_") {
                 context.modifiesRows = true
             }
-            if let reason = SQLiteConnection.refusal(action: action, arg1: a1, arg2: a2) {
+            let reason = Authorizer.refusal(action: action, arg1: a1, arg2: arg2.map { String(cString: $0) },
+                                            database: database.map { String(cString: $0) }, role: context.role)
+            if let reason {
                 context.denial = reason
                 return SQLITE_DENY
             }
             return SQLITE_OK
-        }, contextPointer)
+        }
+        context.role = role
+        sqlite3_set_authorizer(db, callback, contextPointer)
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        budget.deallocate()
+    }
 
     /// Closes the database now (before its file is replaced); the connection is unusable afterwards.
     func close() {
@@ -168,47 +222,23 @@ final class SQLiteConnection {
     /// False while a transaction is open.
     var isAutocommit: Bool { sqlite3_get_autocommit(db) != 0 }
 
-    /// PRAGMAs a client may run: reading the schema, checking integrity, and settings that replicate
-    /// like data. Anything else (journal_mode, synchronous, wal_checkpoint, writable_schema, ...) could
-    /// change durability or make replicas diverge.
-    static let allowedPragmas: Set<String> = [
-        "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-        "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check", "collation_list",
-        "function_list", "pragma_list", "compile_options", "user_version", "application_id",
-        "foreign_keys", "defer_foreign_keys", "recursive_triggers", "data_version", "page_count", "page_size",
-        "freelist_count", "encoding", "schema_version",
-    ]
-
-    /// Why the authorizer refuses an action, or nil to allow it.
-    static func refusal(action: Int32, arg1: String, arg2: String) -> String? {
-        switch action {
-        case SQLITE_ATTACH, SQLITE_DETACH:
-            return "ATTACH and DETACH are not allowed: a statement may only use its own database"
-        case SQLITE_PRAGMA:
-            let name = arg1.lowercased()
-            if name == "schema_version" && !arg2.isEmpty { return "PRAGMA schema_version cannot be set: it would corrupt the database" }
-            if allowedPragmas.contains(name) { return nil }
-            return "PRAGMA \(name) is not allowed: it could change durability or make replicas diverge"
-        case SQLITE_FUNCTION:
-            if arg2.lowercased() == "load_extension" { return "load_extension() is not allowed" }
-            return nil
-        case SQLITE_TRANSACTION, SQLITE_SAVEPOINT:
-            return "transaction statements are not allowed: every request is one transaction (send it atomic for all-or-nothing)"
-        case SQLITE_READ, SQLITE_UPDATE, SQLITE_INSERT, SQLITE_DELETE, SQLITE_DROP_TABLE, SQLITE_ALTER_TABLE,
-             SQLITE_CREATE_INDEX, SQLITE_CREATE_TRIGGER, SQLITE_DROP_INDEX, SQLITE_DROP_TRIGGER:
-            if arg1.lowercased().hasPrefix("_cairn") { return "tables named _cairn* are reserved for CairnDB" }
-            return nil
-        case SQLITE_CREATE_TABLE, SQLITE_CREATE_VIEW, SQLITE_CREATE_TEMP_TABLE:
-            if arg1.lowercased().hasPrefix("_cairn") { return "tables named _cairn* are reserved for CairnDB" }
-            return nil
-        default:
-            return nil
+    /// Fails unless every fixed setting holds (a tripwire: the authorizer lets no statement change them).
+    func checkSettings() throws {
+        for (option, value) in Self.fixedConfig where cairn_db_config_get(db, option) != value {
+            throw SQLiteError(message: "SQLite setting \(option) is \(cairn_db_config_get(db, option)), not \(value)")
+        }
+        for (limit, value) in SQLiteLimits.connectionLimits where sqlite3_limit(db, limit, -1) != value {
+            throw SQLiteError(message: "SQLite limit \(limit) is \(sqlite3_limit(db, limit, -1)), not \(value)")
         }
     }
 
-    private func installFunctions() {
-        // random() and randomblob(N) draw from the batch's seed while applying; outside, from SQLite.
-        sqlite3_create_function_v2(db, "random", 0, SQLITE_UTF8, contextPointer, { ctx, _, _ in
+    /// The apply connection's replacements for functions whose results would otherwise depend on this
+    /// connection's history (restarts, batch boundaries, CairnDB's own writes): `random()` and
+    /// `randomblob()` draw from the entry's seed; `total_changes()` counts within the entry.
+    /// (`changes()` and `last_insert_rowid()` are reset at the start of every entry.)
+    private func installApplyFunctions() {
+        let deterministic = SQLITE_UTF8
+        sqlite3_create_function_v2(db, "random", 0, deterministic, contextPointer, { ctx, _, _ in
             let context = Unmanaged<ConnectionContext>.fromOpaque(sqlite3_user_data(ctx)!).takeUnretainedValue()
             if context.random != nil {
                 sqlite3_result_int64(ctx, Int64(bitPattern: context.random!.next()))
@@ -218,17 +248,56 @@ final class SQLiteConnection {
                 sqlite3_result_int64(ctx, v)
             }
         }, nil, nil, nil)
-        sqlite3_create_function_v2(db, "randomblob", 1, SQLITE_UTF8, contextPointer, { ctx, _, argv in
+        sqlite3_create_function_v2(db, "randomblob", 1, deterministic, contextPointer, { ctx, _, argv in
             let context = Unmanaged<ConnectionContext>.fromOpaque(sqlite3_user_data(ctx)!).takeUnretainedValue()
-            let n = max(1, min(Int(sqlite3_value_int64(argv![0])), 1 << 30))
+            let requested = sqlite3_value_int64(argv![0])
+            guard requested <= Int64(SQLiteLimits.maxValueBytes) else { return sqlite3_result_error_toobig(ctx) }
+            let n = Int(max(1, requested))
             var bytes = [UInt8](repeating: 0, count: n)
             if context.random != nil {
-                for i in 0..<n { bytes[i] = UInt8(truncatingIfNeeded: context.random!.next()) }
+                bytes.withUnsafeMutableBytes { buffer in
+                    var i = 0
+                    while i < n {
+                        var word = context.random!.next()
+                        let take = min(8, n - i)
+                        withUnsafeBytes(of: &word) { w in
+                            for k in 0..<take { buffer[i + k] = w[k] }
+                        }
+                        i += take
+                    }
+                }
             } else {
                 sqlite3_randomness(Int32(n), &bytes)
             }
             sqlite3_result_blob(ctx, bytes, Int32(n), transientDestructor)
         }, nil, nil, nil)
+        sqlite3_create_function_v2(db, "total_changes", 0, deterministic, contextPointer, { ctx, _, _ in
+            let context = Unmanaged<ConnectionContext>.fromOpaque(sqlite3_user_data(ctx)!).takeUnretainedValue()
+            sqlite3_result_int64(ctx, sqlite3_total_changes64(sqlite3_context_db_handle(ctx)) - context.entryTotalChangesBase)
+        }, nil, nil, nil)
+    }
+
+    /// Starts an entry on the apply connection: what its statements see of the connection's counters,
+    /// and their step budget, depend on the entry alone.
+    func beginEntry() throws {
+        sqlite3_set_last_insert_rowid(db, 0)
+        // SQLite's changes() is the count of the last INSERT, UPDATE or DELETE on the connection, which
+        // DDL leaves as it was: a DELETE of nothing sets it to 0 (SQLite has no call for that).
+        try execPrepared("DELETE FROM _cairn_meta WHERE 0")
+        context.entryTotalChangesBase = sqlite3_total_changes64(db)
+        context.entryStepsLeft = SQLiteLimits.maxEntrySteps
+    }
+
+    /// Makes SQLite load the schema now if it dropped it (after a rollback of DDL), rather than inside
+    /// the next statement's step, where the work would count against that statement's budget on one
+    /// replica (the statement kept prepared) and not on another (prepared afresh after a restart).
+    private func loadSchema() {
+        context.internalAccess = true
+        defer { context.internalAccess = false }
+        var stmt: OpaquePointer?
+        sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 0", -1, &stmt, nil)
+        sqlite3_finalize(stmt)
+        context.schemaMayBeStale = false
     }
 
     /// Runs CairnDB's own SQL (no parameters, no rows), bypassing the authorizer.
@@ -265,12 +334,19 @@ final class SQLiteConnection {
         guard rc == SQLITE_DONE || rc == SQLITE_ROW else { throw SQLiteError(message: "\(sql): \(String(cString: sqlite3_errmsg(db)))") }
     }
 
+    static let nulMessage = "the SQL text contains a NUL character (U+0000), where SQLite would take it to end; send such text as a parameter"
+
     /// Runs every statement in `statement.sql` with its parameters, collecting rows and counts.
-    /// `readOnly` refuses anything that would write.
-    func run(_ statement: SQLStatement, readOnly: Bool, timeoutNanos: UInt64 = 0) -> StatementResult {
+    /// On a read connection, anything that would write is refused, and a statement running past
+    /// `timeoutNanos` is interrupted.
+    func run(_ statement: SQLStatement, timeoutNanos: UInt64 = 0) -> StatementResult {
+        if statement.sql.utf8.contains(0) {
+            lastErrorCode = SQLITE_ERROR
+            return StatementResult(error: Self.nulMessage)
+        }
         // Only reads are timed: interrupting a write would depend on this machine's speed, and every
-        // replica must apply it the same way.
-        context.deadlineNanos = readOnly && timeoutNanos > 0 ? DispatchTime.now().uptimeNanoseconds + timeoutNanos : 0
+        // replica must apply it the same way (writes have step budgets instead).
+        context.deadlineNanos = role == .read && timeoutNanos > 0 ? DispatchTime.now().uptimeNanoseconds + timeoutNanos : 0
         defer { context.deadlineNanos = 0 }
         var result = StatementResult()
         if let cached = statementCache[statement.sql] {
@@ -280,7 +356,7 @@ final class SQLiteConnection {
                 sqlite3_reset(cached.statement)
                 sqlite3_clear_bindings(cached.statement)
             }
-            _ = execute(cached.statement, statement, readOnly: readOnly, into: &result)
+            _ = execute(cached.statement, statement, into: &result)
             return result
         }
         let utf8 = Array(statement.sql.utf8CString)
@@ -316,7 +392,7 @@ final class SQLiteConnection {
                         sqlite3_finalize(s)
                     }
                 }
-                guard execute(s, statement, readOnly: readOnly, into: &result) else { return }
+                guard execute(s, statement, into: &result) else { return }
             }
             if !ranAny { result = StatementResult(error: "empty statement") }
         }
@@ -335,9 +411,15 @@ final class SQLiteConnection {
         return true
     }
 
+    static let largestRowIDMessage = "rowid 9223372036854775807 is not allowed: after it SQLite picks rowids at random, which replicas cannot agree on"
+
+    static func budgetMessage(_ limit: Int64) -> String {
+        "the statement exceeded its budget of \(limit) steps (a limit on the work one write may do, the same on every node); split the work into smaller statements"
+    }
+
     /// Binds and steps one prepared statement, filling `result`; false if it failed (`result` holds why).
-    private func execute(_ s: OpaquePointer, _ statement: SQLStatement, readOnly: Bool, into result: inout StatementResult) -> Bool {
-        if readOnly && sqlite3_stmt_readonly(s) == 0 {
+    private func execute(_ s: OpaquePointer, _ statement: SQLStatement, into result: inout StatementResult) -> Bool {
+        if role == .read && sqlite3_stmt_readonly(s) == 0 {
             // rqlite's words, which its clients match on.
             lastErrorCode = SQLITE_ERROR
             result = StatementResult(error: "attempt to change database via query operation")
@@ -347,6 +429,17 @@ final class SQLiteConnection {
             lastErrorCode = SQLITE_ERROR
             result = StatementResult(error: error)
             return false
+        }
+        let budgeted = role == .apply
+        let limit = min(SQLiteLimits.maxStatementSteps, context.entryStepsLeft)
+        if budgeted {
+            if context.schemaMayBeStale { loadSchema() }
+            context.wroteLargestRowID = false
+            budget.pointee = cairn_budget(used: 0, limit: limit)
+        }
+        defer {
+            budget.pointee.limit = .max
+            if budgeted && result.error != nil { context.schemaMayBeStale = true }
         }
         // Columns are read after the first step: a statement kept prepared across a schema change is
         // prepared again by that step, and `SELECT *` may then have more columns.
@@ -368,6 +461,20 @@ final class SQLiteConnection {
             rows.append(row)
             step = sqlite3_step(s)
         }
+        if budgeted {
+            let steps = budget.pointee.used
+            context.entryStepsLeft = max(0, context.entryStepsLeft - steps)
+            if steps > limit {
+                lastErrorCode = sqlite3_extended_errcode(db)
+                result = StatementResult(error: Self.budgetMessage(limit))
+                return false
+            }
+            if context.wroteLargestRowID {
+                lastErrorCode = SQLITE_ERROR
+                result = StatementResult(error: Self.largestRowIDMessage)
+                return false
+            }
+        }
         guard step == SQLITE_DONE else {
             lastErrorCode = sqlite3_extended_errcode(db)
             result = StatementResult(error: errorMessage(step))
@@ -377,7 +484,7 @@ final class SQLiteConnection {
         result.types = types
         result.rows = rows
         if context.modifiesRows {
-            context.carriedChanges = Int64(sqlite3_changes(db))
+            context.carriedChanges = sqlite3_changes64(db)
             context.carriedInsertRowID = sqlite3_last_insert_rowid(db)
         }
         if sqlite3_stmt_readonly(s) == 0 {
@@ -390,6 +497,7 @@ final class SQLiteConnection {
     /// True if every statement in `sql` only reads (SQLite's own judgement, `sqlite3_stmt_readonly`).
     /// SQL that does not prepare counts as a write, so that its error comes back from the write path.
     func isReadOnly(_ sql: String) -> Bool {
+        if sql.utf8.contains(0) { return false }
         let utf8 = Array(sql.utf8CString)
         return utf8.withUnsafeBufferPointer { buffer in
             var tail: UnsafePointer<CChar>? = buffer.baseAddress
@@ -411,25 +519,36 @@ final class SQLiteConnection {
         if statement.positional.count > parameters {
             return "the statement takes \(parameters) parameter(s), \(statement.positional.count) given"
         }
-        for (i, v) in statement.positional.enumerated() { bindValue(v, s, Int32(i + 1)) }
+        for (i, v) in statement.positional.enumerated() {
+            if let error = bindValue(v, s, Int32(i + 1)) { return "parameter \(i + 1): \(error)" }
+        }
         for (name, v) in statement.named {
             let candidates = [":", "@", "$"].contains(String(name.prefix(1))) ? [name] : [":" + name, "@" + name, "$" + name]
             guard let index = candidates.lazy.map({ sqlite3_bind_parameter_index(s, $0) }).first(where: { $0 > 0 }) else {
                 return "the statement has no parameter named \(name)"
             }
-            bindValue(v, s, index)
+            if let error = bindValue(v, s, index) { return "parameter \(name): \(error)" }
         }
         return nil
     }
 
-    private func bindValue(_ v: SQLValue, _ s: OpaquePointer, _ i: Int32) {
+    private func bindValue(_ v: SQLValue, _ s: OpaquePointer, _ i: Int32) -> String? {
+        let rc: Int32
         switch v {
-        case .null: sqlite3_bind_null(s, i)
-        case .integer(let x): sqlite3_bind_int64(s, i, x)
-        case .real(let x): sqlite3_bind_double(s, i, x)
-        case .text(let x): sqlite3_bind_text(s, i, x, -1, transientDestructor)
-        case .blob(let x): sqlite3_bind_blob(s, i, x, Int32(x.count), transientDestructor)
+        case .null: rc = sqlite3_bind_null(s, i)
+        case .integer(let x): rc = sqlite3_bind_int64(s, i, x)
+        case .real(let x): rc = sqlite3_bind_double(s, i, x)
+        case .text(let x):
+            // With its length: a NUL inside the text is kept, not taken as its end.
+            var x = x
+            rc = x.withUTF8 { bytes in
+                sqlite3_bind_text64(s, i, UnsafeRawPointer(bytes.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self),
+                                    sqlite3_uint64(bytes.count), transientDestructor, UInt8(SQLITE_UTF8))
+            }
+        case .blob(let x): rc = sqlite3_bind_blob64(s, i, x, sqlite3_uint64(x.count), transientDestructor)
         }
+        if rc == SQLITE_TOOBIG { return "the value exceeds the limit of \(SQLiteLimits.maxValueBytes) bytes" }
+        return rc == SQLITE_OK ? nil : String(cString: sqlite3_errstr(rc))
     }
 
     private func columnValue(_ s: OpaquePointer, _ i: Int32) -> SQLValue {
@@ -452,6 +571,7 @@ final class SQLiteConnection {
         // The authorizer recorded why it refused (SQLite itself only says "not authorized").
         if let denial = context.denial { return denial }
         if rc == SQLITE_INTERRUPT && context.deadlineNanos != 0 { return "query timed out (db_timeout)" }
+        if rc & 0xFF == SQLITE_TOOBIG { return "a string or BLOB exceeds the limit of \(SQLiteLimits.maxValueBytes) bytes" }
         return String(cString: sqlite3_errmsg(db))
     }
 }

@@ -203,6 +203,7 @@ final class API: Sendable {
         case AccessDenied.forbidden(let m): return (403, m)
         case AccessDenied.limited(let s): return (429, AuthError.tooManyAttempts(retryAfterSeconds: s).description)
         case RuntimeError.databaseDropped: return (404, RuntimeError.databaseDropped.description)
+        case let e as RuntimeError where { if case .entryTooLarge = e { return true } else { return false } }(): return (413, e.description)
         case let e as RuntimeError: return (503, e.description)
         case let e as PeerError: return (503, e.description)
         default: return (500, "\(error)")

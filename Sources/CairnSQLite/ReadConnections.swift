@@ -1,0 +1,107 @@
+import CairnRaft
+import Foundation
+
+/// The connections that serve one database's queries: read-only, never the connection that applies
+/// entries, so nothing a query does can change how a replica applies writes, and a slow query runs
+/// beside the applies instead of in front of them (WAL readers and the writer do not block each other).
+/// Safe to use from any thread; each query checks a connection out for its duration.
+public final class ReadConnections: @unchecked Sendable {
+    public let path: String
+    private let lock = NSLock()
+    private var idle: [SQLiteConnection] = []
+    /// Advanced whenever the file is replaced: connections of an older generation are closed on return.
+    private var generation = 0
+    private var closed = false
+    private var published: (applied: LogIndex, dropped: LogIndex?) = (0, nil)
+    /// Idle connections kept open; more may be open at once while queries run.
+    static let maxIdle = 4
+
+    init(path: String) {
+        self.path = path
+    }
+
+    /// The last entry whose effects a query sees at least (published after its transaction committed),
+    /// and the entry that dropped the database, if any.
+    public var state: (applied: LogIndex, dropped: LogIndex?) {
+        lock.lock()
+        defer { lock.unlock() }
+        return published
+    }
+
+    func publish(applied: LogIndex, dropped: LogIndex?) {
+        lock.lock()
+        published = (applied, dropped)
+        lock.unlock()
+    }
+
+    /// Runs read-only statements at one read point (one read transaction when there are several).
+    /// A statement running longer than `timeoutNanos` (0: no limit) is interrupted.
+    public func query(_ statements: [SQLStatement], timeoutNanos: UInt64) -> [StatementResult] {
+        do {
+            return try withConnection { c in
+                if statements.count > 1 { try c.exec("BEGIN") }
+                defer { if !c.isAutocommit { try? c.exec("ROLLBACK") } }
+                return statements.map { c.run($0, timeoutNanos: timeoutNanos) }
+            }
+        } catch {
+            return statements.map { _ in StatementResult(error: "cannot read the database: \(error)") }
+        }
+    }
+
+    /// Whether every statement in `sql` only reads, judged by SQLite against the current schema.
+    public func isReadOnly(_ sql: String) throws -> Bool {
+        try withConnection { $0.isReadOnly(sql) }
+    }
+
+    /// A connection for CairnDB's own reads (digests).
+    func withInternalConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        try withConnection(body)
+    }
+
+    private func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+        let (connection, born) = try checkOut()
+        defer { checkIn(connection, born) }
+        return try body(connection)
+    }
+
+    private func checkOut() throws -> (SQLiteConnection, Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !closed else { throw SQLiteError(message: "the database is closed") }
+        if let c = idle.popLast() { return (c, generation) }
+        // Opened under the lock, so never while `replacingFile` swaps the file.
+        return (try SQLiteConnection(path: path, role: .read), generation)
+    }
+
+    private func checkIn(_ connection: SQLiteConnection, _ born: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        if closed || born != generation || idle.count >= Self.maxIdle {
+            connection.close()
+        } else {
+            idle.append(connection)
+        }
+    }
+
+    /// Runs `body`, which replaces the database file, while no query can open a connection. Queries
+    /// already running finish on the old file (they were admitted at an index it holds); their
+    /// connections close when they come back.
+    func replacingFile<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        generation += 1
+        for c in idle { c.close() }
+        idle = []
+        return try body()
+    }
+
+    /// Closes every idle connection; queries are refused from now on.
+    func close() {
+        lock.lock()
+        defer { lock.unlock() }
+        closed = true
+        generation += 1
+        for c in idle { c.close() }
+        idle = []
+    }
+}

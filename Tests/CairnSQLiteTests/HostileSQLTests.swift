@@ -1,0 +1,206 @@
+import Foundation
+import Testing
+import CairnRaft
+@testable import CairnSQLite
+
+private func command(_ sql: String..., atomic: Bool = false, seed: UInt64 = 7) -> SQLCommand {
+    SQLCommand(statements: sql.map { SQLStatement($0) }, atomic: atomic, timestampMillis: 1_790_000_000_123, randomSeed: seed)
+}
+
+/// What one client could do to every replica, tried as a hostile client would: each gets a clear
+/// per-statement error or a result that depends on the log alone, and the replica keeps applying.
+@Suite("SQLite state machine: hostile SQL")
+struct HostileSQLTests {
+    @Test("writes that would reach CairnDB's bookkeeping, escape the log or differ by node are refused, and the replica goes on",
+          arguments: [
+            ("ALTER TABLE _cairn_meta RENAME TO x", "reserved for CairnDB"),
+            ("ALTER TABLE _cairn_meta ADD COLUMN y", "reserved for CairnDB"),
+            ("CREATE TRIGGER tr AFTER INSERT ON _cairn_meta BEGIN SELECT 1; END", "reserved for CairnDB"),
+            ("CREATE INDEX i ON _cairn_meta(key)", "reserved for CairnDB"),
+            ("CREATE VIEW _cairn_v AS SELECT 1", "reserved for CairnDB"),
+            ("SELECT fts3_tokenizer('simple')", "fts3_tokenizer() is not allowed"),
+            ("SELECT fts3_tokenizer('simple', x'0000000000000000')", "fts3_tokenizer() is not allowed"),
+            ("CREATE TEMP TABLE tt(a)", "TEMP tables"),
+            ("CREATE TEMP TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END", "TEMP tables"),
+            ("CREATE TEMP VIEW tv AS SELECT 1", "TEMP tables"),
+            ("INSERT INTO t SELECT page_count FROM pragma_page_count()", "PRAGMA page_count is not allowed in a write"),
+            ("INSERT INTO t SELECT freelist_count FROM pragma_freelist_count()", "PRAGMA freelist_count is not allowed in a write"),
+            ("INSERT INTO t SELECT count(*) FROM dbstat", "dbstat is not allowed in a write"),
+            ("INSERT INTO t SELECT count(*) FROM sqlite_stmt", "sqlite_stmt is not allowed in a write"),
+            ("INSERT INTO t VALUES (sqlite_version())", "sqlite_version() is not allowed in a write"),
+            ("INSERT INTO t VALUES (sqlite_source_id())", "sqlite_source_id() is not allowed in a write"),
+            ("INSERT INTO t SELECT sqlite_compileoption_get(0)", "sqlite_compileoption_get() is not allowed in a write"),
+            ("PRAGMA foreign_keys=ON", "PRAGMA foreign_keys cannot be changed"),
+            ("PRAGMA recursive_triggers=1", "PRAGMA recursive_triggers cannot be changed"),
+            ("PRAGMA defer_foreign_keys=ON", "PRAGMA defer_foreign_keys cannot be changed"),
+            ("PRAGMA compile_options", "PRAGMA compile_options is not allowed in a write"),
+            ("PRAGMA integrity_check", "PRAGMA integrity_check is not allowed in a write"),
+            ("PRAGMA schema_version=5", "PRAGMA schema_version is not allowed"),
+            ("PRAGMA query_only=1", "PRAGMA query_only is not allowed"),
+            ("PRAGMA case_sensitive_like=1", "PRAGMA case_sensitive_like is not allowed"),
+            ("CREATE VIRTUAL TABLE v USING dbstat", "virtual tables using dbstat are not allowed"),
+            ("UPDATE sqlite_sequence SET seq = 9223372036854775807", "sqlite_sequence is maintained by SQLite"),
+            ("INSERT INTO t(rowid, a) VALUES (9223372036854775807, 1)", "rowid 9223372036854775807 is not allowed"),
+            ("SELECT randomblob(2000000000)", "exceeds the limit"),
+            ("SELECT zeroblob(2000000000)", "exceeds the limit"),
+            ("SELECT 1\u{0}; DROP TABLE t", "NUL character"),
+          ])
+    func refusedInWrites(sql: String, reason: String) throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(a)", "CREATE TABLE s(id INTEGER PRIMARY KEY AUTOINCREMENT)",
+                                                      "INSERT INTO s DEFAULT VALUES"))
+        for atomic in [false, true] {
+            let r = try sm.apply(index: sm.appliedIndex + 1, command: command(sql, atomic: atomic))
+            #expect(r.first?.error?.contains(reason) == true, "\(sql): \(r.first?.error ?? "accepted")")
+        }
+        // The replica goes on applying, its settings intact, its bookkeeping where it was.
+        let next = try sm.apply(index: sm.appliedIndex + 1, command: command("INSERT INTO t VALUES (42)"))
+        #expect(next[0].error == nil)
+        #expect(sm.appliedIndex == 4)
+        #expect(sm.query(SQLStatement("SELECT count(*) FROM t WHERE a = 42")).rows == [[.integer(1)]])
+        #expect(try SQLStateMachine.readMeta(ofFile: tmp.path()).index == 4)
+    }
+
+    @Test("a runaway write stops at its step budget on every replica alike; the entry still applies and the replica goes on")
+    func stepBudget() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(x INTEGER)", "CREATE TABLE big(x INTEGER, y TEXT)"))
+        let forever = "INSERT INTO t WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c"
+        for atomic in [false, true] {
+            let started = Date()
+            let r = try sm.apply(batch: [
+                (sm.appliedIndex + 1, .command(command("INSERT INTO t VALUES (1)"))),
+                (sm.appliedIndex + 2, .command(command("INSERT INTO t VALUES (2)", forever, "INSERT INTO t VALUES (3)", atomic: atomic))),
+                (sm.appliedIndex + 3, .command(command("INSERT INTO t VALUES (4)"))),
+            ])
+            #expect(r[1][1].error?.contains("exceeded its budget of \(SQLiteLimits.maxStatementSteps) steps") == true, "\(r)")
+            let rows = sm.query(SQLStatement("SELECT x FROM t ORDER BY x")).rows.map { $0[0] }
+            #expect(rows == (atomic ? [1, 4] : [1, 2, 3, 4]).map { SQLValue.integer($0) }, "atomic \(atomic): \(rows)")
+            print("step budget: a runaway statement was stopped after \(String(format: "%.2f", Date().timeIntervalSince(started))) s of apply")
+            _ = try sm.apply(index: sm.appliedIndex + 1, command: command("DELETE FROM t"))
+        }
+        // Legitimate bulk work passes: a 100,000-row INSERT ... SELECT with an index to maintain.
+        let bulk = try sm.apply(index: sm.appliedIndex + 1, command: command(
+            "CREATE INDEX big_y ON big(y)",
+            "INSERT INTO big WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) SELECT x, printf('row %d', x) FROM c"))
+        #expect(bulk.map(\.error) == [nil, nil], "\(bulk)")
+        #expect(bulk[1].rowsAffected == 100_000)
+    }
+
+    @Test("changes(), total_changes() and last_insert_rowid() in a write depend on the entry alone")
+    func connectionCounters() throws {
+        let tmp = TempDB()
+        let counters = "INSERT INTO log VALUES (changes(), total_changes(), last_insert_rowid())"
+        let entries: [SQLCommand] = [
+            command("CREATE TABLE t(id INTEGER PRIMARY KEY, v)", "CREATE TABLE log(c, tc, lir)"),
+            command(counters),
+            command("INSERT INTO t(v) VALUES (1), (2), (3)", counters),
+            command("UPDATE t SET v = v + 1", counters),
+            command(counters),
+        ]
+        // One replica applies entry by entry with a restart in the middle; the other in one batch.
+        let a = try SQLStateMachine(path: tmp.path("a.sqlite"))
+        for (i, e) in entries.enumerated() where i < 3 { _ = try a.apply(index: LogIndex(i + 1), command: e) }
+        try a.applyEmpty(index: 4, confState: ConfState(voters: [1, 2, 3]))
+        a.close()
+        let a2 = try SQLStateMachine(path: tmp.path("a.sqlite"))
+        let b = try SQLStateMachine(path: tmp.path("b.sqlite"))
+        var batch: [(index: LogIndex, change: SQLStateMachine.Change)] = entries.prefix(3).enumerated().map { (LogIndex($0.offset + 1), .command($0.element)) }
+        batch.append((4, .empty(ConfState(voters: [1, 2, 3]))))
+        _ = try b.apply(batch: batch)
+        for (i, e) in entries.enumerated() where i >= 3 {
+            _ = try a2.apply(index: LogIndex(i + 2), command: e)
+            _ = try b.apply(index: LogIndex(i + 2), command: e)
+        }
+        let logA = a2.query(SQLStatement("SELECT * FROM log ORDER BY rowid")).rows
+        let logB = b.query(SQLStatement("SELECT * FROM log ORDER BY rowid")).rows
+        #expect(logA == logB)
+        #expect(logA == [[0, 0, 0], [3, 3, 3], [3, 3, 0], [0, 0, 0]].map { $0.map { SQLValue.integer($0) } }, "\(logA)")
+        #expect(try a2.reads.digest() == b.reads.digest())
+    }
+
+    @Test("local time is UTC in a write, whatever the node's zone")
+    func localTime() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        let r = try sm.apply(index: 1, command: command("CREATE TABLE t(a, b)", "INSERT INTO t VALUES (datetime('now', 'localtime'), datetime('now'))"))
+        #expect(r.map(\.error) == [nil, nil])
+        let row = sm.query(SQLStatement("SELECT a, b FROM t")).rows
+        #expect(row == [[.text("2026-09-21 14:13:20"), .text("2026-09-21 14:13:20")]])
+    }
+
+    @Test("queries run on connections of their own: a setting a query tries cannot reach the apply path")
+    func readsAreSealed() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE p(id INTEGER PRIMARY KEY)", "CREATE TABLE c(p REFERENCES p(id))"))
+        for (sql, reason) in [
+            ("PRAGMA foreign_keys=ON", "cannot be set"),
+            ("PRAGMA case_sensitive_like=ON", "not allowed"),
+            ("PRAGMA journal_mode=DELETE", "cannot be set"),
+            ("PRAGMA user_version=3", "set by a write"),
+            ("CREATE TEMP TABLE tt(a)", "TEMP tables"),
+            ("BEGIN", "transaction statements are not allowed"),
+            ("SELECT fts3_tokenizer('simple')", "fts3_tokenizer() is not allowed"),
+            ("SELECT * FROM _cairn_meta", "reserved for CairnDB"),
+            ("INSERT INTO p VALUES (1)", "attempt to change database via query operation"),
+        ] {
+            let r = sm.query(SQLStatement(sql))
+            #expect(r.error?.contains(reason) == true, "\(sql): \(r.error ?? "accepted")")
+        }
+        // Foreign keys stay off on the apply connection (SQLite's and rqlite's default) whatever a query did.
+        let w = try sm.apply(index: 2, command: command("INSERT INTO c VALUES (99)"))
+        #expect(w[0].error == nil)
+        // What client libraries send on connect, and what a query may read about the node, works.
+        for sql in ["PRAGMA read_uncommitted", "PRAGMA foreign_keys", "PRAGMA table_info(c)", "PRAGMA index_list(c)",
+                    "PRAGMA foreign_key_list(c)", "PRAGMA page_count", "PRAGMA compile_options",
+                    "PRAGMA integrity_check", "SELECT sqlite_version()", "SELECT count(*) FROM dbstat", "PRAGMA user_version"] {
+            let r = sm.query(SQLStatement(sql))
+            #expect(r.error == nil, "\(sql): \(r.error ?? "")")
+        }
+        #expect(sm.query(SQLStatement("PRAGMA foreign_keys")).rows == [[.integer(0)]])
+        #expect(sm.query(SQLStatement("PRAGMA table_info(c)")).rows.count == 1)
+    }
+
+    @Test("a slow query is interrupted at its deadline, and writes apply meanwhile")
+    func slowQueries() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(x)"))
+        let done = DispatchSemaphore(value: 0)
+        let reads = sm.reads
+        let started = Date()
+        nonisolated(unsafe) var slow = StatementResult()
+        Thread.detachNewThread {
+            slow = reads.query([SQLStatement("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c")],
+                               timeoutNanos: 1_500_000_000)[0]
+            done.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        // While the query runs, writes apply and other queries are answered.
+        for i in 0..<20 {
+            let r = try sm.apply(index: sm.appliedIndex + 1, command: command("INSERT INTO t VALUES (\(i))"))
+            #expect(r[0].error == nil)
+        }
+        #expect(sm.query(SQLStatement("SELECT count(*) FROM t")).rows == [[.integer(20)]])
+        #expect(Date().timeIntervalSince(started) < 1.0, "writes waited for the slow query")
+        done.wait()
+        #expect(slow.error == "query timed out (db_timeout)")
+    }
+
+    @Test("NUL inside text parameters is kept; inside SQL text it is refused, never truncated")
+    func nulCharacters() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        let cmd = SQLCommand(statements: [SQLStatement("CREATE TABLE t(a TEXT)"), SQLStatement("INSERT INTO t VALUES (?)", [.text("a\u{0}b")]),
+                                          SQLStatement("INSERT INTO t VALUES ('x\u{0}y')")],
+                             timestampMillis: 1, randomSeed: 1)
+        let r = try sm.apply(index: 1, command: cmd)
+        #expect(r[1].error == nil)
+        #expect(r[2].error?.contains("NUL character") == true)
+        #expect(sm.query(SQLStatement("SELECT a, length(CAST(a AS BLOB)) FROM t")).rows == [[.text("a\u{0}b"), .integer(3)]])
+        #expect(sm.query(SQLStatement("SELECT 1\u{0}")).error?.contains("NUL character") == true)
+    }
+}
