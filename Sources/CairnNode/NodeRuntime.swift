@@ -83,6 +83,9 @@ public struct RuntimeConfig: Sendable {
     public var readThreads = 4
     /// A query statement running longer than this is interrupted, unless its request says otherwise.
     public var readTimeoutMillis: Int64 = 10_000
+    /// How often the leader of each group asks its replicas for digests and compares them (0: only on
+    /// demand, through `checkConsistency`).
+    public var consistencyCheckMillis: Int64 = 600_000
 
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
@@ -139,6 +142,10 @@ public final class NodeRuntime: Sendable {
     /// Each hosted group's read connections, reachable from any thread: a confirmed read goes straight
     /// to the read pool when the database has applied far enough, without a trip to the apply loop.
     private let readers = NIOLockedValueBox<[GroupID: ReadConnections]>([:])
+    /// Each hosted group's consistency record, reachable from any thread (status, readiness, checks).
+    private let consistencyRecords = NIOLockedValueBox<[GroupID: ConsistencyRecord]>([:])
+    /// When the apply loop last ran its 100 ms sweep (monotonic nanoseconds): how long it has been busy.
+    private let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
     private var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
 
     struct Group {
@@ -245,6 +252,7 @@ public final class NodeRuntime: Sendable {
         let groupIDs = try await raftLoop.submit { self.raftState.value.store.groupIDs }.get()
         for g in groupIDs { try await openGroup(g) }
         sweepTimeouts()
+        scheduleConsistencyChecks()
         let tick = TimeAmount.milliseconds(config.tickMillis)
         raftLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { task in
             guard !self.raftState.value.stopped else {
@@ -360,6 +368,21 @@ public final class NodeRuntime: Sendable {
             let machine = try side.machines[id] ?? SQLStateMachine(path: path)
             side.machines[id] = machine
             self.readers.withLockedValue { $0[id] = machine.reads }
+            self.consistencyRecords.withLockedValue { $0[id] = machine.consistency }
+            let record = machine.consistency, log = self.log, node = self.config.nodeID
+            machine.digestScheduler = { [snapshotPool = self.snapshotPool] pinned in
+                snapshotPool.submit { state in
+                    guard case .active = state else { return }
+                    do {
+                        record.recordMine(try pinned.digest())
+                        if let m = record.current.mismatch, m.index == pinned.index {
+                            log("node \(node) group \(id): DIVERGED: this replica's digest at entry \(m.index) is \(String(m.mine, radix: 16)), the leader's \(String(m.leader, radix: 16)); this node is not ready")
+                        }
+                    } catch {
+                        log("node \(node) group \(id): cannot take the digest at entry \(pinned.index): \(error)")
+                    }
+                }
+            }
             if machine.appliedIndex < floor {
                 // Power loss took transactions SQLite had not synced, or a crash interrupted an install:
                 // the log no longer has those entries, but the snapshot they went into does.
@@ -827,6 +850,7 @@ public final class NodeRuntime: Sendable {
     private func sweepTimeouts() {
         let every = TimeAmount.milliseconds(100)
         applyLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
+            self.applyLoopSeen.withLockedValue { $0 = DispatchTime.now().uptimeNanoseconds }
             let side = self.applyState.value
             let now = NIODeadline.now()
             for group in side.waitingReads.keys {
@@ -926,6 +950,7 @@ public final class NodeRuntime: Sendable {
         try await applyLoop.submit {
             let side = self.applyState.value
             self.readers.withLockedValue { _ = $0.removeValue(forKey: id) }
+            self.consistencyRecords.withLockedValue { _ = $0.removeValue(forKey: id) }
             side.machines.removeValue(forKey: id)?.close()
             for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
             side.lastSnapshotIndex[id] = nil
@@ -940,6 +965,63 @@ public final class NodeRuntime: Sendable {
     public func isReadOnly(group: GroupID, _ sql: String) async throws -> Bool {
         guard let reader = readers.withLockedValue({ $0[group] }) else { throw RuntimeError.unknownGroup(group) }
         return try await readPool.runIfActive(eventLoop: applyLoop) { try reader.isReadOnly(sql) }.get()
+    }
+
+    /// Asks every replica of `group` for a digest at one entry, and then hands them the leader's
+    /// (this node must lead the group): each replica compares, and one that differs reports itself
+    /// diverged (`consistency(group:)`) and stops being ready. Returns the leader's digest.
+    public func checkConsistency(group: GroupID) async throws -> ContentDigest {
+        guard let record = consistencyRecords.withLockedValue({ $0[group] }) else { throw RuntimeError.unknownGroup(group) }
+        let first = try await executeIndexed(group: group, .checkConsistency(expected: record.takeUnannounced().map { .init(index: $0.index, hash: $0.hash) }))
+        // The digest is taken off the apply thread: wait for it (bounded), then announce it.
+        let deadline = ContinuousClock.now + .milliseconds(config.requestTimeoutMillis)
+        var digest = record.digest(at: first.index)
+        while digest == nil && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+            digest = record.digest(at: first.index)
+        }
+        guard let digest else { throw RuntimeError.timedOut("taking the digest at entry \(first.index)") }
+        _ = record.takeUnannounced()
+        _ = try await executeIndexed(group: group, .checkConsistency(expected: .init(index: digest.index, hash: digest.hash)))
+        return digest
+    }
+
+    /// How long the apply loop has been busy without a break (one entry, an install): while it is, no
+    /// write on this node is applied and no query waiting for one is answered.
+    public var applyLoopBusyMillis: Int64 {
+        Int64((DispatchTime.now().uptimeNanoseconds &- applyLoopSeen.withLockedValue { $0 }) / 1_000_000)
+    }
+
+    /// What this replica knows of its agreement with the leader of `group`.
+    public func consistency(group: GroupID) -> ConsistencyRecord.Summary? {
+        consistencyRecords.withLockedValue { $0[group] }?.current
+    }
+
+    /// Test only: makes this replica of `group` diverge by running `sql` outside the log.
+    public func divergeForTesting(group: GroupID, sql: String) async throws {
+        try await applyLoop.submit {
+            guard let machine = self.applyState.value.machines[group] else { throw RuntimeError.unknownGroup(group) }
+            try machine.divergeForTesting(sql)
+        }.get()
+    }
+
+    /// Leaders ask their groups for digests every `consistencyCheckMillis`.
+    private func scheduleConsistencyChecks() {
+        guard config.consistencyCheckMillis > 0 else { return }
+        let every = TimeAmount.milliseconds(config.consistencyCheckMillis)
+        raftLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
+            let side = self.raftState.value
+            guard !side.stopped else { return task.cancel() }
+            for (id, g) in side.groups where g.node.role == .leader {
+                Task {
+                    do {
+                        _ = try await self.checkConsistency(group: id)
+                    } catch {
+                        self.log("node \(self.config.nodeID) group \(id): consistency check failed to run: \(error)")
+                    }
+                }
+            }
+        }
     }
 
     /// Writes a consistent copy of this node's database of `group` to `destination` (off the apply loop).

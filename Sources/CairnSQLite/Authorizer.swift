@@ -119,6 +119,8 @@ enum Pragmas {
     static let stored: Set<String> = ["user_version", "application_id"]
     /// Fixed when the apply connection opens, the same on every node: a write may read them.
     static let fixed: Set<String> = ["foreign_keys", "recursive_triggers", "defer_foreign_keys", "encoding", "data_version"]
+    /// Fixed settings that are off on the apply connection.
+    static let offByDefault: Set<String> = ["foreign_keys", "recursive_triggers", "defer_foreign_keys"]
     /// Read forms a query may use (client libraries send several on connect). Their answers may depend on
     /// the node (its file layout, its build, its connection), so a write may not.
     static let readable: Set<String> = [
@@ -142,6 +144,8 @@ enum Pragmas {
         case .apply:
             if describing.contains(name) || stored.contains(name) { return nil }
             if setting {
+                // `PRAGMA foreign_keys=OFF` heads every sqlite3 dump: setting what is already so is no change.
+                if offByDefault.contains(name), let value = argument, ["0", "off", "false", "no"].contains(value.lowercased()) { return nil }
                 return fixed.contains(name)
                     ? "PRAGMA \(name) cannot be changed: the connection that applies writes is configured alike on every node"
                     : "PRAGMA \(name) is not allowed: it could change durability or make replicas diverge"

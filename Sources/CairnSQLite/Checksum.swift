@@ -45,19 +45,35 @@ struct FNV64 {
 extension ReadConnections {
     /// The digest of the database at the entry its read transaction sees.
     public func digest() throws -> ContentDigest {
-        try withInternalConnection { c in try c.digest() }
+        try withInternalConnection { c in
+            let index = try c.beginPinnedRead()
+            defer { try? c.exec("ROLLBACK") }
+            return try c.digestOfOpenRead(at: index)
+        }
     }
 }
 
 extension SQLiteConnection {
-    /// Reads every table in one read transaction (CairnDB's own access: no authorizer, no timeout).
-    func digest() throws -> ContentDigest {
+    /// Opens a read transaction and fixes its view (WAL readers see the database as of their first
+    /// read); returns the applied index it sees.
+    func beginPinnedRead() throws -> LogIndex {
         try exec("BEGIN")
-        defer { try? exec("ROLLBACK") }
         context.internalAccess = true
         defer { context.internalAccess = false }
         var index: LogIndex = 0
-        try each("SELECT value FROM _cairn_meta WHERE key = 'applied_index'") { s in index = LogIndex(sqlite3_column_int64(s, 0)) }
+        do {
+            try each("SELECT value FROM _cairn_meta WHERE key = 'applied_index'") { s in index = LogIndex(sqlite3_column_int64(s, 0)) }
+        } catch {
+            try? exec("ROLLBACK")
+            throw error
+        }
+        return index
+    }
+
+    /// Reads every table in the open read transaction (CairnDB's own access: no authorizer, no timeout).
+    func digestOfOpenRead(at index: LogIndex) throws -> ContentDigest {
+        context.internalAccess = true
+        defer { context.internalAccess = false }
         // Name order, not rowid order: a replica that installed a snapshot (VACUUM INTO) may have
         // its schema rows in another order.
         var objects: [(type: String, name: String, sql: String)] = []

@@ -53,6 +53,19 @@ public final class ReadConnections: @unchecked Sendable {
         try withConnection { $0.isReadOnly(sql) }
     }
 
+    /// A read transaction opened now, so that it sees exactly the entries applied so far, to be read
+    /// later on another thread (its connection comes back to the pool when it is done).
+    func pin() throws -> PinnedRead {
+        let (connection, born) = try checkOut()
+        do {
+            let index = try connection.beginPinnedRead()
+            return PinnedRead(index: index, connection: connection) { [self] c in checkIn(c, born) }
+        } catch {
+            checkIn(connection, born)
+            throw error
+        }
+    }
+
     /// A connection for CairnDB's own reads (digests).
     func withInternalConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
         try withConnection(body)

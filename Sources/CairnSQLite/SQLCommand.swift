@@ -37,6 +37,10 @@ public struct SQLCommand: Sendable, Equatable {
     /// Ends the database: this entry and every later one change nothing, and reads are refused. It
     /// goes through the database's own log, so it is ordered with the writes on every replica.
     public var dropsDatabase = false
+    /// Asks every replica for a digest of its database as of this entry (CockroachDB's consistency
+    /// checker is the model); it may carry the leader's digest at an earlier check, which every replica
+    /// compares with its own. Changes no data.
+    public var consistencyCheck: ConsistencyCheck?
 
     public init(statements: [SQLStatement], atomic: Bool = false, timestampMillis: Int64, randomSeed: UInt64) {
         self.statements = statements
@@ -58,11 +62,25 @@ public struct SQLCommand: Sendable, Equatable {
         return command
     }
 
+    /// The entry that asks every replica for a digest at its index (see `consistencyCheck`).
+    public static func checkConsistency(expected: ConsistencyCheck.Expected?) -> SQLCommand {
+        var command = SQLCommand(statements: [], timestampMillis: 0, randomSeed: 0)
+        command.consistencyCheck = ConsistencyCheck(expected: expected)
+        return command
+    }
+
     private static let version: UInt8 = 1
-    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2
+    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8
+    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag
 
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = [Self.version, (atomic ? Self.atomicFlag : 0) | (dropsDatabase ? Self.dropFlag : 0)]
+        var flags = (atomic ? Self.atomicFlag : 0) | (dropsDatabase ? Self.dropFlag : 0)
+        if let check = consistencyCheck { flags |= Self.checkFlag | (check.expected != nil ? Self.expectedFlag : 0) }
+        var out: [UInt8] = [Self.version, flags]
+        if let expected = consistencyCheck?.expected {
+            ByteCoding.append(expected.index, to: &out)
+            ByteCoding.append(expected.hash, to: &out)
+        }
         ByteCoding.append(UInt64(bitPattern: timestampMillis), to: &out)
         ByteCoding.append(randomSeed, to: &out)
         ByteCoding.append(UInt32(statements.count), to: &out)
@@ -80,8 +98,19 @@ public struct SQLCommand: Sendable, Equatable {
     }
 
     public init?(decoding bytes: [UInt8]) {
-        guard bytes.count >= 2, bytes[0] == Self.version, bytes[1] & ~(Self.atomicFlag | Self.dropFlag) == 0 else { return nil }
+        guard bytes.count >= 2, bytes[0] == Self.version, bytes[1] & ~Self.knownFlags == 0 else { return nil }
+        let flags = bytes[1]
         var c = 2
+        var check: ConsistencyCheck?
+        if flags & Self.checkFlag != 0 {
+            check = ConsistencyCheck(expected: nil)
+            if flags & Self.expectedFlag != 0 {
+                guard let index = ByteCoding.readUInt64(bytes, &c), let hash = ByteCoding.readUInt64(bytes, &c) else { return nil }
+                check!.expected = .init(index: index, hash: hash)
+            }
+        } else if flags & Self.expectedFlag != 0 {
+            return nil
+        }
         guard let ts = ByteCoding.readUInt64(bytes, &c), let seed = ByteCoding.readUInt64(bytes, &c),
               let n = ByteCoding.readUInt32(bytes, &c) else { return nil }
         var statements: [SQLStatement] = []
@@ -103,6 +132,7 @@ public struct SQLCommand: Sendable, Equatable {
         guard c == bytes.count else { return nil }
         self.init(statements: statements, atomic: bytes[1] & Self.atomicFlag != 0, timestampMillis: Int64(bitPattern: ts), randomSeed: seed)
         dropsDatabase = bytes[1] & Self.dropFlag != 0
+        consistencyCheck = check
     }
 
     private static func append(string: String, to out: inout [UInt8]) {
@@ -152,6 +182,21 @@ public struct SQLCommand: Sendable, Equatable {
         default: return nil
         }
     }
+}
+
+/// A request for every replica's digest (`SQLCommand.consistencyCheck`).
+public struct ConsistencyCheck: Sendable, Equatable {
+    /// The leader's digest at an earlier check.
+    public struct Expected: Sendable, Equatable {
+        public var index: LogIndex
+        public var hash: UInt64
+        public init(index: LogIndex, hash: UInt64) {
+            self.index = index
+            self.hash = hash
+        }
+    }
+
+    public var expected: Expected?
 }
 
 /// What one statement did: rows for a query, counts for a write, or the error that stopped it.

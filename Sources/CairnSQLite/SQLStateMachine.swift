@@ -16,6 +16,11 @@ public final class SQLStateMachine {
     public private(set) var droppedAt: LogIndex?
     /// The connections that serve queries (never this machine's own, which only applies entries).
     public let reads: ReadConnections
+    /// This replica's digests at consistency checks, and how they compare with the leader's.
+    public let consistency = ConsistencyRecord()
+    /// Computes the digest a consistency check asks for, off the apply thread (the runtime hands it to
+    /// a thread of its own); without one, the digest is computed at once.
+    public var digestScheduler: (@Sendable (PinnedRead) -> Void)?
 
     public init(path: String) throws {
         self.path = path
@@ -57,6 +62,33 @@ public final class SQLStateMachine {
         guard let first = batch.first, let last = batch.last else { return [] }
         precondition(first.index == appliedIndex + 1, "applying entry \(first.index) after \(appliedIndex)")
         precondition(last.index == first.index + LogIndex(batch.count - 1), "a batch of entries with a gap")
+        // A consistency check reads the database as of its own entry: what comes before it commits first.
+        var results: [[StatementResult]] = []
+        results.reserveCapacity(batch.count)
+        var start = 0
+        for (k, item) in batch.enumerated() {
+            guard case .command(let c) = item.change, c.consistencyCheck != nil else { continue }
+            results += try applyRun(Array(batch[start...k]))
+            start = k + 1
+            if droppedAt == nil { try takeDigest() }
+        }
+        if start < batch.count { results += try applyRun(Array(batch[start...])) }
+        return results
+    }
+
+    private func takeDigest() throws {
+        let pinned = try reads.pin()
+        precondition(pinned.index == appliedIndex, "a digest pinned at \(pinned.index), not at the check's entry \(appliedIndex)")
+        if let digestScheduler {
+            digestScheduler(pinned)
+        } else {
+            consistency.recordMine(try pinned.digest())
+        }
+    }
+
+    /// Applies a run of entries in one transaction, again from its start after a statement that rolled
+    /// the transaction back.
+    private func applyRun(_ batch: [(index: LogIndex, change: Change)]) throws -> [[StatementResult]] {
         // A statement whose conflict resolution is ROLLBACK (`INSERT OR ROLLBACK`, `RAISE(ROLLBACK)` in a
         // trigger) ends the whole transaction, savepoints and the other entries' work included. The
         // batch is then applied again from its start with that statement failing alone, as any other
@@ -64,14 +96,15 @@ public final class SQLStateMachine {
         // them take the same path.
         var rolledBack: [StatementPosition: StatementResult] = [:]
         // What DDL reports as carried over must not depend on an abandoned pass.
-        let carried = (connection.context.carriedChanges, connection.context.carriedInsertRowID)
+        let carried = (connection.context.carriedChanges, connection.context.carriedInsertRowID, connection.context.insertRowIDBeforeEntry)
         while true {
             do {
                 return try applyOnce(batch, rolledBack: rolledBack)
             } catch let e as TransactionRolledBack {
                 precondition(rolledBack[e.position] == nil, "a statement rolled the transaction back twice")
                 rolledBack[e.position] = e.result
-                (connection.context.carriedChanges, connection.context.carriedInsertRowID) = carried
+                (connection.context.carriedChanges, connection.context.carriedInsertRowID, connection.context.insertRowIDBeforeEntry) = carried
+                connection.resetInsertRowID()
             }
         }
     }
@@ -108,6 +141,9 @@ public final class SQLStateMachine {
                 case .command(let command):
                     if droppedAt != nil || newDroppedAt != nil {
                         all.append([])  // after the drop: nothing runs (the runtime refuses its writer)
+                    } else if let check = command.consistencyCheck {
+                        if let expected = check.expected { consistency.recordLeader(expected) }
+                        all.append([])
                     } else if command.dropsDatabase {
                         try connection.execPrepared("INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES ('dropped_at', ?1)", binding: Int64(index))
                         newDroppedAt = index
@@ -263,6 +299,12 @@ public final class SQLStateMachine {
     /// would write is refused.
     public func query(_ statement: SQLStatement, timeoutNanos: UInt64 = 0) -> StatementResult {
         reads.query([statement], timeoutNanos: timeoutNanos)[0]
+    }
+
+    /// Test only (reached through `--enable-fault-injection`): runs `sql` on this replica alone, outside
+    /// the log, to make it diverge on purpose.
+    public func divergeForTesting(_ sql: String) throws {
+        try connection.exec(sql)
     }
 
     /// Closes the database (before its files are deleted).

@@ -75,6 +75,9 @@ final class ConnectionContext {
     var entryStepsLeft: Int64 = SQLiteLimits.maxEntrySteps
     /// Where `total_changes()` counts from in the current entry.
     var entryTotalChangesBase: Int64 = 0
+    /// The rowid of the connection's last insert before the current entry, which SQLite's
+    /// `last_insert_rowid()` no longer shows (it starts each entry at 0) but DDL reports, as rqlite does.
+    var insertRowIDBeforeEntry: Int64 = 0
     /// A row was written with the largest rowid (see `SQLiteConnection.largestRowIDMessage`).
     var wroteLargestRowID = false
     /// A statement failed or was rolled back since the schema was last known loaded: SQLite may load
@@ -280,6 +283,7 @@ final class SQLiteConnection {
     /// Starts an entry on the apply connection: what its statements see of the connection's counters,
     /// and their step budget, depend on the entry alone.
     func beginEntry() throws {
+        if sqlite3_last_insert_rowid(db) != 0 { context.insertRowIDBeforeEntry = sqlite3_last_insert_rowid(db) }
         sqlite3_set_last_insert_rowid(db, 0)
         // SQLite's changes() is the count of the last INSERT, UPDATE or DELETE on the connection, which
         // DDL leaves as it was: a DELETE of nothing sets it to 0 (SQLite has no call for that).
@@ -299,6 +303,9 @@ final class SQLiteConnection {
         sqlite3_finalize(stmt)
         context.schemaMayBeStale = false
     }
+
+    /// Before a batch is applied again from its start: what its first pass inserted is not "before" it.
+    func resetInsertRowID() { sqlite3_set_last_insert_rowid(db, 0) }
 
     /// Runs CairnDB's own SQL (no parameters, no rows), bypassing the authorizer.
     func exec(_ sql: String) throws {
@@ -485,7 +492,8 @@ final class SQLiteConnection {
         result.rows = rows
         if context.modifiesRows {
             context.carriedChanges = sqlite3_changes64(db)
-            context.carriedInsertRowID = sqlite3_last_insert_rowid(db)
+            let rowID = sqlite3_last_insert_rowid(db)
+            context.carriedInsertRowID = rowID != 0 ? rowID : context.insertRowIDBeforeEntry
         }
         if sqlite3_stmt_readonly(s) == 0 {
             result.rowsAffected = context.carriedChanges

@@ -64,6 +64,17 @@ final class API: Sendable {
             let db = try context.parameters.require("db")
             return await self.respond(request, .read, database: db) { who in try await self.mixed(request, db: db, who) }
         }
+        router.post("/v1/db/:db/check") { request, context in
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .admin, database: db) { who in
+                self.audit.record(who, request, action: "check consistency", database: db)
+                return try await self.route(request, db: db, body: [], isWrite: true) { group in
+                    let d = try await self.runtime.checkConsistency(group: group)
+                    return Self.json(200, .object([("index", .int(d.index)), ("digest", .string(d.description)), ("rows", .int(d.rows)),
+                                                   ("bytes", .int(d.bytes)), ("node", .int(self.cluster.nodeID))]))
+                }
+            }
+        }
         router.get("/v1/db/:db/backup") { request, context in
             let db = try context.parameters.require("db")
             return await self.respond(request, .backup, database: db) { _ in
@@ -134,6 +145,19 @@ final class API: Sendable {
         addConsole(to: router)
         addRqliteRoutes(to: router)
         if options.enableFaultInjection {
+            router.put("/v1/debug/diverge") { request, _ in
+                await self.respond(request, .all) { who in
+                    self.audit.record(who, request, action: "make a replica diverge (test)", database: nil)
+                    let json = try self.parse(try await self.body(of: request))
+                    guard case .string(let db)? = json["database"], case .string(let sql)? = json["sql"] else {
+                        throw HTTPFailure.badRequest("send {\"database\": ..., \"sql\": ...}")
+                    }
+                    guard let group = self.cluster.catalog.databases[db]?.group else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+                    try await self.runtime.divergeForTesting(group: group, sql: sql)
+                    self.log("node \(self.cluster.nodeID): made its copy of \(db) diverge on purpose (fault injection)")
+                    return Self.json(200, .object([("diverged", .bool(true))]))
+                }
+            }
             router.put("/v1/debug/faults") { request, _ in
                 await self.respond(request, .all) { who in
                     self.audit.record(who, request, action: "set transport faults", database: nil)
@@ -406,7 +430,19 @@ final class API: Sendable {
         return .object([("group", .int(id)), ("role", .string("\(s.role)")), ("term", .int(s.term)), ("leader", .int(s.leader)),
                         ("commit", .int(s.commit)), ("applied", .int(s.applied)), ("first_index", .int(s.firstIndex)),
                         ("last_index", .int(s.lastIndex)), ("voters", .array(s.config.voters.sorted().map { .int($0) })),
-                        ("learners", .array(s.config.learners.sorted().map { .int($0) }))])
+                        ("learners", .array(s.config.learners.sorted().map { .int($0) })),
+                        ("consistency", Self.consistencyJSON(runtime.consistency(group: id)))])
+    }
+
+    static func consistencyJSON(_ c: ConsistencyRecord.Summary?) -> JSON {
+        guard let c else { return .null }
+        return .object([
+            ("checks", .int(c.checks)),
+            ("digest_index", c.latest.map { .int($0.index) } ?? .null), ("digest", c.latest.map { .string($0.description) } ?? .null),
+            ("verified_index", c.verifiedIndex.map { .int($0) } ?? .null),
+            ("mismatch", c.mismatch.map { m in .object([("index", .int(m.index)), ("mine", .string(String(m.mine, radix: 16))),
+                                                         ("leader", .string(String(m.leader, radix: 16)))]) } ?? .null),
+        ])
     }
 
     private func status() async throws -> JSON {
@@ -447,24 +483,76 @@ final class API: Sendable {
         return .object([("node", .int(cluster.nodeID)), ("nodes", .array(nodes)), ("groups", .array(dbs))])
     }
 
-    /// Ready when this node has the catalog and every group it holds has a leader and a membership that includes it.
     private func ready() async throws -> Response {
         guard !cluster.isRemoved else { return Self.json(503, .object([("error", .string("this node was removed from the cluster"))])) }
-        let catalog = cluster.catalog
-        var problems: [String] = []
-        if let why = runtime.failure { problems.append("this node stopped after a storage failure: \(why)") }
-        if !catalog.exists || catalog.databases[defaultDatabase] == nil { problems.append("the catalog is not loaded yet") }
-        for g in try await runtime.groupIDs() {
-            let s = try await runtime.status(group: g)
-            if s.leader == noNode { problems.append("group \(g) has no leader") }
-            if !s.config.isMember(cluster.nodeID) { problems.append("group \(g) has not added this node yet") }
-        }
-        if let db = catalog.databases[defaultDatabase], db.replicas.contains(cluster.nodeID),
-           !(try await runtime.groupIDs()).contains(db.group) {
-            problems.append("group \(db.group) is not created here yet")
-        }
+        let problems = await readinessProblems()
         if problems.isEmpty { return Self.json(200, .object([("ready", .bool(true)), ("node", .int(cluster.nodeID))])) }
         return Self.json(503, .object([("ready", .bool(false)), ("error", .string(problems.joined(separator: "; ")))]))
+    }
+
+    /// The longest the apply loop may stay busy before the node says it is not ready.
+    static let applyStallMillis: Int64 = 2_000
+
+    /// Why this node cannot serve at once (empty: it can). Ready means the next write to the default
+    /// database through this node succeeds: the catalog is committed here, every group held here has a
+    /// leader and includes this node, the default database's group and the catalog's answer a
+    /// linearizable read (so their leaders have committed in their terms), the apply loop is not
+    /// stalled, and no replica here has diverged from its leader.
+    func readinessProblems() async -> [String] {
+        var problems: [String] = []
+        if cluster.isRemoved { problems.append("this node was removed from the cluster") }
+        if let why = runtime.failure { problems.append("this node stopped after a storage failure: \(why)") }
+        let busy = runtime.applyLoopBusyMillis
+        if busy > Self.applyStallMillis { problems.append("the apply thread has been busy for \(busy) ms") }
+        let catalog: Catalog
+        do {
+            catalog = try await Self.within(milliseconds: 1_000) { try await self.cluster.refreshCatalog() }
+        } catch {
+            return problems + ["the catalog cannot be read linearizably yet (\(error))"]
+        }
+        guard catalog.exists, let db = catalog.databases[defaultDatabase] else { return problems + ["the catalog is not loaded yet"] }
+        let hosted = (try? await runtime.groupIDs()) ?? []
+        for g in hosted {
+            guard let s = try? await runtime.status(group: g) else { continue }
+            if s.leader == noNode { problems.append("group \(g) has no leader") }
+            if !s.config.isMember(cluster.nodeID) { problems.append("group \(g) has not added this node yet") }
+            if let m = runtime.consistency(group: g)?.mismatch {
+                problems.append("group \(g) diverged from its leader at entry \(m.index) (consistency check)")
+            }
+        }
+        if db.replicas.contains(cluster.nodeID) {
+            if !hosted.contains(db.group) {
+                problems.append("group \(db.group) is not created here yet")
+            } else if problems.isEmpty {
+                do {
+                    _ = try await Self.within(milliseconds: 1_000) {
+                        try await self.runtime.query(group: db.group, [], consistency: .linearizable)
+                    }
+                } catch {
+                    problems.append("the default database cannot serve a linearizable read yet (\(error))")
+                }
+            }
+        }
+        return problems
+    }
+
+    struct Deadline: Error, CustomStringConvertible {
+        let millis: Int
+        var description: String { "no answer within \(millis) ms" }
+    }
+
+    /// `body`'s result, or `Deadline` after `milliseconds`.
+    static func within<T: Sendable>(milliseconds: Int, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(milliseconds))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw Deadline(millis: milliseconds) }
+            return value
+        }
     }
 
     private func setFaults(_ request: Request) async throws -> JSON {

@@ -30,8 +30,13 @@ final class MetricsExporter: Sendable {
             Gauge(label: "cairn_raft_commit_index", dimensions: d).record(Double(s.commit))
             Gauge(label: "cairn_raft_applied_index", dimensions: d).record(Double(s.applied))
             Gauge(label: "cairn_raft_is_leader", dimensions: d).record(s.role == .leader ? 1 : 0)
+            if let c = runtime.consistency(group: g) {
+                Gauge(label: "cairn_consistency_checks", dimensions: d).record(Double(c.checks))
+                Gauge(label: "cairn_consistency_mismatch", dimensions: d).record(c.mismatch == nil ? 0 : 1)
+            }
         }
         Gauge(label: "cairn_wal_syncs").record(Double(runtime.syncCount))
+        Gauge(label: "cairn_apply_loop_busy_seconds").record(Double(runtime.applyLoopBusyMillis) / 1000)
         var out: [UInt8] = []
         registry.emit(into: &out)
         return out

@@ -291,6 +291,9 @@ extension API {
         if p.has("noleader") { return Self.text(200, "[+]node ok") }
         let leader = await defaultLeader()
         guard leader != noNode, runtime.failure == nil else { return Self.text(503, "[+]node ok\n[+]leader does not exist") }
+        // rqlite's lines, on CairnDB's readiness: a 200 means the next write through this node succeeds.
+        let problems = await readinessProblems()
+        guard problems.isEmpty else { return Self.text(503, "[+]node ok\n[+]leader ok\n[-]store not ready: " + problems.joined(separator: "; ")) }
         var lines = ["[+]node ok", "[+]leader ok", "[+]store ok"]
         if p.has("sync"), let group = cluster.catalog.databases[defaultDatabase]?.group {
             do {

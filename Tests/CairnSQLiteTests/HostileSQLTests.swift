@@ -204,3 +204,37 @@ struct HostileSQLTests {
         #expect(sm.query(SQLStatement("SELECT 1\u{0}")).error?.contains("NUL character") == true)
     }
 }
+
+@Suite("SQLite state machine: consistency checks")
+struct ConsistencyCheckTests {
+    private func entry(_ sql: String) -> SQLCommand {
+        SQLCommand(statements: [SQLStatement(sql)], timestampMillis: 1, randomSeed: 1)
+    }
+
+    @Test("a check entry takes each replica's digest at its index; the leader's digest, carried by the next check, verifies or flags each replica")
+    func checks() throws {
+        let tmp = TempDB()
+        let replicas = try (0..<3).map { try SQLStateMachine(path: tmp.path("r\($0).sqlite")) }
+        for r in replicas {
+            _ = try r.apply(batch: [(1, .command(entry("CREATE TABLE t(a)"))), (2, .command(entry("INSERT INTO t VALUES (1)"))),
+                                    (3, .command(.checkConsistency(expected: nil))), (4, .command(entry("INSERT INTO t VALUES (2)")))])
+        }
+        let leaderDigest = try #require(replicas[0].consistency.digest(at: 3))
+        #expect(leaderDigest.rows == 1, "the digest is of entry 3, not of the batch's end")
+        #expect(replicas.allSatisfy { $0.consistency.digest(at: 3) == leaderDigest })
+        // One replica diverges on purpose; the next round of checks finds it, and only it.
+        try replicas[2].divergeForTesting("UPDATE t SET a = 99 WHERE a = 2")
+        for r in replicas {
+            _ = try r.apply(batch: [(5, .command(.checkConsistency(expected: .init(index: 3, hash: leaderDigest.hash))))])
+        }
+        let second = try #require(replicas[0].consistency.digest(at: 5))
+        for r in replicas {
+            _ = try r.apply(batch: [(6, .command(.checkConsistency(expected: .init(index: 5, hash: second.hash))))])
+        }
+        #expect(replicas[0].consistency.current.verifiedIndex == 5 && replicas[0].consistency.current.mismatch == nil)
+        #expect(replicas[1].consistency.current.verifiedIndex == 5 && replicas[1].consistency.current.mismatch == nil)
+        let m = try #require(replicas[2].consistency.current.mismatch)
+        #expect(m.index == 5 && m.leader == second.hash && m.mine != second.hash)
+        #expect(replicas[2].consistency.current.verifiedIndex == 3)
+    }
+}

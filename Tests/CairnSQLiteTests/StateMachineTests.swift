@@ -310,8 +310,13 @@ struct StateMachineTests {
         #expect(SQLCommand(decoding: SQLCommand.dropDatabase().encoded())?.dropsDatabase == true)
         #expect(SQLCommand(decoding: cmd.encoded())?.dropsDatabase == false)
         var flags = cmd.encoded()
-        flags[1] = 4
+        flags[1] = 16
         #expect(SQLCommand(decoding: flags) == nil, "an unknown flag is refused")
+        flags[1] = 8
+        #expect(SQLCommand(decoding: flags) == nil, "an expected digest without a check is refused")
+        let check = SQLCommand.checkConsistency(expected: .init(index: 41, hash: 0xdead_beef))
+        #expect(SQLCommand(decoding: check.encoded()) == check)
+        #expect(SQLCommand(decoding: SQLCommand.checkConsistency(expected: nil).encoded())?.consistencyCheck == ConsistencyCheck(expected: nil))
         #expect(SQLCommand(decoding: [1, 2, 3]) == nil)
         #expect(SQLCommand(decoding: Array(cmd.encoded().dropLast())) == nil)
     }
