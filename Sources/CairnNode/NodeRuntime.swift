@@ -370,14 +370,14 @@ public final class NodeRuntime: Sendable {
             self.readers.withLockedValue { $0[id] = machine.reads }
             self.consistencyRecords.withLockedValue { $0[id] = machine.consistency }
             let record = machine.consistency, log = self.log, node = self.config.nodeID
+            record.onMismatch = { m in
+                log("node \(node) group \(id): DIVERGED: this replica's digest at entry \(m.index) is \(String(m.mine, radix: 16)), the leader's \(String(m.leader, radix: 16)); this node is not ready until it is replaced")
+            }
             machine.digestScheduler = { [snapshotPool = self.snapshotPool] pinned in
                 snapshotPool.submit { state in
                     guard case .active = state else { return }
                     do {
                         record.recordMine(try pinned.digest())
-                        if let m = record.current.mismatch, m.index == pinned.index {
-                            log("node \(node) group \(id): DIVERGED: this replica's digest at entry \(m.index) is \(String(m.mine, radix: 16)), the leader's \(String(m.leader, radix: 16)); this node is not ready")
-                        }
                     } catch {
                         log("node \(node) group \(id): cannot take the digest at entry \(pinned.index): \(error)")
                     }

@@ -30,6 +30,13 @@ public final class ConsistencyRecord: @unchecked Sendable {
     /// Digests kept for comparison; a check's second entry follows its first within seconds.
     static let kept = 16
 
+    /// Told once, when the first mismatch is found (the runtime logs it).
+    public var onMismatch: (@Sendable (Mismatch) -> Void)? {
+        get { lock.lock(); defer { lock.unlock() }; return mismatchHandler }
+        set { lock.lock(); mismatchHandler = newValue; lock.unlock() }
+    }
+    private var mismatchHandler: (@Sendable (Mismatch) -> Void)?
+
     public init() {}
 
     public var current: Summary {
@@ -41,21 +48,25 @@ public final class ConsistencyRecord: @unchecked Sendable {
     /// This replica's digest at a check entry.
     public func recordMine(_ digest: ContentDigest) {
         lock.lock()
-        defer { lock.unlock() }
         mine[digest.index] = digest
         summary.checks += 1
         if digest.index > (summary.latest?.index ?? 0) { summary.latest = digest }
-        compare(digest.index)
+        let found = compare(digest.index)
         Self.trim(&mine)
+        let handler = mismatchHandler
+        lock.unlock()
+        if let found { handler?(found) }
     }
 
     /// The leader's digest at an earlier check, carried by a later check entry.
     func recordLeader(_ expected: ConsistencyCheck.Expected) {
         lock.lock()
-        defer { lock.unlock() }
         leader[expected.index] = expected.hash
-        compare(expected.index)
+        let found = compare(expected.index)
         Self.trim(&leader)
+        let handler = mismatchHandler
+        lock.unlock()
+        if let found { handler?(found) }
     }
 
     /// On the leader: its newest digest not yet sent to the replicas, marked as sent.
@@ -74,13 +85,16 @@ public final class ConsistencyRecord: @unchecked Sendable {
         return mine[index]
     }
 
-    private func compare(_ index: LogIndex) {
-        guard let m = mine[index], let l = leader[index] else { return }
+    /// Compares the two digests at `index` if both are in; returns a mismatch found for the first time.
+    private func compare(_ index: LogIndex) -> Mismatch? {
+        guard let m = mine[index], let l = leader[index] else { return nil }
         if m.hash == l {
             summary.verifiedIndex = max(summary.verifiedIndex ?? 0, index)
         } else if summary.mismatch == nil {
             summary.mismatch = Mismatch(index: index, mine: m.hash, leader: l)
+            return summary.mismatch
         }
+        return nil
     }
 
     private static func trim<V>(_ map: inout [LogIndex: V]) {
