@@ -109,7 +109,7 @@ let package = Package(
         // Helpers several test targets share: free ports, child programs, test certificates.
         .target(name: "CairnTestSupport", path: "Tests/Support", exclude: ["make-test-certs.sh"], swiftSettings: strict),
         .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite", "CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite", "CairnRaft", "CSQLite3"], swiftSettings: strict),
         .testTarget(
             name: "CairnTransportTests",
             dependencies: ["CairnTransport", "CairnRaft", "CairnTestSupport", .product(name: "NIOPosix", package: "swift-nio"),

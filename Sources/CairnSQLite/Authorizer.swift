@@ -73,12 +73,15 @@ enum Authorizer {
         }
     }
 
-    static let reservedMessage = "tables named _cairn* are reserved for CairnDB"
+    static let reservedMessage = "tables named _cairn* and sqlite_cairn* are reserved for CairnDB"
     static let tempMessage = "TEMP tables, views, indexes and triggers are not allowed: they would exist on one node only, and vanish on restart"
 
     static func isReserved(_ name: String?) -> Bool {
         guard let name else { return false }
-        return name.lowercased().hasPrefix("_cairn")
+        let lower = name.lowercased()
+        // A load's staging tables are the loading user's data on its way in, not CairnDB's.
+        if lower.hasPrefix(DatabaseLoader.stagingPrefix) { return false }
+        return lower.hasPrefix("_cairn") || lower.hasPrefix(Bookkeeping.table)
     }
 
     /// Eponymous virtual tables that show the node's file layout or its connection's statements.

@@ -62,7 +62,7 @@ extension SQLiteConnection {
         defer { context.internalAccess = false }
         var index: LogIndex = 0
         do {
-            try each("SELECT value FROM _cairn_meta WHERE key = 'applied_index'") { s in index = LogIndex(sqlite3_column_int64(s, 0)) }
+            try each("SELECT value FROM \(Bookkeeping.table) WHERE key = 'applied_index'") { s in index = LogIndex(sqlite3_column_int64(s, 0)) }
         } catch {
             try? exec("ROLLBACK")
             throw error
@@ -77,7 +77,7 @@ extension SQLiteConnection {
         // Name order, not rowid order: a replica that installed a snapshot (VACUUM INTO) may have
         // its schema rows in another order.
         var objects: [(type: String, name: String, sql: String)] = []
-        try each("SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE name NOT LIKE '\\_cairn%' ESCAPE '\\' ORDER BY type, name") { s in
+        try each("SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE tbl_name <> '\(Bookkeeping.table)' ORDER BY type, name") { s in
             objects.append((Self.text(s, 0), Self.text(s, 1), Self.text(s, 2)))
         }
         var withoutRowID = Set<String>()

@@ -41,6 +41,10 @@ public struct SQLCommand: Sendable, Equatable {
     /// checker is the model); it may carry the leader's digest at an earlier check, which every replica
     /// compares with its own. Changes no data.
     public var consistencyCheck: ConsistencyCheck?
+    /// Set on the entry that ends a load (`DatabaseLoader`): before its statements run, every table,
+    /// view and trigger the database holds is dropped, except the load's staging tables (named with
+    /// this prefix), which its statements then rename into place. Built only by CairnDB itself.
+    public var replacesDatabaseKeeping: String?
 
     public init(statements: [SQLStatement], atomic: Bool = false, timestampMillis: Int64, randomSeed: UInt64) {
         self.statements = statements
@@ -70,13 +74,15 @@ public struct SQLCommand: Sendable, Equatable {
     }
 
     private static let version: UInt8 = 1
-    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8
-    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag
+    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16
+    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag | replaceFlag
 
     public func encoded() -> [UInt8] {
         var flags = (atomic ? Self.atomicFlag : 0) | (dropsDatabase ? Self.dropFlag : 0)
         if let check = consistencyCheck { flags |= Self.checkFlag | (check.expected != nil ? Self.expectedFlag : 0) }
+        if replacesDatabaseKeeping != nil { flags |= Self.replaceFlag }
         var out: [UInt8] = [Self.version, flags]
+        if let keep = replacesDatabaseKeeping { Self.append(string: keep, to: &out) }
         if let expected = consistencyCheck?.expected {
             ByteCoding.append(expected.index, to: &out)
             ByteCoding.append(expected.hash, to: &out)
@@ -101,6 +107,11 @@ public struct SQLCommand: Sendable, Equatable {
         guard bytes.count >= 2, bytes[0] == Self.version, bytes[1] & ~Self.knownFlags == 0 else { return nil }
         let flags = bytes[1]
         var c = 2
+        var keep: String?
+        if flags & Self.replaceFlag != 0 {
+            guard let k = Self.readString(bytes, &c) else { return nil }
+            keep = k
+        }
         var check: ConsistencyCheck?
         if flags & Self.checkFlag != 0 {
             check = ConsistencyCheck(expected: nil)
@@ -133,6 +144,7 @@ public struct SQLCommand: Sendable, Equatable {
         self.init(statements: statements, atomic: bytes[1] & Self.atomicFlag != 0, timestampMillis: Int64(bitPattern: ts), randomSeed: seed)
         dropsDatabase = bytes[1] & Self.dropFlag != 0
         consistencyCheck = check
+        replacesDatabaseKeeping = keep
     }
 
     private static func append(string: String, to out: inout [UInt8]) {

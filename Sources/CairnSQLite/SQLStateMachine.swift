@@ -31,8 +31,7 @@ public final class SQLStateMachine {
 
     /// Creates the bookkeeping table if needed and reads the applied index and membership from it.
     private func loadMeta() throws {
-        try connection.exec("CREATE TABLE IF NOT EXISTS _cairn_meta(key TEXT PRIMARY KEY, value)")
-        try connection.exec("INSERT OR IGNORE INTO _cairn_meta(key, value) VALUES ('applied_index', 0)")
+        try connection.exec("INSERT OR IGNORE INTO \(Bookkeeping.table)(key, value) VALUES ('applied_index', 0)")
         (appliedIndex, confState, droppedAt) = try Self.readAllMeta(ofFile: path)
         reads.publish(applied: appliedIndex, dropped: droppedAt)
     }
@@ -134,7 +133,7 @@ public final class SQLStateMachine {
                 case .empty(let conf):
                     if let c = conf {
                         let hex = c.encoded().map { String(format: "%02x", $0) }.joined()
-                        try connection.exec("INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES ('conf_state', X'\(hex)')")
+                        try connection.exec("INSERT OR REPLACE INTO \(Bookkeeping.table)(key, value) VALUES ('conf_state', X'\(hex)')")
                         newConf = c
                     }
                     all.append([])
@@ -145,7 +144,7 @@ public final class SQLStateMachine {
                         if let expected = check.expected { consistency.recordLeader(expected) }
                         all.append([])
                     } else if command.dropsDatabase {
-                        try connection.execPrepared("INSERT OR REPLACE INTO _cairn_meta(key, value) VALUES ('dropped_at', ?1)", binding: Int64(index))
+                        try connection.execPrepared("INSERT OR REPLACE INTO \(Bookkeeping.table)(key, value) VALUES ('dropped_at', ?1)", binding: Int64(index))
                         newDroppedAt = index
                         all.append([])
                     } else {
@@ -153,7 +152,7 @@ public final class SQLStateMachine {
                     }
                 }
             }
-            try connection.execPrepared("UPDATE _cairn_meta SET value = ?1 WHERE key = 'applied_index'", binding: Int64(batch.last!.index))
+            try connection.execPrepared("UPDATE \(Bookkeeping.table) SET value = ?1 WHERE key = 'applied_index'", binding: Int64(batch.last!.index))
             try connection.execPrepared("COMMIT")
         } catch {
             if !connection.isAutocommit { try? connection.exec("ROLLBACK") }
@@ -174,8 +173,26 @@ public final class SQLStateMachine {
             connection.context.random = nil
         }
         try connection.beginEntry()
-        let atomic = command.atomic
+        let atomic = command.atomic || command.replacesDatabaseKeeping != nil
         if atomic { try connection.execPrepared("SAVEPOINT cairn_entry") }
+        if let keep = command.replacesDatabaseKeeping {
+            // CairnDB's own entry, from a file it checked: it swaps a whole database in, indexes built
+            // included, so no per-statement budget applies (it is deterministic all the same).
+            connection.unbudgeted = true
+            defer { connection.unbudgeted = false }
+            try connection.dropUserObjects(keeping: keep)
+            var results: [StatementResult] = []
+            for statement in command.statements {
+                let r = connection.run(statement)
+                results.append(r)
+                if r.error != nil {
+                    try connection.execPrepared("ROLLBACK TO cairn_entry")
+                    break
+                }
+            }
+            try connection.execPrepared("RELEASE cairn_entry")
+            return results
+        }
         var results: [StatementResult] = []
         results.reserveCapacity(command.statements.count)
         for (k, statement) in command.statements.enumerated() {
@@ -235,7 +252,9 @@ public final class SQLStateMachine {
 
     /// `readMeta`, and the index of the entry that dropped the database, if one did.
     private static func readAllMeta(ofFile file: String) throws -> (index: LogIndex, conf: ConfState?, droppedAt: LogIndex?) {
-        try withReadOnly(file, "SELECT key, value FROM _cairn_meta") { _, stmt in
+        // A snapshot from a node of an earlier version keeps the bookkeeping under its old name.
+        let table = (try? withReadOnly(file, "SELECT 1 FROM \(Bookkeeping.table) LIMIT 0") { _, _ in Bookkeeping.table }) ?? Bookkeeping.legacyTable
+        return try withReadOnly(file, "SELECT key, value FROM \(table)") { _, stmt in
             var applied: LogIndex?
             var conf: ConfState?
             var dropped: LogIndex?
@@ -326,7 +345,9 @@ public final class SQLStateMachine {
             throw SQLiteError(message: "cannot open the backup \(destination)")
         }
         defer { sqlite3_close(db) }
-        guard sqlite3_exec(db, "DROP TABLE IF EXISTS _cairn_meta; VACUUM", nil, nil, nil) == SQLITE_OK else {
+        // SQLite refuses to drop a table in its reserved namespace; the schema row goes, then VACUUM drops its pages.
+        let strip = "DROP TABLE IF EXISTS \(Bookkeeping.legacyTable); PRAGMA writable_schema=ON; DELETE FROM sqlite_master WHERE tbl_name = '\(Bookkeeping.table)'; PRAGMA writable_schema=OFF; VACUUM"
+        guard sqlite3_exec(db, strip, nil, nil, nil) == SQLITE_OK else {
             throw SQLiteError(message: "cannot prepare the backup: \(String(cString: sqlite3_errmsg(db)))")
         }
     }

@@ -153,16 +153,20 @@ final class SQLiteConnection {
             throw SQLiteError(message: "cannot open \(path): \(msg)")
         }
         sqlite3_extended_result_codes(db, 1)
+        if role == .apply {
+            // Durability comes from the Raft log: SQLite may lose its last transactions on power loss (WAL
+            // with synchronous=NORMAL stays consistent), and those entries are applied again from the log.
+            try exec("PRAGMA journal_mode=WAL")
+            try exec("PRAGMA synchronous=NORMAL")
+            // Before defensive mode, which forbids writing the schema.
+            try Bookkeeping.create(on: self)
+        }
         for (option, value) in Self.fixedConfig { _ = cairn_db_config_set(db, option, value) }
         // A read connection that closes last must not checkpoint or delete the WAL: when a snapshot
         // replaces the file, a reader still open on the old one would otherwise delete the new one's WAL.
         _ = cairn_db_config_set(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, role == .read ? 1 : 0)
         for (limit, value) in SQLiteLimits.connectionLimits { sqlite3_limit(db, limit, value) }
         if role == .apply {
-            // Durability comes from the Raft log: SQLite may lose its last transactions on power loss (WAL
-            // with synchronous=NORMAL stays consistent), and those entries are applied again from the log.
-            try exec("PRAGMA journal_mode=WAL")
-            try exec("PRAGMA synchronous=NORMAL")
             installApplyFunctions()
             sqlite3_update_hook(db, { ctx, _, _, _, rowid in
                 if rowid == Int64.max { Unmanaged<ConnectionContext>.fromOpaque(ctx!).takeUnretainedValue().wroteLargestRowID = true }
@@ -287,7 +291,7 @@ final class SQLiteConnection {
         sqlite3_set_last_insert_rowid(db, 0)
         // SQLite's changes() is the count of the last INSERT, UPDATE or DELETE on the connection, which
         // DDL leaves as it was: a DELETE of nothing sets it to 0 (SQLite has no call for that).
-        try execPrepared("DELETE FROM _cairn_meta WHERE 0")
+        try execPrepared("DELETE FROM \(Bookkeeping.table) WHERE 0")
         context.entryTotalChangesBase = sqlite3_total_changes64(db)
         context.entryStepsLeft = SQLiteLimits.maxEntrySteps
     }
@@ -302,6 +306,46 @@ final class SQLiteConnection {
         sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 0", -1, &stmt, nil)
         sqlite3_finalize(stmt)
         context.schemaMayBeStale = false
+    }
+
+    /// Whether the database has a table named `name` (CairnDB's own read).
+    func tableExists(_ name: String) throws -> Bool {
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", -1, &stmt, nil) == SQLITE_OK else {
+            throw SQLiteError(message: String(cString: sqlite3_errmsg(db)))
+        }
+        defer { sqlite3_finalize(stmt) }
+        sqlite3_bind_text(stmt, 1, name, -1, transientDestructor)
+        return sqlite3_step(stmt) == SQLITE_ROW
+    }
+
+    /// Set while CairnDB's own load entry runs (see `SQLCommand.replacesDatabaseKeeping`).
+    var unbudgeted = false
+
+    /// Drops every table, view and trigger of the database except CairnDB's own and those named with
+    /// `prefix` (CairnDB's own access, for the entry that ends a load).
+    func dropUserObjects(keeping prefix: String) throws {
+        var objects: [(type: String, name: String, virtual: Bool)] = []
+        context.internalAccess = true
+        var stmt: OpaquePointer?
+        let sql = "SELECT type, name, coalesce(sql, '') LIKE 'CREATE VIRTUAL%' FROM sqlite_master WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else {
+            context.internalAccess = false
+            throw SQLiteError(message: String(cString: sqlite3_errmsg(db)))
+        }
+        while sqlite3_step(stmt) == SQLITE_ROW {
+            let name = String(cString: sqlite3_column_text(stmt, 1))
+            guard !name.lowercased().hasPrefix(prefix.lowercased()) else { continue }
+            objects.append((String(cString: sqlite3_column_text(stmt, 0)), name, sqlite3_column_int(stmt, 2) != 0))
+        }
+        sqlite3_finalize(stmt)
+        context.internalAccess = false
+        // Views and triggers first, then virtual tables (which take their shadow tables along), then the rest.
+        let order: ((type: String, name: String, virtual: Bool)) -> Int = { $0.type != "table" ? 0 : ($0.virtual ? 1 : 2) }
+        for o in objects.sorted(by: { order($0) < order($1) }) {
+            let quoted = "\"" + o.name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+            try exec("DROP \(o.type.uppercased()) IF EXISTS \(quoted)")
+        }
     }
 
     /// Before a batch is applied again from its start: what its first pass inserted is not "before" it.
@@ -438,7 +482,7 @@ final class SQLiteConnection {
             return false
         }
         let budgeted = role == .apply
-        let limit = min(SQLiteLimits.maxStatementSteps, context.entryStepsLeft)
+        let limit = unbudgeted ? Int64.max : min(SQLiteLimits.maxStatementSteps, context.entryStepsLeft)
         if budgeted {
             if context.schemaMayBeStale { loadSchema() }
             context.wroteLargestRowID = false

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import CairnRaft
+import CSQLite3
 @testable import CairnSQLite
 
 private func command(_ sql: String..., atomic: Bool = false, seed: UInt64 = 7) -> SQLCommand {
@@ -11,13 +12,54 @@ private func command(_ sql: String..., atomic: Bool = false, seed: UInt64 = 7) -
 /// per-statement error or a result that depends on the log alone, and the replica keeps applying.
 @Suite("SQLite state machine: hostile SQL")
 struct HostileSQLTests {
+    @Test("the authorizer reads each action's table from the argument SQLite puts it in",
+          arguments: [
+            // (action, arg1, arg2, database, role, refused?)
+            (SQLITE_ALTER_TABLE, "main", "_cairn_x", "main", ConnectionRole.apply, true),
+            (SQLITE_ALTER_TABLE, "main", "t", "main", .apply, false),
+            (SQLITE_CREATE_TRIGGER, "tr", "_cairn_x", "main", .apply, true),
+            (SQLITE_CREATE_TRIGGER, "tr", "t", "main", .apply, false),
+            (SQLITE_DROP_TRIGGER, "tr", "sqlite_cairn_meta", "main", .apply, true),
+            (SQLITE_CREATE_INDEX, "i", "_cairn_x", "main", .apply, true),
+            (SQLITE_CREATE_INDEX, "_cairn_i", "t", "main", .apply, true),
+            (SQLITE_DROP_INDEX, "i", "t", "main", .apply, false),
+            (SQLITE_READ, "sqlite_cairn_meta", "value", "main", .read, true),
+            (SQLITE_READ, "t", "a", "temp", .apply, true),
+            (SQLITE_READ, "t", "a", "temp", .read, false),
+            (SQLITE_READ, "dbstat", "name", "main", .apply, true),
+            (SQLITE_READ, "dbstat", "name", "main", .read, false),
+            (SQLITE_CREATE_VTABLE, "v", "fts5", "main", .apply, false),
+            (SQLITE_CREATE_VTABLE, "v", "dbstat", "main", .apply, true),
+            (SQLITE_CREATE_TEMP_VIEW, "v", nil, "temp", .read, true),
+            (SQLITE_FUNCTION, nil, "sqlite_version", nil, .apply, true),
+            (SQLITE_FUNCTION, nil, "sqlite_version", nil, .read, false),
+            (SQLITE_FUNCTION, nil, "fts3_tokenizer", nil, .read, true),
+            (SQLITE_PRAGMA, "foreign_keys", "OFF", nil, .apply, false),
+            (SQLITE_PRAGMA, "foreign_keys", "ON", nil, .apply, true),
+            (SQLITE_PRAGMA, "foreign_keys", nil, nil, .read, false),
+            (SQLITE_PRAGMA, "foreign_keys", "1", nil, .read, true),
+            (SQLITE_PRAGMA, "user_version", "3", nil, .apply, false),
+            (SQLITE_PRAGMA, "page_count", nil, nil, .apply, true),
+            (SQLITE_PRAGMA, "table_info", "t", nil, .apply, false),
+            (SQLITE_PRAGMA, "integrity_check", "10", nil, .read, false),
+          ] as [(Int32, String?, String?, String?, ConnectionRole, Bool)])
+    func authorizerTable(action: Int32, arg1: String?, arg2: String?, database: String?, role: ConnectionRole, refused: Bool) {
+        let reason = Authorizer.refusal(action: action, arg1: arg1, arg2: arg2, database: database, role: role)
+        #expect((reason != nil) == refused, "\(action) \(arg1 ?? "-") \(arg2 ?? "-") \(role): \(reason ?? "allowed")")
+    }
+
     @Test("writes that would reach CairnDB's bookkeeping, escape the log or differ by node are refused, and the replica goes on",
           arguments: [
-            ("ALTER TABLE _cairn_meta RENAME TO x", "reserved for CairnDB"),
-            ("ALTER TABLE _cairn_meta ADD COLUMN y", "reserved for CairnDB"),
-            ("CREATE TRIGGER tr AFTER INSERT ON _cairn_meta BEGIN SELECT 1; END", "reserved for CairnDB"),
-            ("CREATE INDEX i ON _cairn_meta(key)", "reserved for CairnDB"),
+            ("ALTER TABLE sqlite_cairn_meta RENAME TO x", "may not be altered"),
+            ("ALTER TABLE sqlite_cairn_meta ADD COLUMN y", "may not be altered"),
+            ("CREATE TRIGGER tr AFTER INSERT ON sqlite_cairn_meta BEGIN SELECT 1; END", "cannot create trigger on system table"),
+            ("CREATE INDEX i ON sqlite_cairn_meta(key)", "may not be indexed"),
+            ("DROP TABLE sqlite_cairn_meta", "reserved for CairnDB"),
+            ("UPDATE sqlite_cairn_meta SET value = 0", "reserved for CairnDB"),
+            ("DELETE FROM sqlite_cairn_meta", "reserved for CairnDB"),
+            ("INSERT INTO t SELECT value FROM sqlite_cairn_meta", "reserved for CairnDB"),
             ("CREATE VIEW _cairn_v AS SELECT 1", "reserved for CairnDB"),
+            ("CREATE TABLE _cairn_t(a)", "reserved for CairnDB"),
             ("SELECT fts3_tokenizer('simple')", "fts3_tokenizer() is not allowed"),
             ("SELECT fts3_tokenizer('simple', x'0000000000000000')", "fts3_tokenizer() is not allowed"),
             ("CREATE TEMP TABLE tt(a)", "TEMP tables"),
@@ -60,6 +102,33 @@ struct HostileSQLTests {
         #expect(sm.appliedIndex == 4)
         #expect(sm.query(SQLStatement("SELECT count(*) FROM t WHERE a = 42")).rows == [[.integer(1)]])
         #expect(try SQLStateMachine.readMeta(ofFile: tmp.path()).index == 4)
+    }
+
+    @Test("CairnDB's bookkeeping is out of sight: a client that lists the tables (as clients do, without SQLite's own) and drops them all succeeds, and the database goes on")
+    func listAndDropEverything() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE a(x)", "CREATE TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT)",
+                                                      "CREATE VIEW v AS SELECT * FROM a", "INSERT INTO b DEFAULT VALUES"))
+        for listing in ["SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite_%'"] {
+            let names = sm.query(SQLStatement(listing)).rows.compactMap { row -> String? in if case .text(let n) = row[0] { return n } else { return nil } }
+            #expect(Set(names).isSubset(of: ["a", "b"]), "\(names)")
+            let drops = names.map { SQLStatement("DROP TABLE \"\($0)\"") }
+            let r = try sm.apply(index: sm.appliedIndex + 1, command: SQLCommand(statements: drops + [SQLStatement("DROP VIEW IF EXISTS v")],
+                                                                               atomic: true, timestampMillis: 1, randomSeed: 1))
+            #expect(r.allSatisfy { $0.error == nil }, "\(r)")
+            _ = try sm.apply(index: sm.appliedIndex + 1, command: command("CREATE TABLE a(x)", "CREATE TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT)"))
+        }
+        #expect(try SQLStateMachine.readMeta(ofFile: tmp.path()).index == sm.appliedIndex)
+        // A database from before keeps its bookkeeping, moved out of sight when it opens.
+        var db: OpaquePointer?
+        sqlite3_open(tmp.path("legacy.sqlite"), &db)
+        sqlite3_exec(db, "CREATE TABLE _cairn_meta(key TEXT PRIMARY KEY, value); INSERT INTO _cairn_meta VALUES ('applied_index', 7); CREATE TABLE kept(x); INSERT INTO kept VALUES (1)", nil, nil, nil)
+        sqlite3_close(db)
+        let migrated = try SQLStateMachine(path: tmp.path("legacy.sqlite"))
+        #expect(migrated.appliedIndex == 7)
+        #expect(migrated.query(SQLStatement("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")).rows == [[.text("kept")]])
     }
 
     @Test("a runaway write stops at its step budget on every replica alike; the entry still applies and the replica goes on")
@@ -144,7 +213,7 @@ struct HostileSQLTests {
             ("CREATE TEMP TABLE tt(a)", "TEMP tables"),
             ("BEGIN", "transaction statements are not allowed"),
             ("SELECT fts3_tokenizer('simple')", "fts3_tokenizer() is not allowed"),
-            ("SELECT * FROM _cairn_meta", "reserved for CairnDB"),
+            ("SELECT * FROM sqlite_cairn_meta", "reserved for CairnDB"),
             ("INSERT INTO p VALUES (1)", "attempt to change database via query operation"),
         ] {
             let r = sm.query(SQLStatement(sql))
