@@ -14,7 +14,10 @@ enum ConnectionRole: Sendable {
 enum Authorizer {
     /// Why the authorizer refuses an action, or nil to allow it. The arguments are SQLite's, whose
     /// meaning depends on the action (see the comments on each case); `database` is "main", "temp" or nil.
-    static func refusal(action: Int32, arg1: String?, arg2: String?, database: String?, role: ConnectionRole) -> String? {
+    /// `duringAlterTable`: the statement being prepared is an ALTER TABLE (SQLite renames the table's
+    /// AUTOINCREMENT counter itself, by an UPDATE of sqlite_sequence it also asks about).
+    static func refusal(action: Int32, arg1: String?, arg2: String?, database: String?, role: ConnectionRole,
+                        duringAlterTable: Bool = false) -> String? {
         switch action {
         case SQLITE_ATTACH, SQLITE_DETACH:
             return "ATTACH and DETACH are not allowed: a statement may only use its own database"
@@ -31,7 +34,7 @@ enum Authorizer {
             guard let table = arg1 else { return nil }
             if isReserved(table) { return reservedMessage }
             if role == .apply {
-                if database == "temp" { return tempMessage }
+                if database == "temp" && !isTempSchemaTable(table) { return tempMessage }
                 if nodeLocalTables.contains(table.lowercased()) {
                     return "\(table) is not allowed in a write: it describes this node's file, and every replica must apply a write alike; send it as a query"
                 }
@@ -41,10 +44,11 @@ enum Authorizer {
             // (table, column for UPDATE)
             guard let table = arg1 else { return nil }
             if isReserved(table) { return reservedMessage }
-            if role == .apply && database == "temp" { return tempMessage }
+            // ALTER TABLE ... RENAME rewrites the (empty) temp schema table too.
+            if role == .apply && database == "temp" && !isTempSchemaTable(table) { return tempMessage }
             // SQLite keeps AUTOINCREMENT counters there; a counter set to the largest rowid makes the next
             // insert fail as "database or disk is full", which cannot be told from a real full disk.
-            if action != SQLITE_DELETE && table.lowercased() == "sqlite_sequence" {
+            if action != SQLITE_DELETE && !duringAlterTable && table.lowercased() == "sqlite_sequence" {
                 return "sqlite_sequence is maintained by SQLite: rows may be deleted (to restart a counter), not written"
             }
             return nil
@@ -75,6 +79,12 @@ enum Authorizer {
 
     static let reservedMessage = "tables named _cairn* and sqlite_cairn* are reserved for CairnDB"
     static let tempMessage = "TEMP tables, views, indexes and triggers are not allowed: they would exist on one node only, and vanish on restart"
+
+    /// The temp schema's own table: always empty here, since TEMP objects are refused.
+    static func isTempSchemaTable(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return lower == "sqlite_temp_master" || lower == "sqlite_temp_schema"
+    }
 
     static func isReserved(_ name: String?) -> Bool {
         guard let name else { return false }

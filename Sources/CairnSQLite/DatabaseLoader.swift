@@ -12,7 +12,9 @@ public final class DatabaseLoader {
     public static let stagingPrefix = "_cairn_load_"
 
     public let prefix: String
-    private let maxEntryBytes: Int
+    /// About how large each entry of rows is: well under the largest entry, so that replicating one
+    /// takes a fraction of an election timeout.
+    private let chunkBytes: Int
     private var db: OpaquePointer?
     private var tables: [Table] = []
     /// Indexes, views and triggers, in the file's order.
@@ -33,7 +35,7 @@ public final class DatabaseLoader {
     /// Opens `file` (read-only) and reads its schema; a file SQLite cannot read is refused.
     public init(file: String, id: String, maxEntryBytes: Int) throws {
         prefix = Self.stagingPrefix + id + "_"
-        self.maxEntryBytes = maxEntryBytes
+        chunkBytes = min(2 << 20, maxEntryBytes / 2)
         guard sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
             defer { sqlite3_close(db) }
             throw SQLiteError(message: "the file is not a SQLite database SQLite can open")
@@ -104,7 +106,7 @@ public final class DatabaseLoader {
                 statements.append(SQLStatement(insert, values))
                 bytes += rowBytes
                 rows += 1
-                if bytes >= maxEntryBytes / 2 { return command(statements) }
+                if bytes >= chunkBytes { return command(statements) }
             }
             sqlite3_finalize(reading)
             reading = nil

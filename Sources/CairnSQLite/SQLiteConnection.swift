@@ -63,6 +63,8 @@ final class ConnectionContext {
     var denial: String?
     /// Set by the authorizer while preparing a statement that inserts, updates or deletes rows.
     var modifiesRows = false
+    /// Set by the authorizer while preparing an ALTER TABLE.
+    var preparingAlterTable = false
     /// A read running past this moment (monotonic nanoseconds; 0: none) is interrupted.
     var deadlineNanos: UInt64 = 0
     /// What the last row-modifying user statement reported: DDL reports these again, as SQLite (and
@@ -195,8 +197,10 @@ final class SQLiteConnection {
             if action == SQLITE_INSERT || action == SQLITE_UPDATE || action == SQLITE_DELETE, let t = a1, !t.lowercased().hasPrefix("sqlite_") {
                 context.modifiesRows = true
             }
+            if action == SQLITE_ALTER_TABLE { context.preparingAlterTable = true }
             let reason = Authorizer.refusal(action: action, arg1: a1, arg2: arg2.map { String(cString: $0) },
-                                            database: database.map { String(cString: $0) }, role: context.role)
+                                            database: database.map { String(cString: $0) }, role: context.role,
+                                            duringAlterTable: context.preparingAlterTable)
             if let reason {
                 context.denial = reason
                 return SQLITE_DENY
@@ -403,6 +407,7 @@ final class SQLiteConnection {
         if let cached = statementCache[statement.sql] {
             context.denial = nil
             context.modifiesRows = cached.modifiesRows
+            context.preparingAlterTable = false
             defer {
                 sqlite3_reset(cached.statement)
                 sqlite3_clear_bindings(cached.statement)
@@ -418,6 +423,7 @@ final class SQLiteConnection {
                 var stmt: OpaquePointer?
                 context.denial = nil
                 context.modifiesRows = false
+                context.preparingAlterTable = false
                 let rc = sqlite3_prepare_v3(db, start, -1, 0, &stmt, &tail)
                 guard rc == SQLITE_OK else {
                     lastErrorCode = rc

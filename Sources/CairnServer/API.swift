@@ -141,6 +141,7 @@ final class API: Sendable {
                 return Self.json(200, .object([("ok", .bool(true))]))
             }
         }
+        addProposeRoute(to: router)
         addAuthRoutes(to: router)
         addConsole(to: router)
         addRqliteRoutes(to: router)

@@ -141,41 +141,6 @@ extension API {
         }
     }
 
-    /// A SQLite file (recognized by its header) replaces the database; SQL text runs on top of it. Either
-    /// way it is one atomic entry in the log.
-    func rqLoad(_ request: Request, _ p: RqliteParams, database: String = defaultDatabase) async throws -> Response {
-        let bytes = try await body(of: request)
-        guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; send a SQLite file or SQL text") }
-        let isSQLiteFile = bytes.starts(with: Array("SQLite format 3\u{0}".utf8))
-        return try await route(request, db: database, body: bytes, isWrite: true) { group in
-            var sql: String
-            if isSQLiteFile {
-                let file = self.options.dataDirectory + "/load-\(UUID().uuidString).sqlite"
-                defer { try? FileManager.default.removeItem(atPath: file) }
-                try Data(bytes).write(to: URL(fileURLWithPath: file))
-                do { sql = try SQLStateMachine.dump(file: file) } catch { throw HTTPFailure.badRequest("the uploaded SQLite file cannot be read: \(error)") }
-                // Replace: drop what the database holds now, in the same entry.
-                let existing = try await self.runtime.query(group: group, [SQLStatement(
-                    "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")], consistency: .local).results[0]
-                let drops = existing.rows.compactMap { row -> String? in
-                    guard case .text(let type) = row[0], case .text(let name) = row[1], !name.lowercased().hasPrefix("_cairn") else { return nil }
-                    return "DROP \(type.uppercased()) IF EXISTS \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\";"
-                }
-                sql = drops.joined(separator: "\n") + "\n" + sql
-            } else {
-                sql = String(decoding: bytes, as: UTF8.self)
-            }
-            // Dumps wrap themselves in a transaction; the entry already is one.
-            let kept = sql.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
-                let t = line.trimmingCharacters(in: .whitespaces).uppercased()
-                return !["BEGIN TRANSACTION;", "BEGIN;", "COMMIT;", "END TRANSACTION;", "END;"].contains(t)
-            }
-            let results = try await self.runtime.execute(group: group, SQLCommand.now([SQLStatement(kept.joined(separator: "\n"))], atomic: true))
-            return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
-                                                 options: p.format))
-        }
-    }
-
     // MARK: - Operations
 
     /// The node rqlite clients see: id, addresses, voter, reachability and leadership.

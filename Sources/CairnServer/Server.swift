@@ -25,6 +25,8 @@ public struct ServerOptions: Sendable {
     public var enableFaultInjection = false
     public var maxBodyBytes = 16 << 20
     public var maxStatementsPerRequest = 10_000
+    /// Largest SQLite file a load accepts: it is streamed to disk, never held in memory.
+    public var maxLoadBytes = 1 << 30
     public var tickMillis: Int64 = 50
     public var electionTimeoutTicks = 10
     public var requestTimeoutMillis: Int64 = 10_000

@@ -80,6 +80,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Most statements accepted in one request.")
     var maxStatements: Int = 10_000
 
+    @Option(help: "Largest SQLite file a load accepts, in bytes (streamed to disk, then replicated in entries of bounded size).")
+    var maxLoadBytes: Int = 1 << 30
+
     @Option(help: "PEM certificate this node presents to other nodes (mutual TLS between nodes; needs --tls-key and --tls-ca).")
     var tlsCert: String?
 
@@ -143,6 +146,7 @@ struct ServerCommand: AsyncParsableCommand {
         options.requestTimeoutMillis = requestTimeoutMs
         options.maxBodyBytes = maxBodyBytes
         options.maxStatementsPerRequest = maxStatements
+        options.maxLoadBytes = maxLoadBytes
         options.enableFaultInjection = enableFaultInjection
         if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }
         options.insecureDev = insecureDev

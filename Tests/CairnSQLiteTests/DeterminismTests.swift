@@ -33,7 +33,9 @@ struct WriteGenerator {
         case 1: return "CREATE INDEX IF NOT EXISTS t1_v ON t1(v)"
         case 2: return "DROP INDEX IF EXISTS t1_v"
         case 3: return chance(30) ? "DROP TABLE IF EXISTS t2" : "CREATE TABLE IF NOT EXISTS t2(k TEXT PRIMARY KEY, n INTEGER, b BLOB) WITHOUT ROWID"
-        case 4: return "ALTER TABLE t1 ADD COLUMN extra\(int(3)) DEFAULT 'x'"
+        case 4: return pick(["ALTER TABLE t1 ADD COLUMN extra\(int(3)) DEFAULT 'x'", "ALTER TABLE t2 RENAME TO t2_renamed",
+                             "ALTER TABLE t2_renamed RENAME TO t2", "ALTER TABLE seq RENAME COLUMN note TO remark",
+                             "ALTER TABLE seq RENAME COLUMN remark TO note"])
         case 5...10: return "INSERT INTO t1(id, v, u) VALUES (\(id), \(v), \(chance(50) ? "'u\(int(10))'" : "NULL"))"
         case 11: return "INSERT INTO t1(v) VALUES (\(v)), (\(v + 1))"
         case 12: return "INSERT OR REPLACE INTO t1(id, v) VALUES (\(id), \(v))"

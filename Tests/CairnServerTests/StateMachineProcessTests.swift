@@ -1,3 +1,4 @@
+import CSQLite3
 import Foundation
 import NIOHTTP1
 import Testing
@@ -142,6 +143,63 @@ struct StateMachineProcessTests {
                 #expect(metrics.contains("cairn_consistency_mismatch{group=\"1\"} 0"))
             }
         }
+    }
+
+    /// Size of the loaded file in the normal test run; `CAIRN_LOAD_MIB` loads a larger one (256 for the long run).
+    static var loadMiB: Int { ProcessInfo.processInfo.environment["CAIRN_LOAD_MIB"].flatMap(Int.init) ?? 24 }
+
+    /// Peak resident memory of a running node, from /proc.
+    private static func peakRSSMiB(_ n: NodeProcess) -> Int? {
+        guard let pid = n.process?.processIdentifier,
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return nil }
+        return kb / 1024
+    }
+
+    @Test("a SQLite file larger than any entry loads through a follower of 3 nodes: it replaces the database whole, replicas agree, memory stays bounded")
+    func largeLoad() async throws {
+        let c = try await ProcessCluster.founded("load", count: 3)
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE old(x)", "INSERT INTO old VALUES (1)"])
+        let file = c.root + "/upload.sqlite"
+        let rowsWanted = Self.loadMiB * 1024
+        var db: OpaquePointer?
+        sqlite3_open(file, &db)
+        let schema = """
+            CREATE TABLE big(id INTEGER PRIMARY KEY, payload BLOB, note TEXT);
+            CREATE INDEX big_note ON big(note);
+            CREATE TABLE "we""ird tbl"(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+            CREATE VIEW big_small AS SELECT id FROM big WHERE id < 10;
+            CREATE TRIGGER big_gone AFTER DELETE ON big BEGIN INSERT INTO "we""ird tbl" VALUES ('deleted ' || old.id, 1); END;
+            INSERT INTO "we""ird tbl" VALUES ('a', x'00ff'), ('b', NULL);
+            WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < \(rowsWanted))
+              INSERT INTO big SELECT i, randomblob(1000), 'n' || (i % 100) FROM c;
+            """
+        #expect(sqlite3_exec(db, schema, nil, nil, nil) == SQLITE_OK, "\(String(cString: sqlite3_errmsg(db)))")
+        sqlite3_close(db)
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file)))
+        let leader = try await c.leader()
+        let follower = c.nodes.first { $0 !== leader }!
+        let started = Date()
+        let loaded = try await TestHTTP.request(.POST, follower.url + "/db/load", timeout: 900, rawBody: bytes, contentType: "application/octet-stream")
+        let seconds = Date().timeIntervalSince(started)
+        #expect(loaded.status == 200 && !loaded.text.contains("error"), "\(loaded.status) \(loaded.text.prefix(500))")
+        #expect(try await follower.rows("SELECT count(*) FROM sqlite_master WHERE name = 'old'").first?.first as? Int == 0, "the load replaced the database")
+        #expect(try await leader.rows("SELECT count(*), sum(length(payload)) FROM big").first?.map { $0 as? Int } == [rowsWanted, rowsWanted * 1000])
+        #expect(try await follower.rows("SELECT count(*) FROM big_small").first?.first as? Int == 9)
+        #expect(try await follower.rows("SELECT k FROM \"we\"\"ird tbl\" ORDER BY k").count == 2)
+        #expect(try await follower.rows("SELECT count(*) FROM sqlite_master WHERE name IN ('big_note', 'big_gone') OR name LIKE '_cairn_load%'").first?.first as? Int == 2)
+        let w = try await follower.execute(["DELETE FROM big WHERE id = 1"])
+        #expect(w.status == 200)
+        #expect(try await leader.rows("SELECT v FROM \"we\"\"ird tbl\" WHERE k = 'deleted 1'").count == 1, "the trigger came along")
+        let consistency = try await Self.checkAll(c, via: leader)
+        #expect(Set(consistency.compactMap { $0["digest"] as? String }).count == 1 && consistency.allSatisfy { $0["mismatch"] is NSNull })
+        let rss = c.nodes.map { "\($0 === follower ? "receiving follower" : $0 === leader ? "leader" : "follower") \(Self.peakRSSMiB($0).map(String.init) ?? "?") MiB" }
+        print("load: \(bytes.count >> 20) MiB file, \(rowsWanted) rows, \(String(format: "%.1f", seconds)) s on 3 nodes; peak RSS: \(rss.joined(separator: ", "))")
+        // A file too large for --max-load-bytes is refused before it is stored whole; garbage is refused.
+        let garbage = try await TestHTTP.request(.POST, leader.url + "/db/load", rawBody: Array("SQLite format 3\u{0}garbage".utf8), contentType: "application/octet-stream")
+        #expect(garbage.status == 400, "\(garbage.text)")
     }
 
     /// Fresh starts in the normal test run; `CAIRN_FRESH_STARTS` runs more (50 for the long run).

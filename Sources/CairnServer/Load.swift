@@ -1,0 +1,178 @@
+import CairnCluster
+import CairnJSON
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import Foundation
+import Hummingbird
+import Metrics
+import NIOCore
+import NIOPosix
+
+/// Loading a database: SQL text runs as one atomic entry; a SQLite file (recognized by its header) is
+/// streamed to disk and replaces the database through entries of bounded size (`DatabaseLoader`),
+/// proposed one after another by the node that received it, wherever the group's leader is.
+extension API {
+    func rqLoad(_ request: Request, _ p: RqliteParams, database: String = defaultDatabase) async throws -> Response {
+        let header = Array("SQLite format 3\u{0}".utf8)
+        var body = request.body.makeAsyncIterator()
+        var pending: [ByteBuffer] = []
+        var head: [UInt8] = []
+        while head.count < header.count, let buffer = try await body.next() {
+            pending.append(buffer)
+            head += buffer.readableBytesView.prefix(header.count - head.count)
+        }
+        guard !head.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; send a SQLite file or SQL text") }
+        guard head == header else {
+            var bytes: [UInt8] = []
+            for b in pending { bytes += b.readableBytesView }
+            while let b = try await body.next() {
+                guard bytes.count + b.readableBytes <= options.maxBodyBytes else {
+                    throw HTTPFailure(status: 413, message: "the SQL text exceeds the limit of \(options.maxBodyBytes) bytes (--max-body-bytes)")
+                }
+                bytes += b.readableBytesView
+            }
+            return try await loadText(request, bytes, p, database: database)
+        }
+        let file = options.dataDirectory + "/load-\(UUID().uuidString).sqlite"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw HTTPFailure.unavailable("cannot store the upload: \(String(cString: strerror(errno)))") }
+        var written = 0
+        do {
+            defer { close(fd) }
+            func write(_ b: ByteBuffer) throws {
+                written += b.readableBytes
+                guard written <= options.maxLoadBytes else {
+                    throw HTTPFailure(status: 413, message: "the SQLite file exceeds the limit of \(options.maxLoadBytes) bytes (--max-load-bytes)")
+                }
+                try b.withUnsafeReadableBytes { raw in
+                    var offset = 0
+                    while offset < raw.count {
+                        let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                        guard n > 0 else { throw HTTPFailure.unavailable("cannot store the upload: \(String(cString: strerror(errno)))") }
+                        offset += n
+                    }
+                }
+            }
+            for b in pending { try write(b) }
+            while let b = try await body.next() { try write(b) }
+        }
+        let catalog = try await catalog { $0.databases[database] != nil }
+        guard let group = catalog.databases[database]?.group else { throw HTTPFailure.notFound("no database named \"\(database)\"") }
+        let results = try await loadFile(file, group: group)
+        return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
+                                             options: p.format))
+    }
+
+    /// SQL text: one atomic entry, on the group's leader.
+    private func loadText(_ request: Request, _ bytes: [UInt8], _ p: RqliteParams, database: String) async throws -> Response {
+        try await route(request, db: database, body: bytes, isWrite: true) { group in
+            // Dumps wrap themselves in a transaction; the entry already is one.
+            let kept = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+                let t = line.trimmingCharacters(in: .whitespaces).uppercased()
+                return !["BEGIN TRANSACTION;", "BEGIN;", "COMMIT;", "END TRANSACTION;", "END;"].contains(t)
+            }
+            let results = try await self.runtime.execute(group: group, SQLCommand.now([SQLStatement(kept.joined(separator: "\n"))], atomic: true))
+            return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
+                                                 options: p.format))
+        }
+    }
+
+    /// A SQLite file: staging entries, then the entry that swaps them in. Returns the last entry's results.
+    func loadFile(_ file: String, group: GroupID) async throws -> [StatementResult] {
+        let loader: Unchecked<DatabaseLoader>
+        do {
+            loader = Unchecked(try DatabaseLoader(file: file, id: String(UInt32.random(in: 0...UInt32.max), radix: 36),
+                                                  maxEntryBytes: runtime.config.maxEntryBytes))
+        } catch {
+            throw HTTPFailure.badRequest("the uploaded SQLite file cannot be read: \(error)")
+        }
+        var entries = 0
+        // Reading the file blocks: off the tasks' threads.
+        while let chunk = try await NIOThreadPool.singleton.runIfActive({ try loader.value.nextChunk() }) {
+            let results = try await propose(chunk, group: group, hops: 0)
+            entries += 1
+            if let failed = results.first(where: { $0.error != nil }) {
+                throw HTTPFailure.badRequest("loading failed after \(entries) entries (\(loader.value.rows) rows): \(failed.error!)")
+            }
+        }
+        let results = try await propose(loader.value.finalCommand(), group: group, hops: 0)
+        log("node \(cluster.nodeID): loaded \(loader.value.rows) rows into group \(group) in \(entries + 1) entries")
+        if let failed = results.first(where: { $0.error != nil }) {
+            throw HTTPFailure.badRequest("loading failed at its last step (the database is unchanged): \(failed.error!)")
+        }
+        return results
+    }
+
+    /// Commits `command` to `group` through its leader, wherever it is: here, or at a node reached
+    /// with the encoded command (not the client's request) on `/v1/internal/propose`.
+    func propose(_ command: SQLCommand, group: GroupID, hops: Int) async throws -> [StatementResult] {
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var lastProblem = "no leader is known yet"
+        var attempt = 0
+        while ContinuousClock.now < deadline {
+            attempt += 1
+            var target: NodeID?
+            if runtime.hosts(group) {
+                do {
+                    return try await runtime.execute(group: group, command)
+                } catch RuntimeError.notLeader(let leader) where leader != noNode && leader != cluster.nodeID {
+                    target = leader
+                } catch RuntimeError.notLeader {
+                    lastProblem = "no leader is known yet"
+                } catch RuntimeError.proposalLost {
+                    // Not committed: proposing it again cannot apply it twice.
+                    lastProblem = "leadership changed"
+                }
+            } else if let holders = cluster.catalog.databases.values.first(where: { $0.group == group })?.replicas.filter({ $0 != cluster.nodeID }),
+                      !holders.isEmpty {
+                target = holders[attempt % holders.count]
+            }
+            if let target {
+                guard hops < 3 else { throw HTTPFailure.unavailable("the entry was forwarded too many times; the cluster is changing leaders, retry shortly") }
+                guard let address = cluster.httpAddress(of: target) else {
+                    lastProblem = "the address of node \(target) is not known here yet"
+                    try await Task.sleep(for: .milliseconds(min(20 * attempt, 200)))
+                    continue
+                }
+                do {
+                    let reply = try await peers.send(.POST, to: address, path: "/v1/internal/propose/\(group)", body: command.encoded(),
+                                                     headers: await auth.nodeHeaders() + [(PeerClient.hopsHeader, "\(hops + 1)")],
+                                                     timeoutMillis: options.requestTimeoutMillis)
+                    if reply.status == 200, case .array(let errors)? = (try? JSON.parse(reply.body))?["errors"] {
+                        return errors.map { if case .string(let e) = $0 { StatementResult(error: e) } else { StatementResult() } }
+                    }
+                    if (400..<500).contains(reply.status) {
+                        throw HTTPFailure(status: reply.status, message: "node \(target) refused the entry: \(String(decoding: reply.body.prefix(500), as: UTF8.self))")
+                    }
+                    lastProblem = "node \(target) answered \(reply.status)"
+                } catch PeerError.unreachable(_, let why) {
+                    lastProblem = "node \(target) is unreachable (\(why))"
+                }
+            }
+            try await Task.sleep(for: .milliseconds(min(20 * attempt, 200)))
+        }
+        throw HTTPFailure.unavailable("cannot commit to group \(group) within \(options.requestTimeoutMillis) ms: \(lastProblem)")
+    }
+
+    /// The receiving end of `propose`: only nodes may send entries they built themselves.
+    func addProposeRoute(to router: Router<CairnContext>) {
+        router.post("/v1/internal/propose/:group") { request, context in
+            await self.respond(request, .all) { who in
+                guard who.isNode || !self.auth.enabled else { throw AccessDenied.forbidden("only cluster nodes propose entries directly") }
+                guard let group = GroupID(try context.parameters.require("group")) else { throw HTTPFailure.badRequest("the group must be a number") }
+                let bytes = Array(buffer: try await request.body.collect(upTo: max(self.options.maxBodyBytes, self.runtime.config.maxEntryBytes)))
+                guard let command = SQLCommand(decoding: bytes) else { throw HTTPFailure.badRequest("the body is not an encoded entry") }
+                let results = try await self.propose(command, group: group, hops: Self.hopCount(request))
+                return Self.json(200, .object([("errors", .array(results.map { $0.error.map { .string($0) } ?? .null }))]))
+            }
+        }
+    }
+}
+
+/// A value handed to a thread pool and back, used by one thread at a time.
+struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
