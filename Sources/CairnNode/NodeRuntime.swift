@@ -68,6 +68,9 @@ public struct RuntimeConfig: Sendable {
     public var requestTimeoutMillis: Int64 = 10_000
     /// Entries applied between snapshots of a group's database; each snapshot lets the log be compacted.
     public var snapshotEveryEntries: LogIndex = 10_000
+    /// Bytes of entries applied between snapshots, whatever their count: the log keeps its entries in
+    /// memory until compacted, so this bounds that memory when entries are large (a load).
+    public var snapshotEveryBytes = 64 << 20
     /// Mutual TLS between nodes, when set.
     public var transportTLS: TransportTLS?
     /// Size of the pieces a snapshot file is streamed in.
@@ -206,6 +209,8 @@ public final class NodeRuntime: Sendable {
         var machines: [GroupID: SQLStateMachine] = [:]
         var waitingReads: [GroupID: [WaitingRead]] = [:]
         var lastSnapshotIndex: [GroupID: LogIndex] = [:]
+        /// Bytes of entries applied since the last snapshot began.
+        var bytesSinceSnapshot: [GroupID: Int] = [:]
         var snapshotInProgress = Set<GroupID>()
     }
 
@@ -687,6 +692,7 @@ public final class NodeRuntime: Sendable {
                 if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) { return (e.index, .command(cmd)) }
                 return (e.index, .empty(e.kind == .confChange ? ConfState(decoding: e.data) : nil))
             }
+            side.bytesSinceSnapshot[group, default: 0] += fresh.reduce(0) { $0 + $1.data.count }
             let results: [[StatementResult]]
             let started = DispatchTime.now().uptimeNanoseconds
             do {
@@ -717,12 +723,14 @@ public final class NodeRuntime: Sendable {
         }
     }
 
-    /// Every `snapshotEveryEntries` applied entries, copies the database on the snapshot thread, then
+    /// Every `snapshotEveryEntries` applied entries (or `snapshotEveryBytes`), copies the database on the snapshot thread, then
     /// compacts the log through the copy's index.
     private func maybeSnapshot(_ group: GroupID) {
         let side = applyState.value
         guard config.snapshotEveryEntries > 0, let machine = side.machines[group], !side.snapshotInProgress.contains(group),
-              machine.appliedIndex >= (side.lastSnapshotIndex[group] ?? 0) + config.snapshotEveryEntries else { return }
+              machine.appliedIndex >= (side.lastSnapshotIndex[group] ?? 0) + config.snapshotEveryEntries
+                || (side.bytesSinceSnapshot[group] ?? 0) >= config.snapshotEveryBytes else { return }
+        side.bytesSinceSnapshot[group] = 0
         side.snapshotInProgress.insert(group)
         let source = machine.path, temporary = snapshotDirectory + "/group-\(group).copying"
         let directory = snapshotDirectory
@@ -954,6 +962,7 @@ public final class NodeRuntime: Sendable {
             side.machines.removeValue(forKey: id)?.close()
             for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
             side.lastSnapshotIndex[id] = nil
+            side.bytesSinceSnapshot[id] = nil
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
             self.removeSnapshots(of: id, before: .max)
         }.get()

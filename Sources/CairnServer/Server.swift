@@ -27,6 +27,10 @@ public struct ServerOptions: Sendable {
     public var maxStatementsPerRequest = 10_000
     /// Largest SQLite file a load accepts: it is streamed to disk, never held in memory.
     public var maxLoadBytes = 1 << 30
+    /// A query statement running longer is interrupted (unless its request gives its own timeout).
+    public var readTimeoutMillis: Int64 = 10_000
+    /// How often leaders compare their replicas' digests (0: only on demand).
+    public var consistencyCheckMillis: Int64 = 600_000
     public var tickMillis: Int64 = 50
     public var electionTimeoutTicks = 10
     public var requestTimeoutMillis: Int64 = 10_000
@@ -64,6 +68,8 @@ public enum Server {
         runtimeConfig.tickMillis = options.tickMillis
         runtimeConfig.electionTimeoutTicks = options.electionTimeoutTicks
         runtimeConfig.requestTimeoutMillis = options.requestTimeoutMillis
+        runtimeConfig.readTimeoutMillis = options.readTimeoutMillis
+        runtimeConfig.consistencyCheckMillis = options.consistencyCheckMillis
         runtimeConfig.snapshotEveryEntries = options.snapshotEveryEntries
         if let tls = options.tls {
             runtimeConfig.transportTLS = try TransportTLS(certificatePath: tls.certificate, keyPath: tls.key, caPath: tls.ca)

@@ -83,6 +83,12 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Largest SQLite file a load accepts, in bytes (streamed to disk, then replicated in entries of bounded size).")
     var maxLoadBytes: Int = 1 << 30
 
+    @Option(help: "A query statement running longer is interrupted, in milliseconds (a request's own db_timeout wins).")
+    var readTimeoutMs: Int64 = 10_000
+
+    @Option(help: "How often each group's leader compares its replicas' digests, in seconds (0: only on demand).")
+    var consistencyCheckSeconds: Int64 = 600
+
     @Option(help: "PEM certificate this node presents to other nodes (mutual TLS between nodes; needs --tls-key and --tls-ca).")
     var tlsCert: String?
 
@@ -147,6 +153,11 @@ struct ServerCommand: AsyncParsableCommand {
         options.maxBodyBytes = maxBodyBytes
         options.maxStatementsPerRequest = maxStatements
         options.maxLoadBytes = maxLoadBytes
+        guard readTimeoutMs > 0, consistencyCheckSeconds >= 0 else {
+            throw ValidationError("--read-timeout-ms must be positive and --consistency-check-seconds not negative")
+        }
+        options.readTimeoutMillis = readTimeoutMs
+        options.consistencyCheckMillis = consistencyCheckSeconds * 1000
         options.enableFaultInjection = enableFaultInjection
         if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }
         options.insecureDev = insecureDev

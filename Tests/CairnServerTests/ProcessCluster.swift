@@ -31,6 +31,10 @@ enum TestHTTP {
     static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
                                    configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1), read: .seconds(20))))
 
+    /// For the few requests that take minutes (large loads).
+    static let patientClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                                          configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1), read: .seconds(900))))
+
     /// The admin account every test cluster is founded with.
     static let adminPassword = "test-admin-password"
     static let admin = "Basic " + Data("admin:\(adminPassword)".utf8).base64EncodedString()
@@ -55,7 +59,7 @@ enum TestHTTP {
             r.headers.add(name: "Content-Type", value: "application/json")
             r.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
         }
-        let response = try await client.execute(r, timeout: .seconds(timeout))
+        let response = try await (timeout > 20 ? patientClient : client).execute(r, timeout: .seconds(timeout))
         let bytes = try await response.body.collect(upTo: 64 << 20)
         let data = Data(buffer: bytes)
         let json = (try? JSONSerialization.jsonObject(with: data)) as? Object ?? [:]
