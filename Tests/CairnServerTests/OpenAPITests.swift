@@ -93,6 +93,8 @@ struct OpenAPITests {
             (.POST, "/v1/db/default/request", #"{"statements":["INSERT INTO o(v) VALUES('y')", "SELECT count(*) FROM o"]}"#, TestHTTP.admin),
             (.POST, "/v1/db/nosuch/request", #"{"statements":["SELECT 1"]}"#, TestHTTP.admin),
             (.GET, "/v1/db/default/backup?fmt=sql", nil, TestHTTP.admin),
+            (.POST, "/v1/db/default/check", nil, TestHTTP.admin),
+            (.POST, "/v1/db/nosuch/check", nil, TestHTTP.admin),
             (.POST, "/v1/db/default/load", "INSERT INTO o(v) VALUES('z');", TestHTTP.admin),
             (.GET, "/v1/databases", nil, TestHTTP.admin),
             (.POST, "/v1/databases", #"{"name":"extra"}"#, TestHTTP.admin),
