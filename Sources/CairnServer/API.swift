@@ -591,10 +591,12 @@ struct CORS: RouterMiddleware {
             return try await next(request, context)
         }
         var response = request.method == .options ? Response(status: .ok) : try await next(request, context)
-        response.headers[.accessControlAllowOrigin] = origins.contains("*") && !credentials ? "*" : origin
+        // Any origin: never with the browser's credentials, which would let every site act as the user.
+        let wildcard = origins.contains("*")
+        response.headers[.accessControlAllowOrigin] = wildcard ? "*" : origin
         response.headers[.accessControlAllowMethods] = "OPTIONS, GET, POST, PUT, DELETE"
         response.headers[.accessControlAllowHeaders] = credentials ? "Content-Type, Authorization" : "Content-Type"
-        if credentials { response.headers[.accessControlAllowCredentials] = "true" }
+        if credentials && !wildcard { response.headers[.accessControlAllowCredentials] = "true" }
         response.headers[.vary] = "Origin"
         return response
     }

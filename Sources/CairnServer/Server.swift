@@ -63,6 +63,7 @@ public enum Server {
         let logger = Logger(label: "cairn")
         let log: @Sendable (String) -> Void = { line in logger.info("\(line)") }
         _ = MetricsExporter.shared
+        try DataDirectory.secure(options.dataDirectory, log: log)
         let identity = try NodeIdentity.loadOrCreate(directory: options.dataDirectory)
         var runtimeConfig = RuntimeConfig(nodeID: identity.nodeID, dataDirectory: options.dataDirectory, raftAddress: options.raftAddress)
         runtimeConfig.tickMillis = options.tickMillis

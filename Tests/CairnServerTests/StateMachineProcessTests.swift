@@ -181,6 +181,15 @@ struct StateMachineProcessTests {
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: file)))
         let leader = try await c.leader()
         let follower = c.nodes.first { $0 !== leader }!
+        // A small file whose generated column makes a 200 MB value: refused with the limit, nothing changed.
+        let hostile = c.root + "/generated.sqlite"
+        sqlite3_open(hostile, &db)
+        sqlite3_exec(db, "CREATE TABLE g(a INTEGER, z BLOB GENERATED ALWAYS AS (zeroblob(200000000)) VIRTUAL); INSERT INTO g(a) VALUES (1);", nil, nil, nil)
+        sqlite3_close(db)
+        let refused = try await TestHTTP.request(.POST, follower.url + "/db/load", rawBody: Array(try Data(contentsOf: URL(fileURLWithPath: hostile))),
+                                                 contentType: "application/octet-stream")
+        #expect(refused.status == 400 && refused.text.contains("exceeds the limit of 33554432 bytes"), "\(refused.status) \(refused.text)")
+        #expect(try await leader.rows("SELECT count(*) FROM old").first?.first as? Int == 1, "a refused load changes nothing")
         let started = Date()
         let loaded = try await TestHTTP.request(.POST, follower.url + "/db/load", timeout: 900, rawBody: bytes, contentType: "application/octet-stream")
         let seconds = Date().timeIntervalSince(started)
