@@ -375,8 +375,15 @@ public final class NodeRuntime: Sendable {
             self.readers.withLockedValue { $0[id] = machine.reads }
             self.consistencyRecords.withLockedValue { $0[id] = machine.consistency }
             let record = machine.consistency, log = self.log, node = self.config.nodeID
+            // A divergence outlives restarts: the copy is still wrong until an operator replaces it.
+            let marker = self.config.dataDirectory + "/diverged-group-\(id).json"
+            if let data = FileManager.default.contents(atPath: marker), let m = try? JSONDecoder().decode(ConsistencyRecord.Mismatch.self, from: data) {
+                record.restore(m)
+                log("node \(node) group \(id): this replica diverged from its leader at entry \(m.index) (\(marker)); not ready until it is replaced")
+            }
             record.onMismatch = { m in
                 log("node \(node) group \(id): DIVERGED: this replica's digest at entry \(m.index) is \(String(m.mine, radix: 16)), the leader's \(String(m.leader, radix: 16)); this node is not ready until it is replaced")
+                if let data = try? JSONEncoder().encode(m) { FileManager.default.createFile(atPath: marker, contents: data) }
             }
             machine.digestScheduler = { [snapshotPool = self.snapshotPool] pinned in
                 snapshotPool.submit { state in

@@ -16,8 +16,15 @@ enum Authorizer {
     /// meaning depends on the action (see the comments on each case); `database` is "main", "temp" or nil.
     /// `duringAlterTable`: the statement being prepared is an ALTER TABLE (SQLite renames the table's
     /// AUTOINCREMENT counter itself, by an UPDATE of sqlite_sequence it also asks about).
+    /// `duringSchemaChange`: SQLite has already reported, for the statement being prepared, a change of
+    /// the schema (CREATE, DROP, ALTER, ANALYZE, ...: it maintains its statistics itself).
+    /// `duringSchemaRewrite`: SQLite is already rewriting its schema table for this statement (an
+    /// UPDATE or DELETE of sqlite_master, or an ALTER TABLE), so reads of it that follow are its own,
+    /// not the client's (a CREATE TABLE ... AS SELECT reads the client's SELECT before any rewrite).
+    /// `inAtomicEntry`: the statement is part of an atomic entry.
     static func refusal(action: Int32, arg1: String?, arg2: String?, database: String?, role: ConnectionRole,
-                        duringAlterTable: Bool = false) -> String? {
+                        duringAlterTable: Bool = false, duringSchemaChange: Bool = false, duringSchemaRewrite: Bool = false,
+                        inAtomicEntry: Bool = false) -> String? {
         switch action {
         case SQLITE_ATTACH, SQLITE_DETACH:
             return "ATTACH and DETACH are not allowed: a statement may only use its own database"
@@ -35,6 +42,10 @@ enum Authorizer {
             if isReserved(table) { return reservedMessage }
             if role == .apply {
                 if database == "temp" && !isTempSchemaTable(table) { return tempMessage }
+                // Its row order and root pages are the file's layout, which a snapshot install changes.
+                if isSchemaTable(table) && !duringSchemaRewrite {
+                    return "\(table) is not allowed in a write: its row order and root pages differ between replicas' files; send it as a query"
+                }
                 if nodeLocalTables.contains(table.lowercased()) {
                     return "\(table) is not allowed in a write: it describes this node's file, and every replica must apply a write alike; send it as a query"
                 }
@@ -51,8 +62,18 @@ enum Authorizer {
             if action != SQLITE_DELETE && !duringAlterTable && table.lowercased() == "sqlite_sequence" {
                 return "sqlite_sequence is maintained by SQLite: rows may be deleted (to restart a counter), not written"
             }
+            // The planner reads statistics into memory only when it loads the schema: written by hand,
+            // they would steer one replica's plans and not a restarted one's. ANALYZE writes them.
+            if table.lowercased().hasPrefix("sqlite_stat") && !duringSchemaChange {
+                return "\(table) is maintained by ANALYZE: run ANALYZE instead of writing it"
+            }
             return nil
-        case SQLITE_CREATE_TABLE, SQLITE_DROP_TABLE, SQLITE_CREATE_VIEW, SQLITE_DROP_VIEW, SQLITE_ANALYZE, SQLITE_REINDEX:
+        case SQLITE_ANALYZE:
+            // (table or index, nil). Rolled back inside an atomic entry, it would leave its statistics
+            // in this connection's memory and not on disk, where a restarted replica reads them.
+            if role == .apply && inAtomicEntry { return "ANALYZE cannot be part of an atomic request: send it in a request of its own" }
+            return isReserved(arg1) ? reservedMessage : nil
+        case SQLITE_CREATE_TABLE, SQLITE_DROP_TABLE, SQLITE_CREATE_VIEW, SQLITE_DROP_VIEW, SQLITE_REINDEX:
             // (table or view or index, nil)
             return isReserved(arg1) ? reservedMessage : nil
         case SQLITE_CREATE_INDEX, SQLITE_DROP_INDEX, SQLITE_CREATE_TRIGGER, SQLITE_DROP_TRIGGER:
@@ -79,6 +100,31 @@ enum Authorizer {
 
     static let reservedMessage = "tables named _cairn* and sqlite_cairn* are reserved for CairnDB"
     static let tempMessage = "TEMP tables, views, indexes and triggers are not allowed: they would exist on one node only, and vanish on restart"
+
+    /// Whether `action` changes the schema (SQLite then maintains its statistics itself).
+    static func changesSchema(action: Int32, arg1: String?) -> Bool {
+        switch action {
+        case SQLITE_CREATE_INDEX, SQLITE_CREATE_TABLE, SQLITE_CREATE_TRIGGER, SQLITE_CREATE_VIEW, SQLITE_CREATE_VTABLE,
+             SQLITE_DROP_INDEX, SQLITE_DROP_TABLE, SQLITE_DROP_TRIGGER, SQLITE_DROP_VIEW, SQLITE_DROP_VTABLE,
+             SQLITE_ALTER_TABLE, SQLITE_ANALYZE, SQLITE_REINDEX:
+            return true
+        default:
+            return rewritesSchema(action: action, arg1: arg1)
+        }
+    }
+
+    /// Whether `action` is SQLite rewriting its schema table (clients cannot: it is read-only to them).
+    static func rewritesSchema(action: Int32, arg1: String?) -> Bool {
+        switch action {
+        case SQLITE_ALTER_TABLE: return true
+        case SQLITE_UPDATE, SQLITE_DELETE: return arg1.map(isSchemaTable) ?? false
+        default: return false
+        }
+    }
+
+    static func isSchemaTable(_ name: String) -> Bool {
+        ["sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema"].contains(name.lowercased())
+    }
 
     /// The temp schema's own table: always empty here, since TEMP objects are refused.
     static func isTempSchemaTable(_ name: String) -> Bool {
@@ -155,6 +201,10 @@ enum Pragmas {
         guard known else { return "PRAGMA \(name) is not allowed: it could change durability or make replicas diverge" }
         switch role {
         case .apply:
+            // Listed in the order of an in-memory hash table, which depends on the connection's history.
+            if name == "table_list" || (name == "foreign_key_check" && argument == nil) {
+                return "PRAGMA \(name) is not allowed in a write: its order depends on the node; send it as a query"
+            }
             if describing.contains(name) || stored.contains(name) { return nil }
             if setting {
                 // `PRAGMA foreign_keys=OFF` heads every sqlite3 dump: setting what is already so is no change.

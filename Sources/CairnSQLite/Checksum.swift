@@ -86,6 +86,11 @@ extension SQLiteConnection {
         }
         var h = FNV64()
         var rows = 0
+        // Stored in the file's header, set by writes.
+        try each("SELECT user_version, application_id FROM pragma_user_version, pragma_application_id") { s in
+            h.add(UInt64(bitPattern: sqlite3_column_int64(s, 0)))
+            h.add(UInt64(bitPattern: sqlite3_column_int64(s, 1)))
+        }
         for object in objects {
             h.add(object.type)
             h.add(object.name)

@@ -6,10 +6,15 @@ import Foundation
 /// Digests are computed off the apply thread, so either half of a comparison may arrive first.
 /// Safe to use from any thread.
 public final class ConsistencyRecord: @unchecked Sendable {
-    public struct Mismatch: Sendable, Equatable {
+    public struct Mismatch: Sendable, Equatable, Codable {
         public var index: LogIndex
         public var mine: UInt64
         public var leader: UInt64
+        public init(index: LogIndex, mine: UInt64, leader: UInt64) {
+            self.index = index
+            self.mine = mine
+            self.leader = leader
+        }
     }
 
     public struct Summary: Sendable {
@@ -67,6 +72,14 @@ public final class ConsistencyRecord: @unchecked Sendable {
         let handler = mismatchHandler
         lock.unlock()
         if let found { handler?(found) }
+    }
+
+    /// A mismatch found before this process started (kept on disk by the runtime): the replica is still
+    /// diverged until an operator replaces it.
+    public func restore(_ m: Mismatch) {
+        lock.lock()
+        if summary.mismatch == nil { summary.mismatch = m }
+        lock.unlock()
     }
 
     /// On the leader: its newest digest not yet sent to the replicas, marked as sent.

@@ -40,6 +40,10 @@ public final class DatabaseLoader {
             defer { sqlite3_close(db) }
             throw SQLiteError(message: "the file is not a SQLite database SQLite can open")
         }
+        // The file is a client's: read it as guardedly as any client SQL.
+        for (option, value) in [(SQLITE_DBCONFIG_DEFENSIVE, 1), (SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0), (SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0),
+                                (SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0)] as [(Int32, Int32)] { _ = cairn_db_config_set(db, option, value) }
+        for (limit, value) in SQLiteLimits.connectionLimits { sqlite3_limit(db, limit, value) }
         let check = try query("PRAGMA quick_check")
         guard check.first?.first == "ok" else { throw SQLiteError(message: "the file fails SQLite's quick check: \(check.prefix(3))") }
         var shadows = Set<String>()
@@ -61,6 +65,10 @@ public final class DatabaseLoader {
                 let columns = try query("SELECT name FROM pragma_table_xinfo(?1) WHERE hidden = 0 ORDER BY cid", [name]).map { $0[0] }
                 tables.append(Table(name: name, staging: staging, create: create, columns: columns, withoutRowID: withoutRowID.contains(name)))
             default:
+                // SQLite reads only the first statement of a schema row; the entry would run them all.
+                guard Self.isSingle(type: type, sql) else {
+                    throw SQLiteError(message: "the schema of \(type) \(name) is not a single CREATE \(type.uppercased()) statement")
+                }
                 others.append(sql)
             }
         }
@@ -179,6 +187,22 @@ public final class DatabaseLoader {
         }
         guard i > 0 else { return nil }
         return String(sql[..<head.upperBound]) + quoted(newName) + String(chars[i...])
+    }
+
+    /// Whether `sql` is one `CREATE [UNIQUE] INDEX`, `CREATE VIEW` or `CREATE TRIGGER` statement and
+    /// nothing after it.
+    static func isSingle(type: String, _ sql: String) -> Bool {
+        let heads = ["index": #"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s"#, "view": #"^\s*CREATE\s+VIEW\s"#, "trigger": #"^\s*CREATE\s+TRIGGER\s"#]
+        guard let head = heads[type], sql.range(of: head, options: [.regularExpression, .caseInsensitive]) != nil else { return false }
+        // The shortest prefix that is a complete statement must be the whole text.
+        let utf8 = Array(sql.utf8)
+        for end in utf8.indices where utf8[end] == UInt8(ascii: ";") {
+            let prefix = String(decoding: utf8[...end], as: UTF8.self)
+            if sqlite3_complete(prefix) != 0 {
+                return utf8[(end + 1)...].allSatisfy { $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }
+            }
+        }
+        return sqlite3_complete(sql + ";") != 0
     }
 
     /// CairnDB's own reads of the file: each row's columns as text.

@@ -102,6 +102,7 @@ public final class SQLStateMachine {
             } catch let e as TransactionRolledBack {
                 precondition(rolledBack[e.position] == nil, "a statement rolled the transaction back twice")
                 rolledBack[e.position] = e.result
+                connection.noteRollback()
                 (connection.context.carriedChanges, connection.context.carriedInsertRowID, connection.context.insertRowIDBeforeEntry) = carried
                 connection.resetInsertRowID()
             }
@@ -174,6 +175,8 @@ public final class SQLStateMachine {
         }
         try connection.beginEntry()
         let atomic = command.atomic || command.replacesDatabaseKeeping != nil
+        connection.context.inAtomicEntry = atomic
+        defer { connection.context.inAtomicEntry = false }
         if atomic { try connection.execPrepared("SAVEPOINT cairn_entry") }
         if let keep = command.replacesDatabaseKeeping {
             // CairnDB's own entry, from a file it checked: it swaps a whole database in, indexes built
@@ -187,6 +190,7 @@ public final class SQLStateMachine {
                 results.append(r)
                 if r.error != nil {
                     try connection.execPrepared("ROLLBACK TO cairn_entry")
+                    connection.noteRollback()
                     break
                 }
             }
@@ -202,6 +206,7 @@ public final class SQLStateMachine {
                 results.append(failed)
                 if atomic {
                     try connection.execPrepared("ROLLBACK TO cairn_entry")
+                    connection.noteRollback()
                     break
                 }
                 continue
@@ -217,6 +222,7 @@ public final class SQLStateMachine {
             }
             results.append(r)
             if r.error != nil {
+                connection.noteRollback()
                 if atomic {
                     try connection.execPrepared("ROLLBACK TO cairn_entry")
                     break
@@ -280,6 +286,8 @@ public final class SQLStateMachine {
             sqlite3_close(db)
             throw SQLiteError(message: "cannot open \(file)")
         }
+        // Like the read pool's: closing never checkpoints or deletes the WAL of a file being replaced.
+        _ = cairn_db_config_set(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         defer { sqlite3_close(db) }
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else {

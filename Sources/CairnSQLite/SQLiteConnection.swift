@@ -24,6 +24,9 @@ public enum SQLiteLimits {
     public static let maxStatementSteps: Int64 = 10_000_000
     /// Steps all the statements of one entry may take together (one entry holds up to thousands).
     public static let maxEntrySteps: Int64 = 50_000_000
+    /// Steps each statement of the entry that ends a load may take: it builds the file's indexes over
+    /// all its rows (CairnDB's own statements, checked to be one each).
+    public static let maxLoadStatementSteps: Int64 = 2_000_000_000
     /// The largest string or BLOB a statement may make or read (`SQLITE_LIMIT_LENGTH`).
     public static let maxValueBytes: Int32 = 32 << 20
     /// The longest SQL text of one statement (`SQLITE_LIMIT_SQL_LENGTH`).
@@ -65,6 +68,15 @@ final class ConnectionContext {
     var modifiesRows = false
     /// Set by the authorizer while preparing an ALTER TABLE.
     var preparingAlterTable = false
+    /// Set by the authorizer while preparing a statement that changes the schema, and once SQLite
+    /// rewrites its schema table for it (see `Authorizer.refusal`).
+    var preparingSchemaChange = false
+    var preparingSchemaRewrite = false
+    /// Set by the authorizer while preparing an ANALYZE (never kept prepared: it is judged by whether
+    /// its entry is atomic).
+    var preparingAnalyze = false
+    /// True while an atomic entry applies.
+    var inAtomicEntry = false
     /// A read running past this moment (monotonic nanoseconds; 0: none) is interrupted.
     var deadlineNanos: UInt64 = 0
     /// What the last row-modifying user statement reported: DDL reports these again, as SQLite (and
@@ -198,9 +210,14 @@ final class SQLiteConnection {
                 context.modifiesRows = true
             }
             if action == SQLITE_ALTER_TABLE { context.preparingAlterTable = true }
+            if action == SQLITE_ANALYZE { context.preparingAnalyze = true }
+            if Authorizer.changesSchema(action: action, arg1: a1) { context.preparingSchemaChange = true }
+            if Authorizer.rewritesSchema(action: action, arg1: a1) { context.preparingSchemaRewrite = true }
             let reason = Authorizer.refusal(action: action, arg1: a1, arg2: arg2.map { String(cString: $0) },
                                             database: database.map { String(cString: $0) }, role: context.role,
-                                            duringAlterTable: context.preparingAlterTable)
+                                            duringAlterTable: context.preparingAlterTable,
+                                            duringSchemaChange: context.preparingSchemaChange,
+                                            duringSchemaRewrite: context.preparingSchemaRewrite, inAtomicEntry: context.inAtomicEntry)
             if let reason {
                 context.denial = reason
                 return SQLITE_DENY
@@ -248,7 +265,8 @@ final class SQLiteConnection {
     /// `randomblob()` draw from the entry's seed; `total_changes()` counts within the entry.
     /// (`changes()` and `last_insert_rowid()` are reset at the start of every entry.)
     private func installApplyFunctions() {
-        let deterministic = SQLITE_UTF8
+        // Innocuous, as SQLite's own are: usable in triggers, views and defaults with an untrusted schema.
+        let deterministic = SQLITE_UTF8 | SQLITE_INNOCUOUS
         sqlite3_create_function_v2(db, "random", 0, deterministic, contextPointer, { ctx, _, _ in
             let context = Unmanaged<ConnectionContext>.fromOpaque(sqlite3_user_data(ctx)!).takeUnretainedValue()
             if context.random != nil {
@@ -355,6 +373,10 @@ final class SQLiteConnection {
     /// Before a batch is applied again from its start: what its first pass inserted is not "before" it.
     func resetInsertRowID() { sqlite3_set_last_insert_rowid(db, 0) }
 
+    /// After CairnDB rolls back (to a savepoint, or the whole transaction): SQLite may have dropped its
+    /// schema (DDL was undone), and must load it again outside the next statement's budget.
+    func noteRollback() { context.schemaMayBeStale = true }
+
     /// Runs CairnDB's own SQL (no parameters, no rows), bypassing the authorizer.
     func exec(_ sql: String) throws {
         context.internalAccess = true
@@ -408,6 +430,8 @@ final class SQLiteConnection {
             context.denial = nil
             context.modifiesRows = cached.modifiesRows
             context.preparingAlterTable = false
+            context.preparingSchemaChange = false
+            context.preparingSchemaRewrite = false
             defer {
                 sqlite3_reset(cached.statement)
                 sqlite3_clear_bindings(cached.statement)
@@ -424,6 +448,9 @@ final class SQLiteConnection {
                 context.denial = nil
                 context.modifiesRows = false
                 context.preparingAlterTable = false
+                context.preparingSchemaChange = false
+                context.preparingSchemaRewrite = false
+                context.preparingAnalyze = false
                 let rc = sqlite3_prepare_v3(db, start, -1, 0, &stmt, &tail)
                 guard rc == SQLITE_OK else {
                     lastErrorCode = rc
@@ -432,7 +459,7 @@ final class SQLiteConnection {
                 }
                 guard let s = stmt else { continue } // whitespace or a comment
                 // The whole text is this one statement: keep it prepared for the next time.
-                let keep = !ranAny && Self.isBlank(tail)
+                let keep = !ranAny && Self.isBlank(tail) && !context.preparingAnalyze
                 ranAny = true
                 if keep {
                     if statementCache.count >= Self.maxCachedStatements {
@@ -488,7 +515,7 @@ final class SQLiteConnection {
             return false
         }
         let budgeted = role == .apply
-        let limit = unbudgeted ? Int64.max : min(SQLiteLimits.maxStatementSteps, context.entryStepsLeft)
+        let limit = unbudgeted ? SQLiteLimits.maxLoadStatementSteps : min(SQLiteLimits.maxStatementSteps, context.entryStepsLeft)
         if budgeted {
             if context.schemaMayBeStale { loadSchema() }
             context.wroteLargestRowID = false

@@ -491,8 +491,9 @@ final class API: Sendable {
         return Self.json(503, .object([("ready", .bool(false)), ("error", .string(problems.joined(separator: "; ")))]))
     }
 
-    /// The longest the apply loop may stay busy before the node says it is not ready.
-    static let applyStallMillis: Int64 = 2_000
+    /// The longest the apply loop may stay busy before the node says it is not ready: well over what
+    /// client SQL can make one entry take (its step budget: about 2 s), so clients cannot toggle it.
+    static let applyStallMillis: Int64 = 10_000
 
     /// Why this node cannot serve at once (empty: it can). Ready means the next write to the default
     /// database through this node succeeds: the catalog is committed here, every group held here has a
