@@ -155,7 +155,11 @@ final class AuthService: Sendable {
         // committed catalog before refusing.
         var user = cluster.catalog.users[name]
         if user == nil { user = (try? await cluster.refreshCatalog())?.users[name] }
-        guard var user else { throw failed() }
+        guard var user else {
+            // As slow as a wrong password, so the time taken does not tell whether the user exists.
+            _ = try? await Self.offLoop { PasswordHash.verify(password, against: Self.decoyHash) }
+            throw failed()
+        }
         // The name and a digest of the password, never the password itself.
         let cacheKey = Array(name.utf8) + [0] + Array(SHA256.hash(data: Array(password.utf8)))
         if let hit = verified.withLockedValue({ $0[cacheKey] }), hit.epoch == user.passwordEpoch, hit.until > Date() { return }
@@ -206,6 +210,9 @@ final class AuthService: Sendable {
         nodeToken.withLockedValue { $0 = (token, expires) }
         return [("Authorization", "Bearer " + token)]
     }
+
+    /// A hash no password is checked against in earnest: failing logins for unknown users verify against it.
+    static let decoyHash = (try? PasswordHash.make(UUID().uuidString)) ?? PasswordHash.generate()
 
     /// Runs a password derivation (scrypt: tens of milliseconds and 32 MiB, on purpose) on a thread pool,
     /// not on the thread of the request's task, which may be an event loop serving other connections.

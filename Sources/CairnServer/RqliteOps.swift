@@ -15,16 +15,22 @@ import NIOCore
 final class WriteQueue: Sendable {
     private struct State {
         var pending: [(seq: UInt64, statements: [SQLStatement])] = []
+        var pendingStatements = 0
         var lastSeq: UInt64 = UInt64(Date().timeIntervalSince1970 * 1e9)
         var flushedThrough: UInt64 = 0
     }
     private let state = NIOLockedValueBox(State())
     let flushIntervalMillis: Int64 = 50
+    /// Statements waiting at most: past that, clients are told to slow down (503) rather than the node
+    /// holding whatever they send.
+    static let maxPendingStatements = 50_000
 
     /// Queues statements; returns their sequence number (rqlite's are nanosecond timestamps; these
-    /// start from one and only grow).
-    func add(_ statements: [SQLStatement]) -> UInt64 {
+    /// start from one and only grow), or nil when the queue is full.
+    func add(_ statements: [SQLStatement]) -> UInt64? {
         state.withLockedValue { s in
+            guard s.pendingStatements + statements.count <= Self.maxPendingStatements else { return nil }
+            s.pendingStatements += statements.count
             s.lastSeq = max(s.lastSeq + 1, UInt64(Date().timeIntervalSince1970 * 1e9))
             s.pending.append((s.lastSeq, statements))
             return s.lastSeq
@@ -54,6 +60,7 @@ final class WriteQueue: Sendable {
                 try await flush(batch.flatMap(\.statements))
                 state.withLockedValue { s in
                     s.pending.removeFirst(batch.count)
+                    s.pendingStatements -= batch.reduce(0) { $0 + $1.statements.count }
                     s.flushedThrough = last
                 }
             } catch {
@@ -66,7 +73,9 @@ final class WriteQueue: Sendable {
 extension API {
     func enqueue(_ statements: [SQLStatement], _ p: RqliteParams) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
-        let seq = queue.add(live)
+        guard let seq = queue.add(live) else {
+            throw HTTPFailure.unavailable("the write queue holds \(WriteQueue.maxPendingStatements) statements not yet applied; retry shortly")
+        }
         if p.has("wait") {
             guard await queue.waitFlushed(seq, timeoutNanos: p.nanos("timeout") ?? 30_000_000_000) else {
                 return Self.text(408, "queue wait timeout")

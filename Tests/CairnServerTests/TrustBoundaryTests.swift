@@ -39,6 +39,44 @@ struct TrustBoundaryTests {
         #expect(n.log.contains("3 files and directories were readable by other users"), "\(n.log.suffix(1500))")
     }
 
+    @Test("a failed login takes as long whether or not the user exists")
+    func loginTiming() async throws {
+        let c = try await ProcessCluster.single("logintime")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        let created = try await n.post("/v1/users", ["username": "real", "password": "real-password-1"])
+        #expect(created.status == 201, "\(created.text)")
+        func failedLogin(_ user: String) async throws -> Double {
+            let started = Date()
+            let r = try await TestHTTP.request(.POST, n.url + "/v1/auth/token", ["username": user, "password": "wrong-password"], authorization: nil)
+            #expect(r.status == 401, "\(r.status) \(r.text)")
+            return Date().timeIntervalSince(started)
+        }
+        var known: [Double] = [], unknown: [Double] = []
+        for k in 0..<3 {
+            known.append(try await failedLogin("real"))
+            unknown.append(try await failedLogin("nobody-\(k)"))
+        }
+        let median = { (xs: [Double]) in xs.sorted()[xs.count / 2] }
+        print("login: a wrong password takes \(Int(median(known) * 1000)) ms, an unknown user \(Int(median(unknown) * 1000)) ms (medians of 3)")
+        #expect(median(unknown) >= 0.5 * median(known), "unknown \(unknown), known \(known)")
+    }
+
+    @Test("rqlite's write queue is bounded: when nothing can be applied, a flood gets 503 instead of the node's memory")
+    func boundedQueue() async throws {
+        let c = try await ProcessCluster.founded("queue", count: 3)
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE q(x)"])
+        let n = c.nodes[0]
+        for other in c.nodes.dropFirst() { await other.kill9() }
+        let body = "[" + Array(repeating: #""INSERT INTO q VALUES (1)""#, count: 10_000).joined(separator: ",") + "]"
+        var statuses: [Int] = []
+        for _ in 0..<6 {
+            statuses.append(try await n.raw(.POST, "/db/execute?queue", body, contentType: "application/json").status)
+        }
+        #expect(statuses == [200, 200, 200, 200, 200, 503], "\(statuses)")
+    }
+
     @Test("CORS for any origin ('*') never allows the browser's credentials")
     func corsWildcard() async throws {
         let c = try await ProcessCluster.single("corsall", extraArgs: ["--cors-origins", "*"])
