@@ -21,7 +21,7 @@ extension API {
         <h1>CairnDB console</h1>
         <p>Database <input id="db" value="default" size="12"> Consistency <select id="level"><option>linearizable</option><option>stale</option><option>local</option></select>
         User <input id="user" size="10"> Password <input id="pass" type="password" size="10"> (leave empty on a cluster without auth)</p>
-        <textarea id="sql">SELECT name FROM sqlite_master WHERE type = 'table';</textarea><br>
+        <textarea id="sql">SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%';</textarea><br>
         <button id="run">Run (Ctrl-Enter)</button> <span id="status"></span>
         <div id="out"></div>
         <script>

@@ -122,7 +122,7 @@ struct Shell {
                 for row in rows(r.first) { print(row.map(Output.cell).joined()) }
             case ".schema":
                 let filter = parts.count > 1 ? " AND tbl_name = '\(parts[1].replacingOccurrences(of: "'", with: "''"))'" : ""
-                let r = try await request("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE '\\_cairn%' ESCAPE '\\'\(filter) ORDER BY rowid")
+                let r = try await request("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name NOT LIKE 'sqlite\\_cairn%' ESCAPE '\\' AND name NOT LIKE '\\_cairn%' ESCAPE '\\'\(filter) ORDER BY rowid")
                 for row in rows(r.first) { print(row.map(Output.cell).joined() + ";") }
             case ".databases":
                 let r = try await client.call(.GET, "/v1/databases")
