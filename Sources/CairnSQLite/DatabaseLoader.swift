@@ -107,7 +107,7 @@ public final class DatabaseLoader {
                 values.reserveCapacity(targets.count)
                 var rowBytes = insert.utf8.count + 16
                 for i in 0..<Int32(targets.count) {
-                    let v = Self.value(reading!, i)
+                    let v = SQLiteConnection.columnValue(reading!, i)
                     rowBytes += Self.encodedSize(v)
                     values.append(v)
                 }
@@ -144,22 +144,6 @@ public final class DatabaseLoader {
         case .integer, .real: return 9
         case .text(let s): return 5 + s.utf8.count
         case .blob(let b): return 5 + b.count
-        }
-    }
-
-    private static func value(_ s: OpaquePointer, _ i: Int32) -> SQLValue {
-        switch sqlite3_column_type(s, i) {
-        case SQLITE_INTEGER: return .integer(sqlite3_column_int64(s, i))
-        case SQLITE_FLOAT: return .real(sqlite3_column_double(s, i))
-        case SQLITE_TEXT:
-            let n = Int(sqlite3_column_bytes(s, i))
-            guard let p = sqlite3_column_text(s, i) else { return .text("") }
-            return .text(String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self))
-        case SQLITE_BLOB:
-            let n = Int(sqlite3_column_bytes(s, i))
-            guard n > 0, let p = sqlite3_column_blob(s, i) else { return .blob([]) }
-            return .blob(Array(UnsafeRawBufferPointer(start: p, count: n)))
-        default: return .null
         }
     }
 

@@ -636,7 +636,10 @@ final class SQLiteConnection {
         return rc == SQLITE_OK ? nil : String(cString: sqlite3_errstr(rc))
     }
 
-    private func columnValue(_ s: OpaquePointer, _ i: Int32) -> SQLValue {
+    private func columnValue(_ s: OpaquePointer, _ i: Int32) -> SQLValue { Self.columnValue(s, i) }
+
+    /// A result column's value, as SQLite stores it (text by its length: a NUL inside is kept).
+    static func columnValue(_ s: OpaquePointer, _ i: Int32) -> SQLValue {
         switch sqlite3_column_type(s, i) {
         case SQLITE_INTEGER: return .integer(sqlite3_column_int64(s, i))
         case SQLITE_FLOAT: return .real(sqlite3_column_double(s, i))
