@@ -8,6 +8,16 @@ public enum SQLValue: Sendable, Hashable {
     case real(Double)
     case text(String)
     case blob([UInt8])
+
+    /// About what the value takes in memory and on the wire.
+    var sizeBytes: Int {
+        switch self {
+        case .null: return 1
+        case .integer, .real: return 8
+        case .text(let s): return s.utf8.count
+        case .blob(let b): return b.count
+        }
+    }
 }
 
 /// One statement with its parameters: positional (`?`, `?NNN`) or named (`:name`, `@name`, `$name`).

@@ -31,6 +31,8 @@ public enum SQLiteLimits {
     public static let maxValueBytes: Int32 = 32 << 20
     /// The longest SQL text of one statement (`SQLITE_LIMIT_SQL_LENGTH`).
     public static let maxSQLBytes: Int32 = 32 << 20
+    /// The most a statement's result may hold (the values' bytes): results are kept in memory whole.
+    public static let maxResultBytes = 64 << 20
     /// How often (in steps) the progress handler looks at budgets and deadlines.
     static let progressEverySteps: Int32 = 1000
 
@@ -538,11 +540,23 @@ final class SQLiteConnection {
             types.append(sqlite3_column_decltype(s, i).map { String(cString: $0) } ?? "")
         }
         var rows: [[SQLValue]] = []
+        var resultBytes = 0
         while step == SQLITE_ROW {
             var row: [SQLValue] = []
             row.reserveCapacity(count)
-            for i in 0..<Int32(count) { row.append(columnValue(s, i)) }
+            for i in 0..<Int32(count) {
+                let v = columnValue(s, i)
+                resultBytes += v.sizeBytes
+                row.append(v)
+            }
             rows.append(row)
+            // The whole result is held in memory (and then as JSON): a query that would make more
+            // than this fails with the limit rather than taking the node's memory.
+            if resultBytes > SQLiteLimits.maxResultBytes {
+                lastErrorCode = SQLITE_TOOBIG
+                result = StatementResult(error: "the result exceeds the limit of \(SQLiteLimits.maxResultBytes) bytes; select fewer rows or columns (LIMIT, OFFSET)")
+                return false
+            }
             step = sqlite3_step(s)
         }
         if budgeted {

@@ -176,6 +176,7 @@ final class API: Sendable {
     func respond(_ request: Request, _ permission: Permission?, database: String? = nil, open: Bool = false,
                  _ body: (Principal) async throws -> Response) async -> Response {
         do {
+            try Self.checkHops(request)
             let who = try await authorize(request, permission, database: database, open: open)
             return try await body(who)
         } catch {
@@ -281,6 +282,17 @@ final class API: Sendable {
 
     /// How many nodes forwarded this request before this one (0: it came from a client).
     static func hopCount(_ request: Request) -> Int { request.headers[hops].flatMap { Int($0) } ?? 0 }
+
+    /// The most forwards a request may have made: a count outside 0...this (a negative one would lift
+    /// the bound on forwarding loops) is refused.
+    static let maxHops = 3
+
+    static func checkHops(_ request: Request) throws {
+        guard let value = request.headers[hops] else { return }
+        guard let n = Int(value), (0...maxHops).contains(n) else {
+            throw HTTPFailure.badRequest("\(hops.rawName) must be a whole number from 0 to \(maxHops): it counts forwards between nodes")
+        }
+    }
 
     // MARK: - Data
 

@@ -97,6 +97,7 @@ extension API {
     private func rqlite(_ request: Request, _ permissions: [Permission],
                         _ body: (RqliteParams, Principal) async throws -> Response) async -> Response {
         do {
+            try Self.checkHops(request)
             let params = try RqliteParams(request)
             var who = Principal(user: nil, grants: Grants([Grant(.all)]))
             if auth.enabled {

@@ -292,6 +292,18 @@ struct HostileSQLTests {
         #expect(slow.error == "query timed out (db_timeout)")
     }
 
+    @Test("a query whose result would exceed the limit fails, naming it, instead of taking the node's memory")
+    func resultLimit() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE big(b BLOB)",
+            "INSERT INTO big WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 80) SELECT zeroblob(1000000) FROM c"))
+        let all = sm.query(SQLStatement("SELECT b FROM big"))
+        #expect(all.error == "the result exceeds the limit of \(SQLiteLimits.maxResultBytes) bytes; select fewer rows or columns (LIMIT, OFFSET)")
+        #expect(sm.query(SQLStatement("SELECT b FROM big LIMIT 60")).rows.count == 60)
+        #expect(sm.query(SQLStatement("SELECT length(b) FROM big")).rows.count == 80)
+    }
+
     @Test("NUL inside text parameters is kept; inside SQL text it is refused, never truncated")
     func nulCharacters() throws {
         let tmp = TempDB()

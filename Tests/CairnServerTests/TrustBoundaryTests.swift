@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -75,6 +77,25 @@ struct TrustBoundaryTests {
             statuses.append(try await n.raw(.POST, "/db/execute?queue", body, contentType: "application/json").status)
         }
         #expect(statuses == [200, 200, 200, 200, 200, 503], "\(statuses)")
+    }
+
+    @Test("a forwarding count outside 0...3 is refused (a negative one would lift the bound on forwarding loops)")
+    func hopCounts() async throws {
+        let c = try await ProcessCluster.single("hops")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        for value in ["-5", "4", "x", "99999999999999999999"] {
+            var r = HTTPClientRequest(url: n.url + "/v1/db/default/query")
+            r.method = .POST
+            r.headers.add(name: "Authorization", value: TestHTTP.admin)
+            r.headers.add(name: "X-Cairn-Hops", value: value)
+            r.body = .bytes(ByteBuffer(string: #"{"statements":["SELECT 1"]}"#))
+            let response = try await TestHTTP.client.execute(r, timeout: .seconds(10))
+            let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            #expect(response.status.code == 400 && body.contains("from 0 to 3"), "\(value): \(response.status) \(body)")
+            let rq = try await TestHTTP.request(.GET, n.url + "/db/query?q=SELECT+1", authorization: TestHTTP.admin)
+            #expect(rq.status == 200)
+        }
     }
 
     @Test("CORS for any origin ('*') never allows the browser's credentials")
