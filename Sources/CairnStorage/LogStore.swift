@@ -258,6 +258,13 @@ public final class LogStore {
         var out: [(Int, WALRecord)] = []
         var offset = 0
         while offset < bytes.count {
+            // Power loss after a file grew but before its new bytes reached the disk leaves zeros: no
+            // frame is ever written as zeros (each holds at least one record), so this is a torn tail.
+            if isLast && bytes[offset...].allSatisfy({ $0 == 0 }) {
+                log("write-ahead log \(name): discarding a torn tail of \(bytes.count - offset) zero bytes at byte \(offset) (the file grew but its data never reached the disk)")
+                try segment.truncate(to: offset)
+                return out
+            }
             let remaining = bytes.count - offset
             var cursor = offset
             let length = remaining >= WALRecord.headerBytes ? Int(ByteCoding.readUInt32(bytes, &cursor)!) : -1

@@ -139,6 +139,31 @@ struct LogStoreTests {
         #expect(lines().count == 1)
     }
 
+    @Test("a zero-filled tail (power loss after the file grew) is a torn tail; zeros before the end of the log are corruption")
+    func zeroFilledTail() throws {
+        let dir = TempDir()
+        try withGroup(in: dir) { store in
+            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
+        }
+        let path = dir.segmentPath(0)
+        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data(count: 4096))
+        try handle.close()
+        let (log, lines) = logged()
+        let store = try LogStore(directory: dir.path, log: log)
+        #expect(store.group(1)?.lastIndex() == 3)
+        #expect(lines().first?.contains("zero bytes") == true, "\(lines())")
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int == size)
+        try store.persist([GroupWrite(group: 1, entries: entries(4...4, term: 1))])
+        // Zeros followed by a real frame are not a tail: refused.
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        for i in 0..<16 { bytes[i] = 0 }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: WALError.self) { _ = try LogStore(directory: dir.path, log: { _ in }) }
+    }
+
     @Test("corruption before the end refuses to start, naming the file and offset")
     func corruptionInTheMiddle() throws {
         let dir = TempDir()
