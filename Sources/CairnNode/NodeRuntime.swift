@@ -746,6 +746,8 @@ public final class NodeRuntime: Sendable {
             guard rename(temporary, Self.snapshotPath(in: directory, group: group, index: meta.index)) == 0 else {
                 throw RuntimeError.raft("cannot name the snapshot of group \(group)")
             }
+            // The log is compacted past this snapshot next: its name must survive power loss first.
+            try DurableFile.sync(directory)
             return meta
         }.whenComplete { result in
             let side = self.applyState.value
