@@ -8,111 +8,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-public typealias GroupID = UInt64
-
-public enum RuntimeError: Error, Equatable, CustomStringConvertible {
-    case notLeader(leader: NodeID)
-    case unknownGroup(GroupID)
-    case timedOut(String)
-    /// The entry at the proposal's index is a different one: leadership changed and it was lost.
-    case proposalLost
-    /// A snapshot replaced the log before this node could tell whether the write took effect.
-    case outcomeUnknown
-    /// A stale read was refused because this node has not heard from a leader recently enough.
-    case tooStale(lastContactMillis: Int64?, freshnessMillis: Int64)
-    case raft(String)
-    case shutDown
-    /// This node stopped taking part after a storage failure (a full disk, an I/O error); it needs an operator.
-    case failed(String)
-    /// The group's database was dropped by an entry ordered before this request.
-    case databaseDropped
-    /// The write's encoded entry is larger than any entry the log takes.
-    case entryTooLarge(bytes: Int, limit: Int)
-
-    public var description: String {
-        switch self {
-        case .notLeader(let l): return l == noNode ? "no leader is known yet; retry shortly" : "not the leader; node \(l) is"
-        case .unknownGroup(let g): return "no such group \(g) on this node"
-        case .timedOut(let what): return "timed out \(what)"
-        case .proposalLost: return "the write was not committed (leadership changed); it is safe to retry"
-        case .outcomeUnknown: return "the outcome of the write is unknown (this node installed a snapshot meanwhile); read before retrying"
-        case .tooStale(let last, let bound):
-            let heard = last.map { "last heard from the leader \($0) ms ago" } ?? "no leader heard from yet"
-            return "this node's data may be older than the requested freshness of \(bound) ms (\(heard)); read at the linearizable level or from the leader"
-        case .raft(let m): return m
-        case .shutDown: return "the node is shutting down"
-        case .failed(let why): return "this node stopped serving after a storage failure: \(why)"
-        case .databaseDropped: return "the database was dropped"
-        case .entryTooLarge(let bytes, let limit):
-            return "the write is \(bytes) bytes once encoded, over the limit of \(limit) bytes for one entry; send it in smaller requests"
-        }
-    }
-}
-
-public enum ReadConsistency: Sendable, Equatable {
-    /// ReadIndex: confirmed with a quorum, then served once this node has applied that far.
-    case linearizable
-    /// This node's applied state, if it heard from the leader within `freshnessMillis`: possibly behind,
-    /// by about that much.
-    case stale(freshnessMillis: Int64)
-    /// This node's applied state, whatever it is.
-    case local
-}
-
-public struct RuntimeConfig: Sendable {
-    public var nodeID: NodeID
-    public var dataDirectory: String
-    public var raftAddress: PeerAddress
-    public var tickMillis: Int64 = 50
-    public var electionTimeoutTicks = 10
-    public var requestTimeoutMillis: Int64 = 10_000
-    /// Entries applied between snapshots of a group's database; each snapshot lets the log be compacted.
-    public var snapshotEveryEntries: LogIndex = 10_000
-    /// Bytes of entries applied between snapshots, whatever their count: the log keeps its entries in
-    /// memory until compacted, so this bounds that memory when entries are large (a load).
-    public var snapshotEveryBytes = 64 << 20
-    /// Mutual TLS between nodes, when set.
-    public var transportTLS: TransportTLS?
-    /// Size of the pieces a snapshot file is streamed in.
-    public var snapshotChunkBytes = 1 << 20
-    /// Ticks a leader's group must be idle (everything replicated, applied, nothing pending) before it
-    /// stops ticking and heartbeating; 0 never quiesces.
-    public var quiesceAfterTicks = 20
-    /// The largest entry a write may become: every node must be able to carry it to every other in one
-    /// message (see `checkLimits`).
-    public var maxEntryBytes = 20 << 20
-    /// Threads that run queries, beside the apply loop: one slow query never delays writes, and only
-    /// as many slow queries as there are threads delay other queries.
-    public var readThreads = 4
-    /// A query statement running longer than this is interrupted, unless its request says otherwise.
-    public var readTimeoutMillis: Int64 = 10_000
-    /// How often the leader of each group asks its replicas for digests and compares them (0: only on
-    /// demand, through `checkConsistency`).
-    public var consistencyCheckMillis: Int64 = 600_000
-
-    public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
-        self.nodeID = nodeID
-        self.dataDirectory = dataDirectory
-        self.raftAddress = raftAddress
-    }
-
-    /// How much a Raft message adds to the entries it carries, at most (header, one entry's framing).
-    static let messageOverheadBytes = 4096
-
-    /// The relationships between limits that replication relies on: an entry the log accepts must fit
-    /// one message, a peer's send queue and one frame, or no follower would ever receive it while the
-    /// leader kept leading and every later write timed out.
-    func checkLimits(transport: TransportConfig) {
-        precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
-        precondition(maxEntryBytes + Self.messageOverheadBytes <= transport.maxQueuedBytesPerPeer,
-                     "an entry of maxEntryBytes must fit a peer's send queue")
-        precondition(transport.maxQueuedBytesPerPeer + Self.messageOverheadBytes <= WireFormat.maxFrameBytes,
-                     "a peer's whole send queue must fit one frame")
-        precondition(snapshotChunkBytes + Self.messageOverheadBytes <= transport.maxQueuedBytesPerPeer,
-                     "a snapshot chunk must fit a peer's send queue")
-    }
-}
-
 /// One node hosting many Raft groups.
 ///
 /// Threads: the *Raft loop* steps every group, gathers all groups' `Ready`s into one write batch and
@@ -121,35 +16,35 @@ public struct RuntimeConfig: Sendable {
 /// to each group's SQLite database in order and serves reads. Each loop's state is confined to it.
 public final class NodeRuntime: Sendable {
     public let config: RuntimeConfig
-    private let raftLoop: any EventLoop
-    private let applyLoop: any EventLoop
-    private let loops: MultiThreadedEventLoopGroup
+    let raftLoop: any EventLoop
+    let applyLoop: any EventLoop
+    let loops: MultiThreadedEventLoopGroup
     public let transport: RaftTransport
-    private let raftState: NIOLoopBoundBox<RaftSide>
-    private let applyState: NIOLoopBoundBox<ApplySide>
-    private let log: @Sendable (String) -> Void
-    private let syncs = NIOLockedValueBox(0)
-    private let failureReason = NIOLockedValueBox<String?>(nil)
+    let raftState: NIOLoopBoundBox<RaftSide>
+    let applyState: NIOLoopBoundBox<ApplySide>
+    let log: @Sendable (String) -> Void
+    let syncs = NIOLockedValueBox(0)
+    let failureReason = NIOLockedValueBox<String?>(nil)
     /// The groups open here, readable without a trip to the Raft loop (every request asks).
-    private let hosted = NIOLockedValueBox<Set<GroupID>>([])
-    private let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0))
+    let hosted = NIOLockedValueBox<Set<GroupID>>([])
+    let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0))
     /// Snapshot files being streamed out, by "group/peer/index": one transfer of a snapshot at a time.
-    private let outgoingSnapshots = NIOLockedValueBox<Set<String>>([])
+    let outgoingSnapshots = NIOLockedValueBox<Set<String>>([])
     /// Snapshot files being received, by group; confined to `receiveLoop`, which only writes them.
-    private let incomingSnapshots: NIOLoopBoundBox<[GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]>
-    private let receiveLoop: any EventLoop
+    let incomingSnapshots: NIOLoopBoundBox<[GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]>
+    let receiveLoop: any EventLoop
     /// Copies databases for snapshots off the apply loop.
-    private let snapshotPool = NIOThreadPool(numberOfThreads: 1)
+    let snapshotPool = NIOThreadPool(numberOfThreads: 1)
     /// Runs queries, on read connections of their own (see `RuntimeConfig.readThreads`).
-    private let readPool: NIOThreadPool
+    let readPool: NIOThreadPool
     /// Each hosted group's read connections, reachable from any thread: a confirmed read goes straight
     /// to the read pool when the database has applied far enough, without a trip to the apply loop.
-    private let readers = NIOLockedValueBox<[GroupID: ReadConnections]>([:])
+    let readers = NIOLockedValueBox<[GroupID: ReadConnections]>([:])
     /// Each hosted group's consistency record, reachable from any thread (status, readiness, checks).
-    private let consistencyRecords = NIOLockedValueBox<[GroupID: ConsistencyRecord]>([:])
+    let consistencyRecords = NIOLockedValueBox<[GroupID: ConsistencyRecord]>([:])
     /// When the apply loop last ran its 100 ms sweep (monotonic nanoseconds): how long it has been busy.
-    private let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
-    private var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
+    let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
+    var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
 
     struct Group {
         let node: RawNode
@@ -281,7 +176,7 @@ public final class NodeRuntime: Sendable {
     /// depend on time for it); for liveness, any message or client request for the group wakes it,
     /// and a follower wakes its group when the leader's node goes silent: every node pings each peer
     /// once a tick, whatever the number of groups.
-    private func tickAll() {
+    func tickAll() {
         let side = raftState.value
         let now = DispatchTime.now().uptimeNanoseconds
         let silentNanos = UInt64(config.electionTimeoutTicks) * UInt64(config.tickMillis) * 1_000_000
@@ -311,14 +206,14 @@ public final class NodeRuntime: Sendable {
     }
 
     /// Everything is replicated to every member, committed and applied, and no read or transfer is pending.
-    private func isIdle(_ id: GroupID, _ g: Group) -> Bool {
+    func isIdle(_ id: GroupID, _ g: Group) -> Bool {
         let s = g.node.status
         guard s.commit == s.lastIndex, s.applied == s.commit, s.configIndex <= s.commit, s.leadTransferee == noNode,
               !raftState.value.pendingReads.values.contains(where: { $0.group == id }) else { return false }
         return s.config.members.allSatisfy { $0 == config.nodeID || s.progress[$0]?.match == s.lastIndex }
     }
 
-    private func quiesce(_ id: GroupID, _ g: Group) {
+    func quiesce(_ id: GroupID, _ g: Group) {
         let side = raftState.value
         side.idleTicks[id] = 0
         side.quiesced.insert(id)
@@ -327,7 +222,7 @@ public final class NodeRuntime: Sendable {
         side.quiescing.insert(id)
     }
 
-    private func wake(_ id: GroupID) {
+    func wake(_ id: GroupID) {
         let side = raftState.value
         side.quiesced.remove(id)
         side.idleTicks[id] = 0
@@ -347,11 +242,11 @@ public final class NodeRuntime: Sendable {
         directory + "/group-\(group).\(index).sqlite"
     }
 
-    private func snapshotPath(_ group: GroupID, _ index: LogIndex) -> String {
+    func snapshotPath(_ group: GroupID, _ index: LogIndex) -> String {
         Self.snapshotPath(in: snapshotDirectory, group: group, index: index)
     }
 
-    private func openGroup(_ id: GroupID) async throws {
+    func openGroup(_ id: GroupID) async throws {
         let path = config.dataDirectory + "/group-\(id).sqlite"
         let snapshotPath: @Sendable (LogIndex) -> String = { [directory = snapshotDirectory] index in
             Self.snapshotPath(in: directory, group: id, index: index)
@@ -427,7 +322,7 @@ public final class NodeRuntime: Sendable {
     }
 
     /// Removes a group's snapshot files older than `index`.
-    private func removeSnapshots(of group: GroupID, before index: LogIndex) {
+    func removeSnapshots(of group: GroupID, before index: LogIndex) {
         let prefix = "group-\(group)."
         for name in (try? FileManager.default.contentsOfDirectory(atPath: snapshotDirectory)) ?? [] where name.hasPrefix(prefix) {
             let middle = name.dropFirst(prefix.count).split(separator: ".").first.map(String.init) ?? ""
@@ -438,7 +333,7 @@ public final class NodeRuntime: Sendable {
     /// Fail-stop: after a storage failure this node neither persists, acknowledges nor applies anything
     /// more, so nothing it says can be wrong; it stays up to report why (`failure`), and a restart
     /// recovers from what is on disk.
-    private func fail(_ reason: String) {
+    func fail(_ reason: String) {
         let first = failureReason.withLockedValue { f in
             if f != nil { return false }
             f = reason
@@ -453,7 +348,7 @@ public final class NodeRuntime: Sendable {
 
     // MARK: - Raft loop
 
-    private func deliver(_ envelopes: [Envelope]) {
+    func deliver(_ envelopes: [Envelope]) {
         let side = raftState.value
         let now = DispatchTime.now().uptimeNanoseconds
         for e in envelopes {
@@ -479,7 +374,7 @@ public final class NodeRuntime: Sendable {
     }
 
     /// Coalesces work: however many inputs arrive in one loop turn, one pass handles them.
-    private func pump() {
+    func pump() {
         guard !raftState.value.pumpScheduled else { return }
         raftState.value.pumpScheduled = true
         raftLoop.execute {
@@ -488,7 +383,7 @@ public final class NodeRuntime: Sendable {
         }
     }
 
-    private func handleReadies() {
+    func handleReadies() {
         let side = raftState.value
         guard !side.stopped else { return }
         var readies: [(GroupID, Group, Ready)] = []
@@ -558,7 +453,7 @@ public final class NodeRuntime: Sendable {
     }
 
     /// Hands committed entries to the apply loop, with the writes proposed here that wait on them.
-    private func applyCommitted(_ entries: [Entry], group: GroupID) {
+    func applyCommitted(_ entries: [Entry], group: GroupID) {
         guard !entries.isEmpty else { return }
         let side = raftState.value
         var waiters: [LogIndex: PendingWrite] = [:]
@@ -570,7 +465,7 @@ public final class NodeRuntime: Sendable {
         dispatchApply(group: group, entries: entries, waiters: waiters)
     }
 
-    private func send(_ messages: [Message], group: GroupID) {
+    func send(_ messages: [Message], group: GroupID) {
         var byPeer: [NodeID: [Envelope]] = [:]
         let quiescing = raftState.value.quiescing.contains(group)
         for m in messages {
@@ -581,254 +476,6 @@ public final class NodeRuntime: Sendable {
             }
         }
         for (peer, envelopes) in byPeer { transport.send(envelopes, to: peer) }
-    }
-
-    // MARK: - Snapshot streaming
-
-    /// Sends the snapshot file in pieces, pacing on the peer's backlog so a large database neither
-    /// fills the transport queue nor holds the Raft loop. The message rides on every piece; the
-    /// follower steps it once the last piece is on its disk.
-    private func streamSnapshot(_ message: Message, group: GroupID) {
-        let index = message.snapshot!.metadata.index, peer = message.to
-        let key = "\(group)/\(peer)/\(index)"
-        // Raft resends a snapshot that takes long; the transfer under way already carries it.
-        guard outgoingSnapshots.withLockedValue({ $0.insert(key).inserted }) else { return }
-        let path = snapshotPath(group, index), chunkBytes = config.snapshotChunkBytes
-        Task {
-            defer { _ = outgoingSnapshots.withLockedValue { $0.remove(key) } }
-            do {
-                let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-                defer { try? file.close() }
-                let total = UInt64(try file.seekToEnd())
-                try file.seek(toOffset: 0)
-                var offset: UInt64 = 0
-                var checksum: UInt32 = 0
-                repeat {
-                    var waitedMillis = 0
-                    while let backlog = await transport.backlogBytes(to: peer), backlog > 4 * chunkBytes {
-                        guard waitedMillis < Int(config.requestTimeoutMillis) else { throw RuntimeError.timedOut("streaming a snapshot to node \(peer)") }
-                        try await Task.sleep(for: .milliseconds(2))
-                        waitedMillis += 2
-                    }
-                    let data = [UInt8](try file.read(upToCount: chunkBytes) ?? Data())
-                    guard !data.isEmpty || total == 0 else { throw RuntimeError.raft("snapshot file \(path) shrank while being sent") }
-                    checksum = CRC32C.update(checksum, with: data)
-                    let chunk = SnapshotChunk(offset: offset, totalBytes: total, data: data, fileChecksum: checksum)
-                    transport.send([Envelope(group: group, message: message, chunk: chunk)], to: peer)
-                    snapshotCounts.withLockedValue { $0.chunksSent += 1 }
-                    offset += UInt64(data.count)
-                } while offset < total
-            } catch {
-                log("node \(config.nodeID) group \(group): streaming the snapshot at \(index) to node \(peer) failed: \(error)")
-                raftLoop.execute {
-                    self.raftState.value.groups[group]?.node.reportSnapshot(to: peer, failed: true)
-                    self.pump()
-                }
-            }
-        }
-    }
-
-    /// Writes a received piece on the receive loop (in arrival order); after the last one, with the
-    /// file's checksum verified and the file durable, steps the snapshot message into the group.
-    private func receiveSnapshotChunk(_ envelope: Envelope, _ chunk: SnapshotChunk) {
-        snapshotCounts.withLockedValue { $0.chunksReceived += 1 }
-        let group = envelope.group, from = envelope.message.from, index = envelope.message.snapshot!.metadata.index
-        let path = snapshotPath(group, index)
-        receiveLoop.submit { () throws -> Bool in
-            try { (incoming: inout [GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]) throws -> Bool in
-                if chunk.offset == 0 {
-                    incoming.removeValue(forKey: group)?.file.abandon()
-                    incoming[group] = (from, index, try IncomingFile(path: path))
-                }
-                guard let transfer = incoming[group], transfer.from == from, transfer.index == index,
-                      transfer.file.bytesWritten == chunk.offset else {
-                    // A piece went missing (a dropped frame, a reconnect): the leader will send it all again.
-                    incoming.removeValue(forKey: group)?.file.abandon()
-                    return false
-                }
-                do {
-                    try transfer.file.append(chunk.data)
-                    guard chunk.isLast else { return false }
-                    incoming[group] = nil
-                    guard transfer.file.checksum == chunk.fileChecksum else {
-                        transfer.file.abandon()
-                        throw RuntimeError.raft("the snapshot at \(index) from node \(from) arrived with a wrong checksum; discarded")
-                    }
-                    try transfer.file.commit()
-                    return true
-                } catch {
-                    incoming[group] = nil
-                    transfer.file.abandon()
-                    throw error
-                }
-            }(&self.incomingSnapshots.value)
-        }.hop(to: raftLoop).whenComplete { result in
-            switch result {
-            case .success(true):
-                if let g = self.raftState.value.groups[group] {
-                    g.node.step(envelope.message)
-                    self.pump()
-                }
-            case .success(false): break
-            case .failure(let error):
-                self.log("node \(self.config.nodeID) group \(group): receiving a snapshot failed: \(error)")
-            }
-        }
-    }
-
-    // MARK: - Apply loop
-
-    /// Applies committed entries on the apply loop and answers the writes waiting on them (proposed
-    /// here): they travel with the entries, so a write costs no extra trip to the apply loop.
-    private func dispatchApply(group: GroupID, entries: [Entry], waiters: [LogIndex: PendingWrite]) {
-        applyLoop.execute {
-            let side = self.applyState.value
-            if let why = self.failure {
-                for w in waiters.values { w.promise.fail(RuntimeError.failed(why)) }
-                return
-            }
-            guard let machine = side.machines[group] else {
-                for w in waiters.values { w.promise.fail(RuntimeError.unknownGroup(group)) }
-                return
-            }
-            let fresh = entries.filter { $0.index > machine.appliedIndex }
-            // Entries a snapshot already covered: whether a write among them took effect is unknown here.
-            for e in entries where e.index <= machine.appliedIndex { waiters[e.index]?.promise.fail(RuntimeError.outcomeUnknown) }
-            guard !fresh.isEmpty else { return }
-            let batch: [(index: LogIndex, change: SQLStateMachine.Change)] = fresh.map { e in
-                if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) { return (e.index, .command(cmd)) }
-                return (e.index, .empty(e.kind == .confChange ? ConfState(decoding: e.data) : nil))
-            }
-            side.bytesSinceSnapshot[group, default: 0] += fresh.reduce(0) { $0 + $1.data.count }
-            let results: [[StatementResult]]
-            let started = DispatchTime.now().uptimeNanoseconds
-            do {
-                results = try machine.apply(batch: batch)
-            } catch {
-                // Applying later entries over missing ones would make this replica diverge: stop instead.
-                self.fail("group \(group): cannot apply entries \(fresh.first!.index)...\(fresh.last!.index): \(error)")
-                for e in fresh { waiters[e.index]?.promise.fail(RuntimeError.failed(self.failure ?? "\(error)")) }
-                return
-            }
-            let applied = DispatchTime.now().uptimeNanoseconds
-            RuntimeMetrics.applyBatch.recordNanoseconds(Int64(applied - started))
-            if !waiters.isEmpty {
-                for (e, r) in zip(fresh, results) {
-                    guard let pending = waiters[e.index] else { continue }
-                    if pending.term != e.term {
-                        pending.promise.fail(RuntimeError.proposalLost)
-                    } else if let dropped = machine.droppedAt, e.index > dropped {
-                        pending.promise.fail(RuntimeError.databaseDropped)
-                    } else {
-                        RuntimeMetrics.write.recordNanoseconds(Int64(applied &- pending.proposedNanos))
-                        pending.promise.succeed((r, e.index))
-                    }
-                }
-            }
-            self.serveWaitingReads(group)
-            self.maybeSnapshot(group)
-        }
-    }
-
-    /// Every `snapshotEveryEntries` applied entries (or `snapshotEveryBytes`), copies the database on the snapshot thread, then
-    /// compacts the log through the copy's index.
-    private func maybeSnapshot(_ group: GroupID) {
-        let side = applyState.value
-        guard config.snapshotEveryEntries > 0, let machine = side.machines[group], !side.snapshotInProgress.contains(group),
-              machine.appliedIndex >= (side.lastSnapshotIndex[group] ?? 0) + config.snapshotEveryEntries
-                || (side.bytesSinceSnapshot[group] ?? 0) >= config.snapshotEveryBytes else { return }
-        side.bytesSinceSnapshot[group] = 0
-        side.snapshotInProgress.insert(group)
-        let source = machine.path, temporary = snapshotDirectory + "/group-\(group).copying"
-        let directory = snapshotDirectory
-        snapshotPool.runIfActive(eventLoop: applyLoop) { () throws -> (index: LogIndex, conf: ConfState?) in
-            let meta = try SQLStateMachine.writeSnapshot(of: source, to: temporary)
-            guard rename(temporary, Self.snapshotPath(in: directory, group: group, index: meta.index)) == 0 else {
-                throw RuntimeError.raft("cannot name the snapshot of group \(group)")
-            }
-            // The log is compacted past this snapshot next: its name must survive power loss first.
-            try DurableFile.sync(directory)
-            return meta
-        }.whenComplete { result in
-            let side = self.applyState.value
-            side.snapshotInProgress.remove(group)
-            switch result {
-            case .success(let meta):
-                side.lastSnapshotIndex[group] = max(side.lastSnapshotIndex[group] ?? 0, meta.index)
-                self.raftLoop.execute { self.compact(group, through: meta.index, conf: meta.conf) }
-            case .failure(let error):
-                self.log("node \(self.config.nodeID) group \(group): snapshot failed: \(error)")
-            }
-        }
-    }
-
-    private func compact(_ group: GroupID, through index: LogIndex, conf: ConfState?) {
-        let side = raftState.value
-        guard let g = side.groups[group], index > g.storage.snapshotMetadata.index else { return }
-        do {
-            // No membership recorded in the database means none was applied since the last compaction point.
-            try side.store.compact(group: group, through: index, confState: conf ?? g.storage.snapshotMetadata.confState)
-            snapshotCounts.withLockedValue { $0.taken += 1 }
-            removeSnapshots(of: group, before: index)
-        } catch {
-            log("node \(config.nodeID) group \(group): cannot compact the log through \(index): \(error)")
-        }
-    }
-
-    /// Replaces the group's database with a snapshot received from the leader (already on disk).
-    private func dispatchInstall(group: GroupID, index: LogIndex) {
-        let file = snapshotPath(group, index)
-        applyLoop.execute {
-            let side = self.applyState.value
-            guard let machine = side.machines[group], machine.appliedIndex < index else { return }
-            do {
-                try machine.install(snapshotFile: file)
-            } catch {
-                self.fail("group \(group): cannot install the snapshot at \(index): \(error)")
-                return
-            }
-            side.lastSnapshotIndex[group] = index
-            self.snapshotCounts.withLockedValue { $0.installed += 1 }
-            self.removeSnapshots(of: group, before: index)
-            self.serveWaitingReads(group)
-        }
-    }
-
-    private func serveWaitingReads(_ group: GroupID) {
-        let side = applyState.value
-        guard let machine = side.machines[group], var waiting = side.waitingReads[group] else { return }
-        let ready = waiting.filter { $0.index <= machine.appliedIndex }
-        waiting.removeAll { $0.index <= machine.appliedIndex }
-        side.waitingReads[group] = waiting
-        for r in ready { run(r.request, on: machine.reads) }
-    }
-
-    /// Serves a read once the database has applied through `index`: at once if it has (from any
-    /// thread), otherwise when the apply loop gets there.
-    private func serve(_ read: ReadRequest, at index: LogIndex) {
-        guard let reader = readers.withLockedValue({ $0[read.group] }) else {
-            return read.promise.fail(RuntimeError.unknownGroup(read.group))
-        }
-        if reader.state.applied >= index { return run(read, on: reader) }
-        applyLoop.execute {
-            let side = self.applyState.value
-            guard let machine = side.machines[read.group] else { return read.promise.fail(RuntimeError.unknownGroup(read.group)) }
-            if machine.appliedIndex >= index {
-                self.run(read, on: machine.reads)
-            } else {
-                side.waitingReads[read.group, default: []].append(WaitingRead(index: index, request: read))
-            }
-        }
-    }
-
-    /// Runs a read on the read pool, on a read connection of its own.
-    private func run(_ read: ReadRequest, on reader: ReadConnections) {
-        readPool.submit { state in
-            guard case .active = state else { return read.promise.fail(RuntimeError.shutDown) }
-            let at = reader.state
-            if at.dropped != nil { return read.promise.fail(RuntimeError.databaseDropped) }
-            read.promise.succeed((reader.query(read.statements, timeoutNanos: read.timeoutNanos), at.applied))
-        }
     }
 
     // MARK: - Client operations
@@ -864,7 +511,7 @@ public final class NodeRuntime: Sendable {
     }
 
     /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).
-    private func sweepTimeouts() {
+    func sweepTimeouts() {
         let every = TimeAmount.milliseconds(100)
         applyLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
             self.applyLoopSeen.withLockedValue { $0 = DispatchTime.now().uptimeNanoseconds }
@@ -983,63 +630,6 @@ public final class NodeRuntime: Sendable {
     public func isReadOnly(group: GroupID, _ sql: String) async throws -> Bool {
         guard let reader = readers.withLockedValue({ $0[group] }) else { throw RuntimeError.unknownGroup(group) }
         return try await readPool.runIfActive(eventLoop: applyLoop) { try reader.isReadOnly(sql) }.get()
-    }
-
-    /// Asks every replica of `group` for a digest at one entry, and then hands them the leader's
-    /// (this node must lead the group): each replica compares, and one that differs reports itself
-    /// diverged (`consistency(group:)`) and stops being ready. Returns the leader's digest.
-    public func checkConsistency(group: GroupID) async throws -> ContentDigest {
-        guard let record = consistencyRecords.withLockedValue({ $0[group] }) else { throw RuntimeError.unknownGroup(group) }
-        let first = try await executeIndexed(group: group, .checkConsistency(expected: record.takeUnannounced().map { .init(index: $0.index, hash: $0.hash) }))
-        // The digest is taken off the apply thread: wait for it (bounded), then announce it.
-        let deadline = ContinuousClock.now + .milliseconds(config.requestTimeoutMillis)
-        var digest = record.digest(at: first.index)
-        while digest == nil && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-            digest = record.digest(at: first.index)
-        }
-        guard let digest else { throw RuntimeError.timedOut("taking the digest at entry \(first.index)") }
-        _ = record.takeUnannounced()
-        _ = try await executeIndexed(group: group, .checkConsistency(expected: .init(index: digest.index, hash: digest.hash)))
-        return digest
-    }
-
-    /// How long the apply loop has been busy without a break (one entry, an install): while it is, no
-    /// write on this node is applied and no query waiting for one is answered.
-    public var applyLoopBusyMillis: Int64 {
-        Int64((DispatchTime.now().uptimeNanoseconds &- applyLoopSeen.withLockedValue { $0 }) / 1_000_000)
-    }
-
-    /// What this replica knows of its agreement with the leader of `group`.
-    public func consistency(group: GroupID) -> ConsistencyRecord.Summary? {
-        consistencyRecords.withLockedValue { $0[group] }?.current
-    }
-
-    /// Test only: makes this replica of `group` diverge by running `sql` outside the log.
-    public func divergeForTesting(group: GroupID, sql: String) async throws {
-        try await applyLoop.submit {
-            guard let machine = self.applyState.value.machines[group] else { throw RuntimeError.unknownGroup(group) }
-            try machine.divergeForTesting(sql)
-        }.get()
-    }
-
-    /// Leaders ask their groups for digests every `consistencyCheckMillis`.
-    private func scheduleConsistencyChecks() {
-        guard config.consistencyCheckMillis > 0 else { return }
-        let every = TimeAmount.milliseconds(config.consistencyCheckMillis)
-        raftLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
-            let side = self.raftState.value
-            guard !side.stopped else { return task.cancel() }
-            for (id, g) in side.groups where g.node.role == .leader {
-                Task {
-                    do {
-                        _ = try await self.checkConsistency(group: id)
-                    } catch {
-                        self.log("node \(self.config.nodeID) group \(id): consistency check failed to run: \(error)")
-                    }
-                }
-            }
-        }
     }
 
     /// Writes a consistent copy of this node's database of `group` to `destination` (off the apply loop).

@@ -45,7 +45,7 @@ struct FNV64 {
 extension ReadConnections {
     /// The digest of the database at the entry its read transaction sees.
     public func digest() throws -> ContentDigest {
-        try withInternalConnection { c in
+        try withConnection { c in
             let index = try c.beginPinnedRead()
             defer { try? c.exec("ROLLBACK") }
             return try c.digestOfOpenRead(at: index)

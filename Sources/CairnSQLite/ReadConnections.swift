@@ -66,12 +66,8 @@ public final class ReadConnections: @unchecked Sendable {
         }
     }
 
-    /// A connection for CairnDB's own reads (digests).
-    func withInternalConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
-        try withConnection(body)
-    }
-
-    private func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
+    /// Runs `body` with a connection checked out of the pool (queries, and CairnDB's own reads).
+    func withConnection<T>(_ body: (SQLiteConnection) throws -> T) throws -> T {
         let (connection, born) = try checkOut()
         defer { checkIn(connection, born) }
         return try body(connection)

@@ -1,0 +1,169 @@
+import CairnRaft
+import CairnSQLite
+import CairnStorage
+import CairnTransport
+import Foundation
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+
+/// The apply loop: committed entries into each group's database, snapshots and installs, and reads
+/// handed to the read pool once their database has applied far enough.
+extension NodeRuntime {
+    // MARK: - Apply loop
+
+    /// Applies committed entries on the apply loop and answers the writes waiting on them (proposed
+    /// here): they travel with the entries, so a write costs no extra trip to the apply loop.
+    func dispatchApply(group: GroupID, entries: [Entry], waiters: [LogIndex: PendingWrite]) {
+        applyLoop.execute {
+            let side = self.applyState.value
+            if let why = self.failure {
+                for w in waiters.values { w.promise.fail(RuntimeError.failed(why)) }
+                return
+            }
+            guard let machine = side.machines[group] else {
+                for w in waiters.values { w.promise.fail(RuntimeError.unknownGroup(group)) }
+                return
+            }
+            let fresh = entries.filter { $0.index > machine.appliedIndex }
+            // Entries a snapshot already covered: whether a write among them took effect is unknown here.
+            for e in entries where e.index <= machine.appliedIndex { waiters[e.index]?.promise.fail(RuntimeError.outcomeUnknown) }
+            guard !fresh.isEmpty else { return }
+            let batch: [(index: LogIndex, change: SQLStateMachine.Change)] = fresh.map { e in
+                if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) { return (e.index, .command(cmd)) }
+                return (e.index, .empty(e.kind == .confChange ? ConfState(decoding: e.data) : nil))
+            }
+            side.bytesSinceSnapshot[group, default: 0] += fresh.reduce(0) { $0 + $1.data.count }
+            let results: [[StatementResult]]
+            let started = DispatchTime.now().uptimeNanoseconds
+            do {
+                results = try machine.apply(batch: batch)
+            } catch {
+                // Applying later entries over missing ones would make this replica diverge: stop instead.
+                self.fail("group \(group): cannot apply entries \(fresh.first!.index)...\(fresh.last!.index): \(error)")
+                for e in fresh { waiters[e.index]?.promise.fail(RuntimeError.failed(self.failure ?? "\(error)")) }
+                return
+            }
+            let applied = DispatchTime.now().uptimeNanoseconds
+            RuntimeMetrics.applyBatch.recordNanoseconds(Int64(applied - started))
+            if !waiters.isEmpty {
+                for (e, r) in zip(fresh, results) {
+                    guard let pending = waiters[e.index] else { continue }
+                    if pending.term != e.term {
+                        pending.promise.fail(RuntimeError.proposalLost)
+                    } else if let dropped = machine.droppedAt, e.index > dropped {
+                        pending.promise.fail(RuntimeError.databaseDropped)
+                    } else {
+                        RuntimeMetrics.write.recordNanoseconds(Int64(applied &- pending.proposedNanos))
+                        pending.promise.succeed((r, e.index))
+                    }
+                }
+            }
+            self.serveWaitingReads(group)
+            self.maybeSnapshot(group)
+        }
+    }
+
+    /// Every `snapshotEveryEntries` applied entries (or `snapshotEveryBytes`), copies the database on the snapshot thread, then
+    /// compacts the log through the copy's index.
+    func maybeSnapshot(_ group: GroupID) {
+        let side = applyState.value
+        guard config.snapshotEveryEntries > 0, let machine = side.machines[group], !side.snapshotInProgress.contains(group),
+              machine.appliedIndex >= (side.lastSnapshotIndex[group] ?? 0) + config.snapshotEveryEntries
+                || (side.bytesSinceSnapshot[group] ?? 0) >= config.snapshotEveryBytes else { return }
+        side.bytesSinceSnapshot[group] = 0
+        side.snapshotInProgress.insert(group)
+        let source = machine.path, temporary = snapshotDirectory + "/group-\(group).copying"
+        let directory = snapshotDirectory
+        snapshotPool.runIfActive(eventLoop: applyLoop) { () throws -> (index: LogIndex, conf: ConfState?) in
+            let meta = try SQLStateMachine.writeSnapshot(of: source, to: temporary)
+            guard rename(temporary, Self.snapshotPath(in: directory, group: group, index: meta.index)) == 0 else {
+                throw RuntimeError.raft("cannot name the snapshot of group \(group)")
+            }
+            // The log is compacted past this snapshot next: its name must survive power loss first.
+            try DurableFile.sync(directory)
+            return meta
+        }.whenComplete { result in
+            let side = self.applyState.value
+            side.snapshotInProgress.remove(group)
+            switch result {
+            case .success(let meta):
+                side.lastSnapshotIndex[group] = max(side.lastSnapshotIndex[group] ?? 0, meta.index)
+                self.raftLoop.execute { self.compact(group, through: meta.index, conf: meta.conf) }
+            case .failure(let error):
+                self.log("node \(self.config.nodeID) group \(group): snapshot failed: \(error)")
+            }
+        }
+    }
+
+    func compact(_ group: GroupID, through index: LogIndex, conf: ConfState?) {
+        let side = raftState.value
+        guard let g = side.groups[group], index > g.storage.snapshotMetadata.index else { return }
+        do {
+            // No membership recorded in the database means none was applied since the last compaction point.
+            try side.store.compact(group: group, through: index, confState: conf ?? g.storage.snapshotMetadata.confState)
+            snapshotCounts.withLockedValue { $0.taken += 1 }
+            removeSnapshots(of: group, before: index)
+        } catch {
+            log("node \(config.nodeID) group \(group): cannot compact the log through \(index): \(error)")
+        }
+    }
+
+    /// Replaces the group's database with a snapshot received from the leader (already on disk).
+    func dispatchInstall(group: GroupID, index: LogIndex) {
+        let file = snapshotPath(group, index)
+        applyLoop.execute {
+            let side = self.applyState.value
+            guard let machine = side.machines[group], machine.appliedIndex < index else { return }
+            do {
+                try machine.install(snapshotFile: file)
+            } catch {
+                self.fail("group \(group): cannot install the snapshot at \(index): \(error)")
+                return
+            }
+            side.lastSnapshotIndex[group] = index
+            self.snapshotCounts.withLockedValue { $0.installed += 1 }
+            self.removeSnapshots(of: group, before: index)
+            self.serveWaitingReads(group)
+        }
+    }
+
+    func serveWaitingReads(_ group: GroupID) {
+        let side = applyState.value
+        guard let machine = side.machines[group], var waiting = side.waitingReads[group] else { return }
+        let ready = waiting.filter { $0.index <= machine.appliedIndex }
+        waiting.removeAll { $0.index <= machine.appliedIndex }
+        side.waitingReads[group] = waiting
+        for r in ready { run(r.request, on: machine.reads) }
+    }
+
+    /// Serves a read once the database has applied through `index`: at once if it has (from any
+    /// thread), otherwise when the apply loop gets there.
+    func serve(_ read: ReadRequest, at index: LogIndex) {
+        guard let reader = readers.withLockedValue({ $0[read.group] }) else {
+            return read.promise.fail(RuntimeError.unknownGroup(read.group))
+        }
+        if reader.state.applied >= index { return run(read, on: reader) }
+        applyLoop.execute {
+            let side = self.applyState.value
+            guard let machine = side.machines[read.group] else { return read.promise.fail(RuntimeError.unknownGroup(read.group)) }
+            if machine.appliedIndex >= index {
+                self.run(read, on: machine.reads)
+            } else {
+                side.waitingReads[read.group, default: []].append(WaitingRead(index: index, request: read))
+            }
+        }
+    }
+
+    /// Runs a read on the read pool, on a read connection of its own.
+    func run(_ read: ReadRequest, on reader: ReadConnections) {
+        readPool.submit { state in
+            guard case .active = state else { return read.promise.fail(RuntimeError.shutDown) }
+            let at = reader.state
+            if at.dropped != nil { return read.promise.fail(RuntimeError.databaseDropped) }
+            read.promise.succeed((reader.query(read.statements, timeoutNanos: read.timeoutNanos), at.applied))
+        }
+    }
+}

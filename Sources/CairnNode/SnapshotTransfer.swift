@@ -1,0 +1,106 @@
+import CairnRaft
+import CairnSQLite
+import CairnStorage
+import CairnTransport
+import Foundation
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+
+/// Snapshot files streamed to lagging followers in pieces, and received from leaders.
+extension NodeRuntime {
+    // MARK: - Snapshot streaming
+
+    /// Sends the snapshot file in pieces, pacing on the peer's backlog so a large database neither
+    /// fills the transport queue nor holds the Raft loop. The message rides on every piece; the
+    /// follower steps it once the last piece is on its disk.
+    func streamSnapshot(_ message: Message, group: GroupID) {
+        let index = message.snapshot!.metadata.index, peer = message.to
+        let key = "\(group)/\(peer)/\(index)"
+        // Raft resends a snapshot that takes long; the transfer under way already carries it.
+        guard outgoingSnapshots.withLockedValue({ $0.insert(key).inserted }) else { return }
+        let path = snapshotPath(group, index), chunkBytes = config.snapshotChunkBytes
+        Task {
+            defer { _ = outgoingSnapshots.withLockedValue { $0.remove(key) } }
+            do {
+                let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+                defer { try? file.close() }
+                let total = UInt64(try file.seekToEnd())
+                try file.seek(toOffset: 0)
+                var offset: UInt64 = 0
+                var checksum: UInt32 = 0
+                repeat {
+                    var waitedMillis = 0
+                    while let backlog = await transport.backlogBytes(to: peer), backlog > 4 * chunkBytes {
+                        guard waitedMillis < Int(config.requestTimeoutMillis) else { throw RuntimeError.timedOut("streaming a snapshot to node \(peer)") }
+                        try await Task.sleep(for: .milliseconds(2))
+                        waitedMillis += 2
+                    }
+                    let data = [UInt8](try file.read(upToCount: chunkBytes) ?? Data())
+                    guard !data.isEmpty || total == 0 else { throw RuntimeError.raft("snapshot file \(path) shrank while being sent") }
+                    checksum = CRC32C.update(checksum, with: data)
+                    let chunk = SnapshotChunk(offset: offset, totalBytes: total, data: data, fileChecksum: checksum)
+                    transport.send([Envelope(group: group, message: message, chunk: chunk)], to: peer)
+                    snapshotCounts.withLockedValue { $0.chunksSent += 1 }
+                    offset += UInt64(data.count)
+                } while offset < total
+            } catch {
+                log("node \(config.nodeID) group \(group): streaming the snapshot at \(index) to node \(peer) failed: \(error)")
+                raftLoop.execute {
+                    self.raftState.value.groups[group]?.node.reportSnapshot(to: peer, failed: true)
+                    self.pump()
+                }
+            }
+        }
+    }
+
+    /// Writes a received piece on the receive loop (in arrival order); after the last one, with the
+    /// file's checksum verified and the file durable, steps the snapshot message into the group.
+    func receiveSnapshotChunk(_ envelope: Envelope, _ chunk: SnapshotChunk) {
+        snapshotCounts.withLockedValue { $0.chunksReceived += 1 }
+        let group = envelope.group, from = envelope.message.from, index = envelope.message.snapshot!.metadata.index
+        let path = snapshotPath(group, index)
+        receiveLoop.submit { () throws -> Bool in
+            try { (incoming: inout [GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]) throws -> Bool in
+                if chunk.offset == 0 {
+                    incoming.removeValue(forKey: group)?.file.abandon()
+                    incoming[group] = (from, index, try IncomingFile(path: path))
+                }
+                guard let transfer = incoming[group], transfer.from == from, transfer.index == index,
+                      transfer.file.bytesWritten == chunk.offset else {
+                    // A piece went missing (a dropped frame, a reconnect): the leader will send it all again.
+                    incoming.removeValue(forKey: group)?.file.abandon()
+                    return false
+                }
+                do {
+                    try transfer.file.append(chunk.data)
+                    guard chunk.isLast else { return false }
+                    incoming[group] = nil
+                    guard transfer.file.checksum == chunk.fileChecksum else {
+                        transfer.file.abandon()
+                        throw RuntimeError.raft("the snapshot at \(index) from node \(from) arrived with a wrong checksum; discarded")
+                    }
+                    try transfer.file.commit()
+                    return true
+                } catch {
+                    incoming[group] = nil
+                    transfer.file.abandon()
+                    throw error
+                }
+            }(&self.incomingSnapshots.value)
+        }.hop(to: raftLoop).whenComplete { result in
+            switch result {
+            case .success(true):
+                if let g = self.raftState.value.groups[group] {
+                    g.node.step(envelope.message)
+                    self.pump()
+                }
+            case .success(false): break
+            case .failure(let error):
+                self.log("node \(self.config.nodeID) group \(group): receiving a snapshot failed: \(error)")
+            }
+        }
+    }
+}
