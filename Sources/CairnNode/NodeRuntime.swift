@@ -619,7 +619,7 @@ public final class NodeRuntime: Sendable {
             for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
             side.lastSnapshotIndex[id] = nil
             side.bytesSinceSnapshot[id] = nil
-            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+            for file in SQLStateMachine.files(of: path) { try? FileManager.default.removeItem(atPath: file) }
             self.removeSnapshots(of: id, before: .max)
         }.get()
         log("node \(config.nodeID): deleted its copy of group \(id)")

@@ -137,7 +137,7 @@ enum Authorizer {
         let lower = name.lowercased()
         // A load's staging tables are the loading user's data on its way in, not CairnDB's.
         if lower.hasPrefix(DatabaseLoader.stagingPrefix) { return false }
-        return lower.hasPrefix("_cairn") || lower.hasPrefix(Bookkeeping.table)
+        return lower.hasPrefix("_cairn") || lower.hasPrefix("sqlite_cairn")
     }
 
     /// Eponymous virtual tables that show the node's file layout or its connection's statements.
@@ -175,7 +175,9 @@ enum Pragmas {
         "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo", "foreign_key_list", "foreign_key_check",
     ]
     /// Stored in the database file: reading and setting them replicates like data.
-    static let stored: Set<String> = ["user_version", "application_id"]
+    static let stored: Set<String> = ["user_version"]
+    /// CairnDB's: the applied-entry marker of each database file (see `Bookkeeping`).
+    static let reserved: Set<String> = ["application_id"]
     /// Fixed when the apply connection opens, the same on every node: a write may read them.
     static let fixed: Set<String> = ["foreign_keys", "recursive_triggers", "defer_foreign_keys", "encoding", "data_version"]
     /// Fixed settings that are off on the apply connection.
@@ -190,13 +192,16 @@ enum Pragmas {
         "automatic_index", "cell_size_check", "secure_delete", "mmap_size", "locking_mode", "trusted_schema",
         "reverse_unordered_selects", "ignore_check_constraints", "wal_autocheckpoint", "analysis_limit", "fullfsync",
         "checkpoint_fullfsync", "count_changes", "empty_result_callbacks", "full_column_names", "short_column_names",
-        "soft_heap_limit", "hard_heap_limit", "threads", "writable_schema", "user_version", "application_id",
+        "soft_heap_limit", "hard_heap_limit", "threads", "writable_schema", "user_version",
     ]
     /// Take an argument that limits their work rather than setting anything.
     static let checking: Set<String> = ["integrity_check", "quick_check"]
 
     static func refusal(name: String, argument: String?, role: ConnectionRole) -> String? {
         let setting = argument != nil
+        if reserved.contains(name) {
+            return "PRAGMA \(name) is reserved for CairnDB: it marks which entry each database file holds"
+        }
         let known = describing.contains(name) || stored.contains(name) || fixed.contains(name) || readable.contains(name)
         guard known else { return "PRAGMA \(name) is not allowed: it could change durability or make replicas diverge" }
         switch role {

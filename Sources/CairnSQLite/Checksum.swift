@@ -46,7 +46,7 @@ extension ReadConnections {
     /// The digest of the database at the entry its read transaction sees.
     public func digest() throws -> ContentDigest {
         try withConnection { c in
-            let index = try c.beginPinnedRead()
+            let index = try c.beginPinnedRead(near: state.applied)
             defer { try? c.exec("ROLLBACK") }
             return try c.digestOfOpenRead(at: index)
         }
@@ -56,13 +56,16 @@ extension ReadConnections {
 extension SQLiteConnection {
     /// Opens a read transaction and fixes its view (WAL readers see the database as of their first
     /// read); returns the applied index it sees.
-    func beginPinnedRead() throws -> LogIndex {
+    func beginPinnedRead(near reference: LogIndex) throws -> LogIndex {
         try exec("BEGIN")
         context.internalAccess = true
         defer { context.internalAccess = false }
         var index: LogIndex = 0
         do {
-            try each("SELECT value FROM \(Bookkeeping.table) WHERE key = 'applied_index'") { s in index = LogIndex(sqlite3_column_int64(s, 0)) }
+            // The marker's upper bits come from the index published after the commit, which is close.
+            var marker: Int32 = 0
+            try each("PRAGMA application_id") { s in marker = Int32(truncatingIfNeeded: sqlite3_column_int64(s, 0)) }
+            index = try Bookkeeping.resolve(marker: marker, near: reference)
         } catch {
             try? exec("ROLLBACK")
             throw error
@@ -77,7 +80,7 @@ extension SQLiteConnection {
         // Name order, not rowid order: a replica that installed a snapshot (VACUUM INTO) may have
         // its schema rows in another order.
         var objects: [(type: String, name: String, sql: String)] = []
-        try each("SELECT type, name, coalesce(sql, '') FROM sqlite_master WHERE tbl_name <> '\(Bookkeeping.table)' ORDER BY type, name") { s in
+        try each("SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name") { s in
             objects.append((Self.text(s, 0), Self.text(s, 1), Self.text(s, 2)))
         }
         var withoutRowID = Set<String>()
@@ -86,11 +89,8 @@ extension SQLiteConnection {
         }
         var h = FNV64()
         var rows = 0
-        // Stored in the file's header, set by writes.
-        try each("SELECT user_version, application_id FROM pragma_user_version, pragma_application_id") { s in
-            h.add(UInt64(bitPattern: sqlite3_column_int64(s, 0)))
-            h.add(UInt64(bitPattern: sqlite3_column_int64(s, 1)))
-        }
+        // Stored in the file's header, set by writes (application_id is CairnDB's index marker).
+        try each("PRAGMA user_version") { s in h.add(UInt64(bitPattern: sqlite3_column_int64(s, 0))) }
         for object in objects {
             h.add(object.type)
             h.add(object.name)

@@ -58,7 +58,7 @@ public final class ReadConnections: @unchecked Sendable {
     func pin() throws -> PinnedRead {
         let (connection, born) = try checkOut()
         do {
-            let index = try connection.beginPinnedRead()
+            let index = try connection.beginPinnedRead(near: state.applied)
             return PinnedRead(index: index, connection: connection) { [self] c in checkIn(c, born) }
         } catch {
             checkIn(connection, born)

@@ -22,17 +22,58 @@ public final class SQLStateMachine {
     /// a thread of its own); without one, the digest is computed at once.
     public var digestScheduler: (@Sendable (PinnedRead) -> Void)?
 
+    /// The sidecar's contents as last written (owned by the apply thread).
+    private var book: Bookkeeping
+
     public init(path: String) throws {
         self.path = path
+        // Before the apply connection opens: moving bookkeeping out of the file writes its schema,
+        // which that connection's defensive mode forbids.
+        book = try Self.adoptBookkeeping(ofFile: path)
         connection = try SQLiteConnection(path: path, role: .apply)
         reads = ReadConnections(path: path)
         try loadMeta()
     }
 
-    /// Creates the bookkeeping table if needed and reads the applied index and membership from it.
+    /// The files one database occupies on disk (to delete them together).
+    public static func files(of path: String) -> [String] { Bookkeeping.files(of: path) }
+
+    /// Reads the sidecar, creating it for a new database, or moving into it the bookkeeping a file
+    /// carries inside (from an earlier version).
+    private static func adoptBookkeeping(ofFile path: String) throws -> Bookkeeping {
+        let sidecar = Bookkeeping.sidecarPath(of: path)
+        let existing = try Bookkeeping.load(sidecar: sidecar)
+        guard FileManager.default.fileExists(atPath: path) else {
+            if let existing { return existing }
+            // The sidecar first: a database file without one is refused, unless it is empty.
+            let fresh = Bookkeeping(reference: 0)
+            try fresh.store(sidecar: sidecar)
+            return fresh
+        }
+        let raw = try RawDatabase(path: path)
+        if let embedded = try Bookkeeping.readEmbedded(raw) {
+            // The sidecar first, then the file loses its table: a crash in between finds the table
+            // again and does the same.
+            var book = existing ?? Bookkeeping(reference: embedded.index)
+            book.adopt(embedded)
+            try book.store(sidecar: sidecar)
+            try Bookkeeping.strip(raw, index: embedded.index)
+            return book
+        }
+        if let existing { return existing }
+        guard try !raw.hasObjects(), try raw.int64("PRAGMA application_id") == 0 else {
+            throw SQLiteError(message: "\(path) has no bookkeeping: \(sidecar) is missing. Replace this node's copy (remove the node from the cluster and join one with an empty data directory)")
+        }
+        let fresh = Bookkeeping(reference: 0)
+        try fresh.store(sidecar: sidecar)
+        return fresh
+    }
+
+    /// The applied index from the file's header (resolved against the sidecar), and the membership and
+    /// drop in force there.
     private func loadMeta() throws {
-        try connection.exec("INSERT OR IGNORE INTO \(Bookkeeping.table)(key, value) VALUES ('applied_index', 0)")
-        (appliedIndex, confState, droppedAt) = try Self.readAllMeta(ofFile: path)
+        appliedIndex = try Bookkeeping.resolve(marker: try connection.applicationID(), near: book.reference)
+        (confState, droppedAt) = try book.state(at: appliedIndex)
         reads.publish(applied: appliedIndex, dropped: droppedAt)
     }
 
@@ -127,16 +168,18 @@ public final class SQLStateMachine {
         var newConf: ConfState?
         var newDroppedAt: LogIndex?
         try connection.checkSettings()
+        // Membership changes and the drop go to the sidecar before the transaction that applies them,
+        // and that transaction is synced: the sidecar is never behind the file, and the file never
+        // falls back behind a record after it.
+        let recorded = try recordBookkeeping(for: batch)
+        if recorded { try connection.execPrepared("PRAGMA synchronous=FULL") }
+        defer { if recorded { try? connection.execPrepared("PRAGMA synchronous=NORMAL") } }
         try connection.execPrepared("BEGIN IMMEDIATE")
         do {
             for (position, (index, change)) in batch.enumerated() {
                 switch change {
                 case .empty(let conf):
-                    if let c = conf {
-                        let hex = c.encoded().map { String(format: "%02x", $0) }.joined()
-                        try connection.exec("INSERT OR REPLACE INTO \(Bookkeeping.table)(key, value) VALUES ('conf_state', X'\(hex)')")
-                        newConf = c
-                    }
+                    if let c = conf { newConf = c }
                     all.append([])
                 case .command(let command):
                     if droppedAt != nil || newDroppedAt != nil {
@@ -145,7 +188,6 @@ public final class SQLStateMachine {
                         if let expected = check.expected { consistency.recordLeader(expected) }
                         all.append([])
                     } else if command.dropsDatabase {
-                        try connection.execPrepared("INSERT OR REPLACE INTO \(Bookkeeping.table)(key, value) VALUES ('dropped_at', ?1)", binding: Int64(index))
                         newDroppedAt = index
                         all.append([])
                     } else {
@@ -153,7 +195,7 @@ public final class SQLStateMachine {
                     }
                 }
             }
-            try connection.execPrepared("UPDATE \(Bookkeeping.table) SET value = ?1 WHERE key = 'applied_index'", binding: Int64(batch.last!.index))
+            try connection.setApplicationID(Bookkeeping.marker(of: batch.last!.index))
             try connection.execPrepared("COMMIT")
         } catch {
             if !connection.isAutocommit { try? connection.exec("ROLLBACK") }
@@ -164,6 +206,30 @@ public final class SQLStateMachine {
         if let newDroppedAt { droppedAt = newDroppedAt }
         reads.publish(applied: appliedIndex, dropped: droppedAt)
         return all
+    }
+
+    /// Writes the batch's membership changes and drop to the sidecar, and moves its reference when the
+    /// applied index has gone far from it; returns whether it wrote.
+    private func recordBookkeeping(for batch: [(index: LogIndex, change: Change)]) throws -> Bool {
+        var next = book
+        next.forget(after: appliedIndex)
+        var dropped = droppedAt
+        for (index, change) in batch {
+            switch change {
+            case .empty(let conf?): next.record(conf: conf, at: index)
+            case .command(let c) where dropped == nil && c.consistencyCheck == nil && c.dropsDatabase:
+                next.droppedAt = index
+                dropped = index
+            default: break
+            }
+        }
+        if batch.last!.index - min(batch.last!.index, next.reference) >= Bookkeeping.referenceRefreshDistance {
+            next.reference = appliedIndex
+        }
+        guard next != book else { return false }
+        try next.store(sidecar: Bookkeeping.sidecarPath(of: path))
+        book = next
+        return true
     }
 
     private func run(_ command: SQLCommand, entry: Int, rolledBack: [StatementPosition: StatementResult]) throws -> [StatementResult] {
@@ -236,45 +302,48 @@ public final class SQLStateMachine {
     }
 
     /// Writes a consistent copy of the database to `destination` and syncs it, without stopping applies
-    /// for long: the copy runs on its own read connection (WAL readers do not block the writer).
-    /// Returns the applied index and membership the copy holds.
+    /// for long: the copy runs on its own read connection (WAL readers do not block the writer). The
+    /// copy carries its bookkeeping inside (a snapshot travels as one file). Returns the applied index
+    /// and membership the copy holds.
     public static func writeSnapshot(of databasePath: String, to destination: String) throws -> (index: LogIndex, conf: ConfState?) {
+        try copy(databasePath, to: destination)
+        let meta: Bookkeeping.Embedded
+        do {
+            let copy = try RawDatabase(path: destination)
+            guard let book = try Bookkeeping.load(sidecar: Bookkeeping.sidecarPath(of: databasePath)) else {
+                throw SQLiteError(message: "\(databasePath) has no bookkeeping")
+            }
+            // The sidecar is never behind the file, so it covers the copy's entry.
+            let index = try Bookkeeping.resolve(marker: Int32(truncatingIfNeeded: try copy.int64("PRAGMA application_id")), near: book.reference)
+            let (conf, dropped) = try book.state(at: index)
+            meta = Bookkeeping.Embedded(index: index, conf: conf, droppedAt: dropped)
+            try Bookkeeping.embed(meta, in: copy)
+        }
+        try syncPath(destination)
+        return (meta.index, meta.conf)
+    }
+
+    /// A consistent copy of a database file (one read transaction), in rollback-journal mode.
+    private static func copy(_ databasePath: String, to destination: String) throws {
         try? FileManager.default.removeItem(atPath: destination)
         try withReadOnly(databasePath, "VACUUM INTO ?") { db, stmt in
             sqlite3_bind_text(stmt, 1, destination, -1, transientDestructor)
             guard sqlite3_step(stmt) == SQLITE_DONE else {
-                throw SQLiteError(message: "cannot snapshot \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
+                throw SQLiteError(message: "cannot copy \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
             }
         }
-        try syncPath(destination)
-        return try readMeta(ofFile: destination)
     }
 
-    /// Reads the applied index and membership of a database file without changing it.
+    /// Reads the applied index and membership of a database file (with its sidecar) or of a snapshot
+    /// file, without changing it.
     public static func readMeta(ofFile file: String) throws -> (index: LogIndex, conf: ConfState?) {
-        let meta = try readAllMeta(ofFile: file)
-        return (meta.index, meta.conf)
-    }
-
-    /// `readMeta`, and the index of the entry that dropped the database, if one did.
-    private static func readAllMeta(ofFile file: String) throws -> (index: LogIndex, conf: ConfState?, droppedAt: LogIndex?) {
-        // A snapshot from a node of an earlier version keeps the bookkeeping under its old name.
-        let table = (try? withReadOnly(file, "SELECT 1 FROM \(Bookkeeping.table) LIMIT 0") { _, _ in Bookkeeping.table }) ?? Bookkeeping.legacyTable
-        return try withReadOnly(file, "SELECT key, value FROM \(table)") { _, stmt in
-            var applied: LogIndex?
-            var conf: ConfState?
-            var dropped: LogIndex?
-            while sqlite3_step(stmt) == SQLITE_ROW {
-                let key = String(cString: sqlite3_column_text(stmt, 0))
-                if key == "applied_index" { applied = LogIndex(sqlite3_column_int64(stmt, 1)) }
-                if key == "dropped_at" { dropped = LogIndex(sqlite3_column_int64(stmt, 1)) }
-                if key == "conf_state", let p = sqlite3_column_blob(stmt, 1) {
-                    conf = ConfState(decoding: Array(UnsafeRawBufferPointer(start: p, count: Int(sqlite3_column_bytes(stmt, 1)))))
-                }
-            }
-            guard let applied else { throw SQLiteError(message: "\(file) has no applied index") }
-            return (applied, conf, dropped)
+        let raw = try RawDatabase(path: file, readOnly: true)
+        if let embedded = try Bookkeeping.readEmbedded(raw) { return (embedded.index, embedded.conf) }
+        guard let book = try Bookkeeping.load(sidecar: Bookkeeping.sidecarPath(of: file)) else {
+            throw SQLiteError(message: "\(file) has no bookkeeping")
         }
+        let index = try Bookkeeping.resolve(marker: Int32(truncatingIfNeeded: try raw.int64("PRAGMA application_id")), near: book.reference)
+        return (index, try book.state(at: index).conf)
     }
 
     /// Runs `body` with one statement prepared on a read-only connection of its own (CairnDB's internal
@@ -298,11 +367,25 @@ public final class SQLStateMachine {
     }
 
     /// Replaces the whole database with a snapshot file (which is left in place), atomically: a copy
-    /// is synced and renamed over the database.
+    /// is stripped of the bookkeeping it carries (which goes to the sidecar first), synced and renamed
+    /// over the database.
     public func install(snapshotFile: String) throws {
         let temporary = path + ".installing"
-        try? FileManager.default.removeItem(atPath: temporary)
+        for suffix in ["", "-journal"] { try? FileManager.default.removeItem(atPath: temporary + suffix) }
         try FileManager.default.copyItem(atPath: snapshotFile, toPath: temporary)
+        var next = book
+        do {
+            let raw = try RawDatabase(path: temporary)
+            guard let embedded = try Bookkeeping.readEmbedded(raw) else {
+                throw SQLiteError(message: "the snapshot \(snapshotFile) carries no bookkeeping")
+            }
+            next.forget(after: appliedIndex)
+            next.adopt(embedded)
+            // Until the rename, the database is the old file, whose state the sidecar still records.
+            try next.store(sidecar: Bookkeeping.sidecarPath(of: path))
+            book = next
+            try Bookkeeping.strip(raw, index: embedded.index)
+        }
         try Self.syncPath(temporary)
         try reads.replacingFile {
             // Close the old database before replacing it; its WAL belongs to the old contents.
@@ -343,21 +426,12 @@ public final class SQLStateMachine {
     /// Whether `sql` only reads (for requests that mix reads and writes), judged on a read connection.
     public func isReadOnly(_ sql: String) -> Bool { (try? reads.isReadOnly(sql)) ?? false }
 
-    /// A user's copy of the database: consistent (one read transaction), synced, without CairnDB's
-    /// own bookkeeping table.
+    /// A user's copy of the database: consistent (one read transaction), synced, with nothing of
+    /// CairnDB's in it (its header's application_id, CairnDB's marker, is cleared).
     public static func writeBackup(of databasePath: String, to destination: String) throws {
-        _ = try writeSnapshot(of: databasePath, to: destination)
-        var db: OpaquePointer?
-        guard sqlite3_open_v2(destination, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
-            sqlite3_close(db)
-            throw SQLiteError(message: "cannot open the backup \(destination)")
-        }
-        defer { sqlite3_close(db) }
-        // SQLite refuses to drop a table in its reserved namespace; the schema row goes, then VACUUM drops its pages.
-        let strip = "DROP TABLE IF EXISTS \(Bookkeeping.legacyTable); PRAGMA writable_schema=ON; DELETE FROM sqlite_master WHERE tbl_name = '\(Bookkeeping.table)'; PRAGMA writable_schema=OFF; VACUUM"
-        guard sqlite3_exec(db, strip, nil, nil, nil) == SQLITE_OK else {
-            throw SQLiteError(message: "cannot prepare the backup: \(String(cString: sqlite3_errmsg(db)))")
-        }
+        try copy(databasePath, to: destination)
+        do { try RawDatabase(path: destination).exec("PRAGMA application_id=0") }
+        try syncPath(destination)
     }
 
     /// The database as SQL text that recreates it (the shape of sqlite3's `.dump`), skipping CairnDB's

@@ -174,8 +174,8 @@ final class SQLiteConnection {
             // with synchronous=NORMAL stays consistent), and those entries are applied again from the log.
             try exec("PRAGMA journal_mode=WAL")
             try exec("PRAGMA synchronous=NORMAL")
-            // Before defensive mode, which forbids writing the schema.
-            try Bookkeeping.create(on: self)
+            // This connection's own, never in the file: a DELETE of nothing from it resets changes().
+            try exec("CREATE TEMP TABLE \(Self.resetTable)(x)")
         }
         for (option, value) in Self.fixedConfig { _ = cairn_db_config_set(db, option, value) }
         // A read connection that closes last must not checkpoint or delete the WAL: when a snapshot
@@ -314,8 +314,9 @@ final class SQLiteConnection {
         if sqlite3_last_insert_rowid(db) != 0 { context.insertRowIDBeforeEntry = sqlite3_last_insert_rowid(db) }
         sqlite3_set_last_insert_rowid(db, 0)
         // SQLite's changes() is the count of the last INSERT, UPDATE or DELETE on the connection, which
-        // DDL leaves as it was: a DELETE of nothing sets it to 0 (SQLite has no call for that).
-        try execPrepared("DELETE FROM \(Bookkeeping.table) WHERE 0")
+        // DDL leaves as it was (and a trigger's frame restores): a DELETE of nothing sets it to 0, and
+        // SQLite has no call for that.
+        try execPrepared("DELETE FROM temp.\(Self.resetTable) WHERE 0")
         context.entryTotalChangesBase = sqlite3_total_changes64(db)
         context.entryStepsLeft = SQLiteLimits.maxEntrySteps
     }
@@ -330,6 +331,27 @@ final class SQLiteConnection {
         sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 0", -1, &stmt, nil)
         sqlite3_finalize(stmt)
         context.schemaMayBeStale = false
+    }
+
+    /// A table in the apply connection's temp schema (reserved name: user SQL cannot reach it).
+    static let resetTable = "_cairn_reset"
+
+    /// The file header's application_id: CairnDB's applied-index marker (see `Bookkeeping`).
+    func applicationID() throws -> Int32 {
+        context.internalAccess = true
+        defer { context.internalAccess = false }
+        var stmt: OpaquePointer?
+        guard sqlite3_prepare_v2(db, "PRAGMA application_id", -1, &stmt, nil) == SQLITE_OK else {
+            throw SQLiteError(message: String(cString: sqlite3_errmsg(db)))
+        }
+        defer { sqlite3_finalize(stmt) }
+        guard sqlite3_step(stmt) == SQLITE_ROW else { throw SQLiteError(message: String(cString: sqlite3_errmsg(db))) }
+        return Int32(truncatingIfNeeded: sqlite3_column_int64(stmt, 0))
+    }
+
+    /// Sets the applied-index marker inside the open transaction (PRAGMA takes no parameters).
+    func setApplicationID(_ value: Int32) throws {
+        try exec("PRAGMA application_id=\(value)")
     }
 
     /// Whether the database has a table named `name` (CairnDB's own read).

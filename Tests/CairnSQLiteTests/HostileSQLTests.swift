@@ -50,14 +50,18 @@ struct HostileSQLTests {
 
     @Test("writes that would reach CairnDB's bookkeeping, escape the log or differ by node are refused, and the replica goes on",
           arguments: [
-            ("ALTER TABLE sqlite_cairn_meta RENAME TO x", "may not be altered"),
-            ("ALTER TABLE sqlite_cairn_meta ADD COLUMN y", "may not be altered"),
-            ("CREATE TRIGGER tr AFTER INSERT ON sqlite_cairn_meta BEGIN SELECT 1; END", "cannot create trigger on system table"),
-            ("CREATE INDEX i ON sqlite_cairn_meta(key)", "may not be indexed"),
-            ("DROP TABLE sqlite_cairn_meta", "reserved for CairnDB"),
-            ("UPDATE sqlite_cairn_meta SET value = 0", "reserved for CairnDB"),
-            ("DELETE FROM sqlite_cairn_meta", "reserved for CairnDB"),
-            ("INSERT INTO t SELECT value FROM sqlite_cairn_meta", "reserved for CairnDB"),
+            ("PRAGMA application_id=5", "reserved for CairnDB"),
+            ("INSERT INTO t SELECT application_id FROM pragma_application_id", "reserved for CairnDB"),
+            ("ALTER TABLE _cairn_reset RENAME TO x", "reserved for CairnDB"),
+            ("ALTER TABLE temp._cairn_reset ADD COLUMN y", "reserved for CairnDB"),
+            ("CREATE TRIGGER tr AFTER INSERT ON _cairn_reset BEGIN SELECT 1; END", "TEMP tables"),
+            ("CREATE INDEX i ON _cairn_reset(x)", "TEMP tables"),
+            ("DROP TABLE temp._cairn_reset", "TEMP tables"),
+            ("INSERT INTO _cairn_reset VALUES (1)", "reserved for CairnDB"),
+            ("DELETE FROM _cairn_reset", "reserved for CairnDB"),
+            ("INSERT INTO t SELECT x FROM _cairn_reset", "reserved for CairnDB"),
+            ("CREATE TABLE sqlite_cairn_meta(a)", "reserved for internal use"),
+            ("CREATE TABLE _cairn_meta(key, value)", "reserved for CairnDB"),
             ("CREATE VIEW _cairn_v AS SELECT 1", "reserved for CairnDB"),
             ("CREATE TABLE _cairn_t(a)", "reserved for CairnDB"),
             ("SELECT fts3_tokenizer('simple')", "fts3_tokenizer() is not allowed"),
@@ -122,31 +126,76 @@ struct HostileSQLTests {
         #expect(try SQLStateMachine.readMeta(ofFile: tmp.path()).index == 8)
     }
 
-    @Test("CairnDB's bookkeeping is out of sight: a client that lists the tables (as clients do, without SQLite's own) and drops them all succeeds, and the database goes on")
+    @Test("CairnDB's bookkeeping is out of sight: sqlite_master lists the user's objects alone, and a client that lists the tables and drops them all succeeds, and the database goes on")
     func listAndDropEverything() throws {
         let tmp = TempDB()
-        let sm = try SQLStateMachine(path: tmp.path())
+        var sm = try SQLStateMachine(path: tmp.path())
+        func objects() -> [String] {
+            sm.query(SQLStatement("SELECT name FROM sqlite_master ORDER BY name")).rows.compactMap { row -> String? in
+                if case .text(let n) = row[0] { return n } else { return nil }
+            }
+        }
+        #expect(objects() == [], "a new database holds nothing of CairnDB's")
         _ = try sm.apply(index: 1, command: command("CREATE TABLE a(x)", "CREATE TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT)",
                                                       "CREATE VIEW v AS SELECT * FROM a", "INSERT INTO b DEFAULT VALUES"))
-        for listing in ["SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        try sm.applyEmpty(index: 2, confState: ConfState(voters: [1, 2, 3]))
+        #expect(objects() == ["a", "b", "sqlite_sequence", "v"])
+        for listing in ["SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'sqlite_sequence'",
                         "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' AND name NOT LIKE 'sqlite_%'"] {
             let names = sm.query(SQLStatement(listing)).rows.compactMap { row -> String? in if case .text(let n) = row[0] { return n } else { return nil } }
-            #expect(Set(names).isSubset(of: ["a", "b"]), "\(names)")
+            #expect(Set(names) == ["a", "b"], "\(names)")
             let drops = names.map { SQLStatement("DROP TABLE \"\($0)\"") }
             let r = try sm.apply(index: sm.appliedIndex + 1, command: SQLCommand(statements: drops + [SQLStatement("DROP VIEW IF EXISTS v")],
                                                                                atomic: true, timestampMillis: 1, randomSeed: 1))
             #expect(r.allSatisfy { $0.error == nil }, "\(r)")
+            #expect(objects() == ["sqlite_sequence"])
             _ = try sm.apply(index: sm.appliedIndex + 1, command: command("CREATE TABLE a(x)", "CREATE TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT)"))
         }
-        #expect(try SQLStateMachine.readMeta(ofFile: tmp.path()).index == sm.appliedIndex)
-        // A database from before keeps its bookkeeping, moved out of sight when it opens.
+        // The bookkeeping holds across a reopen and a snapshot install, still out of sight.
+        let applied = sm.appliedIndex
+        sm.close()
+        sm = try SQLStateMachine(path: tmp.path())
+        #expect(sm.appliedIndex == applied && sm.confState == ConfState(voters: [1, 2, 3]))
+        #expect(try SQLStateMachine.readMeta(ofFile: tmp.path()).index == applied)
+        let other = try SQLStateMachine(path: tmp.path("other.sqlite"))
+        _ = try SQLStateMachine.writeSnapshot(of: sm.path, to: tmp.path("snap.sqlite"))
+        try other.install(snapshotFile: tmp.path("snap.sqlite"))
+        #expect(other.appliedIndex == applied && other.confState == ConfState(voters: [1, 2, 3]))
+        #expect(other.query(SQLStatement("SELECT name FROM sqlite_master ORDER BY name")).rows == [[.text("a")], [.text("b")], [.text("sqlite_sequence")]])
+        // A user's backup carries nothing of CairnDB's either, not even the header marker.
+        try SQLStateMachine.writeBackup(of: sm.path, to: tmp.path("backup.sqlite"))
+        let backup = try RawDatabase(path: tmp.path("backup.sqlite"), readOnly: true)
+        #expect(try backup.int64("SELECT count(*) FROM sqlite_master WHERE name NOT IN ('a', 'b', 'sqlite_sequence')") == 0)
+        #expect(try backup.int64("PRAGMA application_id") == 0)
+    }
+
+    @Test("a database of an earlier version, with its bookkeeping in a table of either earlier name, opens with the bookkeeping moved out of sight, its pages freed, the data intact",
+          arguments: ["_cairn_meta", "sqlite_cairn_meta"])
+    func earlierVersionsMigrate(table: String) throws {
+        let tmp = TempDB()
         var db: OpaquePointer?
-        sqlite3_open(tmp.path("legacy.sqlite"), &db)
-        sqlite3_exec(db, "CREATE TABLE _cairn_meta(key TEXT PRIMARY KEY, value); INSERT INTO _cairn_meta VALUES ('applied_index', 7); CREATE TABLE kept(x); INSERT INTO kept VALUES (1)", nil, nil, nil)
+        sqlite3_open(tmp.path(), &db)
+        let conf = ConfState(voters: [1, 2], learners: [3]).encoded().map { String(format: "%02x", $0) }.joined()
+        let sql = """
+            PRAGMA journal_mode=WAL; PRAGMA writable_schema=ON; CREATE TABLE \(table)(key TEXT PRIMARY KEY, value); PRAGMA writable_schema=OFF;
+            INSERT INTO \(table) VALUES ('applied_index', 4294967301), ('conf_state', X'\(conf)');
+            CREATE TABLE kept(x); INSERT INTO kept VALUES (1)
+            """
+        #expect(sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK)
         sqlite3_close(db)
-        let migrated = try SQLStateMachine(path: tmp.path("legacy.sqlite"))
-        #expect(migrated.appliedIndex == 7)
-        #expect(migrated.query(SQLStatement("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")).rows == [[.text("kept")]])
+        let sm = try SQLStateMachine(path: tmp.path())
+        #expect(sm.appliedIndex == 4_294_967_301 && sm.confState == ConfState(voters: [1, 2], learners: [3]))
+        #expect(sm.query(SQLStatement("SELECT name FROM sqlite_master")).rows == [[.text("kept")]])
+        #expect(sm.query(SQLStatement("PRAGMA integrity_check")).rows == [[.text("ok")]])
+        _ = try sm.apply(index: sm.appliedIndex + 1, command: command("INSERT INTO kept VALUES (2)"))
+        sm.close()
+        let reopened = try SQLStateMachine(path: tmp.path())
+        #expect(reopened.appliedIndex == 4_294_967_302 && reopened.confState == ConfState(voters: [1, 2], learners: [3]))
+        #expect(reopened.query(SQLStatement("SELECT count(*) FROM kept")).rows == [[.integer(2)]])
+        reopened.close()
+        // Without its sidecar, the file is refused, not guessed at.
+        try FileManager.default.removeItem(atPath: tmp.path() + "-cairn")
+        #expect(throws: (any Error).self) { try SQLStateMachine(path: tmp.path()) }
     }
 
     @Test("a runaway write stops at its step budget on every replica alike; the entry still applies and the replica goes on")
@@ -246,7 +295,8 @@ struct HostileSQLTests {
             ("CREATE TEMP TABLE tt(a)", "TEMP tables"),
             ("BEGIN", "transaction statements are not allowed"),
             ("SELECT fts3_tokenizer('simple')", "fts3_tokenizer() is not allowed"),
-            ("SELECT * FROM sqlite_cairn_meta", "reserved for CairnDB"),
+            ("PRAGMA application_id", "reserved for CairnDB"),
+            ("SELECT * FROM pragma_application_id", "reserved for CairnDB"),
             ("INSERT INTO p VALUES (1)", "attempt to change database via query operation"),
         ] {
             let r = sm.query(SQLStatement(sql))

@@ -189,8 +189,8 @@ struct StateMachineTests {
             ("SELECT load_extension('/tmp/evil.so')", "load_extension() is not allowed"),
             ("BEGIN", "transaction statements are not allowed"),
             ("SAVEPOINT s", "transaction statements are not allowed"),
-            ("UPDATE sqlite_cairn_meta SET value = 0", "reserved for CairnDB"),
-            ("DROP TABLE sqlite_cairn_meta", "reserved for CairnDB"),
+            ("PRAGMA application_id=0", "reserved for CairnDB"),
+            ("DROP TABLE _cairn_reset", "TEMP tables"),
           ])
     func refused(sql: String, reason: String) throws {
         let tmp = TempDB()
