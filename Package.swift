@@ -124,7 +124,8 @@ let package = Package(
         // Real `cairn server` processes on loopback: kill -9, restarts, partitions, torn logs, full disks.
         .testTarget(
             name: "CairnServerTests",
-            dependencies: ["cairn", "CairnTestSupport", "CairnJSON", "CSQLite3", .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            dependencies: ["cairn", "CairnTestSupport", "CairnJSON", "CSQLite3", "CairnRaft", "CairnTransport",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationCompat", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: strict

@@ -25,6 +25,7 @@ public final class NodeRuntime: Sendable {
     let log: @Sendable (String) -> Void
     let syncs = NIOLockedValueBox(0)
     let failureReason = NIOLockedValueBox<String?>(nil)
+    let refusedMessages = NIOLockedValueBox(0)
     /// The groups open here, readable without a trip to the Raft loop (every request asks).
     let hosted = NIOLockedValueBox<Set<GroupID>>([])
     let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0))
@@ -343,6 +344,22 @@ public final class NodeRuntime: Sendable {
         raftLoop.execute { self.raftState.value.stopped = true }
     }
 
+    /// A message from the network that was not stepped: counted, and logged (the first ones, then one
+    /// in a thousand: a flood must not fill the disk).
+    func noteRefused(_ e: Envelope, _ why: String) {
+        RuntimeMetrics.messagesRefused.increment()
+        let n = refusedMessages.withLockedValue { n in
+            n += 1
+            return n
+        }
+        if n <= 10 || n % 1_000 == 0 {
+            log("node \(config.nodeID) group \(e.group): refused a \(e.message.kind) message claiming to come from node \(e.message.from): \(why) (\(n) refused so far)")
+        }
+    }
+
+    /// Messages from the network refused so far (see `noteRefused`).
+    public var refusedMessageCount: Int { refusedMessages.withLockedValue { $0 } }
+
     /// Why this node stopped taking part, if it did.
     public var failure: String? { failureReason.withLockedValue { $0 } }
 
@@ -360,7 +377,16 @@ public final class NodeRuntime: Sendable {
             guard let g = side.groups[e.group] else { continue }
             // A heartbeat response to the quiesce heartbeat must not wake the leader; anything else does.
             if side.quiesced.contains(e.group) && e.message.kind != .heartbeatResponse { wake(e.group) }
-            g.node.step(e.message)
+            // A snapshot arrives only as a streamed file, verified and synced before its message is
+            // stepped (`receiveSnapshotChunk`); one carried inline would be written and installed unchecked.
+            if e.message.kind == .snapshot {
+                noteRefused(e, "a snapshot outside a streamed transfer")
+                continue
+            }
+            if let why = g.node.step(e.message) {
+                noteRefused(e, why)
+                continue
+            }
             if e.message.from == g.node.lead && e.message.term == g.node.term { side.lastLeaderContact[e.group] = now }
             if e.quiesce {
                 // Quiesce only in step with the leader: same term and leader, and nothing left to learn.
@@ -747,6 +773,8 @@ enum RuntimeMetrics {
     static let applyBatch = Timer(label: "cairn_apply_batch_seconds")
     /// A write on the node that proposed it, from the proposal to its result (commit and apply).
     static let write = Timer(label: "cairn_write_seconds")
+    /// Messages from the network dropped before they reached a group: malformed, impossible, out of place.
+    static let messagesRefused = Counter(label: "cairn_raft_messages_refused_total")
     static func leaderChanges(_ group: GroupID) -> Counter {
         Counter(label: "cairn_raft_leader_changes_total", dimensions: [("group", String(group))])
     }

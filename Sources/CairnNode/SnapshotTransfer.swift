@@ -94,7 +94,7 @@ extension NodeRuntime {
             switch result {
             case .success(true):
                 if let g = self.raftState.value.groups[group] {
-                    g.node.step(envelope.message)
+                    if let why = g.node.step(envelope.message) { self.noteRefused(envelope, why) }
                     self.pump()
                 }
             case .success(false): break

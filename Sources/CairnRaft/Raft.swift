@@ -248,7 +248,7 @@ final class Raft {
 
     // MARK: - Elections
 
-    private func hup(transfer: Bool) {
+    func hup(transfer: Bool) {
         guard role != .leader, isPromotable else { return }
         if cfg.preVote && !transfer {
             campaign(pre: true, transfer: false)

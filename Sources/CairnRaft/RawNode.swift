@@ -59,11 +59,19 @@ public final class RawNode {
 
     public func tick() { raft.tick() }
 
-    /// Feeds a message from a peer. Messages addressed elsewhere are ignored.
-    public func step(_ message: Message) {
-        guard message.to == raft.id, message.from != noNode else { return }
+    /// Feeds a message from a peer, unless it is malformed, impossible or out of place (see
+    /// `MessageCheck.swift`): then it changes nothing, and the reason is returned for the caller to log
+    /// and count.
+    @discardableResult
+    public func step(_ message: Message) -> String? {
+        if let why = raft.refusal(message) { return why }
         raft.step(message)
+        return nil
     }
+
+    /// Starts an election now, as the target of a leadership transfer does (followers' leases do not
+    /// hold it back): for tests and tools that choose a leader.
+    public func forceCampaign() { raft.hup(transfer: true) }
 
     /// Proposes one entry; returns its index. Only the leader accepts proposals.
     @discardableResult

@@ -292,7 +292,11 @@ public final class Simulation {
                 return
             }
             stats.messagesDelivered += 1
-            raw.step(m)
+            // Every node here is honest: a message the gate refuses is a bug in the sender or the gate.
+            if let why = raw.step(m) {
+                fail("node \(m.to) refused a message from node \(m.from): \(why) (\(m.kind), term \(m.term), index \(m.index))")
+                return
+            }
             afterInput(node)
         case .persisted(let id, let epoch):
             guard let node = nodes[id], node.epoch == epoch else { return }

@@ -128,7 +128,7 @@ final class TestCluster {
     /// Starts an election on `id` at once, as a leader transfer does (ignoring followers' leases).
     func forceElection(_ id: NodeID) {
         for _ in 0..<3 where node(id).role != .leader {
-            node(id).step(Message(kind: .timeoutNow, from: id &+ 1000, to: id, term: node(id).term))
+            node(id).forceCampaign()
             stabilize()
         }
         precondition(node(id).role == .leader, "node \(id) did not win a forced election")
@@ -138,7 +138,7 @@ final class TestCluster {
     /// Returns whether `id` won.
     @discardableResult
     func campaignOnly(_ id: NodeID) -> Bool {
-        node(id).step(Message(kind: .timeoutNow, from: id &+ 1000, to: id, term: node(id).term))
+        node(id).forceCampaign()
         process(id)
         deliver { $0.kind == .vote }
         deliver { $0.kind == .voteResponse }

@@ -70,4 +70,38 @@ struct WireFormatTests {
             _ = try? WireFormat.envelopes(inFrameBody: bytes)
         }
     }
+
+    @Test("200,000 random and mutated frames: the decoder refuses or decodes each, never traps, and what it decodes survives a round trip")
+    func fuzzDecoder() {
+        var rng = SplitMix64(seed: 7_777)
+        let valid = Array(WireFormat.frame(sample)[4...])
+        var decoded = 0, refused = 0
+        for round in 0..<200_000 {
+            var body: [UInt8]
+            switch round % 4 {
+            case 0:
+                body = (0..<Int(rng.next() % 300)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            case 1:
+                // A valid frame with bytes flipped: lengths and counts that lie, kinds out of range.
+                body = valid
+                for _ in 0..<(1 + rng.next() % 4) { body[Int(rng.next() % UInt64(body.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+            case 2:
+                body = Array(valid[..<Int(rng.next() % UInt64(valid.count))])
+            default:
+                // Counts and lengths at the edge of the number range.
+                body = valid
+                let at = Int(rng.next() % UInt64(body.count - 4))
+                for k in 0..<4 { body[at + k] = 0xFF }
+            }
+            if let envelopes = try? WireFormat.envelopes(inFrameBody: body) {
+                decoded += 1
+                // Lenient bytes (a flag that is neither 0 nor 1) decode; what they decode to is stable.
+                #expect((try? WireFormat.envelopes(inFrameBody: Array(WireFormat.frame(envelopes)[4...]))) == envelopes, "round \(round)")
+            } else {
+                refused += 1
+            }
+        }
+        #expect(refused > 100_000)
+        print("wire fuzz: \(decoded) decoded, \(refused) refused, no trap")
+    }
 }
