@@ -34,7 +34,9 @@ public final class PeerClient: Sendable {
 
     public init() {
         var config = HTTPClient.Configuration(timeout: .init(connect: .seconds(1), read: .seconds(30)))
-        config.connectionPool = .init(idleTimeout: .seconds(30))
+        // Well under the servers' idle timeout (30 s by default): a pooled connection must not be reused
+        // just as the other node closes it.
+        config.connectionPool = .init(idleTimeout: .seconds(10))
         config.decompression = .disabled
         client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: config)
     }

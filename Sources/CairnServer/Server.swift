@@ -5,6 +5,7 @@ import CairnSQLite
 import CairnTransport
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -47,6 +48,8 @@ public struct ServerOptions: Sendable {
     /// Origins allowed to call the API from a browser (CORS); empty: CORS off.
     public var corsOrigins: [String] = []
     public var logFormat: CairnLogHandler.Format = .text
+    /// Timeouts and the connection cap of the HTTP API.
+    public var http = HTTPLimits()
 
     public init(dataDirectory: String, httpAddress: PeerAddress, raftAddress: PeerAddress) {
         self.dataDirectory = dataDirectory
@@ -102,9 +105,15 @@ public enum Server {
         let api = API(options: options, runtime: runtime, cluster: cluster, peers: peers, auth: auth, audit: audit, log: log)
         var httpLogger = Logger(label: "cairn.http")
         httpLogger.logLevel = .warning
+        var limits = options.http
+        limits.fitDescriptorLimit(reserved: RaftTransport.maxIncomingConnections + 1_024, log: log)
+        let httpLimits = limits
         let app = Application(
             router: api.router(),
-            configuration: .init(address: .hostname(options.httpAddress.host, port: options.httpAddress.port), serverName: "cairn"),
+            server: .http1(configuration: .init(additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)],
+                                                idleTimeout: .milliseconds(httpLimits.idleTimeoutMillis))),
+            configuration: .init(address: .hostname(options.httpAddress.host, port: options.httpAddress.port), serverName: "cairn",
+                                 availableConnectionsDelegate: MaximumAvailableConnections(httpLimits.maxConnections)),
             onServerRunning: { channel in
                 log("node \(identity.nodeID): HTTP on \(channel.localAddress.map { "\($0)" } ?? "?"), Raft on \(options.raftAddress), data in \(options.dataDirectory)")
             },

@@ -26,6 +26,8 @@ public struct TransportConfig: Sendable {
     public var reconnectMaxMillis: Int64 = 2_000
     /// Mutual TLS on every connection, when set.
     public var tls: TransportTLS?
+    /// An incoming connection that has not identified itself (TLS, then the handshake frame) by then is closed.
+    public var handshakeTimeoutMillis: Int64 = 5_000
 
     public init(nodeID: NodeID, listen: PeerAddress) {
         self.nodeID = nodeID
@@ -59,6 +61,8 @@ public struct TransportStats: Sendable, Equatable {
     public var envelopesDroppedFault = 0
     public var connectionsOpened = 0
     public var handshakesRefused = 0
+    /// Incoming connections closed at once because `maxIncomingConnections` were open.
+    public var connectionsRefusedAtLimit = 0
     /// Outgoing connections closed on an error (a refused TLS handshake among them).
     public var outgoingErrors = 0
 }
@@ -66,6 +70,9 @@ public struct TransportStats: Sendable, Equatable {
 /// TCP between nodes: one outgoing connection per peer carrying batched frames, one listener for
 /// incoming ones. Received batches go to `receive` on an event loop thread.
 public final class RaftTransport: Sendable {
+    /// Incoming connections open at once, at most: a cluster needs one per peer (and one more for a
+    /// moment while a peer reconnects); past the cap a new one is closed at once.
+    public static let maxIncomingConnections = 256
     public let config: TransportConfig
     private let group: any EventLoopGroup
     private let receive: @Sendable (NodeID, [Envelope]) -> Void
@@ -95,20 +102,28 @@ public final class RaftTransport: Sendable {
     /// Starts listening; returns the bound port (useful when the configured port is 0).
     public func start() async throws -> Int {
         let receive = self.receive, log = self.log, shared = self.shared, selfID = config.nodeID
-        let accepted = self.accepted, tls = config.tls
+        let accepted = self.accepted, tls = config.tls, handshakeTimeout = config.handshakeTimeoutMillis
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 let key = ObjectIdentifier(channel)
-                accepted.withLockedValue { $0[key] = channel }
+                let admitted = accepted.withLockedValue { open in
+                    guard open.count < Self.maxIncomingConnections else { return false }
+                    open[key] = channel
+                    return true
+                }
+                guard admitted else {
+                    shared.stats.withLockedValue { $0.connectionsRefusedAtLimit += 1 }
+                    return channel.close()
+                }
                 channel.closeFuture.whenComplete { _ in accepted.withLockedValue { _ = $0.removeValue(forKey: key) } }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(
-                        InboundHandler(selfID: selfID, shared: shared, log: log, receive: receive))
+                        InboundHandler(selfID: selfID, shared: shared, log: log, receive: receive, handshakeTimeoutMillis: handshakeTimeout))
                 }
             }
             .bind(host: config.listen.host, port: config.listen.port).get()
@@ -383,14 +398,31 @@ final class InboundHandler: ChannelInboundHandler {
     private let shared: RaftTransport.SharedState
     private let log: @Sendable (String) -> Void
     private let receive: @Sendable (NodeID, [Envelope]) -> Void
+    private let handshakeTimeoutMillis: Int64
     private var peer: NodeID?
+    private var handshakeDeadline: Scheduled<Void>?
 
     init(selfID: NodeID, shared: RaftTransport.SharedState, log: @escaping @Sendable (String) -> Void,
-         receive: @escaping @Sendable (NodeID, [Envelope]) -> Void) {
+         receive: @escaping @Sendable (NodeID, [Envelope]) -> Void, handshakeTimeoutMillis: Int64) {
         self.selfID = selfID
         self.shared = shared
         self.log = log
         self.receive = receive
+        self.handshakeTimeoutMillis = handshakeTimeoutMillis
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        // A connection that never identifies itself would hold a descriptor and a slot forever.
+        let channel = context.channel, shared = self.shared, log = self.log
+        handshakeDeadline = context.eventLoop.scheduleTask(in: .milliseconds(handshakeTimeoutMillis)) {
+            shared.stats.withLockedValue { $0.handshakesRefused += 1 }
+            log("closing a connection from \(channel.remoteAddress.map { "\($0)" } ?? "?"): no handshake within the timeout")
+            channel.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshakeDeadline?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -398,6 +430,8 @@ final class InboundHandler: ChannelInboundHandler {
         case .handshake(let bytes):
             do {
                 peer = try WireFormat.parseHandshake(bytes)
+                handshakeDeadline?.cancel()
+                handshakeDeadline = nil
             } catch {
                 log("refusing a connection from \(context.remoteAddress.map { "\($0)" } ?? "?"): \(error)")
                 shared.stats.withLockedValue { $0.handshakesRefused += 1 }

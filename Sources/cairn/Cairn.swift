@@ -86,6 +86,15 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "A query statement running longer is interrupted, in milliseconds (a request's own db_timeout wins).")
     var readTimeoutMs: Int64 = 10_000
 
+    @Option(help: "An HTTP connection whose next request does not arrive within this many seconds (of opening, or of the last response) is closed (keep it above 10 s in a cluster: nodes reuse idle connections to each other for 10 s).")
+    var httpIdleTimeoutSeconds: Double = 30
+
+    @Option(help: "An HTTP request body that has not arrived whole this many seconds after its head is cut off.")
+    var httpBodyTimeoutSeconds: Double = 300
+
+    @Option(help: "HTTP connections open at once; more wait until one closes.")
+    var maxHttpConnections: Int = 4_096
+
     @Option(help: "How often each group's leader compares its replicas' digests, in seconds (0: only on demand).")
     var consistencyCheckSeconds: Int64 = 600
 
@@ -157,6 +166,12 @@ struct ServerCommand: AsyncParsableCommand {
             throw ValidationError("--read-timeout-ms must be positive and --consistency-check-seconds not negative")
         }
         options.readTimeoutMillis = readTimeoutMs
+        guard httpIdleTimeoutSeconds > 0, httpBodyTimeoutSeconds > 0, maxHttpConnections > 0 else {
+            throw ValidationError("--http-idle-timeout-seconds, --http-body-timeout-seconds and --max-http-connections must be positive")
+        }
+        options.http.idleTimeoutMillis = Int64(httpIdleTimeoutSeconds * 1000)
+        options.http.bodyTimeoutMillis = Int64(httpBodyTimeoutSeconds * 1000)
+        options.http.maxConnections = maxHttpConnections
         options.consistencyCheckMillis = consistencyCheckSeconds * 1000
         options.enableFaultInjection = enableFaultInjection
         if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }

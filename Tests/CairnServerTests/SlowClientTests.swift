@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A TCP connection from a test that plays a slow, idle or silent client.
+struct RawConnection {
+    let fd: Int32
+
+    init?(port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            return nil
+        }
+        self.fd = fd
+    }
+
+    @discardableResult
+    func write(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        return bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count
+    }
+
+    /// Whether the other side closed the connection (reads what is waiting, without blocking).
+    var closedByPeer: Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET || errno == EPIPE }
+        }
+    }
+
+    func close() { Glibc.close(fd) }
+
+    /// The test process opens many sockets: raise its own descriptor limit to the ceiling.
+    static func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+}
+
+extension ProcessTests {
+@Suite("Slow and idle clients", .serialized)
+struct SlowClientTests {
+    @Test("1,000 idle HTTP connections, clients dripping their headers or their bodies, and 300 silent connections on the Raft port do not stop service; each is closed within its stated timeout")
+    func slowAndIdleClients() async throws {
+        RawConnection.raiseDescriptorLimit()
+        let c = try await ProcessCluster.single("slow-clients", extraArgs: ["--http-idle-timeout-seconds", "2", "--http-body-timeout-seconds", "3"])
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        _ = try await n.execute(["CREATE TABLE t(x)"])
+        let idle = (0..<1_000).compactMap { _ in RawConnection(port: n.httpPort) }
+        let silentRaft = (0..<300).compactMap { _ in RawConnection(port: n.raftPort) }
+        let headerDrip = (0..<5).compactMap { _ in RawConnection(port: n.httpPort) }
+        let bodyDrip = (0..<5).compactMap { _ in RawConnection(port: n.httpPort) }
+        defer { for s in idle + silentRaft + headerDrip + bodyDrip { s.close() } }
+        #expect(idle.count == 1_000 && silentRaft.count == 300)
+        for s in headerDrip { s.write("POST /db/execute HTTP/1.1\r\nHost: x\r\n") }
+        for s in bodyDrip { s.write("POST /db/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[") }
+        // Service goes on meanwhile, for every kind of request, at its usual pace.
+        let started = Date()
+        for i in 0..<10 {
+            for s in headerDrip { s.write("X-Slow-\(i): y\r\n") }
+            for s in bodyDrip { s.write("\"x\",") }
+            let w = try await n.execute(["INSERT INTO t VALUES (\(i))"])
+            #expect(w.status == 200, "\(w.text)")
+            #expect(try await n.rows("SELECT count(*) FROM t").map { "\($0)" } == ["[\(i + 1)]"])
+            try await Task.sleep(for: .milliseconds(400))
+        }
+        print("slow clients: 10 writes and reads with 1,000 idle and 10 dripping HTTP connections open took \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        // 4 s in: idle connections (2 s) and header drips (their head never came within 2 s) are gone,
+        // and so are body drips (3 s after their head). The Raft port's silent connections go at 5 s.
+        #expect(idle.filter { !$0.closedByPeer }.isEmpty, "idle connections still open")
+        #expect(headerDrip.filter { !$0.closedByPeer }.isEmpty, "header drips still open")
+        #expect(bodyDrip.filter { !$0.closedByPeer }.isEmpty, "body drips still open")
+        try await Task.sleep(for: .seconds(2))
+        #expect(silentRaft.filter { !$0.closedByPeer }.isEmpty, "silent Raft connections still open")
+        let after = try await n.execute(["INSERT INTO t VALUES (99)"])
+        #expect(after.status == 200)
+    }
+}
+}
