@@ -48,6 +48,8 @@ public struct Catalog: Sendable {
     public var grants: [String: Set<Grant>] = [:]
     /// The key every node signs and checks tokens with.
     public var tokenKey: [UInt8] = []
+    /// The CA that signs node certificates (its key included: any member may admit a joining node).
+    public var clusterCA: ClusterCA?
     public var exists = false
     /// The highest group id ever given to a database (dropped ones included).
     public var highestGroup: GroupID = 0
@@ -103,6 +105,12 @@ public struct Catalog: Sendable {
         [SQLStatement("INSERT OR IGNORE INTO settings(key, value) VALUES('token_key', ?)", [.blob(tokenKey)])]
             + createUser("admin", passwordHash: adminPasswordHash)
             + grant(Grant(.all), to: "admin") + grant(Grant(.ready), to: everyone)
+    }
+
+    /// The CA its creator (the founding node) hands to the catalog, once.
+    static func setClusterCA(_ ca: ClusterCA) -> [SQLStatement] {
+        [SQLStatement("INSERT OR IGNORE INTO settings(key, value) VALUES('ca_cert', ?)", [.text(ca.certificatePEM)]),
+         SQLStatement("INSERT OR IGNORE INTO settings(key, value) VALUES('ca_key', ?)", [.text(ca.privateKeyPEM)])]
     }
 
     static let nowMillis = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
@@ -189,6 +197,7 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT name, password_hash, password_epoch FROM users"),
             SQLStatement("SELECT name, permission, database FROM grants"),
             SQLStatement("SELECT value FROM settings WHERE key = 'token_key'"),
+            SQLStatement("SELECT (SELECT value FROM settings WHERE key = 'ca_cert'), (SELECT value FROM settings WHERE key = 'ca_key')"),
         ], consistency: consistency)
         var catalog = Catalog()
         // Before the metadata leader creates the schema, the later statements fail: an empty catalog.
@@ -223,6 +232,9 @@ public struct Catalog: Sendable {
             catalog.grants[name, default: []].insert(Grant(permission, database: db))
         }
         if case .blob(let bytes)? = results[6].rows.first?.first { catalog.tokenKey = bytes }
+        if let row = results[7].rows.first, row.count == 2, case .text(let cert) = row[0], case .text(let key) = row[1] {
+            catalog.clusterCA = ClusterCA(certificatePEM: cert, privateKeyPEM: key)
+        }
         return (catalog, index)
     }
 }

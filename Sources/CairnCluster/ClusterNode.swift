@@ -33,18 +33,24 @@ public struct JoinRequest: Codable, Sendable {
     public var raftAddress: PeerAddress
     public var httpAddress: PeerAddress
     public var voter: Bool
+    /// The joining node's public key (PEM), for the certificate it will present to other nodes.
+    public var publicKey: String?
 
-    public init(id: NodeID, raftAddress: PeerAddress, httpAddress: PeerAddress, voter: Bool) {
+    public init(id: NodeID, raftAddress: PeerAddress, httpAddress: PeerAddress, voter: Bool, publicKey: String? = nil) {
         self.id = id
         self.raftAddress = raftAddress
         self.httpAddress = httpAddress
         self.voter = voter
+        self.publicKey = publicKey
     }
 }
 
 public struct JoinReply: Codable, Sendable {
     /// Every known node, so the newcomer can reach the leader before its own catalog copy catches up.
     public var nodes: [CatalogNode]
+    /// The certificate issued for the joining node's key, and the cluster CA's (PEM).
+    public var certificate: String?
+    public var ca: String?
 }
 
 /// What a node tells others asking during `--bootstrap-expect` discovery.
@@ -57,6 +63,12 @@ public struct BootstrapInfo: Codable, Sendable {
     public var member: Bool
     /// ...unless it is among these voters (a fellow founder that was quicker).
     public var founders: [NodeID]?
+    /// The node's public key (PEM), for its certificate.
+    public var publicKey: String?
+    /// From the founder that made the cluster CA: the CA's certificate, and a certificate for each
+    /// fellow founder's key, by node id. Certificates are public; each is good only with its key.
+    public var ca: String?
+    public var certificates: [String: String]?
 }
 
 public struct ClusterConfig: Sendable {
@@ -75,6 +87,9 @@ public struct ClusterConfig: Sendable {
     public var adminPassword: String?
     /// Sent with the join request (a user holding `join`), before this node can sign its own requests.
     public var joinCredentials: (user: String, password: String)?
+    /// Where this node keeps its key and certificate for mutual TLS between nodes, when the cluster
+    /// makes them (nil: the operator's own `--tls-*` files, or none in tests of the cluster layer).
+    public var nodeCredentials: NodeCredentials?
 
     public init(raftAddress: PeerAddress, httpAddress: PeerAddress) {
         self.raftAddress = raftAddress
@@ -93,8 +108,8 @@ public final class ClusterNode: Sendable {
     public let runtime: NodeRuntime
     public let config: ClusterConfig
     public let peers: PeerClient
-    private let log: @Sendable (String) -> Void
-    private let state = NIOLockedValueBox(State())
+    let log: @Sendable (String) -> Void
+    let state = NIOLockedValueBox(State())
     /// Called once when this node finds it has been removed from the cluster.
     private let onRemoved: @Sendable () -> Void
     /// Headers that authenticate this node's own requests to other nodes (empty without auth).
@@ -108,6 +123,11 @@ public final class ClusterNode: Sendable {
         var removed = false
         /// Addresses learned before this node's catalog copy had them (join reply, discovery).
         var bootstrapPeers: [NodeID: CatalogNode] = [:]
+        /// This node's public key, shown to fellow founders.
+        var publicKey: String?
+        /// On the founder that made the CA: what it issued to fellow founders.
+        var issuedCA: String?
+        var issued: [String: String] = [:]
     }
 
     public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,
@@ -141,8 +161,15 @@ public final class ClusterNode: Sendable {
     /// cluster (alone, or with `bootstrapExpect` peers), or joins one through `join`. Returns when the
     /// metadata group exists here; the controller does the rest.
     public func form() async throws {
+        _ = try ownPublicKey()
         if try await runtime.groupIDs().contains(metadataGroup) {
             log("node \(nodeID): resuming from the data directory")
+            if needsCertificate {
+                // A data directory from before certificates were made by the cluster: this node certifies
+                // itself with a CA of its own (a cluster of several such nodes needs `--tls-*` files).
+                log("node \(nodeID): no node certificate in the data directory; making one")
+                try becomeCA()
+            }
             return
         }
         if config.bootstrapExpect > 1 {
@@ -151,6 +178,7 @@ public final class ClusterNode: Sendable {
             try await joinCluster()
         } else {
             log("node \(nodeID): founding a new one-node cluster")
+            if needsCertificate { try becomeCA() }
             try await runtime.bootstrapGroup(metadataGroup, voters: [nodeID])
         }
     }
@@ -179,6 +207,20 @@ public final class ClusterNode: Sendable {
             }
             let voters = founders ?? (found.values.filter(\.voter).map(\.id) + (config.voter ? [nodeID] : []))
             if founders != nil || (found.count + 1 >= config.bootstrapExpect && voters.count >= 1) {
+                if needsCertificate {
+                    // The founder with the lowest id makes the CA and certifies the others' keys.
+                    let holder = (Array(found.keys) + [nodeID]).min()!
+                    if holder == nodeID {
+                        if let ca = try becomeCA() { try certifyFounders(Array(found.values), ca: ca) }
+                    } else if let info = found[holder], let ca = info.ca, let certificate = info.certificates?[String(nodeID)] {
+                        try adopt(certificate: certificate, ca: ca)
+                    } else {
+                        attempt += 1
+                        if attempt % 25 == 1 { log("node \(nodeID): waiting for node \(holder) to certify this node") }
+                        try await Task.sleep(for: .milliseconds(200))
+                        continue
+                    }
+                }
                 for info in found.values { runtime.transport.setPeer(info.id, address: info.raftAddress) }
                 state.withLockedValue { s in
                     for info in found.values {
@@ -198,7 +240,8 @@ public final class ClusterNode: Sendable {
 
     private func joinCluster() async throws {
         log("node \(nodeID): joining through \(config.join.map(\.description).joined(separator: ", "))")
-        let request = JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter)
+        let request = JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter,
+                                  publicKey: needsCertificate ? try ownPublicKey() : nil)
         var attempt = 0
         while true {
             try Task.checkCancellation()
@@ -209,6 +252,12 @@ public final class ClusterNode: Sendable {
                         headers.append(("Authorization", "Basic " + Data("\(c.user):\(c.password)".utf8).base64EncodedString()))
                     }
                     let reply = try await peers.call(.POST, to: address, path: "/v1/cluster/join", request, as: JoinReply.self, headers: headers)
+                    if needsCertificate {
+                        guard let certificate = reply.certificate, let ca = reply.ca else {
+                            throw ClusterError.invalid("the node at \(address) sent no certificate for this node")
+                        }
+                        try adopt(certificate: certificate, ca: ca)
+                    }
                     state.withLockedValue { s in for n in reply.nodes { s.bootstrapPeers[n.id] = n } }
                     for n in reply.nodes where n.id != nodeID && !n.removed { runtime.transport.setPeer(n.id, address: n.raftAddress) }
                     // Empty membership: this node waits to be added by the metadata leader, never campaigns before.
@@ -226,8 +275,10 @@ public final class ClusterNode: Sendable {
 
     public func bootstrapInfo() async -> BootstrapInfo {
         let meta = try? await runtime.status(group: metadataGroup)
+        let (key, ca, issued) = state.withLockedValue { ($0.publicKey, $0.issuedCA, $0.issued) }
         return BootstrapInfo(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter,
-                             member: meta != nil, founders: meta.map { $0.config.voters.sorted() })
+                             member: meta != nil, founders: meta.map { $0.config.voters.sorted() }, publicKey: key,
+                             ca: ca, certificates: issued.isEmpty ? nil : issued)
     }
 
     // MARK: - Catalog changes (run on the metadata leader; followers forward)
@@ -262,11 +313,17 @@ public final class ClusterNode: Sendable {
         }
         let entry = CatalogNode(id: request.id, raftAddress: request.raftAddress, httpAddress: request.httpAddress,
                                 voter: request.voter, removed: false)
+        var certificate: String?, caPEM: String?
+        if let key = request.publicKey {
+            guard let ca = caForJoining(catalog) else { throw ClusterError.noMetadataLeader }
+            certificate = try ca.issue(nodeID: request.id, publicKeyPEM: key)
+            caPEM = ca.certificatePEM
+        }
         try await changeCatalog(Catalog.register(entry), hops: hops)
         var nodes = catalog.nodes
         nodes[entry.id] = entry
         nodes[nodeID] = nodes[nodeID] ?? selfEntry
-        return JoinReply(nodes: nodes.values.sorted { $0.id < $1.id })
+        return JoinReply(nodes: nodes.values.sorted { $0.id < $1.id }, certificate: certificate, ca: caPEM)
     }
 
     public struct RemoveRequest: Codable, Sendable {
@@ -310,6 +367,7 @@ public final class ClusterNode: Sendable {
         }
         let meta = try await runtime.status(group: metadataGroup)
         if try await noticeRemoval(catalog: catalog, meta: meta) { return }
+        if meta.leader != noNode { try await publishCA(catalog) }
 
         // Keep this node's own entry current (first registration, or new addresses after a restart).
         if catalog.exists, catalog.nodes[nodeID] != selfEntry, meta.leader != noNode {

@@ -132,6 +132,7 @@ public final class NodeRuntime: Sendable {
         let inbox = NIOLockedValueBox<NodeRuntime?>(nil)
         var transportConfig = TransportConfig(nodeID: config.nodeID, listen: config.raftAddress)
         transportConfig.tls = config.transportTLS
+        transportConfig.requireTLS = config.requireTransportTLS
         config.checkLimits(transport: transportConfig)
         // The transport's connections live on the Raft loop: a message is stepped where it is read and
         // written where it is produced, with no thread hand-off on either side (each one is a wake-up

@@ -74,6 +74,8 @@ public struct RuntimeConfig: Sendable {
     public var snapshotEveryBytes = 64 << 20
     /// Mutual TLS between nodes, when set.
     public var transportTLS: TransportTLS?
+    /// Without `transportTLS`: carry no Raft traffic until `transport.useTLS` (never plaintext).
+    public var requireTransportTLS = false
     /// Size of the pieces a snapshot file is streamed in.
     public var snapshotChunkBytes = 1 << 20
     /// Ticks a leader's group must be idle (everything replicated, applied, nothing pending) before it

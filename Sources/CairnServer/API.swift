@@ -474,7 +474,10 @@ final class API: Sendable {
             ("transport", .object([("frames_sent", .int(t.framesSent)), ("envelopes_sent", .int(t.envelopesSent)),
                                    ("dropped_queue_full", .int(t.envelopesDroppedQueueFull)),
                                    ("dropped_unreachable", .int(t.envelopesDroppedUnreachable)),
-                                   ("dropped_fault", .int(t.envelopesDroppedFault)), ("connections_opened", .int(t.connectionsOpened))])),
+                                   ("dropped_fault", .int(t.envelopesDroppedFault)), ("connections_opened", .int(t.connectionsOpened)),
+                                   ("tls", .bool(runtime.transport.usesTLS)), ("handshakes_refused", .int(t.handshakesRefused)),
+                                   ("connections_refused_at_limit", .int(t.connectionsRefusedAtLimit)),
+                                   ("messages_refused", .int(runtime.refusedMessageCount))])),
         ])
     }
 

@@ -75,8 +75,16 @@ public enum Server {
         runtimeConfig.readTimeoutMillis = options.readTimeoutMillis
         runtimeConfig.consistencyCheckMillis = options.consistencyCheckMillis
         runtimeConfig.snapshotEveryEntries = options.snapshotEveryEntries
+        // Raft traffic is always mutual TLS: with the operator's files, or with a certificate of the
+        // cluster's own CA, which the node gets when it founds or joins (until then it carries nothing).
+        var nodeCredentials: NodeCredentials?
         if let tls = options.tls {
             runtimeConfig.transportTLS = try TransportTLS(certificatePath: tls.certificate, keyPath: tls.key, caPath: tls.ca)
+        } else {
+            let credentials = NodeCredentials(dataDirectory: options.dataDirectory)
+            runtimeConfig.requireTransportTLS = true
+            if credentials.isComplete { runtimeConfig.transportTLS = try credentials.transportTLS() }
+            nodeCredentials = credentials
         }
         let runtime = try NodeRuntime(config: runtimeConfig, log: log)
         try await runtime.start(peers: [:])
@@ -89,6 +97,7 @@ public enum Server {
         clusterConfig.bootstrapExpect = options.bootstrapExpect
         clusterConfig.adminPassword = options.adminPassword
         clusterConfig.joinCredentials = options.joinCredentials
+        clusterConfig.nodeCredentials = nodeCredentials
         let peers = PeerClient()
         let authBox = NIOLockedValueBox<AuthService?>(nil)
         let cluster = ClusterNode(runtime: runtime, config: clusterConfig, peers: peers, log: log,

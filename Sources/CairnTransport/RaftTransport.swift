@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+import NIOTLS
 
 public struct PeerAddress: Sendable, Hashable, CustomStringConvertible {
     public var host: String
@@ -26,6 +27,9 @@ public struct TransportConfig: Sendable {
     public var reconnectMaxMillis: Int64 = 2_000
     /// Mutual TLS on every connection, when set.
     public var tls: TransportTLS?
+    /// Without `tls`, carry nothing until `useTLS` provides it (a node waiting for its certificate),
+    /// instead of speaking plaintext.
+    public var requireTLS = false
     /// An incoming connection that has not identified itself (TLS, then the handshake frame) by then is closed.
     public var handshakeTimeoutMillis: Int64 = 5_000
 
@@ -87,6 +91,19 @@ public final class RaftTransport: Sendable {
     final class SharedState: Sendable {
         let faults = NIOLockedValueBox(TransportFaults())
         let stats = NIOLockedValueBox(TransportStats())
+        let security: NIOLockedValueBox<Security>
+
+        init(security: Security) {
+            self.security = NIOLockedValueBox(security)
+        }
+    }
+
+    /// How connections are secured: in the clear (tests, and `--tls-*` absent where allowed), not at
+    /// all until credentials arrive (every connection refused, nothing sent), or mutual TLS.
+    enum Security {
+        case plaintext
+        case pending
+        case tls(TransportTLS)
     }
 
     public init(config: TransportConfig, group: any EventLoopGroup,
@@ -96,13 +113,27 @@ public final class RaftTransport: Sendable {
         self.group = group
         self.receive = receive
         self.log = log
-        shared = SharedState()
+        shared = SharedState(security: config.tls.map { .tls($0) } ?? (config.requireTLS ? .pending : .plaintext))
+    }
+
+    /// Starts mutual TLS on every connection from now on (a node that just got its certificate).
+    /// Connections opened before, in the clear, are closed.
+    public func useTLS(_ tls: TransportTLS) {
+        shared.security.withLockedValue { $0 = .tls(tls) }
+        for link in links.withLockedValue({ Array($0.values) }) { link.reconnect() }
+        for channel in accepted.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+
+    /// Whether connections are secured with mutual TLS.
+    public var usesTLS: Bool {
+        if case .tls = shared.security.withLockedValue({ $0 }) { return true }
+        return false
     }
 
     /// Starts listening; returns the bound port (useful when the configured port is 0).
     public func start() async throws -> Int {
         let receive = self.receive, log = self.log, shared = self.shared, selfID = config.nodeID
-        let accepted = self.accepted, tls = config.tls, handshakeTimeout = config.handshakeTimeoutMillis
+        let accepted = self.accepted, handshakeTimeout = config.handshakeTimeoutMillis
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -119,8 +150,13 @@ public final class RaftTransport: Sendable {
                     return channel.close()
                 }
                 channel.closeFuture.whenComplete { _ in accepted.withLockedValue { _ = $0.removeValue(forKey: key) } }
+                let security = shared.security.withLockedValue { $0 }
+                if case .pending = security {
+                    shared.stats.withLockedValue { $0.handshakesRefused += 1 }
+                    return channel.close()
+                }
                 return channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
+                    if case .tls(let tls) = security { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(
                         InboundHandler(selfID: selfID, shared: shared, log: log, receive: receive, handshakeTimeoutMillis: handshakeTimeout))
@@ -291,14 +327,25 @@ final class PeerLink: Sendable {
             shared.stats.withLockedValue { $0.envelopesDroppedUnreachable += dropped }
             return
         }
+        let security = shared.security.withLockedValue { $0 }
+        if case .pending = security {
+            // No credentials yet: nothing goes out in the clear (Raft resends later).
+            let dropped = state.value.queue.count
+            state.value.queue = []
+            state.value.queuedBytes = 0
+            shared.stats.withLockedValue { $0.envelopesDroppedUnreachable += dropped }
+            return
+        }
         state.value.connecting = true
         let handshake = WireFormat.handshake(from: config.nodeID)
-        let tls = config.tls, peer = self.peer, shared = self.shared, log = self.log
+        let peer = self.peer, shared = self.shared, log = self.log
         ClientBootstrap(group: eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let tls { try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls.client, serverHostname: nil)) }
+                    if case .tls(let tls) = security {
+                        try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls.client, serverHostname: nil))
+                    }
                     try channel.pipeline.syncOperations.addHandler(OutboundErrorHandler(peer: peer, shared: shared, log: log))
                 }
             }
@@ -341,6 +388,15 @@ final class PeerLink: Sendable {
                     state.value.retryAt = NIODeadline.now() + .milliseconds(delay)
                 }
             }
+    }
+
+    /// Drops the current connection (opened under other security); the next send opens a new one.
+    func reconnect() {
+        eventLoop.execute { [self] in
+            state.value.channel?.close(promise: nil)
+            state.value.channel = nil
+            state.value.retryAt = .uptimeNanoseconds(0)
+        }
     }
 
     func backlogBytes() async -> Int {
@@ -429,7 +485,14 @@ final class InboundHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .handshake(let bytes):
             do {
-                peer = try WireFormat.parseHandshake(bytes)
+                let claimed = try WireFormat.parseHandshake(bytes)
+                // Under TLS the certificate says who the peer is: it may not claim another node's id.
+                if let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+                   let der = try? handler.peerCertificate?.toDERBytes(), let certified = ClusterCA.nodeID(inCertificateDER: der),
+                   certified != claimed {
+                    throw WireError.malformed("the handshake claims node \(claimed), its certificate names node \(certified)")
+                }
+                peer = claimed
                 handshakeDeadline?.cancel()
                 handshakeDeadline = nil
             } catch {
@@ -483,6 +546,20 @@ final class OutboundErrorHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The node at the peer's address must be that peer: its certificate says which node it is.
+        if case TLSUserEvent.handshakeCompleted = event,
+           let handler = try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self),
+           let der = try? handler.peerCertificate?.toDERBytes(), let certified = ClusterCA.nodeID(inCertificateDER: der),
+           certified != peer {
+            shared.stats.withLockedValue { $0.outgoingErrors += 1 }
+            log("closing the connection to node \(peer): the node there presents the certificate of node \(certified)")
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         shared.stats.withLockedValue { $0.outgoingErrors += 1 }

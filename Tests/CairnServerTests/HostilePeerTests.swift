@@ -1,6 +1,9 @@
 import CairnRaft
 import CairnTransport
 import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -9,68 +12,116 @@ import Glibc
 extension ProcessTests {
 @Suite("A hostile peer on the Raft port", .serialized)
 struct HostilePeerTests {
-    /// Opens a TCP connection to `port`, writes `bytes`, lets the node read them, and closes.
-    private static func sendRaw(port: Int, _ bytes: [UInt8]) {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    /// Frames a hostile or broken peer sends to `target`, claiming to be `claimed`: appends at the end of
+    /// the term range, entries that skip, an inline snapshot, impossible acknowledgements and votes.
+    private static func hostileFrame(claimed: NodeID, to target: NodeID) -> [UInt8] {
+        var envelopes: [Envelope] = []
+        for group in UInt64(0)...6 {
+            envelopes += [
+                Envelope(group: group, message: Message(kind: .append, from: claimed, to: target, term: .max, logTerm: 1, index: 1,
+                                                        entries: [Entry(term: .max, index: 2, data: [1])], commit: .max)),
+                Envelope(group: group, message: Message(kind: .append, from: claimed, to: target, term: 1 << 50, logTerm: 1, index: 1,
+                                                        entries: [Entry(term: 1 << 50, index: 9, data: [1])], commit: 9)),
+                Envelope(group: group, message: Message(kind: .snapshot, from: claimed, to: target, term: 1 << 50,
+                                                        snapshot: Snapshot(metadata: SnapshotMetadata(index: 1 << 40, term: 1 << 50, confState: ConfState(voters: [claimed])),
+                                                                           data: Array(repeating: 0x41, count: 4096)))),
+                Envelope(group: group, message: Message(kind: .appendResponse, from: claimed, to: target, term: .max, index: .max)),
+                Envelope(group: group, message: Message(kind: .vote, from: claimed, to: target, term: 1 << 50, logTerm: .max, index: .max)),
+            ]
         }
-        guard connected == 0 else { return }
-        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        usleep(30_000)
+        return WireFormat.handshake(from: claimed) + WireFormat.frame(envelopes)
     }
 
-    @Test("malformed, impossible and out-of-place messages from a peer claiming a member's id (appends at the end of the term range, entries that skip, inline snapshots, garbage, oversized frames) are refused and counted; no node crashes, terms stay put, and writes and reads go on")
-    func hostileFrames() async throws {
-        let c = try await ProcessCluster.founded("hostile-peer", count: 3)
+    /// Writes `bytes` to `port` over mutual TLS with the key and certificate in `tlsDirectory` (a
+    /// member's own), then closes.
+    private static func sendOverTLS(port: Int, tlsDirectory: String, _ bytes: [UInt8]) async throws {
+        var config = TLSConfiguration.makeClientConfiguration()
+        config.certificateChain = try NIOSSLCertificate.fromPEMFile(tlsDirectory + "/node.pem").map { .certificate($0) }
+        config.privateKey = .privateKey(try NIOSSLPrivateKey(file: tlsDirectory + "/node.key", format: .pem))
+        config.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(tlsDirectory + "/ca.pem"))
+        config.certificateVerification = .noHostnameVerification
+        let context = try NIOSSLContext(configuration: config)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: context, serverHostname: nil))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        var buffer = channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        try await channel.writeAndFlush(buffer).get()
+        try await Task.sleep(for: .milliseconds(300))
+        try? await channel.close().get()
+    }
+
+    private static func transport(_ n: NodeProcess) async throws -> [String: Any] {
+        try await n.get("/v1/status").json["transport"] as? [String: Any] ?? [:]
+    }
+
+    @Test("an outsider on the Raft port (a member's id, a forged handshake, appends at high terms, inline snapshots, garbage) reaches nothing: Raft traffic is mutual TLS by default, so every connection is refused before a byte is read; no term moves, writes go on")
+    func outsider() async throws {
+        let c = try await ProcessCluster.founded("outsider", count: 3)
         defer { c.destroy() }
         _ = try await c.write(["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"])
         let ids = c.nodes.map(\.id)
+        var before: [Int] = []
+        for n in c.nodes {
+            let t = try await Self.transport(n)
+            #expect(t["tls"] as? Bool == true, "\(n.name): \(t)")
+            before.append(t["handshakes_refused"] as? Int ?? 0)
+        }
         var rng = SplitMix64(seed: 99)
         for (k, target) in c.nodes.enumerated() {
             let claimed = ids[(k + 1) % ids.count]
-            let handshake = WireFormat.handshake(from: claimed)
-            var envelopes: [Envelope] = []
-            for group in UInt64(0)...6 {
-                let to = target.id
-                envelopes += [
-                    Envelope(group: group, message: Message(kind: .append, from: claimed, to: to, term: .max, logTerm: 1, index: 1,
-                                                            entries: [Entry(term: .max, index: 2, data: [1])], commit: .max)),
-                    Envelope(group: group, message: Message(kind: .append, from: claimed, to: to, term: 1 << 50, logTerm: 1, index: 1,
-                                                            entries: [Entry(term: 1 << 50, index: 9, data: [1])], commit: 9)),
-                    Envelope(group: group, message: Message(kind: .snapshot, from: claimed, to: to, term: 1 << 50,
-                                                            snapshot: Snapshot(metadata: SnapshotMetadata(index: 1 << 40, term: 1 << 50, confState: ConfState(voters: [claimed])),
-                                                                               data: Array(repeating: 0x41, count: 4096)))),
-                    Envelope(group: group, message: Message(kind: .appendResponse, from: claimed, to: to, term: .max, index: .max)),
-                    Envelope(group: group, message: Message(kind: .vote, from: claimed, to: to, term: 1 << 50, logTerm: .max, index: .max)),
-                ]
+            for bytes in [Self.hostileFrame(claimed: claimed, to: target.id),
+                          WireFormat.handshake(from: claimed) + (0..<2_000).map { _ in UInt8(truncatingIfNeeded: rng.next()) },
+                          Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)] {
+                guard let s = RawConnection(port: target.raftPort) else { continue }
+                _ = bytes.withUnsafeBytes { send(s.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(s.closedByPeer, "\(target.name) kept a connection that spoke in the clear")
+                s.close()
             }
-            Self.sendRaw(port: target.raftPort, handshake + WireFormat.frame(envelopes))
-            // Garbage after a valid handshake, a frame claiming 4 GiB, and a handshake that is not one.
-            Self.sendRaw(port: target.raftPort, handshake + (0..<2_000).map { _ in UInt8(truncatingIfNeeded: rng.next()) })
-            Self.sendRaw(port: target.raftPort, handshake + [0xFF, 0xFF, 0xFF, 0xFF] + Array(repeating: 0, count: 64))
-            Self.sendRaw(port: target.raftPort, Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
         }
-        try await Task.sleep(for: .milliseconds(500))
-        for n in c.nodes {
-            let metrics = try await n.get("/metrics").text
-            let line = metrics.split(separator: "\n").first { $0.hasPrefix("cairn_raft_messages_refused_total") }
-            let refused = line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
-            // Five messages for each group a node hosts (the catalog's and the database's); those for
-            // groups it does not host are dropped before they reach anything.
-            #expect(refused >= 10, "\(n.name): \(line ?? "no refused-messages counter")")
+        for (n, b) in zip(c.nodes, before) {
+            let t = try await Self.transport(n)
+            #expect((t["handshakes_refused"] as? Int ?? 0) >= b + 3, "\(n.name): \(t)")
+            #expect(t["messages_refused"] as? Int == 0, "\(n.name): a message got past TLS: \(t)")
         }
-        // Every node still serves, no term moved to where the attacker put it, and the data is whole.
         let started = Date()
         _ = try await c.write(["INSERT INTO t VALUES (2)"])
         #expect(Date().timeIntervalSince(started) < 1.0)
-        try await c.waitReady()
+        for n in c.nodes {
+            #expect(try await n.rows("SELECT x FROM t ORDER BY x").map { "\($0)" } == ["[1]", "[2]"])
+            let status = try await n.get("/v1/status").text
+            #expect(!status.contains("\(1 << 50)") && !status.contains("\(UInt64.max)"), "\(n.name): \(status.prefix(400))")
+        }
+    }
+
+    @Test("a member's own certificate, misused: claiming another node's id is refused at the handshake; malformed, impossible and out-of-place messages under its own id are refused and counted by the gate; no node crashes, terms stay put, writes go on")
+    func misusedMemberCertificate() async throws {
+        let c = try await ProcessCluster.founded("member-misuse", count: 3)
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"])
+        let (n1, n2, n3) = (c.nodes[0], c.nodes[1], c.nodes[2])
+        let stolen = n2.dataDir + "/tls"
+        let refusedBefore = try await Self.transport(n1)["handshakes_refused"] as? Int ?? 0
+        // n2's certificate, claiming to be n3.
+        try await Self.sendOverTLS(port: n1.raftPort, tlsDirectory: stolen, Self.hostileFrame(claimed: n3.id, to: n1.id))
+        try await Task.sleep(for: .milliseconds(300))
+        let afterImpostor = try await Self.transport(n1)
+        #expect((afterImpostor["handshakes_refused"] as? Int ?? 0) > refusedBefore, "\(afterImpostor)")
+        #expect(afterImpostor["messages_refused"] as? Int == 0, "\(afterImpostor)")
+        // n2's certificate under its own id: the gate sees the messages, and refuses every one.
+        try await Self.sendOverTLS(port: n1.raftPort, tlsDirectory: stolen, Self.hostileFrame(claimed: n2.id, to: n1.id))
+        try await Task.sleep(for: .milliseconds(300))
+        // Five messages for each group n1 hosts (the catalog's and the database's); those for groups it
+        // does not host are dropped before they reach anything.
+        #expect((try await Self.transport(n1))["messages_refused"] as? Int ?? 0 >= 10)
+        let started = Date()
+        _ = try await c.write(["INSERT INTO t VALUES (2)"])
+        #expect(Date().timeIntervalSince(started) < 1.0)
         for n in c.nodes {
             #expect(try await n.rows("SELECT x FROM t ORDER BY x").map { "\($0)" } == ["[1]", "[2]"])
             let status = try await n.get("/v1/status").text
