@@ -14,6 +14,7 @@ public enum ClusterError: Error, CustomStringConvertible {
     case unknownDatabase(String)
     case invalid(String)
     case catalogWrite(String)
+    case conflict(String)
 
     public var description: String {
         switch self {
@@ -23,6 +24,7 @@ public enum ClusterError: Error, CustomStringConvertible {
         case .unknownDatabase(let name): return "no database named \"\(name)\""
         case .invalid(let why): return why
         case .catalogWrite(let why): return "the catalog refused the change: \(why)"
+        case .conflict(let why): return why
         }
     }
 }
@@ -310,6 +312,13 @@ public final class ClusterNode: Sendable {
         guard request.id != noNode else { throw ClusterError.invalid("node id 0 is reserved") }
         if let existing = catalog.nodes[request.id], existing.removed {
             throw ClusterError.invalid("node \(request.id) was removed from this cluster; start it with an empty data directory to join again")
+        }
+        // A join never takes over a node that is here: its addresses (where forwarded requests, with
+        // their credentials, go) and its certificate stay its own. The same node asking again (a retry
+        // after a crash) gives the same addresses.
+        if let existing = catalog.nodes[request.id],
+           existing.raftAddress != request.raftAddress || existing.httpAddress != request.httpAddress {
+            throw ClusterError.conflict("node \(request.id) is already a member, at \(existing.httpAddress) (Raft \(existing.raftAddress)); a node cannot join under another's id")
         }
         let entry = CatalogNode(id: request.id, raftAddress: request.raftAddress, httpAddress: request.httpAddress,
                                 voter: request.voter, removed: false)

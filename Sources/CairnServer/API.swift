@@ -219,6 +219,7 @@ final class API: Sendable {
             switch e {
             case .unknownNode, .unknownDatabase: return (404, e.description)
             case .invalid: return (400, e.description)
+            case .conflict: return (409, e.description)
             // The same name created through two nodes at once: the catalog's key admits one.
             case .catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed"): return (409, "it exists already (\(why))")
             case .peerRefused(_, let status, let message) where (400..<500).contains(status):

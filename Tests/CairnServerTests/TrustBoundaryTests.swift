@@ -79,6 +79,19 @@ struct TrustBoundaryTests {
         #expect(statuses == [200, 200, 200, 200, 200, 503], "\(statuses)")
     }
 
+    @Test("a join never takes over a member: another node's id with other addresses is refused (409), and the member keeps its addresses")
+    func joinCannotTakeOverAMember() async throws {
+        let c = try await ProcessCluster.single("takeover")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        let body = #"{"id":\#(n.id),"raft_address":"127.0.0.1:1","http_address":"127.0.0.1:2","voter":true,"public_key":null}"#
+        let r = try await n.raw(.POST, "/v1/cluster/join", body, contentType: "application/json")
+        #expect(r.status == 409 && r.text.contains("cannot join under another's id"), "\(r.status) \(r.text)")
+        let nodes = try await n.get("/v1/cluster").json["nodes"] as? [[String: Any]] ?? []
+        #expect(nodes.count == 1 && nodes.first?["http_addr"] as? String == n.http, "\(nodes)")
+        #expect(try await n.execute(["CREATE TABLE t(x)"]).status == 200)
+    }
+
     @Test("a forwarding count outside 0...3 is refused (a negative one would lift the bound on forwarding loops)")
     func hopCounts() async throws {
         let c = try await ProcessCluster.single("hops")
