@@ -50,6 +50,8 @@ public struct Catalog: Sendable {
     public var tokenKey: [UInt8] = []
     /// The CA that signs node certificates (its key included: any member may admit a joining node).
     public var clusterCA: ClusterCA?
+    /// The public key each joined node was certified for (PEM): a join under its id must bring the same.
+    public var nodeKeys: [NodeID: String] = [:]
     public var exists = false
     /// The highest group id ever given to a database (dropped ones included).
     public var highestGroup: GroupID = 0
@@ -105,6 +107,11 @@ public struct Catalog: Sendable {
         [SQLStatement("INSERT OR IGNORE INTO settings(key, value) VALUES('token_key', ?)", [.blob(tokenKey)])]
             + createUser("admin", passwordHash: adminPasswordHash)
             + grant(Grant(.all), to: "admin") + grant(Grant(.ready), to: everyone)
+    }
+
+    /// The key a joining node was certified for.
+    static func setNodeKey(_ id: NodeID, publicKey: String) -> [SQLStatement] {
+        [SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("node_key:\(id)"), .text(publicKey)])]
     }
 
     /// The CA its creator (the founding node) hands to the catalog, once.
@@ -198,6 +205,7 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT name, permission, database FROM grants"),
             SQLStatement("SELECT value FROM settings WHERE key = 'token_key'"),
             SQLStatement("SELECT (SELECT value FROM settings WHERE key = 'ca_cert'), (SELECT value FROM settings WHERE key = 'ca_key')"),
+            SQLStatement("SELECT substr(key, 10), value FROM settings WHERE key LIKE 'node_key:%'"),
         ], consistency: consistency)
         var catalog = Catalog()
         // Before the metadata leader creates the schema, the later statements fail: an empty catalog.
@@ -234,6 +242,10 @@ public struct Catalog: Sendable {
         if case .blob(let bytes)? = results[6].rows.first?.first { catalog.tokenKey = bytes }
         if let row = results[7].rows.first, row.count == 2, case .text(let cert) = row[0], case .text(let key) = row[1] {
             catalog.clusterCA = ClusterCA(certificatePEM: cert, privateKeyPEM: key)
+        }
+        for row in results[8].rows {
+            guard row.count == 2, case .text(let id) = row[0], let node = NodeID(id), case .text(let key) = row[1] else { continue }
+            catalog.nodeKeys[node] = key
         }
         return (catalog, index)
     }

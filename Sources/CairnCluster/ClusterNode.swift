@@ -167,9 +167,14 @@ public final class ClusterNode: Sendable {
         if try await runtime.groupIDs().contains(metadataGroup) {
             log("node \(nodeID): resuming from the data directory")
             if needsCertificate {
-                // A data directory from before certificates were made by the cluster: this node certifies
-                // itself with a CA of its own (a cluster of several such nodes needs `--tls-*` files).
-                log("node \(nodeID): no node certificate in the data directory; making one")
+                // A data directory from before the cluster made certificates. A node that is the whole
+                // cluster certifies itself with a CA of its own; one with peers cannot: they would not
+                // trust it, so it stops, saying so.
+                let voters = try await runtime.status(group: metadataGroup).config.voters
+                guard voters == [nodeID] else {
+                    throw ClusterError.invalid("this node has no certificate in \(config.nodeCredentials!.directory) and its cluster has other nodes (\(voters.sorted())); restore the directory, or give it --tls-cert/--tls-key/--tls-ca, or remove the node and join it again with an empty data directory")
+                }
+                log("node \(nodeID): no node certificate in the data directory; this node is the whole cluster, so it makes its own CA")
                 try becomeCA()
             }
             return
@@ -214,8 +219,15 @@ public final class ClusterNode: Sendable {
                     let holder = (Array(found.keys) + [nodeID]).min()!
                     if holder == nodeID {
                         if let ca = try becomeCA() { try certifyFounders(Array(found.values), ca: ca) }
-                    } else if let info = found[holder], let ca = info.ca, let certificate = info.certificates?[String(nodeID)] {
-                        try adopt(certificate: certificate, ca: ca)
+                    } else if let info = found.values.first(where: { $0.ca != nil && $0.certificates?[String(nodeID)] != nil }) {
+                        // From whichever founder made the CA (another may have, if the founders saw
+                        // different sets of each other).
+                        try adopt(certificate: info.certificates![String(nodeID)]!, ca: info.ca!)
+                    } else if attempt >= 75 && memberSeen {
+                        // The cluster formed without certifying this node (it was not seen in time):
+                        // it joins like any other node, and gets its certificate that way.
+                        log("node \(nodeID): not certified by the founders; joining instead")
+                        return try await joinCluster()
                     } else {
                         attempt += 1
                         if attempt % 25 == 1 { log("node \(nodeID): waiting for node \(holder) to certify this node") }
@@ -277,6 +289,8 @@ public final class ClusterNode: Sendable {
 
     public func bootstrapInfo() async -> BootstrapInfo {
         let meta = try? await runtime.status(group: metadataGroup)
+        // The key may be asked for before formation starts.
+        if needsCertificate, state.withLockedValue({ $0.publicKey }) == nil { _ = try? ownPublicKey() }
         let (key, ca, issued) = state.withLockedValue { ($0.publicKey, $0.issuedCA, $0.issued) }
         return BootstrapInfo(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter,
                              member: meta != nil, founders: meta.map { $0.config.voters.sorted() }, publicKey: key,
@@ -323,12 +337,19 @@ public final class ClusterNode: Sendable {
         let entry = CatalogNode(id: request.id, raftAddress: request.raftAddress, httpAddress: request.httpAddress,
                                 voter: request.voter, removed: false)
         var certificate: String?, caPEM: String?
+        var statements = Catalog.register(entry)
         if let key = request.publicKey {
+            // A certificate names a node: it is issued once per node and key (again only to the same
+            // key, a join retried after a crash), never to another key under a member's id.
+            if catalog.nodes[request.id] != nil && catalog.nodeKeys[request.id] != key {
+                throw ClusterError.conflict("node \(request.id) is already a member and holds its own certificate; a node cannot join under another's id")
+            }
             guard let ca = caForJoining(catalog) else { throw ClusterError.noMetadataLeader }
             certificate = try ca.issue(nodeID: request.id, publicKeyPEM: key)
             caPEM = ca.certificatePEM
+            statements += Catalog.setNodeKey(request.id, publicKey: key)
         }
-        try await changeCatalog(Catalog.register(entry), hops: hops)
+        try await changeCatalog(statements, hops: hops)
         var nodes = catalog.nodes
         nodes[entry.id] = entry
         nodes[nodeID] = nodes[nodeID] ?? selfEntry

@@ -7,7 +7,9 @@
 /// What the gate cannot judge is whether a well-formed message comes from the node it names: that is
 /// the transport's job (mutual TLS between members). Nor does it judge by the group's configuration:
 /// the simulator showed honest traffic from outside it (a voter added by an entry a lagging follower
-/// has not received can lead it, and must, for it to catch up).
+/// has not received can lead it, and must, for it to catch up). Nor by who leads now: a read index
+/// confirmed by a leader that has since lost its place, and a transfer's `timeoutNow` to a node that
+/// restarted and knows no leader yet, are both honest (the simulator caught each).
 extension Raft {
     /// Indexes and terms at or past this are refused: nothing honest comes near, and arithmetic on them
     /// (`term + 1`, `index + count`) must never overflow.
@@ -16,7 +18,8 @@ extension Raft {
     func refusal(_ m: Message) -> String? {
         if m.to != id { return "addressed to node \(m.to)" }
         if m.from == noNode || m.from == id { return "from node \(m.from)" }
-        if m.term == 0 { return "\(m.kind) without a term" }
+        // A node that never left term 0 rejects a pre-vote at term 0; nothing else is sent without a term.
+        if m.term == 0 && m.kind != .preVoteResponse { return "\(m.kind) without a term" }
         for value in [m.term, m.logTerm, m.index, m.commit, m.rejectHint] where value >= Self.maxMessageValue {
             return "\(m.kind) carrying \(value), beyond any real index or term"
         }

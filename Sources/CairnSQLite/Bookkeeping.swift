@@ -150,10 +150,17 @@ struct Bookkeeping: Codable, Equatable {
         for table in [embeddedTable, reservedNameTable] where try db.tableExists(table) {
             var meta = Embedded(index: 0)
             var applied: LogIndex?
-            try db.each("SELECT key, value FROM \(table)") { s in
+            // A snapshot comes from another node: nothing in it may trap this one.
+            try db.each("SELECT key, value FROM \(table) WHERE typeof(key) = 'text'") { s in
                 let key = String(cString: sqlite3_column_text(s, 0))
-                if key == "applied_index" { applied = LogIndex(sqlite3_column_int64(s, 1)) }
-                if key == "dropped_at" { meta.droppedAt = LogIndex(sqlite3_column_int64(s, 1)) }
+                let number = sqlite3_column_int64(s, 1)
+                if key == "applied_index" || key == "dropped_at" {
+                    guard sqlite3_column_type(s, 1) == SQLITE_INTEGER, number >= 0 else {
+                        throw SQLiteError(message: "\(db.path): its \(key) is not an entry index")
+                    }
+                }
+                if key == "applied_index" { applied = LogIndex(number) }
+                if key == "dropped_at" { meta.droppedAt = LogIndex(number) }
                 if key == "conf_state" {
                     let n = Int(sqlite3_column_bytes(s, 1))
                     let bytes = n > 0 ? [UInt8](UnsafeRawBufferPointer(start: sqlite3_column_blob(s, 1), count: n)) : []

@@ -42,14 +42,14 @@ public final class SQLStateMachine {
     /// carries inside (from an earlier version).
     private static func adoptBookkeeping(ofFile path: String) throws -> Bookkeeping {
         let sidecar = Bookkeeping.sidecarPath(of: path)
-        let existing = try Bookkeeping.load(sidecar: sidecar)
         guard FileManager.default.fileExists(atPath: path) else {
-            if let existing { return existing }
-            // The sidecar first: a database file without one is refused, unless it is empty.
+            // A new database, even where an old one's sidecar was left (a crash while deleting its
+            // files): the sidecar first, since a database file without one is refused unless empty.
             let fresh = Bookkeeping(reference: 0)
             try fresh.store(sidecar: sidecar)
             return fresh
         }
+        let existing = try Bookkeeping.load(sidecar: sidecar)
         let raw = try RawDatabase(path: path)
         if let embedded = try Bookkeeping.readEmbedded(raw) {
             // The sidecar first, then the file loses its table: a crash in between finds the table
@@ -171,6 +171,8 @@ public final class SQLStateMachine {
         // Membership changes and the drop go to the sidecar before the transaction that applies them,
         // and that transaction is synced: the sidecar is never behind the file, and the file never
         // falls back behind a record after it.
+        // Chosen by what the batch carries, not by whether the sidecar changed now: a batch applied
+        // again after a rollback finds its records already written, and must still sync.
         let recorded = try recordBookkeeping(for: batch)
         if recorded { try connection.execPrepared("PRAGMA synchronous=FULL") }
         defer { if recorded { try? connection.execPrepared("PRAGMA synchronous=NORMAL") } }
@@ -208,28 +210,35 @@ public final class SQLStateMachine {
         return all
     }
 
-    /// Writes the batch's membership changes and drop to the sidecar, and moves its reference when the
-    /// applied index has gone far from it; returns whether it wrote.
+    /// Writes the batch's membership changes and drop to the sidecar (if they are not there yet), and
+    /// moves its reference when the applied index has gone far from it; returns whether the batch
+    /// carries any of these, so that its transaction must be synced.
     private func recordBookkeeping(for batch: [(index: LogIndex, change: Change)]) throws -> Bool {
         var next = book
         next.forget(after: appliedIndex)
         var dropped = droppedAt
+        var carries = false
         for (index, change) in batch {
             switch change {
-            case .empty(let conf?): next.record(conf: conf, at: index)
+            case .empty(let conf?):
+                next.record(conf: conf, at: index)
+                carries = true
             case .command(let c) where dropped == nil && c.consistencyCheck == nil && c.dropsDatabase:
                 next.droppedAt = index
                 dropped = index
+                carries = true
             default: break
             }
         }
         if batch.last!.index - min(batch.last!.index, next.reference) >= Bookkeeping.referenceRefreshDistance {
             next.reference = appliedIndex
+            carries = true
         }
-        guard next != book else { return false }
-        try next.store(sidecar: Bookkeeping.sidecarPath(of: path))
-        book = next
-        return true
+        if next != book {
+            try next.store(sidecar: Bookkeeping.sidecarPath(of: path))
+            book = next
+        }
+        return carries
     }
 
     private func run(_ command: SQLCommand, entry: Int, rolledBack: [StatementPosition: StatementResult]) throws -> [StatementResult] {

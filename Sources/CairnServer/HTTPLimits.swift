@@ -47,6 +47,8 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
     private let limits: HTTPLimits
     private var deadline: Scheduled<Void>?
     private var reading = false
+    /// Requests read whose responses have not ended (a client may pipeline several).
+    private var unanswered = 0
 
     init(limits: HTTPLimits) {
         self.limits = limits
@@ -65,6 +67,7 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head:
             reading = true
+            unanswered += 1
             arm(context, millis: limits.bodyTimeoutMillis)
         case .body:
             break
@@ -77,7 +80,11 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data), !reading { arm(context, millis: limits.idleTimeoutMillis) }
+        if case .end = unwrapOutboundIn(data) {
+            unanswered = max(0, unanswered - 1)
+            // Idle only once every request read has been answered and none is arriving.
+            if unanswered == 0 && !reading { arm(context, millis: limits.idleTimeoutMillis) }
+        }
         context.write(data, promise: promise)
     }
 

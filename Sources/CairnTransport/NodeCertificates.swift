@@ -123,13 +123,20 @@ public struct NodeCredentials: Sendable {
     /// Written whole, synced and renamed into place, readable by this user only.
     static func writeSecret(_ text: String, to path: String) throws {
         let temporary = path + ".tmp"
-        FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
-        let fd = open(temporary, O_RDONLY | O_CLOEXEC)
-        if fd >= 0 {
-            _ = fsync(fd)
-            close(fd)
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw TransportCredentialError("cannot write \(temporary)")
         }
+        // The file, then its name: a power loss must not lose a certificate the cluster already issued.
+        try sync(temporary, flags: O_RDONLY)
         guard rename(temporary, path) == 0 else { throw TransportCredentialError("cannot write \(path)") }
+        try sync((path as NSString).deletingLastPathComponent, flags: O_RDONLY | O_DIRECTORY)
+    }
+
+    private static func sync(_ file: String, flags: Int32) throws {
+        let fd = open(file, flags | O_CLOEXEC)
+        guard fd >= 0 else { throw TransportCredentialError("cannot open \(file) to sync it") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw TransportCredentialError("cannot sync \(file)") }
     }
 }
 

@@ -77,6 +77,8 @@ public final class RaftTransport: Sendable {
     /// Incoming connections open at once, at most: a cluster needs one per peer (and one more for a
     /// moment while a peer reconnects); past the cap a new one is closed at once.
     public static let maxIncomingConnections = 256
+    /// Connections still proving who they are (TLS, then the handshake frame), at most.
+    public static let maxUnidentifiedConnections = 64
     public let config: TransportConfig
     private let group: any EventLoopGroup
     private let receive: @Sendable (NodeID, [Envelope]) -> Void
@@ -84,7 +86,39 @@ public final class RaftTransport: Sendable {
     private let links = NIOLockedValueBox<[NodeID: PeerLink]>([:])
     private let server = NIOLockedValueBox<(any Channel)?>(nil)
     /// Incoming connections, closed on shutdown along with the listener.
-    private let accepted = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private let accepted = NIOLockedValueBox(Incoming())
+
+    /// Incoming connections: those that identified themselves (a peer's TLS certificate and handshake),
+    /// and, oldest first, those that have not yet. Strangers cannot take identified peers' places:
+    /// they have a smaller pool of their own, where a newcomer pushes out the oldest.
+    struct Incoming {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var unidentified: [ObjectIdentifier] = []
+
+        var identifiedCount: Int { channels.count - unidentified.count }
+
+        /// Admits a new connection; returns one to close to make room (the oldest unidentified), or
+        /// false in `admitted` when identified peers fill every place.
+        mutating func admit(_ channel: any Channel) -> (admitted: Bool, evict: (any Channel)?) {
+            guard identifiedCount < RaftTransport.maxIncomingConnections else { return (false, nil) }
+            var evict: (any Channel)?
+            if unidentified.count >= RaftTransport.maxUnidentifiedConnections {
+                let oldest = unidentified.removeFirst()
+                evict = channels.removeValue(forKey: oldest)
+            }
+            let key = ObjectIdentifier(channel)
+            channels[key] = channel
+            unidentified.append(key)
+            return (true, evict)
+        }
+
+        mutating func identified(_ key: ObjectIdentifier) { unidentified.removeAll { $0 == key } }
+
+        mutating func remove(_ key: ObjectIdentifier) {
+            channels.removeValue(forKey: key)
+            unidentified.removeAll { $0 == key }
+        }
+    }
     let shared: SharedState
 
     /// State the links and handlers share across event loops.
@@ -121,7 +155,7 @@ public final class RaftTransport: Sendable {
     public func useTLS(_ tls: TransportTLS) {
         shared.security.withLockedValue { $0 = .tls(tls) }
         for link in links.withLockedValue({ Array($0.values) }) { link.reconnect() }
-        for channel in accepted.withLockedValue({ Array($0.values) }) { channel.close(promise: nil) }
+        for channel in accepted.withLockedValue({ Array($0.channels.values) }) { channel.close(promise: nil) }
     }
 
     /// Whether connections are secured with mutual TLS.
@@ -140,16 +174,16 @@ public final class RaftTransport: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 let key = ObjectIdentifier(channel)
-                let admitted = accepted.withLockedValue { open in
-                    guard open.count < Self.maxIncomingConnections else { return false }
-                    open[key] = channel
-                    return true
+                let (admitted, evict) = accepted.withLockedValue { $0.admit(channel) }
+                if let evict {
+                    shared.stats.withLockedValue { $0.connectionsRefusedAtLimit += 1 }
+                    evict.close(promise: nil)
                 }
                 guard admitted else {
                     shared.stats.withLockedValue { $0.connectionsRefusedAtLimit += 1 }
                     return channel.close()
                 }
-                channel.closeFuture.whenComplete { _ in accepted.withLockedValue { _ = $0.removeValue(forKey: key) } }
+                channel.closeFuture.whenComplete { _ in accepted.withLockedValue { $0.remove(key) } }
                 let security = shared.security.withLockedValue { $0 }
                 if case .pending = security {
                     shared.stats.withLockedValue { $0.handshakesRefused += 1 }
@@ -159,7 +193,8 @@ public final class RaftTransport: Sendable {
                     if case .tls(let tls) = security { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.server)) }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(
-                        InboundHandler(selfID: selfID, shared: shared, log: log, receive: receive, handshakeTimeoutMillis: handshakeTimeout))
+                        InboundHandler(selfID: selfID, shared: shared, log: log, receive: receive, handshakeTimeoutMillis: handshakeTimeout,
+                                       identified: { accepted.withLockedValue { $0.identified(key) } }))
                 }
             }
             .bind(host: config.listen.host, port: config.listen.port).get()
@@ -211,7 +246,7 @@ public final class RaftTransport: Sendable {
         if let channel = server.withLockedValue({ s in defer { s = nil }; return s }) {
             try? await channel.close()
         }
-        for channel in accepted.withLockedValue({ Array($0.values) }) { try? await channel.close() }
+        for channel in accepted.withLockedValue({ Array($0.channels.values) }) { try? await channel.close() }
     }
 }
 
@@ -455,16 +490,19 @@ final class InboundHandler: ChannelInboundHandler {
     private let log: @Sendable (String) -> Void
     private let receive: @Sendable (NodeID, [Envelope]) -> Void
     private let handshakeTimeoutMillis: Int64
+    private let identified: @Sendable () -> Void
     private var peer: NodeID?
     private var handshakeDeadline: Scheduled<Void>?
 
     init(selfID: NodeID, shared: RaftTransport.SharedState, log: @escaping @Sendable (String) -> Void,
-         receive: @escaping @Sendable (NodeID, [Envelope]) -> Void, handshakeTimeoutMillis: Int64) {
+         receive: @escaping @Sendable (NodeID, [Envelope]) -> Void, handshakeTimeoutMillis: Int64,
+         identified: @escaping @Sendable () -> Void = {}) {
         self.selfID = selfID
         self.shared = shared
         self.log = log
         self.receive = receive
         self.handshakeTimeoutMillis = handshakeTimeoutMillis
+        self.identified = identified
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -495,6 +533,7 @@ final class InboundHandler: ChannelInboundHandler {
                 peer = claimed
                 handshakeDeadline?.cancel()
                 handshakeDeadline = nil
+                identified()
             } catch {
                 log("refusing a connection from \(context.remoteAddress.map { "\($0)" } ?? "?"): \(error)")
                 shared.stats.withLockedValue { $0.handshakesRefused += 1 }

@@ -140,4 +140,20 @@ struct BookkeepingTests {
         let digest = try reopened.reads.digest()
         #expect(digest.index == 4_294_967_299)
     }
+
+    @Test("a database created where an old one's sidecar was left behind (a crash while its files were deleted) starts at entry 0, not at the old one's")
+    func leftoverSidecar() throws {
+        let tmp = TempDB()
+        let path = tmp.path()
+        var sm = try SQLStateMachine(path: path)
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(x)"))
+        for i in 1...(Bookkeeping.maxConfRecords + 2) { try sm.applyEmpty(index: LogIndex(1 + i), confState: ConfState(voters: [NodeID(i)])) }
+        sm.close()
+        for file in SQLStateMachine.files(of: path) where !file.hasSuffix("-cairn") { try? FileManager.default.removeItem(atPath: file) }
+        #expect(FileManager.default.fileExists(atPath: path + "-cairn"))
+        sm = try SQLStateMachine(path: path)
+        #expect(sm.appliedIndex == 0 && sm.confState == nil)
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE u(x)"))
+        #expect(sm.appliedIndex == 1)
+    }
 }

@@ -79,7 +79,7 @@ struct TrustBoundaryTests {
         #expect(statuses == [200, 200, 200, 200, 200, 503], "\(statuses)")
     }
 
-    @Test("a join never takes over a member: another node's id with other addresses is refused (409), and the member keeps its addresses")
+    @Test("a join never takes over a member: another node's id with other addresses, or with its own addresses and another key, is refused (409) before any certificate is issued, and the member keeps its addresses")
     func joinCannotTakeOverAMember() async throws {
         let c = try await ProcessCluster.single("takeover")
         defer { c.destroy() }
@@ -87,6 +87,11 @@ struct TrustBoundaryTests {
         let body = #"{"id":\#(n.id),"raft_address":"127.0.0.1:1","http_address":"127.0.0.1:2","voter":true,"public_key":null}"#
         let r = try await n.raw(.POST, "/v1/cluster/join", body, contentType: "application/json")
         #expect(r.status == 409 && r.text.contains("cannot join under another's id"), "\(r.status) \(r.text)")
+        // Its own addresses (public) and a key of the caller's: no certificate for another's id either.
+        let key = #"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"#
+        let own = #"{"id":\#(n.id),"raft_address":"127.0.0.1:\#(n.raftPort)","http_address":"\#(n.http)","voter":true,"public_key":"\#(key)"}"#
+        let r2 = try await n.raw(.POST, "/v1/cluster/join", own, contentType: "application/json")
+        #expect(r2.status == 409 && !r2.text.contains("BEGIN CERTIFICATE"), "\(r2.status) \(r2.text)")
         let nodes = try await n.get("/v1/cluster").json["nodes"] as? [[String: Any]] ?? []
         #expect(nodes.count == 1 && nodes.first?["http_addr"] as? String == n.http, "\(nodes)")
         #expect(try await n.execute(["CREATE TABLE t(x)"]).status == 200)
