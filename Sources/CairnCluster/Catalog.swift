@@ -109,6 +109,11 @@ public struct Catalog: Sendable {
             + grant(Grant(.all), to: "admin") + grant(Grant(.ready), to: everyone)
     }
 
+    /// A new token-signing key: every token signed before (users' and nodes') stops working at once.
+    public static func rotateTokenKey(_ key: [UInt8]) -> [SQLStatement] {
+        [SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES('token_key', ?)", [.blob(key)])]
+    }
+
     /// The key a joining node was certified for.
     static func setNodeKey(_ id: NodeID, publicKey: String) -> [SQLStatement] {
         [SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("node_key:\(id)"), .text(publicKey)])]

@@ -16,9 +16,13 @@ extension ClusterNode {
     /// This node's public key (made now if it has none), shown to fellow founders and sent with a join.
     func ownPublicKey() throws -> String? {
         guard let credentials = config.nodeCredentials else { return nil }
-        let key = try credentials.publicKey()
-        state.withLockedValue { $0.publicKey = key }
-        return key
+        // Under the lock: formation and a bootstrap answer may ask at once, and must not each make a key.
+        return try state.withLockedValue { s in
+            if let key = s.publicKey { return key }
+            let key = try credentials.publicKey()
+            s.publicKey = key
+            return key
+        }
     }
 
     /// Makes the cluster CA here (or reuses the one this node made before), certifies this node, and

@@ -133,6 +133,15 @@ final class API: Sendable {
                 return Self.json(200, .object([("removed", .int(remove.id))]))
             }
         }
+        router.post("/v1/cluster/rotate-keys") { request, _ in
+            await self.respond(request, .all) { who in
+                // Revokes every token at once, nodes' included (they sign new ones with the new key).
+                self.audit.record(who, request, action: "rotate the token-signing key", database: nil)
+                try await self.cluster.changeCatalog(Catalog.rotateTokenKey(PasswordHash.randomKey()), hops: Self.hopCount(request))
+                _ = try? await self.cluster.refreshCatalog()
+                return Self.json(200, .object([("rotated", .bool(true))]))
+            }
+        }
         router.post("/v1/internal/catalog") { request, _ in
             await self.respond(request, .all) { who in
                 guard who.isNode || !self.auth.enabled else { throw AccessDenied.forbidden("only cluster nodes change the catalog directly") }

@@ -37,7 +37,8 @@ final class AuthService: Sendable {
     private let cluster: ClusterNode
     /// Basic credentials verified recently (scrypt is slow on purpose): key → (epoch, until).
     private let verified = NIOLockedValueBox<[[UInt8]: (epoch: Int64, until: Date)]>([:])
-    private let nodeToken = NIOLockedValueBox<(token: String, until: Date)?>(nil)
+    /// This node's own token, and the key it was signed with (a rotated key needs a new one).
+    private let nodeToken = NIOLockedValueBox<(token: String, until: Date, key: [UInt8])?>(nil)
     private let checkedTokens = NIOLockedValueBox(CheckedTokens(key: []))
 
     /// Tokens whose signatures were checked with `key`, and their claims.
@@ -201,13 +202,16 @@ final class AuthService: Sendable {
     /// Headers this node sends with its own requests to other nodes: a short-lived node token.
     func nodeHeaders() async -> [(String, String)] {
         guard enabled else { return [] }
-        if let cached = nodeToken.withLockedValue({ $0 }), cached.until > Date() + 60 { return [("Authorization", "Bearer " + cached.token)] }
+        let key = cluster.catalog.tokenKey
+        if let cached = nodeToken.withLockedValue({ $0 }), cached.until > Date() + 60, cached.key == key {
+            return [("Authorization", "Bearer " + cached.token)]
+        }
         await refreshKey()
         let expires = Date() + 600
         guard let token = try? await signer.sign(TokenClaims(user: Self.nodePrefix + String(cluster.nodeID), passwordEpoch: 0, expires: expires)) else {
             return []
         }
-        nodeToken.withLockedValue { $0 = (token, expires) }
+        nodeToken.withLockedValue { $0 = (token, expires, key) }
         return [("Authorization", "Bearer " + token)]
     }
 

@@ -122,7 +122,7 @@ public struct NodeCredentials: Sendable {
 
     /// Written whole, synced and renamed into place, readable by this user only.
     static func writeSecret(_ text: String, to path: String) throws {
-        let temporary = path + ".tmp"
+        let temporary = path + ".\(UInt32.random(in: 0...UInt32.max)).tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
             throw TransportCredentialError("cannot write \(temporary)")
         }

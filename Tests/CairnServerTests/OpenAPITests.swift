@@ -114,6 +114,8 @@ struct OpenAPITests {
             (.POST, "/v1/cluster/remove", #"{"id":77}"#, TestHTTP.admin),
             (.GET, "/v1/cluster/bootstrap", nil, anonymous),
             (.GET, "/metrics", nil, TestHTTP.admin),
+            // Last: it revokes every token.
+            (.POST, "/v1/cluster/rotate-keys", nil, TestHTTP.admin),
         ]
         var exercised = Set<String>()
         for (method, path, body, auth) in calls {

@@ -97,6 +97,36 @@ struct TrustBoundaryTests {
         #expect(try await n.execute(["CREATE TABLE t(x)"]).status == 200)
     }
 
+    @Test("rotating the token-signing key revokes every token at once, users' and nodes'; new logins work and forwarding between nodes goes on with new node tokens")
+    func rotateKeys() async throws {
+        let c = try await ProcessCluster.founded("rotate", count: 3)
+        defer { c.destroy() }
+        let login = try await c.nodes[0].post("/v1/auth/token", ["username": "admin", "password": TestHTTP.adminPassword])
+        let token = try #require(login.json["token"] as? String, "\(login.text)")
+        for n in c.nodes { #expect(try await n.raw(.GET, "/v1/status", authorization: "Bearer " + token).status == 200) }
+        _ = try await c.write(["CREATE TABLE t(x)"])
+        let r = try await c.nodes[1].raw(.POST, "/v1/cluster/rotate-keys")
+        #expect(r.status == 200, "\(r.text)")
+        // Every node learns the new key from the catalog within moments.
+        let deadline = Date().addingTimeInterval(5)
+        var refused: [Int] = []
+        repeat {
+            refused = []
+            for n in c.nodes { refused.append(try await n.raw(.GET, "/v1/status", authorization: "Bearer " + token).status) }
+            if refused.allSatisfy({ $0 == 401 }) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        } while Date() < deadline
+        #expect(refused == [401, 401, 401], "the old token still works somewhere: \(refused)")
+        let again = try await c.nodes[2].post("/v1/auth/token", ["username": "admin", "password": TestHTTP.adminPassword])
+        let fresh = try #require(again.json["token"] as? String, "\(again.text)")
+        for n in c.nodes { #expect(try await n.raw(.GET, "/v1/status", authorization: "Bearer " + fresh).status == 200) }
+        // Writes sent to every node, followers forwarding with node tokens signed by the new key.
+        for (i, n) in c.nodes.enumerated() {
+            let w = try await n.execute(["INSERT INTO t VALUES (\(i))"])
+            #expect(w.status == 200, "\(n.name): \(w.text)")
+        }
+    }
+
     @Test("a forwarding count outside 0...3 is refused (a negative one would lift the bound on forwarding loops)")
     func hopCounts() async throws {
         let c = try await ProcessCluster.single("hops")
