@@ -20,9 +20,8 @@ extension Raft {
         if m.from == noNode || m.from == id { return "from node \(m.from)" }
         // A node that never left term 0 rejects a pre-vote at term 0; nothing else is sent without a term.
         if m.term == 0 && m.kind != .preVoteResponse { return "\(m.kind) without a term" }
-        for value in [m.term, m.logTerm, m.index, m.commit, m.rejectHint] where value >= Self.maxMessageValue {
-            return "\(m.kind) carrying \(value), beyond any real index or term"
-        }
+        let largest = max(m.term, m.logTerm, m.index, m.commit, m.rejectHint)
+        if largest >= Self.maxMessageValue { return "\(m.kind) carrying \(largest), beyond any real index or term" }
         // Only a leader sends these, and a term has at most one: to a leader of the same term, they
         // come from an impostor (or a corrupt peer).
         let fromLeader = m.kind == .append || m.kind == .heartbeat || m.kind == .snapshot

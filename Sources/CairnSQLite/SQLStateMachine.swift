@@ -335,12 +335,8 @@ public final class SQLStateMachine {
     /// A consistent copy of a database file (one read transaction), in rollback-journal mode.
     private static func copy(_ databasePath: String, to destination: String) throws {
         try? FileManager.default.removeItem(atPath: destination)
-        try withReadOnly(databasePath, "VACUUM INTO ?") { db, stmt in
-            sqlite3_bind_text(stmt, 1, destination, -1, transientDestructor)
-            guard sqlite3_step(stmt) == SQLITE_DONE else {
-                throw SQLiteError(message: "cannot copy \(databasePath): \(String(cString: sqlite3_errmsg(db)))")
-            }
-        }
+        // On a read connection of its own: WAL readers do not block the writer.
+        try RawDatabase(path: databasePath, readOnly: true).exec("VACUUM INTO '\(destination.replacingOccurrences(of: "'", with: "''"))'")
     }
 
     /// Reads the applied index and membership of a database file (with its sidecar) or of a snapshot
@@ -353,26 +349,6 @@ public final class SQLStateMachine {
         }
         let index = try Bookkeeping.resolve(marker: Int32(truncatingIfNeeded: try raw.int64("PRAGMA application_id")), near: book.reference)
         return (index, try book.state(at: index).conf)
-    }
-
-    /// Runs `body` with one statement prepared on a read-only connection of its own (CairnDB's internal
-    /// reads of database files: no authorizer, no batch clock).
-    private static func withReadOnly<T>(_ file: String, _ sql: String,
-                                        _ body: (OpaquePointer?, OpaquePointer?) throws -> T) throws -> T {
-        var db: OpaquePointer?
-        guard sqlite3_open_v2(file, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
-            sqlite3_close(db)
-            throw SQLiteError(message: "cannot open \(file)")
-        }
-        // Like the read pool's: closing never checkpoints or deletes the WAL of a file being replaced.
-        _ = cairn_db_config_set(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
-        defer { sqlite3_close(db) }
-        var stmt: OpaquePointer?
-        guard sqlite3_prepare_v2(db, sql, -1, &stmt, nil) == SQLITE_OK else {
-            throw SQLiteError(message: "\(file): \(sql): \(String(cString: sqlite3_errmsg(db)))")
-        }
-        defer { sqlite3_finalize(stmt) }
-        return try body(db, stmt)
     }
 
     /// Replaces the whole database with a snapshot file (which is left in place), atomically: a copy
@@ -447,28 +423,26 @@ public final class SQLStateMachine {
     /// bookkeeping. Reads `file` on a connection of its own.
     public static func dump(file: String, tables: Set<String>? = nil) throws -> String {
         var out = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n"
-        let schema: [(type: String, name: String, table: String, sql: String)] = try withReadOnly(file, """
+        let db = try RawDatabase(path: file, readOnly: true)
+        // One read transaction: the dump is of one moment.
+        try db.exec("BEGIN")
+        var schema: [(type: String, name: String, table: String, sql: String)] = []
+        try db.each("""
             SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
             AND name NOT LIKE '\\_cairn%' ESCAPE '\\' ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid
-            """) { _, stmt in
-            var rows: [(String, String, String, String)] = []
-            while sqlite3_step(stmt) == SQLITE_ROW {
-                rows.append((String(cString: sqlite3_column_text(stmt, 0)), String(cString: sqlite3_column_text(stmt, 1)),
-                             String(cString: sqlite3_column_text(stmt, 2)), String(cString: sqlite3_column_text(stmt, 3))))
-            }
-            return rows
+            """) { stmt in
+            schema.append((String(cString: sqlite3_column_text(stmt, 0)), String(cString: sqlite3_column_text(stmt, 1)),
+                           String(cString: sqlite3_column_text(stmt, 2)), String(cString: sqlite3_column_text(stmt, 3))))
         }
         for object in schema where tables == nil || tables!.contains(object.table) {
             out += object.sql + ";\n"
             guard object.type == "table" else { continue }
             let quoted = "\"" + object.name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-            try withReadOnly(file, "SELECT * FROM \(quoted)") { _, stmt in
+            try db.each("SELECT * FROM \(quoted)") { stmt in
                 let columns = sqlite3_column_count(stmt)
-                while sqlite3_step(stmt) == SQLITE_ROW {
-                    var values: [String] = []
-                    for i in 0..<columns { values.append(sqlLiteral(stmt!, i)) }
-                    out += "INSERT INTO \(quoted) VALUES(\(values.joined(separator: ",")));\n"
-                }
+                var values: [String] = []
+                for i in 0..<columns { values.append(sqlLiteral(stmt, i)) }
+                out += "INSERT INTO \(quoted) VALUES(\(values.joined(separator: ",")));\n"
             }
         }
         return out + "COMMIT;\n"
