@@ -3,18 +3,34 @@ import Foundation
 import Glibc
 #endif
 
-/// A loopback port nothing listens on right now (the kernel's pick for port 0).
+/// A loopback port nothing listens on right now, below the kernel's ephemeral range (32768 and up on
+/// Linux). A port the kernel picks for port 0 comes from that range, so while a test node is down (a
+/// kill -9 and restart) another node's outgoing connection could take it as its local port and the
+/// restart would fail with "address in use". Ports are handed out once per test process.
 public func freePort() -> Int {
+    portLock.lock()
+    defer { portLock.unlock() }
+    while true {
+        let port = 10_000 + nextPortOffset % 22_000
+        nextPortOffset += 1
+        if portIsFree(port) { return port }
+    }
+}
+
+private let portLock = NSLock()
+// Start somewhere different in each test process, so two test runs on one machine rarely meet.
+nonisolated(unsafe) private var nextPortOffset = Int(getpid()) * 97 % 22_000
+
+private func portIsFree(_ port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return false }
     defer { close(fd) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } } == 0
 }
 
 public struct SupportError: Error, CustomStringConvertible {
