@@ -10,6 +10,9 @@ public struct PeerReply: Sendable {
     public var status: Int
     public var contentType: String?
     public var body: [UInt8]
+    /// Headers named `X-Cairn-*`: what one node tells another about the reply (never shown to clients
+    /// unless the handler passes them on).
+    public var cairnHeaders: [(String, String)] = []
 }
 
 public enum PeerError: Error, CustomStringConvertible {
@@ -59,7 +62,8 @@ public final class PeerClient: Sendable {
         do {
             let bytes = try await response.body.collect(upTo: 256 << 20)
             return PeerReply(status: Int(response.status.code), contentType: response.headers.first(name: "Content-Type"),
-                             body: Array(buffer: bytes))
+                             body: Array(buffer: bytes),
+                             cairnHeaders: response.headers.filter { $0.name.lowercased().hasPrefix("x-cairn-") }.map { ($0.name, $0.value) })
         } catch {
             throw PeerError.failedInFlight(address, "\(error)")
         }

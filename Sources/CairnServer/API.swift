@@ -26,6 +26,7 @@ final class API: Sendable {
     let log: @Sendable (String) -> Void
     private let forwardCursor = NIOLockedValueBox(0)
     static let hops = HTTPField.Name(PeerClient.hopsHeader)!
+    static let forwardedPrincipal = HTTPField.Name(ForwardedPrincipal.header)!
     static let servedBy = HTTPField.Name("X-Cairn-Node")!
 
     init(options: ServerOptions, runtime: NodeRuntime, cluster: ClusterNode, peers: PeerClient, auth: AuthService,
@@ -58,7 +59,7 @@ final class API: Sendable {
         }
         router.post("/v1/db/:db/query") { request, context in
             let db = try context.parameters.require("db")
-            return await self.respond(request, .read, database: db) { _ in try await self.query(request, db: db) }
+            return await self.respond(request, .read, database: db) { who in try await self.query(request, who, db: db) }
         }
         router.post("/v1/db/:db/request") { request, context in
             let db = try context.parameters.require("db")
@@ -67,8 +68,8 @@ final class API: Sendable {
         router.post("/v1/db/:db/check") { request, context in
             let db = try context.parameters.require("db")
             return await self.respond(request, .admin, database: db) { who in
-                self.audit.record(who, request, action: "check consistency", database: db)
-                return try await self.route(request, db: db, body: [], isWrite: true) { group in
+                self.audit.record(who, action: "check consistency", database: db)
+                return try await self.route(request, who, db: db, body: [], isWrite: true) { group in
                     let d = try await self.runtime.checkConsistency(group: group)
                     return Self.json(200, .object([("index", .int(d.index)), ("digest", .string(d.description)), ("rows", .int(d.rows)),
                                                    ("bytes", .int(d.bytes)), ("node", .int(self.cluster.nodeID))]))
@@ -77,8 +78,8 @@ final class API: Sendable {
         }
         router.get("/v1/db/:db/backup") { request, context in
             let db = try context.parameters.require("db")
-            return await self.respond(request, .backup, database: db) { _ in
-                try await self.rqBackup(request, try RqliteParams(request), database: db)
+            return await self.respond(request, .backup, database: db) { who in
+                try await self.rqBackup(request, try RqliteParams(request), who, database: db)
             }
         }
         router.post("/v1/db/:db/load") { request, context in
@@ -87,8 +88,8 @@ final class API: Sendable {
                 guard who.grants.allows(.write, database: db) || !self.auth.enabled else {
                     throw AccessDenied.forbidden("loading needs write on database \"\(db)\" too")
                 }
-                self.audit.record(who, request, action: "load", database: db)
-                return try await self.rqLoad(request, try RqliteParams(request), database: db)
+                self.audit.record(who, action: "load", database: db)
+                return try await self.rqLoad(request, try RqliteParams(request), who, database: db)
             }
         }
         router.get("/v1/databases") { request, _ in
@@ -121,23 +122,23 @@ final class API: Sendable {
         router.post("/v1/cluster/join") { request, _ in
             await self.respond(request, .join) { who in
                 let join = try await self.decode(JoinRequest.self, from: request)
-                self.audit.record(who, request, action: "join node \(join.id) at \(join.httpAddress)", database: nil)
-                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: Self.hopCount(request))))
+                self.audit.record(who, action: "join node \(join.id) at \(join.httpAddress)", database: nil)
+                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: who.hops)))
             }
         }
         router.post("/v1/cluster/remove") { request, _ in
             await self.respond(request, .remove) { who in
                 let remove = try await self.decode(ClusterNode.RemoveRequest.self, from: request)
-                self.audit.record(who, request, action: "remove node \(remove.id)", database: nil)
-                try await self.cluster.handleRemove(remove.id, hops: Self.hopCount(request))
+                self.audit.record(who, action: "remove node \(remove.id)", database: nil)
+                try await self.cluster.handleRemove(remove.id, hops: who.hops)
                 return Self.json(200, .object([("removed", .int(remove.id))]))
             }
         }
         router.post("/v1/cluster/rotate-keys") { request, _ in
             await self.respond(request, .all) { who in
                 // Revokes every token at once, nodes' included (they sign new ones with the new key).
-                self.audit.record(who, request, action: "rotate the token-signing key", database: nil)
-                try await self.cluster.changeCatalog(Catalog.rotateTokenKey(PasswordHash.randomKey()), hops: Self.hopCount(request))
+                self.audit.record(who, action: "rotate the token-signing key", database: nil)
+                try await self.cluster.changeCatalog(Catalog.rotateTokenKey(PasswordHash.randomKey()), hops: who.hops)
                 _ = try? await self.cluster.refreshCatalog()
                 return Self.json(200, .object([("rotated", .bool(true))]))
             }
@@ -146,7 +147,7 @@ final class API: Sendable {
             await self.respond(request, .all) { who in
                 guard who.isNode || !self.auth.enabled else { throw AccessDenied.forbidden("only cluster nodes change the catalog directly") }
                 let change = try await self.decode(CatalogChange.self, from: request)
-                try await self.cluster.changeCatalog(change.statements.map(\.statement), hops: Self.hopCount(request))
+                try await self.cluster.changeCatalog(change.statements.map(\.statement), hops: who.hops)
                 return Self.json(200, .object([("ok", .bool(true))]))
             }
         }
@@ -157,7 +158,7 @@ final class API: Sendable {
         if options.enableFaultInjection {
             router.put("/v1/debug/diverge") { request, _ in
                 await self.respond(request, .all) { who in
-                    self.audit.record(who, request, action: "make a replica diverge (test)", database: nil)
+                    self.audit.record(who, action: "make a replica diverge (test)", database: nil)
                     let json = try self.parse(try await self.body(of: request))
                     guard case .string(let db)? = json["database"], case .string(let sql)? = json["sql"] else {
                         throw HTTPFailure.badRequest("send {\"database\": ..., \"sql\": ...}")
@@ -170,7 +171,7 @@ final class API: Sendable {
             }
             router.put("/v1/debug/faults") { request, _ in
                 await self.respond(request, .all) { who in
-                    self.audit.record(who, request, action: "set transport faults", database: nil)
+                    self.audit.record(who, action: "set transport faults", database: nil)
                     return Self.json(200, try await self.setFaults(request))
                 }
             }
@@ -199,9 +200,8 @@ final class API: Sendable {
     }
 
     func authorize(_ request: Request, _ permission: Permission?, database: String? = nil, open: Bool = false) async throws -> Principal {
-        guard auth.enabled else { return Principal(user: nil, grants: Grants([Grant(.all)])) }
         var who = try await auth.principal(for: request)
-        if open { return who }
+        if open || !auth.enabled { return who }
         if let permission {
             do {
                 try auth.require(who, permission, database: database)
@@ -290,7 +290,8 @@ final class API: Sendable {
         try JSON.parse(Array(JSONEncoder.cluster.encode(value)))
     }
 
-    /// How many nodes forwarded this request before this one (0: it came from a client).
+    /// How many nodes forwarded this request before this one, as the header says: believed only from
+    /// a node (see `Principal.hops`).
     static func hopCount(_ request: Request) -> Int { request.headers[hops].flatMap { Int($0) } ?? 0 }
 
     /// The most forwards a request may have made: a count outside 0...this (a negative one would lift
@@ -316,19 +317,19 @@ final class API: Sendable {
         case .bool(let b)?: atomic = b
         default: throw HTTPFailure.badRequest("\"atomic\" must be true or false")
         }
-        audit.record(who, request, statements: statements, database: db)
-        return try await route(request, db: db, body: bytes, isWrite: true) { group in
+        audit.record(who, statements: statements, database: db)
+        return try await route(request, who, db: db, body: bytes, isWrite: true) { group in
             let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
             return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
         }
     }
 
-    private func query(_ request: Request, db: String) async throws -> Response {
+    private func query(_ request: Request, _ who: Principal, db: String) async throws -> Response {
         let bytes = try await body(of: request)
         let json = try parse(bytes)
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
-        return try await route(request, db: db, body: bytes, isWrite: false) { group in
+        return try await route(request, who, db: db, body: bytes, isWrite: false) { group in
             let results = try await self.runtime.query(group: group, statements, consistency: consistency).results
             return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
         }
@@ -368,8 +369,9 @@ final class API: Sendable {
     }
 
     /// Runs `local` on this node if it holds the database's group, otherwise (or when a write finds
-    /// another leader) forwards the request, unchanged, to a node that can serve it.
-    func route(_ request: Request, db: String, body: [UInt8], isWrite: Bool,
+    /// another leader) forwards the request to a node that can serve it: the same method, path and
+    /// body, sent under this node's token on behalf of `who`.
+    func route(_ request: Request, _ who: Principal, db: String, body: [UInt8], isWrite: Bool,
                local: @escaping (GroupID) async throws -> Response) async throws -> Response {
         let catalog = try await catalog { $0.databases[db] != nil }
         guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
@@ -379,7 +381,7 @@ final class API: Sendable {
             // to a fellow replica that may not know it yet either.
             try? await cluster.openGroups(of: catalog)
         }
-        let hops = Self.hopCount(request)
+        let hops = who.hops
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var lastProblem = "no leader is known yet"
         var attempt = 0
@@ -414,15 +416,17 @@ final class API: Sendable {
                         if let q = request.uri.query { path += "?" + q }
                         let left = deadline - ContinuousClock.now
                         let leftMillis = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
-                        var headers: [(String, String)] = [(PeerClient.hopsHeader, "\(hops + 1)")]
-                        for name in [HTTPField.Name.authorization, .contentType] {
-                            if let value = request.headers[name] { headers.append((name.rawName, value)) }
-                        }
+                        var headers = await auth.nodeHeaders() + [(PeerClient.hopsHeader, "\(hops + 1)")]
+                        if !who.isNode { headers.append((ForwardedPrincipal.header, ForwardedPrincipal.value(for: who))) }
+                        if let type = request.headers[.contentType] { headers.append((HTTPField.Name.contentType.rawName, type)) }
                         Counter(label: "cairn_http_forwarded_out_total").increment()
                         let reply = try await peers.send(.init(rawValue: request.method.rawValue), to: address, path: path, body: body, headers: headers,
                                                          timeoutMillis: max(100, leftMillis))
                         var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
                         replyHeaders[Self.servedBy] = "\(target)"
+                        if reply.cairnHeaders.contains(where: { $0.0.lowercased() == AuditedWrite.header.canonicalName }) {
+                            replyHeaders[AuditedWrite.header] = "1"
+                        }
                         return Response(status: .init(code: reply.status), headers: replyHeaders, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
                     } catch PeerError.unreachable(_, let why) {
                         lastProblem = "node \(target) is unreachable (\(why))"

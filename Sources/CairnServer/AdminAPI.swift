@@ -25,7 +25,7 @@ extension API {
             return await self.respond(request, .all) { who in
                 _ = try await self.user(named: name)
                 guard name != "admin" else { throw HTTPFailure.badRequest("the admin user cannot be deleted; change its password instead") }
-                self.audit.record(who, request, action: "delete user \(name)", database: nil)
+                self.audit.record(who, action: "delete user \(name)", database: nil)
                 try await self.cluster.changeCatalog(Catalog.deleteUser(name))
                 try await self.awaitCatalog { $0.users[name] == nil }
                 return Self.json(200, .object([("deleted", .string(name))]))
@@ -113,7 +113,7 @@ extension API {
         guard try await catalog(where: { $0.users[name] != nil }).users[name] == nil else { throw HTTPFailure(status: 409, message: "user \"\(name)\" exists") }
         var statements = Catalog.createUser(name, passwordHash: try await AuthService.offLoop { try PasswordHash.make(password) })
         for g in try Self.parseGrants(json["grants"]) { statements += Catalog.grant(g, to: name) }
-        audit.record(who, request, action: "create user \(name)", database: nil)
+        audit.record(who, action: "create user \(name)", database: nil)
         try await cluster.changeCatalog(statements)
         try await awaitCatalog { $0.users[name] != nil }
         return Self.json(201, .object([("username", .string(name)), ("grants", Self.grantsJSON(cluster.catalog.grants[name] ?? []))]))
@@ -145,7 +145,7 @@ extension API {
         let json = try parse(try await body(of: request))
         guard case .string(let password)? = json["password"] else { throw HTTPFailure.badRequest("send {\"password\": ...}") }
         try Self.validPassword(password)
-        audit.record(who, request, action: "change password of \(name)", database: nil)
+        audit.record(who, action: "change password of \(name)", database: nil)
         let hash = try await AuthService.offLoop { try PasswordHash.make(password) }
         try await cluster.changeCatalog(Catalog.setPassword(name, passwordHash: hash))
         try await awaitCatalog { ($0.users[name]?.passwordEpoch ?? epoch) != epoch }
@@ -155,7 +155,7 @@ extension API {
     private func changeGrant(_ name: String, _ request: Request, _ who: Principal, add: Bool) async throws -> Response {
         if name != everyone { _ = try await user(named: name) }
         let grant = try Self.parseGrant(try parse(try await body(of: request)))
-        audit.record(who, request, action: "\(add ? "grant" : "revoke") \(grant.permission.rawValue)\(grant.database.isEmpty ? "" : " on \(grant.database)") \(add ? "to" : "from") \(name)", database: nil)
+        audit.record(who, action: "\(add ? "grant" : "revoke") \(grant.permission.rawValue)\(grant.database.isEmpty ? "" : " on \(grant.database)") \(add ? "to" : "from") \(name)", database: nil)
         try await cluster.changeCatalog(add ? Catalog.grant(grant, to: name) : Catalog.revoke(grant, from: name))
         try await awaitCatalog { ($0.grants[name] ?? []).contains(grant) == add }
         return Self.json(200, .object([("username", .string(name)), ("grants", Self.grantsJSON(cluster.catalog.grants[name] ?? []))]))
@@ -173,7 +173,7 @@ extension API {
         for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
         let founders = load.keys.sorted { (load[$0]!, $0) < (load[$1]!, $1) }.prefix(cluster.config.replicationFactor).sorted()
         guard !founders.isEmpty else { throw HTTPFailure.unavailable("no voting node is registered yet") }
-        audit.record(who, request, action: "create database \(name)", database: name)
+        audit.record(who, action: "create database \(name)", database: name)
         try await cluster.changeCatalog(Catalog.createDatabase(name, founders: Array(founders)))
         try await awaitCatalog { $0.databases[name] != nil }
         guard let db = cluster.catalog.databases[name] else { throw HTTPFailure.notFound("database \"\(name)\" was dropped while it was being created") }
@@ -186,13 +186,13 @@ extension API {
         // leader (the request goes there): every write and read ordered after it is refused on every
         // replica, whichever node's catalog copy routed it. Then the catalog forgets the database,
         // and each replica deletes its copy.
-        return try await route(request, db: name, body: [], isWrite: true) { group in
+        audit.record(who, action: "drop database \(name)", database: name)
+        return try await route(request, who, db: name, body: [], isWrite: true) { group in
             do {
                 _ = try await self.runtime.execute(group: group, SQLCommand.dropDatabase())
             } catch RuntimeError.databaseDropped {
                 // An earlier attempt got this far; finish it.
             }
-            self.audit.record(who, request, action: "drop database \(name)", database: name)
             try await self.cluster.changeCatalog(Catalog.dropDatabase(name))
             try await self.awaitCatalog { $0.databases[name] == nil }
             return Self.json(200, .object([("dropped", .string(name))]))
@@ -210,7 +210,7 @@ extension API {
         let consistency = try Self.consistency(json)
         var atomic = false
         if case .bool(let b)? = json["atomic"] { atomic = b }
-        return try await route(request, db: db, body: bytes, isWrite: true) { group in
+        var reply = try await route(request, who, db: db, body: bytes, isWrite: true) { group in
             var readOnly = true
             for s in statements where !(try await self.runtime.isReadOnly(group: group, s.sql)) { readOnly = false; break }
             if readOnly {
@@ -218,11 +218,14 @@ extension API {
                 return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
             }
             try self.auth.require(who, .write, database: db)
-            self.audit.record(who, request, statements: statements, database: db)
             let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
-            return Self.json(200, .object([("results", .array(results.map { r in
+            var reply = Self.json(200, .object([("results", .array(results.map { r in
                 r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r)
             }))]))
+            AuditedWrite.wrote(who, statements, database: db, audit: self.audit, reply: &reply)
+            return reply
         }
+        AuditedWrite.forwarded(who, statements, database: db, audit: audit, reply: &reply)
+        return reply
     }
 }

@@ -1,12 +1,15 @@
 import CairnJSON
 import CairnSQLite
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOConcurrencyHelpers
 
 /// `DATA_DIR/audit.log`: one JSON line per write and per administrative action, recorded by the node
-/// that received the request (a forwarded request is recorded once, where it came in). Statements
-/// are recorded without their parameter values; passwords never appear.
+/// that received the request from the client. A request forwarded between nodes is sent under the
+/// forwarding node's token and not recorded again; headers a client sends cannot make it look
+/// forwarded (see `Principal.isClient`). Statements are recorded without their parameter values;
+/// passwords never appear.
 ///
 /// Lines are collected in memory and written every `flushMillis` (and at shutdown), not one write
 /// per request: at thousands of writes a second the system calls cost more than the writes' own work.
@@ -29,8 +32,8 @@ final class AuditLog: Sendable {
         self.node = node
     }
 
-    func record(_ who: Principal, _ request: Request, action: String, database: String?, statement: String? = nil) {
-        guard API.hopCount(request) == 0 else { return }
+    func record(_ who: Principal, action: String, database: String?, statement: String? = nil) {
+        guard who.isClient else { return }
         append(line(who, action: action, database: database, statement: statement, time: Timestamp.iso8601()))
     }
 
@@ -85,13 +88,33 @@ final class AuditLog: Sendable {
     }
 
     /// One line per statement of a request, added in one step.
-    func record(_ who: Principal, _ request: Request, statements: [SQLStatement], database: String) {
-        guard API.hopCount(request) == 0 else { return }
+    func record(_ who: Principal, statements: [SQLStatement], database: String) {
+        guard who.isClient else { return }
         let time = Timestamp.iso8601()
         var lines: [UInt8] = []
         for s in statements where !s.sql.isEmpty {
             lines += line(who, action: "write", database: database, statement: s.sql, time: time)
         }
         append(lines)
+    }
+}
+
+/// A request that reads or writes (rqlite's `/db/request`, CairnDB's `/v1/db/{db}/request`) is known to
+/// write only where its statements are judged against the schema, which may be a node it was forwarded
+/// to. That node marks its reply, and the node that received the request from the client records it.
+enum AuditedWrite {
+    static let header = HTTPField.Name("X-Cairn-Audit-Write")!
+
+    /// On the node that ran the statements: record them, or mark the reply for the node that will.
+    static func wrote(_ who: Principal, _ statements: [SQLStatement], database: String, audit: AuditLog, reply: inout Response) {
+        if who.isClient { audit.record(who, statements: statements, database: database) } else { reply.headers[header] = "1" }
+    }
+
+    /// On a node that forwarded the request: record it if the reply says it wrote and this node
+    /// received it from the client (the mark then goes no further).
+    static func forwarded(_ who: Principal, _ statements: [SQLStatement], database: String, audit: AuditLog, reply: inout Response) {
+        guard reply.headers[header] != nil, who.isClient else { return }
+        reply.headers[header] = nil
+        audit.record(who, statements: statements, database: database)
     }
 }

@@ -1,6 +1,7 @@
 import CairnAuth
 import CairnCluster
 import CairnNode
+import CairnRaft
 import Crypto
 import Foundation
 import HTTPTypes
@@ -13,8 +14,26 @@ struct Principal: Sendable {
     /// nil: not signed in (only grants to `*` apply).
     var user: String?
     var grants: Grants
-    /// Another node of this cluster (its requests carry a node token).
+    /// Another node of this cluster, acting for itself (its requests carry a node token).
     var isNode = false
+    /// The node that forwarded this client's request here, authenticated by its node token; nil when
+    /// the client sent the request to this node. The node that received it from the client audited it.
+    var forwardedBy: NodeID? = nil
+    /// Forwards between nodes so far: 0 unless a node sent the request (a client's count means nothing).
+    var hops = 0
+
+    /// What a client's request is audited under: node-authenticated requests were audited where they came in.
+    var isClient: Bool { !isNode && forwardedBy == nil }
+}
+
+/// The headers by which a node forwards a client's request: its own token stands in for the client's
+/// credentials (a password never leaves the node it was sent to), and this names whom it acts for.
+enum ForwardedPrincipal {
+    static let header = "X-Cairn-Principal"
+    static let anonymous = "anonymous"
+    static let userPrefix = "user:"
+
+    static func value(for who: Principal) -> String { who.user.map { userPrefix + $0 } ?? anonymous }
 }
 
 enum AccessDenied: Error {
@@ -62,24 +81,27 @@ final class AuthService: Sendable {
         await signer.setKey(cluster.catalog.tokenKey)
     }
 
+    /// Who sent `request`. With auth off (`--insecure-dev`) everyone may do everything, but a node's
+    /// token still tells a forwarded request from a client's, for the hop bound and the audit log.
     func principal(for request: Request) async throws -> Principal {
+        guard enabled else {
+            var who = Principal(user: nil, grants: Grants([Grant(.all)]))
+            if let header = request.headers[.authorization], let token = Self.credentials(header, scheme: "bearer"),
+               let claims = try? await checkedClaims(of: String(token), key: cluster.catalog.tokenKey),
+               let node = try? await nodePrincipal(claims, request) {
+                who.isNode = node.isNode
+                who.forwardedBy = node.forwardedBy
+                who.hops = node.hops
+            }
+            return who
+        }
         let catalog = cluster.catalog
         guard let header = request.headers[.authorization] else {
             return Principal(user: nil, grants: catalog.grants(of: nil))
         }
         if let token = Self.credentials(header, scheme: "bearer") {
             let claims = try await checkedClaims(of: String(token), key: catalog.tokenKey)
-            if claims.user.hasPrefix(Self.nodePrefix) {
-                // A founder signs its first registration before the catalog lists it; the metadata group does.
-                guard let id = UInt64(claims.user.dropFirst(Self.nodePrefix.count)), catalog.nodes[id]?.removed != true else {
-                    throw AccessDenied.unauthenticated("the token names a node that is not a member")
-                }
-                if catalog.nodes[id] == nil {
-                    let members = (try? await cluster.runtime.status(group: metadataGroup))?.config
-                    guard members?.isMember(id) == true else { throw AccessDenied.unauthenticated("the token names a node that is not a member") }
-                }
-                return Principal(user: claims.user, grants: Grants([Grant(.all)]), isNode: true)
-            }
+            if let node = try await nodePrincipal(claims, request) { return node }
             var current = catalog
             if (current.users[claims.user]?.passwordEpoch ?? .min) < claims.pwe, let fresh = try? await cluster.refreshCatalog() {
                 // Issued by a node that already knew of a user or password this node's copy lacks.
@@ -99,6 +121,35 @@ final class AuthService: Sendable {
             return Principal(user: name, grants: cluster.catalog.grants(of: name))
         }
         throw AccessDenied.unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
+    }
+
+    /// The principal of a request carrying a node's token: the node itself, or the client it forwards
+    /// for (named by `ForwardedPrincipal.header`, with that user's grants); nil for a user's token.
+    private func nodePrincipal(_ claims: TokenClaims, _ request: Request) async throws -> Principal? {
+        var catalog = cluster.catalog
+        guard claims.user.hasPrefix(Self.nodePrefix) else { return nil }
+        // A founder signs its first registration before the catalog lists it; the metadata group does.
+        guard let id = UInt64(claims.user.dropFirst(Self.nodePrefix.count)), catalog.nodes[id]?.removed != true else {
+            throw AccessDenied.unauthenticated("the token names a node that is not a member")
+        }
+        if catalog.nodes[id] == nil {
+            let members = (try? await cluster.runtime.status(group: metadataGroup))?.config
+            guard members?.isMember(id) == true else { throw AccessDenied.unauthenticated("the token names a node that is not a member") }
+        }
+        let hops = API.hopCount(request)
+        guard let onBehalf = request.headers[API.forwardedPrincipal] else {
+            return Principal(user: claims.user, grants: Grants([Grant(.all)]), isNode: true, hops: hops)
+        }
+        if onBehalf == ForwardedPrincipal.anonymous {
+            return Principal(user: nil, grants: enabled ? catalog.grants(of: nil) : Grants([Grant(.all)]), forwardedBy: id, hops: hops)
+        }
+        guard onBehalf.hasPrefix(ForwardedPrincipal.userPrefix) else {
+            throw HTTPFailure.badRequest("\(ForwardedPrincipal.header) must be \"\(ForwardedPrincipal.anonymous)\" or \"\(ForwardedPrincipal.userPrefix)<name>\"")
+        }
+        let name = String(onBehalf.dropFirst(ForwardedPrincipal.userPrefix.count))
+        if enabled && catalog.users[name] == nil, let fresh = try? await cluster.refreshCatalog() { catalog = fresh }
+        guard !enabled || catalog.users[name] != nil else { throw AccessDenied.unauthenticated("the forwarded request's user no longer exists") }
+        return Principal(user: name, grants: enabled ? catalog.grants(of: name) : Grants([Grant(.all)]), forwardedBy: id, hops: hops)
     }
 
     /// What `token` says, once its signature and expiry are checked. A token's signature is checked
@@ -201,8 +252,9 @@ final class AuthService: Sendable {
 
     /// Headers this node sends with its own requests to other nodes: a short-lived node token.
     func nodeHeaders() async -> [(String, String)] {
-        guard enabled else { return [] }
+        // Signed with auth off too: the receiving node tells forwarded requests from clients' by it.
         let key = cluster.catalog.tokenKey
+        guard !key.isEmpty else { return [] }
         if let cached = nodeToken.withLockedValue({ $0 }), cached.until > Date() + 60, cached.key == key {
             return [("Authorization", "Bearer " + cached.token)]
         }

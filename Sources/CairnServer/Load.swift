@@ -13,7 +13,7 @@ import NIOPosix
 /// streamed to disk and replaces the database through entries of bounded size (`DatabaseLoader`),
 /// proposed one after another by the node that received it, wherever the group's leader is.
 extension API {
-    func rqLoad(_ request: Request, _ p: RqliteParams, database: String = defaultDatabase) async throws -> Response {
+    func rqLoad(_ request: Request, _ p: RqliteParams, _ who: Principal, database: String = defaultDatabase) async throws -> Response {
         let header = Array("SQLite format 3\u{0}".utf8)
         var body = request.body.makeAsyncIterator()
         var pending: [ByteBuffer] = []
@@ -32,7 +32,7 @@ extension API {
                 }
                 bytes += b.readableBytesView
             }
-            return try await loadText(request, bytes, p, database: database)
+            return try await loadText(request, bytes, p, who, database: database)
         }
         let file = options.dataDirectory + "/load-\(UUID().uuidString).sqlite"
         defer { try? FileManager.default.removeItem(atPath: file) }
@@ -66,8 +66,8 @@ extension API {
     }
 
     /// SQL text: one atomic entry, on the group's leader.
-    private func loadText(_ request: Request, _ bytes: [UInt8], _ p: RqliteParams, database: String) async throws -> Response {
-        try await route(request, db: database, body: bytes, isWrite: true) { group in
+    private func loadText(_ request: Request, _ bytes: [UInt8], _ p: RqliteParams, _ who: Principal, database: String) async throws -> Response {
+        try await route(request, who, db: database, body: bytes, isWrite: true) { group in
             // Dumps wrap themselves in a transaction; the entry already is one.
             let kept = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).filter { line in
                 let t = line.trimmingCharacters(in: .whitespaces).uppercased()
@@ -164,7 +164,7 @@ extension API {
                 guard let group = GroupID(try context.parameters.require("group")) else { throw HTTPFailure.badRequest("the group must be a number") }
                 let bytes = Array(buffer: try await request.body.collect(upTo: max(self.options.maxBodyBytes, self.runtime.config.maxEntryBytes)))
                 guard let command = SQLCommand(decoding: bytes) else { throw HTTPFailure.badRequest("the body is not an encoded entry") }
-                let results = try await self.propose(command, group: group, hops: Self.hopCount(request))
+                let results = try await self.propose(command, group: group, hops: who.hops)
                 return Self.json(200, .object([("errors", .array(results.map { $0.error.map { .string($0) } ?? .null }))]))
             }
         }

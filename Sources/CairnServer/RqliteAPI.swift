@@ -62,16 +62,16 @@ extension API {
         router.post("/db/execute") { request, _ in
             await self.rqlite(request, [.execute]) { p, who in try await self.rqExecute(request, p, who) }
         }
-        router.get("/db/query") { request, _ in await self.rqlite(request, [.query]) { p, _ in try await self.rqQuery(request, p) } }
-        router.post("/db/query") { request, _ in await self.rqlite(request, [.query]) { p, _ in try await self.rqQuery(request, p) } }
+        router.get("/db/query") { request, _ in await self.rqlite(request, [.query]) { p, who in try await self.rqQuery(request, p, who) } }
+        router.post("/db/query") { request, _ in await self.rqlite(request, [.query]) { p, who in try await self.rqQuery(request, p, who) } }
         router.post("/db/request") { request, _ in
             await self.rqlite(request, [.query, .execute]) { p, who in try await self.rqRequest(request, p, who) }
         }
-        router.get("/db/backup") { request, _ in await self.rqlite(request, [.backup]) { p, _ in try await self.rqBackup(request, p) } }
+        router.get("/db/backup") { request, _ in await self.rqlite(request, [.backup]) { p, who in try await self.rqBackup(request, p, who) } }
         router.post("/db/load") { request, _ in
             await self.rqlite(request, [.load]) { p, who in
-                self.audit.record(who, request, action: "load", database: defaultDatabase)
-                return try await self.rqLoad(request, p)
+                self.audit.record(who, action: "load", database: defaultDatabase)
+                return try await self.rqLoad(request, p, who)
             }
         }
         router.get("/status") { request, _ in await self.rqlite(request, [.status]) { p, _ in try await self.rqStatus(p) } }
@@ -80,14 +80,14 @@ extension API {
         router.get("/leader") { request, _ in await self.rqlite(request, [.leaderOps]) { p, _ in try await self.rqLeader(p) } }
         router.post("/leader") { request, _ in
             await self.rqlite(request, [.leaderOps]) { p, who in
-                self.audit.record(who, request, action: "leader stepdown", database: defaultDatabase)
-                return try await self.rqStepdown(request, p)
+                self.audit.record(who, action: "leader stepdown", database: defaultDatabase)
+                return try await self.rqStepdown(request, p, who)
             }
         }
         router.delete("/remove") { request, _ in
             await self.rqlite(request, [.remove]) { p, who in
-                self.audit.record(who, request, action: "remove node", database: nil)
-                return try await self.rqRemove(request, p)
+                self.audit.record(who, action: "remove node", database: nil)
+                return try await self.rqRemove(request, p, who)
             }
         }
     }
@@ -99,9 +99,8 @@ extension API {
         do {
             try Self.checkHops(request)
             let params = try RqliteParams(request)
-            var who = Principal(user: nil, grants: Grants([Grant(.all)]))
+            let who = try await auth.principal(for: request)
             if auth.enabled {
-                who = try await auth.principal(for: request)
                 for p in permissions where !who.grants.allows(p, database: defaultDatabase) {
                     throw AccessDenied.unauthenticated("")
                 }
@@ -199,16 +198,16 @@ extension API {
     private func rqExecute(_ request: Request, _ p: RqliteParams, _ who: Principal) async throws -> Response {
         let bytes = try await body(of: request)
         let statements = try rqStatements(request, bytes)
-        audit.record(who, request, statements: statements, database: defaultDatabase)
+        audit.record(who, statements: statements, database: defaultDatabase)
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
         if p.has("queue") { return try await enqueue(statements, p) }
-        return try await rqWrite(request, p, bytes: bytes, statements: statements, withRowsKey: false)
+        return try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: false)
     }
 
-    private func rqWrite(_ request: Request, _ p: RqliteParams, bytes: [UInt8], statements: [SQLStatement], withRowsKey: Bool) async throws -> Response {
+    private func rqWrite(_ request: Request, _ p: RqliteParams, _ who: Principal, bytes: [UInt8], statements: [SQLStatement], withRowsKey: Bool) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
         if p.has("redirect"), let redirect = try await redirectToLeader(request) { return redirect }
-        return try await route(request, db: defaultDatabase, body: bytes, isWrite: true) { group in
+        return try await route(request, who, db: defaultDatabase, body: bytes, isWrite: true) { group in
             let started = ContinuousClock.now
             if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
             let (results, index) = try await self.runtime.executeIndexed(group: group, SQLCommand.now(live, atomic: p.has("transaction")))
@@ -219,7 +218,7 @@ extension API {
         }
     }
 
-    private func rqQuery(_ request: Request, _ p: RqliteParams) async throws -> Response {
+    private func rqQuery(_ request: Request, _ p: RqliteParams, _ who: Principal) async throws -> Response {
         let bytes = request.method == .get ? [] : try await body(of: request)
         let statements: [SQLStatement]
         if request.method == .get {
@@ -229,13 +228,13 @@ extension API {
             statements = try rqStatements(request, bytes)
         }
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
-        return try await rqRead(request, p, bytes: bytes, statements: statements)
+        return try await rqRead(request, p, who, bytes: bytes, statements: statements)
     }
 
-    private func rqRead(_ request: Request, _ p: RqliteParams, bytes: [UInt8], statements: [SQLStatement]) async throws -> Response {
+    private func rqRead(_ request: Request, _ p: RqliteParams, _ who: Principal, bytes: [UInt8], statements: [SQLStatement]) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
         let consistency = p.consistency(voter: cluster.config.voter)
-        return try await route(request, db: defaultDatabase, body: bytes, isWrite: false) { group in
+        return try await route(request, who, db: defaultDatabase, body: bytes, isWrite: false) { group in
             let started = ContinuousClock.now
             if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
             do {
@@ -258,16 +257,24 @@ extension API {
         let statements = try rqStatements(request, bytes)
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
         guard let group = cluster.catalog.databases[defaultDatabase]?.group, try await runtime.groupIDs().contains(group) else {
-            // No copy here to judge the statements by: let a node that has one decide.
-            return try await rqWrite(request, p, bytes: bytes, statements: statements, withRowsKey: true)
+            // No copy here to judge the statements by: let a node that has one decide (and say if it wrote).
+            var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true)
+            AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, reply: &reply)
+            return reply
         }
         var readOnly = true
         for s in statements where !s.sql.isEmpty {
             if !(try await runtime.isReadOnly(group: group, s.sql)) { readOnly = false; break }
         }
-        if readOnly { return try await rqRead(request, p, bytes: bytes, statements: statements) }
-        audit.record(who, request, statements: statements, database: defaultDatabase)
-        return try await rqWrite(request, p, bytes: bytes, statements: statements, withRowsKey: true)
+        if readOnly { return try await rqRead(request, p, who, bytes: bytes, statements: statements) }
+        var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true)
+        if reply.headers[AuditedWrite.header] == nil {
+            // Run here (or forwarded by this node, and the other node said nothing): this node judged it a write.
+            AuditedWrite.wrote(who, statements, database: defaultDatabase, audit: audit, reply: &reply)
+        } else {
+            AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, reply: &reply)
+        }
+        return reply
     }
 
     /// With `?redirect`, a follower answers 301 pointing at the leader instead of forwarding.

@@ -129,13 +129,13 @@ extension API {
 
     // MARK: - Backup and load
 
-    func rqBackup(_ request: Request, _ p: RqliteParams, database: String = defaultDatabase) async throws -> Response {
+    func rqBackup(_ request: Request, _ p: RqliteParams, _ who: Principal, database: String = defaultDatabase) async throws -> Response {
         let format = p.value("fmt") ?? "binary"
         guard ["binary", "sql", "delete"].contains(format) else { throw HTTPFailure.badRequest("invalid fmt: \(format); use binary, sql or delete") }
         if p.has("compress") { throw HTTPFailure.badRequest("compress is not supported by CairnDB; compress the download instead") }
         let tables = p.value("tables").map { Set($0.split(separator: ",").map(String.init)) }
         let fresh = !p.has("noleader")
-        return try await route(request, db: database, body: [], isWrite: false) { group in
+        return try await route(request, who, db: database, body: [], isWrite: false) { group in
             // Unless told otherwise, the copy includes everything committed when the request arrived.
             if fresh { _ = try await self.runtime.query(group: group, [SQLStatement("SELECT 1")], consistency: .linearizable) }
             let file = self.options.dataDirectory + "/backup-\(UUID().uuidString).sqlite"
@@ -210,7 +210,7 @@ extension API {
     }
 
     /// POST /leader: the leader of the default database hands over (to `{"id": ...}` if given).
-    func rqStepdown(_ request: Request, _ p: RqliteParams) async throws -> Response {
+    func rqStepdown(_ request: Request, _ p: RqliteParams, _ who: Principal) async throws -> Response {
         let bytes = try await body(of: request)
         var target: NodeID?
         if !bytes.isEmpty {
@@ -225,7 +225,7 @@ extension API {
             }
         }
         let before = await defaultLeader()
-        let response = try await route(request, db: defaultDatabase, body: bytes, isWrite: true) { group in
+        let response = try await route(request, who, db: defaultDatabase, body: bytes, isWrite: true) { group in
             let s = try await self.runtime.status(group: group)
             guard s.role == .leader else { throw RuntimeError.notLeader(leader: s.leader) }
             let to = target ?? s.config.voters.filter { $0 != self.cluster.nodeID }.max { (s.matchIndex[$0] ?? 0) < (s.matchIndex[$1] ?? 0) }
@@ -245,7 +245,7 @@ extension API {
         return response
     }
 
-    func rqRemove(_ request: Request, _ p: RqliteParams) async throws -> Response {
+    func rqRemove(_ request: Request, _ p: RqliteParams, _ who: Principal) async throws -> Response {
         let bytes = try await body(of: request)
         guard case .object(let members)? = try? JSON.parse(bytes), members.count == 1, members[0].0 == "id" else {
             throw HTTPFailure.badRequest("the body must be {\"id\": \"<node id>\"}")
@@ -257,7 +257,7 @@ extension API {
         default: id = nil
         }
         guard let id else { throw HTTPFailure.badRequest("id must be a node id") }
-        try await cluster.handleRemove(id, hops: Self.hopCount(request))
+        try await cluster.handleRemove(id, hops: who.hops)
         return Response(status: .ok)
     }
 

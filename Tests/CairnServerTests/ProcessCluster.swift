@@ -48,10 +48,12 @@ enum TestHTTP {
     }
 
     static func request(_ method: HTTPMethod, _ url: String, _ body: Any? = nil, timeout: Int64 = 20,
-                        authorization: String? = admin, rawBody: [UInt8]? = nil, contentType: String? = nil) async throws -> HTTPResult {
+                        authorization: String? = admin, rawBody: [UInt8]? = nil, contentType: String? = nil,
+                        headers: [(String, String)] = []) async throws -> HTTPResult {
         var r = HTTPClientRequest(url: url)
         r.method = method
         if let authorization { r.headers.add(name: "Authorization", value: authorization) }
+        for (name, value) in headers { r.headers.add(name: name, value: value) }
         if let rawBody {
             if let contentType { r.headers.add(name: "Content-Type", value: contentType) }
             r.body = .bytes(ByteBuffer(bytes: rawBody))
@@ -147,9 +149,9 @@ final class NodeProcess: @unchecked Sendable {
 
     /// A request with a body sent exactly as given.
     func raw(_ method: HTTPMethod, _ path: String, _ body: String? = nil, contentType: String? = nil,
-             authorization: String? = TestHTTP.admin) async throws -> HTTPResult {
+             authorization: String? = TestHTTP.admin, headers: [(String, String)] = []) async throws -> HTTPResult {
         try await TestHTTP.request(method, url + path, timeout: 20, authorization: authorization,
-                                   rawBody: body.map { Array($0.utf8) } ?? (method == .POST ? [] : nil), contentType: contentType)
+                                   rawBody: body.map { Array($0.utf8) } ?? (method == .POST ? [] : nil), contentType: contentType, headers: headers)
     }
     func post(_ path: String, _ body: Any) async throws -> HTTPResult { try await TestHTTP.request(.POST, url + path, body) }
 

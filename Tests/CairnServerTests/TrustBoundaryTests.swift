@@ -146,6 +146,73 @@ struct TrustBoundaryTests {
         }
     }
 
+    @Test("every client write is audited exactly once, by the node the client sent it to, whatever forwarding headers it sends and whichever node runs it; those headers give a client nothing")
+    func auditedOnce() async throws {
+        let c = try await ProcessCluster.founded("audit", count: 3)
+        defer { c.destroy() }
+        let first = c.nodes[0]
+        #expect(try await first.post("/v1/users", ["username": "wanda", "password": "wanda-password",
+                                                   "grants": [["permission": "write", "database": "*"], ["permission": "read", "database": "*"]]]).status == 201)
+        #expect(try await first.post("/v1/users", ["username": "rita", "password": "rita-password",
+                                                   "grants": [["permission": "read", "database": "default"]]]).status == 201)
+        _ = try await c.write(["CREATE TABLE a(x TEXT)"])
+        let wanda = "Basic " + Data("wanda:wanda-password".utf8).base64EncodedString()
+        let rita = "Basic " + Data("rita:rita-password".utf8).base64EncodedString()
+        let spoofs: [[(String, String)]] = [[], [("X-Cairn-Hops", "1")], [("X-Cairn-Hops", "3")],
+                                            [("X-Cairn-Principal", "user:admin")], [("X-Cairn-Hops", "2"), ("X-Cairn-Principal", "anonymous")]]
+        // marker -> the node the client sent it to
+        var sent: [String: String] = [:]
+        for n in c.nodes {
+            for (i, headers) in spoofs.enumerated() {
+                let tag = "\(n.name)-\(i)"
+                let native = try await n.raw(.POST, "/v1/db/default/execute", #"{"statements":["INSERT INTO a VALUES ('native-\#(tag)')"]}"#,
+                                             contentType: "application/json", authorization: wanda, headers: headers)
+                let mixed = try await n.raw(.POST, "/v1/db/default/request", #"{"statements":["INSERT INTO a VALUES ('mixed-\#(tag)')"]}"#,
+                                            contentType: "application/json", authorization: wanda, headers: headers)
+                let rq = try await n.raw(.POST, "/db/execute", #"["INSERT INTO a VALUES ('rq-\#(tag)')"]"#,
+                                         contentType: "application/json", authorization: wanda, headers: headers)
+                let rqMixed = try await n.raw(.POST, "/db/request", #"["INSERT INTO a VALUES ('rqmixed-\#(tag)')"]"#,
+                                              contentType: "application/json", authorization: wanda, headers: headers)
+                let queued = try await n.raw(.POST, "/db/execute?queue&wait", #"["INSERT INTO a VALUES ('queued-\#(tag)')"]"#,
+                                             contentType: "application/json", authorization: wanda, headers: headers)
+                for (kind, r) in [("native", native), ("mixed", mixed), ("rq", rq), ("rqmixed", rqMixed), ("queued", queued)] {
+                    #expect(r.status == 200 && !r.text.contains("error"), "\(kind) through \(n.name) with \(headers): \(r.status) \(r.text)")
+                    sent["\(kind)-\(tag)"] = n.name
+                }
+                // A reader claiming to be forwarded for the admin is still the reader.
+                let escalated = try await n.raw(.POST, "/v1/db/default/execute", #"{"statements":["INSERT INTO a VALUES ('rita-\#(tag)')"]}"#,
+                                                contentType: "application/json", authorization: rita, headers: headers)
+                #expect(escalated.status == 403, "\(n.name) with \(headers): \(escalated.status) \(escalated.text)")
+            }
+        }
+        // A database dropped through each node in turn (mostly followers of its group).
+        for (i, n) in c.nodes.enumerated() {
+            #expect(try await n.post("/v1/databases", ["name": "gone\(i)"]).status == 201)
+            let dropped = try await n.raw(.DELETE, "/v1/databases/gone\(i)", headers: [("X-Cairn-Hops", "1")])
+            #expect(dropped.status == 200, "\(dropped.text)")
+        }
+        let rows = try await first.rows("SELECT count(*) FROM a")
+        #expect((rows.first?.first as? Int) == spoofs.count * c.nodes.count * 5, "\(rows)")
+        try await Task.sleep(for: .milliseconds(400))  // the audit log is written every 100 ms
+        var lines: [(node: String, line: [String: Any])] = []
+        for n in c.nodes {
+            let text = (try? String(contentsOfFile: n.dataDir + "/audit.log", encoding: .utf8)) ?? ""
+            for l in text.split(separator: "\n") {
+                if let o = try JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any] { lines.append((n.name, o)) }
+            }
+        }
+        for (marker, node) in sent.sorted(by: { $0.key < $1.key }) {
+            let found = lines.filter { ($0.line["statement"] as? String)?.contains("'\(marker)'") == true }
+            #expect(found.count == 1, "\(marker): \(found.count) audit lines (\(found.map(\.node)))")
+            #expect(found.first?.node == node, "\(marker) was sent to \(node), audited by \(found.map(\.node))")
+            #expect(found.first?.line["user"] as? String == "wanda", "\(marker): \(found.first?.line ?? [:])")
+        }
+        for (i, n) in c.nodes.enumerated() {
+            let found = lines.filter { $0.line["action"] as? String == "drop database gone\(i)" }
+            #expect(found.map(\.node) == [n.name], "drop of gone\(i) sent to \(n.name): audited by \(found.map(\.node))")
+        }
+    }
+
     @Test("CORS for any origin ('*') never allows the browser's credentials")
     func corsWildcard() async throws {
         let c = try await ProcessCluster.single("corsall", extraArgs: ["--cors-origins", "*"])
