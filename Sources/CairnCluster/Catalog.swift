@@ -1,4 +1,5 @@
 import CairnAuth
+import Crypto
 import CairnNode
 import CairnRaft
 import CairnSQLite
@@ -282,4 +283,54 @@ extension PeerAddress: Codable {
         var c = encoder.singleValueContainer()
         try c.encode(description)
     }
+}
+
+/// Single-use join tokens: an admin mints one (`POST /v1/cluster/join-tokens`) and a new node presents it
+/// with its join. Only the token's SHA-256 is kept; spending it is part of the same catalog batch as
+/// the node's registration, so a token admits one node (the same node may retry a join it began), and
+/// two nodes racing with one token cannot both get in, whichever nodes they ask. The tables are made
+/// when first needed: clusters founded before join tokens have none.
+public enum JoinTokens {
+    public static let prefix = "cairn-join-"
+    public static let refusal = "the join token is unknown, has expired, or admitted another node"
+    public static let maxTTLSeconds = 7 * 86_400
+    public static let defaultTTLSeconds = 3_600
+
+    static let schema: [SQLStatement] = [
+        SQLStatement("""
+            CREATE TABLE IF NOT EXISTS join_tokens(hash BLOB PRIMARY KEY, expires_ms INTEGER NOT NULL, created_by TEXT,
+                used_by INTEGER)
+            """),
+        SQLStatement("CREATE TABLE IF NOT EXISTS join_token_spends(hash BLOB NOT NULL, node INTEGER NOT NULL, at_ms INTEGER NOT NULL)"),
+        // A spend is an insert the trigger turns into a check and a mark; the row itself is never kept.
+        SQLStatement("""
+            CREATE TRIGGER IF NOT EXISTS join_token_spend BEFORE INSERT ON join_token_spends BEGIN
+                SELECT RAISE(ABORT, '\(refusal)') WHERE NOT EXISTS (SELECT 1 FROM join_tokens WHERE hash = NEW.hash
+                    AND expires_ms > NEW.at_ms AND (used_by IS NULL OR used_by = NEW.node));
+                UPDATE join_tokens SET used_by = NEW.node WHERE hash = NEW.hash;
+                SELECT RAISE(IGNORE);
+            END
+            """),
+    ]
+
+    /// A new token (what the admin is shown once) and the catalog change that makes it valid.
+    public static func mint(ttlSeconds: Int, by user: String?, nowMillis: Int64) -> (token: String, statements: [SQLStatement]) {
+        let token = prefix + Data(PasswordHash.randomKey()).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        let expires = nowMillis + Int64(ttlSeconds) * 1000
+        return (token, schema + [
+            // Tokens that expired a day ago are of no more use, even to read who used them.
+            SQLStatement("DELETE FROM join_tokens WHERE expires_ms < ?", [.integer(nowMillis - 86_400_000)]),
+            SQLStatement("INSERT INTO join_tokens(hash, expires_ms, created_by) VALUES(?, ?, ?)",
+                         [.blob(hash(token)), .integer(expires), user.map { .text($0) } ?? .null]),
+        ])
+    }
+
+    /// Spends `token` for `node` (fails the batch it is in unless the token is valid).
+    static func spend(_ token: String, node: NodeID, nowMillis: Int64) -> [SQLStatement] {
+        schema + [SQLStatement("INSERT INTO join_token_spends(hash, node, at_ms) VALUES(?, ?, ?)",
+                               [.blob(hash(token)), .integer(Int64(bitPattern: node)), .integer(nowMillis)])]
+    }
+
+    static func hash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
 }

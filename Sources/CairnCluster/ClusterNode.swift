@@ -37,13 +37,17 @@ public struct JoinRequest: Codable, Sendable {
     public var voter: Bool
     /// The joining node's public key (PEM), for the certificate it will present to other nodes.
     public var publicKey: String?
+    /// A single-use join token (`JoinTokens`), when the join's credentials are not a user holding `all`.
+    public var joinToken: String?
 
-    public init(id: NodeID, raftAddress: PeerAddress, httpAddress: PeerAddress, voter: Bool, publicKey: String? = nil) {
+    public init(id: NodeID, raftAddress: PeerAddress, httpAddress: PeerAddress, voter: Bool, publicKey: String? = nil,
+                joinToken: String? = nil) {
         self.id = id
         self.raftAddress = raftAddress
         self.httpAddress = httpAddress
         self.voter = voter
         self.publicKey = publicKey
+        self.joinToken = joinToken
     }
 }
 
@@ -89,6 +93,8 @@ public struct ClusterConfig: Sendable {
     public var adminPassword: String?
     /// Sent with the join request (a user holding `join`), before this node can sign its own requests.
     public var joinCredentials: (user: String, password: String)?
+    /// A single-use join token an admin minted (instead of, or besides, `joinCredentials`).
+    public var joinToken: String?
     /// Where this node keeps its key and certificate for mutual TLS between nodes, when the cluster
     /// makes them (nil: the operator's own `--tls-*` files, or none in tests of the cluster layer).
     public var nodeCredentials: NodeCredentials?
@@ -255,7 +261,7 @@ public final class ClusterNode: Sendable {
     private func joinCluster() async throws {
         log("node \(nodeID): joining through \(config.join.map(\.description).joined(separator: ", "))")
         let request = JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter,
-                                  publicKey: needsCertificate ? try ownPublicKey() : nil)
+                                  publicKey: needsCertificate ? try ownPublicKey() : nil, joinToken: config.joinToken)
         var attempt = 0
         while true {
             try Task.checkCancellation()
@@ -322,7 +328,9 @@ public final class ClusterNode: Sendable {
         }
     }
 
-    public func handleJoin(_ request: JoinRequest, hops: Int) async throws -> JoinReply {
+    /// Registers a joining node. `spendToken`: the join's credentials were a join token, which the same
+    /// catalog batch spends (the batch fails, nothing registered, if the token cannot be).
+    public func handleJoin(_ request: JoinRequest, hops: Int, spendToken: Bool = false) async throws -> JoinReply {
         guard request.id != noNode else { throw ClusterError.invalid("node id 0 is reserved") }
         if let existing = catalog.nodes[request.id], existing.removed {
             throw ClusterError.invalid("node \(request.id) was removed from this cluster; start it with an empty data directory to join again")
@@ -337,7 +345,12 @@ public final class ClusterNode: Sendable {
         let entry = CatalogNode(id: request.id, raftAddress: request.raftAddress, httpAddress: request.httpAddress,
                                 voter: request.voter, removed: false)
         var certificate: String?, caPEM: String?
-        var statements = Catalog.register(entry)
+        var statements: [SQLStatement] = []
+        if spendToken {
+            guard let token = request.joinToken else { throw ClusterError.invalid("the join carries no join token") }
+            statements = JoinTokens.spend(token, node: request.id, nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        }
+        statements += Catalog.register(entry)
         if let key = request.publicKey {
             // A certificate names a node: it is issued once per node and key (again only to the same
             // key, a join retried after a crash), never to another key under a member's id.

@@ -120,10 +120,36 @@ final class API: Sendable {
             await self.respond(request, nil, open: true) { _ in Self.json(200, try self.encoded(await self.cluster.bootstrapInfo())) }
         }
         router.post("/v1/cluster/join") { request, _ in
-            await self.respond(request, .join) { who in
+            // Joining makes a node a member, trusted with every secret: it takes a user holding `all`, or
+            // a single-use join token an admin minted (a user holding only `join` gets neither).
+            await self.respond(request, nil, open: true) { who in
                 let join = try await self.decode(JoinRequest.self, from: request)
-                self.audit.record(who, action: "join node \(join.id) at \(join.httpAddress)", database: nil)
-                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: who.hops)))
+                let spendToken = self.auth.enabled && !who.isNode && !who.grants.allows(.all)
+                if spendToken && join.joinToken == nil {
+                    guard who.user != nil else { throw AccessDenied.unauthenticated("joining needs a join token (cairn cluster join-token) or a user holding all") }
+                    throw AccessDenied.forbidden("user \(who.user!) lacks the all permission and brought no join token: joining needs one of them (cairn cluster join-token)")
+                }
+                self.audit.record(who, action: "join node \(join.id) at \(join.httpAddress)\(spendToken ? " with a join token" : "")", database: nil)
+                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: who.hops, spendToken: spendToken)))
+            }
+        }
+        router.post("/v1/cluster/join-tokens") { request, _ in
+            await self.respond(request, .all) { who in
+                let bytes = try await self.body(of: request)
+                var ttl = JoinTokens.defaultTTLSeconds
+                if !bytes.isEmpty {
+                    switch try self.parse(bytes)["ttl_seconds"] {
+                    case nil, .null?: break
+                    case .number(let n)? where Int(n).map({ (1...JoinTokens.maxTTLSeconds).contains($0) }) == true: ttl = Int(n)!
+                    default: throw HTTPFailure.badRequest("ttl_seconds must be a whole number from 1 to \(JoinTokens.maxTTLSeconds)")
+                    }
+                }
+                let now = Date()
+                let minted = JoinTokens.mint(ttlSeconds: ttl, by: who.user, nowMillis: Int64(now.timeIntervalSince1970 * 1000))
+                self.audit.record(who, action: "mint a join token valid for \(ttl) s", database: nil)
+                try await self.cluster.changeCatalog(minted.statements)
+                return Self.json(201, .object([("token", .string(minted.token)),
+                                               ("expires_at", .string(Timestamp.iso8601(now + Double(ttl))))]))
             }
         }
         router.post("/v1/cluster/remove") { request, _ in
@@ -231,6 +257,7 @@ final class API: Sendable {
             case .conflict: return (409, e.description)
             // The same name created through two nodes at once: the catalog's key admits one.
             case .catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed"): return (409, "it exists already (\(why))")
+            case .catalogWrite(let why) where why.contains(JoinTokens.refusal): return (403, JoinTokens.refusal)
             case .peerRefused(_, let status, let message) where (400..<500).contains(status):
                 return (status, Self.innerMessage(message))
             default: return (503, e.description)

@@ -42,8 +42,10 @@ public struct ServerOptions: Sendable {
     public var insecureDev = false
     /// The `admin` password if this node founds the cluster (nil: generate one and print it once).
     public var adminPassword: String?
-    /// A user holding `join`, for joining a cluster with auth on.
+    /// A user holding `all`, for joining a cluster with auth on (or a join token instead).
     public var joinCredentials: (user: String, password: String)?
+    /// A single-use join token an admin minted (`cairn cluster join-token`).
+    public var joinToken: String?
     public var tokenTTLSeconds: Double = 3600
     /// Origins allowed to call the API from a browser (CORS); empty: CORS off.
     public var corsOrigins: [String] = []
@@ -97,6 +99,7 @@ public enum Server {
         clusterConfig.bootstrapExpect = options.bootstrapExpect
         clusterConfig.adminPassword = options.adminPassword
         clusterConfig.joinCredentials = options.joinCredentials
+        clusterConfig.joinToken = options.joinToken
         clusterConfig.nodeCredentials = nodeCredentials
         let peers = PeerClient()
         let authBox = NIOLockedValueBox<AuthService?>(nil)

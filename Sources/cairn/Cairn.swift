@@ -113,11 +113,14 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "File holding the admin password used when this node founds a cluster (else $CAIRN_ADMIN_PASSWORD, else one is generated and printed once).")
     var adminPasswordFile: String?
 
-    @Option(help: "User (holding the join permission) this node joins as, with its password in $CAIRN_JOIN_PASSWORD or --join-password-file.")
+    @Option(help: "User (holding the all permission) this node joins as, with its password in $CAIRN_JOIN_PASSWORD or --join-password-file. Or a join token instead.")
     var joinAs: String?
 
     @Option(help: "File holding the password of --join-as.")
     var joinPasswordFile: String?
+
+    @Option(help: "File holding a single-use join token (from cairn cluster join-token), else $CAIRN_JOIN_TOKEN: how a node joins without an admin's password.")
+    var joinTokenFile: String?
 
     @Option(help: "Lifetime of tokens from POST /v1/auth/token, in seconds.")
     var tokenTtlSeconds: Double = 3600
@@ -188,6 +191,7 @@ struct ServerCommand: AsyncParsableCommand {
             }
             options.joinCredentials = (joinAs, password)
         }
+        options.joinToken = try joinTokenFile.map(Cairn.readSecret) ?? environment["CAIRN_JOIN_TOKEN"]
         do {
             try await Server.run(options)
         } catch {

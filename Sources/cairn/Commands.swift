@@ -73,7 +73,26 @@ struct SQLCommand: AsyncParsableCommand {
 }
 
 struct ClusterCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "The cluster.", subcommands: [Status.self])
+    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "The cluster.", subcommands: [Status.self, JoinToken.self])
+
+    struct JoinToken: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "join-token",
+            abstract: "Mint a single-use join token (needs all): a new node started with it in $CAIRN_JOIN_TOKEN or --join-token-file joins once.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "How long the token stays valid, in seconds (at most 7 days).") var ttlSeconds: Int = 3600
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                let r = try await client.call(.POST, "/v1/cluster/join-tokens", .object([("ttl_seconds", .int(Int64(ttlSeconds)))]))
+                guard case .string(let token)? = r["token"] else { throw ValidationError("the server sent no token") }
+                print(token)
+                if case .string(let until)? = r["expires_at"] {
+                    try? FileHandle.standardError.write(contentsOf: Data("valid once, until \(until)\n".utf8))
+                }
+            }
+        }
+    }
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Nodes, and where each database lives and who leads it.")

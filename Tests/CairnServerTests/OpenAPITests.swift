@@ -112,6 +112,9 @@ struct OpenAPITests {
             (.DELETE, "/v1/users/olga", nil, TestHTTP.admin),
             (.POST, "/v1/cluster/join", #"{"id":77,"raft_address":"127.0.0.1:1","http_address":"127.0.0.1:2","voter":false}"#, TestHTTP.admin),
             (.POST, "/v1/cluster/remove", #"{"id":77}"#, TestHTTP.admin),
+            (.POST, "/v1/cluster/join-tokens", #"{"ttl_seconds":60}"#, TestHTTP.admin),
+            (.POST, "/v1/cluster/join-tokens", #"{"ttl_seconds":0}"#, TestHTTP.admin),
+            (.POST, "/v1/cluster/join", #"{"id":78,"raft_address":"127.0.0.1:3","http_address":"127.0.0.1:4","voter":false,"join_token":"cairn-join-x"}"#, anonymous),
             (.GET, "/v1/cluster/bootstrap", nil, anonymous),
             (.GET, "/metrics", nil, TestHTTP.admin),
             // Last: it revokes every token.

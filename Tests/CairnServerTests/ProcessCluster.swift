@@ -90,6 +90,10 @@ final class NodeProcess: @unchecked Sendable {
     let raftPort: Int
     let logPath: String
     var extraArgs: [String]
+    /// The user it joins as (its password is the admin's); nil: none (a join token, say).
+    var joinAs: String? = "admin"
+    /// Added to the process's environment.
+    var environment: [String: String] = [:]
     private(set) var process: Process?
     var id: UInt64 = 0
 
@@ -109,10 +113,11 @@ final class NodeProcess: @unchecked Sendable {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: cairnBinary)
         p.arguments = ["server", "--data-dir", dataDir, "--http-addr", http, "--raft-addr", "127.0.0.1:\(raftPort)",
-                       "--enable-fault-injection", "--join-as", "admin"] + extraArgs + args
+                       "--enable-fault-injection"] + (joinAs.map { ["--join-as", $0] } ?? []) + extraArgs + args
         var environment = ProcessInfo.processInfo.environment
         environment["CAIRN_ADMIN_PASSWORD"] = TestHTTP.adminPassword
         environment["CAIRN_JOIN_PASSWORD"] = TestHTTP.adminPassword
+        environment.merge(self.environment) { $1 }
         p.environment = environment
         if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
         let out = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

@@ -146,6 +146,68 @@ struct TrustBoundaryTests {
         }
     }
 
+    @Test("joining takes a user holding all or a single-use join token: a user holding join cannot; a token minted with the CLI admits one node, which may retry, and no other; an expired token admits none")
+    func joinTokens() async throws {
+        let c = try await ProcessCluster.single("jointoken")
+        defer { c.destroy() }
+        let first = c.nodes[0]
+        #expect(try await first.post("/v1/users", ["username": "joiner", "password": "joiner-password",
+                                                   "grants": [["permission": "join"]]]).status == 201)
+        let joiner = "Basic " + Data("joiner:joiner-password".utf8).base64EncodedString()
+        func join(_ id: Int, port: Int, token: String? = nil, authorization: String? = nil) async throws -> HTTPResult {
+            var body = #"{"id":\#(id),"raft_address":"127.0.0.1:\#(port)","http_address":"127.0.0.1:\#(port + 1)","voter":true"#
+            if let token { body += #","join_token":"\#(token)""# }
+            return try await first.raw(.POST, "/v1/cluster/join", body + "}", contentType: "application/json", authorization: authorization)
+        }
+        // The join permission alone, or nothing at all, admits no one.
+        let byJoiner = try await join(71, port: 20_001, authorization: joiner)
+        #expect(byJoiner.status == 403 && byJoiner.text.contains("join token"), "\(byJoiner.status) \(byJoiner.text)")
+        #expect(try await join(71, port: 20_001).status == 401)
+        #expect(try await join(71, port: 20_001, token: "cairn-join-made-up", authorization: joiner).status == 403)
+
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let (status, out) = try await runCairn(["cluster", "join-token", "--host", first.url], environment: environment)
+        #expect(status == 0, "\(out)")
+        let token = try #require(out.split(separator: "\n").first { $0.hasPrefix("cairn-join-") }.map(String.init), "\(out)")
+
+        // A node started with the token alone (no user, no password) joins and serves.
+        let n2 = NodeProcess(name: "n2", root: c.root, extraArgs: [])
+        n2.joinAs = nil
+        n2.environment = ["CAIRN_JOIN_TOKEN": token]
+        c.nodes.append(n2)
+        try n2.start(["--join", first.http])
+        try await c.waitReady([n2])
+        #expect(try await c.write(["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"]).status == 200)
+        #expect(try await n2.rows("SELECT x FROM t").count == 1)
+        // The node it admitted may ask again (a join retried after a crash).
+        let retry = try await first.raw(.POST, "/v1/cluster/join", #"{"id":\#(n2.id),"raft_address":"127.0.0.1:\#(n2.raftPort)","http_address":"\#(n2.http)","voter":true,"join_token":"\#(token)"}"#,
+                                        contentType: "application/json", authorization: nil)
+        #expect(retry.status == 200, "\(retry.status) \(retry.text)")
+        // Spent: another node cannot use it, even with a user holding join, and nothing of it is registered.
+        let again = try await join(72, port: 20_003, token: token, authorization: joiner)
+        #expect(again.status == 403 && again.text.contains("another node"), "\(again.status) \(again.text)")
+        let nodes = try await first.get("/v1/cluster").json["nodes"] as? [[String: Any]] ?? []
+        #expect(Set(nodes.compactMap { $0["id"] as? Int }) == [Int(first.id), Int(n2.id)], "\(nodes)")
+        // An expired token admits no one.
+        let short = try await first.post("/v1/cluster/join-tokens", ["ttl_seconds": 1])
+        let shortToken = try #require(short.json["token"] as? String, "\(short.text)")
+        try await Task.sleep(for: .milliseconds(1_500))
+        #expect(try await join(73, port: 20_005, token: shortToken).status == 403)
+        // No endpoint gives out a secret, not even to the admin: hashes, keys, tokens.
+        for path in ["/v1/status", "/v1/cluster", "/v1/users", "/v1/databases", "/v1/cluster/bootstrap", "/status", "/nodes",
+                     "/db/backup?fmt=sql", "/metrics", "/v1/health", "/readyz"] {
+            let r = try await first.get(path)
+            for secret in ["scrypt$", "PRIVATE KEY", token, shortToken] {
+                #expect(!r.text.contains(secret), "\(path) gives out \(secret)")
+            }
+        }
+        // Minting needs all; the lifetime is bounded.
+        #expect(try await first.raw(.POST, "/v1/cluster/join-tokens", "{}", contentType: "application/json", authorization: joiner).status == 403)
+        #expect(try await first.post("/v1/cluster/join-tokens", ["ttl_seconds": 86_400 * 30]).status == 400)
+    }
+
     @Test("every client write is audited exactly once, by the node the client sent it to, whatever forwarding headers it sends and whichever node runs it; those headers give a client nothing")
     func auditedOnce() async throws {
         let c = try await ProcessCluster.founded("audit", count: 3)
