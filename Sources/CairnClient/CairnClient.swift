@@ -3,6 +3,7 @@ import CairnJSON
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// An answer other than success, with the server's own message.
 public struct ClientError: Error, CustomStringConvertible {
@@ -20,14 +21,22 @@ public struct ClientError: Error, CustomStringConvertible {
 public final class CairnClient: Sendable {
     public let baseURL: String
     public let authorization: String?
+    public let caCertificate: String?
     private let http: HTTPClient
 
-    /// `authorization`: a full header value ("Bearer ..." or "Basic ...").
-    public init(baseURL: String, authorization: String? = nil) {
+    /// `authorization`: a full header value ("Bearer ..." or "Basic ..."). `caCertificate`: a PEM file
+    /// of the CA an `https://` server's certificate must chain to (default: the system's roots).
+    public init(baseURL: String, authorization: String? = nil, caCertificate: String? = nil) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.authorization = authorization
+        self.caCertificate = caCertificate
         var config = HTTPClient.Configuration(timeout: .init(connect: .seconds(5), read: .seconds(120)))
         config.decompression = .disabled
+        if let caCertificate {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(caCertificate)
+            config.tlsConfiguration = tls
+        }
         http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: config)
     }
 

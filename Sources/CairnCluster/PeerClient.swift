@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// An HTTP reply from another node, kept as bytes so a forwarded request's answer passes through unchanged.
 public struct PeerReply: Sendable {
@@ -34,9 +35,14 @@ public final class PeerClient: Sendable {
     private let client: HTTPClient
     /// Header carried by forwarded requests: how many hops the request has made (bounds forwarding loops).
     public static let hopsHeader = "X-Cairn-Hops"
+    /// "https" when the cluster serves its HTTP API over TLS (every node alike), else "http".
+    public let scheme: String
 
-    public init() {
+    /// `tls`: how other nodes' HTTPS certificates are checked, when the cluster serves HTTPS; nil: plain HTTP.
+    public init(tls: TLSConfiguration? = nil) {
+        scheme = tls == nil ? "http" : "https"
         var config = HTTPClient.Configuration(timeout: .init(connect: .seconds(1), read: .seconds(30)))
+        config.tlsConfiguration = tls
         // Well under the servers' idle timeout (30 s by default): a pooled connection must not be reused
         // just as the other node closes it.
         config.connectionPool = .init(idleTimeout: .seconds(10))
@@ -46,7 +52,7 @@ public final class PeerClient: Sendable {
 
     public func send(_ method: HTTPMethod, to address: PeerAddress, path: String, body: [UInt8] = [],
                      headers: [(String, String)] = [], timeoutMillis: Int64 = 30_000) async throws -> PeerReply {
-        var request = HTTPClientRequest(url: "http://\(address.host):\(address.port)\(path)")
+        var request = HTTPClientRequest(url: "\(scheme)://\(address.host):\(address.port)\(path)")
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if !body.isEmpty || method == .POST || method == .PUT {

@@ -285,7 +285,7 @@ extension API {
         guard s.leader != noNode, let address = cluster.httpAddress(of: s.leader) else {
             throw HTTPFailure.unavailable("leader not found")
         }
-        var location = "http://\(address)\(request.uri.path)"
+        var location = "\(peers.scheme)://\(address)\(request.uri.path)"
         if let q = request.uri.query { location += "?" + q }
         return Response(status: .movedPermanently, headers: [.location: location])
     }

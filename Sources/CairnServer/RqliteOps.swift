@@ -154,7 +154,7 @@ extension API {
 
     /// The node rqlite clients see: id, addresses, voter, reachability and leadership.
     func rqNode(_ n: CatalogNode, leader: NodeID, check: Bool, timeoutNanos: Int64) async -> JSON {
-        var m: [(String, JSON)] = [("id", .string(String(n.id))), ("api_addr", .string("http://\(n.httpAddress)")),
+        var m: [(String, JSON)] = [("id", .string(String(n.id))), ("api_addr", .string("\(peers.scheme)://\(n.httpAddress)")),
                                    ("addr", .string(n.raftAddress.description)), ("version", .string(cairnVersion)),
                                    ("voter", .bool(n.voter))]
         var reachable = n.id == cluster.nodeID

@@ -6,10 +6,12 @@ import CairnTransport
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 public struct ServerOptions: Sendable {
     public var dataDirectory: String
@@ -42,6 +44,10 @@ public struct ServerOptions: Sendable {
     public var insecureDev = false
     /// The `admin` password if this node founds the cluster (nil: generate one and print it once).
     public var adminPassword: String?
+    /// Serve the HTTP API over TLS (`--http-tls-cert`, `--http-tls-key`); `ca`: what other nodes'
+    /// certificates are checked against when this node calls them (nil: the system's roots). Every node
+    /// of a cluster serves HTTPS or none does.
+    public var httpTLS: (certificate: String, key: String, ca: String?)?
     /// A user holding `all`, for joining a cluster with auth on (or a join token instead).
     public var joinCredentials: (user: String, password: String)?
     /// A single-use join token an admin minted (`cairn cluster join-token`).
@@ -61,6 +67,17 @@ public struct ServerOptions: Sendable {
 }
 
 /// `cairn server`: one node's runtime, cluster layer and HTTP API, until SIGTERM or SIGINT.
+/// Why the server cannot start, in words an operator can act on.
+public enum ServerError: Error, CustomStringConvertible {
+    case badHTTPSFiles(String)
+
+    public var description: String {
+        switch self {
+        case .badHTTPSFiles(let why): return why
+        }
+    }
+}
+
 public enum Server {
     public static func run(_ options: ServerOptions) async throws {
         let format = options.logFormat
@@ -101,7 +118,11 @@ public enum Server {
         clusterConfig.joinCredentials = options.joinCredentials
         clusterConfig.joinToken = options.joinToken
         clusterConfig.nodeCredentials = nodeCredentials
-        let peers = PeerClient()
+        let peers = PeerClient(tls: try options.httpTLS.map { tls in
+            var client = TLSConfiguration.makeClientConfiguration()
+            if let ca = tls.ca { client.trustRoots = .file(ca) }
+            return client
+        })
         let authBox = NIOLockedValueBox<AuthService?>(nil)
         let cluster = ClusterNode(runtime: runtime, config: clusterConfig, peers: peers, log: log,
                                   credentials: { await authBox.withLockedValue { $0 }?.nodeHeaders() ?? [] }) {
@@ -120,14 +141,25 @@ public enum Server {
         var limits = options.http
         limits.fitDescriptorLimit(reserved: RaftTransport.maxIncomingConnections + 1_024, log: log)
         let httpLimits = limits
+        var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)],
+                                                                 idleTimeout: .milliseconds(httpLimits.idleTimeoutMillis)))
+        if let tls = options.httpTLS {
+            let chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKey
+            do {
+                chain = try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) }
+                key = try NIOSSLPrivateKey(file: tls.key, format: .pem)
+            } catch {
+                throw ServerError.badHTTPSFiles("cannot load the HTTPS certificate \(tls.certificate) or key \(tls.key): \(error)")
+            }
+            server = try .tls(server, tlsConfiguration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+        }
         let app = Application(
             router: api.router(),
-            server: .http1(configuration: .init(additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)],
-                                                idleTimeout: .milliseconds(httpLimits.idleTimeoutMillis))),
+            server: server,
             configuration: .init(address: .hostname(options.httpAddress.host, port: options.httpAddress.port), serverName: "cairn",
                                  availableConnectionsDelegate: MaximumAvailableConnections(httpLimits.maxConnections)),
             onServerRunning: { channel in
-                log("node \(identity.nodeID): HTTP on \(channel.localAddress.map { "\($0)" } ?? "?"), Raft on \(options.raftAddress), data in \(options.dataDirectory)")
+                log("node \(identity.nodeID): \(options.httpTLS == nil ? "HTTP" : "HTTPS") on \(channel.localAddress.map { "\($0)" } ?? "?"), Raft on \(options.raftAddress), data in \(options.dataDirectory)")
             },
             logger: httpLogger
         )

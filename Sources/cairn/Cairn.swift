@@ -98,6 +98,15 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "How often each group's leader compares its replicas' digests, in seconds (0: only on demand).")
     var consistencyCheckSeconds: Int64 = 600
 
+    @Option(help: "PEM certificate (chain) the HTTP API presents: serve HTTPS (needs --http-tls-key; every node of a cluster alike).")
+    var httpTlsCert: String?
+
+    @Option(help: "PEM private key of --http-tls-cert.")
+    var httpTlsKey: String?
+
+    @Option(help: "PEM file of the CA other nodes' HTTPS certificates must chain to, when this node calls them (else the system's roots).")
+    var httpTlsCa: String?
+
     @Option(help: "PEM certificate this node presents to other nodes (mutual TLS between nodes; needs --tls-key and --tls-ca).")
     var tlsCert: String?
 
@@ -141,6 +150,8 @@ struct ServerCommand: AsyncParsableCommand {
         if tickMs < 1 || electionTicks < 2 { throw ValidationError("--tick-ms must be positive and --election-ticks at least 2") }
         let tlsGiven = [tlsCert, tlsKey, tlsCa].filter { $0 != nil }.count
         if tlsGiven != 0 && tlsGiven != 3 { throw ValidationError("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca") }
+        if (httpTlsCert == nil) != (httpTlsKey == nil) { throw ValidationError("HTTPS needs both --http-tls-cert and --http-tls-key") }
+        if httpTlsCa != nil && httpTlsCert == nil { throw ValidationError("--http-tls-ca goes with --http-tls-cert and --http-tls-key") }
         if join != nil && joinAddresses.count != join!.split(separator: ",").count {
             throw ValidationError("--join must be a comma-separated list of host:port")
         }
@@ -178,6 +189,7 @@ struct ServerCommand: AsyncParsableCommand {
         options.consistencyCheckMillis = consistencyCheckSeconds * 1000
         options.enableFaultInjection = enableFaultInjection
         if let tlsCert, let tlsKey, let tlsCa { options.tls = (tlsCert, tlsKey, tlsCa) }
+        if let httpTlsCert, let httpTlsKey { options.httpTLS = (httpTlsCert, httpTlsKey, httpTlsCa) }
         options.insecureDev = insecureDev
         guard let format = CairnLogHandler.Format(rawValue: logFormat) else { throw ValidationError("--log-format must be text or json") }
         options.logFormat = format

@@ -17,6 +17,11 @@ struct ConnectionOptions: ParsableArguments {
     @Option(help: "File holding the password (else $CAIRN_PASSWORD, else a saved token, else prompt).")
     var passwordFile: String?
 
+    @Option(help: "PEM file of the CA that an https:// host's certificate must chain to (else $CAIRN_CA_CERT, else the system's roots).")
+    var caCert: String?
+
+    var caCertificate: String? { caCert ?? ProcessInfo.processInfo.environment["CAIRN_CA_CERT"] }
+
     var hostURL: String {
         var h = host ?? ProcessInfo.processInfo.environment["CAIRN_HOST"] ?? "http://127.0.0.1:4001"
         if !h.hasPrefix("http://") && !h.hasPrefix("https://") { h = "http://" + h }
@@ -31,9 +36,9 @@ struct ConnectionOptions: ParsableArguments {
         var profile = Profile.load()
         let wantedUser = user ?? environment["CAIRN_USER"]
         if !forceLogin, let saved = profile.hosts[url], wantedUser == nil || wantedUser == saved.user, saved.expires > Date() + 30 {
-            return CairnClient(baseURL: url, authorization: "Bearer " + saved.token)
+            return CairnClient(baseURL: url, authorization: "Bearer " + saved.token, caCertificate: caCertificate)
         }
-        let anonymous = CairnClient(baseURL: url)
+        let anonymous = CairnClient(baseURL: url, caCertificate: caCertificate)
         var password = try passwordFile.map(Cairn.readSecret) ?? environment["CAIRN_PASSWORD"]
         var name = wantedUser
         if password == nil || name == nil {
@@ -48,12 +53,12 @@ struct ConnectionOptions: ParsableArguments {
         }
         guard let name, !name.isEmpty, let password else { throw ClientError(status: 0, message: "no credentials given") }
         await anonymous.shutdown()
-        let login = CairnClient(baseURL: url)
+        let login = CairnClient(baseURL: url, caCertificate: caCertificate)
         defer { Task { await login.shutdown() } }
         let (token, expires) = try await login.token(user: name, password: password)
         profile.hosts[url] = Profile.Entry(user: name, token: token, expires: ISO8601DateFormatter().date(from: expires) ?? Date() + 3000)
         profile.save()
-        return CairnClient(baseURL: url, authorization: "Bearer " + token)
+        return CairnClient(baseURL: url, authorization: "Bearer " + token, caCertificate: caCertificate)
     }
 }
 

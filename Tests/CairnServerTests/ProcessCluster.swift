@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import NIOSSL
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -30,6 +31,16 @@ enum TestHTTP {
     /// Redirects are not followed: tests look at them.
     static let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
                                    configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(1), read: .seconds(20))))
+
+    /// For nodes serving HTTPS with a test CA: the tests look at what the server does, the CLI's own
+    /// test checks the certificate.
+    static let tlsClient: HTTPClient = {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
+                          configuration: .init(tlsConfiguration: tls, redirectConfiguration: .disallow,
+                                               timeout: .init(connect: .seconds(1), read: .seconds(20))))
+    }()
 
     /// For the few requests that take minutes (large loads).
     static let patientClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup,
@@ -61,7 +72,7 @@ enum TestHTTP {
             r.headers.add(name: "Content-Type", value: "application/json")
             r.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
         }
-        let response = try await (timeout > 20 ? patientClient : client).execute(r, timeout: .seconds(timeout))
+        let response = try await (url.hasPrefix("https:") ? tlsClient : timeout > 20 ? patientClient : client).execute(r, timeout: .seconds(timeout))
         let bytes = try await response.body.collect(upTo: 64 << 20)
         let data = Data(buffer: bytes)
         let json = (try? JSONSerialization.jsonObject(with: data)) as? Object ?? [:]
@@ -107,7 +118,7 @@ final class NodeProcess: @unchecked Sendable {
     }
 
     var http: String { "127.0.0.1:\(httpPort)" }
-    var url: String { "http://\(http)" }
+    var url: String { (extraArgs.contains("--http-tls-cert") ? "https://" : "http://") + http }
 
     func start(_ args: [String] = []) throws {
         let p = Process()

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CairnTestSupport
 import Foundation
 import NIOCore
 import Testing
@@ -206,6 +207,43 @@ struct TrustBoundaryTests {
         // Minting needs all; the lifetime is bounded.
         #expect(try await first.raw(.POST, "/v1/cluster/join-tokens", "{}", contentType: "application/json", authorization: joiner).status == 403)
         #expect(try await first.post("/v1/cluster/join-tokens", ["ttl_seconds": 86_400 * 30]).status == 400)
+    }
+
+    @Test("HTTPS: with --http-tls-cert and --http-tls-key every node serves its API over TLS, founders meet, nodes join and forward over it; the CLI connects to https:// with --ca-cert; plain HTTP and an unknown CA are refused")
+    func https() async throws {
+        let certs = NSTemporaryDirectory() + "cairn-https-certs-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: certs) }
+        try await makeTestCertificates(in: certs, ca: "httpca", nodes: ["api"])
+        let args = ["--http-tls-cert", certs + "/api.pem", "--http-tls-key", certs + "/api.key", "--http-tls-ca", certs + "/httpca.pem"]
+        let c = try await ProcessCluster.founded("https", count: 3, extraArgs: args)
+        defer { c.destroy() }
+        #expect(c.nodes.allSatisfy { $0.url.hasPrefix("https://") })
+        #expect(try await c.write(["CREATE TABLE t(x)"]).status == 200)
+        // Written through every node: followers forward to the leader over HTTPS.
+        for (i, n) in c.nodes.enumerated() {
+            let w = try await n.execute([["INSERT INTO t VALUES (?)", i]])
+            #expect(w.status == 200, "\(n.name): \(w.text)")
+        }
+        let n4 = try await c.join(extraArgs: args)
+        #expect(try await n4.rows("SELECT count(*) FROM t").first?.first as? Int == 3)
+        // rqlite's redirect names the leader with the scheme it serves.
+        let leader = try await c.leader(of: 1)
+        let follower = c.nodes.first { $0 !== leader && $0 !== n4 }!
+        let redirect = try await follower.raw(.POST, "/db/execute?redirect", #"["INSERT INTO t VALUES (9)"]"#, contentType: "application/json")
+        #expect(redirect.status == 301 && redirect.header("location")?.hasPrefix("https://\(leader.http)/db/execute") == true, "\(redirect.headers)")
+        // Plain HTTP gets no answer from an HTTPS port.
+        await #expect(throws: (any Error).self) { _ = try await TestHTTP.request(.GET, "http://\(follower.http)/v1/ready") }
+
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        environment["CAIRN_HOME"] = c.root + "/home"
+        let (status, out) = try await runCairn(["sql", "--host", follower.url, "--ca-cert", certs + "/httpca.pem", "--format", "csv",
+                                                "-e", "SELECT count(*) FROM t"], environment: environment)
+        #expect(status == 0 && out.contains("3"), "\(out)")
+        // Without the CA, the CLI does not trust the server (and says why).
+        let (refused, why) = try await runCairn(["sql", "--host", follower.url, "-e", "SELECT 1"], environment: environment)
+        #expect(refused != 0 && why.lowercased().contains("certificate"), "\(refused): \(why)")
     }
 
     @Test("every client write is audited exactly once, by the node the client sent it to, whatever forwarding headers it sends and whichever node runs it; those headers give a client nothing")

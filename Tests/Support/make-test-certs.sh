@@ -12,6 +12,9 @@ fi
 for node in "$@"; do
   openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$node.key" -out "$node.csr" \
     -subj "/CN=$node" 2>/dev/null
-  openssl x509 -req -in "$node.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -out "$node.pem" -days 2 2>/dev/null
-  rm -f "$node.csr"
+  # Names for HTTPS on the loopback (mutual TLS between nodes checks the common name alone).
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$node.ext"
+  openssl x509 -req -in "$node.csr" -CA "$ca.pem" -CAkey "$ca.key" -CAcreateserial -out "$node.pem" -days 2 \
+    -extfile "$node.ext" 2>/dev/null
+  rm -f "$node.csr" "$node.ext"
 done
