@@ -21,7 +21,7 @@ final class API: Sendable {
     let peers: PeerClient
     let auth: AuthService
     let audit: AuditLog
-    let queue = WriteQueue()
+    let queue: WriteQueue
     let startedAt = Date()
     let log: @Sendable (String) -> Void
     private let forwardCursor = NIOLockedValueBox(0)
@@ -38,6 +38,7 @@ final class API: Sendable {
         self.auth = auth
         self.audit = audit
         self.log = log
+        queue = WriteQueue(maxEntryBytes: runtime.config.maxEntryBytes)
     }
 
     func router() -> Router<CairnContext> {

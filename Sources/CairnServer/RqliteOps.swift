@@ -9,62 +9,125 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOConcurrencyHelpers
+import Metrics
 import NIOCore
 
 /// rqlite's queued writes: acknowledged with a sequence number at once, applied in batches shortly after.
+///
+/// A batch is applied at most once. A flush that certainly did not apply (no leader, the leader
+/// unreachable, the proposal overwritten) is tried again; one whose outcome is unknown (it timed out
+/// after it was proposed, or the connection failed after the request was sent) is not, since it may
+/// have committed: trying again could apply it twice. Its writes are then reported lost, to the log and
+/// to clients waiting on them, as rqlite's queued writes may be lost when a node fails.
 final class WriteQueue: Sendable {
+    private struct Pending {
+        var seq: UInt64
+        var statements: [SQLStatement]
+        var bytes: Int
+    }
     private struct State {
-        var pending: [(seq: UInt64, statements: [SQLStatement])] = []
+        var pending: [Pending] = []
         var pendingStatements = 0
         var lastSeq: UInt64 = UInt64(Date().timeIntervalSince1970 * 1e9)
-        var flushedThrough: UInt64 = 0
+        /// Every batch through this one was applied or given up on.
+        var resolvedThrough: UInt64 = 0
+        /// The newest batches given up on (their outcome unknown), as sequence ranges.
+        var unknown: [ClosedRange<UInt64>] = []
     }
     private let state = NIOLockedValueBox(State())
     let flushIntervalMillis: Int64 = 50
     /// Statements waiting at most: past that, clients are told to slow down (503) rather than the node
     /// holding whatever they send.
     static let maxPendingStatements = 50_000
+    /// Ranges of lost batches remembered for waiting clients.
+    static let maxUnknownRanges = 64
+    /// One flush proposes at most this much (encoded), a fraction of an entry's limit.
+    let maxBatchBytes: Int
 
-    /// Queues statements; returns their sequence number (rqlite's are nanosecond timestamps; these
-    /// start from one and only grow), or nil when the queue is full.
-    func add(_ statements: [SQLStatement]) -> UInt64? {
+    init(maxEntryBytes: Int) {
+        maxBatchBytes = maxEntryBytes / 4 * 3
+    }
+
+    /// What a flush found.
+    enum Flushed {
+        case applied
+        /// Certainly not applied: try again later.
+        case notApplied(String)
+    }
+
+    /// The flush's outcome is unknown: it must not be proposed again.
+    struct OutcomeUnknown: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Queues statements (`bytes`: their encoded size, at most an entry's); returns their sequence
+    /// number (rqlite's are nanosecond timestamps; these start from one and only grow), or nil when the
+    /// queue is full.
+    func add(_ statements: [SQLStatement], bytes: Int) -> UInt64? {
         state.withLockedValue { s in
             guard s.pendingStatements + statements.count <= Self.maxPendingStatements else { return nil }
             s.pendingStatements += statements.count
             s.lastSeq = max(s.lastSeq + 1, UInt64(Date().timeIntervalSince1970 * 1e9))
-            s.pending.append((s.lastSeq, statements))
+            s.pending.append(Pending(seq: s.lastSeq, statements: statements, bytes: bytes))
             return s.lastSeq
         }
     }
 
-    var lastSequenceNumber: UInt64 { state.withLockedValue { $0.flushedThrough } }
+    var lastSequenceNumber: UInt64 { state.withLockedValue { $0.resolvedThrough } }
 
-    /// Waits until the batch holding `seq` was applied; false on timeout.
-    func waitFlushed(_ seq: UInt64, timeoutNanos: Int64) async -> Bool {
+    enum Waited { case applied, lost, timedOut }
+
+    /// Waits until the batch holding `seq` was applied or given up on.
+    func waitFlushed(_ seq: UInt64, timeoutNanos: Int64) async -> Waited {
         let deadline = ContinuousClock.now + .nanoseconds(timeoutNanos)
         while ContinuousClock.now < deadline {
-            if state.withLockedValue({ $0.flushedThrough >= seq }) { return true }
+            let done: Waited? = state.withLockedValue { s in
+                guard s.resolvedThrough >= seq else { return nil }
+                return s.unknown.contains { $0.contains(seq) } ? .lost : .applied
+            }
+            if let done { return done }
             try? await Task.sleep(for: .milliseconds(5))
         }
-        return false
+        return .timedOut
     }
 
-    /// Flushes every `flushIntervalMillis` until cancelled. A batch that fails is retried (rqlite keeps
-    /// queued writes until they are applied or the node stops).
-    func run(flush: @Sendable ([SQLStatement]) async throws -> Void, log: @Sendable (String) -> Void) async {
+    /// Flushes every `flushIntervalMillis` until cancelled.
+    func run(flush: @Sendable ([SQLStatement]) async throws -> Flushed, log: @Sendable (String) -> Void) async {
+        var retries = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(flushIntervalMillis))
-            let batch = state.withLockedValue { $0.pending }
-            guard let last = batch.last?.seq else { continue }
+            let batch: [Pending] = state.withLockedValue { s in
+                var bytes = 0
+                return Array(s.pending.prefix { p in
+                    defer { bytes += p.bytes }
+                    return bytes == 0 || bytes + p.bytes <= maxBatchBytes
+                })
+            }
+            guard let first = batch.first?.seq, let last = batch.last?.seq else { continue }
+            let lost: Bool
             do {
-                try await flush(batch.flatMap(\.statements))
-                state.withLockedValue { s in
-                    s.pending.removeFirst(batch.count)
-                    s.pendingStatements -= batch.reduce(0) { $0 + $1.statements.count }
-                    s.flushedThrough = last
+                switch try await flush(batch.flatMap(\.statements)) {
+                case .applied:
+                    lost = false
+                case .notApplied(let why):
+                    retries += 1
+                    if retries % 20 == 1 { log("queued writes \(first)...\(last) not applied yet (\(why)); trying again") }
+                    continue
                 }
             } catch {
-                log("queued writes through \(last) not applied yet: \(error)")
+                lost = true
+                log("queued writes \(first)...\(last): the outcome is unknown (\(error)); they are not proposed again, so they are applied once or not at all")
+                Counter(label: "cairn_rqlite_queue_lost_statements_total").increment(by: batch.reduce(0) { $0 + $1.statements.count })
+            }
+            retries = 0
+            state.withLockedValue { s in
+                s.pending.removeFirst(batch.count)
+                s.pendingStatements -= batch.reduce(0) { $0 + $1.statements.count }
+                s.resolvedThrough = last
+                if lost {
+                    s.unknown.append(first...last)
+                    if s.unknown.count > Self.maxUnknownRanges { s.unknown.removeFirst() }
+                }
             }
         }
     }
@@ -73,40 +136,61 @@ final class WriteQueue: Sendable {
 extension API {
     func enqueue(_ statements: [SQLStatement], _ p: RqliteParams) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
-        guard let seq = queue.add(live) else {
+        let bytes = SQLCommand.now(live, atomic: false).encoded().count
+        guard bytes <= runtime.config.maxEntryBytes else { throw RuntimeError.entryTooLarge(bytes: bytes, limit: runtime.config.maxEntryBytes) }
+        guard let seq = queue.add(live, bytes: bytes) else {
             throw HTTPFailure.unavailable("the write queue holds \(WriteQueue.maxPendingStatements) statements not yet applied; retry shortly")
         }
         if p.has("wait") {
-            guard await queue.waitFlushed(seq, timeoutNanos: p.nanos("timeout") ?? 30_000_000_000) else {
-                return Self.text(408, "queue wait timeout")
+            switch await queue.waitFlushed(seq, timeoutNanos: p.nanos("timeout") ?? 30_000_000_000) {
+            case .applied: break
+            case .timedOut: return Self.text(408, "queue wait timeout")
+            case .lost: throw HTTPFailure.unavailable("the queued writes' outcome is unknown (the flush failed after it was proposed); they were applied once or not at all")
             }
         }
         return Self.rqJSON(RqliteFormat.body(results: [], sequenceNumber: seq, options: p.format))
     }
 
     /// Applies one queued batch on the default database: here if this node leads it, else on the leader.
-    func flushQueued(_ statements: [SQLStatement]) async throws {
+    /// Throws `WriteQueue.OutcomeUnknown` when it may have been applied.
+    func flushQueued(_ statements: [SQLStatement]) async throws -> WriteQueue.Flushed {
         let catalog = cluster.catalog
-        guard let database = catalog.databases[defaultDatabase] else { throw HTTPFailure.unavailable("the catalog is not loaded yet") }
-        if try await runtime.groupIDs().contains(database.group) {
+        guard let database = catalog.databases[defaultDatabase] else { return .notApplied("the catalog is not loaded yet") }
+        if runtime.hosts(database.group) {
             do {
                 _ = try await runtime.execute(group: database.group, SQLCommand.now(statements, atomic: false))
-                return
-            } catch RuntimeError.notLeader(let leader) where leader != noNode {
-                guard let address = cluster.httpAddress(of: leader) else { throw RuntimeError.notLeader(leader: leader) }
+                return .applied
+            } catch RuntimeError.notLeader(let leader) {
+                guard leader != noNode, let address = cluster.httpAddress(of: leader) else { return .notApplied("no leader is known") }
                 return try await forwardQueued(statements, to: address)
+            } catch RuntimeError.proposalLost {
+                return .notApplied("the proposal was overwritten by another leader's entries")
+            } catch let e as RuntimeError {
+                if case .unknownGroup = e { return .notApplied(e.description) }
+                throw WriteQueue.OutcomeUnknown(description: e.description)
             }
         }
         for holder in database.replicas where holder != cluster.nodeID {
             if let address = cluster.httpAddress(of: holder) { return try await forwardQueued(statements, to: address) }
         }
-        throw HTTPFailure.unavailable("leader not found")
+        return .notApplied("no node holding the database is known")
     }
 
-    private func forwardQueued(_ statements: [SQLStatement], to address: PeerAddress) async throws {
+    private func forwardQueued(_ statements: [SQLStatement], to address: PeerAddress) async throws -> WriteQueue.Flushed {
         let body = JSON.array(statements.map(Self.rqJSON(statement:))).serialized()
-        let reply = try await peers.send(.POST, to: address, path: "/db/execute", body: body, headers: [(PeerClient.hopsHeader, "1")] + (await auth.nodeHeaders()))
-        guard reply.status == 200 else { throw HTTPFailure.unavailable("the leader answered \(reply.status)") }
+        let reply: PeerReply
+        do {
+            reply = try await peers.send(.POST, to: address, path: "/db/execute", body: body, headers: [(PeerClient.hopsHeader, "1")] + (await auth.nodeHeaders()))
+        } catch PeerError.unreachable(_, let why) {
+            return .notApplied("the node at \(address) is unreachable: \(why)")
+        } catch {
+            throw WriteQueue.OutcomeUnknown(description: "\(error)")
+        }
+        // The node it reached may have proposed the batch before it failed.
+        guard reply.status == 200 else {
+            throw WriteQueue.OutcomeUnknown(description: "the node at \(address) answered \(reply.status): \(String(decoding: reply.body.prefix(300), as: UTF8.self))")
+        }
+        return .applied
     }
 
     /// A statement in rqlite's request form (BLOBs as byte arrays).

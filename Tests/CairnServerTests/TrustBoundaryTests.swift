@@ -80,6 +80,34 @@ struct TrustBoundaryTests {
         #expect(statuses == [200, 200, 200, 200, 200, 503], "\(statuses)")
     }
 
+    @Test("rqlite's queued writes apply at most once: a flush whose outcome is unknown (the leader cut off past the request timeout, healed before an election) is not proposed again")
+    func queueAtMostOnce() async throws {
+        // Requests give up after 300 ms; elections take 3 s or more.
+        let c = try await ProcessCluster.founded("queueonce", count: 3, extraArgs: ["--request-timeout-ms", "300", "--election-ticks", "60"])
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE q(x)"])
+        let leader = try await c.leader(of: 1)
+        let rest = c.nodes.filter { $0 !== leader }
+        try await leader.setFaults(partitioned: rest.map(\.id))
+        for n in rest { try await n.setFaults(partitioned: [leader.id]) }
+        let queued = try await leader.raw(.POST, "/db/execute?queue", #"["INSERT INTO q VALUES ('once')"]"#, contentType: "application/json")
+        #expect(queued.status == 200, "\(queued.text)")
+        try await Task.sleep(for: .milliseconds(1_500))
+        for n in c.nodes { try await n.setFaults(partitioned: []) }
+        // The first proposal commits once the leader is heard again; nothing else may follow it.
+        var count = 0
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            count = try await leader.rows("SELECT count(*) FROM q").first?.first as? Int ?? 0
+            if count > 0 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await Task.sleep(for: .milliseconds(1_000))
+        count = try await leader.rows("SELECT count(*) FROM q").first?.first as? Int ?? 0
+        #expect(count == 1, "the queued write was applied \(count) times")
+        #expect(leader.log.contains("outcome is unknown"), "\(leader.log.suffix(2000))")
+    }
+
     @Test("a join never takes over a member: another node's id with other addresses, or with its own addresses and another key, is refused (409) before any certificate is issued, and the member keeps its addresses")
     func joinCannotTakeOverAMember() async throws {
         let c = try await ProcessCluster.single("takeover")
