@@ -52,6 +52,30 @@ public final class PeerClient: Sendable {
 
     public func send(_ method: HTTPMethod, to address: PeerAddress, path: String, body: [UInt8] = [],
                      headers: [(String, String)] = [], timeoutMillis: Int64 = 30_000) async throws -> PeerReply {
+        let reply = try await stream(method, to: address, path: path, body: body, headers: headers, timeoutMillis: timeoutMillis)
+        do {
+            return PeerReply(status: reply.status, contentType: reply.contentType,
+                             body: Array(buffer: try await reply.body.collect(upTo: Self.maxCollectedBytes)), cairnHeaders: reply.cairnHeaders)
+        } catch {
+            throw PeerError.failedInFlight(address, "\(error)")
+        }
+    }
+
+    /// The most of a reply `send` holds in memory; `stream` passes larger ones on as they come.
+    public static let maxCollectedBytes = 256 << 20
+
+    /// A reply whose body is still arriving (a backup, say): passed on chunk by chunk, never held whole.
+    public struct StreamedReply: Sendable {
+        public var status: Int
+        public var contentType: String?
+        public var cairnHeaders: [(String, String)]
+        public var body: HTTPClientResponse.Body
+    }
+
+    /// `timeoutMillis` bounds the wait for the reply's head; the body may take as long as it streams
+    /// (each read within the client's read timeout).
+    public func stream(_ method: HTTPMethod, to address: PeerAddress, path: String, body: [UInt8] = [],
+                       headers: [(String, String)] = [], timeoutMillis: Int64 = 30_000) async throws -> StreamedReply {
         var request = HTTPClientRequest(url: "\(scheme)://\(address.host):\(address.port)\(path)")
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -65,14 +89,9 @@ public final class PeerClient: Sendable {
         } catch {
             throw Self.classify(error, address)
         }
-        do {
-            let bytes = try await response.body.collect(upTo: 256 << 20)
-            return PeerReply(status: Int(response.status.code), contentType: response.headers.first(name: "Content-Type"),
-                             body: Array(buffer: bytes),
-                             cairnHeaders: response.headers.filter { $0.name.lowercased().hasPrefix("x-cairn-") }.map { ($0.name, $0.value) })
-        } catch {
-            throw PeerError.failedInFlight(address, "\(error)")
-        }
+        return StreamedReply(status: Int(response.status.code), contentType: response.headers.first(name: "Content-Type"),
+                             cairnHeaders: response.headers.filter { $0.name.lowercased().hasPrefix("x-cairn-") }.map { ($0.name, $0.value) },
+                             body: response.body)
     }
 
     /// JSON in, JSON out, for the small messages nodes exchange among themselves.

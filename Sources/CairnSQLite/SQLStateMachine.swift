@@ -420,11 +420,26 @@ public final class SQLStateMachine {
     }
 
     /// The database as SQL text that recreates it (the shape of sqlite3's `.dump`), skipping CairnDB's
-    /// bookkeeping. Reads `file` on a connection of its own.
-    public static func dump(file: String, tables: Set<String>? = nil) throws -> String {
-        var out = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n"
+    /// bookkeeping, written to `output` a megabyte at a time (a dump can be larger than memory). Reads
+    /// `file` on a connection of its own, in one read transaction: the dump is of one moment.
+    public static func dump(file: String, tables: Set<String>? = nil, to output: String) throws {
+        guard FileManager.default.createFile(atPath: output, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let out = FileHandle(forWritingAtPath: output) else { throw SQLiteError(message: "cannot create \(output)") }
+        defer { try? out.close() }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(DumpLimits.flushBytes + 4096)
+        func flushIfFull() throws {
+            if buffer.count >= DumpLimits.flushBytes {
+                try out.write(contentsOf: buffer)
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
+        func emit(_ text: String) throws {
+            buffer.append(contentsOf: text.utf8)
+            try flushIfFull()
+        }
+        try emit("PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\n")
         let db = try RawDatabase(path: file, readOnly: true)
-        // One read transaction: the dump is of one moment.
         try db.exec("BEGIN")
         var schema: [(type: String, name: String, table: String, sql: String)] = []
         try db.each("""
@@ -435,33 +450,71 @@ public final class SQLStateMachine {
                            String(cString: sqlite3_column_text(stmt, 2)), String(cString: sqlite3_column_text(stmt, 3))))
         }
         for object in schema where tables == nil || tables!.contains(object.table) {
-            out += object.sql + ";\n"
+            try emit(object.sql + ";\n")
             guard object.type == "table" else { continue }
             let quoted = "\"" + object.name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+            let prefix = Array("INSERT INTO \(quoted) VALUES(".utf8)
             try db.each("SELECT * FROM \(quoted)") { stmt in
-                let columns = sqlite3_column_count(stmt)
-                var values: [String] = []
-                for i in 0..<columns { values.append(sqlLiteral(stmt, i)) }
-                out += "INSERT INTO \(quoted) VALUES(\(values.joined(separator: ",")));\n"
+                // Straight into the buffer: a row's values are never copied into strings of their own.
+                buffer.append(contentsOf: prefix)
+                for i in 0..<sqlite3_column_count(stmt) {
+                    if i > 0 { buffer.append(UInt8(ascii: ",")) }
+                    appendLiteral(stmt, i, to: &buffer)
+                }
+                buffer.append(contentsOf: ");\n".utf8)
+                try flushIfFull()
             }
         }
-        return out + "COMMIT;\n"
+        try emit("COMMIT;\n")
+        try out.write(contentsOf: buffer)
+        try out.synchronize()
     }
 
-    private static func sqlLiteral(_ s: OpaquePointer, _ i: Int32) -> String {
+    enum DumpLimits {
+        /// A dump is written out whenever this much has gathered.
+        static let flushBytes = 1 << 20
+    }
+
+    private static let hexDigits = Array("0123456789ABCDEF".utf8)
+
+    /// `X'...'`, by table: String(format:) per byte took most of a BLOB-heavy dump's time.
+    private static func appendHex(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+        out.reserveCapacity(out.count + 2 * bytes.count + 3)
+        out.append(contentsOf: "X'".utf8)
+        for b in bytes {
+            out.append(hexDigits[Int(b >> 4)])
+            out.append(hexDigits[Int(b & 0x0F)])
+        }
+        out.append(UInt8(ascii: "'"))
+    }
+
+    private static func appendLiteral(_ s: OpaquePointer, _ i: Int32, to out: inout [UInt8]) {
         switch sqlite3_column_type(s, i) {
-        case SQLITE_INTEGER: return String(sqlite3_column_int64(s, i))
+        case SQLITE_INTEGER: out.append(contentsOf: String(sqlite3_column_int64(s, i)).utf8)
         case SQLITE_FLOAT:
             let d = sqlite3_column_double(s, i)
-            return d.isFinite ? "\(d)" : (d > 0 ? "1e999" : (d < 0 ? "-1e999" : "NULL"))
+            out.append(contentsOf: (d.isFinite ? "\(d)" : (d > 0 ? "1e999" : (d < 0 ? "-1e999" : "NULL"))).utf8)
         case SQLITE_TEXT:
-            let text = String(cString: sqlite3_column_text(s, i))
-            return "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+            let n = Int(sqlite3_column_bytes(s, i))
+            guard n > 0, let p = sqlite3_column_text(s, i) else { out.append(contentsOf: "''".utf8); return }
+            let text = UnsafeBufferPointer(start: p, count: n)
+            if text.contains(0) {
+                // SQL text cannot hold NUL (CairnDB refuses it): such text goes as bytes, cast back.
+                out.append(contentsOf: "CAST(".utf8)
+                appendHex(UnsafeRawBufferPointer(text), to: &out)
+                out.append(contentsOf: " AS TEXT)".utf8)
+                return
+            }
+            out.append(UInt8(ascii: "'"))
+            for b in text {
+                out.append(b)
+                if b == UInt8(ascii: "'") { out.append(b) }
+            }
+            out.append(UInt8(ascii: "'"))
         case SQLITE_BLOB:
             let n = Int(sqlite3_column_bytes(s, i))
-            guard n > 0, let p = sqlite3_column_blob(s, i) else { return "X''" }
-            return "X'" + UnsafeRawBufferPointer(start: p, count: n).map { String(format: "%02X", $0) }.joined() + "'"
-        default: return "NULL"
+            appendHex(n > 0 ? UnsafeRawBufferPointer(start: sqlite3_column_blob(s, i), count: n) : UnsafeRawBufferPointer(start: nil, count: 0), to: &out)
+        default: out.append(contentsOf: "NULL".utf8)
         }
     }
 }

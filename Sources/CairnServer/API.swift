@@ -303,9 +303,19 @@ final class API: Sendable {
 
     func parse(_ bytes: [UInt8]) throws -> JSON {
         guard !bytes.isEmpty else { throw HTTPFailure.badRequest("the request body is empty; expected a JSON object") }
-        let json = try JSON.parse(bytes)
+        let json = try parseBody(bytes)
         guard case .object = json else { throw HTTPFailure.badRequest("the request body must be a JSON object") }
         return json
+    }
+
+    /// A request body's JSON, at most `maxRequestValues` values of it (memory: 24 bytes a value).
+    func parseBody(_ bytes: [UInt8]) throws -> JSON {
+        switch Result(catching: { () throws(JSONParseError) -> JSON in try JSON.parse(bytes, maxValues: options.maxRequestValues) }) {
+        case .success(let json): return json
+        case .failure(let e) where e.tooManyValues:
+            throw HTTPFailure(status: 413, message: "the request body holds more than \(options.maxRequestValues) JSON values (the limit per request); split it")
+        case .failure(let e): throw e
+        }
     }
 
     func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
@@ -448,14 +458,15 @@ final class API: Sendable {
                         if !who.isNode { headers.append((ForwardedPrincipal.header, ForwardedPrincipal.value(for: who))) }
                         if let type = request.headers[.contentType] { headers.append((HTTPField.Name.contentType.rawName, type)) }
                         Counter(label: "cairn_http_forwarded_out_total").increment()
-                        let reply = try await peers.send(.init(rawValue: request.method.rawValue), to: address, path: path, body: body, headers: headers,
-                                                         timeoutMillis: max(100, leftMillis))
+                        // Streamed: a forwarded backup may be larger than memory.
+                        let reply = try await peers.stream(.init(rawValue: request.method.rawValue), to: address, path: path, body: body, headers: headers,
+                                                           timeoutMillis: max(100, leftMillis))
                         var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
                         replyHeaders[Self.servedBy] = "\(target)"
                         if reply.cairnHeaders.contains(where: { $0.0.lowercased() == AuditedWrite.header.canonicalName }) {
                             replyHeaders[AuditedWrite.header] = "1"
                         }
-                        return Response(status: .init(code: reply.status), headers: replyHeaders, body: .init(byteBuffer: ByteBuffer(bytes: reply.body)))
+                        return Response(status: .init(code: reply.status), headers: replyHeaders, body: .init(asyncSequence: reply.body))
                     } catch PeerError.unreachable(_, let why) {
                         lastProblem = "node \(target) is unreachable (\(why))"
                     } catch PeerError.failedInFlight(_, let why) where !isWrite {

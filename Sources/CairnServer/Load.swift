@@ -13,6 +13,9 @@ import NIOPosix
 /// streamed to disk and replaces the database through entries of bounded size (`DatabaseLoader`),
 /// proposed one after another by the node that received it, wherever the group's leader is.
 extension API {
+    /// Files uploads are stored in, under the data directory, while they load.
+    static let loadFilePrefix = "load-"
+
     func rqLoad(_ request: Request, _ p: RqliteParams, _ who: Principal, database: String = defaultDatabase) async throws -> Response {
         let header = Array("SQLite format 3\u{0}".utf8)
         var body = request.body.makeAsyncIterator()
@@ -34,7 +37,7 @@ extension API {
             }
             return try await loadText(request, bytes, p, who, database: database)
         }
-        let file = options.dataDirectory + "/load-\(UUID().uuidString).sqlite"
+        let file = options.dataDirectory + "/" + Self.loadFilePrefix + UUID().uuidString + ".sqlite"
         defer { try? FileManager.default.removeItem(atPath: file) }
         let fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw HTTPFailure.unavailable("cannot store the upload: \(String(cString: strerror(errno)))") }

@@ -133,7 +133,7 @@ extension API {
             return [SQLStatement(String(decoding: bytes, as: UTF8.self))]
         }
         let json: JSON
-        do { json = try JSON.parse(bytes) } catch { throw HTTPFailure.badRequest("invalid JSON body") }
+        do { json = try parseBody(bytes) } catch is JSONParseError { throw HTTPFailure.badRequest("invalid JSON body") }
         guard case .array(let items) = json else { throw HTTPFailure.badRequest("invalid request") }
         guard !items.isEmpty else { throw HTTPFailure.badRequest("no statements") }
         guard items.count <= options.maxStatementsPerRequest else {

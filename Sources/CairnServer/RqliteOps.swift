@@ -28,6 +28,7 @@ final class WriteQueue: Sendable {
     private struct State {
         var pending: [Pending] = []
         var pendingStatements = 0
+        var pendingBytes = 0
         var lastSeq: UInt64 = UInt64(Date().timeIntervalSince1970 * 1e9)
         /// Every batch through this one was applied or given up on.
         var resolvedThrough: UInt64 = 0
@@ -39,6 +40,8 @@ final class WriteQueue: Sendable {
     /// Statements waiting at most: past that, clients are told to slow down (503) rather than the node
     /// holding whatever they send.
     static let maxPendingStatements = 50_000
+    /// And at most this many bytes of them (encoded), however few the statements.
+    static let maxPendingBytes = 64 << 20
     /// Ranges of lost batches remembered for waiting clients.
     static let maxUnknownRanges = 64
     /// One flush proposes at most this much (encoded), a fraction of an entry's limit.
@@ -65,8 +68,10 @@ final class WriteQueue: Sendable {
     /// queue is full.
     func add(_ statements: [SQLStatement], bytes: Int) -> UInt64? {
         state.withLockedValue { s in
-            guard s.pendingStatements + statements.count <= Self.maxPendingStatements else { return nil }
+            guard s.pendingStatements + statements.count <= Self.maxPendingStatements,
+                  s.pendingBytes == 0 || s.pendingBytes + bytes <= Self.maxPendingBytes else { return nil }
             s.pendingStatements += statements.count
+            s.pendingBytes += bytes
             s.lastSeq = max(s.lastSeq + 1, UInt64(Date().timeIntervalSince1970 * 1e9))
             s.pending.append(Pending(seq: s.lastSeq, statements: statements, bytes: bytes))
             return s.lastSeq
@@ -123,6 +128,7 @@ final class WriteQueue: Sendable {
             state.withLockedValue { s in
                 s.pending.removeFirst(batch.count)
                 s.pendingStatements -= batch.reduce(0) { $0 + $1.statements.count }
+                s.pendingBytes -= batch.reduce(0) { $0 + $1.bytes }
                 s.resolvedThrough = last
                 if lost {
                     s.unknown.append(first...last)
@@ -139,7 +145,7 @@ extension API {
         let bytes = SQLCommand.now(live, atomic: false).encoded().count
         guard bytes <= runtime.config.maxEntryBytes else { throw RuntimeError.entryTooLarge(bytes: bytes, limit: runtime.config.maxEntryBytes) }
         guard let seq = queue.add(live, bytes: bytes) else {
-            throw HTTPFailure.unavailable("the write queue holds \(WriteQueue.maxPendingStatements) statements not yet applied; retry shortly")
+            throw HTTPFailure.unavailable("the write queue is full (at most \(WriteQueue.maxPendingStatements) statements and \(WriteQueue.maxPendingBytes >> 20) MiB not yet applied); retry shortly")
         }
         if p.has("wait") {
             switch await queue.waitFlushed(seq, timeoutNanos: p.nanos("timeout") ?? 30_000_000_000) {
@@ -209,29 +215,6 @@ extension API {
         }
         if s.positional.isEmpty { return .string(s.sql) }
         return .array([.string(s.sql)] + s.positional.map(value))
-    }
-
-    // MARK: - Backup and load
-
-    func rqBackup(_ request: Request, _ p: RqliteParams, _ who: Principal, database: String = defaultDatabase) async throws -> Response {
-        let format = p.value("fmt") ?? "binary"
-        guard ["binary", "sql", "delete"].contains(format) else { throw HTTPFailure.badRequest("invalid fmt: \(format); use binary, sql or delete") }
-        if p.has("compress") { throw HTTPFailure.badRequest("compress is not supported by CairnDB; compress the download instead") }
-        let tables = p.value("tables").map { Set($0.split(separator: ",").map(String.init)) }
-        let fresh = !p.has("noleader")
-        return try await route(request, who, db: database, body: [], isWrite: false) { group in
-            // Unless told otherwise, the copy includes everything committed when the request arrived.
-            if fresh { _ = try await self.runtime.query(group: group, [SQLStatement("SELECT 1")], consistency: .linearizable) }
-            let file = self.options.dataDirectory + "/backup-\(UUID().uuidString).sqlite"
-            defer { try? FileManager.default.removeItem(atPath: file) }
-            try await self.runtime.backup(group: group, to: file)
-            if format == "sql" {
-                let text = try SQLStateMachine.dump(file: file, tables: tables)
-                return Self.text(200, text, contentType: "application/sql")
-            }
-            let data = try Data(contentsOf: URL(fileURLWithPath: file))
-            return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(data: data)))
-        }
     }
 
     // MARK: - Operations

@@ -28,6 +28,9 @@ public struct ServerOptions: Sendable {
     public var enableFaultInjection = false
     public var maxBodyBytes = 16 << 20
     public var maxStatementsPerRequest = 10_000
+    /// JSON values one request body may hold: parsed, each takes 24 bytes whatever its size in the text
+    /// (a 16 MiB body of `1,1,...` is 8 million of them). Beyond it: 413.
+    public var maxRequestValues = 1_000_000
     /// Largest SQLite file a load accepts: it is streamed to disk, never held in memory.
     public var maxLoadBytes = 1 << 30
     /// A query statement running longer is interrupted (unless its request gives its own timeout).
@@ -80,6 +83,7 @@ public enum ServerError: Error, CustomStringConvertible {
 
 public enum Server {
     public static func run(_ options: ServerOptions) async throws {
+        MemoryReturn.configure()
         let format = options.logFormat
         LoggingSystem.bootstrap { label in CairnLogHandler(label: label, format: format) }
         let logger = Logger(label: "cairn")
@@ -134,6 +138,7 @@ public enum Server {
         if options.insecureDev {
             log("node \(identity.nodeID): WARNING: --insecure-dev: authentication is OFF; anyone who can reach \(options.httpAddress) can read, write and administer this cluster")
         }
+        API.removeLeftoverTransfers(in: options.dataDirectory)
         let audit = AuditLog(path: options.dataDirectory + "/audit.log", node: identity.nodeID)
         let api = API(options: options, runtime: runtime, cluster: cluster, peers: peers, auth: auth, audit: audit, log: log)
         var httpLogger = Logger(label: "cairn.http")
@@ -189,5 +194,26 @@ public enum Server {
         log("node \(identity.nodeID): shutting down")
         await runtime.shutdown()
         await peers.shutdown()
+    }
+}
+
+/// glibc's malloc serves a large block from its heaps once a block that large was freed (its mmap
+/// threshold rises up to 32 MiB), and keeps what such blocks leave behind: after a few 16 MiB requests
+/// the node's memory stayed at their sum. A fixed threshold gives every block of 256 KiB and more
+/// back to the system when it is freed, so the node's memory follows what it holds.
+enum MemoryReturn {
+    static let mmapThresholdBytes: Int32 = 256 << 10
+
+    /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD` (malloc.h, which Swift's Glibc module leaves out).
+    private static let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3
+
+    static func configure() {
+        #if canImport(Glibc)
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+        _ = mallopt(mmapThreshold, mmapThresholdBytes)
+        _ = mallopt(trimThreshold, 2 * mmapThresholdBytes)
+        #endif
     }
 }

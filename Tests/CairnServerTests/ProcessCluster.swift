@@ -141,6 +141,15 @@ final class NodeProcess: @unchecked Sendable {
 
     var isRunning: Bool { process?.isRunning ?? false }
 
+    /// Peak resident memory of the running process so far (VmHWM), from /proc.
+    var peakRSSMiB: Int? {
+        guard let pid = process?.processIdentifier,
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return nil }
+        return kb / 1024
+    }
+
     func kill9() async {
         guard let p = process, p.isRunning else { return }
         kill(p.processIdentifier, SIGKILL)

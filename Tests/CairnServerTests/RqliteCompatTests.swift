@@ -177,6 +177,17 @@ struct RqliteCompatTests {
         #expect(try await n.raw(.GET, "/db/query?q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
         // level=none reads this node; with a freshness bound a leader answers at once.
         #expect(try await n.raw(.GET, "/db/query?level=none&freshness=1s&q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
+        // A dump loads back to the same values: quotes, NUL inside text (kept whole, as bytes cast to text), BLOBs, reals.
+        _ = try await n.raw(.POST, "/db/execute", #"["CREATE TABLE d(k INTEGER PRIMARY KEY, v)", ["INSERT INTO d(v) VALUES(?), (?), (?), (?), (?)", "it's", "a\u0000b", "x'00ff'", -0.5, -7]]"#)
+        _ = try await n.raw(.POST, "/db/execute", #"["INSERT INTO d(v) VALUES (x'00ff10'), ('')"]"#)
+        let before = try await n.raw(.GET, "/db/query?q=SELECT+k,typeof(v),hex(v)+FROM+d+ORDER+BY+k").text
+        let dumped = try await n.raw(.GET, "/db/backup?fmt=sql&tables=d")
+        #expect(dumped.status == 200 && dumped.text.contains("CAST(X'610062' AS TEXT)"), "\(dumped.text)")
+        _ = try await n.raw(.POST, "/db/execute", #"["DROP TABLE d"]"#)
+        let reloaded = try await n.raw(.POST, "/db/load", dumped.text, contentType: "text/plain")
+        #expect(reloaded.status == 200, "\(reloaded.text)")
+        let after = try await n.raw(.GET, "/db/query?q=SELECT+k,typeof(v),hex(v)+FROM+d+ORDER+BY+k").text
+        #expect(after == before && before.contains("610062"), "\(before)\n\(after)")
     }
 }
 }

@@ -148,14 +148,6 @@ struct StateMachineProcessTests {
     /// Size of the loaded file in the normal test run; `CAIRN_LOAD_MIB` loads a larger one (256 for the long run).
     static var loadMiB: Int { ProcessInfo.processInfo.environment["CAIRN_LOAD_MIB"].flatMap(Int.init) ?? 24 }
 
-    /// Peak resident memory of a running node, from /proc.
-    private static func peakRSSMiB(_ n: NodeProcess) -> Int? {
-        guard let pid = n.process?.processIdentifier,
-              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kb = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return nil }
-        return kb / 1024
-    }
 
     @Test("a SQLite file larger than any entry loads through a follower of 3 nodes: it replaces the database whole, replicas agree, memory stays bounded")
     func largeLoad() async throws {
@@ -204,7 +196,7 @@ struct StateMachineProcessTests {
         #expect(try await leader.rows("SELECT v FROM \"we\"\"ird tbl\" WHERE k = 'deleted 1'").count == 1, "the trigger came along")
         let consistency = try await Self.checkAll(c, via: leader)
         #expect(Set(consistency.compactMap { $0["digest"] as? String }).count == 1 && consistency.allSatisfy { $0["mismatch"] is NSNull })
-        let rss = c.nodes.map { "\($0 === follower ? "receiving follower" : $0 === leader ? "leader" : "follower") \(Self.peakRSSMiB($0).map(String.init) ?? "?") MiB" }
+        let rss = c.nodes.map { "\($0 === follower ? "receiving follower" : $0 === leader ? "leader" : "follower") \($0.peakRSSMiB.map(String.init) ?? "?") MiB" }
         print("load: \(bytes.count >> 20) MiB file, \(rowsWanted) rows, \(String(format: "%.1f", seconds)) s on 3 nodes; peak RSS: \(rss.joined(separator: ", "))")
         // A file too large for --max-load-bytes is refused before it is stored whole; garbage is refused.
         let garbage = try await TestHTTP.request(.POST, leader.url + "/db/load", rawBody: Array("SQLite format 3\u{0}garbage".utf8), contentType: "application/octet-stream")
