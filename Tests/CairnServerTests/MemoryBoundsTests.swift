@@ -58,18 +58,6 @@ struct MemoryBoundsTests {
         #expect(r3.status == 413 && r3.text.contains("JSON values"), "\(r3.status) \(r3.text.prefix(300))")
         let afterBodies = c.nodes.map { $0.peakRSSMiB ?? 0 }
 
-        // A flooded queue on a node cut off from the rest: it holds what its limits allow, then 503.
-        try await follower.setFaults(partitioned: c.nodes.filter { $0 !== follower }.map(\.id))
-        for n in c.nodes where n !== follower { try await n.setFaults(partitioned: [follower.id]) }
-        let queued = #"[["INSERT INTO t VALUES(?)", ""# + String(repeating: "q", count: 4 << 20) + #""]]"#
-        var statuses: [Int] = []
-        for _ in 0..<30 { statuses.append(try await follower.raw(.POST, "/db/execute?queue", queued, contentType: "application/json").status) }
-        // 64 MiB of 4 MiB requests: 15 fit (each is a little over 4 MiB encoded), then none.
-        let accepted = statuses.prefix { $0 == 200 }.count
-        #expect(accepted == 15 && statuses.dropFirst(accepted).allSatisfy { $0 == 503 }, "\(statuses)")
-        for n in c.nodes { try await n.setFaults(partitioned: []) }
-        let afterQueue = follower.peakRSSMiB ?? 0
-
         // A database of backupMiB, made by one small entry.
         let fill = """
             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(Self.backupMiB))
@@ -109,17 +97,28 @@ struct MemoryBoundsTests {
             try? FileManager.default.removeItem(atPath: file)
         }
         let end = c.nodes.map { $0.peakRSSMiB ?? 0 }
+        // A flooded queue on a node alone (the others stopped): it holds what its limits allow, then 503.
+        for n in c.nodes where n !== follower { await n.kill9() }
+        let queued = #"[["INSERT INTO t VALUES(?)", ""# + String(repeating: "q", count: 4 << 20) + #""]]"#
+        var statuses: [Int] = []
+        for _ in 0..<30 { statuses.append(try await follower.raw(.POST, "/db/execute?queue", queued, contentType: "application/json").status) }
+        // 64 MiB of 4 MiB requests: 15 fit (each is a little over 4 MiB encoded), then none.
+        let accepted = statuses.prefix { $0 == 200 }.count
+        #expect(accepted == 15 && statuses.dropFirst(accepted).allSatisfy { $0 == 503 }, "\(statuses)")
+        let afterQueue = follower.peakRSSMiB ?? 0
         func show(_ v: [Int]) -> String { zip(c.nodes, v).map { "\($0.0.name)\($0.0 === leader ? " (leader)" : "") \($0.1)" }.joined(separator: ", ") }
         print("""
             memory: peak RSS MiB at start: \(show(started)); after 16 MiB bodies: \(show(afterBodies)); \
-            queue-flooded follower: \(afterQueue); after filling \(Self.backupMiB) MiB: \(show(beforeBackups)); \
-            after 2 binary backups and a dump of it: \(show(end))
+            after filling \(Self.backupMiB) MiB: \(show(beforeBackups)); after 2 binary backups and a dump of it: \(show(end)); \
+            \(follower.name) alone with a flooded queue: \(afterQueue)
             """)
-        // Bounded: what the bodies and the queue's limit (64 MiB) account for, and backups add next to
-        // nothing however large the database (it is never held whole).
+        // Bounded: what the bodies and the queue's limit (64 MiB) account for; backups add what their
+        // buffers and SQLite's caches take, the same however large the database (it is never held whole:
+        // 256 MiB and 1 GiB add alike, see bench/NOTES.md).
         for (i, n) in c.nodes.enumerated() {
             #expect(end[i] < 400, "\(n.name) peaked at \(end[i]) MiB")
-            #expect(end[i] - beforeBackups[i] < 64, "\(n.name): backups of \(Self.backupMiB) MiB took \(end[i] - beforeBackups[i]) MiB more")
+            #expect(n !== follower || afterQueue < 400, "\(n.name) peaked at \(afterQueue) MiB with a flooded queue")
+            #expect(end[i] - beforeBackups[i] < 128, "\(n.name): backups of \(Self.backupMiB) MiB took \(end[i] - beforeBackups[i]) MiB more")
         }
         // Nothing is left behind in the data directories.
         for n in c.nodes {
