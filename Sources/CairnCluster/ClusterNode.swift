@@ -406,7 +406,7 @@ public final class ClusterNode: Sendable {
         let (catalog, index) = try await Catalog.load(from: runtime)
         adopt(catalog, at: index)
         for n in catalog.nodes.values where n.id != nodeID {
-            if n.removed { runtime.transport.removePeer(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
+            if n.removed { runtime.transport.exclude(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
         }
         let meta = try await runtime.status(group: metadataGroup)
         if try await noticeRemoval(catalog: catalog, meta: meta) { return }

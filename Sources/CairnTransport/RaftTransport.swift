@@ -125,6 +125,9 @@ public final class RaftTransport: Sendable {
     final class SharedState: Sendable {
         let faults = NIOLockedValueBox(TransportFaults())
         let stats = NIOLockedValueBox(TransportStats())
+        /// Nodes removed from the cluster: their certificates stay valid until they expire, so their
+        /// connections are refused by id.
+        let excluded = NIOLockedValueBox<Set<NodeID>>([])
         let security: NIOLockedValueBox<Security>
 
         init(security: Security) {
@@ -213,6 +216,13 @@ public final class RaftTransport: Sendable {
 
     public func removePeer(_ id: NodeID) {
         links.withLockedValue { $0.removeValue(forKey: id)?.close() }
+    }
+
+    /// A node removed from the cluster: nothing more is sent to it, and its connections (which its
+    /// still valid certificate would let in) are refused at the handshake or closed at its next frame.
+    public func exclude(_ id: NodeID) {
+        shared.excluded.withLockedValue { _ = $0.insert(id) }
+        removePeer(id)
     }
 
     /// Queues envelopes for a peer; they go out in one frame per event-loop turn, or at `flushQueued`.
@@ -530,6 +540,9 @@ final class InboundHandler: ChannelInboundHandler {
                    certified != claimed {
                     throw WireError.malformed("the handshake claims node \(claimed), its certificate names node \(certified)")
                 }
+                if shared.excluded.withLockedValue({ $0.contains(claimed) }) {
+                    throw WireError.malformed("node \(claimed) was removed from the cluster")
+                }
                 peer = claimed
                 handshakeDeadline?.cancel()
                 handshakeDeadline = nil
@@ -541,6 +554,11 @@ final class InboundHandler: ChannelInboundHandler {
             }
         case .frame(let body):
             guard let from = peer else { return }
+            if shared.excluded.withLockedValue({ $0.contains(from) }) {
+                log("closing the connection from node \(from): it was removed from the cluster")
+                context.close(promise: nil)
+                return
+            }
             let envelopes: [Envelope]
             do {
                 envelopes = try WireFormat.envelopes(inFrameBody: body)

@@ -127,5 +127,34 @@ struct HostilePeerTests {
         #expect((try await Self.transport(n1))["messages_refused"] as? Int ?? 0 >= 10)
         try await Self.expectUnharmed(c)
     }
+
+    @Test("a removed node's certificate, still valid, opens no connection: every node refuses it at the handshake")
+    func removedNodeCertificate() async throws {
+        let c = try await ProcessCluster.founded("removed-cert", count: 3)
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"])
+        let gone = try await c.join()
+        let kept = NSTemporaryDirectory() + "cairn-removed-tls-\(gone.id)-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.copyItem(atPath: gone.dataDir + "/tls", toPath: kept)
+        defer { try? FileManager.default.removeItem(atPath: kept) }
+        let removed = try await c.nodes[0].raw(.POST, "/v1/cluster/remove", #"{"id":\#(gone.id)}"#, contentType: "application/json")
+        #expect(removed.status == 200, "\(removed.text)")
+        _ = await gone.waitForExit(seconds: 30)
+        c.nodes.removeAll { $0 === gone }
+        for n in c.nodes {
+            // Each node learns of the removal from its catalog within a controller pass.
+            var refused = false
+            let deadline = Date().addingTimeInterval(10)
+            while !refused && Date() < deadline {
+                let before = try await Self.transport(n)
+                try await Self.sendOverTLS(port: n.raftPort, tlsDirectory: kept, Self.hostileFrame(claimed: gone.id, to: n.id))
+                let after = try await Self.transport(n)
+                refused = (after["handshakes_refused"] as? Int ?? 0) > (before["handshakes_refused"] as? Int ?? 0)
+                    && after["messages_refused"] as? Int == before["messages_refused"] as? Int
+            }
+            #expect(refused, "\(n.name) let the removed node's certificate in")
+        }
+        try await Self.expectUnharmed(c)
+    }
 }
 }

@@ -28,8 +28,10 @@ struct MemoryBoundsTests {
 
     @Test("peak memory stays bounded, and is reported: 16 MiB bodies (one value, many statements, millions of tiny values), a flooded rqlite queue, and backups and dumps of a database larger than the node's memory use, through a follower and on the leader")
     func boundedMemory() async throws {
-        // Patient: the entry that fills the database takes seconds to apply on two shared cores.
-        let c = try await ProcessCluster.founded("memory", count: 3, extraArgs: ["--request-timeout-ms", "60000"])
+        // Patient: the entry that fills the database takes seconds to apply on two shared cores, and in a
+        // debug build a node's loop can spend longer than the default election timeout on a 16 MiB entry
+        // (checksums and encoding unoptimized), which would turn this test into one of elections.
+        let c = try await ProcessCluster.founded("memory", count: 3, extraArgs: ["--request-timeout-ms", "600000", "--election-ticks", "60"])
         defer { c.destroy() }
         let leader = try await c.leader()
         let follower = c.nodes.first { $0 !== leader }!
@@ -63,7 +65,7 @@ struct MemoryBoundsTests {
             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(Self.backupMiB))
             INSERT INTO big(id, payload) SELECT i, randomblob(1048576) FROM n
             """
-        let filled = try await leader.post("/v1/db/default/execute", ["statements": [fill]])
+        let filled = try await TestHTTP.request(.POST, leader.url + "/v1/db/default/execute", ["statements": [fill]], timeout: 900)
         #expect(filled.status == 200 && !filled.text.contains("error"), "\(filled.text)")
         for n in c.nodes {
             let deadline = Date().addingTimeInterval(120)

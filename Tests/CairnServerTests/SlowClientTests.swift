@@ -43,6 +43,20 @@ struct RawConnection {
 
     func close() { Glibc.close(fd) }
 
+    /// What arrives until the other side closes the connection or `seconds` pass.
+    func read(seconds: Double) async -> String {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if n > 0 { out += buffer[0..<n]; continue }
+            if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// The test process opens many sockets: raise its own descriptor limit to the ceiling.
     static func raiseDescriptorLimit() {
         var limit = rlimit()
@@ -90,6 +104,27 @@ struct SlowClientTests {
         #expect(silentRaft.filter { !$0.closedByPeer }.isEmpty, "silent Raft connections still open")
         let after = try await n.execute(["INSERT INTO t VALUES (99)"])
         #expect(after.status == 200)
+    }
+
+    @Test("pipelined requests: the idle timeout does not cut a connection while a request it carries is still being answered (a read waiting for a quorum outlasts it); both answers arrive, then the connection idles out")
+    func pipelinedOutlastsIdleTimeout() async throws {
+        let c = try await ProcessCluster.founded("pipelined", count: 3, extraArgs: ["--http-idle-timeout-seconds", "1", "--read-timeout-ms", "2500", "--request-timeout-ms", "2500"])
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE t(x)"])
+        let n = c.nodes[0]
+        for other in c.nodes.dropFirst() { await other.kill9() }
+        let query = #"{"statements":["SELECT count(*) FROM t"]}"#
+        let s = try #require(RawConnection(port: n.httpPort))
+        defer { s.close() }
+        s.write("POST /v1/db/default/query HTTP/1.1\r\nHost: x\r\nAuthorization: \(TestHTTP.admin)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(query.utf8.count)\r\n\r\n\(query)"
+                + "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        let started = Date()
+        let text = await s.read(seconds: 10)
+        let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+        #expect(statuses == ["503", "200"], "\(text.prefix(600))")
+        // Answered after the read's 2.5 s, longer than the idle timeout; closed about a second after.
+        #expect(Date().timeIntervalSince(started) < 8, "the connection was not closed once idle")
     }
 }
 }

@@ -274,6 +274,27 @@ struct TrustBoundaryTests {
         #expect(refused != 0 && why.lowercased().contains("certificate"), "\(refused): \(why)")
     }
 
+    @Test("a member of a multi-node cluster restarted without its certificate refuses to start, saying why, and does not make a CA of its own; with the directory restored it rejoins")
+    func resumedWithoutCertificate() async throws {
+        let c = try await ProcessCluster.founded("nocert", count: 3)
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE t(x)", "INSERT INTO t VALUES (1)"])
+        let n2 = c.nodes[1]
+        await n2.terminate()
+        let saved = c.root + "/n2-tls"
+        try FileManager.default.moveItem(atPath: n2.dataDir + "/tls", toPath: saved)
+        try n2.start()
+        let status = await n2.waitForExit(seconds: 30)
+        #expect(status != nil && status != 0, "n2 kept running without its certificate")
+        #expect(n2.log.contains("has no certificate"), "\(n2.log.suffix(1500))")
+        #expect(!FileManager.default.fileExists(atPath: n2.dataDir + "/tls/ca.key"), "n2 made a CA of its own")
+        try? FileManager.default.removeItem(atPath: n2.dataDir + "/tls")
+        try FileManager.default.moveItem(atPath: saved, toPath: n2.dataDir + "/tls")
+        try n2.start()
+        try await c.waitReady([n2])
+        #expect(try await n2.rows("SELECT x FROM t").count == 1)
+    }
+
     @Test("every client write is audited exactly once, by the node the client sent it to, whatever forwarding headers it sends and whichever node runs it; those headers give a client nothing")
     func auditedOnce() async throws {
         let c = try await ProcessCluster.founded("audit", count: 3)
