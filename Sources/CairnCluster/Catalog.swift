@@ -305,7 +305,7 @@ public enum JoinTokens {
         // A spend is an insert the trigger turns into a check and a mark; the row itself is never kept.
         SQLStatement("""
             CREATE TRIGGER IF NOT EXISTS join_token_spend BEFORE INSERT ON join_token_spends BEGIN
-                SELECT RAISE(ABORT, '\(refusal)') WHERE NOT EXISTS (SELECT 1 FROM join_tokens WHERE hash = NEW.hash
+                SELECT RAISE(ABORT, '\(sqlText(refusal))') WHERE NOT EXISTS (SELECT 1 FROM join_tokens WHERE hash = NEW.hash
                     AND expires_ms > NEW.at_ms AND (used_by IS NULL OR used_by = NEW.node));
                 UPDATE join_tokens SET used_by = NEW.node WHERE hash = NEW.hash;
                 SELECT RAISE(IGNORE);
@@ -333,4 +333,41 @@ public enum JoinTokens {
     }
 
     static func hash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
+
+    /// Shaped like a minted token (the prefix, then 43 characters of unpadded base64url).
+    public static func isWellFormed(_ token: String) -> Bool {
+        token.hasPrefix(prefix) && token.utf8.count == prefix.utf8.count + 43
+            && token.utf8.dropFirst(prefix.utf8.count).allSatisfy { c in
+                (0x30...0x39).contains(c) || (0x41...0x5A).contains(c) || (0x61...0x7A).contains(c) || c == 0x2D || c == 0x5F
+            }
+    }
 }
+
+/// Every join's batch begins with this check, so that a join never takes over a member, whatever the
+/// catalog copy of the node that admitted it said: the id's addresses and certified key, where the
+/// catalog has them, must be the join's own (the same node retrying gives the same).
+public enum JoinGuard {
+    public static let conflict = "the node id is taken by a member (at other addresses, certified for another key, or removed); a node cannot join under the id of another"
+
+    static let schema: [SQLStatement] = [
+        SQLStatement("CREATE TABLE IF NOT EXISTS join_checks(node INTEGER NOT NULL, raft_addr TEXT NOT NULL, http_addr TEXT NOT NULL, key TEXT)"),
+        SQLStatement("""
+            CREATE TRIGGER IF NOT EXISTS join_check BEFORE INSERT ON join_checks BEGIN
+                SELECT RAISE(ABORT, '\(sqlText(conflict))') WHERE EXISTS (SELECT 1 FROM nodes WHERE id = NEW.node
+                    AND (raft_addr != NEW.raft_addr OR http_addr != NEW.http_addr OR removed != 0));
+                SELECT RAISE(ABORT, '\(sqlText(conflict))') WHERE NEW.key IS NOT NULL AND EXISTS (SELECT 1 FROM nodes WHERE id = NEW.node)
+                    AND NOT EXISTS (SELECT 1 FROM settings WHERE key = 'node_key:' || NEW.node AND value = NEW.key);
+                SELECT RAISE(IGNORE);
+            END
+            """),
+    ]
+
+    static func check(_ node: CatalogNode, publicKey: String?) -> [SQLStatement] {
+        schema + [SQLStatement("INSERT INTO join_checks(node, raft_addr, http_addr, key) VALUES(?, ?, ?, ?)",
+                               [.integer(Int64(bitPattern: node.id)), .text(node.raftAddress.description),
+                                .text(node.httpAddress.description), publicKey.map { .text($0) } ?? .null])]
+    }
+}
+
+/// `text` inside an SQL string literal.
+func sqlText(_ text: String) -> String { text.replacingOccurrences(of: "'", with: "''") }

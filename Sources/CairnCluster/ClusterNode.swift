@@ -335,30 +335,29 @@ public final class ClusterNode: Sendable {
         if let existing = catalog.nodes[request.id], existing.removed {
             throw ClusterError.invalid("node \(request.id) was removed from this cluster; start it with an empty data directory to join again")
         }
-        // A join never takes over a node that is here: its addresses (where forwarded requests, with
-        // their credentials, go) and its certificate stay its own. The same node asking again (a retry
-        // after a crash) gives the same addresses.
-        if let existing = catalog.nodes[request.id],
-           existing.raftAddress != request.raftAddress || existing.httpAddress != request.httpAddress {
-            throw ClusterError.conflict("node \(request.id) is already a member, at \(existing.httpAddress) (Raft \(existing.raftAddress)); a node cannot join under another's id")
-        }
+        // A join never takes over a node that is here: its addresses (where forwarded requests go) and
+        // its certificate stay its own. The batch's first statement checks it against the committed
+        // catalog (JoinGuard), not this node's copy, which may be behind; the same node asking again (a
+        // retry after a crash) gives the same addresses and key.
         let entry = CatalogNode(id: request.id, raftAddress: request.raftAddress, httpAddress: request.httpAddress,
                                 voter: request.voter, removed: false)
         var certificate: String?, caPEM: String?
-        var statements: [SQLStatement] = []
+        var statements = JoinGuard.check(entry, publicKey: request.publicKey)
         if spendToken {
             guard let token = request.joinToken else { throw ClusterError.invalid("the join carries no join token") }
-            statements = JoinTokens.spend(token, node: request.id, nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+            statements += JoinTokens.spend(token, node: request.id, nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
         }
         statements += Catalog.register(entry)
         if let key = request.publicKey {
             // A certificate names a node: it is issued once per node and key (again only to the same
-            // key, a join retried after a crash), never to another key under a member's id.
-            if catalog.nodes[request.id] != nil && catalog.nodeKeys[request.id] != key {
-                throw ClusterError.conflict("node \(request.id) is already a member and holds its own certificate; a node cannot join under another's id")
-            }
+            // key, a join retried after a crash), never to another key under a member's id. It is
+            // returned only once the batch, and its JoinGuard check, committed.
             guard let ca = caForJoining(catalog) else { throw ClusterError.noMetadataLeader }
-            certificate = try ca.issue(nodeID: request.id, publicKeyPEM: key)
+            do {
+                certificate = try ca.issue(nodeID: request.id, publicKeyPEM: key)
+            } catch {
+                throw ClusterError.invalid("public_key must be the joining node's P-256 public key in PEM (\(error))")
+            }
             caPEM = ca.certificatePEM
             statements += Catalog.setNodeKey(request.id, publicKey: key)
         }

@@ -131,7 +131,22 @@ final class API: Sendable {
                     throw AccessDenied.forbidden("user \(who.user!) lacks the all permission and brought no join token: joining needs one of them (cairn cluster join-token)")
                 }
                 self.audit.record(who, action: "join node \(join.id) at \(join.httpAddress)\(spendToken ? " with a join token" : "")", database: nil)
-                return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: who.hops, spendToken: spendToken)))
+                guard spendToken else { return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: who.hops))) }
+                // Anyone may try a token: guesses are limited per address like failed logins, and one
+                // that is not even shaped like a token costs no catalog write.
+                let remote = [ClientAddress.current]
+                do {
+                    try self.auth.addressLimiter.check(remote)
+                } catch let AuthError.tooManyAttempts(seconds) {
+                    throw AccessDenied.limited(retryAfterSeconds: seconds)
+                }
+                do {
+                    guard JoinTokens.isWellFormed(join.joinToken!) else { throw AccessDenied.forbidden(JoinTokens.refusal) }
+                    return Self.json(200, try self.encoded(try await self.cluster.handleJoin(join, hops: who.hops, spendToken: true)))
+                } catch {
+                    if case (403, _) = Self.classify(error) { self.auth.addressLimiter.failed(remote) }
+                    throw error
+                }
             }
         }
         router.post("/v1/cluster/join-tokens") { request, _ in
@@ -259,6 +274,7 @@ final class API: Sendable {
             // The same name created through two nodes at once: the catalog's key admits one.
             case .catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed"): return (409, "it exists already (\(why))")
             case .catalogWrite(let why) where why.contains(JoinTokens.refusal): return (403, JoinTokens.refusal)
+            case .catalogWrite(let why) where why.contains(JoinGuard.conflict): return (409, JoinGuard.conflict)
             case .peerRefused(_, let status, let message) where (400..<500).contains(status):
                 return (status, Self.innerMessage(message))
             default: return (503, e.description)
@@ -270,6 +286,8 @@ final class API: Sendable {
         case let e as RuntimeError where { if case .entryTooLarge = e { return true } else { return false } }(): return (413, e.description)
         case let e as RuntimeError: return (503, e.description)
         case let e as PeerError: return (503, e.description)
+        case let e as NotCommitted: return (503, e.description + "; it is safe to retry")
+        case let e as OutcomeUnknown: return (503, e.description + "; its outcome is unknown")
         default: return (500, "\(error)")
         }
     }

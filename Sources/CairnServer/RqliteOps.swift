@@ -157,64 +157,22 @@ extension API {
         return Self.rqJSON(RqliteFormat.body(results: [], sequenceNumber: seq, options: p.format))
     }
 
-    /// Applies one queued batch on the default database: here if this node leads it, else on the leader.
-    /// Throws `WriteQueue.OutcomeUnknown` when it may have been applied.
+    /// Applies one queued batch on the default database, through its leader (`propose`: the batch goes
+    /// to another node as the encoded entry, not as rqlite JSON, so no request limit of that node's
+    /// refuses it and its values arrive as they are). Throws `WriteQueue.OutcomeUnknown` when it may
+    /// have been applied.
     func flushQueued(_ statements: [SQLStatement]) async throws -> WriteQueue.Flushed {
-        let catalog = cluster.catalog
-        guard let database = catalog.databases[defaultDatabase] else { return .notApplied("the catalog is not loaded yet") }
-        if runtime.hosts(database.group) {
-            do {
-                _ = try await runtime.execute(group: database.group, SQLCommand.now(statements, atomic: false))
-                return .applied
-            } catch RuntimeError.notLeader(let leader) {
-                guard leader != noNode, let address = cluster.httpAddress(of: leader) else { return .notApplied("no leader is known") }
-                return try await forwardQueued(statements, to: address)
-            } catch RuntimeError.proposalLost {
-                return .notApplied("the proposal was overwritten by another leader's entries")
-            } catch let e as RuntimeError {
-                if case .unknownGroup = e { return .notApplied(e.description) }
-                throw WriteQueue.OutcomeUnknown(description: e.description)
-            }
-        }
-        for holder in database.replicas where holder != cluster.nodeID {
-            if let address = cluster.httpAddress(of: holder) { return try await forwardQueued(statements, to: address) }
-        }
-        return .notApplied("no node holding the database is known")
-    }
-
-    private func forwardQueued(_ statements: [SQLStatement], to address: PeerAddress) async throws -> WriteQueue.Flushed {
-        let body = JSON.array(statements.map(Self.rqJSON(statement:))).serialized()
-        let reply: PeerReply
+        guard let database = cluster.catalog.databases[defaultDatabase] else { return .notApplied("the catalog is not loaded yet") }
         do {
-            reply = try await peers.send(.POST, to: address, path: "/db/execute", body: body, headers: [(PeerClient.hopsHeader, "1")] + (await auth.nodeHeaders()))
-        } catch PeerError.unreachable(_, let why) {
-            return .notApplied("the node at \(address) is unreachable: \(why)")
+            _ = try await propose(SQLCommand.now(statements, atomic: false), group: database.group, hops: 0)
+            return .applied
+        } catch let e as NotCommitted {
+            return .notApplied(e.description)
+        } catch let e as HTTPFailure where (400..<500).contains(e.status) {
+            return .notApplied(e.message)
         } catch {
             throw WriteQueue.OutcomeUnknown(description: "\(error)")
         }
-        // The node it reached may have proposed the batch before it failed.
-        guard reply.status == 200 else {
-            throw WriteQueue.OutcomeUnknown(description: "the node at \(address) answered \(reply.status): \(String(decoding: reply.body.prefix(300), as: UTF8.self))")
-        }
-        return .applied
-    }
-
-    /// A statement in rqlite's request form (BLOBs as byte arrays).
-    static func rqJSON(statement s: SQLStatement) -> JSON {
-        func value(_ v: SQLValue) -> JSON {
-            switch v {
-            case .null: return .null
-            case .integer(let i): return .int(i)
-            case .real(let d): return JSON.goNumber(d)
-            case .text(let t): return .string(t)
-            case .blob(let b): return .array(b.map { .int($0) })
-            }
-        }
-        if !s.named.isEmpty {
-            return .array([.string(s.sql), .object(s.named.keys.sorted().map { (String($0.drop { ":@$".contains($0) }), value(s.named[$0]!)) })])
-        }
-        if s.positional.isEmpty { return .string(s.sql) }
-        return .array([.string(s.sql)] + s.positional.map(value))
     }
 
     // MARK: - Operations

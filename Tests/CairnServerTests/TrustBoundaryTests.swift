@@ -108,6 +108,24 @@ struct TrustBoundaryTests {
         #expect(leader.log.contains("outcome is unknown"), "\(leader.log.suffix(2000))")
     }
 
+    @Test("rqlite's queue through a follower: batches larger than one request may be (30,000 statements) reach the leader whole, as the entry itself, and every queued write is applied once")
+    func queueThroughFollower() async throws {
+        let c = try await ProcessCluster.founded("queuefollower", count: 3)
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE q(x)"])
+        let leader = try await c.leader(of: 1)
+        let follower = c.nodes.first { $0 !== leader }!
+        let body = "[" + Array(repeating: #""INSERT INTO q VALUES (1.0)""#, count: 10_000).joined(separator: ",") + "]"
+        for k in 0..<3 {
+            let r = try await follower.raw(.POST, "/db/execute?queue" + (k == 2 ? "&wait" : ""), body, contentType: "application/json")
+            #expect(r.status == 200, "\(r.status) \(r.text.prefix(300))")
+        }
+        let rows = try await leader.rows("SELECT count(*), typeof(min(x)) FROM q")
+        #expect(rows.first?.first as? Int == 30_000, "\(rows)")
+        // The values arrive as sent (through rqlite's JSON, 1.0 became the integer 1).
+        #expect(rows.first?.last as? String == "real", "\(rows)")
+    }
+
     @Test("a join never takes over a member: another node's id with other addresses, or with its own addresses and another key, is refused (409) before any certificate is issued, and the member keeps its addresses")
     func joinCannotTakeOverAMember() async throws {
         let c = try await ProcessCluster.single("takeover")
@@ -115,12 +133,18 @@ struct TrustBoundaryTests {
         let n = c.nodes[0]
         let body = #"{"id":\#(n.id),"raft_address":"127.0.0.1:1","http_address":"127.0.0.1:2","voter":true,"public_key":null}"#
         let r = try await n.raw(.POST, "/v1/cluster/join", body, contentType: "application/json")
-        #expect(r.status == 409 && r.text.contains("cannot join under another's id"), "\(r.status) \(r.text)")
+        #expect(r.status == 409 && r.text.contains("cannot join under the id of another"), "\(r.status) \(r.text)")
         // Its own addresses (public) and a key of the caller's: no certificate for another's id either.
-        let key = #"-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"#
+        let pem = try await runProgramOutput("/bin/sh", ["-c", "openssl ecparam -name prime256v1 -genkey -noout | openssl ec -pubout 2>/dev/null"])
+        #expect(pem.hasPrefix("-----BEGIN PUBLIC KEY-----"), "\(pem)")
+        let key = pem.replacingOccurrences(of: "\n", with: "\\n")
         let own = #"{"id":\#(n.id),"raft_address":"127.0.0.1:\#(n.raftPort)","http_address":"\#(n.http)","voter":true,"public_key":"\#(key)"}"#
         let r2 = try await n.raw(.POST, "/v1/cluster/join", own, contentType: "application/json")
         #expect(r2.status == 409 && !r2.text.contains("BEGIN CERTIFICATE"), "\(r2.status) \(r2.text)")
+        // Not a key at all: 400, saying so.
+        let garbage = own.replacingOccurrences(of: key, with: "not a key")
+        let r3 = try await n.raw(.POST, "/v1/cluster/join", garbage, contentType: "application/json")
+        #expect(r3.status == 400 && r3.text.contains("P-256"), "\(r3.status) \(r3.text)")
         let nodes = try await n.get("/v1/cluster").json["nodes"] as? [[String: Any]] ?? []
         #expect(nodes.count == 1 && nodes.first?["http_addr"] as? String == n.http, "\(nodes)")
         #expect(try await n.execute(["CREATE TABLE t(x)"]).status == 200)
