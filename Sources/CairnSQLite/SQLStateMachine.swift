@@ -453,8 +453,16 @@ public final class SQLStateMachine {
             try emit(object.sql + ";\n")
             guard object.type == "table" else { continue }
             let quoted = "\"" + object.name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-            let prefix = Array("INSERT INTO \(quoted) VALUES(".utf8)
-            try db.each("SELECT * FROM \(quoted)") { stmt in
+            // Generated columns take no values: name the others (`hidden` 0) when there are any.
+            var columns: [(name: String, stored: Bool)] = []
+            try db.each("SELECT name, hidden FROM pragma_table_xinfo(\(sqlQuoted(object.name)))") { stmt in
+                columns.append((String(cString: sqlite3_column_text(stmt, 0)), sqlite3_column_int(stmt, 1) == 0))
+            }
+            let stored = columns.filter(\.stored).map { "\"" + $0.name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+            let generated = stored.count < columns.count
+            let prefix = Array("INSERT INTO \(quoted)\(generated ? "(" + stored.joined(separator: ",") + ")" : "") VALUES(".utf8)
+            let select = generated ? stored.joined(separator: ",") : "*"
+            try db.each("SELECT \(select) FROM \(quoted)") { stmt in
                 // Straight into the buffer: a row's values are never copied into strings of their own.
                 buffer.append(contentsOf: prefix)
                 for i in 0..<sqlite3_column_count(stmt) {
@@ -498,8 +506,9 @@ public final class SQLStateMachine {
             let n = Int(sqlite3_column_bytes(s, i))
             guard n > 0, let p = sqlite3_column_text(s, i) else { out.append(contentsOf: "''".utf8); return }
             let text = UnsafeBufferPointer(start: p, count: n)
-            if text.contains(0) {
-                // SQL text cannot hold NUL (CairnDB refuses it): such text goes as bytes, cast back.
+            if text.contains(0) || String(validating: text, as: UTF8.self) == nil {
+                // SQL text cannot hold NUL (CairnDB refuses it), and a loader reads the dump as UTF-8:
+                // such text goes as bytes, cast back.
                 out.append(contentsOf: "CAST(".utf8)
                 appendHex(UnsafeRawBufferPointer(text), to: &out)
                 out.append(contentsOf: " AS TEXT)".utf8)
@@ -518,3 +527,6 @@ public final class SQLStateMachine {
         }
     }
 }
+
+/// `text` as an SQL string literal.
+func sqlQuoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "''") + "'" }

@@ -427,7 +427,9 @@ final class API: Sendable {
     /// Runs `local` on this node if it holds the database's group, otherwise (or when a write finds
     /// another leader) forwards the request to a node that can serve it: the same method, path and
     /// body, sent under this node's token on behalf of `who`.
-    func route(_ request: Request, _ who: Principal, db: String, body: [UInt8], isWrite: Bool,
+    /// `replyWithinMillis`: how long a forward may wait for the answer to begin (default: what is left of
+    /// the request's timeout).
+    func route(_ request: Request, _ who: Principal, db: String, body: [UInt8], isWrite: Bool, replyWithinMillis: Int64? = nil,
                local: @escaping (GroupID) async throws -> Response) async throws -> Response {
         let catalog = try await catalog { $0.databases[db] != nil }
         guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
@@ -478,7 +480,7 @@ final class API: Sendable {
                         Counter(label: "cairn_http_forwarded_out_total").increment()
                         // Streamed: a forwarded backup may be larger than memory.
                         let reply = try await peers.stream(.init(rawValue: request.method.rawValue), to: address, path: path, body: body, headers: headers,
-                                                           timeoutMillis: max(100, leftMillis))
+                                                           timeoutMillis: max(100, replyWithinMillis ?? leftMillis))
                         var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
                         replyHeaders[Self.servedBy] = "\(target)"
                         if reply.cairnHeaders.contains(where: { $0.0.lowercased() == AuditedWrite.header.canonicalName }) {

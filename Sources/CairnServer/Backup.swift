@@ -14,6 +14,8 @@ extension API {
     static let backupFilePrefix = "backup-"
     /// Read and sent this much at a time.
     static let backupChunkBytes = 1 << 20
+    /// How long a forwarding node waits for the holder to start its answer (the copy made).
+    static let backupReplyMillis: Int64 = 3_600_000
 
     func rqBackup(_ request: Request, _ p: RqliteParams, _ who: Principal, database: String = defaultDatabase) async throws -> Response {
         let format = p.value("fmt") ?? "binary"
@@ -21,7 +23,9 @@ extension API {
         if p.has("compress") { throw HTTPFailure.badRequest("compress is not supported by CairnDB; compress the download instead") }
         let tables = p.value("tables").map { Set($0.split(separator: ",").map(String.init)) }
         let fresh = !p.has("noleader")
-        return try await route(request, who, db: database, body: [], isWrite: false) { group in
+        // Patient: the node that holds the database answers once the copy (or dump) is made, which for a
+        // large database takes longer than a request's usual timeout.
+        return try await route(request, who, db: database, body: [], isWrite: false, replyWithinMillis: Self.backupReplyMillis) { group in
             // Unless told otherwise, the copy includes everything committed when the request arrived.
             if fresh { _ = try await self.runtime.query(group: group, [SQLStatement("SELECT 1")], consistency: .linearizable) }
             let copy = self.options.dataDirectory + "/" + Self.backupFilePrefix + UUID().uuidString + ".sqlite"
@@ -52,21 +56,18 @@ extension API {
         return pool
     }()
 
-    /// A response that sends `path` and then removes it.
+    /// A response that sends `path` and then removes it. The file belongs to the body: it is removed
+    /// when the body is done with it, or dropped unsent (the client went away before the answer began).
     static func streamFile(_ path: String, contentType: String) throws -> Response {
         guard let handle = FileHandle(forReadingAtPath: path) else {
             try? FileManager.default.removeItem(atPath: path)
             throw HTTPFailure(status: 500, message: "cannot open the backup file \(path)")
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? nil
-        let file = Unchecked(handle)
+        let file = OutgoingFile(path: path, handle: handle)
         let body = ResponseBody(contentLength: size) { writer in
-            defer {
-                try? file.value.close()
-                try? FileManager.default.removeItem(atPath: path)
-            }
             while true {
-                let chunk = try await NIOThreadPool.singleton.runIfActive { try file.value.read(upToCount: backupChunkBytes) ?? Data() }
+                let chunk = try await NIOThreadPool.singleton.runIfActive { try file.handle.read(upToCount: backupChunkBytes) ?? Data() }
                 if chunk.isEmpty { break }
                 try await writer.write(ByteBuffer(data: chunk))
             }
@@ -81,5 +82,21 @@ extension API {
         where name.hasPrefix(backupFilePrefix) || name.hasPrefix(loadFilePrefix) {
             try? FileManager.default.removeItem(atPath: directory + "/" + name)
         }
+    }
+}
+
+/// A file being sent, removed with its last reference. Read by one chunk at a time, in order.
+final class OutgoingFile: @unchecked Sendable {
+    let path: String
+    let handle: FileHandle
+
+    init(path: String, handle: FileHandle) {
+        self.path = path
+        self.handle = handle
+    }
+
+    deinit {
+        try? handle.close()
+        try? FileManager.default.removeItem(atPath: path)
     }
 }

@@ -68,15 +68,27 @@ extension API {
                                              options: p.format))
     }
 
+    /// SQL text without the transaction a dump wraps itself in (the entry already is one): its first
+    /// `BEGIN` line (after any `PRAGMA` lines) and its last `COMMIT`/`END` line, and no other line, so
+    /// a value or a trigger holding such a line is left whole.
+    static func unwrapped(dump bytes: [UInt8]) throws -> String {
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw HTTPFailure.badRequest("the SQL text is not valid UTF-8") }
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        func word(_ line: Substring) -> String { line.trimmingCharacters(in: .whitespacesAndNewlines).uppercased() }
+        if let begin = lines.firstIndex(where: { !word($0).hasPrefix("PRAGMA ") && !word($0).isEmpty }),
+           ["BEGIN TRANSACTION;", "BEGIN;"].contains(word(lines[begin])),
+           let end = lines.lastIndex(where: { !word($0).isEmpty }), end > begin,
+           ["COMMIT;", "END TRANSACTION;", "END;"].contains(word(lines[end])) {
+            lines.remove(at: end)
+            lines.remove(at: begin)
+        }
+        return lines.joined(separator: "\n")
+    }
+
     /// SQL text: one atomic entry, on the group's leader.
     private func loadText(_ request: Request, _ bytes: [UInt8], _ p: RqliteParams, _ who: Principal, database: String) async throws -> Response {
         try await route(request, who, db: database, body: bytes, isWrite: true) { group in
-            // Dumps wrap themselves in a transaction; the entry already is one.
-            let kept = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).filter { line in
-                let t = line.trimmingCharacters(in: .whitespaces).uppercased()
-                return !["BEGIN TRANSACTION;", "BEGIN;", "COMMIT;", "END TRANSACTION;", "END;"].contains(t)
-            }
-            let results = try await self.runtime.execute(group: group, SQLCommand.now([SQLStatement(kept.joined(separator: "\n"))], atomic: true))
+            let results = try await self.runtime.execute(group: group, SQLCommand.now([SQLStatement(try Self.unwrapped(dump: bytes))], atomic: true))
             return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
                                                  options: p.format))
         }

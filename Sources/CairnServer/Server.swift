@@ -124,7 +124,15 @@ public enum Server {
         clusterConfig.nodeCredentials = nodeCredentials
         let peers = PeerClient(tls: try options.httpTLS.map { tls in
             var client = TLSConfiguration.makeClientConfiguration()
-            if let ca = tls.ca { client.trustRoots = .file(ca) }
+            client.minimumTLSVersion = .tlsv12
+            if let ca = tls.ca {
+                // Read now: a wrong path would otherwise show only as failing joins and forwards.
+                do {
+                    client.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
+                } catch {
+                    throw ServerError.badHTTPSFiles("cannot read the CA certificates in \(ca) (--http-tls-ca): \(error)")
+                }
+            }
             return client
         })
         let authBox = NIOLockedValueBox<AuthService?>(nil)
@@ -156,7 +164,9 @@ public enum Server {
             } catch {
                 throw ServerError.badHTTPSFiles("cannot load the HTTPS certificate \(tls.certificate) or key \(tls.key): \(error)")
             }
-            server = try .tls(server, tlsConfiguration: .makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+            var tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            tlsConfiguration.minimumTLSVersion = .tlsv12
+            server = try .tls(server, tlsConfiguration: tlsConfiguration)
         }
         let app = Application(
             router: api.router(),

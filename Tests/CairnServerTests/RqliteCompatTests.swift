@@ -179,15 +179,23 @@ struct RqliteCompatTests {
         #expect(try await n.raw(.GET, "/db/query?level=none&freshness=1s&q=SELECT+count(*)+FROM+b").text.contains("[[3]]"))
         // A dump loads back to the same values: quotes, NUL inside text (kept whole, as bytes cast to text), BLOBs, reals.
         _ = try await n.raw(.POST, "/db/execute", #"["CREATE TABLE d(k INTEGER PRIMARY KEY, v)", ["INSERT INTO d(v) VALUES(?), (?), (?), (?), (?)", "it's", "a\u0000b", "x'00ff'", -0.5, -7]]"#)
-        _ = try await n.raw(.POST, "/db/execute", #"["INSERT INTO d(v) VALUES (x'00ff10'), ('')"]"#)
+        _ = try await n.raw(.POST, "/db/execute", #"["INSERT INTO d(v) VALUES (x'00ff10'), (''), ('line one\nCOMMIT;\nEND;'), (CAST(x'ff61' AS TEXT))"]"#)
+        // A trigger over several lines (its last is "END;") and a generated column.
+        let schema = try await n.raw(.POST, "/db/execute", #"["CREATE TABLE g(a INTEGER, b INTEGER GENERATED ALWAYS AS (a * 2))", "INSERT INTO g(a) VALUES (21)", "CREATE TRIGGER d_log AFTER INSERT ON d\nBEGIN\n  INSERT INTO g(a) VALUES (NEW.k);\nEND"]"#)
+        #expect(!schema.text.contains("error"), "\(schema.text)")
         let before = try await n.raw(.GET, "/db/query?q=SELECT+k,typeof(v),hex(v)+FROM+d+ORDER+BY+k").text
-        let dumped = try await n.raw(.GET, "/db/backup?fmt=sql&tables=d")
+        let beforeG = try await n.raw(.GET, "/db/query?q=SELECT+a,b+FROM+g").text
+        let dumped = try await n.raw(.GET, "/db/backup?fmt=sql&tables=d,g")
         #expect(dumped.status == 200 && dumped.text.contains("CAST(X'610062' AS TEXT)"), "\(dumped.text)")
-        _ = try await n.raw(.POST, "/db/execute", #"["DROP TABLE d"]"#)
+        _ = try await n.raw(.POST, "/db/execute", #"["DROP TABLE d", "DROP TABLE g"]"#)
         let reloaded = try await n.raw(.POST, "/db/load", dumped.text, contentType: "text/plain")
-        #expect(reloaded.status == 200, "\(reloaded.text)")
+        #expect(reloaded.status == 200 && !reloaded.text.contains("error"), "\(reloaded.text)")
         let after = try await n.raw(.GET, "/db/query?q=SELECT+k,typeof(v),hex(v)+FROM+d+ORDER+BY+k").text
-        #expect(after == before && before.contains("610062"), "\(before)\n\(after)")
+        #expect(after == before && before.contains("610062") && before.contains("FF61"), "\(before)\n\(after)")
+        #expect(try await n.raw(.GET, "/db/query?q=SELECT+a,b+FROM+g").text == beforeG && beforeG.contains("[21,42]"), "\(beforeG)")
+        // The trigger came back whole.
+        _ = try await n.raw(.POST, "/db/execute", #"["INSERT INTO d(v) VALUES ('fires')"]"#)
+        #expect(try await n.raw(.GET, "/db/query?q=SELECT+count(*)+FROM+g").text.contains("[[2]]"))
     }
 }
 }
