@@ -232,9 +232,11 @@ final class API: Sendable {
             let who = try await authorize(request, permission, database: database, open: open)
             return try await body(who)
         } catch {
-            let (status, message) = Self.classify(error)
+            let marked = error as? AuditedWrite.Failed
+            let (status, message) = Self.classify(marked?.underlying ?? error)
             if status >= 500 && status != 503 { log("node \(cluster.nodeID): HTTP \(status): \(message)") }
             var response = Self.json(status, .object([("error", .string(message))]))
+            if marked != nil { response.headers[AuditedWrite.header] = "1" }
             if status == 401 { response.headers[.wwwAuthenticate] = "Bearer realm=\"cairn\", Basic realm=\"cairn\"" }
             if case AccessDenied.limited(let s) = error { response.headers[.retryAfter] = "\(s)" }
             return response

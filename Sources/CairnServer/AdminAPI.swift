@@ -210,6 +210,7 @@ extension API {
         let consistency = try Self.consistency(json)
         var atomic = false
         if case .bool(let b)? = json["atomic"] { atomic = b }
+        let once = AuditedWrite.Once()
         var reply = try await route(request, who, db: db, body: bytes, isWrite: true) { group in
             var readOnly = true
             for s in statements where !(try await self.runtime.isReadOnly(group: group, s.sql)) { readOnly = false; break }
@@ -218,14 +219,15 @@ extension API {
                 return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
             }
             try self.auth.require(who, .write, database: db)
-            let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
-            var reply = Self.json(200, .object([("results", .array(results.map { r in
-                r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r)
-            }))]))
-            AuditedWrite.wrote(who, statements, database: db, audit: self.audit, reply: &reply)
-            return reply
+            AuditedWrite.willWrite(who, statements, database: db, audit: self.audit, once: once)
+            return try await AuditedWrite.run(who) {
+                let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
+                return Self.json(200, .object([("results", .array(results.map { r in
+                    r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r)
+                }))]))
+            }
         }
-        AuditedWrite.forwarded(who, statements, database: db, audit: audit, reply: &reply)
+        AuditedWrite.forwarded(who, statements, database: db, audit: audit, once: once, reply: &reply)
         return reply
     }
 }

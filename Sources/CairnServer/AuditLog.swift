@@ -1,6 +1,7 @@
 import CairnJSON
 import CairnSQLite
 import Foundation
+import CairnNode
 import HTTPTypes
 import Hummingbird
 import NIOConcurrencyHelpers
@@ -105,16 +106,59 @@ final class AuditLog: Sendable {
 enum AuditedWrite {
     static let header = HTTPField.Name("X-Cairn-Audit-Write")!
 
-    /// On the node that ran the statements: record them, or mark the reply for the node that will.
-    static func wrote(_ who: Principal, _ statements: [SQLStatement], database: String, audit: AuditLog, reply: inout Response) {
-        if who.isClient { audit.record(who, statements: statements, database: database) } else { reply.headers[header] = "1" }
+    /// A write that failed after it was judged one (its outcome may be unknown): the error reply of a
+    /// forwarded request carries the mark too.
+    struct Failed: Error {
+        var underlying: any Error
     }
 
-    /// On a node that forwarded the request: record it if the reply says it wrote and this node
-    /// received it from the client (the mark then goes no further).
-    static func forwarded(_ who: Principal, _ statements: [SQLStatement], database: String, audit: AuditLog, reply: inout Response) {
-        guard reply.headers[header] != nil, who.isClient else { return }
-        reply.headers[header] = nil
-        audit.record(who, statements: statements, database: database)
+    /// One request's record, made at most once whichever way it is reached.
+    final class Once: Sendable {
+        private let done = NIOLockedValueBox(false)
+
+        /// Records, unless it already did.
+        func record(_ who: Principal, _ statements: [SQLStatement], database: String, audit: AuditLog) {
+            guard who.isClient, !done.withLockedValue({ d in defer { d = true }; return d }) else { return }
+            audit.record(who, statements: statements, database: database)
+        }
+    }
+
+    /// On the node that runs statements it judged a write, before running them: this node records them
+    /// if the client sent the request here; otherwise its reply (or error) will carry the mark.
+    static func willWrite(_ who: Principal, _ statements: [SQLStatement], database: String, audit: AuditLog, once: Once) {
+        once.record(who, statements, database: database, audit: audit)
+    }
+
+    /// Runs the write, marking its reply, or its error, for the node that received the request.
+    static func run(_ who: Principal, _ write: () async throws -> Response) async throws -> Response {
+        do {
+            var reply = try await write()
+            if !who.isClient { reply.headers[header] = "1" }
+            return reply
+        } catch let e as RuntimeError where e.routesElsewhere {
+            // Not run here (another leader, no copy, dropped): where it does run will say.
+            throw e
+        } catch {
+            if who.isClient { throw error }
+            throw Failed(underlying: error)
+        }
+    }
+
+    /// On the node that received the request from the client, once a forward answered: record it if the
+    /// reply (a success or an error) says it wrote. The mark goes no further than this node.
+    static func forwarded(_ who: Principal, _ statements: [SQLStatement], database: String, audit: AuditLog, once: Once, reply: inout Response) {
+        guard reply.headers[header] != nil else { return }
+        if who.isClient { reply.headers[header] = nil }
+        once.record(who, statements, database: database, audit: audit)
+    }
+}
+
+extension RuntimeError {
+    /// Errors on which `API.route` sends the request on, or answers for the database, itself.
+    var routesElsewhere: Bool {
+        switch self {
+        case .notLeader, .unknownGroup, .databaseDropped: return true
+        default: return false
+        }
     }
 }

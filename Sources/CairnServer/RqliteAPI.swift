@@ -109,8 +109,11 @@ extension API {
         } catch AccessDenied.unauthenticated, AccessDenied.forbidden {
             return Response(status: .unauthorized, headers: [.wwwAuthenticate: "Basic realm=\"rqlite\""])
         } catch {
-            let (status, message) = Self.classify(error)
-            return Self.text(status, message)
+            let marked = error as? AuditedWrite.Failed
+            let (status, message) = Self.classify(marked?.underlying ?? error)
+            var response = Self.text(status, message)
+            if marked != nil { response.headers[AuditedWrite.header] = "1" }
+            return response
         }
     }
 
@@ -201,20 +204,25 @@ extension API {
         audit.record(who, statements: statements, database: defaultDatabase)
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
         if p.has("queue") { return try await enqueue(statements, p) }
-        return try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: false)
+        return try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: false, marked: false)
     }
 
-    private func rqWrite(_ request: Request, _ p: RqliteParams, _ who: Principal, bytes: [UInt8], statements: [SQLStatement], withRowsKey: Bool) async throws -> Response {
+    /// `marked`: a mixed request's write, whose reply tells the node that received it that it wrote.
+    private func rqWrite(_ request: Request, _ p: RqliteParams, _ who: Principal, bytes: [UInt8], statements: [SQLStatement], withRowsKey: Bool,
+                         marked: Bool) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
         if p.has("redirect"), let redirect = try await redirectToLeader(request) { return redirect }
         return try await route(request, who, db: defaultDatabase, body: bytes, isWrite: true) { group in
             let started = ContinuousClock.now
             if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
-            let (results, index) = try await self.runtime.executeIndexed(group: group, SQLCommand.now(live, atomic: p.has("transaction")))
-            let elapsed = Self.seconds(ContinuousClock.now - started)
-            let per = elapsed / Double(max(results.count, 1))
-            return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: per, withRowsKey: withRowsKey, options: p.format) },
-                                                 time: elapsed, raftIndex: p.has("raft_index") ? index : nil, options: p.format))
+            let write = {
+                let (results, index) = try await self.runtime.executeIndexed(group: group, SQLCommand.now(live, atomic: p.has("transaction")))
+                let elapsed = Self.seconds(ContinuousClock.now - started)
+                let per = elapsed / Double(max(results.count, 1))
+                return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: per, withRowsKey: withRowsKey, options: p.format) },
+                                                     time: elapsed, raftIndex: p.has("raft_index") ? index : nil, options: p.format))
+            }
+            return marked ? try await AuditedWrite.run(who, write) : try await write()
         }
     }
 
@@ -256,10 +264,11 @@ extension API {
         let bytes = try await body(of: request)
         let statements = try rqStatements(request, bytes)
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
+        let once = AuditedWrite.Once()
         guard let group = cluster.catalog.databases[defaultDatabase]?.group, try await runtime.groupIDs().contains(group) else {
             // No copy here to judge the statements by: let a node that has one decide (and say if it wrote).
-            var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true)
-            AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, reply: &reply)
+            var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true, marked: true)
+            AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, once: once, reply: &reply)
             return reply
         }
         var readOnly = true
@@ -267,13 +276,10 @@ extension API {
             if !(try await runtime.isReadOnly(group: group, s.sql)) { readOnly = false; break }
         }
         if readOnly { return try await rqRead(request, p, who, bytes: bytes, statements: statements) }
-        var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true)
-        if reply.headers[AuditedWrite.header] == nil {
-            // Run here (or forwarded by this node, and the other node said nothing): this node judged it a write.
-            AuditedWrite.wrote(who, statements, database: defaultDatabase, audit: audit, reply: &reply)
-        } else {
-            AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, reply: &reply)
-        }
+        // Judged a write here: recorded before it runs (here or on the leader, which marks its reply too).
+        AuditedWrite.willWrite(who, statements, database: defaultDatabase, audit: audit, once: once)
+        var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true, marked: true)
+        AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, once: once, reply: &reply)
         return reply
     }
 

@@ -386,6 +386,27 @@ struct TrustBoundaryTests {
         }
     }
 
+    @Test("a write in a mixed request is audited even when its outcome is unknown (the leader cut off past the request timeout)")
+    func auditedWhenUnknown() async throws {
+        let c = try await ProcessCluster.founded("auditunknown", count: 3, extraArgs: ["--request-timeout-ms", "300", "--election-ticks", "60"])
+        defer { c.destroy() }
+        _ = try await c.write(["CREATE TABLE a(x TEXT)"])
+        let leader = try await c.leader(of: 1)
+        let rest = c.nodes.filter { $0 !== leader }
+        try await leader.setFaults(partitioned: rest.map(\.id))
+        for n in rest { try await n.setFaults(partitioned: [leader.id]) }
+        let native = try await leader.raw(.POST, "/v1/db/default/request", #"{"statements":["INSERT INTO a VALUES ('mixed-unknown')"]}"#,
+                                          contentType: "application/json")
+        let rq = try await leader.raw(.POST, "/db/request", #"["INSERT INTO a VALUES ('rqmixed-unknown')"]"#, contentType: "application/json")
+        #expect(native.status == 503 && rq.status == 503, "\(native.status) \(native.text) \(rq.status) \(rq.text)")
+        for n in c.nodes { try await n.setFaults(partitioned: []) }
+        try await Task.sleep(for: .milliseconds(400))
+        let audit = (try? String(contentsOfFile: leader.dataDir + "/audit.log", encoding: .utf8)) ?? ""
+        for marker in ["'mixed-unknown'", "'rqmixed-unknown'"] {
+            #expect(audit.components(separatedBy: marker).count == 2, "\(marker) is not in the audit log once: \(audit.suffix(800))")
+        }
+    }
+
     @Test("CORS for any origin ('*') never allows the browser's credentials")
     func corsWildcard() async throws {
         let c = try await ProcessCluster.single("corsall", extraArgs: ["--cors-origins", "*"])
