@@ -5,6 +5,7 @@ import CairnRaft
 import Crypto
 import Foundation
 import HTTPTypes
+import Metrics
 import Hummingbird
 import NIOConcurrencyHelpers
 import NIOPosix
@@ -75,6 +76,7 @@ final class AuthService: Sendable {
     }
 
     static let nodePrefix = "node:"
+    static let forwardedIn = Counter(label: "cairn_http_forwarded_in_total")
 
     /// Keeps the signing key in step with the catalog.
     func refreshKey() async {
@@ -137,6 +139,8 @@ final class AuthService: Sendable {
             guard members?.isMember(id) == true else { throw AccessDenied.unauthenticated("the token names a node that is not a member") }
         }
         let hops = API.hopCount(request)
+        // Counted here, where the count is believed: a client's header is not a forward.
+        if hops > 0 { Self.forwardedIn.increment() }
         guard let onBehalf = request.headers[API.forwardedPrincipal] else {
             return Principal(user: claims.user, grants: Grants([Grant(.all)]), isNode: true, hops: hops)
         }

@@ -57,7 +57,6 @@ struct RequestMetrics: RouterMiddleware {
     /// costs more than recording.
     private final class Handles: Sendable {
         let byKey = NIOLockedValueBox<[Key: (count: Metrics.Counter, duration: Metrics.Timer)]>([:])
-        let forwardedIn = Metrics.Counter(label: "cairn_http_forwarded_in_total")
     }
 
     private let handles = Handles()
@@ -78,7 +77,6 @@ struct RequestMetrics: RouterMiddleware {
         metrics.count.increment()
         let elapsed = ContinuousClock.now - started
         metrics.duration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
-        if request.headers[API.hops] != nil { handles.forwardedIn.increment() }
         return response
     }
 }
