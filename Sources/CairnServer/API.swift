@@ -24,7 +24,8 @@ final class API: Sendable {
     let queue: WriteQueue
     let startedAt = Date()
     let log: @Sendable (String) -> Void
-    private let forwardCursor = NIOLockedValueBox(0)
+    /// Spreads forwarded reads over a database's holders.
+    let forwardCursor = NIOLockedValueBox(0)
     static let hops = HTTPField.Name(PeerClient.hopsHeader)!
     static let forwardedPrincipal = HTTPField.Name(ForwardedPrincipal.header)!
     static let servedBy = HTTPField.Name("X-Cairn-Node")!
@@ -415,92 +416,6 @@ final class API: Sendable {
     func catalog(where satisfies: (Catalog) -> Bool) async throws -> Catalog {
         let cached = cluster.catalog
         return satisfies(cached) ? cached : try await committedCatalog()
-    }
-
-    /// The catalog as of every change committed so far (one ReadIndex round on group 0).
-    func committedCatalog() async throws -> Catalog {
-        do {
-            return try await cluster.refreshCatalog()
-        } catch {
-            throw HTTPFailure.unavailable("cannot reach the cluster's metadata leader to read the catalog (\(error)); retry shortly")
-        }
-    }
-
-    /// Runs `local` on this node if it holds the database's group, otherwise (or when a write finds
-    /// another leader) forwards the request to a node that can serve it: the same method, path and
-    /// body, sent under this node's token on behalf of `who`.
-    /// `replyWithinMillis`: how long a forward may wait for the answer to begin (default: what is left of
-    /// the request's timeout).
-    func route(_ request: Request, _ who: Principal, db: String, body: [UInt8], isWrite: Bool, replyWithinMillis: Int64? = nil,
-               local: @escaping (GroupID) async throws -> Response) async throws -> Response {
-        let catalog = try await catalog { $0.databases[db] != nil }
-        guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
-        guard let database = catalog.databases[db] else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
-        if !runtime.hosts(database.group) && cluster.holds(database, in: catalog) {
-            // Created since this node's last controller pass: host it now rather than send the request
-            // to a fellow replica that may not know it yet either.
-            try? await cluster.openGroups(of: catalog)
-        }
-        let hops = who.hops
-        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
-        var lastProblem = "no leader is known yet"
-        var attempt = 0
-        while ContinuousClock.now < deadline {
-            attempt += 1
-            var target: NodeID?
-            if runtime.hosts(database.group) {
-                do {
-                    return try await local(database.group)
-                } catch RuntimeError.notLeader(let leader) {
-                    if leader != noNode && leader != cluster.nodeID { target = leader } else { lastProblem = "no leader is known yet" }
-                } catch RuntimeError.databaseDropped {
-                    throw HTTPFailure.notFound("no database named \"\(db)\" (it was dropped)")
-                } catch RuntimeError.unknownGroup {
-                    // Just created here, or just dropped and deleted: the committed catalog tells which.
-                    if (try? await cluster.refreshCatalog())?.databases[db].map({ $0.group == database.group }) == false {
-                        throw HTTPFailure.notFound("no database named \"\(db)\"")
-                    }
-                    lastProblem = "the database's group is being created on this node"
-                }
-            } else {
-                let holders = (database.replicas + (isWrite ? [] : catalog.readReplicas.map(\.id))).filter { $0 != cluster.nodeID }
-                if !holders.isEmpty { target = holders[(forwardCursor.withLockedValue { c in c += 1; return c }) % holders.count] }
-            }
-            if let target {
-                guard hops < 3 else { throw HTTPFailure.unavailable("the request was forwarded too many times; the cluster is changing leaders, retry shortly") }
-                if runtime.transport.faults.partitioned.contains(target) {
-                    lastProblem = "node \(target) is cut off from this node"
-                } else if let address = cluster.httpAddress(of: target) {
-                    do {
-                        var path = request.uri.path
-                        if let q = request.uri.query { path += "?" + q }
-                        let left = deadline - ContinuousClock.now
-                        let leftMillis = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
-                        var headers = await auth.nodeHeaders() + [(PeerClient.hopsHeader, "\(hops + 1)")]
-                        if !who.isNode { headers.append((ForwardedPrincipal.header, ForwardedPrincipal.value(for: who))) }
-                        if let type = request.headers[.contentType] { headers.append((HTTPField.Name.contentType.rawName, type)) }
-                        Counter(label: "cairn_http_forwarded_out_total").increment()
-                        // Streamed: a forwarded backup may be larger than memory.
-                        let reply = try await peers.stream(.init(rawValue: request.method.rawValue), to: address, path: path, body: body, headers: headers,
-                                                           timeoutMillis: max(100, replyWithinMillis ?? leftMillis))
-                        var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
-                        replyHeaders[Self.servedBy] = "\(target)"
-                        if reply.cairnHeaders.contains(where: { $0.0.lowercased() == AuditedWrite.header.canonicalName }) {
-                            replyHeaders[AuditedWrite.header] = "1"
-                        }
-                        return Response(status: .init(code: reply.status), headers: replyHeaders, body: .init(asyncSequence: reply.body))
-                    } catch PeerError.unreachable(_, let why) {
-                        lastProblem = "node \(target) is unreachable (\(why))"
-                    } catch PeerError.failedInFlight(_, let why) where !isWrite {
-                        lastProblem = "node \(target) failed (\(why))"
-                    }
-                } else {
-                    lastProblem = "the address of node \(target) is not known here yet"
-                }
-            }
-            try await Task.sleep(for: .milliseconds(min(20 * attempt, 200)))
-        }
-        throw HTTPFailure.unavailable("cannot serve the request on database \"\(db)\" within \(options.requestTimeoutMillis) ms: \(lastProblem)")
     }
 
     // MARK: - Cluster and node
