@@ -211,7 +211,6 @@ struct ClusterFaultTests {
         defer { c.destroy() }
         #expect(try await c.write(["CREATE TABLE p(id INTEGER PRIMARY KEY)"]).status == 200)
         let cut = try await c.leader(of: 1)
-        let rest = c.nodes.filter { $0 !== cut }
         let history = History()
         let stop = Date().addingTimeInterval(6)
         let nodes = c.nodes
@@ -231,11 +230,10 @@ struct ClusterFaultTests {
             }
         }
         try await Task.sleep(for: .seconds(1))
-        try await cut.setFaults(partitioned: rest.map(\.id))
-        for n in rest { try await n.setFaults(partitioned: [cut.id]) }
+        try await c.cutOff(cut)
         let cutAt = Date()
         try await Task.sleep(for: .seconds(4))
-        for n in c.nodes { try await n.setFaults(partitioned: []) }
+        try await c.heal()
         let healedAt = Date()
         _ = await (writing, reading)
 

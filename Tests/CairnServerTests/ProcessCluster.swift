@@ -271,6 +271,18 @@ final class ProcessCluster: @unchecked Sendable {
         }
     }
 
+    /// Cuts `node` off from every other node, both ways (Raft traffic; HTTP between nodes stays up).
+    func cutOff(_ node: NodeProcess) async throws {
+        let rest = nodes.filter { $0 !== node }
+        try await node.setFaults(partitioned: rest.map(\.id))
+        for n in rest { try await n.setFaults(partitioned: [node.id]) }
+    }
+
+    /// Ends every cut.
+    func heal() async throws {
+        for n in nodes { try await n.setFaults(partitioned: []) }
+    }
+
     /// The node leading `group`, as the running nodes report it.
     func leader(of group: Int = 1) async throws -> NodeProcess {
         let end = Date().addingTimeInterval(20)

@@ -87,13 +87,11 @@ struct TrustBoundaryTests {
         defer { c.destroy() }
         _ = try await c.write(["CREATE TABLE q(x)"])
         let leader = try await c.leader(of: 1)
-        let rest = c.nodes.filter { $0 !== leader }
-        try await leader.setFaults(partitioned: rest.map(\.id))
-        for n in rest { try await n.setFaults(partitioned: [leader.id]) }
+        try await c.cutOff(leader)
         let queued = try await leader.raw(.POST, "/db/execute?queue", #"["INSERT INTO q VALUES ('once')"]"#, contentType: "application/json")
         #expect(queued.status == 200, "\(queued.text)")
         try await Task.sleep(for: .milliseconds(1_500))
-        for n in c.nodes { try await n.setFaults(partitioned: []) }
+        try await c.heal()
         // The first proposal commits once the leader is heard again; nothing else may follow it.
         var count = 0
         let deadline = Date().addingTimeInterval(10)
@@ -392,14 +390,12 @@ struct TrustBoundaryTests {
         defer { c.destroy() }
         _ = try await c.write(["CREATE TABLE a(x TEXT)"])
         let leader = try await c.leader(of: 1)
-        let rest = c.nodes.filter { $0 !== leader }
-        try await leader.setFaults(partitioned: rest.map(\.id))
-        for n in rest { try await n.setFaults(partitioned: [leader.id]) }
+        try await c.cutOff(leader)
         let native = try await leader.raw(.POST, "/v1/db/default/request", #"{"statements":["INSERT INTO a VALUES ('mixed-unknown')"]}"#,
                                           contentType: "application/json")
         let rq = try await leader.raw(.POST, "/db/request", #"["INSERT INTO a VALUES ('rqmixed-unknown')"]"#, contentType: "application/json")
         #expect(native.status == 503 && rq.status == 503, "\(native.status) \(native.text) \(rq.status) \(rq.text)")
-        for n in c.nodes { try await n.setFaults(partitioned: []) }
+        try await c.heal()
         try await Task.sleep(for: .milliseconds(400))
         let audit = (try? String(contentsOfFile: leader.dataDir + "/audit.log", encoding: .utf8)) ?? ""
         for marker in ["'mixed-unknown'", "'rqmixed-unknown'"] {
