@@ -37,6 +37,9 @@ let package = Package(
         .systemLibrary(name: "CSQLite3", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // The replicated state machine: applies committed SQL batches to one SQLite database per group.
         .target(name: "CairnSQLite", dependencies: ["CSQLite3", "CairnRaft"], swiftSettings: strict),
+        // Plans statements over a database's shards (pure: statement and shard map in, plan out) and
+        // combines the shards' partial results into the answer one SQLite would give.
+        .target(name: "CairnQuery", dependencies: ["CairnSQLite"], swiftSettings: strict),
         // Node-to-node messages: the wire format (and, next, the SwiftNIO connections).
         .target(
             name: "CairnTransport",
@@ -125,6 +128,7 @@ let package = Package(
         ),
         .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnTestSupport"],
                     swiftSettings: strict),
+        .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnAuthTests", dependencies: ["CairnAuth"], swiftSettings: strict),

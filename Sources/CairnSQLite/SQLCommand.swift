@@ -10,7 +10,7 @@ public enum SQLValue: Sendable, Hashable {
     case blob([UInt8])
 
     /// About what the value takes in memory and on the wire.
-    var sizeBytes: Int {
+    public var sizeBytes: Int {
         switch self {
         case .null: return 1
         case .integer, .real: return 8

@@ -182,6 +182,7 @@ final class SQLiteConnection {
         // replaces the file, a reader still open on the old one would otherwise delete the new one's WAL.
         _ = cairn_db_config_set(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, role == .read ? 1 : 0)
         for (limit, value) in SQLiteLimits.connectionLimits { sqlite3_limit(db, limit, value) }
+        ShardFunctions.install(on: db!)
         if role == .apply {
             installApplyFunctions()
             sqlite3_update_hook(db, { ctx, _, _, _, rowid in
@@ -487,7 +488,7 @@ final class SQLiteConnection {
             result = StatementResult(error: "attempt to change database via query operation")
             return false
         }
-        if let error = bind(statement, to: s) {
+        if let error = Self.bind(statement, to: s) {
             lastErrorCode = SQLITE_ERROR
             result = StatementResult(error: error)
             return false
@@ -589,7 +590,7 @@ final class SQLiteConnection {
         }
     }
 
-    private func bind(_ statement: SQLStatement, to s: OpaquePointer) -> String? {
+    static func bind(_ statement: SQLStatement, to s: OpaquePointer) -> String? {
         let parameters = Int(sqlite3_bind_parameter_count(s))
         if statement.positional.count > parameters {
             return "the statement takes \(parameters) parameter(s), \(statement.positional.count) given"
@@ -607,7 +608,7 @@ final class SQLiteConnection {
         return nil
     }
 
-    private func bindValue(_ v: SQLValue, _ s: OpaquePointer, _ i: Int32) -> String? {
+    private static func bindValue(_ v: SQLValue, _ s: OpaquePointer, _ i: Int32) -> String? {
         let rc: Int32
         switch v {
         case .null: rc = sqlite3_bind_null(s, i)

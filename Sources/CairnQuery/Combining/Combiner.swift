@@ -1,0 +1,47 @@
+import CairnSQLite
+
+/// The second stage of a scattered read: the shards' partial results into one answer, computed by
+/// SQLite itself in a private in-memory database, so NULL order, type affinity, collation and the
+/// arithmetic of aggregates are exactly SQLite's.
+public enum Combiner {
+    /// Most rows the shards may send for one query, and most bytes (Citus-like bounds: beyond them the
+    /// query is refused, not run out of memory).
+    public static let maxGatheredRows = 1_000_000
+    public static let maxGatheredBytes = 64 << 20
+
+    /// The shards' results in, the answer out (an error in any shard's result is the answer's error).
+    public static func combine(_ scatter: ReadPlan.Scatter, partials: [StatementResult], timeoutNanos: UInt64 = 0) -> StatementResult {
+        precondition(partials.count == scatter.shards.count, "one partial result per shard")
+        if let failed = partials.first(where: { $0.error != nil }) { return StatementResult(error: failed.error) }
+        var rows = 0, bytes = 0
+        for p in partials {
+            rows += p.rows.count
+            for row in p.rows { for v in row { bytes += v.sizeBytes } }
+        }
+        if rows > maxGatheredRows || bytes > maxGatheredBytes {
+            return StatementResult(error: "the query needs \(rows) rows (\(bytes) bytes) from \(partials.count) shards, more than the limit of \(maxGatheredRows) rows or \(maxGatheredBytes) bytes: pin it to one shard (the shard key = a value), filter it further, or aggregate it")
+        }
+        let all = partials.flatMap { $0.rows }
+        var answer: StatementResult
+        do {
+            let db = try ScratchDatabase()
+            switch scatter.combine {
+            case .partial(let statement):
+                let types = partials.first(where: { !$0.columns.isEmpty })?.types ?? []
+                try db.load(table: "partial", columnTypes: types, rows: all)
+                answer = db.query(statement, timeoutNanos: timeoutNanos)
+            case .rows(let table, let statement):
+                try db.exec(table.createSQL)
+                try db.insert(into: SQLLexer.quote(table.name), columns: table.storedColumns, rows: all)
+                answer = db.query(statement, timeoutNanos: timeoutNanos)
+            }
+        } catch {
+            return StatementResult(error: "combining the shards' results failed: \(error)")
+        }
+        if answer.error == nil {
+            answer.columns = scatter.columns
+            answer.types = scatter.types
+        }
+        return answer
+    }
+}

@@ -1,0 +1,213 @@
+import CairnSQLite
+import Foundation
+
+/// Plans a read over a database's shards. Pure: the statement, what SQLite found in it
+/// (`StatementAnalysis`, from the router's schema copy), the sharded tables and the shard map in; a
+/// plan out. A shape it cannot answer exactly is refused with the reason, never answered wrongly.
+public struct ReadPlanner: Sendable {
+    public let schema: ShardingSchema
+    public let map: ShardMap
+    /// A pin on a multi-column key expands to at most this many key combinations.
+    static let maxPinnedKeys = 1024
+
+    public init(schema: ShardingSchema, map: ShardMap) {
+        self.schema = schema
+        self.map = map
+    }
+
+    public func plan(_ statement: SQLStatement, analysis: StatementAnalysis) throws -> ReadPlan {
+        let touched = analysis.tablesRead.union(analysis.tablesWritten)
+        let sharded = touched.filter { schema.sharded[$0] != nil }.sorted()
+        if sharded.isEmpty { return .home }
+        guard analysis.readOnly else { throw PlanRefusal("this statement writes; only reads are planned here") }
+        guard sharded.count == 1, let table = schema.sharded[sharded[0]] else {
+            throw PlanRefusal("\(sharded.joined(separator: " and ")) are all sharded: a query may read one sharded table (joins between sharded tables are not supported yet)")
+        }
+        let (parameters, tokens) = Parameters.renaming(try SQLLexer.tokens(statement.sql), in: statement)
+        let shape = SelectShape.parse(tokens)
+        let qualifier = shape.flatMap { Self.qualifier(of: $0.from, table: table) }
+        var shards = Array(0..<map.count)
+        if let shape, let qualifier, let w = shape.whereClause,
+           let pinned = pins(w, table: table, qualifier: qualifier, parameters: parameters) {
+            // No key can match (an empty IN list, `= NULL`): any one shard gives the empty answer exactly.
+            shards = pinned.isEmpty ? [0] : pinned
+        }
+        let others = touched.subtracting(sharded)
+        let unsharded = others.subtracting(schema.reference)
+        guard unsharded.isEmpty else {
+            throw PlanRefusal("\(table.name) is sharded and \(unsharded.sorted().joined(separator: ", ")) is not: a query over a sharded table may read only reference tables besides it")
+        }
+        if shards.count == 1 { return .single(shard: shards[0]) }
+        guard others.isEmpty else {
+            throw PlanRefusal("a query over several shards of \(table.name) may not read reference tables yet: pin it to one shard (the shard key = a value)")
+        }
+        if let shape, let qualifier, !table.hasCollatedColumns,
+           let partial = PartialAggregation(shape: shape, table: table, qualifier: qualifier, analysis: analysis).plan() {
+            return .scatter(.init(shards: shards, worker: parameters.statement(partial.worker), combine: .partial(parameters.statement(partial.combine)),
+                                  columns: analysis.columns, types: analysis.types))
+        }
+        // Exact for any shape: gather the matching rows and run the statement over them.
+        let columns = table.storedColumns.map(SQLLexer.quote).joined(separator: ", ")
+        var worker: [Token]
+        if let shape, qualifier != nil, let w = shape.whereClause, !w.contains(where: { $0.isWord("SELECT") }) {
+            worker = try SQLLexer.tokens("SELECT \(columns) FROM") + shape.from + [Token(kind: .word, text: "WHERE", value: "WHERE")] + w
+        } else {
+            worker = try SQLLexer.tokens("SELECT \(columns) FROM \(SQLLexer.quote(table.name))")
+        }
+        return .scatter(.init(shards: shards, worker: parameters.statement(worker), combine: .rows(table: table, statement: statement),
+                              columns: analysis.columns, types: analysis.types))
+    }
+
+    /// The name the FROM clause gives `table` (its alias, or its own name) when the FROM clause is that
+    /// table alone; nil otherwise (a join, a subquery, another table).
+    static func qualifier(of from: [Token], table: ShardedTable) -> String? {
+        guard let first = from.first, first.name == table.name else { return nil }
+        switch from.count {
+        case 1: return table.name
+        case 2 where from[1].kind == .quotedName || from[1].kind == .word && !Keywords.reserved.contains(from[1].value.uppercased()):
+            return from[1].name
+        case 3 where from[1].isWord("AS") && (from[2].kind == .word || from[2].kind == .quotedName):
+            return from[2].name
+        default: return nil
+        }
+    }
+
+    /// The shards that can hold rows matching WHERE's top-level equalities on the whole shard key;
+    /// nil when WHERE does not pin the key.
+    func pins(_ whereClause: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> [Int]? {
+        var candidates: [[SQLValue]] = Array(repeating: [], count: table.keyColumns.count)
+        var found = Array(repeating: false, count: table.keyColumns.count)
+        for conjunct in Self.conjuncts(whereClause) {
+            guard let (column, values) = Self.equality(conjunct, table: table, qualifier: qualifier, parameters: parameters),
+                  let k = table.keyColumns.firstIndex(of: column) else { continue }
+            // Two conditions on one key column: keep the first (either is a correct superset).
+            if found[k] { continue }
+            found[k] = true
+            candidates[k] = values.map { table.keyAffinities[k].apply($0, renderReal: RealText.render) }
+        }
+        guard found.allSatisfy({ $0 }) else { return nil }
+        // NULL equals nothing: such a key selects no row.
+        let usable = candidates.map { $0.filter { $0 != .null } }
+        let combinations = usable.reduce(1) { $0 * $1.count }
+        guard combinations <= Self.maxPinnedKeys else { return nil }
+        var shards: Set<Int> = []
+        var keys: [[SQLValue]] = [[]]
+        for values in usable { keys = keys.flatMap { prefix in values.map { prefix + [$0] } } }
+        if combinations == 0 { keys = [] }
+        for key in keys { shards.insert(map.shard(of: key)) }
+        return shards.sorted()
+    }
+
+    /// WHERE's conjuncts: split at AND outside parentheses (BETWEEN's own AND excepted). An OR outside
+    /// parentheses binds looser than AND (`a OR b AND c` is `a OR (b AND c)`): then WHERE is one term.
+    static func conjuncts(_ tokens: [Token]) -> [[Token]] {
+        var depth = 0
+        for t in tokens {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1 }
+            if depth == 0 && t.isWord("OR") { return [tokens] }
+        }
+        var parts: [[Token]] = [[]]
+        var betweens = 0
+        depth = 0
+        for t in tokens {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1 }
+            if depth == 0 && t.isWord("BETWEEN") { betweens += 1 }
+            if depth == 0 && t.isWord("AND") {
+                if betweens > 0 { betweens -= 1 } else { parts.append([]); continue }
+            }
+            parts[parts.count - 1].append(t)
+        }
+        return parts
+    }
+
+    /// `col = v`, `v = col`, `col == v` or `col IN (v, ...)`, with col this table's column (bare or
+    /// qualified) and each v one literal or parameter: the column and the values.
+    static func equality(_ conjunct: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> (String, [SQLValue])? {
+        var c = conjunct
+        while c.count >= 2 && c.first!.isSymbol("(") && c.last!.isSymbol(")") && SelectShape.splitTopLevel(Array(c.dropFirst().dropLast())).count == 1
+                && balanced(Array(c.dropFirst().dropLast())) {
+            c = Array(c.dropFirst().dropLast())
+        }
+        func column(_ ts: ArraySlice<Token>) -> String? {
+            let t = Array(ts)
+            if t.count == 1, let n = t[0].name, table.allColumns.contains(n) { return n }
+            if t.count == 3, t[0].name == qualifier, t[1].isSymbol("."), let n = t[2].name, table.allColumns.contains(n) { return n }
+            return nil
+        }
+        if let eq = c.firstIndex(where: { $0.isSymbol("=") || $0.isSymbol("==") }) {
+            let left = c[..<eq], right = c[(eq + 1)...]
+            if let col = column(left), let v = literal(right, parameters) { return (col, [v]) }
+            if let col = column(right), let v = literal(left, parameters) { return (col, [v]) }
+            return nil
+        }
+        if let inAt = c.firstIndex(where: { $0.isWord("IN") }), let col = column(c[..<inAt]),
+           inAt + 2 < c.count, c[inAt + 1].isSymbol("("), c.last!.isSymbol(")") {
+            let inner = Array(c[(inAt + 2)..<(c.count - 1)])
+            if inner.isEmpty { return (col, []) }
+            var values: [SQLValue] = []
+            for part in SelectShape.splitTopLevel(inner) {
+                guard let v = literal(part[...], parameters) else { return nil }
+                values.append(v)
+            }
+            return (col, values)
+        }
+        return nil
+    }
+
+    private static func balanced(_ tokens: [Token]) -> Bool {
+        var depth = 0
+        for t in tokens {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1; if depth < 0 { return false } }
+        }
+        return depth == 0
+    }
+
+    /// One literal (with an optional sign on a number) or parameter, as the value it stands for.
+    static func literal(_ ts: ArraySlice<Token>, _ parameters: Parameters) -> SQLValue? {
+        let t = Array(ts)
+        if t.count == 2, t[0].isSymbol("-") || t[0].isSymbol("+"), t[1].kind == .number, let v = number(t[1].text) {
+            guard t[0].isSymbol("-") else { return v }
+            switch v {
+            case .integer(let i): return i == .min ? nil : .integer(-i)
+            case .real(let d): return .real(-d)
+            default: return nil
+            }
+        }
+        guard t.count == 1 else { return nil }
+        switch t[0].kind {
+        case .number: return number(t[0].text)
+        case .string: return .text(t[0].value)
+        case .blob: return hexBlob(t[0].text)
+        case .parameter: return parameters.value(of: t[0])
+        case .word where t[0].isWord("NULL"): return .null
+        default: return nil
+        }
+    }
+
+    static func number(_ text: String) -> SQLValue? {
+        let s = text.replacingOccurrences(of: "_", with: "")
+        if s.hasPrefix("0x") || s.hasPrefix("0X") {
+            guard let u = UInt64(s.dropFirst(2), radix: 16) else { return nil }
+            return .integer(Int64(bitPattern: u))
+        }
+        if let i = Int64(s) { return .integer(i) }
+        // An integer literal too large for 64 bits is a REAL in SQLite.
+        return Double(s).map(SQLValue.real)
+    }
+
+    private static func hexBlob(_ text: String) -> SQLValue? {
+        let hex = Array(text.utf8.dropFirst(2).dropLast())
+        guard hex.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        var i = 0
+        while i < hex.count {
+            guard let b = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+            bytes.append(b)
+            i += 2
+        }
+        return .blob(bytes)
+    }
+}

@@ -1,0 +1,36 @@
+import CSQLite3
+
+/// SQL functions a shard's own statements use: `cairn_slot(k1, k2, ...)` is the slot of a shard key
+/// (`SlotHash`), so a shard's range guard and a split's deletes judge rows exactly as the router does.
+enum ShardFunctions {
+    static func install(on db: OpaquePointer) {
+        // Deterministic and innocuous: usable in triggers and indexes with an untrusted schema.
+        let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
+        sqlite3_create_function_v2(db, "cairn_slot", -1, flags, nil, { ctx, argc, argv in
+            guard argc > 0, let argv else {
+                sqlite3_result_error(ctx, "cairn_slot() takes the shard key's values", -1)
+                return
+            }
+            var key: [SQLValue] = []
+            key.reserveCapacity(Int(argc))
+            for i in 0..<Int(argc) { key.append(ShardFunctions.value(argv[i])) }
+            sqlite3_result_int64(ctx, Int64(SlotHash.slot(of: key)))
+        }, nil, nil, nil)
+    }
+
+    static func value(_ v: OpaquePointer?) -> SQLValue {
+        switch sqlite3_value_type(v) {
+        case SQLITE_INTEGER: return .integer(sqlite3_value_int64(v))
+        case SQLITE_FLOAT: return .real(sqlite3_value_double(v))
+        case SQLITE_TEXT:
+            let n = Int(sqlite3_value_bytes(v))
+            guard let p = sqlite3_value_text(v) else { return .text("") }
+            return .text(String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self))
+        case SQLITE_BLOB:
+            let n = Int(sqlite3_value_bytes(v))
+            guard n > 0, let p = sqlite3_value_blob(v) else { return .blob([]) }
+            return .blob(Array(UnsafeRawBufferPointer(start: p, count: n)))
+        default: return .null
+        }
+    }
+}
