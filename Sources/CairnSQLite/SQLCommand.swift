@@ -55,6 +55,10 @@ public struct SQLCommand: Sendable, Equatable {
     /// view and trigger the database holds is dropped, except the load's staging tables (named with
     /// this prefix), which its statements then rename into place. Built only by CairnDB itself.
     public var replacesDatabaseKeeping: String?
+    /// Makes the shard that applies this entry refuse rows whose key hashes outside its arc: once the
+    /// statements succeed, triggers on the table check every inserted row and every changed key (see
+    /// `ShardGuard`). Built only by CairnDB (the router, with a sharded table's CREATE TABLE).
+    public var shardGuard: ShardGuard?
 
     public init(statements: [SQLStatement], atomic: Bool = false, timestampMillis: Int64, randomSeed: UInt64) {
         self.statements = statements
@@ -84,15 +88,23 @@ public struct SQLCommand: Sendable, Equatable {
     }
 
     private static let version: UInt8 = 1
-    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16
-    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag | replaceFlag
+    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16, guardFlag: UInt8 = 32
+    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag | replaceFlag | guardFlag
 
     public func encoded() -> [UInt8] {
         var flags = (atomic ? Self.atomicFlag : 0) | (dropsDatabase ? Self.dropFlag : 0)
         if let check = consistencyCheck { flags |= Self.checkFlag | (check.expected != nil ? Self.expectedFlag : 0) }
         if replacesDatabaseKeeping != nil { flags |= Self.replaceFlag }
+        if shardGuard != nil { flags |= Self.guardFlag }
         var out: [UInt8] = [Self.version, flags]
         if let keep = replacesDatabaseKeeping { Self.append(string: keep, to: &out) }
+        if let g = shardGuard {
+            Self.append(string: g.table, to: &out)
+            ByteCoding.append(UInt32(g.keyColumns.count), to: &out)
+            for k in g.keyColumns { Self.append(string: k, to: &out) }
+            ByteCoding.append(UInt32(g.lo), to: &out)
+            ByteCoding.append(UInt32(g.hi), to: &out)
+        }
         if let expected = consistencyCheck?.expected {
             ByteCoding.append(expected.index, to: &out)
             ByteCoding.append(expected.hash, to: &out)
@@ -121,6 +133,18 @@ public struct SQLCommand: Sendable, Equatable {
         if flags & Self.replaceFlag != 0 {
             guard let k = Self.readString(bytes, &c) else { return nil }
             keep = k
+        }
+        var shardGuard: ShardGuard?
+        if flags & Self.guardFlag != 0 {
+            guard let table = Self.readString(bytes, &c), let n = ByteCoding.readUInt32(bytes, &c), n >= 1, n <= 32 else { return nil }
+            var keys: [String] = []
+            for _ in 0..<n {
+                guard let k = Self.readString(bytes, &c) else { return nil }
+                keys.append(k)
+            }
+            guard let lo = ByteCoding.readUInt32(bytes, &c), let hi = ByteCoding.readUInt32(bytes, &c), lo < hi,
+                  hi <= UInt32(SlotHash.slotCount) else { return nil }
+            shardGuard = ShardGuard(table: table, keyColumns: keys, lo: Int(lo), hi: Int(hi))
         }
         var check: ConsistencyCheck?
         if flags & Self.checkFlag != 0 {
@@ -155,21 +179,22 @@ public struct SQLCommand: Sendable, Equatable {
         dropsDatabase = bytes[1] & Self.dropFlag != 0
         consistencyCheck = check
         replacesDatabaseKeeping = keep
+        self.shardGuard = shardGuard
     }
 
-    private static func append(string: String, to out: inout [UInt8]) {
+    static func append(string: String, to out: inout [UInt8]) {
         let utf8 = Array(string.utf8)
         ByteCoding.append(UInt32(utf8.count), to: &out)
         out.append(contentsOf: utf8)
     }
 
-    private static func readString(_ b: [UInt8], _ c: inout Int) -> String? {
+    static func readString(_ b: [UInt8], _ c: inout Int) -> String? {
         guard let n = ByteCoding.readUInt32(b, &c), c + Int(n) <= b.count else { return nil }
         defer { c += Int(n) }
         return String(decoding: b[c..<(c + Int(n))], as: UTF8.self)
     }
 
-    private static func append(value: SQLValue, to out: inout [UInt8]) {
+    static func append(value: SQLValue, to out: inout [UInt8]) {
         switch value {
         case .null: out.append(0)
         case .integer(let i):
@@ -188,7 +213,7 @@ public struct SQLCommand: Sendable, Equatable {
         }
     }
 
-    private static func readValue(_ b: [UInt8], _ c: inout Int) -> SQLValue? {
+    static func readValue(_ b: [UInt8], _ c: inout Int) -> SQLValue? {
         guard c < b.count else { return nil }
         let tag = b[c]
         c += 1
@@ -232,4 +257,108 @@ public struct StatementResult: Sendable, Equatable {
     public var error: String?
 
     public init(error: String? = nil) { self.error = error }
+}
+
+/// A shard's range guard on one table: rows whose key's slot is outside `lo ..< hi` are refused with
+/// "wrong shard", so a router working from a stale shard map can never put a row where no reader
+/// looks for it (YugabyteDB's post-split rejection; Redis's MOVED).
+public struct ShardGuard: Sendable, Equatable {
+    public var table: String
+    public var keyColumns: [String]
+    public var lo: Int
+    public var hi: Int
+
+    public init(table: String, keyColumns: [String], lo: Int, hi: Int) {
+        self.table = table
+        self.keyColumns = keyColumns
+        self.lo = lo
+        self.hi = hi
+    }
+
+    /// The message a refused row gets: the router recognises it and refreshes its map.
+    public static let wrongShard = "cairn: wrong shard"
+
+    /// The triggers, as CairnDB creates them (their names are reserved: clients cannot drop them).
+    var statements: [String] {
+        let t = quoted(table)
+        let newKey = keyColumns.map { "NEW." + quoted($0) }.joined(separator: ", ")
+        let outside = "cairn_slot(\(newKey)) NOT BETWEEN \(lo) AND \(hi - 1)"
+        let body = "BEGIN SELECT RAISE(ABORT, '\(Self.wrongShard): the key belongs to another shard'); END"
+        let name = table.lowercased().unicodeScalars.map { CharacterSetLike.isWord($0) ? String($0) : "_" }.joined()
+        return [
+            "DROP TRIGGER IF EXISTS \(quoted("_cairn_guard_insert_" + name))",
+            "DROP TRIGGER IF EXISTS \(quoted("_cairn_guard_update_" + name))",
+            "CREATE TRIGGER \(quoted("_cairn_guard_insert_" + name)) BEFORE INSERT ON \(t) WHEN \(outside) \(body)",
+            "CREATE TRIGGER \(quoted("_cairn_guard_update_" + name)) BEFORE UPDATE OF \(keyColumns.map(quoted).joined(separator: ", ")) ON \(t) WHEN \(outside) \(body)",
+        ]
+    }
+
+    private func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+}
+
+private enum CharacterSetLike {
+    static func isWord(_ s: Unicode.Scalar) -> Bool {
+        (s >= "a" && s <= "z") || (s >= "0" && s <= "9") || s == "_"
+    }
+}
+
+/// Results on the wire between nodes (a forwarded command's answer): the same value coding as commands.
+public enum ResultCoding {
+    public static func encode(_ results: [StatementResult]) -> [UInt8] {
+        var out: [UInt8] = [1]
+        ByteCoding.append(UInt32(results.count), to: &out)
+        for r in results {
+            out.append(r.error == nil ? 0 : 1)
+            if let e = r.error { SQLCommand.append(string: e, to: &out) }
+            ByteCoding.append(UInt32(r.columns.count), to: &out)
+            for c in r.columns { SQLCommand.append(string: c, to: &out) }
+            for t in r.types { SQLCommand.append(string: t, to: &out) }
+            ByteCoding.append(UInt32(r.rows.count), to: &out)
+            for row in r.rows { for v in row { SQLCommand.append(value: v, to: &out) } }
+            ByteCoding.append(UInt64(bitPattern: r.rowsAffected), to: &out)
+            ByteCoding.append(UInt64(bitPattern: r.lastInsertID), to: &out)
+        }
+        return out
+    }
+
+    public static func decode(_ b: [UInt8]) -> [StatementResult]? {
+        guard b.first == 1 else { return nil }
+        var c = 1
+        guard let n = ByteCoding.readUInt32(b, &c), Int(n) <= b.count else { return nil }
+        var results: [StatementResult] = []
+        for _ in 0..<n {
+            guard c < b.count else { return nil }
+            var r = StatementResult()
+            let failed = b[c] == 1
+            c += 1
+            if failed {
+                guard let e = SQLCommand.readString(b, &c) else { return nil }
+                r.error = e
+            }
+            guard let nc = ByteCoding.readUInt32(b, &c), Int(nc) <= b.count else { return nil }
+            for _ in 0..<nc {
+                guard let s = SQLCommand.readString(b, &c) else { return nil }
+                r.columns.append(s)
+            }
+            for _ in 0..<nc {
+                guard let s = SQLCommand.readString(b, &c) else { return nil }
+                r.types.append(s)
+            }
+            guard let nr = ByteCoding.readUInt32(b, &c), Int(nr) <= b.count else { return nil }
+            for _ in 0..<nr {
+                var row: [SQLValue] = []
+                row.reserveCapacity(Int(nc))
+                for _ in 0..<nc {
+                    guard let v = SQLCommand.readValue(b, &c) else { return nil }
+                    row.append(v)
+                }
+                r.rows.append(row)
+            }
+            guard let affected = ByteCoding.readUInt64(b, &c), let last = ByteCoding.readUInt64(b, &c) else { return nil }
+            r.rowsAffected = Int64(bitPattern: affected)
+            r.lastInsertID = Int64(bitPattern: last)
+            results.append(r)
+        }
+        return c == b.count ? results : nil
+    }
 }

@@ -306,6 +306,13 @@ public final class SQLStateMachine {
             }
             if !atomic { try connection.execPrepared("RELEASE cairn_statement") }
         }
+        if let guardSpec = command.shardGuard, atomic, results.count == command.statements.count, results.allSatisfy({ $0.error == nil }) {
+            if let failure = connection.installShardGuard(guardSpec) {
+                results[results.count - 1] = StatementResult(error: failure)
+                try connection.execPrepared("ROLLBACK TO cairn_entry")
+                connection.noteRollback()
+            }
+        }
         if atomic { try connection.execPrepared("RELEASE cairn_entry") }
         return results
     }

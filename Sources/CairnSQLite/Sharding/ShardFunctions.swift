@@ -34,3 +34,22 @@ enum ShardFunctions {
         }
     }
 }
+
+extension SQLiteConnection {
+    /// Creates (or replaces) a shard's guard triggers: CairnDB's own statements, past the authorizer
+    /// that keeps `_cairn` names from clients. Returns why it failed, or nil.
+    func installShardGuard(_ spec: ShardGuard) -> String? {
+        context.internalAccess = true
+        defer { context.internalAccess = false }
+        context.schemaMayBeStale = true
+        for sql in spec.statements {
+            var message: UnsafeMutablePointer<CChar>?
+            if sqlite3_exec(db, sql, nil, nil, &message) != SQLITE_OK {
+                let text = message.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(db))
+                sqlite3_free(message)
+                return "installing the shard guard on \(spec.table) failed: \(text)"
+            }
+        }
+        return nil
+    }
+}
