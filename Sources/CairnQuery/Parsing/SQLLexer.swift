@@ -22,6 +22,15 @@ public struct Token: Sendable, Equatable {
     public var text: String
     /// The name of a word or quoted name (quotes removed); the text otherwise.
     public var value: String
+    /// Where the token starts in the statement's UTF-8 (0 for tokens the router made).
+    public var start: Int = 0
+
+    public init(kind: Kind, text: String, value: String, start: Int = 0) {
+        self.kind = kind
+        self.text = text
+        self.value = value
+        self.start = start
+    }
 
     /// True if this is the bare word `keyword` (case-insensitive).
     public func isWord(_ keyword: String) -> Bool {
@@ -29,6 +38,9 @@ public struct Token: Sendable, Equatable {
     }
 
     public func isSymbol(_ s: String) -> Bool { kind == .symbol && text == s }
+
+    /// Tokens are equal when they read alike, wherever they stand.
+    public static func == (a: Token, b: Token) -> Bool { a.kind == b.kind && a.text == b.text }
 
     /// The name a word or quoted name refers to, lowercased (SQLite's names are case-insensitive).
     public var name: String? { kind == .word || kind == .quotedName ? value.lowercased() : nil }
@@ -61,55 +73,55 @@ public enum SQLLexer {
                 let start = i
                 let (end, body) = try quoted(s, from: i, close: UInt8(ascii: "'"), what: "string")
                 i = end
-                out.append(Token(kind: .string, text: text(start, end), value: body))
+                out.append(Token(kind: .string, text: text(start, end), value: body, start: start))
             case UInt8(ascii: "\""), UInt8(ascii: "`"):
                 let start = i
                 let (end, body) = try quoted(s, from: i, close: c, what: "quoted name")
                 i = end
-                out.append(Token(kind: .quotedName, text: text(start, end), value: body))
+                out.append(Token(kind: .quotedName, text: text(start, end), value: body, start: start))
             case UInt8(ascii: "["):
                 let start = i
                 guard let close = s[i...].firstIndex(of: UInt8(ascii: "]")) else {
                     throw SQLSyntaxError(message: "unterminated [quoted name]")
                 }
                 i = close + 1
-                out.append(Token(kind: .quotedName, text: text(start, i), value: text(start + 1, close)))
+                out.append(Token(kind: .quotedName, text: text(start, i), value: text(start + 1, close), start: start))
             case UInt8(ascii: "x") where i + 1 < s.count && s[i + 1] == UInt8(ascii: "'"),
                  UInt8(ascii: "X") where i + 1 < s.count && s[i + 1] == UInt8(ascii: "'"):
                 let start = i
                 let (end, _) = try quoted(s, from: i + 1, close: UInt8(ascii: "'"), what: "blob literal")
                 i = end
                 let t = text(start, end)
-                out.append(Token(kind: .blob, text: t, value: t))
+                out.append(Token(kind: .blob, text: t, value: t, start: start))
             case UInt8(ascii: "0")...UInt8(ascii: "9"),
                  UInt8(ascii: ".") where i + 1 < s.count && isDigit(s[i + 1]):
                 let start = i
                 i = number(s, from: i)
                 let t = text(start, i)
-                out.append(Token(kind: .number, text: t, value: t))
+                out.append(Token(kind: .number, text: t, value: t, start: start))
             case UInt8(ascii: "?"):
                 let start = i
                 i += 1
                 while i < s.count && isDigit(s[i]) { i += 1 }
                 let t = text(start, i)
-                out.append(Token(kind: .parameter, text: t, value: t))
+                out.append(Token(kind: .parameter, text: t, value: t, start: start))
             case UInt8(ascii: ":"), UInt8(ascii: "@"), UInt8(ascii: "$"):
                 let start = i
                 i += 1
                 while i < s.count && (isWordByte(s[i]) || s[i] == UInt8(ascii: ":") && c == UInt8(ascii: "$")) { i += 1 }
                 guard i > start + 1 else { throw SQLSyntaxError(message: "a parameter name must follow \(text(start, start + 1))") }
                 let t = text(start, i)
-                out.append(Token(kind: .parameter, text: t, value: t))
+                out.append(Token(kind: .parameter, text: t, value: t, start: start))
             default:
                 if isWordByte(c) && !isDigit(c) {
                     let start = i
                     while i < s.count && isWordByte(s[i]) { i += 1 }
                     let t = text(start, i)
-                    out.append(Token(kind: .word, text: t, value: t))
+                    out.append(Token(kind: .word, text: t, value: t, start: start))
                 } else {
                     let start = i
                     i += symbolLength(s, at: i)
-                    out.append(Token(kind: .symbol, text: text(start, i), value: text(start, i)))
+                    out.append(Token(kind: .symbol, text: text(start, i), value: text(start, i), start: start))
                 }
             }
         }

@@ -1,0 +1,176 @@
+import CairnSQLite
+import Foundation
+
+/// Where a write's rows go. Pure, like `ReadPlanner`: one statement over a sharded table runs
+/// unchanged on the one shard that holds its rows; an INSERT of rows for several shards is split into
+/// one INSERT per shard; an UPDATE or DELETE without a pin runs on every shard.
+public enum WritePlan: Sendable, Equatable {
+    /// No sharded table: the database's home group, as for any unsharded database.
+    case home
+    /// These statements, each on its shard (one entry per shard). One element: a single-shard write.
+    case shards([ShardStatement])
+
+    public struct ShardStatement: Sendable, Equatable {
+        public var shard: Int
+        public var statement: SQLStatement
+    }
+}
+
+public struct WritePlanner: Sendable {
+    public let schema: ShardingSchema
+    public let map: ShardMap
+
+    public init(schema: ShardingSchema, map: ShardMap) {
+        self.schema = schema
+        self.map = map
+    }
+
+    public func plan(_ statement: SQLStatement, analysis: StatementAnalysis) throws -> WritePlan {
+        let written = analysis.tablesWritten.filter { schema.sharded[$0] != nil }
+        let read = analysis.tablesRead.filter { schema.sharded[$0] != nil }
+        let sharded = written.union(read)
+        if sharded.isEmpty { return .home }
+        if analysis.changesSchema {
+            throw PlanRefusal("schema changes to sharded tables (\(sharded.sorted().joined(separator: ", "))) are not supported yet, other than creating them")
+        }
+        guard written.count == 1, sharded.count == 1, let table = schema.sharded[written.first!] else {
+            throw PlanRefusal("a write may touch one sharded table and no other table (it touches \(analysis.tablesRead.union(analysis.tablesWritten).sorted().joined(separator: ", ")))")
+        }
+        let others = analysis.tablesRead.union(analysis.tablesWritten).subtracting(sharded).subtracting(schema.reference)
+        guard others.isEmpty else {
+            throw PlanRefusal("\(table.name) is sharded and \(others.sorted().joined(separator: ", ")) is not: a write to a sharded table may read only reference tables besides it")
+        }
+        let (parameters, tokens) = Parameters.renaming(try SQLLexer.tokens(statement.sql), in: statement)
+        var body = tokens
+        while body.last?.isSymbol(";") == true { body.removeLast() }
+        guard let first = body.first else { throw PlanRefusal("empty statement") }
+        if body.contains(where: { $0.isWord("SELECT") }) {
+            throw PlanRefusal("a write to sharded table \(table.name) may not contain a SELECT (INSERT ... SELECT, subqueries): send the rows' values")
+        }
+        if body.contains(where: { $0.isWord("RETURNING") }) {
+            throw PlanRefusal("RETURNING is not supported on sharded table \(table.name) yet")
+        }
+        if first.isWord("INSERT") || first.isWord("REPLACE") {
+            return try planInsert(body, statement: statement, table: table, parameters: parameters)
+        }
+        if first.isWord("UPDATE") || first.isWord("DELETE") {
+            return try planChange(body, statement: statement, table: table, parameters: parameters, isUpdate: first.isWord("UPDATE"))
+        }
+        throw PlanRefusal("this statement on sharded table \(table.name) is not supported")
+    }
+
+    // MARK: INSERT
+
+    private func planInsert(_ body: [Token], statement: SQLStatement, table: ShardedTable, parameters: Parameters) throws -> WritePlan {
+        // INSERT [OR x] INTO name [AS alias] [(columns)] VALUES (...), (...) [ON CONFLICT ...]
+        guard let into = body.firstIndex(where: { $0.isWord("INTO") }), into + 1 < body.count else {
+            throw PlanRefusal("expected INSERT INTO \(table.name) ...")
+        }
+        var i = into + 2
+        if i + 1 < body.count, body[i].isWord("AS") { i += 2 }
+        var columns = table.storedColumns.map { $0.lowercased() }
+        if i < body.count, body[i].isSymbol("(") {
+            guard let close = body[i...].firstIndex(where: { $0.isSymbol(")") }) else { throw PlanRefusal("unbalanced parentheses") }
+            columns = try SelectShape.splitTopLevel(Array(body[(i + 1)..<close])).map { part in
+                guard part.count == 1, let n = part[0].name else { throw PlanRefusal("expected column names in INSERT INTO \(table.name) (...)") }
+                return n
+            }
+            i = close + 1
+        }
+        guard i < body.count, body[i].isWord("VALUES") else {
+            throw PlanRefusal("an INSERT into sharded table \(table.name) gives its rows with VALUES (DEFAULT VALUES has no shard key)")
+        }
+        let keyPositions = try table.keyColumns.map { k -> Int in
+            guard let at = columns.firstIndex(of: k) else {
+                throw PlanRefusal("an INSERT into sharded table \(table.name) must give its shard key (\(table.keyColumns.joined(separator: ", ")))")
+            }
+            return at
+        }
+        // The row tuples, then whatever follows them (an upsert clause) is kept for every shard.
+        var rows: [[Token]] = []
+        var j = i + 1
+        while j < body.count, body[j].isSymbol("(") {
+            var depth = 0
+            var end = j
+            while end < body.count {
+                if body[end].isSymbol("(") { depth += 1 }
+                if body[end].isSymbol(")") { depth -= 1; if depth == 0 { break } }
+                end += 1
+            }
+            guard end < body.count else { throw PlanRefusal("unbalanced parentheses in VALUES") }
+            rows.append(Array(body[j...end]))
+            j = end + 1
+            if j < body.count, body[j].isSymbol(",") { j += 1 } else { break }
+        }
+        guard !rows.isEmpty else { throw PlanRefusal("expected VALUES (...)") }
+        let tail = Array(body[j...])
+        var byShard: [Int: [[Token]]] = [:]
+        var order: [Int] = []
+        for row in rows {
+            let values = SelectShape.splitTopLevel(Array(row.dropFirst().dropLast()))
+            guard values.count == columns.count else { throw PlanRefusal("\(values.count) values for \(columns.count) columns") }
+            var key: [SQLValue] = []
+            for (n, position) in keyPositions.enumerated() {
+                guard let v = ReadPlanner.literal(values[position][...], parameters) else {
+                    throw PlanRefusal("the shard key \(table.keyColumns[n]) of each row inserted into \(table.name) must be a literal or a parameter")
+                }
+                let stored = table.keyAffinities[n].apply(v, renderReal: RealText.render)
+                guard stored != .null else { throw PlanRefusal("the shard key \(table.keyColumns[n]) of \(table.name) may not be NULL") }
+                key.append(stored)
+            }
+            let shard = map.shard(of: key)
+            if byShard[shard] == nil { order.append(shard) }
+            byShard[shard, default: []].append(row)
+        }
+        if order.count == 1 { return .shards([.init(shard: order[0], statement: statement)]) }
+        let head = Array(body[...i])
+        return .shards(order.sorted().map { shard in
+            var tokens = head
+            for (n, row) in byShard[shard]!.enumerated() {
+                if n > 0 { tokens.append(Token(kind: .symbol, text: ",", value: ",")) }
+                tokens += row
+            }
+            return .init(shard: shard, statement: parameters.statement(tokens + tail))
+        })
+    }
+
+    // MARK: UPDATE, DELETE
+
+    private func planChange(_ body: [Token], statement: SQLStatement, table: ShardedTable, parameters: Parameters, isUpdate: Bool) throws -> WritePlan {
+        // UPDATE [OR x] name [AS alias] SET ... [FROM ...] WHERE ...; DELETE FROM name [AS alias] WHERE ...
+        var i = isUpdate ? 1 : 2
+        if isUpdate, i + 1 < body.count, body[i].isWord("OR") { i += 2 }
+        guard i < body.count, body[i].name == table.name else { throw PlanRefusal("expected \(table.name) after \(body[0].text)") }
+        var qualifier = table.name
+        var k = i + 1
+        if k + 1 < body.count, body[k].isWord("AS"), let alias = body[k + 1].name { qualifier = alias; k += 2 }
+        var depth = 0
+        var whereAt: Int?
+        for (n, t) in body.enumerated() where n >= k {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1 }
+            if depth == 0 && t.isWord("FROM") && isUpdate { throw PlanRefusal("UPDATE ... FROM is not supported on sharded table \(table.name)") }
+            if depth == 0 && (t.isWord("ORDER") || t.isWord("LIMIT")) { throw PlanRefusal("ORDER BY and LIMIT in an UPDATE or DELETE are not supported on sharded table \(table.name)") }
+            if depth == 0 && t.isWord("WHERE") && whereAt == nil { whereAt = n }
+        }
+        if isUpdate {
+            let set = Array(body[k..<(whereAt ?? body.count)])
+            for assignment in SelectShape.splitTopLevel(Array(set.dropFirst())) {
+                guard let eq = assignment.firstIndex(where: { $0.isSymbol("=") }) else { continue }
+                let targets = assignment[..<eq].compactMap { $0.name }
+                if let key = targets.first(where: { table.keyColumns.contains($0) }) {
+                    throw PlanRefusal("the shard key \(key) of \(table.name) cannot be changed: delete the row and insert it again")
+                }
+            }
+        }
+        if let w = whereAt {
+            let planner = ReadPlanner(schema: schema, map: map)
+            if let shards = planner.pins(Array(body[(w + 1)...]), table: table, qualifier: qualifier, parameters: parameters) {
+                // No key matches: nothing to change, on any one shard.
+                let targets = shards.isEmpty ? [0] : shards
+                return .shards(targets.map { .init(shard: $0, statement: statement) })
+            }
+        }
+        return .shards((0..<map.count).map { .init(shard: $0, statement: statement) })
+    }
+}
