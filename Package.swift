@@ -92,7 +92,7 @@ let package = Package(
         // What `cairn server` runs: the HTTP API (Hummingbird) over the runtime and the cluster layer.
         .target(
             name: "CairnServer",
-            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
+            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnQuery", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTLS", package: "hummingbird"),
                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
                            .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
@@ -129,6 +129,7 @@ let package = Package(
         .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite"], swiftSettings: strict),
+        .testTarget(name: "CairnClusterTests", dependencies: ["CairnCluster", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnAuthTests", dependencies: ["CairnAuth"], swiftSettings: strict),

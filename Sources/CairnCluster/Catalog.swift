@@ -38,6 +38,20 @@ public struct CatalogDatabase: Sendable, Equatable {
     public var founders: [NodeID]
 }
 
+/// A hash-sharded table: its rows are spread over its database's shards by the slot of its key.
+public struct CatalogShardedTable: Sendable, Equatable {
+    public var name: String
+    public var keyColumns: [String]
+    /// What each shard ran to create it (the CREATE TABLE without CairnDB's clause).
+    public var createSQL: String
+
+    public init(name: String, keyColumns: [String], createSQL: String) {
+        self.name = name
+        self.keyColumns = keyColumns
+        self.createSQL = createSQL
+    }
+}
+
 /// What this node's copy of the catalog says. Read locally: it may be slightly behind the leader's,
 /// which the controller tolerates because every decision it takes is re-checked on the next pass;
 /// before a client hears "no such" the copy is refreshed linearizably (`ClusterNode.refreshCatalog`).
@@ -56,6 +70,11 @@ public struct Catalog: Sendable {
     public var exists = false
     /// The highest group id ever given to a database (dropped ones included).
     public var highestGroup: GroupID = 0
+    /// Shard counts chosen at creation (`shards:<db>` settings); a database without one has
+    /// `defaultShardCount` shards once it gets a sharded table.
+    public var shardCounts: [String: Int] = [:]
+    /// Each database's sharded tables, by lowercased name.
+    public var shardedTables: [String: [String: CatalogShardedTable]] = [:]
 
     /// What `user` (nil: not signed in) may do: its own grants and everyone's.
     public func grants(of user: String?) -> Grants {
@@ -68,6 +87,38 @@ public struct Catalog: Sendable {
 
     public func database(group: GroupID) -> CatalogDatabase? { databases.values.first { $0.group == group } }
 
+    // MARK: Shards
+
+    /// Shards per sharded database unless its creator chose (`POST /v1/databases {"shards": n}`).
+    public static let defaultShardCount = 16
+    public static let maxShardCount = 256
+
+    /// A shard's group is kept as an internal database entry, so that placement, the controller and
+    /// drops treat it as they treat every group. `#` never appears in a client's database name.
+    public static func shardName(_ database: String, _ index: Int) -> String { "\(database)#shard#\(index)" }
+
+    /// The database and shard a shard group's entry belongs to.
+    public static func shardOf(_ name: String) -> (database: String, shard: Int)? {
+        let parts = name.components(separatedBy: "#shard#")
+        guard parts.count == 2, let i = Int(parts[1]) else { return nil }
+        return (parts[0], i)
+    }
+
+    /// Names clients never see or address: shard groups and dropped databases.
+    public static func isInternalName(_ name: String) -> Bool { name.contains("#") }
+
+    /// The databases clients see.
+    public var userDatabases: [CatalogDatabase] { databases.values.filter { !Self.isInternalName($0.name) }.sorted { $0.name < $1.name } }
+
+    /// The shard groups of `database`, in shard order (empty until its first sharded table).
+    public func shards(of database: String) -> [CatalogDatabase] {
+        let count = shardCount(of: database)
+        let groups = (0..<count).compactMap { databases[Self.shardName(database, $0)] }
+        return groups.count == count ? groups : []
+    }
+
+    public func shardCount(of database: String) -> Int { shardCounts[database] ?? Self.defaultShardCount }
+
     /// Members `group` should have: voters, and learners (read replicas).
     public func desiredMembers(of group: GroupID) -> (voters: Set<NodeID>, learners: Set<NodeID>) {
         let learners = Set(readReplicas.map(\.id))
@@ -75,6 +126,29 @@ public struct Catalog: Sendable {
         guard let db = database(group: group) else { return ([], []) }
         let active = Set(activeVoters.map(\.id))
         return (Set(db.replicas).intersection(active), learners)
+    }
+
+    /// The shard groups of `database`, each founded by its `founders` (one list per shard), and its count.
+    public static func createShards(of database: String, founders: [[NodeID]]) -> [SQLStatement] {
+        setShardCount(database, founders.count)
+            + founders.enumerated().flatMap { createDatabase(shardName(database, $0.offset), founders: $0.element) }
+    }
+
+    public static func setShardCount(_ database: String, _ count: Int) -> [SQLStatement] {
+        [SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("shards:\(database)"), .integer(Int64(count))])]
+    }
+
+    /// Made when first needed: catalogs founded before sharding have no such table.
+    static let shardedTablesSchema = SQLStatement("""
+        CREATE TABLE IF NOT EXISTS sharded_tables(database TEXT NOT NULL, name TEXT NOT NULL, key_columns TEXT NOT NULL,
+            create_sql TEXT NOT NULL, PRIMARY KEY(database, name))
+        """)
+
+    /// Records a sharded table: from this change on, routers send its statements to the shards.
+    public static func addShardedTable(_ table: CatalogShardedTable, in database: String) -> [SQLStatement] {
+        [shardedTablesSchema,
+         SQLStatement("INSERT INTO sharded_tables(database, name, key_columns, create_sql) VALUES(?, ?, ?, ?)",
+                      [.text(database), .text(table.name), .text(table.keyColumns.joined(separator: ",")), .text(table.createSQL)])]
     }
 
     static let schema: [SQLStatement] = [
@@ -157,7 +231,10 @@ public struct Catalog: Sendable {
     public static func dropDatabase(_ name: String) -> [SQLStatement] {
         [SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
          SQLStatement("UPDATE databases SET dropped = 1, name = name || '#dropped#' || group_id WHERE name = ? AND dropped = 0", [.text(name)]),
-         SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)])]
+         SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)]),
+         SQLStatement("DELETE FROM settings WHERE key = ?", [.text("shards:\(name)")]),
+         shardedTablesSchema,
+         SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)])]
     }
 
 
@@ -212,11 +289,14 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT value FROM settings WHERE key = 'token_key'"),
             SQLStatement("SELECT (SELECT value FROM settings WHERE key = 'ca_cert'), (SELECT value FROM settings WHERE key = 'ca_key')"),
             SQLStatement("SELECT substr(key, 10), value FROM settings WHERE key LIKE 'node_key:%'"),
+            SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
+            // Fails (no such table) in a catalog that never had a sharded table: then there are none.
+            SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
         ], consistency: consistency)
         var catalog = Catalog()
         // Before the metadata leader creates the schema, the later statements fail: an empty catalog.
         guard case .integer(Int64(tableNames.count)) = results[0].rows.first?.first else { return (catalog, index) }
-        if let failed = results.first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
+        if let failed = results.dropLast().first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
         catalog.exists = true
         for row in results[1].rows {
             guard row.count == 5, case .integer(let id) = row[0], case .text(let raft) = row[1], case .text(let http) = row[2],
@@ -252,6 +332,16 @@ public struct Catalog: Sendable {
         for row in results[8].rows {
             guard row.count == 2, case .text(let id) = row[0], let node = NodeID(id), case .text(let key) = row[1] else { continue }
             catalog.nodeKeys[node] = key
+        }
+        for row in results[9].rows {
+            guard row.count == 2, case .text(let db) = row[0], case .integer(let n) = row[1] else { continue }
+            catalog.shardCounts[db] = Int(n)
+        }
+        for row in results[10].rows {
+            guard row.count == 4, case .text(let db) = row[0], case .text(let name) = row[1], case .text(let keys) = row[2],
+                  case .text(let sql) = row[3] else { continue }
+            let table = CatalogShardedTable(name: name, keyColumns: keys.split(separator: ",").map(String.init), createSQL: sql)
+            catalog.shardedTables[db, default: [:]][name.lowercased()] = table
         }
         return (catalog, index)
     }

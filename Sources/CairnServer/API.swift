@@ -26,6 +26,8 @@ final class API: Sendable {
     let log: @Sendable (String) -> Void
     /// Spreads forwarded reads over a database's holders.
     let forwardCursor = NIOLockedValueBox(0)
+    /// Sharded tables' schemas, for planning.
+    let schemaCopies = SchemaCopies()
     static let hops = HTTPField.Name(PeerClient.hopsHeader)!
     static let forwardedPrincipal = HTTPField.Name(ForwardedPrincipal.header)!
     static let servedBy = HTTPField.Name("X-Cairn-Node")!
@@ -195,6 +197,8 @@ final class API: Sendable {
             }
         }
         addProposeRoute(to: router)
+        addInternalQueryRoute(to: router)
+        addShardRoutes(to: router)
         addAuthRoutes(to: router)
         addConsole(to: router)
         addRqliteRoutes(to: router)
@@ -377,6 +381,7 @@ final class API: Sendable {
         default: throw HTTPFailure.badRequest("\"atomic\" must be true or false")
         }
         audit.record(who, statements: statements, database: db)
+        if let sharded = try await executeSharded(statements, db: db, atomic: atomic, who: who) { return sharded }
         return try await route(request, who, db: db, body: bytes, isWrite: true) { group in
             let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
             return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
@@ -388,6 +393,7 @@ final class API: Sendable {
         let json = try parse(bytes)
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
+        if let sharded = try await querySharded(statements, db: db, consistency: consistency, who: who) { return sharded }
         return try await route(request, who, db: db, body: bytes, isWrite: false) { group in
             let results = try await self.runtime.query(group: group, statements, consistency: consistency).results
             return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
@@ -421,7 +427,7 @@ final class API: Sendable {
     // MARK: - Cluster and node
 
     private func databases(in catalog: Catalog, visibleTo who: Principal) -> JSON {
-        let dbs = catalog.databases.values.sorted { $0.name < $1.name }
+        let dbs = catalog.userDatabases
             .filter { !auth.enabled || who.grants.allows(.read, database: $0.name) }
         return .object([("databases", .array(dbs.map { db in
             .object([("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))])
@@ -483,8 +489,13 @@ final class API: Sendable {
         var dbs: [JSON] = [.object([("name", .string("(metadata)")), ("group", .int(metadataGroup)),
                                     ("leader", leaders[metadataGroup].map { .int($0) } ?? .null)])]
         for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) {
-            dbs.append(.object([("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) })),
-                                ("leader", leaders[db.group].map { .int($0) } ?? .null)]))
+            var fields: [(String, JSON)] = [("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) })),
+                                            ("leader", leaders[db.group].map { .int($0) } ?? .null)]
+            if let (database, shard) = Catalog.shardOf(db.name) {
+                fields[0] = ("name", .string(database))
+                fields.insert(("shard", .int(shard)), at: 1)
+            }
+            dbs.append(.object(fields))
         }
         return .object([("node", .int(cluster.nodeID)), ("nodes", .array(nodes)), ("groups", .array(dbs))])
     }

@@ -169,15 +169,21 @@ extension API {
         try Self.validName(name, what: "a database name")
         let catalog = try await catalog(where: { $0.databases[name] != nil })
         guard catalog.databases[name] == nil else { throw HTTPFailure(status: 409, message: "database \"\(name)\" exists") }
-        var load: [NodeID: Int] = Dictionary(uniqueKeysWithValues: catalog.activeVoters.map { ($0.id, 0) })
-        for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
-        let founders = load.keys.sorted { (load[$0]!, $0) < (load[$1]!, $1) }.prefix(cluster.config.replicationFactor).sorted()
+        var shards: Int?
+        switch json["shards"] {
+        case nil, .null?: break
+        case .number(let n)? where Int(n).map({ (1...Catalog.maxShardCount).contains($0) }) == true: shards = Int(n)!
+        default: throw HTTPFailure.badRequest("\"shards\" must be a whole number from 1 to \(Catalog.maxShardCount): how many shards its sharded tables are spread over")
+        }
+        let load = Placement.load(of: catalog, voters: catalog.activeVoters.map(\.id))
+        let founders = Placement.founders(groups: 1, replicationFactor: cluster.config.replicationFactor, load: load)[0]
         guard !founders.isEmpty else { throw HTTPFailure.unavailable("no voting node is registered yet") }
         audit.record(who, action: "create database \(name)", database: name)
-        try await cluster.changeCatalog(Catalog.createDatabase(name, founders: Array(founders)))
+        try await cluster.changeCatalog(Catalog.createDatabase(name, founders: founders) + (shards.map { Catalog.setShardCount(name, $0) } ?? []))
         try await awaitCatalog { $0.databases[name] != nil }
         guard let db = cluster.catalog.databases[name] else { throw HTTPFailure.notFound("database \"\(name)\" was dropped while it was being created") }
-        return Self.json(201, .object([("name", .string(name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))]))
+        return Self.json(201, .object([("name", .string(name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) })),
+                                       ("shards", .int(cluster.catalog.shardCount(of: name)))]))
     }
 
     func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {

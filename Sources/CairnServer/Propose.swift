@@ -6,6 +6,7 @@ import CairnSQLite
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOCore
 
 /// The entry was not committed, and will not be: sending it again cannot apply it twice.
 struct NotCommitted: Error, CustomStringConvertible {
@@ -50,7 +51,7 @@ extension API {
                 } catch RuntimeError.timedOut(let why) {
                     throw OutcomeUnknown(description: "the entry was proposed and then \(why)")
                 }
-            } else if let holders = cluster.catalog.databases.values.first(where: { $0.group == group })?.replicas.filter({ $0 != cluster.nodeID }),
+            } else if let holders = cluster.catalog.database(group: group)?.replicas.filter({ $0 != cluster.nodeID }),
                       !holders.isEmpty {
                 target = holders[attempt % holders.count]
             }
@@ -73,8 +74,11 @@ extension API {
                 } catch {
                     throw OutcomeUnknown(description: "\(error)")
                 }
-                if reply.status == 200, case .array(let errors)? = (try? JSON.parse(reply.body))?["errors"] {
-                    return errors.map { if case .string(let e) = $0 { StatementResult(error: e) } else { StatementResult() } }
+                if reply.status == 200 {
+                    guard let results = ResultCoding.decode(reply.body) else {
+                        throw OutcomeUnknown(description: "node \(target) committed the entry but its answer could not be read")
+                    }
+                    return results
                 }
                 let said = String(decoding: reply.body.prefix(500), as: UTF8.self)
                 if (400..<500).contains(reply.status) {
@@ -100,7 +104,8 @@ extension API {
                 guard let command = SQLCommand(decoding: bytes) else { throw HTTPFailure.badRequest("the body is not an encoded entry") }
                 do {
                     let results = try await self.propose(command, group: group, hops: who.hops)
-                    return Self.json(200, .object([("errors", .array(results.map { $0.error.map { .string($0) } ?? .null }))]))
+                    return Response(status: .ok, headers: [.contentType: "application/octet-stream"],
+                                    body: .init(byteBuffer: ByteBuffer(bytes: ResultCoding.encode(results))))
                 } catch let e as NotCommitted {
                     var reply = Self.json(503, .object([("error", .string(e.description))]))
                     reply.headers[Self.notCommittedHeader] = "1"

@@ -34,7 +34,7 @@ extension API {
                local: @escaping (GroupID) async throws -> Response) async throws -> Response {
         let catalog = try await catalog { $0.databases[db] != nil }
         guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
-        guard let database = catalog.databases[db] else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+        guard let database = catalog.databases[db], !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
         if !runtime.hosts(database.group) && cluster.holds(database, in: catalog) {
             // Created since this node's last controller pass: host it now rather than send the request
             // to a fellow replica that may not know it yet either.

@@ -8,6 +8,8 @@ public enum Combiner {
     /// query is refused, not run out of memory).
     public static let maxGatheredRows = 1_000_000
     public static let maxGatheredBytes = 64 << 20
+    /// How the error for a query over those bounds begins (the HTTP layer answers it with 413).
+    public static let tooMuchPrefix = "the query needs"
 
     /// The shards' results in, the answer out (an error in any shard's result is the answer's error).
     public static func combine(_ scatter: ReadPlan.Scatter, partials: [StatementResult], timeoutNanos: UInt64 = 0) -> StatementResult {
@@ -19,7 +21,7 @@ public enum Combiner {
             for row in p.rows { for v in row { bytes += v.sizeBytes } }
         }
         if rows > maxGatheredRows || bytes > maxGatheredBytes {
-            return StatementResult(error: "the query needs \(rows) rows (\(bytes) bytes) from \(partials.count) shards, more than the limit of \(maxGatheredRows) rows or \(maxGatheredBytes) bytes: pin it to one shard (the shard key = a value), filter it further, or aggregate it")
+            return StatementResult(error: "\(tooMuchPrefix) \(rows) rows (\(bytes) bytes) from \(partials.count) shards, more than the limit of \(maxGatheredRows) rows or \(maxGatheredBytes) bytes: pin it to one shard (the shard key = a value), filter it further, or aggregate it")
         }
         let all = partials.flatMap { $0.rows }
         var answer: StatementResult

@@ -35,6 +35,9 @@ public struct ShardingClause: Sendable, Equatable {
             }
         }
         guard let at = clauseAt else { return nil }
+        if tokens[..<at].contains(where: { $0.isSymbol(";") }) {
+            throw SQLSyntaxError(message: "CREATE TABLE ... SHARD BY is one statement: send the others separately")
+        }
         var i = 2
         var ifNotExists = false
         if tokens.count > 5, tokens[2].isWord("IF"), tokens[3].isWord("NOT"), tokens[4].isWord("EXISTS") { ifNotExists = true; i = 5 }

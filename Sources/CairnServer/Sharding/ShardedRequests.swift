@@ -1,0 +1,230 @@
+import CairnCluster
+import CairnJSON
+import CairnQuery
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import Foundation
+import Hummingbird
+
+/// Requests on sharded tables: planned by `CairnQuery` (pure), run on the shards' groups through
+/// `propose` and `queryGroup` (encoded commands between nodes, never the client's request), and
+/// answered as one SQLite holding every row would answer. Statements that name no sharded table take
+/// the unsharded path unchanged.
+extension API {
+    /// A database's shards as a catalog copy describes them.
+    struct ShardView {
+        var groups: [GroupID]
+        var map: ShardMap
+        var tables: [String: CatalogShardedTable]
+    }
+
+    func shardView(_ db: String, _ catalog: Catalog) -> ShardView? {
+        let groups = catalog.shards(of: db).map(\.group)
+        guard let tables = catalog.shardedTables[db], !tables.isEmpty, !groups.isEmpty else { return nil }
+        return ShardView(groups: groups, map: .uniform(count: groups.count), tables: tables)
+    }
+
+    /// Whether `sql` names any of `tables` (a cheap look at its words before planning). Text that does
+    /// not even tokenize is left to the planner, which reports it.
+    static func mentions(_ sql: String, _ tables: [String: CatalogShardedTable]) -> Bool {
+        guard let tokens = try? SQLLexer.tokens(sql) else { return true }
+        return tokens.contains { $0.name.map { tables[$0] != nil } ?? false }
+    }
+
+    // MARK: Writes
+
+    /// Runs a write request that touches sharded tables (or creates one); nil when it touches none.
+    func executeSharded(_ statements: [SQLStatement], db: String, atomic: Bool, who: Principal) async throws -> Response? {
+        if let clause = try statements.lazy.compactMap({ try Self.shardingClause($0.sql) }).first {
+            guard statements.count == 1 else { throw HTTPFailure.badRequest("send CREATE TABLE ... SHARD BY in a request of its own") }
+            return try await createShardedTable(clause, db: db, who: who)
+        }
+        var catalog = try await catalog { $0.databases[db] != nil }
+        for attempt in 0..<3 {
+            guard let view = shardView(db, catalog), statements.contains(where: { Self.mentions($0.sql, view.tables) }) else { return nil }
+            var perShard: [Int: [SQLStatement]] = [:]
+            var home = 0
+            for statement in statements {
+                guard Self.mentions(statement.sql, view.tables) else { home += 1; continue }
+                let (schema, analysis) = try analyzed(statement.sql, db: db, view)
+                switch try Self.refusing { try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) } {
+                case .home: home += 1
+                case .shards(let list): for s in list { perShard[s.shard, default: []].append(s.statement) }
+                }
+            }
+            if perShard.isEmpty { return nil }
+            if home > 0 {
+                throw HTTPFailure.badRequest("this request writes to sharded and unsharded tables: a request is atomic within one group, and writes across groups (two-phase commit) are not supported yet; send them separately")
+            }
+            guard perShard.count == 1, let (shard, sent) = perShard.first else {
+                throw HTTPFailure.badRequest("this request writes to \(perShard.count) shards: atomic writes across shards (two-phase commit) are not supported yet; send rows with one shard key per request, or pin UPDATE and DELETE with the shard key (= value)")
+            }
+            let results = try await propose(SQLCommand.now(sent, atomic: atomic), group: view.groups[shard], hops: who.hops)
+            if results.contains(where: { $0.error?.contains(ShardGuard.wrongShard) == true }) && attempt < 2 {
+                // The shard map changed under this node's copy: read the committed one and plan again.
+                catalog = try await committedCatalog()
+                continue
+            }
+            return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
+        }
+        throw HTTPFailure.unavailable("the shard map kept changing while the write was routed; retry")
+    }
+
+    /// CREATE TABLE ... SHARD BY HASH: the database's shard groups (made with its first sharded table),
+    /// the table with its range guard on every shard, then the catalog entry that makes routers send its
+    /// rows there. The entry is the commit point: a create that stops half-way leaves only empty tables no
+    /// router uses, which the next attempt replaces.
+    private func createShardedTable(_ clause: ShardingClause, db: String, who: Principal) async throws -> Response {
+        guard case .hash(let keys) = clause.method else {
+            throw HTTPFailure.badRequest("SHARD BY RANGE and REFERENCE tables are not supported yet; use SHARD BY HASH (column, ...)")
+        }
+        var catalog = try await committedCatalog()
+        guard catalog.databases[db] != nil else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+        let done = Self.json(200, .object([("results", .array([Statements.json(write: StatementResult())]))]))
+        if catalog.shardedTables[db]?[clause.table.lowercased()] != nil {
+            if clause.ifNotExists { return done }
+            throw HTTPFailure.badRequest("table \(clause.table) already exists")
+        }
+        let table: ShardedTable
+        do {
+            let copy = try ScratchDatabase()
+            try copy.exec(clause.createSQL)
+            table = try ShardingClause.validate(table: clause.table, keyColumns: keys, in: copy)
+        } catch {
+            throw HTTPFailure.badRequest("\(error)")
+        }
+        guard let home = catalog.databases[db]?.group else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+        let existing = try await queryGroup(home, [SQLStatement("SELECT 1 FROM sqlite_master WHERE name = ?1 COLLATE NOCASE", [.text(clause.table)])],
+                                            consistency: .linearizable, hops: who.hops)
+        if existing.first?.rows.isEmpty == false {
+            throw HTTPFailure.badRequest("\(clause.table) already exists in the database as an unsharded table or view")
+        }
+        if catalog.shards(of: db).isEmpty {
+            let voters = catalog.activeVoters.map(\.id)
+            let founders = Placement.founders(groups: catalog.shardCount(of: db), replicationFactor: cluster.config.replicationFactor,
+                                              load: Placement.load(of: catalog, voters: voters))
+            do {
+                try await cluster.changeCatalog(Catalog.createShards(of: db, founders: founders))
+            } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
+                // Another node made them at the same moment.
+            }
+            try await awaitCatalog { !$0.shards(of: db).isEmpty }
+            catalog = cluster.catalog
+            try? await cluster.openGroups(of: catalog)
+        }
+        let groups = catalog.shards(of: db).map(\.group)
+        let map = ShardMap.uniform(count: groups.count)
+        let quoted = SQLLexer.quote(clause.table)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for (i, group) in groups.enumerated() {
+                tasks.addTask {
+                    var command = SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)"), SQLStatement(clause.createSQL)], atomic: true)
+                    command.shardGuard = ShardGuard(table: clause.table, keyColumns: table.keyColumns, lo: map.arcs[i].lo, hi: map.arcs[i].hi)
+                    let results = try await self.proposeRetrying(command, group: group, hops: who.hops)
+                    if let failed = results.first(where: { $0.error != nil })?.error {
+                        throw HTTPFailure.badRequest("shard \(i): \(failed)")
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let entry = CatalogShardedTable(name: clause.table, keyColumns: table.keyColumns, createSQL: clause.createSQL)
+        do {
+            try await cluster.changeCatalog(Catalog.addShardedTable(entry, in: db))
+        } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
+            if !clause.ifNotExists { throw HTTPFailure.badRequest("table \(clause.table) already exists") }
+        }
+        try await awaitCatalog { $0.shardedTables[db]?[clause.table.lowercased()] != nil }
+        log("node \(cluster.nodeID): database \"\(db)\": table \(clause.table) sharded by hash of (\(table.keyColumns.joined(separator: ", "))) over \(groups.count) shards")
+        return done
+    }
+
+    /// `propose`, tried again while the group is still being created on its nodes.
+    private func proposeRetrying(_ command: SQLCommand, group: GroupID, hops: Int) async throws -> [StatementResult] {
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        while true {
+            do {
+                return try await propose(command, group: group, hops: hops)
+            } catch let e as NotCommitted where ContinuousClock.now < deadline {
+                _ = e
+                try await Task.sleep(for: .milliseconds(100))
+            } catch RuntimeError.unknownGroup where ContinuousClock.now < deadline {
+                try? await cluster.openGroups(of: cluster.catalog)
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    // MARK: Reads
+
+    /// Answers a query request that reads sharded tables; nil when it reads none.
+    func querySharded(_ statements: [SQLStatement], db: String, consistency: ReadConsistency, who: Principal) async throws -> Response? {
+        let catalog = try await catalog { $0.databases[db] != nil }
+        guard let view = shardView(db, catalog), statements.contains(where: { Self.mentions($0.sql, view.tables) }),
+              let home = catalog.databases[db]?.group else { return nil }
+        var results: [StatementResult] = []
+        for statement in statements {
+            results.append(try await readOne(statement, db: db, view: view, home: home, consistency: consistency, hops: who.hops))
+        }
+        return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
+    }
+
+    private func readOne(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency,
+                         hops: Int) async throws -> StatementResult {
+        guard Self.mentions(statement.sql, view.tables) else {
+            return try await queryGroup(home, [statement], consistency: consistency, hops: hops)[0]
+        }
+        let schema: ShardingSchema, analysis: StatementAnalysis
+        do {
+            (schema, analysis) = try schemaCopies.analyze(statement.sql, database: db, tables: view.tables)
+        } catch {
+            // It names a sharded table's name but does not prepare against the sharded tables: it is the
+            // home group's (a column of that name, say), or it mixes the two, which the home group reports.
+            return try await queryGroup(home, [statement], consistency: consistency, hops: hops)[0]
+        }
+        switch try Self.refusing({ try ReadPlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
+        case .home:
+            return try await queryGroup(home, [statement], consistency: consistency, hops: hops)[0]
+        case .single(let shard):
+            return try await queryGroup(view.groups[shard], [statement], consistency: consistency, hops: hops)[0]
+        case .scatter(let scatter):
+            let partials = try await withThrowingTaskGroup(of: (Int, StatementResult).self) { tasks in
+                for (n, shard) in scatter.shards.enumerated() {
+                    tasks.addTask { (n, try await self.queryGroup(view.groups[shard], [scatter.worker], consistency: consistency, hops: hops)[0]) }
+                }
+                var out = [StatementResult](repeating: StatementResult(), count: scatter.shards.count)
+                for try await (n, r) in tasks { out[n] = r }
+                return out
+            }
+            let answer = Combiner.combine(scatter, partials: partials, timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
+            if let error = answer.error, error.hasPrefix(Combiner.tooMuchPrefix) { throw HTTPFailure(status: 413, message: error) }
+            return answer
+        }
+    }
+
+    // MARK: Pieces
+
+    private func analyzed(_ sql: String, db: String, _ view: ShardView) throws -> (ShardingSchema, StatementAnalysis) {
+        do {
+            return try schemaCopies.analyze(sql, database: db, tables: view.tables)
+        } catch {
+            throw HTTPFailure.badRequest("\(error) (a statement on sharded tables may use only sharded tables: \(view.tables.values.map(\.name).sorted().joined(separator: ", ")))")
+        }
+    }
+
+    /// A planner's refusal is the client's error: 400 with the planner's reason.
+    static func refusing<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let refusal as PlanRefusal {
+            throw HTTPFailure.badRequest(refusal.message)
+        } catch let syntax as SQLSyntaxError {
+            throw HTTPFailure.badRequest(syntax.message)
+        }
+    }
+
+    static func shardingClause(_ sql: String) throws -> ShardingClause? {
+        do { return try ShardingClause.parse(sql) } catch { throw HTTPFailure.badRequest("\(error)") }
+    }
+}

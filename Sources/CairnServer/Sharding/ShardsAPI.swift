@@ -1,0 +1,85 @@
+import CairnCluster
+import CairnJSON
+import CairnQuery
+import CairnSQLite
+import Foundation
+import Hummingbird
+
+/// Seeing the shards: `GET /v1/db/:db/shards` (each shard's arc, group, replicas, leader, rows and
+/// bytes) and `POST /v1/db/:db/route` (the plan of each statement, without running it).
+extension API {
+    func addShardRoutes(to router: Router<CairnContext>) {
+        router.get("/v1/db/:db/shards") { request, context in
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .read, database: db) { _ in try await self.shardsJSON(db) }
+        }
+        router.post("/v1/db/:db/route") { request, context in
+            let db = try context.parameters.require("db")
+            return await self.respond(request, .read, database: db) { _ in
+                let json = try self.parse(try await self.body(of: request))
+                let statements = try Statements.parse(json["statements"], maxCount: self.options.maxStatementsPerRequest)
+                return Self.json(200, .object([("plans", .array(try statements.map { try self.explain($0, db: db) }))]))
+            }
+        }
+    }
+
+    private func shardsJSON(_ db: String) async throws -> Response {
+        let catalog = try await catalog { $0.databases[db] != nil }
+        guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+        let shards = catalog.shards(of: db)
+        let map = ShardMap.uniform(count: max(1, shards.count))
+        let tables = (catalog.shardedTables[db] ?? [:]).values.map(\.name).sorted()
+        let count = tables.isEmpty ? "0" : tables.map { "(SELECT count(*) FROM \(SQLLexer.quote($0)))" }.joined(separator: " + ")
+        let probe = SQLStatement("SELECT \(count), (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())")
+        var items: [JSON] = []
+        for (i, shard) in shards.enumerated() {
+            let status = try? await runtime.status(group: shard.group)
+            let sizes = try? await queryGroup(shard.group, [probe], consistency: .local, hops: 0).first
+            var rows: JSON = .null, bytes: JSON = .null
+            if let row = sizes?.rows.first, row.count == 2 {
+                if case .integer(let n) = row[0] { rows = .int(n) }
+                if case .integer(let b) = row[1] { bytes = .int(b) }
+            }
+            let leader: JSON = status.map { $0.leader == 0 ? .null : .int($0.leader) } ?? .null
+            items.append(.object([("shard", .int(i)), ("slots", .array([.int(map.arcs[i].lo), .int(map.arcs[i].hi)])), ("group", .int(shard.group)),
+                                  ("replicas", .array(shard.replicas.map { .int($0) })), ("leader", leader), ("rows", rows), ("bytes", bytes)]))
+        }
+        return Self.json(200, .object([("database", .string(db)), ("shard_count", .int(catalog.shardCount(of: db))),
+                                       ("tables", .array(tables.map { .string($0) })), ("shards", .array(items))]))
+    }
+
+    /// One statement's plan, as `route` and the shell's `.explain` show it.
+    private func explain(_ statement: SQLStatement, db: String) throws -> JSON {
+        let catalog = cluster.catalog
+        if let clause = try Self.shardingClause(statement.sql) {
+            return .object([("sql", .string(statement.sql)), ("plan", .string("create sharded table \(clause.table) on every shard")),
+                            ("sqlite", .string(clause.createSQL))])
+        }
+        guard let view = shardView(db, catalog), Self.mentions(statement.sql, view.tables) else {
+            return .object([("sql", .string(statement.sql)), ("plan", .string("home group"))])
+        }
+        let (schema, analysis) = try Self.refusing { try schemaCopies.analyze(statement.sql, database: db, tables: view.tables) }
+        if analysis.readOnly {
+            let plan = try Self.refusing { try ReadPlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }
+            switch plan {
+            case .home: return .object([("sql", .string(statement.sql)), ("plan", .string("home group"))])
+            case .single(let s):
+                return .object([("sql", .string(statement.sql)), ("plan", .string("one shard")), ("shards", .array([.int(s)]))])
+            case .scatter(let s):
+                var combine: (String, String)
+                switch s.combine {
+                case .partial(let c): combine = ("partial results", c.sql)
+                case .rows(_, let c): combine = ("gathered rows", c.sql)
+                }
+                return .object([("sql", .string(statement.sql)), ("plan", .string("scatter, combine \(combine.0)")),
+                                ("shards", .array(s.shards.map { .int($0) })), ("worker", .string(s.worker.sql)), ("combine", .string(combine.1))])
+            }
+        }
+        switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
+        case .home: return .object([("sql", .string(statement.sql)), ("plan", .string("home group"))])
+        case .shards(let list):
+            return .object([("sql", .string(statement.sql)), ("plan", .string(list.count == 1 ? "one shard" : "\(list.count) shards")),
+                            ("shards", .array(list.map { .object([("shard", .int($0.shard)), ("sql", .string($0.statement.sql))]) }))])
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Testing
+
+extension ProcessTests {
+@Suite("Sharded tables on real processes", .serialized)
+struct ShardedTableTests {
+    @Test("a hash-sharded table over 4 shards on 3 nodes: declared, written through any node to the shard its key hashes to, read exactly across shards, visible per shard; what it cannot do yet is refused with a reason")
+    func shardedTableEndToEnd() async throws {
+        let c = try await ProcessCluster.founded("sharded", count: 3)
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        for bad: Any in [0, 1000, "four", 2.5] {
+            let r = try await a.post("/v1/databases", ["name": "nope", "shards": bad])
+            #expect(r.status == 400, "shards \(bad): \(r.status) \(r.text)")
+        }
+        let made = try await a.post("/v1/databases", ["name": "shop", "shards": 4])
+        #expect(made.status == 201, "\(made.text)")
+        #expect(made.json["shards"] as? Int == 4)
+
+        // The rules, refused with a reason before anything is created.
+        let notNull = try await a.execute(["CREATE TABLE bad (c INTEGER, id INTEGER NOT NULL, PRIMARY KEY (c, id)) SHARD BY HASH (c)"], db: "shop")
+        #expect(notNull.status == 400 && notNull.text.contains("must be NOT NULL"), "\(notNull.text)")
+        let range = try await a.execute(["CREATE TABLE r (k INTEGER NOT NULL PRIMARY KEY) SHARD BY RANGE (k)"], db: "shop")
+        #expect(range.status == 400 && range.text.contains("not supported yet"), "\(range.text)")
+
+        let create = "CREATE TABLE orders (customer INTEGER NOT NULL, id INTEGER NOT NULL, total REAL, note TEXT, PRIMARY KEY (customer, id)) SHARD BY HASH (customer)"
+        let created = try await c.nodes[1].execute([create], db: "shop")
+        #expect(created.status == 200, "\(created.text)")
+        #expect(try await a.execute([create], db: "shop").text.contains("already exists"))
+        #expect(try await a.execute([create.replacingOccurrences(of: "CREATE TABLE", with: "CREATE TABLE IF NOT EXISTS")], db: "shop").status == 200)
+        // An ordinary table beside it stays in the database's home group, as before.
+        #expect(try await a.execute(["CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)", "INSERT INTO notes(body) VALUES ('home')"], db: "shop").status == 200)
+
+        // 40 customers, each written through a different node; '7' lands with 7 (the column stores it as 7).
+        var expectedTotal = 0.0
+        for customer in 1...40 {
+            let r = try await c.nodes[customer % 3].execute([["INSERT INTO orders VALUES (?, 1, ?, 'x')", customer, Double(customer) * 1.5]], db: "shop")
+            #expect(r.status == 200, "\(r.text)")
+            expectedTotal += Double(customer) * 1.5
+        }
+        #expect(try await a.execute(["INSERT INTO orders VALUES ('7', 2, 0.5, 'seven')"], db: "shop").status == 200)
+        expectedTotal += 0.5
+
+        // Rows for several shards in one request, and an unpinned UPDATE: refused until cross-shard commits.
+        let spread = try await a.execute(["INSERT INTO orders VALUES (101, 1, 1, ''), (102, 1, 1, ''), (103, 1, 1, ''), (104, 1, 1, '')"], db: "shop")
+        #expect(spread.status == 400 && spread.text.contains("two-phase commit"), "\(spread.text)")
+        let unpinned = try await a.execute(["UPDATE orders SET note = 'y' WHERE total > 10"], db: "shop")
+        #expect(unpinned.status == 400, "\(unpinned.text)")
+        let pinned = try await a.execute(["UPDATE orders SET note = 'vip' WHERE customer = 7"], db: "shop")
+        #expect(pinned.status == 200 && ((pinned.json["results"] as? [Object])?.first?["rows_affected"] as? Int) == 2, "\(pinned.text)")
+        let key = try await a.execute(["UPDATE orders SET customer = 8 WHERE customer = 7"], db: "shop")
+        #expect(key.status == 400 && key.text.contains("cannot be changed"), "\(key.text)")
+
+        // Reads, exact across shards, through every node.
+        for n in c.nodes {
+            let r = try await n.post("/v1/db/shop/query", ["statements": [
+                "SELECT count(*), sum(total), count(DISTINCT customer) FROM orders",
+                "SELECT customer FROM orders ORDER BY customer DESC, id LIMIT 3",
+                "SELECT id, note FROM orders WHERE customer = 7 ORDER BY id",
+                "SELECT note, count(*) FROM orders GROUP BY note ORDER BY note",
+                "SELECT body FROM notes",
+            ]])
+            #expect(r.status == 200, "\(r.text)")
+            let results = r.json["results"] as? [Object] ?? []
+            let rows = results.map { $0["rows"] as? [[Any]] ?? [] }
+            #expect(rows.count == 5)
+            guard rows.count == 5 else { continue }
+            #expect(rows[0].first?[0] as? Int == 41 && rows[0].first?[1] as? Double == expectedTotal && rows[0].first?[2] as? Int == 40,
+                    "\(n.name): \(rows[0])")
+            #expect(rows[1].map { $0[0] as? Int } == [40, 39, 38], "\(rows[1])")
+            #expect(rows[2].map { $0[1] as? String } == ["vip", "vip"], "\(rows[2])")
+            #expect(rows[3].map { $0[0] as? String } == ["vip", "x"] && rows[3].map { $0[1] as? Int } == [2, 39], "\(rows[3])")
+            #expect(rows[4].first?[0] as? String == "home")
+        }
+
+        // The shards: arcs covering the ring, every shard on 3 replicas, the rows counted where they are.
+        let shards = try await c.nodes[2].get("/v1/db/shop/shards")
+        #expect(shards.status == 200, "\(shards.text)")
+        let list = shards.json["shards"] as? [Object] ?? []
+        #expect(list.count == 4)
+        #expect(list.map { ($0["slots"] as? [Int])?.first } == [0, 16384, 32768, 49152])
+        #expect(list.allSatisfy { ($0["replicas"] as? [Int])?.count == 3 }, "\(list)")
+        #expect(list.reduce(0) { $0 + ($1["rows"] as? Int ?? 0) } == 41, "\(list)")
+        #expect(list.filter { ($0["rows"] as? Int ?? 0) > 0 }.count == 4, "40 keys over 4 shards leave none empty: \(list)")
+
+        // The plan, without running it.
+        let route = try await a.post("/v1/db/shop/route", ["statements": ["SELECT count(*) FROM orders", "SELECT * FROM orders WHERE customer = 3"]])
+        let plans = route.json["plans"] as? [Object] ?? []
+        #expect(plans.first?["plan"] as? String == "scatter, combine partial results", "\(route.text)")
+        #expect((plans.last?["shards"] as? [Int])?.count == 1, "\(route.text)")
+
+        // Shard groups are not databases a client can address or list.
+        let direct = try await a.post("/v1/db/shop%23shard%230/query", ["statements": ["SELECT count(*) FROM orders"]])
+        #expect(direct.status == 404, "\(direct.text)")
+        let names = ((try await a.get("/v1/databases")).json["databases"] as? [Object] ?? []).compactMap { $0["name"] as? String }
+        #expect(names.sorted() == ["default", "shop"], "\(names)")
+        let cluster = (try await a.get("/v1/cluster")).json["groups"] as? [Object] ?? []
+        #expect(cluster.filter { $0["name"] as? String == "shop" && $0["shard"] != nil }.count == 4, "\(cluster)")
+
+        // A node killed: every shard keeps a majority, so reads and writes go on through the others.
+        await c.nodes[0].kill9()
+        let after = try await c.nodes[1].execute([["INSERT INTO orders VALUES (?, 3, 1.0, 'after')", 12]], db: "shop")
+        #expect(after.status == 200, "\(after.text)")
+        let count = try await c.nodes[2].post("/v1/db/shop/query", ["statements": ["SELECT count(*) FROM orders"]])
+        #expect(((count.json["results"] as? [Object])?.first?["rows"] as? [[Any]])?.first?[0] as? Int == 42, "\(count.text)")
+    }
+}
+}
