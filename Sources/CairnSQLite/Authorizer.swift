@@ -39,7 +39,7 @@ enum Authorizer {
         case SQLITE_READ:
             // (table, column)
             guard let table = arg1 else { return nil }
-            if isReserved(table) { return reservedMessage }
+            if isReserved(table) && !(role == .read && readableState.contains(table.lowercased())) { return reservedMessage }
             if role == .apply {
                 if database == "temp" && !isTempSchemaTable(table) { return tempMessage }
                 // Its row order and root pages are the file's layout, which a snapshot install changes.
@@ -98,6 +98,9 @@ enum Authorizer {
         }
     }
 
+    /// CairnDB's own tables a query may read: the state of transactions across shards, which routers
+    /// read with their queries (to wait out a prepared transaction) and to recover stalled ones.
+    static let readableState: Set<String> = ["_cairn_shard_state", "_cairn_txn", "_cairn_txn_record"]
     static let reservedMessage = "tables named _cairn* and sqlite_cairn* are reserved for CairnDB"
     static let tempMessage = "TEMP tables, views, indexes and triggers are not allowed: they would exist on one node only, and vanish on restart"
 

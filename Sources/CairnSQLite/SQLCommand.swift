@@ -59,6 +59,8 @@ public struct SQLCommand: Sendable, Equatable {
     /// statements succeed, triggers on the table check every inserted row and every changed key (see
     /// `ShardGuard`). Built only by CairnDB (the router, with a sharded table's CREATE TABLE).
     public var shardGuard: ShardGuard?
+    /// A step of a transaction across shards (two-phase commit); its statements are the shard's part.
+    public var transaction: TransactionStep?
 
     public init(statements: [SQLStatement], atomic: Bool = false, timestampMillis: Int64, randomSeed: UInt64) {
         self.statements = statements
@@ -88,14 +90,15 @@ public struct SQLCommand: Sendable, Equatable {
     }
 
     private static let version: UInt8 = 1
-    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16, guardFlag: UInt8 = 32
-    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag | replaceFlag | guardFlag
+    private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16, guardFlag: UInt8 = 32, transactionFlag: UInt8 = 64
+    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag | replaceFlag | guardFlag | transactionFlag
 
     public func encoded() -> [UInt8] {
         var flags = (atomic ? Self.atomicFlag : 0) | (dropsDatabase ? Self.dropFlag : 0)
         if let check = consistencyCheck { flags |= Self.checkFlag | (check.expected != nil ? Self.expectedFlag : 0) }
         if replacesDatabaseKeeping != nil { flags |= Self.replaceFlag }
         if shardGuard != nil { flags |= Self.guardFlag }
+        if transaction != nil { flags |= Self.transactionFlag }
         var out: [UInt8] = [Self.version, flags]
         if let keep = replacesDatabaseKeeping { Self.append(string: keep, to: &out) }
         if let g = shardGuard {
@@ -105,6 +108,7 @@ public struct SQLCommand: Sendable, Equatable {
             ByteCoding.append(UInt32(g.lo), to: &out)
             ByteCoding.append(UInt32(g.hi), to: &out)
         }
+        if let t = transaction { t.append(to: &out) }
         if let expected = consistencyCheck?.expected {
             ByteCoding.append(expected.index, to: &out)
             ByteCoding.append(expected.hash, to: &out)
@@ -146,6 +150,11 @@ public struct SQLCommand: Sendable, Equatable {
                   hi <= UInt32(SlotHash.slotCount) else { return nil }
             shardGuard = ShardGuard(table: table, keyColumns: keys, lo: Int(lo), hi: Int(hi))
         }
+        var transaction: TransactionStep?
+        if flags & Self.transactionFlag != 0 {
+            guard let t = TransactionStep.read(bytes, &c) else { return nil }
+            transaction = t
+        }
         var check: ConsistencyCheck?
         if flags & Self.checkFlag != 0 {
             check = ConsistencyCheck(expected: nil)
@@ -180,6 +189,7 @@ public struct SQLCommand: Sendable, Equatable {
         consistencyCheck = check
         replacesDatabaseKeeping = keep
         self.shardGuard = shardGuard
+        self.transaction = transaction
     }
 
     static func append(string: String, to out: inout [UInt8]) {

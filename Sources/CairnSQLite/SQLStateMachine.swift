@@ -7,7 +7,9 @@ import Foundation
 /// restart never applies an entry twice or skips one. One owner at a time (the group's apply loop).
 public final class SQLStateMachine {
     public let path: String
-    private var connection: SQLiteConnection
+    var connection: SQLiteConnection
+    /// Transactions across shards prepared here and not finished (nil: not read since the last rollback).
+    var preparedCount: Int?
     public private(set) var appliedIndex: LogIndex = 0
     /// The membership in force at `appliedIndex`, if a configuration was ever applied or installed.
     public private(set) var confState: ConfState?
@@ -151,7 +153,7 @@ public final class SQLStateMachine {
     }
 
     /// Where a statement sits in a batch: its entry's position, and its own within the entry.
-    private struct StatementPosition: Hashable {
+    struct StatementPosition: Hashable {
         let entry: Int
         let statement: Int
     }
@@ -192,6 +194,12 @@ public final class SQLStateMachine {
                     } else if command.dropsDatabase {
                         newDroppedAt = index
                         all.append([])
+                    } else if let step = command.transaction {
+                        all.append(try applyTransaction(step, command, entry: position, rolledBack: rolledBack))
+                    } else if try isLocked() {
+                        // A transaction across shards holds this shard until it finishes: every write
+                        // fails alike on every replica, and the router sends it again after.
+                        all.append(command.statements.map { _ in StatementResult(error: TransactionStep.lockedMessage) })
                     } else {
                         all.append(try run(command, entry: position, rolledBack: rolledBack))
                     }
@@ -201,6 +209,7 @@ public final class SQLStateMachine {
             try connection.execPrepared("COMMIT")
         } catch {
             if !connection.isAutocommit { try? connection.exec("ROLLBACK") }
+            preparedCount = nil
             throw error
         }
         appliedIndex = batch.last!.index
@@ -241,7 +250,7 @@ public final class SQLStateMachine {
         return carries
     }
 
-    private func run(_ command: SQLCommand, entry: Int, rolledBack: [StatementPosition: StatementResult]) throws -> [StatementResult] {
+    func run(_ command: SQLCommand, entry: Int, rolledBack: [StatementPosition: StatementResult]) throws -> [StatementResult] {
         connection.clock!.fixedMillis = command.timestampMillis == 0 ? 1 : command.timestampMillis
         connection.context.random = SplitMix64(seed: command.randomSeed)
         defer {
@@ -386,6 +395,7 @@ public final class SQLStateMachine {
             guard rename(temporary, path) == 0 else { throw SQLiteError(message: "cannot install a snapshot over \(path)") }
             try Self.syncPath((path as NSString).deletingLastPathComponent)
             connection = try SQLiteConnection(path: path, role: .apply)
+            preparedCount = nil
         }
         try loadMeta()
     }

@@ -1,0 +1,95 @@
+import CairnRaft
+import Testing
+@testable import CairnSQLite
+
+@Suite struct CrossShardApplyTests {
+    private final class Shard {
+        let tmp = TempDB()
+        var sm: SQLStateMachine
+        var index: LogIndex = 0
+        init() throws {
+            sm = try SQLStateMachine(path: tmp.path())
+            _ = try apply(SQLCommand(statements: [SQLStatement("CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER NOT NULL CHECK (bal >= 0))"),
+                                                  SQLStatement("INSERT INTO acct VALUES (1, 50), (2, 50)")], timestampMillis: 1000, randomSeed: 1))
+        }
+        func apply(_ c: SQLCommand) throws -> [StatementResult] {
+            index += 1
+            // Through the wire format, as every replica gets it.
+            return try sm.apply(index: index, command: SQLCommand(decoding: c.encoded())!)
+        }
+        func rows(_ sql: String) -> [[SQLValue]] { sm.query(SQLStatement(sql)).rows }
+    }
+
+    private func step(_ step: TransactionStep, _ sql: [String] = [], at ms: Int64 = 2000) -> SQLCommand {
+        var c = SQLCommand(statements: sql.map { SQLStatement($0) }, timestampMillis: ms, randomSeed: 7)
+        c.transaction = step
+        return c
+    }
+
+    private func state(_ r: [StatementResult]) -> String? { if case .text(let s)? = r.first?.rows.first?.first { s } else { nil } }
+
+    @Test("prepare locks and changes nothing; the anchor's decide is the commit point; finish applies the kept statements exactly once")
+    func commitPath() throws {
+        let a = try Shard(), b = try Shard()
+        let prepareA = TransactionStep.prepare(txid: 9, anchor: 100, participants: [100, 200], deadlineMillis: 7000, recordsHere: true)
+        let prepareB = TransactionStep.prepare(txid: 9, anchor: 100, participants: [100, 200], deadlineMillis: 7000, recordsHere: false)
+        let votedA = try a.apply(step(prepareA, ["UPDATE acct SET bal = bal - 5 WHERE id = 1"]))
+        let votedB = try b.apply(step(prepareB, ["UPDATE acct SET bal = bal + 5 WHERE id = 2", "INSERT INTO acct VALUES (3, abs(random()) % 10)"]))
+        #expect(votedA.allSatisfy { $0.error == nil } && votedB.allSatisfy { $0.error == nil })
+        #expect(votedA[0].rowsAffected == 1)
+        // Nothing visible yet, and the shards are locked for writes and for other transactions.
+        #expect(a.rows("SELECT bal FROM acct WHERE id = 1") == [[.integer(50)]])
+        #expect(try a.apply(SQLCommand(statements: [SQLStatement("INSERT INTO acct VALUES (4, 1)")], timestampMillis: 2100, randomSeed: 1))[0].error == TransactionStep.lockedMessage)
+        let other = TransactionStep.prepare(txid: 10, anchor: 200, participants: [200], deadlineMillis: 9000, recordsHere: true)
+        #expect(try b.apply(step(other, ["DELETE FROM acct"]))[0].error == TransactionStep.lockedMessage)
+        #expect(b.rows("SELECT prepared, xepoch FROM _cairn_shard_state") == [[.integer(1), .integer(1)]])
+        // Decided once: a later abort, or a resolve past the deadline, cannot change it.
+        #expect(state(try a.apply(step(.decide(txid: 9, commit: true)))) == TransactionStep.committed)
+        #expect(state(try a.apply(step(.decide(txid: 9, commit: false)))) == TransactionStep.committed)
+        #expect(state(try a.apply(step(.resolve(txid: 9), at: 99_000))) == TransactionStep.committed)
+        #expect(try a.apply(step(.finish(txid: 9, commit: true)))[0].error == nil)
+        let finishedB = try b.apply(step(.finish(txid: 9, commit: true)))
+        #expect(finishedB.count == 2 && finishedB.allSatisfy { $0.error == nil })
+        // A repeated finish does nothing.
+        #expect(try b.apply(step(.finish(txid: 9, commit: true))).isEmpty)
+        #expect(a.rows("SELECT bal FROM acct ORDER BY id") == [[.integer(45)], [.integer(50)]])
+        let bRows = b.rows("SELECT id, bal FROM acct ORDER BY id")
+        #expect(bRows.count == 3 && bRows[1] == [.integer(2), .integer(55)])
+        #expect(try a.apply(SQLCommand(statements: [SQLStatement("INSERT INTO acct VALUES (4, 1)")], timestampMillis: 2200, randomSeed: 1))[0].error == nil)
+        #expect(b.rows("SELECT prepared, xepoch FROM _cairn_shard_state") == [[.integer(0), .integer(2)]])
+    }
+
+    @Test("a failing statement votes no and takes no lock; an undecided transaction is aborted by resolve only past its deadline; an anchor that never prepared records the abort, so a late prepare fails")
+    func abortPaths() throws {
+        let a = try Shard(), b = try Shard()
+        let no = try b.apply(step(.prepare(txid: 1, anchor: 100, participants: [100, 200], deadlineMillis: 5000, recordsHere: false),
+                                  ["UPDATE acct SET bal = bal - 500 WHERE id = 1"]))
+        #expect(no[0].error?.contains("CHECK") == true)
+        #expect(b.rows("SELECT prepared FROM _cairn_shard_state") == [[.integer(0)]])
+
+        #expect(try a.apply(step(.prepare(txid: 2, anchor: 100, participants: [100], deadlineMillis: 5000, recordsHere: true),
+                                 ["DELETE FROM acct"]))[0].error == nil)
+        #expect(state(try a.apply(step(.resolve(txid: 2), at: 4000))) == TransactionStep.pending)
+        #expect(state(try a.apply(step(.resolve(txid: 2), at: 5001))) == TransactionStep.aborted)
+        #expect(state(try a.apply(step(.decide(txid: 2, commit: true)))) == TransactionStep.aborted)
+        #expect(try a.apply(step(.finish(txid: 2, commit: false))).isEmpty)
+        #expect(a.rows("SELECT count(*) FROM acct") == [[.integer(2)]])
+
+        #expect(state(try a.apply(step(.resolve(txid: 3)))) == TransactionStep.aborted)
+        let late = try a.apply(step(.prepare(txid: 3, anchor: 100, participants: [100, 200], deadlineMillis: 9000, recordsHere: true), ["DELETE FROM acct"]))
+        #expect(late[0].error?.contains("already decided") == true)
+        #expect(a.rows("SELECT prepared FROM _cairn_shard_state") == [[.integer(0)]])
+    }
+
+    @Test("a restarted replica keeps its lock and finishes as the others do")
+    func lockSurvivesRestart() throws {
+        let a = try Shard()
+        _ = try a.apply(step(.prepare(txid: 5, anchor: 100, participants: [100], deadlineMillis: 5000, recordsHere: true), ["UPDATE acct SET bal = 0"]))
+        a.sm.close()
+        a.sm = try SQLStateMachine(path: a.tmp.path())
+        #expect(try a.apply(SQLCommand(statements: [SQLStatement("DELETE FROM acct")], timestampMillis: 2100, randomSeed: 1))[0].error == TransactionStep.lockedMessage)
+        _ = try a.apply(step(.decide(txid: 5, commit: true)))
+        _ = try a.apply(step(.finish(txid: 5, commit: true)))
+        #expect(a.rows("SELECT sum(bal) FROM acct") == [[.integer(0)]])
+    }
+}
