@@ -28,6 +28,8 @@ final class API: Sendable {
     let forwardCursor = NIOLockedValueBox(0)
     /// Sharded tables' schemas, for planning.
     let schemaCopies = SchemaCopies()
+    /// Where a test asked this node to die in a transaction across shards (fault injection only).
+    let crashPoint = NIOLockedValueBox<String?>(nil)
     static let hops = HTTPField.Name(PeerClient.hopsHeader)!
     static let forwardedPrincipal = HTTPField.Name(ForwardedPrincipal.header)!
     static let servedBy = HTTPField.Name("X-Cairn-Node")!
@@ -214,6 +216,18 @@ final class API: Sendable {
                     try await self.runtime.divergeForTesting(group: group, sql: sql)
                     self.log("node \(self.cluster.nodeID): made its copy of \(db) diverge on purpose (fault injection)")
                     return Self.json(200, .object([("diverged", .bool(true))]))
+                }
+            }
+            router.put("/v1/debug/crash-point") { request, _ in
+                await self.respond(request, .all) { who in
+                    self.audit.record(who, action: "set a crash point (test)", database: nil)
+                    let json = try self.parse(try await self.body(of: request))
+                    switch json["point"] {
+                    case .string(let p)? where ["after_prepare", "after_decide"].contains(p): self.crashPoint.withLockedValue { $0 = p }
+                    case nil, .null?: self.crashPoint.withLockedValue { $0 = nil }
+                    default: throw HTTPFailure.badRequest("\"point\" must be after_prepare, after_decide or null")
+                    }
+                    return Self.json(200, .object([("point", json["point"] ?? .null)]))
                 }
             }
             router.put("/v1/debug/faults") { request, _ in

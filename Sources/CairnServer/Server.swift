@@ -190,6 +190,7 @@ public enum Server {
                     await api.queue.run(flush: { try await api.flushQueued($0) }, log: log)
                 }
                 group.addTask { await audit.run() }
+                group.addTask { await api.recoverTransactions() }
                 try await group.next()
                 group.cancelAll()
             }

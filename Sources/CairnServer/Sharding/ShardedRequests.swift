@@ -43,24 +43,31 @@ extension API {
         var catalog = try await catalog { $0.databases[db] != nil }
         for attempt in 0..<3 {
             guard let view = shardView(db, catalog), statements.contains(where: { Self.mentions($0.sql, view.tables) }) else { return nil }
-            var perShard: [Int: [SQLStatement]] = [:]
+            var parts: [Int: ShardPart] = [:]
             var home = 0
-            for statement in statements {
+            for (k, statement) in statements.enumerated() {
                 guard Self.mentions(statement.sql, view.tables) else { home += 1; continue }
                 let (schema, analysis) = try analyzed(statement.sql, db: db, view)
-                switch try Self.refusing { try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) } {
+                switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
                 case .home: home += 1
-                case .shards(let list): for s in list { perShard[s.shard, default: []].append(s.statement) }
+                case .shards(let list):
+                    for s in list {
+                        parts[s.shard, default: ShardPart()].statements.append(s.statement)
+                        parts[s.shard, default: ShardPart()].origins.append(k)
+                    }
                 }
             }
-            if perShard.isEmpty { return nil }
+            if parts.isEmpty { return nil }
             if home > 0 {
-                throw HTTPFailure.badRequest("this request writes to sharded and unsharded tables: a request is atomic within one group, and writes across groups (two-phase commit) are not supported yet; send them separately")
+                throw HTTPFailure.badRequest("this request writes to sharded and unsharded tables: writes across a database's home group and its shards are not supported yet; send them separately")
             }
-            guard perShard.count == 1, let (shard, sent) = perShard.first else {
-                throw HTTPFailure.badRequest("this request writes to \(perShard.count) shards: atomic writes across shards (two-phase commit) are not supported yet; send rows with one shard key per request, or pin UPDATE and DELETE with the shard key (= value)")
+            let results: [StatementResult]
+            if parts.count == 1, let (shard, part) = parts.first {
+                // One shard: one entry, as for an unsharded database.
+                results = try await proposeWaitingOutLocks(SQLCommand.now(part.statements, atomic: atomic), group: view.groups[shard], hops: who.hops)
+            } else {
+                results = try await commitAcrossShards(parts, statementCount: statements.count, view: view, hops: who.hops)
             }
-            let results = try await propose(SQLCommand.now(sent, atomic: atomic), group: view.groups[shard], hops: who.hops)
             if results.contains(where: { $0.error?.contains(ShardGuard.wrongShard) == true }) && attempt < 2 {
                 // The shard map changed under this node's copy: read the committed one and plan again.
                 catalog = try await committedCatalog()
@@ -69,6 +76,21 @@ extension API {
             return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
         }
         throw HTTPFailure.unavailable("the shard map kept changing while the write was routed; retry")
+    }
+
+    /// `propose`, sent again while a transaction across shards holds the shard (its writes then fail
+    /// alike on every replica, having changed nothing).
+    func proposeWaitingOutLocks(_ command: SQLCommand, group: GroupID, hops: Int) async throws -> [StatementResult] {
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var attempt = 0
+        while true {
+            attempt += 1
+            var c = command
+            c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
+            let results = try await propose(c, group: group, hops: hops)
+            guard results.contains(where: { $0.error == TransactionStep.lockedMessage }), ContinuousClock.now < deadline else { return results }
+            try await Task.sleep(for: .milliseconds(min(5 * attempt, 100)))
+        }
     }
 
     /// CREATE TABLE ... SHARD BY HASH: the database's shard groups (made with its first sharded table),
@@ -187,19 +209,71 @@ extension API {
         case .home:
             return try await queryGroup(home, [statement], consistency: consistency, hops: hops)[0]
         case .single(let shard):
-            return try await queryGroup(view.groups[shard], [statement], consistency: consistency, hops: hops)[0]
+            return try await readWaitingOutTransactions(view.groups[shard], statement, consistency: consistency, hops: hops).result
         case .scatter(let scatter):
-            let partials = try await withThrowingTaskGroup(of: (Int, StatementResult).self) { tasks in
-                for (n, shard) in scatter.shards.enumerated() {
-                    tasks.addTask { (n, try await self.queryGroup(view.groups[shard], [scatter.worker], consistency: consistency, hops: hops)[0]) }
+            // Read-atomic across shards: no shard is read while a transaction is prepared there, and
+            // the shards' epochs are read again after; if one moved, a transaction ran between the
+            // reads (its effects may be half seen), and the read starts over.
+            let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+            var attempt = 0
+            while true {
+                attempt += 1
+                let reads = try await withThrowingTaskGroup(of: (Int, StatementResult, Int64).self) { tasks in
+                    for (n, shard) in scatter.shards.enumerated() {
+                        tasks.addTask {
+                            let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, consistency: consistency, hops: hops)
+                            return (n, r.result, r.epoch)
+                        }
+                    }
+                    var out = [(StatementResult, Int64)](repeating: (StatementResult(), 0), count: scatter.shards.count)
+                    for try await (n, r, e) in tasks { out[n] = (r, e) }
+                    return out
                 }
-                var out = [StatementResult](repeating: StatementResult(), count: scatter.shards.count)
-                for try await (n, r) in tasks { out[n] = r }
-                return out
+                let epochs = try await withThrowingTaskGroup(of: (Int, Int64).self) { tasks in
+                    for (n, shard) in scatter.shards.enumerated() {
+                        tasks.addTask { (n, Self.shardState(try await self.queryGroup(view.groups[shard], [Self.shardStateQuery], consistency: consistency, hops: hops)[0]).epoch) }
+                    }
+                    var out = [Int64](repeating: 0, count: scatter.shards.count)
+                    for try await (n, e) in tasks { out[n] = e }
+                    return out
+                }
+                guard epochs != reads.map(\.1) else {
+                    let answer = Combiner.combine(scatter, partials: reads.map(\.0), timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
+                    if let error = answer.error, error.hasPrefix(Combiner.tooMuchPrefix) { throw HTTPFailure(status: 413, message: error) }
+                    return answer
+                }
+                guard ContinuousClock.now < deadline else {
+                    throw HTTPFailure.unavailable("transactions across shards kept changing the shards while they were read; retry")
+                }
+                try await Task.sleep(for: .milliseconds(min(2 * attempt, 50)))
             }
-            let answer = Combiner.combine(scatter, partials: partials, timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
-            if let error = answer.error, error.hasPrefix(Combiner.tooMuchPrefix) { throw HTTPFailure(status: 413, message: error) }
-            return answer
+        }
+    }
+
+    static let shardStateQuery = SQLStatement("SELECT xepoch, prepared FROM _cairn_shard_state")
+
+    /// A shard's transaction epoch and how many transactions are prepared there (none before its first).
+    static func shardState(_ r: StatementResult) -> (epoch: Int64, prepared: Int64) {
+        guard r.error == nil, let row = r.rows.first, row.count == 2, case .integer(let e) = row[0], case .integer(let p) = row[1] else { return (0, 0) }
+        return (e, p)
+    }
+
+    /// One read on a shard, at one read point with the shard's transaction state; while a transaction
+    /// is prepared there, its outcome is waited for (it may already be committed: the client that sent
+    /// it may have its answer, and a read after must see it).
+    func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency,
+                                    hops: Int) async throws -> (result: StatementResult, epoch: Int64) {
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var attempt = 0
+        while true {
+            attempt += 1
+            let r = try await queryGroup(group, [statement, Self.shardStateQuery], consistency: consistency, hops: hops)
+            let state = Self.shardState(r.count > 1 ? r[1] : StatementResult())
+            if state.prepared == 0 { return (r[0], state.epoch) }
+            guard ContinuousClock.now < deadline else {
+                throw HTTPFailure.unavailable("a transaction across shards held the shard for the whole request; retry")
+            }
+            try await Task.sleep(for: .milliseconds(min(2 * attempt, 50)))
         }
     }
 

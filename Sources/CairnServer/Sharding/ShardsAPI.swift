@@ -34,7 +34,9 @@ extension API {
         var items: [JSON] = []
         for (i, shard) in shards.enumerated() {
             let status = try? await runtime.status(group: shard.group)
-            let sizes = try? await queryGroup(shard.group, [probe], consistency: .local, hops: 0).first
+            let read = try? await queryGroup(shard.group, [probe, Self.shardStateQuery], consistency: .local, hops: 0)
+            let sizes = read?.first
+            let prepared: JSON = read.map { .int(Self.shardState($0.count > 1 ? $0[1] : StatementResult()).prepared) } ?? .null
             var rows: JSON = .null, bytes: JSON = .null
             if let row = sizes?.rows.first, row.count == 2 {
                 if case .integer(let n) = row[0] { rows = .int(n) }
@@ -42,7 +44,8 @@ extension API {
             }
             let leader: JSON = status.map { $0.leader == 0 ? .null : .int($0.leader) } ?? .null
             items.append(.object([("shard", .int(i)), ("slots", .array([.int(map.arcs[i].lo), .int(map.arcs[i].hi)])), ("group", .int(shard.group)),
-                                  ("replicas", .array(shard.replicas.map { .int($0) })), ("leader", leader), ("rows", rows), ("bytes", bytes)]))
+                                  ("replicas", .array(shard.replicas.map { .int($0) })), ("leader", leader), ("rows", rows), ("bytes", bytes),
+                                  ("prepared_transactions", prepared)]))
         }
         return Self.json(200, .object([("database", .string(db)), ("shard_count", .int(catalog.shardCount(of: db))),
                                        ("tables", .array(tables.map { .string($0) })), ("shards", .array(items))]))

@@ -1,0 +1,160 @@
+import CairnCluster
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import Foundation
+import NIOConcurrencyHelpers
+
+/// The coordinator of transactions across shards (two-phase commit over the shards' Raft groups; the
+/// shard's side is `TransactionStep`). Any node coordinates the requests it receives; any node
+/// finishes a transaction whose coordinator went away (`recoverTransactions`), so a coordinator killed
+/// at any moment leaves no transaction undecided, and no shard locked, past its deadline and one pass.
+extension API {
+    /// How long a transaction may stay undecided before anyone may abort it (the design note's 5 s).
+    static let transactionDeadlineMillis: Int64 = 5_000
+    /// How often each node looks for prepared transactions past their deadline on the shards it leads.
+    static let recoveryPassMillis: UInt64 = 1_000
+
+    /// A shard's part of a request: the client's statement each of its statements comes from.
+    struct ShardPart {
+        var statements: [SQLStatement] = []
+        var origins: [Int] = []
+    }
+
+    /// Commits every shard's part or none; the answer has one result per client statement (an INSERT
+    /// split over shards adds up its parts).
+    func commitAcrossShards(_ parts: [Int: ShardPart], statementCount: Int, view: ShardView, hops: Int) async throws -> [StatementResult] {
+        let shards = parts.keys.sorted()
+        let groups = shards.map { view.groups[$0] }
+        let anchor = groups[0]
+        let requestDeadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var attempt = 0
+        while true {
+            attempt += 1
+            let txid = UInt64.random(in: 1...UInt64(Int64.max))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let deadline = now + Self.transactionDeadlineMillis
+            // Prepare everywhere at once: one Raft round.
+            let votes: [Int: Result<[StatementResult], any Error>] = await withTaskGroup(of: (Int, Result<[StatementResult], any Error>).self) { tasks in
+                for (n, shard) in shards.enumerated() {
+                    var command = SQLCommand.now(parts[shard]!.statements, atomic: true)
+                    command.timestampMillis = now
+                    command.transaction = .prepare(txid: txid, anchor: anchor, participants: groups, deadlineMillis: deadline,
+                                                   recordsHere: groups[n] == anchor)
+                    tasks.addTask {
+                        do { return (shard, .success(try await self.propose(command, group: groups[n], hops: hops))) } catch { return (shard, .failure(error)) }
+                    }
+                }
+                var out: [Int: Result<[StatementResult], any Error>] = [:]
+                for await (shard, vote) in tasks { out[shard] = vote }
+                return out
+            }
+            crashIfAsked("after_prepare")
+            let yes = votes.values.allSatisfy { if case .success(let r) = $0 { r.allSatisfy { $0.error == nil } } else { false } }
+            let locked = votes.values.contains { if case .success(let r) = $0 { r.contains { $0.error == TransactionStep.lockedMessage } } else { false } }
+            // The commit point: the anchor's record, compare-and-set.
+            var decide = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
+            decide.transaction = .decide(txid: txid, commit: yes)
+            let decided: [StatementResult]
+            do {
+                decided = try await propose(decide, group: anchor, hops: hops)
+            } catch {
+                // Prepared shards stay locked until their deadline; then whoever finds them resolves them.
+                throw OutcomeUnknown(description: "the decision of transaction \(txid) across \(shards.count) shards was not confirmed (\(error))")
+            }
+            let committed = Self.transactionState(decided) == TransactionStep.committed
+            crashIfAsked("after_decide")
+            finishTransaction(txid, commit: committed, groups: groups, hops: hops)
+            if committed {
+                var results = [StatementResult](repeating: StatementResult(), count: statementCount)
+                for shard in shards {
+                    guard case .success(let r)? = votes[shard] else { continue }
+                    for (k, origin) in parts[shard]!.origins.enumerated() where k < r.count {
+                        results[origin].rowsAffected += r[k].rowsAffected
+                        if r[k].lastInsertID != 0 { results[origin].lastInsertID = r[k].lastInsertID }
+                    }
+                }
+                return results
+            }
+            if locked && ContinuousClock.now < requestDeadline {
+                // Another transaction holds a shard: try again after it, with jitter so two retrying
+                // requests do not meet again.
+                try await Task.sleep(for: .milliseconds(Int64.random(in: 5...(20 * Int64(min(attempt, 10))))))
+                continue
+            }
+            if let failure = votes.values.compactMap({ if case .failure(let e) = $0 { e } else { nil } }).first {
+                throw NotCommitted(description: "transaction across \(shards.count) shards aborted: \(failure)")
+            }
+            if locked { throw HTTPFailure.unavailable("the shards stayed locked by other transactions across shards; retry") }
+            // A statement failed: nothing was applied anywhere; each statement's result says what happened.
+            var results = [StatementResult](repeating: StatementResult(), count: statementCount)
+            for shard in shards {
+                guard case .success(let r)? = votes[shard] else { continue }
+                for (k, origin) in parts[shard]!.origins.enumerated() where k < r.count && r[k].error != nil && results[origin].error == nil {
+                    results[origin] = r[k]
+                }
+            }
+            if !results.contains(where: { $0.error != nil }) {
+                throw HTTPFailure.unavailable("transaction across \(shards.count) shards was aborted (its deadline passed); retry")
+            }
+            return results
+        }
+    }
+
+    static func transactionState(_ results: [StatementResult]) -> String? {
+        if case .text(let s)? = results.first?.rows.first?.first { return s }
+        return nil
+    }
+
+    /// Sends the outcome to every participant, in the background (the client has its answer); what does
+    /// not arrive is finished by the recovery pass.
+    func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID], hops: Int) {
+        for group in groups {
+            Task {
+                var finish = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
+                finish.transaction = .finish(txid: txid, commit: commit)
+                _ = try? await self.propose(finish, group: group, hops: hops)
+            }
+        }
+    }
+
+    /// A test's fault hook (`PUT /v1/debug/crash-point`, with fault injection on): dies as kill -9 would
+    /// at the named point of a transaction across shards.
+    func crashIfAsked(_ point: String) {
+        guard crashPoint.withLockedValue({ $0 }) == point else { return }
+        log("node \(cluster.nodeID): dying at \(point) (fault injection)")
+        kill(getpid(), SIGKILL)
+    }
+
+    /// Runs forever: on every shard this node leads, prepared transactions past their deadline are
+    /// resolved at their anchor and finished everywhere.
+    func recoverTransactions() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(Self.recoveryPassMillis))
+            let catalog = cluster.catalog
+            let shardGroups = catalog.databases.values.filter { Catalog.shardOf($0.name) != nil }.map(\.group)
+            for group in shardGroups where runtime.hosts(group) {
+                guard let status = try? await runtime.status(group: group), status.role == .leader else { continue }
+                await recover(group: group)
+            }
+        }
+    }
+
+    private func recover(group: GroupID) async {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        guard let found = try? await runtime.query(group: group, [SQLStatement("SELECT txid, anchor, participants FROM _cairn_txn WHERE deadline_ms < ?",
+                                                                             [.integer(now)])], consistency: .local).results.first,
+              found.error == nil else { return }
+        for row in found.rows {
+            guard row.count == 3, case .integer(let id) = row[0], case .integer(let anchor) = row[1], case .text(let list) = row[2] else { continue }
+            let txid = UInt64(bitPattern: id)
+            var resolve = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
+            resolve.transaction = .resolve(txid: txid)
+            guard let outcome = try? await propose(resolve, group: GroupID(bitPattern: anchor), hops: 0),
+                  let state = Self.transactionState(outcome), state != TransactionStep.pending else { continue }
+            let groups = list.split(separator: ",").compactMap { GroupID($0) }
+            log("node \(cluster.nodeID): transaction \(txid) past its deadline: \(state) at its anchor; finishing it on \(groups.count) shard(s)")
+            finishTransaction(txid, commit: state == TransactionStep.committed, groups: groups, hops: 0)
+        }
+    }
+}

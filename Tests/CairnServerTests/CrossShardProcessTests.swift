@@ -1,0 +1,151 @@
+import Foundation
+import Testing
+
+/// What readers and writers saw during a run.
+actor BankLedger {
+    var transfers = 0
+    var reads = 0
+    var violations: [String] = []
+    func transferred() { transfers += 1 }
+    func read(sum: Int, min: Int, count: Int, expectedCount: Int) {
+        reads += 1
+        if sum != 100 || min < 0 || count != expectedCount { violations.append("sum \(sum), min \(min), rows \(count)") }
+    }
+    func violation(_ v: String) { violations.append(v) }
+}
+
+extension ProcessTests {
+@Suite("Transactions across shards on real processes", .serialized)
+struct CrossShardProcessTests {
+    static func bankRun(nodes: Int, seconds: Double) async throws {
+        let c = try await ProcessCluster.founded("bank\(nodes)", count: nodes)
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "bank", "shards": 4]).status == 201)
+        let created = try await a.execute(["CREATE TABLE acct (id INTEGER NOT NULL PRIMARY KEY, bal INTEGER NOT NULL CHECK (bal >= 0)) SHARD BY HASH (id)"], db: "bank")
+        #expect(created.status == 200, "\(created.text)")
+        // Eight accounts, 100 in all, written in one request across the shards.
+        let opened = try await a.execute(["INSERT INTO acct VALUES (1, 12), (2, 12), (3, 12), (4, 12), (5, 13), (6, 13), (7, 13), (8, 13)"], db: "bank")
+        #expect(opened.status == 200 && !opened.text.contains("error"), "\(opened.text)")
+        let ledger = BankLedger()
+
+        /// Transfers and whole-table reads through the running nodes until `until`.
+        func load(until: Date) async {
+            await withTaskGroup(of: Void.self) { tasks in
+                for w in 0..<4 {
+                    tasks.addTask {
+                        var k = w
+                        while Date() < until {
+                            k += 1
+                            let running = c.nodes.filter(\.isRunning)
+                            guard !running.isEmpty else { return }
+                            let from = Int.random(in: 1...8), to = (from + Int.random(in: 1...7) - 1) % 8 + 1, amount = Int.random(in: 1...5)
+                            guard let r = try? await running[k % running.count].post("/v1/db/bank/execute", [
+                                "statements": [["UPDATE acct SET bal = bal - ? WHERE id = ?", amount, from], ["UPDATE acct SET bal = bal + ? WHERE id = ?", amount, to]],
+                                "atomic": true]) else { continue }
+                            if r.status == 200 && !r.text.contains("error") { await ledger.transferred() }
+                            if r.status >= 500 && r.status != 503 { await ledger.violation("transfer answered \(r.status): \(r.text)") }
+                        }
+                    }
+                }
+                for rd in 0..<2 {
+                    tasks.addTask {
+                        var k = rd
+                        while Date() < until {
+                            k += 1
+                            let running = c.nodes.filter(\.isRunning)
+                            guard !running.isEmpty else { return }
+                            guard let r = try? await running[k % running.count].post("/v1/db/bank/query", [
+                                "statements": ["SELECT sum(bal), min(bal), count(*) FROM acct"]]), r.status == 200,
+                                  let row = ((r.json["results"] as? [Object])?.first?["rows"] as? [[Any]])?.first, row.count == 3 else { continue }
+                            await ledger.read(sum: row[0] as? Int ?? -1, min: row[1] as? Int ?? -1, count: row[2] as? Int ?? -1, expectedCount: 8)
+                        }
+                    }
+                }
+            }
+        }
+
+        await load(until: Date().addingTimeInterval(seconds))
+        // The coordinator dies between prepare and decide, then between decide and finish: its
+        // transaction is resolved by the others after its deadline, and the shards are released.
+        for (point, victim) in [("after_prepare", c.nodes[nodes - 1]), ("after_decide", c.nodes[nodes - 2])] {
+            #expect(try await TestHTTP.request(.PUT, victim.url + "/v1/debug/crash-point", ["point": point]).status == 200)
+            _ = try? await victim.post("/v1/db/bank/execute", ["statements": [["UPDATE acct SET bal = bal - 1 WHERE id = ?", 1],
+                                                                              ["UPDATE acct SET bal = bal + 1 WHERE id = ?", 2],
+                                                                              ["UPDATE acct SET bal = bal - 1 WHERE id = ?", 3],
+                                                                              ["UPDATE acct SET bal = bal + 1 WHERE id = ?", 4]], "atomic": true])
+            #expect(await victim.waitForExit(seconds: 10) != nil, "\(point): the coordinator did not die")
+            await load(until: Date().addingTimeInterval(seconds))
+            try victim.start()
+        }
+        // A shard's leader killed mid-run.
+        let shards = (try await a.get("/v1/db/bank/shards")).json["shards"] as? [Object] ?? []
+        if let leader = shards.first?["leader"] as? Int, let node = c.nodes.first(where: { Int($0.id) == leader }) {
+            await node.kill9()
+            await load(until: Date().addingTimeInterval(seconds))
+            try node.start()
+        }
+        await load(until: Date().addingTimeInterval(seconds))
+
+        // After healing, nothing stays prepared, and the money is all there.
+        var prepared = -1
+        let until = Date().addingTimeInterval(30)
+        while prepared != 0 && Date() < until {
+            let list = (try? await c.nodes[0].get("/v1/db/bank/shards"))?.json["shards"] as? [Object] ?? []
+            prepared = list.count == 4 && list.allSatisfy({ $0["prepared_transactions"] is Int }) ? list.reduce(0) { $0 + ($1["prepared_transactions"] as! Int) } : -1
+            if prepared != 0 { try await Task.sleep(for: .milliseconds(250)) }
+        }
+        #expect(prepared == 0, "transactions still prepared after healing")
+        let final = try await c.nodes[1].post("/v1/db/bank/query", ["statements": ["SELECT sum(bal), min(bal), count(*) FROM acct"]])
+        #expect(final.text.contains("[100,") , "\(final.text)")
+        let (transfers, reads, violations) = await (ledger.transfers, ledger.reads, ledger.violations)
+        print("bank on \(nodes) nodes: \(transfers) transfers, \(reads) whole-table reads, \(violations.count) violations")
+        #expect(violations.isEmpty, "\(violations.prefix(10))")
+        #expect(transfers > 20 && reads > 20, "too little happened to judge: \(transfers) transfers, \(reads) reads")
+    }
+
+    @Test("bank (Jepsen's): 8 accounts over 4 shards, total 100, concurrent transfers of at most 5 across shards and whole-table reads; coordinators killed between prepare and decide and between decide and finish, a shard leader killed: every read sums to 100, none negative, nothing left prepared")
+    func bankOnThreeNodes() async throws {
+        try await Self.bankRun(nodes: 3, seconds: 3)
+    }
+
+    @Test("pairs: each request inserts two rows on different shards; no read across shards ever sees one without the other")
+    func pairsAreNeverFractured() async throws {
+        let c = try await ProcessCluster.founded("pairs", count: 3)
+        defer { c.destroy() }
+        #expect(try await c.nodes[0].post("/v1/databases", ["name": "p", "shards": 4]).status == 201)
+        #expect(try await c.nodes[0].execute(["CREATE TABLE pair (k INTEGER NOT NULL PRIMARY KEY, partner INTEGER NOT NULL) SHARD BY HASH (k)"], db: "p").status == 200)
+        let until = Date().addingTimeInterval(6)
+        let ledger = BankLedger()
+        await withTaskGroup(of: Void.self) { tasks in
+            for w in 0..<3 {
+                tasks.addTask {
+                    var k = w * 1_000_000
+                    while Date() < until {
+                        k += 2
+                        let r = try? await c.nodes[k % 3].execute([["INSERT INTO pair VALUES (?, ?), (?, ?)", k, k + 1, k + 1, k]], db: "p")
+                        if r?.status == 200 && r?.text.contains("error") == false { await ledger.transferred() }
+                    }
+                }
+            }
+            for rd in 0..<2 {
+                tasks.addTask {
+                    var n = rd
+                    while Date() < until {
+                        n += 1
+                        guard let r = try? await c.nodes[n % 3].post("/v1/db/p/query", ["statements": ["SELECT k, partner FROM pair"]]), r.status == 200,
+                              let rows = (r.json["results"] as? [Object])?.first?["rows"] as? [[Any]] else { continue }
+                        let keys = Set(rows.compactMap { $0[0] as? Int })
+                        let missing = rows.filter { !keys.contains($0[1] as? Int ?? -1) }
+                        await ledger.read(sum: 100, min: 0, count: missing.isEmpty ? 8 : -missing.count, expectedCount: 8)
+                    }
+                }
+            }
+        }
+        let (pairs, reads, violations) = await (ledger.transfers, ledger.reads, ledger.violations)
+        print("pairs: \(pairs) pairs written, \(reads) reads across shards, \(violations.count) fractured")
+        #expect(violations.isEmpty, "fractured reads: \(violations.prefix(5))")
+        #expect(pairs > 20 && reads > 10)
+    }
+}
+}
