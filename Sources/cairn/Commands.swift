@@ -105,8 +105,8 @@ struct ClusterCommand: AsyncParsableCommand {
                 print(Output.table(columns: ["node", "http", "raft", "voter", "removed"], rows: nodes.map { n in
                     [n["id"] ?? .null, n["http_addr"] ?? .null, n["raft_addr"] ?? .null, n["voter"] ?? .null, n["removed"] ?? .null]
                 }))
-                print(Output.table(columns: ["database", "group", "leader", "replicas"], rows: groups.map { g in
-                    [g["name"] ?? .null, g["group"] ?? .null, g["leader"] ?? .null,
+                print(Output.table(columns: ["database", "shard", "group", "leader", "replicas"], rows: groups.map { g in
+                    [g["name"] ?? .null, g["shard"] ?? .string(""), g["group"] ?? .null, g["leader"] ?? .null,
                      .string(g["replicas"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? "all voters")]
                 }), terminator: "")
             }
@@ -238,12 +238,16 @@ struct DatabaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "db", abstract: "Databases.", subcommands: [Create.self, Drop.self, List.self])
 
     struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a database (its sharded tables are spread over --shards shards).")
         @OptionGroup var connection: ConnectionOptions
         @Argument var name: String
+        @Option(help: "How many shards the database's sharded tables are spread over (default 16).") var shards: Int?
         func run() async throws {
             try await withClient(connection) { client in
-                let r = try await client.call(.POST, "/v1/databases", .object([("name", .string(name))]))
-                print("Created database \(name) (group \(Output.cell(r["group"] ?? .null))).")
+                var body: [(String, JSON)] = [("name", .string(name))]
+                if let shards { body.append(("shards", .int(shards))) }
+                let r = try await client.call(.POST, "/v1/databases", .object(body))
+                print("Created database \(name) (group \(Output.cell(r["group"] ?? .null)), \(Output.cell(r["shards"] ?? .null)) shards).")
             }
         }
     }
@@ -348,6 +352,29 @@ struct RestoreCommand: AsyncParsableCommand {
                 throw ClientError(status: 0, message: "the restore was rolled back: " + Output.cell(e["error"]!))
             }
             print("Restored \(file) into \(database).")
+        }
+    }
+}
+
+struct ShardsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "shards", abstract: "A database's shards: slots, group, replicas, leader, rows, bytes.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument var database: String
+
+    func run() async throws {
+        try await withClient(connection) { client in
+            let r = try await client.call(.GET, "/v1/db/\(database)/shards")
+            guard case .array(let shards)? = r["shards"] else { return }
+            if case .array(let tables)? = r["tables"], !tables.isEmpty {
+                print("Sharded tables: " + tables.map { Output.cell($0) }.joined(separator: ", "))
+            } else {
+                print("No sharded tables yet (\(Output.cell(r["shard_count"] ?? .null)) shards when the first is created).")
+            }
+            print(Output.table(columns: ["shard", "slots", "group", "leader", "replicas", "rows", "bytes", "prepared"], rows: shards.map { s in
+                [s["shard"] ?? .null, .string(s["slots"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? ""), s["group"] ?? .null,
+                 s["leader"] ?? .null, .string(s["replicas"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? ""),
+                 s["rows"] ?? .null, s["bytes"] ?? .null, s["prepared_transactions"] ?? .null]
+            }), terminator: "")
         }
     }
 }

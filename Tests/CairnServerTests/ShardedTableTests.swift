@@ -99,6 +99,17 @@ struct ShardedTableTests {
         let cluster = (try await a.get("/v1/cluster")).json["groups"] as? [Object] ?? []
         #expect(cluster.filter { $0["name"] as? String == "shop" && $0["shard"] != nil }.count == 4, "\(cluster)")
 
+        // The CLI: a database made with --shards, and the shards shown.
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let (made2, out) = try await runCairn(["db", "create", "two", "--shards", "2", "--host", a.url], environment: environment)
+        #expect(made2 == 0 && out.contains("2 shards"), "\(out)")
+        let (listed, table) = try await runCairn(["shards", "shop", "--host", a.url], environment: environment)
+        #expect(listed == 0 && table.contains("Sharded tables: orders") && table.contains("16384"), "\(table)")
+        let (status, clusterTable) = try await runCairn(["cluster", "status", "--host", a.url], environment: environment)
+        #expect(status == 0 && clusterTable.contains("shard"), "\(clusterTable)")
+
         // A node killed: every shard keeps a majority, so reads and writes go on through the others.
         await c.nodes[0].kill9()
         let after = try await c.nodes[1].execute([["INSERT INTO orders VALUES (?, 3, 1.0, 'after')", 12]], db: "shop")

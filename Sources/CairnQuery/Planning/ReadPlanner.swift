@@ -27,7 +27,10 @@ public struct ReadPlanner: Sendable {
         let shape = SelectShape.parse(tokens)
         let qualifier = shape.flatMap { Self.qualifier(of: $0.from, table: table) }
         var shards = Array(0..<map.count)
-        if let shape, let qualifier, let w = shape.whereClause,
+        // A subquery reads the table on its own terms (`k = 5 AND n > (SELECT avg(n) FROM t)` needs every
+        // shard's rows for the average): only a statement with no other SELECT is pinned by its WHERE.
+        let subqueries = tokens.filter { $0.isWord("SELECT") }.count > 1
+        if let shape, let qualifier, let w = shape.whereClause, !subqueries,
            let pinned = pins(w, table: table, qualifier: qualifier, parameters: parameters) {
             // No key can match (an empty IN list, `= NULL`): any one shard gives the empty answer exactly.
             shards = pinned.isEmpty ? [0] : pinned
