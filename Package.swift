@@ -128,7 +128,7 @@ let package = Package(
         ),
         .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnTestSupport"],
                     swiftSettings: strict),
-        .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite"], swiftSettings: strict),
+        .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnClusterTests", dependencies: ["CairnCluster", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),

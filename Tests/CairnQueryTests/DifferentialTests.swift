@@ -1,4 +1,5 @@
 import CairnQuery
+import CairnRaft
 import CairnSQLite
 import Foundation
 import Testing
@@ -190,16 +191,11 @@ enum Compare {
     }
 }
 
+/// The seeded generator the test draws from (the simulator's SplitMix64).
 struct QueryRNG {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    var gen: SplitMix64
+    init(seed: UInt64) { gen = SplitMix64(seed: seed) }
+    mutating func next() -> UInt64 { gen.next() }
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
     mutating func chance(_ p: Double) -> Bool { Double(next() % 1_000_000) / 1_000_000 < p }
     mutating func pick<T>(_ xs: [T]) -> T { xs[below(xs.count)] }

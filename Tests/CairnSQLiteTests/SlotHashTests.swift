@@ -1,3 +1,4 @@
+import CairnRaft
 import Testing
 @testable import CairnSQLite
 
@@ -55,7 +56,7 @@ import Testing
     @Test func aMillionRandomKeysSpreadEvenlyOverSixteenShards() {
         let map = ShardMap.uniform(count: 16)
         var counts = [Int](repeating: 0, count: 16)
-        var rng = SplitMix(seed: 12345)
+        var rng = SplitMix64(seed: 12345)
         let n = 1_000_000
         for i in 0..<n {
             let key: SQLValue = i % 2 == 0 ? .integer(Int64(bitPattern: rng.next())) : .text(String(rng.next(), radix: 36))
@@ -86,15 +87,3 @@ import Testing
     }
 }
 
-/// A small seeded generator (SplitMix64), so the test's keys are the same every run.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

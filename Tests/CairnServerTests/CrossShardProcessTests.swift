@@ -85,6 +85,10 @@ struct CrossShardProcessTests {
             await load(until: Date().addingTimeInterval(seconds))
             try node.start()
         }
+        // A node cut off from the others' Raft traffic mid-run, then healed.
+        try await c.cutOff(c.nodes[1])
+        await load(until: Date().addingTimeInterval(seconds))
+        try await c.heal()
         await load(until: Date().addingTimeInterval(seconds))
 
         // After healing, nothing stays prepared, and the money is all there.
@@ -101,12 +105,17 @@ struct CrossShardProcessTests {
         let (transfers, reads, violations) = await (ledger.transfers, ledger.reads, ledger.violations)
         print("bank on \(nodes) nodes: \(transfers) transfers, \(reads) whole-table reads, \(violations.count) violations")
         #expect(violations.isEmpty, "\(violations.prefix(10))")
-        #expect(transfers > 20 && reads > 20, "too little happened to judge: \(transfers) transfers, \(reads) reads")
+        #expect(transfers > 20 && reads > 10, "too little happened to judge: \(transfers) transfers, \(reads) reads")
     }
 
-    @Test("bank (Jepsen's): 8 accounts over 4 shards, total 100, concurrent transfers of at most 5 across shards and whole-table reads; coordinators killed between prepare and decide and between decide and finish, a shard leader killed: every read sums to 100, none negative, nothing left prepared")
+    @Test("bank (Jepsen's): 8 accounts over 4 shards, total 100, concurrent transfers of at most 5 across shards and whole-table reads; coordinators killed between prepare and decide and between decide and finish, a shard leader killed, a node cut off: every read sums to 100, none negative, nothing left prepared")
     func bankOnThreeNodes() async throws {
         try await Self.bankRun(nodes: 3, seconds: 3)
+    }
+
+    @Test("bank on 5 nodes, with the same faults")
+    func bankOnFiveNodes() async throws {
+        try await Self.bankRun(nodes: 5, seconds: 3)
     }
 
     @Test("pairs: each request inserts two rows on different shards; no read across shards ever sees one without the other")

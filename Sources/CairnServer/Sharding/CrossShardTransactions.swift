@@ -1,5 +1,6 @@
 import CairnCluster
 import CairnNode
+import CairnQuery
 import CairnRaft
 import CairnSQLite
 import Foundation
@@ -98,6 +99,45 @@ extension API {
                 throw HTTPFailure.unavailable("transaction across \(shards.count) shards was aborted (its deadline passed); retry")
             }
             return results
+        }
+    }
+
+    /// Optimistic reads across shards tried before a locking one.
+    static let optimisticReadAttempts = 3
+
+    /// A read across shards that cannot lose to writers: the worker query runs as the prepare of a
+    /// transaction on every shard at once (each shard answers at its prepare's entry and holds its
+    /// writes), which is then aborted. If every prepare succeeded, every shard was held at once, so no
+    /// transaction is half seen; a shard another transaction holds makes it try again.
+    func lockingRead(_ scatter: ReadPlan.Scatter, view: ShardView, hops: Int) async throws -> [StatementResult] {
+        let groups = scatter.shards.map { view.groups[$0] }
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var attempt = 0
+        while true {
+            attempt += 1
+            let txid = UInt64.random(in: 1...UInt64(Int64.max))
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let results = try await withThrowingTaskGroup(of: (Int, [StatementResult]).self) { tasks in
+                for (n, group) in groups.enumerated() {
+                    var command = SQLCommand(statements: [scatter.worker], atomic: true, timestampMillis: now, randomSeed: 0)
+                    command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups,
+                                                   deadlineMillis: now + Self.transactionDeadlineMillis, recordsHere: n == 0)
+                    tasks.addTask { (n, try await self.propose(command, group: group, hops: hops)) }
+                }
+                var out = [[StatementResult]](repeating: [], count: groups.count)
+                for try await (n, r) in tasks { out[n] = r }
+                return out
+            }
+            var decide = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
+            decide.transaction = .decide(txid: txid, commit: false)
+            _ = try? await propose(decide, group: groups[0], hops: hops)
+            finishTransaction(txid, commit: false, groups: groups, hops: hops)
+            let partials = results.map { $0.first ?? StatementResult(error: "no result") }
+            if !partials.contains(where: { $0.error == TransactionStep.lockedMessage }) { return partials }
+            guard ContinuousClock.now < deadline else {
+                throw HTTPFailure.unavailable("transactions across shards held the shards for the whole read; retry")
+            }
+            try await Task.sleep(for: .milliseconds(Int64.random(in: 1...(5 * Int64(min(attempt, 10))))))
         }
     }
 

@@ -218,6 +218,13 @@ extension API {
             var attempt = 0
             while true {
                 attempt += 1
+                if attempt > Self.optimisticReadAttempts {
+                    // Transactions keep moving the shards under the read: lock them for it instead.
+                    let partials = try await lockingRead(scatter, view: view, hops: hops)
+                    let answer = Combiner.combine(scatter, partials: partials, timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
+                    if let error = answer.error, error.hasPrefix(Combiner.tooMuchPrefix) { throw HTTPFailure(status: 413, message: error) }
+                    return answer
+                }
                 let reads = try await withThrowingTaskGroup(of: (Int, StatementResult, Int64).self) { tasks in
                     for (n, shard) in scatter.shards.enumerated() {
                         tasks.addTask {
