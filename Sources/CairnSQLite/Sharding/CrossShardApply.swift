@@ -32,11 +32,17 @@ extension SQLStateMachine {
         let txid = SQLValue.integer(Int64(bitPattern: step.txid))
         switch step {
         case .prepare(_, let anchor, let participants, let deadline, let recordsHere):
-            if recordsHere, case .text(let state)? = connection.internalRun("SELECT state FROM _cairn_txn_record WHERE txid = ?", [txid]).rows.first?.first {
-                return command.statements.map { _ in StatementResult(error: "cairn: transaction \(step.txid) was already decided (\(state))") }
+            var recorded: String?
+            if case .text(let state)? = connection.internalRun("SELECT state FROM _cairn_txn_record WHERE txid = ?", [txid]).rows.first?.first {
+                recorded = state
             }
-            if try isLocked() {
+            switch TransactionRules.prepare(recordedState: recorded, locked: try isLocked()) {
+            case .alreadyDecided(let state):
+                return command.statements.map { _ in StatementResult(error: "cairn: transaction \(step.txid) was already decided (\(state))") }
+            case .locked:
                 return command.statements.map { _ in StatementResult(error: TransactionStep.lockedMessage) }
+            case .run:
+                break
             }
             var inner = command
             inner.transaction = nil
@@ -58,26 +64,21 @@ extension SQLStateMachine {
             }
             return results
         case .decide, .resolve:
-            let isResolve: Bool
-            let wantsCommit: Bool
-            if case .decide(_, let c) = step { isResolve = false; wantsCommit = c } else { isResolve = true; wantsCommit = false }
+            var commit: Bool?
+            if case .decide(_, let c) = step { commit = c }
             let now = command.timestampMillis
             try connection.internalExec("DELETE FROM _cairn_txn_record WHERE state != 'pending' AND decided_ms < ?",
                                         [.integer(now - Self.outcomeRetentionMillis)])
-            let row = connection.internalRun("SELECT state, deadline_ms FROM _cairn_txn_record WHERE txid = ?", [txid]).rows.first
-            var state: String
-            if let row, case .text(let s) = row[0], case .integer(let deadline) = row[1] {
-                state = s
-                if s == TransactionStep.pending {
-                    if !isResolve { state = wantsCommit ? TransactionStep.committed : TransactionStep.aborted }
-                    else if now > deadline { state = TransactionStep.aborted }
-                    if state != s {
-                        try connection.internalExec("UPDATE _cairn_txn_record SET state = ?, decided_ms = ? WHERE txid = ?", [.text(state), .integer(now), txid])
-                    }
-                }
-            } else {
-                // Never prepared here (or forgotten): it can only be aborted, and a late prepare now fails.
-                state = TransactionStep.aborted
+            var recorded: (state: String, deadlineMillis: Int64)?
+            if let row = connection.internalRun("SELECT state, deadline_ms FROM _cairn_txn_record WHERE txid = ?", [txid]).rows.first,
+               case .text(let s) = row[0], case .integer(let deadline) = row[1] {
+                recorded = (s, deadline)
+            }
+            let (state, write) = TransactionRules.anchor(recorded: recorded, commit: commit, entryMillis: now)
+            if write && recorded != nil {
+                try connection.internalExec("UPDATE _cairn_txn_record SET state = ?, decided_ms = ? WHERE txid = ?", [.text(state), .integer(now), txid])
+            } else if write {
+                // Never prepared here (or forgotten): aborted, and a late prepare now fails.
                 try connection.internalExec("INSERT INTO _cairn_txn_record(txid, state, deadline_ms, decided_ms) VALUES (?, ?, 0, ?)",
                                             [txid, .text(state), .integer(now)])
             }
@@ -90,6 +91,9 @@ extension SQLStateMachine {
             guard case .blob(let bytes)? = connection.internalRun("SELECT command FROM _cairn_txn WHERE txid = ?", [txid]).rows.first?.first,
                   let kept = SQLCommand(decoding: bytes) else { return [] }
             try connection.internalExec("DELETE FROM _cairn_txn WHERE txid = ?", [txid])
+            // Remembered (as long as outcomes are), so the same prepare arriving again is refused.
+            try connection.internalExec("INSERT OR IGNORE INTO _cairn_txn_record(txid, state, deadline_ms, decided_ms) VALUES (?, ?, 0, ?)",
+                                        [txid, .text(commit ? TransactionStep.committed : TransactionStep.aborted), .integer(command.timestampMillis)])
             try connection.internalExec("UPDATE _cairn_shard_state SET xepoch = xepoch + 1, prepared = prepared - 1 WHERE id = 0")
             preparedCount = max(0, (preparedCount ?? 1) - 1)
             guard commit else { return [] }

@@ -51,7 +51,9 @@ extension API {
                 return out
             }
             crashIfAsked("after_prepare")
-            let yes = votes.values.allSatisfy { if case .success(let r) = $0 { r.allSatisfy { $0.error == nil } } else { false } }
+            let yes = TransactionRules.commits(votes: shards.map { shard in
+                if case .success(let r)? = votes[shard] { r.allSatisfy { $0.error == nil } } else { nil }
+            })
             let locked = votes.values.contains { if case .success(let r) = $0 { r.contains { $0.error == TransactionStep.lockedMessage } } else { false } }
             // The commit point: the anchor's record, compare-and-set.
             var decide = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
