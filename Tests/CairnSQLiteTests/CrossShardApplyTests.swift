@@ -50,8 +50,11 @@ import Testing
         #expect(try a.apply(step(.finish(txid: 9, commit: true)))[0].error == nil)
         let finishedB = try b.apply(step(.finish(txid: 9, commit: true)))
         #expect(finishedB.count == 2 && finishedB.allSatisfy { $0.error == nil })
-        // A repeated finish does nothing.
+        // A repeated finish does nothing; the same prepare arriving again is refused (it would lock the
+        // shard, and a recovery could then apply the transaction twice).
         #expect(try b.apply(step(.finish(txid: 9, commit: true))).isEmpty)
+        let again = try b.apply(step(prepareB, ["UPDATE acct SET bal = bal + 5 WHERE id = 2"]))
+        #expect(again[0].error?.contains("already decided") == true)
         #expect(a.rows("SELECT bal FROM acct ORDER BY id") == [[.integer(45)], [.integer(50)]])
         let bRows = b.rows("SELECT id, bal FROM acct ORDER BY id")
         #expect(bRows.count == 3 && bRows[1] == [.integer(2), .integer(55)])
