@@ -199,6 +199,19 @@ extension API {
             } catch RuntimeError.databaseDropped {
                 // An earlier attempt got this far; finish it.
             }
+            // Its shards go the same way, each ended in its own log first; a database made later under
+            // the same name starts with no shards.
+            let shards = self.cluster.catalog.databases.values.filter { Catalog.shardOf($0.name)?.database == name }
+            for shard in shards {
+                do {
+                    _ = try await self.propose(SQLCommand.dropDatabase(), group: shard.group, hops: who.hops)
+                } catch RuntimeError.databaseDropped {
+                    // Ended by an earlier attempt.
+                } catch let f as HTTPFailure where f.status == 404 {
+                    // Ended by an earlier attempt, as its leader reports.
+                }
+            }
+            if !shards.isEmpty { try await self.cluster.changeCatalog(shards.flatMap { Catalog.dropDatabase($0.name) }) }
             try await self.cluster.changeCatalog(Catalog.dropDatabase(name))
             try await self.awaitCatalog { $0.databases[name] == nil }
             return Self.json(200, .object([("dropped", .string(name))]))

@@ -110,7 +110,12 @@ struct CrossShardProcessTests {
 
     @Test("bank (Jepsen's): 8 accounts over 4 shards, total 100, concurrent transfers of at most 5 across shards and whole-table reads; coordinators killed between prepare and decide and between decide and finish, a shard leader killed, a node cut off: every read sums to 100, none negative, nothing left prepared")
     func bankOnThreeNodes() async throws {
-        try await Self.bankRun(nodes: 3, seconds: 3)
+        // The long runner: CAIRN_BANK_RUNS=100 swift test --filter bankOnThreeNodes (each run a fresh cluster).
+        let runs = Int(ProcessInfo.processInfo.environment["CAIRN_BANK_RUNS"] ?? "") ?? 1
+        for run in 1...max(1, runs) {
+            if runs > 1 { print("bank run \(run) of \(runs)") }
+            try await Self.bankRun(nodes: 3, seconds: 3)
+        }
     }
 
     @Test("bank on 5 nodes, with the same faults")

@@ -110,6 +110,18 @@ struct ShardedTableTests {
         let (status, clusterTable) = try await runCairn(["cluster", "status", "--host", a.url], environment: environment)
         #expect(status == 0 && clusterTable.contains("shard"), "\(clusterTable)")
 
+        // Dropped with its shards: made again under the same name, it has none of the old rows or tables.
+        #expect(try await a.execute(["CREATE TABLE t (k INTEGER NOT NULL PRIMARY KEY) SHARD BY HASH (k)", ], db: "two").status == 200)
+        #expect(try await a.execute(["INSERT INTO t VALUES (1), (2), (3)"], db: "two").status == 200)
+        let dropped = try await TestHTTP.request(.DELETE, a.url + "/v1/databases/two")
+        #expect(dropped.status == 200, "\(dropped.text)")
+        #expect(try await a.post("/v1/databases", ["name": "two", "shards": 2]).status == 201)
+        let fresh = try await a.get("/v1/db/two/shards")
+        #expect((fresh.json["shards"] as? [Object])?.isEmpty == true && (fresh.json["tables"] as? [Any])?.isEmpty == true, "\(fresh.text)")
+        #expect(try await a.execute(["CREATE TABLE t (k INTEGER NOT NULL PRIMARY KEY) SHARD BY HASH (k)", ], db: "two").status == 200)
+        let none = try await a.post("/v1/db/two/query", ["statements": ["SELECT count(*) FROM t"]])
+        #expect(((none.json["results"] as? [Object])?.first?["rows"] as? [[Any]])?.first?[0] as? Int == 0, "\(none.text)")
+
         // A node killed: every shard keeps a majority, so reads and writes go on through the others.
         await c.nodes[0].kill9()
         let after = try await c.nodes[1].execute([["INSERT INTO orders VALUES (?, 3, 1.0, 'after')", 12]], db: "shop")
