@@ -396,10 +396,19 @@ final class API: Sendable {
         }
         audit.record(who, statements: statements, database: db)
         if let sharded = try await executeSharded(statements, db: db, atomic: atomic, who: who) { return sharded }
-        return try await route(request, who, db: db, body: bytes, isWrite: true) { group in
+        let stale = NIOLockedValueBox(false)
+        let reply = try await route(request, who, db: db, body: bytes, isWrite: true) { group in
             let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
+            // A table sharded moments ago, through another node: this node's catalog copy sent its
+            // statements to the home group, where nothing was applied. Send them to the shards.
+            if Self.missedShardedTable(results, allFailed: true) { stale.withLockedValue { $0 = true } }
             return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
         }
+        if stale.withLockedValue({ $0 }), try await committedCatalog().shardedTables[db] != nil,
+           let sharded = try await executeSharded(statements, db: db, atomic: atomic, who: who) {
+            return sharded
+        }
+        return reply
     }
 
     private func query(_ request: Request, _ who: Principal, db: String) async throws -> Response {
@@ -408,10 +417,24 @@ final class API: Sendable {
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
         if let sharded = try await querySharded(statements, db: db, consistency: consistency, who: who) { return sharded }
-        return try await route(request, who, db: db, body: bytes, isWrite: false) { group in
+        let stale = NIOLockedValueBox(false)
+        let reply = try await route(request, who, db: db, body: bytes, isWrite: false) { group in
             let results = try await self.runtime.query(group: group, statements, consistency: consistency).results
+            if Self.missedShardedTable(results, allFailed: false) { stale.withLockedValue { $0 = true } }
             return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
         }
+        if stale.withLockedValue({ $0 }), try await committedCatalog().shardedTables[db] != nil,
+           let sharded = try await querySharded(statements, db: db, consistency: consistency, who: who) {
+            return sharded
+        }
+        return reply
+    }
+
+    /// Whether the home group's answer says a table it was asked about is missing (it may have been
+    /// sharded since this node's catalog copy). For a write, only when no statement took effect.
+    static func missedShardedTable(_ results: [StatementResult], allFailed: Bool) -> Bool {
+        guard results.contains(where: { $0.error?.hasPrefix("no such table: ") == true }) else { return false }
+        return !allFailed || results.allSatisfy { $0.error != nil }
     }
 
     static func consistency(_ json: JSON) throws -> ReadConsistency {

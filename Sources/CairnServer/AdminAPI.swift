@@ -167,7 +167,8 @@ extension API {
         let json = try parse(try await body(of: request))
         guard case .string(let name)? = json["name"] else { throw HTTPFailure.badRequest("send {\"name\": ...}") }
         try Self.validName(name, what: "a database name")
-        let catalog = try await catalog(where: { $0.databases[name] != nil })
+        // A copy that still lists it may predate a drop through another node: only the committed catalog says it exists.
+        let catalog = try await catalog(where: { $0.databases[name] == nil })
         guard catalog.databases[name] == nil else { throw HTTPFailure(status: 409, message: "database \"\(name)\" exists") }
         var shards: Int?
         switch json["shards"] {

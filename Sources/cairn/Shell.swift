@@ -110,6 +110,7 @@ struct Shell {
                 print("""
                     .tables               list tables
                     .schema [TABLE]       show CREATE statements
+                    .explain SQL          where SQL would run: the shards, what each runs, how rows are combined
                     .databases            list databases
                     .use DATABASE         switch database
                     .consistency LEVEL [FRESHNESS_MS]
@@ -119,7 +120,26 @@ struct Shell {
                     """)
             case ".tables":
                 let r = try await request("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_cairn%' ESCAPE '\\' ORDER BY name")
-                for row in rows(r.first) { print(row.map(Output.cell).joined()) }
+                var names = rows(r.first).map { $0.map(Output.cell).joined() }
+                if case .array(let sharded)? = try await client.call(.GET, "/v1/db/\(database)/shards")["tables"] {
+                    names += sharded.map { Output.cell($0) + " (sharded)" }
+                }
+                for name in names.sorted() { print(name) }
+            case ".explain":
+                let sql = line.dropFirst(".explain".count).trimmingCharacters(in: .whitespaces)
+                guard !sql.isEmpty else { print("Usage: .explain SQL"); return true }
+                let r = try await client.call(.POST, "/v1/db/\(database)/route", .object([("statements", .array([.string(sql)]))]))
+                guard case .array(let plans)? = r["plans"], let plan = plans.first else { return true }
+                for key in ["plan", "shards", "worker", "combine", "sqlite"] {
+                    guard let value = plan[key] else { continue }
+                    if case .array(let items) = value, items.contains(where: { if case .object = $0 { true } else { false } }) {
+                        for item in items { print("  shard \(Output.cell(item["shard"] ?? .null)): \(Output.cell(item["sql"] ?? .null))") }
+                    } else if case .array = value {
+                        print("\(key): " + String(decoding: value.serialized(), as: UTF8.self))
+                    } else {
+                        print("\(key): \(Output.cell(value))")
+                    }
+                }
             case ".schema":
                 let filter = parts.count > 1 ? " AND tbl_name = '\(parts[1].replacingOccurrences(of: "'", with: "''"))'" : ""
                 let r = try await request("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name NOT LIKE 'sqlite\\_cairn%' ESCAPE '\\' AND name NOT LIKE '\\_cairn%' ESCAPE '\\'\(filter) ORDER BY rowid")

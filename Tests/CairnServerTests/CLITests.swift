@@ -213,7 +213,7 @@ struct CLITests {
 }
 
 /// Runs `cairn` to its end: exit status, and standard output and error together.
-func runCairn(_ arguments: [String], environment: [String: String]) async throws -> (Int32, String) {
+func runCairn(_ arguments: [String], environment: [String: String], input: String? = nil) async throws -> (Int32, String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: cairnBinary)
     p.arguments = arguments
@@ -221,7 +221,13 @@ func runCairn(_ arguments: [String], environment: [String: String]) async throws
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe
+    let stdin = Pipe()
+    if input != nil { p.standardInput = stdin }
     try p.run()
+    if let input {
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try stdin.fileHandleForWriting.close()
+    }
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     let status = await exitStatus(of: p, seconds: 120)
     return (status ?? -1, String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))

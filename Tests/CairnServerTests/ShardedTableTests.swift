@@ -107,6 +107,10 @@ struct ShardedTableTests {
         #expect(made2 == 0 && out.contains("2 shards"), "\(out)")
         let (listed, table) = try await runCairn(["shards", "shop", "--host", a.url], environment: environment)
         #expect(listed == 0 && table.contains("Sharded tables: orders") && table.contains("16384"), "\(table)")
+        let (shellStatus, shell) = try await runCairn(["shell", "--database", "shop", "--host", a.url], environment: environment,
+                                                      input: ".tables\n.explain SELECT count(*) FROM orders\n.explain SELECT * FROM orders WHERE customer = 3\n")
+        #expect(shellStatus == 0 && shell.contains("orders (sharded)") && shell.contains("notes") && shell.contains("plan: scatter, combine partial results")
+                && shell.contains("worker: SELECT count") && shell.contains("plan: one shard"), "\(shell)")
         let (status, clusterTable) = try await runCairn(["cluster", "status", "--host", a.url], environment: environment)
         #expect(status == 0 && clusterTable.contains("shard"), "\(clusterTable)")
 
