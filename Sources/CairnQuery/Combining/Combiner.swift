@@ -11,18 +11,31 @@ public enum Combiner {
     /// How the error for a query over those bounds begins (the HTTP layer answers it with 413).
     public static let tooMuchPrefix = "the query needs"
 
+    /// A partial result's rows and the bytes of its values.
+    public static func size(of r: StatementResult) -> (rows: Int, bytes: Int) {
+        var bytes = 0
+        for row in r.rows { for v in row { bytes += v.sizeBytes } }
+        return (r.rows.count, bytes)
+    }
+
+    /// The error for gathering this much, or nil while it is within the bounds (checked as partial
+    /// results arrive, so a query over the bounds stops holding them early).
+    public static func overLimit(rows: Int, bytes: Int, shards: Int) -> String? {
+        guard rows > maxGatheredRows || bytes > maxGatheredBytes else { return nil }
+        return "\(tooMuchPrefix) \(rows) rows (\(bytes) bytes) from \(shards) shards, more than the limit of \(maxGatheredRows) rows or \(maxGatheredBytes) bytes: pin it to one shard (the shard key = a value), filter it further, or aggregate it"
+    }
+
     /// The shards' results in, the answer out (an error in any shard's result is the answer's error).
     public static func combine(_ scatter: ReadPlan.Scatter, partials: [StatementResult], timeoutNanos: UInt64 = 0) -> StatementResult {
         precondition(partials.count == scatter.shards.count, "one partial result per shard")
         if let failed = partials.first(where: { $0.error != nil }) { return StatementResult(error: failed.error) }
         var rows = 0, bytes = 0
         for p in partials {
-            rows += p.rows.count
-            for row in p.rows { for v in row { bytes += v.sizeBytes } }
+            let (r, b) = size(of: p)
+            rows += r
+            bytes += b
         }
-        if rows > maxGatheredRows || bytes > maxGatheredBytes {
-            return StatementResult(error: "\(tooMuchPrefix) \(rows) rows (\(bytes) bytes) from \(partials.count) shards, more than the limit of \(maxGatheredRows) rows or \(maxGatheredBytes) bytes: pin it to one shard (the shard key = a value), filter it further, or aggregate it")
-        }
+        if let error = overLimit(rows: rows, bytes: bytes, shards: partials.count) { return StatementResult(error: error) }
         let all = partials.flatMap { $0.rows }
         var answer: StatementResult
         do {

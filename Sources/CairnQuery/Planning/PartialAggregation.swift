@@ -24,8 +24,10 @@ struct PartialAggregation {
         let everything = shape.items.flatMap { $0 } + (shape.whereClause ?? []) + (shape.groupBy ?? []).flatMap { $0 }
             + (shape.having ?? []) + shape.orderBy.flatMap { $0.expression + $0.suffix } + (shape.limit ?? []) + (shape.offset ?? [])
             + shape.from
-        // A subquery would see one shard's rows; a window or FILTER needs every row at once.
+        // A subquery would see one shard's rows; a window or FILTER needs every row at once. A function
+        // called by a quoted name ("count"(*)) may be an aggregate this plan would not recognise.
         if everything.contains(where: { $0.isWord("SELECT") || $0.isWord("OVER") || $0.isWord("FILTER") }) { return nil }
+        if zip(everything, everything.dropFirst()).contains(where: { $0.kind == .quotedName && $1.isSymbol("(") }) { return nil }
         let aggregated = shape.groupBy != nil || shape.having != nil
             || (shape.items.flatMap { $0 } + shape.orderBy.flatMap { $0.expression }).enumerated().contains { i, t in
                 t.kind == .word && Keywords.aggregates.contains(t.value.lowercased())
@@ -140,7 +142,7 @@ struct PartialAggregation {
         var worker = [word("SELECT")] + joined(partials.map { $0.expression }) + [word("FROM")] + shape.from
         if let w = shape.whereClause { worker += [word("WHERE")] + w }
         if !groups.isEmpty { worker += [word("GROUP"), word("BY")] + joined(groups) }
-        var combine = [word("SELECT")] + joined(combineItems) + [word("FROM"), word("partial")]
+        var combine = [word("SELECT")] + (shape.distinct ? [word("DISTINCT")] : []) + joined(combineItems) + [word("FROM"), word("partial")]
         if !groups.isEmpty { combine += [word("GROUP"), word("BY")] + joined(groups.indices.map { [word("c\($0)")] }) }
         if let having { combine += [word("HAVING")] + having }
         combine += tail(order: order)
@@ -182,7 +184,8 @@ struct PartialAggregation {
                 case "min": out += [word("MIN"), symbol("("), column(call), symbol(")")]
                 case "max": out += [word("MAX"), symbol("("), column(call), symbol(")")]
                 case "avg":
-                    let sum = column([word("SUM"), symbol("(")] + args + [symbol(")")])
+                    // TOTAL, as AVG itself: a shard's SUM of large integers could overflow where AVG does not.
+                    let sum = column([word("TOTAL"), symbol("(")] + args + [symbol(")")])
                     let count = column([word("COUNT"), symbol("(")] + args + [symbol(")")])
                     out += [symbol("("), word("CASE"), word("WHEN"), word("SUM"), symbol("("), count, symbol(")"), symbol(">"),
                             Token(kind: .number, text: "0", value: "0"), word("THEN"), word("TOTAL"), symbol("("), sum, symbol(")"),

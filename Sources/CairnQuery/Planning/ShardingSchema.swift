@@ -62,7 +62,13 @@ public struct ShardingSchema: Sendable, Equatable {
         guard case .text(let create)? = sql.rows.first?.first else { throw SQLSyntaxError(message: "no such table: \(table)") }
         let keys = keyColumns.map { $0.lowercased() }
         for k in keys where types[k] == nil { throw SQLSyntaxError(message: "the shard key column \(k) is not a column of \(table)") }
-        return ShardedTable(name: table, keyColumns: keys, keyAffinities: keys.map { Affinity(declaredType: types[$0] ?? "") },
+        // In a STRICT table, ANY stores values as given (no affinity), unlike ANY in any other table.
+        let strict = schema.query(SQLStatement("SELECT strict FROM pragma_table_list(?1) WHERE schema = 'main'", [.text(table)]), ownSQL: true)
+        let isStrict = strict.rows.first?.first == .integer(1)
+        func affinity(_ k: String) -> Affinity {
+            isStrict && types[k]?.uppercased() == "ANY" ? .blob : Affinity(declaredType: types[k] ?? "")
+        }
+        return ShardedTable(name: table, keyColumns: keys, keyAffinities: keys.map(affinity),
                             storedColumns: stored, allColumns: all, createSQL: create,
                             hasCollatedColumns: create.range(of: "COLLATE", options: .caseInsensitive) != nil)
     }

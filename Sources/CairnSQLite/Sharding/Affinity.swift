@@ -6,6 +6,17 @@ import Foundation
 public enum Affinity: Sendable, Equatable {
     case integer, text, blob, real, numeric
 
+    /// A declared type that gives this affinity (and nothing else of the original text).
+    public var typeName: String {
+        switch self {
+        case .integer: return "INTEGER"
+        case .text: return "TEXT"
+        case .blob: return "BLOB"
+        case .real: return "REAL"
+        case .numeric: return "NUMERIC"
+        }
+    }
+
     /// The affinity of a declared type, by SQLite's rules, in their order.
     public init(declaredType: String) {
         let t = declaredType.uppercased()

@@ -88,12 +88,15 @@ extension SQLStateMachine {
             r.rows = [[.text(state)]]
             return [r]
         case .finish(_, let commit):
+            // Remembered (as long as outcomes are), so the same prepare arriving again, or late (after an
+            // abort that came first), is refused rather than lock the shard.
+            try connection.internalExec("DELETE FROM _cairn_txn_record WHERE state != 'pending' AND decided_ms < ?",
+                                        [.integer(command.timestampMillis - Self.outcomeRetentionMillis)])
+            try connection.internalExec("INSERT OR IGNORE INTO _cairn_txn_record(txid, state, deadline_ms, decided_ms) VALUES (?, ?, 0, ?)",
+                                        [txid, .text(commit ? TransactionStep.committed : TransactionStep.aborted), .integer(command.timestampMillis)])
             guard case .blob(let bytes)? = connection.internalRun("SELECT command FROM _cairn_txn WHERE txid = ?", [txid]).rows.first?.first,
                   let kept = SQLCommand(decoding: bytes) else { return [] }
             try connection.internalExec("DELETE FROM _cairn_txn WHERE txid = ?", [txid])
-            // Remembered (as long as outcomes are), so the same prepare arriving again is refused.
-            try connection.internalExec("INSERT OR IGNORE INTO _cairn_txn_record(txid, state, deadline_ms, decided_ms) VALUES (?, ?, 0, ?)",
-                                        [txid, .text(commit ? TransactionStep.committed : TransactionStep.aborted), .integer(command.timestampMillis)])
             try connection.internalExec("UPDATE _cairn_shard_state SET xepoch = xepoch + 1, prepared = prepared - 1 WHERE id = 0")
             preparedCount = max(0, (preparedCount ?? 1) - 1)
             guard commit else { return [] }

@@ -79,10 +79,12 @@ public final class ScratchDatabase {
         return analysis
     }
 
-    /// Creates `table` with these declared column types (affinity follows them) and fills it.
+    /// Creates `table` with columns of the affinities these declared types give, and fills it. The
+    /// types come from shards (a client's CREATE TABLE): only the affinity's own name is written, never
+    /// the type's text.
     public func load(table: String, columnTypes: [String], rows: [[SQLValue]]) throws {
         let names = columnTypes.indices.map { "c\($0)" }
-        let definition = zip(names, columnTypes).map { "\($0) \($1)" }.joined(separator: ", ")
+        let definition = zip(names, columnTypes).map { "\($0) \(Affinity(declaredType: $1).typeName)" }.joined(separator: ", ")
         try exec("CREATE TABLE \(table) (\(definition))")
         try insert(into: table, columns: names, rows: rows)
     }

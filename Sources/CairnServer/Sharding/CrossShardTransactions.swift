@@ -119,22 +119,26 @@ extension API {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
             let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let results = try await withThrowingTaskGroup(of: (Int, [StatementResult]).self) { tasks in
+            let results: [Result<[StatementResult], any Error>] = await withTaskGroup(of: (Int, Result<[StatementResult], any Error>).self) { tasks in
                 for (n, group) in groups.enumerated() {
                     var command = SQLCommand(statements: [scatter.worker], atomic: true, timestampMillis: now, randomSeed: 0)
                     command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups,
                                                    deadlineMillis: now + Self.transactionDeadlineMillis, recordsHere: n == 0)
-                    tasks.addTask { (n, try await self.propose(command, group: group, hops: hops)) }
+                    tasks.addTask {
+                        do { return (n, .success(try await self.propose(command, group: group, hops: hops))) } catch { return (n, .failure(error)) }
+                    }
                 }
-                var out = [[StatementResult]](repeating: [], count: groups.count)
-                for try await (n, r) in tasks { out[n] = r }
+                var out = [Result<[StatementResult], any Error>](repeating: .success([]), count: groups.count)
+                for await (n, r) in tasks { out[n] = r }
                 return out
             }
+            // Released whatever happened: the shards that prepared must not stay locked until recovery.
             var decide = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
             decide.transaction = .decide(txid: txid, commit: false)
             _ = try? await propose(decide, group: groups[0], hops: hops)
             finishTransaction(txid, commit: false, groups: groups, hops: hops)
-            let partials = results.map { $0.first ?? StatementResult(error: "no result") }
+            if let failure = results.compactMap({ if case .failure(let e) = $0 { e } else { nil } }).first { throw failure }
+            let partials = results.map { if case .success(let r) = $0 { r.first ?? StatementResult(error: "no result") } else { StatementResult(error: "no result") } }
             if !partials.contains(where: { $0.error == TransactionStep.lockedMessage }) { return partials }
             guard ContinuousClock.now < deadline else {
                 throw HTTPFailure.unavailable("transactions across shards held the shards for the whole read; retry")

@@ -233,7 +233,17 @@ extension API {
                         }
                     }
                     var out = [(StatementResult, Int64)](repeating: (StatementResult(), 0), count: scatter.shards.count)
-                    for try await (n, r, e) in tasks { out[n] = (r, e) }
+                    var rows = 0, bytes = 0
+                    for try await (n, r, e) in tasks {
+                        out[n] = (r, e)
+                        let (rs, bs) = Combiner.size(of: r)
+                        rows += rs
+                        bytes += bs
+                        if let error = Combiner.overLimit(rows: rows, bytes: bytes, shards: scatter.shards.count) {
+                            tasks.cancelAll()
+                            throw HTTPFailure(status: 413, message: error)
+                        }
+                    }
                     return out
                 }
                 let epochs = try await withThrowingTaskGroup(of: (Int, Int64).self) { tasks in
