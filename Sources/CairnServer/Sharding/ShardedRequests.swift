@@ -312,6 +312,9 @@ extension API {
             throw HTTPFailure.badRequest(refusal.message)
         } catch let syntax as SQLSyntaxError {
             throw HTTPFailure.badRequest(syntax.message)
+        } catch let sqlite as SQLiteError {
+            // SQLite could not prepare it against the sharded tables: the client's SQL is wrong.
+            throw HTTPFailure.badRequest(sqlite.message)
         }
     }
 
