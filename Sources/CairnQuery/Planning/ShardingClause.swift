@@ -20,6 +20,8 @@ public struct ShardingClause: Sendable, Equatable {
     /// The clause of a CREATE TABLE statement, or nil when it has none (an ordinary table: the home
     /// group's, as before sharding). Throws when the clause is there but malformed.
     public static func parse(_ sql: String) throws -> ShardingClause? {
+        // Every write request is asked: most are not CREATE TABLE, and are answered without tokenizing.
+        guard mayDeclare(sql) else { return nil }
         var tokens = try SQLLexer.tokens(sql)
         while tokens.last?.isSymbol(";") == true { tokens.removeLast() }
         guard tokens.count >= 4, tokens[0].isWord("CREATE"), tokens[1].isWord("TABLE") else { return nil }
@@ -93,6 +95,16 @@ public struct ShardingClause: Sendable, Equatable {
         let cut = sql.utf8.index(sql.utf8.startIndex, offsetBy: tokens[at].start)
         let create = String(sql[..<cut]).trimmingCharacters(in: .whitespacesAndNewlines)
         return ShardingClause(table: nameToken.value, method: method, createSQL: create, ifNotExists: ifNotExists)
+    }
+
+    /// False when `sql` cannot hold the clause: it does not begin with CREATE (after whitespace and
+    /// comments it might begin with a comment: then the lexer decides), or names neither SHARD nor
+    /// REFERENCE anywhere (ASCII, any case).
+    static func mayDeclare(_ sql: String) -> Bool {
+        let bytes = sql.utf8
+        guard let first = bytes.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D && $0 != 0x0C }) else { return false }
+        if first | 0x20 != UInt8(ascii: "c") && first != UInt8(ascii: "-") && first != UInt8(ascii: "/") { return false }
+        return sql.range(of: "shard", options: .caseInsensitive) != nil || sql.range(of: "reference", options: .caseInsensitive) != nil
     }
 
     /// Checks a hash-sharded table against the rules that keep every row on one shard and every

@@ -33,34 +33,19 @@ extension API {
         while true {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let deadline = now + Self.transactionDeadlineMillis
-            // Prepare everywhere at once: one Raft round.
-            let votes: [Int: Result<[StatementResult], any Error>] = await withTaskGroup(of: (Int, Result<[StatementResult], any Error>).self) { tasks in
-                for (n, shard) in shards.enumerated() {
-                    var command = SQLCommand.now(parts[shard]!.statements, atomic: true)
-                    command.timestampMillis = now
-                    command.transaction = .prepare(txid: txid, anchor: anchor, participants: groups, deadlineMillis: deadline,
-                                                   recordsHere: groups[n] == anchor)
-                    tasks.addTask {
-                        do { return (shard, .success(try await self.propose(command, group: groups[n], hops: hops))) } catch { return (shard, .failure(error)) }
-                    }
-                }
-                var out: [Int: Result<[StatementResult], any Error>] = [:]
-                for await (shard, vote) in tasks { out[shard] = vote }
-                return out
+            let prepared = await prepareAll(txid: txid, groups: groups, hops: hops, seed: UInt64.random(in: 0...UInt64.max)) {
+                parts[shards[$0]]!.statements
             }
+            let votes = Dictionary(uniqueKeysWithValues: zip(shards, prepared))
             crashIfAsked("after_prepare")
             let yes = TransactionRules.commits(votes: shards.map { shard in
                 if case .success(let r)? = votes[shard] { r.allSatisfy { $0.error == nil } } else { nil }
             })
             let locked = votes.values.contains { if case .success(let r) = $0 { r.contains { $0.error == TransactionStep.lockedMessage } } else { false } }
             // The commit point: the anchor's record, compare-and-set.
-            var decide = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
-            decide.transaction = .decide(txid: txid, commit: yes)
             let decided: [StatementResult]
             do {
-                decided = try await propose(decide, group: anchor, hops: hops)
+                decided = try await propose(Self.command(.decide(txid: txid, commit: yes)), group: anchor, hops: hops)
             } catch {
                 // Prepared shards stay locked until their deadline; then whoever finds them resolves them.
                 throw OutcomeUnknown(description: "the decision of transaction \(txid) across \(shards.count) shards was not confirmed (\(error))")
@@ -118,24 +103,9 @@ extension API {
         while true {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            let results: [Result<[StatementResult], any Error>] = await withTaskGroup(of: (Int, Result<[StatementResult], any Error>).self) { tasks in
-                for (n, group) in groups.enumerated() {
-                    var command = SQLCommand(statements: [scatter.worker], atomic: true, timestampMillis: now, randomSeed: 0)
-                    command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups,
-                                                   deadlineMillis: now + Self.transactionDeadlineMillis, recordsHere: n == 0)
-                    tasks.addTask {
-                        do { return (n, .success(try await self.propose(command, group: group, hops: hops))) } catch { return (n, .failure(error)) }
-                    }
-                }
-                var out = [Result<[StatementResult], any Error>](repeating: .success([]), count: groups.count)
-                for await (n, r) in tasks { out[n] = r }
-                return out
-            }
+            let results = await prepareAll(txid: txid, groups: groups, hops: hops, seed: 0) { _ in [scatter.worker] }
             // Released whatever happened: the shards that prepared must not stay locked until recovery.
-            var decide = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
-            decide.transaction = .decide(txid: txid, commit: false)
-            _ = try? await propose(decide, group: groups[0], hops: hops)
+            _ = try? await propose(Self.command(.decide(txid: txid, commit: false)), group: groups[0], hops: hops)
             finishTransaction(txid, commit: false, groups: groups, hops: hops)
             if let failure = results.compactMap({ if case .failure(let e) = $0 { e } else { nil } }).first { throw failure }
             let partials = results.map { if case .success(let r) = $0 { r.first ?? StatementResult(error: "no result") } else { StatementResult(error: "no result") } }
@@ -145,6 +115,33 @@ extension API {
             }
             try await Task.sleep(for: .milliseconds(Int64.random(in: 1...(5 * Int64(min(attempt, 10))))))
         }
+    }
+
+    /// Proposes each group's prepare at once (one Raft round); each group's answer, or the error that
+    /// stopped it, in `groups` order. The first group is the anchor.
+    private func prepareAll(txid: UInt64, groups: [GroupID], hops: Int, seed: UInt64,
+                            statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>] {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        return await withTaskGroup(of: (Int, Result<[StatementResult], any Error>).self) { tasks in
+            for (n, group) in groups.enumerated() {
+                var command = SQLCommand(statements: statements(n), atomic: true, timestampMillis: now, randomSeed: seed)
+                command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups,
+                                               deadlineMillis: now + Self.transactionDeadlineMillis, recordsHere: n == 0)
+                tasks.addTask {
+                    do { return (n, .success(try await self.propose(command, group: group, hops: hops))) } catch { return (n, .failure(error)) }
+                }
+            }
+            var out = [Result<[StatementResult], any Error>](repeating: .success([]), count: groups.count)
+            for await (n, r) in tasks { out[n] = r }
+            return out
+        }
+    }
+
+    /// A decide, resolve or finish entry, stamped now (their own time is what deadlines are judged by).
+    static func command(_ step: TransactionStep) -> SQLCommand {
+        var c = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
+        c.transaction = step
+        return c
     }
 
     static func transactionState(_ results: [StatementResult]) -> String? {
@@ -157,9 +154,7 @@ extension API {
     func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID], hops: Int) {
         for group in groups {
             Task {
-                var finish = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
-                finish.transaction = .finish(txid: txid, commit: commit)
-                _ = try? await self.propose(finish, group: group, hops: hops)
+                _ = try? await self.propose(Self.command(.finish(txid: txid, commit: commit)), group: group, hops: hops)
             }
         }
     }
@@ -194,9 +189,7 @@ extension API {
         for row in found.rows {
             guard row.count == 3, case .integer(let id) = row[0], case .integer(let anchor) = row[1], case .text(let list) = row[2] else { continue }
             let txid = UInt64(bitPattern: id)
-            var resolve = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
-            resolve.transaction = .resolve(txid: txid)
-            guard let outcome = try? await propose(resolve, group: GroupID(bitPattern: anchor), hops: 0),
+            guard let outcome = try? await propose(Self.command(.resolve(txid: txid)), group: GroupID(bitPattern: anchor), hops: 0),
                   let state = Self.transactionState(outcome), state != TransactionStep.pending else { continue }
             let groups = list.split(separator: ",").compactMap { GroupID($0) }
             log("node \(cluster.nodeID): transaction \(txid) past its deadline: \(state) at its anchor; finishing it on \(groups.count) shard(s)")

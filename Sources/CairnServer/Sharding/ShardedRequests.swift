@@ -42,11 +42,13 @@ extension API {
         }
         var catalog = try await catalog { $0.databases[db] != nil }
         for attempt in 0..<3 {
-            guard let view = shardView(db, catalog), statements.contains(where: { Self.mentions($0.sql, view.tables) }) else { return nil }
+            guard let view = shardView(db, catalog) else { return nil }
+            let mentioning = statements.map { Self.mentions($0.sql, view.tables) }
+            guard mentioning.contains(true) else { return nil }
             var parts: [Int: ShardPart] = [:]
             var home = 0
             for (k, statement) in statements.enumerated() {
-                guard Self.mentions(statement.sql, view.tables) else { home += 1; continue }
+                guard mentioning[k] else { home += 1; continue }
                 let (schema, analysis) = try analyzed(statement.sql, db: db, view)
                 switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
                 case .home: home += 1
