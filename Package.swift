@@ -72,6 +72,16 @@ let package = Package(
                            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // Where an operation on a group runs: here, or at the node that can, reached with the encoded
+        // operation over the nodes' own connections (not the client's HTTP request).
+        .target(
+            name: "CairnRouter",
+            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport",
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         // Users, password hashes (scrypt), permissions, signed tokens (JWT) and failed-login limits.
         .target(
             name: "CairnAuth",
@@ -92,7 +102,7 @@ let package = Package(
         // What `cairn server` runs: the HTTP API (Hummingbird) over the runtime and the cluster layer.
         .target(
             name: "CairnServer",
-            dependencies: ["CairnCluster", "CairnNode", "CairnSQLite", "CairnQuery", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
+            dependencies: ["CairnCluster", "CairnRouter", "CairnNode", "CairnSQLite", "CairnQuery", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTLS", package: "hummingbird"),
                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
                            .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
@@ -130,6 +140,7 @@ let package = Package(
                     swiftSettings: strict),
         .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnClusterTests", dependencies: ["CairnCluster", "CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnRouterTests", dependencies: ["CairnRouter", "CairnNode", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnAuthTests", dependencies: ["CairnAuth"], swiftSettings: strict),

@@ -3,6 +3,7 @@ import CairnAuth
 import CairnCluster
 import CairnNode
 import CairnRaft
+import CairnRouter
 import CairnSQLite
 import CairnTransport
 import Foundation
@@ -24,7 +25,9 @@ final class API: Sendable {
     let queue: WriteQueue
     let startedAt = Date()
     let log: @Sendable (String) -> Void
-    /// Spreads forwarded reads over a database's holders.
+    /// Where operations on groups run (here, or at the node that can).
+    let groupRouter: GroupRouter
+    /// Spreads forwarded backups and checks over a database's holders.
     let forwardCursor = NIOLockedValueBox(0)
     /// Sharded tables' schemas, for planning.
     let schemaCopies = SchemaCopies()
@@ -44,6 +47,7 @@ final class API: Sendable {
         self.audit = audit
         self.log = log
         queue = WriteQueue(maxEntryBytes: runtime.config.maxEntryBytes)
+        groupRouter = GroupRouter(runtime: runtime, cluster: cluster, requestTimeoutMillis: options.requestTimeoutMillis)
     }
 
     func router() -> Router<CairnContext> {
@@ -75,7 +79,7 @@ final class API: Sendable {
             let db = try context.parameters.require("db")
             return await self.respond(request, .admin, database: db) { who in
                 self.audit.record(who, action: "check consistency", database: db)
-                return try await self.route(request, who, db: db, body: [], isWrite: true) { group in
+                return try await self.serveOrForward(request, who, db: db, isWrite: true) { group in
                     let d = try await self.runtime.checkConsistency(group: group)
                     return Self.json(200, .object([("index", .int(d.index)), ("digest", .string(d.description)), ("rows", .int(d.rows)),
                                                    ("bytes", .int(d.bytes)), ("node", .int(self.cluster.nodeID))]))
@@ -198,8 +202,6 @@ final class API: Sendable {
                 return Self.json(200, .object([("ok", .bool(true))]))
             }
         }
-        addProposeRoute(to: router)
-        addInternalQueryRoute(to: router)
         addShardRoutes(to: router)
         addAuthRoutes(to: router)
         addConsole(to: router)
@@ -251,11 +253,9 @@ final class API: Sendable {
             let who = try await authorize(request, permission, database: database, open: open)
             return try await body(who)
         } catch {
-            let marked = error as? AuditedWrite.Failed
-            let (status, message) = Self.classify(marked?.underlying ?? error)
+            let (status, message) = Self.classify(error)
             if status >= 500 && status != 503 { log("node \(cluster.nodeID): HTTP \(status): \(message)") }
             var response = Self.json(status, .object([("error", .string(message))]))
-            if marked != nil { response.headers[AuditedWrite.header] = "1" }
             if status == 401 { response.headers[.wwwAuthenticate] = "Bearer realm=\"cairn\", Basic realm=\"cairn\"" }
             if case AccessDenied.limited(let s) = error { response.headers[.retryAfter] = "\(s)" }
             return response
@@ -307,6 +307,9 @@ final class API: Sendable {
         case let e as RuntimeError where { if case .entryTooLarge = e { return true } else { return false } }(): return (413, e.description)
         case let e as RuntimeError: return (503, e.description)
         case let e as PeerError: return (503, e.description)
+        case RouteError.notFound(let m): return (404, m)
+        case RouteError.unavailable(let m): return (503, m)
+        case RouteError.refused(let status, let m): return (status, m)
         case let e as NotCommitted: return (503, e.description + "; it is safe to retry")
         case let e as OutcomeUnknown: return (503, e.description + "; its outcome is unknown")
         default: return (500, "\(error)")
@@ -334,6 +337,13 @@ final class API: Sendable {
         bytes.append(0x0A)
         return Response(status: .init(code: status), headers: [.contentType: "application/json"],
                         body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// A JSON answer naming the node that served it (`X-Cairn-Node`).
+    static func json(_ status: Int, _ body: JSON, servedBy node: NodeID) -> Response {
+        var response = json(status, body)
+        response.headers[servedBy] = "\(node)"
+        return response
     }
 
     func body(of request: Request) async throws -> [UInt8] {
@@ -396,19 +406,14 @@ final class API: Sendable {
         }
         audit.record(who, statements: statements, database: db)
         if let sharded = try await executeSharded(statements, db: db, atomic: atomic, who: who) { return sharded }
-        let stale = NIOLockedValueBox(false)
-        let reply = try await route(request, who, db: db, body: bytes, isWrite: true) { group in
-            let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
-            // A table sharded moments ago, through another node: this node's catalog copy sent its
-            // statements to the home group, where nothing was applied. Send them to the shards.
-            if Self.missedShardedTable(results, allFailed: true) { stale.withLockedValue { $0 = true } }
-            return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
-        }
-        if stale.withLockedValue({ $0 }), try await committedCatalog().shardedTables[db] != nil,
+        let routed = try await groupRouter.execute(SQLCommand.now(statements, atomic: atomic), group: try await groupRouter.group(of: db))
+        // A table sharded moments ago, through another node: this node's catalog copy sent its
+        // statements to the home group, where nothing was applied. Send them to the shards.
+        if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[db] != nil,
            let sharded = try await executeSharded(statements, db: db, atomic: atomic, who: who) {
             return sharded
         }
-        return reply
+        return Self.json(200, .object([("results", .array(routed.results.map(Statements.json(write:))))]), servedBy: routed.node)
     }
 
     private func query(_ request: Request, _ who: Principal, db: String) async throws -> Response {
@@ -417,17 +422,12 @@ final class API: Sendable {
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
         if let sharded = try await querySharded(statements, db: db, consistency: consistency, who: who) { return sharded }
-        let stale = NIOLockedValueBox(false)
-        let reply = try await route(request, who, db: db, body: bytes, isWrite: false) { group in
-            let results = try await self.runtime.query(group: group, statements, consistency: consistency).results
-            if Self.missedShardedTable(results, allFailed: false) { stale.withLockedValue { $0 = true } }
-            return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
-        }
-        if stale.withLockedValue({ $0 }), try await committedCatalog().shardedTables[db] != nil,
+        let routed = try await groupRouter.query(statements, group: try await groupRouter.group(of: db), consistency: consistency)
+        if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[db] != nil,
            let sharded = try await querySharded(statements, db: db, consistency: consistency, who: who) {
             return sharded
         }
-        return reply
+        return Self.json(200, .object([("results", .array(routed.results.map(Statements.json(query:))))]), servedBy: routed.node)
     }
 
     /// Whether the home group's answer says a table it was asked about is missing (it may have been

@@ -2,6 +2,7 @@ import CairnJSON
 import CairnAuth
 import CairnCluster
 import CairnNode
+import CairnRouter
 import CairnRaft
 import CairnSQLite
 import Foundation
@@ -189,34 +190,31 @@ extension API {
 
     func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
         guard name != defaultDatabase else { throw HTTPFailure.badRequest("the default database cannot be dropped (rqlite's endpoints use it)") }
-        // `route` answers 404 for an unknown name. First an entry in the database's own log, on its
-        // leader (the request goes there): every write and read ordered after it is refused on every
+        // `group(of:)` answers 404 for an unknown name. First an entry in the database's own log,
+        // through its leader: every write and read ordered after it is refused on every
         // replica, whichever node's catalog copy routed it. Then the catalog forgets the database,
         // and each replica deletes its copy.
         audit.record(who, action: "drop database \(name)", database: name)
-        return try await route(request, who, db: name, body: [], isWrite: true) { group in
-            do {
-                _ = try await self.runtime.execute(group: group, SQLCommand.dropDatabase())
-            } catch RuntimeError.databaseDropped {
-                // An earlier attempt got this far; finish it.
-            }
-            // Its shards go the same way, each ended in its own log first; a database made later under
-            // the same name starts with no shards.
-            let shards = self.cluster.catalog.databases.values.filter { Catalog.shardOf($0.name)?.database == name }
-            for shard in shards {
-                do {
-                    _ = try await self.propose(SQLCommand.dropDatabase(), group: shard.group, hops: who.hops)
-                } catch RuntimeError.databaseDropped {
-                    // Ended by an earlier attempt.
-                } catch let f as HTTPFailure where f.status == 404 {
-                    // Ended by an earlier attempt, as its leader reports.
-                }
-            }
-            if !shards.isEmpty { try await self.cluster.changeCatalog(shards.flatMap { Catalog.dropDatabase($0.name) }) }
-            try await self.cluster.changeCatalog(Catalog.dropDatabase(name))
-            try await self.awaitCatalog { $0.databases[name] == nil }
-            return Self.json(200, .object([("dropped", .string(name))]))
+        let group = try await groupRouter.group(of: name)
+        do {
+            _ = try await groupRouter.execute(SQLCommand.dropDatabase(), group: group)
+        } catch RuntimeError.databaseDropped {
+            // An earlier attempt got this far; finish it.
         }
+        // Its shards go the same way, each ended in its own log first; a database made later under
+        // the same name starts with no shards.
+        let shards = cluster.catalog.databases.values.filter { Catalog.shardOf($0.name)?.database == name }
+        for shard in shards {
+            do {
+                _ = try await groupRouter.execute(SQLCommand.dropDatabase(), group: shard.group)
+            } catch RuntimeError.databaseDropped {
+                // Ended by an earlier attempt.
+            }
+        }
+        if !shards.isEmpty { try await cluster.changeCatalog(shards.flatMap { Catalog.dropDatabase($0.name) }) }
+        try await cluster.changeCatalog(Catalog.dropDatabase(name))
+        try await awaitCatalog { $0.databases[name] == nil }
+        return Self.json(200, .object([("dropped", .string(name))]))
     }
 
     // MARK: - Mixed requests
@@ -230,24 +228,34 @@ extension API {
         let consistency = try Self.consistency(json)
         var atomic = false
         if case .bool(let b)? = json["atomic"] { atomic = b }
-        let once = AuditedWrite.Once()
-        var reply = try await route(request, who, db: db, body: bytes, isWrite: true) { group in
-            var readOnly = true
-            for s in statements where !(try await self.runtime.isReadOnly(group: group, s.sql)) { readOnly = false; break }
-            if readOnly {
-                let results = try await self.runtime.query(group: group, statements, consistency: consistency).results
-                return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
+        let mayWrite = !auth.enabled || who.grants.allows(.write, database: db)
+        let routed: Routed
+        do {
+            routed = try await audited(who, statements, database: db) {
+                try await self.groupRouter.request(SQLCommand.now(statements, atomic: atomic), group: try await self.groupRouter.group(of: db),
+                                                   consistency: consistency, mayWrite: mayWrite)
             }
-            try self.auth.require(who, .write, database: db)
-            AuditedWrite.willWrite(who, statements, database: db, audit: self.audit, once: once)
-            return try await AuditedWrite.run(who) {
-                let results = try await self.runtime.execute(group: group, SQLCommand.now(statements, atomic: atomic))
-                return Self.json(200, .object([("results", .array(results.map { r in
-                    r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r)
-                }))]))
-            }
+        } catch RouteError.refused(403, let why) where !mayWrite {
+            // Judged a write where it ran: refused in the words every endpoint uses.
+            try auth.require(who, .write, database: db)
+            throw RouteError.refused(status: 403, message: why)
         }
-        AuditedWrite.forwarded(who, statements, database: db, audit: audit, once: once, reply: &reply)
-        return reply
+        return Self.json(200, .object([("results", .array(routed.results.map { r in
+            r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r)
+        }))]), servedBy: routed.node)
+    }
+
+    /// Runs a request that reads or writes (judged where it runs) and records it in the audit log if
+    /// it wrote, or may have (its outcome is unknown).
+    func audited(_ who: Principal, _ statements: [SQLStatement], database: String,
+                 _ run: () async throws -> Routed) async throws -> Routed {
+        do {
+            let routed = try await run()
+            if routed.wrote { audit.record(who, statements: statements, database: database) }
+            return routed
+        } catch let e as OutcomeUnknown {
+            audit.record(who, statements: statements, database: database)
+            throw e
+        }
     }
 }

@@ -25,7 +25,7 @@ extension API {
         let fresh = !p.has("noleader")
         // Patient: the node that holds the database answers once the copy (or dump) is made, which for a
         // large database takes longer than a request's usual timeout.
-        return try await route(request, who, db: database, body: [], isWrite: false, replyWithinMillis: Self.backupReplyMillis) { group in
+        return try await serveOrForward(request, who, db: database, isWrite: false, replyWithinMillis: Self.backupReplyMillis) { group in
             // Unless told otherwise, the copy includes everything committed when the request arrived.
             if fresh { _ = try await self.runtime.query(group: group, [SQLStatement("SELECT 1")], consistency: .linearizable) }
             let copy = self.options.dataDirectory + "/" + Self.backupFilePrefix + UUID().uuidString + ".sqlite"

@@ -2,6 +2,7 @@ import CairnCluster
 import CairnJSON
 import CairnNode
 import CairnRaft
+import CairnRouter
 import CairnSQLite
 import Foundation
 import Hummingbird
@@ -61,9 +62,7 @@ extension API {
             for b in pending { try write(b) }
             while let b = try await body.next() { try write(b) }
         }
-        let catalog = try await catalog { $0.databases[database] != nil }
-        guard let group = catalog.databases[database]?.group else { throw HTTPFailure.notFound("no database named \"\(database)\"") }
-        let results = try await loadFile(file, group: group)
+        let results = try await loadFile(file, group: try await groupRouter.group(of: database))
         return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
                                              options: p.format))
     }
@@ -87,11 +86,10 @@ extension API {
 
     /// SQL text: one atomic entry, on the group's leader.
     private func loadText(_ request: Request, _ bytes: [UInt8], _ p: RqliteParams, _ who: Principal, database: String) async throws -> Response {
-        try await route(request, who, db: database, body: bytes, isWrite: true) { group in
-            let results = try await self.runtime.execute(group: group, SQLCommand.now([SQLStatement(try Self.unwrapped(dump: bytes))], atomic: true))
-            return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
-                                                 options: p.format))
-        }
+        let command = SQLCommand.now([SQLStatement(try Self.unwrapped(dump: bytes))], atomic: true)
+        let results = try await groupRouter.execute(command, group: try await groupRouter.group(of: database)).results
+        return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
+                                             options: p.format))
     }
 
     /// A SQLite file: staging entries, then the entry that swaps them in. Returns the last entry's results.
@@ -106,13 +104,13 @@ extension API {
         var entries = 0
         // Reading the file blocks: off the tasks' threads.
         while let chunk = try await NIOThreadPool.singleton.runIfActive({ try loader.value.nextChunk() }) {
-            let results = try await propose(chunk, group: group, hops: 0)
+            let results = try await groupRouter.execute(chunk, group: group).results
             entries += 1
             if let failed = results.first(where: { $0.error != nil }) {
                 throw HTTPFailure.badRequest("loading failed after \(entries) entries (\(loader.value.rows) rows): \(failed.error!)")
             }
         }
-        let results = try await propose(loader.value.finalCommand(), group: group, hops: 0)
+        let results = try await groupRouter.execute(loader.value.finalCommand(), group: group).results
         log("node \(cluster.nodeID): loaded \(loader.value.rows) rows into group \(group) in \(entries + 1) entries")
         if let failed = results.first(where: { $0.error != nil }) {
             throw HTTPFailure.badRequest("loading failed at its last step (the database is unchanged): \(failed.error!)")

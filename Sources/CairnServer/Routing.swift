@@ -12,9 +12,9 @@ import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// Where a request is served: here, on this node's copy of the database's group, or at another node
-/// (the group's leader for writes, any holder for reads), to which it is forwarded under this node's
-/// identity. Issue 12's router (shards, placement) grows from here.
+/// Requests that stay HTTP between nodes: a backup (a file streamed from the node that holds the
+/// database), a consistency check and rqlite's leader stepdown (run on the group's leader). Every other operation on a group
+/// goes through the group router as an encoded command.
 extension API {
     /// The catalog as of every change committed so far (one ReadIndex round on group 0).
     func committedCatalog() async throws -> Catalog {
@@ -30,16 +30,9 @@ extension API {
     /// body, sent under this node's token on behalf of `who`.
     /// `replyWithinMillis`: how long a forward may wait for the answer to begin (default: what is left of
     /// the request's timeout).
-    func route(_ request: Request, _ who: Principal, db: String, body: [UInt8], isWrite: Bool, replyWithinMillis: Int64? = nil,
-               local: @escaping (GroupID) async throws -> Response) async throws -> Response {
-        let catalog = try await catalog { $0.databases[db] != nil }
-        guard catalog.exists else { throw HTTPFailure.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
-        guard let database = catalog.databases[db], !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
-        if !runtime.hosts(database.group) && cluster.holds(database, in: catalog) {
-            // Created since this node's last controller pass: host it now rather than send the request
-            // to a fellow replica that may not know it yet either.
-            try? await cluster.openGroups(of: catalog)
-        }
+    func serveOrForward(_ request: Request, _ who: Principal, db: String, body: [UInt8] = [], isWrite: Bool, replyWithinMillis: Int64? = nil,
+                        local: @escaping (GroupID) async throws -> Response) async throws -> Response {
+        let group = try await groupRouter.group(of: db)
         let hops = who.hops
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var lastProblem = "no leader is known yet"
@@ -47,22 +40,24 @@ extension API {
         while ContinuousClock.now < deadline {
             attempt += 1
             var target: NodeID?
-            if runtime.hosts(database.group) {
+            if runtime.hosts(group) {
                 do {
-                    return try await local(database.group)
+                    return try await local(group)
                 } catch RuntimeError.notLeader(let leader) {
                     if leader != noNode && leader != cluster.nodeID { target = leader } else { lastProblem = "no leader is known yet" }
                 } catch RuntimeError.databaseDropped {
                     throw HTTPFailure.notFound("no database named \"\(db)\" (it was dropped)")
                 } catch RuntimeError.unknownGroup {
                     // Just created here, or just dropped and deleted: the committed catalog tells which.
-                    if (try? await cluster.refreshCatalog())?.databases[db].map({ $0.group == database.group }) == false {
+                    if (try? await cluster.refreshCatalog())?.databases[db].map({ $0.group == group }) == false {
                         throw HTTPFailure.notFound("no database named \"\(db)\"")
                     }
                     lastProblem = "the database's group is being created on this node"
                 }
             } else {
-                let holders = (database.replicas + (isWrite ? [] : catalog.readReplicas.map(\.id))).filter { $0 != cluster.nodeID }
+                let catalog = cluster.catalog
+                let replicas = catalog.database(group: group)?.replicas ?? []
+                let holders = (replicas + (isWrite ? [] : catalog.readReplicas.map(\.id))).filter { $0 != cluster.nodeID }
                 if !holders.isEmpty { target = holders[(forwardCursor.withLockedValue { c in c += 1; return c }) % holders.count] }
             }
             if let target {
@@ -84,9 +79,6 @@ extension API {
                                                            timeoutMillis: max(100, replyWithinMillis ?? leftMillis))
                         var replyHeaders: HTTPFields = [.contentType: reply.contentType ?? "application/json"]
                         replyHeaders[Self.servedBy] = "\(target)"
-                        if reply.cairnHeaders.contains(where: { $0.0.lowercased() == AuditedWrite.header.canonicalName }) {
-                            replyHeaders[AuditedWrite.header] = "1"
-                        }
                         return Response(status: .init(code: reply.status), headers: replyHeaders, body: .init(asyncSequence: reply.body))
                     } catch PeerError.unreachable(_, let why) {
                         lastProblem = "node \(target) is unreachable (\(why))"

@@ -2,6 +2,7 @@ import CairnJSON
 import CairnAuth
 import CairnCluster
 import CairnNode
+import CairnRouter
 import CairnRaft
 import CairnSQLite
 import CairnTransport
@@ -109,11 +110,8 @@ extension API {
         } catch AccessDenied.unauthenticated, AccessDenied.forbidden {
             return Response(status: .unauthorized, headers: [.wwwAuthenticate: "Basic realm=\"rqlite\""])
         } catch {
-            let marked = error as? AuditedWrite.Failed
-            let (status, message) = Self.classify(marked?.underlying ?? error)
-            var response = Self.text(status, message)
-            if marked != nil { response.headers[AuditedWrite.header] = "1" }
-            return response
+            let (status, message) = Self.classify(error)
+            return Self.text(status, message)
         }
     }
 
@@ -204,57 +202,38 @@ extension API {
         audit.record(who, statements: statements, database: defaultDatabase)
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
         if p.has("queue") { return try await enqueue(statements, p) }
-        return try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: false, marked: false)
+        return try await rqWrite(request, p, bytes: bytes, statements: statements)
     }
 
-    /// `marked`: a mixed request's write, whose reply tells the node that received it that it wrote.
-    private func rqWrite(_ request: Request, _ p: RqliteParams, _ who: Principal, bytes: [UInt8], statements: [SQLStatement], withRowsKey: Bool,
-                         marked: Bool) async throws -> Response {
+    private func rqWrite(_ request: Request, _ p: RqliteParams, bytes: [UInt8], statements: [SQLStatement]) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
         if p.has("redirect"), let redirect = try await redirectToLeader(request) { return redirect }
-        return try await route(request, who, db: defaultDatabase, body: bytes, isWrite: true) { group in
-            let started = ContinuousClock.now
-            if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
-            let write = {
-                let (results, index) = try await self.runtime.executeIndexed(group: group, SQLCommand.now(live, atomic: p.has("transaction")))
-                let elapsed = Self.seconds(ContinuousClock.now - started)
-                let per = elapsed / Double(max(results.count, 1))
-                return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: per, withRowsKey: withRowsKey, options: p.format) },
-                                                     time: elapsed, raftIndex: p.has("raft_index") ? index : nil, options: p.format))
-            }
-            return marked ? try await AuditedWrite.run(who, write) : try await write()
-        }
+        let group = try await groupRouter.group(of: defaultDatabase)
+        let started = ContinuousClock.now
+        if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
+        let routed = try await groupRouter.execute(SQLCommand.now(live, atomic: p.has("transaction")), group: group)
+        return rqAnswer(routed, p, started: started, wrote: true, withRowsKey: false)
     }
 
     private func rqQuery(_ request: Request, _ p: RqliteParams, _ who: Principal) async throws -> Response {
-        let bytes = request.method == .get ? [] : try await body(of: request)
         let statements: [SQLStatement]
         if request.method == .get {
             guard let q = p.value("q"), !q.isEmpty else { throw HTTPFailure.badRequest("query parameter not set") }
             statements = [SQLStatement(q)]
         } else {
-            statements = try rqStatements(request, bytes)
+            statements = try rqStatements(request, try await body(of: request))
         }
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
-        return try await rqRead(request, p, who, bytes: bytes, statements: statements)
-    }
-
-    private func rqRead(_ request: Request, _ p: RqliteParams, _ who: Principal, bytes: [UInt8], statements: [SQLStatement]) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
-        let consistency = p.consistency(voter: cluster.config.voter)
-        return try await route(request, who, db: defaultDatabase, body: bytes, isWrite: false) { group in
-            let started = ContinuousClock.now
-            if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
-            do {
-                let (results, index) = try await self.runtime.query(group: group, live, consistency: consistency,
-                                                                    statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)))
-                let elapsed = Self.seconds(ContinuousClock.now - started)
-                let per = elapsed / Double(max(results.count, 1))
-                return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.query($0, time: per, options: p.format) },
-                                                     time: elapsed, raftIndex: p.has("raft_index") ? index : nil, options: p.format))
-            } catch RuntimeError.tooStale {
-                return Self.rqJSON(RqliteFormat.body(results: [], error: "stale read", options: p.format))
-            }
+        let group = try await groupRouter.group(of: defaultDatabase)
+        let started = ContinuousClock.now
+        if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
+        do {
+            let routed = try await groupRouter.query(live, group: group, consistency: p.consistency(voter: cluster.config.voter),
+                                                     statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)))
+            return rqAnswer(routed, p, started: started, wrote: false, withRowsKey: false)
+        } catch RuntimeError.tooStale {
+            return Self.rqJSON(RqliteFormat.body(results: [], error: "stale read", options: p.format))
         }
     }
 
@@ -264,23 +243,38 @@ extension API {
         let bytes = try await body(of: request)
         let statements = try rqStatements(request, bytes)
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
-        let once = AuditedWrite.Once()
-        guard let group = cluster.catalog.databases[defaultDatabase]?.group, try await runtime.groupIDs().contains(group) else {
-            // No copy here to judge the statements by: let a node that has one decide (and say if it wrote).
-            var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true, marked: true)
-            AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, once: once, reply: &reply)
-            return reply
+        let live = statements.filter { !$0.sql.isEmpty }
+        let group = try await groupRouter.group(of: defaultDatabase)
+        if p.has("redirect"), try await writes(live, group: group), let redirect = try await redirectToLeader(request) { return redirect }
+        let started = ContinuousClock.now
+        if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
+        do {
+            let routed = try await audited(who, live, database: defaultDatabase) {
+                try await self.groupRouter.request(SQLCommand.now(live, atomic: p.has("transaction")), group: group,
+                                                   consistency: p.consistency(voter: self.cluster.config.voter),
+                                                   statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)), mayWrite: true)
+            }
+            return rqAnswer(routed, p, started: started, wrote: routed.wrote, withRowsKey: true)
+        } catch RuntimeError.tooStale {
+            return Self.rqJSON(RqliteFormat.body(results: [], error: "stale read", options: p.format))
         }
-        var readOnly = true
-        for s in statements where !s.sql.isEmpty {
-            if !(try await runtime.isReadOnly(group: group, s.sql)) { readOnly = false; break }
+    }
+
+    /// Whether any statement writes, judged against this node's copy (redirect only writes to the leader).
+    private func writes(_ statements: [SQLStatement], group: GroupID) async throws -> Bool {
+        guard runtime.hosts(group) else { return true }
+        for s in statements where !(try await runtime.isReadOnly(group: group, s.sql)) { return true }
+        return false
+    }
+
+    /// rqlite's answer: each result with its share of the time taken, and the log index if asked for.
+    private func rqAnswer(_ routed: Routed, _ p: RqliteParams, started: ContinuousClock.Instant, wrote: Bool, withRowsKey: Bool) -> Response {
+        let elapsed = Self.seconds(ContinuousClock.now - started)
+        let per = elapsed / Double(max(routed.results.count, 1))
+        let results = routed.results.map {
+            wrote ? RqliteFormat.write($0, time: per, withRowsKey: withRowsKey, options: p.format) : RqliteFormat.query($0, time: per, options: p.format)
         }
-        if readOnly { return try await rqRead(request, p, who, bytes: bytes, statements: statements) }
-        // Judged a write here: recorded before it runs (here or on the leader, which marks its reply too).
-        AuditedWrite.willWrite(who, statements, database: defaultDatabase, audit: audit, once: once)
-        var reply = try await rqWrite(request, p, who, bytes: bytes, statements: statements, withRowsKey: true, marked: true)
-        AuditedWrite.forwarded(who, statements, database: defaultDatabase, audit: audit, once: once, reply: &reply)
-        return reply
+        return Self.rqJSON(RqliteFormat.body(results: results, time: elapsed, raftIndex: p.has("raft_index") ? routed.index : nil, options: p.format))
     }
 
     /// With `?redirect`, a follower answers 301 pointing at the leader instead of forwarding.

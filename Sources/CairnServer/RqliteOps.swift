@@ -3,6 +3,7 @@ import CairnAuth
 import CairnCluster
 import CairnNode
 import CairnRaft
+import CairnRouter
 import CairnSQLite
 import CairnTransport
 import Foundation
@@ -164,12 +165,14 @@ extension API {
     func flushQueued(_ statements: [SQLStatement]) async throws -> WriteQueue.Flushed {
         guard let database = cluster.catalog.databases[defaultDatabase] else { return .notApplied("the catalog is not loaded yet") }
         do {
-            _ = try await propose(SQLCommand.now(statements, atomic: false), group: database.group, hops: 0)
+            _ = try await groupRouter.execute(SQLCommand.now(statements, atomic: false), group: database.group).results
             return .applied
         } catch let e as NotCommitted {
             return .notApplied(e.description)
-        } catch let e as HTTPFailure where (400..<500).contains(e.status) {
-            return .notApplied(e.message)
+        } catch RouteError.refused(let status, let message) where (400..<500).contains(status) {
+            return .notApplied(message)
+        } catch let e as RuntimeError where { if case .entryTooLarge = e { return true } else { return false } }() {
+            return .notApplied(e.description)
         } catch {
             throw WriteQueue.OutcomeUnknown(description: "\(error)")
         }
@@ -250,7 +253,7 @@ extension API {
             }
         }
         let before = await defaultLeader()
-        let response = try await route(request, who, db: defaultDatabase, body: bytes, isWrite: true) { group in
+        let response = try await serveOrForward(request, who, db: defaultDatabase, body: bytes, isWrite: true) { group in
             let s = try await self.runtime.status(group: group)
             guard s.role == .leader else { throw RuntimeError.notLeader(leader: s.leader) }
             let to = target ?? s.config.voters.filter { $0 != self.cluster.nodeID }.max { (s.matchIndex[$0] ?? 0) < (s.matchIndex[$1] ?? 0) }

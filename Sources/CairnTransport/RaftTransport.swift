@@ -55,10 +55,32 @@ public struct TransportFaults: Sendable, Equatable {
     }
 }
 
+/// Where a transport hands the calls it carries (see `PeerCall`). All three run on an event loop and
+/// must return at once.
+public struct CallHandlers: Sendable {
+    /// Calls (requests and answers) that arrived from a peer.
+    public var received: @Sendable (NodeID, [PeerCall]) -> Void
+    /// Calls to a peer that were never sent (no connection, a full queue, the link closed): the peer
+    /// cannot have seen them.
+    public var dropped: @Sendable (NodeID, [UInt64]) -> Void
+    /// The connection to a peer closed: calls already written to it may or may not have been served.
+    public var lost: @Sendable (NodeID) -> Void
+
+    public init(received: @escaping @Sendable (NodeID, [PeerCall]) -> Void, dropped: @escaping @Sendable (NodeID, [UInt64]) -> Void,
+                lost: @escaping @Sendable (NodeID) -> Void) {
+        self.received = received
+        self.dropped = dropped
+        self.lost = lost
+    }
+}
+
 /// Counters for tests and metrics.
 public struct TransportStats: Sendable, Equatable {
     public var framesSent = 0
     public var envelopesSent = 0
+    public var callsSent = 0
+    /// Calls dropped unsent (unreachable peer, full queue): their callers were told at once.
+    public var callsDropped = 0
     public var envelopesDroppedQueueFull = 0
     /// Dropped because the peer could not be reached: Raft resends from its log once it is back.
     public var envelopesDroppedUnreachable = 0
@@ -129,6 +151,14 @@ public final class RaftTransport: Sendable {
         /// connections are refused by id.
         let excluded = NIOLockedValueBox<Set<NodeID>>([])
         let security: NIOLockedValueBox<Security>
+        let calls = NIOLockedValueBox<CallHandlers?>(nil)
+
+        func dropped(_ calls: [PeerCall], to peer: NodeID) {
+            let ids = calls.filter { !$0.isReply }.map(\.id)
+            guard !calls.isEmpty else { return }
+            stats.withLockedValue { $0.callsDropped += calls.count }
+            if !ids.isEmpty { self.calls.withLockedValue { $0 }?.dropped(peer, ids) }
+        }
 
         init(security: Security) {
             self.security = NIOLockedValueBox(security)
@@ -231,6 +261,22 @@ public final class RaftTransport: Sendable {
         link.enqueue(envelopes)
     }
 
+    /// Where calls that arrive, and news of calls that could not be sent, go. Until this is set, calls
+    /// that arrive are ignored.
+    public func handleCalls(_ handlers: CallHandlers) {
+        shared.calls.withLockedValue { $0 = handlers }
+    }
+
+    /// Queues a call (a request or an answer) for a peer, sent with the next frame. False when the
+    /// peer is unknown or the body is over `PeerCall.maxBodyBytes`: nothing was queued. A call queued
+    /// but then dropped unsent is reported to `CallHandlers.dropped`.
+    @discardableResult
+    public func send(call: PeerCall, to peer: NodeID) -> Bool {
+        guard call.body.count <= PeerCall.maxBodyBytes, let link = links.withLockedValue({ $0[peer] }) else { return false }
+        link.enqueue(call: call)
+        return true
+    }
+
     /// Writes what the calling event loop's links have queued now, instead of at the end of the turn:
     /// for a caller about to block its loop (a disk sync) after sending.
     public func flushQueued() {
@@ -275,6 +321,7 @@ final class PeerLink: Sendable {
         var connecting = false
         var closed = false
         var queue: [Envelope] = []
+        var calls: [PeerCall] = []
         var queuedBytes = 0
         var flushScheduled = false
         var failedAttempts = 0
@@ -308,6 +355,36 @@ final class PeerLink: Sendable {
         }
     }
 
+    func enqueue(call: PeerCall) {
+        if eventLoop.inEventLoop {
+            queue(call: call)
+        } else {
+            eventLoop.execute { [self] in queue(call: call) }
+        }
+    }
+
+    private func queue(call: PeerCall) {
+        let size = call.body.count + 16
+        guard !state.value.closed, state.value.queuedBytes + size <= config.maxQueuedBytesPerPeer else {
+            shared.dropped([call], to: peer)
+            return
+        }
+        state.value.calls.append(call)
+        state.value.queuedBytes += size
+        scheduleFlush()
+    }
+
+    /// Empties the queue, telling the callers of requests in it that they were never sent.
+    private func dropQueued() -> Int {
+        let dropped = state.value.queue.count
+        let calls = state.value.calls
+        state.value.queue = []
+        state.value.calls = []
+        state.value.queuedBytes = 0
+        shared.dropped(calls, to: peer)
+        return dropped
+    }
+
     func flushIfOnLoop() {
         guard eventLoop.inEventLoop else { return }
         flush()
@@ -339,26 +416,30 @@ final class PeerLink: Sendable {
     }
 
     private func flush() {
-        guard !state.value.closed, !state.value.queue.isEmpty else { return }
+        guard !state.value.closed, !state.value.queue.isEmpty || !state.value.calls.isEmpty else { return }
         guard let channel = state.value.channel, channel.isActive else {
             connectIfNeeded()
             return
         }
         let batch = state.value.queue
+        let calls = state.value.calls
         state.value.queue = []
+        state.value.calls = []
         state.value.queuedBytes = 0
         let faults = shared.faults.withLockedValue { $0 }
         if faults.partitioned.contains(peer) || (faults.dropRate > 0 && Double(state.value.rng.next() % 10_000) / 10_000 < faults.dropRate) {
-            shared.stats.withLockedValue { $0.envelopesDroppedFault += batch.count }
+            // Lost on the wire, as far as either side can tell: callers learn by their deadlines.
+            shared.stats.withLockedValue { $0.envelopesDroppedFault += batch.count + calls.count }
             return
         }
-        let frame = WireFormat.frame(batch)
+        let frame = WireFormat.frame(batch, calls: calls)
         var buffer = channel.allocator.buffer(capacity: frame.count)
         buffer.writeBytes(frame)
         channel.writeAndFlush(buffer, promise: nil)
         shared.stats.withLockedValue {
             $0.framesSent += 1
             $0.envelopesSent += batch.count
+            $0.callsSent += calls.count
         }
     }
 
@@ -366,18 +447,14 @@ final class PeerLink: Sendable {
         guard !state.value.connecting, !state.value.closed else { return }
         guard NIODeadline.now() >= state.value.retryAt else {
             // Backing off: the peer was unreachable moments ago.
-            let dropped = state.value.queue.count
-            state.value.queue = []
-            state.value.queuedBytes = 0
+            let dropped = dropQueued()
             shared.stats.withLockedValue { $0.envelopesDroppedUnreachable += dropped }
             return
         }
         let security = shared.security.withLockedValue { $0 }
         if case .pending = security {
             // No credentials yet: nothing goes out in the clear (Raft resends later).
-            let dropped = state.value.queue.count
-            state.value.queue = []
-            state.value.queuedBytes = 0
+            let dropped = dropQueued()
             shared.stats.withLockedValue { $0.envelopesDroppedUnreachable += dropped }
             return
         }
@@ -413,15 +490,14 @@ final class PeerLink: Sendable {
                     channel.closeFuture.whenComplete { [self] _ in
                         eventLoop.execute { [self] in
                             if state.value.channel === channel { state.value.channel = nil }
-                            if !state.value.queue.isEmpty { connectIfNeeded() }
+                            shared.calls.withLockedValue { $0 }?.lost(peer)
+                            if !state.value.queue.isEmpty || !state.value.calls.isEmpty { connectIfNeeded() }
                         }
                     }
                     flush()
                 case .failure(let error):
                     // Holding messages for an unreachable peer only delivers stale ones later.
-                    let dropped = state.value.queue.count
-                    state.value.queue = []
-                    state.value.queuedBytes = 0
+                    let dropped = dropQueued()
                     shared.stats.withLockedValue { $0.envelopesDroppedUnreachable += dropped }
                     state.value.failedAttempts += 1
                     let attempt = min(state.value.failedAttempts, 16)
@@ -454,8 +530,7 @@ final class PeerLink: Sendable {
     func close() {
         eventLoop.execute { [self] in
             state.value.closed = true
-            state.value.queue = []
-            state.value.queuedBytes = 0
+            _ = dropQueued()
             state.value.channel?.close(promise: nil)
             state.value.channel = nil
         }
@@ -559,9 +634,9 @@ final class InboundHandler: ChannelInboundHandler {
                 context.close(promise: nil)
                 return
             }
-            let envelopes: [Envelope]
+            let frame: Frame
             do {
-                envelopes = try WireFormat.envelopes(inFrameBody: body)
+                frame = try WireFormat.decode(frameBody: body)
             } catch {
                 log("closing the connection from node \(from): \(error)")
                 context.close(promise: nil)
@@ -569,15 +644,20 @@ final class InboundHandler: ChannelInboundHandler {
             }
             let faults = shared.faults.withLockedValue { $0 }
             if faults.partitioned.contains(from) {
-                shared.stats.withLockedValue { $0.envelopesDroppedFault += envelopes.count }
+                shared.stats.withLockedValue { $0.envelopesDroppedFault += frame.envelopes.count + frame.calls.count }
                 return
             }
-            let deliver = envelopes.filter { $0.message.to == selfID && $0.message.from == from }
+            let deliver = frame.envelopes.filter { $0.message.to == selfID && $0.message.from == from }
+            let calls = frame.calls, handlers = frame.calls.isEmpty ? nil : shared.calls.withLockedValue({ $0 })
+            let receive = self.receive
+            let hand = {
+                if !deliver.isEmpty || calls.isEmpty { receive(from, deliver) }
+                if !calls.isEmpty { handlers?.received(from, calls) }
+            }
             if faults.delayMillis > 0 {
-                let receive = self.receive
-                context.eventLoop.scheduleTask(in: .milliseconds(faults.delayMillis)) { receive(from, deliver) }
+                context.eventLoop.scheduleTask(in: .milliseconds(faults.delayMillis)) { hand() }
             } else {
-                receive(from, deliver)
+                hand()
             }
         }
     }

@@ -50,12 +50,44 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// A request from one node's router to another's, or the answer to one. Calls travel in the frames
+/// that carry Raft messages, over the same authenticated connections: forwarding a client's write to
+/// its leader costs no HTTP request, no second authentication and no connection of its own. The
+/// transport does not read `body`; the router that sends a call decodes its answer.
+public struct PeerCall: Sendable, Equatable {
+    /// Chosen by the caller; an answer carries its request's id.
+    public var id: UInt64
+    public var isReply: Bool
+    public var body: [UInt8]
+
+    public init(id: UInt64, isReply: Bool, body: [UInt8]) {
+        self.id = id
+        self.isReply = isReply
+        self.body = body
+    }
+
+    /// The largest body a call may have: a request carries at most one entry, and an answer larger
+    /// than this is refused by the node that would send it (the caller is told why).
+    public static let maxBodyBytes = 24 << 20
+}
+
+/// What one frame carries.
+public struct Frame: Sendable, Equatable {
+    public var envelopes: [Envelope]
+    public var calls: [PeerCall]
+
+    public init(envelopes: [Envelope] = [], calls: [PeerCall] = []) {
+        self.envelopes = envelopes
+        self.calls = calls
+    }
+}
+
 /// The bytes between nodes. A connection opens with a handshake (magic, wire version, sender's node
-/// id); after it, every frame is a length (u32) followed by a batch of envelopes, so many messages to
-/// one peer share a write.
+/// id); after it, every frame is a length (u32) followed by a batch of envelopes and a batch of calls,
+/// so many messages to one peer share a write.
 public enum WireFormat {
-    /// 2: envelopes may carry snapshot chunks.
-    public static let version: UInt16 = 2
+    /// 2: envelopes may carry snapshot chunks. 3: frames carry calls after the envelopes.
+    public static let version: UInt16 = 3
     static let magic: [UInt8] = Array("CAIRN".utf8)
     /// Frames larger than this are refused: a corrupt length must not make the reader allocate gigabytes.
     public static let maxFrameBytes = 64 << 20
@@ -80,11 +112,17 @@ public enum WireFormat {
         return ByteCoding.readUInt64(bytes, &c)!
     }
 
-    /// One frame: length, then the envelopes.
-    public static func frame(_ envelopes: [Envelope]) -> [UInt8] {
+    /// One frame: length, then the envelopes, then the calls.
+    public static func frame(_ envelopes: [Envelope], calls: [PeerCall] = []) -> [UInt8] {
         var body: [UInt8] = []
         ByteCoding.append(UInt32(envelopes.count), to: &body)
         for e in envelopes { encode(e, into: &body) }
+        ByteCoding.append(UInt32(calls.count), to: &body)
+        for call in calls {
+            ByteCoding.append(call.id, to: &body)
+            body.append(call.isReply ? 1 : 0)
+            appendBytes(call.body, to: &body)
+        }
         var out: [UInt8] = []
         out.reserveCapacity(body.count + 4)
         ByteCoding.append(UInt32(body.count), to: &out)
@@ -93,13 +131,29 @@ public enum WireFormat {
     }
 
     /// Decodes a frame body (without its length prefix).
-    public static func envelopes(inFrameBody b: [UInt8]) throws(WireError) -> [Envelope] {
+    public static func decode(frameBody b: [UInt8]) throws(WireError) -> Frame {
         var c = 0
         guard let n = ByteCoding.readUInt32(b, &c) else { throw .malformed("missing envelope count") }
-        var out: [Envelope] = []
-        for _ in 0..<n { out.append(try decodeEnvelope(b, &c)) }
+        var frame = Frame()
+        for _ in 0..<n { frame.envelopes.append(try decodeEnvelope(b, &c)) }
+        guard let calls = ByteCoding.readUInt32(b, &c) else { throw .malformed("missing call count") }
+        // Each call takes at least 13 bytes: a count beyond what is left is a lie.
+        guard Int(calls) <= (b.count - c) / 13 else { throw .malformed("call count \(calls) exceeds the frame") }
+        for _ in 0..<calls {
+            let id = try u64(b, &c)
+            let kind = try u8(b, &c)
+            guard kind <= 1 else { throw .malformed("call kind \(kind)") }
+            let body = try readBytes(b, &c)
+            guard body.count <= PeerCall.maxBodyBytes else { throw .malformed("a call of \(body.count) bytes") }
+            frame.calls.append(PeerCall(id: id, isReply: kind == 1, body: body))
+        }
         guard c == b.count else { throw .malformed("\(b.count - c) trailing bytes") }
-        return out
+        return frame
+    }
+
+    /// The envelopes of a frame body (without its length prefix).
+    public static func envelopes(inFrameBody b: [UInt8]) throws(WireError) -> [Envelope] {
+        try decode(frameBody: b).envelopes
     }
 
     static func encode(_ e: Envelope, into out: inout [UInt8]) {

@@ -180,3 +180,85 @@ struct RaftTransportTests {
         for t in [a, b, c, plain] { await t.shutdown() }
     }
 }
+
+/// Calls between nodes' routers: carried in the Raft frames, answered over the other direction's
+/// connection, and every call the transport could not send is reported at once.
+@Suite("Calls over the transport")
+struct TransportCallTests {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
+    final class Calls: Sendable {
+        let received = NIOLockedValueBox<[(NodeID, PeerCall)]>([])
+        let dropped = NIOLockedValueBox<[UInt64]>([])
+        let lost = NIOLockedValueBox<[NodeID]>([])
+
+        func handlers(answering transport: @escaping @Sendable () -> RaftTransport?) -> CallHandlers {
+            CallHandlers(received: { from, calls in
+                for call in calls {
+                    self.received.withLockedValue { $0.append((from, call)) }
+                    // Answer requests with their body reversed.
+                    if !call.isReply { transport()?.send(call: PeerCall(id: call.id, isReply: true, body: call.body.reversed()), to: from) }
+                }
+            }, dropped: { _, ids in self.dropped.withLockedValue { $0 += ids } }, lost: { peer in self.lost.withLockedValue { $0.append(peer) } })
+        }
+
+        func wait(_ condition: @escaping @Sendable (Calls) -> Bool) async -> Bool {
+            for _ in 0..<300 {
+                if condition(self) { return true }
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+            return condition(self)
+        }
+    }
+
+    private func node(_ id: NodeID, port: Int = 0) async throws -> (RaftTransport, Int) {
+        var config = TransportConfig(nodeID: id, listen: PeerAddress(host: "127.0.0.1", port: port))
+        config.reconnectBaseMillis = 10
+        config.reconnectMaxMillis = 100
+        let t = RaftTransport(config: config, group: group) { _, _ in }
+        return (t, try await t.start())
+    }
+
+    @Test("a request and its answer travel with Raft's frames, each attributed to its sender")
+    func requestAndAnswer() async throws {
+        let (a, portA) = try await node(1)
+        let (b, portB) = try await node(2)
+        a.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: portB))
+        b.setPeer(1, address: PeerAddress(host: "127.0.0.1", port: portA))
+        let atA = Calls(), atB = Calls()
+        a.handleCalls(atA.handlers { a })
+        b.handleCalls(atB.handlers { b })
+        for i in 0..<100 { #expect(a.send(call: PeerCall(id: UInt64(i), isReply: false, body: [UInt8(i), 1, 2]), to: 2)) }
+        #expect(await atA.wait { $0.received.withLockedValue { $0.count } == 100 })
+        let answers = atA.received.withLockedValue { $0 }
+        #expect(answers.allSatisfy { $0.0 == 2 && $0.1.isReply && $0.1.body == [2, 1, UInt8($0.1.id)] })
+        #expect(atB.received.withLockedValue { $0.count } == 100)
+        #expect(a.stats.callsSent == 100 && a.stats.framesSent < 100, "batched: \(a.stats.framesSent) frames")
+        // No link to the node, or a body over the limit: refused at once, nothing queued.
+        #expect(!a.send(call: PeerCall(id: 1, isReply: false, body: []), to: 9))
+        #expect(!a.send(call: PeerCall(id: 1, isReply: false, body: [UInt8](repeating: 0, count: PeerCall.maxBodyBytes + 1)), to: 2))
+        await a.shutdown()
+        await b.shutdown()
+    }
+
+    @Test("calls to an unreachable node are reported dropped; a closed connection is reported lost")
+    func droppedAndLost() async throws {
+        let (a, _) = try await node(1)
+        let atA = Calls()
+        a.handleCalls(atA.handlers { a })
+        let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let deadPort = probe.localAddress!.port!
+        try await probe.close()
+        a.setPeer(2, address: PeerAddress(host: "127.0.0.1", port: deadPort))
+        for i in 0..<5 { a.send(call: PeerCall(id: UInt64(i), isReply: false, body: [1]), to: 2) }
+        #expect(await atA.wait { Set($0.dropped.withLockedValue { $0 }) == Set(0..<5) })
+
+        let (b, portB) = try await node(3)
+        a.setPeer(3, address: PeerAddress(host: "127.0.0.1", port: portB))
+        a.send(call: PeerCall(id: 50, isReply: false, body: [1]), to: 3)
+        #expect(await atA.wait { _ in b.stats.connectionsOpened == 0 && a.stats.callsSent >= 1 })
+        await b.shutdown()
+        #expect(await atA.wait { $0.lost.withLockedValue { $0 }.contains(3) })
+        await a.shutdown()
+    }
+}

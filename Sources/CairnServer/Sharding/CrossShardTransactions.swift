@@ -2,6 +2,7 @@ import CairnCluster
 import CairnNode
 import CairnQuery
 import CairnRaft
+import CairnRouter
 import CairnSQLite
 import Foundation
 import NIOConcurrencyHelpers
@@ -24,7 +25,7 @@ extension API {
 
     /// Commits every shard's part or none; the answer has one result per client statement (an INSERT
     /// split over shards adds up its parts).
-    func commitAcrossShards(_ parts: [Int: ShardPart], statementCount: Int, view: ShardView, hops: Int) async throws -> [StatementResult] {
+    func commitAcrossShards(_ parts: [Int: ShardPart], statementCount: Int, view: ShardView) async throws -> [StatementResult] {
         let shards = parts.keys.sorted()
         let groups = shards.map { view.groups[$0] }
         let anchor = groups[0]
@@ -33,7 +34,7 @@ extension API {
         while true {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
-            let prepared = await prepareAll(txid: txid, groups: groups, hops: hops, seed: UInt64.random(in: 0...UInt64.max)) {
+            let prepared = await prepareAll(txid: txid, groups: groups, seed: UInt64.random(in: 0...UInt64.max)) {
                 parts[shards[$0]]!.statements
             }
             let votes = Dictionary(uniqueKeysWithValues: zip(shards, prepared))
@@ -45,14 +46,14 @@ extension API {
             // The commit point: the anchor's record, compare-and-set.
             let decided: [StatementResult]
             do {
-                decided = try await propose(Self.command(.decide(txid: txid, commit: yes)), group: anchor, hops: hops)
+                decided = try await groupRouter.execute(Self.command(.decide(txid: txid, commit: yes)), group: anchor).results
             } catch {
                 // Prepared shards stay locked until their deadline; then whoever finds them resolves them.
                 throw OutcomeUnknown(description: "the decision of transaction \(txid) across \(shards.count) shards was not confirmed (\(error))")
             }
             let committed = Self.transactionState(decided) == TransactionStep.committed
             crashIfAsked("after_decide")
-            finishTransaction(txid, commit: committed, groups: groups, hops: hops)
+            finishTransaction(txid, commit: committed, groups: groups)
             if committed {
                 var results = [StatementResult](repeating: StatementResult(), count: statementCount)
                 for shard in shards {
@@ -96,17 +97,17 @@ extension API {
     /// transaction on every shard at once (each shard answers at its prepare's entry and holds its
     /// writes), which is then aborted. If every prepare succeeded, every shard was held at once, so no
     /// transaction is half seen; a shard another transaction holds makes it try again.
-    func lockingRead(_ scatter: ReadPlan.Scatter, view: ShardView, hops: Int) async throws -> [StatementResult] {
+    func lockingRead(_ scatter: ReadPlan.Scatter, view: ShardView) async throws -> [StatementResult] {
         let groups = scatter.shards.map { view.groups[$0] }
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
         while true {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
-            let results = await prepareAll(txid: txid, groups: groups, hops: hops, seed: 0) { _ in [scatter.worker] }
+            let results = await prepareAll(txid: txid, groups: groups, seed: 0) { _ in [scatter.worker] }
             // Released whatever happened: the shards that prepared must not stay locked until recovery.
-            _ = try? await propose(Self.command(.decide(txid: txid, commit: false)), group: groups[0], hops: hops)
-            finishTransaction(txid, commit: false, groups: groups, hops: hops)
+            _ = try? await groupRouter.execute(Self.command(.decide(txid: txid, commit: false)), group: groups[0]).results
+            finishTransaction(txid, commit: false, groups: groups)
             if let failure = results.compactMap({ if case .failure(let e) = $0 { e } else { nil } }).first { throw failure }
             let partials = results.map { if case .success(let r) = $0 { r.first ?? StatementResult(error: "no result") } else { StatementResult(error: "no result") } }
             if !partials.contains(where: { $0.error == TransactionStep.lockedMessage }) { return partials }
@@ -119,7 +120,7 @@ extension API {
 
     /// Proposes each group's prepare at once (one Raft round); each group's answer, or the error that
     /// stopped it, in `groups` order. The first group is the anchor.
-    private func prepareAll(txid: UInt64, groups: [GroupID], hops: Int, seed: UInt64,
+    private func prepareAll(txid: UInt64, groups: [GroupID], seed: UInt64,
                             statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         return await withTaskGroup(of: (Int, Result<[StatementResult], any Error>).self) { tasks in
@@ -128,7 +129,7 @@ extension API {
                 command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups,
                                                deadlineMillis: now + Self.transactionDeadlineMillis, recordsHere: n == 0)
                 tasks.addTask {
-                    do { return (n, .success(try await self.propose(command, group: group, hops: hops))) } catch { return (n, .failure(error)) }
+                    do { return (n, .success(try await self.groupRouter.execute(command, group: group).results)) } catch { return (n, .failure(error)) }
                 }
             }
             var out = [Result<[StatementResult], any Error>](repeating: .success([]), count: groups.count)
@@ -151,10 +152,10 @@ extension API {
 
     /// Sends the outcome to every participant, in the background (the client has its answer); what does
     /// not arrive is finished by the recovery pass.
-    func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID], hops: Int) {
+    func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID]) {
         for group in groups {
             Task {
-                _ = try? await self.propose(Self.command(.finish(txid: txid, commit: commit)), group: group, hops: hops)
+                _ = try? await self.groupRouter.execute(Self.command(.finish(txid: txid, commit: commit)), group: group).results
             }
         }
     }
@@ -189,11 +190,11 @@ extension API {
         for row in found.rows {
             guard row.count == 3, case .integer(let id) = row[0], case .integer(let anchor) = row[1], case .text(let list) = row[2] else { continue }
             let txid = UInt64(bitPattern: id)
-            guard let outcome = try? await propose(Self.command(.resolve(txid: txid)), group: GroupID(bitPattern: anchor), hops: 0),
+            guard let outcome = try? await groupRouter.execute(Self.command(.resolve(txid: txid)), group: GroupID(bitPattern: anchor)).results,
                   let state = Self.transactionState(outcome), state != TransactionStep.pending else { continue }
             let groups = list.split(separator: ",").compactMap { GroupID($0) }
             log("node \(cluster.nodeID): transaction \(txid) past its deadline: \(state) at its anchor; finishing it on \(groups.count) shard(s)")
-            finishTransaction(txid, commit: state == TransactionStep.committed, groups: groups, hops: 0)
+            finishTransaction(txid, commit: state == TransactionStep.committed, groups: groups)
         }
     }
 }

@@ -3,12 +3,13 @@ import CairnJSON
 import CairnQuery
 import CairnNode
 import CairnRaft
+import CairnRouter
 import CairnSQLite
 import Foundation
 import Hummingbird
 
 /// Requests on sharded tables: planned by `CairnQuery` (pure), run on the shards' groups through
-/// `propose` and `queryGroup` (encoded commands between nodes, never the client's request), and
+/// the group router (encoded commands between nodes, never the client's request), and
 /// answered as one SQLite holding every row would answer. Statements that name no sharded table take
 /// the unsharded path unchanged.
 extension API {
@@ -66,9 +67,9 @@ extension API {
             let results: [StatementResult]
             if parts.count == 1, let (shard, part) = parts.first {
                 // One shard: one entry, as for an unsharded database.
-                results = try await proposeWaitingOutLocks(SQLCommand.now(part.statements, atomic: atomic), group: view.groups[shard], hops: who.hops)
+                results = try await proposeWaitingOutLocks(SQLCommand.now(part.statements, atomic: atomic), group: view.groups[shard])
             } else {
-                results = try await commitAcrossShards(parts, statementCount: statements.count, view: view, hops: who.hops)
+                results = try await commitAcrossShards(parts, statementCount: statements.count, view: view)
             }
             if results.contains(where: { $0.error?.contains(ShardGuard.wrongShard) == true }) && attempt < 2 {
                 // The shard map changed under this node's copy: read the committed one and plan again.
@@ -82,14 +83,14 @@ extension API {
 
     /// `propose`, sent again while a transaction across shards holds the shard (its writes then fail
     /// alike on every replica, having changed nothing).
-    func proposeWaitingOutLocks(_ command: SQLCommand, group: GroupID, hops: Int) async throws -> [StatementResult] {
+    func proposeWaitingOutLocks(_ command: SQLCommand, group: GroupID) async throws -> [StatementResult] {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
         while true {
             attempt += 1
             var c = command
             c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
-            let results = try await propose(c, group: group, hops: hops)
+            let results = try await groupRouter.execute(c, group: group).results
             guard results.contains(where: { $0.error == TransactionStep.lockedMessage }), ContinuousClock.now < deadline else { return results }
             try await Task.sleep(for: .milliseconds(min(5 * attempt, 100)))
         }
@@ -119,8 +120,8 @@ extension API {
             throw HTTPFailure.badRequest("\(error)")
         }
         guard let home = catalog.databases[db]?.group else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
-        let existing = try await queryGroup(home, [SQLStatement("SELECT 1 FROM sqlite_master WHERE name = ?1 COLLATE NOCASE", [.text(clause.table)])],
-                                            consistency: .linearizable, hops: who.hops)
+        let existing = try await groupRouter.query([SQLStatement("SELECT 1 FROM sqlite_master WHERE name = ?1 COLLATE NOCASE", [.text(clause.table)])],
+                                                   group: home).results
         if existing.first?.rows.isEmpty == false {
             throw HTTPFailure.badRequest("\(clause.table) already exists in the database as an unsharded table or view")
         }
@@ -145,7 +146,7 @@ extension API {
                 tasks.addTask {
                     var command = SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)"), SQLStatement(clause.createSQL)], atomic: true)
                     command.shardGuard = ShardGuard(table: clause.table, keyColumns: table.keyColumns, lo: map.arcs[i].lo, hi: map.arcs[i].hi)
-                    let results = try await self.proposeRetrying(command, group: group, hops: who.hops)
+                    let results = try await self.proposeRetrying(command, group: group)
                     if let failed = results.first(where: { $0.error != nil })?.error {
                         throw HTTPFailure.badRequest("shard \(i): \(failed)")
                     }
@@ -165,11 +166,11 @@ extension API {
     }
 
     /// `propose`, tried again while the group is still being created on its nodes.
-    private func proposeRetrying(_ command: SQLCommand, group: GroupID, hops: Int) async throws -> [StatementResult] {
+    private func proposeRetrying(_ command: SQLCommand, group: GroupID) async throws -> [StatementResult] {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         while true {
             do {
-                return try await propose(command, group: group, hops: hops)
+                return try await groupRouter.execute(command, group: group).results
             } catch let e as NotCommitted where ContinuousClock.now < deadline {
                 _ = e
                 try await Task.sleep(for: .milliseconds(100))
@@ -189,15 +190,14 @@ extension API {
               let home = catalog.databases[db]?.group else { return nil }
         var results: [StatementResult] = []
         for statement in statements {
-            results.append(try await readOne(statement, db: db, view: view, home: home, consistency: consistency, hops: who.hops))
+            results.append(try await readOne(statement, db: db, view: view, home: home, consistency: consistency))
         }
         return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
     }
 
-    private func readOne(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency,
-                         hops: Int) async throws -> StatementResult {
+    private func readOne(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency) async throws -> StatementResult {
         guard Self.mentions(statement.sql, view.tables) else {
-            return try await queryGroup(home, [statement], consistency: consistency, hops: hops)[0]
+            return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
         }
         let schema: ShardingSchema, analysis: StatementAnalysis
         do {
@@ -205,13 +205,13 @@ extension API {
         } catch {
             // It names a sharded table's name but does not prepare against the sharded tables: it is the
             // home group's (a column of that name, say), or it mixes the two, which the home group reports.
-            return try await queryGroup(home, [statement], consistency: consistency, hops: hops)[0]
+            return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
         }
         switch try Self.refusing({ try ReadPlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
         case .home:
-            return try await queryGroup(home, [statement], consistency: consistency, hops: hops)[0]
+            return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
         case .single(let shard):
-            return try await readWaitingOutTransactions(view.groups[shard], statement, consistency: consistency, hops: hops).result
+            return try await readWaitingOutTransactions(view.groups[shard], statement, consistency: consistency).result
         case .scatter(let scatter):
             // Read-atomic across shards: no shard is read while a transaction is prepared there, and
             // the shards' epochs are read again after; if one moved, a transaction ran between the
@@ -222,7 +222,7 @@ extension API {
                 attempt += 1
                 if attempt > Self.optimisticReadAttempts {
                     // Transactions keep moving the shards under the read: lock them for it instead.
-                    let partials = try await lockingRead(scatter, view: view, hops: hops)
+                    let partials = try await lockingRead(scatter, view: view)
                     let answer = Combiner.combine(scatter, partials: partials, timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
                     if let error = answer.error, error.hasPrefix(Combiner.tooMuchPrefix) { throw HTTPFailure(status: 413, message: error) }
                     return answer
@@ -230,7 +230,7 @@ extension API {
                 let reads = try await withThrowingTaskGroup(of: (Int, StatementResult, Int64).self) { tasks in
                     for (n, shard) in scatter.shards.enumerated() {
                         tasks.addTask {
-                            let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, consistency: consistency, hops: hops)
+                            let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, consistency: consistency)
                             return (n, r.result, r.epoch)
                         }
                     }
@@ -250,7 +250,7 @@ extension API {
                 }
                 let epochs = try await withThrowingTaskGroup(of: (Int, Int64).self) { tasks in
                     for (n, shard) in scatter.shards.enumerated() {
-                        tasks.addTask { (n, Self.shardState(try await self.queryGroup(view.groups[shard], [Self.shardStateQuery], consistency: consistency, hops: hops)[0]).epoch) }
+                        tasks.addTask { (n, Self.shardState(try await self.groupRouter.query([Self.shardStateQuery], group: view.groups[shard], consistency: consistency).results[0]).epoch) }
                     }
                     var out = [Int64](repeating: 0, count: scatter.shards.count)
                     for try await (n, e) in tasks { out[n] = e }
@@ -280,13 +280,12 @@ extension API {
     /// One read on a shard, at one read point with the shard's transaction state; while a transaction
     /// is prepared there, its outcome is waited for (it may already be committed: the client that sent
     /// it may have its answer, and a read after must see it).
-    func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency,
-                                    hops: Int) async throws -> (result: StatementResult, epoch: Int64) {
+    func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency) async throws -> (result: StatementResult, epoch: Int64) {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
         while true {
             attempt += 1
-            let r = try await queryGroup(group, [statement, Self.shardStateQuery], consistency: consistency, hops: hops)
+            let r = try await groupRouter.query([statement, Self.shardStateQuery], group: group, consistency: consistency).results
             let state = Self.shardState(r.count > 1 ? r[1] : StatementResult())
             if state.prepared == 0 { return (r[0], state.epoch) }
             guard ContinuousClock.now < deadline else {

@@ -1,6 +1,7 @@
 import CairnCluster
 import CairnJSON
 import CairnQuery
+import CairnRouter
 import CairnSQLite
 import Foundation
 import Hummingbird
@@ -34,7 +35,7 @@ extension API {
         var items: [JSON] = []
         for (i, shard) in shards.enumerated() {
             let status = try? await runtime.status(group: shard.group)
-            let read = try? await queryGroup(shard.group, [probe, Self.shardStateQuery], consistency: .local, hops: 0)
+            let read = try? await groupRouter.query([probe, Self.shardStateQuery], group: shard.group, consistency: .local).results
             let sizes = read?.first
             let prepared: JSON = read.map { .int(Self.shardState($0.count > 1 ? $0[1] : StatementResult()).prepared) } ?? .null
             var rows: JSON = .null, bytes: JSON = .null

@@ -1,0 +1,259 @@
+import CairnCluster
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import CairnTransport
+import Metrics
+import NIOConcurrencyHelpers
+
+/// What a routed operation returned.
+public struct Routed: Sendable {
+    public var results: [StatementResult]
+    /// The log index the results reflect (the entry's for a write, the read point's for a read).
+    public var index: LogIndex
+    /// Whether it went through the log (a `request` judged a write).
+    public var wrote: Bool
+    /// The node that served it.
+    public var node: NodeID
+}
+
+/// Where every operation on a group runs: here, when this node holds the group (and leads it, for a
+/// write or a linearizable read), otherwise at the node that can, reached with a `GroupCall` over the
+/// nodes' own connections. Every API (CairnDB's, rqlite's, the shard paths) goes through it, so the
+/// request is authenticated, parsed, planned and audited once, on the node the client chose; the
+/// node that serves it only runs it.
+///
+/// A write is proposed at most once per attempt: a try that certainly did not commit (no leader, a
+/// leadership change, a call that never left) is made again until the deadline; one whose outcome is
+/// unknown ends with `OutcomeUnknown`. Reads are retried until the deadline.
+public final class GroupRouter: Sendable {
+    let runtime: NodeRuntime
+    let cluster: ClusterNode
+    let requestTimeoutMillis: Int64
+    let pending = PendingCalls()
+    private let cursor = NIOLockedValueBox(0)
+    /// Calls being served for other nodes right now.
+    private let serving = NIOLockedValueBox(0)
+    /// Calls served for other nodes at once, at most: past it a call is answered "not committed" at
+    /// once (the caller retries), so another node cannot pile up unbounded work here.
+    public static let maxServing = 4_096
+
+    public init(runtime: NodeRuntime, cluster: ClusterNode, requestTimeoutMillis: Int64) {
+        self.runtime = runtime
+        self.cluster = cluster
+        self.requestTimeoutMillis = requestTimeoutMillis
+        precondition(runtime.config.maxEntryBytes + 4096 <= PeerCall.maxBodyBytes, "a call must carry any entry the log takes")
+        let pending = self.pending
+        runtime.transport.handleCalls(CallHandlers(
+            received: { [weak self] from, calls in
+                for call in calls {
+                    if call.isReply {
+                        pending.finish(call.id, .answered(call.body), from: from)
+                    } else {
+                        self?.serve(call, from: from)
+                    }
+                }
+            },
+            dropped: { peer, ids in
+                for id in ids { pending.finish(id, .notSent("the call to node \(peer) could not be sent (no connection, or its queue is full)")) }
+            },
+            lost: { peer in pending.lost(peer, "the connection to node \(peer) closed before it answered") }))
+    }
+
+    // MARK: - The typed interface
+
+    /// The group that holds database `name`.
+    public func group(of name: String) async throws -> GroupID {
+        var catalog = cluster.catalog
+        if catalog.databases[name] == nil {
+            // Created through another node moments ago, perhaps: "no such" is never merely this node being behind.
+            do {
+                catalog = try await cluster.refreshCatalog()
+            } catch {
+                throw RouteError.unavailable("cannot reach the cluster's metadata leader to read the catalog (\(error)); retry shortly")
+            }
+        }
+        guard catalog.exists else { throw RouteError.unavailable("this node has not loaded the cluster catalog yet; retry shortly") }
+        guard let database = catalog.databases[name], !Catalog.isInternalName(name) else { throw RouteError.notFound("no database named \"\(name)\"") }
+        if !runtime.hosts(database.group) && cluster.holds(database, in: catalog) {
+            // Created since this node's last controller pass: host it now rather than send the request
+            // to a fellow replica that may not know it yet either.
+            try? await cluster.openGroups(of: catalog)
+        }
+        return database.group
+    }
+
+    /// Commits `command` to `group` through its leader.
+    public func execute(_ command: SQLCommand, group: GroupID) async throws -> Routed {
+        try await run(GroupCall(operation: .execute, group: group, command: command))
+    }
+
+    /// Reads `statements` on `group` at `consistency`.
+    public func query(_ statements: [SQLStatement], group: GroupID, consistency: ReadConsistency = .linearizable,
+                      statementTimeoutNanos: UInt64 = 0) async throws -> Routed {
+        try await run(GroupCall(operation: .query, group: group, consistency: consistency, statementTimeoutNanos: statementTimeoutNanos,
+                                command: SQLCommand(statements: statements, timestampMillis: 0, randomSeed: 0)))
+    }
+
+    /// Reads if every statement only reads, judged where the group is held; otherwise commits them as
+    /// one entry (in which reads see the entry's earlier writes). `Routed.wrote` says which.
+    /// `mayWrite`: false for a caller without the right to write, whose writes are refused (403).
+    public func request(_ command: SQLCommand, group: GroupID, consistency: ReadConsistency = .linearizable, statementTimeoutNanos: UInt64 = 0,
+                        mayWrite: Bool) async throws -> Routed {
+        try await run(GroupCall(operation: mayWrite ? .request : .readingRequest, group: group, consistency: consistency,
+                                statementTimeoutNanos: statementTimeoutNanos, command: command))
+    }
+
+    // MARK: - Routing
+
+    private func run(_ call: GroupCall) async throws -> Routed {
+        let start = ContinuousClock.now
+        let deadline = start + .milliseconds(requestTimeoutMillis)
+        var lastProblem = "no leader is known yet"
+        var attempt = 0
+        var next: NodeID?
+        while ContinuousClock.now < deadline {
+            attempt += 1
+            var target = next
+            next = nil
+            var answer: GroupAnswer?
+            if target == nil && runtime.hosts(call.group) {
+                answer = await serveHere(call)
+            } else if target == nil {
+                let holders = self.holders(of: call.group, forWrite: call.isWrite)
+                if holders.isEmpty {
+                    lastProblem = "no node is known to hold group \(call.group)"
+                } else {
+                    target = holders[cursor.withLockedValue { c in c &+= 1; return c } % holders.count]
+                }
+            }
+            if let target {
+                if runtime.transport.faults.partitioned.contains(target) {
+                    lastProblem = "node \(target) is cut off from this node"
+                } else {
+                    Counter(label: "cairn_router_calls_total").increment()
+                    let left = deadline - ContinuousClock.now
+                    let leftMillis = max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
+                    let body = call.encoded()
+                    switch await pending.call(target, timeoutMillis: leftMillis, send: { id in
+                        self.runtime.transport.send(call: PeerCall(id: id, isReply: false, body: body), to: target)
+                    }) {
+                    case .answered(let bytes):
+                        answer = GroupAnswer(decoding: bytes) ?? .outcomeUnknown("node \(target) answered with bytes that are not an answer")
+                    case .notSent(let why):
+                        lastProblem = why
+                    case .lost(let why):
+                        if call.mayWrite { throw OutcomeUnknown(description: "the write was sent to node \(target) and then \(why)") }
+                        lastProblem = why
+                    }
+                }
+            }
+            switch answer {
+            case .done(let results, let index, let wrote)?:
+                return Routed(results: results, index: index, wrote: wrote, node: target ?? cluster.nodeID)
+            case .notLeader(let leader)?:
+                if leader != noNode && leader != cluster.nodeID && leader != target {
+                    next = leader
+                    continue
+                }
+                lastProblem = "no leader is known yet"
+            case .notHere?:
+                lastProblem = "group \(call.group) is not on node \(target ?? cluster.nodeID) (just created, or moved)"
+                // Just dropped, perhaps: the committed catalog tells.
+                if attempt > 1, let fresh = try? await cluster.refreshCatalog(), fresh.exists, fresh.database(group: call.group) == nil {
+                    throw RuntimeError.databaseDropped
+                }
+            case .notCommitted(let why)?:
+                lastProblem = why
+            case .outcomeUnknown(let why)?:
+                if call.mayWrite { throw OutcomeUnknown(description: why) }
+                lastProblem = why
+            case .failed(let error)?:
+                throw error
+            case .refused(let status, let message)?:
+                throw RouteError.refused(status: status, message: message)
+            case nil:
+                break
+            }
+            try await Task.sleep(for: .milliseconds(min(20 * attempt, 200)))
+        }
+        let millis = requestTimeoutMillis
+        if call.mayWrite { throw NotCommitted(description: "cannot commit to group \(call.group) within \(millis) ms: \(lastProblem)") }
+        throw RouteError.unavailable("cannot serve the request on group \(call.group) within \(millis) ms: \(lastProblem)")
+    }
+
+    /// Nodes other than this one that hold `group` (for a read, read replicas too).
+    private func holders(of group: GroupID, forWrite: Bool) -> [NodeID] {
+        let catalog = cluster.catalog
+        guard let database = catalog.database(group: group) else { return [] }
+        return (database.replicas + (forWrite ? [] : catalog.readReplicas.map(\.id))).filter { $0 != cluster.nodeID }
+    }
+
+    // MARK: - Serving
+
+    /// Runs a call on this node's copy of its group.
+    func serveHere(_ call: GroupCall) async -> GroupAnswer {
+        do {
+            switch call.operation {
+            case .execute:
+                let (results, index) = try await runtime.executeIndexed(group: call.group, call.command)
+                return .done(results: results, index: index, wrote: true)
+            case .query:
+                let (results, index) = try await runtime.query(group: call.group, call.command.statements, consistency: call.consistency,
+                                                               statementTimeoutNanos: call.statementTimeoutNanos)
+                return .done(results: results, index: index, wrote: false)
+            case .request, .readingRequest:
+                for s in call.command.statements where !(try await runtime.isReadOnly(group: call.group, s.sql)) {
+                    guard call.operation == .request else {
+                        return .refused(status: 403, message: "the request writes (\(s.sql.prefix(80))), and its user may only read this database")
+                    }
+                    do {
+                        let (results, index) = try await runtime.executeIndexed(group: call.group, call.command)
+                        return .done(results: results, index: index, wrote: true)
+                    } catch {
+                        return GroupAnswer(error, write: true)
+                    }
+                }
+                let (results, index) = try await runtime.query(group: call.group, call.command.statements, consistency: call.consistency,
+                                                               statementTimeoutNanos: call.statementTimeoutNanos)
+                return .done(results: results, index: index, wrote: false)
+            }
+        } catch {
+            return GroupAnswer(error, write: call.isWrite)
+        }
+    }
+
+    /// A call from another node: served off the transport's loop, answered over this node's own
+    /// connection to that node.
+    private func serve(_ call: PeerCall, from peer: NodeID) {
+        let admitted = serving.withLockedValue { n -> Bool in
+            guard n < Self.maxServing else { return false }
+            n += 1
+            return true
+        }
+        guard admitted else {
+            answer(call.id, .notCommitted("node \(cluster.nodeID) is serving \(Self.maxServing) calls already"), to: peer)
+            return
+        }
+        Task {
+            defer { serving.withLockedValue { $0 -= 1 } }
+            guard let request = GroupCall(decoding: call.body) else {
+                answer(call.id, .refused(status: 400, message: "the call is not one this node understands"), to: peer)
+                return
+            }
+            let reply = await serveHere(request)
+            var bytes = reply.encoded()
+            if bytes.count > PeerCall.maxBodyBytes {
+                let tookEffect: String
+                if case .done(_, _, true) = reply { tookEffect = "the write took effect, but " } else { tookEffect = "" }
+                bytes = GroupAnswer.refused(status: 413, message: "\(tookEffect)its results are larger than nodes send one another "
+                                            + "(\(PeerCall.maxBodyBytes) bytes): select fewer rows or columns, or send it to node \(cluster.nodeID)").encoded()
+            }
+            runtime.transport.send(call: PeerCall(id: call.id, isReply: true, body: bytes), to: peer)
+        }
+    }
+
+    private func answer(_ id: UInt64, _ answer: GroupAnswer, to peer: NodeID) {
+        runtime.transport.send(call: PeerCall(id: id, isReply: true, body: answer.encoded()), to: peer)
+    }
+}

@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Is routing free? Issue 12's performance questions, answered in one run on this machine.
+
+Starts a 3-node CairnDB cluster (release build) and measures, with wrk, runs alternated so a drift in
+the machine's speed touches every side alike:
+  1. single-row writes at 64 clients and at 1 client, sent to the leader of the database's group and
+     sent to a follower (which routes them to the leader);
+  2. single-shard writes and point reads on a table sharded over 16 shards, against the same work on
+     an unsharded table (both at 64 clients, sent to any node);
+  3. two-row transactions across shards at 64 clients, against single-shard writes;
+  4. SELECT COUNT(*) and ORDER BY ... LIMIT 10 over 1,000,000 rows in 16 shards, against one SQLite
+     file holding the same rows.
+Writes bench/ROUTING.md (and bench/routing.json).
+
+Usage: python3 bench/routing.py [--binary PATH] [--runs 5] [--seconds 8] [--rows 1000000]
+"""
+import argparse, json, os, sqlite3, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import run as bench  # noqa: E402  (the systems, wrk and helpers of bench/run.py)
+
+KEYS = bench.KEYS
+
+WRITE = r'''
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local k = math.random(0, KEYS - 1)
+  return wrk.format(nil, "/v1/db/DB/execute", nil, '{"statements":[["INSERT OR REPLACE INTO TABLE(k, v) VALUES(?, ?)",' .. k .. ',"VALUE"]]}')
+end
+'''
+
+READ = r'''
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  return wrk.format(nil, "/v1/db/DB/query", nil, '{"statements":[["SELECT v FROM TABLE WHERE k = ?",' .. math.random(0, KEYS - 1) .. ']]}')
+end
+'''
+
+# Two rows whose keys differ by half the key space: with 16 shards they are almost always on two shards.
+PAIR = r'''
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  local k = math.random(0, KEYS / 2 - 1)
+  return wrk.format(nil, "/v1/db/DB/execute", nil, '{"statements":[["INSERT OR REPLACE INTO TABLE(k, v) VALUES(?, ?), (?, ?)",' .. k .. ',"VALUE",' .. (k + KEYS / 2) .. ',"VALUE"]]}')
+end
+'''
+
+
+def wrk(script, url, clients, seconds, work, db, table):
+    path = os.path.join(work, f"routing-{abs(hash((script, db, table)))}.lua")
+    with open(path, "w") as f:
+        f.write(bench.WRK_COMMON + script.replace("VALUE", bench.VALUE).replace("KEYS", str(KEYS)).replace("DB", db).replace("TABLE", table))
+    out = bench.sh(["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", path, url],
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
+    r = json.loads([l for l in out.splitlines() if l.startswith('{"requests"')][-1])
+    return {"throughput": r["requests"] / (r["duration_us"] / 1e6), "p50": r["p50"] / 1000, "p99": r["p99"] / 1000, "errors": r["errors"]}
+
+
+def alternate(cases, runs):
+    """Each case is (name, function returning a sample); runs them in turn, `runs` times."""
+    samples = {name: [] for name, _ in cases}
+    for i in range(runs):
+        for name, run in cases:
+            s = run()
+            samples[name].append(s)
+            bench.log(f"  run {i + 1}/{runs} {name:28s} {s['throughput']:8.0f}/s  p50 {s['p50']:6.2f} ms  p99 {s['p99']:6.2f} ms  errors {s['errors']}")
+    return samples
+
+
+def summary(samples):
+    t = sorted(s["throughput"] for s in samples)
+    median = statistics.median(t)
+    return {"median": median, "min": t[0], "max": t[-1], "p50_ms": statistics.median(s["p50"] for s in samples),
+            "p99_ms": statistics.median(s["p99"] for s in samples), "errors": sum(s["errors"] for s in samples),
+            "collapsed_runs": sum(1 for x in t if x < median / 2)}
+
+
+def execute(url, db, statements, timeout=120):
+    status, body = bench.http("POST", f"{url}/v1/db/{db}/execute", {"statements": statements}, timeout=timeout)
+    assert status == 200 and b'"error"' not in body, body[:300]
+    return json.loads(body)
+
+
+def query(url, db, sql, timeout=120):
+    started = time.perf_counter()
+    status, body = bench.http("POST", f"{url}/v1/db/{db}/query", {"statements": [sql]}, timeout=timeout)
+    elapsed = time.perf_counter() - started
+    assert status == 200 and b'"error"' not in body, body[:300]
+    return elapsed, json.loads(body)["results"][0]["rows"]
+
+
+def leader_of(cluster, group):
+    for h in cluster.http:
+        st = json.loads(bench.http("GET", f"http://{h}/v1/status")[1])
+        for g in st["groups"]:
+            if g["group"] == group and g["role"] == "leader":
+                return h
+    raise RuntimeError(f"no leader of group {group}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    args = ap.parse_args()
+    bench.ensure_tools()
+    binary = args.binary
+    if not binary:
+        bench.sh(["swift", "build", "-c", "release", "--product", "cairn"], cwd=ROOT, stdout=subprocess.DEVNULL)
+        binary = os.path.join(ROOT, ".build", "release", "cairn")
+    work = tempfile.mkdtemp(prefix="cairn-routing-")
+    report = {"machine": bench.machine(), "runs": args.runs, "seconds": args.seconds}
+    cluster = bench.Cairn(work, binary)
+    try:
+        any_url = f"http://{cluster.http[0]}"
+        status, body = bench.http("POST", f"{any_url}/v1/databases", {"name": "shop", "shards": 16})
+        assert status == 201, body
+        execute(any_url, "shop", ["CREATE TABLE skv(k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)",
+                                  "CREATE TABLE big(id INTEGER NOT NULL PRIMARY KEY, grp INTEGER, score REAL) SHARD BY HASH (id)"])
+        execute(any_url, "default", ["CREATE TABLE IF NOT EXISTS pkv(k INTEGER PRIMARY KEY, v TEXT)"])
+        for start in range(0, KEYS, 1000):
+            rows = ",".join(f"({k}, '{bench.VALUE}')" for k in range(start, start + 1000))
+            execute(any_url, "shop", [f"INSERT INTO skv(k, v) VALUES {rows}"])
+            execute(any_url, "default", [f"INSERT INTO pkv(k, v) VALUES {rows}"])
+
+        # 1. Through the leader and through a follower.
+        leader = leader_of(cluster, 1)
+        follower = next(h for h in cluster.http if h != leader)
+        bench.log(f"writes through the leader ({leader}) and through a follower ({follower})")
+        cases = []
+        for clients in (64, 1):
+            for name, host in (("leader", leader), ("follower", follower)):
+                cases.append((f"{name} writes, {clients} clients",
+                              lambda h=host, c=clients: wrk(WRITE, f"http://{h}", c, args.seconds, work, "default", "pkv")))
+        forwarding = {k: summary(v) for k, v in alternate(cases, args.runs).items()}
+        report["forwarding"] = forwarding
+
+        # 2 and 3. A sharded table against an unsharded one; pairs across shards.
+        bench.log("sharded against unsharded, at 64 clients through every node in turn")
+        nodes = [f"http://{h}" for h in cluster.http]
+        cursor = {"i": 0}
+
+        def any_node():
+            cursor["i"] += 1
+            return nodes[cursor["i"] % len(nodes)]
+        cases = [
+            ("unsharded writes", lambda: wrk(WRITE, any_node(), 64, args.seconds, work, "default", "pkv")),
+            ("sharded writes", lambda: wrk(WRITE, any_node(), 64, args.seconds, work, "shop", "skv")),
+            ("unsharded point reads", lambda: wrk(READ, any_node(), 64, args.seconds, work, "default", "pkv")),
+            ("sharded point reads", lambda: wrk(READ, any_node(), 64, args.seconds, work, "shop", "skv")),
+            ("two-shard transactions", lambda: wrk(PAIR, any_node(), 64, args.seconds, work, "shop", "skv")),
+        ]
+        sharding = {k: summary(v) for k, v in alternate(cases, args.runs).items()}
+        report["sharding"] = sharding
+
+        # 4. Reads across 16 shards against one SQLite file.
+        bench.log(f"loading {args.rows} rows into 16 shards and into one SQLite file")
+        local = sqlite3.connect(os.path.join(work, "one.sqlite"))
+        local.execute("CREATE TABLE big(id INTEGER NOT NULL PRIMARY KEY, grp INTEGER, score REAL)")
+        started = time.time()
+        batch = 5000
+        for start in range(0, args.rows, batch):
+            rows = [(i, i % 100, (i * 7919 % 100003) / 7.0) for i in range(start, min(args.rows, start + batch))]
+            local.executemany("INSERT INTO big VALUES (?, ?, ?)", rows)
+            execute(any_url, "shop", ["INSERT INTO big(id, grp, score) VALUES " + ",".join(f"({a}, {b}, {c!r})" for a, b, c in rows)], timeout=300)
+        local.commit()
+        report["load_seconds"] = time.time() - started
+        queries = {"count": "SELECT COUNT(*) FROM big",
+                   "order_limit": "SELECT id, score FROM big ORDER BY score DESC, id LIMIT 10",
+                   "group_by": "SELECT grp, COUNT(*), AVG(score) FROM big GROUP BY grp ORDER BY grp"}
+        scans = {}
+        for name, sql in queries.items():
+            cairn, local_times = [], []
+            for _ in range(args.runs):
+                t, rows = query(any_url, "shop", sql)
+                cairn.append(t)
+                started = time.perf_counter()
+                expected = local.execute(sql).fetchall()
+                local_times.append(time.perf_counter() - started)
+                assert [list(r) for r in expected] == rows or name == "group_by", (name, rows[:3], expected[:3])
+            scans[name] = {"sql": sql, "cairn_ms": statistics.median(cairn) * 1000, "sqlite_ms": statistics.median(local_times) * 1000}
+            bench.log(f"  {name}: CairnDB {scans[name]['cairn_ms']:.1f} ms, one SQLite {scans[name]['sqlite_ms']:.1f} ms")
+        report["scans"] = scans
+    finally:
+        cluster.stop()
+    with open(os.path.join(HERE, "routing.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    write_report(report)
+
+
+def write_report(r):
+    f = r["forwarding"]
+    s = r["sharding"]
+
+    def row(name, x):
+        return (f"| {name} | {x['median']:.0f} | {x['min']:.0f}-{x['max']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
+                f"{x['errors']} | {x['collapsed_runs']} |")
+    lines = ["# Routing and sharding, measured", "",
+             f"`python3 bench/routing.py --runs {r['runs']} --seconds {r['seconds']}` on {r['machine']}: a 3-node cluster on "
+             "loopback, release build, wrk, runs alternated. Throughput in requests/s (median, range over the runs); "
+             "latency in ms (medians of the runs' p50 and p99); a run below half the median counts as collapsed.", "",
+             "## Writes through the leader and through a follower", "",
+             "| case | median/s | range | p50 | p99 | errors | collapsed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [row(k, v) for k, v in f.items()]
+    ratio64 = f["follower writes, 64 clients"]["median"] / f["leader writes, 64 clients"]["median"]
+    extra1 = f["follower writes, 1 clients"]["p50_ms"] - f["leader writes, 1 clients"]["p50_ms"]
+    lines += ["", f"Through a follower at 64 clients: **{ratio64:.2f}×** the leader's throughput (goal ≥ 0.8×). "
+              f"One client through a follower: **{extra1:+.2f} ms** at the median (goal ≤ 0.3 ms).", "",
+              "## A sharded table (16 shards) against an unsharded one, 64 clients, requests spread over the nodes", "",
+              "| case | median/s | range | p50 | p99 | errors | collapsed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [row(k, v) for k, v in s.items()]
+    lines += ["",
+              f"Sharded writes: **{s['sharded writes']['median'] / s['unsharded writes']['median']:.2f}×** unsharded; "
+              f"sharded point reads: **{s['sharded point reads']['median'] / s['unsharded point reads']['median']:.2f}×** unsharded (goal: within 10%). "
+              f"Two-row transactions across shards: **{s['two-shard transactions']['median'] / s['sharded writes']['median']:.2f}×** "
+              f"single-shard writes, p99 {s['two-shard transactions']['p99_ms']:.1f} ms against {s['sharded writes']['p99_ms']:.1f} ms.", "",
+              "## Reads across 16 shards against one SQLite file", "",
+              f"{r.get('load_seconds', 0):.0f} s to load the rows through the HTTP API (batches of 5,000, each a transaction across the shards).", "",
+              "| query | CairnDB, 16 shards on 3 nodes (ms) | one SQLite file, in process (ms) |", "| --- | --- | --- |"]
+    lines += [f"| `{v['sql']}` | {v['cairn_ms']:.1f} | {v['sqlite_ms']:.1f} |" for v in r["scans"].values()]
+    with open(os.path.join(HERE, "ROUTING.md"), "w") as out:
+        out.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
