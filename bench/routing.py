@@ -14,7 +14,7 @@ Writes bench/ROUTING.md (and bench/routing.json).
 
 Usage: python3 bench/routing.py [--binary PATH] [--runs 5] [--seconds 8] [--rows 1000000]
 """
-import argparse, json, os, sqlite3, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, sqlite3, statistics, subprocess, sys, tempfile, time, urllib.error
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -81,7 +81,10 @@ def summary(samples):
 
 
 def execute(url, db, statements, timeout=120):
-    status, body = bench.http("POST", f"{url}/v1/db/{db}/execute", {"statements": statements}, timeout=timeout)
+    try:
+        status, body = bench.http("POST", f"{url}/v1/db/{db}/execute", {"statements": statements}, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(f"{e.code}: {e.read()[:300]!r}") from None
     assert status == 200 and b'"error"' not in body, body[:300]
     return json.loads(body)
 
@@ -122,8 +125,9 @@ def main():
         any_url = f"http://{cluster.http[0]}"
         status, body = bench.http("POST", f"{any_url}/v1/databases", {"name": "shop", "shards": 16})
         assert status == 201, body
-        execute(any_url, "shop", ["CREATE TABLE skv(k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)",
-                                  "CREATE TABLE big(id INTEGER NOT NULL PRIMARY KEY, grp INTEGER, score REAL) SHARD BY HASH (id)"])
+        # A CREATE TABLE ... SHARD BY goes in a request of its own.
+        execute(any_url, "shop", ["CREATE TABLE skv(k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"])
+        execute(any_url, "shop", ["CREATE TABLE big(id INTEGER NOT NULL PRIMARY KEY, grp INTEGER, score REAL) SHARD BY HASH (id)"])
         execute(any_url, "default", ["CREATE TABLE IF NOT EXISTS pkv(k INTEGER PRIMARY KEY, v TEXT)"])
         for start in range(0, KEYS, 1000):
             rows = ",".join(f"({k}, '{bench.VALUE}')" for k in range(start, start + 1000))

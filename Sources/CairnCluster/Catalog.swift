@@ -41,9 +41,13 @@ public struct CatalogDatabase: Sendable, Equatable {
 /// A hash-sharded table: its rows are spread over its database's shards by the slot of its key.
 public struct CatalogShardedTable: Sendable, Equatable {
     public var name: String
+    /// Empty for a reference table (a whole copy on every shard).
     public var keyColumns: [String]
-    /// What each shard ran to create it (the CREATE TABLE without CairnDB's clause).
+    /// Its schema on every shard: the CREATE TABLE (without CairnDB's clause), then its indexes'
+    /// CREATE INDEX statements, separated by semicolons.
     public var createSQL: String
+
+    public var isReference: Bool { keyColumns.isEmpty }
 
     public init(name: String, keyColumns: [String], createSQL: String) {
         self.name = name
@@ -145,6 +149,12 @@ public struct Catalog: Sendable {
         """)
 
     /// Records a sharded table: from this change on, routers send its statements to the shards.
+    /// A sharded table's schema as its shards now hold it (after an index changed on all of them).
+    public static func updateShardedTable(_ table: CatalogShardedTable, in database: String) -> [SQLStatement] {
+        [SQLStatement("UPDATE sharded_tables SET create_sql = ?3 WHERE database = ?1 AND name = ?2",
+                      [.text(database), .text(table.name), .text(table.createSQL)])]
+    }
+
     public static func addShardedTable(_ table: CatalogShardedTable, in database: String) -> [SQLStatement] {
         [shardedTablesSchema,
          SQLStatement("INSERT INTO sharded_tables(database, name, key_columns, create_sql) VALUES(?, ?, ?, ?)",

@@ -24,7 +24,8 @@ extension NodeRuntime {
                 return
             }
             guard let machine = side.machines[group] else {
-                for w in waiters.values { w.promise.fail(RuntimeError.unknownGroup(group)) }
+                // Committed, but its group left this node before applying it here.
+                for w in waiters.values { w.promise.fail(RuntimeError.timedOut("applying the write: its group left this node; its outcome is unknown")) }
                 return
             }
             let fresh = entries.filter { $0.index > machine.appliedIndex }

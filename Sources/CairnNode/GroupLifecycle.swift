@@ -130,7 +130,11 @@ extension NodeRuntime {
                 side.pendingReads[rid] = nil
                 r.promise.fail(RuntimeError.unknownGroup(id))
             }
-            for (_, w) in side.pendingWrites.removeValue(forKey: id) ?? [:] { w.promise.fail(RuntimeError.unknownGroup(id)) }
+            // Proposed here and possibly committed by the group's other replicas: not "no such group",
+            // which would tell a router the write never ran and may be sent again.
+            for (_, w) in side.pendingWrites.removeValue(forKey: id) ?? [:] {
+                w.promise.fail(RuntimeError.timedOut("waiting for the write: its group left this node; its outcome is unknown"))
+            }
         }.get()
         let path = config.dataDirectory + "/group-\(id).sqlite"
         try await applyLoop.submit {

@@ -59,7 +59,8 @@ struct GroupCall: Sendable {
         guard let group = ByteCoding.readUInt64(b, &c), c < b.count else { return nil }
         let kind = b[c]
         c += 1
-        guard let freshness = ByteCoding.readUInt64(b, &c), let timeout = ByteCoding.readUInt64(b, &c) else { return nil }
+        // A timeout beyond Int64's range would overflow a deadline computed from it.
+        guard let freshness = ByteCoding.readUInt64(b, &c), let timeout = ByteCoding.readUInt64(b, &c), timeout <= UInt64(Int64.max) else { return nil }
         switch kind {
         case 0: consistency = .linearizable
         case 1: consistency = .local
@@ -190,15 +191,20 @@ enum GroupAnswer: Sendable, Equatable {
     /// The answer for an error the runtime threw while serving a call.
     init(_ error: any Error, write: Bool) {
         guard let e = error as? RuntimeError else {
-            self = write ? .outcomeUnknown("\(error)") : .notCommitted("\(error)")
+            // Not one the runtime names (a pool shut down, a cancelled task): said once, not retried
+            // until the deadline.
+            self = write ? .outcomeUnknown("\(error)") : .refused(status: 503, message: "\(error)")
             return
         }
         switch e {
+        // Thrown before anything was proposed (a write proposed and then lost says timedOut).
         case .notLeader(let leader): self = .notLeader(leader)
         case .unknownGroup: self = .notHere
-        case .proposalLost, .raft, .shutDown: self = .notCommitted(e.description)
-        case .timedOut, .outcomeUnknown: self = write ? .outcomeUnknown(e.description) : .notCommitted(e.description)
-        case .databaseDropped, .entryTooLarge, .tooStale, .failed: self = .failed(e)
+        case .proposalLost, .raft: self = .notCommitted(e.description)
+        // A shutdown or a storage failure fails writes that may already be on a quorum.
+        case .shutDown, .timedOut, .outcomeUnknown: self = write ? .outcomeUnknown(e.description) : .notCommitted(e.description)
+        case .failed: self = write ? .outcomeUnknown(e.description) : .failed(e)
+        case .databaseDropped, .entryTooLarge, .tooStale: self = .failed(e)
         }
     }
 

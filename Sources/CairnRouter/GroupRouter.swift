@@ -109,9 +109,17 @@ public final class GroupRouter: Sendable {
     private func run(_ call: GroupCall) async throws -> Routed {
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(requestTimeoutMillis)
+        let body = call.encoded()
+        if call.mayWrite && body.count > PeerCall.maxBodyBytes {
+            throw RuntimeError.entryTooLarge(bytes: call.command.encoded().count, limit: runtime.config.maxEntryBytes)
+        }
+        // A write sent with less time than this left would likely end "outcome unknown" when it could
+        // have ended "not committed": it is not sent.
+        let minimumMillis = min(1_000, requestTimeoutMillis / 4)
         var lastProblem = "no leader is known yet"
         var attempt = 0
         var next: NodeID?
+        var hints = 0
         while ContinuousClock.now < deadline {
             attempt += 1
             var target = next
@@ -123,6 +131,10 @@ public final class GroupRouter: Sendable {
                 let holders = self.holders(of: call.group, forWrite: call.isWrite)
                 if holders.isEmpty {
                     lastProblem = "no node is known to hold group \(call.group)"
+                    // Dropped, perhaps: the committed catalog tells.
+                    if let fresh = try? await cluster.refreshCatalog(), fresh.exists, fresh.database(group: call.group) == nil {
+                        throw RuntimeError.databaseDropped
+                    }
                 } else {
                     target = holders[cursor.withLockedValue { c in c &+= 1; return c } % holders.count]
                 }
@@ -130,11 +142,12 @@ public final class GroupRouter: Sendable {
             if let target {
                 if runtime.transport.faults.partitioned.contains(target) {
                     lastProblem = "node \(target) is cut off from this node"
+                } else if call.mayWrite && Self.millis(deadline - ContinuousClock.now) < minimumMillis {
+                    lastProblem += " (too little time was left to send the write again)"
+                    break
                 } else {
                     Counter(label: "cairn_router_calls_total").increment()
-                    let left = deadline - ContinuousClock.now
-                    let leftMillis = max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)
-                    let body = call.encoded()
+                    let leftMillis = max(1, Self.millis(deadline - ContinuousClock.now))
                     switch await pending.call(target, timeoutMillis: leftMillis, send: { id in
                         self.runtime.transport.send(call: PeerCall(id: id, isReply: false, body: body), to: target)
                     }) {
@@ -154,9 +167,13 @@ public final class GroupRouter: Sendable {
             case .notLeader(let leader)?:
                 if leader != noNode && leader != cluster.nodeID && leader != target {
                     next = leader
-                    continue
+                    hints += 1
+                    // Two nodes naming each other (a leadership change in flight) are not asked at network speed.
+                    if hints <= 2 { continue }
+                    lastProblem = "node \(target ?? cluster.nodeID) names node \(leader) as the leader, which does not lead either"
+                } else {
+                    lastProblem = "no leader is known yet"
                 }
-                lastProblem = "no leader is known yet"
             case .notHere?:
                 lastProblem = "group \(call.group) is not on node \(target ?? cluster.nodeID) (just created, or moved)"
                 // Just dropped, perhaps: the committed catalog tells.
@@ -180,6 +197,10 @@ public final class GroupRouter: Sendable {
         let millis = requestTimeoutMillis
         if call.mayWrite { throw NotCommitted(description: "cannot commit to group \(call.group) within \(millis) ms: \(lastProblem)") }
         throw RouteError.unavailable("cannot serve the request on group \(call.group) within \(millis) ms: \(lastProblem)")
+    }
+
+    static func millis(_ d: Duration) -> Int64 {
+        d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Nodes other than this one that hold `group` (for a read, read replicas too).
@@ -244,10 +265,18 @@ public final class GroupRouter: Sendable {
             let reply = await serveHere(request)
             var bytes = reply.encoded()
             if bytes.count > PeerCall.maxBodyBytes {
-                let tookEffect: String
-                if case .done(_, _, true) = reply { tookEffect = "the write took effect, but " } else { tookEffect = "" }
-                bytes = GroupAnswer.refused(status: 413, message: "\(tookEffect)its results are larger than nodes send one another "
-                                            + "(\(PeerCall.maxBodyBytes) bytes): select fewer rows or columns, or send it to node \(cluster.nodeID)").encoded()
+                let why = "larger than nodes send one another (\(PeerCall.maxBodyBytes) bytes)"
+                if case .done(let results, let index, true) = reply {
+                    // It took effect: the answer says so, statement by statement, without the rows.
+                    bytes = GroupAnswer.done(results: results.map { r in
+                        var kept = StatementResult(error: r.error ?? "the statement took effect; its results are \(why): return fewer rows, or send it to node \(cluster.nodeID)")
+                        kept.rowsAffected = r.rowsAffected
+                        kept.lastInsertID = r.lastInsertID
+                        return kept
+                    }, index: index, wrote: true).encoded()
+                } else {
+                    bytes = GroupAnswer.refused(status: 413, message: "the results are \(why): select fewer rows or columns, or read from node \(cluster.nodeID)").encoded()
+                }
             }
             runtime.transport.send(call: PeerCall(id: call.id, isReply: true, body: bytes), to: peer)
         }

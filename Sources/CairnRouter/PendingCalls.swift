@@ -23,7 +23,9 @@ final class PendingCalls: Sendable {
         var deadline: Scheduled<Void>?
     }
 
-    private let state = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: Waiting])>((1, [:]))
+    /// Ids start at random: an answer a peer sends late, to this process's previous run, must not
+    /// match a call of this run.
+    private let state = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: Waiting])>((UInt64.random(in: 1...(UInt64.max >> 1)), [:]))
     private let timers = MultiThreadedEventLoopGroup.singleton
     /// Calls waiting at once, at most: past it a new call is refused rather than queued without bound.
     static let maxWaiting = 16_384
@@ -54,7 +56,7 @@ final class PendingCalls: Sendable {
                 return true
             }
             if !stillWaiting { timer.cancel() }
-            if !send(id) { finish(id, .notSent("node \(peer) is not a known peer of this node")) }
+            if !send(id) { finish(id, .notSent("node \(peer) is not a known peer of this node yet")) }
         }
     }
 

@@ -58,8 +58,10 @@ extension SQLiteConnection {
     /// read); returns the applied index it sees.
     func beginPinnedRead(near reference: LogIndex) throws -> LogIndex {
         try exec("BEGIN")
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
+        defer { context.internalAccess = wasInternal }
         var index: LogIndex = 0
         do {
             // The marker's upper bits come from the index published after the commit, which is close.
@@ -75,8 +77,10 @@ extension SQLiteConnection {
 
     /// Reads every table in the open read transaction (CairnDB's own access: no authorizer, no timeout).
     func digestOfOpenRead(at index: LogIndex) throws -> ContentDigest {
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
+        defer { context.internalAccess = wasInternal }
         // Name order, not rowid order: a replica that installed a snapshot (VACUUM INTO) may have
         // its schema rows in another order.
         var objects: [(type: String, name: String, sql: String)] = []

@@ -280,8 +280,10 @@ final class SQLiteConnection {
     /// the next statement's step, where the work would count against that statement's budget on one
     /// replica (the statement kept prepared) and not on another (prepared afresh after a restart).
     private func loadSchema() {
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
+        defer { context.internalAccess = wasInternal }
         var stmt: OpaquePointer?
         sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master LIMIT 0", -1, &stmt, nil)
         sqlite3_finalize(stmt)
@@ -293,8 +295,10 @@ final class SQLiteConnection {
 
     /// The file header's application_id: CairnDB's applied-index marker (see `Bookkeeping`).
     func applicationID() throws -> Int32 {
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
+        defer { context.internalAccess = wasInternal }
         var stmt: OpaquePointer?
         guard sqlite3_prepare_v2(db, "PRAGMA application_id", -1, &stmt, nil) == SQLITE_OK else {
             throw SQLiteError(message: String(cString: sqlite3_errmsg(db)))
@@ -356,10 +360,20 @@ final class SQLiteConnection {
     /// schema (DDL was undone), and must load it again outside the next statement's budget.
     func noteRollback() { context.schemaMayBeStale = true }
 
+    /// Runs `body` (CairnDB's own statements) without changing the row id the client's next statement
+    /// reports as its last insert: a transaction's id, kept in `_cairn_txn`, is not the client's.
+    func keepingLastInsertRowID<T>(_ body: () throws -> T) rethrows -> T {
+        let before = sqlite3_last_insert_rowid(db)
+        defer { sqlite3_set_last_insert_rowid(db, before) }
+        return try body()
+    }
+
     /// Runs CairnDB's own SQL (no parameters, no rows), bypassing the authorizer.
     func exec(_ sql: String) throws {
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
+        defer { context.internalAccess = wasInternal }
         var err: UnsafeMutablePointer<CChar>?
         guard sqlite3_exec(db, sql, nil, nil, &err) == SQLITE_OK else {
             let msg = err.map { String(cString: $0) } ?? "unknown error"
@@ -371,8 +385,10 @@ final class SQLiteConnection {
     /// Runs one of CairnDB's own statements (no rows; at most one integer parameter), bypassing the
     /// authorizer; each is prepared once per connection.
     func execPrepared(_ sql: String, binding value: Int64? = nil) throws {
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
+        defer { context.internalAccess = wasInternal }
         let s: OpaquePointer
         if let cached = internalStatements[sql] {
             s = cached

@@ -57,7 +57,7 @@ final class API: Sendable {
         router.get("/metrics") { request, _ in
             await self.respond(request, .status) { _ in
                 Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
-                         body: .init(byteBuffer: ByteBuffer(bytes: await MetricsExporter.shared.render(runtime: self.runtime))))
+                         body: .init(byteBuffer: ByteBuffer(bytes: await MetricsExporter.shared.render(runtime: self.runtime, catalog: self.cluster.catalog))))
             }
         }
         if !options.corsOrigins.isEmpty {

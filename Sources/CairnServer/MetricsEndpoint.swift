@@ -1,3 +1,4 @@
+import CairnCluster
 import CairnNode
 import Foundation
 import Hummingbird
@@ -22,10 +23,16 @@ final class MetricsExporter: Sendable {
         return exporter
     }()
 
-    func render(runtime: NodeRuntime) async -> [UInt8] {
+    func render(runtime: NodeRuntime, catalog: Catalog) async -> [UInt8] {
         for g in (try? await runtime.groupIDs()) ?? [] {
             guard let s = try? await runtime.status(group: g) else { continue }
             let d = [("group", String(g))]
+            // Which database (and shard of it) a group is, to join the per-group series on.
+            if let entry = catalog.database(group: g) {
+                let shard = Catalog.shardOf(entry.name)
+                Gauge(label: "cairn_group_info", dimensions: d + [("database", shard?.database ?? entry.name),
+                                                                  ("shard", shard.map { String($0.shard) } ?? "")]).record(1)
+            }
             Gauge(label: "cairn_raft_term", dimensions: d).record(Double(s.term))
             Gauge(label: "cairn_raft_commit_index", dimensions: d).record(Double(s.commit))
             Gauge(label: "cairn_raft_applied_index", dimensions: d).record(Double(s.applied))

@@ -365,15 +365,20 @@ struct ShardsCommand: AsyncParsableCommand {
         try await withClient(connection) { client in
             let r = try await client.call(.GET, "/v1/db/\(database)/shards")
             guard case .array(let shards)? = r["shards"] else { return }
-            if case .array(let tables)? = r["tables"], !tables.isEmpty {
-                print("Sharded tables: " + tables.map { Output.cell($0) }.joined(separator: ", "))
-            } else {
+            let tables: [JSON] = if case .array(let t)? = r["tables"] { t } else { [] }
+            let references: [JSON] = if case .array(let t)? = r["reference_tables"] { t } else { [] }
+            if tables.isEmpty && references.isEmpty {
                 print("No sharded tables yet (\(Output.cell(r["shard_count"] ?? .null)) shards when the first is created).")
             }
-            print(Output.table(columns: ["shard", "slots", "group", "leader", "replicas", "rows", "bytes", "prepared"], rows: shards.map { s in
+            if !tables.isEmpty { print("Sharded tables: " + tables.map { Output.cell($0) }.joined(separator: ", ")) }
+            if !references.isEmpty { print("Reference tables (a copy on every shard): " + references.map { Output.cell($0) }.joined(separator: ", ")) }
+            if case .bool(false)? = r["schemas_match"] {
+                print("Warning: the shards' schemas differ (see the schema column); CairnDB keeps them identical, so this needs an operator.")
+            }
+            print(Output.table(columns: ["shard", "slots", "group", "leader", "replicas", "rows", "bytes", "prepared", "schema"], rows: shards.map { s in
                 [s["shard"] ?? .null, .string(s["slots"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? ""), s["group"] ?? .null,
                  s["leader"] ?? .null, .string(s["replicas"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? ""),
-                 s["rows"] ?? .null, s["bytes"] ?? .null, s["prepared_transactions"] ?? .null]
+                 s["rows"] ?? .null, s["bytes"] ?? .null, s["prepared_transactions"] ?? .null, s["schema"] ?? .null]
             }), terminator: "")
         }
     }

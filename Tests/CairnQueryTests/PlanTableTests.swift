@@ -28,6 +28,11 @@ import Testing
                 db = try ShardedDatabase(shardCount: Int(words[0])!, createSQL: String(header[1]), table: "t",
                                          key: words[1].split(separator: ",").map(String.init))
                 actual = "ok"
+            } else if directive.hasPrefix("reference ") {
+                // reference <name>: <CREATE TABLE>, added to the current database
+                let header = directive.dropFirst(10).split(separator: ":", maxSplits: 1)
+                db = try db!.adding(reference: String(header[0]), createSQL: String(header[1]).trimmingCharacters(in: .whitespaces))
+                actual = "ok"
             } else if directive.hasPrefix("read ") {
                 actual = Self.describe(read: String(directive.dropFirst(5)), db!)
             } else if directive.hasPrefix("write ") {

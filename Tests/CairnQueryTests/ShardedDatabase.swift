@@ -8,14 +8,25 @@ final class ShardedDatabase {
     let schema: ScratchDatabase
     let planner: ReadPlanner
     let table: ShardedTable
+    private let declared: (shardCount: Int, createSQL: String, key: [String], references: [(String, String)])
 
-    init(shardCount: Int, createSQL: String, table name: String, key: [String]) throws {
+    /// `references`: reference tables (name, CREATE TABLE), a copy in every shard.
+    init(shardCount: Int, createSQL: String, table name: String, key: [String], references: [(String, String)] = []) throws {
+        declared = (shardCount, createSQL, key, references)
         shards = try (0..<shardCount).map { _ in try ScratchDatabase() }
-        for s in shards { try s.exec(createSQL) }
         schema = try ScratchDatabase()
-        try schema.exec(createSQL)
+        for sql in [createSQL] + references.map(\.1) {
+            for s in shards { try s.exec(sql) }
+            try schema.exec(sql)
+        }
         table = try ShardingSchema.describe(table: name, keyColumns: key, in: schema)
-        planner = ReadPlanner(schema: ShardingSchema(sharded: [table]), map: .uniform(count: shardCount))
+        planner = ReadPlanner(schema: ShardingSchema(sharded: [table], reference: Set(references.map(\.0))), map: .uniform(count: shardCount))
+    }
+
+    /// The same database with one more reference table.
+    func adding(reference name: String, createSQL: String) throws -> ShardedDatabase {
+        try ShardedDatabase(shardCount: declared.shardCount, createSQL: declared.createSQL, table: table.name, key: declared.key,
+                            references: declared.references + [(name, createSQL)])
     }
 
     /// Inserts each row into the shard its key hashes to (after the key columns' affinity).

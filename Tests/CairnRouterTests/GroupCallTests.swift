@@ -64,6 +64,22 @@ import Testing
         #expect(GroupAnswer(RuntimeError.timedOut("x"), write: true) == .outcomeUnknown(RuntimeError.timedOut("x").description))
         #expect(GroupAnswer(RuntimeError.timedOut("x"), write: false) == .notCommitted(RuntimeError.timedOut("x").description))
         #expect(GroupAnswer(RuntimeError.databaseDropped, write: false) == .failed(.databaseDropped))
+        // A shutdown or a storage failure fails writes that may already be on a quorum: never "safe to retry".
+        #expect(GroupAnswer(RuntimeError.shutDown, write: true) == .outcomeUnknown(RuntimeError.shutDown.description))
+        #expect(GroupAnswer(RuntimeError.failed("disk"), write: true) == .outcomeUnknown(RuntimeError.failed("disk").description))
+        #expect(GroupAnswer(RuntimeError.failed("disk"), write: false) == .failed(.failed("disk")))
+        // An error the runtime does not name ends a read at once rather than being retried to the deadline.
+        struct Odd: Error {}
+        #expect(GroupAnswer(Odd(), write: false) == .refused(status: 503, message: "Odd()"))
+        #expect(GroupAnswer(Odd(), write: true) == .outcomeUnknown("Odd()"))
+    }
+
+    @Test("a statement timeout past Int64's range is refused: it would overflow a deadline")
+    func timeoutBound() {
+        var call = GroupCall(operation: .query, group: 1, statementTimeoutNanos: UInt64(Int64.max), command: Self.command)
+        #expect(GroupCall(decoding: call.encoded()) != nil)
+        call.statementTimeoutNanos = UInt64(Int64.max) + 1
+        #expect(GroupCall(decoding: call.encoded()) == nil)
     }
 
     @Test("truncated, extended and random bytes never decode to a call or an answer they are not")

@@ -62,6 +62,61 @@ import Testing
         #expect(b.rows("SELECT prepared, xepoch FROM _cairn_shard_state") == [[.integer(0), .integer(2)]])
     }
 
+    @Test("an index created and dropped inside a transaction across shards: prepared, finished, and the shard keeps serving")
+    func schemaChangeInTransaction() throws {
+        let a = try Shard()
+        for (txid, sql) in [(UInt64(21), "CREATE UNIQUE INDEX acct_bal ON acct (bal) WHERE id > 2"), (22, "INSERT INTO acct VALUES (4, 7)"), (23, "DROP INDEX acct_bal")] {
+            let prepare = TransactionStep.prepare(txid: txid, anchor: 100, participants: [100], deadlineMillis: 7000, recordsHere: true)
+            if txid == 22 {
+                #expect(try a.apply(SQLCommand(statements: [SQLStatement("INSERT INTO acct VALUES (3, 7)")], timestampMillis: 2500, randomSeed: 1))[0].error == nil)
+            }
+            let voted = try a.apply(step(prepare, [sql]))
+            if txid == 22 {
+                // A refused row: a no vote, and the transaction is aborted.
+                #expect(voted[0].error?.contains("UNIQUE") == true, "\(voted)")
+                #expect(state(try a.apply(step(.decide(txid: txid, commit: false)))) == TransactionStep.aborted)
+                _ = try a.apply(step(.finish(txid: txid, commit: false)))
+                continue
+            }
+            #expect(voted.allSatisfy { $0.error == nil }, "\(voted)")
+            #expect(state(try a.apply(step(.decide(txid: txid, commit: true)))) == TransactionStep.committed)
+            let finished = try a.apply(step(.finish(txid: txid, commit: true)))
+            #expect(finished.allSatisfy { $0.error == nil }, "\(finished)")
+            #expect(a.rows("SELECT prepared FROM _cairn_shard_state") == [[.integer(0)]])
+        }
+        #expect(try a.apply(SQLCommand(statements: [SQLStatement("INSERT INTO acct VALUES (5, 1)")], timestampMillis: 3000, randomSeed: 1))[0].error == nil)
+    }
+
+    @Test("the same, with the steps of each transaction applied in one batch, as a busy leader applies them")
+    func schemaChangeInBatches() throws {
+        let a = try Shard()
+        var results: [[StatementResult]] = []
+        func batch(_ commands: [SQLCommand]) throws {
+            let changes = commands.enumerated().map { (a.index + LogIndex($0.offset) + 1, SQLStateMachine.Change.command(SQLCommand(decoding: $0.element.encoded())!)) }
+            a.index += LogIndex(commands.count)
+            results = try a.sm.apply(batch: changes)
+        }
+        func transaction(_ txid: UInt64, _ sql: String, commit: Bool) throws {
+            try batch([step(.prepare(txid: txid, anchor: 100, participants: [100], deadlineMillis: 7000, recordsHere: true), [sql]),
+                       step(.decide(txid: txid, commit: commit)), step(.finish(txid: txid, commit: commit))])
+        }
+        try transaction(31, "CREATE UNIQUE INDEX acct_bal ON acct (bal) WHERE id > 2", commit: true)
+        #expect(results[0].allSatisfy { $0.error == nil } && results[2].allSatisfy { $0.error == nil }, "\(results)")
+        #expect(try a.apply(SQLCommand(statements: [SQLStatement("INSERT INTO acct VALUES (3, 7)")], timestampMillis: 2500, randomSeed: 1))[0].error == nil)
+        try transaction(32, "INSERT INTO acct VALUES (4, 7)", commit: false)
+        #expect(results[0].first?.error?.contains("UNIQUE") == true, "\(results)")
+        // Prepared, then aborted (another shard was locked, say), then tried again under a new id.
+        try transaction(33, "DROP INDEX acct_bal", commit: false)
+        #expect(results[0].allSatisfy { $0.error == nil }, "\(results)")
+        try transaction(34, "DROP INDEX acct_bal", commit: true)
+        #expect(results[0].allSatisfy { $0.error == nil } && results[2].allSatisfy { $0.error == nil }, "\(results)")
+        #expect(try a.apply(SQLCommand(statements: [SQLStatement("INSERT INTO acct VALUES (4, 7)")], timestampMillis: 3000, randomSeed: 1))[0].error == nil)
+        // CairnDB's own rows (a transaction's id in _cairn_txn) never show as the client's last insert.
+        try transaction(900_001, "UPDATE acct SET bal = bal WHERE id = 1", commit: true)
+        try transaction(900_002, "UPDATE acct SET bal = bal WHERE id = 1", commit: true)
+        #expect(results[0][0].lastInsertID == 4, "\(results)")
+    }
+
     @Test("a failing statement votes no and takes no lock; an undecided transaction is aborted by resolve only past its deadline; an anchor that never prepared records the abort, so a late prepare fails")
     func abortPaths() throws {
         let a = try Shard(), b = try Shard()

@@ -140,5 +140,83 @@ struct ShardedTableTests {
         }
         #expect(counted == 42)
     }
+
+    @Test("a reference table: a copy on every shard, written to every copy at once, read from any node, joined with a pinned sharded table on its shard; indexes created and dropped on every shard")
+    func referenceTables() async throws {
+        let c = try await ProcessCluster.founded("reference", count: 3)
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "shop", "shards": 4]).status == 201)
+        let created = try await c.nodes[1].execute(["CREATE TABLE countries (code TEXT PRIMARY KEY, name TEXT) REFERENCE"], db: "shop")
+        #expect(created.status == 200, "\(created.text)")
+        #expect(try await a.execute(["CREATE TABLE orders (customer INTEGER NOT NULL PRIMARY KEY, country TEXT) SHARD BY HASH (customer)"], db: "shop").status == 200)
+        #expect(try await a.execute(["CREATE TABLE notes (body TEXT)"], db: "shop").status == 200)
+
+        // One answer for the statement, not one per copy.
+        let inserted = try await c.nodes[2].execute(["INSERT INTO countries VALUES ('FR', 'France'), ('DE', 'Germany')"], db: "shop")
+        #expect(inserted.status == 200 && ((inserted.json["results"] as? [Object])?.first?["rows_affected"] as? Int) == 2, "\(inserted.text)")
+        for customer in 1...12 {
+            #expect(try await a.execute([["INSERT INTO orders VALUES (?, ?)", customer, customer % 2 == 0 ? "FR" : "DE"]], db: "shop").status == 200)
+        }
+        // A statement that fails on the copies changes none of them.
+        let duplicate = try await a.execute(["INSERT INTO countries VALUES ('IT', 'Italy'), ('FR', 'again')"], db: "shop")
+        #expect(duplicate.status == 200 && duplicate.text.contains("UNIQUE"), "\(duplicate.text)")
+        let updated = try await a.execute(["UPDATE countries SET name = upper(name)"], db: "shop")
+        #expect(updated.status == 200 && ((updated.json["results"] as? [Object])?.first?["rows_affected"] as? Int) == 2, "\(updated.text)")
+
+        // Twelve customers cover the four shards: each join reads the copy on its customer's shard.
+        for customer in 1...12 {
+            let r = try await c.nodes[customer % 3].post("/v1/db/shop/query", ["statements": [
+                ["SELECT o.customer, c.name FROM orders o JOIN countries c ON c.code = o.country WHERE o.customer = ?", customer],
+                ["SELECT c.code FROM orders o, countries c WHERE o.customer = ? ORDER BY c.code", customer]]])
+            let expected = customer % 2 == 0 ? "FRANCE" : "GERMANY"
+            #expect(r.status == 200 && r.text.contains("[[\(customer),\"\(expected)\"]]") && r.text.contains(#"[["DE"],["FR"]]"#), "\(r.text)")
+        }
+        for n in c.nodes {
+            let r = try await n.query("SELECT code, name FROM countries ORDER BY code", db: "shop")
+            #expect(r.status == 200 && r.text.contains(#"[["DE","GERMANY"],["FR","FRANCE"]]"#), "\(n.name): \(r.text)")
+        }
+
+        // What a copy per shard cannot answer exactly, or keep identical, is refused with the reason.
+        let unpinned = try await a.query("SELECT o.customer, c.name FROM orders o JOIN countries c ON c.code = o.country", db: "shop")
+        #expect(unpinned.status == 400 && unpinned.text.contains("reference tables"), "\(unpinned.text)")
+        let fromShards = try await a.execute(["DELETE FROM countries WHERE code IN (SELECT country FROM orders)"], db: "shop")
+        #expect(fromShards.status == 400 && fromShards.text.contains("may not touch sharded table"), "\(fromShards.text)")
+        let intoHome = try await a.execute(["INSERT INTO notes SELECT name FROM countries"], db: "shop")
+        #expect(intoHome.status == 400, "\(intoHome.text)")
+        let mixedRead = try await a.query("SELECT * FROM countries, notes", db: "shop")
+        // Planned as the home group's (the scratch copy of the shards' schemas has no "notes"), where
+        // the reference table is not: an error either way.
+        #expect(mixedRead.status == 400 || mixedRead.text.contains("no such table"), "\(mixedRead.text)")
+
+        // Indexes reach every shard in one transaction; every shard keeps the same schema.
+        let unique = try await a.execute(["CREATE UNIQUE INDEX orders_country ON orders (country)"], db: "shop")
+        #expect(unique.status == 400 && unique.text.contains("must include its shard key"), "\(unique.text)")
+        let uniqueName = try await a.execute(["CREATE UNIQUE INDEX countries_name ON countries (name)"], db: "shop")
+        #expect(uniqueName.status == 200 && !uniqueName.text.contains("error"), "\(uniqueName.text)")
+        let indexed = try await c.nodes[1].execute(["CREATE INDEX orders_by_country ON orders (country, customer)"], db: "shop")
+        #expect(indexed.status == 200 && !indexed.text.contains("error"), "\(indexed.text)")
+        let clash = try await c.nodes[2].execute(["INSERT INTO countries VALUES ('XX', 'FRANCE')"], db: "shop")
+        #expect(clash.status == 200 && clash.text.contains("UNIQUE"), "\(clash.text)")
+        func schemas() async throws -> (match: Bool?, digests: Set<String>) {
+            let view = try await a.get("/v1/db/shop/shards").json
+            return (view["schemas_match"] as? Bool, Set((view["shards"] as? [Object] ?? []).compactMap { $0["schema"] as? String }))
+        }
+        let withIndexes = try await schemas()
+        #expect(withIndexes.match == true && withIndexes.digests.count == 1, "\(withIndexes)")
+        // DROP INDEX names no table: the node finds it among the sharded tables' indexes.
+        let dropped = try await c.nodes[2].execute(["DROP INDEX countries_name"], db: "shop")
+        #expect(dropped.status == 200 && !dropped.text.contains("error"), "\(dropped.text)")
+        let allowed = try await a.execute(["INSERT INTO countries VALUES ('XX', 'FRANCE')"], db: "shop")
+        #expect(allowed.status == 200 && !allowed.text.contains("error"), "\(allowed.text)")
+        #expect(try await a.execute(["DROP INDEX IF EXISTS orders_by_country"], db: "shop").status == 200)
+        let without = try await schemas()
+        #expect(without.match == true && without.digests.count == 1 && without.digests != withIndexes.digests, "\(without)")
+
+        // Per-shard metrics: each shard group named by database and shard, and the statements sent to each.
+        let metrics = try await a.get("/metrics").text
+        #expect(metrics.contains(#"database="shop""#) && metrics.contains("cairn_group_info") && metrics.contains(#"shard="3""#), "\(metrics.prefix(2000))")
+        #expect(metrics.contains("cairn_shard_requests_total"), "\(metrics.prefix(2000))")
+    }
 }
 }

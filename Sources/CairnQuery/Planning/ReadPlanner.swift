@@ -18,20 +18,34 @@ public struct ReadPlanner: Sendable {
     public func plan(_ statement: SQLStatement, analysis: StatementAnalysis) throws -> ReadPlan {
         let touched = analysis.tablesRead.union(analysis.tablesWritten)
         let sharded = touched.filter { schema.sharded[$0] != nil }.sorted()
-        if sharded.isEmpty { return .home }
-        guard analysis.readOnly else { throw PlanRefusal("this statement writes; only reads are planned here") }
+        guard analysis.readOnly || (sharded.isEmpty && touched.isDisjoint(with: schema.reference)) else {
+            throw PlanRefusal("this statement writes; only reads are planned here")
+        }
+        if sharded.isEmpty {
+            let references = touched.intersection(schema.reference)
+            if references.isEmpty { return .home }
+            let unsharded = touched.subtracting(schema.reference)
+            guard unsharded.isEmpty else {
+                throw PlanRefusal("\(references.sorted().joined(separator: ", ")) is a reference table and \(unsharded.sorted().joined(separator: ", ")) is not: "
+                                  + "reference tables are kept on the shards, unsharded tables in the home group, and a query reads one or the other")
+            }
+            // Every shard holds the same copy: any one answers.
+            return .single(shard: 0)
+        }
         guard sharded.count == 1, let table = schema.sharded[sharded[0]] else {
             throw PlanRefusal("\(sharded.joined(separator: " and ")) are all sharded: a query may read one sharded table (joins between sharded tables are not supported yet)")
         }
         let (parameters, tokens) = Parameters.renaming(try SQLLexer.tokens(statement.sql), in: statement)
         let shape = SelectShape.parse(tokens)
         let qualifier = shape.flatMap { Self.qualifier(of: $0.from, table: table) }
+        // Joined with reference tables, the sharded table is still pinned by its key in WHERE.
+        let pinQualifier = qualifier ?? shape.flatMap { Self.joinQualifier(of: $0.from, table: table) }
         var shards = Array(0..<map.count)
         // A subquery reads the table on its own terms (`k = 5 AND n > (SELECT avg(n) FROM t)` needs every
         // shard's rows for the average): only a statement with no other SELECT is pinned by its WHERE.
         let subqueries = tokens.filter { $0.isWord("SELECT") }.count > 1
-        if let shape, let qualifier, let w = shape.whereClause, !subqueries,
-           let pinned = pins(w, table: table, qualifier: qualifier, parameters: parameters) {
+        if let shape, let pinQualifier, let w = shape.whereClause, !subqueries,
+           let pinned = pins(w, table: table, qualifier: pinQualifier, parameters: parameters) {
             // No key can match (an empty IN list, `= NULL`): any one shard gives the empty answer exactly.
             shards = pinned.isEmpty ? [0] : pinned
         }
@@ -73,6 +87,31 @@ public struct ReadPlanner: Sendable {
             return from[2].name
         default: return nil
         }
+    }
+
+    /// The name `table` goes by in a FROM clause that joins it, once, with other tables: its alias, or
+    /// its own name. Nil when it is named more than once (a self-join: a pin on one side is no pin on
+    /// the other) or not as a table.
+    static func joinQualifier(of from: [Token], table: ShardedTable) -> String? {
+        var found: [String] = []
+        var depth = 0
+        for (i, t) in from.enumerated() {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1 }
+            guard depth == 0, t.name == table.name.lowercased() else { continue }
+            // A table stands first, after a comma or after JOIN; `t.col` in an ON clause is a column.
+            guard i == 0 || from[i - 1].isSymbol(",") || from[i - 1].isWord("JOIN") else { continue }
+            if i + 1 < from.count && from[i + 1].isSymbol(".") { continue }
+            var alias = t.name!
+            if i + 2 < from.count && from[i + 1].isWord("AS"), let a = from[i + 2].name {
+                alias = a
+            } else if i + 1 < from.count, from[i + 1].kind == .quotedName
+                        || from[i + 1].kind == .word && !Keywords.reserved.contains(from[i + 1].value.uppercased()) {
+                alias = from[i + 1].name!
+            }
+            found.append(alias)
+        }
+        return found.count == 1 ? found[0] : nil
     }
 
     /// The shards that can hold rows matching WHERE's top-level equalities on the whole shard key;

@@ -13,6 +13,15 @@ public enum WritePlan: Sendable, Equatable {
     public struct ShardStatement: Sendable, Equatable {
         public var shard: Int
         public var statement: SQLStatement
+        /// A write to a reference table: every shard runs the same statement on its own copy, and the
+        /// answer is one shard's result (not the sum of all).
+        public var isCopy = false
+
+        public init(shard: Int, statement: SQLStatement, isCopy: Bool = false) {
+            self.shard = shard
+            self.statement = statement
+            self.isCopy = isCopy
+        }
     }
 }
 
@@ -29,9 +38,27 @@ public struct WritePlanner: Sendable {
         let written = analysis.tablesWritten.filter { schema.sharded[$0] != nil }
         let read = analysis.tablesRead.filter { schema.sharded[$0] != nil }
         let sharded = written.union(read)
-        if sharded.isEmpty { return .home }
+        let touched = analysis.tablesRead.union(analysis.tablesWritten)
+        let references = touched.intersection(schema.reference).sorted()
+        let reshaped = analysis.schemaTables.filter { schema.sharded[$0] != nil || schema.reference.contains($0) }
+        if !reshaped.isEmpty {
+            guard analysis.changesOnlyIndexes else {
+                throw PlanRefusal("schema changes to sharded or reference tables (\(reshaped.sorted().joined(separator: ", "))) are not supported yet, "
+                                  + "other than creating them and their indexes")
+            }
+            return try planIndexChange(statement, analysis: analysis, tables: reshaped)
+        }
+        if !analysis.tablesWritten.intersection(schema.reference).isEmpty {
+            return try planCopies(statement, analysis: analysis, sharded: sharded, references: references)
+        }
+        if sharded.isEmpty {
+            guard references.isEmpty else {
+                throw PlanRefusal("reference table \(references.joined(separator: ", ")) is kept on the shards: a write to an unsharded table may not read it")
+            }
+            return .home
+        }
         if analysis.changesSchema {
-            throw PlanRefusal("schema changes to sharded tables (\(sharded.sorted().joined(separator: ", "))) are not supported yet, other than creating them")
+            throw PlanRefusal("schema changes to sharded tables (\(sharded.sorted().joined(separator: ", "))) are not supported yet, other than creating them and their indexes")
         }
         guard written.count == 1, sharded.count == 1, let table = schema.sharded[written.first!] else {
             throw PlanRefusal("a write may touch one sharded table and no other table (it touches \(analysis.tablesRead.union(analysis.tablesWritten).sorted().joined(separator: ", ")))")
@@ -57,6 +84,70 @@ public struct WritePlanner: Sendable {
             return try planChange(body, statement: statement, table: table, parameters: parameters, isUpdate: first.isWord("UPDATE"))
         }
         throw PlanRefusal("this statement on sharded table \(table.name) is not supported")
+    }
+
+    // MARK: Reference tables
+
+    /// A write to reference tables: the same statement on every shard's copy, as one transaction across
+    /// the shards, so the copies stay identical (the entries carry one time and one random seed).
+    private func planCopies(_ statement: SQLStatement, analysis: StatementAnalysis, sharded: Set<String>, references: [String]) throws -> WritePlan {
+        let names = references.joined(separator: ", ")
+        if analysis.changesSchema {
+            throw PlanRefusal("schema changes to reference tables (\(names)) are not supported yet, other than creating them and their indexes")
+        }
+        guard sharded.isEmpty else {
+            throw PlanRefusal("a write to reference table \(names) may not touch sharded table \(sharded.sorted().joined(separator: ", ")): each shard's copy must get the same rows")
+        }
+        let unsharded = analysis.tablesRead.union(analysis.tablesWritten).subtracting(schema.reference)
+        guard unsharded.isEmpty else {
+            throw PlanRefusal("\(names) is a reference table and \(unsharded.sorted().joined(separator: ", ")) is not: a write to reference tables may read only reference tables")
+        }
+        return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: true) })
+    }
+
+    // MARK: Indexes
+
+    /// CREATE INDEX and DROP INDEX on sharded or reference tables: the same statement on every shard, as
+    /// one transaction across the shards, so every shard keeps the same schema.
+    private func planIndexChange(_ statement: SQLStatement, analysis: StatementAnalysis, tables: Set<String>) throws -> WritePlan {
+        let names = tables.sorted().joined(separator: ", ")
+        guard analysis.indexedTables == tables else {
+            throw PlanRefusal("a statement that changes indexes of sharded or reference tables (\(names)) may do nothing else")
+        }
+        let tokens = try SQLLexer.tokens(statement.sql)
+        if tokens.count > 1 && tokens[0].isWord("CREATE") && tokens[1].isWord("UNIQUE") {
+            let columns = Self.indexedColumns(tokens)
+            for name in tables.sorted() {
+                guard let table = schema.sharded[name] else { continue }
+                let missing = table.keyColumns.filter { !columns.contains($0) }
+                if !missing.isEmpty {
+                    throw PlanRefusal("a UNIQUE index on sharded table \(table.name) must include its shard key (\(table.keyColumns.joined(separator: ", "))): uniqueness is checked within one shard")
+                }
+            }
+        }
+        return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: true) })
+    }
+
+    /// The plain column names a CREATE INDEX lists (`name [COLLATE BINARY] [ASC|DESC]`), lowercased;
+    /// expressions and other collations are left out.
+    static func indexedColumns(_ tokens: [Token]) -> Set<String> {
+        guard let on = tokens.firstIndex(where: { $0.isWord("ON") }), let open = tokens[on...].firstIndex(where: { $0.isSymbol("(") }) else { return [] }
+        var depth = 0
+        var close = open
+        for i in open..<tokens.count {
+            if tokens[i].isSymbol("(") { depth += 1 }
+            if tokens[i].isSymbol(")") { depth -= 1; if depth == 0 { close = i; break } }
+        }
+        guard close > open else { return [] }
+        var out: Set<String> = []
+        for item in SelectShape.splitTopLevel(Array(tokens[(open + 1)..<close])) {
+            guard let first = item.first, let name = first.name, first.kind == .quotedName || !Keywords.reserved.contains(first.value.uppercased()) else { continue }
+            // Only BINARY compares as the key's hash does: 'A' and 'a' are two keys, on two shards.
+            var rest = Array(item.dropFirst())
+            if rest.count >= 2 && rest[0].isWord("COLLATE") && rest[1].isWord("BINARY") { rest.removeFirst(2) }
+            if rest.isEmpty || (rest.count == 1 && (rest[0].isWord("ASC") || rest[0].isWord("DESC"))) { out.insert(name) }
+        }
+        return out
     }
 
     // MARK: INSERT

@@ -115,8 +115,10 @@ extension SQLiteConnection {
 
     /// One of CairnDB's own statements with parameters, past the authorizer.
     func internalRun(_ sql: String, _ params: [SQLValue] = []) -> StatementResult {
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
-        return run(SQLStatement(sql, params))
+        defer { context.internalAccess = wasInternal }
+        return keepingLastInsertRowID { run(SQLStatement(sql, params)) }
     }
 }

@@ -14,6 +14,14 @@ public struct StatementAnalysis: Sendable, Equatable {
     public var types: [String] = []
     /// The statement changes the schema (CREATE, DROP, ALTER).
     public var changesSchema = false
+    /// Lowercased names of the tables an index is created on or dropped from.
+    public var indexedTables: Set<String> = []
+    /// Lowercased names of the tables whose schema the statement changes (indexes, ALTER, DROP,
+    /// triggers).
+    public var schemaTables: Set<String> = []
+    /// The schema changes are index creations and drops, nothing else.
+    public var changesOnlyIndexes: Bool { changesSchema && !changesMoreThanIndexes }
+    public var changesMoreThanIndexes = false
 }
 
 /// A private in-memory SQLite database: the router's copy of a database's schema (to analyse
@@ -181,7 +189,29 @@ private final class ScratchState {
             default: break
             }
         }
-        if Authorizer.changesSchema(action: action, arg1: arg1) { recording?.changesSchema = true }
+        if Authorizer.changesSchema(action: action, arg1: arg1) {
+            recording?.changesSchema = true
+            switch action {
+            case SQLITE_CREATE_INDEX, SQLITE_DROP_INDEX:
+                // arg1 names the index, arg2 its table.
+                if let table = arg2?.lowercased() {
+                    recording?.indexedTables.insert(table)
+                    recording?.schemaTables.insert(table)
+                }
+            case SQLITE_INSERT, SQLITE_UPDATE, SQLITE_DELETE, SQLITE_REINDEX:
+                // The schema table's own rows, which every CREATE and DROP writes; a new index filled.
+                break
+            case SQLITE_ALTER_TABLE, SQLITE_CREATE_TRIGGER, SQLITE_DROP_TRIGGER:
+                // ALTER: arg2 is the table; a trigger: arg1 names it, arg2 its table.
+                if let table = arg2?.lowercased() { recording?.schemaTables.insert(table) }
+                recording?.changesMoreThanIndexes = true
+            case SQLITE_CREATE_TABLE, SQLITE_DROP_TABLE:
+                if let table = arg1?.lowercased() { recording?.schemaTables.insert(table) }
+                recording?.changesMoreThanIndexes = true
+            default:
+                recording?.changesMoreThanIndexes = true
+            }
+        }
         if trusted || recording != nil { return SQLITE_OK }
         switch action {
         case SQLITE_SELECT, SQLITE_READ, SQLITE_RECURSIVE:

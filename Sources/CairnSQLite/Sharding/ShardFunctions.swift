@@ -39,8 +39,10 @@ extension SQLiteConnection {
     /// Creates (or replaces) a shard's guard triggers: CairnDB's own statements, past the authorizer
     /// that keeps `_cairn` names from clients. Returns why it failed, or nil.
     func installShardGuard(_ spec: ShardGuard) -> String? {
+        // Restored, not cleared: these nest (a statement of CairnDB's own may load the schema, which runs more).
+        let wasInternal = context.internalAccess
         context.internalAccess = true
-        defer { context.internalAccess = false }
+        defer { context.internalAccess = wasInternal }
         context.schemaMayBeStale = true
         for sql in spec.statements {
             var message: UnsafeMutablePointer<CChar>?

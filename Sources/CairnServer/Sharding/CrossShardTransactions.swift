@@ -21,6 +21,8 @@ extension API {
     struct ShardPart {
         var statements: [SQLStatement] = []
         var origins: [Int] = []
+        /// Per statement: a write to a reference table's copy (answered by one copy, not summed).
+        var copies: [Bool] = []
     }
 
     /// Commits every shard's part or none; the answer has one result per client statement (an INSERT
@@ -56,9 +58,15 @@ extension API {
             finishTransaction(txid, commit: committed, groups: groups)
             if committed {
                 var results = [StatementResult](repeating: StatementResult(), count: statementCount)
+                var answered: Set<Int> = []
                 for shard in shards {
                     guard case .success(let r)? = votes[shard] else { continue }
                     for (k, origin) in parts[shard]!.origins.enumerated() where k < r.count {
+                        if parts[shard]!.copies[k] {
+                            // Every copy did the same: the first one answers.
+                            if answered.insert(origin).inserted { results[origin] = r[k] }
+                            continue
+                        }
                         results[origin].rowsAffected += r[k].rowsAffected
                         if r[k].lastInsertID != 0 { results[origin].lastInsertID = r[k].lastInsertID }
                     }
@@ -123,17 +131,28 @@ extension API {
     private func prepareAll(txid: UInt64, groups: [GroupID], seed: UInt64,
                             statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
-        return await withTaskGroup(of: (Int, Result<[StatementResult], any Error>).self) { tasks in
+        // A struct, not a tuple: Swift 6.3's optimizer miscompiles a task group whose child result is a
+        // tuple holding a `Result<_, any Error>` (the index read back is garbage and the store traps;
+        // reproduced in 25 lines, release builds only).
+        struct Vote: Sendable {
+            var index: Int
+            var result: Result<[StatementResult], any Error>
+        }
+        return await withTaskGroup(of: Vote.self) { tasks in
             for (n, group) in groups.enumerated() {
                 var command = SQLCommand(statements: statements(n), atomic: true, timestampMillis: now, randomSeed: seed)
                 command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups,
                                                deadlineMillis: now + Self.transactionDeadlineMillis, recordsHere: n == 0)
                 tasks.addTask {
-                    do { return (n, .success(try await self.groupRouter.execute(command, group: group).results)) } catch { return (n, .failure(error)) }
+                    do {
+                        return Vote(index: n, result: .success(try await self.groupRouter.execute(command, group: group).results))
+                    } catch {
+                        return Vote(index: n, result: .failure(error))
+                    }
                 }
             }
             var out = [Result<[StatementResult], any Error>](repeating: .success([]), count: groups.count)
-            for await (n, r) in tasks { out[n] = r }
+            for await vote in tasks { out[vote.index] = vote.result }
             return out
         }
     }

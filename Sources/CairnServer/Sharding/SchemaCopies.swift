@@ -27,6 +27,17 @@ final class SchemaCopies: @unchecked Sendable {
         return (copy.schema, try copy.database.analyze(sql))
     }
 
+    /// The table an index of `database`'s sharded or reference tables belongs to, if `name` is one.
+    func table(ofIndex name: String, database: String, tables: [String: CatalogShardedTable]) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let copy = try? current(database, tables) else { return nil }
+        let r = copy.database.query(SQLStatement("SELECT tbl_name FROM sqlite_schema WHERE type = 'index' AND name = ?1 COLLATE NOCASE", [.text(name)]),
+                                    ownSQL: true)
+        if case .text(let table)? = r.rows.first?.first { return table }
+        return nil
+    }
+
     func schema(database: String, tables: [String: CatalogShardedTable]) throws -> ShardingSchema {
         lock.lock()
         defer { lock.unlock() }
@@ -39,12 +50,17 @@ final class SchemaCopies: @unchecked Sendable {
         if let copy = copies[database], copy.signature == signature { return copy }
         let db = try ScratchDatabase()
         var described: [ShardedTable] = []
+        var references: Set<String> = []
         for t in ordered {
             try db.exec(t.createSQL)
-            described.append(try ShardingSchema.describe(table: t.name, keyColumns: t.keyColumns, in: db))
+            if t.isReference {
+                references.insert(t.name)
+            } else {
+                described.append(try ShardingSchema.describe(table: t.name, keyColumns: t.keyColumns, in: db))
+            }
         }
         if copies.count >= Self.maxCopies { copies.removeAll() }
-        let copy = Copy(signature: signature, database: db, schema: ShardingSchema(sharded: described))
+        let copy = Copy(signature: signature, database: db, schema: ShardingSchema(sharded: described, reference: references))
         copies[database] = copy
         return copy
     }

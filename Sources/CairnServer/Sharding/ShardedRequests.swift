@@ -7,6 +7,7 @@ import CairnRouter
 import CairnSQLite
 import Foundation
 import Hummingbird
+import Metrics
 
 /// Requests on sharded tables: planned by `CairnQuery` (pure), run on the shards' groups through
 /// the group router (encoded commands between nodes, never the client's request), and
@@ -41,22 +42,27 @@ extension API {
             guard statements.count == 1 else { throw HTTPFailure.badRequest("send CREATE TABLE ... SHARD BY in a request of its own") }
             return try await createShardedTable(clause, db: db, who: who)
         }
-        var catalog = try await catalog { $0.databases[db] != nil }
+        // DROP INDEX names no table: which table it drops from is in the catalog, as of every change
+        // committed (an index created through another node a moment ago).
+        var catalog = statements.contains(where: { Self.dropsIndex($0.sql) }) ? try await committedCatalog() : try await self.catalog { $0.databases[db] != nil }
         for attempt in 0..<3 {
             guard let view = shardView(db, catalog) else { return nil }
-            let mentioning = statements.map { Self.mentions($0.sql, view.tables) }
+            let mentioning = statements.map { Self.mentions($0.sql, view.tables) || droppedIndexTable($0.sql, db: db, view) != nil }
             guard mentioning.contains(true) else { return nil }
             var parts: [Int: ShardPart] = [:]
             var home = 0
+            var reindexed: Set<String> = []
             for (k, statement) in statements.enumerated() {
                 guard mentioning[k] else { home += 1; continue }
                 let (schema, analysis) = try analyzed(statement.sql, db: db, view)
+                reindexed.formUnion(analysis.indexedTables.filter { view.tables[$0] != nil })
                 switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
                 case .home: home += 1
                 case .shards(let list):
                     for s in list {
                         parts[s.shard, default: ShardPart()].statements.append(s.statement)
                         parts[s.shard, default: ShardPart()].origins.append(k)
+                        parts[s.shard, default: ShardPart()].copies.append(s.isCopy)
                     }
                 }
             }
@@ -64,6 +70,7 @@ extension API {
             if home > 0 {
                 throw HTTPFailure.badRequest("this request writes to sharded and unsharded tables: writes across a database's home group and its shards are not supported yet; send them separately")
             }
+            for shard in parts.keys { Self.countShard(db, shard, "write") }
             let results: [StatementResult]
             if parts.count == 1, let (shard, part) = parts.first {
                 // One shard: one entry, as for an unsharded database.
@@ -76,9 +83,56 @@ extension API {
                 catalog = try await committedCatalog()
                 continue
             }
+            if !reindexed.isEmpty && results.allSatisfy({ $0.error == nil }) {
+                try await recordSchema(of: reindexed, db: db, view: view)
+            }
             return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
         }
         throw HTTPFailure.unavailable("the shard map kept changing while the write was routed; retry")
+    }
+
+    /// For `DROP INDEX [IF EXISTS] name` naming an index of a sharded or reference table: that table
+    /// (the statement itself does not name it).
+    func droppedIndexTable(_ sql: String, db: String, _ view: ShardView) -> String? {
+        guard Self.dropsIndex(sql), let tokens = try? SQLLexer.tokens(sql), tokens.count >= 3 else { return nil }
+        var i = 2
+        if tokens.count >= 5 && tokens[2].isWord("IF") && tokens[3].isWord("EXISTS") { i = 4 }
+        // `schema.name`: only the main schema holds tables.
+        if i + 2 < tokens.count && tokens[i + 1].isSymbol(".") { i += 2 }
+        guard i < tokens.count, let name = tokens[i].name else { return nil }
+        return schemaCopies.table(ofIndex: name, database: db, tables: view.tables)
+    }
+
+    /// Whether `sql` is a DROP INDEX statement.
+    static func dropsIndex(_ sql: String) -> Bool {
+        guard sql.range(of: "index", options: .caseInsensitive) != nil, let tokens = try? SQLLexer.tokens(sql) else { return false }
+        return tokens.count >= 3 && tokens[0].isWord("DROP") && tokens[1].isWord("INDEX")
+    }
+
+    /// After indexes changed on every shard: the catalog's copy of each table's schema, as shard 0
+    /// holds it (CREATE TABLE first, then its indexes), so planning and any shard made later see them.
+    private func recordSchema(of tables: Set<String>, db: String, view: ShardView) async throws {
+        var changes: [SQLStatement] = []
+        var expected: [String: String] = [:]
+        for name in tables.sorted() {
+            guard var entry = view.tables[name] else { continue }
+            // Once shard 0 has finished the transaction (its finish is sent after the client's answer
+            // is decided): read before it, the schema would still be the old one.
+            let r = try await readWaitingOutTransactions(view.groups[0], SQLStatement("""
+                SELECT sql FROM sqlite_schema WHERE tbl_name = ?1 COLLATE NOCASE AND sql IS NOT NULL AND substr(name, 1, 6) <> '_cairn'
+                ORDER BY type = 'index', name
+                """, [.text(entry.name)]), consistency: .linearizable).result
+            let statements = r.rows.compactMap { row -> String? in if case .text(let t)? = row.first { t } else { nil } }
+            guard r.error == nil, !statements.isEmpty else { continue }
+            let sql = statements.joined(separator: ";\n")
+            guard sql != entry.createSQL else { continue }
+            entry.createSQL = sql
+            changes += Catalog.updateShardedTable(entry, in: db)
+            expected[name] = sql
+        }
+        guard !changes.isEmpty else { return }
+        try await cluster.changeCatalog(changes)
+        try await awaitCatalog { c in expected.allSatisfy { c.shardedTables[db]?[$0.key]?.createSQL == $0.value } }
     }
 
     /// `propose`, sent again while a transaction across shards holds the shard (its writes then fail
@@ -96,13 +150,16 @@ extension API {
         }
     }
 
-    /// CREATE TABLE ... SHARD BY HASH: the database's shard groups (made with its first sharded table),
-    /// the table with its range guard on every shard, then the catalog entry that makes routers send its
-    /// rows there. The entry is the commit point: a create that stops half-way leaves only empty tables no
-    /// router uses, which the next attempt replaces.
+    /// CREATE TABLE ... SHARD BY HASH (or REFERENCE): the database's shard groups (made with its first
+    /// sharded table), the table on every shard (a hash table with its range guard), then the catalog
+    /// entry that makes routers send its rows there. The entry is the commit point: a create that stops
+    /// half-way leaves only empty tables no router uses, which the next attempt replaces.
     private func createShardedTable(_ clause: ShardingClause, db: String, who: Principal) async throws -> Response {
-        guard case .hash(let keys) = clause.method else {
-            throw HTTPFailure.badRequest("SHARD BY RANGE and REFERENCE tables are not supported yet; use SHARD BY HASH (column, ...)")
+        let keys: [String]
+        switch clause.method {
+        case .hash(let columns): keys = columns
+        case .reference: keys = []
+        case .range: throw HTTPFailure.badRequest("SHARD BY RANGE is not supported yet; use SHARD BY HASH (column, ...) or REFERENCE")
         }
         var catalog = try await committedCatalog()
         guard catalog.databases[db] != nil else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
@@ -111,11 +168,11 @@ extension API {
             if clause.ifNotExists { return done }
             throw HTTPFailure.badRequest("table \(clause.table) already exists")
         }
-        let table: ShardedTable
+        let keyColumns: [String]
         do {
             let copy = try ScratchDatabase()
             try copy.exec(clause.createSQL)
-            table = try ShardingClause.validate(table: clause.table, keyColumns: keys, in: copy)
+            keyColumns = keys.isEmpty ? [] : try ShardingClause.validate(table: clause.table, keyColumns: keys, in: copy).keyColumns
         } catch {
             throw HTTPFailure.badRequest("\(error)")
         }
@@ -145,7 +202,9 @@ extension API {
             for (i, group) in groups.enumerated() {
                 tasks.addTask {
                     var command = SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)"), SQLStatement(clause.createSQL)], atomic: true)
-                    command.shardGuard = ShardGuard(table: clause.table, keyColumns: table.keyColumns, lo: map.arcs[i].lo, hi: map.arcs[i].hi)
+                    if !keyColumns.isEmpty {
+                        command.shardGuard = ShardGuard(table: clause.table, keyColumns: keyColumns, lo: map.arcs[i].lo, hi: map.arcs[i].hi)
+                    }
                     let results = try await self.proposeRetrying(command, group: group)
                     if let failed = results.first(where: { $0.error != nil })?.error {
                         throw HTTPFailure.badRequest("shard \(i): \(failed)")
@@ -154,14 +213,15 @@ extension API {
             }
             try await tasks.waitForAll()
         }
-        let entry = CatalogShardedTable(name: clause.table, keyColumns: table.keyColumns, createSQL: clause.createSQL)
+        let entry = CatalogShardedTable(name: clause.table, keyColumns: keyColumns, createSQL: clause.createSQL)
         do {
             try await cluster.changeCatalog(Catalog.addShardedTable(entry, in: db))
         } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
             if !clause.ifNotExists { throw HTTPFailure.badRequest("table \(clause.table) already exists") }
         }
         try await awaitCatalog { $0.shardedTables[db]?[clause.table.lowercased()] != nil }
-        log("node \(cluster.nodeID): database \"\(db)\": table \(clause.table) sharded by hash of (\(table.keyColumns.joined(separator: ", "))) over \(groups.count) shards")
+        log("node \(cluster.nodeID): database \"\(db)\": table \(clause.table) "
+            + (keyColumns.isEmpty ? "copied to each of \(groups.count) shards" : "sharded by hash of (\(keyColumns.joined(separator: ", "))) over \(groups.count) shards"))
         return done
     }
 
@@ -211,8 +271,10 @@ extension API {
         case .home:
             return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
         case .single(let shard):
+            Self.countShard(db, shard, "read")
             return try await readWaitingOutTransactions(view.groups[shard], statement, consistency: consistency).result
         case .scatter(let scatter):
+            for shard in scatter.shards { Self.countShard(db, shard, "read") }
             // Read-atomic across shards: no shard is read while a transaction is prepared there, and
             // the shards' epochs are read again after; if one moved, a transaction ran between the
             // reads (its effects may be half seen), and the read starts over.
@@ -296,6 +358,12 @@ extension API {
     }
 
     // MARK: Pieces
+
+    /// `cairn_shard_requests_total{database, shard, kind}`: the statements each shard was sent (a
+    /// read across shards counts once on each).
+    static func countShard(_ db: String, _ shard: Int, _ kind: String) {
+        Counter(label: "cairn_shard_requests_total", dimensions: [("database", db), ("shard", String(shard)), ("kind", kind)]).increment()
+    }
 
     private func analyzed(_ sql: String, db: String, _ view: ShardView) throws -> (ShardingSchema, StatementAnalysis) {
         do {

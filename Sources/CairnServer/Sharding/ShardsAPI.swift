@@ -29,13 +29,16 @@ extension API {
         guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
         let shards = catalog.shards(of: db)
         let map = ShardMap.uniform(count: max(1, shards.count))
-        let tables = (catalog.shardedTables[db] ?? [:]).values.map(\.name).sorted()
+        let declared = (catalog.shardedTables[db] ?? [:]).values
+        let tables = declared.filter { !$0.isReference }.map(\.name).sorted()
+        let references = declared.filter(\.isReference).map(\.name).sorted()
         let count = tables.isEmpty ? "0" : tables.map { "(SELECT count(*) FROM \(SQLLexer.quote($0)))" }.joined(separator: " + ")
         let probe = SQLStatement("SELECT \(count), (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())")
         var items: [JSON] = []
+        var digests: Set<String> = []
         for (i, shard) in shards.enumerated() {
             let status = try? await runtime.status(group: shard.group)
-            let read = try? await groupRouter.query([probe, Self.shardStateQuery], group: shard.group, consistency: .local).results
+            let read = try? await groupRouter.query([probe, Self.shardStateQuery, Self.schemaQuery], group: shard.group, consistency: .local).results
             let sizes = read?.first
             let prepared: JSON = read.map { .int(Self.shardState($0.count > 1 ? $0[1] : StatementResult()).prepared) } ?? .null
             var rows: JSON = .null, bytes: JSON = .null
@@ -43,13 +46,43 @@ extension API {
                 if case .integer(let n) = row[0] { rows = .int(n) }
                 if case .integer(let b) = row[1] { bytes = .int(b) }
             }
+            var schema: JSON = .null
+            if let r = read, r.count > 2 {
+                let digest = Self.schemaDigest(r[2])
+                digests.insert(digest)
+                schema = .string(digest)
+            }
             let leader: JSON = status.map { $0.leader == 0 ? .null : .int($0.leader) } ?? .null
             items.append(.object([("shard", .int(i)), ("slots", .array([.int(map.arcs[i].lo), .int(map.arcs[i].hi)])), ("group", .int(shard.group)),
                                   ("replicas", .array(shard.replicas.map { .int($0) })), ("leader", leader), ("rows", rows), ("bytes", bytes),
-                                  ("prepared_transactions", prepared)]))
+                                  ("prepared_transactions", prepared), ("schema", schema)]))
         }
+        // Every shard must hold the same tables and indexes (its range guard aside): a shard that could
+        // not be read leaves the question open (null).
+        let unread = items.contains { $0["schema"] == .null }
+        let schemasMatch: JSON = digests.count > 1 ? .bool(false) : unread ? .null : .bool(true)
         return Self.json(200, .object([("database", .string(db)), ("shard_count", .int(catalog.shardCount(of: db))),
-                                       ("tables", .array(tables.map { .string($0) })), ("shards", .array(items))]))
+                                       ("tables", .array(tables.map { .string($0) })), ("reference_tables", .array(references.map { .string($0) })),
+                                       ("schemas_match", schemasMatch), ("shards", .array(items))]))
+    }
+
+    /// A shard's schema as text: its tables, indexes, views and triggers, CairnDB's own (the range
+    /// guard, whose bounds differ from shard to shard, and the transaction tables) left out.
+    static let schemaQuery = SQLStatement("""
+        SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE sql IS NOT NULL AND substr(name, 1, 6) <> '_cairn' ORDER BY type, name
+        """)
+
+    /// A short digest of a shard's schema (`schemaQuery`'s rows), equal for equal schemas.
+    static func schemaDigest(_ r: StatementResult) -> String {
+        guard r.error == nil else { return "unreadable: \(r.error!)" }
+        var bytes: [UInt8] = []
+        for row in r.rows {
+            for v in row {
+                if case .text(let t) = v { bytes += Array(t.utf8) }
+                bytes.append(0)
+            }
+        }
+        return String(XXHash64.hash(bytes, seed: 0), radix: 16)
     }
 
     /// One statement's plan, as `route` and the shell's `.explain` show it.
@@ -59,7 +92,7 @@ extension API {
             return .object([("sql", .string(statement.sql)), ("plan", .string("create sharded table \(clause.table) on every shard")),
                             ("sqlite", .string(clause.createSQL))])
         }
-        guard let view = shardView(db, catalog), Self.mentions(statement.sql, view.tables) else {
+        guard let view = shardView(db, catalog), Self.mentions(statement.sql, view.tables) || droppedIndexTable(statement.sql, db: db, view) != nil else {
             return .object([("sql", .string(statement.sql)), ("plan", .string("home group"))])
         }
         let (schema, analysis) = try Self.refusing { try schemaCopies.analyze(statement.sql, database: db, tables: view.tables) }
