@@ -52,9 +52,18 @@ extension API {
             var parts: [Int: ShardPart] = [:]
             var home = 0
             var reindexed: Set<String> = []
+            var stale = false
             for (k, statement) in statements.enumerated() {
                 guard mentioning[k] else { home += 1; continue }
-                let (schema, analysis) = try analyzed(statement.sql, db: db, view)
+                let schema: ShardingSchema, analysis: StatementAnalysis
+                do {
+                    (schema, analysis) = try analyzed(statement.sql, db: db, view)
+                } catch where attempt == 0 {
+                    // A table sharded through another node a moment ago, perhaps: plan again with the
+                    // catalog as of every committed change before refusing.
+                    stale = true
+                    break
+                }
                 reindexed.formUnion(analysis.indexedTables.filter { view.tables[$0] != nil })
                 switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
                 case .home: home += 1
@@ -65,6 +74,10 @@ extension API {
                         parts[s.shard, default: ShardPart()].copies.append(s.isCopy)
                     }
                 }
+            }
+            if stale {
+                catalog = try await committedCatalog()
+                continue
             }
             if parts.isEmpty { return nil }
             if home > 0 {
@@ -263,6 +276,11 @@ extension API {
         do {
             (schema, analysis) = try schemaCopies.analyze(statement.sql, database: db, tables: view.tables)
         } catch {
+            // A table sharded through another node a moment ago: plan again with the catalog as of
+            // every committed change.
+            if let fresh = try? await committedCatalog(), let freshView = shardView(db, fresh), freshView.tables != view.tables {
+                return try await readOne(statement, db: db, view: freshView, home: home, consistency: consistency)
+            }
             // It names a sharded table's name but does not prepare against the sharded tables: it is the
             // home group's (a column of that name, say), or it mixes the two, which the home group reports.
             return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
