@@ -323,20 +323,20 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   counter = counter + 1
   local k = 1000000000 + (tid or 0) * 100000000 + counter + math.random(0, 999) * 1000000000000
-  return wrk.format(nil, "/v1/db/default/execute", nil, '{"statements":[["INSERT INTO kv(k, v) VALUES(?, ?)",' .. k .. ',"VALUE"]]}')
+  return wrk.format(nil, "/v1/db/default/execute", nil, '{"statements":[["INSERT INTO kv(k, v) VALUES(?, ?)",' .. k .. ',"@VALUE@"]]}')
 end
 ''',
     ("CairnDB", "read"): r'''
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
-  return wrk.format(nil, "/v1/db/default/query", nil, '{"statements":[["SELECT v FROM kv WHERE k = ?",' .. math.random(0, KEYS - 1) .. ']]}')
+  return wrk.format(nil, "/v1/db/default/query", nil, '{"statements":[["SELECT v FROM kv WHERE k = ?",' .. math.random(0, @KEYS@ - 1) .. ']]}')
 end
 ''',
     ("etcd", "write"): r'''
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local value = b64("VALUE")
+local value = b64("@VALUE@")
 request = function()
   counter = counter + 1
   return wrk.format(nil, "/v3/kv/put", nil, '{"key":"' .. b64("w" .. (tid or 0) .. "-" .. counter .. "-" .. math.random(0, 1e9)) .. '","value":"' .. value .. '"}')
@@ -357,7 +357,8 @@ end
 def run_wrk(system, op, url, clients, seconds, work):
     script = os.path.join(work, f"{system}-{op}.lua")
     with open(script, "w") as f:
-        f.write(WRK_COMMON + SCRIPTS[(system, op)].replace("VALUE", VALUE).replace("KEYS", str(KEYS)))
+        # Placeholders no SQL word contains ("VALUE" would also rewrite "VALUES").
+        f.write(WRK_COMMON + SCRIPTS[(system, op)].replace("@VALUE@", VALUE).replace("@KEYS@", str(KEYS)))
     threads = min(clients, 2)
     out = sh(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", script, url],
              stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
