@@ -6,25 +6,41 @@ import Foundation
 /// The router's copies of each database's sharded tables, in private in-memory SQLite databases:
 /// statements are prepared against them to learn what they touch (SQLite's own judgement, subqueries
 /// and all) without sending anything to a shard. Rebuilt when the catalog's tables change.
+///
+/// What SQLite finds in a statement depends on its text and the schema alone, so it is kept per copy:
+/// a statement sent again (with other parameters: the common case) is not prepared again, and the
+/// lock every request takes is held for a lookup.
 final class SchemaCopies: @unchecked Sendable {
     private struct Copy {
-        var signature: [String]
+        var tables: [String: CatalogShardedTable]
         var database: ScratchDatabase
         var schema: ShardingSchema
+        var analyses: [String: StatementAnalysis] = [:]
     }
 
     private let lock = NSLock()
     private var copies: [String: Copy] = [:]
-    /// Databases whose copies are kept; the least recently built is dropped beyond it.
+    /// Databases whose copies are kept; beyond it every copy is dropped (and rebuilt when next used).
     static let maxCopies = 256
+    /// Analyses kept per copy, and the longest statement text kept (a 1,000-row INSERT is not worth it).
+    static let maxAnalyses = 4_096
+    static let maxAnalysedSQLBytes = 4_096
 
     /// What the planners need for `database`, and what SQLite finds in `sql` there. Throws SQLite's own
     /// message when the statement does not prepare against the sharded tables.
     func analyze(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, StatementAnalysis) {
         lock.lock()
         defer { lock.unlock() }
-        let copy = try current(database, tables)
-        return (copy.schema, try copy.database.analyze(sql))
+        // Through the dictionary, not a local copy of the entry: a second reference to its analyses
+        // would make every insertion copy them all.
+        _ = try current(database, tables)
+        if let known = copies[database]!.analyses[sql] { return (copies[database]!.schema, known) }
+        let analysis = try copies[database]!.database.analyze(sql)
+        if sql.utf8.count <= Self.maxAnalysedSQLBytes {
+            if copies[database]!.analyses.count >= Self.maxAnalyses { copies[database]!.analyses.removeAll() }
+            copies[database]!.analyses[sql] = analysis
+        }
+        return (copies[database]!.schema, analysis)
     }
 
     /// The table an index of `database`'s sharded or reference tables belongs to, if `name` is one.
@@ -45,9 +61,8 @@ final class SchemaCopies: @unchecked Sendable {
     }
 
     private func current(_ database: String, _ tables: [String: CatalogShardedTable]) throws -> Copy {
+        if let copy = copies[database], copy.tables == tables { return copy }
         let ordered = tables.keys.sorted().map { tables[$0]! }
-        let signature = ordered.map { "\($0.name)\u{0}\($0.keyColumns)\u{0}\($0.createSQL)" }
-        if let copy = copies[database], copy.signature == signature { return copy }
         let db = try ScratchDatabase()
         var described: [ShardedTable] = []
         var references: Set<String> = []
@@ -60,7 +75,7 @@ final class SchemaCopies: @unchecked Sendable {
             }
         }
         if copies.count >= Self.maxCopies { copies.removeAll() }
-        let copy = Copy(signature: signature, database: db, schema: ShardingSchema(sharded: described, reference: references))
+        let copy = Copy(tables: tables, database: db, schema: ShardingSchema(sharded: described, reference: references))
         copies[database] = copy
         return copy
     }
