@@ -41,6 +41,9 @@ struct RaftTransportTests {
         config.tls = tls
         config.reconnectBaseMillis = 10
         config.reconnectMaxMillis = 100
+        // Tests run in parallel: a client stalled past the default 5 s would be hung up on for its
+        // silence before its handshake arrived, and these tests check what the handshake says.
+        config.handshakeTimeoutMillis = 60_000
         let t = RaftTransport(config: config, group: group, log: log) { inbox.add($0, $1) }
         let bound = try await t.start()
         return (t, bound)
