@@ -8,9 +8,10 @@ import Glibc
 
 /// Bytes appended by one thread and read by another.
 final class ByteLog: Sendable {
-    private let bytes = Mutex<[UInt8]>([])
-    func append(_ b: some Sequence<UInt8>) { bytes.withLock { $0.append(contentsOf: b) } }
-    var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
+    private let storage = Mutex<[UInt8]>([])
+    func append(_ b: some Sequence<UInt8>) { storage.withLock { $0.append(contentsOf: b) } }
+    var bytes: [UInt8] { storage.withLock { $0 } }
+    var text: String { String(decoding: bytes, as: UTF8.self) }
 }
 
 /// A child process on a pseudo-terminal, driven like a person at a keyboard.
@@ -18,6 +19,7 @@ final class TerminalSession: Sendable {
     let process: Process
     private let master: Int32
     private let output = ByteLog()
+    private let matched = Mutex(0)
 
     init(_ arguments: [String], environment: [String: String]) throws {
         // posix_openpt and friends are not visible from Swift here; these are the ioctls behind them
@@ -57,10 +59,20 @@ final class TerminalSession: Sendable {
         _ = write(master, &bytes, bytes.count)
     }
 
-    /// Waits until the output contains `fragment` (after `from` characters).
+    /// Waits until the output not yet matched contains `fragment`, then counts everything up to the
+    /// end of the match as matched: each expectation is met by new output, never by what an earlier
+    /// step already printed.
     func expect(_ fragment: String, seconds: Double = 15) async throws {
         let end = Date() + seconds
-        while !text.contains(fragment) {
+        while true {
+            let all = Array(output.bytes)
+            let from = matched.withLock { $0 }
+            let unseen = String(decoding: all[min(from, all.count)...], as: UTF8.self)
+            if let range = unseen.range(of: fragment) {
+                let upTo = unseen[..<range.upperBound].utf8.count
+                matched.withLock { $0 = from + upTo }
+                return
+            }
             guard Date() < end else { throw TestFailure("waited for \"\(fragment)\"; the terminal shows:\n\(text)") }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -101,11 +113,16 @@ struct CLITests {
         try await t.expect("(2 rows, ")
         t.type("SELEC oops;\r")
         try await t.expect("Error: near \"SELEC\": syntax error")
-        t.type(".tables\r")
+        // Typed ahead while `.tables` runs: the next line waits in the terminal and runs after it
+        // (switching the terminal's mode used to throw such keystrokes away).
+        t.type(".tables\rSELECT 'typed' || 'ahead' AS early;\r")
         try await t.expect("pets")
+        try await t.expect("typedahead")
+        try await t.expect("(1 row, ")
         // Arrow-up recalls the last line; Enter runs it again.
         t.type("\u{1B}[A\r")
-        try await t.expect("pets\r\ncairn:default> ")
+        try await t.expect("typedahead")
+        try await t.expect("cairn:default> ")
         t.type(".quit\r")
         try await t.expect("Bye.")
         let exit = await exitStatus(of: t.process, seconds: 20)
