@@ -38,7 +38,8 @@ public struct CatalogDatabase: Sendable, Equatable {
     public var founders: [NodeID]
 }
 
-/// A hash-sharded table: its rows are spread over its database's shards by the slot of its key.
+/// A sharded table: its rows are spread over its database's shards by the slot of its key (hash), or
+/// by the range its key falls in (range); a reference table is copied whole to every shard.
 public struct CatalogShardedTable: Sendable, Equatable {
     public var name: String
     /// Empty for a reference table (a whole copy on every shard).
@@ -46,13 +47,16 @@ public struct CatalogShardedTable: Sendable, Equatable {
     /// Its schema on every shard: the CREATE TABLE (without CairnDB's clause), then its indexes'
     /// CREATE INDEX statements, separated by semicolons.
     public var createSQL: String
+    /// A range-sharded table's split points (as its key column stores them); nil for a hash table.
+    public var splitPoints: [SQLValue]?
 
     public var isReference: Bool { keyColumns.isEmpty }
 
-    public init(name: String, keyColumns: [String], createSQL: String) {
+    public init(name: String, keyColumns: [String], createSQL: String, splitPoints: [SQLValue]? = nil) {
         self.name = name
         self.keyColumns = keyColumns
         self.createSQL = createSQL
+        self.splitPoints = splitPoints
     }
 }
 
@@ -156,10 +160,21 @@ public struct Catalog: Sendable {
     }
 
     public static func addShardedTable(_ table: CatalogShardedTable, in database: String) -> [SQLStatement] {
-        [shardedTablesSchema,
-         SQLStatement("INSERT INTO sharded_tables(database, name, key_columns, create_sql) VALUES(?, ?, ?, ?)",
-                      [.text(database), .text(table.name), .text(table.keyColumns.joined(separator: ",")), .text(table.createSQL)])]
+        var statements = [shardedTablesSchema,
+                          SQLStatement("INSERT INTO sharded_tables(database, name, key_columns, create_sql) VALUES(?, ?, ?, ?)",
+                                       [.text(database), .text(table.name), .text(table.keyColumns.joined(separator: ",")), .text(table.createSQL)])]
+        if let points = table.splitPoints {
+            statements += [rangeSplitsSchema,
+                           SQLStatement("INSERT OR REPLACE INTO range_splits(database, name, points) VALUES(?, ?, ?)",
+                                        [.text(database), .text(table.name), .blob(ValueListCoding.encode(points))])]
+        }
+        return statements
     }
+
+    /// A range-sharded table's split points (`ValueListCoding`), beside its `sharded_tables` row.
+    static let rangeSplitsSchema = SQLStatement("""
+        CREATE TABLE IF NOT EXISTS range_splits(database TEXT NOT NULL, name TEXT NOT NULL, points BLOB NOT NULL, PRIMARY KEY(database, name))
+        """)
 
     static let schema: [SQLStatement] = [
         SQLStatement("""
@@ -244,7 +259,9 @@ public struct Catalog: Sendable {
          SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)]),
          SQLStatement("DELETE FROM settings WHERE key = ?", [.text("shards:\(name)")]),
          shardedTablesSchema,
-         SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)])]
+         SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)]),
+         rangeSplitsSchema,
+         SQLStatement("DELETE FROM range_splits WHERE database = ?", [.text(name)])]
     }
 
 
@@ -300,13 +317,14 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT (SELECT value FROM settings WHERE key = 'ca_cert'), (SELECT value FROM settings WHERE key = 'ca_key')"),
             SQLStatement("SELECT substr(key, 10), value FROM settings WHERE key LIKE 'node_key:%'"),
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
-            // Fails (no such table) in a catalog that never had a sharded table: then there are none.
+            // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
+            SQLStatement("SELECT database, name, points FROM range_splits"),
         ], consistency: consistency)
         var catalog = Catalog()
         // Before the metadata leader creates the schema, the later statements fail: an empty catalog.
         guard case .integer(Int64(tableNames.count)) = results[0].rows.first?.first else { return (catalog, index) }
-        if let failed = results.dropLast().first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
+        if let failed = results.dropLast(2).first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
         catalog.exists = true
         for row in results[1].rows {
             guard row.count == 5, case .integer(let id) = row[0], case .text(let raft) = row[1], case .text(let http) = row[2],
@@ -352,6 +370,11 @@ public struct Catalog: Sendable {
                   case .text(let sql) = row[3] else { continue }
             let table = CatalogShardedTable(name: name, keyColumns: keys.split(separator: ",").map(String.init), createSQL: sql)
             catalog.shardedTables[db, default: [:]][name.lowercased()] = table
+        }
+        for row in results[11].rows {
+            guard row.count == 3, case .text(let db) = row[0], case .text(let name) = row[1], case .blob(let bytes) = row[2],
+                  let points = ValueListCoding.decode(bytes) else { continue }
+            catalog.shardedTables[db]?[name.lowercased()]?.splitPoints = points
         }
         return (catalog, index)
     }

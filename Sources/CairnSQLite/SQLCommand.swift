@@ -91,13 +91,18 @@ public struct SQLCommand: Sendable, Equatable {
 
     private static let version: UInt8 = 1
     private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16, guardFlag: UInt8 = 32, transactionFlag: UInt8 = 64
-    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag | replaceFlag | guardFlag | transactionFlag
+    /// With `guardFlag`: the guard owns ranges of a range-sharded table, not an arc of slots.
+    private static let rangeGuardFlag: UInt8 = 128
+    private static let knownFlags = atomicFlag | dropFlag | checkFlag | expectedFlag | replaceFlag | guardFlag | transactionFlag | rangeGuardFlag
 
     public func encoded() -> [UInt8] {
         var flags = (atomic ? Self.atomicFlag : 0) | (dropsDatabase ? Self.dropFlag : 0)
         if let check = consistencyCheck { flags |= Self.checkFlag | (check.expected != nil ? Self.expectedFlag : 0) }
         if replacesDatabaseKeeping != nil { flags |= Self.replaceFlag }
-        if shardGuard != nil { flags |= Self.guardFlag }
+        if let g = shardGuard {
+            flags |= Self.guardFlag
+            if case .ranges = g.owned { flags |= Self.rangeGuardFlag }
+        }
         if transaction != nil { flags |= Self.transactionFlag }
         var out: [UInt8] = [Self.version, flags]
         if let keep = replacesDatabaseKeeping { Self.append(string: keep, to: &out) }
@@ -105,8 +110,16 @@ public struct SQLCommand: Sendable, Equatable {
             Self.append(string: g.table, to: &out)
             ByteCoding.append(UInt32(g.keyColumns.count), to: &out)
             for k in g.keyColumns { Self.append(string: k, to: &out) }
-            ByteCoding.append(UInt32(g.lo), to: &out)
-            ByteCoding.append(UInt32(g.hi), to: &out)
+            switch g.owned {
+            case .slots(let lo, let hi):
+                ByteCoding.append(UInt32(lo), to: &out)
+                ByteCoding.append(UInt32(hi), to: &out)
+            case .ranges(let points, let shardCount, let shard):
+                ByteCoding.append(UInt32(shardCount), to: &out)
+                ByteCoding.append(UInt32(shard), to: &out)
+                ByteCoding.append(UInt32(points.count), to: &out)
+                for p in points { Self.append(value: p, to: &out) }
+            }
         }
         if let t = transaction { t.append(to: &out) }
         if let expected = consistencyCheck?.expected {
@@ -139,6 +152,7 @@ public struct SQLCommand: Sendable, Equatable {
             keep = k
         }
         var shardGuard: ShardGuard?
+        if flags & Self.rangeGuardFlag != 0 && flags & Self.guardFlag == 0 { return nil }
         if flags & Self.guardFlag != 0 {
             guard let table = Self.readString(bytes, &c), let n = ByteCoding.readUInt32(bytes, &c), n >= 1, n <= 32 else { return nil }
             var keys: [String] = []
@@ -146,9 +160,21 @@ public struct SQLCommand: Sendable, Equatable {
                 guard let k = Self.readString(bytes, &c) else { return nil }
                 keys.append(k)
             }
-            guard let lo = ByteCoding.readUInt32(bytes, &c), let hi = ByteCoding.readUInt32(bytes, &c), lo < hi,
-                  hi <= UInt32(SlotHash.slotCount) else { return nil }
-            shardGuard = ShardGuard(table: table, keyColumns: keys, lo: Int(lo), hi: Int(hi))
+            if flags & Self.rangeGuardFlag != 0 {
+                guard keys.count == 1, let count = ByteCoding.readUInt32(bytes, &c), let shard = ByteCoding.readUInt32(bytes, &c),
+                      count >= 1, shard < count, let n = ByteCoding.readUInt32(bytes, &c), n <= UInt32(RangeSplits.maxPoints) else { return nil }
+                var points: [SQLValue] = []
+                for _ in 0..<n {
+                    guard let v = Self.readValue(bytes, &c) else { return nil }
+                    points.append(v)
+                }
+                guard RangeSplits(points: points) != nil else { return nil }
+                shardGuard = ShardGuard(table: table, keyColumns: keys, owned: .ranges(splitPoints: points, shardCount: Int(count), shard: Int(shard)))
+            } else {
+                guard let lo = ByteCoding.readUInt32(bytes, &c), let hi = ByteCoding.readUInt32(bytes, &c), lo < hi,
+                      hi <= UInt32(SlotHash.slotCount) else { return nil }
+                shardGuard = ShardGuard(table: table, keyColumns: keys, lo: Int(lo), hi: Int(hi))
+            }
         }
         var transaction: TransactionStep?
         if flags & Self.transactionFlag != 0 {
@@ -269,30 +295,55 @@ public struct StatementResult: Sendable, Equatable {
     public init(error: String? = nil) { self.error = error }
 }
 
-/// A shard's range guard on one table: rows whose key's slot is outside `lo ..< hi` are refused with
-/// "wrong shard", so a router working from a stale shard map can never put a row where no reader
-/// looks for it (YugabyteDB's post-split rejection; Redis's MOVED).
+/// A shard's guard on one table: rows whose key belongs to another shard are refused with "wrong
+/// shard", so a router working from a stale shard map can never put a row where no reader looks for it
+/// (YugabyteDB's post-split rejection; Redis's MOVED).
 public struct ShardGuard: Sendable, Equatable {
+    /// Which keys the shard holds.
+    public enum Owned: Sendable, Equatable {
+        /// A hash-sharded table: keys whose slot is in `lo ..< hi`.
+        case slots(lo: Int, hi: Int)
+        /// A range-sharded table: keys in the ranges (`RangeSplits`) that live on `shard` of `shardCount`.
+        case ranges(splitPoints: [SQLValue], shardCount: Int, shard: Int)
+    }
+
     public var table: String
     public var keyColumns: [String]
-    public var lo: Int
-    public var hi: Int
+    public var owned: Owned
 
-    public init(table: String, keyColumns: [String], lo: Int, hi: Int) {
+    public init(table: String, keyColumns: [String], owned: Owned) {
         self.table = table
         self.keyColumns = keyColumns
-        self.lo = lo
-        self.hi = hi
+        self.owned = owned
+    }
+
+    public init(table: String, keyColumns: [String], lo: Int, hi: Int) {
+        self.init(table: table, keyColumns: keyColumns, owned: .slots(lo: lo, hi: hi))
     }
 
     /// The message a refused row gets: the router recognises it and refreshes its map.
     public static let wrongShard = "cairn: wrong shard"
 
+    /// When a row is not this shard's, as SQL over NEW (nil: a split point has no literal).
+    private var outside: String? {
+        let newKey = keyColumns.map { "NEW." + quoted($0) }
+        switch owned {
+        case .slots(let lo, let hi):
+            return "cairn_slot(\(newKey.joined(separator: ", "))) NOT BETWEEN \(lo) AND \(hi - 1)"
+        case .ranges(let points, let shardCount, let shard):
+            var literals: [String] = []
+            for p in points {
+                guard let l = p.sqlLiteral else { return nil }
+                literals.append(l)
+            }
+            return "cairn_range(\(([newKey[0]] + literals).joined(separator: ", "))) % \(shardCount) <> \(shard)"
+        }
+    }
+
     /// The triggers, as CairnDB creates them (their names are reserved: clients cannot drop them).
-    var statements: [String] {
+    var statements: [String]? {
+        guard let outside else { return nil }
         let t = quoted(table)
-        let newKey = keyColumns.map { "NEW." + quoted($0) }.joined(separator: ", ")
-        let outside = "cairn_slot(\(newKey)) NOT BETWEEN \(lo) AND \(hi - 1)"
         let body = "BEGIN SELECT RAISE(ABORT, '\(Self.wrongShard): the key belongs to another shard'); END"
         let name = table.lowercased().unicodeScalars.map { CharacterSetLike.isWord($0) ? String($0) : "_" }.joined()
         return [

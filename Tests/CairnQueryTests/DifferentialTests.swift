@@ -4,7 +4,8 @@ import CairnSQLite
 import Foundation
 import Testing
 
-/// Random queries over random rows: a sharded table (1, 3 and 16 shards) must answer exactly as one
+/// Random queries over random rows: a sharded table (by hash on 1, 3 and 16 shards; by range on 3 and
+/// 16) must answer exactly as one
 /// SQLite holding every row. `CAIRN_DIFFERENTIAL_QUERIES` sets how many (10,000 by default);
 /// `CAIRN_DIFFERENTIAL_SEED` replays one run.
 @Suite struct DifferentialTests {
@@ -23,7 +24,12 @@ import Testing
             let single = try ScratchDatabase()
             try single.exec(Self.create)
             try single.insert(into: "t", columns: ["k", "g", "n", "r", "v"], rows: rows)
-            let sharded = try [1, 3, 16].map { try ShardedDatabase(shardCount: $0, createSQL: Self.create, table: "t", key: ["k"]) }
+            var sharded = try [1, 3, 16].map { try ShardedDatabase(shardCount: $0, createSQL: Self.create, table: "t", key: ["k"]) }
+            // By range: split where rows are (keys run from -100 to 299), several ranges to a shard.
+            sharded.append(try ShardedDatabase(shardCount: 3, createSQL: Self.create, table: "t", key: ["k"],
+                                               splitPoints: [.integer(0), .integer(100), .integer(200)]))
+            sharded.append(try ShardedDatabase(shardCount: 16, createSQL: Self.create, table: "t", key: ["k"],
+                                               splitPoints: stride(from: -90, to: 300, by: 15).map { .integer(Int64($0)) }))
             for s in sharded { try s.insert(rows) }
             for _ in 0..<min(250, total - ran) {
                 let q = Generator.query(&rng)
@@ -33,13 +39,13 @@ import Testing
                     let got = s.query(q.statement)
                     if let plan = try? s.plan(q.statement) { paths[plan.summary.replacingOccurrences(of: "\\d+ shard\\(s\\)", with: "N", options: .regularExpression), default: 0] += 1 }
                     if let why = Compare.difference(expected, got, orderKeys: q.orderKeys, limited: q.limited) {
-                        differences.append("\(s.shards.count) shards, rows \(rows.count): \(q.statement.sql) \(q.statement.named)\n  \(why)\n  expected \(expected)\n  got      \(got)")
+                        differences.append("\(s.shards.count) shards\(s.table.rangeSplits == nil ? "" : " by range"), rows \(rows.count): \(q.statement.sql) \(q.statement.named)\n  \(why)\n  expected \(expected)\n  got      \(got)")
                     }
                 }
             }
         }
         #expect(differences.isEmpty, "seed \(seed):\n\(differences.joined(separator: "\n"))")
-        print("differential: \(ran) queries x 3 shard counts, \(differences.count) differences; plans: \(paths)")
+        print("differential: \(ran) queries x 5 sharded layouts, \(differences.count) differences; plans: \(paths)")
     }
 }
 
@@ -83,6 +89,8 @@ enum Generator {
         "k = 7", "k = '12'", "k = 12.0", "k IN (1, 2, 3, 50, 99)", "k IN ()", "k = NULL", "n > :low", "k = :key", "k > 10 AND n < 8",
         "g = 'b' OR n = 2", "k % 3 = 0", "r * 2 > n", "v > 'x'", "v < 5", "(k = 3)", "k IN (SELECT k FROM t WHERE n > 5)",
         "n > (SELECT avg(n) FROM t)",
+        // Bounds on the key: range-sharded tables read only the ranges they reach.
+        "k < 100", "k >= 0 AND k < 200", "k BETWEEN -50 AND 25", "150 <= k", "k > '50'", "k < 100.0 AND n > 0", "k > :key",
     ]
 
     static func query(_ rng: inout QueryRNG) -> GeneratedQuery {

@@ -28,6 +28,14 @@ import Testing
                 db = try ShardedDatabase(shardCount: Int(words[0])!, createSQL: String(header[1]), table: "t",
                                          key: words[1].split(separator: ",").map(String.init))
                 actual = "ok"
+            } else if directive.hasPrefix("range ") {
+                // range <shards> <key> <v1,v2,...>: <CREATE TABLE> (split points as SQL literals)
+                let header = directive.dropFirst(6).split(separator: ":", maxSplits: 1)
+                let words = header[0].split(separator: " ", maxSplits: 2)
+                let points = try ScratchDatabase().query(SQLStatement("SELECT \(words[2])"), ownSQL: true).rows[0]
+                db = try ShardedDatabase(shardCount: Int(words[0])!, createSQL: String(header[1]), table: "t",
+                                         key: [String(words[1])], splitPoints: points)
+                actual = "ok"
             } else if directive.hasPrefix("reference ") {
                 // reference <name>: <CREATE TABLE>, added to the current database
                 let header = directive.dropFirst(10).split(separator: ":", maxSplits: 1)

@@ -8,25 +8,29 @@ final class ShardedDatabase {
     let schema: ScratchDatabase
     let planner: ReadPlanner
     let table: ShardedTable
-    private let declared: (shardCount: Int, createSQL: String, key: [String], references: [(String, String)])
+    private let declared: (shardCount: Int, createSQL: String, key: [String], references: [(String, String)], splitPoints: [SQLValue]?)
 
-    /// `references`: reference tables (name, CREATE TABLE), a copy in every shard.
-    init(shardCount: Int, createSQL: String, table name: String, key: [String], references: [(String, String)] = []) throws {
-        declared = (shardCount, createSQL, key, references)
+    /// `references`: reference tables (name, CREATE TABLE), a copy in every shard. `splitPoints`: the
+    /// table is sharded by range of its one key column, split there (as the column stores the values).
+    init(shardCount: Int, createSQL: String, table name: String, key: [String], references: [(String, String)] = [],
+         splitPoints: [SQLValue]? = nil) throws {
+        declared = (shardCount, createSQL, key, references, splitPoints)
         shards = try (0..<shardCount).map { _ in try ScratchDatabase() }
         schema = try ScratchDatabase()
         for sql in [createSQL] + references.map(\.1) {
             for s in shards { try s.exec(sql) }
             try schema.exec(sql)
         }
-        table = try ShardingSchema.describe(table: name, keyColumns: key, in: schema)
+        var described = try ShardingSchema.describe(table: name, keyColumns: key, in: schema)
+        if let splitPoints { described.rangeSplits = try ShardingClause.splits(splitPoints, of: described, in: schema) }
+        table = described
         planner = ReadPlanner(schema: ShardingSchema(sharded: [table], reference: Set(references.map(\.0))), map: .uniform(count: shardCount))
     }
 
     /// The same database with one more reference table.
     func adding(reference name: String, createSQL: String) throws -> ShardedDatabase {
         try ShardedDatabase(shardCount: declared.shardCount, createSQL: declared.createSQL, table: table.name, key: declared.key,
-                            references: declared.references + [(name, createSQL)])
+                            references: declared.references + [(name, createSQL)], splitPoints: declared.splitPoints)
     }
 
     /// Inserts each row into the shard its key hashes to (after the key columns' affinity).
@@ -35,7 +39,7 @@ final class ShardedDatabase {
         let keyIndexes = table.keyColumns.map { k in table.storedColumns.firstIndex { $0.lowercased() == k }! }
         for row in rows {
             let key = zip(keyIndexes, table.keyAffinities).map { $1.apply(row[$0], renderReal: RealText.render) }
-            byShard[planner.map.shard(of: key)].append(row)
+            byShard[table.shard(of: key, in: planner.map)].append(row)
         }
         for (i, rows) in byShard.enumerated() {
             try shards[i].insert(into: SQLLexer.quote(table.name), columns: table.storedColumns, rows: rows)

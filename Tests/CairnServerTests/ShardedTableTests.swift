@@ -20,8 +20,6 @@ struct ShardedTableTests {
         // The rules, refused with a reason before anything is created.
         let notNull = try await a.execute(["CREATE TABLE bad (c INTEGER, id INTEGER NOT NULL, PRIMARY KEY (c, id)) SHARD BY HASH (c)"], db: "shop")
         #expect(notNull.status == 400 && notNull.text.contains("must be NOT NULL"), "\(notNull.text)")
-        let range = try await a.execute(["CREATE TABLE r (k INTEGER NOT NULL PRIMARY KEY) SHARD BY RANGE (k)"], db: "shop")
-        #expect(range.status == 400 && range.text.contains("not supported yet"), "\(range.text)")
 
         let create = "CREATE TABLE orders (customer INTEGER NOT NULL, id INTEGER NOT NULL, total REAL, note TEXT, PRIMARY KEY (customer, id)) SHARD BY HASH (customer)"
         let created = try await c.nodes[1].execute([create], db: "shop")
@@ -139,6 +137,72 @@ struct ShardedTableTests {
             if counted == nil { #expect(count.status == 503, "\(count.text)"); try await Task.sleep(for: .milliseconds(200)) }
         }
         #expect(counted == 42)
+    }
+
+    @Test("a range-sharded table (seed 004's students): ranges split at declared points, each on its shard; rows routed by range through any node; reads exact, bounded reads only where their ranges are; the ranges shown")
+    func rangeShardedTable() async throws {
+        let c = try await ProcessCluster.founded("ranged", count: 3)
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "school", "shards": 3]).status == 201)
+        let columns = "(Stud_id INTEGER NOT NULL PRIMARY KEY, Stud_name TEXT, Stud_marks INTEGER)"
+        for (bad, why) in [("SPLIT AT (8192, 4096)", "ascending"), ("SPLIT AT ('a', 5)", "ascending"), ("SPLIT AT (5, '5')", "each once"),
+                           ("SPLIT AT (NULL)", "literal values"), ("SPLIT AT (1e999)", "exactly")] {
+            let r = try await a.execute(["CREATE TABLE students \(columns) SHARD BY RANGE (Stud_id) \(bad)"], db: "school")
+            #expect(r.status == 400 && r.text.contains(why), "\(bad): \(r.text)")
+        }
+        let notKey = try await a.execute(["CREATE TABLE s2 (id INTEGER NOT NULL PRIMARY KEY, grade INTEGER NOT NULL) SHARD BY RANGE (grade)"], db: "school")
+        #expect(notKey.status == 400 && notKey.text.contains("PRIMARY KEY"), "\(notKey.text)")
+        let created = try await c.nodes[1].execute(["CREATE TABLE students \(columns) SHARD BY RANGE (Stud_id) SPLIT AT ('4096', 8192)"], db: "school")
+        #expect(created.status == 200, "\(created.text)")
+
+        // 24 students, 0 to 11500: one at a time through each node, then a batch spanning every range.
+        for id in stride(from: 0, to: 6000, by: 500) {
+            let r = try await c.nodes[(id / 500) % 3].execute([["INSERT INTO students VALUES (?, ?, ?)", id, "s\(id)", id % 100]], db: "school")
+            #expect(r.status == 200 && !r.text.contains("error"), "\(r.text)")
+        }
+        let batch = stride(from: 6000, to: 12000, by: 500).map { "(\($0 == 8000 ? "'8000'" : String($0)), 's\($0)', \($0 % 100))" }.joined(separator: ", ")
+        let spread = try await a.execute(["INSERT INTO students VALUES \(batch)"], db: "school")
+        #expect(spread.status == 200 && ((spread.json["results"] as? [Object])?.first?["rows_affected"] as? Int) == 12, "\(spread.text)")
+        let key = try await a.execute(["UPDATE students SET Stud_id = 1 WHERE Stud_id = 500"], db: "school")
+        #expect(key.status == 400 && key.text.contains("cannot be changed"), "\(key.text)")
+
+        for n in c.nodes {
+            let r = try await n.post("/v1/db/school/query", ["statements": [
+                "SELECT count(*), sum(Stud_id) FROM students",
+                "SELECT Stud_id FROM students WHERE Stud_id >= 4000 AND Stud_id < 5000 ORDER BY Stud_id",
+                "SELECT Stud_name FROM students WHERE Stud_id = 8000",
+                "SELECT Stud_id FROM students ORDER BY Stud_id DESC LIMIT 2",
+            ]])
+            let rows = (r.json["results"] as? [Object] ?? []).map { $0["rows"] as? [[Any]] ?? [] }
+            #expect(rows.count == 4, "\(r.text)")
+            guard rows.count == 4 else { continue }
+            #expect(rows[0].first?[0] as? Int == 24 && rows[0].first?[1] as? Int == (0..<24).reduce(0) { $0 + $1 * 500 }, "\(rows[0])")
+            #expect(rows[1].map { $0[0] as? Int } == [4000, 4500], "\(rows[1])")
+            #expect(rows[2].first?[0] as? String == "s8000", "\(rows[2])")
+            #expect(rows[3].map { $0[0] as? Int } == [11500, 11000], "\(rows[3])")
+        }
+
+        // Each range's rows on its own shard, and the ranges shown.
+        let shards = try await c.nodes[2].get("/v1/db/school/shards")
+        let list = shards.json["shards"] as? [Object] ?? []
+        #expect(list.map { $0["rows"] as? Int } == [9, 8, 7], "\(shards.text)")
+        let ranged = (shards.json["range_tables"] as? [Object])?.first
+        #expect(ranged?["table"] as? String == "students" && ranged?["column"] as? String == "stud_id", "\(shards.text)")
+        let ranges = ranged?["ranges"] as? [Object] ?? []
+        #expect(ranges.map { $0["from"] as? Int } == [nil, 4096, 8192] && ranges.map { $0["to"] as? Int } == [4096, 8192, nil]
+                && ranges.map { $0["shard"] as? Int } == [0, 1, 2], "\(shards.text)")
+
+        // A read bounded to one range goes to its shard alone; one across two ranges to both.
+        let route = try await a.post("/v1/db/school/route", ["statements": [
+            "SELECT * FROM students WHERE Stud_id >= 4096 AND Stud_id < 8192",
+            "SELECT * FROM students WHERE Stud_id BETWEEN 4000 AND 4500",
+            "DELETE FROM students WHERE Stud_id < 100",
+        ]])
+        let plans = route.json["plans"] as? [Object] ?? []
+        #expect(plans.count == 3 && plans[0]["shards"] as? [Int] == [1], "\(route.text)")
+        #expect(plans.count == 3 && (plans[1]["shards"] as? [Int]) == [0, 1], "\(route.text)")
+        #expect(plans.count == 3 && ((plans[2]["shards"] as? [Object])?.map { $0["shard"] as? Int }) == [0], "\(route.text)")
     }
 
     @Test("a reference table: a copy on every shard, written to every copy at once, read from any node, joined with a pinned sharded table on its shard; indexes created and dropped on every shard")

@@ -127,7 +127,7 @@ public struct ReadPlanner: Sendable {
             found[k] = true
             candidates[k] = values.map { table.keyAffinities[k].apply($0, renderReal: RealText.render) }
         }
-        guard found.allSatisfy({ $0 }) else { return nil }
+        guard found.allSatisfy({ $0 }) else { return rangePins(whereClause, table: table, qualifier: qualifier, parameters: parameters) }
         // NULL equals nothing: such a key selects no row.
         let usable = candidates.map { $0.filter { $0 != .null } }
         let combinations = usable.reduce(1) { $0 * $1.count }
@@ -136,8 +136,71 @@ public struct ReadPlanner: Sendable {
         var keys: [[SQLValue]] = [[]]
         for values in usable { keys = keys.flatMap { prefix in values.map { prefix + [$0] } } }
         if combinations == 0 { keys = [] }
-        for key in keys { shards.insert(map.shard(of: key)) }
+        for key in keys { shards.insert(table.shard(of: key, in: map)) }
         return shards.sorted()
+    }
+
+    /// For a range-sharded table: the shards whose ranges can hold keys within WHERE's top-level bounds
+    /// on the key (`k > v`, `k <= v`, `v < k`, `k BETWEEN a AND b`, ...); nil without a bound.
+    private func rangePins(_ whereClause: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> [Int]? {
+        guard let splits = table.rangeSplits, let key = table.keyColumns.first else { return nil }
+        var lower: SQLValue?, upper: SQLValue?
+        var upperStrict = false
+        var bounded = false
+        for conjunct in Self.conjuncts(whereClause) {
+            guard let (column, low, high, strict) = Self.bounds(conjunct, table: table, qualifier: qualifier, parameters: parameters), column == key else { continue }
+            let stored = { (v: SQLValue) in table.keyAffinities[0].apply(v, renderReal: RealText.render) }
+            // Comparing with NULL is never true: no row matches.
+            if low == .null || high == .null { return [] }
+            // The tightest bound of each side (any one is a correct superset).
+            if let l = low.map(stored), lower.map({ SQLiteOrder.compare(l, $0) > 0 }) ?? true { lower = l }
+            if let h = high.map(stored) {
+                let order = upper.map { SQLiteOrder.compare(h, $0) } ?? -1
+                if order < 0 { upper = h; upperStrict = strict } else if order == 0 && strict { upperStrict = true }
+            }
+            bounded = true
+        }
+        guard bounded else { return nil }
+        guard var ranges = splits.ranges(from: lower, to: upper) else { return [] }
+        // `k < p` with p a split point reaches only the ranges below p's.
+        if upperStrict, let upper, ranges.upperBound > 0, SQLiteOrder.compare(splits.points[ranges.upperBound - 1], upper) == 0 {
+            guard ranges.lowerBound < ranges.upperBound else { return [] }
+            ranges = ranges.lowerBound...(ranges.upperBound - 1)
+        }
+        return Set(ranges.prefix(map.count).map { RangeSplits.shard(ofRange: $0, shardCount: map.count) }).sorted()
+    }
+
+    /// `col < v`, `col <= v`, `col > v`, `col >= v` (either way round) or `col BETWEEN a AND b`, with col
+    /// this table's column and each bound a literal or parameter: the column, its bounds, and whether the
+    /// upper bound is strict (`<`); a lower bound is taken as inclusive (a superset of the keys).
+    static func bounds(_ conjunct: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> (String, SQLValue?, SQLValue?, Bool)? {
+        var c = conjunct
+        while c.count >= 2 && c.first!.isSymbol("(") && c.last!.isSymbol(")") && balanced(Array(c.dropFirst().dropLast())) {
+            c = Array(c.dropFirst().dropLast())
+        }
+        func column(_ ts: ArraySlice<Token>) -> String? {
+            let t = Array(ts)
+            if t.count == 1, let n = t[0].name, table.allColumns.contains(n) { return n }
+            if t.count == 3, t[0].name == qualifier, t[1].isSymbol("."), let n = t[2].name, table.allColumns.contains(n) { return n }
+            return nil
+        }
+        if let at = c.firstIndex(where: { $0.isWord("BETWEEN") }) {
+            guard let col = column(c[..<at]) else { return nil }
+            let rest = c[(at + 1)...]
+            let ands = rest.indices.filter { rest[$0].isWord("AND") }
+            guard ands.count == 1, let a = literal(rest[..<ands[0]], parameters), let b = literal(rest[(ands[0] + 1)...], parameters) else { return nil }
+            return (col, a, b, false)
+        }
+        guard let op = c.firstIndex(where: { $0.isSymbol("<") || $0.isSymbol("<=") || $0.isSymbol(">") || $0.isSymbol(">=") }) else { return nil }
+        let below = c[op].isSymbol("<") || c[op].isSymbol("<=")
+        let strict = c[op].isSymbol("<") || c[op].isSymbol(">")
+        if let col = column(c[..<op]), let v = literal(c[(op + 1)...], parameters) {
+            return below ? (col, nil, v, strict) : (col, v, nil, false)
+        }
+        if let col = column(c[(op + 1)...]), let v = literal(c[..<op], parameters) {
+            return below ? (col, v, nil, false) : (col, nil, v, strict)
+        }
+        return nil
     }
 
     /// WHERE's conjuncts: split at AND outside parentheses (BETWEEN's own AND excepted). An OR outside

@@ -107,7 +107,27 @@ public struct ShardingClause: Sendable, Equatable {
         return sql.range(of: "shard", options: .caseInsensitive) != nil || sql.range(of: "reference", options: .caseInsensitive) != nil
     }
 
-    /// Checks a hash-sharded table against the rules that keep every row on one shard and every
+    /// A range table's split points as its key column stores them (`SPLIT AT ('5')` on an INTEGER
+    /// column splits at 5), checked: ascending, each once, and each spelled by a literal SQLite reads
+    /// back as the same value (every shard's guard holds them as literals).
+    public static func splits(_ declared: [SQLValue], of table: ShardedTable, in schema: ScratchDatabase) throws -> RangeSplits {
+        guard declared.count <= RangeSplits.maxPoints else {
+            throw SQLSyntaxError(message: "SPLIT AT lists at most \(RangeSplits.maxPoints) values")
+        }
+        let stored = declared.map { table.keyAffinities[0].apply($0, renderReal: RealText.render) }
+        for v in stored {
+            guard let literal = v.sqlLiteral, schema.query(SQLStatement("SELECT \(literal)"), ownSQL: true).rows.first?.first == v else {
+                throw SQLSyntaxError(message: "the split point \(v.sqlLiteral ?? "(not finite)") cannot be written exactly as an SQL literal: choose another")
+            }
+        }
+        guard let splits = RangeSplits(points: stored) else {
+            throw SQLSyntaxError(message: "SPLIT AT lists values in ascending order, each once, as the column \(table.keyColumns[0]) stores them "
+                                 + "(numbers before text before blobs)")
+        }
+        return splits
+    }
+
+    /// Checks a hash- or range-sharded table against the rules that keep every row on one shard and every
     /// constraint checkable within one shard, on a schema copy holding the table (its CREATE run there).
     /// Returns the table as the planner sees it.
     public static func validate(table: String, keyColumns: [String], in schema: ScratchDatabase) throws -> ShardedTable {

@@ -18,6 +18,14 @@ public struct ShardedTable: Sendable, Equatable {
     /// Some column compares with a collation other than BINARY: values that collate equal may look
     /// different, so partial results are only combined where SQLite itself compares (whole rows).
     public var hasCollatedColumns: Bool
+    /// Set for a range-sharded table (one key column): its rows are placed by range, not by hash.
+    public var rangeSplits: RangeSplits?
+
+    /// The shard a key (as the key columns store it) belongs to.
+    public func shard(of key: [SQLValue], in map: ShardMap) -> Int {
+        guard let splits = rangeSplits else { return map.shard(of: key) }
+        return RangeSplits.shard(ofRange: splits.range(of: key[0]), shardCount: map.count)
+    }
 
     public init(name: String, keyColumns: [String], keyAffinities: [Affinity], storedColumns: [String], allColumns: Set<String>,
                 createSQL: String, hasCollatedColumns: Bool) {

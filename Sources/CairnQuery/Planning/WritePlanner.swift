@@ -209,7 +209,7 @@ public struct WritePlanner: Sendable {
                 guard stored != .null else { throw PlanRefusal("the shard key \(table.keyColumns[n]) of \(table.name) may not be NULL") }
                 key.append(stored)
             }
-            let shard = map.shard(of: key)
+            let shard = table.shard(of: key, in: map)
             if byShard[shard] == nil { order.append(shard) }
             byShard[shard, default: []].append(row)
         }

@@ -1,7 +1,8 @@
 import CSQLite3
 
 /// SQL functions a shard's own statements use: `cairn_slot(k1, k2, ...)` is the slot of a shard key
-/// (`SlotHash`), so a shard's range guard and a split's deletes judge rows exactly as the router does.
+/// (`SlotHash`) and `cairn_range(k, p1, ...)` its range among split points (`RangeSplits`), so a
+/// shard's guard and a split's deletes judge rows exactly as the router does.
 enum ShardFunctions {
     static func install(on db: OpaquePointer) {
         // Deterministic and innocuous: usable in triggers and indexes with an untrusted schema.
@@ -15,6 +16,18 @@ enum ShardFunctions {
             key.reserveCapacity(Int(argc))
             for i in 0..<Int(argc) { key.append(ShardFunctions.value(argv[i])) }
             sqlite3_result_int64(ctx, Int64(SlotHash.slot(of: key)))
+        }, nil, nil, nil)
+        // cairn_range(key, p1, ..., pk): the range of a range-sharded table's key among its split
+        // points (`RangeSplits`), compared as SQLite orders stored values.
+        sqlite3_create_function_v2(db, "cairn_range", -1, flags, nil, { ctx, argc, argv in
+            guard argc > 0, let argv else {
+                sqlite3_result_error(ctx, "cairn_range() takes a key and the split points", -1)
+                return
+            }
+            let key = ShardFunctions.value(argv[0])
+            var range: Int64 = 0
+            for i in 1..<Int(argc) where SQLiteOrder.compare(ShardFunctions.value(argv[i]), key) <= 0 { range += 1 }
+            sqlite3_result_int64(ctx, range)
         }, nil, nil, nil)
     }
 
@@ -44,7 +57,8 @@ extension SQLiteConnection {
         context.internalAccess = true
         defer { context.internalAccess = wasInternal }
         context.schemaMayBeStale = true
-        for sql in spec.statements {
+        guard let statements = spec.statements else { return "the shard guard on \(spec.table) has a split point no SQL literal spells" }
+        for sql in statements {
             var message: UnsafeMutablePointer<CChar>?
             if sqlite3_exec(db, sql, nil, nil, &message) != SQLITE_OK {
                 let text = message.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(db))

@@ -71,7 +71,9 @@ final class SchemaCopies: @unchecked Sendable {
             if t.isReference {
                 references.insert(t.name)
             } else {
-                described.append(try ShardingSchema.describe(table: t.name, keyColumns: t.keyColumns, in: db))
+                var table = try ShardingSchema.describe(table: t.name, keyColumns: t.keyColumns, in: db)
+                table.rangeSplits = t.splitPoints.flatMap(RangeSplits.init(points:))
+                described.append(table)
             }
         }
         if copies.count >= Self.maxCopies { copies.removeAll() }

@@ -163,16 +163,20 @@ extension API {
         }
     }
 
-    /// CREATE TABLE ... SHARD BY HASH (or REFERENCE): the database's shard groups (made with its first
-    /// sharded table), the table on every shard (a hash table with its range guard), then the catalog
+    /// CREATE TABLE ... SHARD BY HASH, SHARD BY RANGE or REFERENCE: the database's shard groups (made
+    /// with its first sharded table), the table on every shard (with its guard, unless a reference
+    /// table), then the catalog
     /// entry that makes routers send its rows there. The entry is the commit point: a create that stops
     /// half-way leaves only empty tables no router uses, which the next attempt replaces.
     private func createShardedTable(_ clause: ShardingClause, db: String, who: Principal) async throws -> Response {
         let keys: [String]
+        var declaredPoints: [SQLValue]?
         switch clause.method {
         case .hash(let columns): keys = columns
         case .reference: keys = []
-        case .range: throw HTTPFailure.badRequest("SHARD BY RANGE is not supported yet; use SHARD BY HASH (column, ...) or REFERENCE")
+        case .range(let column, let points):
+            keys = [column]
+            declaredPoints = points
         }
         var catalog = try await committedCatalog()
         guard catalog.databases[db] != nil else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
@@ -182,10 +186,17 @@ extension API {
             throw HTTPFailure.badRequest("table \(clause.table) already exists")
         }
         let keyColumns: [String]
+        var splits: RangeSplits?
         do {
             let copy = try ScratchDatabase()
             try copy.exec(clause.createSQL)
-            keyColumns = keys.isEmpty ? [] : try ShardingClause.validate(table: clause.table, keyColumns: keys, in: copy).keyColumns
+            let described = keys.isEmpty ? nil : try ShardingClause.validate(table: clause.table, keyColumns: keys, in: copy)
+            keyColumns = described?.keyColumns ?? []
+            if let declaredPoints, let described {
+                splits = try ShardingClause.splits(declaredPoints, of: described, in: copy)
+            }
+        } catch let e as SQLSyntaxError {
+            throw HTTPFailure.badRequest(e.message)
         } catch {
             throw HTTPFailure.badRequest("\(error)")
         }
@@ -211,11 +222,15 @@ extension API {
         let groups = catalog.shards(of: db).map(\.group)
         let map = ShardMap.uniform(count: groups.count)
         let quoted = SQLLexer.quote(clause.table)
+        let rangeSplits = splits
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             for (i, group) in groups.enumerated() {
                 tasks.addTask {
                     var command = SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)"), SQLStatement(clause.createSQL)], atomic: true)
-                    if !keyColumns.isEmpty {
+                    if let splits = rangeSplits {
+                        command.shardGuard = ShardGuard(table: clause.table, keyColumns: keyColumns,
+                                                        owned: .ranges(splitPoints: splits.points, shardCount: groups.count, shard: i))
+                    } else if !keyColumns.isEmpty {
                         command.shardGuard = ShardGuard(table: clause.table, keyColumns: keyColumns, lo: map.arcs[i].lo, hi: map.arcs[i].hi)
                     }
                     let results = try await self.proposeRetrying(command, group: group)
@@ -226,7 +241,7 @@ extension API {
             }
             try await tasks.waitForAll()
         }
-        let entry = CatalogShardedTable(name: clause.table, keyColumns: keyColumns, createSQL: clause.createSQL)
+        let entry = CatalogShardedTable(name: clause.table, keyColumns: keyColumns, createSQL: clause.createSQL, splitPoints: splits?.points)
         do {
             try await cluster.changeCatalog(Catalog.addShardedTable(entry, in: db))
         } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
@@ -234,7 +249,9 @@ extension API {
         }
         try await awaitCatalog { $0.shardedTables[db]?[clause.table.lowercased()] != nil }
         log("node \(cluster.nodeID): database \"\(db)\": table \(clause.table) "
-            + (keyColumns.isEmpty ? "copied to each of \(groups.count) shards" : "sharded by hash of (\(keyColumns.joined(separator: ", "))) over \(groups.count) shards"))
+            + (keyColumns.isEmpty ? "copied to each of \(groups.count) shards"
+               : splits.map { "sharded by range of \(keyColumns[0]) in \($0.rangeCount) ranges over \(groups.count) shards" }
+               ?? "sharded by hash of (\(keyColumns.joined(separator: ", "))) over \(groups.count) shards"))
         return done
     }
 

@@ -7,7 +7,7 @@ import Foundation
 import Hummingbird
 
 /// Seeing the shards: `GET /v1/db/:db/shards` (each shard's arc, group, replicas, leader, rows and
-/// bytes) and `POST /v1/db/:db/route` (the plan of each statement, without running it).
+/// bytes; each range table's ranges and their shards) and `POST /v1/db/:db/route` (the plan of each statement, without running it).
 extension API {
     func addShardRoutes(to router: Router<CairnContext>) {
         router.get("/v1/db/:db/shards") { request, context in
@@ -61,9 +61,19 @@ extension API {
         // not be read leaves the question open (null).
         let unread = items.contains { $0["schema"] == .null }
         let schemasMatch: JSON = digests.count > 1 ? .bool(false) : unread ? .null : .bool(true)
+        // A range table's ranges, each with the shard it lives on (`from` inclusive, `to` exclusive,
+        // null where the range is open).
+        let ranged = declared.filter { $0.splitPoints != nil }.sorted { $0.name < $1.name }.map { t -> JSON in
+            let points = t.splitPoints ?? []
+            let ranges = (0...points.count).map { r -> JSON in
+                .object([("from", r == 0 ? .null : Statements.json(points[r - 1])), ("to", r == points.count ? .null : Statements.json(points[r])),
+                         ("shard", .int(RangeSplits.shard(ofRange: r, shardCount: max(1, shards.count))))])
+            }
+            return .object([("table", .string(t.name)), ("column", .string(t.keyColumns.first ?? "")), ("ranges", .array(ranges))])
+        }
         return Self.json(200, .object([("database", .string(db)), ("shard_count", .int(catalog.shardCount(of: db))),
                                        ("tables", .array(tables.map { .string($0) })), ("reference_tables", .array(references.map { .string($0) })),
-                                       ("schemas_match", schemasMatch), ("shards", .array(items))]))
+                                       ("range_tables", .array(ranged)), ("schemas_match", schemasMatch), ("shards", .array(items))]))
     }
 
     /// A shard's schema as text: its tables, indexes, views and triggers, CairnDB's own (the range
