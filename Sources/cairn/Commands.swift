@@ -372,6 +372,17 @@ struct ShardsCommand: AsyncParsableCommand {
             }
             if !tables.isEmpty { print("Sharded tables: " + tables.map { Output.cell($0) }.joined(separator: ", ")) }
             if !references.isEmpty { print("Reference tables (a copy on every shard): " + references.map { Output.cell($0) }.joined(separator: ", ")) }
+            if case .array(let ranged)? = r["range_tables"] {
+                for t in ranged {
+                    // students by stud_id: [..4096) on 0, [4096..8192) on 1, [8192..) on 2
+                    let ranges: [JSON] = if case .array(let list)? = t["ranges"] { list } else { [] }
+                    let parts = ranges.map { range -> String in
+                        func bound(_ v: JSON?) -> String { if case .null? = v { "" } else { Output.cell(v ?? .null) } }
+                        return "[\(bound(range["from"]))..\(bound(range["to"])))" + " on \(Output.cell(range["shard"] ?? .null))"
+                    }
+                    print("Ranges of \(Output.cell(t["table"] ?? .null)) by \(Output.cell(t["column"] ?? .null)): " + parts.joined(separator: ", "))
+                }
+            }
             if case .bool(false)? = r["schemas_match"] {
                 print("Warning: the shards' schemas differ (see the schema column); CairnDB keeps them identical, so this needs an operator.")
             }

@@ -192,6 +192,11 @@ struct ShardedTableTests {
         let ranges = ranged?["ranges"] as? [Object] ?? []
         #expect(ranges.map { $0["from"] as? Int } == [nil, 4096, 8192] && ranges.map { $0["to"] as? Int } == [4096, 8192, nil]
                 && ranges.map { $0["shard"] as? Int } == [0, 1, 2], "\(shards.text)")
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let (listed, table) = try await runCairn(["shards", "school", "--host", a.url], environment: environment)
+        #expect(listed == 0 && table.contains("Ranges of students by stud_id: [..4096) on 0, [4096..8192) on 1, [8192..) on 2"), "\(table)")
 
         // A read bounded to one range goes to its shard alone; one across two ranges to both.
         let route = try await a.post("/v1/db/school/route", ["statements": [
