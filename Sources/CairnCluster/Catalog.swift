@@ -171,6 +171,14 @@ public struct Catalog: Sendable {
         return statements
     }
 
+    /// Forgets a sharded or reference table: routers stop sending it statements.
+    public static func removeShardedTable(_ name: String, in database: String) -> [SQLStatement] {
+        [shardedTablesSchema,
+         SQLStatement("DELETE FROM sharded_tables WHERE database = ?1 AND name = ?2 COLLATE NOCASE", [.text(database), .text(name)]),
+         rangeSplitsSchema,
+         SQLStatement("DELETE FROM range_splits WHERE database = ?1 AND name = ?2 COLLATE NOCASE", [.text(database), .text(name)])]
+    }
+
     /// A range-sharded table's split points (`ValueListCoding`), beside its `sharded_tables` row.
     static let rangeSplitsSchema = SQLStatement("""
         CREATE TABLE IF NOT EXISTS range_splits(database TEXT NOT NULL, name TEXT NOT NULL, points BLOB NOT NULL, PRIMARY KEY(database, name))

@@ -74,6 +74,8 @@ final class ConnectionContext {
     /// rewrites its schema table for it (see `Authorizer.refusal`).
     var preparingSchemaChange = false
     var preparingSchemaRewrite = false
+    /// The table (lowercased) a DROP TABLE being prepared drops: its shard guard's triggers go with it.
+    var preparingDropOf: String?
     /// Set by the authorizer while preparing an ANALYZE (never kept prepared: it is judged by whether
     /// its entry is atomic).
     var preparingAnalyze = false
@@ -213,6 +215,13 @@ final class SQLiteConnection {
                 context.modifiesRows = true
             }
             if action == SQLITE_ALTER_TABLE { context.preparingAlterTable = true }
+            if action == SQLITE_DROP_TABLE { context.preparingDropOf = a1?.lowercased() }
+            // Dropping a sharded table's copy on a shard drops its guard triggers (SQLite asks about each):
+            // CairnDB's names, but part of the table's own drop, which the router sends.
+            if action == SQLITE_DROP_TRIGGER, let trigger = a1?.lowercased(), trigger.hasPrefix("_cairn_guard_"),
+               let table = arg2.map({ String(cString: $0).lowercased() }), table == context.preparingDropOf {
+                return SQLITE_OK
+            }
             if action == SQLITE_ANALYZE { context.preparingAnalyze = true }
             if Authorizer.changesSchema(action: action, arg1: a1) { context.preparingSchemaChange = true }
             if Authorizer.rewritesSchema(action: action, arg1: a1) { context.preparingSchemaRewrite = true }
@@ -427,6 +436,7 @@ final class SQLiteConnection {
             context.preparingAlterTable = false
             context.preparingSchemaChange = false
             context.preparingSchemaRewrite = false
+            context.preparingDropOf = nil
             defer {
                 sqlite3_reset(cached.statement)
                 sqlite3_clear_bindings(cached.statement)
@@ -446,6 +456,7 @@ final class SQLiteConnection {
                 context.preparingSchemaChange = false
                 context.preparingSchemaRewrite = false
                 context.preparingAnalyze = false
+                context.preparingDropOf = nil
                 let rc = sqlite3_prepare_v3(db, start, -1, 0, &stmt, &tail)
                 guard rc == SQLITE_OK else {
                     lastErrorCode = rc

@@ -83,6 +83,7 @@ import Testing
             let planner = WritePlanner(schema: db.planner.schema, map: db.planner.map)
             switch try planner.plan(SQLStatement(sql), analysis: db.schema.analyze(sql)) {
             case .home: return "home group"
+            case .dropTable(let t): return "drop table \(t): catalog, then every shard"
             case .shards(let list):
                 if list.count > 4 { return "\(list.count) shards: \(list[0].statement.sql)" }
                 return list.map { "shard \($0.shard): \($0.statement.sql)" }.joined(separator: "\n")

@@ -109,6 +109,10 @@ import Testing
         #expect(try insert(6, "UPDATE students SET id = 150 WHERE id = 5")?.contains(ShardGuard.wrongShard) == true)
         #expect(try insert(7, "UPDATE students SET id = 99 WHERE id = 5") == nil)
         #expect(sm.query(SQLStatement("SELECT id FROM students ORDER BY id")).rows == [[.integer(99)], [.integer(250)]])
+        // Dropping the table drops its guard with it (a client still cannot drop the guard alone).
+        #expect(try insert(8, "DROP TRIGGER _cairn_guard_insert_students")?.contains("reserved") == true)
+        #expect(try insert(9, "DROP TABLE students") == nil)
+        #expect(sm.query(SQLStatement("SELECT count(*) FROM sqlite_schema")).rows == [[.integer(0)]])
         // A guard with flags a follower does not know, or a shard past its count, is no entry.
         var bad = create.encoded()
         bad[1] = bad[1] & ~32

@@ -208,6 +208,41 @@ struct ShardedTableTests {
         #expect(plans.count == 3 && plans[0]["shards"] as? [Int] == [1], "\(route.text)")
         #expect(plans.count == 3 && (plans[1]["shards"] as? [Int]) == [0, 1], "\(route.text)")
         #expect(plans.count == 3 && ((plans[2]["shards"] as? [Object])?.map { $0["shard"] as? Int }) == [0], "\(route.text)")
+
+        // A column added on every shard at once: every node plans with it, every range holds it.
+        let renamed = try await a.execute(["ALTER TABLE students RENAME COLUMN Stud_name TO name"], db: "school")
+        #expect(renamed.status == 400 && renamed.text.contains("add or drop a column"), "\(renamed.text)")
+        let added = try await c.nodes[2].execute(["ALTER TABLE students ADD COLUMN email TEXT DEFAULT 'none'"], db: "school")
+        #expect(added.status == 200 && !added.text.contains("error"), "\(added.text)")
+        let mail = try await a.execute(["INSERT INTO students VALUES (12000, 's12000', 1, 'a@b'), (1, 's1', 1, 'c@d')"], db: "school")
+        #expect(mail.status == 200 && !mail.text.contains("error"), "\(mail.text)")
+        for n in c.nodes {
+            let r = try await n.post("/v1/db/school/query", ["statements": ["SELECT email, count(*) FROM students GROUP BY email ORDER BY email"]])
+            let rows = (r.json["results"] as? [Object])?.first?["rows"] as? [[Any]] ?? []
+            #expect(rows.map { $0[0] as? String } == ["a@b", "c@d", "none"] && rows.map { $0[1] as? Int } == [1, 1, 24], "\(r.text)")
+        }
+        #expect((try await a.get("/v1/db/school/shards")).json["schemas_match"] as? Bool == true)
+        let dropColumn = try await a.execute(["ALTER TABLE students DROP COLUMN email"], db: "school")
+        #expect(dropColumn.status == 200 && !dropColumn.text.contains("error"), "\(dropColumn.text)")
+        let gone = try await c.nodes[1].post("/v1/db/school/query", ["statements": ["SELECT email FROM students"]])
+        #expect(gone.text.contains("no such column"), "\(gone.text)")
+
+        // Dropped: from the catalog and every shard; the name is free for an ordinary table.
+        let together = try await a.execute(["DROP TABLE students", "SELECT 1"], db: "school")
+        #expect(together.status == 400 && together.text.contains("request of its own"), "\(together.text)")
+        let dropped = try await c.nodes[1].execute(["DROP TABLE students"], db: "school")
+        #expect(dropped.status == 200 && !dropped.text.contains("error"), "\(dropped.status) \(dropped.text)")
+        let after = try await c.nodes[2].get("/v1/db/school/shards")
+        #expect((after.json["range_tables"] as? [Any])?.isEmpty == true && (after.json["tables"] as? [Any])?.isEmpty == true, "\(after.text)")
+        #expect((after.json["shards"] as? [Object] ?? []).allSatisfy { $0["rows"] as? Int == 0 }, "\(after.text)")
+        for n in c.nodes {
+            let r = try await n.post("/v1/db/school/query", ["statements": ["SELECT count(*) FROM students"]])
+            #expect(r.text.contains("no such table"), "\(n.name): \(r.text)")
+        }
+        let plain = try await a.execute(["CREATE TABLE students (id INTEGER PRIMARY KEY)", "INSERT INTO students VALUES (1)"], db: "school")
+        #expect(plain.status == 200 && !plain.text.contains("error"), "\(plain.text)")
+        let again = try await c.nodes[2].post("/v1/db/school/query", ["statements": ["SELECT count(*) FROM students"]])
+        #expect(((again.json["results"] as? [Object])?.first?["rows"] as? [[Any]])?.first?[0] as? Int == 1, "\(again.text)")
     }
 
     @Test("a reference table: a copy on every shard, written to every copy at once, read from any node, joined with a pinned sharded table on its shard; indexes created and dropped on every shard")
@@ -275,7 +310,7 @@ struct ShardedTableTests {
         #expect(withIndexes.match == true && withIndexes.digests.count == 1, "\(withIndexes)")
         // DROP INDEX names no table: the node finds it among the sharded tables' indexes.
         let dropped = try await c.nodes[2].execute(["DROP INDEX countries_name"], db: "shop")
-        #expect(dropped.status == 200 && !dropped.text.contains("error"), "\(dropped.text)")
+        #expect(dropped.status == 200 && !dropped.text.contains("error"), "\(dropped.status) \(dropped.text)")
         let allowed = try await a.execute(["INSERT INTO countries VALUES ('XX', 'FRANCE')"], db: "shop")
         #expect(allowed.status == 200 && !allowed.text.contains("error"), "\(allowed.text)")
         #expect(try await a.execute(["DROP INDEX IF EXISTS orders_by_country"], db: "shop").status == 200)

@@ -9,6 +9,9 @@ public enum WritePlan: Sendable, Equatable {
     case home
     /// These statements, each on its shard (one entry per shard). One element: a single-shard write.
     case shards([ShardStatement])
+    /// `DROP TABLE` of this sharded or reference table (lowercased): its catalog entry goes first (the
+    /// commit point: no router sends it anything after), then the table on every shard.
+    case dropTable(String)
 
     public struct ShardStatement: Sendable, Equatable {
         public var shard: Int
@@ -42,11 +45,8 @@ public struct WritePlanner: Sendable {
         let references = touched.intersection(schema.reference).sorted()
         let reshaped = analysis.schemaTables.filter { schema.sharded[$0] != nil || schema.reference.contains($0) }
         if !reshaped.isEmpty {
-            guard analysis.changesOnlyIndexes else {
-                throw PlanRefusal("schema changes to sharded or reference tables (\(reshaped.sorted().joined(separator: ", "))) are not supported yet, "
-                                  + "other than creating them and their indexes")
-            }
-            return try planIndexChange(statement, analysis: analysis, tables: reshaped)
+            if analysis.changesOnlyIndexes { return try planIndexChange(statement, analysis: analysis, tables: reshaped) }
+            return try planTableChange(statement, analysis: analysis, tables: reshaped)
         }
         if !analysis.tablesWritten.intersection(schema.reference).isEmpty {
             return try planCopies(statement, analysis: analysis, sharded: sharded, references: references)
@@ -124,6 +124,27 @@ public struct WritePlanner: Sendable {
                     throw PlanRefusal("a UNIQUE index on sharded table \(table.name) must include its shard key (\(table.keyColumns.joined(separator: ", "))): uniqueness is checked within one shard")
                 }
             }
+        }
+        return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: true) })
+    }
+
+    /// DROP TABLE, and ALTER TABLE ... ADD COLUMN or DROP COLUMN, of one sharded or reference table.
+    /// Renames are refused: the catalog knows a table and its key by name.
+    private func planTableChange(_ statement: SQLStatement, analysis: StatementAnalysis, tables: Set<String>) throws -> WritePlan {
+        let names = tables.sorted().joined(separator: ", ")
+        var tokens = try SQLLexer.tokens(statement.sql)
+        while tokens.last?.isSymbol(";") == true { tokens.removeLast() }
+        guard tables.count == 1, let table = tables.first, tokens.count >= 3, tokens[1].isWord("TABLE") else {
+            throw PlanRefusal("schema changes to sharded or reference tables (\(names)) other than CREATE, DROP TABLE, ALTER TABLE ... ADD COLUMN "
+                              + "or DROP COLUMN, and their indexes are not supported yet")
+        }
+        if tokens[0].isWord("DROP") { return .dropTable(table) }
+        // ALTER TABLE [schema.]name ADD|DROP ...
+        var after = 3
+        if tokens.count > 4 && tokens[3].isSymbol(".") { after = 5 }
+        guard tokens[0].isWord("ALTER"), after < tokens.count, tokens[after].isWord("ADD") || tokens[after].isWord("DROP") else {
+            throw PlanRefusal("\(table) is sharded or a reference table: ALTER TABLE may add or drop a column, not rename the table or its columns "
+                              + "(the catalog knows them by name)")
         }
         return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: true) })
     }

@@ -64,9 +64,12 @@ extension API {
                     stale = true
                     break
                 }
-                reindexed.formUnion(analysis.indexedTables.filter { view.tables[$0] != nil })
+                reindexed.formUnion(analysis.schemaTables.filter { view.tables[$0] != nil })
                 switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
                 case .home: home += 1
+                case .dropTable(let table):
+                    guard statements.count == 1 else { throw HTTPFailure.badRequest("send DROP TABLE of a sharded or reference table in a request of its own") }
+                    return try await dropShardedTable(table, db: db, view: view)
                 case .shards(let list):
                     for s in list {
                         parts[s.shard, default: ShardPart()].statements.append(s.statement)
@@ -255,6 +258,33 @@ extension API {
         return done
     }
 
+    /// DROP TABLE of a sharded or reference table: its catalog entry first (the commit point: from then
+    /// on no router sends it anything, and its name is free), then the table, its indexes and its guard
+    /// on every shard. A drop that stops half-way leaves tables no router uses; CREATE replaces them.
+    private func dropShardedTable(_ table: String, db: String, view: ShardView) async throws -> Response {
+        guard let entry = view.tables[table] else { throw HTTPFailure.badRequest("no such table: \(table)") }
+        try await cluster.changeCatalog(Catalog.removeShardedTable(entry.name, in: db))
+        try await awaitCatalog { $0.shardedTables[db]?[table] == nil }
+        let quoted = SQLLexer.quote(entry.name)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for (i, group) in view.groups.enumerated() {
+                tasks.addTask {
+                    // Waits out a transaction across shards that holds the shard (one that began
+                    // before the drop and writes the table).
+                    let results = try await self.proposeWaitingOutLocks(SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)")], atomic: true),
+                                                                        group: group)
+                    if let failed = results.first(where: { $0.error != nil })?.error {
+                        throw HTTPFailure.unavailable("\(entry.name) is gone from the catalog, but dropping it on shard \(i) failed (\(failed)); "
+                                                      + "creating it again replaces what is left")
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        log("node \(cluster.nodeID): database \"\(db)\": table \(entry.name) dropped from \(view.groups.count) shards")
+        return Self.json(200, .object([("results", .array([Statements.json(write: StatementResult())]))]))
+    }
+
     /// `propose`, tried again while the group is still being created on its nodes.
     private func proposeRetrying(_ command: SQLCommand, group: GroupID) async throws -> [StatementResult] {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
@@ -299,8 +329,13 @@ extension API {
                 return try await readOne(statement, db: db, view: freshView, home: home, consistency: consistency)
             }
             // It names a sharded table's name but does not prepare against the sharded tables: it is the
-            // home group's (a column of that name, say), or it mixes the two, which the home group reports.
-            return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
+            // home group's (a column of that name, say), or it is wrong, and then what is wrong with it
+            // against the sharded tables says more than the home group's "no such table".
+            let answer = try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
+            if answer.error != nil, let message = (error as? SQLiteError)?.message ?? (error as? SQLSyntaxError)?.message {
+                return StatementResult(error: message)
+            }
+            return answer
         }
         switch try Self.refusing({ try ReadPlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
         case .home:

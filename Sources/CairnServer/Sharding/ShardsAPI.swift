@@ -25,7 +25,9 @@ extension API {
     }
 
     private func shardsJSON(_ db: String) async throws -> Response {
-        let catalog = try await catalog { $0.databases[db] != nil }
+        // As of every committed change: a table created or dropped through another node a moment ago
+        // is shown as it now is.
+        let catalog = try await committedCatalog()
         guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
         let shards = catalog.shards(of: db)
         let map = ShardMap.uniform(count: max(1, shards.count))
@@ -124,6 +126,9 @@ extension API {
         }
         switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
         case .home: return .object([("sql", .string(statement.sql)), ("plan", .string("home group"))])
+        case .dropTable(let table):
+            return .object([("sql", .string(statement.sql)), ("plan", .string("drop \(table): from the catalog, then on every shard")),
+                            ("shards", .array(view.groups.indices.map { .int($0) }))])
         case .shards(let list):
             return .object([("sql", .string(statement.sql)), ("plan", .string(list.count == 1 ? "one shard" : "\(list.count) shards")),
                             ("shards", .array(list.map { .object([("shard", .int($0.shard)), ("sql", .string($0.statement.sql))]) }))])
