@@ -36,6 +36,13 @@ import Testing
                 db = try ShardedDatabase(shardCount: Int(words[0])!, createSQL: String(header[1]), table: "t",
                                          key: [String(words[1])], splitPoints: points)
                 actual = "ok"
+            } else if directive.hasPrefix("sharded ") {
+                // sharded <name> <key,...>: <CREATE TABLE>, another hash-sharded table in the current database
+                let header = directive.dropFirst(8).split(separator: ":", maxSplits: 1)
+                let words = header[0].split(separator: " ")
+                db = try db!.adding(sharded: String(words[0]), key: words[1].split(separator: ",").map(String.init),
+                                    createSQL: String(header[1]).trimmingCharacters(in: .whitespaces))
+                actual = "ok"
             } else if directive.hasPrefix("reference ") {
                 // reference <name>: <CREATE TABLE>, added to the current database
                 let header = directive.dropFirst(10).split(separator: ":", maxSplits: 1)

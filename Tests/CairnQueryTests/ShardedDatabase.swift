@@ -8,29 +8,40 @@ final class ShardedDatabase {
     let schema: ScratchDatabase
     let planner: ReadPlanner
     let table: ShardedTable
-    private let declared: (shardCount: Int, createSQL: String, key: [String], references: [(String, String)], splitPoints: [SQLValue]?)
+    private let declared: (shardCount: Int, createSQL: String, key: [String], references: [(String, String)], splitPoints: [SQLValue]?,
+                           others: [(name: String, key: [String], createSQL: String)])
 
     /// `references`: reference tables (name, CREATE TABLE), a copy in every shard. `splitPoints`: the
     /// table is sharded by range of its one key column, split there (as the column stores the values).
+    /// `others`: more hash-sharded tables, for planning only (rows are inserted into `table` alone).
     init(shardCount: Int, createSQL: String, table name: String, key: [String], references: [(String, String)] = [],
-         splitPoints: [SQLValue]? = nil) throws {
-        declared = (shardCount, createSQL, key, references, splitPoints)
+         splitPoints: [SQLValue]? = nil, others: [(name: String, key: [String], createSQL: String)] = []) throws {
+        declared = (shardCount, createSQL, key, references, splitPoints, others)
         shards = try (0..<shardCount).map { _ in try ScratchDatabase() }
         schema = try ScratchDatabase()
-        for sql in [createSQL] + references.map(\.1) {
+        for sql in [createSQL] + references.map(\.1) + others.map(\.createSQL) {
             for s in shards { try s.exec(sql) }
             try schema.exec(sql)
         }
         var described = try ShardingSchema.describe(table: name, keyColumns: key, in: schema)
         if let splitPoints { described.rangeSplits = try ShardingClause.splits(splitPoints, of: described, in: schema) }
         table = described
-        planner = ReadPlanner(schema: ShardingSchema(sharded: [table], reference: Set(references.map(\.0))), map: .uniform(count: shardCount))
+        let copy = schema
+        let more = try others.map { try ShardingSchema.describe(table: $0.name, keyColumns: $0.key, in: copy) }
+        planner = ReadPlanner(schema: ShardingSchema(sharded: [table] + more, reference: Set(references.map(\.0))), map: .uniform(count: shardCount))
     }
 
     /// The same database with one more reference table.
     func adding(reference name: String, createSQL: String) throws -> ShardedDatabase {
         try ShardedDatabase(shardCount: declared.shardCount, createSQL: declared.createSQL, table: table.name, key: declared.key,
-                            references: declared.references + [(name, createSQL)], splitPoints: declared.splitPoints)
+                            references: declared.references + [(name, createSQL)], splitPoints: declared.splitPoints, others: declared.others)
+    }
+
+    /// The same database with one more hash-sharded table.
+    func adding(sharded name: String, key: [String], createSQL: String) throws -> ShardedDatabase {
+        try ShardedDatabase(shardCount: declared.shardCount, createSQL: declared.createSQL, table: table.name, key: declared.key,
+                            references: declared.references, splitPoints: declared.splitPoints,
+                            others: declared.others + [(name, key, createSQL)])
     }
 
     /// Inserts each row into the shard its key hashes to (after the key columns' affinity).

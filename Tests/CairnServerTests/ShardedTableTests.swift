@@ -276,6 +276,19 @@ struct ShardedTableTests {
             let expected = customer % 2 == 0 ? "FRANCE" : "GERMANY"
             #expect(r.status == 200 && r.text.contains("[[\(customer),\"\(expected)\"]]") && r.text.contains(#"[["DE"],["FR"]]"#), "\(r.text)")
         }
+        // Another table sharded by the same key: joined on it with one side pinned, each pair is on one shard.
+        #expect(try await a.execute(["CREATE TABLE lines (customer INTEGER NOT NULL, item TEXT NOT NULL, PRIMARY KEY (customer, item)) SHARD BY HASH (customer)"],
+                                    db: "shop").status == 200)
+        let lines = (1...12).map { "(\($0), 'a'), (\($0), 'b')" }.joined(separator: ", ")
+        #expect(try await a.execute(["INSERT INTO lines VALUES \(lines)"], db: "shop").status == 200)
+        for customer in 1...12 {
+            let r = try await c.nodes[customer % 3].post("/v1/db/shop/query", ["statements": [["SELECT o.customer, c.name, count(l.item) FROM orders o "
+                + "JOIN lines l ON l.customer = o.customer JOIN countries c ON c.code = o.country WHERE o.customer = ? GROUP BY o.customer, c.name", customer]]])
+            let expected = customer % 2 == 0 ? "FRANCE" : "GERMANY"
+            #expect(r.status == 200 && r.text.contains("[[\(customer),\"\(expected)\",2]]"), "\(r.text)")
+        }
+        let acrossShards = try await a.query("SELECT count(*) FROM orders o JOIN lines l ON l.customer = o.customer", db: "shop")
+        #expect(acrossShards.status == 400 && acrossShards.text.contains("pinned to one shard"), "\(acrossShards.text)")
         for n in c.nodes {
             let r = try await n.query("SELECT code, name FROM countries ORDER BY code", db: "shop")
             #expect(r.status == 200 && r.text.contains(#"[["DE","GERMANY"],["FR","FRANCE"]]"#), "\(n.name): \(r.text)")

@@ -32,10 +32,10 @@ public struct ReadPlanner: Sendable {
             // Every shard holds the same copy: any one answers.
             return .single(shard: 0)
         }
-        guard sharded.count == 1, let table = schema.sharded[sharded[0]] else {
-            throw PlanRefusal("\(sharded.joined(separator: " and ")) are all sharded: a query may read one sharded table (joins between sharded tables are not supported yet)")
-        }
         let (parameters, tokens) = Parameters.renaming(try SQLLexer.tokens(statement.sql), in: statement)
+        guard sharded.count == 1, let table = schema.sharded[sharded[0]] else {
+            return try planColocated(sharded.compactMap { schema.sharded[$0] }, touched: touched, tokens: tokens, parameters: parameters)
+        }
         let shape = SelectShape.parse(tokens)
         let qualifier = shape.flatMap { Self.qualifier(of: $0.from, table: table) }
         // Joined with reference tables, the sharded table is still pinned by its key in WHERE.
@@ -73,6 +73,91 @@ public struct ReadPlanner: Sendable {
         }
         return .scatter(.init(shards: shards, worker: parameters.statement(worker), combine: .rows(table: table, statement: statement),
                               columns: analysis.columns, types: analysis.types))
+    }
+
+    /// A join of sharded tables whose rows meet on one shard: tables placed alike (hash tables whose
+    /// keys have the same affinities, or range tables with the same split points), their keys equated
+    /// column by column (in ON or WHERE, directly or through one another), and one of them pinned to one
+    /// shard by its key in WHERE. Then every row the join can pair lives on that shard, and the
+    /// statement runs there unchanged (Citus's co-located joins). Anything else is refused: pairing
+    /// rows across shards is not supported.
+    private func planColocated(_ tables: [ShardedTable], touched: Set<String>, tokens: [Token], parameters: Parameters) throws -> ReadPlan {
+        let names = tables.map(\.name).joined(separator: " and ")
+        func refuse(_ why: String) -> PlanRefusal {
+            PlanRefusal("\(names) are sharded: \(why). A query may join sharded tables placed alike on their whole shard keys "
+                        + "(a.key = b.key), with one of them pinned to one shard (key = value)")
+        }
+        let unsharded = touched.subtracting(tables.map(\.name)).subtracting(schema.reference)
+        guard unsharded.isEmpty else { throw refuse("\(unsharded.sorted().joined(separator: ", ")) is not sharded") }
+        let first = tables[0]
+        guard tables.allSatisfy({ $0.keyAffinities == first.keyAffinities && $0.rangeSplits == first.rangeSplits }) else {
+            throw refuse("their keys are placed differently (other key types, or other split points)")
+        }
+        guard tokens.filter({ $0.isWord("SELECT") }).count == 1, let shape = SelectShape.parse(tokens), let w = shape.whereClause else {
+            throw refuse("no pin on one table's key in the top-level WHERE")
+        }
+        var qualifiers: [String: ShardedTable] = [:]
+        for t in tables {
+            guard let q = Self.joinQualifier(of: shape.from, table: t) else { throw refuse("\(t.name) is named more than once, or not as a table") }
+            qualifiers[q] = t
+        }
+        // Which key columns are equal: (qualifier, key position) joined through `a.x = b.y` conjuncts.
+        var parent: [String: String] = [:]
+        func find(_ x: String) -> String {
+            var x = x
+            while let p = parent[x], p != x { x = p }
+            return x
+        }
+        func keyPosition(_ ts: ArraySlice<Token>) -> String? {
+            let t = Array(ts)
+            guard t.count == 3, let q = t[0].name, t[1].isSymbol("."), let column = t[2].name, let table = qualifiers[q],
+                  let k = table.keyColumns.firstIndex(of: column) else { return nil }
+            return "\(k)|\(q)"
+        }
+        for var conjunct in Self.conjuncts(w) + Self.onConjuncts(shape.from) {
+            while conjunct.count >= 2 && conjunct.first!.isSymbol("(") && conjunct.last!.isSymbol(")") && Self.balanced(Array(conjunct.dropFirst().dropLast())) {
+                conjunct = Array(conjunct.dropFirst().dropLast())
+            }
+            guard let eq = conjunct.firstIndex(where: { $0.isSymbol("=") || $0.isSymbol("==") }),
+                  let l = keyPosition(conjunct[..<eq]), let r = keyPosition(conjunct[(eq + 1)...]), l.prefix(while: { $0 != "|" }) == r.prefix(while: { $0 != "|" }) else { continue }
+            parent[find(l)] = find(r)
+        }
+        let keyCount = first.keyColumns.count
+        for (pinQualifier, pinned) in qualifiers.sorted(by: { $0.key < $1.key }) {
+            guard let shards = pins(w, table: pinned, qualifier: pinQualifier, parameters: parameters) else { continue }
+            guard shards.count <= 1 else { throw refuse("the pin on \(pinned.name) reaches \(shards.count) shards") }
+            for q in qualifiers.keys where q != pinQualifier {
+                for k in 0..<keyCount where find("\(k)|\(q)") != find("\(k)|\(pinQualifier)") {
+                    throw refuse("\(qualifiers[q]!.name)'s key is not equated with \(pinned.name)'s")
+                }
+            }
+            return .single(shard: shards.first ?? 0)
+        }
+        throw refuse("no pin on one table's key in the top-level WHERE")
+    }
+
+    /// The conjuncts of every ON clause in a FROM clause (each up to the next join).
+    static func onConjuncts(_ from: [Token]) -> [[Token]] {
+        var out: [[Token]] = []
+        var current: [Token]?
+        var depth = 0
+        for t in from {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1 }
+            if depth == 0 && (t.isWord("JOIN") || t.isSymbol(",")) {
+                // The next join's kind (LEFT OUTER, NATURAL, ...) is not part of this ON clause.
+                while let last = current?.last, ["LEFT", "RIGHT", "FULL", "INNER", "OUTER", "CROSS", "NATURAL"].contains(where: { last.isWord($0) }) {
+                    current?.removeLast()
+                }
+                if let c = current { out += conjuncts(c) }
+                current = nil
+                continue
+            }
+            if depth == 0 && t.isWord("ON") { current = []; continue }
+            current?.append(t)
+        }
+        if let c = current { out += conjuncts(c) }
+        return out
     }
 
     /// The name the FROM clause gives `table` (its alias, or its own name) when the FROM clause is that
