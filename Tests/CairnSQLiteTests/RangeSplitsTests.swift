@@ -27,13 +27,10 @@ import Testing
         defer { sm.close() }
         var rng = SplitMix64(seed: 42)
         _ = try sm.apply(index: 1, command: SQLCommand(statements: [SQLStatement("CREATE TABLE v (x)")], timestampMillis: 1, randomSeed: 1))
-        var values: [SQLValue] = []
-        for i in 0..<400 {
-            let v = randomValue(&rng)
-            values.append(v)
-            _ = try sm.apply(index: LogIndex(i + 2), command: SQLCommand(statements: [SQLStatement("INSERT INTO v VALUES (?)", [v])],
-                                                                         timestampMillis: 1, randomSeed: 1))
-        }
+        let values = (0..<400).map { _ in randomValue(&rng) }
+        // One entry (one fsync), not 400.
+        _ = try sm.apply(index: 2, command: SQLCommand(statements: values.map { SQLStatement("INSERT INTO v VALUES (?)", [$0]) },
+                                                       timestampMillis: 1, randomSeed: 1))
         let sqlite = sm.query(SQLStatement("SELECT x FROM v ORDER BY x")).rows.map { $0[0] }
         let ours = values.sorted { SQLiteOrder.compare($0, $1) < 0 }
         // Values SQLite holds equal (2 and 2.0) may come in either order: compare classes of equals.
@@ -83,6 +80,24 @@ import Testing
         #expect(SQLValue.real(.infinity).sqlLiteral == nil)
         #expect(ValueListCoding.decode(ValueListCoding.encode(values)) == values)
         #expect(ValueListCoding.decode(Array(ValueListCoding.encode(values).dropLast())) == nil)
+    }
+
+    @Test("a guard holds as many split points as a table may have (each an argument of cairn_range)")
+    func mostSplitPoints() throws {
+        let tmp = TempDB()
+        let sm = try SQLStateMachine(path: tmp.path())
+        defer { sm.close() }
+        let points = (0..<RangeSplits.maxPoints).map { SQLValue.text("p\(1000 + $0)") }
+        #expect(RangeSplits(points: points) != nil && RangeSplits(points: points + [.text("z")]) == nil)
+        var create = SQLCommand(statements: [SQLStatement("CREATE TABLE r (k TEXT NOT NULL PRIMARY KEY)")], atomic: true, timestampMillis: 1, randomSeed: 1)
+        create.shardGuard = ShardGuard(table: "r", keyColumns: ["k"], owned: .ranges(splitPoints: points, shardCount: 4, shard: 1))
+        #expect(try sm.apply(index: 1, command: create)[0].error == nil)
+        let insert = { (i: LogIndex, key: String) in
+            try sm.apply(index: i, command: SQLCommand(statements: [SQLStatement("INSERT INTO r VALUES (?)", [.text(key)])], timestampMillis: 1, randomSeed: 1))[0].error
+        }
+        // "p1000" opens range 1 (shard 1); "p1001" range 2 (shard 2).
+        #expect(try insert(2, "p1000x") == nil)
+        #expect(try insert(3, "p1001")?.contains(ShardGuard.wrongShard) == true)
     }
 
     @Test("a range shard refuses rows of ranges that live on other shards, on insert and on a key change; the guard crosses the wire")

@@ -101,7 +101,8 @@ public struct ReadPlanner: Sendable {
             guard let q = Self.joinQualifier(of: shape.from, table: t) else { throw refuse("\(t.name) is named more than once, or not as a table") }
             qualifiers[q] = t
         }
-        // Which key columns are equal: (qualifier, key position) joined through `a.x = b.y` conjuncts.
+        // Which key columns are equal in every row of the answer, as (key position, qualifier) classes:
+        // WHERE's equalities and inner joins' ON. An outer join's ON holds only where it matched.
         var parent: [String: String] = [:]
         func find(_ x: String) -> String {
             var x = x
@@ -114,50 +115,106 @@ public struct ReadPlanner: Sendable {
                   let k = table.keyColumns.firstIndex(of: column) else { return nil }
             return "\(k)|\(q)"
         }
-        for var conjunct in Self.conjuncts(w) + Self.onConjuncts(shape.from) {
-            while conjunct.count >= 2 && conjunct.first!.isSymbol("(") && conjunct.last!.isSymbol(")") && Self.balanced(Array(conjunct.dropFirst().dropLast())) {
-                conjunct = Array(conjunct.dropFirst().dropLast())
+        func keyEqualities(_ conjuncts: [[Token]]) -> [(String, String)] {
+            conjuncts.compactMap { c in
+                var c = c
+                while c.count >= 2 && c.first!.isSymbol("(") && c.last!.isSymbol(")") && Self.balanced(Array(c.dropFirst().dropLast())) {
+                    c = Array(c.dropFirst().dropLast())
+                }
+                guard let eq = c.firstIndex(where: { $0.isSymbol("=") || $0.isSymbol("==") }), let l = keyPosition(c[..<eq]), let r = keyPosition(c[(eq + 1)...]),
+                      l.prefix(while: { $0 != "|" }) == r.prefix(while: { $0 != "|" }) else { return nil }
+                return (l, r)
             }
-            guard let eq = conjunct.firstIndex(where: { $0.isSymbol("=") || $0.isSymbol("==") }),
-                  let l = keyPosition(conjunct[..<eq]), let r = keyPosition(conjunct[(eq + 1)...]), l.prefix(while: { $0 != "|" }) == r.prefix(while: { $0 != "|" }) else { continue }
+        }
+        let joins = Self.joinClauses(shape.from)
+        for (l, r) in keyEqualities(Self.conjuncts(w) + joins.filter { $0.kind == .inner }.flatMap { Self.conjuncts($0.on) }) {
             parent[find(l)] = find(r)
         }
         let keyCount = first.keyColumns.count
         for (pinQualifier, pinned) in qualifiers.sorted(by: { $0.key < $1.key }) {
             guard let shards = pins(w, table: pinned, qualifier: pinQualifier, parameters: parameters) else { continue }
             guard shards.count <= 1 else { throw refuse("the pin on \(pinned.name) reaches \(shards.count) shards") }
-            for q in qualifiers.keys where q != pinQualifier {
-                for k in 0..<keyCount where find("\(k)|\(q)") != find("\(k)|\(pinQualifier)") {
-                    throw refuse("\(qualifiers[q]!.name)'s key is not equated with \(pinned.name)'s")
+            // The tables whose rows in the answer all have the pinned key: equated with it in every row,
+            // or the optional side of a LEFT JOIN whose ON equates it with one of them.
+            var onShard: Set<String> = [pinQualifier]
+            var grew = true
+            while grew {
+                grew = false
+                for q in qualifiers.keys where !onShard.contains(q) {
+                    let linked = (0..<keyCount).allSatisfy { k in onShard.contains { find("\(k)|\($0)") == find("\(k)|\(q)") } }
+                    let attached = joins.contains { j in
+                        j.kind == .left && j.qualifier == q && (0..<keyCount).allSatisfy { k in
+                            keyEqualities(Self.conjuncts(j.on)).contains { e in
+                                (e.0 == "\(k)|\(q)" && onShard.contains(String(e.1.drop(while: { $0 != "|" }).dropFirst())))
+                                    || (e.1 == "\(k)|\(q)" && onShard.contains(String(e.0.drop(while: { $0 != "|" }).dropFirst())))
+                            }
+                        }
+                    }
+                    if linked || attached { onShard.insert(q); grew = true }
                 }
+            }
+            if let q = qualifiers.keys.sorted().first(where: { !onShard.contains($0) }) {
+                throw refuse("\(qualifiers[q]!.name)'s key is not equated with \(pinned.name)'s in every row")
             }
             return .single(shard: shards.first ?? 0)
         }
         throw refuse("no pin on one table's key in the top-level WHERE")
     }
 
-    /// The conjuncts of every ON clause in a FROM clause (each up to the next join).
-    static func onConjuncts(_ from: [Token]) -> [[Token]] {
-        var out: [[Token]] = []
-        var current: [Token]?
+    /// One table of a FROM clause and how it is joined to the tables before it.
+    struct JoinClause {
+        enum Kind: Equatable {
+            /// The first table, a comma, [INNER | CROSS] JOIN: its ON holds in every row.
+            case inner
+            /// LEFT [OUTER] JOIN: its ON holds where the table matched.
+            case left
+            /// RIGHT, FULL or NATURAL joins: their conditions are not used.
+            case other
+        }
+        var kind: Kind
+        /// The name the table goes by (its alias or its own name); nil for a subquery.
+        var qualifier: String?
+        var on: [Token]
+    }
+
+    /// The tables of a FROM clause (at its top level), each with its join's kind and ON clause.
+    static func joinClauses(_ from: [Token]) -> [JoinClause] {
+        var segments: [(words: [Token], body: [Token])] = [([], [])]
         var depth = 0
+        var pending: [Token] = []
         for t in from {
             if t.isSymbol("(") { depth += 1 }
             if t.isSymbol(")") { depth -= 1 }
             if depth == 0 && (t.isWord("JOIN") || t.isSymbol(",")) {
-                // The next join's kind (LEFT OUTER, NATURAL, ...) is not part of this ON clause.
-                while let last = current?.last, ["LEFT", "RIGHT", "FULL", "INNER", "OUTER", "CROSS", "NATURAL"].contains(where: { last.isWord($0) }) {
-                    current?.removeLast()
-                }
-                if let c = current { out += conjuncts(c) }
-                current = nil
+                segments.append((pending + [t], []))
+                pending = []
                 continue
             }
-            if depth == 0 && t.isWord("ON") { current = []; continue }
-            current?.append(t)
+            if depth == 0 && ["LEFT", "RIGHT", "FULL", "INNER", "OUTER", "CROSS", "NATURAL"].contains(where: { t.isWord($0) }) {
+                pending.append(t)
+                continue
+            }
+            segments[segments.count - 1].body += pending + [t]
+            pending = []
         }
-        if let c = current { out += conjuncts(c) }
-        return out
+        return segments.map { segment in
+            let words = segment.words
+            let kind: JoinClause.Kind
+            if words.contains(where: { $0.isWord("RIGHT") || $0.isWord("FULL") || $0.isWord("NATURAL") }) {
+                kind = .other
+            } else if words.contains(where: { $0.isWord("LEFT") }) {
+                kind = .left
+            } else {
+                kind = .inner
+            }
+            let body = segment.body
+            let onAt = body.firstIndex { $0.isWord("ON") }
+            let table = Array(body[..<(onAt ?? body.endIndex)])
+            var qualifier = table.first?.kind == .word || table.first?.kind == .quotedName ? table.first?.name : nil
+            if table.count >= 3, table[1].isWord("AS") { qualifier = table[2].name }
+            else if table.count == 2, table[1].kind == .word || table[1].kind == .quotedName { qualifier = table[1].name }
+            return JoinClause(kind: kind, qualifier: qualifier, on: onAt.map { Array(body[($0 + 1)...]) } ?? [])
+        }
     }
 
     /// The name the FROM clause gives `table` (its alias, or its own name) when the FROM clause is that
@@ -234,7 +291,10 @@ public struct ReadPlanner: Sendable {
         var bounded = false
         for conjunct in Self.conjuncts(whereClause) {
             guard let (column, low, high, strict) = Self.bounds(conjunct, table: table, qualifier: qualifier, parameters: parameters), column == key else { continue }
-            let stored = { (v: SQLValue) in table.keyAffinities[0].apply(v, renderReal: RealText.render) }
+            // A comparison gives the literal NUMERIC affinity against a REAL column (not REAL: the
+            // integer 2^53 + 1 stays an integer, compared exactly), and the column's own otherwise.
+            let affinity = table.keyAffinities[0] == .real ? Affinity.numeric : table.keyAffinities[0]
+            let stored = { (v: SQLValue) in affinity.apply(v, renderReal: RealText.render) }
             // Comparing with NULL is never true: no row matches.
             if low == .null || high == .null { return [] }
             // The tightest bound of each side (any one is a correct superset).

@@ -148,6 +148,18 @@ public struct ShardingClause: Sendable, Equatable {
                 throw SQLSyntaxError(message: "the shard key column \(k) must be part of the PRIMARY KEY: uniqueness is checked within one shard")
             }
         }
+        // The key columns themselves compare with BINARY: a NOCASE key matches `k = 'A'` with rows
+        // stored as 'a', which hash (and sort) elsewhere. An index on the column alone shows the
+        // collation it was declared with.
+        for k in described.keyColumns {
+            let probe = "key_collation_probe"
+            try schema.exec("CREATE INDEX \(SQLLexer.quote(probe)) ON \(SQLLexer.quote(table)) (\(SQLLexer.quote(k)))")
+            let info = schema.query(SQLStatement("SELECT coll FROM pragma_index_xinfo(?1) WHERE key = 1", [.text(probe)]), ownSQL: true)
+            try schema.exec("DROP INDEX \(SQLLexer.quote(probe))")
+            if case .text(let coll)? = info.rows.first?.first, coll.uppercased() != "BINARY" {
+                throw SQLSyntaxError(message: "the shard key column \(k) must compare with the BINARY collation, not \(coll)")
+            }
+        }
         // Every UNIQUE index (the primary key's included) must contain the key, with SQLite's BINARY
         // collation (NOCASE would let values that hash apart collide).
         let indexes = schema.query(SQLStatement("SELECT name, \"unique\", origin FROM pragma_index_list(?1)", [.text(table)]), ownSQL: true)

@@ -60,7 +60,8 @@ public enum Affinity: Sendable, Equatable {
     /// The number a text spells if it is a well-formed integer or real literal (leading and trailing
     /// spaces allowed, no hexadecimal), as SQLite's affinity reads it; nil otherwise.
     static func numericValue(of text: String) -> SQLValue? {
-        let s = text.trimmingCharacters(in: CharacterSet(charactersIn: " \t\n\r\u{0C}"))
+        // SQLite's own idea of space, vertical tab included.
+        let s = text.trimmingCharacters(in: CharacterSet(charactersIn: " \t\n\r\u{0B}\u{0C}"))
         guard !s.isEmpty else { return nil }
         let bytes = Array(s.utf8)
         var i = 0

@@ -11,8 +11,9 @@ import CairnRaft
 public struct RangeSplits: Sendable, Equatable {
     public let points: [SQLValue]
 
-    /// A table has at most this many split points (each is a literal in every shard's guard trigger).
-    public static let maxPoints = 1024
+    /// A table has at most this many split points: each is an argument of `cairn_range` in every
+    /// shard's guard trigger, and a connection allows 127 arguments (`SQLITE_LIMIT_FUNCTION_ARG`).
+    public static let maxPoints = 126
 
     /// Nil unless the points are non-NULL and strictly ascending.
     public init?(points: [SQLValue]) {
