@@ -130,7 +130,7 @@ struct Shell {
                 guard !sql.isEmpty else { print("Usage: .explain SQL"); return true }
                 let r = try await client.call(.POST, "/v1/db/\(database)/route", .object([("statements", .array([.string(sql)]))]))
                 guard case .array(let plans)? = r["plans"], let plan = plans.first else { return true }
-                for key in ["plan", "shards", "worker", "combine", "sqlite"] {
+                for key in ["plan", "shards", "worker", "reference_worker", "combine", "sqlite"] {
                     guard let value = plan[key] else { continue }
                     if case .array(let items) = value, items.contains(where: { if case .object = $0 { true } else { false } }) {
                         for item in items { print("  shard \(Output.cell(item["shard"] ?? .null)): \(Output.cell(item["sql"] ?? .null))") }

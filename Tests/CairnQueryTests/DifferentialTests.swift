@@ -5,11 +5,13 @@ import Foundation
 import Testing
 
 /// Random queries over random rows: a sharded table (by hash on 1, 3 and 16 shards; by range on 3 and
-/// 16) must answer exactly as one
+/// 16), alone or joined with a table placed alike and a reference table, must answer exactly as one
 /// SQLite holding every row. `CAIRN_DIFFERENTIAL_QUERIES` sets how many (10,000 by default);
 /// `CAIRN_DIFFERENTIAL_SEED` replays one run.
 @Suite struct DifferentialTests {
     static let create = "CREATE TABLE t (k INTEGER NOT NULL PRIMARY KEY, g TEXT, n INTEGER, r REAL, v)"
+    static let createU = "CREATE TABLE u (uk INTEGER NOT NULL, j INTEGER NOT NULL, w, PRIMARY KEY (uk, j))"
+    static let createC = "CREATE TABLE c (code TEXT PRIMARY KEY, label TEXT, rank INTEGER)"
 
     @Test func shardedAnswersEqualOneSQLite() throws {
         let total = Int(ProcessInfo.processInfo.environment["CAIRN_DIFFERENTIAL_QUERIES"] ?? "") ?? 10_000
@@ -24,13 +26,26 @@ import Testing
             let single = try ScratchDatabase()
             try single.exec(Self.create)
             try single.insert(into: "t", columns: ["k", "g", "n", "r", "v"], rows: rows)
-            var sharded = try [1, 3, 16].map { try ShardedDatabase(shardCount: $0, createSQL: Self.create, table: "t", key: ["k"]) }
+            // Joined with t: u, sharded alike by its key uk, and c, a reference table.
+            let uRows = Generator.joinedRows(&rng, keys: rows.map { $0[0] })
+            let cRows = Generator.referenceRows(&rng)
+            try single.exec(Self.createU)
+            try single.insert(into: "u", columns: ["uk", "j", "w"], rows: uRows)
+            try single.exec(Self.createC)
+            try single.insert(into: "c", columns: ["code", "label", "rank"], rows: cRows)
+            func layout(_ shards: Int, _ splitPoints: [SQLValue]? = nil) throws -> ShardedDatabase {
+                try ShardedDatabase(shardCount: shards, createSQL: Self.create, table: "t", key: ["k"], references: [("c", Self.createC)],
+                                    splitPoints: splitPoints, others: [("u", ["uk"], Self.createU)])
+            }
+            var sharded = try [1, 3, 16].map { try layout($0) }
             // By range: split where rows are (keys run from -100 to 299), several ranges to a shard.
-            sharded.append(try ShardedDatabase(shardCount: 3, createSQL: Self.create, table: "t", key: ["k"],
-                                               splitPoints: [.integer(0), .integer(100), .integer(200)]))
-            sharded.append(try ShardedDatabase(shardCount: 16, createSQL: Self.create, table: "t", key: ["k"],
-                                               splitPoints: stride(from: -90, to: 300, by: 15).map { .integer(Int64($0)) }))
-            for s in sharded { try s.insert(rows) }
+            sharded.append(try layout(3, [.integer(0), .integer(100), .integer(200)]))
+            sharded.append(try layout(16, stride(from: -90, to: 300, by: 15).map { .integer(Int64($0)) }))
+            for s in sharded {
+                try s.insert(rows)
+                try s.insert(uRows, into: "u")
+                try s.insert(reference: "c", cRows)
+            }
             for _ in 0..<min(250, total - ran) {
                 let q = Generator.query(&rng)
                 ran += 1
@@ -97,6 +112,7 @@ enum Generator {
         var sql: String
         var orderKeys: [Int]?
         var limited = false
+        if rng.chance(0.2) { return joinQuery(&rng) }
         let whereClause = rng.chance(0.6) ? " WHERE " + rng.pick(predicates) + (rng.chance(0.2) ? " AND " + rng.pick(predicates) : "") : ""
         switch rng.below(5) {
         case 0, 1:
@@ -148,6 +164,61 @@ enum Generator {
         if sql.contains(":lim") { named[":lim"] = .integer(Int64(rng.below(5))) }
         if sql.contains(":off") { named[":off"] = .integer(Int64(rng.below(3))) }
         return GeneratedQuery(statement: SQLStatement(sql, named: named), orderKeys: orderKeys, limited: limited)
+    }
+
+    /// Rows of u: none to three for some of t's keys, and a few for keys t does not hold.
+    static func joinedRows(_ rng: inout QueryRNG, keys: [SQLValue]) -> [[SQLValue]] {
+        var out: [[SQLValue]] = []
+        let extra = (0..<rng.below(4)).map { _ in SQLValue.integer(Int64(rng.below(400)) - 100) }
+        for key in Set(keys.filter { _ in rng.chance(0.6) } + extra) {
+            for j in 0..<rng.below(4) { out.append([key, .integer(Int64(j)), rng.chance(0.5) ? .integer(Int64(rng.below(9))) : mixed(&rng)]) }
+        }
+        return out
+    }
+
+    /// Rows of c, keyed by the values t.g takes (and one it never takes).
+    static func referenceRows(_ rng: inout QueryRNG) -> [[SQLValue]] {
+        let all: [[SQLValue]] = [[.text("a"), .text("Alpha"), .integer(1)], [.text("b"), .text("Beta"), .integer(2)], [.text("B"), .text("Beta"), .integer(2)],
+                                 [.text("c"), .null, .null], [.text("z"), .text("Zed"), .integer(3)]]
+        return all.filter { _ in rng.chance(0.8) }
+    }
+
+    /// Joins of t with u (placed alike) and c (a reference table): split per shard where each row of
+    /// the answer is made on one shard, gathered otherwise.
+    static func joinQuery(_ rng: inout QueryRNG) -> GeneratedQuery {
+        let tu = ["t.n > 2", "u.w IS NOT NULL", "t.g = 'a'", "u.j = 1", "t.k % 2 = 0", "t.k IN (1, 2, 3, 50)", "u.uk < 100", "typeof(u.w) = 'integer'"]
+        let tc = ["t.n > 2", "c.rank > 1", "c.label IS NULL", "t.k < 100", "t.g = 'B'", "t.k = 7"]
+        func filter(_ pool: [String]) -> String { rng.chance(0.5) ? " WHERE " + rng.pick(pool) : "" }
+        var orderKeys: [Int]?
+        var limited = false
+        var sql: String
+        switch rng.below(9) {
+        case 0:
+            sql = "SELECT t.k, u.j, u.w FROM t JOIN u ON u.uk = t.k" + filter(tu) + " ORDER BY 1, 2"
+            orderKeys = [0, 1]
+            if rng.chance(0.5) { sql += " LIMIT \(rng.pick(["1", "3", "10"]))"; limited = true }
+        case 1:
+            sql = "SELECT t.g, count(*), sum(u.j), max(u.w), avg(t.n) FROM t JOIN u ON u.uk = t.k" + filter(tu) + " GROUP BY t.g"
+        case 2:
+            sql = "SELECT t.k, u.j, typeof(u.w) FROM t LEFT JOIN u ON u.uk = t.k" + filter(tu)
+        case 3:
+            sql = "SELECT c.label, count(*), total(t.r) FROM t JOIN c ON c.code = t.g" + filter(tc) + " GROUP BY c.label"
+        case 4:
+            sql = "SELECT t.k, c.label FROM t LEFT JOIN c ON c.code = t.g" + filter(tc) + " ORDER BY 1 DESC LIMIT 5"
+            orderKeys = [0]
+            limited = true
+        case 5:
+            sql = "SELECT c.code, t.k FROM c LEFT JOIN t ON t.g = c.code" + filter(tc)
+        case 6:
+            sql = "SELECT count(*), count(DISTINCT u.uk), count(t.k) FROM u LEFT JOIN t ON t.k = u.uk" + filter(["t.n > 2", "u.j = 0", "t.k IS NULL"])
+        case 7:
+            sql = "SELECT t.k, u.j, c.label FROM t JOIN u ON u.uk = t.k LEFT JOIN c ON c.code = t.g" + filter(tu) + " ORDER BY 1, 2 LIMIT 3 OFFSET 1"
+            orderKeys = [0, 1]
+            limited = true
+        default:
+            sql = "SELECT t.k, t.g FROM t WHERE t.g IN (SELECT code FROM c WHERE rank > 1)" + (rng.chance(0.5) ? " AND t.n > 0" : "")
+        }
+        return GeneratedQuery(statement: SQLStatement(sql), orderKeys: orderKeys, limited: limited)
     }
 
     static let aggregatePool = [

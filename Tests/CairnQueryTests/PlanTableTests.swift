@@ -74,6 +74,7 @@ import Testing
             case .home, .single: return plan.summary
             case .scatter(let s):
                 var lines = [plan.summary, "worker: \(s.worker.sql)"]
+                if let r = s.referenceWorker { lines.append("on the first shard also: \(r.sql)") }
                 switch s.combine {
                 case .partial(let c): lines.append("combine: \(c.sql)")
                 case .rows(_, let c): lines.append("combine over gathered rows: \(c.sql)")

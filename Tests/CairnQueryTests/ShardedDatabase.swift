@@ -1,5 +1,6 @@
 import CairnQuery
 import CairnSQLite
+import Testing
 
 /// A sharded table held in memory, one SQLite per shard, planned and combined exactly as the router
 /// does: what the differential test and the planner tests run queries against.
@@ -27,8 +28,14 @@ final class ShardedDatabase {
         if let splitPoints { described.rangeSplits = try ShardingClause.splits(splitPoints, of: described, in: schema) }
         table = described
         let copy = schema
-        let more = try others.map { try ShardingSchema.describe(table: $0.name, keyColumns: $0.key, in: copy) }
-        planner = ReadPlanner(schema: ShardingSchema(sharded: [table] + more, reference: Set(references.map(\.0))), map: .uniform(count: shardCount))
+        // Placed alike: by range with the same split points when `table` is.
+        let more = try others.map {
+            var t = try ShardingSchema.describe(table: $0.name, keyColumns: $0.key, in: copy)
+            t.rangeSplits = described.rangeSplits
+            return t
+        }
+        let referenceTables = try references.map { try ShardingSchema.describe(table: $0.0, keyColumns: [], in: copy) }
+        planner = ReadPlanner(schema: ShardingSchema(sharded: [table] + more, reference: referenceTables), map: .uniform(count: shardCount))
     }
 
     /// The same database with one more reference table.
@@ -44,8 +51,10 @@ final class ShardedDatabase {
                             others: declared.others + [(name, key, createSQL)])
     }
 
-    /// Inserts each row into the shard its key hashes to (after the key columns' affinity).
-    func insert(_ rows: [[SQLValue]]) throws {
+    /// Inserts each row into the shard its key belongs to (after the key columns' affinity): into
+    /// `table`, or another sharded table by name.
+    func insert(_ rows: [[SQLValue]], into name: String? = nil) throws {
+        let table = try name.map { n in try #require(planner.schema.sharded[n.lowercased()]) } ?? self.table
         var byShard = [[[SQLValue]]](repeating: [], count: shards.count)
         let keyIndexes = table.keyColumns.map { k in table.storedColumns.firstIndex { $0.lowercased() == k }! }
         for row in rows {
@@ -55,6 +64,12 @@ final class ShardedDatabase {
         for (i, rows) in byShard.enumerated() {
             try shards[i].insert(into: SQLLexer.quote(table.name), columns: table.storedColumns, rows: rows)
         }
+    }
+
+    /// Inserts rows into every shard's copy of a reference table.
+    func insert(reference name: String, _ rows: [[SQLValue]]) throws {
+        let table = try #require(planner.schema.referenceTables[name.lowercased()])
+        for s in shards { try s.insert(into: SQLLexer.quote(table.name), columns: table.storedColumns, rows: rows) }
     }
 
     func plan(_ statement: SQLStatement) throws -> ReadPlan {
@@ -69,7 +84,7 @@ final class ShardedDatabase {
         case .single(let shard): return shards[shard].query(statement)
         case .scatter(let scatter):
             let partials = scatter.shards.map { shards[$0].query(scatter.worker) }
-            return Combiner.combine(scatter, partials: partials)
+            return Combiner.combine(scatter, partials: partials, references: scatter.referenceWorker.map { shards[scatter.shards[0]].query($0) })
         }
     }
 }

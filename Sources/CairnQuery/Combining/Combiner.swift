@@ -25,12 +25,15 @@ public enum Combiner {
         return "\(tooMuchPrefix) \(rows) rows (\(bytes) bytes) from \(shards) shards, more than the limit of \(maxGatheredRows) rows or \(maxGatheredBytes) bytes: pin it to one shard (the shard key = a value), filter it further, or aggregate it"
     }
 
-    /// The shards' results in, the answer out (an error in any shard's result is the answer's error).
-    public static func combine(_ scatter: ReadPlan.Scatter, partials: [StatementResult], timeoutNanos: UInt64 = 0) -> StatementResult {
+    /// The shards' results in (and the reference tables' rows, for a plan with a `referenceWorker`),
+    /// the answer out (an error in any shard's result is the answer's error).
+    public static func combine(_ scatter: ReadPlan.Scatter, partials: [StatementResult], references: StatementResult? = nil,
+                               timeoutNanos: UInt64 = 0) -> StatementResult {
         precondition(partials.count == scatter.shards.count, "one partial result per shard")
-        if let failed = partials.first(where: { $0.error != nil }) { return StatementResult(error: failed.error) }
+        precondition((references != nil) == (scatter.referenceWorker != nil), "the reference rows exactly when the plan reads them")
+        if let failed = (partials + (references.map { [$0] } ?? [])).first(where: { $0.error != nil }) { return StatementResult(error: failed.error) }
         var rows = 0, bytes = 0
-        for p in partials {
+        for p in partials + (references.map { [$0] } ?? []) {
             let (r, b) = size(of: p)
             rows += r
             bytes += b
@@ -45,9 +48,18 @@ public enum Combiner {
                 let types = partials.first(where: { !$0.columns.isEmpty })?.types ?? []
                 try db.load(table: "partial", columnTypes: types, rows: all)
                 answer = db.query(statement, timeoutNanos: timeoutNanos)
-            case .rows(let table, let statement):
-                try db.exec(table.createSQL)
-                try db.insert(into: SQLLexer.quote(table.name), columns: table.storedColumns, rows: all)
+            case .rows(let tables, let statement):
+                var byTable = [[[SQLValue]]](repeating: [], count: tables.count)
+                for row in all + (references?.rows ?? []) {
+                    guard case .integer(let tag)? = row.first, tag >= 0, tag < tables.count, row.count > tables[Int(tag)].storedColumns.count else {
+                        return StatementResult(error: "combining the shards' results failed: a gathered row of an unexpected shape")
+                    }
+                    byTable[Int(tag)].append(Array(row[1...tables[Int(tag)].storedColumns.count]))
+                }
+                for (table, rows) in zip(tables, byTable) {
+                    try db.exec(table.createSQL)
+                    try db.insert(into: SQLLexer.quote(table.name), columns: table.storedColumns, rows: rows)
+                }
                 answer = db.query(statement, timeoutNanos: timeoutNanos)
             }
         } catch {

@@ -1,8 +1,9 @@
 import CairnSQLite
 
-/// The two-stage plan for a SELECT over one sharded table (Citus's `multi_logical_optimizer` rules):
-/// each shard runs a worker query that pre-aggregates, sorts or limits its own rows, and a combine
-/// query over the partial rows gives the answer one SQLite holding every row would give.
+/// The two-stage plan for a SELECT over one sharded table, or a join whose every row is made on one
+/// shard (Citus's `multi_logical_optimizer` rules): each shard runs a worker query that
+/// pre-aggregates, sorts or limits its own rows, and a combine query over the partial rows gives the
+/// answer one SQLite holding every row would give.
 ///
 /// Shapes handled: plain projections (with `*`, DISTINCT, ORDER BY, LIMIT/OFFSET pushed down as
 /// `LIMIT limit + offset`), and aggregates COUNT, SUM, TOTAL, MIN, MAX, AVG with GROUP BY, HAVING,
@@ -11,8 +12,8 @@ import CairnSQLite
 /// gathers the matching rows instead.
 struct PartialAggregation {
     let shape: SelectShape
-    let table: ShardedTable
-    let qualifier: String
+    /// Lowercased names of every column of the tables the statement reads.
+    let columns: Set<String>
     let analysis: StatementAnalysis
 
     struct Plan {
@@ -106,7 +107,7 @@ struct PartialAggregation {
             var expression = term
             if term.count == 1, term[0].kind == .number, let n = Int(term[0].text), n >= 1, n <= items.count {
                 expression = items[n - 1]
-            } else if term.count == 1, let name = term[0].name, !table.allColumns.contains(name),
+            } else if term.count == 1, let name = term[0].name, !columns.contains(name),
                       let i = shape.items.firstIndex(where: { alias(of: $0)?.lowercased() == name }) {
                 expression = items[i]
             }
@@ -131,7 +132,7 @@ struct PartialAggregation {
             let e = term.expression
             if e.count == 1, e[0].kind == .number {
                 order.append(e + term.suffix)
-            } else if e.count == 1, let name = e[0].name, aliases.contains(name) || analysis.columns.contains(where: { $0.lowercased() == name }) && !table.allColumns.contains(name) {
+            } else if e.count == 1, let name = e[0].name, aliases.contains(name) || analysis.columns.contains(where: { $0.lowercased() == name }) && !columns.contains(name) {
                 order.append([quoted(e[0].value)] + term.suffix)
             } else {
                 guard let rewritten = rewrite(e, groups: groups, partials: &partials) else { return nil }
@@ -207,7 +208,7 @@ struct PartialAggregation {
                 let upper = t.value.uppercased()
                 if i + 1 < e.count, e[i + 1].isSymbol("(") {
                     out.append(t)
-                } else if table.allColumns.contains(t.value.lowercased()) || !Keywords.expression.contains(upper) {
+                } else if columns.contains(t.value.lowercased()) || !Keywords.expression.contains(upper) {
                     return nil
                 } else if upper == "COLLATE" || upper == "AS" {
                     // A collation's name, or CAST's type name: words that name no column.

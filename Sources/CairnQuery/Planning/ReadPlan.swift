@@ -15,6 +15,9 @@ public enum ReadPlan: Sendable {
         public var shards: [Int]
         /// What each shard runs.
         public var worker: SQLStatement
+        /// Run on the first of `shards` only, beside `worker`: the reference tables a gathered join
+        /// needs (every shard holds the same copy, so one sends it).
+        public var referenceWorker: SQLStatement? = nil
         public var combine: Combine
         /// The answer's columns and declared types, as one SQLite would report them.
         public var columns: [String]
@@ -25,9 +28,11 @@ public enum ReadPlan: Sendable {
         /// Two-stage: partial results go into a table `partial` (columns `c0`, `c1`, ... typed as the
         /// worker's), and this query over it gives the answer (Citus's two-stage plan).
         case partial(SQLStatement)
-        /// The shards' matching rows are gathered into a copy of the table, and the client's statement
-        /// runs over it unchanged: exact for any shape, at the price of moving the rows.
-        case rows(table: ShardedTable, statement: SQLStatement)
+        /// The rows of the tables the statement reads (the sharded tables' matching rows from every
+        /// shard, the reference tables' from one) are gathered into copies of the tables, and the
+        /// client's statement runs over them unchanged: exact for any shape, at the price of moving the
+        /// rows. Each gathered row starts with its table's position in `tables`, then its stored columns.
+        case rows(tables: [ShardedTable], statement: SQLStatement)
     }
 
     /// A short description for `route` and `.explain`.
@@ -38,7 +43,8 @@ public enum ReadPlan: Sendable {
         case .scatter(let s):
             switch s.combine {
             case .partial: return "\(s.shards.count) shard(s), combined from partial results"
-            case .rows(let table, _): return "\(s.shards.count) shard(s), \(table.name)'s matching rows gathered and queried"
+            case .rows(let tables, _):
+                return "\(s.shards.count) shard(s), \(tables.map(\.name).joined(separator: ", "))'s \(tables.count == 1 ? "matching " : "")rows gathered and queried"
             }
         }
     }

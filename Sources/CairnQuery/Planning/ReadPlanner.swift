@@ -33,74 +33,86 @@ public struct ReadPlanner: Sendable {
             return .single(shard: 0)
         }
         let (parameters, tokens) = Parameters.renaming(try SQLLexer.tokens(statement.sql), in: statement)
-        guard sharded.count == 1, let table = schema.sharded[sharded[0]] else {
-            return try planColocated(sharded.compactMap { schema.sharded[$0] }, touched: touched, tokens: tokens, parameters: parameters)
-        }
-        let shape = SelectShape.parse(tokens)
-        let qualifier = shape.flatMap { Self.qualifier(of: $0.from, table: table) }
-        // Joined with reference tables, the sharded table is still pinned by its key in WHERE.
-        let pinQualifier = qualifier ?? shape.flatMap { Self.joinQualifier(of: $0.from, table: table) }
-        var shards = Array(0..<map.count)
-        // A subquery reads the table on its own terms (`k = 5 AND n > (SELECT avg(n) FROM t)` needs every
-        // shard's rows for the average): only a statement with no other SELECT is pinned by its WHERE.
-        let subqueries = tokens.filter { $0.isWord("SELECT") }.count > 1
-        if let shape, let pinQualifier, let w = shape.whereClause, !subqueries,
-           let pinned = pins(w, table: table, qualifier: pinQualifier, parameters: parameters) {
-            // No key can match (an empty IN list, `= NULL`): any one shard gives the empty answer exactly.
-            shards = pinned.isEmpty ? [0] : pinned
-        }
+        let tables = sharded.compactMap { schema.sharded[$0] }
         let others = touched.subtracting(sharded)
         let unsharded = others.subtracting(schema.reference)
         guard unsharded.isEmpty else {
-            throw PlanRefusal("\(table.name) is sharded and \(unsharded.sorted().joined(separator: ", ")) is not: a query over a sharded table may read only reference tables besides it")
+            throw PlanRefusal("\(sharded.joined(separator: " and ")) \(sharded.count == 1 ? "is" : "are") sharded and \(unsharded.sorted().joined(separator: ", ")) is not: "
+                              + "a query over sharded tables may read only reference tables besides them")
         }
-        if shards.count == 1 { return .single(shard: shards[0]) }
-        guard others.isEmpty else {
-            throw PlanRefusal("a query over several shards of \(table.name) may not read reference tables yet: pin it to one shard (the shard key = a value)")
-        }
-        if let shape, let qualifier, !table.hasCollatedColumns,
-           let partial = PartialAggregation(shape: shape, table: table, qualifier: qualifier, analysis: analysis).plan() {
-            return .scatter(.init(shards: shards, worker: parameters.statement(partial.worker), combine: .partial(parameters.statement(partial.combine)),
-                                  columns: analysis.columns, types: analysis.types))
-        }
-        // Exact for any shape: gather the matching rows and run the statement over them.
-        let columns = table.storedColumns.map(SQLLexer.quote).joined(separator: ", ")
-        var worker: [Token]
-        if let shape, qualifier != nil, let w = shape.whereClause, !w.contains(where: { $0.isWord("SELECT") }) {
-            worker = try SQLLexer.tokens("SELECT \(columns) FROM") + shape.from + [Token(kind: .word, text: "WHERE", value: "WHERE")] + w
-        } else {
-            worker = try SQLLexer.tokens("SELECT \(columns) FROM \(SQLLexer.quote(table.name))")
-        }
-        return .scatter(.init(shards: shards, worker: parameters.statement(worker), combine: .rows(table: table, statement: statement),
-                              columns: analysis.columns, types: analysis.types))
+        let query = Query(statement: statement, analysis: analysis, parameters: parameters, shape: SelectShape.parse(tokens),
+                          // A subquery reads its tables on its own terms (`k = 5 AND n > (SELECT avg(n) FROM t)` needs
+                          // every shard's rows for the average): only a statement with no other SELECT is pinned
+                          // by its WHERE or split into per-shard parts.
+                          oneSelect: tokens.filter { $0.isWord("SELECT") }.count == 1,
+                          references: others.sorted().compactMap { schema.referenceTables[$0] })
+        if tables.count == 1 { return try planOne(tables[0], query) }
+        return try planJoin(tables, query)
     }
 
-    /// A join of sharded tables whose rows meet on one shard: tables placed alike (hash tables whose
-    /// keys have the same affinities, or range tables with the same split points), their keys equated
-    /// column by column (in ON or WHERE, directly or through one another), and one of them pinned to one
-    /// shard by its key in WHERE. Then every row the join can pair lives on that shard, and the
-    /// statement runs there unchanged (Citus's co-located joins). Anything else is refused: pairing
-    /// rows across shards is not supported.
-    private func planColocated(_ tables: [ShardedTable], touched: Set<String>, tokens: [Token], parameters: Parameters) throws -> ReadPlan {
+    /// What every plan of one statement looks at.
+    private struct Query {
+        var statement: SQLStatement
+        var analysis: StatementAnalysis
+        var parameters: Parameters
+        var shape: SelectShape?
+        var oneSelect: Bool
+        /// The reference tables it reads.
+        var references: [ShardedTable]
+    }
+
+    /// A statement over one sharded table (and perhaps reference tables): to its shard when its key is
+    /// pinned; else split into per-shard parts and combined when its shape allows, else its rows gathered.
+    private func planOne(_ table: ShardedTable, _ q: Query) throws -> ReadPlan {
+        let qualifier = q.shape.flatMap { Self.qualifier(of: $0.from, table: table) }
+        // Joined with reference tables, the sharded table is still pinned by its key in WHERE.
+        let joined = qualifier ?? q.shape.flatMap { Self.joinQualifier(of: $0.from, table: table) }
+        var shards = Array(0..<map.count)
+        if let shape = q.shape, let joined, let w = shape.whereClause, q.oneSelect,
+           let pinned = pins(w, table: table, qualifier: joined, parameters: q.parameters) {
+            // No key can match (an empty IN list, `= NULL`): any one shard gives the empty answer exactly.
+            shards = pinned.isEmpty ? [0] : pinned
+        }
+        if shards.count == 1 { return .single(shard: shards[0]) }
+        // Every row of the answer is made on one shard when the table is in every row (first in FROM,
+        // or inner-joined) with reference tables, which every shard holds whole.
+        if let shape = q.shape, q.oneSelect, let joined, q.references.isEmpty ? qualifier != nil : Self.inEveryRow(joined, shape.from),
+           let plan = pushedDown(shape, tables: [table], shards: shards, q) {
+            return plan
+        }
+        if q.references.isEmpty, let shape = q.shape, qualifier != nil, let w = shape.whereClause, !w.contains(where: { $0.isWord("SELECT") }) {
+            // Only the rows WHERE keeps.
+            let columns = table.storedColumns.map(SQLLexer.quote).joined(separator: ", ")
+            let worker = try SQLLexer.tokens("SELECT 0, \(columns) FROM") + shape.from + [Token(kind: .word, text: "WHERE", value: "WHERE")] + w
+            return .scatter(.init(shards: shards, worker: q.parameters.statement(worker), combine: .rows(tables: [table], statement: q.statement),
+                                  columns: q.analysis.columns, types: q.analysis.types))
+        }
+        return gathered([table], shards: shards, q)
+    }
+
+    /// A join of sharded tables, placed alike, whose rows meet on one shard: their keys equated column
+    /// by column (in WHERE or an inner join's ON, directly or through one another), or a LEFT JOIN's
+    /// optional side attached by its ON to such a table. Pinned by one table's key in WHERE, it runs
+    /// unchanged on that shard (Citus's co-located joins); otherwise every shard joins its own rows and
+    /// the parts are combined, or (for shapes that cannot be split) the tables' rows are gathered.
+    /// Joins that would pair rows of different shards are refused.
+    private func planJoin(_ tables: [ShardedTable], _ q: Query) throws -> ReadPlan {
         let names = tables.map(\.name).joined(separator: " and ")
         func refuse(_ why: String) -> PlanRefusal {
             PlanRefusal("\(names) are sharded: \(why). A query may join sharded tables placed alike on their whole shard keys "
-                        + "(a.key = b.key), with one of them pinned to one shard (key = value)")
+                        + "(a.key = b.key, in every row of the answer); pairing rows of different shards is not supported")
         }
-        let unsharded = touched.subtracting(tables.map(\.name)).subtracting(schema.reference)
-        guard unsharded.isEmpty else { throw refuse("\(unsharded.sorted().joined(separator: ", ")) is not sharded") }
         let first = tables[0]
         guard tables.allSatisfy({ $0.keyAffinities == first.keyAffinities && $0.rangeSplits == first.rangeSplits }) else {
             throw refuse("their keys are placed differently (other key types, or other split points)")
         }
-        guard tokens.filter({ $0.isWord("SELECT") }).count == 1, let shape = SelectShape.parse(tokens), let w = shape.whereClause else {
-            throw refuse("no pin on one table's key in the top-level WHERE")
-        }
+        guard let shape = q.shape else { throw refuse("the statement is not one SELECT joining them (a WITH, a compound SELECT, ...)") }
         var qualifiers: [String: ShardedTable] = [:]
         for t in tables {
-            guard let q = Self.joinQualifier(of: shape.from, table: t) else { throw refuse("\(t.name) is named more than once, or not as a table") }
-            qualifiers[q] = t
+            guard let name = Self.joinQualifier(of: shape.from, table: t) else { throw refuse("\(t.name) is named more than once, or not as a table of the FROM clause") }
+            qualifiers[name] = t
         }
+        let w = shape.whereClause ?? []
         // Which key columns are equal in every row of the answer, as (key position, qualifier) classes:
         // WHERE's equalities and inner joins' ON. An outer join's ON holds only where it matched.
         var parent: [String: String] = [:]
@@ -111,9 +123,9 @@ public struct ReadPlanner: Sendable {
         }
         func keyPosition(_ ts: ArraySlice<Token>) -> String? {
             let t = Array(ts)
-            guard t.count == 3, let q = t[0].name, t[1].isSymbol("."), let column = t[2].name, let table = qualifiers[q],
+            guard t.count == 3, let name = t[0].name, t[1].isSymbol("."), let column = t[2].name, let table = qualifiers[name],
                   let k = table.keyColumns.firstIndex(of: column) else { return nil }
-            return "\(k)|\(q)"
+            return "\(k)|\(name)"
         }
         func keyEqualities(_ conjuncts: [[Token]]) -> [(String, String)] {
             conjuncts.compactMap { c in
@@ -131,34 +143,82 @@ public struct ReadPlanner: Sendable {
             parent[find(l)] = find(r)
         }
         let keyCount = first.keyColumns.count
-        for (pinQualifier, pinned) in qualifiers.sorted(by: { $0.key < $1.key }) {
-            guard let shards = pins(w, table: pinned, qualifier: pinQualifier, parameters: parameters) else { continue }
-            guard shards.count <= 1 else { throw refuse("the pin on \(pinned.name) reaches \(shards.count) shards") }
-            // The tables whose rows in the answer all have the pinned key: equated with it in every row,
-            // or the optional side of a LEFT JOIN whose ON equates it with one of them.
-            var onShard: Set<String> = [pinQualifier]
+        /// The tables whose rows in the answer all lie on the shard of `start`'s row: equated with it in
+        /// every row, or the optional side of a LEFT JOIN whose ON equates it with one of them.
+        func meeting(_ start: String) -> Set<String> {
+            var onShard: Set<String> = [start]
             var grew = true
             while grew {
                 grew = false
-                for q in qualifiers.keys where !onShard.contains(q) {
-                    let linked = (0..<keyCount).allSatisfy { k in onShard.contains { find("\(k)|\($0)") == find("\(k)|\(q)") } }
+                for name in qualifiers.keys where !onShard.contains(name) {
+                    let linked = (0..<keyCount).allSatisfy { k in onShard.contains { find("\(k)|\($0)") == find("\(k)|\(name)") } }
                     let attached = joins.contains { j in
-                        j.kind == .left && j.qualifier == q && (0..<keyCount).allSatisfy { k in
+                        j.kind == .left && j.qualifier == name && (0..<keyCount).allSatisfy { k in
                             keyEqualities(Self.conjuncts(j.on)).contains { e in
-                                (e.0 == "\(k)|\(q)" && onShard.contains(String(e.1.drop(while: { $0 != "|" }).dropFirst())))
-                                    || (e.1 == "\(k)|\(q)" && onShard.contains(String(e.0.drop(while: { $0 != "|" }).dropFirst())))
+                                (e.0 == "\(k)|\(name)" && onShard.contains(String(e.1.drop(while: { $0 != "|" }).dropFirst())))
+                                    || (e.1 == "\(k)|\(name)" && onShard.contains(String(e.0.drop(while: { $0 != "|" }).dropFirst())))
                             }
                         }
                     }
-                    if linked || attached { onShard.insert(q); grew = true }
+                    if linked || attached { onShard.insert(name); grew = true }
                 }
             }
-            if let q = qualifiers.keys.sorted().first(where: { !onShard.contains($0) }) {
-                throw refuse("\(qualifiers[q]!.name)'s key is not equated with \(pinned.name)'s in every row")
-            }
-            return .single(shard: shards.first ?? 0)
+            return onShard
         }
-        throw refuse("no pin on one table's key in the top-level WHERE")
+        func apart(from start: String) -> String? { qualifiers.keys.sorted().first { !meeting(start).contains($0) } }
+        var shards = Array(0..<map.count)
+        var anchor = qualifiers.keys.sorted()[0]
+        if q.oneSelect, !w.isEmpty,
+           let (name, pinned) = qualifiers.sorted(by: { $0.key < $1.key }).lazy.compactMap({ name, t in self.pins(w, table: t, qualifier: name, parameters: q.parameters).map { (name, $0) } }).first {
+            anchor = name
+            if apart(from: name) == nil {
+                if pinned.count <= 1 { return .single(shard: pinned.first ?? 0) }
+                shards = pinned
+            }
+        }
+        // Each shard joins its own rows when one sharded table is in every row (first in FROM, or
+        // inner-joined; no RIGHT or FULL join) and every other one meets it on its shard.
+        if q.oneSelect, qualifiers.keys.sorted().contains(where: { Self.inEveryRow($0, shape.from) && apart(from: $0) == nil }),
+           let plan = pushedDown(shape, tables: tables, shards: shards, q) {
+            return plan
+        }
+        guard qualifiers.keys.contains(where: { apart(from: $0) == nil }) else {
+            throw refuse("\(qualifiers[apart(from: anchor)!]!.name)'s key is not equated with \(qualifiers[anchor]!.name)'s in every row")
+        }
+        return gathered(tables, shards: Array(0..<map.count), q)
+    }
+
+    /// Whether every row of a FROM clause holds a row of the table it calls `name`: the table comes
+    /// first or by an inner join, and no RIGHT, FULL or NATURAL join follows it.
+    static func inEveryRow(_ name: String, _ from: [Token]) -> Bool {
+        let joins = joinClauses(from)
+        return !joins.contains { $0.kind == .other } && joins.contains { $0.qualifier == name && $0.kind == .inner }
+    }
+
+    /// The two-stage plan (per-shard parts, combined), when every row of the answer is made on one
+    /// shard; nil for a shape it does not split (then the rows are gathered).
+    private func pushedDown(_ shape: SelectShape, tables: [ShardedTable], shards: [Int], _ q: Query) -> ReadPlan? {
+        let all = tables + q.references
+        guard !all.contains(where: \.hasCollatedColumns) else { return nil }
+        let columns = all.reduce(into: Set<String>()) { $0.formUnion($1.allColumns) }
+        guard let partial = PartialAggregation(shape: shape, columns: columns, analysis: q.analysis).plan() else { return nil }
+        return .scatter(.init(shards: shards, worker: q.parameters.statement(partial.worker), combine: .partial(q.parameters.statement(partial.combine)),
+                              columns: q.analysis.columns, types: q.analysis.types))
+    }
+
+    /// Exact for any shape: every shard sends the sharded tables' rows, one shard the reference
+    /// tables', and the statement runs over copies of the tables holding them.
+    private func gathered(_ tables: [ShardedTable], shards: [Int], _ q: Query) -> ReadPlan {
+        let all = tables + q.references
+        let width = all.map(\.storedColumns.count).max() ?? 0
+        func select(_ tag: Int, _ t: ShardedTable) -> String {
+            let columns = t.storedColumns.map(SQLLexer.quote) + Array(repeating: "NULL", count: width - t.storedColumns.count)
+            return "SELECT \(tag), \(columns.joined(separator: ", ")) FROM \(SQLLexer.quote(t.name))"
+        }
+        let worker = tables.enumerated().map { select($0, $1) }.joined(separator: " UNION ALL ")
+        let references = q.references.enumerated().map { select(tables.count + $0, $1) }.joined(separator: " UNION ALL ")
+        return .scatter(.init(shards: shards, worker: SQLStatement(worker), referenceWorker: references.isEmpty ? nil : SQLStatement(references),
+                              combine: .rows(tables: all, statement: q.statement), columns: q.analysis.columns, types: q.analysis.types))
     }
 
     /// One table of a FROM clause and how it is joined to the tables before it.

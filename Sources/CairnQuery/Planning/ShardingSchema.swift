@@ -42,12 +42,16 @@ public struct ShardedTable: Sendable, Equatable {
 public struct ShardingSchema: Sendable, Equatable {
     /// By lowercased name.
     public var sharded: [String: ShardedTable] = [:]
-    /// Lowercased names of reference tables (a copy in every shard and in the home group).
+    /// Lowercased names of reference tables (a copy in every shard).
     public var reference: Set<String> = []
+    /// The reference tables, described as sharded ones are (without a key), by lowercased name: what
+    /// a read across shards gathers to join them.
+    public var referenceTables: [String: ShardedTable] = [:]
 
-    public init(sharded: [ShardedTable] = [], reference: Set<String> = []) {
+    public init(sharded: [ShardedTable] = [], reference: [ShardedTable] = []) {
         for t in sharded { self.sharded[t.name] = t }
-        self.reference = Set(reference.map { $0.lowercased() })
+        for t in reference { referenceTables[t.name] = t }
+        self.reference = Set(referenceTables.keys)
     }
 
     /// Reads a table's description from a schema copy that holds it (`PRAGMA table_xinfo`).

@@ -105,20 +105,27 @@ extension API {
     /// transaction on every shard at once (each shard answers at its prepare's entry and holds its
     /// writes), which is then aborted. If every prepare succeeded, every shard was held at once, so no
     /// transaction is half seen; a shard another transaction holds makes it try again.
-    func lockingRead(_ scatter: ReadPlan.Scatter, view: ShardView) async throws -> [StatementResult] {
+    func lockingRead(_ scatter: ReadPlan.Scatter, view: ShardView) async throws -> (partials: [StatementResult], references: StatementResult?) {
         let groups = scatter.shards.map { view.groups[$0] }
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
         while true {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
-            let results = await prepareAll(txid: txid, groups: groups, seed: 0) { _ in [scatter.worker] }
+            // The first shard also sends the reference tables a gathered join needs.
+            let results = await prepareAll(txid: txid, groups: groups, seed: 0) { n in
+                [scatter.worker] + (n == 0 ? scatter.referenceWorker.map { [$0] } ?? [] : [])
+            }
             // Released whatever happened: the shards that prepared must not stay locked until recovery.
             _ = try? await groupRouter.execute(Self.command(.decide(txid: txid, commit: false)), group: groups[0]).results
             finishTransaction(txid, commit: false, groups: groups)
             if let failure = results.compactMap({ if case .failure(let e) = $0 { e } else { nil } }).first { throw failure }
             let partials = results.map { if case .success(let r) = $0 { r.first ?? StatementResult(error: "no result") } else { StatementResult(error: "no result") } }
-            if !partials.contains(where: { $0.error == TransactionStep.lockedMessage }) { return partials }
+            var references: StatementResult?
+            if scatter.referenceWorker != nil {
+                references = if case .success(let r)? = results.first, r.count > 1 { r[1] } else { StatementResult(error: "no result") }
+            }
+            if !partials.contains(where: { $0.error == TransactionStep.lockedMessage }) { return (partials, references) }
             guard ContinuousClock.now < deadline else {
                 throw HTTPFailure.unavailable("transactions across shards held the shards for the whole read; retry")
             }

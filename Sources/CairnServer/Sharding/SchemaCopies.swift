@@ -65,11 +65,11 @@ final class SchemaCopies: @unchecked Sendable {
         let ordered = tables.keys.sorted().map { tables[$0]! }
         let db = try ScratchDatabase()
         var described: [ShardedTable] = []
-        var references: Set<String> = []
+        var references: [ShardedTable] = []
         for t in ordered {
             try db.exec(t.createSQL)
             if t.isReference {
-                references.insert(t.name)
+                references.append(try ShardingSchema.describe(table: t.name, keyColumns: [], in: db))
             } else {
                 var table = try ShardingSchema.describe(table: t.name, keyColumns: t.keyColumns, in: db)
                 table.rangeSplits = t.splitPoints.flatMap(RangeSplits.init(points:))

@@ -354,25 +354,30 @@ extension API {
                 attempt += 1
                 if attempt > Self.optimisticReadAttempts {
                     // Transactions keep moving the shards under the read: lock them for it instead.
-                    let partials = try await lockingRead(scatter, view: view)
-                    let answer = Combiner.combine(scatter, partials: partials, timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
+                    let (partials, references) = try await lockingRead(scatter, view: view)
+                    let answer = Combiner.combine(scatter, partials: partials, references: references,
+                                                  timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
                     if let error = answer.error, error.hasPrefix(Combiner.tooMuchPrefix) { throw HTTPFailure(status: 413, message: error) }
                     return answer
                 }
-                let reads = try await withThrowingTaskGroup(of: (Int, StatementResult, Int64).self) { tasks in
+                // The first shard also sends the reference tables a gathered join needs.
+                let reads = try await withThrowingTaskGroup(of: ShardRead.self) { tasks in
                     for (n, shard) in scatter.shards.enumerated() {
                         tasks.addTask {
-                            let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, consistency: consistency)
-                            return (n, r.result, r.epoch)
+                            let also = n == 0 ? scatter.referenceWorker : nil
+                            let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, also: also, consistency: consistency)
+                            return ShardRead(index: n, result: r.result, also: also == nil ? nil : r.also, epoch: r.epoch)
                         }
                     }
-                    var out = [(StatementResult, Int64)](repeating: (StatementResult(), 0), count: scatter.shards.count)
+                    var out = [ShardRead](repeating: ShardRead(index: 0, result: StatementResult(), epoch: 0), count: scatter.shards.count)
                     var rows = 0, bytes = 0
-                    for try await (n, r, e) in tasks {
-                        out[n] = (r, e)
-                        let (rs, bs) = Combiner.size(of: r)
-                        rows += rs
-                        bytes += bs
+                    for try await read in tasks {
+                        out[read.index] = read
+                        for r in [read.result] + (read.also.map { [$0] } ?? []) {
+                            let (rs, bs) = Combiner.size(of: r)
+                            rows += rs
+                            bytes += bs
+                        }
                         if let error = Combiner.overLimit(rows: rows, bytes: bytes, shards: scatter.shards.count) {
                             tasks.cancelAll()
                             throw HTTPFailure(status: 413, message: error)
@@ -388,8 +393,9 @@ extension API {
                     for try await (n, e) in tasks { out[n] = e }
                     return out
                 }
-                guard epochs != reads.map(\.1) else {
-                    let answer = Combiner.combine(scatter, partials: reads.map(\.0), timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
+                guard epochs != reads.map(\.epoch) else {
+                    let answer = Combiner.combine(scatter, partials: reads.map(\.result), references: reads.first?.also,
+                                                  timeoutNanos: UInt64(options.requestTimeoutMillis) * 1_000_000)
                     if let error = answer.error, error.hasPrefix(Combiner.tooMuchPrefix) { throw HTTPFailure(status: 413, message: error) }
                     return answer
                 }
@@ -403,6 +409,15 @@ extension API {
 
     static let shardStateQuery = SQLStatement("SELECT xepoch, prepared FROM _cairn_shard_state")
 
+    /// One shard's part of a read across shards.
+    struct ShardRead: Sendable {
+        var index: Int
+        var result: StatementResult
+        /// The reference tables' rows, from the first shard of a gathered join.
+        var also: StatementResult?
+        var epoch: Int64
+    }
+
     /// A shard's transaction epoch and how many transactions are prepared there (none before its first).
     static func shardState(_ r: StatementResult) -> (epoch: Int64, prepared: Int64) {
         guard r.error == nil, let row = r.rows.first, row.count == 2, case .integer(let e) = row[0], case .integer(let p) = row[1] else { return (0, 0) }
@@ -412,14 +427,16 @@ extension API {
     /// One read on a shard, at one read point with the shard's transaction state; while a transaction
     /// is prepared there, its outcome is waited for (it may already be committed: the client that sent
     /// it may have its answer, and a read after must see it).
-    func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency) async throws -> (result: StatementResult, epoch: Int64) {
+    func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, also: SQLStatement? = nil,
+                                    consistency: ReadConsistency) async throws -> (result: StatementResult, also: StatementResult, epoch: Int64) {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
+        let statements = [statement] + (also.map { [$0] } ?? []) + [Self.shardStateQuery]
         while true {
             attempt += 1
-            let r = try await groupRouter.query([statement, Self.shardStateQuery], group: group, consistency: consistency).results
-            let state = Self.shardState(r.count > 1 ? r[1] : StatementResult())
-            if state.prepared == 0 { return (r[0], state.epoch) }
+            let r = try await groupRouter.query(statements, group: group, consistency: consistency).results
+            let state = Self.shardState(r.count == statements.count ? r[r.count - 1] : StatementResult())
+            if state.prepared == 0 { return (r[0], also == nil ? StatementResult() : r[1], state.epoch) }
             guard ContinuousClock.now < deadline else {
                 throw HTTPFailure.unavailable("a transaction across shards held the shard for the whole request; retry")
             }

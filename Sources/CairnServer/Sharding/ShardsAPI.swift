@@ -120,8 +120,10 @@ extension API {
                 case .partial(let c): combine = ("partial results", c.sql)
                 case .rows(_, let c): combine = ("gathered rows", c.sql)
                 }
-                return .object([("sql", .string(statement.sql)), ("plan", .string("scatter, combine \(combine.0)")),
-                                ("shards", .array(s.shards.map { .int($0) })), ("worker", .string(s.worker.sql)), ("combine", .string(combine.1))])
+                var fields: [(String, JSON)] = [("sql", .string(statement.sql)), ("plan", .string("scatter, combine \(combine.0)")),
+                                                ("shards", .array(s.shards.map { .int($0) })), ("worker", .string(s.worker.sql))]
+                if let r = s.referenceWorker { fields.append(("reference_worker", .string(r.sql))) }
+                return .object(fields + [("combine", .string(combine.1))])
             }
         }
         switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
