@@ -405,12 +405,12 @@ final class API: Sendable {
         default: throw HTTPFailure.badRequest("\"atomic\" must be true or false")
         }
         audit.record(who, statements: statements, database: db)
-        if let sharded = try await executeSharded(statements, db: db, atomic: atomic, who: who) { return sharded }
+        if let sharded = try await executeSharded(statements, db: db, atomic: atomic) { return sharded }
         let routed = try await groupRouter.execute(SQLCommand.now(statements, atomic: atomic), group: try await groupRouter.group(of: db))
         // A table sharded moments ago, through another node: this node's catalog copy sent its
         // statements to the home group, where nothing was applied. Send them to the shards.
         if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[db] != nil,
-           let sharded = try await executeSharded(statements, db: db, atomic: atomic, who: who) {
+           let sharded = try await executeSharded(statements, db: db, atomic: atomic) {
             return sharded
         }
         return Self.json(200, .object([("results", .array(routed.results.map(Statements.json(write:))))]), servedBy: routed.node)
@@ -421,10 +421,10 @@ final class API: Sendable {
         let json = try parse(bytes)
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
-        if let sharded = try await querySharded(statements, db: db, consistency: consistency, who: who) { return sharded }
+        if let sharded = try await querySharded(statements, db: db, consistency: consistency) { return sharded }
         let routed = try await groupRouter.query(statements, group: try await groupRouter.group(of: db), consistency: consistency)
         if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[db] != nil,
-           let sharded = try await querySharded(statements, db: db, consistency: consistency, who: who) {
+           let sharded = try await querySharded(statements, db: db, consistency: consistency) {
             return sharded
         }
         return Self.json(200, .object([("results", .array(routed.results.map(Statements.json(query:))))]), servedBy: routed.node)

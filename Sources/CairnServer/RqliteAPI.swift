@@ -211,8 +211,17 @@ extension API {
         let group = try await groupRouter.group(of: defaultDatabase)
         let started = ContinuousClock.now
         if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
+        // Sharded tables of the default database: routed to their shards, answered as rqlite would.
+        if let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
+            return rqAnswer(results, index: nil, p, started: started, wrote: true, withRowsKey: false)
+        }
         let routed = try await groupRouter.execute(SQLCommand.now(live, atomic: p.has("transaction")), group: group)
-        return rqAnswer(routed, p, started: started, wrote: true, withRowsKey: false)
+        // A table sharded moments ago through another node: nothing was applied in the home group.
+        if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[defaultDatabase] != nil,
+           let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
+            return rqAnswer(results, index: nil, p, started: started, wrote: true, withRowsKey: false)
+        }
+        return rqAnswer(routed.results, index: routed.index, p, started: started, wrote: true, withRowsKey: false)
     }
 
     private func rqQuery(_ request: Request, _ p: RqliteParams, _ who: Principal) async throws -> Response {
@@ -229,9 +238,17 @@ extension API {
         let started = ContinuousClock.now
         if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
         do {
-            let routed = try await groupRouter.query(live, group: group, consistency: p.consistency(voter: cluster.config.voter),
+            let consistency = p.consistency(voter: cluster.config.voter)
+            if let results = try await readSharded(live, db: defaultDatabase, consistency: consistency) {
+                return rqAnswer(results, index: nil, p, started: started, wrote: false, withRowsKey: false)
+            }
+            let routed = try await groupRouter.query(live, group: group, consistency: consistency,
                                                      statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)))
-            return rqAnswer(routed, p, started: started, wrote: false, withRowsKey: false)
+            if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[defaultDatabase] != nil,
+               let results = try await readSharded(live, db: defaultDatabase, consistency: consistency) {
+                return rqAnswer(results, index: nil, p, started: started, wrote: false, withRowsKey: false)
+            }
+            return rqAnswer(routed.results, index: routed.index, p, started: started, wrote: false, withRowsKey: false)
         } catch RuntimeError.tooStale {
             return Self.rqJSON(RqliteFormat.body(results: [], error: "stale read", options: p.format))
         }
@@ -249,12 +266,24 @@ extension API {
         let started = ContinuousClock.now
         if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
         do {
+            let consistency = p.consistency(voter: cluster.config.voter)
+            if let view = shardView(defaultDatabase, cluster.catalog), live.contains(where: { Self.mentions($0.sql, view.tables) }) {
+                // Sharded tables: reads are read where their rows are; anything else is a write request.
+                if try await onlyReads(live, db: defaultDatabase, homeReads: { try await !self.writes($0, group: group) }),
+                   let results = try await readSharded(live, db: defaultDatabase, consistency: consistency) {
+                    return rqAnswer(results, index: nil, p, started: started, wrote: false, withRowsKey: true)
+                }
+                audit.record(who, statements: live, database: defaultDatabase)
+                if let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
+                    return rqAnswer(results, index: nil, p, started: started, wrote: true, withRowsKey: true)
+                }
+            }
             let routed = try await audited(who, live, database: defaultDatabase) {
                 try await self.groupRouter.request(SQLCommand.now(live, atomic: p.has("transaction")), group: group,
-                                                   consistency: p.consistency(voter: self.cluster.config.voter),
+                                                   consistency: consistency,
                                                    statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)), mayWrite: true)
             }
-            return rqAnswer(routed, p, started: started, wrote: routed.wrote, withRowsKey: true)
+            return rqAnswer(routed.results, index: routed.index, p, started: started, wrote: routed.wrote, withRowsKey: true)
         } catch RuntimeError.tooStale {
             return Self.rqJSON(RqliteFormat.body(results: [], error: "stale read", options: p.format))
         }
@@ -268,13 +297,15 @@ extension API {
     }
 
     /// rqlite's answer: each result with its share of the time taken, and the log index if asked for.
-    private func rqAnswer(_ routed: Routed, _ p: RqliteParams, started: ContinuousClock.Instant, wrote: Bool, withRowsKey: Bool) -> Response {
+    /// `index`: the log index the results reflect (nil across shards: each has its own log).
+    private func rqAnswer(_ answered: [StatementResult], index: LogIndex?, _ p: RqliteParams, started: ContinuousClock.Instant,
+                          wrote: Bool, withRowsKey: Bool) -> Response {
         let elapsed = Self.seconds(ContinuousClock.now - started)
-        let per = elapsed / Double(max(routed.results.count, 1))
-        let results = routed.results.map {
+        let per = elapsed / Double(max(answered.count, 1))
+        let results = answered.map {
             wrote ? RqliteFormat.write($0, time: per, withRowsKey: withRowsKey, options: p.format) : RqliteFormat.query($0, time: per, options: p.format)
         }
-        return Self.rqJSON(RqliteFormat.body(results: results, time: elapsed, raftIndex: p.has("raft_index") ? routed.index : nil, options: p.format))
+        return Self.rqJSON(RqliteFormat.body(results: results, time: elapsed, raftIndex: p.has("raft_index") ? index : nil, options: p.format))
     }
 
     /// With `?redirect`, a follower answers 301 pointing at the leader instead of forwarding.

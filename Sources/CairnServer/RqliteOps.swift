@@ -162,10 +162,43 @@ extension API {
     /// to another node as the encoded entry, not as rqlite JSON, so no request limit of that node's
     /// refuses it and its values arrive as they are). Throws `WriteQueue.OutcomeUnknown` when it may
     /// have been applied.
+    ///
+    /// Statements on sharded tables go to their shards, one at a time (each on its own, as queued
+    /// statements are: one that fails takes no other with it), in order with the rest of the batch.
     func flushQueued(_ statements: [SQLStatement]) async throws -> WriteQueue.Flushed {
         guard let database = cluster.catalog.databases[defaultDatabase] else { return .notApplied("the catalog is not loaded yet") }
+        let view = shardView(defaultDatabase, cluster.catalog)
+        var runs: [(sharded: Bool, statements: [SQLStatement])] = []
+        for statement in statements {
+            let sharded = view.map { Self.mentions(statement.sql, $0.tables) } ?? false
+            if runs.last?.sharded == sharded { runs[runs.count - 1].statements.append(statement) } else { runs.append((sharded, [statement])) }
+        }
+        var applied = 0
+        for run in runs {
+            for part in run.sharded ? run.statements.map({ [$0] }) : [run.statements] {
+                let outcome = try await flushPart(part, sharded: run.sharded, group: database.group)
+                if case .notApplied(let why) = outcome, applied > 0 {
+                    throw WriteQueue.OutcomeUnknown(description: "\(applied) of the queued batch's statements were applied, then: \(why)")
+                }
+                if case .notApplied = outcome { return outcome }
+                applied += part.count
+            }
+        }
+        return .applied
+    }
+
+    private func flushPart(_ statements: [SQLStatement], sharded: Bool, group: GroupID) async throws -> WriteQueue.Flushed {
         do {
-            _ = try await groupRouter.execute(SQLCommand.now(statements, atomic: false), group: database.group).results
+            if sharded {
+                do {
+                    _ = try await writeSharded(statements, db: defaultDatabase, atomic: false)
+                } catch let refused as HTTPFailure where (400..<500).contains(refused.status) {
+                    // The statement is wrong (a plan refused): dropped as a failing queued statement is.
+                    log("node \(cluster.nodeID): a queued statement was refused: \(refused.message)")
+                }
+                return .applied
+            }
+            _ = try await groupRouter.execute(SQLCommand.now(statements, atomic: false), group: group).results
             return .applied
         } catch let e as NotCommitted {
             return .notApplied(e.description)

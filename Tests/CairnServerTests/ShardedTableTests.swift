@@ -346,6 +346,28 @@ struct ShardedTableTests {
         let metrics = try await a.get("/metrics").text
         #expect(metrics.contains(#"database="shop""#) && metrics.contains("cairn_group_info") && metrics.contains(#"shard="3""#), "\(metrics.prefix(2000))")
         #expect(metrics.contains("cairn_shard_requests_total"), "\(metrics.prefix(2000))")
+
+        // rqlite's API on the default database's sharded tables: routed as CairnDB's own API routes them,
+        // answered in rqlite's shapes.
+        #expect(try await a.execute(["CREATE TABLE kv (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"]).status == 200)
+        #expect(try await c.nodes[1].post("/db/execute", ["CREATE TABLE jot (body TEXT)"]).status == 200)
+        let rqWrite = try await c.nodes[1].post("/db/execute", [["INSERT INTO kv VALUES (?, ?)", 1, "one"], "INSERT INTO kv VALUES (2, 'two'), (3, 'three'), (4, 'four')"])
+        #expect(rqWrite.status == 200 && rqWrite.text.contains(#""rows_affected":3"#) && !rqWrite.text.contains("error"), "\(rqWrite.text)")
+        let rqTransaction = try await c.nodes[2].post("/db/execute?transaction", ["INSERT INTO kv VALUES (8, 'eight'), (9, 'nine')", "INSERT INTO kv VALUES (1, 'again')"])
+        #expect(rqTransaction.status == 200 && rqTransaction.text.contains("UNIQUE"), "\(rqTransaction.text)")
+        let rqQueued = try await c.nodes[2].post("/db/execute?queue&wait", ["INSERT INTO kv VALUES (6, 'six')", "INSERT INTO kv VALUES (7, 'seven')", "INSERT INTO jot VALUES ('queued')"])
+        #expect(rqQueued.status == 200 && rqQueued.text.contains("sequence_number"), "\(rqQueued.text)")
+        let rqRead = try await c.nodes[0].post("/db/query?level=strong", ["SELECT count(*), sum(k) FROM kv", ["SELECT v FROM kv WHERE k = ?", 3], "SELECT count(*) FROM jot"])
+        #expect(rqRead.status == 200 && rqRead.text.contains(#""values":[[6,23]]"#) && rqRead.text.contains(#""values":[["three"]]"#)
+                && rqRead.text.contains(#""values":[[1]]"#), "\(rqRead.text)")
+        let rqGet = try await c.nodes[1].get("/db/query?q=" + "SELECT k FROM kv ORDER BY k DESC LIMIT 2".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)
+        #expect(rqGet.status == 200 && rqGet.text.contains(#""values":[[7],[6]]"#), "\(rqGet.text)")
+        let rqReads = try await c.nodes[2].post("/db/request", ["SELECT max(v) FROM kv"])
+        #expect(rqReads.status == 200 && rqReads.text.contains(#""values":[["two"]]"#), "\(rqReads.text)")
+        let rqWrites = try await c.nodes[0].post("/db/request", ["DELETE FROM kv WHERE k > 5", "UPDATE kv SET v = upper(v) WHERE k = 2"])
+        #expect(rqWrites.status == 200 && rqWrites.text.contains(#""rows_affected":2"#) && rqWrites.text.contains(#""rows_affected":1"#), "\(rqWrites.text)")
+        let rqAfter = try await c.nodes[1].post("/db/query", ["SELECT group_concat(v, ',') FROM (SELECT v FROM kv ORDER BY k)"])
+        #expect(rqAfter.status == 200 && rqAfter.text.contains(#"[["one,TWO,three,four"]]"#), "\(rqAfter.text)")
     }
 }
 }

@@ -36,11 +36,19 @@ extension API {
 
     // MARK: Writes
 
-    /// Runs a write request that touches sharded tables (or creates one); nil when it touches none.
-    func executeSharded(_ statements: [SQLStatement], db: String, atomic: Bool, who: Principal) async throws -> Response? {
+    /// Runs a write request that touches sharded tables (or creates one), answered in CairnDB's shape;
+    /// nil when it touches none.
+    func executeSharded(_ statements: [SQLStatement], db: String, atomic: Bool) async throws -> Response? {
+        guard let results = try await writeSharded(statements, db: db, atomic: atomic) else { return nil }
+        return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
+    }
+
+    /// Runs a write request that touches sharded tables (or creates one): one result per statement, for
+    /// any API to answer in its own shape; nil when it touches none.
+    func writeSharded(_ statements: [SQLStatement], db: String, atomic: Bool) async throws -> [StatementResult]? {
         if let clause = try statements.lazy.compactMap({ try Self.shardingClause($0.sql) }).first {
             guard statements.count == 1 else { throw HTTPFailure.badRequest("send CREATE TABLE ... SHARD BY in a request of its own") }
-            return try await createShardedTable(clause, db: db, who: who)
+            return try await createShardedTable(clause, db: db)
         }
         // DROP INDEX names no table: which table it drops from is in the catalog, as of every change
         // committed (an index created through another node a moment ago).
@@ -102,7 +110,7 @@ extension API {
             if !reindexed.isEmpty && results.allSatisfy({ $0.error == nil }) {
                 try await recordSchema(of: reindexed, db: db, view: view)
             }
-            return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
+            return results
         }
         throw HTTPFailure.unavailable("the shard map kept changing while the write was routed; retry")
     }
@@ -171,7 +179,7 @@ extension API {
     /// table), then the catalog
     /// entry that makes routers send its rows there. The entry is the commit point: a create that stops
     /// half-way leaves only empty tables no router uses, which the next attempt replaces.
-    private func createShardedTable(_ clause: ShardingClause, db: String, who: Principal) async throws -> Response {
+    private func createShardedTable(_ clause: ShardingClause, db: String) async throws -> [StatementResult] {
         let keys: [String]
         var declaredPoints: [SQLValue]?
         switch clause.method {
@@ -183,7 +191,7 @@ extension API {
         }
         var catalog = try await committedCatalog()
         guard catalog.databases[db] != nil else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
-        let done = Self.json(200, .object([("results", .array([Statements.json(write: StatementResult())]))]))
+        let done = [StatementResult()]
         if catalog.shardedTables[db]?[clause.table.lowercased()] != nil {
             if clause.ifNotExists { return done }
             throw HTTPFailure.badRequest("table \(clause.table) already exists")
@@ -261,7 +269,7 @@ extension API {
     /// DROP TABLE of a sharded or reference table: its catalog entry first (the commit point: from then
     /// on no router sends it anything, and its name is free), then the table, its indexes and its guard
     /// on every shard. A drop that stops half-way leaves tables no router uses; CREATE replaces them.
-    private func dropShardedTable(_ table: String, db: String, view: ShardView) async throws -> Response {
+    private func dropShardedTable(_ table: String, db: String, view: ShardView) async throws -> [StatementResult] {
         guard let entry = view.tables[table] else { throw HTTPFailure.badRequest("no such table: \(table)") }
         try await cluster.changeCatalog(Catalog.removeShardedTable(entry.name, in: db))
         try await awaitCatalog { $0.shardedTables[db]?[table] == nil }
@@ -282,7 +290,7 @@ extension API {
             try await tasks.waitForAll()
         }
         log("node \(cluster.nodeID): database \"\(db)\": table \(entry.name) dropped from \(view.groups.count) shards")
-        return Self.json(200, .object([("results", .array([Statements.json(write: StatementResult())]))]))
+        return [StatementResult()]
     }
 
     /// `propose`, tried again while the group is still being created on its nodes.
@@ -303,8 +311,15 @@ extension API {
 
     // MARK: Reads
 
-    /// Answers a query request that reads sharded tables; nil when it reads none.
-    func querySharded(_ statements: [SQLStatement], db: String, consistency: ReadConsistency, who: Principal) async throws -> Response? {
+    /// Answers a query request that reads sharded tables in CairnDB's shape; nil when it reads none.
+    func querySharded(_ statements: [SQLStatement], db: String, consistency: ReadConsistency) async throws -> Response? {
+        guard let results = try await readSharded(statements, db: db, consistency: consistency) else { return nil }
+        return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
+    }
+
+    /// Reads for a request that reads sharded tables: one result per statement (those on unsharded
+    /// tables from the home group), for any API to answer in its own shape; nil when it reads none.
+    func readSharded(_ statements: [SQLStatement], db: String, consistency: ReadConsistency) async throws -> [StatementResult]? {
         let catalog = try await catalog { $0.databases[db] != nil }
         guard let view = shardView(db, catalog), statements.contains(where: { Self.mentions($0.sql, view.tables) }),
               let home = catalog.databases[db]?.group else { return nil }
@@ -312,7 +327,19 @@ extension API {
         for statement in statements {
             results.append(try await readOne(statement, db: db, view: view, home: home, consistency: consistency))
         }
-        return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
+        return results
+    }
+
+    /// Whether every statement only reads, each judged where it runs: against the sharded tables'
+    /// schema when it names one, else by the home group (`homeReads`).
+    func onlyReads(_ statements: [SQLStatement], db: String, homeReads: ([SQLStatement]) async throws -> Bool) async throws -> Bool {
+        guard let view = shardView(db, try await catalog { $0.databases[db] != nil }) else { return try await homeReads(statements) }
+        var home: [SQLStatement] = []
+        for statement in statements {
+            guard Self.mentions(statement.sql, view.tables) else { home.append(statement); continue }
+            guard let (_, analysis) = try? schemaCopies.analyze(statement.sql, database: db, tables: view.tables), analysis.readOnly else { return false }
+        }
+        return try await homeReads(home)
     }
 
     private func readOne(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency) async throws -> StatementResult {
