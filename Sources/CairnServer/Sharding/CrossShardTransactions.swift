@@ -36,10 +36,16 @@ extension API {
         while true {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
-            let prepared = await prepareAll(txid: txid, groups: groups, seed: UInt64.random(in: 0...UInt64.max)) {
-                parts[shards[$0]]!.statements
-            }
-            let votes = Dictionary(uniqueKeysWithValues: zip(shards, prepared))
+            let seed = UInt64.random(in: 0...UInt64.max)
+            // First all at once (one Raft round); after losing to another transaction, in shard order,
+            // waiting at each held shard: transactions that take their shards in one order never wait
+            // on each other in a cycle, so under contention they queue instead of aborting each other.
+            let prepared: [Result<[StatementResult], any Error>?] = attempt == 1
+                ? await prepareAll(txid: txid, groups: groups, seed: seed) { parts[shards[$0]]!.statements }
+                : await prepareInOrder(txid: txid, groups: groups, seed: seed, until: requestDeadline) { parts[shards[$0]]!.statements }
+            // A shard left unprepared (after an earlier one failed) has no vote: a no.
+            var votes: [Int: Result<[StatementResult], any Error>] = [:]
+            for (shard, vote) in zip(shards, prepared) { votes[shard] = vote }
             crashIfAsked("after_prepare")
             let yes = TransactionRules.commits(votes: shards.map { shard in
                 if case .success(let r)? = votes[shard] { r.allSatisfy { $0.error == nil } } else { nil }
@@ -133,6 +139,47 @@ extension API {
         }
     }
 
+    /// The prepare of the `n`th group's part.
+    private static func prepareCommand(txid: UInt64, groups: [GroupID], n: Int, statements: [SQLStatement], seed: UInt64,
+                                       nowMillis: Int64, deadlineMillis: Int64) -> SQLCommand {
+        var command = SQLCommand(statements: statements, atomic: true, timestampMillis: nowMillis, randomSeed: seed)
+        command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups, deadlineMillis: deadlineMillis, recordsHere: n == 0)
+        return command
+    }
+
+    /// At most this long in all, a transaction taking its shards in order waits for held ones (well
+    /// within its deadline, after which recovery would abort it).
+    static let orderedWaitMillis: Int64 = 2_000
+
+    /// Proposes each group's prepare in `groups` order, one after the other; a group another
+    /// transaction holds is asked again (with growing pauses) until it is free or the wait is over.
+    /// Stops at the first group that votes no: the groups after it are left unprepared (nil).
+    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, until requestDeadline: ContinuousClock.Instant,
+                                statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>?] {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let waitDeadline = min(requestDeadline, ContinuousClock.now + .milliseconds(Self.orderedWaitMillis))
+        var out = [Result<[StatementResult], any Error>?](repeating: nil, count: groups.count)
+        for (n, group) in groups.enumerated() {
+            var pause = 1
+            while true {
+                // Every try with the transaction's one time and seed: each part sees what the others see.
+                let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
+                                                  nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
+                do {
+                    out[n] = .success(try await groupRouter.execute(command, group: group).results)
+                } catch {
+                    out[n] = .failure(error)
+                }
+                guard case .success(let r)? = out[n], r.contains(where: { $0.error == TransactionStep.lockedMessage }),
+                      ContinuousClock.now < waitDeadline else { break }
+                try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...Int64(pause))))
+                pause = min(pause * 2, 16)
+            }
+            guard case .success(let r)? = out[n], r.allSatisfy({ $0.error == nil }) else { break }
+        }
+        return out
+    }
+
     /// Proposes each group's prepare at once (one Raft round); each group's answer, or the error that
     /// stopped it, in `groups` order. The first group is the anchor.
     private func prepareAll(txid: UInt64, groups: [GroupID], seed: UInt64,
@@ -147,9 +194,8 @@ extension API {
         }
         return await withTaskGroup(of: Vote.self) { tasks in
             for (n, group) in groups.enumerated() {
-                var command = SQLCommand(statements: statements(n), atomic: true, timestampMillis: now, randomSeed: seed)
-                command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups,
-                                               deadlineMillis: now + Self.transactionDeadlineMillis, recordsHere: n == 0)
+                let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
+                                                  nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
                 tasks.addTask {
                     do {
                         return Vote(index: n, result: .success(try await self.groupRouter.execute(command, group: group).results))
