@@ -123,12 +123,20 @@ struct CrossShardProcessTests {
         try await Self.bankRun(nodes: 5, seconds: 3)
     }
 
-    @Test("pairs: each request inserts two rows on different shards; no read across shards ever sees one without the other")
+    @Test("pairs: each request inserts two rows on different shards and one in an unsharded table; no read across shards ever sees one row of a pair without the other, nor a pair whose unsharded row a read after it misses")
     func pairsAreNeverFractured() async throws {
         let c = try await ProcessCluster.founded("pairs", count: 3)
         defer { c.destroy() }
         #expect(try await c.nodes[0].post("/v1/databases", ["name": "p", "shards": 4]).status == 201)
         #expect(try await c.nodes[0].execute(["CREATE TABLE pair (k INTEGER NOT NULL PRIMARY KEY, partner INTEGER NOT NULL) SHARD BY HASH (k)"], db: "p").status == 200)
+        #expect(try await c.nodes[0].execute(["CREATE TABLE seen (k INTEGER PRIMARY KEY)"], db: "p").status == 200)
+        // A request writing sharded and unsharded tables is one transaction: a failing statement in
+        // either leaves both untouched.
+        #expect(try await c.nodes[1].execute(["INSERT INTO seen VALUES (-1)"], db: "p").status == 200)
+        let failed = try await c.nodes[2].execute(["INSERT INTO pair VALUES (-2, -3), (-3, -2)", "INSERT INTO seen VALUES (-1)"], db: "p")
+        #expect(failed.status == 200 && failed.text.contains("UNIQUE"), "\(failed.text)")
+        let untouched = try await c.nodes[0].post("/v1/db/p/query", ["statements": ["SELECT count(*) FROM pair", "SELECT count(*) FROM seen"]])
+        #expect(untouched.text.contains(#"[[0]]"#) && untouched.text.contains(#"[[1]]"#), "\(untouched.text)")
         // At least 6 s, and on until enough happened to judge (a loaded machine writes fewer pairs a
         // second), but never past a minute.
         let until = Date().addingTimeInterval(6), cap = Date().addingTimeInterval(60)
@@ -144,8 +152,15 @@ struct CrossShardProcessTests {
                     var k = w * 1_000_000
                     while await going() {
                         k += 2
-                        let r = try? await c.nodes[k % 3].execute([["INSERT INTO pair VALUES (?, ?), (?, ?)", k, k + 1, k + 1, k]], db: "p")
-                        if r?.status == 200 && r?.text.contains("error") == false { await ledger.transferred() }
+                        let r = try? await c.nodes[k % 3].execute([["INSERT INTO pair VALUES (?, ?), (?, ?)", k, k + 1, k + 1, k], ["INSERT INTO seen VALUES (?)", k]], db: "p")
+                        guard r?.status == 200 && r?.text.contains("error") == false else { continue }
+                        await ledger.transferred()
+                        // Acknowledged: a read after it, through another node, sees the unsharded row (its
+                        // home group may still be finishing the transaction; the read waits for it).
+                        if let back = try? await c.nodes[(k + 1) % 3].post("/v1/db/p/query", ["statements": [["SELECT count(*) FROM seen WHERE k = ?", k]]]),
+                           back.status == 200, !back.text.contains(#"[[1]]"#) {
+                            await ledger.violation("write \(k) acknowledged, then not read: \(back.text)")
+                        }
                     }
                 }
             }
@@ -157,8 +172,15 @@ struct CrossShardProcessTests {
                         guard let r = try? await c.nodes[n % 3].post("/v1/db/p/query", ["statements": ["SELECT k, partner FROM pair"]]), r.status == 200,
                               let rows = (r.json["results"] as? [Object])?.first?["rows"] as? [[Any]] else { continue }
                         let keys = Set(rows.compactMap { $0[0] as? Int })
-                        let missing = rows.filter { !keys.contains($0[1] as? Int ?? -1) }
-                        await ledger.read(sum: 100, min: 0, count: missing.isEmpty ? 8 : -missing.count, expectedCount: 8)
+                        var missing = rows.filter { !keys.contains($0[1] as? Int ?? -1) }.count
+                        // Read after: the unsharded row of every pair just seen (its home group may still be
+                        // finishing the transaction; the read waits for it).
+                        if let r = try? await c.nodes[(n + 1) % 3].post("/v1/db/p/query", ["statements": ["SELECT k FROM seen"]]), r.status == 200,
+                           let seenRows = (r.json["results"] as? [Object])?.first?["rows"] as? [[Any]] {
+                            let seen = Set(seenRows.compactMap { $0[0] as? Int })
+                            missing += keys.filter { $0 % 2 == 0 && !seen.contains($0) }.count
+                        }
+                        await ledger.read(sum: 100, min: 0, count: missing == 0 ? 8 : -missing, expectedCount: 8)
                     }
                 }
             }

@@ -28,8 +28,9 @@ extension API {
     /// Commits every shard's part or none; the answer has one result per client statement (an INSERT
     /// split over shards adds up its parts).
     func commitAcrossShards(_ parts: [Int: ShardPart], statementCount: Int, view: ShardView) async throws -> [StatementResult] {
+        // The home group's part (if any) first: it is the anchor then.
         let shards = parts.keys.sorted()
-        let groups = shards.map { view.groups[$0] }
+        let groups = shards.map { view.group(ofPart: $0) }
         let anchor = groups[0]
         let requestDeadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
@@ -246,7 +247,9 @@ extension API {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(Self.recoveryPassMillis))
             let catalog = cluster.catalog
-            let shardGroups = catalog.databases.values.filter { Catalog.shardOf($0.name) != nil }.map(\.group)
+            // Shards, and the home groups of databases with shards (a request writing both makes the
+            // home group a participant too).
+            let shardGroups = catalog.databases.values.filter { Catalog.shardOf($0.name) != nil || !catalog.shards(of: $0.name).isEmpty }.map(\.group)
             for group in shardGroups where runtime.hosts(group) {
                 guard let status = try? await runtime.status(group: group), status.role == .leader else { continue }
                 await recover(group: group)

@@ -19,12 +19,19 @@ extension API {
         var groups: [GroupID]
         var map: ShardMap
         var tables: [String: CatalogShardedTable]
+        /// The database's home group (its unsharded tables): a part of a transaction across shards
+        /// when a request writes to both.
+        var home: GroupID
+        /// The part of a request that goes to the home group, beside the shards' parts 0..<count.
+        static let homePart = -1
+
+        func group(ofPart part: Int) -> GroupID { part == Self.homePart ? home : groups[part] }
     }
 
     func shardView(_ db: String, _ catalog: Catalog) -> ShardView? {
         let groups = catalog.shards(of: db).map(\.group)
-        guard let tables = catalog.shardedTables[db], !tables.isEmpty, !groups.isEmpty else { return nil }
-        return ShardView(groups: groups, map: .uniform(count: groups.count), tables: tables)
+        guard let tables = catalog.shardedTables[db], !tables.isEmpty, !groups.isEmpty, let home = catalog.databases[db]?.group else { return nil }
+        return ShardView(groups: groups, map: .uniform(count: groups.count), tables: tables, home: home)
     }
 
     /// Whether `sql` names any of `tables` (a cheap look at its words before planning). Text that does
@@ -58,11 +65,11 @@ extension API {
             let mentioning = statements.map { Self.mentions($0.sql, view.tables) || droppedIndexTable($0.sql, db: db, view) != nil }
             guard mentioning.contains(true) else { return nil }
             var parts: [Int: ShardPart] = [:]
-            var home = 0
+            var home: [Int] = []
             var reindexed: Set<String> = []
             var stale = false
             for (k, statement) in statements.enumerated() {
-                guard mentioning[k] else { home += 1; continue }
+                guard mentioning[k] else { home.append(k); continue }
                 let schema: ShardingSchema, analysis: StatementAnalysis
                 do {
                     (schema, analysis) = try analyzed(statement.sql, db: db, view)
@@ -74,7 +81,7 @@ extension API {
                 }
                 reindexed.formUnion(analysis.schemaTables.filter { view.tables[$0] != nil })
                 switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
-                case .home: home += 1
+                case .home: home.append(k)
                 case .dropTable(let table):
                     guard statements.count == 1 else { throw HTTPFailure.badRequest("send DROP TABLE of a sharded or reference table in a request of its own") }
                     return try await dropShardedTable(table, db: db, view: view)
@@ -91,10 +98,11 @@ extension API {
                 continue
             }
             if parts.isEmpty { return nil }
-            if home > 0 {
-                throw HTTPFailure.badRequest("this request writes to sharded and unsharded tables: writes across a database's home group and its shards are not supported yet; send them separately")
-            }
             for shard in parts.keys { Self.countShard(db, shard, "write") }
+            if !home.isEmpty {
+                // Unsharded tables too: the home group takes part in the transaction as a shard does.
+                parts[ShardView.homePart] = ShardPart(statements: home.map { statements[$0] }, origins: home, copies: home.map { _ in false })
+            }
             let results: [StatementResult]
             if parts.count == 1, let (shard, part) = parts.first {
                 // One shard: one entry, as for an unsharded database.
@@ -344,7 +352,7 @@ extension API {
 
     private func readOne(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency) async throws -> StatementResult {
         guard Self.mentions(statement.sql, view.tables) else {
-            return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
+            return try await readHome([statement], db: db, group: home, consistency: consistency).results[0]
         }
         let schema: ShardingSchema, analysis: StatementAnalysis
         do {
@@ -358,7 +366,7 @@ extension API {
             // It names a sharded table's name but does not prepare against the sharded tables: it is the
             // home group's (a column of that name, say), or it is wrong, and then what is wrong with it
             // against the sharded tables says more than the home group's "no such table".
-            let answer = try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
+            let answer = try await readHome([statement], db: db, group: home, consistency: consistency).results[0]
             if answer.error != nil, let message = (error as? SQLiteError)?.message ?? (error as? SQLSyntaxError)?.message {
                 return StatementResult(error: message)
             }
@@ -366,7 +374,7 @@ extension API {
         }
         switch try Self.refusing({ try ReadPlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
         case .home:
-            return try await groupRouter.query([statement], group: home, consistency: consistency).results[0]
+            return try await readHome([statement], db: db, group: home, consistency: consistency).results[0]
         case .single(let shard):
             Self.countShard(db, shard, "read")
             return try await readWaitingOutTransactions(view.groups[shard], statement, consistency: consistency).result
@@ -435,6 +443,47 @@ extension API {
     }
 
     static let shardStateQuery = SQLStatement("SELECT xepoch, prepared FROM _cairn_shard_state")
+
+    /// A read of a database's home group. Once the database has shards, the home group may hold a
+    /// transaction across shards (one that wrote unsharded tables too), whose outcome is waited for as
+    /// on a shard: its client may have been answered, and a read after must see it.
+    func readHome(_ statements: [SQLStatement], db: String, group: GroupID, consistency: ReadConsistency, statementTimeoutNanos: UInt64 = 0) async throws -> Routed {
+        guard cluster.catalog.shardedTables[db]?.isEmpty == false else {
+            return try await groupRouter.query(statements, group: group, consistency: consistency, statementTimeoutNanos: statementTimeoutNanos)
+        }
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var attempt = 0
+        while true {
+            attempt += 1
+            var routed = try await groupRouter.query(statements + [Self.shardStateQuery], group: group, consistency: consistency,
+                                                     statementTimeoutNanos: statementTimeoutNanos)
+            // No state table yet: the group never took part in a transaction.
+            let state = Self.shardState(routed.results.count == statements.count + 1 ? routed.results[statements.count] : StatementResult())
+            if state.prepared == 0 {
+                routed.results = Array(routed.results.prefix(statements.count))
+                return routed
+            }
+            guard ContinuousClock.now < deadline else {
+                throw HTTPFailure.unavailable("a transaction across shards held the database's home group for the whole request; retry")
+            }
+            try await Task.sleep(for: .milliseconds(min(2 * attempt, 50)))
+        }
+    }
+
+    /// A write to a database's home group, sent again while a transaction across shards holds it (its
+    /// writes then fail alike on every replica, having changed nothing), as writes to a shard are.
+    func executeHome(_ command: SQLCommand, group: GroupID) async throws -> Routed {
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var attempt = 0
+        while true {
+            attempt += 1
+            var c = command
+            if attempt > 1 { c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000) }
+            let routed = try await groupRouter.execute(c, group: group)
+            guard routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }), ContinuousClock.now < deadline else { return routed }
+            try await Task.sleep(for: .milliseconds(min(5 * attempt, 100)))
+        }
+    }
 
     /// One shard's part of a read across shards.
     struct ShardRead: Sendable {
