@@ -41,9 +41,14 @@ extension API {
             // First all at once (one Raft round); after losing to another transaction, in shard order,
             // waiting at each held shard: transactions that take their shards in one order never wait
             // on each other in a cycle, so under contention they queue instead of aborting each other.
-            let prepared: [Result<[StatementResult], any Error>?] = attempt == 1
-                ? await prepareAll(txid: txid, groups: groups, seed: seed) { parts[shards[$0]]!.statements }
-                : await prepareInOrder(txid: txid, groups: groups, seed: seed, until: requestDeadline) { parts[shards[$0]]!.statements }
+            // A group held right now (as a replica here sees it) sends even the first try the ordered way.
+            var contended = attempt > 1
+            if !contended {
+                for group in groups where await isHeld(group) { contended = true; break }
+            }
+            let prepared: [Result<[StatementResult], any Error>?] = contended
+                ? await prepareInOrder(txid: txid, groups: groups, seed: seed, until: requestDeadline) { parts[shards[$0]]!.statements }
+                : await prepareAll(txid: txid, groups: groups, seed: seed) { parts[shards[$0]]!.statements }
             // A shard left unprepared (after an earlier one failed) has no vote: a no.
             var votes: [Int: Result<[StatementResult], any Error>] = [:]
             for (shard, vote) in zip(shards, prepared) { votes[shard] = vote }
@@ -148,12 +153,18 @@ extension API {
         return command
     }
 
+    /// Whether a replica of `group` (this node's, when it holds one) has a transaction prepared.
+    private func isHeld(_ group: GroupID) async -> Bool {
+        guard let r = try? await groupRouter.query([Self.shardStateQuery], group: group, consistency: .local).results.first else { return false }
+        return Self.shardState(r).prepared > 0
+    }
+
     /// At most this long in all, a transaction taking its shards in order waits for held ones (well
     /// within its deadline, after which recovery would abort it).
     static let orderedWaitMillis: Int64 = 2_000
 
     /// Proposes each group's prepare in `groups` order, one after the other; a group another
-    /// transaction holds is asked again (with growing pauses) until it is free or the wait is over.
+    /// transaction holds is asked again once a replica shows it free, until the wait is over.
     /// Stops at the first group that votes no: the groups after it are left unprepared (nil).
     private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, until requestDeadline: ContinuousClock.Instant,
                                 statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>?] {
@@ -161,7 +172,7 @@ extension API {
         let waitDeadline = min(requestDeadline, ContinuousClock.now + .milliseconds(Self.orderedWaitMillis))
         var out = [Result<[StatementResult], any Error>?](repeating: nil, count: groups.count)
         for (n, group) in groups.enumerated() {
-            var pause = 1
+            await waitUntilFree(group, until: waitDeadline)
             while true {
                 // Every try with the transaction's one time and seed: each part sees what the others see.
                 let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
@@ -173,8 +184,7 @@ extension API {
                 }
                 guard case .success(let r)? = out[n], r.contains(where: { $0.error == TransactionStep.lockedMessage }),
                       ContinuousClock.now < waitDeadline else { break }
-                try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...Int64(pause))))
-                pause = min(pause * 2, 16)
+                await waitUntilFree(group, until: waitDeadline)
             }
             guard case .success(let r)? = out[n], r.allSatisfy({ $0.error == nil }) else { break }
         }

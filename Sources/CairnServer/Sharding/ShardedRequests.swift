@@ -178,7 +178,21 @@ extension API {
             c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
             let results = try await groupRouter.execute(c, group: group).results
             guard results.contains(where: { $0.error == TransactionStep.lockedMessage }), ContinuousClock.now < deadline else { return results }
-            try await Task.sleep(for: .milliseconds(min(5 * attempt, 100)))
+            await waitUntilFree(group, until: deadline)
+        }
+    }
+
+    /// Waits until `group` looks free of prepared transactions, judged by a replica's applied state
+    /// (this node's, when it holds one: no Raft round, no log entry), or until `deadline`. A hint:
+    /// the write sent after it may still find the group held, and then waits again. Polling the group
+    /// with writes instead would put an entry in its log per try, in front of the entry that frees it.
+    func waitUntilFree(_ group: GroupID, until deadline: ContinuousClock.Instant) async {
+        var pause = 1
+        while ContinuousClock.now < deadline {
+            guard let r = try? await groupRouter.query([Self.shardStateQuery], group: group, consistency: .local).results.first,
+                  Self.shardState(r).prepared > 0 else { return }
+            try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...Int64(pause))))
+            pause = min(pause * 2, 8)
         }
     }
 
@@ -347,6 +361,7 @@ extension API {
             guard Self.mentions(statement.sql, view.tables) else { home.append(statement); continue }
             guard let (_, analysis) = try? schemaCopies.analyze(statement.sql, database: db, tables: view.tables), analysis.readOnly else { return false }
         }
+        if home.isEmpty { return true }
         return try await homeReads(home)
     }
 
@@ -481,7 +496,7 @@ extension API {
             if attempt > 1 { c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000) }
             let routed = try await groupRouter.execute(c, group: group)
             guard routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }), ContinuousClock.now < deadline else { return routed }
-            try await Task.sleep(for: .milliseconds(min(5 * attempt, 100)))
+            await waitUntilFree(group, until: deadline)
         }
     }
 
