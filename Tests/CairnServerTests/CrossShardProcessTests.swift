@@ -77,6 +77,9 @@ struct CrossShardProcessTests {
             #expect(await victim.waitForExit(seconds: 10) != nil, "\(point): the coordinator did not die")
             await load(until: Date().addingTimeInterval(seconds))
             try victim.start()
+            // Listening again before the faults that follow address every node (on a loaded machine a
+            // restart took long enough for a partition request to find it closed).
+            try await c.waitReady([victim])
         }
         // A shard's leader killed mid-run.
         let shards = (try await a.get("/v1/db/bank/shards")).json["shards"] as? [Object] ?? []
@@ -84,6 +87,7 @@ struct CrossShardProcessTests {
             await node.kill9()
             await load(until: Date().addingTimeInterval(seconds))
             try node.start()
+            try await c.waitReady([node])
         }
         // A node cut off from the others' Raft traffic mid-run, then healed.
         try await c.cutOff(c.nodes[1])
