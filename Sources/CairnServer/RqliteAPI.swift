@@ -1,6 +1,7 @@
 import CairnJSON
 import CairnAuth
 import CairnCluster
+import CairnQuery
 import CairnNode
 import CairnRouter
 import CairnRaft
@@ -301,8 +302,15 @@ extension API {
     }
 
     /// Whether any statement writes, judged against this node's copy (redirect only writes to the leader).
-    private func writes(_ statements: [SQLStatement], group: GroupID) async throws -> Bool {
-        guard runtime.hosts(group) else { return true }
+    func writes(_ statements: [SQLStatement], group: GroupID) async throws -> Bool {
+        // Without a copy of the group here, a plain SELECT (or VALUES) is judged by its first word:
+        // SQLite has no SELECT that writes. Anything else counts as a write.
+        guard runtime.hosts(group) else {
+            return !statements.allSatisfy { s in
+                guard let first = (try? SQLLexer.tokens(s.sql))?.first else { return false }
+                return first.isWord("SELECT") || first.isWord("VALUES")
+            }
+        }
         for s in statements where !(try await runtime.isReadOnly(group: group, s.sql)) { return true }
         return false
     }

@@ -202,6 +202,9 @@ extension API {
             return .applied
         } catch let e as NotCommitted {
             return .notApplied(e.description)
+        } catch let held as HTTPFailure where held.status == 503 {
+            // Held by a transaction across shards until the deadline, or refused by one: nothing applied.
+            return .notApplied(held.message)
         } catch RouteError.refused(let status, let message) where (400..<500).contains(status) {
             return .notApplied(message)
         } catch let e as RuntimeError where { if case .entryTooLarge = e { return true } else { return false } }() {

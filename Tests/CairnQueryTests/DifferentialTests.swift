@@ -117,7 +117,7 @@ enum Generator {
         switch rng.below(5) {
         case 0, 1:
             // Projections.
-            let columns = [["k"], ["g", "n"], ["*"], ["v", "typeof(v)"], ["n + r AS s", "g"], ["g"], ["r", "k"], ["upper(g)", "n * 2"]][rng.below(8)]
+            let columns = [["k"], ["g", "n"], ["*"], ["v", "typeof(v)"], ["n + r AS s", "g"], ["g"], ["r", "k"], ["upper(g)", "n * 2"], ["k", "(SELECT count(*) FROM t) AS total"]][rng.below(9)]
             let distinct = rng.chance(0.25) && !columns.contains("*") && !columns.contains("k")
             sql = "SELECT \(distinct ? "DISTINCT " : "")\(columns.joined(separator: ", ")) FROM t" + whereClause
             let width = columns == ["*"] ? 5 : columns.count

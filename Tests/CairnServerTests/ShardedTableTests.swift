@@ -368,6 +368,17 @@ struct ShardedTableTests {
         #expect(rqWrites.status == 200 && rqWrites.text.contains(#""rows_affected":2"#) && rqWrites.text.contains(#""rows_affected":1"#), "\(rqWrites.text)")
         let rqAfter = try await c.nodes[1].post("/db/query", ["SELECT group_concat(v, ',') FROM (SELECT v FROM kv ORDER BY k)"])
         #expect(rqAfter.status == 200 && rqAfter.text.contains(#"[["one,TWO,three,four"]]"#), "\(rqAfter.text)")
+
+        // CairnDB's own /request: reads where the rows are; writes to sharded and unsharded tables in one
+        // transaction, a home statement's rows answered whole.
+        let nativeReads = try await c.nodes[2].post("/v1/db/shop/request", ["statements": ["SELECT count(*) FROM orders", "SELECT count(*) FROM notes"]])
+        #expect(nativeReads.status == 200 && nativeReads.text.contains("[[12]]") && nativeReads.text.contains("[[0]]"), "\(nativeReads.text)")
+        let nativeWrites = try await c.nodes[1].post("/v1/db/shop/request", ["statements": [
+            "INSERT INTO notes VALUES ('moved') RETURNING body", "UPDATE orders SET country = 'FR' WHERE customer IN (1, 3)"]])
+        #expect(nativeWrites.status == 200 && nativeWrites.text.contains(#"[["moved"]]"#) && nativeWrites.text.contains(#""rows_affected":2"#)
+                && !nativeWrites.text.contains("error"), "\(nativeWrites.text)")
+        let moved = try await c.nodes[0].post("/v1/db/shop/query", ["statements": ["SELECT count(*) FROM orders WHERE country = 'FR'", "SELECT body FROM notes"]])
+        #expect(moved.text.contains("[[8]]") && moved.text.contains(#"[["moved"]]"#), "\(moved.text)")
     }
 }
 }

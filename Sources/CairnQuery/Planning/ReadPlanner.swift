@@ -65,8 +65,9 @@ public struct ReadPlanner: Sendable {
     /// pinned; else split into per-shard parts and combined when its shape allows, else its rows gathered.
     private func planOne(_ table: ShardedTable, _ q: Query) throws -> ReadPlan {
         let qualifier = q.shape.flatMap { Self.qualifier(of: $0.from, table: table) }
-        // Joined with reference tables, the sharded table is still pinned by its key in WHERE.
-        let joined = qualifier ?? q.shape.flatMap { Self.joinQualifier(of: $0.from, table: table) }
+        // Joined with reference tables, the sharded table is still pinned by its key in WHERE (unless
+        // another table goes by its name: then `t.k` may be that one's column).
+        let joined = qualifier ?? q.shape.flatMap { Self.uniquelyNamed($0.from) ? Self.joinQualifier(of: $0.from, table: table) : nil }
         var shards = Array(0..<map.count)
         if let shape = q.shape, let joined, let w = shape.whereClause, q.oneSelect,
            let pinned = pins(w, table: table, qualifier: joined, parameters: q.parameters) {
@@ -76,11 +77,11 @@ public struct ReadPlanner: Sendable {
         if shards.count == 1 { return .single(shard: shards[0]) }
         // Every row of the answer is made on one shard when the table is in every row (first in FROM,
         // or inner-joined) with reference tables, which every shard holds whole.
-        if let shape = q.shape, q.oneSelect, let joined, q.references.isEmpty ? qualifier != nil : Self.inEveryRow(joined, shape.from),
+        if let shape = q.shape, q.oneSelect, let joined, q.references.isEmpty ? qualifier != nil : Self.inEveryRow(joined, table: table.name, shape.from),
            let plan = pushedDown(shape, tables: [table], shards: shards, q) {
             return plan
         }
-        if q.references.isEmpty, let shape = q.shape, qualifier != nil, let w = shape.whereClause, !w.contains(where: { $0.isWord("SELECT") }) {
+        if q.references.isEmpty, let shape = q.shape, qualifier != nil, let w = shape.whereClause, q.oneSelect {
             // Only the rows WHERE keeps.
             let columns = table.storedColumns.map(SQLLexer.quote).joined(separator: ", ")
             let worker = try SQLLexer.tokens("SELECT 0, \(columns) FROM") + shape.from + [Token(kind: .word, text: "WHERE", value: "WHERE")] + w
@@ -107,6 +108,7 @@ public struct ReadPlanner: Sendable {
             throw refuse("their keys are placed differently (other key types, or other split points)")
         }
         guard let shape = q.shape else { throw refuse("the statement is not one SELECT joining them (a WITH, a compound SELECT, ...)") }
+        guard Self.uniquelyNamed(shape.from) else { throw refuse("two tables of the FROM clause go by one name") }
         var qualifiers: [String: ShardedTable] = [:]
         for t in tables {
             guard let name = Self.joinQualifier(of: shape.from, table: t) else { throw refuse("\(t.name) is named more than once, or not as a table of the FROM clause") }
@@ -178,7 +180,7 @@ public struct ReadPlanner: Sendable {
         }
         // Each shard joins its own rows when one sharded table is in every row (first in FROM, or
         // inner-joined; no RIGHT or FULL join) and every other one meets it on its shard.
-        if q.oneSelect, qualifiers.keys.sorted().contains(where: { Self.inEveryRow($0, shape.from) && apart(from: $0) == nil }),
+        if q.oneSelect, qualifiers.keys.sorted().contains(where: { Self.inEveryRow($0, table: qualifiers[$0]!.name, shape.from) && apart(from: $0) == nil }),
            let plan = pushedDown(shape, tables: tables, shards: shards, q) {
             return plan
         }
@@ -188,11 +190,19 @@ public struct ReadPlanner: Sendable {
         return gathered(tables, shards: Array(0..<map.count), q)
     }
 
+    /// Whether the tables of a FROM clause (at its top level) go by names of their own.
+    static func uniquelyNamed(_ from: [Token]) -> Bool {
+        let names = joinClauses(from).compactMap(\.qualifier)
+        return Set(names).count == names.count
+    }
+
     /// Whether every row of a FROM clause holds a row of the table it calls `name`: the table comes
     /// first or by an inner join, and no RIGHT, FULL or NATURAL join follows it.
-    static func inEveryRow(_ name: String, _ from: [Token]) -> Bool {
+    static func inEveryRow(_ name: String, table: String, _ from: [Token]) -> Bool {
         let joins = joinClauses(from)
-        return !joins.contains { $0.kind == .other } && joins.contains { $0.qualifier == name && $0.kind == .inner }
+        let named = joins.filter { $0.qualifier == name }
+        // The name must be the table's alone (SQLite lets another table take it as its alias).
+        return !joins.contains { $0.kind == .other } && named.count == 1 && named[0].table == table && named[0].kind == .inner
     }
 
     /// The two-stage plan (per-shard parts, combined), when every row of the answer is made on one
@@ -234,6 +244,8 @@ public struct ReadPlanner: Sendable {
         var kind: Kind
         /// The name the table goes by (its alias or its own name); nil for a subquery.
         var qualifier: String?
+        /// The table's own name (lowercased); nil for a subquery.
+        var table: String?
         var on: [Token]
     }
 
@@ -273,7 +285,8 @@ public struct ReadPlanner: Sendable {
             var qualifier = table.first?.kind == .word || table.first?.kind == .quotedName ? table.first?.name : nil
             if table.count >= 3, table[1].isWord("AS") { qualifier = table[2].name }
             else if table.count == 2, table[1].kind == .word || table[1].kind == .quotedName { qualifier = table[1].name }
-            return JoinClause(kind: kind, qualifier: qualifier, on: onAt.map { Array(body[($0 + 1)...]) } ?? [])
+            let name = table.first?.kind == .word || table.first?.kind == .quotedName ? table.first?.name : nil
+            return JoinClause(kind: kind, qualifier: qualifier, table: name, on: onAt.map { Array(body[($0 + 1)...]) } ?? [])
         }
     }
 
@@ -297,13 +310,18 @@ public struct ReadPlanner: Sendable {
     static func joinQualifier(of from: [Token], table: ShardedTable) -> String? {
         var found: [String] = []
         var depth = 0
+        var nested = false
         for (i, t) in from.enumerated() {
             if t.isSymbol("(") { depth += 1 }
             if t.isSymbol(")") { depth -= 1 }
-            guard depth == 0, t.name == table.name.lowercased() else { continue }
-            // A table stands first, after a comma or after JOIN; `t.col` in an ON clause is a column.
-            guard i == 0 || from[i - 1].isSymbol(",") || from[i - 1].isWord("JOIN") else { continue }
+            guard t.name == table.name.lowercased() else { continue }
+            // A table stands first, after a comma, JOIN, FROM or an opening parenthesis (`(t)`, a nested
+            // join); `t.col` in an ON clause is a column.
+            guard i == 0 || from[i - 1].isSymbol(",") || from[i - 1].isWord("JOIN") || from[i - 1].isWord("FROM") || from[i - 1].isSymbol("(") else { continue }
             if i + 1 < from.count && from[i + 1].isSymbol(".") { continue }
+            // Inside parentheses: named once more (a self-join), or in a nested join or subquery this
+            // planner does not look into.
+            if depth > 0 { nested = true; continue }
             var alias = t.name!
             if i + 2 < from.count && from[i + 1].isWord("AS"), let a = from[i + 2].name {
                 alias = a
@@ -313,7 +331,7 @@ public struct ReadPlanner: Sendable {
             }
             found.append(alias)
         }
-        return found.count == 1 ? found[0] : nil
+        return found.count == 1 && !nested ? found[0] : nil
     }
 
     /// The shards that can hold rows matching WHERE's top-level equalities on the whole shard key;

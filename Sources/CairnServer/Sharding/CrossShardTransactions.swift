@@ -28,8 +28,9 @@ extension API {
     /// Commits every shard's part or none; the answer has one result per client statement (an INSERT
     /// split over shards adds up its parts).
     func commitAcrossShards(_ parts: [Int: ShardPart], statementCount: Int, view: ShardView) async throws -> [StatementResult] {
-        // The home group's part (if any) first: it is the anchor then.
-        let shards = parts.keys.sorted()
+        // Shards in order, the home group's part (if any) last: held for the shortest time by a
+        // transaction that waits for its shards one by one (its unsharded tables are everyone's).
+        let shards = parts.keys.sorted { ($0 == ShardView.homePart ? Int.max : $0) < ($1 == ShardView.homePart ? Int.max : $1) }
         let groups = shards.map { view.group(ofPart: $0) }
         let anchor = groups[0]
         let requestDeadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
@@ -74,6 +75,11 @@ extension API {
                 for shard in shards {
                     guard case .success(let r)? = votes[shard] else { continue }
                     for (k, origin) in parts[shard]!.origins.enumerated() where k < r.count {
+                        if shard == ShardView.homePart {
+                            // A statement of the home group's is whole there: its rows (a SELECT, RETURNING) too.
+                            results[origin] = r[k]
+                            continue
+                        }
                         if parts[shard]!.copies[k] {
                             // Every copy did the same: the first one answers.
                             if answered.insert(origin).inserted { results[origin] = r[k] }

@@ -178,7 +178,10 @@ extension API {
             var c = command
             c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
             let results = try await groupRouter.execute(c, group: group).results
-            guard results.contains(where: { $0.error == TransactionStep.lockedMessage }), ContinuousClock.now < deadline else { return results }
+            guard results.contains(where: { $0.error == TransactionStep.lockedMessage }) else { return results }
+            guard ContinuousClock.now < deadline else {
+                throw HTTPFailure.unavailable("a transaction across shards held the shard for the whole request; nothing was written; retry")
+            }
             await waitUntilFree(group, until: deadline)
         }
     }
@@ -188,6 +191,8 @@ extension API {
     /// the write sent after it may still find the group held, and then waits again. Polling the group
     /// with writes instead would put an entry in its log per try, in front of the entry that frees it.
     func waitUntilFree(_ group: GroupID, until deadline: ContinuousClock.Instant) async {
+        // At least a moment: the replica asked may not have applied the prepare the leader refused with.
+        try? await Task.sleep(for: .microseconds(Int64.random(in: 500...1_500)))
         var pause = 1
         while ContinuousClock.now < deadline {
             guard let r = try? await groupRouter.query([Self.shardStateQuery], group: group, consistency: .local).results.first,
@@ -464,9 +469,9 @@ extension API {
     /// transaction across shards (one that wrote unsharded tables too), whose outcome is waited for as
     /// on a shard: its client may have been answered, and a read after must see it.
     func readHome(_ statements: [SQLStatement], db: String, group: GroupID, consistency: ReadConsistency, statementTimeoutNanos: UInt64 = 0) async throws -> Routed {
-        guard cluster.catalog.shardedTables[db]?.isEmpty == false else {
-            return try await groupRouter.query(statements, group: group, consistency: consistency, statementTimeoutNanos: statementTimeoutNanos)
-        }
+        // Asked whether or not this node's catalog copy shows shards yet: another node may have made
+        // them, and committed a transaction here, a moment ago (without a state table, the answer is
+        // "never took part").
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
         while true {
@@ -496,7 +501,10 @@ extension API {
             var c = command
             if attempt > 1 { c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000) }
             let routed = try await groupRouter.execute(c, group: group)
-            guard routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }), ContinuousClock.now < deadline else { return routed }
+            guard routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }) else { return routed }
+            guard ContinuousClock.now < deadline else {
+                throw HTTPFailure.unavailable("a transaction across shards held the database's home group for the whole request; nothing was written; retry")
+            }
             await waitUntilFree(group, until: deadline)
         }
     }
