@@ -60,6 +60,18 @@ def main():
         expect(r[2].get("rows") == [[42, "France"]], f"a join with a reference table, pinned to one shard: {r[2]}")
         status, body = call(n[1], "/v1/db/shop/execute", {"statements": ["UPDATE orders SET total = total + 1"]})
         expect(status == 200 and body["results"][0].get("rows_affected") == 100, f"an UPDATE on every shard, atomically: {body}")
+        status, body = call(n[2], "/v1/db/shop/query", {"statements": [
+            "SELECT c.name, count(*) FROM orders o JOIN countries c ON c.code = CASE WHEN o.customer % 2 = 0 THEN 'FR' ELSE 'DE' END GROUP BY c.name ORDER BY 1",
+            "SELECT c.code, count(o.customer) FROM countries c LEFT JOIN orders o ON o.customer = 1 AND c.code = 'FR' GROUP BY c.code ORDER BY 1"]})
+        r = body.get("results", [])
+        expect(status == 200 and r[0].get("rows") == [["France", 50], ["Germany", 50]], f"a join with a reference table on every shard: {body}")
+        expect(r[1].get("rows") == [["DE", 0], ["FR", 1]], f"a join gathered from every shard, the reference table from one: {r[1]}")
+        status, body = call(n[0], "/v1/db/shop/execute", {"statements": ["CREATE TABLE notes (body TEXT)"]})
+        expect(status == 200 and "error" not in body["results"][0], f"an unsharded table beside sharded ones: {body}")
+        status, body = call(n[1], "/v1/db/shop/execute", {"statements": ["INSERT INTO notes VALUES ('order 101')", "INSERT INTO orders VALUES (101, 1, 0), (102, 1, 0)"]})
+        expect(status == 200 and all("error" not in x for x in body["results"]), f"sharded and unsharded tables written in one transaction: {body}")
+        status, body = call(n[2], "/v1/db/shop/query", {"statements": ["SELECT count(*) FROM notes", "SELECT count(*) FROM orders"]})
+        expect(status == 200 and [x.get("rows") for x in body["results"]] == [[[1]], [[102]]], f"both written: {body}")
 
         # The default database through a follower (the router sends the write to the leader) and rqlite's API.
         leader = cluster.leader_url().removeprefix("http://")
