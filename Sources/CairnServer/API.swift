@@ -406,7 +406,7 @@ final class API: Sendable {
         }
         audit.record(who, statements: statements, database: db)
         if let sharded = try await executeSharded(statements, db: db, atomic: atomic) { return sharded }
-        let routed = try await executeHome(SQLCommand.now(statements, atomic: atomic), group: try await groupRouter.group(of: db))
+        let routed = try await executeWaitingOutLocks(SQLCommand.now(statements, atomic: atomic), group: try await groupRouter.group(of: db))
         // A table sharded moments ago, through another node: this node's catalog copy sent its
         // statements to the home group, where nothing was applied. Send them to the shards.
         if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[db] != nil,
@@ -422,7 +422,7 @@ final class API: Sendable {
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
         if let sharded = try await querySharded(statements, db: db, consistency: consistency) { return sharded }
-        let routed = try await readHome(statements, db: db, group: try await groupRouter.group(of: db), consistency: consistency)
+        let routed = try await readHome(statements, group: try await groupRouter.group(of: db), consistency: consistency)
         if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[db] != nil,
            let sharded = try await querySharded(statements, db: db, consistency: consistency) {
             return sharded

@@ -230,23 +230,9 @@ extension API {
         if case .bool(let b)? = json["atomic"] { atomic = b }
         let mayWrite = !auth.enabled || who.grants.allows(.write, database: db)
         let group = try await groupRouter.group(of: db)
-        if let view = shardView(db, cluster.catalog) {
-            // A database with shards: reads are read where their rows are (the home group's waiting out
-            // transactions across shards, as a shard's do); anything else is a write request.
-            let answer = { (results: [StatementResult]) in
-                Self.json(200, .object([("results", .array(results.map { r in r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r) }))]))
-            }
-            if try await onlyReads(statements, db: db, homeReads: { try await !self.writes($0, group: group) }) {
-                if let results = try await readSharded(statements, db: db, consistency: consistency) { return answer(results) }
-                return answer(try await readHome(statements, db: db, group: group, consistency: consistency).results)
-            }
-            try auth.require(who, .write, database: db)
-            audit.record(who, statements: statements, database: db)
-            if statements.contains(where: { Self.mentions($0.sql, view.tables) }),
-               let results = try await writeSharded(statements, db: db, atomic: atomic) {
-                return answer(results)
-            }
-            return answer(try await executeHome(SQLCommand.now(statements, atomic: atomic), group: group).results)
+        if let (results, _) = try await requestWithShards(statements, db: db, group: group, atomic: atomic, consistency: consistency,
+                                                          beforeWrite: { try auth.require(who, .write, database: db); audit.record(who, statements: statements, database: db) }) {
+            return Self.json(200, .object([("results", .array(results.map { r in r.columns.isEmpty ? Statements.json(write: r) : Statements.json(query: r) }))]))
         }
         let routed: Routed
         do {

@@ -87,7 +87,7 @@ extension API {
     /// SQL text: one atomic entry, on the group's leader.
     private func loadText(_ request: Request, _ bytes: [UInt8], _ p: RqliteParams, _ who: Principal, database: String) async throws -> Response {
         let command = SQLCommand.now([SQLStatement(try Self.unwrapped(dump: bytes))], atomic: true)
-        let results = try await executeHome(command, group: try await groupRouter.group(of: database)).results
+        let results = try await executeWaitingOutLocks(command, group: try await groupRouter.group(of: database)).results
         return Self.rqJSON(RqliteFormat.body(results: results.map { RqliteFormat.write($0, time: nil, withRowsKey: false, options: p.format) },
                                              options: p.format))
     }
@@ -104,13 +104,13 @@ extension API {
         var entries = 0
         // Reading the file blocks: off the tasks' threads.
         while let chunk = try await NIOThreadPool.singleton.runIfActive({ try loader.value.nextChunk() }) {
-            let results = try await executeHome(chunk, group: group).results
+            let results = try await executeWaitingOutLocks(chunk, group: group).results
             entries += 1
             if let failed = results.first(where: { $0.error != nil }) {
                 throw HTTPFailure.badRequest("loading failed after \(entries) entries (\(loader.value.rows) rows): \(failed.error!)")
             }
         }
-        let results = try await executeHome(loader.value.finalCommand(), group: group).results
+        let results = try await executeWaitingOutLocks(loader.value.finalCommand(), group: group).results
         log("node \(cluster.nodeID): loaded \(loader.value.rows) rows into group \(group) in \(entries + 1) entries")
         if let failed = results.first(where: { $0.error != nil }) {
             throw HTTPFailure.badRequest("loading failed at its last step (the database is unchanged): \(failed.error!)")

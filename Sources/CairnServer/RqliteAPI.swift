@@ -216,7 +216,7 @@ extension API {
         if let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
             return rqAnswer(results, index: nil, p, started: started, wrote: true, withRowsKey: false)
         }
-        let routed = try await executeHome(SQLCommand.now(live, atomic: p.has("transaction")), group: group)
+        let routed = try await executeWaitingOutLocks(SQLCommand.now(live, atomic: p.has("transaction")), group: group)
         // A table sharded moments ago through another node: nothing was applied in the home group.
         if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[defaultDatabase] != nil,
            let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
@@ -243,7 +243,7 @@ extension API {
             if let results = try await readSharded(live, db: defaultDatabase, consistency: consistency) {
                 return rqAnswer(results, index: nil, p, started: started, wrote: false, withRowsKey: false)
             }
-            let routed = try await readHome(live, db: defaultDatabase, group: group, consistency: consistency,
+            let routed = try await readHome(live, group: group, consistency: consistency,
                                             statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)))
             if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[defaultDatabase] != nil,
                let results = try await readSharded(live, db: defaultDatabase, consistency: consistency) {
@@ -268,27 +268,10 @@ extension API {
         if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
         do {
             let consistency = p.consistency(voter: cluster.config.voter)
-            if let view = shardView(defaultDatabase, cluster.catalog) {
-                // A database with shards: reads are read where their rows are (the home group's waiting
-                // out transactions across shards, as a shard's do); anything else is a write request.
-                if try await onlyReads(live, db: defaultDatabase, homeReads: { try await !self.writes($0, group: group) }) {
-                    var results = try await readSharded(live, db: defaultDatabase, consistency: consistency)
-                    if results == nil {
-                        results = try await readHome(live, db: defaultDatabase, group: group, consistency: consistency,
-                                                     statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0))).results
-                    }
-                    return rqAnswer(results ?? [], index: nil, p, started: started, wrote: false, withRowsKey: true)
-                }
-                if live.contains(where: { Self.mentions($0.sql, view.tables) }) {
-                    audit.record(who, statements: live, database: defaultDatabase)
-                    if let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
-                        return rqAnswer(results, index: nil, p, started: started, wrote: true, withRowsKey: true)
-                    }
-                }
-                let routed = try await audited(who, live, database: defaultDatabase) {
-                    try await self.executeHome(SQLCommand.now(live, atomic: p.has("transaction")), group: group)
-                }
-                return rqAnswer(routed.results, index: routed.index, p, started: started, wrote: true, withRowsKey: true)
+            if let (results, wrote) = try await requestWithShards(live, db: defaultDatabase, group: group, atomic: p.has("transaction"), consistency: consistency,
+                                                                  statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)),
+                                                                  beforeWrite: { audit.record(who, statements: live, database: defaultDatabase) }) {
+                return rqAnswer(results, index: nil, p, started: started, wrote: wrote, withRowsKey: true)
             }
             let routed = try await audited(who, live, database: defaultDatabase) {
                 try await self.groupRouter.request(SQLCommand.now(live, atomic: p.has("transaction")), group: group,

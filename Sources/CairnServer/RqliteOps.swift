@@ -198,7 +198,7 @@ extension API {
                 }
                 return .applied
             }
-            _ = try await executeHome(SQLCommand.now(statements, atomic: false), group: group).results
+            _ = try await executeWaitingOutLocks(SQLCommand.now(statements, atomic: false), group: group).results
             return .applied
         } catch let e as NotCommitted {
             return .notApplied(e.description)

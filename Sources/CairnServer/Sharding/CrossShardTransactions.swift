@@ -159,12 +159,6 @@ extension API {
         return command
     }
 
-    /// Whether a replica of `group` (this node's, when it holds one) has a transaction prepared.
-    private func isHeld(_ group: GroupID) async -> Bool {
-        guard let r = try? await groupRouter.query([Self.shardStateQuery], group: group, consistency: .local).results.first else { return false }
-        return Self.shardState(r).prepared > 0
-    }
-
     /// At most this long in all, a transaction taking its shards in order waits for held ones (well
     /// within its deadline, after which recovery would abort it).
     static let orderedWaitMillis: Int64 = 2_000
@@ -178,7 +172,7 @@ extension API {
         let waitDeadline = min(requestDeadline, ContinuousClock.now + .milliseconds(Self.orderedWaitMillis))
         var out = [Result<[StatementResult], any Error>?](repeating: nil, count: groups.count)
         for (n, group) in groups.enumerated() {
-            await waitUntilFree(group, until: waitDeadline)
+            await waitUntilFree(group, until: waitDeadline, refused: false)
             while true {
                 // Every try with the transaction's one time and seed: each part sees what the others see.
                 let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,

@@ -107,7 +107,7 @@ extension API {
             let results: [StatementResult]
             if parts.count == 1, let (shard, part) = parts.first {
                 // One shard: one entry, as for an unsharded database.
-                results = try await proposeWaitingOutLocks(SQLCommand.now(part.statements, atomic: atomic), group: view.groups[shard])
+                results = try await executeWaitingOutLocks(SQLCommand.now(part.statements, atomic: atomic), group: view.groups[shard]).results
             } else {
                 results = try await commitAcrossShards(parts, statementCount: statements.count, view: view)
             }
@@ -168,21 +168,19 @@ extension API {
         try await awaitCatalog { c in expected.allSatisfy { c.shardedTables[db]?[$0.key]?.createSQL == $0.value } }
     }
 
-    /// `propose`, sent again while a transaction across shards holds the shard (its writes then fail
-    /// alike on every replica, having changed nothing).
-    func proposeWaitingOutLocks(_ command: SQLCommand, group: GroupID) async throws -> [StatementResult] {
+    /// A write to a shard or a database's home group, sent again while a transaction across shards
+    /// holds the group (its writes then fail alike on every replica, having changed nothing).
+    func executeWaitingOutLocks(_ command: SQLCommand, group: GroupID) async throws -> Routed {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
-        var attempt = 0
+        var c = command
         while true {
-            attempt += 1
-            var c = command
-            c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
-            let results = try await groupRouter.execute(c, group: group).results
-            guard results.contains(where: { $0.error == TransactionStep.lockedMessage }) else { return results }
+            let routed = try await groupRouter.execute(c, group: group)
+            guard routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }) else { return routed }
             guard ContinuousClock.now < deadline else {
-                throw HTTPFailure.unavailable("a transaction across shards held the shard for the whole request; nothing was written; retry")
+                throw HTTPFailure.unavailable("a transaction across shards held the data for the whole request; nothing was written; retry")
             }
             await waitUntilFree(group, until: deadline)
+            c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
         }
     }
 
@@ -190,16 +188,21 @@ extension API {
     /// (this node's, when it holds one: no Raft round, no log entry), or until `deadline`. A hint:
     /// the write sent after it may still find the group held, and then waits again. Polling the group
     /// with writes instead would put an entry in its log per try, in front of the entry that frees it.
-    func waitUntilFree(_ group: GroupID, until deadline: ContinuousClock.Instant) async {
-        // At least a moment: the replica asked may not have applied the prepare the leader refused with.
-        try? await Task.sleep(for: .microseconds(Int64.random(in: 500...1_500)))
+    func waitUntilFree(_ group: GroupID, until deadline: ContinuousClock.Instant, refused: Bool = true) async {
+        // After a refusal, at least a moment: the replica asked may not have applied the prepare the
+        // leader refused with.
+        if refused { try? await Task.sleep(for: .microseconds(Int64.random(in: 500...1_500))) }
         var pause = 1
-        while ContinuousClock.now < deadline {
-            guard let r = try? await groupRouter.query([Self.shardStateQuery], group: group, consistency: .local).results.first,
-                  Self.shardState(r).prepared > 0 else { return }
+        while ContinuousClock.now < deadline, await isHeld(group) {
             try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...Int64(pause))))
             pause = min(pause * 2, 8)
         }
+    }
+
+    /// Whether a replica of `group` (this node's, when it holds one) has a transaction prepared.
+    func isHeld(_ group: GroupID) async -> Bool {
+        guard let r = try? await groupRouter.query([Self.shardStateQuery], group: group, consistency: .local).results.first else { return false }
+        return Self.shardState(r).prepared > 0
     }
 
     /// CREATE TABLE ... SHARD BY HASH, SHARD BY RANGE or REFERENCE: the database's shard groups (made
@@ -307,8 +310,8 @@ extension API {
                 tasks.addTask {
                     // Waits out a transaction across shards that holds the shard (one that began
                     // before the drop and writes the table).
-                    let results = try await self.proposeWaitingOutLocks(SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)")], atomic: true),
-                                                                        group: group)
+                    let results = try await self.executeWaitingOutLocks(SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)")], atomic: true),
+                                                                        group: group).results
                     if let failed = results.first(where: { $0.error != nil })?.error {
                         throw HTTPFailure.unavailable("\(entry.name) is gone from the catalog, but dropping it on shard \(i) failed (\(failed)); "
                                                       + "creating it again replaces what is left")
@@ -358,6 +361,24 @@ extension API {
         return results
     }
 
+    /// A request that may read or write, on a database with sharded tables (nil without them): all
+    /// reads are read where their rows are (the home group's waiting out transactions across shards, as
+    /// a shard's do); anything else is written, to the shards and the home group as one transaction.
+    /// `beforeWrite` checks the right to write and audits; `wrote` says which it was.
+    func requestWithShards(_ statements: [SQLStatement], db: String, group: GroupID, atomic: Bool, consistency: ReadConsistency,
+                           statementTimeoutNanos: UInt64 = 0, beforeWrite: () throws -> Void) async throws -> (results: [StatementResult], wrote: Bool)? {
+        guard let view = shardView(db, cluster.catalog) else { return nil }
+        if try await onlyReads(statements, db: db, homeReads: { try await !self.writes($0, group: group) }) {
+            if let results = try await readSharded(statements, db: db, consistency: consistency) { return (results, false) }
+            return (try await readHome(statements, group: group, consistency: consistency, statementTimeoutNanos: statementTimeoutNanos).results, false)
+        }
+        try beforeWrite()
+        if statements.contains(where: { Self.mentions($0.sql, view.tables) }), let results = try await writeSharded(statements, db: db, atomic: atomic) {
+            return (results, true)
+        }
+        return (try await executeWaitingOutLocks(SQLCommand.now(statements, atomic: atomic), group: group).results, true)
+    }
+
     /// Whether every statement only reads, each judged where it runs: against the sharded tables'
     /// schema when it names one, else by the home group (`homeReads`).
     func onlyReads(_ statements: [SQLStatement], db: String, homeReads: ([SQLStatement]) async throws -> Bool) async throws -> Bool {
@@ -373,7 +394,7 @@ extension API {
 
     private func readOne(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency) async throws -> StatementResult {
         guard Self.mentions(statement.sql, view.tables) else {
-            return try await readHome([statement], db: db, group: home, consistency: consistency).results[0]
+            return try await readHome([statement], group: home, consistency: consistency).results[0]
         }
         let schema: ShardingSchema, analysis: StatementAnalysis
         do {
@@ -387,7 +408,7 @@ extension API {
             // It names a sharded table's name but does not prepare against the sharded tables: it is the
             // home group's (a column of that name, say), or it is wrong, and then what is wrong with it
             // against the sharded tables says more than the home group's "no such table".
-            let answer = try await readHome([statement], db: db, group: home, consistency: consistency).results[0]
+            let answer = try await readHome([statement], group: home, consistency: consistency).results[0]
             if answer.error != nil, let message = (error as? SQLiteError)?.message ?? (error as? SQLSyntaxError)?.message {
                 return StatementResult(error: message)
             }
@@ -395,7 +416,7 @@ extension API {
         }
         switch try Self.refusing({ try ReadPlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
         case .home:
-            return try await readHome([statement], db: db, group: home, consistency: consistency).results[0]
+            return try await readHome([statement], group: home, consistency: consistency).results[0]
         case .single(let shard):
             Self.countShard(db, shard, "read")
             return try await readWaitingOutTransactions(view.groups[shard], statement, consistency: consistency).result
@@ -468,7 +489,7 @@ extension API {
     /// A read of a database's home group. Once the database has shards, the home group may hold a
     /// transaction across shards (one that wrote unsharded tables too), whose outcome is waited for as
     /// on a shard: its client may have been answered, and a read after must see it.
-    func readHome(_ statements: [SQLStatement], db: String, group: GroupID, consistency: ReadConsistency, statementTimeoutNanos: UInt64 = 0) async throws -> Routed {
+    func readHome(_ statements: [SQLStatement], group: GroupID, consistency: ReadConsistency, statementTimeoutNanos: UInt64 = 0) async throws -> Routed {
         // Asked whether or not this node's catalog copy shows shards yet: another node may have made
         // them, and committed a transaction here, a moment ago (without a state table, the answer is
         // "never took part").
@@ -488,24 +509,6 @@ extension API {
                 throw HTTPFailure.unavailable("a transaction across shards held the database's home group for the whole request; retry")
             }
             try await Task.sleep(for: .milliseconds(min(2 * attempt, 50)))
-        }
-    }
-
-    /// A write to a database's home group, sent again while a transaction across shards holds it (its
-    /// writes then fail alike on every replica, having changed nothing), as writes to a shard are.
-    func executeHome(_ command: SQLCommand, group: GroupID) async throws -> Routed {
-        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
-        var attempt = 0
-        while true {
-            attempt += 1
-            var c = command
-            if attempt > 1 { c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000) }
-            let routed = try await groupRouter.execute(c, group: group)
-            guard routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }) else { return routed }
-            guard ContinuousClock.now < deadline else {
-                throw HTTPFailure.unavailable("a transaction across shards held the database's home group for the whole request; nothing was written; retry")
-            }
-            await waitUntilFree(group, until: deadline)
         }
     }
 
