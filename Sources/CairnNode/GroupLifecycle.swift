@@ -100,6 +100,8 @@ extension NodeRuntime {
             c.electionTimeoutTicks = electionTicks
             c.appliedIndex = applied
             self.raftState.value.groups[id] = Group(node: try RawNode(config: c, storage: storage), storage: storage)
+            // A new core numbers its heartbeat rounds from 1 again.
+            self.raftState.value.leaseClocks[id] = LeaseClock()
             self.hosted.withLockedValue { _ = $0.insert(id) }
         }.get()
     }
@@ -126,6 +128,7 @@ extension NodeRuntime {
             side.quiesced.remove(id)
             side.idleTicks[id] = nil
             side.lastLeaderContact[id] = nil
+            side.leaseClocks[id] = nil
             for (rid, r) in side.pendingReads where r.group == id {
                 side.pendingReads[rid] = nil
                 r.promise.fail(RuntimeError.unknownGroup(id))

@@ -61,6 +61,9 @@ public final class NodeRuntime: Sendable {
         var pendingReads: [UInt64: ReadRequest] = [:]
         /// Proposed writes by log index; each travels to the apply loop with its committed entry.
         var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
+        /// When each group's heartbeat rounds went out (monotonic nanoseconds): with the core's
+        /// `leaseRead`, whether a leader may serve a linearizable read without a round of its own.
+        var leaseClocks: [GroupID: LeaseClock] = [:]
         /// When each group last heard from its leader (monotonic nanoseconds), for stale reads.
         var lastLeaderContact: [GroupID: UInt64] = [:]
         var stopped = false
@@ -319,6 +322,9 @@ public final class NodeRuntime: Sendable {
             // Committed entries are on disk already (Raft hands out only persisted ones): the apply loop
             // can run them while this turn's writes go out and sync.
             if rd.snapshot == nil { applyCommitted(rd.committedEntries, group: id) }
+            if g.node.role == .leader {
+                side.leaseClocks[id]?.recordSent(rd.messages, atNanos: DispatchTime.now().uptimeNanoseconds)
+            }
             send(rd.messages, group: id)
             readies.append((id, g, rd))
         }
@@ -499,6 +505,14 @@ public final class NodeRuntime: Sendable {
             raftLoop.execute {
                 let side = self.raftState.value
                 guard let g = side.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
+                // A leader within its lease knows no other leader exists: its commit index is a read
+                // point without a heartbeat round (with many groups per node, each round per group
+                // was most of a read's cost).
+                if let index = side.leaseClocks[group]?.index(g.node.leaseRead, nowNanos: DispatchTime.now().uptimeNanoseconds,
+                                                              nanosPerTick: UInt64(self.config.tickMillis) * 1_000_000) {
+                    RuntimeMetrics.leaseReads.increment()
+                    return self.serve(read, at: index)
+                }
                 let id = side.nextRequestID
                 side.nextRequestID += 1
                 self.wake(group)
@@ -640,6 +654,8 @@ enum RuntimeMetrics {
     static let write = Timer(label: "cairn_write_seconds")
     /// Messages from the network dropped before they reached a group: malformed, impossible, out of place.
     static let messagesRefused = Counter(label: "cairn_raft_messages_refused_total")
+    /// Linearizable reads a leader served on its lease, without a heartbeat round of their own.
+    static let leaseReads = Counter(label: "cairn_lease_reads_total")
     static func leaderChanges(_ group: GroupID) -> Counter {
         Counter(label: "cairn_raft_leader_changes_total", dimensions: [("group", String(group))])
     }

@@ -48,6 +48,12 @@ public struct RaftConfig: Sendable {
     case applyBeforeCommit = "apply-before-commit"
     /// A leader that sees a higher term adopts it but keeps leading.
     case noStepDownOnHigherTerm = "no-step-down"
+    /// A read lease that lasts three election timeouts: longer than followers promise not to vote.
+    case leaseOutlivesElectionTimeout = "lease-outlives-election-timeout"
+    /// A leader that keeps its read lease while it hands leadership over (the target's election is forced).
+    case leaseSurvivesTransfer = "lease-survives-transfer"
+    /// A restarted node votes at once, forgetting heartbeats it acknowledged before it went down.
+    case noStartupHold = "no-startup-hold"
 }
 
 /// SplitMix64: small, fast, good enough for timeout jitter, and reproducible from its seed.

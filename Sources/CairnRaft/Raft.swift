@@ -43,6 +43,13 @@ final class Raft {
     private var pendingReads: [PendingRead] = []
     private var readsAwaitingTermCommit: [(from: NodeID, requestID: UInt64)] = []
     private(set) var readBroadcastNeeded = false
+    /// Set once this leader starts handing leadership over: the target's election is forced past the
+    /// followers' leases, so this leader's own lease is void for the rest of its term.
+    private var leaseRevoked = false
+    /// Ticks left in which this node, having just started, refuses to help elect anyone: before the
+    /// restart it may have acknowledged a leader's heartbeat, and that leader's lease counts on this
+    /// node not voting until an election timeout has passed since.
+    private var startupHoldTicks: Int
 
     /// Invariant failures recorded instead of trapping; only possible while a mutation is active.
     private(set) var violations: [String] = []
@@ -70,6 +77,8 @@ final class Raft {
             vote = hs.vote
             log.committed = max(log.committed, hs.commit)
         }
+        // Only a node that has been in a term can have acknowledged a heartbeat.
+        startupHoldTicks = hs.term > 0 && config.mutation != .noStartupHold ? config.electionTimeoutTicks : 0
         if config.appliedIndex > log.committed {
             // Applied entries were committed even if the commit index was not persisted in time.
             precondition(config.appliedIndex <= log.lastIndex, "applied index beyond the log")
@@ -110,6 +119,7 @@ final class Raft {
         pendingReads = []
         readsAwaitingTermCommit = []
         readBroadcastNeeded = false
+        leaseRevoked = false
     }
 
     func becomeFollower(term: Term, lead: NodeID) {
@@ -198,6 +208,7 @@ final class Raft {
     // MARK: - Ticks
 
     func tick() {
+        if startupHoldTicks > 0 { startupHoldTicks -= 1 }
         switch role {
         case .leader: tickLeader()
         case .follower, .preCandidate, .candidate: tickElection()
@@ -286,9 +297,11 @@ final class Raft {
         if m.term > term {
             if m.kind == .vote || m.kind == .preVote {
                 let forced = m.context == 1
-                let inLease = cfg.checkQuorum && lead != noNode && electionElapsedTicks < cfg.electionTimeoutTicks
+                let inLease = cfg.checkQuorum
+                    && ((lead != noNode && electionElapsedTicks < cfg.electionTimeoutTicks) || startupHoldTicks > 0)
                 // A node that heard from a live leader recently ignores disruptive candidates:
-                // a partitioned node that returns cannot depose a healthy leader.
+                // a partitioned node that returns cannot depose a healthy leader. This promise is
+                // also what a leader's read lease stands on (`leaseRead`).
                 if !forced && inLease { return }
             }
             if m.kind == .preVote || (m.kind == .preVoteResponse && !m.reject) {
@@ -347,7 +360,8 @@ final class Raft {
             pr.recentActive = true
             pr.probeSent = false
             if pr.state == .replicate && pr.inflights.isFull { pr.inflights.freeFirst() }
-            if m.context > pr.readAckRound { pr.readAckRound = m.context }
+            // A round never sent cannot be acknowledged: such an ack would confirm reads (and leases) unheard.
+            if m.context > pr.readAckRound && m.context <= readRound { pr.readAckRound = m.context }
             progress[m.from] = pr
             // Even an empty append helps: a follower that lost entries rejects it and the leader re-probes.
             if pr.match < log.lastIndex { maybeSendAppend(to: m.from, sendIfEmpty: true) }
@@ -689,6 +703,26 @@ final class Raft {
         if role == .leader && readBroadcastNeeded { broadcastHeartbeat() }
     }
 
+    /// What a read may rely on without a round of its own: a quorum acknowledged heartbeat round
+    /// `round` of this term, and each acknowledging follower then promised (`step`'s lease check) not to
+    /// help elect anyone for an election timeout after it heard that heartbeat. So until `durationTicks`
+    /// ticks after the round was sent, no other leader can exist and `index` is a linearizable read
+    /// point. The core has no clock: the caller knows when it sent each round (`LeaseClock`).
+    var leaseRead: LeaseRead? {
+        let transferring = mutation != .leaseSurvivesTransfer && (leaseRevoked || leadTransferee != noNode)
+        guard role == .leader, cfg.checkQuorum, !transferring, committedInCurrentTerm,
+              lastConfigIndex <= log.committed, config.isVoter(id) else { return nil }
+        // One tick of the followers' timeout is lost to tick granularity (their first tick may come at
+        // once), one more is margin for clocks running at different rates.
+        let durationTicks = mutation == .leaseOutlivesElectionTimeout ? 3 * cfg.electionTimeoutTicks : cfg.electionTimeoutTicks - 2
+        guard durationTicks > 0 else { return nil }
+        let confirmed = Quorum.committedIndex(voters: config.voters) { v in
+            v == self.id ? self.readRound : (self.progress[v]?.readAckRound ?? 0)
+        }
+        guard confirmed > 0 else { return nil }
+        return LeaseRead(term: term, round: confirmed, index: log.committed, durationTicks: durationTicks)
+    }
+
     private func releaseConfirmedReads() {
         guard !pendingReads.isEmpty else { return }
         let confirmed = Quorum.committedIndex(voters: config.voters) { v in
@@ -713,6 +747,7 @@ final class Raft {
         guard config.isVoter(target) else { throw .transferRejected(reason: "\(target) is not a voter") }
         if leadTransferee == target { return }
         leadTransferee = target
+        leaseRevoked = true
         electionElapsedTicks = 0
         if progress[target]?.match == log.lastIndex {
             send(Message(kind: .timeoutNow, to: target))

@@ -97,6 +97,10 @@ public final class RawNode {
         try raft.readIndex(requestID: requestID)
     }
 
+    /// The read point a leader's lease allows, if it holds one; valid only until `LeaseClock` says it
+    /// expired. A read served at `index` (once applied that far) is linearizable without a round of its own.
+    public var leaseRead: LeaseRead? { raft.leaseRead }
+
     public func transferLeadership(to target: NodeID) throws(RaftError) {
         try raft.transferLeadership(to: target)
     }

@@ -67,6 +67,8 @@ public struct SimStats: Sendable {
     public var readsServed = 0
     public var readsFailed = 0
     public var followerReads = 0
+    /// Reads a leader served on its lease, without a heartbeat round of their own.
+    public var leaseReads = 0
     public var inconclusiveChecks = 0
     /// Leaders whose commit index advanced to an entry of an older term (only a broken core does this).
     public var oldTermCommits = 0
@@ -84,6 +86,7 @@ public struct SimStats: Sendable {
         snapshotsInstalled += o.snapshotsInstalled; leadersElected += o.leadersElected
         writesAcked += o.writesAcked; writesUnknown += o.writesUnknown; writesRefused += o.writesRefused
         readsServed += o.readsServed; readsFailed += o.readsFailed; followerReads += o.followerReads
+        leaseReads += o.leaseReads
         inconclusiveChecks += o.inconclusiveChecks; oldTermCommits += o.oldTermCommits; virtualMs += o.virtualMs
     }
 }
@@ -111,6 +114,8 @@ public final class Simulation {
         case clientStep(Int)
         case clientTimeout(Int, opID: UInt64)
         case nemesis
+        /// The later steps of a strike on a lease (see `strikeLease`).
+        case strikeLease(step: Int, leader: NodeID, follower: NodeID, candidate: NodeID)
         case heal
         case deadline
     }
@@ -129,6 +134,8 @@ public final class Simulation {
         var applied: LogIndex = 0
         var appliedConf = ConfState()
         var readsAwaitingApply: [ReadState] = []
+        /// When this incarnation sent each heartbeat round, in virtual time.
+        var leaseClock = LeaseClock()
         /// Writes proposed through this node: log index -> (op id, client).
         var proposals: [LogIndex: (opID: UInt64, client: Int)] = [:]
         var commitChecked: LogIndex = 0
@@ -175,6 +182,9 @@ public final class Simulation {
     var phase = Phase.faults
     var healedAt: UInt64 = 0
     var finalReadKeys: [UInt64] = []
+    /// Until then, clients only read: an idle spell, in which a node cut off from the leader stays
+    /// as up to date as everyone else and can win an election.
+    var writesQuietUntil: UInt64 = 0
 
     // Network faults: blocked directed links, loss, duplication, delay spikes.
     var blocked = Set<UInt64>()
@@ -184,6 +194,8 @@ public final class Simulation {
     /// Small limits split long log tails over several appends, as in the paper's Figure 8.
     let maxMessageBytes: Int
     let profile: SimProfile
+    /// How long a client waits for an answer before it gives up (the outcome stays unknown).
+    let clientTimeoutMs: UInt64 = 400
 
     // What the checks remember across the run.
     var leaderOfTerm: [Term: NodeID] = [:]
@@ -264,6 +276,7 @@ public final class Simulation {
         node.applied = snap.metadata.index
         node.appliedConf = snap.metadata.confState
         node.commitChecked = snap.metadata.index
+        node.leaseClock = LeaseClock()
         do {
             node.raw = try RawNode(config: raftConfig(node.id, applied: node.applied), storage: node.storage)
         } catch {
@@ -322,6 +335,8 @@ public final class Simulation {
             guard phase == .faults else { return }
             nemesis()
             queue.push(.nemesis, at: now + UInt64(rng.int(profile.nemesisGapMs)))
+        case .strikeLease(let step, let leader, let follower, let candidate):
+            strikeLease(step: step, leader: leader, follower: follower, candidate: candidate)
         case .heal:
             heal()
         case .deadline:
@@ -348,6 +363,7 @@ public final class Simulation {
         guard violation == nil, node.state == .up, node.inFlight == nil, raw.hasReady else { return }
         let rd = raw.ready()
         if let soft = rd.softState { trace("node \(node.id) is \(soft.role.rawValue) in term \(raw.term) (leader \(soft.lead))") }
+        node.leaseClock.recordSent(rd.messages, atNanos: now * 1_000_000)
         for m in rd.messages { send(m) }
         node.inFlight = rd
         var syncMs: UInt64 = rd.mustSync ? UInt64(rng.int(1...3)) : 0
@@ -477,6 +493,7 @@ public final class Simulation {
                 leaderOfTerm[raw.term] = node.id
                 stats.leadersElected += 1
                 checkLeaderCompleteness(node)
+                checkNoLeaseOutlives(newLeader: node)
                 if violation == nil { targetedFault(node, chance: profile.strikeOnElection, moment: "won an election") }
             }
         }
@@ -518,6 +535,33 @@ public final class Simulation {
                 fail("leader completeness: node \(node.id), leader of term \(st.term), lacks entry \(i) (term \(c.entryTerm)) committed in term \(c.commitTerm)")
                 return
             }
+        }
+    }
+
+    /// The node's lease at this instant, if it holds one (by its own record of when it sent each round).
+    func validLease(_ node: Node) -> LeaseRead? {
+        guard node.state == .up, let raw = node.raw, let lease = raw.leaseRead else { return nil }
+        let index = node.leaseClock.index(lease, nowNanos: now * 1_000_000, nanosPerTick: Self.tickMs * 1_000_000)
+        return index == nil ? nil : lease
+    }
+
+    /// Lease safety, checked directly rather than left to show up as a stale read: while a node holds a
+    /// valid read lease of term T, no node leads a later term.
+    func checkNoLeaseOutlives(newLeader: Node) {
+        guard let term = newLeader.raw?.term else { return }
+        for id in nodes.keys.sorted() where id != newLeader.id {
+            guard let other = nodes[id], let lease = validLease(other), lease.term < term else { continue }
+            fail("lease safety: node \(newLeader.id) became leader of term \(term) while node \(id) still held a read lease of term \(lease.term)")
+            return
+        }
+    }
+
+    /// Before a read is served on `node`'s lease: no node leads a later term.
+    func checkLeaseRead(_ node: Node, _ lease: LeaseRead) {
+        for (term, leader) in leaderOfTerm where term > lease.term {
+            guard let n = nodes[leader], n.state != .crashed, n.raw?.role == .leader, n.raw?.term == term else { continue }
+            fail("lease safety: node \(node.id) served a read on its lease of term \(lease.term) while node \(leader) leads term \(term)")
+            return
         }
     }
 

@@ -4,7 +4,6 @@
 extension Simulation {
     // MARK: - Clients
 
-    static let clientTimeoutMs: UInt64 = 400
 
     func clientStep(_ c: Int) {
         guard clients[c].pending == nil, phase != .done else { return }
@@ -12,7 +11,10 @@ extension Simulation {
         let key: UInt64
         switch phase {
         case .faults, .healed:
-            isWrite = rng.chance(0.55)
+            // The last client only reads (a dashboard): it is never stuck behind a write to a cut-off
+            // leader, so it keeps asking an old leader while a new one commits, which is when a read
+            // lease that outlives its promise shows.
+            isWrite = rng.chance(0.55) && now >= writesQuietUntil
             key = UInt64(rng.int(0...(options.keys - 1)))
         case .finalReads:
             // One client reads every key once the cluster is healthy again: a lost write cannot hide.
@@ -48,6 +50,17 @@ extension Simulation {
                 clients[c].pending = PendingOp(opID: opID, key: key, isWrite: true, node: target, invoke: invoke,
                                                historyIndex: history.count - 1)
                 trace("client \(c) write k\(key)=\(opID) via node \(target) at index \(index)")
+            } else if rng.chance(0.5), let lease = validLease(node) {
+                // Served on the leader's lease: no round of its own, only the wait to apply that far.
+                let index = lease.index
+                checkLeaseRead(node, lease)
+                clients[c].pending = PendingOp(opID: opID, key: key, isWrite: false, node: target, invoke: invoke)
+                stats.leaseReads += 1
+                trace("client \(c) read k\(key) via node \(target) on its lease at \(index) (op \(opID))")
+                node.readsAwaitingApply.append(ReadState(index: index, requestID: opID))
+                serveReads(node)
+                strikeLease(node)
+                if clients[c].pending == nil { return }
             } else {
                 try raw.readIndex(requestID: opID)
                 clients[c].pending = PendingOp(opID: opID, key: key, isWrite: false, node: target, invoke: invoke)
@@ -59,7 +72,7 @@ extension Simulation {
             retryLater(c)
             return
         }
-        queue.push(.clientTimeout(c, opID: opID), at: now + Self.clientTimeoutMs)
+        queue.push(.clientTimeout(c, opID: opID), at: now + clientTimeoutMs)
         afterInput(node)
     }
 
@@ -216,6 +229,12 @@ extension Simulation {
             if (try? raw.transferLeadership(to: target)) != nil {
                 stats.transfers += 1
                 trace("leader \(leader.id) transfers leadership to \(target)")
+                if profile == .leaderHunting && rng.chance(0.3) {
+                    // The target's election is forced past leases; if its vote request never reaches
+                    // the old leader, that leader learns of its successor late, from someone else.
+                    blocked.insert(target << 32 | leader.id)
+                    trace("one-way partition \(target)->\(leader.id)")
+                }
                 afterInput(leader)
             }
         default:
@@ -242,6 +261,42 @@ extension Simulation {
             trace("node \(node.id) \(moment): crash it")
             crash(node)
         }
+    }
+
+    /// The attack a read lease must survive: a follower that acknowledged the leader restarts, forgets
+    /// it did, and at once helps elect a node that has not heard from the leader for a while.
+    /// 0: writes go quiet, so that the candidate-to-be will not fall behind; 1: it is cut off from the
+    /// leader; 2: about an election timeout later, the follower crashes, restarts at once, and is cut
+    /// off from the leader too. A restarted node that votes at once elects the candidate while the
+    /// leader's lease, which counted on the follower, still runs.
+    func strikeLease(_ leader: Node) {
+        guard profile == .leaderHunting, phase == .faults, let raw = leader.raw, rng.chance(0.05) else { return }
+        let others = raw.status.config.voters.filter { $0 != leader.id && nodes[$0]?.state == .up }
+        guard others.count >= 2 else { return }
+        let follower = rng.pick(others)
+        let candidate = rng.pick(others.filter { $0 != follower })
+        writesQuietUntil = now + 500
+        trace("strike the lease of node \(leader.id): writes go quiet, node \(candidate) will be cut off from it, then node \(follower) restarted")
+        queue.push(.strikeLease(step: 1, leader: leader.id, follower: follower, candidate: candidate), at: now + 20)
+    }
+
+    func strikeLease(step: Int, leader: NodeID, follower: NodeID, candidate: NodeID) {
+        guard phase == .faults else { return }
+        if step == 1 {
+            blocked.removeAll()
+            blocked.insert(leader << 32 | candidate)
+            blocked.insert(candidate << 32 | leader)
+            stats.partitions += 1
+            trace("strike: cut node \(candidate) off from node \(leader)")
+            queue.push(.strikeLease(step: 2, leader: leader, follower: follower, candidate: candidate), at: now + UInt64(rng.int(60...160)))
+            return
+        }
+        guard let f = nodes[follower], f.state == .up else { return }
+        blocked.insert(leader << 32 | follower)
+        blocked.insert(follower << 32 | leader)
+        trace("strike: restart node \(follower), cut off from node \(leader)")
+        crash(f)
+        if f.state == .crashed { restart(f) }
     }
 
     func changeMembership() {

@@ -18,6 +18,7 @@ struct CairnSimCommand: ParsableCommand {
     @Flag(help: "List the broken core variants.") var listMutants = false
     @Flag(help: "Print the trace of every failing seed (always printed for the first).") var trace = false
     @Option(help: "Trace lines to print for a failing seed.") var traceLines: Int = 60
+    @Flag(help: "Print the whole trace of the first seed, whether it fails or not, and stop.") var fullTrace = false
 
     func validate() throws {
         if let n = nodes, !(3...7).contains(n) { throw ValidationError("--nodes must be between 3 and 7") }
@@ -38,6 +39,12 @@ struct CairnSimCommand: ParsableCommand {
         let mutation = mutant.flatMap(RaftMutation.init(rawValue:))
         // Hunting a mutant, default to the most aggressive nemesis.
         let profile = profile.flatMap(SimProfile.init(rawValue:)) ?? (mutation == nil ? nil : .leaderHunting)
+        if fullTrace {
+            let r = SimRunner.run(seed: start, nodes: nodes, profile: profile, mutation: mutation, trace: true)
+            for line in r.trace { print(line) }
+            print("seed \(start): \(r.violation ?? "no violation")")
+            return
+        }
         let clock = ContinuousClock()
         let began = clock.now
         let summary = SimRunner.runSeeds(start: start, count: seeds, nodes: nodes, profile: profile, mutation: mutation,
@@ -61,7 +68,7 @@ struct CairnSimCommand: ParsableCommand {
         if summary.failures.count > 1 {
             print("failing seeds: \(summary.failures.map { String($0.seed) }.joined(separator: " "))")
         }
-        print("coverage: \(s.events) events, \(s.virtualMs / 1000) virtual s; faults \(s.faults) (crashes \(s.crashes), partitions \(s.partitions), pauses \(s.pauses), slow disks \(s.slowDisks), lossy periods \(s.lossyPeriods)); membership changes \(s.confChangesProposed) proposed; leader transfers \(s.transfers); compactions \(s.compactions), snapshots installed \(s.snapshotsInstalled); leaders elected \(s.leadersElected); writes acked \(s.writesAcked), unknown \(s.writesUnknown); reads \(s.readsServed) (\(s.followerReads) on followers); inconclusive checks \(s.inconclusiveChecks); old-term commits \(s.oldTermCommits); wall \(elapsed)")
+        print("coverage: \(s.events) events, \(s.virtualMs / 1000) virtual s; faults \(s.faults) (crashes \(s.crashes), partitions \(s.partitions), pauses \(s.pauses), slow disks \(s.slowDisks), lossy periods \(s.lossyPeriods)); membership changes \(s.confChangesProposed) proposed; leader transfers \(s.transfers); compactions \(s.compactions), snapshots installed \(s.snapshotsInstalled); leaders elected \(s.leadersElected); writes acked \(s.writesAcked), unknown \(s.writesUnknown); reads \(s.readsServed) (\(s.followerReads) on followers, \(s.leaseReads) on leases); inconclusive checks \(s.inconclusiveChecks); old-term commits \(s.oldTermCommits); wall \(elapsed)")
         print("\(summary.seeds) seeds, \(summary.failures.count) violations")
         if !summary.failures.isEmpty { throw ExitCode(1) }
     }

@@ -27,6 +27,7 @@ struct SimulatorTests {
         #expect(s.crashes > 500 && s.partitions > 1000 && s.pauses > 100 && s.slowDisks > 100)
         #expect(s.confChangesProposed > 500 && s.transfers > 300 && s.snapshotsInstalled > 50)
         #expect(s.writesAcked > 50_000 && s.readsServed > 50_000 && s.followerReads > 10_000)
+        #expect(s.leaseReads > 10_000)
     }
 
     /// Every deliberately broken core is caught within a bounded number of seeds of the leader-hunting
