@@ -285,7 +285,11 @@ public final class NodeRuntime: Sendable {
                 noteRefused(e, "a snapshot outside a streamed transfer")
                 continue
             }
-            if let why = g.node.step(e.message) {
+            var leaseRunning = false
+            if e.message.kind == .readIndex, g.node.role == .leader {
+                leaseRunning = side.leaseClocks[e.group]?.index(g.node.leaseRead, nowNanos: now, nanosPerTick: UInt64(config.tickMillis) * 1_000_000) != nil
+            }
+            if let why = g.node.step(e.message, leaseRunning: leaseRunning) {
                 noteRefused(e, why)
                 continue
             }

@@ -43,6 +43,8 @@ final class Raft {
     private var pendingReads: [PendingRead] = []
     private var readsAwaitingTermCommit: [(from: NodeID, requestID: UInt64)] = []
     private(set) var readBroadcastNeeded = false
+    /// Set by the caller for one `step`: its clock says this leader's lease (`leaseRead`) runs now.
+    var leaseRunning = false
     /// Set once this leader starts handing leadership over: the target's election is forced past the
     /// followers' leases, so this leader's own lease is void for the rest of its term.
     private var leaseRevoked = false
@@ -367,7 +369,13 @@ final class Raft {
             if pr.match < log.lastIndex { maybeSendAppend(to: m.from, sendIfEmpty: true) }
             releaseConfirmedReads()
         case .readIndex:
-            handleReadRequest(from: m.from, requestID: m.context)
+            if leaseRunning && leaseRead != nil && committedInCurrentTerm {
+                // The caller's clock says the lease runs: the commit index now is a read point for the
+                // follower too, with no heartbeat round.
+                send(Message(kind: .readIndexResponse, to: m.from, index: log.committed, context: m.context))
+            } else {
+                handleReadRequest(from: m.from, requestID: m.context)
+            }
         case .append, .heartbeat, .snapshot:
             invariant(false, "leader \(id) got \(m.kind) from \(m.from) in its own term \(term)")
         default:

@@ -62,9 +62,14 @@ public final class RawNode {
     /// Feeds a message from a peer, unless it is malformed, impossible or out of place (see
     /// `MessageCheck.swift`): then it changes nothing, and the reason is returned for the caller to log
     /// and count.
+    ///
+    /// `leaseRunning`: the caller's `LeaseClock` just confirmed this leader's `leaseRead`; a follower's
+    /// ReadIndex request is then answered at once, without a heartbeat round.
     @discardableResult
-    public func step(_ message: Message) -> String? {
+    public func step(_ message: Message, leaseRunning: Bool = false) -> String? {
         if let why = raft.refusal(message) { return why }
+        raft.leaseRunning = leaseRunning
+        defer { raft.leaseRunning = false }
         raft.step(message)
         return nil
     }

@@ -67,7 +67,7 @@ public struct SimStats: Sendable {
     public var readsServed = 0
     public var readsFailed = 0
     public var followerReads = 0
-    /// Reads a leader served on its lease, without a heartbeat round of their own.
+    /// Reads a leader served or answered (a follower's ReadIndex) on its lease, without a heartbeat round.
     public var leaseReads = 0
     public var inconclusiveChecks = 0
     /// Leaders whose commit index advanced to an entry of an older term (only a broken core does this).
@@ -306,7 +306,14 @@ public final class Simulation {
             }
             stats.messagesDelivered += 1
             // Every node here is honest: a message the gate refuses is a bug in the sender or the gate.
-            if let why = raw.step(m) {
+            var leaseRunning = false
+            if m.kind == .readIndex, let lease = validLease(node) {
+                // A follower's read, answered on the lease: checked like a read served here.
+                leaseRunning = true
+                checkLeaseRead(node, lease)
+                stats.leaseReads += 1
+            }
+            if let why = raw.step(m, leaseRunning: leaseRunning) {
                 fail("node \(m.to) refused a message from node \(m.from): \(why) (\(m.kind), term \(m.term), index \(m.index))")
                 return
             }

@@ -119,6 +119,30 @@ struct LeaseTests {
         #expect(c.node(1).leaseRead != nil, "while node 1 still counts on node 2's acknowledgement")
     }
 
+    @Test("a follower's ReadIndex request is answered at once when the caller says the lease runs")
+    func followerReadOnLease() throws {
+        let c = leaderWithAckedRound()
+        let commit = c.node(1).status.commit
+        try c.node(3).readIndex(requestID: 11)
+        c.process(3)
+        let request = try #require(c.inFlight.first { $0.kind == .readIndex })
+        c.inFlight.removeAll()
+        c.node(1).step(request, leaseRunning: true)
+        c.process(1)
+        #expect(c.inFlight.map(\.kind) == [.readIndexResponse], "no heartbeat round")
+        #expect(c.inFlight.first?.index == commit)
+        c.stabilize()
+        #expect(c.readStates[3] == [ReadState(index: commit, requestID: 11)])
+        // Without the caller's word, the request waits for a round.
+        try c.node(3).readIndex(requestID: 12)
+        c.process(3)
+        let second = try #require(c.inFlight.first { $0.kind == .readIndex })
+        c.inFlight.removeAll()
+        c.node(1).step(second)
+        c.process(1)
+        #expect(c.inFlight.allSatisfy { $0.kind == .heartbeat })
+    }
+
     @Test("the lease clock: a lease lasts its duration from when the confirmed round was sent")
     func leaseClockExpiry() throws {
         let c = TestCluster(voters: [1, 2, 3])
