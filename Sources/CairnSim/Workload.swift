@@ -270,7 +270,7 @@ extension Simulation {
     /// off from the leader too. A restarted node that votes at once elects the candidate while the
     /// leader's lease, which counted on the follower, still runs.
     func strikeLease(_ leader: Node) {
-        guard profile == .leaderHunting, phase == .faults, let raw = leader.raw, rng.chance(0.05) else { return }
+        guard profile == .leaderHunting, phase == .faults, let raw = leader.raw, rng.chance(0.005) else { return }
         let others = raw.status.config.voters.filter { $0 != leader.id && nodes[$0]?.state == .up }
         guard others.count >= 2 else { return }
         let follower = rng.pick(others)
