@@ -169,6 +169,14 @@ public final class NodeRuntime: Sendable {
         }
     }
 
+    /// The clock read leases are measured in: monotonic, and running while the machine is suspended
+    /// (CLOCK_BOOTTIME; CLOCK_MONOTONIC stops), since the other nodes' clocks keep running meanwhile.
+    static func leaseClockNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_BOOTTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
     /// Envelopes to this group id are node-level liveness pings, not Raft messages.
     static let livenessGroup = GroupID.max
 
@@ -287,7 +295,7 @@ public final class NodeRuntime: Sendable {
             }
             var leaseRunning = false
             if e.message.kind == .readIndex, g.node.role == .leader {
-                leaseRunning = side.leaseClocks[e.group]?.index(g.node.leaseRead, nowNanos: now, nanosPerTick: UInt64(config.tickMillis) * 1_000_000) != nil
+                leaseRunning = side.leaseClocks[e.group]?.index(g.node.leaseRead, nowNanos: Self.leaseClockNanos(), nanosPerTick: UInt64(config.tickMillis) * 1_000_000) != nil
             }
             if let why = g.node.step(e.message, leaseRunning: leaseRunning) {
                 noteRefused(e, why)
@@ -327,7 +335,7 @@ public final class NodeRuntime: Sendable {
             // can run them while this turn's writes go out and sync.
             if rd.snapshot == nil { applyCommitted(rd.committedEntries, group: id) }
             if g.node.role == .leader {
-                side.leaseClocks[id]?.recordSent(rd.messages, atNanos: DispatchTime.now().uptimeNanoseconds)
+                side.leaseClocks[id]?.recordSent(rd.messages, atNanos: Self.leaseClockNanos())
             }
             send(rd.messages, group: id)
             readies.append((id, g, rd))
@@ -512,7 +520,7 @@ public final class NodeRuntime: Sendable {
                 // A leader within its lease knows no other leader exists: its commit index is a read
                 // point without a heartbeat round (with many groups per node, each round per group
                 // was most of a read's cost).
-                if let index = side.leaseClocks[group]?.index(g.node.leaseRead, nowNanos: DispatchTime.now().uptimeNanoseconds,
+                if let index = side.leaseClocks[group]?.index(g.node.leaseRead, nowNanos: Self.leaseClockNanos(),
                                                               nanosPerTick: UInt64(self.config.tickMillis) * 1_000_000) {
                     RuntimeMetrics.leaseReads.increment()
                     return self.serve(read, at: index)

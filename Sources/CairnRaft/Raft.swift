@@ -48,10 +48,12 @@ final class Raft {
     /// Set once this leader starts handing leadership over: the target's election is forced past the
     /// followers' leases, so this leader's own lease is void for the rest of its term.
     private var leaseRevoked = false
-    /// Ticks left in which this node, having just started, refuses to help elect anyone: before the
-    /// restart it may have acknowledged a leader's heartbeat, and that leader's lease counts on this
-    /// node not voting until an election timeout has passed since.
-    private var startupHoldTicks: Int
+    /// Ticks left in which this node helps elect no one (unless a leader's transfer forced the
+    /// election): an election timeout from the last message it accepted from a leader, and from its
+    /// start (before a restart it may have acknowledged a heartbeat it no longer remembers). A leader's
+    /// read lease counts on this promise, so it is kept whatever happens to the term or the known
+    /// leader meanwhile (a rejection carrying a higher term makes a node forget its leader).
+    private var voteHoldTicks: Int
 
     /// Invariant failures recorded instead of trapping; only possible while a mutation is active.
     private(set) var violations: [String] = []
@@ -80,7 +82,9 @@ final class Raft {
             log.committed = max(log.committed, hs.commit)
         }
         // Only a node that has been in a term can have acknowledged a heartbeat.
-        startupHoldTicks = hs.term > 0 && config.mutation != .noStartupHold ? config.electionTimeoutTicks : 0
+        // Only a node that has been in a term can have acknowledged a heartbeat (`RawNode.ready` holds
+        // back a heartbeat's acknowledgement until the term it was sent in is on disk).
+        voteHoldTicks = hs.term > 0 && config.mutation != .noStartupHold ? config.electionTimeoutTicks : 0
         if config.appliedIndex > log.committed {
             // Applied entries were committed even if the commit index was not persisted in time.
             precondition(config.appliedIndex <= log.lastIndex, "applied index beyond the log")
@@ -210,7 +214,7 @@ final class Raft {
     // MARK: - Ticks
 
     func tick() {
-        if startupHoldTicks > 0 { startupHoldTicks -= 1 }
+        if voteHoldTicks > 0 { voteHoldTicks -= 1 }
         switch role {
         case .leader: tickLeader()
         case .follower, .preCandidate, .candidate: tickElection()
@@ -300,7 +304,7 @@ final class Raft {
             if m.kind == .vote || m.kind == .preVote {
                 let forced = m.context == 1
                 let inLease = cfg.checkQuorum
-                    && ((lead != noNode && electionElapsedTicks < cfg.electionTimeoutTicks) || startupHoldTicks > 0)
+                    && ((lead != noNode && electionElapsedTicks < cfg.electionTimeoutTicks) || voteHoldTicks > 0)
                 // A node that heard from a live leader recently ignores disruptive candidates:
                 // a partitioned node that returns cannot depose a healthy leader. This promise is
                 // also what a leader's read lease stands on (`leaseRead`).
@@ -339,7 +343,8 @@ final class Raft {
     }
 
     private func handleVoteRequest(_ m: Message) {
-        let canVote = vote == m.from || (vote == noNode && lead == noNode) || (m.kind == .preVote && m.term > term)
+        var canVote = vote == m.from || (vote == noNode && lead == noNode) || (m.kind == .preVote && m.term > term)
+        if cfg.checkQuorum && voteHoldTicks > 0 && m.context != 1 && vote != m.from { canVote = false }
         let upToDate = mutation == .voteWithoutLogCheck || log.isUpToDate(lastIndex: m.index, lastTerm: m.logTerm)
         let responseKind: MessageKind = m.kind == .vote ? .voteResponse : .preVoteResponse
         if canVote && upToDate {
@@ -480,6 +485,7 @@ final class Raft {
     }
 
     private func handleAppend(_ m: Message) {
+        holdVote()
         if m.index < log.committed {
             send(Message(kind: .appendResponse, to: m.from, index: log.committed))
             return
@@ -501,17 +507,25 @@ final class Raft {
     }
 
     private func handleHeartbeat(_ m: Message) {
+        holdVote()
         log.commitTo(min(m.commit, log.lastIndex))
         send(Message(kind: .heartbeatResponse, to: m.from, context: m.context))
     }
 
     private func handleSnapshot(_ m: Message) {
+        holdVote()
         guard let s = m.snapshot else { return }
         if restore(s) {
             send(Message(kind: .appendResponse, to: m.from, index: log.lastIndex))
         } else {
             send(Message(kind: .appendResponse, to: m.from, index: log.committed))
         }
+    }
+
+    /// A message from the leader of this term was accepted: promise not to help elect anyone for an
+    /// election timeout (what the leader's read lease stands on).
+    private func holdVote() {
+        voteHoldTicks = max(voteHoldTicks, cfg.electionTimeoutTicks)
     }
 
     private func restore(_ s: Snapshot) -> Bool {

@@ -142,6 +142,7 @@ public final class RawNode {
             previousSoft = soft
         }
         let hard = raft.hardState
+        let termChanged = hard.term != previousHard.term
         if hard != previousHard {
             rd.hardState = hard
             rd.mustSync = hard.term != previousHard.term || hard.vote != previousHard.vote
@@ -164,6 +165,13 @@ public final class RawNode {
         if let s = rd.snapshot { raft.log.applying = max(raft.log.applying, s.metadata.index) }
         rd.messages = raft.msgs
         rd.messagesAfterPersist = raft.msgsAfterPersist
+        if termChanged && raft.mutation != .replyBeforePersist && rd.messages.contains(where: { $0.kind == .heartbeatResponse }) {
+            // Acknowledging a heartbeat promises not to vote for an election timeout, and a node
+            // restarted in term 0 makes no such promise (`Raft.voteHoldTicks`): the first
+            // acknowledgement in a term waits until the term is on disk.
+            rd.messagesAfterPersist += rd.messages.filter { $0.kind == .heartbeatResponse }
+            rd.messages.removeAll { $0.kind == .heartbeatResponse }
+        }
         rd.readStates = raft.readStates
         raft.msgs = []
         raft.msgsAfterPersist = []

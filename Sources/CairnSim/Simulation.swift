@@ -546,8 +546,9 @@ public final class Simulation {
     }
 
     /// The node's lease at this instant, if it holds one (by its own record of when it sent each round).
+    /// A paused node is asked too: virtual time runs on while it is stopped, as a real clock does.
     func validLease(_ node: Node) -> LeaseRead? {
-        guard node.state == .up, let raw = node.raw, let lease = raw.leaseRead else { return nil }
+        guard node.state != .crashed, let raw = node.raw, let lease = raw.leaseRead else { return nil }
         let index = node.leaseClock.index(lease, nowNanos: now * 1_000_000, nanosPerTick: Self.tickMs * 1_000_000)
         return index == nil ? nil : lease
     }
@@ -563,13 +564,11 @@ public final class Simulation {
         }
     }
 
-    /// Before a read is served on `node`'s lease: no node leads a later term.
+    /// Before a read is served on `node`'s lease: no node has led a later term, even one that has
+    /// since crashed or stepped down (with a correct core, no later leader can exist while a lease runs).
     func checkLeaseRead(_ node: Node, _ lease: LeaseRead) {
-        for (term, leader) in leaderOfTerm where term > lease.term {
-            guard let n = nodes[leader], n.state != .crashed, n.raw?.role == .leader, n.raw?.term == term else { continue }
-            fail("lease safety: node \(node.id) served a read on its lease of term \(lease.term) while node \(leader) leads term \(term)")
-            return
-        }
+        guard let (term, leader) = leaderOfTerm.filter({ $0.key > lease.term }).min(by: { $0.key < $1.key }) else { return }
+        fail("lease safety: node \(node.id) served a read on its lease of term \(lease.term) after node \(leader) led term \(term)")
     }
 
     /// Log matching: an entry identified by (index, term) has the same payload and the same predecessor

@@ -143,6 +143,43 @@ struct LeaseTests {
         #expect(c.inFlight.allSatisfy { $0.kind == .heartbeat })
     }
 
+    @Test("a rejection carrying a higher term does not release a follower from its promise")
+    func promiseOutlivesTermChange() throws {
+        let c = leaderWithAckedRound()
+        let term = c.node(1).term
+        let last = c.node(2).status.lastIndex
+        // A stale pre-vote rejection from node 3, already in the next term, reaches node 2: it adopts
+        // the term and forgets its leader, but it acknowledged node 1 a moment ago.
+        c.node(2).step(Message(kind: .preVoteResponse, from: 3, to: 2, term: term + 1, reject: true))
+        #expect(c.node(2).term == term + 1 && c.node(2).lead == noNode)
+        c.process(2)
+        c.inFlight.removeAll()
+        c.node(2).step(Message(kind: .vote, from: 3, to: 2, term: term + 1, logTerm: term, index: last))
+        c.process(2)
+        #expect(!c.inFlight.contains { $0.kind == .voteResponse && !$0.reject }, "node 1's lease counts on node 2")
+        // An election timeout later, it votes.
+        c.inFlight.removeAll()
+        for _ in 0..<RaftConfig(id: 2, randomSeed: 0).electionTimeoutTicks { c.node(2).tick() }
+        c.node(2).step(Message(kind: .vote, from: 3, to: 2, term: term + 1, logTerm: term, index: last))
+        c.process(2)
+        #expect(c.inFlight.contains { $0.kind == .voteResponse && !$0.reject })
+    }
+
+    @Test("the first heartbeat acknowledgement in a new term waits until the term is on disk")
+    func firstAckWaitsForTheTerm() {
+        let c = TestCluster(voters: [1, 2, 3])
+        c.node(2).step(Message(kind: .heartbeat, from: 1, to: 2, term: 1, context: 1))
+        var rd = c.node(2).ready()
+        #expect(rd.hardState?.term == 1)
+        #expect(!rd.messages.contains { $0.kind == .heartbeatResponse })
+        #expect(rd.messagesAfterPersist.map(\.kind) == [.heartbeatResponse])
+        c.node(2).advance(rd)
+        c.node(2).step(Message(kind: .heartbeat, from: 1, to: 2, term: 1, context: 2))
+        rd = c.node(2).ready()
+        #expect(rd.messages.map(\.kind) == [.heartbeatResponse], "later ones go out at once")
+        c.node(2).advance(rd)
+    }
+
     @Test("the lease clock: a lease lasts its duration from when the confirmed round was sent")
     func leaseClockExpiry() throws {
         let c = TestCluster(voters: [1, 2, 3])
