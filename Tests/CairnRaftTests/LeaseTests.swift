@@ -3,12 +3,18 @@ import Testing
 
 @Suite("Leader read leases")
 struct LeaseTests {
-    /// A leader of term `term` with one write committed and a heartbeat round acknowledged by everyone.
-    func leaderWithAckedRound() -> TestCluster {
-        let c = TestCluster(voters: [1, 2, 3])
+    /// Node 1 leads, with a write of its term committed everywhere.
+    func leaderWithWrite(voters: [NodeID] = [1, 2, 3]) -> TestCluster {
+        let c = TestCluster(voters: voters)
         c.elect(1)
         c.propose(1, "w")
         c.stabilize()
+        return c
+    }
+
+    /// `leaderWithWrite`, and a heartbeat round acknowledged by everyone.
+    func leaderWithAckedRound() -> TestCluster {
+        let c = leaderWithWrite()
         c.tick(1)
         c.stabilize()
         return c
@@ -16,10 +22,7 @@ struct LeaseTests {
 
     @Test("a leader holds a lease once a quorum acknowledged a heartbeat round of its term")
     func leaseAfterQuorumAck() throws {
-        let c = TestCluster(voters: [1, 2, 3])
-        c.elect(1)
-        c.propose(1, "w")
-        c.stabilize()
+        let c = leaderWithWrite()
         #expect(c.node(1).leaseRead == nil, "no heartbeat round acknowledged yet")
         c.tick(1)
         #expect(c.node(1).leaseRead == nil, "sent, not yet acknowledged")
@@ -35,10 +38,7 @@ struct LeaseTests {
 
     @Test("one follower's acknowledgement in a group of five is not a quorum")
     func leaseNeedsQuorum() {
-        let c = TestCluster(voters: [1, 2, 3, 4, 5])
-        c.elect(1)
-        c.propose(1, "w")
-        c.stabilize()
+        let c = leaderWithWrite(voters: [1, 2, 3, 4, 5])
         c.tick(1)
         c.stabilize { !($0.kind == .heartbeatResponse && $0.from != 2) }
         #expect(c.node(1).leaseRead == nil)
@@ -49,10 +49,7 @@ struct LeaseTests {
 
     @Test("an acknowledgement of a round never sent confirms nothing")
     func forgedRoundAck() {
-        let c = TestCluster(voters: [1, 2, 3])
-        c.elect(1)
-        c.propose(1, "w")
-        c.stabilize()
+        let c = leaderWithWrite()
         // Heartbeats of the next round are lost; a forged answer claims a far later round.
         c.tick(1)
         c.drop { $0.kind == .heartbeat }
@@ -182,10 +179,7 @@ struct LeaseTests {
 
     @Test("the lease clock: a lease lasts its duration from when the confirmed round was sent")
     func leaseClockExpiry() throws {
-        let c = TestCluster(voters: [1, 2, 3])
-        c.elect(1)
-        c.propose(1, "w")
-        c.stabilize()
+        let c = leaderWithWrite()
         var clock = LeaseClock()
         let tick: UInt64 = 50_000_000
         // Round sent at t=1s, acknowledged.
