@@ -1,13 +1,3 @@
-/// A read request registered with the leader, waiting for a quorum to confirm leadership.
-struct PendingRead {
-    var from: NodeID
-    var requestID: UInt64
-    var index: LogIndex
-    /// The heartbeat round whose acknowledgement by a quorum makes this read safe. Rounds are numbered
-    /// per broadcast, so a late or duplicated acknowledgement of an older round can never release it.
-    var round: UInt64
-}
-
 /// The consensus state machine for one group. Single-threaded, deterministic, no I/O:
 /// outputs accumulate in `msgs`, `msgsAfterPersist` and `readStates`, and `RawNode` hands them out.
 final class Raft {
@@ -39,15 +29,16 @@ final class Raft {
     private var rng: SplitMix64
     private(set) var leadTransferee: NodeID = noNode
 
-    private var readRound: UInt64 = 0
-    private var pendingReads: [PendingRead] = []
-    private var readsAwaitingTermCommit: [(from: NodeID, requestID: UInt64)] = []
-    private(set) var readBroadcastNeeded = false
+    // Linearizable reads (RaftReads.swift).
+    var readRound: UInt64 = 0
+    var pendingReads: [PendingRead] = []
+    var readsAwaitingTermCommit: [(from: NodeID, requestID: UInt64)] = []
+    var readBroadcastNeeded = false
     /// Set by the caller for one `step`: its clock says this leader's lease (`leaseRead`) runs now.
     var leaseRunning = false
     /// Set once this leader starts handing leadership over: the target's election is forced past the
     /// followers' leases, so this leader's own lease is void for the rest of its term.
-    private var leaseRevoked = false
+    var leaseRevoked = false
     /// Ticks left in which this node helps elect no one (unless a leader's transfer forced the
     /// election): an election timeout from the last message it accepted from a leader, and from its
     /// start (before a restart it may have acknowledged a heartbeat it no longer remembers). A leader's
@@ -81,7 +72,6 @@ final class Raft {
             vote = hs.vote
             log.committed = max(log.committed, hs.commit)
         }
-        // Only a node that has been in a term can have acknowledged a heartbeat.
         // Only a node that has been in a term can have acknowledged a heartbeat (`RawNode.ready` holds
         // back a heartbeat's acknowledgement until the term it was sent in is on disk).
         voteHoldTicks = hs.term > 0 && config.mutation != .noStartupHold ? config.electionTimeoutTicks : 0
@@ -107,7 +97,7 @@ final class Raft {
     // MARK: - Roles
 
     private var isPromotable: Bool { config.isVoter(id) && log.unstable.snapshot == nil }
-    private var committedInCurrentTerm: Bool { log.term(at: log.committed) == term }
+    var committedInCurrentTerm: Bool { log.term(at: log.committed) == term }
 
     private func reset(term newTerm: Term) {
         invariant(newTerm >= term, "term went back from \(term) to \(newTerm)")
@@ -374,13 +364,7 @@ final class Raft {
             if pr.match < log.lastIndex { maybeSendAppend(to: m.from, sendIfEmpty: true) }
             releaseConfirmedReads()
         case .readIndex:
-            if leaseRunning && leaseRead != nil && committedInCurrentTerm {
-                // The caller's clock says the lease runs: the commit index now is a read point for the
-                // follower too, with no heartbeat round.
-                send(Message(kind: .readIndexResponse, to: m.from, index: log.committed, context: m.context))
-            } else {
-                handleReadRequest(from: m.from, requestID: m.context)
-            }
+            handleFollowerRead(m)
         case .append, .heartbeat, .snapshot:
             invariant(false, "leader \(id) got \(m.kind) from \(m.from) in its own term \(term)")
         default:
@@ -544,7 +528,7 @@ final class Raft {
 
     // MARK: - Messages out
 
-    private func send(_ message: Message) {
+    func send(_ message: Message) {
         var m = message
         m.from = id
         if m.term == 0 { m.term = term }
@@ -594,7 +578,7 @@ final class Raft {
         for m in config.members where m != id { maybeSendAppend(to: m, sendIfEmpty: true) }
     }
 
-    private func broadcastHeartbeat() {
+    func broadcastHeartbeat() {
         readRound += 1
         readBroadcastNeeded = false
         for m in config.members where m != id {
@@ -697,70 +681,6 @@ final class Raft {
         appendEntries([Entry(term: term, index: index, kind: .confChange, data: next.encoded())])
         broadcastAppend()
         return index
-    }
-
-    func readIndex(requestID: UInt64) throws(RaftError) {
-        switch role {
-        case .leader:
-            handleReadRequest(from: id, requestID: requestID)
-        default:
-            guard lead != noNode else { throw .notLeader(leader: noNode) }
-            send(Message(kind: .readIndex, to: lead, context: requestID))
-        }
-    }
-
-    private func handleReadRequest(from: NodeID, requestID: UInt64) {
-        // Until the leader commits an entry of its term, its commit index may lag what an earlier leader
-        // acknowledged to clients; a read index taken now could be stale.
-        guard mutation == .readIndexBeforeTermCommit || committedInCurrentTerm else {
-            readsAwaitingTermCommit.append((from, requestID))
-            return
-        }
-        pendingReads.append(PendingRead(from: from, requestID: requestID, index: log.committed, round: readRound + 1))
-        readBroadcastNeeded = true
-    }
-
-    /// Sends the heartbeat round that confirms the reads registered since the last one (batched per Ready).
-    func flushReadBroadcast() {
-        if role == .leader && readBroadcastNeeded { broadcastHeartbeat() }
-    }
-
-    /// What a read may rely on without a round of its own: a quorum acknowledged heartbeat round
-    /// `round` of this term, and each acknowledging follower then promised (`step`'s lease check) not to
-    /// help elect anyone for an election timeout after it heard that heartbeat. So until `durationTicks`
-    /// ticks after the round was sent, no other leader can exist and `index` is a linearizable read
-    /// point. The core has no clock: the caller knows when it sent each round (`LeaseClock`).
-    var leaseRead: LeaseRead? {
-        let transferring = mutation != .leaseSurvivesTransfer && (leaseRevoked || leadTransferee != noNode)
-        guard role == .leader, cfg.checkQuorum, !transferring, committedInCurrentTerm,
-              lastConfigIndex <= log.committed, config.isVoter(id) else { return nil }
-        // One tick of the followers' timeout is lost to tick granularity (their first tick may come at
-        // once), one more is margin for clocks running at different rates.
-        let durationTicks = mutation == .leaseOutlivesElectionTimeout ? 3 * cfg.electionTimeoutTicks : cfg.electionTimeoutTicks - 2
-        guard durationTicks > 0 else { return nil }
-        let confirmed = Quorum.committedIndex(voters: config.voters) { v in
-            v == self.id ? self.readRound : (self.progress[v]?.readAckRound ?? 0)
-        }
-        guard confirmed > 0 else { return nil }
-        return LeaseRead(term: term, round: confirmed, index: log.committed, durationTicks: durationTicks)
-    }
-
-    private func releaseConfirmedReads() {
-        guard !pendingReads.isEmpty else { return }
-        let confirmed = Quorum.committedIndex(voters: config.voters) { v in
-            v == self.id ? self.readRound : (self.progress[v]?.readAckRound ?? 0)
-        }
-        var released = 0
-        for r in pendingReads {
-            guard r.round <= confirmed else { break }
-            released += 1
-            if r.from == id {
-                readStates.append(ReadState(index: r.index, requestID: r.requestID))
-            } else {
-                send(Message(kind: .readIndexResponse, to: r.from, index: r.index, context: r.requestID))
-            }
-        }
-        pendingReads.removeFirst(released)
     }
 
     func transferLeadership(to target: NodeID) throws(RaftError) {

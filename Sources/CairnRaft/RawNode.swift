@@ -145,7 +145,7 @@ public final class RawNode {
         let termChanged = hard.term != previousHard.term
         if hard != previousHard {
             rd.hardState = hard
-            rd.mustSync = hard.term != previousHard.term || hard.vote != previousHard.vote
+            rd.mustSync = termChanged || hard.vote != previousHard.vote
             previousHard = hard
         }
         rd.entries = raft.log.unstable.entries
