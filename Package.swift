@@ -62,14 +62,18 @@ let package = Package(
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // Which nodes hold which groups: founders, the rebalancer, liveness, the order of a move's
+        // membership changes. Pure (values in, decisions out), so the simulators drive it as the cluster does.
+        .target(name: "CairnPlacement", dependencies: ["CairnRaft"], swiftSettings: strict),
         // The cluster layer: the catalog (metadata group 0), membership and placement, talking to peers.
         .target(
             name: "CairnCluster",
-            dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth",
+            dependencies: ["CairnNode", "CairnPlacement", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnAuth",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                           .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log")],
+                           .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics")],
             swiftSettings: strict
         ),
         // Where an operation on a group runs: here, or at the node that can, reached with the encoded
@@ -102,7 +106,7 @@ let package = Package(
         // What `cairn server` runs: the HTTP API (Hummingbird) over the runtime and the cluster layer.
         .target(
             name: "CairnServer",
-            dependencies: ["CairnCluster", "CairnRouter", "CairnNode", "CairnSQLite", "CairnQuery", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
+            dependencies: ["CairnCluster", "CairnPlacement", "CairnRouter", "CairnNode", "CairnSQLite", "CairnQuery", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTLS", package: "hummingbird"),
                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
                            .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
@@ -113,17 +117,17 @@ let package = Package(
         ),
         .executableTarget(
             name: "cairn",
-            dependencies: ["CairnServer", "CairnCluster", "CairnTransport", "CairnClient", "CairnJSON", "CSQLite3",
+            dependencies: ["CairnServer", "CairnCluster", "CairnPlacement", "CairnTransport", "CairnClient", "CairnJSON", "CSQLite3",
                            .product(name: "Histogram", package: "hdrhistogram-swift"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         // Deterministic cluster simulator: drives many CairnRaft nodes in virtual time and checks invariants.
-        .target(name: "CairnSim", dependencies: ["CairnRaft"], swiftSettings: strict),
+        .target(name: "CairnSim", dependencies: ["CairnRaft", "CairnPlacement"], swiftSettings: strict),
         .executableTarget(
             name: "cairn-sim",
-            dependencies: ["CairnSim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["CairnSim", "CairnPlacement", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         // Helpers several test targets share: free ports, child programs, test certificates.
@@ -139,7 +143,7 @@ let package = Package(
         .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnClusterTests", dependencies: ["CairnCluster", "CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnPlacementTests", dependencies: ["CairnPlacement", "CairnSim", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnRouterTests", dependencies: ["CairnRouter", "CairnNode", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),

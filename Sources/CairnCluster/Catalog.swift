@@ -1,6 +1,7 @@
 import CairnAuth
 import Crypto
 import CairnNode
+import CairnPlacement
 import CairnRaft
 import CairnSQLite
 import CairnTransport
@@ -36,6 +37,21 @@ public struct CatalogDatabase: Sendable, Equatable {
     public var replicas: [NodeID]
     /// The replicas that created the group together, with `founders` as its first voters.
     public var founders: [NodeID]
+    /// Replicas in a move (absent: active): `joining` until a caught-up voter, `leaving` until removed.
+    public var moving: [NodeID: ReplicaState] = [:]
+
+    public init(name: String, group: GroupID, replicas: [NodeID], founders: [NodeID], moving: [NodeID: ReplicaState] = [:]) {
+        self.name = name
+        self.group = group
+        self.replicas = replicas
+        self.founders = founders
+        self.moving = moving
+    }
+
+    /// Each replica with where it stands in a move.
+    public var replicaStates: [NodeID: ReplicaState] {
+        Dictionary(uniqueKeysWithValues: replicas.map { ($0, moving[$0] ?? .active) })
+    }
 }
 
 /// A sharded table: its rows are spread over its database's shards by the slot of its key (hash), or
@@ -83,6 +99,9 @@ public struct Catalog: Sendable {
     public var shardCounts: [String: Int] = [:]
     /// Each database's sharded tables, by lowercased name.
     public var shardedTables: [String: [String: CatalogShardedTable]] = [:]
+    /// Nodes the metadata leader declared dead, or an operator is draining (others are live, or
+    /// suspect by the observer's own clock: that is never recorded).
+    public var nodeStates: [NodeID: NodeState] = [:]
 
     /// What `user` (nil: not signed in) may do: its own grants and everyone's.
     public func grants(of user: String?) -> Grants {
@@ -262,7 +281,9 @@ public struct Catalog: Sendable {
 
     /// The row stays (renamed, marked dropped) so its group id is never given to another database.
     public static func dropDatabase(_ name: String) -> [SQLStatement] {
-        [SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
+        [replicaStatesSchema,
+         SQLStatement("DELETE FROM replica_states WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
+         SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
          SQLStatement("UPDATE databases SET dropped = 1, name = name || '#dropped#' || group_id WHERE name = ? AND dropped = 0", [.text(name)]),
          SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)]),
          SQLStatement("DELETE FROM settings WHERE key = ?", [.text("shards:\(name)")]),
@@ -285,7 +306,10 @@ public struct Catalog: Sendable {
     static func remove(_ id: NodeID) -> [SQLStatement] {
         [SQLStatement("UPDATE nodes SET removed = 1, updated_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE id = ?",
                       [.integer(Int64(bitPattern: id))]),
-         SQLStatement("DELETE FROM replicas WHERE node_id = ?", [.integer(Int64(bitPattern: id))])]
+         SQLStatement("DELETE FROM replicas WHERE node_id = ?", [.integer(Int64(bitPattern: id))]),
+         replicaStatesSchema,
+         SQLStatement("DELETE FROM replica_states WHERE node_id = ?", [.integer(Int64(bitPattern: id))])]
+            + setNodeState(id, nil)
     }
 
     /// A new database in the next free group, founded by `founders`.
@@ -301,9 +325,60 @@ public struct Catalog: Sendable {
         return statements
     }
 
-    static func addReplica(group: GroupID, node: NodeID) -> [SQLStatement] {
-        [SQLStatement("INSERT OR IGNORE INTO replicas(group_id, node_id, founder) VALUES(?, ?, 0)",
-                      [.integer(Int64(bitPattern: group)), .integer(Int64(bitPattern: node))])]
+    // MARK: Placement
+
+    /// Where replicas stand in a move; made when first needed (catalogs from before moves have none).
+    static let replicaStatesSchema = SQLStatement("""
+        CREATE TABLE IF NOT EXISTS replica_states(group_id INTEGER NOT NULL, node_id INTEGER NOT NULL, state TEXT NOT NULL,
+            PRIMARY KEY(group_id, node_id))
+        """)
+
+    static func ids(_ group: GroupID, _ node: NodeID) -> [SQLValue] { [.integer(Int64(bitPattern: group)), .integer(Int64(bitPattern: node))] }
+
+    /// The rebalancer's steps, as one batch.
+    public static func apply(_ steps: [PlacementStep]) -> [SQLStatement] {
+        guard !steps.isEmpty else { return [] }
+        var out = [replicaStatesSchema]
+        for step in steps {
+            switch step {
+            case .forget(let g, let n):
+                out += [SQLStatement("DELETE FROM replicas WHERE group_id = ? AND node_id = ?", ids(g, n)),
+                        SQLStatement("DELETE FROM replica_states WHERE group_id = ? AND node_id = ?", ids(g, n))]
+            case .add(let g, let n):
+                out += join(g, n)
+            case .move(let g, let from, let to):
+                out += join(g, to) + [SQLStatement("INSERT OR REPLACE INTO replica_states(group_id, node_id, state) VALUES(?, ?, 'leaving')",
+                                                   ids(g, from))]
+            }
+        }
+        return out
+    }
+
+    static func join(_ g: GroupID, _ n: NodeID) -> [SQLStatement] {
+        [SQLStatement("INSERT OR IGNORE INTO replicas(group_id, node_id, founder) VALUES(?, ?, 0)", ids(g, n)),
+         SQLStatement("INSERT OR REPLACE INTO replica_states(group_id, node_id, state) VALUES(?, ?, 'joining')", ids(g, n))]
+    }
+
+    /// A joining replica is a caught-up voter now.
+    public static func replicaCaughtUp(group: GroupID, node: NodeID) -> [SQLStatement] {
+        [replicaStatesSchema, SQLStatement("DELETE FROM replica_states WHERE group_id = ? AND node_id = ? AND state = 'joining'", ids(group, node))]
+    }
+
+    /// A leaving replica is out of its group's membership: the catalog forgets it.
+    public static func replicaLeft(group: GroupID, node: NodeID) -> [SQLStatement] {
+        [replicaStatesSchema,
+         SQLStatement("""
+            DELETE FROM replicas WHERE group_id = ?1 AND node_id = ?2
+                AND EXISTS (SELECT 1 FROM replica_states WHERE group_id = ?1 AND node_id = ?2 AND state = 'leaving')
+            """, ids(group, node)),
+         SQLStatement("DELETE FROM replica_states WHERE group_id = ? AND node_id = ? AND state = 'leaving'", ids(group, node))]
+    }
+
+    /// Records a node as dead or draining (nil: live again).
+    public static func setNodeState(_ id: NodeID, _ state: NodeState?) -> [SQLStatement] {
+        let key = SQLValue.text("node_state:\(id)")
+        guard let state, state == .dead || state == .draining else { return [SQLStatement("DELETE FROM settings WHERE key = ?", [key])] }
+        return [SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [key, .text(state.rawValue)])]
     }
 
     /// Reads this node's copy, every table at one read point (no apply runs between them), and returns
@@ -325,14 +400,16 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT (SELECT value FROM settings WHERE key = 'ca_cert'), (SELECT value FROM settings WHERE key = 'ca_key')"),
             SQLStatement("SELECT substr(key, 10), value FROM settings WHERE key LIKE 'node_key:%'"),
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
+            SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
+            SQLStatement("SELECT group_id, node_id, state FROM replica_states"),
         ], consistency: consistency)
         var catalog = Catalog()
         // Before the metadata leader creates the schema, the later statements fail: an empty catalog.
         guard case .integer(Int64(tableNames.count)) = results[0].rows.first?.first else { return (catalog, index) }
-        if let failed = results.dropLast(2).first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
+        if let failed = results.dropLast(3).first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
         catalog.exists = true
         for row in results[1].rows {
             guard row.count == 5, case .integer(let id) = row[0], case .text(let raft) = row[1], case .text(let http) = row[2],
@@ -374,15 +451,27 @@ public struct Catalog: Sendable {
             catalog.shardCounts[db] = Int(n)
         }
         for row in results[10].rows {
+            guard row.count == 2, case .text(let id) = row[0], let node = NodeID(id), case .text(let v) = row[1],
+                  let state = NodeState(rawValue: v) else { continue }
+            catalog.nodeStates[node] = state
+        }
+        for row in results[11].rows {
             guard row.count == 4, case .text(let db) = row[0], case .text(let name) = row[1], case .text(let keys) = row[2],
                   case .text(let sql) = row[3] else { continue }
             let table = CatalogShardedTable(name: name, keyColumns: keys.split(separator: ",").map(String.init), createSQL: sql)
             catalog.shardedTables[db, default: [:]][name.lowercased()] = table
         }
-        for row in results[11].rows {
+        for row in results[12].rows {
             guard row.count == 3, case .text(let db) = row[0], case .text(let name) = row[1], case .blob(let bytes) = row[2],
                   let points = ValueListCoding.decode(bytes) else { continue }
             catalog.shardedTables[db]?[name.lowercased()]?.splitPoints = points
+        }
+        var byGroup: [GroupID: String] = [:]
+        for db in catalog.databases.values { byGroup[db.group] = db.name }
+        for row in results[13].rows {
+            guard row.count == 3, case .integer(let g) = row[0], case .integer(let n) = row[1], case .text(let v) = row[2],
+                  let state = ReplicaState(rawValue: v), let name = byGroup[GroupID(g)] else { continue }
+            catalog.databases[name]?.moving[NodeID(bitPattern: n)] = state
         }
         return (catalog, index)
     }

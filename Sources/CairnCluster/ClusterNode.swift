@@ -1,5 +1,6 @@
 import CairnAuth
 import CairnNode
+import CairnPlacement
 import CairnRaft
 import CairnSQLite
 import CairnTransport
@@ -89,6 +90,11 @@ public struct ClusterConfig: Sendable {
     /// Found a cluster from this many nodes started together (0: do not).
     public var bootstrapExpect = 0
     public var controllerIntervalMillis: Int64 = 200
+    /// When a silent node is suspect (no new replicas), and dead (its replicas rebuilt elsewhere).
+    public var liveness = LivenessSettings.default
+    /// Replicas joining one node at a time, and moving away from one at a time.
+    public var snapshotsInPerNode = 1
+    public var snapshotsOutPerNode = 1
     /// The first account's password, when this node founds the cluster (nil: generate and print one).
     public var adminPassword: String?
     /// Sent with the join request (a user holding `join`), before this node can sign its own requests.
@@ -119,9 +125,9 @@ public final class ClusterNode: Sendable {
     let log: @Sendable (String) -> Void
     let state = NIOLockedValueBox(State())
     /// Called once when this node finds it has been removed from the cluster.
-    private let onRemoved: @Sendable () -> Void
+    let onRemoved: @Sendable () -> Void
     /// Headers that authenticate this node's own requests to other nodes (empty without auth).
-    private let credentials: @Sendable () async -> [(String, String)]
+    let credentials: @Sendable () async -> [(String, String)]
 
     struct State {
         var catalog = Catalog()
@@ -136,6 +142,13 @@ public final class ClusterNode: Sendable {
         /// On the founder that made the CA: what it issued to fellow founders.
         var issuedCA: String?
         var issued: [String: String] = [:]
+        /// When this node started (monotonic): how long it has been able to hear its peers.
+        var startedNanos: UInt64? = ClusterNode.monotonicNanos()
+        /// Since when this node has been the metadata leader (nil: it is not): it declares no one dead
+        /// before it has watched for a whole `deadAfter`.
+        var metaLeaderSinceNanos: UInt64?
+        /// When this node last asked whether it was removed from a group while away (`removedWhileAway`).
+        var awayChecks: [GroupID: UInt64] = [:]
     }
 
     public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,
@@ -154,7 +167,7 @@ public final class ClusterNode: Sendable {
     public var catalog: Catalog { state.withLockedValue { $0.catalog } }
     public var isRemoved: Bool { state.withLockedValue { $0.removed } }
 
-    private var selfEntry: CatalogNode {
+    var selfEntry: CatalogNode {
         CatalogNode(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress, voter: config.voter, removed: false)
     }
 
@@ -372,6 +385,14 @@ public final class ClusterNode: Sendable {
         public var id: NodeID
     }
 
+    /// Starts emptying a node: placement moves its replicas to live nodes, one at a time, new copy
+    /// first. `cairn node remove` once it holds none.
+    public func handleDrain(_ id: NodeID, hops: Int) async throws {
+        guard let node = catalog.nodes[id], !node.removed else { throw ClusterError.unknownNode(id) }
+        guard node.voter else { throw ClusterError.invalid("node \(id) is a read replica: it holds no placed replicas to drain") }
+        try await changeCatalog(Catalog.setNodeState(id, .draining), hops: hops)
+    }
+
     public func handleRemove(_ id: NodeID, hops: Int) async throws {
         guard let node = catalog.nodes[id] else { throw ClusterError.unknownNode(id) }
         if node.removed { return }
@@ -381,55 +402,7 @@ public final class ClusterNode: Sendable {
         try await changeCatalog(Catalog.remove(id), hops: hops)
     }
 
-    // MARK: - Controller
-
-    /// Runs controller passes until the task is cancelled.
-    public func runController() async {
-        while !Task.isCancelled {
-            do {
-                try await controllerPass()
-            } catch is CancellationError {
-                return
-            } catch RuntimeError.shutDown {
-                return
-            } catch {
-                log("node \(nodeID): controller: \(error)")
-            }
-            try? await Task.sleep(for: .milliseconds(config.controllerIntervalMillis))
-        }
-    }
-
-    func controllerPass() async throws {
-        let groups = try await runtime.groupIDs()
-        guard groups.contains(metadataGroup), !isRemoved else { return }
-        let (catalog, index) = try await Catalog.load(from: runtime)
-        adopt(catalog, at: index)
-        for n in catalog.nodes.values where n.id != nodeID {
-            if n.removed { runtime.transport.exclude(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
-        }
-        let meta = try await runtime.status(group: metadataGroup)
-        if try await noticeRemoval(catalog: catalog, meta: meta) { return }
-        if meta.leader != noNode { try await publishCA(catalog) }
-
-        // Keep this node's own entry current (first registration, or new addresses after a restart).
-        if catalog.exists, catalog.nodes[nodeID] != selfEntry, meta.leader != noNode {
-            _ = try? await handleJoin(JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress,
-                                                  voter: config.voter), hops: 0)
-        }
-        try await openGroups(of: catalog)
-        for g in groups where g != metadataGroup && catalog.exists && g <= catalog.highestGroup {
-            // Dropped, or moved elsewhere and already out of the group's membership: delete this copy.
-            let db = catalog.database(group: g)
-            let wanted = db.map { $0.replicas.contains(nodeID) || !config.voter } ?? false
-            if db == nil {
-                try await runtime.retireGroup(g)
-            } else if !wanted, let s = try? await runtime.status(group: g), !s.config.isMember(nodeID), s.applied >= s.configIndex, s.configIndex > 0 {
-                try await runtime.retireGroup(g)
-            }
-        }
-        for g in try await runtime.groupIDs() { try await reconcile(group: g, catalog: catalog) }
-        if meta.role == .leader { try await place(catalog: catalog, meta: meta) }
-    }
+    // MARK: - The catalog copy
 
     /// The catalog as of every change committed before this call (one ReadIndex round on the metadata
     /// group), with the groups it gives this node opened. A node looks here before it tells a client
@@ -445,7 +418,7 @@ public final class ClusterNode: Sendable {
 
     /// Keeps the newest copy read so far (a controller pass's read can finish after a refresh's).
     @discardableResult
-    private func adopt(_ catalog: Catalog, at index: LogIndex) -> Catalog {
+    func adopt(_ catalog: Catalog, at index: LogIndex) -> Catalog {
         state.withLockedValue { s in
             if index >= s.catalogIndex {
                 s.catalog = catalog
@@ -469,94 +442,6 @@ public final class ClusterNode: Sendable {
             log("node \(nodeID): creating group \(db.group) (database \"\(db.name)\")" + (founders.isEmpty ? ", waiting to be added" : " with founders \(founders)"))
             try await runtime.bootstrapGroup(db.group, voters: founders)
         }
-    }
-
-    /// True once this node learns it is no longer a member; it then stops taking part.
-    private func noticeRemoval(catalog: Catalog, meta: NodeRuntime.GroupStatus) async throws -> Bool {
-        let member = meta.config.isMember(nodeID)
-        let removed: Bool = state.withLockedValue { s in
-            if member { s.wasMetadataMember = true }
-            if s.removed { return false }
-            if catalog.nodes[nodeID]?.removed == true || (s.wasMetadataMember && !member && meta.applied >= meta.configIndex) {
-                s.removed = true
-                return true
-            }
-            return false
-        }
-        if removed {
-            log("node \(nodeID): this node was removed from the cluster; it stops serving")
-            onRemoved()
-        }
-        return removed || isRemoved
-    }
-
-    /// On a group's leader: one membership change towards what the catalog wants.
-    private func reconcile(group: GroupID, catalog: Catalog) async throws {
-        let status = try await runtime.status(group: group)
-        guard status.role == .leader, status.configIndex <= status.commit, catalog.exists else { return }
-        if group != metadataGroup && catalog.database(group: group) == nil { return }
-        let desired = catalog.desiredMembers(of: group)
-        let conf = status.config
-        let change: ConfChange?
-        if let gone = conf.members.first(where: { id in
-            guard let node = catalog.nodes[id] else { return false }  // not registered yet: leave it be
-            return node.removed || (!desired.voters.contains(id) && !desired.learners.contains(id))
-        }), conf.voters.count > 1 || !conf.isVoter(gone) {
-            change = .removeNode(gone)
-        } else if let missing = (desired.voters.union(desired.learners)).sorted().first(where: { !conf.isMember($0) }) {
-            change = .addLearner(missing)
-        } else if let ready = conf.learners.sorted().first(where: { desired.voters.contains($0) && (status.matchIndex[$0] ?? 0) >= status.commit }) {
-            change = .promoteLearner(ready)
-        } else if let demote = conf.voters.sorted().first(where: { desired.learners.contains($0) }), conf.voters.count > 1 {
-            change = .addLearner(demote)
-        } else {
-            change = nil
-        }
-        guard let change else { return }
-        do {
-            try await runtime.proposeConfChange(group: group, change)
-            log("node \(nodeID): group \(group): proposed \(change)")
-        } catch {
-            log("node \(nodeID): group \(group): \(change) not proposed: \(error)")
-        }
-    }
-
-    /// On the metadata leader: the catalog's schema, the default database, and enough replicas of each.
-    private func place(catalog: Catalog, meta: NodeRuntime.GroupStatus) async throws {
-        var statements: [SQLStatement] = []
-        if !catalog.exists {
-            let password = config.adminPassword ?? PasswordHash.generate()
-            statements = Catalog.schema + Catalog.register(selfEntry)
-                + Catalog.foundAuth(adminPasswordHash: try PasswordHash.make(password), tokenKey: PasswordHash.randomKey())
-            if config.adminPassword == nil {
-                // Printed once, by the node that founds the cluster; it is stored only as a hash.
-                log("node \(nodeID): created user admin with the generated password \(password) (shown only now; change it with cairn user passwd admin)")
-            }
-        } else {
-            let voters = catalog.activeVoters.filter { meta.config.isVoter($0.id) }.map(\.id)
-            let target = min(config.replicationFactor, voters.count)
-            if catalog.databases[defaultDatabase] == nil {
-                // Wait until the founding voters have registered, so the default database starts fully replicated.
-                if target > 0 && target >= min(config.replicationFactor, meta.config.voters.count) {
-                    let founders = Array(([nodeID].filter(voters.contains) + voters.filter { $0 != nodeID }).prefix(target)).sorted()
-                    statements = Catalog.createDatabase(defaultDatabase, founders: founders)
-                }
-            } else {
-                var load: [NodeID: Int] = Dictionary(uniqueKeysWithValues: voters.map { ($0, 0) })
-                for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
-                for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) {
-                    let current = db.replicas.filter(voters.contains)
-                    guard current.count < target,
-                          let pick = voters.filter({ !db.replicas.contains($0) }).min(by: { (load[$0]!, $0) < (load[$1]!, $1) }) else { continue }
-                    statements += Catalog.addReplica(group: db.group, node: pick)
-                    load[pick]! += 1
-                    log("node \(nodeID): placing a replica of database \"\(db.name)\" on node \(pick)")
-                    break
-                }
-            }
-        }
-        guard !statements.isEmpty else { return }
-        try await changeCatalog(statements)
     }
 }
 

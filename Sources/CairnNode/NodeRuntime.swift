@@ -572,6 +572,8 @@ public final class NodeRuntime: Sendable {
         public var firstIndex: LogIndex
         /// On the leader: the highest entry known to be on each member's disk.
         public var matchIndex: [NodeID: LogIndex]
+        /// On the leader: members heard from within the current election timeout (CheckQuorum's view).
+        public var recentlyActive: Set<NodeID>
     }
 
     public func status(group: GroupID) async throws -> GroupStatus {
@@ -580,7 +582,8 @@ public final class NodeRuntime: Sendable {
             let s = g.node.status
             return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, applied: s.applied,
                                lastIndex: s.lastIndex, config: s.config, configIndex: s.configIndex,
-                               firstIndex: s.firstIndex, matchIndex: s.progress.mapValues(\.match))
+                               firstIndex: s.firstIndex, matchIndex: s.progress.mapValues(\.match),
+                               recentlyActive: Set(s.progress.filter(\.value.recentActive).keys))
         }.get()
     }
 
@@ -621,6 +624,15 @@ public final class NodeRuntime: Sendable {
                 if case .notLeader(let l) = error { throw RuntimeError.notLeader(leader: l) }
                 throw RuntimeError.raft(error.description)
             }
+        }.get()
+    }
+
+    /// How long since this node last heard anything from each peer (nanoseconds; peers ping each other
+    /// every tick, whatever their groups do). A peer never heard from since this node started is absent.
+    public func silenceNanos() async throws -> [NodeID: UInt64] {
+        try await raftLoop.submit {
+            let now = DispatchTime.now().uptimeNanoseconds
+            return self.raftState.value.lastHeard.mapValues { now &- $0 }
         }.get()
     }
 
@@ -668,6 +680,8 @@ enum RuntimeMetrics {
     static let messagesRefused = Counter(label: "cairn_raft_messages_refused_total")
     /// Linearizable reads a leader served on its lease, without a heartbeat round of their own.
     static let leaseReads = Counter(label: "cairn_lease_reads_total")
+    /// Bytes of snapshot files streamed to other nodes (replicas added, moved or caught up).
+    static let snapshotBytesSent = Counter(label: "cairn_snapshot_bytes_sent_total")
     static func leaderChanges(_ group: GroupID) -> Counter {
         Counter(label: "cairn_raft_leader_changes_total", dimensions: [("group", String(group))])
     }

@@ -9,8 +9,6 @@ import NIOCore
 import NIOPosix
 
 
-public typealias GroupID = UInt64
-
 public enum RuntimeError: Error, Equatable, CustomStringConvertible {
     case notLeader(leader: NodeID)
     case unknownGroup(GroupID)
@@ -78,6 +76,9 @@ public struct RuntimeConfig: Sendable {
     public var requireTransportTLS = false
     /// Size of the pieces a snapshot file is streamed in.
     public var snapshotChunkBytes = 1 << 20
+    /// The most one snapshot stream sends per second: a replica being moved or rebuilt copies its
+    /// group at this pace, leaving the disk and the network to the foreground load.
+    public var snapshotBytesPerSecond = 32 << 20
     /// Ticks a leader's group must be idle (everything replicated, applied, nothing pending) before it
     /// stops ticking and heartbeating; 0 never quiesces.
     public var quiesceAfterTicks = 20
@@ -107,6 +108,7 @@ public struct RuntimeConfig: Sendable {
     /// leader kept leading and every later write timed out.
     func checkLimits(transport: TransportConfig) {
         precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
+        precondition(snapshotBytesPerSecond >= snapshotChunkBytes, "a snapshot stream must be allowed at least one chunk a second")
         precondition(maxEntryBytes + Self.messageOverheadBytes <= transport.maxQueuedBytesPerPeer,
                      "an entry of maxEntryBytes must fit a peer's send queue")
         precondition(transport.maxQueuedBytesPerPeer + Self.messageOverheadBytes <= WireFormat.maxFrameBytes,

@@ -31,7 +31,11 @@ extension NodeRuntime {
                 try file.seek(toOffset: 0)
                 var offset: UInt64 = 0
                 var checksum: UInt32 = 0
+                let began = ContinuousClock.now
                 repeat {
+                    // Paced: chunk n leaves no earlier than n chunks' worth of the stream's rate.
+                    let due = began + .nanoseconds(Int64(Double(offset) / Double(config.snapshotBytesPerSecond) * 1e9))
+                    if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
                     var waitedMillis = 0
                     while let backlog = await transport.backlogBytes(to: peer), backlog > 4 * chunkBytes {
                         guard waitedMillis < Int(config.requestTimeoutMillis) else { throw RuntimeError.timedOut("streaming a snapshot to node \(peer)") }
@@ -44,6 +48,7 @@ extension NodeRuntime {
                     let chunk = SnapshotChunk(offset: offset, totalBytes: total, data: data, fileChecksum: checksum)
                     transport.send([Envelope(group: group, message: message, chunk: chunk)], to: peer)
                     snapshotCounts.withLockedValue { $0.chunksSent += 1 }
+                    RuntimeMetrics.snapshotBytesSent.increment(by: data.count)
                     offset += UInt64(data.count)
                 } while offset < total
             } catch {

@@ -2,6 +2,8 @@
 public typealias NodeID = UInt64
 public typealias Term = UInt64
 public typealias LogIndex = UInt64
+/// Identifies a Raft group: a database, or one shard of one. Group 0 is the cluster's catalog.
+public typealias GroupID = UInt64
 
 public let noNode: NodeID = 0
 

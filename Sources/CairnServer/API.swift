@@ -2,6 +2,7 @@ import CairnJSON
 import CairnAuth
 import CairnCluster
 import CairnNode
+import CairnPlacement
 import CairnRaft
 import CairnRouter
 import CairnSQLite
@@ -185,6 +186,14 @@ final class API: Sendable {
                 return Self.json(200, .object([("removed", .int(remove.id))]))
             }
         }
+        router.post("/v1/cluster/drain") { request, _ in
+            await self.respond(request, .remove) { who in
+                let drain = try await self.decode(ClusterNode.RemoveRequest.self, from: request)
+                self.audit.record(who, action: "drain node \(drain.id)", database: nil)
+                try await self.cluster.handleDrain(drain.id, hops: who.hops)
+                return Self.json(200, .object([("draining", .int(drain.id))]))
+            }
+        }
         router.post("/v1/cluster/rotate-keys") { request, _ in
             await self.respond(request, .all) { who in
                 // Revokes every token at once, nodes' included (they sign new ones with the new key).
@@ -192,6 +201,16 @@ final class API: Sendable {
                 try await self.cluster.changeCatalog(Catalog.rotateTokenKey(PasswordHash.randomKey()), hops: who.hops)
                 _ = try? await self.cluster.refreshCatalog()
                 return Self.json(200, .object([("rotated", .bool(true))]))
+            }
+        }
+        router.get("/v1/internal/membership/:group") { request, context in
+            let group = try context.parameters.require("group", as: UInt64.self)
+            return await self.respond(request, .status) { _ in
+                do {
+                    return Self.json(200, try self.encoded(try await self.cluster.membership(of: group)))
+                } catch RuntimeError.unknownGroup {
+                    throw HTTPFailure.notFound("this node holds no copy of group \(group)")
+                }
             }
         }
         router.post("/v1/internal/catalog") { request, _ in
@@ -519,9 +538,24 @@ final class API: Sendable {
         let hosted = try await runtime.groupIDs()
         var leaders: [GroupID: NodeID] = [:]
         for g in hosted { leaders[g] = try await runtime.status(group: g).leader }
+        let states = try await cluster.nodeStates(in: catalog)
+        var held: [NodeID: Int] = [:]
+        for db in catalog.databases.values { for r in db.replicas { held[r, default: 0] += 1 } }
         let nodes = catalog.nodes.values.sorted { $0.id < $1.id }.map { n -> JSON in
-            .object([("id", .int(n.id)), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
-                     ("voter", .bool(n.voter)), ("removed", .bool(n.removed))])
+            // Read replicas hold every group as learners: their state is their liveness alone.
+            let state = n.removed ? "removed" : (states[n.id]?.rawValue ?? "live")
+            return .object([("id", .int(n.id)), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
+                            ("voter", .bool(n.voter)), ("removed", .bool(n.removed)), ("state", .string(state)),
+                            ("replicas", .int(n.voter ? held[n.id] ?? 0 : catalog.databases.count))])
+        }
+        var moves: [JSON] = []
+        for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) {
+            for (node, state) in db.moving.sorted(by: { $0.key < $1.key }) {
+                var fields: [(String, JSON)] = [("group", .int(db.group)), ("database", .string(Catalog.shardOf(db.name)?.database ?? db.name)),
+                                                ("node", .int(node)), ("state", .string(state.rawValue))]
+                if let (_, shard) = Catalog.shardOf(db.name) { fields.insert(("shard", .int(shard)), at: 2) }
+                moves.append(.object(fields))
+            }
         }
         var dbs: [JSON] = [.object([("name", .string("(metadata)")), ("group", .int(metadataGroup)),
                                     ("leader", leaders[metadataGroup].map { .int($0) } ?? .null)])]
@@ -534,7 +568,7 @@ final class API: Sendable {
             }
             dbs.append(.object(fields))
         }
-        return .object([("node", .int(cluster.nodeID)), ("nodes", .array(nodes)), ("groups", .array(dbs))])
+        return .object([("node", .int(cluster.nodeID)), ("nodes", .array(nodes)), ("groups", .array(dbs)), ("moves", .array(moves))])
     }
 
     private func ready() async throws -> Response {

@@ -177,8 +177,7 @@ extension API {
         case .number(let n)? where Int(n).map({ (1...Catalog.maxShardCount).contains($0) }) == true: shards = Int(n)!
         default: throw HTTPFailure.badRequest("\"shards\" must be a whole number from 1 to \(Catalog.maxShardCount): how many shards its sharded tables are spread over")
         }
-        let load = Placement.load(of: catalog, voters: catalog.activeVoters.map(\.id))
-        let founders = Placement.founders(groups: 1, replicationFactor: cluster.config.replicationFactor, load: load)[0]
+        let founders = try await cluster.founders(groups: 1, in: catalog)[0]
         guard !founders.isEmpty else { throw HTTPFailure.unavailable("no voting node is registered yet") }
         audit.record(who, action: "create database \(name)", database: name)
         try await cluster.changeCatalog(Catalog.createDatabase(name, founders: founders) + (shards.map { Catalog.setShardCount(name, $0) } ?? []))

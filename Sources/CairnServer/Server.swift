@@ -1,4 +1,5 @@
 import CairnCluster
+import CairnPlacement
 import CairnNode
 import CairnRaft
 import CairnSQLite
@@ -24,6 +25,10 @@ public struct ServerOptions: Sendable {
     public var bootstrapExpect = 0
     public var voter = true
     public var replicationFactor = 3
+    /// When a silent node is suspect (gets no new replicas) and dead (its replicas are rebuilt elsewhere).
+    public var liveness = LivenessSettings.default
+    /// The most one snapshot stream sends per second.
+    public var snapshotBytesPerSecond = 32 << 20
     /// Serves `PUT /v1/debug/faults` (partitions, drops, delays between this node and others): for tests.
     public var enableFaultInjection = false
     public var maxBodyBytes = 16 << 20
@@ -98,6 +103,7 @@ public enum Server {
         runtimeConfig.readTimeoutMillis = options.readTimeoutMillis
         runtimeConfig.consistencyCheckMillis = options.consistencyCheckMillis
         runtimeConfig.snapshotEveryEntries = options.snapshotEveryEntries
+        runtimeConfig.snapshotBytesPerSecond = options.snapshotBytesPerSecond
         // Raft traffic is always mutual TLS: with the operator's files, or with a certificate of the
         // cluster's own CA, which the node gets when it founds or joins (until then it carries nothing).
         var nodeCredentials: NodeCredentials?
@@ -116,6 +122,7 @@ public enum Server {
                                           httpAddress: options.advertisedHTTPAddress ?? options.httpAddress)
         clusterConfig.voter = options.voter
         clusterConfig.replicationFactor = options.replicationFactor
+        clusterConfig.liveness = options.liveness
         clusterConfig.join = options.join
         clusterConfig.bootstrapExpect = options.bootstrapExpect
         clusterConfig.adminPassword = options.adminPassword

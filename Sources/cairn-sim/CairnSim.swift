@@ -1,6 +1,8 @@
 import ArgumentParser
+import Foundation
 @_spi(Mutants) import CairnRaft
 @_spi(Mutants) import CairnSim
+@_spi(Mutants) import CairnPlacement
 
 @main
 struct CairnSimCommand: ParsableCommand {
@@ -19,6 +21,10 @@ struct CairnSimCommand: ParsableCommand {
     @Flag(help: "Print the trace of every failing seed (always printed for the first).") var trace = false
     @Option(help: "Trace lines to print for a failing seed.") var traceLines: Int = 60
     @Flag(help: "Print the whole trace of the first seed, whether it fails or not, and stop.") var fullTrace = false
+    @Flag(help: "Run the placement simulator (joins, drains, deaths and returns against the rebalancer) instead of Raft's.")
+    var placement = false
+    @Option(help: "With --placement: run a deliberately broken placement (\(PlacementMutation.allCases.map(\.rawValue).joined(separator: ", "))); succeeds only if it is caught.")
+    var placementMutant: String?
 
     func validate() throws {
         if let n = nodes, !(3...7).contains(n) { throw ValidationError("--nodes must be between 3 and 7") }
@@ -32,6 +38,7 @@ struct CairnSimCommand: ParsableCommand {
     }
 
     func run() throws {
+        if placement || placementMutant != nil { return try runPlacement() }
         if listMutants {
             for m in RaftMutation.allCases { print(m.rawValue) }
             return
@@ -69,6 +76,58 @@ struct CairnSimCommand: ParsableCommand {
             print("failing seeds: \(summary.failures.map { String($0.seed) }.joined(separator: " "))")
         }
         print("coverage: \(s.events) events, \(s.virtualMs / 1000) virtual s; faults \(s.faults) (crashes \(s.crashes), partitions \(s.partitions), pauses \(s.pauses), slow disks \(s.slowDisks), lossy periods \(s.lossyPeriods)); membership changes \(s.confChangesProposed) proposed; leader transfers \(s.transfers); compactions \(s.compactions), snapshots installed \(s.snapshotsInstalled); leaders elected \(s.leadersElected); writes acked \(s.writesAcked), unknown \(s.writesUnknown); reads \(s.readsServed) (\(s.followerReads) on followers, \(s.leaseReads) on leases); inconclusive checks \(s.inconclusiveChecks); old-term commits \(s.oldTermCommits); wall \(elapsed)")
+        print("\(summary.seeds) seeds, \(summary.failures.count) violations")
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+
+    func runPlacement() throws {
+        var mutation: PlacementMutation?
+        if let m = placementMutant {
+            guard let parsed = PlacementMutation(rawValue: m) else {
+                throw ValidationError("unknown placement mutant '\(m)'; known: \(PlacementMutation.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            mutation = parsed
+        }
+        if fullTrace {
+            let r = PlacementSimulation.run(seed: start, mutation: mutation, trace: true)
+            for line in r.trace { print(line) }
+            print("seed \(start): \(r.violation ?? "no violation")")
+            return
+        }
+        let clock = ContinuousClock()
+        let began = clock.now
+        var summary = PlacementSimulation.Summary()
+        var next = start
+        while summary.seeds < seeds {
+            let batch = min(1000, seeds - summary.seeds)
+            let part = PlacementSimulation.runSeeds(start: next, count: batch, mutation: mutation, maxFailures: mutation == nil ? .max : 1)
+            summary.seeds += part.seeds
+            summary.failures += part.failures
+            summary.totals.add(part.totals)
+            next += UInt64(batch)
+            if mutation != nil && !summary.failures.isEmpty { break }
+            if summary.seeds % 1000 == 0 { print("... \(summary.seeds) seeds") }
+        }
+        let elapsed = clock.now - began
+        let replay = { (f: PlacementSimResult) -> String in
+            let r = PlacementSimulation.run(seed: f.seed, mutation: mutation, trace: true)
+            return r.trace.suffix(traceLines).map { "    " + $0 }.joined(separator: "\n")
+                + "\n  replay: cairn-sim --placement --start \(f.seed) --full-trace" + (mutation.map { " --placement-mutant \($0.rawValue)" } ?? "")
+        }
+        if let m = mutation {
+            guard let caught = summary.failures.first else {
+                print("placement mutant \(m.rawValue) NOT caught in \(summary.seeds) seeds")
+                throw ExitCode(1)
+            }
+            print("seed \(caught.seed): \(caught.violation!)\n\(replay(caught))")
+            print("placement mutant \(m.rawValue) caught by seed \(caught.seed) after \(summary.seeds) seeds")
+            return
+        }
+        for (i, f) in summary.failures.enumerated() where i == 0 || trace {
+            print("seed \(f.seed) FAILED: \(f.violation!)\n\(replay(f))")
+        }
+        let t = summary.totals
+        print("coverage: \(t.ticks) ticks, \(t.convergences) convergences; joins measured \(t.joins): \(t.joinMoves) moves, ideal RF*S/(N+1) summed \(String(format: "%.1f", t.joinIdeal)); deaths measured \(t.deaths): \(t.deadReplicas) replicas held, \(t.deathCopies) copies made, then \(t.deathRebalances) balancing moves after \(t.deathsRebalanced) of them; worst max/mean at m >= 10: \(String(format: "%.3f", t.worstSpreadAtTen)); wall \(elapsed)")
         print("\(summary.seeds) seeds, \(summary.failures.count) violations")
         if !summary.failures.isEmpty { throw ExitCode(1) }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CairnCluster
+import CairnPlacement
 import CairnServer
 import CairnTransport
 import Foundation
@@ -20,6 +21,16 @@ struct AddressArgument: ExpressibleByArgument, CustomStringConvertible {
     init?(argument: String) {
         guard let a = PeerAddress(parsing: argument) else { return nil }
         address = a
+    }
+}
+
+/// A duration option (`10s`, `5m`, `500ms`).
+struct DurationArgument: ExpressibleByArgument, CustomStringConvertible {
+    var nanos: UInt64
+    var description: String { DurationText.format(nanos) }
+    init?(argument: String) {
+        guard let n = DurationText.nanos(argument) else { return nil }
+        nanos = n
     }
 }
 
@@ -61,6 +72,15 @@ struct ServerCommand: AsyncParsableCommand {
 
     @Option(help: "Voting copies of each database.")
     var replicationFactor: Int = 3
+
+    @Option(help: "The most one snapshot stream sends, in MiB per second (replicas being moved or rebuilt copy at this pace).")
+    var snapshotMibPerSecond: Int = 32
+
+    @Option(help: "A node silent this long gets no new replicas (a duration: 500ms, 10s, 5m, 1h).")
+    var suspectAfter: DurationArgument = DurationArgument(argument: "10s")!
+
+    @Option(help: "A node silent this long is declared dead and its replicas are rebuilt on live nodes (a duration, at least --suspect-after).")
+    var deadAfter: DurationArgument = DurationArgument(argument: "5m")!
 
     @Option(help: "Raft tick in milliseconds (heartbeats go out every tick).")
     var tickMs: Int64 = 50
@@ -147,6 +167,10 @@ struct ServerCommand: AsyncParsableCommand {
         if bootstrapExpect < 0 || bootstrapExpect == 1 { throw ValidationError("--bootstrap-expect must be 2 or more (a single node needs no flag)") }
         if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
+        if snapshotMibPerSecond < 1 || snapshotMibPerSecond > 100_000 { throw ValidationError("--snapshot-mib-per-second must be from 1 to 100000") }
+        if suspectAfter.nanos == 0 || deadAfter.nanos < suspectAfter.nanos {
+            throw ValidationError("--suspect-after must be positive and --dead-after at least as long")
+        }
         if tickMs < 1 || electionTicks < 2 { throw ValidationError("--tick-ms must be positive and --election-ticks at least 2") }
         let tlsGiven = [tlsCert, tlsKey, tlsCa].filter { $0 != nil }.count
         if tlsGiven != 0 && tlsGiven != 3 { throw ValidationError("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca") }
@@ -169,6 +193,8 @@ struct ServerCommand: AsyncParsableCommand {
         options.bootstrapExpect = bootstrapExpect
         options.voter = !nonVoter
         options.replicationFactor = replicationFactor
+        options.snapshotBytesPerSecond = snapshotMibPerSecond << 20
+        options.liveness = LivenessSettings(suspectAfterNanos: suspectAfter.nanos, deadAfterNanos: deadAfter.nanos)
         options.tickMillis = tickMs
         options.electionTimeoutTicks = electionTicks
         options.snapshotEveryEntries = snapshotEntries

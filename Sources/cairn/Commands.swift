@@ -102,20 +102,39 @@ struct ClusterCommand: AsyncParsableCommand {
             try await withClient(connection) { client in
                 let c = try await client.call(.GET, "/v1/cluster")
                 guard case .array(let nodes)? = c["nodes"], case .array(let groups)? = c["groups"] else { return }
-                print(Output.table(columns: ["node", "http", "raft", "voter", "removed"], rows: nodes.map { n in
-                    [n["id"] ?? .null, n["http_addr"] ?? .null, n["raft_addr"] ?? .null, n["voter"] ?? .null, n["removed"] ?? .null]
+                print(Output.table(columns: ["node", "http", "raft", "voter", "state", "replicas"], rows: nodes.map { n in
+                    [n["id"] ?? .null, n["http_addr"] ?? .null, n["raft_addr"] ?? .null, n["voter"] ?? .null, n["state"] ?? .null, n["replicas"] ?? .null]
                 }))
                 print(Output.table(columns: ["database", "shard", "group", "leader", "replicas"], rows: groups.map { g in
                     [g["name"] ?? .null, g["shard"] ?? .string(""), g["group"] ?? .null, g["leader"] ?? .null,
                      .string(g["replicas"].map { String(decoding: $0.serialized(), as: UTF8.self) } ?? "all voters")]
                 }), terminator: "")
+                if case .array(let moves)? = c["moves"], !moves.isEmpty {
+                    print("moves in progress:")
+                    print(Output.table(columns: ["database", "shard", "group", "node", "state"], rows: moves.map { m in
+                        [m["database"] ?? .null, m["shard"] ?? .string(""), m["group"] ?? .null, m["node"] ?? .null, m["state"] ?? .null]
+                    }), terminator: "")
+                }
             }
         }
     }
 }
 
 struct NodeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "node", abstract: "Nodes.", subcommands: [Remove.self])
+    static let configuration = CommandConfiguration(commandName: "node", abstract: "Nodes.", subcommands: [Drain.self, Remove.self])
+
+    struct Drain: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Move a node's replicas to other nodes (new copy first), before removing it.")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "The node's id (see cairn cluster status).") var id: UInt64
+
+        func run() async throws {
+            try await withClient(connection) { client in
+                try await client.call(.POST, "/v1/cluster/drain", .object([("id", .int(id))]))
+                print("Draining node \(id): its replicas move away one at a time (cairn cluster status shows how many it holds).")
+            }
+        }
+    }
 
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove a node from the cluster (it shuts itself down).")

@@ -119,6 +119,7 @@ struct OpenAPITests {
             (.PUT, "/v1/users/olga/password", #"{"password":"olga-password-2"}"#, TestHTTP.admin),
             (.DELETE, "/v1/users/olga", nil, TestHTTP.admin),
             (.POST, "/v1/cluster/join", #"{"id":77,"raft_address":"127.0.0.1:1","http_address":"127.0.0.1:2","voter":false}"#, TestHTTP.admin),
+            (.POST, "/v1/cluster/drain", #"{"id":77}"#, TestHTTP.admin),
             (.POST, "/v1/cluster/remove", #"{"id":77}"#, TestHTTP.admin),
             (.POST, "/v1/cluster/join-tokens", #"{"ttl_seconds":60}"#, TestHTTP.admin),
             (.POST, "/v1/cluster/join-tokens", #"{"ttl_seconds":0}"#, TestHTTP.admin),

@@ -249,9 +249,7 @@ extension API {
             throw HTTPFailure.badRequest("\(clause.table) already exists in the database as an unsharded table or view")
         }
         if catalog.shards(of: db).isEmpty {
-            let voters = catalog.activeVoters.map(\.id)
-            let founders = Placement.founders(groups: catalog.shardCount(of: db), replicationFactor: cluster.config.replicationFactor,
-                                              load: Placement.load(of: catalog, voters: voters))
+            let founders = try await cluster.founders(groups: catalog.shardCount(of: db), in: catalog)
             do {
                 try await cluster.changeCatalog(Catalog.createShards(of: db, founders: founders))
             } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {

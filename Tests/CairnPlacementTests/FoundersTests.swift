@@ -1,8 +1,8 @@
-import CairnCluster
+import CairnPlacement
 import CairnRaft
 import Testing
 
-@Suite struct PlacementTests {
+@Suite struct FoundersTests {
     @Test(arguments: [(3, 16, 3), (5, 16, 3), (10, 16, 3), (4, 7, 3), (2, 16, 3), (6, 64, 3), (7, 32, 5)])
     func newShardsSpreadEvenly(nodes: Int, shards: Int, rf: Int) {
         let load = Dictionary(uniqueKeysWithValues: (1...nodes).map { (NodeID($0), 0) })

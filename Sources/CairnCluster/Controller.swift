@@ -1,0 +1,266 @@
+import CairnAuth
+import CairnNode
+import CairnPlacement
+import CairnRaft
+import CairnSQLite
+import Dispatch
+import Metrics
+
+/// The controller: every node runs passes that make the groups it leads follow the catalog, and the
+/// metadata leader's passes decide placement (liveness, re-replication, rebalancing, drains).
+///
+/// Desired state lives in the catalog; actual state is each group's Raft configuration. Each group's
+/// leader closes the gap one single-server change at a time (`MembershipPlan`), and the metadata
+/// leader writes the rebalancer's steps (`Rebalancer`). Every pass starts from what is committed, so a
+/// pass cut short by a crash or a leadership change is simply redone by whoever leads next.
+extension ClusterNode {
+    /// Runs controller passes until the task is cancelled.
+    public func runController() async {
+        while !Task.isCancelled {
+            do {
+                try await controllerPass()
+            } catch is CancellationError {
+                return
+            } catch RuntimeError.shutDown {
+                return
+            } catch {
+                log("node \(nodeID): controller: \(error)")
+            }
+            try? await Task.sleep(for: .milliseconds(config.controllerIntervalMillis))
+        }
+    }
+
+    func controllerPass() async throws {
+        let groups = try await runtime.groupIDs()
+        guard groups.contains(metadataGroup), !isRemoved else { return }
+        let (catalog, index) = try await Catalog.load(from: runtime)
+        adopt(catalog, at: index)
+        PlacementMetrics.record(catalog, replicationFactor: config.replicationFactor)
+        for n in catalog.nodes.values where n.id != nodeID {
+            if n.removed { runtime.transport.exclude(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
+        }
+        let meta = try await runtime.status(group: metadataGroup)
+        if try await noticeRemoval(catalog: catalog, meta: meta) { return }
+        if meta.leader != noNode { try await publishCA(catalog) }
+
+        // Keep this node's own entry current (first registration, or new addresses after a restart).
+        if catalog.exists, catalog.nodes[nodeID] != selfEntry, meta.leader != noNode {
+            _ = try? await handleJoin(JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress,
+                                                  voter: config.voter), hops: 0)
+        }
+        try await openGroups(of: catalog)
+        for g in groups where g != metadataGroup && catalog.exists && g <= catalog.highestGroup {
+            // Dropped, or moved elsewhere and already out of the group's membership: delete this copy.
+            let db = catalog.database(group: g)
+            let wanted = db.map { $0.replicas.contains(nodeID) || !config.voter } ?? false
+            if db == nil {
+                try await runtime.retireGroup(g)
+            } else if !wanted, let s = try? await runtime.status(group: g) {
+                if !s.config.isMember(nodeID), s.applied >= s.configIndex, s.configIndex > 0 {
+                    try await runtime.retireGroup(g)
+                } else if s.role != .leader, try await removedWhileAway(group: g, replicas: db!.replicas) {
+                    log("node \(nodeID): group \(g): its leader's committed membership no longer has this node (removed while it was away); deleting this copy")
+                    try await runtime.retireGroup(g)
+                }
+            }
+        }
+        for g in try await runtime.groupIDs() { try await reconcile(group: g, catalog: catalog) }
+        let leading = meta.role == .leader
+        state.withLockedValue { s in
+            if !leading { s.metaLeaderSinceNanos = nil } else if s.metaLeaderSinceNanos == nil { s.metaLeaderSinceNanos = Self.monotonicNanos() }
+        }
+        if leading { try await place(catalog: catalog, meta: meta) }
+    }
+
+    /// True once this node learns it is no longer a member; it then stops taking part.
+    func noticeRemoval(catalog: Catalog, meta: NodeRuntime.GroupStatus) async throws -> Bool {
+        let member = meta.config.isMember(nodeID)
+        let removed: Bool = state.withLockedValue { s in
+            if member { s.wasMetadataMember = true }
+            if s.removed { return false }
+            if catalog.nodes[nodeID]?.removed == true || (s.wasMetadataMember && !member && meta.applied >= meta.configIndex) {
+                s.removed = true
+                return true
+            }
+            return false
+        }
+        if removed {
+            log("node \(nodeID): this node was removed from the cluster; it stops serving")
+            onRemoved()
+        }
+        return removed || isRemoved
+    }
+
+
+    /// Whether the group's leader confirms that this node is out of the group's committed membership.
+    /// A node that was down while its copy was forgotten and removed never receives the entry that
+    /// removed it (no one sends to a non-member), so its own copy still lists it. It deletes that copy
+    /// only on the word of the current leader: deleting the state of a copy that still votes could
+    /// let it vote twice in a term. Asked at most every 2 s per group.
+    func removedWhileAway(group: GroupID, replicas: [NodeID]) async throws -> Bool {
+        let now = Self.monotonicNanos()
+        let due = state.withLockedValue { s in
+            guard now &- (s.awayChecks[group] ?? 0) >= 2_000_000_000 else { return false }
+            s.awayChecks[group] = now
+            return true
+        }
+        guard due else { return false }
+        for r in replicas where r != nodeID {
+            guard let address = httpAddress(of: r),
+                  let m = try? await peers.call(.GET, to: address, path: "/v1/internal/membership/\(group)", Empty(), as: GroupMembership.self,
+                                                headers: await credentials(), timeoutMillis: 2_000) else { continue }
+            if m.leader && m.committed { return !m.voters.contains(nodeID) && !m.learners.contains(nodeID) }
+        }
+        return false
+    }
+
+    /// What this node's copy of `group` says of its membership (`GET /v1/internal/membership/:group`).
+    public func membership(of group: GroupID) async throws -> GroupMembership {
+        let s = try await runtime.status(group: group)
+        return GroupMembership(leader: s.role == .leader, term: s.term, voters: s.config.voters.sorted(), learners: s.config.learners.sorted(),
+                               committed: s.configIndex <= s.commit)
+    }
+
+    /// On a group's leader: one membership change towards what the catalog wants, or a note to the
+    /// catalog that a move advanced.
+    private func reconcile(group: GroupID, catalog: Catalog) async throws {
+        let status = try await runtime.status(group: group)
+        guard status.role == .leader, status.configIndex <= status.commit, catalog.exists else { return }
+        let active = Set(catalog.activeVoters.map(\.id))
+        let replicas: [NodeID: ReplicaState]
+        if group == metadataGroup {
+            replicas = Dictionary(uniqueKeysWithValues: active.map { ($0, .active) })
+        } else {
+            guard let db = catalog.database(group: group) else { return }
+            replicas = db.replicaStates.filter { active.contains($0.key) }
+        }
+        guard let action = MembershipPlan.next(
+            leader: nodeID, voters: Set(status.config.voters), learners: Set(status.config.learners), replicas: replicas,
+            readReplicas: Set(catalog.readReplicas.map(\.id)), known: Set(catalog.activeNodes.map(\.id)),
+            removed: Set(catalog.nodes.values.filter(\.removed).map(\.id)), match: status.matchIndex, commit: status.commit,
+            reachable: status.recentlyActive, target: min(config.replicationFactor, active.count { catalog.nodeStates[$0] != .dead })) else { return }
+        do {
+            switch action {
+            case .propose(let change): try await runtime.proposeConfChange(group: group, change)
+            case .transferLeadership(let to): try await runtime.transferLeadership(group: group, to: to)
+            case .caughtUp(let n): try await changeCatalog(Catalog.replicaCaughtUp(group: group, node: n))
+            case .left(let n): try await changeCatalog(Catalog.replicaLeft(group: group, node: n))
+            }
+            log("node \(nodeID): group \(group): \(action)")
+        } catch {
+            log("node \(nodeID): group \(group): could not \(action): \(error)")
+        }
+    }
+
+    static func monotonicNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// The limits placement works within, from this node's settings.
+    public var placementLimits: PlacementLimits {
+        PlacementLimits(replicationFactor: config.replicationFactor, snapshotsInPerNode: config.snapshotsInPerNode,
+                        snapshotsOutPerNode: config.snapshotsOutPerNode)
+    }
+
+    /// Each voting node's state as this node sees it: the catalog's record (dead, draining), and this
+    /// node's own silence clock. With `declaring` (the metadata leader) a node silent past
+    /// `deadAfter` is dead, once this node has led for as long; otherwise it shows as suspect until
+    /// the metadata leader records it. A node that is not yet a voter of the catalog group gets no
+    /// new replicas.
+    public func nodeStates(in catalog: Catalog, metaVoters: Set<NodeID>? = nil, declaring: Bool = false) async throws -> [NodeID: NodeState] {
+        let silence = try await runtime.silenceNanos()
+        let now = Self.monotonicNanos()
+        let since = state.withLockedValue { declaring ? $0.metaLeaderSinceNanos : $0.startedNanos } ?? now
+        var out: [NodeID: NodeState] = [:]
+        for n in catalog.activeVoters {
+            let recorded = catalog.nodeStates[n.id] ?? .live
+            var s = Liveness.state(silentNanos: n.id == nodeID ? 0 : silence[n.id], observedNanos: now &- since, recorded: recorded,
+                                   settings: config.liveness)
+            if s == .dead && recorded != .dead && !declaring { s = .suspect }
+            if s == .live, let metaVoters, !metaVoters.contains(n.id) { s = .suspect }
+            out[n.id] = s
+        }
+        return out
+    }
+
+    /// Founders for `groups` new groups: the least-loaded live voters.
+    public func founders(groups: Int, in catalog: Catalog) async throws -> [[NodeID]] {
+        let states = try await nodeStates(in: catalog)
+        var load: [NodeID: Int] = [:]
+        for (id, s) in states where s == .live { load[id] = 0 }
+        for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
+        return Placement.founders(groups: groups, replicationFactor: config.replicationFactor, load: load)
+    }
+
+    /// On the metadata leader: the catalog's schema, the default database, then liveness and the
+    /// rebalancer's next steps, as one catalog batch.
+    private func place(catalog stale: Catalog, meta: NodeRuntime.GroupStatus) async throws {
+        if !stale.exists {
+            let password = config.adminPassword ?? PasswordHash.generate()
+            let statements = Catalog.schema + Catalog.register(selfEntry)
+                + Catalog.foundAuth(adminPasswordHash: try PasswordHash.make(password), tokenKey: PasswordHash.randomKey())
+            if config.adminPassword == nil {
+                // Printed once, by the node that founds the cluster; it is stored only as a hash.
+                log("node \(nodeID): created user admin with the generated password \(password) (shown only now; change it with cairn user passwd admin)")
+            }
+            try await changeCatalog(statements)
+            return
+        }
+        if stale.databases[defaultDatabase] == nil {
+            // Wait until the founding voters have registered, so the default database starts fully replicated.
+            let voters = stale.activeVoters.filter { meta.config.isVoter($0.id) }.map(\.id)
+            let target = min(config.replicationFactor, voters.count)
+            if target > 0 && target >= min(config.replicationFactor, meta.config.voters.count) {
+                let founders = Array(([nodeID].filter(voters.contains) + voters.filter { $0 != nodeID }).prefix(target)).sorted()
+                try await changeCatalog(Catalog.createDatabase(defaultDatabase, founders: founders))
+            }
+            return
+        }
+        // Planned on the committed catalog (a lease read here, on its leader): a step planned on a
+        // copy that missed the last batch could start a second move of one group.
+        let (catalog, _) = try await Catalog.load(from: runtime, consistency: .linearizable)
+        let states = try await nodeStates(in: catalog, metaVoters: Set(meta.config.voters), declaring: true)
+        var statements: [SQLStatement] = []
+        for (id, s) in states.sorted(by: { $0.key < $1.key }) {
+            let recorded = catalog.nodeStates[id]
+            if s == .dead && recorded != .dead {
+                log("node \(nodeID): node \(id) has been silent past --dead-after: declared dead; its replicas are rebuilt elsewhere")
+                statements += Catalog.setNodeState(id, .dead)
+            } else if s != .dead && recorded == .dead {
+                log("node \(nodeID): node \(id), declared dead, is heard from again: live")
+                statements += Catalog.setNodeState(id, nil)
+            }
+        }
+        let groups = catalog.databases.values.map { PlacementGroup(id: $0.group, replicas: $0.replicaStates) }
+        let steps = Rebalancer.plan(nodes: states, groups: groups, limits: placementLimits)
+        for step in steps { log("node \(nodeID): placement: \(step)") }
+        statements += Catalog.apply(steps)
+        guard !statements.isEmpty else { return }
+        try await changeCatalog(statements)
+    }
+}
+
+/// Placement as this node's catalog copy shows it.
+enum PlacementMetrics {
+    static let movesInFlight = Gauge(label: "cairn_placement_moves_in_flight")
+    static let underReplicated = Gauge(label: "cairn_placement_under_replicated_groups")
+    static let deadNodes = Gauge(label: "cairn_placement_dead_nodes")
+
+    static func record(_ catalog: Catalog, replicationFactor: Int) {
+        let holders = Set(catalog.activeVoters.map(\.id)).filter { catalog.nodeStates[$0] != .dead }
+        let target = min(replicationFactor, holders.count)
+        movesInFlight.record(catalog.databases.values.count { $0.moving.values.contains(.leaving) })
+        underReplicated.record(catalog.databases.values.count { db in
+            db.replicaStates.count { holders.contains($0.key) && $0.value != .joining } < target
+        })
+        deadNodes.record(catalog.nodeStates.values.count { $0 == .dead })
+    }
+}
+
+/// A copy's view of its group's membership; from the group's leader, with `committed`, the truth.
+public struct GroupMembership: Codable, Sendable {
+    public var leader: Bool
+    public var term: UInt64
+    public var voters: [NodeID]
+    public var learners: [NodeID]
+    /// The newest membership entry is committed.
+    public var committed: Bool
+}

@@ -1,0 +1,152 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Testing
+
+extension ProcessTests {
+@Suite("The elastic cluster on real processes", .serialized)
+struct ElasticClusterTests {
+    /// What `/v1/cluster` says about placement, through one node.
+    struct Placement {
+        var states: [UInt64: String] = [:]
+        var replicas: [UInt64: Int] = [:]
+        var moves = 0
+        /// Groups with fewer than 3 replicas on live nodes.
+        var short = 0
+
+        init(_ json: Object) {
+            for n in json["nodes"] as? [Object] ?? [] where n["voter"] as? Bool == true && n["removed"] as? Bool == false {
+                let id = UInt64(n["id"] as? Int ?? 0)
+                states[id] = n["state"] as? String
+                replicas[id] = n["replicas"] as? Int
+            }
+            moves = (json["moves"] as? [Object])?.count ?? 0
+            let live = Set(states.filter { $0.value == "live" }.keys)
+            for g in json["groups"] as? [Object] ?? [] {
+                guard let r = g["replicas"] as? [Int] else { continue }
+                if r.filter({ live.contains(UInt64($0)) }).count < min(3, live.count) { short += 1 }
+            }
+        }
+
+        /// Live nodes' counts within one of each other, nothing moving, every group whole.
+        var balanced: Bool {
+            let counts = states.filter { $0.value == "live" }.keys.compactMap { replicas[$0] }
+            return moves == 0 && short == 0 && !counts.isEmpty && counts.max()! - counts.min()! <= 1
+        }
+    }
+
+    static func placement(_ n: NodeProcess) async throws -> Placement {
+        let r = try await n.get("/v1/cluster")
+        guard r.status == 200 else { throw TestFailure("GET /v1/cluster: \(r.status) \(r.text)") }
+        return Placement(r.json)
+    }
+
+    /// Polls until `done` holds for the placement `n` reports; returns the seconds it took.
+    @discardableResult
+    static func wait(_ what: String, on n: NodeProcess, seconds: Double, _ done: (Placement) -> Bool) async throws -> Double {
+        let start = Date()
+        var last = ""
+        while Date().timeIntervalSince(start) < seconds {
+            if let p = try? await placement(n) {
+                if done(p) { return Date().timeIntervalSince(start) }
+                last = "states \(p.states.sorted { $0.key < $1.key }), replicas \(p.replicas.sorted { $0.key < $1.key }), moves \(p.moves), short \(p.short)"
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestFailure("\(what) not reached within \(seconds) s; last: \(last)\n\(n.log.suffix(4000))")
+    }
+
+    /// Writes rows with distinct keys through the running nodes until stopped, keeping what was acknowledged.
+    final class Writer: @unchecked Sendable {
+        let acked = NIOLockedValueBox<[Int]>([])
+        let failures = NIOLockedValueBox<[String]>([])
+        let stop = NIOLockedValueBox(false)
+        /// Failures are expected (a killed node's requests) only while this is set.
+        let tolerant = NIOLockedValueBox(false)
+        /// The nodes to write through (the test changes the list as nodes join).
+        let targets: NIOLockedValueBox<[NodeProcess]>
+
+        init(_ nodes: [NodeProcess]) { targets = NIOLockedValueBox(nodes) }
+
+        func run() async {
+            var key = 0
+            while !stop.withLockedValue({ $0 }) {
+                key += 1
+                let running = targets.withLockedValue { $0 }.filter(\.isRunning)
+                let node = running[key % running.count]
+                do {
+                    let r = try await node.execute([["INSERT INTO items(k, v) VALUES (?, ?)", key, "value \(key)"]], db: "grow")
+                    if r.status == 200 && !r.text.contains("\"error\"") {
+                        acked.withLockedValue { $0.append(key) }
+                    } else if !tolerant.withLockedValue({ $0 }) {
+                        failures.withLockedValue { $0.append("\(node.name): \(r.status) \(r.text)") }
+                    }
+                } catch {
+                    if !tolerant.withLockedValue({ $0 }) { failures.withLockedValue { $0.append("\(node.name): \(error)") } }
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    @Test("a sharded database under writes: a joining node is filled to within one replica of the others, new copy first; a killed node is declared dead and its replicas rebuilt; back, it is refilled; a drained node empties and is removed; no acknowledged write is lost")
+    func growHealDrain() async throws {
+        let fast = ["--suspect-after", "1s", "--dead-after", "4s"]
+        let c = try await ProcessCluster.founded("elastic", count: 3, extraArgs: fast)
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "grow", "shards": 8]).status == 201)
+        let made = try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: "grow")
+        #expect(made.status == 200, "\(made.text)")
+        try await Self.wait("a balanced start", on: a, seconds: 30) { $0.balanced }
+
+        let writer = Writer(c.nodes)
+        let writing = Task { await writer.run() }
+
+        // Grow: 3 -> 4 nodes. Every replica the new node gets is a move onto it, and nothing else moves.
+        let before = try await Self.placement(a)
+        let total = before.replicas.values.reduce(0, +)
+        let d = try await c.join(extraArgs: fast)
+        writer.targets.withLockedValue { $0 = c.nodes }
+        let joinSeconds = try await Self.wait("balance after the join", on: a, seconds: 90) { $0.balanced && $0.replicas[d.id] ?? 0 > 0 }
+        let grown = try await Self.placement(a)
+        #expect(grown.replicas.values.reduce(0, +) == total, "\(grown.replicas)")
+        #expect(grown.replicas[d.id]! >= total / 4, "\(grown.replicas)")
+        let moves = d.log.components(separatedBy: "placement: move").count - 1 + c.nodes.prefix(3).map { $0.log.components(separatedBy: "placement: move").count - 1 }.reduce(0, +)
+        #expect(moves <= Int((Double(total) / 4).rounded(.up)) + 1, "\(moves) moves for \(total) replicas over 4 nodes")
+        #expect(writer.failures.withLockedValue { $0 }.isEmpty, "writes failed while replicas moved: \(writer.failures.withLockedValue { $0.prefix(5) })")
+        print("elastic: the 4th node was balanced in \(String(format: "%.1f", joinSeconds)) s with \(moves) moves (\(grown.replicas))")
+
+        // Heal: kill -9 one node; silent past --dead-after, it is declared dead and its replicas rebuilt.
+        let victim = c.nodes[1]
+        writer.tolerant.withLockedValue { $0 = true }
+        await victim.kill9()
+        let healSeconds = try await Self.wait("re-replication after a death", on: a, seconds: 60) {
+            $0.states[victim.id] == "dead" && $0.balanced && $0.replicas[victim.id] == 0
+        }
+        print("elastic: node \(victim.id) declared dead and its replicas rebuilt \(String(format: "%.1f", healSeconds)) s after kill -9")
+
+        // Back: live again, and refilled.
+        try victim.start()
+        try await c.waitReady([victim])
+        try await Self.wait("the returned node refilled", on: a, seconds: 90) { $0.states[victim.id] == "live" && $0.balanced && $0.replicas[victim.id] ?? 0 > 0 }
+        writer.tolerant.withLockedValue { $0 = false }
+        writer.failures.withLockedValue { $0 = [] }
+
+        // Drain the joined node, then remove it.
+        #expect(try await a.post("/v1/cluster/drain", ["id": Int(d.id)]).status == 200)
+        writer.targets.withLockedValue { $0 = Array(c.nodes.prefix(3)) }
+        try await Self.wait("the drained node empty", on: a, seconds: 90) { $0.replicas[d.id] == 0 && $0.moves == 0 && $0.short == 0 }
+        #expect(try await a.post("/v1/cluster/remove", ["id": Int(d.id)]).status == 200)
+        #expect(writer.failures.withLockedValue { $0 }.isEmpty, "writes failed during the drain: \(writer.failures.withLockedValue { $0.prefix(5) })")
+
+        writer.stop.withLockedValue { $0 = true }
+        await writing.value
+        let acked = writer.acked.withLockedValue { $0 }
+        #expect(acked.count > 50, "only \(acked.count) writes acknowledged")
+        let r = try await a.query("SELECT k FROM items ORDER BY k", db: "grow")
+        let stored = Set(((r.json["results"] as? [Object])?.first?["rows"] as? [[Any]] ?? []).compactMap { $0.first as? Int })
+        let lost = acked.filter { !stored.contains($0) }
+        #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost: \(lost.prefix(10))")
+    }
+}
+}
