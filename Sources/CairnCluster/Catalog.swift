@@ -102,6 +102,9 @@ public struct Catalog: Sendable {
     /// Nodes the metadata leader declared dead, or an operator is draining (others are live, or
     /// suspect by the observer's own clock: that is never recorded).
     public var nodeStates: [NodeID: NodeState] = [:]
+    /// Voting copies of each group, as the founding node's `--replication-factor` set it (nil in a
+    /// catalog from before it was kept: the metadata leader records its own).
+    public var replicationFactor: Int?
 
     /// What `user` (nil: not signed in) may do: its own grants and everyone's.
     public func grants(of user: String?) -> Grants {
@@ -374,6 +377,10 @@ public struct Catalog: Sendable {
          SQLStatement("DELETE FROM replica_states WHERE group_id = ? AND node_id = ? AND state = 'leaving'", ids(group, node))]
     }
 
+    static func setReplicationFactor(_ rf: Int) -> [SQLStatement] {
+        [SQLStatement("INSERT OR IGNORE INTO settings(key, value) VALUES('replication_factor', ?)", [.integer(Int64(rf))])]
+    }
+
     /// Records a node as dead or draining (nil: live again).
     public static func setNodeState(_ id: NodeID, _ state: NodeState?) -> [SQLStatement] {
         let key = SQLValue.text("node_state:\(id)")
@@ -401,6 +408,7 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT substr(key, 10), value FROM settings WHERE key LIKE 'node_key:%'"),
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
             SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
+            SQLStatement("SELECT value FROM settings WHERE key = 'replication_factor'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
@@ -455,22 +463,25 @@ public struct Catalog: Sendable {
                   let state = NodeState(rawValue: v) else { continue }
             catalog.nodeStates[node] = state
         }
-        for row in results[11].rows {
+        if case .integer(let rf)? = results[11].rows.first?.first, (1...100).contains(rf) { catalog.replicationFactor = Int(rf) }
+        for row in results[12].rows {
             guard row.count == 4, case .text(let db) = row[0], case .text(let name) = row[1], case .text(let keys) = row[2],
                   case .text(let sql) = row[3] else { continue }
             let table = CatalogShardedTable(name: name, keyColumns: keys.split(separator: ",").map(String.init), createSQL: sql)
             catalog.shardedTables[db, default: [:]][name.lowercased()] = table
         }
-        for row in results[12].rows {
+        for row in results[13].rows {
             guard row.count == 3, case .text(let db) = row[0], case .text(let name) = row[1], case .blob(let bytes) = row[2],
                   let points = ValueListCoding.decode(bytes) else { continue }
             catalog.shardedTables[db]?[name.lowercased()]?.splitPoints = points
         }
         var byGroup: [GroupID: String] = [:]
         for db in catalog.databases.values { byGroup[db.group] = db.name }
-        for row in results[13].rows {
+        for row in results[14].rows {
             guard row.count == 3, case .integer(let g) = row[0], case .integer(let n) = row[1], case .text(let v) = row[2],
                   let state = ReplicaState(rawValue: v), let name = byGroup[GroupID(g)] else { continue }
+            // A row whose replica is gone (its node removed mid-move) means nothing.
+            guard catalog.databases[name]?.replicas.contains(NodeID(bitPattern: n)) == true else { continue }
             catalog.databases[name]?.moving[NodeID(bitPattern: n)] = state
         }
         return (catalog, index)

@@ -149,6 +149,8 @@ public final class ClusterNode: Sendable {
         var metaLeaderSinceNanos: UInt64?
         /// When this node last asked whether it was removed from a group while away (`removedWhileAway`).
         var awayChecks: [GroupID: UInt64] = [:]
+        /// When this node last handed a group's leadership to a less busy node (`balanceLeaders`).
+        var lastLeaderHandoffNanos: UInt64 = 0
     }
 
     public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,

@@ -49,6 +49,9 @@ extension ClusterNode {
                                                   voter: config.voter), hops: 0)
         }
         try await openGroups(of: catalog)
+        // Each check below may wait on a peer: a few a pass, so a node back with many stale copies
+        // does not hold up its own groups.
+        var awayChecks = 0
         for g in groups where g != metadataGroup && catalog.exists && g <= catalog.highestGroup {
             // Dropped, or moved elsewhere and already out of the group's membership: delete this copy.
             let db = catalog.database(group: g)
@@ -58,13 +61,18 @@ extension ClusterNode {
             } else if !wanted, let s = try? await runtime.status(group: g) {
                 if !s.config.isMember(nodeID), s.applied >= s.configIndex, s.configIndex > 0 {
                     try await runtime.retireGroup(g)
-                } else if s.role != .leader, try await removedWhileAway(group: g, replicas: db!.replicas) {
+                } else if s.role != .leader, awayChecks < 4 {
+                    awayChecks += 1
+                    guard try await removedWhileAway(group: g, replicas: db!.replicas, localTerm: s.term),
+                          let now = try? await runtime.status(group: g), now.role != .leader, now.term <= s.term,
+                          self.catalog.databases[db!.name]?.replicas.contains(nodeID) != true else { continue }
                     log("node \(nodeID): group \(g): its leader's committed membership no longer has this node (removed while it was away); deleting this copy")
                     try await runtime.retireGroup(g)
                 }
             }
         }
         for g in try await runtime.groupIDs() { try await reconcile(group: g, catalog: catalog) }
+        try await balanceLeaders(catalog: catalog)
         let leading = meta.role == .leader
         state.withLockedValue { s in
             if !leading { s.metaLeaderSinceNanos = nil } else if s.metaLeaderSinceNanos == nil { s.metaLeaderSinceNanos = Self.monotonicNanos() }
@@ -95,9 +103,10 @@ extension ClusterNode {
     /// Whether the group's leader confirms that this node is out of the group's committed membership.
     /// A node that was down while its copy was forgotten and removed never receives the entry that
     /// removed it (no one sends to a non-member), so its own copy still lists it. It deletes that copy
-    /// only on the word of the current leader: deleting the state of a copy that still votes could
-    /// let it vote twice in a term. Asked at most every 2 s per group.
-    func removedWhileAway(group: GroupID, replicas: [NodeID]) async throws -> Bool {
+    /// only on the word of the current leader (one whose term is at least this copy's, with its
+    /// membership committed): deleting the state of a copy that still votes could let it vote twice
+    /// in a term. Asked at most every 2 s per group.
+    func removedWhileAway(group: GroupID, replicas: [NodeID], localTerm: UInt64) async throws -> Bool {
         let now = Self.monotonicNanos()
         let due = state.withLockedValue { s in
             guard now &- (s.awayChecks[group] ?? 0) >= 2_000_000_000 else { return false }
@@ -109,7 +118,8 @@ extension ClusterNode {
             guard let address = httpAddress(of: r),
                   let m = try? await peers.call(.GET, to: address, path: "/v1/internal/membership/\(group)", Empty(), as: GroupMembership.self,
                                                 headers: await credentials(), timeoutMillis: 2_000) else { continue }
-            if m.leader && m.committed { return !m.voters.contains(nodeID) && !m.learners.contains(nodeID) }
+            // A leader of a term older than this copy's may have been deposed: not its word.
+            if m.leader && m.committed && m.term >= localTerm { return !m.voters.contains(nodeID) && !m.learners.contains(nodeID) }
         }
         return false
     }
@@ -123,22 +133,18 @@ extension ClusterNode {
 
     /// On a group's leader: one membership change towards what the catalog wants, or a note to the
     /// catalog that a move advanced.
-    private func reconcile(group: GroupID, catalog: Catalog) async throws {
+    private func reconcile(group: GroupID, catalog local: Catalog) async throws {
         let status = try await runtime.status(group: group)
-        guard status.role == .leader, status.configIndex <= status.commit, catalog.exists else { return }
-        let active = Set(catalog.activeVoters.map(\.id))
-        let replicas: [NodeID: ReplicaState]
-        if group == metadataGroup {
-            replicas = Dictionary(uniqueKeysWithValues: active.map { ($0, .active) })
-        } else {
-            guard let db = catalog.database(group: group) else { return }
-            replicas = db.replicaStates.filter { active.contains($0.key) }
+        guard status.role == .leader, status.configIndex <= status.commit, local.exists else { return }
+        guard var action = plan(group: group, status: status, catalog: local) else { return }
+        if case .propose(.removeNode(let v)) = action, status.config.isVoter(v) {
+            // This node's copy of the catalog may trail (it may have just become the group's
+            // leader): a voter is removed only if the committed catalog agrees, or a move that
+            // finished could be undone by an old copy that still lists the copy it replaced.
+            let (committed, _) = try await Catalog.load(from: runtime, consistency: .linearizable)
+            guard let again = plan(group: group, status: status, catalog: committed) else { return }
+            action = again
         }
-        guard let action = MembershipPlan.next(
-            leader: nodeID, voters: Set(status.config.voters), learners: Set(status.config.learners), replicas: replicas,
-            readReplicas: Set(catalog.readReplicas.map(\.id)), known: Set(catalog.activeNodes.map(\.id)),
-            removed: Set(catalog.nodes.values.filter(\.removed).map(\.id)), match: status.matchIndex, commit: status.commit,
-            reachable: status.recentlyActive, target: min(config.replicationFactor, active.count { catalog.nodeStates[$0] != .dead })) else { return }
         do {
             switch action {
             case .propose(let change): try await runtime.proposeConfChange(group: group, change)
@@ -152,7 +158,58 @@ extension ClusterNode {
         }
     }
 
+    private func plan(group: GroupID, status: NodeRuntime.GroupStatus, catalog: Catalog) -> MembershipAction? {
+        let active = Set(catalog.activeVoters.map(\.id))
+        let replicas: [NodeID: ReplicaState]
+        if group == metadataGroup {
+            replicas = Dictionary(uniqueKeysWithValues: active.map { ($0, .active) })
+        } else {
+            guard let db = catalog.database(group: group) else { return nil }
+            replicas = db.replicaStates.filter { active.contains($0.key) }
+        }
+        return MembershipPlan.next(
+            leader: nodeID, voters: Set(status.config.voters), learners: Set(status.config.learners), replicas: replicas,
+            readReplicas: Set(catalog.readReplicas.map(\.id)), known: Set(catalog.activeNodes.map(\.id)),
+            removed: Set(catalog.nodes.values.filter(\.removed).map(\.id)), match: status.matchIndex, commit: status.commit,
+            reachable: status.recentlyActive.union([nodeID]),
+            target: min(replicationFactor(catalog), active.count { catalog.nodeStates[$0] != .dead }))
+    }
+
+    /// The cluster's replication factor: the founder's, kept in the catalog, so that every node plans
+    /// with the same one whatever its own flag says.
+    func replicationFactor(_ catalog: Catalog) -> Int { catalog.replicationFactor ?? config.replicationFactor }
+
     static func monotonicNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Hands one group this node leads to a fellow voter that leads two or more fewer
+    /// (`LeaderBalance`), at most once every 2 s so that the counts peers ping catch up between
+    /// handoffs. Only to an active copy on a live node that is caught up and heard from; never the
+    /// catalog's group (its leader's observation clock decides who is dead).
+    func balanceLeaders(catalog: Catalog) async throws {
+        guard catalog.exists else { return }
+        let now = Self.monotonicNanos()
+        guard state.withLockedValue({ now &- $0.lastLeaderHandoffNanos >= 2_000_000_000 }) else { return }
+        let counts = try await runtime.leaderCounts()
+        guard (counts[nodeID] ?? 0) >= 2 else { return }
+        let states = try await nodeStates(in: catalog)
+        var led: [(group: GroupID, voters: Set<NodeID>)] = []
+        for g in try await runtime.groupIDs() where g != metadataGroup {
+            guard let s = try? await runtime.status(group: g), s.role == .leader, s.configIndex <= s.commit,
+                  let db = catalog.database(group: g), db.moving.isEmpty else { continue }
+            let heirs = s.config.voters.filter { v in
+                v != nodeID && db.replicas.contains(v) && states[v] == .live && s.recentlyActive.contains(v) && (s.matchIndex[v] ?? 0) >= s.commit
+            }
+            led.append((g, Set(heirs)))
+        }
+        guard let (group, to) = LeaderBalance.next(me: nodeID, led: led, counts: counts) else { return }
+        state.withLockedValue { $0.lastLeaderHandoffNanos = now }
+        do {
+            try await runtime.transferLeadership(group: group, to: to)
+            log("node \(nodeID): group \(group): leadership handed to node \(to) (this node leads \(counts[nodeID] ?? 0) groups, it \(counts[to] ?? 0))")
+        } catch {
+            log("node \(nodeID): group \(group): could not hand leadership to node \(to): \(error)")
+        }
+    }
 
     /// The limits placement works within, from this node's settings.
     public var placementLimits: PlacementLimits {
@@ -165,12 +222,13 @@ extension ClusterNode {
     /// `deadAfter` is dead, once this node has led for as long; otherwise it shows as suspect until
     /// the metadata leader records it. A node that is not yet a voter of the catalog group gets no
     /// new replicas.
-    public func nodeStates(in catalog: Catalog, metaVoters: Set<NodeID>? = nil, declaring: Bool = false) async throws -> [NodeID: NodeState] {
+    public func nodeStates(in catalog: Catalog, metaVoters: Set<NodeID>? = nil, declaring: Bool = false,
+                           readReplicas: Bool = false) async throws -> [NodeID: NodeState] {
         let silence = try await runtime.silenceNanos()
         let now = Self.monotonicNanos()
         let since = state.withLockedValue { declaring ? $0.metaLeaderSinceNanos : $0.startedNanos } ?? now
         var out: [NodeID: NodeState] = [:]
-        for n in catalog.activeVoters {
+        for n in readReplicas ? catalog.activeNodes : catalog.activeVoters {
             let recorded = catalog.nodeStates[n.id] ?? .live
             var s = Liveness.state(silentNanos: n.id == nodeID ? 0 : silence[n.id], observedNanos: now &- since, recorded: recorded,
                                    settings: config.liveness)
@@ -187,7 +245,7 @@ extension ClusterNode {
         var load: [NodeID: Int] = [:]
         for (id, s) in states where s == .live { load[id] = 0 }
         for db in catalog.databases.values { for r in db.replicas where load[r] != nil { load[r]! += 1 } }
-        return Placement.founders(groups: groups, replicationFactor: config.replicationFactor, load: load)
+        return Placement.founders(groups: groups, replicationFactor: replicationFactor(catalog), load: load)
     }
 
     /// On the metadata leader: the catalog's schema, the default database, then liveness and the
@@ -197,6 +255,7 @@ extension ClusterNode {
             let password = config.adminPassword ?? PasswordHash.generate()
             let statements = Catalog.schema + Catalog.register(selfEntry)
                 + Catalog.foundAuth(adminPasswordHash: try PasswordHash.make(password), tokenKey: PasswordHash.randomKey())
+                + Catalog.setReplicationFactor(config.replicationFactor)
             if config.adminPassword == nil {
                 // Printed once, by the node that founds the cluster; it is stored only as a hash.
                 log("node \(nodeID): created user admin with the generated password \(password) (shown only now; change it with cairn user passwd admin)")
@@ -221,7 +280,9 @@ extension ClusterNode {
         var statements: [SQLStatement] = []
         for (id, s) in states.sorted(by: { $0.key < $1.key }) {
             let recorded = catalog.nodeStates[id]
-            if s == .dead && recorded != .dead {
+            if s == .dead && recorded != .dead && recorded != .draining {
+                // (A draining node stays recorded as draining: placement treats it as dead while
+                // it is silent, and the drain goes on when it is back.)
                 log("node \(nodeID): node \(id) has been silent past --dead-after: declared dead; its replicas are rebuilt elsewhere")
                 statements += Catalog.setNodeState(id, .dead)
             } else if s != .dead && recorded == .dead {
@@ -230,7 +291,10 @@ extension ClusterNode {
             }
         }
         let groups = catalog.databases.values.map { PlacementGroup(id: $0.group, replicas: $0.replicaStates) }
-        let steps = Rebalancer.plan(nodes: states, groups: groups, limits: placementLimits)
+        if catalog.replicationFactor == nil { statements += Catalog.setReplicationFactor(config.replicationFactor) }
+        var limits = placementLimits
+        limits.replicationFactor = replicationFactor(catalog)
+        let steps = Rebalancer.plan(nodes: states, groups: groups, limits: limits)
         for step in steps { log("node \(nodeID): placement: \(step)") }
         statements += Catalog.apply(steps)
         guard !statements.isEmpty else { return }
@@ -244,7 +308,8 @@ enum PlacementMetrics {
     static let underReplicated = Gauge(label: "cairn_placement_under_replicated_groups")
     static let deadNodes = Gauge(label: "cairn_placement_dead_nodes")
 
-    static func record(_ catalog: Catalog, replicationFactor: Int) {
+    static func record(_ catalog: Catalog, replicationFactor fallback: Int) {
+        let replicationFactor = catalog.replicationFactor ?? fallback
         let holders = Set(catalog.activeVoters.map(\.id)).filter { catalog.nodeStates[$0] != .dead }
         let target = min(replicationFactor, holders.count)
         movesInFlight.record(catalog.databases.values.count { $0.moving.values.contains(.leaving) })

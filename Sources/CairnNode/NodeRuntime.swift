@@ -74,6 +74,8 @@ public final class NodeRuntime: Sendable {
         var idleTicks: [GroupID: Int] = [:]
         /// When each peer node was last heard from at all (monotonic nanoseconds): node liveness.
         var lastHeard: [NodeID: UInt64] = [:]
+        /// How many groups each peer leads, from its latest ping.
+        var peerLeaderCounts: [NodeID: Int] = [:]
         init(store: LogStore) { self.store = store }
     }
 
@@ -213,8 +215,11 @@ public final class NodeRuntime: Sendable {
             }
         }
         peers.remove(config.nodeID)
+        // The ping carries how many groups this node leads (for leader balancing, `LeaderBalance`).
+        let leading = UInt64(side.groups.values.count { $0.node.role == .leader })
         for peer in peers {
-            transport.send([Envelope(group: Self.livenessGroup, message: Message(kind: .heartbeat, from: config.nodeID, to: peer))], to: peer)
+            transport.send([Envelope(group: Self.livenessGroup, message: Message(kind: .heartbeat, from: config.nodeID, to: peer, context: leading))],
+                           to: peer)
         }
     }
 
@@ -284,6 +289,13 @@ public final class NodeRuntime: Sendable {
                 continue
             }
             side.lastHeard[e.message.from] = now
+            if e.group == Self.livenessGroup {
+                // A count beyond any node's groups is a hostile or broken peer's: not believed.
+                if e.message.kind == .heartbeat && e.message.context <= UInt64(Self.maxLedGroupsBelieved) {
+                    side.peerLeaderCounts[e.message.from] = Int(e.message.context)
+                }
+                continue
+            }
             guard let g = side.groups[e.group] else { continue }
             // A heartbeat response to the quiesce heartbeat must not wake the leader; anything else does.
             if side.quiesced.contains(e.group) && e.message.kind != .heartbeatResponse { wake(e.group) }
@@ -633,6 +645,17 @@ public final class NodeRuntime: Sendable {
         try await raftLoop.submit {
             let now = DispatchTime.now().uptimeNanoseconds
             return self.raftState.value.lastHeard.mapValues { now &- $0 }
+        }.get()
+    }
+
+    static let maxLedGroupsBelieved = 1 << 20
+
+    /// How many groups each peer leads, as its latest ping said, and this node's own count.
+    public func leaderCounts() async throws -> [NodeID: Int] {
+        try await raftLoop.submit {
+            var counts = self.raftState.value.peerLeaderCounts
+            counts[self.config.nodeID] = self.raftState.value.groups.values.count { $0.node.role == .leader }
+            return counts
         }.get()
     }
 

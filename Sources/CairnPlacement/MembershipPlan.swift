@@ -49,9 +49,15 @@ public enum MembershipPlan {
                                            match: [NodeID: LogIndex], commit: LogIndex, reachable: Set<NodeID>, target: Int,
                                            mutation: PlacementMutation?) -> MembershipAction? {
         let members = voters.union(learners)
-        // A copy no one wants any more (forgotten on a dead node, or its node removed).
-        if let gone = members.sorted().first(where: { removed.contains($0) || (known.contains($0) && replicas[$0] == nil && !readReplicas.contains($0)) }),
-           voters.count > 1 || !voters.contains(gone) {
+        // A copy no one wants any more (forgotten on a dead node, or its node removed): silent ones
+        // first, and never a voter whose removal would leave the rest without a majority it hears
+        // from (removing a live voter while a silent one stays could stall the group for good).
+        let unwanted = members.filter { removed.contains($0) || (known.contains($0) && replicas[$0] == nil && !readReplicas.contains($0)) }
+        if let gone = unwanted.sorted(by: { (reachable.contains($0) ? 1 : 0, $0) < (reachable.contains($1) ? 1 : 0, $1) }).first(where: { g in
+            guard voters.contains(g) else { return true }
+            let rest = voters.subtracting([g])
+            return !rest.isEmpty && rest.count { $0 == leader || reachable.contains($0) } * 2 > rest.count
+        }) {
             return .propose(.removeNode(gone))
         }
         // A leaving copy already out of the group (removed by an earlier leader of it).

@@ -13,12 +13,13 @@ public enum NodeState: String, Sendable, Equatable, CaseIterable {
 }
 
 /// Where one replica of a group stands in a move. A move is two of these at once: the new copy
-/// `joining`, the old one `leaving`; the old one goes only after the new one is a caught-up voter.
+/// `joining`, the old one `leaving`; the old one goes only after every staying copy votes and the
+/// staying copies are at least the group's target (`MembershipPlan`).
 public enum ReplicaState: String, Sendable, Equatable {
     /// Placed here, not yet a caught-up voter: a learner receiving the group's snapshot and log.
     case joining
     case active
-    /// Stays a voter until every other replica of its group is active, then is removed.
+    /// Stays a voter until every staying copy votes (and there are enough of them), then is removed.
     case leaving
 }
 
@@ -38,9 +39,11 @@ public struct PlacementGroup: Sendable, Equatable {
     public var moving: Bool { replicas.values.contains { $0 != .active } }
 }
 
-/// How much copying placement may start at once. A snapshot costs its sender disk reads and network,
-/// and its receiver disk writes; bounding both ends per node keeps a join or a death from starving
-/// the foreground load anywhere, and the cluster-wide bound keeps a large rebalance gradual.
+/// How much copying placement may start at once. A snapshot costs its receiver disk writes and its
+/// sender (the group's leader) disk reads and network: copies coming into a node are bounded per
+/// node, copies moved away from a node too (the sender is whichever node leads the group, so a
+/// node leading many groups may stream several at once, each paced by the runtime's
+/// `snapshotBytesPerSecond`), and moves cluster-wide, so a large rebalance stays gradual.
 public struct PlacementLimits: Sendable, Equatable {
     public var replicationFactor: Int
     /// Replicas joining one node at a time (each one a snapshot in).

@@ -156,7 +156,8 @@ public struct Message: Sendable, Equatable {
     public var rejectHint: LogIndex
     public var snapshot: Snapshot?
     /// heartbeat(Response): the read round being confirmed; readIndex(Response): the caller's request id;
-    /// vote/preVote: 1 when the election was started by a leader transfer.
+    /// vote/preVote: 1 when the election was started by a leader transfer; a node-to-node liveness
+    /// ping (the runtime's, outside any group): how many groups the sender leads.
     public var context: UInt64
 
     public init(kind: MessageKind, from: NodeID = noNode, to: NodeID = noNode, term: Term = 0, logTerm: Term = 0,

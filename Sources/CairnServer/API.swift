@@ -538,11 +538,12 @@ final class API: Sendable {
         let hosted = try await runtime.groupIDs()
         var leaders: [GroupID: NodeID] = [:]
         for g in hosted { leaders[g] = try await runtime.status(group: g).leader }
-        let states = try await cluster.nodeStates(in: catalog)
+        let states = try await cluster.nodeStates(in: catalog, readReplicas: true)
         var held: [NodeID: Int] = [:]
         for db in catalog.databases.values { for r in db.replicas { held[r, default: 0] += 1 } }
         let nodes = catalog.nodes.values.sorted { $0.id < $1.id }.map { n -> JSON in
-            // Read replicas hold every group as learners: their state is their liveness alone.
+            // Read replicas are never placed (they hold every group as learners): their state is
+            // this node's view of their liveness.
             let state = n.removed ? "removed" : (states[n.id]?.rawValue ?? "live")
             return .object([("id", .int(n.id)), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
                             ("voter", .bool(n.voter)), ("removed", .bool(n.removed)), ("state", .string(state)),

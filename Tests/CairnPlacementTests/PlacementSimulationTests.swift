@@ -5,7 +5,7 @@ import Testing
 
 /// The placement simulator's short run (`cairn-sim --placement --seeds 10000` is the long one).
 @Suite struct PlacementSimulationTests {
-    static let seeds = Int(ProcessInfo.processInfo.environment["CAIRN_PLACEMENT_SEEDS"] ?? "") ?? 60
+    static let seeds = Int(ProcessInfo.processInfo.environment["CAIRN_PLACEMENT_SEEDS"] ?? "") ?? 40
 
     @Test("joins, drains, deaths and returns over 3-20 nodes and 16-256 groups keep every placement rule")
     func seededRunsKeepEveryRule() {

@@ -12,11 +12,14 @@ import Testing
 /// membership.txt: `membership leader=1 commit=10`, `conf voters=1,2,3 learners=4`, `replicas 1 2 3- 4+`,
 ///                 `match 1:10 4:9`, and optionally `read 9` (read replicas), `removed 5`, `unknown 6`,
 ///                 `reachable 1 2` (default: every member); `target=` on the first line (default 3).
+/// leaders.txt:    `leaders me=1`, `counts 1:5 2:3`, then one line per group the node leads: `g4 2 3`
+///                 (the voters leadership may go to).
 @Suite struct PlacementTableTests {
     static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("testdata")
 
     @Test func rebalancerMatchesTheTable() throws { try run("rebalance.txt", Self.rebalance) }
     @Test func membershipPlanMatchesTheTable() throws { try run("membership.txt", Self.membership) }
+    @Test func leaderBalanceMatchesTheTable() throws { try run("leaders.txt", Self.leaders) }
 
     func run(_ name: String, _ decide: ([String]) throws -> String) throws {
         let file = Self.dir.appendingPathComponent(name)
@@ -86,6 +89,28 @@ import Testing
         }
         let steps = Rebalancer.plan(nodes: nodes, groups: groups, limits: limits)
         return steps.isEmpty ? "(nothing)" : steps.map(\.description).joined(separator: "\n")
+    }
+
+    static func leaders(_ lines: [String]) throws -> String {
+        guard let head = lines.first, head.hasPrefix("leaders"), let me = options(head)["me"].flatMap({ NodeID($0) }) else {
+            throw BadCase(description: "expected leaders me=N")
+        }
+        var counts: [NodeID: Int] = [:]
+        var led: [(group: GroupID, voters: Set<NodeID>)] = []
+        for line in lines.dropFirst() {
+            let words = line.split(separator: " ")
+            if words.first == "counts" {
+                for w in words.dropFirst() {
+                    let p = w.split(separator: ":")
+                    counts[NodeID(p[0])!] = Int(p[1])!
+                }
+            } else if let g = words.first, g.hasPrefix("g"), let id = GroupID(g.dropFirst()) {
+                led.append((id, Set(words.dropFirst().compactMap { NodeID($0) })))
+            } else {
+                throw BadCase(description: "unknown line \(line)")
+            }
+        }
+        return LeaderBalance.next(me: me, led: led, counts: counts).map { "hand g\($0.group) to \($0.to)" } ?? "(nothing)"
     }
 
     static func membership(_ lines: [String]) throws -> String {

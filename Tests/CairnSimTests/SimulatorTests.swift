@@ -82,7 +82,7 @@ struct SimulatorTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let sources = root.appendingPathComponent("Sources")
-        let allowed: Set<String> = ["CairnRaft", "CairnSim", "cairn-sim"]
+        let allowed: Set<String> = ["CairnRaft", "CairnPlacement", "CairnSim", "cairn-sim"]
         let targets = try FileManager.default.contentsOfDirectory(atPath: sources.path)
         #expect(targets.contains("CairnRaft"))
         for target in targets where !allowed.contains(target) {

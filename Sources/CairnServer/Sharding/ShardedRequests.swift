@@ -250,6 +250,7 @@ extension API {
         }
         if catalog.shards(of: db).isEmpty {
             let founders = try await cluster.founders(groups: catalog.shardCount(of: db), in: catalog)
+            guard founders.allSatisfy({ !$0.isEmpty }) else { throw HTTPFailure.unavailable("no live voting node can hold the shards yet") }
             do {
                 try await cluster.changeCatalog(Catalog.createShards(of: db, founders: founders))
             } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
