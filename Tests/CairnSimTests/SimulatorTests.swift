@@ -13,21 +13,22 @@ func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
 
 @Suite("Cluster simulator")
 struct SimulatorTests {
-    /// The normal run covers 2,000 seeds, in two halves that run in parallel.
-    @Test("seeded runs with faults keep every safety and liveness invariant", arguments: [1, 1001] as [UInt64])
+    /// The normal run covers 1,200 seeds, in two halves that run in parallel (CI's time is shared
+    /// with the real-process tests on two cores; `cairn-sim --seeds 100000` is the long run).
+    @Test("seeded runs with faults keep every safety and liveness invariant", arguments: [1, 601] as [UInt64])
     func seedsRunClean(start: UInt64) async {
-        let summary = await onOwnThread { SimRunner.runSeeds(start: start, count: 1000) }
+        let summary = await onOwnThread { SimRunner.runSeeds(start: start, count: 600) }
         for f in summary.failures.prefix(3) {
             Issue.record("\(SimRunner.report(f, nodes: nil, profile: nil, mutation: nil))")
         }
-        #expect(summary.seeds == 1000)
+        #expect(summary.seeds == 600)
         #expect(summary.failures.isEmpty)
         // The runs exercise what they claim to.
         let s = summary.stats
-        #expect(s.crashes > 500 && s.partitions > 1000 && s.pauses > 100 && s.slowDisks > 100)
-        #expect(s.confChangesProposed > 500 && s.transfers > 300 && s.snapshotsInstalled > 50)
-        #expect(s.writesAcked > 50_000 && s.readsServed > 50_000 && s.followerReads > 10_000)
-        #expect(s.leaseReads > 10_000)
+        #expect(s.crashes > 300 && s.partitions > 600 && s.pauses > 60 && s.slowDisks > 60)
+        #expect(s.confChangesProposed > 300 && s.transfers > 180 && s.snapshotsInstalled > 30)
+        #expect(s.writesAcked > 30_000 && s.readsServed > 30_000 && s.followerReads > 6_000)
+        #expect(s.leaseReads > 6_000)
     }
 
     /// Every deliberately broken core is caught within a bounded number of seeds of the leader-hunting
