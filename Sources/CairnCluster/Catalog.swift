@@ -149,15 +149,6 @@ public struct Catalog: Sendable {
 
     public func shardCount(of database: String) -> Int { shardCounts[database] ?? Self.defaultShardCount }
 
-    /// Members `group` should have: voters, and learners (read replicas).
-    public func desiredMembers(of group: GroupID) -> (voters: Set<NodeID>, learners: Set<NodeID>) {
-        let learners = Set(readReplicas.map(\.id))
-        if group == metadataGroup { return (Set(activeVoters.map(\.id)), learners) }
-        guard let db = database(group: group) else { return ([], []) }
-        let active = Set(activeVoters.map(\.id))
-        return (Set(db.replicas).intersection(active), learners)
-    }
-
     /// The shard groups of `database`, each founded by its `founders` (one list per shard), and its count.
     public static func createShards(of database: String, founders: [[NodeID]]) -> [SQLStatement] {
         setShardCount(database, founders.count)
