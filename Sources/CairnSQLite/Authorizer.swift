@@ -99,8 +99,9 @@ enum Authorizer {
     }
 
     /// CairnDB's own tables a query may read: the state of transactions across shards, which routers
-    /// read with their queries (to wait out a prepared transaction) and to recover stalled ones.
-    static let readableState: Set<String> = ["_cairn_shard_state", "_cairn_txn", "_cairn_txn_record"]
+    /// read with their queries (to wait out a prepared transaction) and to recover stalled ones, and a
+    /// shard's map version since its last split (a router checks it at the read's read point).
+    static let readableState: Set<String> = ["_cairn_shard_state", "_cairn_split_state", "_cairn_txn", "_cairn_txn_record"]
     static let reservedMessage = "tables named _cairn* and sqlite_cairn* are reserved for CairnDB"
     static let tempMessage = "TEMP tables, views, indexes and triggers are not allowed: they would exist on one node only, and vanish on restart"
 

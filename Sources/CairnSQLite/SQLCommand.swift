@@ -61,6 +61,12 @@ public struct SQLCommand: Sendable, Equatable {
     public var shardGuard: ShardGuard?
     /// A step of a transaction across shards (two-phase commit); its statements are the shard's part.
     public var transaction: TransactionStep?
+    /// The shard map version the router planned this command with: a shard that split since (its
+    /// version is higher) refuses every statement with "wrong shard", so a router with an old map
+    /// never reads or writes where the rows no longer are. Nil for a database's home group.
+    public var mapVersion: UInt32?
+    /// Splits the shard that applies this entry in two (see `ShardSplit`). Built only by CairnDB.
+    public var split: ShardSplit?
 
     public init(statements: [SQLStatement], atomic: Bool = false, timestampMillis: Int64, randomSeed: UInt64) {
         self.statements = statements
@@ -89,7 +95,11 @@ public struct SQLCommand: Sendable, Equatable {
         return command
     }
 
-    private static let version: UInt8 = 1
+    /// Version 1 has one flags byte; version 2 (only when a field of the second byte is set, so older
+    /// commands encode as before) adds a second.
+    private static let version: UInt8 = 1, version2: UInt8 = 2
+    private static let mapVersionFlag: UInt8 = 1, splitFlag: UInt8 = 2
+    private static let knownFlags2 = mapVersionFlag | splitFlag
     private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16, guardFlag: UInt8 = 32, transactionFlag: UInt8 = 64
     /// With `guardFlag`: the guard owns ranges of a range-sharded table, not an arc of slots.
     private static let rangeGuardFlag: UInt8 = 128
@@ -104,7 +114,10 @@ public struct SQLCommand: Sendable, Equatable {
             if case .ranges = g.owned { flags |= Self.rangeGuardFlag }
         }
         if transaction != nil { flags |= Self.transactionFlag }
-        var out: [UInt8] = [Self.version, flags]
+        let flags2 = (mapVersion != nil ? Self.mapVersionFlag : 0) | (split != nil ? Self.splitFlag : 0)
+        var out: [UInt8] = flags2 == 0 ? [Self.version, flags] : [Self.version2, flags, flags2]
+        if let v = mapVersion { ByteCoding.append(v, to: &out) }
+        if let s = split { s.append(to: &out) }
         if let keep = replacesDatabaseKeeping { Self.append(string: keep, to: &out) }
         if let g = shardGuard {
             Self.append(string: g.table, to: &out)
@@ -143,9 +156,24 @@ public struct SQLCommand: Sendable, Equatable {
     }
 
     public init?(decoding bytes: [UInt8]) {
-        guard bytes.count >= 2, bytes[0] == Self.version, bytes[1] & ~Self.knownFlags == 0 else { return nil }
+        guard bytes.count >= 2, bytes[0] == Self.version || bytes[0] == Self.version2, bytes[1] & ~Self.knownFlags == 0 else { return nil }
         let flags = bytes[1]
         var c = 2
+        var mapVersion: UInt32?
+        var split: ShardSplit?
+        if bytes[0] == Self.version2 {
+            guard bytes.count >= 3, bytes[2] & ~Self.knownFlags2 == 0, bytes[2] != 0 else { return nil }
+            let flags2 = bytes[2]
+            c = 3
+            if flags2 & Self.mapVersionFlag != 0 {
+                guard let v = ByteCoding.readUInt32(bytes, &c) else { return nil }
+                mapVersion = v
+            }
+            if flags2 & Self.splitFlag != 0 {
+                guard let s = ShardSplit.read(bytes, &c) else { return nil }
+                split = s
+            }
+        }
         var keep: String?
         if flags & Self.replaceFlag != 0 {
             guard let k = Self.readString(bytes, &c) else { return nil }
@@ -216,6 +244,8 @@ public struct SQLCommand: Sendable, Equatable {
         replacesDatabaseKeeping = keep
         self.shardGuard = shardGuard
         self.transaction = transaction
+        self.mapVersion = mapVersion
+        self.split = split
     }
 
     static func append(string: String, to out: inout [UInt8]) {

@@ -23,6 +23,13 @@ public final class SQLStateMachine {
     /// Computes the digest a consistency check asks for, off the apply thread (the runtime hands it to
     /// a thread of its own); without one, the digest is computed at once.
     public var digestScheduler: (@Sendable (PinnedRead) -> Void)?
+    /// Takes the child of a split (`ShardSplit`): its first state, a synced snapshot file at the given
+    /// path, which the handler moves or deletes. Called before the splitting shard commits its half,
+    /// so it must be durable when it returns, and must do nothing when the child already exists here
+    /// (the split applied again after a crash).
+    public var splitHandler: ((ShardSplit, String) throws -> Void)?
+    /// The shard's map version (`_cairn_split_state`), once read; nil after a rollback.
+    var splitVersionCache: UInt32?
 
     /// The sidecar's contents as last written (owned by the apply thread).
     private var book: Bookkeeping
@@ -109,7 +116,15 @@ public final class SQLStateMachine {
         results.reserveCapacity(batch.count)
         var start = 0
         for (k, item) in batch.enumerated() {
-            guard case .command(let c) = item.change, c.consistencyCheck != nil else { continue }
+            guard case .command(let c) = item.change else { continue }
+            if let split = c.split {
+                // A split copies the shard as of the entry before it: that much commits first.
+                if start < k { results += try applyRun(Array(batch[start..<k])) }
+                results.append(try applySplit(split, index: item.index))
+                start = k + 1
+                continue
+            }
+            guard c.consistencyCheck != nil else { continue }
             results += try applyRun(Array(batch[start...k]))
             start = k + 1
             if droppedAt == nil { try takeDigest() }
@@ -194,6 +209,8 @@ public final class SQLStateMachine {
                     } else if command.dropsDatabase {
                         newDroppedAt = index
                         all.append([])
+                    } else if let refusal = try staleMapRefusal(command) {
+                        all.append(refusal)
                     } else if let step = command.transaction {
                         all.append(try applyTransaction(step, command, entry: position, rolledBack: rolledBack))
                     } else if try isLocked() {
@@ -210,6 +227,7 @@ public final class SQLStateMachine {
         } catch {
             if !connection.isAutocommit { try? connection.exec("ROLLBACK") }
             preparedCount = nil
+            splitVersionCache = nil
             throw error
         }
         appliedIndex = batch.last!.index
@@ -217,6 +235,33 @@ public final class SQLStateMachine {
         if let newDroppedAt { droppedAt = newDroppedAt }
         reads.publish(applied: appliedIndex, dropped: droppedAt)
         return all
+    }
+
+    /// Applies the entry at `index` alone, in a transaction of its own whose work is `body` (CairnDB's
+    /// own statements), then moves the applied index to it.
+    func commitAlone(index: LogIndex, _ body: () throws -> [StatementResult]) throws -> [StatementResult] {
+        precondition(index == appliedIndex + 1, "applying entry \(index) after \(appliedIndex)")
+        let entry: [(index: LogIndex, change: Change)] = [(index, .empty(nil))]
+        let recorded = try recordBookkeeping(for: entry)
+        if recorded { try connection.execPrepared("PRAGMA synchronous=FULL") }
+        defer { if recorded { try? connection.execPrepared("PRAGMA synchronous=NORMAL") } }
+        try connection.execPrepared("BEGIN IMMEDIATE")
+        let results: [StatementResult]
+        do {
+            results = try body()
+            try connection.setApplicationID(Bookkeeping.marker(of: index))
+            try connection.execPrepared("COMMIT")
+        } catch {
+            if !connection.isAutocommit { try? connection.exec("ROLLBACK") }
+            preparedCount = nil
+            splitVersionCache = nil
+            connection.noteRollback()
+            throw error
+        }
+        connection.noteRollback()
+        appliedIndex = index
+        reads.publish(applied: appliedIndex, dropped: droppedAt)
+        return results
     }
 
     /// Writes the batch's membership changes and drop to the sidecar (if they are not there yet), and
@@ -396,6 +441,7 @@ public final class SQLStateMachine {
             try Self.syncPath((path as NSString).deletingLastPathComponent)
             connection = try SQLiteConnection(path: path, role: .apply)
             preparedCount = nil
+            splitVersionCache = nil
         }
         try loadMeta()
     }
