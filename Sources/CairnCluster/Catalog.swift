@@ -54,6 +54,26 @@ public struct CatalogDatabase: Sendable, Equatable {
     }
 }
 
+/// Where a split's child group comes from: the parent group, and the parent's entry that split it
+/// (0 until the split is known to have applied).
+public struct SplitOrigin: Sendable, Equatable {
+    public var parent: GroupID
+    public var index: LogIndex
+
+    public init(parent: GroupID, index: LogIndex) {
+        self.parent = parent
+        self.index = index
+    }
+
+    var encoded: String { "\(parent):\(index)" }
+
+    init?(encoded text: String) {
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let p = GroupID(parts[0]), let i = LogIndex(parts[1]) else { return nil }
+        self.init(parent: p, index: i)
+    }
+}
+
 /// A sharded table: its rows are spread over its database's shards by the slot of its key (hash), or
 /// by the range its key falls in (range); a reference table is copied whole to every shard.
 public struct CatalogShardedTable: Sendable, Equatable {
@@ -97,6 +117,11 @@ public struct Catalog: Sendable {
     /// Shard counts chosen at creation (`shards:<db>` settings); a database without one has
     /// `defaultShardCount` shards once it gets a sharded table.
     public var shardCounts: [String: Int] = [:]
+    /// Shard maps that splits changed (`shard_map:<db>`); others are uniform over `shardCounts`.
+    public var shardMaps: [String: ShardMap] = [:]
+    /// Shard groups a split makes, by their entry's name: from which group, and once the split entry
+    /// applied, at which index (`split_origin:<name>`).
+    public var splitOrigins: [String: SplitOrigin] = [:]
     /// Each database's sharded tables, by lowercased name.
     public var shardedTables: [String: [String: CatalogShardedTable]] = [:]
     /// Nodes the metadata leader declared dead, or an operator is draining (others are live, or
@@ -148,6 +173,43 @@ public struct Catalog: Sendable {
     }
 
     public func shardCount(of database: String) -> Int { shardCounts[database] ?? Self.defaultShardCount }
+
+    /// Which shard owns each slot of `database`'s ring.
+    public func shardMap(of database: String) -> ShardMap {
+        if let map = shardMaps[database], map.count == shardCount(of: database) { return map }
+        return .uniform(count: shardCount(of: database))
+    }
+
+    /// A split under way in `database` (reserved, its entry not yet known to have applied): the child's
+    /// entry name and origin. One at a time per database.
+    public func pendingSplit(in database: String) -> (child: String, origin: SplitOrigin)? {
+        splitOrigins.first { $0.value.index == 0 && Self.shardOf($0.key)?.database == database && databases[$0.key] != nil }
+            .map { ($0.key, $0.value) }
+    }
+
+    /// Reserves the group a split of `parent` (shard of `database`) makes: its entry, numbered as the
+    /// next shard, on the parent's replicas (none founds it: the split entry creates it on each).
+    /// Routers ignore it until `recordSplit`.
+    public static func reserveSplitChild(of parent: CatalogDatabase, in database: String, child index: Int) -> [SQLStatement] {
+        let name = shardName(database, index)
+        var statements = createDatabase(name, founders: [])
+        for id in parent.replicas {
+            statements.append(SQLStatement("INSERT INTO replicas(group_id, node_id, founder) SELECT group_id, ?, 0 FROM databases WHERE name = ?",
+                                           [.integer(Int64(bitPattern: id)), .text(name)]))
+        }
+        statements.append(SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)",
+                                       [.text("split_origin:\(name)"), .text(SplitOrigin(parent: parent.group, index: 0).encoded)]))
+        return statements
+    }
+
+    /// The split applied at `index` of `parent`: routers now use `map` (the child owns its upper half).
+    public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex) -> [SQLStatement] {
+        setShardCount(database, map.count) + [
+            SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("shard_map:\(database)"), .text(map.encoded)]),
+            SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)",
+                         [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index).encoded)]),
+        ]
+    }
 
     /// The shard groups of `database`, each founded by its `founders` (one list per shard), and its count.
     public static func createShards(of database: String, founders: [[NodeID]]) -> [SQLStatement] {
@@ -280,7 +342,7 @@ public struct Catalog: Sendable {
          SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
          SQLStatement("UPDATE databases SET dropped = 1, name = name || '#dropped#' || group_id WHERE name = ? AND dropped = 0", [.text(name)]),
          SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)]),
-         SQLStatement("DELETE FROM settings WHERE key = ?", [.text("shards:\(name)")]),
+         SQLStatement("DELETE FROM settings WHERE key IN (?, ?, ?)", [.text("shards:\(name)"), .text("shard_map:\(name)"), .text("split_origin:\(name)")]),
          shardedTablesSchema,
          SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)]),
          rangeSplitsSchema,
@@ -400,6 +462,7 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
             SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
             SQLStatement("SELECT value FROM settings WHERE key = 'replication_factor'"),
+            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
@@ -456,19 +519,27 @@ public struct Catalog: Sendable {
         }
         if case .integer(let rf)? = results[11].rows.first?.first, (1...100).contains(rf) { catalog.replicationFactor = Int(rf) }
         for row in results[12].rows {
+            guard row.count == 2, case .text(let key) = row[0], case .text(let value) = row[1] else { continue }
+            if key.hasPrefix("shard_map:"), let map = ShardMap(encoded: value) {
+                catalog.shardMaps[String(key.dropFirst("shard_map:".count))] = map
+            } else if key.hasPrefix("split_origin:"), let origin = SplitOrigin(encoded: value) {
+                catalog.splitOrigins[String(key.dropFirst("split_origin:".count))] = origin
+            }
+        }
+        for row in results[13].rows {
             guard row.count == 4, case .text(let db) = row[0], case .text(let name) = row[1], case .text(let keys) = row[2],
                   case .text(let sql) = row[3] else { continue }
             let table = CatalogShardedTable(name: name, keyColumns: keys.split(separator: ",").map(String.init), createSQL: sql)
             catalog.shardedTables[db, default: [:]][name.lowercased()] = table
         }
-        for row in results[13].rows {
+        for row in results[14].rows {
             guard row.count == 3, case .text(let db) = row[0], case .text(let name) = row[1], case .blob(let bytes) = row[2],
                   let points = ValueListCoding.decode(bytes) else { continue }
             catalog.shardedTables[db]?[name.lowercased()]?.splitPoints = points
         }
         var byGroup: [GroupID: String] = [:]
         for db in catalog.databases.values { byGroup[db.group] = db.name }
-        for row in results[14].rows {
+        for row in results[15].rows {
             guard row.count == 3, case .integer(let g) = row[0], case .integer(let n) = row[1], case .text(let v) = row[2],
                   let state = ReplicaState(rawValue: v), let name = byGroup[GroupID(g)] else { continue }
             // A row whose replica is gone (its node removed mid-move) means nothing.

@@ -440,6 +440,10 @@ public final class ClusterNode: Sendable {
         for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) where !runtime.hosts(db.group) && holds(db, in: catalog) {
             // A newer copy may have dropped it meanwhile (the controller would only retire it again).
             guard self.catalog.databases[db.name]?.group == db.group else { continue }
+            // A split's child is made here by the split entry itself while this node holds the parent
+            // and has not applied past it; created empty before then, it would wait for a snapshot.
+            if let origin = catalog.splitOrigins[db.name], runtime.hosts(origin.parent),
+               origin.index == 0 || (runtime.appliedIndex(of: origin.parent) ?? 0) < origin.index { continue }
             let founders = db.founders.contains(nodeID) ? db.founders : []
             log("node \(nodeID): creating group \(db.group) (database \"\(db.name)\")" + (founders.isEmpty ? ", waiting to be added" : " with founders \(founders)"))
             try await runtime.bootstrapGroup(db.group, voters: founders)

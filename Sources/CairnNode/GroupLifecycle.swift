@@ -50,6 +50,7 @@ extension NodeRuntime {
             let side = self.applyState.value
             let machine = try side.machines[id] ?? SQLStateMachine(path: path)
             side.machines[id] = machine
+            machine.splitHandler = { [weak self] split, file in try self?.keepSplitChild(split, file: file) }
             self.readers.withLockedValue { $0[id] = machine.reads }
             self.consistencyRecords.withLockedValue { $0[id] = machine.consistency }
             let record = machine.consistency, log = self.log, node = self.config.nodeID

@@ -45,6 +45,8 @@ public final class NodeRuntime: Sendable {
     let consistencyRecords = NIOLockedValueBox<[GroupID: ConsistencyRecord]>([:])
     /// When the apply loop last ran its 100 ms sweep (monotonic nanoseconds): how long it has been busy.
     let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
+    /// The latest pass that turns split children's files into groups; each pass waits for the one before.
+    let splitAdoption = NIOLockedValueBox<Task<Void, Never>?>(nil)
     var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
 
     struct Group {
@@ -158,6 +160,8 @@ public final class NodeRuntime: Sendable {
         _ = try await transport.start()
         let groupIDs = try await raftLoop.submit { self.raftState.value.store.groupIDs }.get()
         for g in groupIDs { try await openGroup(g) }
+        // Children whose split applied here before a crash stopped this node turning them into groups.
+        await adoptSplitChildren().value
         sweepTimeouts()
         scheduleConsistencyChecks()
         let tick = TimeAmount.milliseconds(config.tickMillis)
@@ -385,6 +389,14 @@ public final class NodeRuntime: Sendable {
             guard let g = self.raftState.value.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
             let index: LogIndex
             self.wake(group)
+            var data = data
+            if var split = command.split {
+                // The child's founders: the membership as the proposing leader knows it (see `ShardSplit.conf`).
+                split.conf = g.node.status.config
+                var stamped = command
+                stamped.split = split
+                data = stamped.encoded()
+            }
             do throws(RaftError) {
                 index = try g.node.propose(data)
             } catch {

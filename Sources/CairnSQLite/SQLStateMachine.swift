@@ -446,6 +446,9 @@ public final class SQLStateMachine {
         try loadMeta()
     }
 
+    /// Syncs a directory, so that a rename in it survives power loss.
+    public static func syncDirectory(_ path: String) throws { try syncPath(path) }
+
     static func syncPath(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SQLiteError(message: "cannot open \(path) to sync it") }

@@ -222,6 +222,7 @@ final class API: Sendable {
             }
         }
         addShardRoutes(to: router)
+        addSplitRoutes(to: router)
         addAuthRoutes(to: router)
         addConsole(to: router)
         addRqliteRoutes(to: router)

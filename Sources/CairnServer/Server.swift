@@ -29,6 +29,8 @@ public struct ServerOptions: Sendable {
     public var liveness = LivenessSettings.default
     /// The most one snapshot stream sends per second.
     public var snapshotBytesPerSecond = 32 << 20
+    /// A shard whose database passes this many bytes is split (0: never by size).
+    public var shardSplitBytes = 512 << 20
     /// Serves `PUT /v1/debug/faults` (partitions, drops, delays between this node and others): for tests.
     public var enableFaultInjection = false
     public var maxBodyBytes = 16 << 20
@@ -198,6 +200,7 @@ public enum Server {
                 }
                 group.addTask { await audit.run() }
                 group.addTask { await api.recoverTransactions() }
+                group.addTask { await api.splitLargeShards() }
                 try await group.next()
                 group.cancelAll()
             }

@@ -141,8 +141,14 @@ public final class LogStore {
 
     /// Creates a group whose initial membership is `confState` (durably).
     public func createGroup(_ id: UInt64, confState: ConfState) throws -> GroupLog {
+        try createGroup(id, snapshot: SnapshotMetadata(index: 0, term: 0, confState: confState))
+    }
+
+    /// Creates a group whose history starts with a snapshot (a split's child: every founder holds the
+    /// same first state, and a replica created empty is sent it).
+    public func createGroup(_ id: UInt64, snapshot: SnapshotMetadata) throws -> GroupLog {
         precondition(groups[id] == nil, "group \(id) exists")
-        try write([.snapshot(group: id, SnapshotMetadata(index: 0, term: 0, confState: confState), replacesLog: true)])
+        try write([.snapshot(group: id, snapshot, replacesLog: true)])
         return groups[id]!
     }
 

@@ -76,6 +76,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "The most one snapshot stream sends, in MiB per second (replicas being moved or rebuilt copy at this pace).")
     var snapshotMibPerSecond: Int = 32
 
+    @Option(help: "A shard whose database passes this many bytes splits in two (0: never by size).")
+    var shardSplitBytes: Int = 512 << 20
+
     @Option(help: "A node silent this long gets no new replicas (a duration: 500ms, 10s, 5m, 1h).")
     var suspectAfter: DurationArgument = DurationArgument(argument: "10s")!
 
@@ -168,6 +171,7 @@ struct ServerCommand: AsyncParsableCommand {
         if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
         if snapshotMibPerSecond < 1 || snapshotMibPerSecond > 100_000 { throw ValidationError("--snapshot-mib-per-second must be from 1 to 100000") }
+        if shardSplitBytes < 0 { throw ValidationError("--shard-split-bytes must be 0 (never) or a size in bytes") }
         if suspectAfter.nanos == 0 || deadAfter.nanos < suspectAfter.nanos {
             throw ValidationError("--suspect-after must be positive and --dead-after at least as long")
         }
@@ -194,6 +198,7 @@ struct ServerCommand: AsyncParsableCommand {
         options.voter = !nonVoter
         options.replicationFactor = replicationFactor
         options.snapshotBytesPerSecond = snapshotMibPerSecond << 20
+        options.shardSplitBytes = shardSplitBytes
         options.liveness = LivenessSettings(suspectAfterNanos: suspectAfter.nanos, deadAfterNanos: deadAfter.nanos)
         options.tickMillis = tickMs
         options.electionTimeoutTicks = electionTicks

@@ -11,9 +11,14 @@ import Testing
         return c
     }
 
+    /// The membership the proposing leader stamps on a split (`ShardSplit.conf`).
+    static let voters = ConfState(voters: [1, 2, 3])
+
     private func splitEntry(_ split: ShardSplit) -> SQLCommand {
         var c = SQLCommand(statements: [], timestampMillis: 1_790_000_000_000, randomSeed: 1)
-        c.split = split
+        var stamped = split
+        if stamped.conf == nil { stamped.conf = Self.voters }
+        c.split = stamped
         // Through the wire format, as a follower gets it.
         return SQLCommand(decoding: c.encoded())!
     }
@@ -52,7 +57,7 @@ import Testing
                                tables: [.init(name: "orders", keyColumns: ["customer"])])
         let r = try sm.apply(index: 5, command: splitEntry(split))
         #expect(r[0].error == nil && r[0].rows == [[.integer(5)]])
-        #expect(handed.count == 1 && handed[0].0 == split)
+        #expect(handed.count == 1 && handed[0].0.child == 7 && handed[0].0.mid == mid)
         let lower = customers(sm)
         #expect(lower.allSatisfy { SlotHash.slot(of: [.integer($0)]) < mid })
 
@@ -61,6 +66,7 @@ import Testing
         let child = try SQLStateMachine(path: childPath)
         try child.install(snapshotFile: handed[0].1)
         #expect(child.appliedIndex == ShardSplit.childSnapshotIndex)
+        #expect(child.confState == Self.voters)
         let upper = customers(child)
         #expect(upper.allSatisfy { SlotHash.slot(of: [.integer($0)]) >= mid })
         #expect(Set(lower + upper) == Set(0..<200) && lower.count + upper.count == 200)
@@ -116,11 +122,22 @@ import Testing
         #expect(try sm.apply(index: 8, command: splitEntry(next))[0].error?.contains("owns slots 0..<10") == true)
         #expect(try sm.apply(index: 9, command: splitEntry(wrongArc))[0].error?.contains("split differently") == true)
         #expect(sm.appliedIndex == 9)
+        // Once a membership change is applied, a split proposed under another membership is refused.
+        try sm.applyEmpty(index: 10, confState: ConfState(voters: [1, 2, 4]))
+        var moved = next
+        moved.mapVersion = 5
+        moved.lo = 0
+        moved.hi = 10
+        moved.mid = 5
+        #expect(try sm.apply(index: 11, command: splitEntry(moved))[0].error?.contains("membership changed") == true)
+        moved.conf = ConfState(voters: [1, 2, 4])
+        #expect(try sm.apply(index: 12, command: splitEntry(moved))[0].error == nil)
+        #expect(calls == 2)
         // The applied index survives a restart, with the split in the file.
         sm.close()
         let reopened = try SQLStateMachine(path: tmp.path())
-        #expect(reopened.appliedIndex == 9)
-        #expect(SQLStateMachine.splitVersion(reopened.query(SQLStateMachine.splitVersionQuery)) == 2)
+        #expect(reopened.appliedIndex == 12)
+        #expect(SQLStateMachine.splitVersion(reopened.query(SQLStateMachine.splitVersionQuery)) == 5)
     }
 
     @Test func splitEntriesCrossTheWire() {
@@ -128,6 +145,8 @@ import Testing
         #expect(c.encoded()[0] == 1)
         c.mapVersion = 9
         c.split = ShardSplit(child: 42, lo: 3, mid: 5, hi: 9, mapVersion: 10, tables: [.init(name: "t", keyColumns: ["a", "b"])])
+        #expect(SQLCommand(decoding: c.encoded()) == c)
+        c.split!.conf = ConfState(voters: [1, 2], learners: [3])
         let bytes = c.encoded()
         #expect(SQLCommand(decoding: bytes) == c)
         #expect(SQLCommand(decoding: Array(bytes.dropLast())) == nil)
@@ -135,5 +154,31 @@ import Testing
         bad[2] |= 0x80
         #expect(SQLCommand(decoding: bad) == nil)
         #expect(ShardSplit.version(inRefusal: ShardSplit.staleMapMessage + "12, the router's 3)") == 12)
+    }
+}
+
+@Suite struct ShardMapSplitTests {
+    @Test("a split halves one shard's arc and numbers the new shard next; lookups, the version and the catalog's text follow; a one-slot arc cannot split")
+    func splitsArcs() throws {
+        let start = ShardMap.uniform(count: 4)
+        #expect(start.version == 4 && start.rangeShardCount == 4)
+        let (one, mid) = try #require(start.splitting(1))
+        #expect(mid == 16384 + 8192 && one.count == 5 && one.version == 5 && one.rangeShardCount == 4)
+        #expect(one.arcs[1] == .init(lo: 16384, hi: mid) && one.arcs[4] == .init(lo: mid, hi: 32768))
+        let (two, _) = try #require(one.splitting(4))
+        for slot in stride(from: 0, to: SlotHash.slotCount, by: 61) {
+            let shard = two.shard(ofSlot: slot)
+            #expect(two.arcs[shard].contains(slot))
+            // Keys outside the split arc keep their shard.
+            if !start.arcs[1].contains(slot) { #expect(shard == start.shard(ofSlot: slot)) }
+        }
+        #expect(ShardMap(encoded: two.encoded) == two)
+        #expect(ShardMap(encoded: "r4;0-10,10-65536") == nil)
+        #expect(ShardMap(encoded: "r1;0-10,11-65536") == nil)
+        #expect(ShardMap(encoded: "nonsense") == nil)
+        var tiny = ShardMap(arcs: [.init(lo: 0, hi: 1), .init(lo: 1, hi: SlotHash.slotCount)])!
+        #expect(tiny.splitting(0) == nil)
+        tiny = tiny.splitting(1)!.map
+        #expect(tiny.count == 3)
     }
 }

@@ -29,14 +29,19 @@ public struct ShardSplit: Sendable, Equatable {
     /// The hash-sharded tables as the catalog lists them: the split refuses to run unless the shard
     /// holds exactly these (a table created since the split was planned would be left undivided).
     public var tables: [Table]
+    /// The shard's membership where it was proposed, filled in by the runtime of the leader that
+    /// proposes it: the child's founders when the shard has no membership change applied (its first
+    /// voters are in the Raft log, not the database); otherwise it must equal the one applied.
+    public var conf: ConfState?
 
-    public init(child: GroupID, lo: Int, mid: Int, hi: Int, mapVersion: UInt32, tables: [Table]) {
+    public init(child: GroupID, lo: Int, mid: Int, hi: Int, mapVersion: UInt32, tables: [Table], conf: ConfState? = nil) {
         self.child = child
         self.lo = lo
         self.mid = mid
         self.hi = hi
         self.mapVersion = mapVersion
         self.tables = tables
+        self.conf = conf
     }
 
     /// The index and term of the child's first state: a snapshot every founder holds alike, past
@@ -63,6 +68,9 @@ public struct ShardSplit: Sendable, Equatable {
             ByteCoding.append(UInt32(t.keyColumns.count), to: &out)
             for k in t.keyColumns { SQLCommand.append(string: k, to: &out) }
         }
+        let confBytes = conf?.encoded() ?? []
+        ByteCoding.append(UInt32(confBytes.count), to: &out)
+        out.append(contentsOf: confBytes)
     }
 
     static func read(_ b: [UInt8], _ c: inout Int) -> ShardSplit? {
@@ -79,7 +87,14 @@ public struct ShardSplit: Sendable, Equatable {
             }
             tables.append(Table(name: name, keyColumns: keys))
         }
-        return ShardSplit(child: child, lo: Int(lo), mid: Int(mid), hi: Int(hi), mapVersion: version, tables: tables)
+        guard let n = ByteCoding.readUInt32(b, &c), c + Int(n) <= b.count else { return nil }
+        var conf: ConfState?
+        if n > 0 {
+            guard let decoded = ConfState(decoding: Array(b[c..<(c + Int(n))])) else { return nil }
+            conf = decoded
+            c += Int(n)
+        }
+        return ShardSplit(child: child, lo: Int(lo), mid: Int(mid), hi: Int(hi), mapVersion: version, tables: tables, conf: conf)
     }
 }
 
@@ -148,6 +163,12 @@ extension SQLStateMachine {
             return try commitAlone(index: index) { refuse("the shard owns slots \(state.lo)..<\(state.hi), not \(split.lo)..<\(split.hi)") }
         }
         if try isLocked() { return try commitAlone(index: index) { refuse("a transaction across shards is prepared here") } }
+        if let applied = confState, let proposed = split.conf, applied != proposed {
+            return try commitAlone(index: index) { refuse("its membership changed since the split was proposed") }
+        }
+        guard let childConf = confState ?? split.conf, !childConf.voters.isEmpty else {
+            return try commitAlone(index: index) { refuse("its membership is not known here") }
+        }
         let guarded = try guardedTables()
         let planned = Set(split.tables.map { $0.name.lowercased() })
         guard guarded.hashed == planned else {
@@ -174,7 +195,7 @@ extension SQLStateMachine {
             sql += Self.splitStateSchema + ";"
             sql += "INSERT OR REPLACE INTO _cairn_split_state VALUES (0, \(split.mapVersion), \(split.mid), \(split.hi), \(Int64(bitPattern: index)));"
             try child.exec(sql + "COMMIT")
-            try Bookkeeping.embed(Bookkeeping.Embedded(index: ShardSplit.childSnapshotIndex, conf: confState), in: child)
+            try Bookkeeping.embed(Bookkeeping.Embedded(index: ShardSplit.childSnapshotIndex, conf: childConf), in: child)
         }
         try Self.syncPath(work)
         guard let splitHandler else { throw SQLiteError(message: "a split entry reached a shard with no split handler") }

@@ -48,8 +48,8 @@ extension API {
                 for group in groups where await isHeld(group) { contended = true; break }
             }
             let prepared: [Result<[StatementResult], any Error>?] = contended
-                ? await prepareInOrder(txid: txid, groups: groups, seed: seed, until: requestDeadline) { parts[shards[$0]]!.statements }
-                : await prepareAll(txid: txid, groups: groups, seed: seed) { parts[shards[$0]]!.statements }
+                ? await prepareInOrder(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version, until: requestDeadline) { parts[shards[$0]]!.statements }
+                : await prepareAll(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version) { parts[shards[$0]]!.statements }
             // A shard left unprepared (after an earlier one failed) has no vote: a no.
             var votes: [Int: Result<[StatementResult], any Error>] = [:]
             for (shard, vote) in zip(shards, prepared) { votes[shard] = vote }
@@ -131,7 +131,7 @@ extension API {
             attempt += 1
             let txid = UInt64.random(in: 1...UInt64(Int64.max))
             // The first shard also sends the reference tables a gathered join needs.
-            let results = await prepareAll(txid: txid, groups: groups, seed: 0) { n in
+            let results = await prepareAll(txid: txid, groups: groups, seed: 0, mapVersion: view.map.version) { n in
                 [scatter.worker] + (n == 0 ? scatter.referenceWorker.map { [$0] } ?? [] : [])
             }
             // Released whatever happened: the shards that prepared must not stay locked until recovery.
@@ -152,9 +152,12 @@ extension API {
     }
 
     /// The prepare of the `n`th group's part.
-    private static func prepareCommand(txid: UInt64, groups: [GroupID], n: Int, statements: [SQLStatement], seed: UInt64,
+    /// `mapVersion`: the shard map the parts were planned with (a database's home group, which never
+    /// splits, passes any).
+    private static func prepareCommand(txid: UInt64, groups: [GroupID], n: Int, statements: [SQLStatement], seed: UInt64, mapVersion: UInt32,
                                        nowMillis: Int64, deadlineMillis: Int64) -> SQLCommand {
         var command = SQLCommand(statements: statements, atomic: true, timestampMillis: nowMillis, randomSeed: seed)
+        command.mapVersion = mapVersion
         command.transaction = .prepare(txid: txid, anchor: groups[0], participants: groups, deadlineMillis: deadlineMillis, recordsHere: n == 0)
         return command
     }
@@ -166,7 +169,7 @@ extension API {
     /// Proposes each group's prepare in `groups` order, one after the other; a group another
     /// transaction holds is asked again once a replica shows it free, until the wait is over.
     /// Stops at the first group that votes no: the groups after it are left unprepared (nil).
-    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, until requestDeadline: ContinuousClock.Instant,
+    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32, until requestDeadline: ContinuousClock.Instant,
                                 statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>?] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let waitDeadline = min(requestDeadline, ContinuousClock.now + .milliseconds(Self.orderedWaitMillis))
@@ -176,7 +179,7 @@ extension API {
             while true {
                 // Every try with the transaction's one time and seed: each part sees what the others see.
                 let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
-                                                  nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
+                                                  mapVersion: mapVersion, nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
                 do {
                     out[n] = .success(try await groupRouter.execute(command, group: group).results)
                 } catch {
@@ -193,7 +196,7 @@ extension API {
 
     /// Proposes each group's prepare at once (one Raft round); each group's answer, or the error that
     /// stopped it, in `groups` order. The first group is the anchor.
-    private func prepareAll(txid: UInt64, groups: [GroupID], seed: UInt64,
+    private func prepareAll(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32,
                             statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         // A struct, not a tuple: Swift 6.3's optimizer miscompiles a task group whose child result is a
@@ -206,7 +209,7 @@ extension API {
         return await withTaskGroup(of: Vote.self) { tasks in
             for (n, group) in groups.enumerated() {
                 let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
-                                                  nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
+                                                  mapVersion: mapVersion, nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
                 tasks.addTask {
                     do {
                         return Vote(index: n, result: .success(try await self.groupRouter.execute(command, group: group).results))

@@ -32,7 +32,9 @@ extension API {
     func shardView(_ db: String, _ catalog: Catalog) -> ShardView? {
         let groups = catalog.shards(of: db).map(\.group)
         guard let tables = catalog.shardedTables[db], !tables.isEmpty, !groups.isEmpty, let home = catalog.databases[db]?.group else { return nil }
-        return ShardView(groups: groups, map: .uniform(count: groups.count), tables: tables, home: home)
+        let map = catalog.shardMap(of: db)
+        guard map.count == groups.count else { return nil }
+        return ShardView(groups: groups, map: map, tables: tables, home: home)
     }
 
     /// Whether `sql` names any of `tables` (a cheap look at its words before planning). Text that does
@@ -107,13 +109,15 @@ extension API {
             let results: [StatementResult]
             if parts.count == 1, let (shard, part) = parts.first {
                 // One shard: one entry, as for an unsharded database.
-                results = try await executeWaitingOutLocks(SQLCommand.now(part.statements, atomic: atomic), group: view.groups[shard]).results
+                var command = SQLCommand.now(part.statements, atomic: atomic)
+                command.mapVersion = view.map.version
+                results = try await executeWaitingOutLocks(command, group: view.group(ofPart: shard)).results
             } else {
                 results = try await commitAcrossShards(parts, statementCount: statements.count, view: view)
             }
-            if results.contains(where: { $0.error?.contains(ShardGuard.wrongShard) == true }) && attempt < 2 {
+            if let refusal = results.lazy.compactMap(\.error).first(where: { $0.contains(ShardGuard.wrongShard) }), attempt < 2 {
                 // The shard map changed under this node's copy: read the committed one and plan again.
-                catalog = try await committedCatalog()
+                catalog = try await catalogAfterSplit(db, refusal)
                 continue
             }
             if !reindexed.isEmpty && results.allSatisfy({ $0.error == nil }) {
@@ -261,21 +265,27 @@ extension API {
             try? await cluster.openGroups(of: catalog)
         }
         let groups = catalog.shards(of: db).map(\.group)
-        let map = ShardMap.uniform(count: groups.count)
+        let map = catalog.shardMap(of: db)
+        guard map.count == groups.count else { throw HTTPFailure.unavailable("the shard map of \"\(db)\" is changing; retry") }
         let quoted = SQLLexer.quote(clause.table)
         let rangeSplits = splits
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             for (i, group) in groups.enumerated() {
                 tasks.addTask {
                     var command = SQLCommand.now([SQLStatement("DROP TABLE IF EXISTS \(quoted)"), SQLStatement(clause.createSQL)], atomic: true)
+                    // Planned with this map: a shard that split since refuses, and its new half would lack the table.
+                    command.mapVersion = map.version
                     if let splits = rangeSplits {
+                        // Ranges live on the shards the database was created with; a split's child is
+                        // never sent their rows (its guard is its parent's, as the split left it).
                         command.shardGuard = ShardGuard(table: clause.table, keyColumns: keyColumns,
-                                                        owned: .ranges(splitPoints: splits.points, shardCount: groups.count, shard: i))
+                                                        owned: .ranges(splitPoints: splits.points, shardCount: map.rangeShardCount, shard: i % map.rangeShardCount))
                     } else if !keyColumns.isEmpty {
                         command.shardGuard = ShardGuard(table: clause.table, keyColumns: keyColumns, lo: map.arcs[i].lo, hi: map.arcs[i].hi)
                     }
                     let results = try await self.proposeRetrying(command, group: group)
                     if let failed = results.first(where: { $0.error != nil })?.error {
+                        if failed.contains(ShardGuard.wrongShard) { throw HTTPFailure.unavailable("shard \(i) of \"\(db)\" split while the table was created; retry") }
                         throw HTTPFailure.badRequest("shard \(i): \(failed)")
                     }
                 }
@@ -339,6 +349,24 @@ extension API {
         }
     }
 
+    /// The committed catalog, once it shows the split a shard refused a command for (`refusal`) has
+    /// reached the map: a shard applies its split a moment before the catalog records it.
+    func catalogAfterSplit(_ db: String, _ refusal: String) async throws -> Catalog {
+        if let version = ShardSplit.version(inRefusal: refusal) {
+            do {
+                try await awaitCatalog { $0.shardMap(of: db).version >= version }
+            } catch {
+                throw HTTPFailure.unavailable("a shard of \"\(db)\" split and the cluster catalog has not recorded it yet; retry")
+            }
+        }
+        return try await committedCatalog()
+    }
+
+    /// A shard split since the router's map was read (its version is `version`): plan again.
+    struct StaleShardMap: Error {
+        var refusal: String
+    }
+
     // MARK: Reads
 
     /// Answers a query request that reads sharded tables in CairnDB's shape; nil when it reads none.
@@ -392,6 +420,19 @@ extension API {
     }
 
     private func readOne(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency) async throws -> StatementResult {
+        var view = view
+        for attempt in 0..<3 {
+            do {
+                return try await readOnce(statement, db: db, view: view, home: home, consistency: consistency)
+            } catch let stale as StaleShardMap where attempt < 2 {
+                guard let fresh = shardView(db, try await catalogAfterSplit(db, stale.refusal)) else { break }
+                view = fresh
+            }
+        }
+        throw HTTPFailure.unavailable("the shard map kept changing while the read was routed; retry")
+    }
+
+    private func readOnce(_ statement: SQLStatement, db: String, view: ShardView, home: GroupID, consistency: ReadConsistency) async throws -> StatementResult {
         guard Self.mentions(statement.sql, view.tables) else {
             return try await readHome([statement], group: home, consistency: consistency).results[0]
         }
@@ -418,7 +459,7 @@ extension API {
             return try await readHome([statement], group: home, consistency: consistency).results[0]
         case .single(let shard):
             Self.countShard(db, shard, "read")
-            return try await readWaitingOutTransactions(view.groups[shard], statement, consistency: consistency).result
+            return try await readWaitingOutTransactions(view.groups[shard], statement, mapVersion: view.map.version, consistency: consistency).result
         case .scatter(let scatter):
             for shard in scatter.shards { Self.countShard(db, shard, "read") }
             // Read-atomic across shards: no shard is read while a transaction is prepared there, and
@@ -441,7 +482,8 @@ extension API {
                     for (n, shard) in scatter.shards.enumerated() {
                         tasks.addTask {
                             let also = n == 0 ? scatter.referenceWorker : nil
-                            let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, also: also, consistency: consistency)
+                            let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, also: also, mapVersion: view.map.version,
+                                                                              consistency: consistency)
                             return ShardRead(index: n, result: r.result, also: also == nil ? nil : r.also, epoch: r.epoch)
                         }
                     }
@@ -529,15 +571,20 @@ extension API {
     /// One read on a shard, at one read point with the shard's transaction state; while a transaction
     /// is prepared there, its outcome is waited for (it may already be committed: the client that sent
     /// it may have its answer, and a read after must see it).
-    func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, also: SQLStatement? = nil,
+    /// `mapVersion`: the shard map the read was planned with; a shard that split since throws
+    /// `StaleShardMap` (its rows may have moved to the split's other half).
+    func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, also: SQLStatement? = nil, mapVersion: UInt32? = nil,
                                     consistency: ReadConsistency) async throws -> (result: StatementResult, also: StatementResult, epoch: Int64) {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
-        let statements = [statement] + (also.map { [$0] } ?? []) + [Self.shardStateQuery]
+        let statements = [statement] + (also.map { [$0] } ?? []) + [Self.shardStateQuery, SQLStateMachine.splitVersionQuery]
         while true {
             attempt += 1
             let r = try await groupRouter.query(statements, group: group, consistency: consistency).results
-            let state = Self.shardState(r.count == statements.count ? r[r.count - 1] : StatementResult())
+            if let mapVersion, r.count == statements.count, case let version = SQLStateMachine.splitVersion(r[r.count - 1]), version > mapVersion {
+                throw StaleShardMap(refusal: ShardSplit.staleMapMessage + "\(version), the router's \(mapVersion))")
+            }
+            let state = Self.shardState(r.count == statements.count ? r[r.count - 2] : StatementResult())
             if state.prepared == 0 { return (r[0], also == nil ? StatementResult() : r[1], state.epoch) }
             guard ContinuousClock.now < deadline else {
                 throw HTTPFailure.unavailable("a transaction across shards held the shard for the whole request; retry")

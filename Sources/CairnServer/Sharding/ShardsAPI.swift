@@ -30,7 +30,7 @@ extension API {
         let catalog = try await committedCatalog()
         guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
         let shards = catalog.shards(of: db)
-        let map = ShardMap.uniform(count: max(1, shards.count))
+        let map = catalog.shardMap(of: db).count == shards.count ? catalog.shardMap(of: db) : .uniform(count: max(1, shards.count))
         let declared = (catalog.shardedTables[db] ?? [:]).values
         let tables = declared.filter { !$0.isReference }.map(\.name).sorted()
         let references = declared.filter(\.isReference).map(\.name).sorted()
@@ -69,7 +69,7 @@ extension API {
             let points = t.splitPoints ?? []
             let ranges = (0...points.count).map { r -> JSON in
                 .object([("from", r == 0 ? .null : Statements.json(points[r - 1])), ("to", r == points.count ? .null : Statements.json(points[r])),
-                         ("shard", .int(RangeSplits.shard(ofRange: r, shardCount: max(1, shards.count))))])
+                         ("shard", .int(RangeSplits.shard(ofRange: r, shardCount: map.rangeShardCount)))])
             }
             return .object([("table", .string(t.name)), ("column", .string(t.keyColumns.first ?? "")), ("ranges", .array(ranges))])
         }

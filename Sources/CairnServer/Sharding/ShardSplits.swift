@@ -1,0 +1,150 @@
+import CairnCluster
+import CairnJSON
+import CairnNode
+import CairnRaft
+import CairnSQLite
+import Foundation
+import Hummingbird
+import Metrics
+
+/// Splitting shards: `POST /v1/db/:db/shards/:shard/split` by hand, and by size on every shard this
+/// node leads. A split has three steps, each safe to repeat, so whoever finds one half done (this node
+/// after a crash, or another) finishes it:
+///
+/// 1. the catalog reserves the child: its group id and entry, on the parent's replicas, unrouted;
+/// 2. the split entry in the parent's own log (`ShardSplit`): every replica makes the child from its
+///    copy and keeps its own half; from then on both halves refuse commands planned with the old map;
+/// 3. the catalog records the new map: routers refresh and send the upper half's keys to the child.
+///
+/// One split at a time per database: the map version (its shard count) then names each state once.
+extension API {
+    func addSplitRoutes(to router: Router<CairnContext>) {
+        router.post("/v1/db/:db/shards/:shard/split") { request, context in
+            let db = try context.parameters.require("db")
+            let shardText = try context.parameters.require("shard")
+            return await self.respond(request, .admin, database: db) { who in
+                guard let shard = Int(shardText), shard >= 0 else { throw HTTPFailure.badRequest("the shard is a number from 0, not \"\(shardText)\"") }
+                self.audit.record(who, action: "split shard \(shard) of \(db)", database: db)
+                let done = try await self.splitShard(db, shard: shard)
+                return Self.json(200, .object([("database", .string(db)), ("shard", .int(done.shard)), ("child", .int(done.child)),
+                                               ("child_group", .int(done.childGroup)), ("split_slot", .int(done.mid)),
+                                               ("shard_count", .int(done.shardCount)), ("split_index", .int(Int64(bitPattern: done.index)))]))
+            }
+        }
+    }
+
+    struct SplitDone: Sendable {
+        var shard: Int
+        var child: Int
+        var childGroup: GroupID
+        var mid: Int
+        var shardCount: Int
+        var index: LogIndex
+    }
+
+    /// Splits shard `shard` of `db` at the middle of its arc (finishing first a split of the database
+    /// that another attempt left half done).
+    func splitShard(_ db: String, shard: Int) async throws -> SplitDone {
+        var catalog = try await committedCatalog()
+        guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+        if let pending = catalog.pendingSplit(in: db) {
+            let shards = catalog.shards(of: db)
+            guard let parentShard = shards.firstIndex(where: { $0.group == pending.origin.parent }) else {
+                throw HTTPFailure.unavailable("a split of \"\(db)\" is reserved for a group that is no longer its shard; retry")
+            }
+            let finished = try await runSplit(db, shard: parentShard, catalog: catalog)
+            if parentShard == shard { return finished }
+            catalog = try await committedCatalog()
+        }
+        return try await runSplit(db, shard: shard, catalog: catalog)
+    }
+
+    private func runSplit(_ db: String, shard: Int, catalog start: Catalog) async throws -> SplitDone {
+        var catalog = start
+        let shards = catalog.shards(of: db), map = catalog.shardMap(of: db)
+        guard !shards.isEmpty, shards.count == map.count else {
+            throw HTTPFailure.badRequest("\"\(db)\" has no shards (it gets them with its first sharded table)")
+        }
+        guard shard < shards.count else { throw HTTPFailure.notFound("\"\(db)\" has shards 0 to \(shards.count - 1), not \(shard)") }
+        guard let (next, mid) = map.splitting(shard) else {
+            throw HTTPFailure.badRequest("shard \(shard) of \"\(db)\" cannot split: it owns a single slot, or the database has \(ShardMap.maxShards) shards")
+        }
+        let parent = shards[shard], childIndex = map.count, childName = Catalog.shardName(db, childIndex)
+        if catalog.databases[childName] == nil {
+            guard parent.moving.isEmpty else {
+                throw HTTPFailure.unavailable("shard \(shard) of \"\(db)\" is being moved between nodes; split it once the move is done")
+            }
+            do {
+                try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex))
+            } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
+                // Another node reserved it at the same moment: the same child, finished below.
+            }
+            try await awaitCatalog { $0.databases[childName] != nil }
+            catalog = cluster.catalog
+        }
+        guard let child = catalog.databases[childName], catalog.splitOrigins[childName]?.parent == parent.group else {
+            throw HTTPFailure.unavailable("the catalog entry \(childName) is not this split's; retry")
+        }
+        let tables = (catalog.shardedTables[db] ?? [:]).values.filter { !$0.keyColumns.isEmpty && $0.splitPoints == nil }
+            .sorted { $0.name < $1.name }.map { ShardSplit.Table(name: $0.name, keyColumns: $0.keyColumns) }
+        var command = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
+        command.split = ShardSplit(child: child.group, lo: map.arcs[shard].lo, mid: mid, hi: map.arcs[shard].hi,
+                                   mapVersion: next.version, tables: tables)
+        let answer = try await groupRouter.execute(command, group: parent.group).results.first ?? StatementResult(error: "no answer")
+        guard answer.error == nil, case .integer(let at)? = answer.rows.first?.first else {
+            throw HTTPFailure.unavailable("shard \(shard) of \"\(db)\" did not split: \(answer.error ?? "no index"); retry")
+        }
+        let index = LogIndex(bitPattern: at)
+        try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index))
+        try await awaitCatalog { $0.shardMap(of: db).version >= next.version }
+        log("node \(cluster.nodeID): database \"\(db)\": shard \(shard) (group \(parent.group)) split at slot \(mid) (entry \(index)); shard \(childIndex) (group \(child.group)) owns slots \(mid)..<\(map.arcs[shard].hi)")
+        SplitMetrics.splits.increment()
+        return SplitDone(shard: shard, child: childIndex, childGroup: child.group, mid: mid, shardCount: next.count, index: index)
+    }
+
+    /// Runs forever: every shard this node leads whose database outgrew `--shard-split-bytes` is split
+    /// (one split a pass), and a split some node left half done on a shard led here is finished.
+    func splitLargeShards() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(Self.splitPassMillis))
+            guard options.shardSplitBytes > 0 else { continue }
+            let catalog = cluster.catalog
+            for db in catalog.shardCounts.keys.sorted() {
+                let shards = catalog.shards(of: db)
+                var candidate: Int?
+                for (i, shard) in shards.enumerated() where runtime.hosts(shard.group) {
+                    guard let status = try? await runtime.status(group: shard.group), status.role == .leader else { continue }
+                    let pending = catalog.pendingSplit(in: db)?.origin.parent == shard.group
+                    if pending { candidate = i; break }
+                    if let used = await usedBytes(shard.group), used > options.shardSplitBytes {
+                        candidate = i
+                        break
+                    }
+                }
+                guard let candidate else { continue }
+                do {
+                    _ = try await splitShard(db, shard: candidate)
+                } catch {
+                    log("node \(cluster.nodeID): database \"\(db)\": splitting shard \(candidate) failed (tried again later): \(error)")
+                }
+                break
+            }
+        }
+    }
+
+    static let splitPassMillis = 2_000
+
+    /// The bytes a shard's rows and indexes take in its database here (its pages in use: a split's
+    /// deletes leave free pages, which the next rows reuse).
+    private func usedBytes(_ group: GroupID) async -> Int? {
+        let probe = SQLStatement("SELECT (p.page_count - f.freelist_count) * s.page_size FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s")
+        guard let r = try? await runtime.query(group: group, [probe], consistency: .local).results.first, r.error == nil,
+              case .integer(let bytes)? = r.rows.first?.first else { return nil }
+        return Int(bytes)
+    }
+}
+
+enum SplitMetrics {
+    /// Splits this node finished (recorded the new map for).
+    static let splits = Counter(label: "cairn_shard_splits_total")
+}

@@ -1,0 +1,140 @@
+import Foundation
+import NIOConcurrencyHelpers
+import Testing
+
+extension ProcessTests {
+@Suite("Shard splits on real processes", .serialized)
+struct ShardSplitProcessTests {
+    /// Writes rows with distinct keys through every node until stopped, keeping what was acknowledged.
+    final class Writer: @unchecked Sendable {
+        let acked = NIOLockedValueBox<[Int]>([])
+        let failures = NIOLockedValueBox<[String]>([])
+        let stop = NIOLockedValueBox(false)
+        let nodes: [NodeProcess]
+        let db: String
+        let padding: String
+
+        init(_ nodes: [NodeProcess], db: String, rowBytes: Int = 20) {
+            self.nodes = nodes
+            self.db = db
+            padding = String(repeating: "x", count: rowBytes)
+        }
+
+        /// `lanes` writers at once, lane i writing keys i, i + lanes, ...
+        func run(lanes: Int = 4) async {
+            await withTaskGroup(of: Void.self) { tasks in
+                for lane in 0..<lanes { tasks.addTask { await self.run(lane: lane, lanes: lanes) } }
+            }
+        }
+
+        private func run(lane: Int, lanes: Int) async {
+            var key = lane
+            while !stop.withLockedValue({ $0 }) {
+                key += lanes
+                let node = nodes[key % nodes.count]
+                do {
+                    let r = try await node.execute([["INSERT INTO items(k, v) VALUES (?, ?)", key, padding]], db: db)
+                    if r.status == 200 && !r.text.contains("\"error\"") {
+                        acked.withLockedValue { $0.append(key) }
+                    } else {
+                        failures.withLockedValue { $0.append("\(node.name): \(r.status) \(r.text)") }
+                    }
+                } catch {
+                    failures.withLockedValue { $0.append("\(node.name): \(error)") }
+                }
+            }
+        }
+    }
+
+    /// The database's shards as `/v1/db/:db/shards` lists them: each one's slots.
+    static func arcs(_ n: NodeProcess, _ db: String) async throws -> [[Int]] {
+        let r = try await n.get("/v1/db/\(db)/shards")
+        guard r.status == 200 else { throw TestFailure("shards of \(db): \(r.status) \(r.text)") }
+        return (r.json["shards"] as? [Object] ?? []).compactMap { $0["slots"] as? [Int] }
+    }
+
+    static func ints(_ r: HTTPResult) -> [Int] {
+        ((r.json["results"] as? [Object])?.first?["rows"] as? [[Any]] ?? []).compactMap { $0.first as? Int }
+    }
+
+    @Test("shards split under writes, a split's child splitting in turn: every acknowledged row is read back exactly once, by scan and by key, through every node; no client sees an error; the halves cover the ring; a killed and restarted replica serves the same")
+    func splitsUnderWrites() async throws {
+        let c = try await ProcessCluster.founded("splits", count: 3, extraArgs: ["--shard-split-bytes", "0"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "split", "shards": 2]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: "split").status == 200)
+        #expect(try await a.execute(["CREATE TABLE colours (name TEXT PRIMARY KEY) REFERENCE"], db: "split").status == 200)
+        #expect(try await a.execute(["INSERT INTO colours VALUES ('red'), ('green')"], db: "split").status == 200)
+
+        let writer = Writer(c.nodes, db: "split")
+        let writing = Task { await writer.run() }
+        // Reads by key of acknowledged rows, through every node, all along: a router whose map is a
+        // split behind must never answer "no such row" from the half that no longer holds it.
+        let misses = NIOLockedValueBox<[String]>([])
+        let reads = NIOLockedValueBox(0)
+        let reading = Task {
+            var n = 0
+            while !writer.stop.withLockedValue({ $0 }) {
+                n += 1
+                guard let key = writer.acked.withLockedValue({ $0.randomElement() }) else {
+                    try? await Task.sleep(for: .milliseconds(5))
+                    continue
+                }
+                let node = c.nodes[n % c.nodes.count]
+                guard let r = try? await node.query("SELECT k FROM items WHERE k = \(key)", db: "split") else { continue }
+                reads.withLockedValue { $0 += 1 }
+                if Self.ints(r) != [key] { misses.withLockedValue { $0.append("\(node.name) key \(key): \(r.status) \(r.text)") } }
+            }
+        }
+        try await Task.sleep(for: .seconds(1))
+        // Shard 0 splits (its child is shard 2), then the child (its child is shard 3), then shard 1,
+        // each through a different node, while the writes go on.
+        var splitSeconds: [Double] = []
+        for (shard, via) in [(0, c.nodes[1]), (2, c.nodes[2]), (1, a)] {
+            let began = Date()
+            let r = try await via.post("/v1/db/split/shards/\(shard)/split", [String: Any]())
+            #expect(r.status == 200, "split of shard \(shard): \(r.status) \(r.text)")
+            splitSeconds.append(Date().timeIntervalSince(began))
+            try await Task.sleep(for: .milliseconds(700))
+        }
+        writer.stop.withLockedValue { $0 = true }
+        await writing.value
+        await reading.value
+        #expect(misses.withLockedValue { $0 }.isEmpty, "reads by key missed acknowledged rows: \(misses.withLockedValue { $0.prefix(5) })")
+        let acked = writer.acked.withLockedValue { $0 }
+        #expect(writer.failures.withLockedValue { $0 }.isEmpty, "writes failed while shards split: \(writer.failures.withLockedValue { $0.prefix(5) })")
+        #expect(acked.count > 100, "only \(acked.count) writes in the run")
+
+        // Five shards whose arcs cover the ring once.
+        let arcs = try await Self.arcs(a, "split").sorted { $0[0] < $1[0] }
+        #expect(arcs.count == 5, "\(arcs)")
+        #expect(arcs.first?[0] == 0 && arcs.last?[1] == 65536 && zip(arcs, arcs.dropFirst()).allSatisfy { $0[1] == $1[0] }, "\(arcs)")
+
+        // Every acknowledged row once, through every node: by a scan across shards and by key.
+        for n in c.nodes {
+            let scan = Self.ints(try await n.query("SELECT k FROM items ORDER BY k", db: "split"))
+            #expect(Set(acked).isSubset(of: Set(scan)), "\(n.name): \(Set(acked).subtracting(scan).count) acknowledged rows missing")
+            #expect(Set(scan).count == scan.count, "\(n.name): rows on two shards")
+            let count = Self.ints(try await n.query("SELECT count(*) FROM items", db: "split"))
+            #expect(count == [scan.count], "\(n.name): count \(count) for \(scan.count) rows")
+            let colours = Self.ints(try await n.query("SELECT count(*) FROM colours", db: "split"))
+            #expect(colours == [2], "\(n.name): the reference table reads \(colours)")
+        }
+        for key in acked.shuffled().prefix(40) {
+            let one = Self.ints(try await c.nodes[key % 3].query("SELECT k FROM items WHERE k = \(key)", db: "split"))
+            #expect(one == [key], "key \(key) read by key: \(one)")
+        }
+        // A replica killed and restarted comes back with every half, and reads through it agree.
+        let victim = c.nodes[2]
+        await victim.kill9()
+        try victim.start()
+        try await c.waitReady([victim])
+        let after = Self.ints(try await victim.query("SELECT count(*) FROM items", db: "split"))
+        #expect(after.first.map { $0 >= acked.count } == true, "after the restart: \(after)")
+        let more = try await victim.execute([["INSERT INTO items(k, v) VALUES (?, 'late')", 1_000_000]], db: "split")
+        #expect(more.status == 200 && !more.text.contains("\"error\""), "\(more.text)")
+        print("splits: 3 splits under writes took \(splitSeconds.map { String(format: "%.2f", $0) }) s; \(acked.count) writes acknowledged, 0 failed; \(reads.withLockedValue { $0 }) reads by key, 0 missed")
+    }
+}
+}
