@@ -171,7 +171,7 @@ struct ServerCommand: AsyncParsableCommand {
         if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
         if snapshotMibPerSecond < 1 || snapshotMibPerSecond > 100_000 { throw ValidationError("--snapshot-mib-per-second must be from 1 to 100000") }
-        if shardSplitBytes < 0 { throw ValidationError("--shard-split-bytes must be 0 (never) or a size in bytes") }
+        if shardSplitBytes != 0 && shardSplitBytes < 65_536 { throw ValidationError("--shard-split-bytes must be 0 (never by size) or at least 65536") }
         if suspectAfter.nanos == 0 || deadAfter.nanos < suspectAfter.nanos {
             throw ValidationError("--suspect-after must be positive and --dead-after at least as long")
         }

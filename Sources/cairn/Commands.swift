@@ -379,9 +379,15 @@ struct ShardsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "shards", abstract: "A database's shards: slots, group, replicas, leader, rows, bytes.")
     @OptionGroup var connection: ConnectionOptions
     @Argument var database: String
+    @Option(help: "Split this shard in two first (it keeps the lower half of its slots; a new shard takes the upper half).")
+    var split: Int?
 
     func run() async throws {
         try await withClient(connection) { client in
+            if let split {
+                let done = try await client.call(.POST, "/v1/db/\(database)/shards/\(split)/split", .object([]))
+                print("Shard \(split) split at slot \(Output.cell(done["split_slot"] ?? .null)): shard \(Output.cell(done["child"] ?? .null)) (group \(Output.cell(done["child_group"] ?? .null))) has the upper half.")
+            }
             let r = try await client.call(.GET, "/v1/db/\(database)/shards")
             guard case .array(let shards)? = r["shards"] else { return }
             let tables: [JSON] = if case .array(let t)? = r["tables"] { t } else { [] }
