@@ -136,5 +136,49 @@ struct ShardSplitProcessTests {
         #expect(more.status == 200 && !more.text.contains("\"error\""), "\(more.text)")
         print("splits: 3 splits under writes took \(splitSeconds.map { String(format: "%.2f", $0) }) s; \(acked.count) writes acknowledged, 0 failed; \(reads.withLockedValue { $0 }) reads by key, 0 missed")
     }
+
+    @Test("a shard whose database passes --shard-split-bytes splits by itself, again until every shard is under it, and then stops; rows written meanwhile are all there, and the CLI shows the new shards")
+    func splitsBySize() async throws {
+        let limit = 96 * 1024
+        let c = try await ProcessCluster.founded("bysize", count: 3, extraArgs: ["--shard-split-bytes", "\(limit)"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "grow", "shards": 2]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: "grow").status == 200)
+        // About 400 KiB of rows in all: each shard holds some 200 KiB at first.
+        let writer = Writer(c.nodes, db: "grow", rowBytes: 1000)
+        let writing = Task { await writer.run() }
+        while writer.acked.withLockedValue({ $0.count }) < 400 { try await Task.sleep(for: .milliseconds(100)) }
+        writer.stop.withLockedValue { $0 = true }
+        await writing.value
+        #expect(writer.failures.withLockedValue { $0 }.isEmpty, "\(writer.failures.withLockedValue { $0.prefix(5) })")
+
+        // Splits continue until every shard's pages in use are under the limit; then the count holds.
+        let began = Date()
+        var counts: [Int] = []
+        var shards: [Object] = []
+        while Date().timeIntervalSince(began) < 90 {
+            let r = try await a.get("/v1/db/grow/shards")
+            shards = r.json["shards"] as? [Object] ?? []
+            counts.append(shards.count)
+            if shards.count >= 4, shards.allSatisfy({ ($0["bytes"] as? Int ?? .max) <= limit }), counts.suffix(4).allSatisfy({ $0 == shards.count }) { break }
+            try await Task.sleep(for: .seconds(2))
+        }
+        let splitLog = c.nodes.flatMap { $0.log.components(separatedBy: "\n").filter { $0.contains("split") } }.suffix(30).joined(separator: "\n")
+        #expect(shards.count >= 4 && shards.allSatisfy { ($0["bytes"] as? Int ?? .max) <= limit },
+                "after \(Int(Date().timeIntervalSince(began))) s: \(shards.map { "\($0["shard"] ?? "?"): \($0["bytes"] ?? "?") bytes" })\n\(splitLog)")
+        try await Task.sleep(for: .seconds(5))
+        let settled = (try await a.get("/v1/db/grow/shards")).json["shards"] as? [Object] ?? []
+        #expect(settled.count == shards.count, "still splitting: \(shards.count) then \(settled.count) shards")
+        let acked = writer.acked.withLockedValue { $0 }
+        let scan = Self.ints(try await c.nodes[1].query("SELECT k FROM items", db: "grow"))
+        #expect(Set(acked).isSubset(of: Set(scan)) && Set(scan).count == scan.count, "\(Set(acked).subtracting(scan).count) missing")
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let (code, table) = try await runCairn(["shards", "grow", "--host", a.url], environment: environment)
+        #expect(code == 0 && table.contains("\(settled.count - 1) "), "\(table)")
+        print("splits: by size, 2 shards became \(settled.count) in \(Int(Date().timeIntervalSince(began))) s (limit \(limit) bytes)")
+    }
 }
 }

@@ -35,7 +35,8 @@ extension API {
         let tables = declared.filter { !$0.isReference }.map(\.name).sorted()
         let references = declared.filter(\.isReference).map(\.name).sorted()
         let count = tables.isEmpty ? "0" : tables.map { "(SELECT count(*) FROM \(SQLLexer.quote($0)))" }.joined(separator: " + ")
-        let probe = SQLStatement("SELECT \(count), (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size())")
+        // Pages in use: the free pages a split's deletes leave are not the shard's data (the size splits go by).
+        let probe = SQLStatement("SELECT \(count), ((SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())) * (SELECT page_size FROM pragma_page_size())")
         var items: [JSON] = []
         var digests: Set<String> = []
         for (i, shard) in shards.enumerated() {
