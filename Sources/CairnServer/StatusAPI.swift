@@ -63,7 +63,14 @@ extension API {
         let catalog = cluster.catalog
         let hosted = try await runtime.groupIDs()
         var leaders: [GroupID: NodeID] = [:]
-        for g in hosted { leaders[g] = try await runtime.status(group: g).leader }
+        var led: [GroupID: NodeRuntime.GroupStatus] = [:]
+        for g in hosted {
+            let status = try await runtime.status(group: g)
+            leaders[g] = status.leader
+            if status.role == .leader { led[g] = status }
+        }
+        // Other nodes' counts as their liveness pings last told them (this node's own, now).
+        let leaderCounts = try await runtime.leaderCounts()
         let states = try await cluster.nodeStates(in: catalog, readReplicas: true)
         var held: [NodeID: Int] = [:]
         for db in catalog.databases.values { for r in db.replicas { held[r, default: 0] += 1 } }
@@ -73,7 +80,8 @@ extension API {
             let state = n.removed ? "removed" : (states[n.id]?.rawValue ?? "live")
             return .object([("id", .int(n.id)), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
                             ("voter", .bool(n.voter)), ("removed", .bool(n.removed)), ("state", .string(state)),
-                            ("replicas", .int(n.voter ? held[n.id] ?? 0 : catalog.databases.count))])
+                            ("replicas", .int(n.voter ? held[n.id] ?? 0 : catalog.databases.count)),
+                            ("leaders", n.removed ? .int(0) : leaderCounts[n.id].map { .int($0) } ?? .null)])
         }
         var moves: [JSON] = []
         for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) {
@@ -81,6 +89,10 @@ extension API {
                 var fields: [(String, JSON)] = [("group", .int(db.group)), ("database", .string(Catalog.shardOf(db.name)?.database ?? db.name)),
                                                 ("node", .int(node)), ("state", .string(state.rawValue))]
                 if let (_, shard) = Catalog.shardOf(db.name) { fields.insert(("shard", .int(shard)), at: 2) }
+                // How far a joining copy has caught up, where this node leads the group and can see it.
+                if state == .joining, let status = led[db.group] {
+                    fields.append(("progress", .object([("match_index", .int(status.matchIndex[node] ?? 0)), ("last_index", .int(status.lastIndex))])))
+                }
                 moves.append(.object(fields))
             }
         }
@@ -95,7 +107,17 @@ extension API {
             }
             dbs.append(.object(fields))
         }
-        return .object([("node", .int(cluster.nodeID)), ("nodes", .array(nodes)), ("groups", .array(dbs)), ("moves", .array(moves))])
+        // Splits reserved in the catalog and not yet recorded as done (each finishes in a moment, or is
+        // finished by the next attempt: see `ShardSplits.swift`).
+        var splits: [JSON] = []
+        for (child, origin) in catalog.splitOrigins.sorted(by: { $0.key < $1.key }) where origin.index == 0 {
+            guard let (database, index) = Catalog.shardOf(child), let entry = catalog.databases[child],
+                  let parent = catalog.shards(of: database).firstIndex(where: { $0.group == origin.parent }) else { continue }
+            splits.append(.object([("database", .string(database)), ("shard", .int(parent)), ("group", .int(origin.parent)),
+                                   ("child", .int(index)), ("child_group", .int(entry.group)), ("state", .string("reserved"))]))
+        }
+        return .object([("node", .int(cluster.nodeID)), ("nodes", .array(nodes)), ("groups", .array(dbs)), ("moves", .array(moves)),
+                        ("splits", .array(splits))])
     }
 
     func ready() async throws -> Response {

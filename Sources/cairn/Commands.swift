@@ -98,12 +98,19 @@ struct ClusterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Nodes, and where each database lives and who leads it.")
         @OptionGroup var connection: ConnectionOptions
 
+        /// "entry 120 of 130": how far a joining copy has caught up (blank where unknown).
+        static func progress(_ p: JSON?) -> String {
+            guard let p, case .number(let match)? = p["match_index"], case .number(let last)? = p["last_index"] else { return "" }
+            return "entry \(match) of \(last)"
+        }
+
         func run() async throws {
             try await withClient(connection) { client in
                 let c = try await client.call(.GET, "/v1/cluster")
                 guard case .array(let nodes)? = c["nodes"], case .array(let groups)? = c["groups"] else { return }
-                print(Output.table(columns: ["node", "http", "raft", "voter", "state", "replicas"], rows: nodes.map { n in
-                    [n["id"] ?? .null, n["http_addr"] ?? .null, n["raft_addr"] ?? .null, n["voter"] ?? .null, n["state"] ?? .null, n["replicas"] ?? .null]
+                print(Output.table(columns: ["node", "http", "raft", "voter", "state", "replicas", "leaders"], rows: nodes.map { n in
+                    [n["id"] ?? .null, n["http_addr"] ?? .null, n["raft_addr"] ?? .null, n["voter"] ?? .null, n["state"] ?? .null, n["replicas"] ?? .null,
+                     n["leaders"] ?? .null]
                 }))
                 print(Output.table(columns: ["database", "shard", "group", "leader", "replicas"], rows: groups.map { g in
                     [g["name"] ?? .null, g["shard"] ?? .string(""), g["group"] ?? .null, g["leader"] ?? .null,
@@ -111,8 +118,16 @@ struct ClusterCommand: AsyncParsableCommand {
                 }), terminator: "")
                 if case .array(let moves)? = c["moves"], !moves.isEmpty {
                     print("moves in progress:")
-                    print(Output.table(columns: ["database", "shard", "group", "node", "state"], rows: moves.map { m in
-                        [m["database"] ?? .null, m["shard"] ?? .string(""), m["group"] ?? .null, m["node"] ?? .null, m["state"] ?? .null]
+                    let rows: [[JSON]] = moves.map { m in
+                        [m["database"] ?? .null, m["shard"] ?? .string(""), m["group"] ?? .null, m["node"] ?? .null, m["state"] ?? .null,
+                         .string(Self.progress(m["progress"]))]
+                    }
+                    print(Output.table(columns: ["database", "shard", "group", "node", "state", "caught up"], rows: rows), terminator: "")
+                }
+                if case .array(let splits)? = c["splits"], !splits.isEmpty {
+                    print("splits in progress:")
+                    print(Output.table(columns: ["database", "shard", "group", "new shard", "new group", "state"], rows: splits.map { s in
+                        [s["database"] ?? .null, s["shard"] ?? .null, s["group"] ?? .null, s["child"] ?? .null, s["child_group"] ?? .null, s["state"] ?? .null]
                     }), terminator: "")
                 }
             }
