@@ -122,6 +122,8 @@ public struct Catalog: Sendable {
     /// Shard groups a split makes, by their entry's name: from which group, and once the split entry
     /// applied, at which index (`split_origin:<name>`).
     public var splitOrigins: [String: SplitOrigin] = [:]
+    /// Runtime settings an operator set (`setting:<name>`; see `ClusterSettings`).
+    public var settingOverrides: [String: Int64] = [:]
     /// Each database's sharded tables, by lowercased name.
     public var shardedTables: [String: [String: CatalogShardedTable]] = [:]
     /// Nodes the metadata leader declared dead, or an operator is draining (others are live, or
@@ -462,7 +464,7 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
             SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
             SQLStatement("SELECT value FROM settings WHERE key = 'replication_factor'"),
-            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\'"),
+            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
@@ -519,7 +521,12 @@ public struct Catalog: Sendable {
         }
         if case .integer(let rf)? = results[11].rows.first?.first, (1...100).contains(rf) { catalog.replicationFactor = Int(rf) }
         for row in results[12].rows {
-            guard row.count == 2, case .text(let key) = row[0], case .text(let value) = row[1] else { continue }
+            guard row.count == 2, case .text(let key) = row[0] else { continue }
+            if key.hasPrefix("setting:"), case .integer(let v) = row[1] {
+                catalog.settingOverrides[String(key.dropFirst("setting:".count))] = v
+                continue
+            }
+            guard case .text(let value) = row[1] else { continue }
             if key.hasPrefix("shard_map:"), let map = ShardMap(encoded: value) {
                 catalog.shardMaps[String(key.dropFirst("shard_map:".count))] = map
             } else if key.hasPrefix("split_origin:"), let origin = SplitOrigin(encoded: value) {

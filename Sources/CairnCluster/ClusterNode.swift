@@ -92,6 +92,10 @@ public struct ClusterConfig: Sendable {
     public var controllerIntervalMillis: Int64 = 200
     /// When a silent node is suspect (no new replicas), and dead (its replicas rebuilt elsewhere).
     public var liveness = LivenessSettings.default
+    /// The flags behind two runtime settings (`ClusterSettings`): the snapshot stream's pace, and
+    /// the size at which shards split.
+    public var snapshotBytesPerSecond = 32 << 20
+    public var shardSplitBytes = 512 << 20
     /// Replicas joining one node at a time, and moving away from one at a time.
     public var snapshotsInPerNode = 1
     public var snapshotsOutPerNode = 1

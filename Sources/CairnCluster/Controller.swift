@@ -36,6 +36,7 @@ extension ClusterNode {
         let (catalog, index) = try await Catalog.load(from: runtime)
         adopt(catalog, at: index)
         PlacementMetrics.record(catalog, replicationFactor: config.replicationFactor)
+        runtime.setSnapshotBytesPerSecond(catalog.settings(defaults: settingDefaults).snapshotMiBPerSecond << 20)
         for n in catalog.nodes.values where n.id != nodeID {
             if n.removed { runtime.transport.exclude(n.id) } else { runtime.transport.setPeer(n.id, address: n.raftAddress) }
         }
@@ -231,7 +232,7 @@ extension ClusterNode {
         for n in readReplicas ? catalog.activeNodes : catalog.activeVoters {
             let recorded = catalog.nodeStates[n.id] ?? .live
             var s = Liveness.state(silentNanos: n.id == nodeID ? 0 : silence[n.id], observedNanos: now &- since, recorded: recorded,
-                                   settings: config.liveness)
+                                   settings: catalog.settings(defaults: settingDefaults).liveness)
             if s == .dead && recorded != .dead && !declaring { s = .suspect }
             if s == .live, let metaVoters, !metaVoters.contains(n.id) { s = .suspect }
             out[n.id] = s

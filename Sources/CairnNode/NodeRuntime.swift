@@ -47,6 +47,9 @@ public final class NodeRuntime: Sendable {
     let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
     /// The latest pass that turns split children's files into groups; each pass waits for the one before.
     let splitAdoption = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// The pace of each snapshot stream (`RuntimeConfig.snapshotBytesPerSecond` until the cluster's
+    /// setting says otherwise).
+    let snapshotPace: NIOLockedValueBox<Int>
     var snapshotDirectory: String { config.dataDirectory + "/snapshots" }
 
     struct Group {
@@ -135,6 +138,7 @@ public final class NodeRuntime: Sendable {
         readPool.start()
         raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store), eventLoop: raftLoop)
         applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
+        snapshotPace = NIOLockedValueBox(config.snapshotBytesPerSecond)
         let raftLoop = self.raftLoop
         let inbox = NIOLockedValueBox<NodeRuntime?>(nil)
         var transportConfig = TransportConfig(nodeID: config.nodeID, listen: config.raftAddress)

@@ -34,7 +34,9 @@ extension NodeRuntime {
                 let began = ContinuousClock.now
                 repeat {
                     // Paced: chunk n leaves no earlier than n chunks' worth of the stream's rate.
-                    let due = began + .nanoseconds(Int64(Double(offset) / Double(config.snapshotBytesPerSecond) * 1e9))
+                    // Read each chunk: an operator may change the pace while a large snapshot streams.
+                    let pace = Double(snapshotPace.withLockedValue { $0 })
+                    let due = began + .nanoseconds(Int64(Double(offset) / pace * 1e9))
                     if due > ContinuousClock.now { try await Task.sleep(until: due, clock: .continuous) }
                     var waitedMillis = 0
                     while let backlog = await transport.backlogBytes(to: peer), backlog > 4 * chunkBytes {
@@ -107,5 +109,12 @@ extension NodeRuntime {
                 self.log("node \(self.config.nodeID) group \(group): receiving a snapshot failed: \(error)")
             }
         }
+    }
+}
+
+extension NodeRuntime {
+    /// Sets the pace of snapshot streams (the cluster's `snapshot_mib_per_second`), at least one chunk a second.
+    public func setSnapshotBytesPerSecond(_ bytes: Int) {
+        snapshotPace.withLockedValue { $0 = max(bytes, config.snapshotChunkBytes) }
     }
 }

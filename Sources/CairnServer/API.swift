@@ -223,6 +223,7 @@ final class API: Sendable {
         }
         addShardRoutes(to: router)
         addSplitRoutes(to: router)
+        addSettingsRoutes(to: router)
         addAuthRoutes(to: router)
         addConsole(to: router)
         addRqliteRoutes(to: router)

@@ -125,6 +125,8 @@ public enum Server {
         clusterConfig.voter = options.voter
         clusterConfig.replicationFactor = options.replicationFactor
         clusterConfig.liveness = options.liveness
+        clusterConfig.snapshotBytesPerSecond = options.snapshotBytesPerSecond
+        clusterConfig.shardSplitBytes = options.shardSplitBytes
         clusterConfig.join = options.join
         clusterConfig.bootstrapExpect = options.bootstrapExpect
         clusterConfig.adminPassword = options.adminPassword

@@ -73,7 +73,28 @@ struct SQLCommand: AsyncParsableCommand {
 }
 
 struct ClusterCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "The cluster.", subcommands: [Status.self, JoinToken.self])
+    static let configuration = CommandConfiguration(commandName: "cluster", abstract: "The cluster.", subcommands: [Status.self, JoinToken.self, Settings.self])
+
+    struct Settings: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the cluster's runtime settings, or change some: cairn cluster settings dead_after_ms=600000 shard_split_bytes=0")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: "NAME=VALUE pairs to change (none: show them).") var changes: [String] = []
+
+        func run() async throws {
+            var body: [(String, JSON)] = []
+            for change in changes {
+                let parts = change.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, let value = Int64(parts[1]) else { throw ValidationError("expected NAME=VALUE with a whole number, not \"\(change)\"") }
+                body.append((parts[0], .number(String(value))))
+            }
+            try await withClient(connection) { client in
+                let r = body.isEmpty ? try await client.call(.GET, "/v1/cluster/settings") : try await client.call(.PUT, "/v1/cluster/settings", .object(body))
+                guard case .object(let members) = r else { return }
+                print(Output.table(columns: ["setting", "value"], rows: members.map { [.string($0.0), $0.1] }), terminator: "")
+            }
+        }
+    }
 
     struct JoinToken: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -158,5 +158,37 @@ struct ElasticClusterTests {
         let lost = acked.filter { !stored.contains($0) }
         #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost: \(lost.prefix(10))")
     }
+
+    @Test("runtime settings: shown as the flags set them, changed through one node and used by every node at once (a killed node is declared dead by the new dead_after_ms), bad values refused with the reason, changed through the CLI")
+    func runtimeSettings() async throws {
+        let c = try await ProcessCluster.founded("settings", count: 3, extraArgs: ["--dead-after", "5m", "--shard-split-bytes", "0"])
+        defer { c.destroy() }
+        let a = c.nodes[0], b = c.nodes[1]
+        let shown = try await a.get("/v1/cluster/settings")
+        #expect(shown.status == 200 && shown.json["dead_after_ms"] as? Int == 300_000 && shown.json["shard_split_bytes"] as? Int == 0, "\(shown.text)")
+        for (bad, reason) in [(["dead_after_ms": 50], "at least suspect_after_ms"), (["nope": 1], "no setting named"),
+                              (["replication_factor": 0], "replication_factor"), (["shard_split_bytes": 10], "65536")] {
+            let r = try await TestHTTP.request(.PUT, a.url + "/v1/cluster/settings", bad)
+            #expect(r.status == 400 && r.text.contains(reason), "\(bad): \(r.status) \(r.text)")
+        }
+        let changed = try await TestHTTP.request(.PUT, a.url + "/v1/cluster/settings", ["suspect_after_ms": 1000, "dead_after_ms": 3000])
+        #expect(changed.status == 200 && changed.json["dead_after_ms"] as? Int == 3000, "\(changed.text)")
+        let elsewhere = try await b.get("/v1/cluster/settings")
+        #expect(elsewhere.json["suspect_after_ms"] as? Int == 1000 && elsewhere.json["dead_after_ms"] as? Int == 3000, "\(elsewhere.text)")
+
+        // Silent past the new dead_after_ms (not the 5 minutes its flag said): declared dead.
+        let victim = c.nodes[2]
+        await victim.kill9()
+        let seconds = try await Self.wait("the killed node declared dead", on: a, seconds: 30) { $0.states[victim.id] == "dead" }
+        #expect(seconds < 20, "declared dead after \(seconds) s")
+
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let (code, table) = try await runCairn(["cluster", "settings", "shard_split_bytes=1048576", "--host", b.url], environment: environment)
+        #expect(code == 0 && table.contains("shard_split_bytes") && table.contains("1048576"), "\(table)")
+        #expect(try await a.get("/v1/cluster/settings").json["shard_split_bytes"] as? Int == 1_048_576)
+        print("settings: a node killed after dead_after_ms was lowered to 3 s at runtime was declared dead in \(String(format: "%.1f", seconds)) s")
+    }
 }
 }

@@ -102,12 +102,14 @@ extension API {
         return SplitDone(shard: shard, child: childIndex, childGroup: child.group, mid: mid, shardCount: next.count, index: index)
     }
 
-    /// Runs forever: every shard this node leads whose database outgrew `--shard-split-bytes` is split
+    /// Runs forever: every shard this node leads whose database outgrew `shard_split_bytes` (the
+    /// runtime setting; `--shard-split-bytes` until one is set) is split
     /// (one split a pass), and a split some node left half done on a shard led here is finished.
     func splitLargeShards() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(Self.splitPassMillis))
-            guard options.shardSplitBytes > 0 else { continue }
+            let splitBytes = cluster.settings.shardSplitBytes
+            guard splitBytes > 0 else { continue }
             let catalog = cluster.catalog
             for db in catalog.shardCounts.keys.sorted() {
                 let shards = catalog.shards(of: db)
@@ -116,7 +118,7 @@ extension API {
                     guard let status = try? await runtime.status(group: shard.group), status.role == .leader else { continue }
                     let pending = catalog.pendingSplit(in: db)?.origin.parent == shard.group
                     if pending { candidate = i; break }
-                    if let used = await usedBytes(shard.group), used > options.shardSplitBytes {
+                    if let used = await usedBytes(shard.group), used > splitBytes {
                         candidate = i
                         break
                     }
