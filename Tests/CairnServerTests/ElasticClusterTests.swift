@@ -190,5 +190,103 @@ struct ElasticClusterTests {
         #expect(try await a.get("/v1/cluster/settings").json["shard_split_bytes"] as? Int == 1_048_576)
         print("settings: a node killed after dead_after_ms was lowered to 3 s at runtime was declared dead in \(String(format: "%.1f", seconds)) s")
     }
+
+    /// Writes with distinct keys through every running node, several lanes at once, timing each.
+    final class TimedWriter: @unchecked Sendable {
+        let acked = NIOLockedValueBox<[Int]>([])
+        let failures = NIOLockedValueBox<[String]>([])
+        /// (when it finished, seconds since the start; how long it took, seconds)
+        let latencies = NIOLockedValueBox<[(at: Double, seconds: Double)]>([])
+        let stop = NIOLockedValueBox(false)
+        let targets: NIOLockedValueBox<[NodeProcess]>
+        let began = Date()
+
+        init(_ nodes: [NodeProcess]) { targets = NIOLockedValueBox(nodes) }
+
+        func run(lanes: Int) async {
+            await withTaskGroup(of: Void.self) { tasks in
+                for lane in 0..<lanes {
+                    tasks.addTask {
+                        var key = lane
+                        while !self.stop.withLockedValue({ $0 }) {
+                            key += lanes
+                            let nodes = self.targets.withLockedValue { $0 }
+                            let node = nodes[key % nodes.count]
+                            let start = Date()
+                            do {
+                                let r = try await node.execute([["INSERT INTO items(k, v) VALUES (?, ?)", key, String(repeating: "v", count: 200)]], db: "grow")
+                                if r.status == 200 && !r.text.contains("\"error\"") {
+                                    self.acked.withLockedValue { $0.append(key) }
+                                    let done = Date()
+                                    self.latencies.withLockedValue { $0.append((done.timeIntervalSince(self.began), done.timeIntervalSince(start))) }
+                                } else {
+                                    self.failures.withLockedValue { $0.append("\(node.name): \(r.status) \(r.text)") }
+                                }
+                            } catch {
+                                self.failures.withLockedValue { $0.append("\(node.name): \(error)") }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        func p99(from: Double, to: Double) -> Double {
+            let xs = latencies.withLockedValue { $0 }.filter { $0.at >= from && $0.at < to }.map(\.seconds).sorted()
+            return xs.isEmpty ? 0 : xs[min(xs.count - 1, Int(Double(xs.count) * 0.99))]
+        }
+
+        var now: Double { Date().timeIntervalSince(began) }
+    }
+
+    /// By hand (CAIRN_GROWTH_TEST=1; about 3 minutes): the issue's growth run, with its numbers printed.
+    @Test("a 16-shard database under writes grows from 3 to 6 nodes one at a time: each join balanced to within one replica in a bound set by the data and the stream limit; moves within one of the ideal; p99 write latency during the moves at most twice before; no client errors; no acknowledged write lost",
+          .enabled(if: ProcessInfo.processInfo.environment["CAIRN_GROWTH_TEST"] != nil))
+    func growThreeToSix() async throws {
+        let c = try await ProcessCluster.founded("grow6", count: 3, extraArgs: ["--shard-split-bytes", "0"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "grow", "shards": 16]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: "grow").status == 200)
+        try await Self.wait("a balanced start", on: a, seconds: 60) { $0.balanced }
+        let writer = TimedWriter(c.nodes)
+        let writing = Task { await writer.run(lanes: 4) }
+        try await Task.sleep(for: .seconds(15))
+        let baselineEnd = writer.now
+        let before = writer.p99(from: 3, to: baselineEnd)
+        var joins: [(nodes: Int, seconds: Double, moves: Int)] = []
+        var movedTotal = 0
+        for _ in 0..<3 {
+            let replicasBefore = try await Self.placement(a).replicas.values.reduce(0, +)
+            let movesBefore = c.nodes.map { $0.log.components(separatedBy: "placement: move").count - 1 }.reduce(0, +)
+            let joined = try await c.join()
+            writer.targets.withLockedValue { $0 = c.nodes }
+            // Bound: the data is small (well under a MiB a shard), so each move is a snapshot of under a
+            // second at the 32 MiB/s stream limit plus catching up and the membership changes: about
+            // 2 s a move, one snapshot into the new node at a time.
+            let n = c.nodes.count
+            let ideal = Int((Double(replicasBefore) / Double(n)).rounded(.up))
+            let seconds = try await Self.wait("balance with \(n) nodes", on: a, seconds: Double(ideal) * 2 + 30) { $0.balanced && ($0.replicas[joined.id] ?? 0) > 0 }
+            let moves = c.nodes.map { $0.log.components(separatedBy: "placement: move").count - 1 }.reduce(0, +) - movesBefore
+            #expect(moves <= ideal + 1, "\(moves) moves onto node \(n) (ideal \(ideal))")
+            movedTotal += moves
+            joins.append((n, seconds, moves))
+        }
+        let movesEnd = writer.now
+        try await Task.sleep(for: .seconds(5))
+        writer.stop.withLockedValue { $0 = true }
+        await writing.value
+        let during = writer.p99(from: baselineEnd, to: movesEnd)
+        #expect(writer.failures.withLockedValue { $0 }.isEmpty, "\(writer.failures.withLockedValue { $0.prefix(5) })")
+        #expect(during <= 2 * before, "p99 \(during * 1000) ms during the moves against \(before * 1000) ms before")
+        let acked = writer.acked.withLockedValue { $0 }
+        let r = try await a.query("SELECT k FROM items", db: "grow")
+        let stored = Set(((r.json["results"] as? [Object])?.first?["rows"] as? [[Any]] ?? []).compactMap { $0.first as? Int })
+        #expect(acked.allSatisfy { stored.contains($0) }, "\(acked.filter { !stored.contains($0) }.count) acknowledged writes lost")
+        let final = try await Self.placement(a)
+        print("growth: \(joins.map { "\($0.nodes) nodes balanced in \(String(format: "%.1f", $0.seconds)) s with \($0.moves) moves" }.joined(separator: "; ")); "
+              + "\(movedTotal) moves in all; replicas \(final.replicas.sorted { $0.key < $1.key }.map(\.value)); p99 \(String(format: "%.1f", before * 1000)) ms before, "
+              + "\(String(format: "%.1f", during * 1000)) ms during; \(acked.count) writes, \(writer.failures.withLockedValue { $0.count }) failed, 0 lost")
+    }
 }
 }
