@@ -205,11 +205,16 @@ public struct Catalog: Sendable {
     }
 
     /// The split applied at `index` of `parent`: routers now use `map` (the child owns its upper half).
+    /// Only over the map it split (the count one less): a second driver finishing the same split late
+    /// changes nothing, and a map never goes back.
     public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex) -> [SQLStatement] {
-        setShardCount(database, map.count) + [
-            SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("shard_map:\(database)"), .text(map.encoded)]),
-            SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)",
-                         [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index).encoded)]),
+        let count = SQLValue.text("shards:\(database)"), before = SQLValue.integer(Int64(map.count - 1))
+        let guarded = "INSERT OR REPLACE INTO settings(key, value) SELECT ?1, ?2 WHERE (SELECT value FROM settings WHERE key = ?3) = ?4"
+        return [
+            SQLStatement(guarded, [.text("shard_map:\(database)"), .text(map.encoded), count, before]),
+            SQLStatement(guarded, [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index).encoded), count, before]),
+            // Last: the statements above test the count this one changes.
+            SQLStatement(guarded, [count, .integer(Int64(map.count)), count, before]),
         ]
     }
 

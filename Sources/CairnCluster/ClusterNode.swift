@@ -446,6 +446,7 @@ public final class ClusterNode: Sendable {
             guard self.catalog.databases[db.name]?.group == db.group else { continue }
             // A split's child is made here by the split entry itself while this node holds the parent
             // and has not applied past it; created empty before then, it would wait for a snapshot.
+            if runtime.isMakingSplitChild(db.group) { continue }
             if let origin = catalog.splitOrigins[db.name], runtime.hosts(origin.parent),
                origin.index == 0 || (runtime.appliedIndex(of: origin.parent) ?? 0) < origin.index { continue }
             let founders = db.founders.contains(nodeID) ? db.founders : []

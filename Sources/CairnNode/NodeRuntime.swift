@@ -47,6 +47,9 @@ public final class NodeRuntime: Sendable {
     let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
     /// The latest pass that turns split children's files into groups; each pass waits for the one before.
     let splitAdoption = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    /// Split children this node's split entries made and it has not opened yet: nothing else may create
+    /// them (empty, they would wait for a snapshot their own file holds).
+    let adoptingSplitChildren = NIOLockedValueBox<Set<GroupID>>([])
     /// The pace of each snapshot stream (`RuntimeConfig.snapshotBytesPerSecond` until the cluster's
     /// setting says otherwise).
     let snapshotPace: NIOLockedValueBox<Int>
@@ -163,9 +166,10 @@ public final class NodeRuntime: Sendable {
         for (id, address) in peers where id != config.nodeID { transport.setPeer(id, address: address) }
         _ = try await transport.start()
         let groupIDs = try await raftLoop.submit { self.raftState.value.store.groupIDs }.get()
-        for g in groupIDs { try await openGroup(g) }
-        // Children whose split applied here before a crash stopped this node turning them into groups.
+        // First, children whose split applied here before a crash stopped this node turning them into
+        // groups (a child in the log whose snapshot file is still `split-*` cannot open before).
         await adoptSplitChildren().value
+        for g in groupIDs where !hosts(g) { try await openGroup(g) }
         sweepTimeouts()
         scheduleConsistencyChecks()
         let tick = TimeAmount.milliseconds(config.tickMillis)

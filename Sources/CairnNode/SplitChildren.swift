@@ -18,6 +18,7 @@ extension NodeRuntime {
             return
         }
         let kept = splitChildPath(split.child)
+        adoptingSplitChildren.withLockedValue { _ = $0.insert(split.child) }
         guard rename(file, kept) == 0 else { throw RuntimeError.raft("cannot keep the split child's file at \(kept)") }
         try SQLStateMachine.syncDirectory(snapshotDirectory)
         log("node \(config.nodeID): shard split: group \(split.child) takes slots \(split.mid)..<\(split.hi)")
@@ -43,6 +44,8 @@ extension NodeRuntime {
         for name in names.sorted() where name.hasPrefix("split-") && name.hasSuffix(".sqlite") {
             guard let child = GroupID(name.dropFirst("split-".count).dropLast(".sqlite".count)) else { continue }
             let file = snapshotDirectory + "/" + name
+            adoptingSplitChildren.withLockedValue { _ = $0.insert(child) }
+            defer { adoptingSplitChildren.withLockedValue { _ = $0.remove(child) } }
             do {
                 let meta = try SQLStateMachine.readMeta(ofFile: file)
                 guard meta.index == ShardSplit.childSnapshotIndex, let conf = meta.conf else {
@@ -67,6 +70,11 @@ extension NodeRuntime {
                 log("node \(config.nodeID): cannot create the split child group \(child) from \(file): \(error)")
             }
         }
+    }
+
+    /// Whether this node's own split entry is making `group` here (it must not be created otherwise).
+    public func isMakingSplitChild(_ group: GroupID) -> Bool {
+        adoptingSplitChildren.withLockedValue { $0.contains(group) }
     }
 
     /// The entry `group`'s database has applied here, if this node hosts it.

@@ -203,7 +203,9 @@ extension API {
         // Its shards go the same way, each ended in its own log first; a database made later under
         // the same name starts with no shards.
         let shards = cluster.catalog.databases.values.filter { Catalog.shardOf($0.name)?.database == name }
-        for shard in shards {
+        // A split's child reserved and not recorded may exist nowhere yet (it has no leader to end it):
+        // the catalog forgets it, and any copy a half-done split made is retired with the database.
+        for shard in shards where cluster.catalog.splitOrigins[shard.name]?.index != 0 {
             do {
                 _ = try await groupRouter.execute(SQLCommand.dropDatabase(), group: shard.group)
             } catch RuntimeError.databaseDropped {

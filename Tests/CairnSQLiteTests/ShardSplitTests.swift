@@ -173,8 +173,10 @@ import Testing
             if !start.arcs[1].contains(slot) { #expect(shard == start.shard(ofSlot: slot)) }
         }
         #expect(ShardMap(encoded: two.encoded) == two)
-        #expect(ShardMap(encoded: "r4;0-10,10-65536") == nil)
-        #expect(ShardMap(encoded: "r1;0-10,11-65536") == nil)
+        #expect(two.arcVersions == [0, 5, 0, 0, 6, 6])
+        #expect(ShardMap(encoded: "r4;0-10@0,10-65536@0") == nil)
+        #expect(ShardMap(encoded: "r1;0-10@0,11-65536@0") == nil)
+        #expect(ShardMap(encoded: "r1;0-10@0,10-65536@0")?.count == 2)
         #expect(ShardMap(encoded: "nonsense") == nil)
         var tiny = ShardMap(arcs: [.init(lo: 0, hi: 1), .init(lo: 1, hi: SlotHash.slotCount)])!
         #expect(tiny.splitting(0) == nil)

@@ -14,6 +14,10 @@ public struct ShardMap: Sendable, Equatable {
 
     /// Shard i owns arcs[i].
     public let arcs: [Arc]
+    /// The map version at which shard i's arc last changed (0: never split): every replica of shard i
+    /// that has applied that split says so at its read point (`_cairn_split_state`), and one that says
+    /// less has not applied it yet (it may still hold the rows that moved).
+    public let arcVersions: [UInt32]
     /// The shards in ring order (by their arcs' `lo`), for lookups.
     private let ringOrder: [Int]
     /// A range-sharded table's ranges live on shards 0 ..< rangeShardCount (the count the database was
@@ -27,18 +31,21 @@ public struct ShardMap: Sendable, Equatable {
         precondition(count >= 1 && count <= maxShards, "a database has 1 to \(maxShards) shards")
         let n = SlotHash.slotCount
         let bounds = (0...count).map { i in (i * n + count - 1) / count }
-        return ShardMap(arcs: (0..<count).map { Arc(lo: bounds[$0], hi: bounds[$0 + 1]) }, rangeShardCount: count)!
+        return ShardMap(arcs: (0..<count).map { Arc(lo: bounds[$0], hi: bounds[$0 + 1]) }, arcVersions: nil, rangeShardCount: count)!
     }
 
     /// Nil unless the arcs cover the ring once and `rangeShardCount` is between 1 and the shard count.
-    public init?(arcs: [Arc], rangeShardCount: Int? = nil) {
+    public init?(arcs: [Arc], arcVersions: [UInt32]? = nil, rangeShardCount: Int? = nil) {
         guard !arcs.isEmpty, arcs.count <= Self.maxShards, arcs.allSatisfy({ $0.lo < $0.hi }) else { return nil }
         let order = arcs.indices.sorted { arcs[$0].lo < arcs[$1].lo }
         guard arcs[order.first!].lo == 0, arcs[order.last!].hi == SlotHash.slotCount else { return nil }
         for (a, b) in zip(order, order.dropFirst()) where arcs[a].hi != arcs[b].lo { return nil }
         let ranges = rangeShardCount ?? arcs.count
         guard ranges >= 1, ranges <= arcs.count else { return nil }
+        let versions = arcVersions ?? Array(repeating: 0, count: arcs.count)
+        guard versions.count == arcs.count, versions.allSatisfy({ $0 <= UInt32(arcs.count) }) else { return nil }
         self.arcs = arcs
+        self.arcVersions = versions
         self.ringOrder = order
         self.rangeShardCount = ranges
     }
@@ -67,26 +74,31 @@ public struct ShardMap: Sendable, Equatable {
     public func splitting(_ shard: Int) -> (map: ShardMap, mid: Int)? {
         guard shard >= 0, shard < count, count < Self.maxShards, arcs[shard].slots >= 2 else { return nil }
         let arc = arcs[shard], mid = arc.lo + arc.slots / 2
-        var next = arcs
+        var next = arcs, versions = arcVersions
         next[shard] = Arc(lo: arc.lo, hi: mid)
         next.append(Arc(lo: mid, hi: arc.hi))
-        return (ShardMap(arcs: next, rangeShardCount: rangeShardCount)!, mid)
+        let version = UInt32(next.count)
+        versions[shard] = version
+        versions.append(version)
+        return (ShardMap(arcs: next, arcVersions: versions, rangeShardCount: rangeShardCount)!, mid)
     }
 
-    /// `r<range shards>;<lo>-<hi>,...` (shard order): how the catalog keeps a map that splits changed.
+    /// `r<range shards>;<lo>-<hi>@<version>,...` (shard order): how the catalog keeps a map that splits changed.
     public var encoded: String {
-        "r\(rangeShardCount);" + arcs.map { "\($0.lo)-\($0.hi)" }.joined(separator: ",")
+        "r\(rangeShardCount);" + zip(arcs, arcVersions).map { "\($0.lo)-\($0.hi)@\($1)" }.joined(separator: ",")
     }
 
     public init?(encoded text: String) {
         let parts = text.split(separator: ";", maxSplits: 1)
         guard parts.count == 2, parts[0].first == "r", let ranges = Int(parts[0].dropFirst()) else { return nil }
-        var arcs: [Arc] = []
+        var arcs: [Arc] = [], versions: [UInt32] = []
         for item in parts[1].split(separator: ",", omittingEmptySubsequences: false) {
-            let bounds = item.split(separator: "-", omittingEmptySubsequences: false)
-            guard bounds.count == 2, let lo = Int(bounds[0]), let hi = Int(bounds[1]) else { return nil }
+            let fields = item.split(separator: "@", omittingEmptySubsequences: false)
+            let bounds = fields[0].split(separator: "-", omittingEmptySubsequences: false)
+            guard fields.count == 2, let version = UInt32(fields[1]), bounds.count == 2, let lo = Int(bounds[0]), let hi = Int(bounds[1]) else { return nil }
             arcs.append(Arc(lo: lo, hi: hi))
+            versions.append(version)
         }
-        self.init(arcs: arcs, rangeShardCount: ranges)
+        self.init(arcs: arcs, arcVersions: versions, rangeShardCount: ranges)
     }
 }

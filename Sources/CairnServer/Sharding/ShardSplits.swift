@@ -92,6 +92,12 @@ extension API {
                                    mapVersion: next.version, tables: tables)
         let answer = try await groupRouter.execute(command, group: parent.group).results.first ?? StatementResult(error: "no answer")
         guard answer.error == nil, case .integer(let at)? = answer.rows.first?.first else {
+            if let refusal = answer.error, refusal.hasPrefix("cannot split the shard") {
+                // Refused alike by every replica: no copy of the child exists. The reservation goes, so
+                // it does not hold up the database's other splits; the next attempt plans afresh.
+                try await cluster.changeCatalog(Catalog.dropDatabase(childName))
+                throw HTTPFailure.unavailable("shard \(shard) of \"\(db)\" did not split: \(refusal); retry")
+            }
             throw HTTPFailure.unavailable("shard \(shard) of \"\(db)\" did not split: \(answer.error ?? "no index"); retry")
         }
         let index = LogIndex(bitPattern: at)
@@ -106,35 +112,42 @@ extension API {
     /// runtime setting; `--shard-split-bytes` until one is set) is split
     /// (one split a pass), and a split some node left half done on a shard led here is finished.
     func splitLargeShards() async {
+        // A shard whose split by size failed is left alone this long (one that cannot split, say a
+        // single slot, would otherwise be tried, and logged, every pass).
+        var backoff: [GroupID: ContinuousClock.Instant] = [:]
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(Self.splitPassMillis))
+            // A split left half done is finished whatever the size setting (its parent refuses
+            // commands planned with the old map until the new one is recorded).
             let splitBytes = cluster.settings.shardSplitBytes
-            guard splitBytes > 0 else { continue }
             let catalog = cluster.catalog
             for db in catalog.shardCounts.keys.sorted() {
                 let shards = catalog.shards(of: db)
+                let pending = catalog.pendingSplit(in: db)?.origin.parent
                 var candidate: Int?
-                for (i, shard) in shards.enumerated() where runtime.hosts(shard.group) {
+                for (i, shard) in shards.enumerated() where runtime.hosts(shard.group) && (pending == nil || pending == shard.group) {
                     guard let status = try? await runtime.status(group: shard.group), status.role == .leader else { continue }
-                    let pending = catalog.pendingSplit(in: db)?.origin.parent == shard.group
-                    if pending { candidate = i; break }
-                    if let used = await usedBytes(shard.group), used > splitBytes {
+                    if pending == shard.group { candidate = i; break }
+                    if let until = backoff[shard.group], until > .now { continue }
+                    if splitBytes > 0, let used = await usedBytes(shard.group), used > splitBytes {
                         candidate = i
                         break
                     }
                 }
                 guard let candidate else { continue }
                 do {
+                    // One split a database a pass; a failure leaves the other databases their turn.
                     _ = try await splitShard(db, shard: candidate)
                 } catch {
+                    backoff[shards[candidate].group] = .now + .seconds(Self.splitBackoffSeconds)
                     log("node \(cluster.nodeID): database \"\(db)\": splitting shard \(candidate) failed (tried again later): \(error)")
                 }
-                break
             }
         }
     }
 
     static let splitPassMillis = 2_000
+    static let splitBackoffSeconds: Int64 = 30
 
     /// The bytes a shard's rows and indexes take in its database here (its pages in use: a split's
     /// deletes leave free pages, which the next rows reuse).

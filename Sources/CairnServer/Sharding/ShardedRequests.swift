@@ -459,7 +459,8 @@ extension API {
             return try await readHome([statement], group: home, consistency: consistency).results[0]
         case .single(let shard):
             Self.countShard(db, shard, "read")
-            return try await readWaitingOutTransactions(view.groups[shard], statement, mapVersion: view.map.version, consistency: consistency).result
+            return try await readWaitingOutTransactions(view.groups[shard], statement, mapVersion: view.map.version,
+                                                        arcVersion: view.map.arcVersions[shard], consistency: consistency).result
         case .scatter(let scatter):
             for shard in scatter.shards { Self.countShard(db, shard, "read") }
             // Read-atomic across shards: no shard is read while a transaction is prepared there, and
@@ -483,7 +484,7 @@ extension API {
                         tasks.addTask {
                             let also = n == 0 ? scatter.referenceWorker : nil
                             let r = try await self.readWaitingOutTransactions(view.groups[shard], scatter.worker, also: also, mapVersion: view.map.version,
-                                                                              consistency: consistency)
+                                                                              arcVersion: view.map.arcVersions[shard], consistency: consistency)
                             return ShardRead(index: n, result: r.result, also: also == nil ? nil : r.also, epoch: r.epoch)
                         }
                     }
@@ -572,17 +573,29 @@ extension API {
     /// is prepared there, its outcome is waited for (it may already be committed: the client that sent
     /// it may have its answer, and a read after must see it).
     /// `mapVersion`: the shard map the read was planned with; a shard that split since throws
-    /// `StaleShardMap` (its rows may have moved to the split's other half).
+    /// `StaleShardMap` (its rows may have moved to the split's other half). `arcVersion`: the map
+    /// version at which this shard's arc last changed; a replica that has not applied that split yet
+    /// (a read that need not be linearizable may land on one) still holds the rows that moved, and the
+    /// shard is read again at its leader's read index.
     func readWaitingOutTransactions(_ group: GroupID, _ statement: SQLStatement, also: SQLStatement? = nil, mapVersion: UInt32? = nil,
-                                    consistency: ReadConsistency) async throws -> (result: StatementResult, also: StatementResult, epoch: Int64) {
+                                    arcVersion: UInt32 = 0, consistency: ReadConsistency) async throws -> (result: StatementResult, also: StatementResult, epoch: Int64) {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
+        var consistency = consistency
         let statements = [statement] + (also.map { [$0] } ?? []) + [Self.shardStateQuery, SQLStateMachine.splitVersionQuery]
         while true {
             attempt += 1
             let r = try await groupRouter.query(statements, group: group, consistency: consistency).results
-            if let mapVersion, r.count == statements.count, case let version = SQLStateMachine.splitVersion(r[r.count - 1]), version > mapVersion {
-                throw StaleShardMap(refusal: ShardSplit.staleMapMessage + "\(version), the router's \(mapVersion))")
+            if let mapVersion, r.count == statements.count {
+                let version = SQLStateMachine.splitVersion(r[r.count - 1])
+                if version > mapVersion { throw StaleShardMap(refusal: ShardSplit.staleMapMessage + "\(version), the router's \(mapVersion))") }
+                if version < arcVersion {
+                    guard consistency != .linearizable else {
+                        throw HTTPFailure.unavailable("a shard's replica has not applied a split the catalog records; retry")
+                    }
+                    consistency = .linearizable
+                    continue
+                }
             }
             let state = Self.shardState(r.count == statements.count ? r[r.count - 2] : StatementResult())
             if state.prepared == 0 { return (r[0], also == nil ? StatementResult() : r[1], state.epoch) }
