@@ -155,6 +155,8 @@ public final class ClusterNode: Sendable {
         var awayChecks: [GroupID: UInt64] = [:]
         /// When this node last handed a group's leadership to a less busy node (`balanceLeaders`).
         var lastLeaderHandoffNanos: UInt64 = 0
+        /// Since when this node has led each group, in which term (monotonic nanoseconds).
+        var leadingSince: [GroupID: (term: UInt64, nanos: UInt64)] = [:]
     }
 
     public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,

@@ -186,6 +186,9 @@ extension ClusterNode {
     /// (`LeaderBalance`), at most once every 2 s so that the counts peers ping catch up between
     /// handoffs. Only to an active copy on a live node that is caught up and heard from; never the
     /// catalog's group (its leader's observation clock decides who is dead).
+    /// How long this node must have led a group before it hands the group to a node that leads fewer.
+    static let leaderSettleNanos: UInt64 = 10_000_000_000
+
     func balanceLeaders(catalog: Catalog) async throws {
         guard catalog.exists else { return }
         let now = Self.monotonicNanos()
@@ -197,6 +200,14 @@ extension ClusterNode {
         for g in try await runtime.groupIDs() where g != metadataGroup {
             guard let s = try? await runtime.status(group: g), s.role == .leader, s.configIndex <= s.commit,
                   let db = catalog.database(group: g), db.moving.isEmpty else { continue }
+            // Only a leadership held a while moves on: one just handed here (by an operator's stepdown,
+            // or another node's balancing) is not bounced straight away.
+            let since = state.withLockedValue { st -> UInt64 in
+                if let known = st.leadingSince[g], known.term == s.term { return known.nanos }
+                st.leadingSince[g] = (s.term, now)
+                return now
+            }
+            guard now &- since >= Self.leaderSettleNanos else { continue }
             let heirs = s.config.voters.filter { v in
                 v != nodeID && db.replicas.contains(v) && states[v] == .live && s.recentlyActive.contains(v) && (s.matchIndex[v] ?? 0) >= s.commit
             }

@@ -246,9 +246,9 @@ final class API: Sendable {
                     self.audit.record(who, action: "set a crash point (test)", database: nil)
                     let json = try self.parse(try await self.body(of: request))
                     switch json["point"] {
-                    case .string(let p)? where ["after_prepare", "after_decide"].contains(p): self.crashPoint.withLockedValue { $0 = p }
+                    case .string(let p)? where Self.crashPoints.contains(p): self.crashPoint.withLockedValue { $0 = p }
                     case nil, .null?: self.crashPoint.withLockedValue { $0 = nil }
-                    default: throw HTTPFailure.badRequest("\"point\" must be after_prepare, after_decide or null")
+                    default: throw HTTPFailure.badRequest("\"point\" must be one of \(Self.crashPoints.joined(separator: ", ")), or null")
                     }
                     return Self.json(200, .object([("point", json["point"] ?? .null)]))
                 }

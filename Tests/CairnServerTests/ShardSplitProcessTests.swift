@@ -180,5 +180,68 @@ struct ShardSplitProcessTests {
         #expect(code == 0 && table.contains("\(settled.count - 1) "), "\(table)")
         print("splits: by size, 2 shards became \(settled.count) in \(Int(Date().timeIntervalSince(began))) s (limit \(limit) bytes)")
     }
+
+    /// A request sent again while it answers 503 (which says "retry": nothing was done, or a node just
+    /// died), as a client would, for up to 30 s; the retries are counted.
+    static let retries = NIOLockedValueBox(0)
+    static func retrying503(_ send: () async throws -> HTTPResult) async throws -> HTTPResult {
+        let deadline = Date().addingTimeInterval(30)
+        while true {
+            let r = try await send()
+            guard r.status == 503, Date() < deadline else { return r }
+            retries.withLockedValue { $0 += 1 }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    @Test("a split whose driver dies half-way: after the reservation, the database still drops; after the split entry, the shard's leader finishes it (size splitting off), writes planned with the old map succeed (a 503 sent again, as a client would), and every row is kept")
+    func halfDoneSplits() async throws {
+        let c = try await ProcessCluster.founded("halfsplit", count: 3, extraArgs: ["--shard-split-bytes", "0", "--enable-fault-injection"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        for db in ["first", "second"] {
+            #expect(try await a.post("/v1/databases", ["name": db, "shards": 2]).status == 201)
+            #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: db).status == 200)
+            let rows = (1...40).map { ["INSERT INTO items VALUES (?, 'v')", $0] as [Any] }
+            #expect(try await a.execute(rows, db: db).status == 200)
+        }
+
+        // Dead after the reservation: the child exists nowhere, and the database drops all the same.
+        let first = c.nodes[1]
+        #expect(try await TestHTTP.request(.PUT, first.url + "/v1/debug/crash-point", ["point": "split_after_reserve"]).status == 200)
+        _ = try? await first.post("/v1/db/first/shards/0/split", [String: Any]())
+        #expect(await first.waitForExit(seconds: 10) != nil, "the driver did not die after the reservation")
+        // As this node's catalog copy shows it (a controller pass later at most).
+        var shown: String?
+        for _ in 0..<25 where shown == nil {
+            shown = ((try await a.get("/v1/cluster")).json["splits"] as? [Object])?.first?["state"] as? String
+            if shown == nil { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(shown == "reserved")
+        let dropped = try await Self.retrying503 { try await TestHTTP.request(.DELETE, a.url + "/v1/databases/first") }
+        #expect(dropped.status == 200, "dropping a database with a split reserved: \(dropped.status) \(dropped.text)")
+        try first.start()
+        try await c.waitReady([first])
+
+        // Dead after the split entry, before the map is recorded: the parent refuses the old map until
+        // its leader's pass records the new one; clients see no errors.
+        let second = c.nodes[2]
+        #expect(try await TestHTTP.request(.PUT, second.url + "/v1/debug/crash-point", ["point": "split_after_entry"]).status == 200)
+        _ = try? await second.post("/v1/db/second/shards/0/split", [String: Any]())
+        #expect(await second.waitForExit(seconds: 10) != nil, "the driver did not die after the split entry")
+        for k in 41...80 {
+            let r = try await Self.retrying503 { try await c.nodes[k % 2].execute([["INSERT INTO items VALUES (?, 'w')", k]], db: "second") }
+            #expect(r.status == 200 && !r.text.contains("\"error\""), "key \(k): \(r.status) \(r.text)")
+        }
+        let shards = try await Self.arcs(a, "second")
+        #expect(shards.count == 3, "\(shards)")
+        try second.start()
+        try await c.waitReady([second])
+        for n in c.nodes {
+            let keys = Self.ints(try await n.query("SELECT k FROM items ORDER BY k", db: "second"))
+            #expect(keys == Array(1...80), "\(n.name): \(keys.count) rows")
+        }
+        print("splits: drivers killed half-way; the drop and 40 writes needed \(Self.retries.withLockedValue { $0 }) retries after 503")
+    }
 }
 }

@@ -81,6 +81,7 @@ extension API {
             }
             try await awaitCatalog { $0.databases[childName] != nil }
             catalog = cluster.catalog
+            crashIfAsked("split_after_reserve")
         }
         guard let child = catalog.databases[childName], catalog.splitOrigins[childName]?.parent == parent.group else {
             throw HTTPFailure.unavailable("the catalog entry \(childName) is not this split's; retry")
@@ -101,6 +102,7 @@ extension API {
             throw HTTPFailure.unavailable("shard \(shard) of \"\(db)\" did not split: \(answer.error ?? "no index"); retry")
         }
         let index = LogIndex(bitPattern: at)
+        crashIfAsked("split_after_entry")
         try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index))
         try await awaitCatalog { $0.shardMap(of: db).version >= next.version }
         log("node \(cluster.nodeID): database \"\(db)\": shard \(shard) (group \(parent.group)) split at slot \(mid) (entry \(index)); shard \(childIndex) (group \(child.group)) owns slots \(mid)..<\(map.arcs[shard].hi)")

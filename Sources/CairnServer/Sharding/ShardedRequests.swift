@@ -314,8 +314,11 @@ extension API {
         try await cluster.changeCatalog(Catalog.removeShardedTable(entry.name, in: db))
         try await awaitCatalog { $0.shardedTables[db]?[table] == nil }
         let quoted = SQLLexer.quote(entry.name)
+        // The shards as of the catalog change (a split recorded since the request was planned made one more).
+        let current = cluster.catalog.shards(of: db).map(\.group)
+        let groups = current.count >= view.groups.count ? current : view.groups
         try await withThrowingTaskGroup(of: Void.self) { tasks in
-            for (i, group) in view.groups.enumerated() {
+            for (i, group) in groups.enumerated() {
                 tasks.addTask {
                     // Waits out a transaction across shards that holds the shard (one that began
                     // before the drop and writes the table).
@@ -329,7 +332,7 @@ extension API {
             }
             try await tasks.waitForAll()
         }
-        log("node \(cluster.nodeID): database \"\(db)\": table \(entry.name) dropped from \(view.groups.count) shards")
+        log("node \(cluster.nodeID): database \"\(db)\": table \(entry.name) dropped from \(groups.count) shards")
         return [StatementResult()]
     }
 
