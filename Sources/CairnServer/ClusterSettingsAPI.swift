@@ -26,14 +26,14 @@ extension API {
                     changes[name] = v
                 }
                 let current = try await self.committedCatalog().settings(defaults: self.cluster.settingDefaults)
-                let statements: [[SQLStatement]]
+                let statements: [SQLStatement]
                 do {
-                    statements = [try ClusterSettings.change(changes, current: current)]
+                    statements = try ClusterSettings.change(changes, current: current)
                 } catch ClusterError.invalid(let why) {
                     throw HTTPFailure.badRequest(why)
                 }
                 self.audit.record(who, action: "change cluster settings " + changes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "), database: nil)
-                try await self.cluster.changeCatalog(statements[0], hops: who.hops)
+                try await self.cluster.changeCatalog(statements, hops: who.hops)
                 try await self.awaitCatalog { c in
                     let s = c.settings(defaults: self.cluster.settingDefaults).values
                     return changes.allSatisfy { change in s.contains { $0.0 == change.key && $0.1 == change.value } }
