@@ -120,6 +120,9 @@ extension NodeRuntime {
     /// log forgets it durably, then its database and snapshot files go. Requests waiting on it fail.
     public func retireGroup(_ id: GroupID) async throws {
         guard id != 0 else { throw RuntimeError.raft("the metadata group cannot be retired") }
+        // Read before the apply loop forgets it: once the drop entry applied here, every entry after it
+        // is refused by every replica, so a write proposed after it is known never to take effect.
+        let droppedAt = readers.withLockedValue { $0[id] }?.state.dropped
         try await raftLoop.submit {
             let side = self.raftState.value
             guard side.groups[id] != nil else { return }
@@ -135,9 +138,14 @@ extension NodeRuntime {
                 r.promise.fail(RuntimeError.unknownGroup(id))
             }
             // Proposed here and possibly committed by the group's other replicas: not "no such group",
-            // which would tell a router the write never ran and may be sent again.
-            for (_, w) in side.pendingWrites.removeValue(forKey: id) ?? [:] {
-                w.promise.fail(RuntimeError.timedOut("waiting for the write: its group left this node; its outcome is unknown"))
+            // which would tell a router the write never ran and may be sent again; unless it sits after
+            // the entry that dropped the database.
+            for (index, w) in side.pendingWrites.removeValue(forKey: id) ?? [:] {
+                if let droppedAt, index > droppedAt {
+                    w.promise.fail(RuntimeError.databaseDropped)
+                } else {
+                    w.promise.fail(RuntimeError.timedOut("waiting for the write: its group left this node; its outcome is unknown"))
+                }
             }
         }.get()
         let path = config.dataDirectory + "/group-\(id).sqlite"

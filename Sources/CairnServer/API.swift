@@ -332,7 +332,8 @@ final class API: Sendable {
         case RouteError.unavailable(let m): return (503, m)
         case RouteError.refused(let status, let m): return (status, m)
         case let e as NotCommitted: return (503, e.description + "; it is safe to retry")
-        case let e as OutcomeUnknown: return (503, e.description + "; its outcome is unknown")
+        case let e as OutcomeUnknown:
+            return (503, e.description.hasSuffix("outcome is unknown") ? e.description : e.description + "; its outcome is unknown")
         default: return (500, "\(error)")
         }
     }

@@ -256,4 +256,22 @@ struct NodeRuntimeTests {
         #expect(await c.eventually(follower, "SELECT count(*) FROM t", [[.integer(60)]]))
         await c.stopAll()
     }
+
+    @Test("a write waiting behind a database's drop, when its copy is deleted, is told the database was dropped, not that its outcome is unknown")
+    func writeAfterDropIsRefused() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leader = try await c.leader()
+        let node = c.nodes[leader]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v)"))
+        _ = try await node.execute(group: 1, SQLCommand.dropDatabase())
+        // Cut off, the leader cannot commit the write: it stays pending until the copy goes.
+        node.transport.faults = TransportFaults(partitioned: Set(c.addresses.keys))
+        let insert = c.sql("INSERT INTO t VALUES (1)")
+        let write = Task { try await node.execute(group: 1, insert) }
+        try await Task.sleep(for: .milliseconds(300))
+        try await node.retireGroup(1)
+        await #expect(throws: RuntimeError.databaseDropped) { _ = try await write.value }
+        await c.stopAll()
+    }
 }
