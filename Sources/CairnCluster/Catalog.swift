@@ -124,6 +124,8 @@ public struct Catalog: Sendable {
     public var splitOrigins: [String: SplitOrigin] = [:]
     /// Runtime settings an operator set (`setting:<name>`; see `ClusterSettings`).
     public var settingOverrides: [String: Int64] = [:]
+    /// Rounds of doubling under way (`doubling:<db>`): the shard count each database is splitting towards.
+    public var doublingTargets: [String: Int] = [:]
     /// Each database's sharded tables, by lowercased name.
     public var shardedTables: [String: [String: CatalogShardedTable]] = [:]
     /// Nodes the metadata leader declared dead, or an operator is draining (others are live, or
@@ -216,6 +218,18 @@ public struct Catalog: Sendable {
             // Last: the statements above test the count this one changes.
             SQLStatement(guarded, [count, .integer(Int64(map.count)), count, before]),
         ]
+    }
+
+    /// Starts a round of doubling towards `target` shards, unless one is under way (every node's split
+    /// pass may find the need at once; the first to record it sets the target).
+    public static func startDoubling(_ database: String, target: Int) -> [SQLStatement] {
+        [SQLStatement("INSERT OR IGNORE INTO settings(key, value) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM settings WHERE key = ?3)",
+                      [.text("doubling:\(database)"), .integer(Int64(target)), .text("shards:\(database)")])]
+    }
+
+    /// Ends the round towards `target` (a later round's record stays).
+    public static func finishDoubling(_ database: String, target: Int) -> [SQLStatement] {
+        [SQLStatement("DELETE FROM settings WHERE key = ? AND value = ?", [.text("doubling:\(database)"), .integer(Int64(target))])]
     }
 
     /// The shard groups of `database`, each founded by its `founders` (one list per shard), and its count.
@@ -349,7 +363,8 @@ public struct Catalog: Sendable {
          SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
          SQLStatement("UPDATE databases SET dropped = 1, name = name || '#dropped#' || group_id WHERE name = ? AND dropped = 0", [.text(name)]),
          SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)]),
-         SQLStatement("DELETE FROM settings WHERE key IN (?, ?, ?)", [.text("shards:\(name)"), .text("shard_map:\(name)"), .text("split_origin:\(name)")]),
+         SQLStatement("DELETE FROM settings WHERE key IN (?, ?, ?, ?)",
+                      [.text("shards:\(name)"), .text("shard_map:\(name)"), .text("split_origin:\(name)"), .text("doubling:\(name)")]),
          shardedTablesSchema,
          SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)]),
          rangeSplitsSchema,
@@ -469,7 +484,7 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
             SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
             SQLStatement("SELECT value FROM settings WHERE key = 'replication_factor'"),
-            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%'"),
+            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%' OR key LIKE 'doubling:%'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
@@ -529,6 +544,10 @@ public struct Catalog: Sendable {
             guard row.count == 2, case .text(let key) = row[0] else { continue }
             if key.hasPrefix("setting:"), case .integer(let v) = row[1] {
                 catalog.settingOverrides[String(key.dropFirst("setting:".count))] = v
+                continue
+            }
+            if key.hasPrefix("doubling:"), case .integer(let v) = row[1] {
+                catalog.doublingTargets[String(key.dropFirst("doubling:".count))] = Int(v)
                 continue
             }
             guard case .text(let value) = row[1] else { continue }

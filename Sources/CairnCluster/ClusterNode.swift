@@ -96,6 +96,8 @@ public struct ClusterConfig: Sendable {
     /// the size at which shards split.
     public var snapshotBytesPerSecond = 32 << 20
     public var shardSplitBytes = 512 << 20
+    /// A hash-sharded database's shards double while shards × RF / nodes is under this (0: never).
+    public var minReplicasPerNode = 10
     /// Replicas joining one node at a time, and moving away from one at a time.
     public var snapshotsInPerNode = 1
     public var snapshotsOutPerNode = 1

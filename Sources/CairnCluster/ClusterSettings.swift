@@ -12,13 +12,17 @@ public struct ClusterSettings: Sendable, Equatable {
     public var snapshotMiBPerSecond: Int
     /// 0: shards never split by size.
     public var shardSplitBytes: Int
+    /// A hash-sharded database's shards double while shards × RF / nodes is under this (0: never).
+    public var minReplicasPerNode: Int
 
-    public init(replicationFactor: Int, suspectAfterMillis: Int64, deadAfterMillis: Int64, snapshotMiBPerSecond: Int, shardSplitBytes: Int) {
+    public init(replicationFactor: Int, suspectAfterMillis: Int64, deadAfterMillis: Int64, snapshotMiBPerSecond: Int, shardSplitBytes: Int,
+                minReplicasPerNode: Int) {
         self.replicationFactor = replicationFactor
         self.suspectAfterMillis = suspectAfterMillis
         self.deadAfterMillis = deadAfterMillis
         self.snapshotMiBPerSecond = snapshotMiBPerSecond
         self.shardSplitBytes = shardSplitBytes
+        self.minReplicasPerNode = minReplicasPerNode
     }
 
     public var liveness: LivenessSettings {
@@ -26,11 +30,12 @@ public struct ClusterSettings: Sendable, Equatable {
     }
 
     /// The names, as the API spells them.
-    public static let names = ["replication_factor", "suspect_after_ms", "dead_after_ms", "snapshot_mib_per_second", "shard_split_bytes"]
+    public static let names = ["replication_factor", "suspect_after_ms", "dead_after_ms", "snapshot_mib_per_second", "shard_split_bytes", "min_replicas_per_node"]
 
     public var values: [(String, Int64)] {
         [("replication_factor", Int64(replicationFactor)), ("suspect_after_ms", suspectAfterMillis), ("dead_after_ms", deadAfterMillis),
-         ("snapshot_mib_per_second", Int64(snapshotMiBPerSecond)), ("shard_split_bytes", Int64(shardSplitBytes))]
+         ("snapshot_mib_per_second", Int64(snapshotMiBPerSecond)), ("shard_split_bytes", Int64(shardSplitBytes)),
+         ("min_replicas_per_node", Int64(minReplicasPerNode))]
     }
 
     /// These settings with `overrides` (catalog values by name) in place of the defaults.
@@ -43,6 +48,7 @@ public struct ClusterSettings: Sendable, Equatable {
             case "dead_after_ms": s.deadAfterMillis = v
             case "snapshot_mib_per_second": s.snapshotMiBPerSecond = Int(v)
             case "shard_split_bytes": s.shardSplitBytes = Int(v)
+            case "min_replicas_per_node": s.minReplicasPerNode = Int(v)
             default: break
             }
         }
@@ -56,6 +62,7 @@ public struct ClusterSettings: Sendable, Equatable {
         if deadAfterMillis < suspectAfterMillis { return "dead_after_ms must be at least suspect_after_ms" }
         if snapshotMiBPerSecond < 1 || snapshotMiBPerSecond > 100_000 { return "snapshot_mib_per_second must be from 1 to 100000" }
         if shardSplitBytes != 0 && shardSplitBytes < 65_536 { return "shard_split_bytes must be 0 (never by size) or at least 65536" }
+        if minReplicasPerNode < 0 || minReplicasPerNode > 1_000 { return "min_replicas_per_node must be from 0 (shards never double) to 1000" }
         return nil
     }
 
@@ -88,7 +95,8 @@ extension ClusterNode {
     public var settingDefaults: ClusterSettings {
         ClusterSettings(replicationFactor: config.replicationFactor, suspectAfterMillis: Int64(config.liveness.suspectAfterNanos / 1_000_000),
                         deadAfterMillis: Int64(config.liveness.deadAfterNanos / 1_000_000),
-                        snapshotMiBPerSecond: config.snapshotBytesPerSecond >> 20, shardSplitBytes: config.shardSplitBytes)
+                        snapshotMiBPerSecond: config.snapshotBytesPerSecond >> 20, shardSplitBytes: config.shardSplitBytes,
+                        minReplicasPerNode: config.minReplicasPerNode)
     }
 
     /// The settings in force, by this node's catalog copy.

@@ -14,8 +14,11 @@ extension NodeRuntime {
     /// Creates a group with an initial membership (every initial member calls this with the same voters).
     public func bootstrapGroup(_ id: GroupID, voters: [NodeID]) async throws {
         try await raftLoop.submit {
-            guard self.raftState.value.store.group(id) == nil else { return }
-            _ = try self.raftState.value.store.createGroup(id, confState: ConfState(voters: voters))
+            let store = self.raftState.value.store
+            guard store.group(id) == nil else { return }
+            _ = try store.createGroup(id, confState: ConfState(voters: voters))
+            // A copy this node deleted earlier: the new one goes on in its term, with its vote.
+            if let t = try self.tombstone(of: id) { try store.persist([GroupWrite(group: id, hardState: HardState(term: t.term, vote: t.vote))]) }
         }.get()
         try await openGroup(id)
     }
@@ -100,6 +103,7 @@ extension NodeRuntime {
             var c = RaftConfig(id: nodeID, randomSeed: UInt64(UInt(bitPattern: ObjectIdentifier(storage).hashValue)) ^ id)
             c.electionTimeoutTicks = electionTicks
             c.appliedIndex = applied
+            c.voteFloor = try self.tombstone(of: id)?.lastEntry
             self.raftState.value.groups[id] = Group(node: try RawNode(config: c, storage: storage), storage: storage)
             // A new core numbers its heartbeat rounds from 1 again.
             self.raftState.value.leaseClocks[id] = LeaseClock()
@@ -125,7 +129,9 @@ extension NodeRuntime {
         let droppedAt = readers.withLockedValue { $0[id] }?.state.dropped
         try await raftLoop.submit {
             let side = self.raftState.value
-            guard side.groups[id] != nil else { return }
+            guard side.groups[id] != nil, let storage = side.store.group(id) else { return }
+            // A dropped database's group never comes back: nothing to keep.
+            if droppedAt == nil { try self.writeTombstone(of: id, storage: storage) }
             try side.store.dropGroup(id)
             side.groups[id] = nil
             self.hosted.withLockedValue { _ = $0.remove(id) }

@@ -16,6 +16,12 @@ public struct RaftConfig: Sendable {
     public var checkQuorum: Bool = true
     /// Seeds the election-timeout randomization. The core has no randomness of its own.
     public var randomSeed: UInt64
+    /// The last entry an earlier copy of this group on this node held, kept when that copy was deleted
+    /// (nil: there was none). A copy made again starts empty, yet it votes only for candidates at
+    /// least this up to date, as the deleted copy would have: deleting a copy must not take back the
+    /// entries a quorum counted it for, or a member several configurations behind could win an
+    /// election among the old members (two leaders; found by the sharded simulator).
+    public var voteFloor: LastEntry? = nil
 
     /// Deliberate bug injected for simulator self-tests; never set by production code.
     @_spi(Mutants) public var mutation: RaftMutation? = nil
@@ -31,6 +37,22 @@ public struct RaftConfig: Sendable {
         precondition(electionTimeoutTicks > heartbeatIntervalTicks, "electionTimeoutTicks must exceed heartbeatIntervalTicks")
         precondition(maxInflightAppends > 0, "maxInflightAppends must be positive")
         precondition(maxMessageBytes > 0 && maxApplyBytes > 0, "byte limits must be positive")
+    }
+}
+
+/// A log's last entry, as a vote compares logs.
+public struct LastEntry: Sendable, Equatable {
+    public var term: Term
+    public var index: LogIndex
+
+    public init(term: Term, index: LogIndex) {
+        self.term = term
+        self.index = index
+    }
+
+    /// Whether a log ending at (`lastTerm`, `lastIndex`) is at least as up to date as this one.
+    public func isCovered(byTerm lastTerm: Term, index lastIndex: LogIndex) -> Bool {
+        lastTerm > term || (lastTerm == term && lastIndex >= index)
     }
 }
 

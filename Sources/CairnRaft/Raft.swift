@@ -335,7 +335,8 @@ final class Raft {
     private func handleVoteRequest(_ m: Message) {
         var canVote = vote == m.from || (vote == noNode && lead == noNode) || (m.kind == .preVote && m.term > term)
         if cfg.checkQuorum && voteHoldTicks > 0 && m.context != 1 && vote != m.from { canVote = false }
-        let upToDate = mutation == .voteWithoutLogCheck || log.isUpToDate(lastIndex: m.index, lastTerm: m.logTerm)
+        let upToDate = mutation == .voteWithoutLogCheck
+            || (log.isUpToDate(lastIndex: m.index, lastTerm: m.logTerm) && cfg.voteFloor?.isCovered(byTerm: m.logTerm, index: m.index) != false)
         let responseKind: MessageKind = m.kind == .vote ? .voteResponse : .preVoteResponse
         if canVote && upToDate {
             send(Message(kind: responseKind, to: m.from, term: m.term))

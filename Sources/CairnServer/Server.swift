@@ -31,6 +31,7 @@ public struct ServerOptions: Sendable {
     public var snapshotBytesPerSecond = 32 << 20
     /// A shard whose database passes this many bytes is split (0: never by size).
     public var shardSplitBytes = 512 << 20
+    public var minReplicasPerNode = 10
     /// Serves `PUT /v1/debug/faults` (partitions, drops, delays between this node and others): for tests.
     public var enableFaultInjection = false
     public var maxBodyBytes = 16 << 20
@@ -127,6 +128,7 @@ public enum Server {
         clusterConfig.liveness = options.liveness
         clusterConfig.snapshotBytesPerSecond = options.snapshotBytesPerSecond
         clusterConfig.shardSplitBytes = options.shardSplitBytes
+        clusterConfig.minReplicasPerNode = options.minReplicasPerNode
         clusterConfig.join = options.join
         clusterConfig.bootstrapExpect = options.bootstrapExpect
         clusterConfig.adminPassword = options.adminPassword

@@ -26,6 +26,11 @@ struct CairnSimCommand: ParsableCommand {
     @Option(help: "With --placement: run a deliberately broken placement (\(PlacementMutation.allCases.map(\.rawValue).joined(separator: ", "))); succeeds only if it is caught.")
     var placementMutant: String?
 
+    @Flag(help: "Run the sharded simulator (several Raft groups on a few nodes; moves and splits during faults) instead.")
+    var sharded = false
+    @Option(help: "With --sharded: run a deliberately broken move or split (\(ShardMutation.allCases.map(\.rawValue).joined(separator: ", "))); succeeds only if it is caught.")
+    var shardMutant: String?
+
     func validate() throws {
         if let n = nodes, !(3...7).contains(n) { throw ValidationError("--nodes must be between 3 and 7") }
         if let p = profile, SimProfile(rawValue: p) == nil {
@@ -39,6 +44,7 @@ struct CairnSimCommand: ParsableCommand {
 
     func run() throws {
         if placement || placementMutant != nil { return try runPlacement() }
+        if sharded || shardMutant != nil { return try runSharded() }
         if listMutants {
             for m in RaftMutation.allCases { print(m.rawValue) }
             return
@@ -128,6 +134,54 @@ struct CairnSimCommand: ParsableCommand {
         }
         let t = summary.totals
         print("coverage: \(t.ticks) ticks, \(t.convergences) convergences; joins measured \(t.joins): \(t.joinMoves) moves, ideal RF*S/(N+1) summed \(String(format: "%.1f", t.joinIdeal)); deaths measured \(t.deaths): \(t.deadReplicas) replicas held, \(t.deathCopies) copies made, then \(t.deathRebalances) balancing moves after \(t.deathsRebalanced) of them; worst max/mean at m >= 10: \(String(format: "%.3f", t.worstSpreadAtTen)); leader counts two apart at \(t.leaderGapsOfTwo) convergences (never more); wall \(elapsed)")
+        print("\(summary.seeds) seeds, \(summary.failures.count) violations")
+        if !summary.failures.isEmpty { throw ExitCode(1) }
+    }
+
+    func runSharded() throws {
+        var mutation: ShardMutation?
+        if let m = shardMutant {
+            guard let parsed = ShardMutation(rawValue: m) else {
+                throw ValidationError("unknown shard mutant '\(m)'; known: \(ShardMutation.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            mutation = parsed
+        }
+        if fullTrace {
+            let r = ShardedSimRunner.run(seed: start, mutation: mutation, trace: true)
+            for line in r.trace { print(line) }
+            print("seed \(start): \(r.violation ?? "no violation")")
+            return
+        }
+        let clock = ContinuousClock()
+        let began = clock.now
+        var summary = ShardedSimRunner.Summary()
+        var next = start
+        while summary.seeds < seeds {
+            let batch = min(1000, seeds - summary.seeds)
+            let part = ShardedSimRunner.runSeeds(start: next, count: batch, mutation: mutation, maxFailures: mutation == nil ? .max : 1)
+            summary.seeds += part.seeds
+            summary.failures += part.failures
+            summary.stats.add(part.stats)
+            next += UInt64(batch)
+            if mutation != nil && !summary.failures.isEmpty { break }
+            if summary.seeds % 1000 == 0 { print("... \(summary.seeds) seeds") }
+        }
+        let elapsed = clock.now - began
+        if let m = mutation {
+            guard let caught = summary.failures.first else {
+                print("shard mutant \(m.rawValue) NOT caught in \(summary.seeds) seeds")
+                throw ExitCode(1)
+            }
+            print(ShardedSimRunner.report(caught, mutation: m, traceLines: traceLines))
+            print("shard mutant \(m.rawValue) caught by seed \(caught.seed) after \(summary.seeds) seeds")
+            return
+        }
+        for (i, f) in summary.failures.enumerated() where i == 0 || trace {
+            print(ShardedSimRunner.report(f, mutation: nil, traceLines: traceLines))
+        }
+        if summary.failures.count > 1 { print("failing seeds: \(summary.failures.map { String($0.seed) }.joined(separator: " "))") }
+        let s = summary.stats
+        print("coverage: \(s.events) events, \(s.virtualMs / 1000) virtual s; crashes \(s.crashes), partitions \(s.partitions), pauses \(s.pauses); moves \(s.movesStarted) started, \(s.movesFinished) finished; splits \(s.splitsProposed) proposed, \(s.splitsApplied) applied; copies deleted \(s.replicasRetired); snapshots installed \(s.snapshotsInstalled); leader transfers \(s.transfers); leaders elected \(s.leadersElected); writes acked \(s.writesAcked), unknown \(s.writesUnknown), refused for an old map \(s.staleMapRefusals); reads \(s.readsServed); inconclusive checks \(s.inconclusiveChecks); wall \(elapsed)")
         print("\(summary.seeds) seeds, \(summary.failures.count) violations")
         if !summary.failures.isEmpty { throw ExitCode(1) }
     }

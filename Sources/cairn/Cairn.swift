@@ -79,6 +79,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "A shard whose database passes this many bytes splits in two (0: never by size).")
     var shardSplitBytes: Int = 512 << 20
 
+    @Option(help: "A hash-sharded database's shards double (each splits in two) while shards × replication factor / nodes is under this, so replicas stay even as the cluster grows (0: never).")
+    var minReplicasPerNode: Int = 10
+
     @Option(help: "A node silent this long gets no new replicas (a duration: 500ms, 10s, 5m, 1h).")
     var suspectAfter: DurationArgument = DurationArgument(argument: "10s")!
 
@@ -172,6 +175,7 @@ struct ServerCommand: AsyncParsableCommand {
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
         if snapshotMibPerSecond < 1 || snapshotMibPerSecond > 100_000 { throw ValidationError("--snapshot-mib-per-second must be from 1 to 100000") }
         if shardSplitBytes != 0 && shardSplitBytes < 65_536 { throw ValidationError("--shard-split-bytes must be 0 (never by size) or at least 65536") }
+        if minReplicasPerNode < 0 || minReplicasPerNode > 1_000 { throw ValidationError("--min-replicas-per-node must be from 0 (shards never double) to 1000") }
         if suspectAfter.nanos == 0 || deadAfter.nanos < suspectAfter.nanos {
             throw ValidationError("--suspect-after must be positive and --dead-after at least as long")
         }
@@ -199,6 +203,7 @@ struct ServerCommand: AsyncParsableCommand {
         options.replicationFactor = replicationFactor
         options.snapshotBytesPerSecond = snapshotMibPerSecond << 20
         options.shardSplitBytes = shardSplitBytes
+        options.minReplicasPerNode = minReplicasPerNode
         options.liveness = LivenessSettings(suspectAfterNanos: suspectAfter.nanos, deadAfterNanos: deadAfter.nanos)
         options.tickMillis = tickMs
         options.electionTimeoutTicks = electionTicks

@@ -274,4 +274,25 @@ struct NodeRuntimeTests {
         await #expect(throws: RuntimeError.databaseDropped) { _ = try await write.value }
         await c.stopAll()
     }
+
+    @Test("a copy deleted and made again goes on in the old copy's term, and keeps what the old one held as its vote floor")
+    func copyMadeAgainKeepsItsTerm() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leader = try await c.leader()
+        _ = try await c.nodes[leader]!.execute(group: 1, c.sql("CREATE TABLE t(v)"))
+        let follower = c.nodes.keys.sorted().first { $0 != leader }!
+        let node = c.nodes[follower]!
+        #expect(await c.eventually(follower, "SELECT count(*) FROM t", [[.integer(0)]]))
+        let before = try await node.status(group: 1)
+        #expect(before.term > 0)
+        try await node.retireGroup(1)
+        let tombstone = c.root + "/node\(follower)/tombstones/group-1.json"
+        #expect(FileManager.default.fileExists(atPath: tombstone))
+        // Made again empty, waiting to be added: not term 0, and not free to vote as a new member.
+        try await node.bootstrapGroup(1, voters: [])
+        let after = try await node.status(group: 1)
+        #expect(after.term >= before.term && after.lastIndex == 0, "\(after)")
+        await c.stopAll()
+    }
 }

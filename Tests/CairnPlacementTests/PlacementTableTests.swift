@@ -14,12 +14,38 @@ import Testing
 ///                 `reachable 1 2` (default: every member); `target=` on the first line (default 3).
 /// leaders.txt:    `leaders me=1`, `counts 1:5 2:3`, then one line per group the node leads: `g4 2 3`
 ///                 (the voters leadership may go to).
+/// doubling.txt:   `doubling shards=4 rf=3 nodes=6 min=10 [max=4096]`, then optionally `arcs 8192 4096 ...`
+///                 (the shards' widths in slots): the target count, and the order the shards split in.
 @Suite struct PlacementTableTests {
     static let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("testdata")
 
     @Test func rebalancerMatchesTheTable() throws { try run("rebalance.txt", Self.rebalance) }
     @Test func membershipPlanMatchesTheTable() throws { try run("membership.txt", Self.membership) }
     @Test func leaderBalanceMatchesTheTable() throws { try run("leaders.txt", Self.leaders) }
+    @Test func shardDoublingMatchesTheTable() throws { try run("doubling.txt", Self.doubling) }
+
+    static func doubling(_ lines: [String]) throws -> String {
+        guard let head = lines.first, head.hasPrefix("doubling") else { throw BadCase(description: "expected doubling") }
+        let o = options(head)
+        guard let shards = o["shards"].flatMap({ Int($0) }), let rf = o["rf"].flatMap({ Int($0) }), let nodes = o["nodes"].flatMap({ Int($0) }),
+              let min = o["min"].flatMap({ Int($0) }) else { throw BadCase(description: "doubling needs shards=, rf=, nodes=, min=") }
+        guard let target = ShardDoubling.target(shards: shards, replicationFactor: rf, nodes: nodes, minReplicasPerNode: min,
+                                                maxShards: Int(o["max"] ?? "4096")!) else { return "(no doubling)" }
+        var out = ["target \(target)"]
+        // The splits in order, each halving its arc (the new shard is numbered next).
+        var arcs = lines.dropFirst().first { $0.hasPrefix("arcs") }.map { $0.split(separator: " ").dropFirst().compactMap { Int($0) } }
+            ?? Array(repeating: 65536 / shards, count: shards)
+        var order: [Int] = []
+        while let next = ShardDoubling.nextSplit(arcSlots: arcs, target: target) {
+            order.append(next)
+            let half = arcs[next] / 2
+            arcs.append(arcs[next] - half)
+            arcs[next] = half
+        }
+        out.append("splits " + order.map(String.init).joined(separator: " "))
+        out.append("widths " + Set(arcs).sorted().map(String.init).joined(separator: " "))
+        return out.joined(separator: "\n")
+    }
 
     func run(_ name: String, _ decide: ([String]) throws -> String) throws {
         let file = Self.dir.appendingPathComponent(name)

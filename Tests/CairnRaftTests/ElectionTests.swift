@@ -143,4 +143,22 @@ struct ElectionTests {
         #expect(c.node(2).status.vote == 1)
         #expect(c.node(2).status.commit == 2)
     }
+
+    @Test("a copy made again on a node votes only for candidates as up to date as the copy it replaced")
+    func voteFloor() throws {
+        func granted(floor: LastEntry?, candidateIndex: LogIndex) throws -> Bool {
+            var cfg = RaftConfig(id: 3, randomSeed: 1)
+            cfg.voteFloor = floor
+            let node = try RawNode(config: cfg, storage: MemoryStorage())
+            #expect(node.step(Message(kind: .vote, from: 2, to: 3, term: 2, logTerm: 1, index: candidateIndex)) == nil)
+            let rd = node.ready()
+            let answer = try #require((rd.messages + rd.messagesAfterPersist).first { $0.kind == .voteResponse })
+            return !answer.reject
+        }
+        // A brand-new member's empty log is behind every candidate.
+        #expect(try granted(floor: nil, candidateIndex: 30))
+        #expect(try !granted(floor: LastEntry(term: 1, index: 40), candidateIndex: 30))
+        #expect(try granted(floor: LastEntry(term: 1, index: 40), candidateIndex: 40))
+        #expect(try !granted(floor: LastEntry(term: 2, index: 5), candidateIndex: 40))
+    }
 }

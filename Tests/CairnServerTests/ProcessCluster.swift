@@ -125,6 +125,8 @@ final class NodeProcess: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: cairnBinary)
         p.arguments = ["server", "--data-dir", dataDir, "--http-addr", http, "--raft-addr", "127.0.0.1:\(raftPort)",
                        "--enable-fault-injection"] + (joinAs.map { ["--join-as", $0] } ?? []) + extraArgs + args
+        // Tests assert the shard counts they create: shards double only in the tests of doubling.
+        if !(extraArgs + args).contains("--min-replicas-per-node") { p.arguments! += ["--min-replicas-per-node", "0"] }
         var environment = ProcessInfo.processInfo.environment
         environment["CAIRN_ADMIN_PASSWORD"] = TestHTTP.adminPassword
         environment["CAIRN_JOIN_PASSWORD"] = TestHTTP.adminPassword

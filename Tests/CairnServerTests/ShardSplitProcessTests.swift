@@ -181,6 +181,38 @@ struct ShardSplitProcessTests {
         print("splits: by size, 2 shards became \(settled.count) in \(Int(Date().timeIntervalSince(began))) s (limit \(limit) bytes)")
     }
 
+    @Test("shards double while shards × RF / nodes is under --min-replicas-per-node: 4 shards on 3 nodes become 16 of equal arcs, under writes, and then stay; every acknowledged row is there")
+    func shardsDouble() async throws {
+        let c = try await ProcessCluster.founded("doubling", count: 3, extraArgs: ["--shard-split-bytes", "0", "--min-replicas-per-node", "10"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "few", "shards": 4]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: "few").status == 200)
+        let writer = Writer(c.nodes, db: "few", rowBytes: 100)
+        let writing = Task { await writer.run() }
+        // 4 × 3 / 3 = 4 replicas a node: two rounds, 8 then 16 (16 a node).
+        let began = Date()
+        var shards: [Object] = []
+        while Date().timeIntervalSince(began) < 120 {
+            shards = (try await a.get("/v1/db/few/shards")).json["shards"] as? [Object] ?? []
+            if shards.count >= 16 { break }
+            try await Task.sleep(for: .seconds(1))
+        }
+        let took = Date().timeIntervalSince(began)
+        writer.stop.withLockedValue { $0 = true }
+        await writing.value
+        let widths = Set(shards.compactMap { ($0["slots"] as? [Int]).map { $0[1] - $0[0] } })
+        #expect(shards.count == 16 && widths == [4096], "after \(Int(took)) s: \(shards.count) shards, widths \(widths)")
+        try await Task.sleep(for: .seconds(6))
+        let settled = (try await a.get("/v1/db/few/shards")).json["shards"] as? [Object] ?? []
+        #expect(settled.count == 16, "the shards kept splitting: \(settled.count)")
+        #expect(writer.failures.withLockedValue { $0 }.isEmpty, "\(writer.failures.withLockedValue { $0.prefix(5) })")
+        let acked = writer.acked.withLockedValue { $0 }
+        let scan = Self.ints(try await c.nodes[2].query("SELECT k FROM items", db: "few"))
+        #expect(!acked.isEmpty && Set(acked).isSubset(of: Set(scan)) && Set(scan).count == scan.count, "\(Set(acked).subtracting(scan).count) missing")
+        print("doubling: 4 shards became \(shards.count) in \(String(format: "%.1f", took)) s; \(acked.count) writes acknowledged meanwhile, 0 lost")
+    }
+
     /// A request sent again while it answers 503 (which says "retry": nothing was done, or a node just
     /// died), as a client would, for up to 30 s; the retries are counted.
     static let retries = NIOLockedValueBox(0)

@@ -1,6 +1,7 @@
 import CairnCluster
 import CairnJSON
 import CairnNode
+import CairnPlacement
 import CairnRaft
 import CairnSQLite
 import Foundation
@@ -111,8 +112,9 @@ extension API {
     }
 
     /// Runs forever: every shard this node leads whose database outgrew `shard_split_bytes` (the
-    /// runtime setting; `--shard-split-bytes` until one is set) is split
-    /// (one split a pass), and a split some node left half done on a shard led here is finished.
+    /// runtime setting; `--shard-split-bytes` until one is set) is split, and so is the next shard of a
+    /// round of doubling (`min_replicas_per_node`), one split a database a pass; a split some node left
+    /// half done on a shard led here is finished first.
     func splitLargeShards() async {
         // A shard whose split by size failed is left alone this long (one that cannot split, say a
         // single slot, would otherwise be tried, and logged, every pass).
@@ -126,11 +128,16 @@ extension API {
             for db in catalog.shardCounts.keys.sorted() {
                 let shards = catalog.shards(of: db)
                 let pending = catalog.pendingSplit(in: db)?.origin.parent
+                let doubling = pending == nil ? await doublingSplit(db, catalog: catalog) : nil
                 var candidate: Int?
                 for (i, shard) in shards.enumerated() where runtime.hosts(shard.group) && (pending == nil || pending == shard.group) {
                     guard let status = try? await runtime.status(group: shard.group), status.role == .leader else { continue }
                     if pending == shard.group { candidate = i; break }
                     if let until = backoff[shard.group], until > .now { continue }
+                    if i == doubling {
+                        candidate = i
+                        break
+                    }
                     if splitBytes > 0, let used = await usedBytes(shard.group), used > splitBytes {
                         candidate = i
                         break
@@ -146,6 +153,41 @@ extension API {
                 }
             }
         }
+    }
+
+    /// The shard of `db` a round of doubling splits next (split by whichever node leads it), starting
+    /// or ending the round in the catalog as needed: `ShardDoubling` decides, over the nodes that may
+    /// hold replicas (voters neither dead nor draining). Only hash-sharded databases double; a range's
+    /// shards are the ranges an operator declared.
+    private func doublingSplit(_ db: String, catalog: Catalog) async -> Int? {
+        let shards = catalog.shards(of: db), map = catalog.shardMap(of: db)
+        guard !shards.isEmpty, shards.count == map.count,
+              (catalog.shardedTables[db] ?? [:]).values.contains(where: { !$0.keyColumns.isEmpty && $0.splitPoints == nil }) else { return nil }
+        let settings = cluster.settings
+        if let target = catalog.doublingTargets[db] {
+            guard map.count < target, settings.minReplicasPerNode > 0 else {
+                // Reached (or doubling turned off meanwhile): the round ends, by the node leading shard 0.
+                if await leads(shards[0].group) { try? await cluster.changeCatalog(Catalog.finishDoubling(db, target: target)) }
+                return nil
+            }
+            return ShardDoubling.nextSplit(arcSlots: map.arcs.map(\.slots), target: target)
+        }
+        let nodes = catalog.activeVoters.count { catalog.nodeStates[$0.id] == nil }
+        guard let target = ShardDoubling.target(shards: map.count, replicationFactor: settings.replicationFactor, nodes: nodes,
+                                                minReplicasPerNode: settings.minReplicasPerNode, maxShards: ShardMap.maxShards),
+              await leads(shards[0].group) else { return nil }
+        do {
+            try await cluster.changeCatalog(Catalog.startDoubling(db, target: target))
+            log("node \(cluster.nodeID): database \"\(db)\": \(map.count) shards × RF \(settings.replicationFactor) over \(nodes) nodes is under \(settings.minReplicasPerNode) replicas a node: doubling to \(target) shards")
+        } catch {
+            log("node \(cluster.nodeID): database \"\(db)\": cannot start doubling to \(target) shards (tried again later): \(error)")
+        }
+        return nil
+    }
+
+    private func leads(_ group: GroupID) async -> Bool {
+        guard runtime.hosts(group), let status = try? await runtime.status(group: group) else { return false }
+        return status.role == .leader
     }
 
     static let splitPassMillis = 2_000
