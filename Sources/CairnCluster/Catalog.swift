@@ -427,6 +427,8 @@ public struct Catalog: Sendable {
             case .move(let g, let from, let to):
                 out += join(g, to) + [SQLStatement("INSERT OR REPLACE INTO replica_states(group_id, node_id, state) VALUES(?, ?, 'leaving')",
                                                    ids(g, from))]
+            case .trim(let g, let n):
+                out += [SQLStatement("INSERT OR REPLACE INTO replica_states(group_id, node_id, state) VALUES(?, ?, 'leaving')", ids(g, n))]
             }
         }
         return out

@@ -16,9 +16,14 @@ extension NodeRuntime {
         try await raftLoop.submit {
             let store = self.raftState.value.store
             guard store.group(id) == nil else { return }
+            // Files a deleted copy left (a crash between forgetting the group and deleting them) hold
+            // entries the new log does not: they would stop the group from opening. (Without a
+            // tombstone, such files mean a lost log, and the group refuses to open, saying so.)
+            if self.hadCopy(of: id) {
+                for file in SQLStateMachine.files(of: self.config.dataDirectory + "/group-\(id).sqlite") { try? FileManager.default.removeItem(atPath: file) }
+                self.removeSnapshots(of: id, before: .max)
+            }
             _ = try store.createGroup(id, confState: ConfState(voters: voters))
-            // A copy this node deleted earlier: the new one goes on in its term, with its vote.
-            if let t = try self.tombstone(of: id) { try store.persist([GroupWrite(group: id, hardState: HardState(term: t.term, vote: t.vote))]) }
         }.get()
         try await openGroup(id)
     }
@@ -103,7 +108,14 @@ extension NodeRuntime {
             var c = RaftConfig(id: nodeID, randomSeed: UInt64(UInt(bitPattern: ObjectIdentifier(storage).hashValue)) ^ id)
             c.electionTimeoutTicks = electionTicks
             c.appliedIndex = applied
-            c.voteFloor = try self.tombstone(of: id)?.lastEntry
+            // A copy this node deleted earlier: this one goes on in its term, with its vote (restored
+            // here, so a crash right after the group was created cannot lose them).
+            if let t = try self.tombstone(of: id) {
+                if storage.hardState.term < t.term {
+                    try self.raftState.value.store.persist([GroupWrite(group: id, hardState: HardState(term: t.term, vote: t.vote, commit: storage.hardState.commit))])
+                }
+                c.voteFloor = t.lastEntry
+            }
             self.raftState.value.groups[id] = Group(node: try RawNode(config: c, storage: storage), storage: storage)
             // A new core numbers its heartbeat rounds from 1 again.
             self.raftState.value.leaseClocks[id] = LeaseClock()

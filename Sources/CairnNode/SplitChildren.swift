@@ -12,8 +12,11 @@ extension NodeRuntime {
 
     /// The split handler (on the apply loop).
     func keepSplitChild(_ split: ShardSplit, file: String) throws {
-        if hosts(split.child) {
-            // The split applied again after a crash, and the child has lived on since: it stays as it is.
+        if hosts(split.child) || hadCopy(of: split.child) {
+            // The split applied again after a crash, and the child has lived on since: it stays as it
+            // is. Or this node's copy of it was deleted since (moved away): a copy made from the split
+            // would come back as a founding voter with none of the deleted one's memory; if the
+            // catalog gives this node the child again, it gets an empty copy and a snapshot.
             try? FileManager.default.removeItem(atPath: file)
             return
         }
@@ -50,6 +53,10 @@ extension NodeRuntime {
                 let meta = try SQLStateMachine.readMeta(ofFile: file)
                 guard meta.index == ShardSplit.childSnapshotIndex, let conf = meta.conf else {
                     throw RuntimeError.raft("\(file) is not a split child's first state")
+                }
+                if !hosts(child) && hadCopy(of: child) {
+                    try FileManager.default.removeItem(atPath: file)
+                    continue
                 }
                 let created: Bool = try await raftLoop.submit {
                     let store = self.raftState.value.store

@@ -7,8 +7,10 @@ import Foundation
 /// acknowledged; a copy made here again starts empty, so without this it could vote for a member two
 /// configurations behind that still counts this node as a voter, and two leaders could commit
 /// different entries at one index (found by the sharded simulator, `cairn-sim --sharded`). The new
-/// copy starts in the old term with the old vote, and votes only for candidates at least as up to
-/// date as the old copy was (`RaftConfig.voteFloor`). One small file a group ever deleted here, kept
+/// copy goes on in the old term with the old vote (restored whenever the group opens), votes only
+/// for candidates at least as up to date as the old copy was, and stands for election only once its
+/// own log is (`RaftConfig.voteFloor`); a split never makes a child here again once a copy of it was
+/// deleted (`SplitChildren`). One small file a group ever deleted here, kept
 /// for good: group ids are never reused, and a copy may come back at any time.
 struct Tombstone: Codable, Equatable {
     var term: UInt64
@@ -42,12 +44,20 @@ extension NodeRuntime {
         return t
     }
 
+    /// Whether this node deleted a copy of `group` before (an unreadable tombstone counts).
+    func hadCopy(of group: GroupID) -> Bool {
+        FileManager.default.fileExists(atPath: tombstonePath(group))
+    }
+
     /// Durably records what `storage`'s copy leaves, before the log forgets the group.
     func writeTombstone(of group: GroupID, storage: GroupLog) throws {
         let last = storage.lastIndex()
         var t = Tombstone(term: storage.hardState.term, vote: storage.hardState.vote, lastTerm: (try? storage.term(at: last)) ?? 0, lastIndex: last)
         if let earlier = try tombstone(of: group) { t = earlier.merged(with: t) }
-        try FileManager.default.createDirectory(atPath: tombstoneDirectory, withIntermediateDirectories: true)
+        if !FileManager.default.fileExists(atPath: tombstoneDirectory) {
+            try FileManager.default.createDirectory(atPath: tombstoneDirectory, withIntermediateDirectories: true)
+            try DurableFile.sync(config.dataDirectory)
+        }
         try DurableFile.write(Array(try JSONEncoder().encode(t)), to: tombstonePath(group))
     }
 }

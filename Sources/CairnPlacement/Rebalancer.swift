@@ -77,12 +77,15 @@ public enum PlacementStep: Sendable, Equatable, CustomStringConvertible {
     case add(group: GroupID, node: NodeID)
     /// A copy moves: `to` joins as a learner, `from` leaves once `to` is a caught-up voter.
     case move(group: GroupID, from: NodeID, to: NodeID)
+    /// A group with more copies than its target gives one up: it leaves once the rest vote.
+    case trim(group: GroupID, node: NodeID)
 
     public var description: String {
         switch self {
         case .forget(let g, let n): return "forget g\(g) on \(n)"
         case .add(let g, let n): return "add g\(g) on \(n)"
         case .move(let g, let from, let to): return "move g\(g) \(from)->\(to)"
+        case .trim(let g, let n): return "trim g\(g) on \(n)"
         }
     }
 }
@@ -94,7 +97,9 @@ public enum PlacementStep: Sendable, Equatable, CustomStringConvertible {
 /// 1. Replicas on dead nodes are forgotten, so a death costs exactly the dead node's replicas.
 /// 2. A group with fewer planned copies than min(RF, nodes not dead) gets one on the least-loaded
 ///    live node without a copy.
-/// 3. Only when every group has its voters (re-replication before rebalancing): draining nodes
+/// 3. Only when every group has its voters: a group with more copies than the target (the
+///    replication factor lowered, or two plans that raced) gives one up, from its busiest holder.
+/// 4. Only when every group has its voters (re-replication before rebalancing): draining nodes
 ///    hand their replicas to the least-loaded live nodes, then a replica moves from the most to the
 ///    least loaded live node while their counts differ by two or more. Once counts are within one,
 ///    nothing moves: no oscillation. A group moves one copy at a time, and never onto a node that
@@ -153,6 +158,17 @@ public enum Rebalancer {
         }
         underReplicated = underReplicated || groups.contains { $0.planned < target }
         guard !underReplicated || limits.mutation == .rebalanceWhileUnderReplicated else { return steps }
+
+        for i in groups.indices where !groups[i].moving && groups[i].planned > target {
+            let holding = groups[i].replicas.keys.filter { load[$0] != nil }
+            guard let n = holding.max(by: { (holders[$0] == .draining ? 1 : 0, load[$0]!, $1) < (holders[$1] == .draining ? 1 : 0, load[$1]!, $0) })
+            else { continue }
+            steps.append(.trim(group: groups[i].id, node: n))
+            groups[i].replicas[n] = .leaving
+            load[n]! -= 1
+            outbound[n]! += 1
+            inFlight += 1
+        }
 
         let maxInFlight = limits.maxMovesInFlight(nodes: holders.count)
         func move(_ i: Int, from: NodeID, to: NodeID) {

@@ -18,9 +18,10 @@ public struct RaftConfig: Sendable {
     public var randomSeed: UInt64
     /// The last entry an earlier copy of this group on this node held, kept when that copy was deleted
     /// (nil: there was none). A copy made again starts empty, yet it votes only for candidates at
-    /// least this up to date, as the deleted copy would have: deleting a copy must not take back the
-    /// entries a quorum counted it for, or a member several configurations behind could win an
-    /// election among the old members (two leaders; found by the sharded simulator).
+    /// least this up to date, as the deleted copy would have, and stands for election only once its
+    /// own log is: deleting a copy must not take back the entries a quorum counted it for, or a member
+    /// several configurations behind could win an election among the old members (two leaders;
+    /// found by the sharded simulator).
     public var voteFloor: LastEntry? = nil
 
     /// Deliberate bug injected for simulator self-tests; never set by production code.

@@ -96,7 +96,13 @@ final class Raft {
 
     // MARK: - Roles
 
-    private var isPromotable: Bool { config.isVoter(id) && log.unstable.snapshot == nil }
+    /// A copy made again whose log does not yet reach what its deleted predecessor held (`voteFloor`)
+    /// never stands for election: the entries it is missing may be ones that copy helped commit, and a
+    /// member of an old configuration could still vote for it.
+    private var isPromotable: Bool {
+        config.isVoter(id) && log.unstable.snapshot == nil
+            && cfg.voteFloor?.isCovered(byTerm: log.lastTerm, index: log.lastIndex) != false
+    }
     var committedInCurrentTerm: Bool { log.term(at: log.committed) == term }
 
     private func reset(term newTerm: Term) {

@@ -343,12 +343,15 @@ public enum PlacementSimulation {
             for s in steps {
                 log("\(s)")
                 switch s {
-                case .forget(let g, _), .add(let g, _), .move(let g, _, _): busyGroups.insert(g)
+                case .forget(let g, _), .add(let g, _), .move(let g, _, _), .trim(let g, _): busyGroups.insert(g)
                 }
                 switch s {
                 case .forget(let g, let n):
                     guard states[n] == nil || states[n] == .dead else { throw Failure(message: "\(s): node \(n) is \(states[n]!)") }
                     groups[g]!.replicas[n] = nil
+                case .trim(let g, let n):
+                    // The simulation's groups always have their target; a trim here is a wrong plan.
+                    throw Failure(message: "\(s) of a group with \(groups[g]!.replicas.count) copies, target \(target)")
                 case .add(let g, let n), .move(let g, _, let n):
                     guard groups[g]!.replicas[n] == nil else { throw Failure(message: "\(s): node \(n) already holds a copy of g\(g)") }
                     guard states[n] == .live else { throw Failure(message: "\(s): node \(n) is \(states[n].map { "\($0)" } ?? "gone")") }

@@ -161,4 +161,24 @@ struct ElectionTests {
         #expect(try granted(floor: LastEntry(term: 1, index: 40), candidateIndex: 40))
         #expect(try !granted(floor: LastEntry(term: 2, index: 5), candidateIndex: 40))
     }
+
+    @Test("a copy made again does not stand for election, even asked to take over, until its log reaches its vote floor")
+    func noCandidacyBelowVoteFloor() throws {
+        func campaigns(floor: LastEntry?) throws -> Bool {
+            var cfg = RaftConfig(id: 3, randomSeed: 1)
+            cfg.voteFloor = floor
+            // An old configuration listing this node as a voter, as a replayed entry would.
+            let node = try RawNode(config: cfg, storage: MemoryStorage(bootstrap: ConfState(voters: [1, 2, 3])))
+            var sent: [Message] = []
+            for _ in 0..<100 {
+                node.tick()
+                if node.hasReady { let rd = node.ready(); sent += rd.messages + rd.messagesAfterPersist; node.advance(rd) }
+            }
+            _ = node.step(Message(kind: .timeoutNow, from: 1, to: 3, term: 1))
+            if node.hasReady { let rd = node.ready(); sent += rd.messages + rd.messagesAfterPersist; node.advance(rd) }
+            return sent.contains { $0.kind == .vote || $0.kind == .preVote }
+        }
+        #expect(try campaigns(floor: nil))
+        #expect(try !campaigns(floor: LastEntry(term: 1, index: 10)))
+    }
 }

@@ -191,6 +191,45 @@ struct ElasticClusterTests {
         print("settings: a node killed after dead_after_ms was lowered to 3 s at runtime was declared dead in \(String(format: "%.1f", seconds)) s")
     }
 
+    @Test("the replication factor lowered at runtime: every group gives up a copy (its node deletes it) and the rows stay; raised again: every group is copied back to three")
+    func replicationFactorLoweredAndRaised() async throws {
+        let c = try await ProcessCluster.founded("rf", count: 3, extraArgs: ["--shard-split-bytes", "0"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "kept"]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE t(x)", "INSERT INTO t VALUES (1), (2), (3)"], db: "kept").status == 200)
+        func copies() async throws -> [String: Int] {
+            let listed = (try await a.get("/v1/databases")).json["databases"] as? [Object] ?? []
+            return Dictionary(uniqueKeysWithValues: listed.compactMap { d in (d["name"] as? String).map { ($0, (d["replicas"] as? [Any])?.count ?? -1) } })
+        }
+        func groupFiles() -> Int {
+            c.nodes.reduce(0) { sum, n in
+                sum + ((try? FileManager.default.contentsOfDirectory(atPath: n.dataDir)) ?? []).count { $0.hasPrefix("group-") && $0.hasSuffix(".sqlite") }
+            }
+        }
+        let before = groupFiles()
+        #expect(try await TestHTTP.request(.PUT, a.url + "/v1/cluster/settings", ["replication_factor": 2]).status == 200)
+        var seen: [String: Int] = [:]
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            seen = try await copies()
+            if !seen.isEmpty && seen.values.allSatisfy({ $0 == 2 }) && groupFiles() == before - seen.count { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(!seen.isEmpty && seen.values.allSatisfy { $0 == 2 }, "\(seen)")
+        #expect(groupFiles() == before - seen.count, "group files \(groupFiles()), \(before) before, \(seen.count) groups")
+        #expect(try await c.nodes[2].query("SELECT count(*) FROM t", db: "kept").text.contains("[[3]]"))
+        #expect(try await TestHTTP.request(.PUT, a.url + "/v1/cluster/settings", ["replication_factor": 3]).status == 200)
+        let back = Date().addingTimeInterval(60)
+        while Date() < back {
+            seen = try await copies()
+            if seen.values.allSatisfy({ $0 == 3 }) { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(seen.values.allSatisfy { $0 == 3 }, "\(seen)")
+        #expect(try await c.nodes[1].query("SELECT count(*) FROM t", db: "kept").text.contains("[[3]]"))
+    }
+
     /// Writes with distinct keys through every running node, several lanes at once, timing each.
     final class TimedWriter: @unchecked Sendable {
         let acked = NIOLockedValueBox<[Int]>([])

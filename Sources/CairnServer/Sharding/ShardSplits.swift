@@ -161,17 +161,24 @@ extension API {
     /// shards are the ranges an operator declared.
     private func doublingSplit(_ db: String, catalog: Catalog) async -> Int? {
         let shards = catalog.shards(of: db), map = catalog.shardMap(of: db)
-        guard !shards.isEmpty, shards.count == map.count,
-              (catalog.shardedTables[db] ?? [:]).values.contains(where: { !$0.keyColumns.isEmpty && $0.splitPoints == nil }) else { return nil }
+        guard !shards.isEmpty, shards.count == map.count else { return nil }
+        let hashed = (catalog.shardedTables[db] ?? [:]).values.contains { !$0.keyColumns.isEmpty && $0.splitPoints == nil }
         let settings = cluster.settings
         if let target = catalog.doublingTargets[db] {
-            guard map.count < target, settings.minReplicasPerNode > 0 else {
-                // Reached (or doubling turned off meanwhile): the round ends, by the node leading shard 0.
+            guard map.count < target, settings.minReplicasPerNode > 0, hashed else {
+                // Reached (or doubling turned off, or the hash tables dropped, meanwhile): the round
+                // ends, by the node leading shard 0.
                 if await leads(shards[0].group) { try? await cluster.changeCatalog(Catalog.finishDoubling(db, target: target)) }
                 return nil
             }
-            return ShardDoubling.nextSplit(arcSlots: map.arcs.map(\.slots), target: target)
+            guard let next = ShardDoubling.nextSplit(arcSlots: map.arcs.map(\.slots), target: target) else { return nil }
+            // This node's catalog may trail a split another node just made: the committed one decides
+            // (splitting a shard twice in one round would leave unequal shards).
+            guard let committed = try? await committedCatalog(), committed.doublingTargets[db] == target,
+                  ShardDoubling.nextSplit(arcSlots: committed.shardMap(of: db).arcs.map(\.slots), target: target) == next else { return nil }
+            return next
         }
+        guard hashed else { return nil }
         let nodes = catalog.activeVoters.count { catalog.nodeStates[$0.id] == nil }
         guard let target = ShardDoubling.target(shards: map.count, replicationFactor: settings.replicationFactor, nodes: nodes,
                                                 minReplicasPerNode: settings.minReplicasPerNode, maxShards: ShardMap.maxShards),

@@ -479,7 +479,9 @@ public final class ShardedSimulation {
         guard at > arc.lo, at < arc.hi else { return }
         let source = options.mutation == .splitChildFromSnapshot ? ShardState(decoding: r.storage.snapshotValue.data) : r.state
         let upper = ShardState(arc: Arc(lo: at, hi: arc.hi), kv: source.kv.filter { at <= $0.key && $0.key < arc.hi })
-        if node.replicas[child] == nil && !node.retired.contains(child) {
+        // As in production: never made again here once a copy of it was deleted (it would come back as a
+        // founding voter with no memory); an empty copy and a snapshot instead, if it is wanted here.
+        if node.replicas[child] == nil && node.tombstones[child] == nil {
             found(child, on: node, conf: r.appliedConf, state: upper)
         }
         if options.mutation != .splitKeepsParentGuard {

@@ -149,7 +149,14 @@ extension ShardedSimulation {
                       !leader.appliedConf.members.contains(id), let st = leader.raw?.status, !st.config.members.contains(id) else { continue }
                 let storage = node.replicas[shard]!.storage
                 let lastIndex = storage.lastIndex()
-                node.tombstones[shard] = (storage.hardState, LastEntry(term: (try? storage.term(at: lastIndex)) ?? 0, index: lastIndex))
+                let last = LastEntry(term: (try? storage.term(at: lastIndex)) ?? 0, index: lastIndex)
+                if let earlier = node.tombstones[shard] {
+                    // As in production, merged: the newer term and vote, the more up-to-date last entry.
+                    node.tombstones[shard] = (storage.hardState.term >= earlier.hardState.term ? storage.hardState : earlier.hardState,
+                                              earlier.last.isCovered(byTerm: last.term, index: last.index) ? last : earlier.last)
+                } else {
+                    node.tombstones[shard] = (storage.hardState, last)
+                }
                 node.replicas[shard] = nil
                 node.retired.insert(shard)
                 stats.replicasRetired += 1
