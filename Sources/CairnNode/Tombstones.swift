@@ -54,10 +54,9 @@ extension NodeRuntime {
         let last = storage.lastIndex()
         var t = Tombstone(term: storage.hardState.term, vote: storage.hardState.vote, lastTerm: (try? storage.term(at: last)) ?? 0, lastIndex: last)
         if let earlier = try tombstone(of: group) { t = earlier.merged(with: t) }
-        if !FileManager.default.fileExists(atPath: tombstoneDirectory) {
-            try FileManager.default.createDirectory(atPath: tombstoneDirectory, withIntermediateDirectories: true)
-            try DurableFile.sync(config.dataDirectory)
-        }
+        try FileManager.default.createDirectory(atPath: tombstoneDirectory, withIntermediateDirectories: true)
+        // Every time, not only when created: a crash right after creating it would leave it undurable.
+        try DurableFile.sync(config.dataDirectory)
         try DurableFile.write(Array(try JSONEncoder().encode(t)), to: tombstonePath(group))
     }
 }

@@ -84,6 +84,10 @@ public enum MembershipPlan {
         let staying = replicas.keys.filter { replicas[$0] != .leaving }
         guard let leaving = replicas.keys.sorted().first(where: { replicas[$0] == .leaving }),
               staying.allSatisfy(voters.contains), staying.count >= target else { return nil }
+        // The rest must keep a majority the leader hears from (a trim removes a copy without adding
+        // one: with another copy silent, removing this one would leave the group without a quorum).
+        let rest = voters.subtracting([leaving])
+        guard !voters.contains(leaving) || (!rest.isEmpty && rest.count { $0 == leader || reachable.contains($0) } * 2 > rest.count) else { return nil }
         if leaving == leader {
             // A reachable heir first (a transfer to a silent node only times out), then the most caught up.
             let rank = { (n: NodeID) in (reachable.contains(n) ? 1 : 0, match[n] ?? 0) }

@@ -159,18 +159,20 @@ public enum Rebalancer {
         underReplicated = underReplicated || groups.contains { $0.planned < target }
         guard !underReplicated || limits.mutation == .rebalanceWhileUnderReplicated else { return steps }
 
-        for i in groups.indices where !groups[i].moving && groups[i].planned > target {
+        let maxInFlight = limits.maxMovesInFlight(nodes: holders.count)
+        // A silent holder's copy goes first (removing a copy that answers could leave the rest without
+        // a majority that answers), then a draining one's, then the busiest's. A trim streams nothing,
+        // so only the cluster-wide bound on groups changing at once applies.
+        let trimOrder: (NodeID) -> (Int, Int, Int) = { n in (holders[n] == .suspect ? 2 : holders[n] == .draining ? 1 : 0, load[n]!, -Int(truncatingIfNeeded: n)) }
+        for i in groups.indices where !groups[i].moving && groups[i].planned > target && inFlight < maxInFlight {
             let holding = groups[i].replicas.keys.filter { load[$0] != nil }
-            guard let n = holding.max(by: { (holders[$0] == .draining ? 1 : 0, load[$0]!, $1) < (holders[$1] == .draining ? 1 : 0, load[$1]!, $0) })
-            else { continue }
+            guard let n = holding.max(by: { trimOrder($0) < trimOrder($1) }) else { continue }
             steps.append(.trim(group: groups[i].id, node: n))
             groups[i].replicas[n] = .leaving
             load[n]! -= 1
-            outbound[n]! += 1
             inFlight += 1
         }
 
-        let maxInFlight = limits.maxMovesInFlight(nodes: holders.count)
         func move(_ i: Int, from: NodeID, to: NodeID) {
             steps.append(.move(group: groups[i].id, from: from, to: to))
             overlap.move(groups[i], from: from, to: to)

@@ -134,7 +134,7 @@ extension API {
                     guard let status = try? await runtime.status(group: shard.group), status.role == .leader else { continue }
                     if pending == shard.group { candidate = i; break }
                     if let until = backoff[shard.group], until > .now { continue }
-                    if i == doubling {
+                    if i == doubling, await stillNextDoublingSplit(db, shard: i) {
                         candidate = i
                         break
                     }
@@ -171,12 +171,7 @@ extension API {
                 if await leads(shards[0].group) { try? await cluster.changeCatalog(Catalog.finishDoubling(db, target: target)) }
                 return nil
             }
-            guard let next = ShardDoubling.nextSplit(arcSlots: map.arcs.map(\.slots), target: target) else { return nil }
-            // This node's catalog may trail a split another node just made: the committed one decides
-            // (splitting a shard twice in one round would leave unequal shards).
-            guard let committed = try? await committedCatalog(), committed.doublingTargets[db] == target,
-                  ShardDoubling.nextSplit(arcSlots: committed.shardMap(of: db).arcs.map(\.slots), target: target) == next else { return nil }
-            return next
+            return ShardDoubling.nextSplit(arcSlots: map.arcs.map(\.slots), target: target)
         }
         guard hashed else { return nil }
         let nodes = catalog.activeVoters.count { catalog.nodeStates[$0.id] == nil }
@@ -190,6 +185,15 @@ extension API {
             log("node \(cluster.nodeID): database \"\(db)\": cannot start doubling to \(target) shards (tried again later): \(error)")
         }
         return nil
+    }
+
+    /// Whether `shard` is still the round's next split by the committed catalog: this node's copy may
+    /// trail a split another node just made (a shard split twice in one round would leave unequal
+    /// shards). Asked only by the node about to split it.
+    private func stillNextDoublingSplit(_ db: String, shard: Int) async -> Bool {
+        guard let committed = try? await committedCatalog(), let target = committed.doublingTargets[db],
+              committed.pendingSplit(in: db) == nil else { return false }
+        return ShardDoubling.nextSplit(arcSlots: committed.shardMap(of: db).arcs.map(\.slots), target: target) == shard
     }
 
     private func leads(_ group: GroupID) async -> Bool {
