@@ -112,7 +112,7 @@ struct RaftLog {
     func matchTerm(_ index: LogIndex, _ term: Term) -> Bool { self.term(at: index) == term }
 
     func isUpToDate(lastIndex candidateIndex: LogIndex, lastTerm candidateTerm: Term) -> Bool {
-        candidateTerm > lastTerm || (candidateTerm == lastTerm && candidateIndex >= lastIndex)
+        LastEntry(term: lastTerm, index: lastIndex).isCovered(byTerm: candidateTerm, index: candidateIndex)
     }
 
     /// Index of the first entry that is new or disagrees in term with the log; 0 if all are present.
