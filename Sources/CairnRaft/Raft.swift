@@ -6,7 +6,7 @@ final class Raft {
     let mutation: RaftMutation?
 
     private(set) var term: Term = 0
-    private(set) var vote: NodeID = noNode
+    var vote: NodeID = noNode
     private(set) var lead: NodeID = noNode
     private(set) var role: RaftRole = .follower
     var log: RaftLog
@@ -17,17 +17,17 @@ final class Raft {
     /// configuration at the compaction point. Truncating the log drops the configurations it carried.
     private var configHistory: [(index: LogIndex, conf: ConfState)]
 
-    private(set) var progress: [NodeID: Progress] = [:]
-    private var votes: [NodeID: Bool] = [:]
+    var progress: [NodeID: Progress] = [:]
+    var votes: [NodeID: Bool] = [:]
     var msgs: [Message] = []
     var msgsAfterPersist: [Message] = []
     var readStates: [ReadState] = []
 
-    private var electionElapsedTicks = 0
+    var electionElapsedTicks = 0
     private var heartbeatElapsedTicks = 0
     private var randomizedElectionTimeoutTicks = 0
     private var rng: SplitMix64
-    private(set) var leadTransferee: NodeID = noNode
+    var leadTransferee: NodeID = noNode
 
     // Linearizable reads (RaftReads.swift).
     var readRound: UInt64 = 0
@@ -44,7 +44,7 @@ final class Raft {
     /// start (before a restart it may have acknowledged a heartbeat it no longer remembers). A leader's
     /// read lease counts on this promise, so it is kept whatever happens to the term or the known
     /// leader meanwhile (a rejection carrying a higher term makes a node forget its leader).
-    private var voteHoldTicks: Int
+    var voteHoldTicks: Int
 
     /// Invariant failures recorded instead of trapping; only possible while a mutation is active.
     private(set) var violations: [String] = []
@@ -99,7 +99,7 @@ final class Raft {
     /// A copy made again whose log does not yet reach what its deleted predecessor held (`voteFloor`)
     /// never stands for election: the entries it is missing may be ones that copy helped commit, and a
     /// member of an old configuration could still vote for it.
-    private var isPromotable: Bool {
+    var isPromotable: Bool {
         config.isVoter(id) && log.unstable.snapshot == nil
             && cfg.voteFloor?.isCovered(byTerm: log.lastTerm, index: log.lastIndex) != false
     }
@@ -130,7 +130,7 @@ final class Raft {
         role = .follower
     }
 
-    private func becomePreCandidate() {
+    func becomePreCandidate() {
         invariant(role != .leader, "leader cannot become pre-candidate")
         // Term and vote stay: a pre-election changes nothing durable.
         votes = [:]
@@ -138,14 +138,14 @@ final class Raft {
         role = .preCandidate
     }
 
-    private func becomeCandidate() {
+    func becomeCandidate() {
         invariant(role != .leader, "leader cannot become candidate")
         reset(term: term + 1)
         vote = id
         role = .candidate
     }
 
-    private func becomeLeader() {
+    func becomeLeader() {
         invariant(role == .candidate, "only a candidate can become leader")
         invariant(vote == id, "a leader voted for itself in its term")
         reset(term: term)
@@ -259,40 +259,6 @@ final class Raft {
         return active >= config.voters.count / 2 + 1
     }
 
-    // MARK: - Elections
-
-    func hup(transfer: Bool) {
-        guard role != .leader, isPromotable else { return }
-        if cfg.preVote && !transfer {
-            campaign(pre: true, transfer: false)
-        } else {
-            campaign(pre: false, transfer: transfer)
-        }
-    }
-
-    private func campaign(pre: Bool, transfer: Bool) {
-        let voteKind: MessageKind
-        let voteTerm: Term
-        if pre {
-            becomePreCandidate()
-            voteKind = .preVote
-            voteTerm = term + 1
-        } else {
-            becomeCandidate()
-            voteKind = .vote
-            voteTerm = term
-        }
-        votes[id] = true
-        if Quorum.voteResult(voters: config.voters, votes: votes) == .won {
-            if pre { campaign(pre: false, transfer: transfer) } else { becomeLeader() }
-            return
-        }
-        for v in config.voters where v != id {
-            send(Message(kind: voteKind, to: v, term: voteTerm, logTerm: log.lastTerm, index: log.lastIndex,
-                         context: transfer ? 1 : 0))
-        }
-    }
-
     // MARK: - Messages in
 
     func step(_ m: Message) {
@@ -335,23 +301,6 @@ final class Raft {
             case .candidate, .preCandidate: stepCandidate(m)
             case .follower: stepFollower(m)
             }
-        }
-    }
-
-    private func handleVoteRequest(_ m: Message) {
-        var canVote = vote == m.from || (vote == noNode && lead == noNode) || (m.kind == .preVote && m.term > term)
-        if cfg.checkQuorum && voteHoldTicks > 0 && m.context != 1 && vote != m.from { canVote = false }
-        let upToDate = mutation == .voteWithoutLogCheck
-            || (log.isUpToDate(lastIndex: m.index, lastTerm: m.logTerm) && cfg.voteFloor?.isCovered(byTerm: m.logTerm, index: m.index) != false)
-        let responseKind: MessageKind = m.kind == .vote ? .voteResponse : .preVoteResponse
-        if canVote && upToDate {
-            send(Message(kind: responseKind, to: m.from, term: m.term))
-            if m.kind == .vote {
-                electionElapsedTicks = 0
-                vote = m.from
-            }
-        } else {
-            send(Message(kind: responseKind, to: m.from, term: term, reject: true))
         }
     }
 
@@ -420,38 +369,6 @@ final class Raft {
         }
     }
 
-    private func stepCandidate(_ m: Message) {
-        let myResponse: MessageKind = role == .preCandidate ? .preVoteResponse : .voteResponse
-        switch m.kind {
-        case .append:
-            becomeFollower(term: m.term, lead: m.from)
-            handleAppend(m)
-        case .heartbeat:
-            becomeFollower(term: m.term, lead: m.from)
-            handleHeartbeat(m)
-        case .snapshot:
-            becomeFollower(term: m.term, lead: m.from)
-            handleSnapshot(m)
-        case myResponse:
-            if votes[m.from] == nil { votes[m.from] = !m.reject }
-            switch Quorum.voteResult(voters: config.voters, votes: votes) {
-            case .won:
-                if role == .preCandidate {
-                    campaign(pre: false, transfer: false)
-                } else {
-                    becomeLeader()
-                    broadcastAppend()
-                }
-            case .lost:
-                becomeFollower(term: term, lead: noNode)
-            case .pending:
-                break
-            }
-        default:
-            break
-        }
-    }
-
     private func stepFollower(_ m: Message) {
         switch m.kind {
         case .append:
@@ -475,7 +392,7 @@ final class Raft {
         }
     }
 
-    private func handleAppend(_ m: Message) {
+    func handleAppend(_ m: Message) {
         holdVote()
         if m.index < log.committed {
             send(Message(kind: .appendResponse, to: m.from, index: log.committed))
@@ -497,13 +414,13 @@ final class Raft {
         send(Message(kind: .appendResponse, to: m.from, index: lastNew))
     }
 
-    private func handleHeartbeat(_ m: Message) {
+    func handleHeartbeat(_ m: Message) {
         holdVote()
         log.commitTo(min(m.commit, log.lastIndex))
         send(Message(kind: .heartbeatResponse, to: m.from, context: m.context))
     }
 
-    private func handleSnapshot(_ m: Message) {
+    func handleSnapshot(_ m: Message) {
         holdVote()
         guard let s = m.snapshot else { return }
         if restore(s) {
@@ -511,12 +428,6 @@ final class Raft {
         } else {
             send(Message(kind: .appendResponse, to: m.from, index: log.committed))
         }
-    }
-
-    /// A message from the leader of this term was accepted: promise not to help elect anyone for an
-    /// election timeout (what the leader's read lease stands on).
-    private func holdVote() {
-        voteHoldTicks = max(voteHoldTicks, cfg.electionTimeoutTicks)
     }
 
     private func restore(_ s: Snapshot) -> Bool {
@@ -550,7 +461,7 @@ final class Raft {
 
     /// Sends the follower what it is missing. Returns true if a message was sent.
     @discardableResult
-    private func maybeSendAppend(to target: NodeID, sendIfEmpty: Bool) -> Bool {
+    func maybeSendAppend(to target: NodeID, sendIfEmpty: Bool) -> Bool {
         guard target != id, var pr = progress[target], !pr.isPaused else { return false }
         let prevIndex = pr.next - 1
         guard let prevTerm = log.term(at: prevIndex),
@@ -598,7 +509,7 @@ final class Raft {
 
     // MARK: - Log and commit
 
-    private func appendEntries(_ entries: [Entry]) {
+    func appendEntries(_ entries: [Entry]) {
         log.append(entries)
         noteAppended(entries)
     }
@@ -637,89 +548,5 @@ final class Raft {
             progress[id] = pr
             if maybeCommit() { broadcastAppend() }
         }
-    }
-
-    // MARK: - Client operations
-
-    func propose(_ payloads: [[UInt8]]) throws(RaftError) -> ClosedRange<LogIndex> {
-        guard role == .leader else { throw .notLeader(leader: lead) }
-        guard leadTransferee == noNode else { throw .proposalDropped(reason: "leadership transfer to \(leadTransferee) in progress") }
-        guard config.isVoter(id) else { throw .proposalDropped(reason: "this leader is being removed from the cluster") }
-        precondition(!payloads.isEmpty, "empty proposal batch")
-        let first = log.lastIndex + 1
-        var entries: [Entry] = []
-        entries.reserveCapacity(payloads.count)
-        for (i, p) in payloads.enumerated() { entries.append(Entry(term: term, index: first + LogIndex(i), data: p)) }
-        appendEntries(entries)
-        broadcastAppend()
-        return first...(first + LogIndex(payloads.count) - 1)
-    }
-
-    func proposeConfChange(_ change: ConfChange) throws(RaftError) -> LogIndex {
-        guard role == .leader else { throw .notLeader(leader: lead) }
-        guard leadTransferee == noNode else { throw .confChangeRejected(reason: "leadership transfer in progress") }
-        // The single-server-change fix: a new leader first commits an entry of its own term, so a
-        // configuration from an earlier term can no longer be overwritten behind this one.
-        guard committedInCurrentTerm else { throw .confChangeRejected(reason: "the leader has not committed an entry in its term yet") }
-        guard lastConfigIndex <= log.committed else { throw .confChangeRejected(reason: "another configuration change (index \(lastConfigIndex)) is not committed yet") }
-        var voters = config.voters, learners = config.learners
-        switch change {
-        case .addLearner(let n):
-            guard n != noNode else { throw .confChangeRejected(reason: "node id 0 is reserved") }
-            guard !config.isLearner(n) else { throw .confChangeRejected(reason: "\(n) is already a learner") }
-            voters.removeAll { $0 == n }
-            learners.append(n)
-        case .promoteLearner(let n):
-            guard config.isLearner(n) else { throw .confChangeRejected(reason: "\(n) is not a learner") }
-            let match = progress[n]?.match ?? 0
-            guard match >= log.committed else {
-                throw .confChangeRejected(reason: "learner \(n) has not caught up (match \(match), commit \(log.committed))")
-            }
-            learners.removeAll { $0 == n }
-            voters.append(n)
-        case .removeNode(let n):
-            guard config.isMember(n) else { throw .confChangeRejected(reason: "\(n) is not a member") }
-            voters.removeAll { $0 == n }
-            learners.removeAll { $0 == n }
-        }
-        guard !voters.isEmpty else { throw .confChangeRejected(reason: "the cluster would have no voters") }
-        let next = ConfState(voters: voters, learners: learners)
-        let index = log.lastIndex + 1
-        appendEntries([Entry(term: term, index: index, kind: .confChange, data: next.encoded())])
-        broadcastAppend()
-        return index
-    }
-
-    func transferLeadership(to target: NodeID) throws(RaftError) {
-        guard role == .leader else { throw .notLeader(leader: lead) }
-        if target == id { return }
-        guard config.isVoter(target) else { throw .transferRejected(reason: "\(target) is not a voter") }
-        if leadTransferee == target { return }
-        leadTransferee = target
-        leaseRevoked = true
-        electionElapsedTicks = 0
-        if progress[target]?.match == log.lastIndex {
-            send(Message(kind: .timeoutNow, to: target))
-        } else {
-            maybeSendAppend(to: target, sendIfEmpty: true)
-        }
-    }
-
-    func reportUnreachable(_ target: NodeID) {
-        guard role == .leader, progress[target]?.state == .replicate else { return }
-        progress[target]!.becomeProbe()
-    }
-
-    func reportSnapshot(to target: NodeID, failed: Bool) {
-        guard role == .leader, var pr = progress[target], pr.state == .snapshot else { return }
-        if failed {
-            pr.becomeProbe()
-            pr.next = pr.match + 1
-        } else {
-            pr.becomeProbe()
-        }
-        // Wait for the next heartbeat response before probing again.
-        pr.probeSent = true
-        progress[target] = pr
     }
 }
