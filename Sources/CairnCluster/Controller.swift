@@ -182,44 +182,47 @@ extension ClusterNode {
 
     static func monotonicNanos() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
-    /// Hands one group this node leads to a fellow voter that leads two or more fewer
-    /// (`LeaderBalance`), at most once every 2 s so that the counts peers ping catch up between
-    /// handoffs. Only to an active copy on a live node that is caught up and heard from; never the
-    /// catalog's group (its leader's observation clock decides who is dead).
-    /// How long this node must have led a group before it hands the group to a node that leads fewer.
+    /// How long this node must have led a group before it hands the group on.
     static let leaderSettleNanos: UInt64 = 10_000_000_000
 
+    /// Carries out this node's part of the leader plan (`LeaderBalance`), at most one transfer
+    /// every 2 s so that the leaders the pings list catch up between rounds. The plan's picture is
+    /// each group's leader as the pings list them, and each group's active copies on live nodes; the
+    /// transfer is then checked against this node's own view as the group's leader: the heir caught
+    /// up and heard from, no membership change pending, and never the catalog's group (its leader's
+    /// observation clock decides who is dead).
     func balanceLeaders(catalog: Catalog) async throws {
         guard catalog.exists else { return }
         let now = Self.monotonicNanos()
         guard state.withLockedValue({ now &- $0.lastLeaderHandoffNanos >= 2_000_000_000 }) else { return }
-        let counts = try await runtime.leaderCounts()
-        guard (counts[nodeID] ?? 0) >= 2 else { return }
         let states = try await nodeStates(in: catalog)
-        var led: [(group: GroupID, voters: Set<NodeID>)] = []
-        for g in try await runtime.groupIDs() where g != metadataGroup {
-            guard let s = try? await runtime.status(group: g), s.role == .leader, s.configIndex <= s.commit,
-                  let db = catalog.database(group: g), db.moving.isEmpty else { continue }
-            // Only a leadership held a while moves on: one just handed here (by an operator's stepdown,
-            // or another node's balancing) is not bounced straight away.
-            let since = state.withLockedValue { st -> UInt64 in
-                if let known = st.leadingSince[g], known.term == s.term { return known.nanos }
-                st.leadingSince[g] = (s.term, now)
-                return now
-            }
-            guard now &- since >= Self.leaderSettleNanos else { continue }
-            let heirs = s.config.voters.filter { v in
-                v != nodeID && db.replicas.contains(v) && states[v] == .live && s.recentlyActive.contains(v) && (s.matchIndex[v] ?? 0) >= s.commit
-            }
-            led.append((g, Set(heirs)))
+        let live = Set(states.filter { $0.value == .live }.keys)
+        guard live.contains(nodeID) else { return }
+        let leaders = try await runtime.groupLeaders()
+        // When this node began leading each group it leads (as first seen by a round).
+        let since = state.withLockedValue { st -> [GroupID: UInt64] in
+            st.leadingSince = st.leadingSince.filter { leaders[$0.key] == nodeID }
+            for (g, n) in leaders where n == nodeID && st.leadingSince[g] == nil { st.leadingSince[g] = now }
+            return st.leadingSince
         }
-        guard let (group, to) = LeaderBalance.next(me: nodeID, led: led, counts: counts) else { return }
+        var heirs: [GroupID: Set<NodeID>] = [:]
+        for db in catalog.databases.values where db.moving.isEmpty && db.group != metadataGroup {
+            heirs[db.group] = Set(db.replicas.filter(live.contains))
+        }
+        let plan = LeaderBalance.plan(leaders: leaders, heirs: heirs, nodes: live)
+        guard let mine = plan.first(where: { $0.from == nodeID }),
+              let s = try? await runtime.status(group: mine.group), s.role == .leader, s.configIndex <= s.commit,
+              s.config.voters.contains(mine.to), s.recentlyActive.contains(mine.to), (s.matchIndex[mine.to] ?? 0) >= s.commit else { return }
+        // Only a leadership held a while moves on: one just handed here (by an operator's stepdown,
+        // or another node's plan) is not bounced straight away.
+        guard now &- (since[mine.group] ?? now) >= Self.leaderSettleNanos else { return }
         state.withLockedValue { $0.lastLeaderHandoffNanos = now }
+        let planned = plan.count
         do {
-            try await runtime.transferLeadership(group: group, to: to)
-            log("node \(nodeID): group \(group): leadership handed to node \(to) (this node leads \(counts[nodeID] ?? 0) groups, it \(counts[to] ?? 0))")
+            try await runtime.transferLeadership(group: mine.group, to: mine.to)
+            log("node \(nodeID): group \(mine.group): leadership handed to node \(mine.to) (one of \(planned) transfers in the leader plan)")
         } catch {
-            log("node \(nodeID): group \(group): could not hand leadership to node \(to): \(error)")
+            log("node \(nodeID): group \(mine.group): could not hand leadership to node \(mine.to): \(error)")
         }
     }
 

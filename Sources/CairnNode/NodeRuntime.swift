@@ -84,6 +84,11 @@ public final class NodeRuntime: Sendable {
         var lastHeard: [NodeID: UInt64] = [:]
         /// How many groups each peer leads, from its latest ping.
         var peerLeaderCounts: [NodeID: Int] = [:]
+        /// Which groups each peer leads, from the latest ping that listed them.
+        var peerLedGroups: [NodeID: [GroupID]] = [:]
+        /// The groups this node's pings listed last, and the ticks since.
+        var ledGroupsListed: [GroupID] = []
+        var ticksSinceLedGroupsListed = 0
         init(store: LogStore) { self.store = store }
     }
 
@@ -238,6 +243,9 @@ public final class NodeRuntime: Sendable {
                 // A count beyond any node's groups is a hostile or broken peer's: not believed.
                 if e.message.kind == .heartbeat && e.message.context <= UInt64(Self.maxLedGroupsBelieved) {
                     side.peerLeaderCounts[e.message.from] = Int(e.message.context)
+                    if let listed = e.message.entries.first, let groups = Self.decodeLedGroups(listed.data) {
+                        side.peerLedGroups[e.message.from] = groups
+                    }
                 }
                 continue
             }
@@ -602,6 +610,50 @@ public final class NodeRuntime: Sendable {
     }
 
     static let maxLedGroupsBelieved = 1 << 20
+    /// Pings list the groups their sender leads once every this many ticks, and whenever the list changed.
+    static let ledGroupsListEveryTicks = 20
+    /// A node leading more groups than this pings its count only: leader balancing then sees its
+    /// count but not which groups (a list would outgrow a ping).
+    static let maxLedGroupsListed = 16_384
+
+    static func encodeLedGroups(_ groups: [GroupID]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(groups.count * 8)
+        for g in groups { withUnsafeBytes(of: g.littleEndian) { out.append(contentsOf: $0) } }
+        return out
+    }
+
+    /// A list from a peer's ping; nil (ignored) unless whole 8-byte ids, within the limit, ascending.
+    static func decodeLedGroups(_ data: [UInt8]) -> [GroupID]? {
+        guard data.count % 8 == 0, data.count / 8 <= maxLedGroupsListed else { return nil }
+        var out: [GroupID] = []
+        out.reserveCapacity(data.count / 8)
+        for i in stride(from: 0, to: data.count, by: 8) {
+            var v: UInt64 = 0
+            for b in 0..<8 { v |= UInt64(data[i + b]) << (8 * b) }
+            guard out.last.map({ $0 < v }) ?? true else { return nil }
+            out.append(v)
+        }
+        return out
+    }
+
+    /// Each group's leader as this node sees it: its own groups exactly, and the others as its peers'
+    /// latest pings listed them (a peer's list may be up to a second old; where two claim a group,
+    /// the one with the lower id is taken, and the transfer it leads to is checked by the group's
+    /// real leader before it is made).
+    public func groupLeaders() async throws -> [GroupID: NodeID] {
+        try await raftLoop.submit {
+            let side = self.raftState.value
+            var leaders: [GroupID: NodeID] = [:]
+            for (peer, groups) in side.peerLedGroups.sorted(by: { $0.key > $1.key }) {
+                for g in groups { leaders[g] = peer }
+            }
+            for (id, g) in side.groups {
+                if g.node.role == .leader { leaders[id] = self.config.nodeID } else if leaders[id] == self.config.nodeID { leaders[id] = nil }
+            }
+            return leaders
+        }.get()
+    }
 
     /// How many groups each peer leads, as its latest ping said, and this node's own count.
     public func leaderCounts() async throws -> [NodeID: Int] {

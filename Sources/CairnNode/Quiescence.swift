@@ -46,10 +46,19 @@ extension NodeRuntime {
             }
         }
         peers.remove(config.nodeID)
-        // The ping carries how many groups this node leads (for leader balancing, `LeaderBalance`).
-        let leading = UInt64(side.groups.values.count { $0.node.role == .leader })
+        // The ping carries how many groups this node leads and, once a second or when it changed,
+        // which (for leader balancing, `LeaderBalance`).
+        let led = side.groups.filter { $0.value.node.role == .leader }.keys.sorted()
+        side.ticksSinceLedGroupsListed += 1
+        var list: [Entry] = []
+        if (led != side.ledGroupsListed || side.ticksSinceLedGroupsListed >= Self.ledGroupsListEveryTicks) && led.count <= Self.maxLedGroupsListed {
+            list = [Entry(term: 0, index: 0, data: Self.encodeLedGroups(led))]
+            side.ledGroupsListed = led
+            side.ticksSinceLedGroupsListed = 0
+        }
         for peer in peers {
-            transport.send([Envelope(group: Self.livenessGroup, message: Message(kind: .heartbeat, from: config.nodeID, to: peer, context: leading))],
+            transport.send([Envelope(group: Self.livenessGroup, message: Message(kind: .heartbeat, from: config.nodeID, to: peer,
+                                                                                 entries: list, context: UInt64(led.count)))],
                            to: peer)
         }
     }

@@ -4,28 +4,102 @@ import CairnRaft
 /// to every follower and answers the client), so a node leading more groups than others is the
 /// cluster's bottleneck even when replicas are even.
 ///
-/// Decided locally by every node, for the groups it leads: it hands one of them to a fellow voter
-/// of that group that leads at least two fewer groups (every node learns every peer's count from the
-/// node-to-node pings). That is the count balancer again: each transfer lowers the sum of squared
-/// counts, so transfers stop, with counts within one of each other wherever the groups' voter sets
-/// allow, and nothing moves once they are.
+/// Every node computes the same plan from the same picture (each group's leader, as the nodes'
+/// pings list the groups they lead, and each group's voters, from the catalog) and carries out its
+/// own part of it: the transfers out of groups it leads.
+///
+/// A plan is a set of chains. A chain starts at a node leading the most and ends at one leading two
+/// or more fewer; each link hands a group to one of its voters, which hands another group on. Every
+/// node in between gains one and loses one, so only the two ends change: the top by minus one, the
+/// end by plus one, and the sum of squared counts falls. Hence plans run out, and nothing moves once
+/// they have. A plan with no chain left is as even as the groups' voter sets allow: a chain is what
+/// a lopsided assignment always has (the exchange argument of load balancing over restricted
+/// assignments), whereas handing only to a fellow voter leaves counts two apart wherever no single
+/// group links the top node to the bottom one.
+///
+/// Chains in one plan share no node, so each node makes at most one transfer per plan.
 public enum LeaderBalance {
+    public struct Transfer: Sendable, Equatable, CustomStringConvertible {
+        public var group: GroupID
+        public var from: NodeID
+        public var to: NodeID
+        public init(group: GroupID, from: NodeID, to: NodeID) { (self.group, self.from, self.to) = (group, from, to) }
+        public var description: String { "g\(group) \(from)->\(to)" }
+    }
+
     /// - Parameters:
-    ///   - me: this node; `led` the groups it leads, each with the voters leadership may go to
-    ///     (caught up, heard from, not leaving, on a live node).
-    ///   - counts: groups each node leads (this one's included, which may count groups not in `led`,
-    ///     such as the catalog's), as the pings said.
-    /// - Returns: the group to hand over and to whom: the least-leading eligible voter (ties by id),
-    ///   from the lowest group id that has one.
-    public static func next(me: NodeID, led: [(group: GroupID, voters: Set<NodeID>)], counts: [NodeID: Int]) -> (group: GroupID, to: NodeID)? {
-        let mine = counts[me] ?? led.count
-        var best: (group: GroupID, to: NodeID, count: Int)?
-        for (group, voters) in led.sorted(by: { $0.group < $1.group }) {
-            for v in voters.sorted() where v != me {
-                guard let c = counts[v], c <= mine - 2 else { continue }
-                if best == nil || c < best!.count { best = (group, v, c) }
+    ///   - leaders: each group's leader, where known.
+    ///   - heirs: voters each group's leadership may go to (active copies on live nodes); a group
+    ///     without heirs (the catalog's, one being moved) counts for its leader but never moves.
+    ///   - nodes: nodes that may lead (live); groups led elsewhere are left out.
+    public static func plan(leaders: [GroupID: NodeID], heirs: [GroupID: Set<NodeID>], nodes: Set<NodeID>) -> [Transfer] {
+        plan(leaders: leaders, heirs: heirs, nodes: nodes, mutation: nil)
+    }
+
+    @_spi(Mutants) public static func plan(leaders: [GroupID: NodeID], heirs: [GroupID: Set<NodeID>], nodes: Set<NodeID>,
+                                           mutation: PlacementMutation?) -> [Transfer] {
+        var counts = Dictionary(uniqueKeysWithValues: nodes.map { ($0, 0) })
+        var led: [NodeID: [GroupID]] = [:]
+        for (g, n) in leaders where nodes.contains(n) {
+            counts[n]! += 1
+            led[n, default: []].append(g)
+        }
+        for n in led.keys { led[n]!.sort() }
+        var transfers: [Transfer] = []
+        var used = Set<NodeID>(), stuck = Set<NodeID>()
+        while true {
+            let free = nodes.subtracting(used)
+            guard let least = free.map({ counts[$0]! }).min(),
+                  let top = free.subtracting(stuck).filter({ counts[$0]! >= least + 2 })
+                    .min(by: { (-counts[$0]!, $0) < (-counts[$1]!, $1) }) else { break }
+            guard let chain = shortestChain(from: top, counts: counts, led: led, heirs: heirs, allowed: free,
+                                            maxLinks: mutation == .leadersHandDownOnly ? 1 : .max) else {
+                stuck.insert(top)
+                continue
+            }
+            for t in chain {
+                led[t.from]!.removeAll { $0 == t.group }
+                led[t.to, default: []].append(t.group)
+                led[t.to]!.sort()
+                used.insert(t.from)
+                used.insert(t.to)
+            }
+            counts[top]! -= 1
+            counts[chain.last!.to]! += 1
+            transfers += chain
+        }
+        return transfers.sorted { ($0.group, $0.from) < ($1.group, $1.from) }
+    }
+
+    /// Breadth first from `top`, groups and voters in id order; the chain ends at the node reached
+    /// that leads the fewest, when that is two or more fewer than `top` (ties: the nearer, then the
+    /// lower id).
+    private static func shortestChain(from top: NodeID, counts: [NodeID: Int], led: [NodeID: [GroupID]],
+                                      heirs: [GroupID: Set<NodeID>], allowed: Set<NodeID>, maxLinks: Int) -> [Transfer]? {
+        var via: [NodeID: (transfer: Transfer, depth: Int)] = [:]
+        var queue = [top], head = 0
+        var end: (node: NodeID, depth: Int)?
+        while head < queue.count {
+            let x = queue[head]
+            head += 1
+            let depth = (via[x]?.depth ?? 0) + 1
+            guard depth <= maxLinks else { break }
+            for g in led[x] ?? [] {
+                for y in (heirs[g] ?? []).sorted() where y != top && y != x && via[y] == nil && allowed.contains(y) {
+                    via[y] = (Transfer(group: g, from: x, to: y), depth)
+                    queue.append(y)
+                    guard counts[y]! <= counts[top]! - 2 else { continue }
+                    if end == nil || (counts[y]!, depth, y) < (counts[end!.node]!, end!.depth, end!.node) { end = (y, depth) }
+                }
             }
         }
-        return best.map { ($0.group, $0.to) }
+        guard let end else { return nil }
+        var chain: [Transfer] = []
+        var at = end.node
+        while at != top, let t = via[at]?.transfer {
+            chain.append(t)
+            at = t.from
+        }
+        return chain.reversed()
     }
 }

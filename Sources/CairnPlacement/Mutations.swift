@@ -9,4 +9,6 @@
     case rebalanceWhileUnderReplicated = "rebalance-while-under-replicated"
     /// Re-replication may pick a node that already holds the group.
     case addWhereHeld = "add-where-held"
+    /// Leader balancing hands a group only to a fellow voter of it, never along a chain.
+    case leadersHandDownOnly = "leaders-hand-down-only"
 }

@@ -133,7 +133,7 @@ struct CairnSimCommand: ParsableCommand {
             print("seed \(f.seed) FAILED: \(f.violation!)\n\(replay(f))")
         }
         let t = summary.totals
-        print("coverage: \(t.ticks) ticks, \(t.convergences) convergences; joins measured \(t.joins): \(t.joinMoves) moves, ideal RF*S/(N+1) summed \(String(format: "%.1f", t.joinIdeal)); deaths measured \(t.deaths): \(t.deadReplicas) replicas held, \(t.deathCopies) copies made, then \(t.deathRebalances) balancing moves after \(t.deathsRebalanced) of them; worst max/mean at m >= 10: \(String(format: "%.3f", t.worstSpreadAtTen)); leader counts two apart at \(t.leaderGapsOfTwo) convergences (never more); wall \(elapsed)")
+        print("coverage: \(t.ticks) ticks, \(t.convergences) convergences; joins measured \(t.joins): \(t.joinMoves) moves, ideal RF*S/(N+1) summed \(String(format: "%.1f", t.joinIdeal)); deaths measured \(t.deaths): \(t.deadReplicas) replicas held, \(t.deathCopies) copies made, then \(t.deathRebalances) balancing moves after \(t.deathsRebalanced) of them; worst max/mean at m >= 10: \(String(format: "%.3f", t.worstSpreadAtTen)); leader counts at most \(t.worstLeaderSpread) apart; wall \(elapsed)")
         print("\(summary.seeds) seeds, \(summary.failures.count) violations")
         if !summary.failures.isEmpty { throw ExitCode(1) }
     }

@@ -18,7 +18,9 @@ import Testing
         // Joins move close to the ideal RF·S/(N+1) in total, never more than one over it each.
         #expect(Double(t.joinMoves) <= t.joinIdeal + Double(t.joins), "\(t.joinMoves) moves for an ideal of \(t.joinIdeal)")
         #expect(t.worstSpreadAtTen <= 1.1)
-        print("placement simulator: \(summary.seeds) seeds, \(t.ticks) ticks, \(t.convergences) convergences; joins \(t.joins): \(t.joinMoves) moves (ideal \(String(format: "%.1f", t.joinIdeal))); deaths \(t.deaths): \(t.deadReplicas) replicas, \(t.deathCopies) copies; worst max/mean at m >= 10: \(String(format: "%.3f", t.worstSpreadAtTen))")
+        // Leaders within one of each other (so of the mean) at every convergence.
+        #expect(t.worstLeaderSpread <= 1)
+        print("placement simulator: \(summary.seeds) seeds, \(t.ticks) ticks, \(t.convergences) convergences; joins \(t.joins): \(t.joinMoves) moves (ideal \(String(format: "%.1f", t.joinIdeal))); deaths \(t.deaths): \(t.deadReplicas) replicas, \(t.deathCopies) copies; worst max/mean at m >= 10: \(String(format: "%.3f", t.worstSpreadAtTen)); leader counts at most \(t.worstLeaderSpread) apart")
     }
 
     @Test("each deliberately broken placement is caught", arguments: PlacementMutation.allCases)

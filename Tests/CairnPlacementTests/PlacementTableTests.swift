@@ -12,8 +12,8 @@ import Testing
 /// membership.txt: `membership leader=1 commit=10`, `conf voters=1,2,3 learners=4`, `replicas 1 2 3- 4+`,
 ///                 `match 1:10 4:9`, and optionally `read 9` (read replicas), `removed 5`, `unknown 6`,
 ///                 `reachable 1 2` (default: every member); `target=` on the first line (default 3).
-/// leaders.txt:    `leaders me=1`, `counts 1:5 2:3`, then one line per group the node leads: `g4 2 3`
-///                 (the voters leadership may go to).
+/// leaders.txt:    `leaders nodes=1,2,3` (the live nodes), then one line per group: `g4 1 2 3`, its
+///                 leader, then the voters its leadership may go to.
 /// doubling.txt:   `doubling shards=4 rf=3 nodes=6 min=10 [max=4096]`, then optionally `arcs 8192 4096 ...`
 ///                 (the shards' widths in slots): the target count, and the order the shards split in.
 @Suite struct PlacementTableTests {
@@ -118,25 +118,19 @@ import Testing
     }
 
     static func leaders(_ lines: [String]) throws -> String {
-        guard let head = lines.first, head.hasPrefix("leaders"), let me = options(head)["me"].flatMap({ NodeID($0) }) else {
-            throw BadCase(description: "expected leaders me=N")
+        guard let head = lines.first, head.hasPrefix("leaders"), let nodes = options(head)["nodes"] else {
+            throw BadCase(description: "expected leaders nodes=1,2,3")
         }
-        var counts: [NodeID: Int] = [:]
-        var led: [(group: GroupID, voters: Set<NodeID>)] = []
+        var leaders: [GroupID: NodeID] = [:], heirs: [GroupID: Set<NodeID>] = [:]
         for line in lines.dropFirst() {
             let words = line.split(separator: " ")
-            if words.first == "counts" {
-                for w in words.dropFirst() {
-                    let p = w.split(separator: ":")
-                    counts[NodeID(p[0])!] = Int(p[1])!
-                }
-            } else if let g = words.first, g.hasPrefix("g"), let id = GroupID(g.dropFirst()) {
-                led.append((id, Set(words.dropFirst().compactMap { NodeID($0) })))
-            } else {
-                throw BadCase(description: "unknown line \(line)")
-            }
+            guard let g = words.first, g.hasPrefix("g"), let id = GroupID(g.dropFirst()), words.count >= 2,
+                  let leader = NodeID(words[1]) else { throw BadCase(description: "expected g<id> <leader> [heirs...]: \(line)") }
+            leaders[id] = leader
+            heirs[id] = Set(words.dropFirst(2).compactMap { NodeID($0) })
         }
-        return LeaderBalance.next(me: me, led: led, counts: counts).map { "hand g\($0.group) to \($0.to)" } ?? "(nothing)"
+        let plan = LeaderBalance.plan(leaders: leaders, heirs: heirs, nodes: Set(nodes.split(separator: ",").compactMap { NodeID($0) }))
+        return plan.isEmpty ? "(nothing)" : plan.map(\.description).joined(separator: "\n")
     }
 
     static func membership(_ lines: [String]) throws -> String {

@@ -9,6 +9,8 @@ struct ElasticClusterTests {
     struct Placement {
         var states: [UInt64: String] = [:]
         var replicas: [UInt64: Int] = [:]
+        /// Groups each node leads, as the node asked heard from the pings.
+        var leaders: [UInt64: Int] = [:]
         var moves = 0
         /// Groups with fewer than 3 replicas on live nodes.
         var short = 0
@@ -18,6 +20,7 @@ struct ElasticClusterTests {
                 let id = UInt64(n["id"] as? Int ?? 0)
                 states[id] = n["state"] as? String
                 replicas[id] = n["replicas"] as? Int
+                leaders[id] = n["leaders"] as? Int
             }
             moves = (json["moves"] as? [Object])?.count ?? 0
             let live = Set(states.filter { $0.value == "live" }.keys)
@@ -31,6 +34,12 @@ struct ElasticClusterTests {
         var balanced: Bool {
             let counts = states.filter { $0.value == "live" }.keys.compactMap { replicas[$0] }
             return moves == 0 && short == 0 && !counts.isEmpty && counts.max()! - counts.min()! <= 1
+        }
+
+        /// Live nodes' leader counts within one of each other (so within one of the mean).
+        var leadersEven: Bool {
+            let counts = states.filter { $0.value == "live" }.keys.compactMap { leaders[$0] }
+            return counts.count == states.values.count { $0 == "live" } && !counts.isEmpty && counts.max()! - counts.min()! <= 1
         }
     }
 
@@ -48,7 +57,7 @@ struct ElasticClusterTests {
         while Date().timeIntervalSince(start) < seconds {
             if let p = try? await placement(n) {
                 if done(p) { return Date().timeIntervalSince(start) }
-                last = "states \(p.states.sorted { $0.key < $1.key }), replicas \(p.replicas.sorted { $0.key < $1.key }), moves \(p.moves), short \(p.short)"
+                last = "states \(p.states.sorted { $0.key < $1.key }), replicas \(p.replicas.sorted { $0.key < $1.key }), leaders \(p.leaders.sorted { $0.key < $1.key }), moves \(p.moves), short \(p.short)"
             }
             try await Task.sleep(for: .milliseconds(200))
         }
@@ -115,6 +124,9 @@ struct ElasticClusterTests {
         #expect(moves <= Int((Double(total) / 4).rounded(.up)) + 1, "\(moves) moves for \(total) replicas over 4 nodes")
         #expect(writer.failures.withLockedValue { $0 }.isEmpty, "writes failed while replicas moved: \(writer.failures.withLockedValue { $0.prefix(5) })")
         print("elastic: the 4th node was balanced in \(String(format: "%.1f", joinSeconds)) s with \(moves) moves (\(grown.replicas))")
+        // Leaders follow: the leader plan spreads them to within one of each other.
+        let leaderSeconds = try await Self.wait("leaders within one of each other", on: a, seconds: 90) { $0.balanced && $0.leadersEven }
+        print("elastic: leaders within one of each other \(String(format: "%.1f", leaderSeconds)) s later (\(try await Self.placement(a).leaders))")
 
         // Heal: kill -9 one node; silent past --dead-after, it is declared dead and its replicas rebuilt.
         let victim = c.nodes[1]
