@@ -151,7 +151,7 @@ let package = Package(
         // Real `cairn server` processes on loopback: kill -9, restarts, partitions, torn logs, full disks.
         .testTarget(
             name: "CairnServerTests",
-            dependencies: ["cairn", "CairnTestSupport", "CairnJSON", "CSQLite3", "CairnRaft", "CairnTransport",
+            dependencies: ["cairn", "CairnTestSupport", "CairnJSON", "CSQLite3", "CairnRaft", "CairnSQLite", "CairnTransport",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationCompat", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),

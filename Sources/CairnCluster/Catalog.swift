@@ -59,18 +59,28 @@ public struct CatalogDatabase: Sendable, Equatable {
 public struct SplitOrigin: Sendable, Equatable {
     public var parent: GroupID
     public var index: LogIndex
+    /// The slot the split divides the parent's arc at, chosen when the child is reserved (nil: the
+    /// middle). Whoever finishes the split divides there, so a split by load finished by another
+    /// node, or after a crash, makes the child its entry made.
+    public var mid: Int?
 
-    public init(parent: GroupID, index: LogIndex) {
+    public init(parent: GroupID, index: LogIndex, mid: Int? = nil) {
         self.parent = parent
         self.index = index
+        self.mid = mid
     }
 
-    var encoded: String { "\(parent):\(index)" }
+    var encoded: String { "\(parent):\(index)" + (mid.map { ":\($0)" } ?? "") }
 
     init?(encoded text: String) {
         let parts = text.split(separator: ":")
-        guard parts.count == 2, let p = GroupID(parts[0]), let i = LogIndex(parts[1]) else { return nil }
-        self.init(parent: p, index: i)
+        guard parts.count == 2 || parts.count == 3, let p = GroupID(parts[0]), let i = LogIndex(parts[1]) else { return nil }
+        var mid: Int?
+        if parts.count == 3 {
+            guard let m = Int(parts[2]) else { return nil }
+            mid = m
+        }
+        self.init(parent: p, index: i, mid: mid)
     }
 }
 
@@ -194,7 +204,7 @@ public struct Catalog: Sendable {
     /// Reserves the group a split of `parent` (shard of `database`) makes: its entry, numbered as the
     /// next shard, on the parent's replicas (none founds it: the split entry creates it on each).
     /// Routers ignore it until `recordSplit`.
-    public static func reserveSplitChild(of parent: CatalogDatabase, in database: String, child index: Int) -> [SQLStatement] {
+    public static func reserveSplitChild(of parent: CatalogDatabase, in database: String, child index: Int, mid: Int? = nil) -> [SQLStatement] {
         let name = shardName(database, index)
         var statements = createDatabase(name, founders: [])
         for id in parent.replicas {
@@ -202,19 +212,19 @@ public struct Catalog: Sendable {
                                            [.integer(Int64(bitPattern: id)), .text(name)]))
         }
         statements.append(SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)",
-                                       [.text("split_origin:\(name)"), .text(SplitOrigin(parent: parent.group, index: 0).encoded)]))
+                                       [.text("split_origin:\(name)"), .text(SplitOrigin(parent: parent.group, index: 0, mid: mid).encoded)]))
         return statements
     }
 
     /// The split applied at `index` of `parent`: routers now use `map` (the child owns its upper half).
     /// Only over the map it split (the count one less): a second driver finishing the same split late
     /// changes nothing, and a map never goes back.
-    public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex) -> [SQLStatement] {
+    public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex, mid: Int? = nil) -> [SQLStatement] {
         let count = SQLValue.text("shards:\(database)"), before = SQLValue.integer(Int64(map.count - 1))
         let guarded = "INSERT OR REPLACE INTO settings(key, value) SELECT ?1, ?2 WHERE (SELECT value FROM settings WHERE key = ?3) = ?4"
         return [
             SQLStatement(guarded, [.text("shard_map:\(database)"), .text(map.encoded), count, before]),
-            SQLStatement(guarded, [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index).encoded), count, before]),
+            SQLStatement(guarded, [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index, mid: mid).encoded), count, before]),
             // Last: the statements above test the count this one changes.
             SQLStatement(guarded, [count, .integer(Int64(map.count)), count, before]),
         ]

@@ -98,6 +98,10 @@ public struct ClusterConfig: Sendable {
     public var shardSplitBytes = 512 << 20
     /// A hash-sharded database's shards double while shards × RF / nodes is under this (0: never).
     public var minReplicasPerNode = 10
+    /// Splits by load: a shard whose leader serves this many operations a second (0: never) for this
+    /// many seconds in a row.
+    public var shardSplitOpsPerSecond = 2_500
+    public var shardSplitHotSeconds = 30
     /// Replicas joining one node at a time, and moving away from one at a time.
     public var snapshotsInPerNode = 1
     public var snapshotsOutPerNode = 1

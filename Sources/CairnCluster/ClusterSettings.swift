@@ -14,15 +14,21 @@ public struct ClusterSettings: Sendable, Equatable {
     public var shardSplitBytes: Int
     /// A hash-sharded database's shards double while shards × RF / nodes is under this (0: never).
     public var minReplicasPerNode: Int
+    /// A shard whose leader serves this many operations a second for `shardSplitHotSeconds` splits
+    /// where its writes' keys divide (0: never by load).
+    public var shardSplitOpsPerSecond: Int
+    public var shardSplitHotSeconds: Int
 
     public init(replicationFactor: Int, suspectAfterMillis: Int64, deadAfterMillis: Int64, snapshotMiBPerSecond: Int, shardSplitBytes: Int,
-                minReplicasPerNode: Int) {
+                minReplicasPerNode: Int, shardSplitOpsPerSecond: Int, shardSplitHotSeconds: Int) {
         self.replicationFactor = replicationFactor
         self.suspectAfterMillis = suspectAfterMillis
         self.deadAfterMillis = deadAfterMillis
         self.snapshotMiBPerSecond = snapshotMiBPerSecond
         self.shardSplitBytes = shardSplitBytes
         self.minReplicasPerNode = minReplicasPerNode
+        self.shardSplitOpsPerSecond = shardSplitOpsPerSecond
+        self.shardSplitHotSeconds = shardSplitHotSeconds
     }
 
     public var liveness: LivenessSettings {
@@ -30,12 +36,14 @@ public struct ClusterSettings: Sendable, Equatable {
     }
 
     /// The names, as the API spells them.
-    public static let names = ["replication_factor", "suspect_after_ms", "dead_after_ms", "snapshot_mib_per_second", "shard_split_bytes", "min_replicas_per_node"]
+    public static let names = ["replication_factor", "suspect_after_ms", "dead_after_ms", "snapshot_mib_per_second", "shard_split_bytes", "min_replicas_per_node",
+                              "shard_split_ops_per_second", "shard_split_hot_seconds"]
 
     public var values: [(String, Int64)] {
         [("replication_factor", Int64(replicationFactor)), ("suspect_after_ms", suspectAfterMillis), ("dead_after_ms", deadAfterMillis),
          ("snapshot_mib_per_second", Int64(snapshotMiBPerSecond)), ("shard_split_bytes", Int64(shardSplitBytes)),
-         ("min_replicas_per_node", Int64(minReplicasPerNode))]
+         ("min_replicas_per_node", Int64(minReplicasPerNode)), ("shard_split_ops_per_second", Int64(shardSplitOpsPerSecond)),
+         ("shard_split_hot_seconds", Int64(shardSplitHotSeconds))]
     }
 
     /// These settings with `overrides` (catalog values by name) in place of the defaults.
@@ -49,6 +57,8 @@ public struct ClusterSettings: Sendable, Equatable {
             case "snapshot_mib_per_second": s.snapshotMiBPerSecond = Int(v)
             case "shard_split_bytes": s.shardSplitBytes = Int(v)
             case "min_replicas_per_node": s.minReplicasPerNode = Int(v)
+            case "shard_split_ops_per_second": s.shardSplitOpsPerSecond = Int(v)
+            case "shard_split_hot_seconds": s.shardSplitHotSeconds = Int(v)
             default: break
             }
         }
@@ -63,6 +73,10 @@ public struct ClusterSettings: Sendable, Equatable {
         if snapshotMiBPerSecond < 1 || snapshotMiBPerSecond > 100_000 { return "snapshot_mib_per_second must be from 1 to 100000" }
         if shardSplitBytes != 0 && shardSplitBytes < 65_536 { return "shard_split_bytes must be 0 (never by size) or at least 65536" }
         if minReplicasPerNode < 0 || minReplicasPerNode > 1_000 { return "min_replicas_per_node must be from 0 (shards never double) to 1000" }
+        if shardSplitOpsPerSecond < 0 || shardSplitOpsPerSecond > 10_000_000 {
+            return "shard_split_ops_per_second must be from 0 (never by load) to 10000000"
+        }
+        if shardSplitHotSeconds < 1 || shardSplitHotSeconds > 3_600 { return "shard_split_hot_seconds must be from 1 to 3600" }
         return nil
     }
 
@@ -96,7 +110,8 @@ extension ClusterNode {
         ClusterSettings(replicationFactor: config.replicationFactor, suspectAfterMillis: Int64(config.liveness.suspectAfterNanos / 1_000_000),
                         deadAfterMillis: Int64(config.liveness.deadAfterNanos / 1_000_000),
                         snapshotMiBPerSecond: config.snapshotBytesPerSecond >> 20, shardSplitBytes: config.shardSplitBytes,
-                        minReplicasPerNode: config.minReplicasPerNode)
+                        minReplicasPerNode: config.minReplicasPerNode, shardSplitOpsPerSecond: config.shardSplitOpsPerSecond,
+                        shardSplitHotSeconds: config.shardSplitHotSeconds)
     }
 
     /// The settings in force, by this node's catalog copy.

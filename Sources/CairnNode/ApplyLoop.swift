@@ -49,6 +49,7 @@ extension NodeRuntime {
             }
             let applied = DispatchTime.now().uptimeNanoseconds
             RuntimeMetrics.applyBatch.recordNanoseconds(Int64(applied - started))
+            self.noteLoad(group, ops: batch.count { if case .command = $0.change { true } else { false } })
             if !waiters.isEmpty {
                 for (e, r) in zip(fresh, results) {
                     guard let pending = waiters[e.index] else { continue }
@@ -143,6 +144,7 @@ extension NodeRuntime {
     /// Serves a read once the database has applied through `index`: at once if it has (from any
     /// thread), otherwise when the apply loop gets there.
     func serve(_ read: ReadRequest, at index: LogIndex) {
+        noteLoad(read.group, ops: 1)
         guard let reader = readers.withLockedValue({ $0[read.group] }) else {
             return read.promise.fail(RuntimeError.unknownGroup(read.group))
         }

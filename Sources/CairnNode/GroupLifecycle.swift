@@ -61,6 +61,7 @@ extension NodeRuntime {
             machine.splitHandler = { [weak self] split, file in try self?.keepSplitChild(split, file: file) }
             self.readers.withLockedValue { $0[id] = machine.reads }
             self.consistencyRecords.withLockedValue { $0[id] = machine.consistency }
+            self.groupLoads.withLockedValue { $0[id] = GroupLoad(sample: machine.slotSample) }
             let record = machine.consistency, log = self.log, node = self.config.nodeID
             // A divergence outlives restarts: the copy is still wrong until an operator replaces it.
             let marker = self.config.dataDirectory + "/diverged-group-\(id).json"
@@ -171,6 +172,7 @@ extension NodeRuntime {
             let side = self.applyState.value
             self.readers.withLockedValue { _ = $0.removeValue(forKey: id) }
             self.consistencyRecords.withLockedValue { _ = $0.removeValue(forKey: id) }
+            self.groupLoads.withLockedValue { _ = $0.removeValue(forKey: id) }
             side.machines.removeValue(forKey: id)?.close()
             for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
             side.lastSnapshotIndex[id] = nil

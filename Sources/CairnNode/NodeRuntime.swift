@@ -43,6 +43,8 @@ public final class NodeRuntime: Sendable {
     let readers = NIOLockedValueBox<[GroupID: ReadConnections]>([:])
     /// Each hosted group's consistency record, reachable from any thread (status, readiness, checks).
     let consistencyRecords = NIOLockedValueBox<[GroupID: ConsistencyRecord]>([:])
+    /// What each hosted group served here since the last look (`takeLoad`), from any thread.
+    let groupLoads = NIOLockedValueBox<[GroupID: GroupLoad]>([:])
     /// When the apply loop last ran its 100 ms sweep (monotonic nanoseconds): how long it has been busy.
     let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
     /// The latest pass that turns split children's files into groups; each pass waits for the one before.

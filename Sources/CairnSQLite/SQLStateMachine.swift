@@ -20,6 +20,8 @@ public final class SQLStateMachine {
     public let reads: ReadConnections
     /// This replica's digests at consistency checks, and how they compare with the leader's.
     public let consistency = ConsistencyRecord()
+    /// Slots the shard guards judged as clients' entries applied (splits by load).
+    public let slotSample = SlotSample()
     /// Computes the digest a consistency check asks for, off the apply thread (the runtime hands it to
     /// a thread of its own); without one, the digest is computed at once.
     public var digestScheduler: (@Sendable (PinnedRead) -> Void)?
@@ -40,6 +42,7 @@ public final class SQLStateMachine {
         // which that connection's defensive mode forbids.
         book = try Self.adoptBookkeeping(ofFile: path)
         connection = try SQLiteConnection(path: path, role: .apply)
+        connection.context.slotSample = slotSample
         reads = ReadConnections(path: path)
         try loadMeta()
     }
@@ -440,6 +443,7 @@ public final class SQLStateMachine {
             guard rename(temporary, path) == 0 else { throw SQLiteError(message: "cannot install a snapshot over \(path)") }
             try Self.syncPath((path as NSString).deletingLastPathComponent)
             connection = try SQLiteConnection(path: path, role: .apply)
+            connection.context.slotSample = slotSample
             preparedCount = nil
             splitVersionCache = nil
         }

@@ -98,6 +98,9 @@ final class ConnectionContext {
     var insertRowIDBeforeEntry: Int64 = 0
     /// A row was written with the largest rowid (see `SQLiteConnection.largestRowIDMessage`).
     var wroteLargestRowID = false
+    /// Where the slots of shard keys the guards judge while clients' entries apply are kept (the
+    /// state machine's, which outlives this connection across snapshot installs).
+    var slotSample: SlotSample?
     /// A statement failed or was rolled back since the schema was last known loaded: SQLite may load
     /// it again at the next statement, which must happen outside that statement's step budget.
     var schemaMayBeStale = true
@@ -184,7 +187,7 @@ final class SQLiteConnection {
         // replaces the file, a reader still open on the old one would otherwise delete the new one's WAL.
         _ = cairn_db_config_set(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, role == .read ? 1 : 0)
         for (limit, value) in SQLiteLimits.connectionLimits { sqlite3_limit(db, limit, value) }
-        ShardFunctions.install(on: db!)
+        ShardFunctions.install(on: db!, context: role == .apply ? contextPointer : nil)
         if role == .apply {
             installApplyFunctions()
             sqlite3_update_hook(db, { ctx, _, _, _, rowid in

@@ -32,6 +32,9 @@ public struct ServerOptions: Sendable {
     /// A shard whose database passes this many bytes is split (0: never by size).
     public var shardSplitBytes = 512 << 20
     public var minReplicasPerNode = 10
+    /// A shard whose leader serves this many operations a second for `shardSplitHotSeconds` splits (0: never by load).
+    public var shardSplitOpsPerSecond = 2_500
+    public var shardSplitHotSeconds = 30
     /// Serves `PUT /v1/debug/faults` (partitions, drops, delays between this node and others): for tests.
     public var enableFaultInjection = false
     public var maxBodyBytes = 16 << 20
@@ -129,6 +132,8 @@ public enum Server {
         clusterConfig.snapshotBytesPerSecond = options.snapshotBytesPerSecond
         clusterConfig.shardSplitBytes = options.shardSplitBytes
         clusterConfig.minReplicasPerNode = options.minReplicasPerNode
+        clusterConfig.shardSplitOpsPerSecond = options.shardSplitOpsPerSecond
+        clusterConfig.shardSplitHotSeconds = options.shardSplitHotSeconds
         clusterConfig.join = options.join
         clusterConfig.bootstrapExpect = options.bootstrapExpect
         clusterConfig.adminPassword = options.adminPassword

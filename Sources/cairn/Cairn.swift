@@ -82,6 +82,12 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "A hash-sharded database's shards double (each splits in two) while shards × replication factor / nodes is under this, so replicas stay even as the cluster grows (0: never).")
     var minReplicasPerNode: Int = 10
 
+    @Option(help: "A shard whose leader serves this many operations a second (writes applied, reads answered) for --shard-split-hot-seconds splits where its writes' keys divide, unless they sit on one key (0: never by load).")
+    var shardSplitOpsPerSecond: Int = 2_500
+
+    @Option(help: "How long a shard must run hot before it splits by load, in seconds.")
+    var shardSplitHotSeconds: Int = 30
+
     @Option(help: "A node silent this long gets no new replicas (a duration: 500ms, 10s, 5m, 1h).")
     var suspectAfter: DurationArgument = DurationArgument(argument: "10s")!
 
@@ -179,6 +185,10 @@ struct ServerCommand: AsyncParsableCommand {
         if suspectAfter.nanos == 0 || deadAfter.nanos < suspectAfter.nanos {
             throw ValidationError("--suspect-after must be positive and --dead-after at least as long")
         }
+        if shardSplitOpsPerSecond < 0 || shardSplitOpsPerSecond > 10_000_000 {
+            throw ValidationError("--shard-split-ops-per-second must be from 0 (never by load) to 10000000")
+        }
+        if shardSplitHotSeconds < 1 || shardSplitHotSeconds > 3_600 { throw ValidationError("--shard-split-hot-seconds must be from 1 to 3600") }
         if tickMs < 1 || electionTicks < 2 { throw ValidationError("--tick-ms must be positive and --election-ticks at least 2") }
         let tlsGiven = [tlsCert, tlsKey, tlsCa].filter { $0 != nil }.count
         if tlsGiven != 0 && tlsGiven != 3 { throw ValidationError("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca") }
@@ -204,6 +214,8 @@ struct ServerCommand: AsyncParsableCommand {
         options.snapshotBytesPerSecond = snapshotMibPerSecond << 20
         options.shardSplitBytes = shardSplitBytes
         options.minReplicasPerNode = minReplicasPerNode
+        options.shardSplitOpsPerSecond = shardSplitOpsPerSecond
+        options.shardSplitHotSeconds = shardSplitHotSeconds
         options.liveness = LivenessSettings(suspectAfterNanos: suspectAfter.nanos, deadAfterNanos: deadAfter.nanos)
         options.tickMillis = tickMs
         options.electionTimeoutTicks = electionTicks

@@ -125,8 +125,10 @@ final class NodeProcess: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: cairnBinary)
         p.arguments = ["server", "--data-dir", dataDir, "--http-addr", http, "--raft-addr", "127.0.0.1:\(raftPort)",
                        "--enable-fault-injection"] + (joinAs.map { ["--join-as", $0] } ?? []) + extraArgs + args
-        // Tests assert the shard counts they create: shards double only in the tests of doubling.
+        // Tests assert the shard counts they create: shards double, or split by load, only in the
+        // tests of those.
         if !(extraArgs + args).contains("--min-replicas-per-node") { p.arguments! += ["--min-replicas-per-node", "0"] }
+        if !(extraArgs + args).contains("--shard-split-ops-per-second") { p.arguments! += ["--shard-split-ops-per-second", "0"] }
         var environment = ProcessInfo.processInfo.environment
         environment["CAIRN_ADMIN_PASSWORD"] = TestHTTP.adminPassword
         environment["CAIRN_JOIN_PASSWORD"] = TestHTTP.adminPassword

@@ -1,3 +1,4 @@
+import CairnSQLite
 import Foundation
 import NIOConcurrencyHelpers
 import Testing
@@ -211,6 +212,67 @@ struct ShardSplitProcessTests {
         let scan = Self.ints(try await c.nodes[2].query("SELECT k FROM items", db: "few"))
         #expect(!acked.isEmpty && Set(acked).isSubset(of: Set(scan)) && Set(scan).count == scan.count, "\(Set(acked).subtracting(scan).count) missing")
         print("doubling: 4 shards became \(shards.count) in \(String(format: "%.1f", took)) s; \(acked.count) writes acknowledged meanwhile, 0 lost")
+    }
+
+    @Test("a shard that runs hot splits by load, where its written keys divide (not at the middle of its arc); one hot key alone never splits it; every acknowledged row is there")
+    func hotShardsSplit() async throws {
+        let c = try await ProcessCluster.founded("hot", count: 3, extraArgs: ["--shard-split-bytes", "0", "--shard-split-ops-per-second", "30",
+                                                                             "--shard-split-hot-seconds", "3"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "hot", "shards": 1]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: "hot").status == 200)
+        let stop = NIOLockedValueBox(false), acked = NIOLockedValueBox<[Int]>([]), failures = NIOLockedValueBox<[String]>([])
+        /// Four lanes writing keys from `keys` (lane i takes i, i + 4, ...) through every node until stopped.
+        func write(_ keys: [Int]) async {
+            await withTaskGroup(of: Void.self) { lanes in
+                for lane in 0..<4 {
+                    lanes.addTask {
+                        var i = lane
+                        while !stop.withLockedValue({ $0 }) && i < keys.count {
+                            let node = c.nodes[i % c.nodes.count]
+                            let r = try? await node.execute([["INSERT OR REPLACE INTO items(k, v) VALUES (?, 'v')", keys[i]]], db: "hot")
+                            if r?.status == 200 && r?.text.contains("\"error\"") == false { acked.withLockedValue { $0.append(keys[i]) } } else {
+                                failures.withLockedValue { $0.append("\(node.name): \(r.map { "\($0.status) \($0.text)" } ?? "no answer")") }
+                            }
+                            i += 4
+                        }
+                    }
+                }
+            }
+        }
+
+        // One key, rewritten many times a second for three times the hot period: no split divides it.
+        let oneKey = Task { await write(Array(repeating: 7, count: 1_000_000)) }
+        try await Task.sleep(for: .seconds(9))
+        stop.withLockedValue { $0 = true }
+        await oneKey.value
+        let oneKeyWrites = acked.withLockedValue { $0.count }
+        #expect(oneKeyWrites >= 9 * 30, "only \(oneKeyWrites) writes in 9 s: the shard never ran hot")
+        #expect(try await Self.arcs(a, "hot").count == 1, "a shard split for a load on one key")
+
+        // Many keys, all in the ring's first quarter: the split divides them, well below the middle.
+        stop.withLockedValue { $0 = false }
+        let quarter = SlotHash.slotCount / 4
+        let keys = (1...2_000_000).lazy.filter { SlotHash.slot(of: [.integer(Int64($0))]) < quarter }.prefix(200_000).map { $0 }
+        let spread = Task { await write(Array(keys)) }
+        let began = Date()
+        var arcs: [[Int]] = []
+        while Date().timeIntervalSince(began) < 60 {
+            arcs = try await Self.arcs(a, "hot")
+            if arcs.count >= 2 { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        let took = Date().timeIntervalSince(began)
+        stop.withLockedValue { $0 = true }
+        await spread.value
+        let first = arcs.first { $0[0] == 0 }
+        #expect(arcs.count >= 2 && first.map { $0[1] > 0 && $0[1] < quarter } == true, "after \(Int(took)) s: arcs \(arcs)")
+        #expect(failures.withLockedValue { $0 }.isEmpty, "\(failures.withLockedValue { $0.prefix(5) })")
+        let stored = Set(Self.ints(try await c.nodes[1].query("SELECT k FROM items", db: "hot")))
+        let missing = Set(acked.withLockedValue { $0 }).subtracting(stored)
+        #expect(missing.isEmpty, "\(missing.count) acknowledged rows missing")
+        print("load splits: one key rewritten \(oneKeyWrites) times in 9 s, no split; keys in the first quarter split the shard at slot \(first?[1] ?? -1) \(String(format: "%.1f", took)) s after they began (arcs \(arcs))")
     }
 
     /// A request sent again while it answers 503 (which says "retry": nothing was done, or a node just

@@ -4,10 +4,12 @@ import CSQLite3
 /// (`SlotHash`) and `cairn_range(k, p1, ...)` its range among split points (`RangeSplits`), so a
 /// shard's guard and a split's deletes judge rows exactly as the router does.
 enum ShardFunctions {
-    static func install(on db: OpaquePointer) {
+    /// - Parameter context: an apply connection's: the slots its guards compute while a client's
+    ///   entry applies are sampled for splits by load (`SlotSample`). Never changes a result.
+    static func install(on db: OpaquePointer, context: UnsafeMutableRawPointer? = nil) {
         // Deterministic and innocuous: usable in triggers and indexes with an untrusted schema.
         let flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS
-        sqlite3_create_function_v2(db, "cairn_slot", -1, flags, nil, { ctx, argc, argv in
+        sqlite3_create_function_v2(db, "cairn_slot", -1, flags, context, { ctx, argc, argv in
             guard argc > 0, let argv else {
                 sqlite3_result_error(ctx, "cairn_slot() takes the shard key's values", -1)
                 return
@@ -15,7 +17,13 @@ enum ShardFunctions {
             var key: [SQLValue] = []
             key.reserveCapacity(Int(argc))
             for i in 0..<Int(argc) { key.append(ShardFunctions.value(argv[i])) }
-            sqlite3_result_int64(ctx, Int64(SlotHash.slot(of: key)))
+            let slot = SlotHash.slot(of: key)
+            if let app = sqlite3_user_data(ctx) {
+                // A client's entry applying (not CairnDB's own statements, such as a split's deletes).
+                let context = Unmanaged<ConnectionContext>.fromOpaque(app).takeUnretainedValue()
+                if context.random != nil && !context.internalAccess { context.slotSample?.record(slot) }
+            }
+            sqlite3_result_int64(ctx, Int64(slot))
         }, nil, nil, nil)
         // cairn_range(key, p1, ..., pk): the range of a range-sharded table's key among its split
         // points (`RangeSplits`), compared as SQLite orders stored values.

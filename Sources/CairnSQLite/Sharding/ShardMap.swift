@@ -72,8 +72,15 @@ public struct ShardMap: Sendable, Equatable {
     /// The map after `shard` splits at the middle of its arc: it keeps the lower half, and a new shard
     /// (numbered `count`) owns the upper. Nil when the arc is a single slot or the map is full.
     public func splitting(_ shard: Int) -> (map: ShardMap, mid: Int)? {
-        guard shard >= 0, shard < count, count < Self.maxShards, arcs[shard].slots >= 2 else { return nil }
-        let arc = arcs[shard], mid = arc.lo + arc.slots / 2
+        guard shard >= 0, shard < count else { return nil }
+        return splitting(shard, at: arcs[shard].lo + arcs[shard].slots / 2)
+    }
+
+    /// The map after `shard` splits at `mid`: it keeps `lo ..< mid`, and a new shard (numbered
+    /// `count`) owns `mid ..< hi`. Nil unless `mid` leaves both sides a slot, or when the map is full.
+    public func splitting(_ shard: Int, at mid: Int) -> (map: ShardMap, mid: Int)? {
+        guard shard >= 0, shard < count, count < Self.maxShards, arcs[shard].lo < mid, mid < arcs[shard].hi else { return nil }
+        let arc = arcs[shard]
         var next = arcs, versions = arcVersions
         next[shard] = Arc(lo: arc.lo, hi: mid)
         next.append(Arc(lo: mid, hi: arc.hi))

@@ -43,9 +43,9 @@ extension API {
         var index: LogIndex
     }
 
-    /// Splits shard `shard` of `db` at the middle of its arc (finishing first a split of the database
-    /// that another attempt left half done).
-    func splitShard(_ db: String, shard: Int) async throws -> SplitDone {
+    /// Splits shard `shard` of `db` at slot `at` (by default the middle of its arc), finishing first a
+    /// split of the database that another attempt left half done.
+    func splitShard(_ db: String, shard: Int, at: Int? = nil) async throws -> SplitDone {
         var catalog = try await committedCatalog()
         guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
         if let pending = catalog.pendingSplit(in: db) {
@@ -53,21 +53,23 @@ extension API {
             guard let parentShard = shards.firstIndex(where: { $0.group == pending.origin.parent }) else {
                 throw HTTPFailure.unavailable("a split of \"\(db)\" is reserved for a group that is no longer its shard; retry")
             }
-            let finished = try await runSplit(db, shard: parentShard, catalog: catalog)
+            // It divides where its reservation says (`runSplit`), whatever this caller asked.
+            let finished = try await runSplit(db, shard: parentShard, at: nil, catalog: catalog)
             if parentShard == shard { return finished }
             catalog = try await committedCatalog()
         }
-        return try await runSplit(db, shard: shard, catalog: catalog)
+        return try await runSplit(db, shard: shard, at: at, catalog: catalog)
     }
 
-    private func runSplit(_ db: String, shard: Int, catalog start: Catalog) async throws -> SplitDone {
+    private func runSplit(_ db: String, shard: Int, at: Int?, catalog start: Catalog) async throws -> SplitDone {
         var catalog = start
         let shards = catalog.shards(of: db), map = catalog.shardMap(of: db)
         guard !shards.isEmpty, shards.count == map.count else {
             throw HTTPFailure.badRequest("\"\(db)\" has no shards (it gets them with its first sharded table)")
         }
         guard shard < shards.count else { throw HTTPFailure.notFound("\"\(db)\" has shards 0 to \(shards.count - 1), not \(shard)") }
-        guard let (next, mid) = map.splitting(shard) else {
+        guard var (next, mid) = at.map({ map.splitting(shard, at: $0) }) ?? map.splitting(shard) else {
+            if let at { throw HTTPFailure.badRequest("shard \(shard) of \"\(db)\" owns slots \(map.arcs[shard].lo)..<\(map.arcs[shard].hi): it cannot split at slot \(at)") }
             throw HTTPFailure.badRequest("shard \(shard) of \"\(db)\" cannot split: it owns a single slot, or the database has \(ShardMap.maxShards) shards")
         }
         let parent = shards[shard], childIndex = map.count, childName = Catalog.shardName(db, childIndex)
@@ -76,9 +78,10 @@ extension API {
                 throw HTTPFailure.unavailable("shard \(shard) of \"\(db)\" is being moved between nodes; split it once the move is done")
             }
             do {
-                try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex))
+                try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex, mid: mid))
             } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
-                // Another node reserved it at the same moment: the same child, finished below.
+                // Another node reserved it at the same moment: the same child, finished below at
+                // the point that reservation chose.
             }
             try await awaitCatalog { $0.databases[childName] != nil }
             catalog = cluster.catalog
@@ -86,6 +89,16 @@ extension API {
         }
         guard let child = catalog.databases[childName], catalog.splitOrigins[childName]?.parent == parent.group else {
             throw HTTPFailure.unavailable("the catalog entry \(childName) is not this split's; retry")
+        }
+        // The reservation's point, whoever chose it: every attempt at this split proposes the same
+        // entry, so one applied already is recognised rather than refused as a different split.
+        // (One reserved without a point, by an earlier version, divides at the middle.)
+        let reserved = catalog.splitOrigins[childName]?.mid ?? map.arcs[shard].lo + map.arcs[shard].slots / 2
+        if reserved != mid {
+            guard let planned = map.splitting(shard, at: reserved) else {
+                throw HTTPFailure.unavailable("the split reserved as \(childName) divides at slot \(reserved), outside shard \(shard); retry")
+            }
+            (next, mid) = planned
         }
         let tables = (catalog.shardedTables[db] ?? [:]).values.filter { !$0.keyColumns.isEmpty && $0.splitPoints == nil }
             .sorted { $0.name < $1.name }.map { ShardSplit.Table(name: $0.name, keyColumns: $0.keyColumns) }
@@ -104,7 +117,7 @@ extension API {
         }
         let index = LogIndex(bitPattern: at)
         crashIfAsked("split_after_entry")
-        try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index))
+        try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index, mid: mid))
         try await awaitCatalog { $0.shardMap(of: db).version >= next.version }
         log("node \(cluster.nodeID): database \"\(db)\": shard \(shard) (group \(parent.group)) split at slot \(mid) (entry \(index)); shard \(childIndex) (group \(child.group)) owns slots \(mid)..<\(map.arcs[shard].hi)")
         SplitMetrics.splits.increment()
@@ -119,39 +132,50 @@ extension API {
         // A shard whose split by size failed is left alone this long (one that cannot split, say a
         // single slot, would otherwise be tried, and logged, every pass).
         var backoff: [GroupID: ContinuousClock.Instant] = [:]
+        var heat = LoadWatch()
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(Self.splitPassMillis))
             // A split left half done is finished whatever the size setting (its parent refuses
             // commands planned with the old map until the new one is recorded).
-            let splitBytes = cluster.settings.shardSplitBytes
+            let settings = cluster.settings
+            let splitBytes = settings.shardSplitBytes
             let catalog = cluster.catalog
+            var led = Set<GroupID>()
             for db in catalog.shardCounts.keys.sorted() {
-                let shards = catalog.shards(of: db)
+                let shards = catalog.shards(of: db), map = catalog.shardMap(of: db)
                 let pending = catalog.pendingSplit(in: db)?.origin.parent
                 let doubling = pending == nil ? await doublingSplit(db, catalog: catalog) : nil
-                var candidate: Int?
-                for (i, shard) in shards.enumerated() where runtime.hosts(shard.group) && (pending == nil || pending == shard.group) {
+                var candidate: (shard: Int, at: Int?)?
+                for (i, shard) in shards.enumerated() where runtime.hosts(shard.group) {
                     guard let status = try? await runtime.status(group: shard.group), status.role == .leader else { continue }
-                    if pending == shard.group { candidate = i; break }
+                    led.insert(shard.group)
+                    // Every shard led here is watched each pass, so its heat is measured pass by pass.
+                    let hotAt = heat.observe(shard.group, runtime.takeLoad(group: shard.group), settings: settings,
+                                             arc: map.count == shards.count ? map.arcs[i] : nil)
+                    guard candidate == nil, pending == nil || pending == shard.group else { continue }
+                    if pending == shard.group { candidate = (i, nil); continue }
                     if let until = backoff[shard.group], until > .now { continue }
                     if i == doubling, await stillNextDoublingSplit(db, shard: i) {
-                        candidate = i
-                        break
-                    }
-                    if splitBytes > 0, let used = await usedBytes(shard.group), used > splitBytes {
-                        candidate = i
-                        break
+                        candidate = (i, nil)
+                    } else if splitBytes > 0, let used = await usedBytes(shard.group), used > splitBytes {
+                        candidate = (i, nil)
+                    } else if let hotAt {
+                        log("node \(cluster.nodeID): database \"\(db)\": shard \(i) served over \(settings.shardSplitOpsPerSecond) operations a second for \(settings.shardSplitHotSeconds) s: splitting it by load at slot \(hotAt)")
+                        candidate = (i, hotAt)
                     }
                 }
                 guard let candidate else { continue }
                 do {
                     // One split a database a pass; a failure leaves the other databases their turn.
-                    _ = try await splitShard(db, shard: candidate)
+                    _ = try await splitShard(db, shard: candidate.shard, at: candidate.at)
+                    if candidate.at != nil { SplitMetrics.loadSplits.increment() }
+                    heat.forget(shards[candidate.shard].group)
                 } catch {
-                    backoff[shards[candidate].group] = .now + .seconds(Self.splitBackoffSeconds)
-                    log("node \(cluster.nodeID): database \"\(db)\": splitting shard \(candidate) failed (tried again later): \(error)")
+                    backoff[shards[candidate.shard].group] = .now + .seconds(Self.splitBackoffSeconds)
+                    log("node \(cluster.nodeID): database \"\(db)\": splitting shard \(candidate.shard) failed (tried again later): \(error)")
                 }
             }
+            heat.keep(only: led)
         }
     }
 
@@ -217,4 +241,34 @@ extension API {
 enum SplitMetrics {
     /// Splits this node finished (recorded the new map for).
     static let splits = Counter(label: "cairn_shard_splits_total")
+    /// Of those, splits by load.
+    static let loadSplits = Counter(label: "cairn_shard_load_splits_total")
+}
+
+/// The heat of the shards this node leads (`HotShard`), measured once a split pass: a shard no
+/// longer led here is forgotten, and one led again starts cold.
+struct LoadWatch {
+    private var shards: [GroupID: (heat: HotShard, lastNanos: UInt64)] = [:]
+
+    /// Records one pass of `group`'s load; the slot to split it at once it has run hot long enough.
+    mutating func observe(_ group: GroupID, _ load: (ops: Int, slots: [Int])?, settings: ClusterSettings, arc: ShardMap.Arc?) -> Int? {
+        let now = DispatchTime.now().uptimeNanoseconds
+        guard let load, let arc else { return nil }
+        guard var watched = shards[group] else {
+            // The first look only starts the clock: what was counted before it spans an unknown time.
+            shards[group] = (HotShard(seed: group), now)
+            return nil
+        }
+        let seconds = Double(now &- watched.lastNanos) / 1e9
+        watched.lastNanos = now
+        let at = watched.heat.observe(ops: load.ops, seconds: seconds, slots: load.slots, nowNanos: now,
+                                      opsPerSecond: settings.shardSplitOpsPerSecond,
+                                      hotNanos: UInt64(settings.shardSplitHotSeconds) * 1_000_000_000, lo: arc.lo, hi: arc.hi)
+        shards[group] = watched
+        return at
+    }
+
+    mutating func forget(_ group: GroupID) { shards[group] = nil }
+
+    mutating func keep(only led: Set<GroupID>) { shards = shards.filter { led.contains($0.key) } }
 }

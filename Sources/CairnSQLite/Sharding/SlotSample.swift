@@ -1,0 +1,38 @@
+import Synchronization
+
+/// The slots of shard keys a shard's writes touched since the last look, for splits by load
+/// (`LoadSplit`): every `every`-th one, at most `maxSlots` between looks. Filled on the apply loop,
+/// taken by whoever watches the shard's load; it never affects what an entry does.
+public final class SlotSample: Sendable {
+    public static let maxSlots = 4_096
+    /// One slot kept in this many: a shard applying a hundred thousand rows a second keeps a few
+    /// thousand between looks.
+    static let every = 8
+
+    private struct State {
+        var slots: [Int] = []
+        var skipped = 0
+        var writes = 0
+    }
+    private let state = Mutex(State())
+
+    init() {}
+
+    func record(_ slot: Int) {
+        state.withLock { s in
+            s.writes += 1
+            s.skipped += 1
+            guard s.skipped >= Self.every || s.slots.isEmpty else { return }
+            s.skipped = 0
+            if s.slots.count < Self.maxSlots { s.slots.append(slot) }
+        }
+    }
+
+    /// The slots kept since the last call, and how many rows the guards judged meanwhile.
+    public func take() -> (slots: [Int], writes: Int) {
+        state.withLock { s in
+            defer { s = State() }
+            return (s.slots, s.writes)
+        }
+    }
+}
