@@ -28,7 +28,9 @@ public final class NodeRuntime: Sendable {
     let refusedMessages = NIOLockedValueBox(0)
     /// The groups open here, readable without a trip to the Raft loop (every request asks).
     let hosted = NIOLockedValueBox<Set<GroupID>>([])
-    let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0))
+    let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0, mostStreamsOut: 0))
+    /// Snapshot streams sending now, and those waiting for one of the `maxSnapshotStreamsOut` slots.
+    let snapshotStreamSlots = NIOLockedValueBox((sending: 0, waiting: [CheckedContinuation<Void, Never>]()))
     /// Snapshot files being streamed out, by "group/peer/index": one transfer of a snapshot at a time.
     let outgoingSnapshots = NIOLockedValueBox<Set<String>>([])
     /// Snapshot files being received, by group; confined to `receiveLoop`, which only writes them.
@@ -676,7 +678,8 @@ public final class NodeRuntime: Sendable {
 
     /// Snapshots this node took (each followed by a log compaction) and installed from a leader, and
     /// the pieces of snapshot files it streamed out and received.
-    public var snapshotStats: (taken: Int, installed: Int, chunksSent: Int, chunksReceived: Int) { snapshotCounts.withLockedValue { $0 } }
+    /// `mostStreamsOut`: the most snapshot streams this node has sent at once.
+    public var snapshotStats: (taken: Int, installed: Int, chunksSent: Int, chunksReceived: Int, mostStreamsOut: Int) { snapshotCounts.withLockedValue { $0 } }
 
     public func shutdown() async {
         try? await raftLoop.submit {

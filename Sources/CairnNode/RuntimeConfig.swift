@@ -79,6 +79,10 @@ public struct RuntimeConfig: Sendable {
     /// The most one snapshot stream sends per second: a replica being moved or rebuilt copies its
     /// group at this pace, leaving the disk and the network to the foreground load.
     public var snapshotBytesPerSecond = 32 << 20
+    /// Snapshot streams this node sends at once, to all peers together; more wait their turn, in
+    /// the order Raft asked for them. Placement keeps moves to one a node; this bounds the rest
+    /// (followers Raft catches up by snapshot, such as a node back from a long absence).
+    public var maxSnapshotStreamsOut = 1
     /// Ticks a leader's group must be idle (everything replicated, applied, nothing pending) before it
     /// stops ticking and heartbeating; 0 never quiesces.
     public var quiesceAfterTicks = 20
@@ -109,6 +113,7 @@ public struct RuntimeConfig: Sendable {
     func checkLimits(transport: TransportConfig) {
         precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
         precondition(snapshotBytesPerSecond >= snapshotChunkBytes, "a snapshot stream must be allowed at least one chunk a second")
+        precondition(maxSnapshotStreamsOut >= 1, "a node must be able to send a snapshot")
         precondition(maxEntryBytes + Self.messageOverheadBytes <= transport.maxQueuedBytesPerPeer,
                      "an entry of maxEntryBytes must fit a peer's send queue")
         precondition(transport.maxQueuedBytesPerPeer + Self.messageOverheadBytes <= WireFormat.maxFrameBytes,

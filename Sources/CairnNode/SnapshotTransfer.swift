@@ -18,12 +18,15 @@ extension NodeRuntime {
     /// follower steps it once the last piece is on its disk.
     func streamSnapshot(_ message: Message, group: GroupID) {
         let index = message.snapshot!.metadata.index, peer = message.to
-        let key = "\(group)/\(peer)/\(index)"
-        // Raft resends a snapshot that takes long; the transfer under way already carries it.
+        let key = "\(group)/\(peer)"
+        // Raft resends a snapshot that takes long (or waits for a slot), perhaps a newer one; the
+        // transfer under way or waiting already carries one, and the follower catches up from it.
         guard outgoingSnapshots.withLockedValue({ $0.insert(key).inserted }) else { return }
         let path = snapshotPath(group, index), chunkBytes = config.snapshotChunkBytes
         Task {
             defer { _ = outgoingSnapshots.withLockedValue { $0.remove(key) } }
+            await takeStreamSlot()
+            defer { giveBackStreamSlot() }
             do {
                 let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
                 defer { try? file.close() }
@@ -61,6 +64,36 @@ extension NodeRuntime {
                 }
             }
         }
+    }
+
+    /// Waits for one of the `maxSnapshotStreamsOut` slots (first come, first served).
+    private func takeStreamSlot() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let now = snapshotStreamSlots.withLockedValue { slots -> Bool in
+                guard slots.sending < config.maxSnapshotStreamsOut else {
+                    slots.waiting.append(waiter)
+                    return false
+                }
+                slots.sending += 1
+                return true
+            }
+            if now { waiter.resume() }
+        }
+        let sending = snapshotStreamSlots.withLockedValue { $0.sending }
+        precondition(sending <= config.maxSnapshotStreamsOut, "more snapshot streams than slots")
+        snapshotCounts.withLockedValue { $0.mostStreamsOut = max($0.mostStreamsOut, sending) }
+    }
+
+    /// Hands the slot to the longest waiting stream, or frees it.
+    private func giveBackStreamSlot() {
+        let next = snapshotStreamSlots.withLockedValue { slots -> CheckedContinuation<Void, Never>? in
+            guard !slots.waiting.isEmpty else {
+                slots.sending -= 1
+                return nil
+            }
+            return slots.waiting.removeFirst()
+        }
+        next?.resume()
     }
 
     /// Writes a received piece on the receive loop (in arrival order); after the last one, with the

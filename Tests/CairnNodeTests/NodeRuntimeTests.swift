@@ -15,6 +15,9 @@ final class LocalCluster {
     /// Entries between snapshots on every node started by this cluster.
     var snapshotEveryEntries: LogIndex = 10_000
     var snapshotChunkBytes = 1 << 20
+    var snapshotBytesPerSecond = 32 << 20
+    /// The groups every node started by this cluster hosts.
+    var groups: [GroupID] = [1]
 
     init(size: Int) throws {
         for id in 1...NodeID(size) { addresses[id] = PeerAddress(host: "127.0.0.1", port: freePort()) }
@@ -26,9 +29,10 @@ final class LocalCluster {
         var config = RuntimeConfig(nodeID: id, dataDirectory: root + "/node\(id)", raftAddress: addresses[id]!)
         config.snapshotEveryEntries = snapshotEveryEntries
         config.snapshotChunkBytes = snapshotChunkBytes
+        config.snapshotBytesPerSecond = snapshotBytesPerSecond
         let node = try NodeRuntime(config: config, log: { _ in })
         try await node.start(peers: addresses)
-        try await node.bootstrapGroup(1, voters: voters)
+        for g in groups { try await node.bootstrapGroup(g, voters: voters) }
         nodes[id] = node
     }
 
@@ -46,13 +50,13 @@ final class LocalCluster {
     }
 
     /// Waits for a leader that every running node agrees on.
-    func leader(timeoutSeconds: Double = 15) async throws -> NodeID {
+    func leader(of group: GroupID = 1, timeoutSeconds: Double = 15) async throws -> NodeID {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while Date() < deadline {
             var seen = Set<NodeID>()
             var leaderRole = false
             for (id, node) in nodes {
-                let s = try await node.status(group: 1)
+                let s = try await node.status(group: group)
                 seen.insert(s.leader)
                 if s.role == .leader && s.leader == id { leaderRole = true }
             }
@@ -232,6 +236,52 @@ struct NodeRuntimeTests {
         // It keeps following after the snapshot.
         _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (100)"))
         #expect(await c.eventually(lagging, "SELECT count(*) FROM t", [[.integer(101)]]))
+        await c.stopAll()
+    }
+
+    @Test("a node sends one snapshot stream at a time: three groups catching up one follower take turns, and all catch up")
+    func snapshotStreamsTakeTurns() async throws {
+        let c = try LocalCluster(size: 3)
+        c.groups = [1, 2, 3]
+        c.snapshotEveryEntries = 20
+        // Small, slow pieces: each stream lasts long enough for the three to overlap if they could.
+        c.snapshotChunkBytes = 1024
+        c.snapshotBytesPerSecond = 16 * 1024
+        try await c.startAll()
+        // One node leads all three groups, so all three streams leave from it.
+        let leader = try await c.leader(of: 1)
+        for g: GroupID in [2, 3] {
+            let current = try await c.leader(of: g)
+            if current != leader {
+                try await c.nodes[current]!.transferLeadership(group: g, to: leader)
+                let deadline = Date().addingTimeInterval(10)
+                while try await c.nodes[leader]!.status(group: g).role != .leader && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            }
+        }
+        let lagging = c.nodes.keys.sorted().first { $0 != leader }!
+        await c.stop(lagging)
+        let node = c.nodes[leader]!
+        for g: GroupID in [1, 2, 3] {
+            _ = try await node.execute(group: g, c.sql("CREATE TABLE t(v INTEGER)"))
+            for i in 0..<60 { _ = try await node.execute(group: g, c.sql("INSERT INTO t VALUES (\(i))")) }
+            let deadline = Date().addingTimeInterval(10)
+            while try await node.status(group: g).firstIndex < 30 && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        try await c.start(lagging, voters: c.addresses.keys.sorted())
+        for g: GroupID in [1, 2, 3] {
+            let deadline = Date().addingTimeInterval(60)
+            var caughtUp = false
+            while !caughtUp && Date() < deadline {
+                let r = try? await c.nodes[lagging]!.query(group: g, SQLStatement("SELECT count(*) FROM t"), consistency: .local)
+                caughtUp = r?.rows == [[.integer(60)]]
+                if !caughtUp { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(caughtUp, "group \(g) did not catch up")
+        }
+        let stats = node.snapshotStats
+        print("snapshot streams: \(c.nodes[lagging]!.snapshotStats.installed) installed on the returning node; at most \(stats.mostStreamsOut) sent at once")
+        #expect(c.nodes[lagging]!.snapshotStats.installed >= 3)
+        #expect(stats.mostStreamsOut == 1)
         await c.stopAll()
     }
 
