@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A hot range splits, and throughput rises: issue 13's splits by load, measured on this machine.
+"""Splits by load, measured on this machine (issue 13 asks that a hot range split and throughput rise).
 
 Starts a 3-node CairnDB cluster (release build) with two hash-sharded databases of one shard each,
 holding the same 10,000 rows. Then:
@@ -114,7 +114,7 @@ def write_report(r):
     def row(name, x):
         return (f"| {name} | {x['median']:.0f} | {x['min']:.0f}-{x['max']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
                 f"{x['errors']} | {x['collapsed_runs']} |")
-    lines = ["# A hot range splits, and throughput rises", "",
+    lines = ["# Splits by load, measured", "",
              f"`python3 bench/hotsplit.py --runs {r['runs']} --seconds {r['seconds']}` on {r['machine']}: a 3-node cluster on "
              "loopback, release build, wrk at 64 clients spread over the nodes. Two databases of one hash shard hold the same "
              "10,000 rows; one is heated until it has split by load. Throughput in requests/s (median, range over the runs, "
@@ -127,7 +127,13 @@ def write_report(r):
     lines += [row(k, v) for k, v in c.items()]
     w = c["split by load, writes"]["median"] / c["one shard, writes"]["median"]
     rd = c["split by load, point reads"]["median"] / c["one shard, point reads"]["median"]
-    lines += ["", f"Split by load against one shard: writes **{w:.2f}×**, point reads **{rd:.2f}×**."]
+    lines += ["", f"Split by load against one shard: writes **{w:.2f}×**, point reads **{rd:.2f}×**.", "",
+              "What this setup can show: with 3 nodes and a replication factor of 3, every node holds and applies every "
+              "shard, so a split adds no apply capacity; it spreads only the leaders' work (proposing, answering, "
+              "serving linearizable reads) over the nodes, and it adds a Raft group's own traffic. Where every node "
+              "shares the same few cores with the load generator, the machine, not the shard, is what saturates. A "
+              "split pays off where the hot shard's nodes are the bottleneck and others have room: more nodes than "
+              "the replication factor, each with cores of its own."]
     with open(os.path.join(HERE, "HOTSPLIT.md"), "w") as out:
         out.write("\n".join(lines) + "\n")
 
