@@ -61,7 +61,8 @@ public struct SplitOrigin: Sendable, Equatable {
     public var index: LogIndex
     /// The slot the split divides the parent's arc at, chosen when the child is reserved (nil: the
     /// middle). Whoever finishes the split divides there, so a split by load finished by another
-    /// node, or after a crash, makes the child its entry made.
+    /// node, or after a crash, makes the child its entry made. Kept under a key of its own
+    /// (`split_mid:<name>`), so the origin's own format stays the one earlier versions read.
     public var mid: Int?
 
     public init(parent: GroupID, index: LogIndex, mid: Int? = nil) {
@@ -70,17 +71,12 @@ public struct SplitOrigin: Sendable, Equatable {
         self.mid = mid
     }
 
-    var encoded: String { "\(parent):\(index)" + (mid.map { ":\($0)" } ?? "") }
+    var encoded: String { "\(parent):\(index)" }
 
     init?(encoded text: String) {
         let parts = text.split(separator: ":")
-        guard parts.count == 2 || parts.count == 3, let p = GroupID(parts[0]), let i = LogIndex(parts[1]) else { return nil }
-        var mid: Int?
-        if parts.count == 3 {
-            guard let m = Int(parts[2]) else { return nil }
-            mid = m
-        }
-        self.init(parent: p, index: i, mid: mid)
+        guard parts.count == 2, let p = GroupID(parts[0]), let i = LogIndex(parts[1]) else { return nil }
+        self.init(parent: p, index: i)
     }
 }
 
@@ -212,19 +208,22 @@ public struct Catalog: Sendable {
                                            [.integer(Int64(bitPattern: id)), .text(name)]))
         }
         statements.append(SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)",
-                                       [.text("split_origin:\(name)"), .text(SplitOrigin(parent: parent.group, index: 0, mid: mid).encoded)]))
+                                       [.text("split_origin:\(name)"), .text(SplitOrigin(parent: parent.group, index: 0).encoded)]))
+        if let mid {
+            statements.append(SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("split_mid:\(name)"), .integer(Int64(mid))]))
+        }
         return statements
     }
 
     /// The split applied at `index` of `parent`: routers now use `map` (the child owns its upper half).
     /// Only over the map it split (the count one less): a second driver finishing the same split late
     /// changes nothing, and a map never goes back.
-    public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex, mid: Int? = nil) -> [SQLStatement] {
+    public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex) -> [SQLStatement] {
         let count = SQLValue.text("shards:\(database)"), before = SQLValue.integer(Int64(map.count - 1))
         let guarded = "INSERT OR REPLACE INTO settings(key, value) SELECT ?1, ?2 WHERE (SELECT value FROM settings WHERE key = ?3) = ?4"
         return [
             SQLStatement(guarded, [.text("shard_map:\(database)"), .text(map.encoded), count, before]),
-            SQLStatement(guarded, [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index, mid: mid).encoded), count, before]),
+            SQLStatement(guarded, [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index).encoded), count, before]),
             // Last: the statements above test the count this one changes.
             SQLStatement(guarded, [count, .integer(Int64(map.count)), count, before]),
         ]
@@ -373,8 +372,9 @@ public struct Catalog: Sendable {
          SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
          SQLStatement("UPDATE databases SET dropped = 1, name = name || '#dropped#' || group_id WHERE name = ? AND dropped = 0", [.text(name)]),
          SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)]),
-         SQLStatement("DELETE FROM settings WHERE key IN (?, ?, ?, ?)",
-                      [.text("shards:\(name)"), .text("shard_map:\(name)"), .text("split_origin:\(name)"), .text("doubling:\(name)")]),
+         SQLStatement("DELETE FROM settings WHERE key IN (?, ?, ?, ?, ?)",
+                      [.text("shards:\(name)"), .text("shard_map:\(name)"), .text("split_origin:\(name)"), .text("split_mid:\(name)"),
+                       .text("doubling:\(name)")]),
          shardedTablesSchema,
          SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)]),
          rangeSplitsSchema,
@@ -496,7 +496,7 @@ public struct Catalog: Sendable {
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
             SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
             SQLStatement("SELECT value FROM settings WHERE key = 'replication_factor'"),
-            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%' OR key LIKE 'doubling:%'"),
+            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%' OR key LIKE 'doubling:%' OR key LIKE 'split\\_mid:%' ESCAPE '\\'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
@@ -552,6 +552,7 @@ public struct Catalog: Sendable {
             catalog.nodeStates[node] = state
         }
         if case .integer(let rf)? = results[11].rows.first?.first, (1...100).contains(rf) { catalog.replicationFactor = Int(rf) }
+        var mids: [String: Int] = [:]
         for row in results[12].rows {
             guard row.count == 2, case .text(let key) = row[0] else { continue }
             if key.hasPrefix("setting:"), case .integer(let v) = row[1] {
@@ -562,6 +563,10 @@ public struct Catalog: Sendable {
                 catalog.doublingTargets[String(key.dropFirst("doubling:".count))] = Int(v)
                 continue
             }
+            if key.hasPrefix("split_mid:"), case .integer(let v) = row[1] {
+                mids[String(key.dropFirst("split_mid:".count))] = Int(v)
+                continue
+            }
             guard case .text(let value) = row[1] else { continue }
             if key.hasPrefix("shard_map:"), let map = ShardMap(encoded: value) {
                 catalog.shardMaps[String(key.dropFirst("shard_map:".count))] = map
@@ -569,6 +574,7 @@ public struct Catalog: Sendable {
                 catalog.splitOrigins[String(key.dropFirst("split_origin:".count))] = origin
             }
         }
+        for (name, mid) in mids { catalog.splitOrigins[name]?.mid = mid }
         for row in results[13].rows {
             guard row.count == 4, case .text(let db) = row[0], case .text(let name) = row[1], case .text(let keys) = row[2],
                   case .text(let sql) = row[3] else { continue }

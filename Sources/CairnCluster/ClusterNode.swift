@@ -161,8 +161,9 @@ public final class ClusterNode: Sendable {
         var awayChecks: [GroupID: UInt64] = [:]
         /// When this node last handed a group's leadership to a less busy node (`balanceLeaders`).
         var lastLeaderHandoffNanos: UInt64 = 0
-        /// Since when this node has led each group it leads, as its leader balancing first saw (monotonic nanoseconds).
-        var leadingSince: [GroupID: UInt64] = [:]
+        /// Since when this node has led each group it leads, in which term, as its leader balancing
+        /// first saw (monotonic nanoseconds).
+        var leadingSince: [GroupID: (term: UInt64, nanos: UInt64)] = [:]
     }
 
     public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,

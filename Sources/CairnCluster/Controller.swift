@@ -185,12 +185,14 @@ extension ClusterNode {
     /// How long this node must have led a group before it hands the group on.
     static let leaderSettleNanos: UInt64 = 10_000_000_000
 
-    /// Carries out this node's part of the leader plan (`LeaderBalance`), at most one transfer
-    /// every 2 s so that the leaders the pings list catch up between rounds. The plan's picture is
-    /// each group's leader as the pings list them, and each group's active copies on live nodes; the
-    /// transfer is then checked against this node's own view as the group's leader: the heir caught
-    /// up and heard from, no membership change pending, and never the catalog's group (its leader's
-    /// observation clock decides who is dead).
+    /// Carries out this node's part of the leader plan (`LeaderBalance.links`), at most one
+    /// transfer every 2 s so that the leaders the pings list catch up between rounds. The plan's
+    /// picture is each group's leader as the pings list them (nodes whose list is not known are
+    /// left out) and each group's active copies on live nodes; for the groups this node leads, its
+    /// own view narrows the heirs to those that can take over now (caught up, heard from, no
+    /// membership change pending, the leadership held here for `leaderSettleNanos`), so the link it
+    /// is given is one it can make. Never the catalog's group (its leader's observation clock decides
+    /// who is dead).
     func balanceLeaders(catalog: Catalog) async throws {
         guard catalog.exists else { return }
         let now = Self.monotonicNanos()
@@ -198,29 +200,36 @@ extension ClusterNode {
         let states = try await nodeStates(in: catalog)
         let live = Set(states.filter { $0.value == .live }.keys)
         guard live.contains(nodeID) else { return }
-        let leaders = try await runtime.groupLeaders()
-        // When this node began leading each group it leads (as first seen by a round).
-        let since = state.withLockedValue { st -> [GroupID: UInt64] in
-            st.leadingSince = st.leadingSince.filter { leaders[$0.key] == nodeID }
-            for (g, n) in leaders where n == nodeID && st.leadingSince[g] == nil { st.leadingSince[g] = now }
-            return st.leadingSince
-        }
+        let picture = try await runtime.leaderPicture()
         var heirs: [GroupID: Set<NodeID>] = [:]
         for db in catalog.databases.values where db.moving.isEmpty && db.group != metadataGroup {
             heirs[db.group] = Set(db.replicas.filter(live.contains))
         }
-        let plan = LeaderBalance.plan(leaders: leaders, heirs: heirs, nodes: live)
-        guard let mine = plan.first(where: { $0.from == nodeID }),
-              let s = try? await runtime.status(group: mine.group), s.role == .leader, s.configIndex <= s.commit,
-              s.config.voters.contains(mine.to), s.recentlyActive.contains(mine.to), (s.matchIndex[mine.to] ?? 0) >= s.commit else { return }
-        // Only a leadership held a while moves on: one just handed here (by an operator's stepdown,
-        // or another node's plan) is not bounced straight away.
-        guard now &- (since[mine.group] ?? now) >= Self.leaderSettleNanos else { return }
+        var leadingSince: [GroupID: (term: UInt64, nanos: UInt64)] = state.withLockedValue { $0.leadingSince }
+        var stillLed: [GroupID: (term: UInt64, nanos: UInt64)] = [:]
+        for (g, n) in picture.leaders where n == nodeID {
+            guard let s = try? await runtime.status(group: g), s.role == .leader else {
+                heirs[g] = nil
+                continue
+            }
+            // Only a leadership held a while moves on: one just handed here (by an operator's
+            // stepdown, or another node's plan) is not bounced straight away.
+            let since: (term: UInt64, nanos: UInt64) = leadingSince[g].flatMap { $0.term == s.term ? $0 : nil } ?? (s.term, now)
+            stillLed[g] = since
+            guard heirs[g] != nil else { continue }
+            let settled = now &- since.nanos >= Self.leaderSettleNanos && s.configIndex <= s.commit
+            heirs[g] = settled ? heirs[g]!.filter { v in
+                v != nodeID && s.config.voters.contains(v) && s.recentlyActive.contains(v) && (s.matchIndex[v] ?? 0) >= s.commit
+            } : []
+        }
+        leadingSince = stillLed
+        state.withLockedValue { $0.leadingSince = leadingSince }
+        let links = LeaderBalance.links(leaders: picture.leaders, heirs: heirs, nodes: live.intersection(picture.known))
+        guard let mine = links.first(where: { $0.from == nodeID }) else { return }
         state.withLockedValue { $0.lastLeaderHandoffNanos = now }
-        let planned = plan.count
         do {
             try await runtime.transferLeadership(group: mine.group, to: mine.to)
-            log("node \(nodeID): group \(mine.group): leadership handed to node \(mine.to) (one of \(planned) transfers in the leader plan)")
+            log("node \(nodeID): group \(mine.group): leadership handed to node \(mine.to) (a link of the leader plan, one of \(links.count) this round)")
         } catch {
             log("node \(nodeID): group \(mine.group): could not hand leadership to node \(mine.to): \(error)")
         }

@@ -25,3 +25,4 @@ extension NodeRuntime {
         return (load.ops, load.sample.take().slots)
     }
 }
+

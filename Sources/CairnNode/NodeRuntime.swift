@@ -28,11 +28,14 @@ public final class NodeRuntime: Sendable {
     let refusedMessages = NIOLockedValueBox(0)
     /// The groups open here, readable without a trip to the Raft loop (every request asks).
     let hosted = NIOLockedValueBox<Set<GroupID>>([])
-    let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0, mostStreamsOut: 0))
-    /// Snapshot streams sending now, and those waiting for one of the `maxSnapshotStreamsOut` slots.
-    let snapshotStreamSlots = NIOLockedValueBox((sending: 0, waiting: [CheckedContinuation<Void, Never>]()))
+    /// `streamsOut`: snapshot streams sending now, counted by the streams themselves (apart from the
+    /// slots that admit them), and the most at once.
+    let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0, streamsOut: 0, mostStreamsOut: 0))
+    /// Slots taken by snapshot streams, and those waiting for one of the `maxSnapshotStreamsOut`.
+    let snapshotStreamSlots = NIOLockedValueBox((sending: 0, waiting: [CheckedContinuation<Bool, Never>](), closed: false))
     /// Snapshot files being streamed out, by "group/peer/index": one transfer of a snapshot at a time.
-    let outgoingSnapshots = NIOLockedValueBox<Set<String>>([])
+    /// Snapshot transfers waiting or under way, by group and peer, with the newest snapshot asked for.
+    let outgoingSnapshots = NIOLockedValueBox<[String: Message]>([:])
     /// Snapshot files being received, by group; confined to `receiveLoop`, which only writes them.
     let incomingSnapshots: NIOLoopBoundBox<[GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]>
     let receiveLoop: any EventLoop
@@ -613,61 +616,6 @@ public final class NodeRuntime: Sendable {
         }.get()
     }
 
-    static let maxLedGroupsBelieved = 1 << 20
-    /// Pings list the groups their sender leads once every this many ticks, and whenever the list changed.
-    static let ledGroupsListEveryTicks = 20
-    /// A node leading more groups than this pings its count only: leader balancing then sees its
-    /// count but not which groups (a list would outgrow a ping).
-    static let maxLedGroupsListed = 16_384
-
-    static func encodeLedGroups(_ groups: [GroupID]) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(groups.count * 8)
-        for g in groups { withUnsafeBytes(of: g.littleEndian) { out.append(contentsOf: $0) } }
-        return out
-    }
-
-    /// A list from a peer's ping; nil (ignored) unless whole 8-byte ids, within the limit, ascending.
-    static func decodeLedGroups(_ data: [UInt8]) -> [GroupID]? {
-        guard data.count % 8 == 0, data.count / 8 <= maxLedGroupsListed else { return nil }
-        var out: [GroupID] = []
-        out.reserveCapacity(data.count / 8)
-        for i in stride(from: 0, to: data.count, by: 8) {
-            var v: UInt64 = 0
-            for b in 0..<8 { v |= UInt64(data[i + b]) << (8 * b) }
-            guard out.last.map({ $0 < v }) ?? true else { return nil }
-            out.append(v)
-        }
-        return out
-    }
-
-    /// Each group's leader as this node sees it: its own groups exactly, and the others as its peers'
-    /// latest pings listed them (a peer's list may be up to a second old; where two claim a group,
-    /// the one with the lower id is taken, and the transfer it leads to is checked by the group's
-    /// real leader before it is made).
-    public func groupLeaders() async throws -> [GroupID: NodeID] {
-        try await raftLoop.submit {
-            let side = self.raftState.value
-            var leaders: [GroupID: NodeID] = [:]
-            for (peer, groups) in side.peerLedGroups.sorted(by: { $0.key > $1.key }) {
-                for g in groups { leaders[g] = peer }
-            }
-            for (id, g) in side.groups {
-                if g.node.role == .leader { leaders[id] = self.config.nodeID } else if leaders[id] == self.config.nodeID { leaders[id] = nil }
-            }
-            return leaders
-        }.get()
-    }
-
-    /// How many groups each peer leads, as its latest ping said, and this node's own count.
-    public func leaderCounts() async throws -> [NodeID: Int] {
-        try await raftLoop.submit {
-            var counts = self.raftState.value.peerLeaderCounts
-            counts[self.config.nodeID] = self.raftState.value.groups.values.count { $0.node.role == .leader }
-            return counts
-        }.get()
-    }
-
     /// Groups that are quiesced on this node right now.
     public func quiescedGroups() async throws -> Set<GroupID> {
         try await raftLoop.submit { self.raftState.value.quiesced }.get()
@@ -679,7 +627,9 @@ public final class NodeRuntime: Sendable {
     /// Snapshots this node took (each followed by a log compaction) and installed from a leader, and
     /// the pieces of snapshot files it streamed out and received.
     /// `mostStreamsOut`: the most snapshot streams this node has sent at once.
-    public var snapshotStats: (taken: Int, installed: Int, chunksSent: Int, chunksReceived: Int, mostStreamsOut: Int) { snapshotCounts.withLockedValue { $0 } }
+    public var snapshotStats: (taken: Int, installed: Int, chunksSent: Int, chunksReceived: Int, mostStreamsOut: Int) {
+        snapshotCounts.withLockedValue { ($0.taken, $0.installed, $0.chunksSent, $0.chunksReceived, $0.mostStreamsOut) }
+    }
 
     public func shutdown() async {
         try? await raftLoop.submit {
@@ -695,6 +645,7 @@ public final class NodeRuntime: Sendable {
             for (_, reads) in side.waitingReads { for r in reads { r.request.promise.fail(RuntimeError.shutDown) } }
             side.waitingReads = [:]
         }.get()
+        closeStreamSlots()
         await transport.shutdown()
         try? await snapshotPool.shutdownGracefully()
         try? await readPool.shutdownGracefully()

@@ -16,17 +16,33 @@ extension NodeRuntime {
     /// Sends the snapshot file in pieces, pacing on the peer's backlog so a large database neither
     /// fills the transport queue nor holds the Raft loop. The message rides on every piece; the
     /// follower steps it once the last piece is on its disk.
-    func streamSnapshot(_ message: Message, group: GroupID) {
-        let index = message.snapshot!.metadata.index, peer = message.to
+    func streamSnapshot(_ requested: Message, group: GroupID) {
+        let peer = requested.to
         let key = "\(group)/\(peer)"
-        // Raft resends a snapshot that takes long (or waits for a slot), perhaps a newer one; the
-        // transfer under way or waiting already carries one, and the follower catches up from it.
-        guard outgoingSnapshots.withLockedValue({ $0.insert(key).inserted }) else { return }
-        let path = snapshotPath(group, index), chunkBytes = config.snapshotChunkBytes
+        // One transfer per group and peer. Raft asks again for a snapshot that takes long (or waits
+        // for a slot), perhaps a newer one: a transfer still waiting takes the newest when it starts;
+        // one under way carries its own, which the follower catches up from.
+        let fresh = outgoingSnapshots.withLockedValue { waiting -> Bool in
+            defer { waiting[key] = requested }
+            return waiting[key] == nil
+        }
+        guard fresh else { return }
+        let chunkBytes = config.snapshotChunkBytes
         Task {
-            defer { _ = outgoingSnapshots.withLockedValue { $0.remove(key) } }
-            await takeStreamSlot()
+            defer { _ = outgoingSnapshots.withLockedValue { $0.removeValue(forKey: key) } }
+            guard await takeStreamSlot() else { return }
             defer { giveBackStreamSlot() }
+            let message = outgoingSnapshots.withLockedValue { $0[key] ?? requested }
+            let index = message.snapshot!.metadata.index, path = snapshotPath(group, index)
+            // Asked for while this node led the group: a snapshot from a node that no longer does (or
+            // leads a later term) would only be refused, and would hold the slot meanwhile.
+            let stillLeads = try? await raftLoop.submit {
+                guard let g = self.raftState.value.groups[group] else { return false }
+                return g.node.role == .leader && g.node.status.term == message.term
+            }.get()
+            guard stillLeads == true else { return }
+            snapshotCounts.withLockedValue { $0.streamsOut += 1; $0.mostStreamsOut = max($0.mostStreamsOut, $0.streamsOut) }
+            defer { snapshotCounts.withLockedValue { $0.streamsOut -= 1 } }
             do {
                 let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
                 defer { try? file.close() }
@@ -66,34 +82,44 @@ extension NodeRuntime {
         }
     }
 
-    /// Waits for one of the `maxSnapshotStreamsOut` slots (first come, first served).
-    private func takeStreamSlot() async {
-        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-            let now = snapshotStreamSlots.withLockedValue { slots -> Bool in
+    /// Waits for one of the `maxSnapshotStreamsOut` slots (first come, first served); false once the
+    /// node shuts down, and then the stream is given up.
+    private func takeStreamSlot() async -> Bool {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Bool, Never>) in
+            let now = snapshotStreamSlots.withLockedValue { slots -> Bool? in
+                if slots.closed { return false }
                 guard slots.sending < config.maxSnapshotStreamsOut else {
                     slots.waiting.append(waiter)
-                    return false
+                    return nil
                 }
                 slots.sending += 1
                 return true
             }
-            if now { waiter.resume() }
+            if let now { waiter.resume(returning: now) }
         }
-        let sending = snapshotStreamSlots.withLockedValue { $0.sending }
-        precondition(sending <= config.maxSnapshotStreamsOut, "more snapshot streams than slots")
-        snapshotCounts.withLockedValue { $0.mostStreamsOut = max($0.mostStreamsOut, sending) }
     }
 
     /// Hands the slot to the longest waiting stream, or frees it.
     private func giveBackStreamSlot() {
-        let next = snapshotStreamSlots.withLockedValue { slots -> CheckedContinuation<Void, Never>? in
-            guard !slots.waiting.isEmpty else {
+        let next = snapshotStreamSlots.withLockedValue { slots -> CheckedContinuation<Bool, Never>? in
+            precondition(slots.sending >= 1 && slots.sending <= config.maxSnapshotStreamsOut, "a snapshot stream slot given back twice")
+            guard !slots.waiting.isEmpty, !slots.closed else {
                 slots.sending -= 1
                 return nil
             }
             return slots.waiting.removeFirst()
         }
-        next?.resume()
+        next?.resume(returning: true)
+    }
+
+    /// At shutdown: streams waiting for a slot give up.
+    func closeStreamSlots() {
+        let waiting = snapshotStreamSlots.withLockedValue { slots -> [CheckedContinuation<Bool, Never>] in
+            slots.closed = true
+            defer { slots.waiting = [] }
+            return slots.waiting
+        }
+        for w in waiting { w.resume(returning: false) }
     }
 
     /// Writes a received piece on the receive loop (in arrival order); after the last one, with the

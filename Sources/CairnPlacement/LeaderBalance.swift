@@ -6,18 +6,21 @@ import CairnRaft
 ///
 /// Every node computes the same plan from the same picture (each group's leader, as the nodes'
 /// pings list the groups they lead, and each group's voters, from the catalog) and carries out its
-/// own part of it: the transfers out of groups it leads.
+/// own part of it: transfers out of groups it leads.
 ///
 /// A plan is a set of chains. A chain starts at a node leading the most and ends at one leading two
-/// or more fewer; each link hands a group to one of its voters, which hands another group on. Every
-/// node in between gains one and loses one, so only the two ends change: the top by minus one, the
-/// end by plus one, and the sum of squared counts falls. Hence plans run out, and nothing moves once
-/// they have. A plan with no chain left is as even as the groups' voter sets allow: a chain is what
-/// a lopsided assignment always has (the exchange argument of load balancing over restricted
-/// assignments), whereas handing only to a fellow voter leaves counts two apart wherever no single
-/// group links the top node to the bottom one.
+/// or more fewer; each link hands a group to one of its voters, which hands another group on. Made
+/// whole, a chain changes only its two ends, the top by minus one and the end by plus one, and the
+/// sum of squared counts falls. A plan with no chain left is as even as the groups' voter sets allow:
+/// a chain is what a lopsided assignment always has (the exchange argument of load balancing over
+/// restricted assignments), whereas handing only to a fellow voter leaves counts two apart wherever
+/// no single group links the top node to the bottom one.
 ///
-/// Chains in one plan share no node, so each node makes at most one transfer per plan.
+/// Chains are made from the end, one link a round (`links`): only each chain's last link is made,
+/// the one into the node leading the fewest. Alone, that link never raises the highest count (its
+/// giver leads at least as many as its taker afterwards), so a round made only in part, or from a
+/// picture a second old, still never makes things worse; the next round's plan finds the rest of
+/// the chain, one link shorter. Chains in one plan share no node.
 public enum LeaderBalance {
     public struct Transfer: Sendable, Equatable, CustomStringConvertible {
         public var group: GroupID
@@ -27,17 +30,23 @@ public enum LeaderBalance {
         public var description: String { "g\(group) \(from)->\(to)" }
     }
 
+    /// The links to make this round: each chain's last.
+    public static func links(leaders: [GroupID: NodeID], heirs: [GroupID: Set<NodeID>], nodes: Set<NodeID>) -> [Transfer] {
+        plan(leaders: leaders, heirs: heirs, nodes: nodes).compactMap(\.last)
+    }
+
     /// - Parameters:
     ///   - leaders: each group's leader, where known.
     ///   - heirs: voters each group's leadership may go to (active copies on live nodes); a group
     ///     without heirs (the catalog's, one being moved) counts for its leader but never moves.
-    ///   - nodes: nodes that may lead (live); groups led elsewhere are left out.
-    public static func plan(leaders: [GroupID: NodeID], heirs: [GroupID: Set<NodeID>], nodes: Set<NodeID>) -> [Transfer] {
+    ///   - nodes: nodes that may lead (live, with a known picture); groups led elsewhere are left out.
+    /// - Returns: the chains, each its links from the top down.
+    public static func plan(leaders: [GroupID: NodeID], heirs: [GroupID: Set<NodeID>], nodes: Set<NodeID>) -> [[Transfer]] {
         plan(leaders: leaders, heirs: heirs, nodes: nodes, mutation: nil)
     }
 
     @_spi(Mutants) public static func plan(leaders: [GroupID: NodeID], heirs: [GroupID: Set<NodeID>], nodes: Set<NodeID>,
-                                           mutation: PlacementMutation?) -> [Transfer] {
+                                           mutation: PlacementMutation?) -> [[Transfer]] {
         var counts = Dictionary(uniqueKeysWithValues: nodes.map { ($0, 0) })
         var led: [NodeID: [GroupID]] = [:]
         for (g, n) in leaders where nodes.contains(n) {
@@ -45,7 +54,7 @@ public enum LeaderBalance {
             led[n, default: []].append(g)
         }
         for n in led.keys { led[n]!.sort() }
-        var transfers: [Transfer] = []
+        var chains: [[Transfer]] = []
         var used = Set<NodeID>(), stuck = Set<NodeID>()
         while true {
             let free = nodes.subtracting(used)
@@ -57,6 +66,7 @@ public enum LeaderBalance {
                 stuck.insert(top)
                 continue
             }
+            precondition(counts[chain.last!.to]! <= counts[top]! - 2, "a chain ends two or more below its top")
             for t in chain {
                 led[t.from]!.removeAll { $0 == t.group }
                 led[t.to, default: []].append(t.group)
@@ -66,9 +76,9 @@ public enum LeaderBalance {
             }
             counts[top]! -= 1
             counts[chain.last!.to]! += 1
-            transfers += chain
+            chains.append(chain)
         }
-        return transfers.sorted { ($0.group, $0.from) < ($1.group, $1.from) }
+        return chains
     }
 
     /// Breadth first from `top`, groups and voters in id order; the chain ends at the node reached

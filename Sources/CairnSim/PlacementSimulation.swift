@@ -383,8 +383,10 @@ public enum PlacementSimulation {
             balanceLeaders()
         }
 
-        /// Every live node carries out its part of the leader plan (`LeaderBalance`): at most one
-        /// transfer a round, from the picture as of the round's start (as pings would tell).
+        /// Every live node carries out its part of the leader plan (`LeaderBalance.links`): the
+        /// chains' last links, from the picture as of the round's start (as pings would tell). Nodes'
+        /// rounds do not line up in the cluster (each has its own 2 s timer, and a link's own checks
+        /// may hold it back), so each link is made in a round only with probability 0.7.
         mutating func balanceLeaders() {
             // Nothing changed since the last look, and it handed nothing over then: nothing to do.
             // And as in the cluster (every 2 s), not every tick.
@@ -399,10 +401,12 @@ public enum PlacementSimulation {
                 leaders[id] = g.leader
                 if !g.moving { heirs[id] = g.voters.filter { $0 != g.leader && liveUp.contains($0) && g.replicas[$0] == .active } }
             }
-            for t in LeaderBalance.plan(leaders: leaders, heirs: heirs, nodes: liveUp, mutation: mutation) {
+            let links = LeaderBalance.plan(leaders: leaders, heirs: heirs, nodes: liveUp, mutation: mutation).compactMap(\.last)
+            // Looked at again next round while any link is left to make.
+            leadersMoved = !links.isEmpty
+            for t in links where rng.chance(0.7) {
                 log("g\(t.group): leadership from \(t.from) to \(t.to)")
                 groups[t.group]!.leader = t.to
-                leadersMoved = true
             }
         }
 

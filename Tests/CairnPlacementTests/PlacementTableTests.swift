@@ -130,7 +130,8 @@ import Testing
             heirs[id] = Set(words.dropFirst(2).compactMap { NodeID($0) })
         }
         let plan = LeaderBalance.plan(leaders: leaders, heirs: heirs, nodes: Set(nodes.split(separator: ",").compactMap { NodeID($0) }))
-        return plan.isEmpty ? "(nothing)" : plan.map(\.description).joined(separator: "\n")
+        // One chain a line, its links from the top down; the last is the one made this round.
+        return plan.isEmpty ? "(nothing)" : plan.map { $0.map(\.description).joined(separator: ", ") }.joined(separator: "\n")
     }
 
     static func membership(_ lines: [String]) throws -> String {

@@ -78,7 +78,9 @@ extension API {
                 throw HTTPFailure.unavailable("shard \(shard) of \"\(db)\" is being moved between nodes; split it once the move is done")
             }
             do {
-                try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex, mid: mid))
+                // The point is kept only when it is not the middle, the one every version assumes.
+                let middle = map.arcs[shard].lo + map.arcs[shard].slots / 2
+                try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex, mid: mid == middle ? nil : mid))
             } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
                 // Another node reserved it at the same moment: the same child, finished below at
                 // the point that reservation chose.
@@ -117,7 +119,7 @@ extension API {
         }
         let index = LogIndex(bitPattern: at)
         crashIfAsked("split_after_entry")
-        try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index, mid: mid))
+        try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index))
         try await awaitCatalog { $0.shardMap(of: db).version >= next.version }
         log("node \(cluster.nodeID): database \"\(db)\": shard \(shard) (group \(parent.group)) split at slot \(mid) (entry \(index)); shard \(childIndex) (group \(child.group)) owns slots \(mid)..<\(map.arcs[shard].hi)")
         SplitMetrics.splits.increment()
