@@ -211,6 +211,9 @@ public struct Catalog: Sendable {
                                        [.text("split_origin:\(name)"), .text(SplitOrigin(parent: parent.group, index: 0).encoded)]))
         if let mid {
             statements.append(SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("split_mid:\(name)"), .integer(Int64(mid))]))
+        } else {
+            // One an earlier version's drop left behind must not move this split.
+            statements.append(SQLStatement("DELETE FROM settings WHERE key = ?", [.text("split_mid:\(name)")]))
         }
         return statements
     }

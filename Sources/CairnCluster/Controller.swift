@@ -186,13 +186,15 @@ extension ClusterNode {
     static let leaderSettleNanos: UInt64 = 10_000_000_000
 
     /// Carries out this node's part of the leader plan (`LeaderBalance.links`), at most one
-    /// transfer every 2 s so that the leaders the pings list catch up between rounds. The plan's
-    /// picture is each group's leader as the pings list them (nodes whose list is not known are
-    /// left out) and each group's active copies on live nodes; for the groups this node leads, its
-    /// own view narrows the heirs to those that can take over now (caught up, heard from, no
-    /// membership change pending, the leadership held here for `leaderSettleNanos`), so the link it
-    /// is given is one it can make. Never the catalog's group (its leader's observation clock decides
-    /// who is dead).
+    /// transfer every 2 s so that the leaders the pings list catch up between rounds. Every node
+    /// plans from the same picture: each group's leader as the pings list them (nodes whose list is
+    /// not known are left out) and each group's active copies on live nodes. The link this node is
+    /// given is checked against its own view as the group's leader: leadership held here for
+    /// `leaderSettleNanos` in this term, no membership change pending, the heir heard from and
+    /// nearly caught up (Raft's transfer brings it the rest before it hands over). Where the planned
+    /// group fails that, another group this node leads that the same heir may take makes the same
+    /// link (the counts change alike). Never the catalog's group (its leader's observation clock
+    /// decides who is dead).
     func balanceLeaders(catalog: Catalog) async throws {
         guard catalog.exists else { return }
         let now = Self.monotonicNanos()
@@ -205,35 +207,34 @@ extension ClusterNode {
         for db in catalog.databases.values where db.moving.isEmpty && db.group != metadataGroup {
             heirs[db.group] = Set(db.replicas.filter(live.contains))
         }
-        var leadingSince: [GroupID: (term: UInt64, nanos: UInt64)] = state.withLockedValue { $0.leadingSince }
-        var stillLed: [GroupID: (term: UInt64, nanos: UInt64)] = [:]
-        for (g, n) in picture.leaders where n == nodeID {
-            guard let s = try? await runtime.status(group: g), s.role == .leader else {
-                heirs[g] = nil
-                continue
-            }
-            // Only a leadership held a while moves on: one just handed here (by an operator's
-            // stepdown, or another node's plan) is not bounced straight away.
-            let since: (term: UInt64, nanos: UInt64) = leadingSince[g].flatMap { $0.term == s.term ? $0 : nil } ?? (s.term, now)
-            stillLed[g] = since
-            guard heirs[g] != nil else { continue }
-            let settled = now &- since.nanos >= Self.leaderSettleNanos && s.configIndex <= s.commit
-            heirs[g] = settled ? heirs[g]!.filter { v in
-                v != nodeID && s.config.voters.contains(v) && s.recentlyActive.contains(v) && (s.matchIndex[v] ?? 0) >= s.commit
-            } : []
-        }
-        leadingSince = stillLed
-        state.withLockedValue { $0.leadingSince = leadingSince }
         let links = LeaderBalance.links(leaders: picture.leaders, heirs: heirs, nodes: live.intersection(picture.known))
-        guard let mine = links.first(where: { $0.from == nodeID }) else { return }
+        let mine = links.first { $0.from == nodeID }
+        // When this node began leading each group it leads, in which term (as first seen by a round).
+        let ledHere = picture.leaders.filter { $0.value == nodeID }.keys.sorted()
+        var since = state.withLockedValue { $0.leadingSince }.filter { picture.leaders[$0.key] == nodeID }
+        var made: (group: GroupID, to: NodeID)?
+        for g in ledHere {
+            guard let s = try? await runtime.status(group: g), s.role == .leader else { continue }
+            if since[g]?.term != s.term { since[g] = (s.term, now) }
+            guard made == nil, let link = mine, g == link.group || heirs[g]?.contains(link.to) == true else { continue }
+            let ready = now &- since[g]!.nanos >= Self.leaderSettleNanos && s.configIndex <= s.commit && s.config.voters.contains(link.to)
+                && s.recentlyActive.contains(link.to) && (s.matchIndex[link.to] ?? 0) + Self.transferLagEntries >= s.commit
+            if ready { made = (g, link.to) }
+        }
+        state.withLockedValue { $0.leadingSince = since }
+        guard let made else { return }
         state.withLockedValue { $0.lastLeaderHandoffNanos = now }
         do {
-            try await runtime.transferLeadership(group: mine.group, to: mine.to)
-            log("node \(nodeID): group \(mine.group): leadership handed to node \(mine.to) (a link of the leader plan, one of \(links.count) this round)")
+            try await runtime.transferLeadership(group: made.group, to: made.to)
+            log("node \(nodeID): group \(made.group): leadership handed to node \(made.to) (a link of the leader plan, one of \(links.count) this round)")
         } catch {
-            log("node \(nodeID): group \(mine.group): could not hand leadership to node \(mine.to): \(error)")
+            log("node \(nodeID): group \(made.group): could not hand leadership to node \(made.to): \(error)")
         }
     }
+
+    /// How far behind the commit index an heir may be when a leader hands it leadership: Raft sends
+    /// it the rest first, and refuses writes meanwhile, so only a heir this close keeps that short.
+    static let transferLagEntries: LogIndex = 256
 
     /// The limits placement works within, from this node's settings.
     public var placementLimits: PlacementLimits {

@@ -29,10 +29,20 @@ extension NodeRuntime {
         guard fresh else { return }
         let chunkBytes = config.snapshotChunkBytes
         Task {
-            defer { _ = outgoingSnapshots.withLockedValue { $0.removeValue(forKey: key) } }
+            var handled = requested
+            defer {
+                // A request that came while this one was handled, for another snapshot or term, is
+                // served next rather than left to Raft's timeout.
+                let newer = outgoingSnapshots.withLockedValue { waiting -> Message? in
+                    let latest = waiting.removeValue(forKey: key)
+                    return latest == handled ? nil : latest
+                }
+                if let newer { streamSnapshot(newer, group: group) }
+            }
             guard await takeStreamSlot() else { return }
             defer { giveBackStreamSlot() }
             let message = outgoingSnapshots.withLockedValue { $0[key] ?? requested }
+            handled = message
             let index = message.snapshot!.metadata.index, path = snapshotPath(group, index)
             // Asked for while this node led the group: a snapshot from a node that no longer does (or
             // leads a later term) would only be refused, and would hold the slot meanwhile.

@@ -50,6 +50,17 @@ public struct ShardSplit: Sendable, Equatable {
     public static let childSnapshotTerm: Term = 1
 
     /// Where a replica refuses a command planned with a map older than its own.
+    /// A split's refusal when the shard already split at this map version, elsewhere: the reserved
+    /// child exists (holding the other split's half), so its reservation must stay.
+    public static let splitDifferentlyRefusal = "cannot split the shard: the shard split differently since"
+    /// Whether a split's refusal shows that no copy of its child was made anywhere (every replica
+    /// refuses alike), so the child's reservation may go. Not so when the shard split at this map
+    /// version already, at another point (a late entry from a stale driver, or one of an earlier
+    /// version): the reserved child exists then.
+    public static func refusalLeavesNoChild(_ error: String) -> Bool {
+        error.hasPrefix("cannot split the shard") && !error.hasPrefix(splitDifferentlyRefusal)
+    }
+
     public static let staleMapMessage = "\(ShardGuard.wrongShard): this shard split since the router's shard map was read (map version "
 
     /// The shard's version in a stale-map refusal, for the router to wait for.
@@ -157,7 +168,7 @@ extension SQLStateMachine {
         let state = try splitState()
         if let state, state.version >= split.mapVersion {
             // The same split proposed again (its proposer did not hear the answer): it happened.
-            return try commitAlone(index: index) { state.lo == split.lo && state.hi == split.mid ? done(state.splitIndex) : refuse("the shard split differently since") }
+            return try commitAlone(index: index) { state.lo == split.lo && state.hi == split.mid ? done(state.splitIndex) : [StatementResult(error: ShardSplit.splitDifferentlyRefusal)] }
         }
         if let state, state.lo != split.lo || state.hi != split.hi {
             return try commitAlone(index: index) { refuse("the shard owns slots \(state.lo)..<\(state.hi), not \(split.lo)..<\(split.hi)") }

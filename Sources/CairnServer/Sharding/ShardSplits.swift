@@ -109,7 +109,7 @@ extension API {
                                    mapVersion: next.version, tables: tables)
         let answer = try await groupRouter.execute(command, group: parent.group).results.first ?? StatementResult(error: "no answer")
         guard answer.error == nil, case .integer(let at)? = answer.rows.first?.first else {
-            if let refusal = answer.error, refusal.hasPrefix("cannot split the shard") {
+            if let refusal = answer.error, ShardSplit.refusalLeavesNoChild(refusal) {
                 // Refused alike by every replica: no copy of the child exists. The reservation goes, so
                 // it does not hold up the database's other splits; the next attempt plans afresh.
                 try await cluster.changeCatalog(Catalog.dropDatabase(childName))
