@@ -110,10 +110,6 @@ def main():
 
 def write_report(r):
     c = r["compare"]
-
-    def row(name, x):
-        return (f"| {name} | {x['median']:.0f} | {x['min']:.0f}-{x['max']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
-                f"{x['errors']} | {x['collapsed_runs']} |")
     lines = ["# Splits by load, measured", "",
              f"`python3 bench/hotsplit.py --runs {r['runs']} --seconds {r['seconds']}` on {r['machine']}: a 3-node cluster on "
              "loopback, release build, wrk at 64 clients spread over the nodes. Two databases of one hash shard hold the same "
@@ -122,9 +118,8 @@ def write_report(r):
              f"One shard took {r['base_writes']:.0f} writes/s; splits by load were set to {r['threshold']} operations/s for 10 s.", "",
              "| after (s) | shards | writes/s in the last 10 s |", "| --- | --- | --- |"]
     lines += [f"| {t['seconds']} | {t['shards']} | {t['writes_per_second']} |" for t in r["timeline"]]
-    lines += ["", f"Then: shards {r['shards']}; groups each node leads {r['leaders']}.", "",
-              "| case | median/s | range | p50 | p99 | errors | collapsed |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [row(k, v) for k, v in c.items()]
+    lines += ["", f"Then: shards {r['shards']}; groups each node leads {r['leaders']}.", ""] + routing.TABLE_HEAD
+    lines += [routing.row(k, v) for k, v in c.items()]
     w = c["split by load, writes"]["median"] / c["one shard, writes"]["median"]
     rd = c["split by load, point reads"]["median"] / c["one shard, point reads"]["median"]
     lines += ["", f"Split by load against one shard: writes **{w:.2f}×**, point reads **{rd:.2f}×**.", "",

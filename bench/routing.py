@@ -207,26 +207,29 @@ def main():
     write_report(report)
 
 
+TABLE_HEAD = ["| case | median/s | range | p50 | p99 | errors | collapsed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+
+
+def row(name, x):
+    """One case's `summary`, as a row under TABLE_HEAD."""
+    return (f"| {name} | {x['median']:.0f} | {x['min']:.0f}-{x['max']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
+            f"{x['errors']} | {x['collapsed_runs']} |")
+
+
 def write_report(r):
     f = r["forwarding"]
     s = r["sharding"]
-
-    def row(name, x):
-        return (f"| {name} | {x['median']:.0f} | {x['min']:.0f}-{x['max']:.0f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
-                f"{x['errors']} | {x['collapsed_runs']} |")
     lines = ["# Routing and sharding, measured", "",
              f"`python3 bench/routing.py --runs {r['runs']} --seconds {r['seconds']}` on {r['machine']}: a 3-node cluster on "
              "loopback, release build, wrk, runs alternated. Throughput in requests/s (median, range over the runs); "
              "latency in ms (medians of the runs' p50 and p99); a run below half the median counts as collapsed.", "",
-             "## Writes through the leader and through a follower", "",
-             "| case | median/s | range | p50 | p99 | errors | collapsed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "## Writes through the leader and through a follower", ""] + TABLE_HEAD
     lines += [row(k, v) for k, v in f.items()]
     ratio64 = f["follower writes, 64 clients"]["median"] / f["leader writes, 64 clients"]["median"]
     extra1 = f["follower writes, 1 clients"]["p50_ms"] - f["leader writes, 1 clients"]["p50_ms"]
     lines += ["", f"Through a follower at 64 clients: **{ratio64:.2f}×** the leader's throughput (goal ≥ 0.8×). "
               f"One client through a follower: **{extra1:+.2f} ms** at the median (goal ≤ 0.3 ms).", "",
-              "## A sharded table (16 shards) against an unsharded one, 64 clients, requests spread over the nodes", "",
-              "| case | median/s | range | p50 | p99 | errors | collapsed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+              "## A sharded table (16 shards) against an unsharded one, 64 clients, requests spread over the nodes", ""] + TABLE_HEAD
     lines += [row(k, v) for k, v in s.items()]
     lines += ["",
               f"Sharded writes: **{s['sharded writes']['median'] / s['unsharded writes']['median']:.2f}×** unsharded; "

@@ -22,7 +22,7 @@ extension NodeRuntime {
             defer { loads[group]?.ops = 0 }
             return loads[group]
         }) else { return nil }
-        return (load.ops, load.sample.take().slots)
+        return (load.ops, load.sample.take())
     }
 }
 

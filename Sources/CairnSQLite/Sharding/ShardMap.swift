@@ -10,6 +10,8 @@ public struct ShardMap: Sendable, Equatable {
         public init(lo: Int, hi: Int) { self.lo = lo; self.hi = hi }
         public func contains(_ slot: Int) -> Bool { lo <= slot && slot < hi }
         public var slots: Int { hi - lo }
+        /// Where a split divides the arc unless told otherwise.
+        public var middle: Int { lo + slots / 2 }
     }
 
     /// Shard i owns arcs[i].
@@ -73,7 +75,7 @@ public struct ShardMap: Sendable, Equatable {
     /// (numbered `count`) owns the upper. Nil when the arc is a single slot or the map is full.
     public func splitting(_ shard: Int) -> (map: ShardMap, mid: Int)? {
         guard shard >= 0, shard < count else { return nil }
-        return splitting(shard, at: arcs[shard].lo + arcs[shard].slots / 2)
+        return splitting(shard, at: arcs[shard].middle)
     }
 
     /// The map after `shard` splits at `mid`: it keeps `lo ..< mid`, and a new shard (numbered

@@ -11,8 +11,7 @@ public final class SlotSample: Sendable {
 
     private struct State {
         var slots: [Int] = []
-        var skipped = 0
-        var writes = 0
+        var seen = 0
     }
     private let state = Mutex(State())
 
@@ -20,19 +19,17 @@ public final class SlotSample: Sendable {
 
     func record(_ slot: Int) {
         state.withLock { s in
-            s.writes += 1
-            s.skipped += 1
-            guard s.skipped >= Self.every || s.slots.isEmpty else { return }
-            s.skipped = 0
-            if s.slots.count < Self.maxSlots { s.slots.append(slot) }
+            defer { s.seen += 1 }
+            guard s.seen % Self.every == 0, s.slots.count < Self.maxSlots else { return }
+            s.slots.append(slot)
         }
     }
 
-    /// The slots kept since the last call, and how many rows the guards judged meanwhile.
-    public func take() -> (slots: [Int], writes: Int) {
+    /// The slots kept since the last call.
+    public func take() -> [Int] {
         state.withLock { s in
             defer { s = State() }
-            return (s.slots, s.writes)
+            return s.slots
         }
     }
 }

@@ -79,8 +79,8 @@ extension API {
             }
             do {
                 // The point is kept only when it is not the middle, the one every version assumes.
-                let middle = map.arcs[shard].lo + map.arcs[shard].slots / 2
-                try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex, mid: mid == middle ? nil : mid))
+                try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex,
+                                                                          mid: mid == map.arcs[shard].middle ? nil : mid))
             } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
                 // Another node reserved it at the same moment: the same child, finished below at
                 // the point that reservation chose.
@@ -95,7 +95,7 @@ extension API {
         // The reservation's point, whoever chose it: every attempt at this split proposes the same
         // entry, so one applied already is recognised rather than refused as a different split.
         // (One reserved without a point, by an earlier version, divides at the middle.)
-        let reserved = catalog.splitOrigins[childName]?.mid ?? map.arcs[shard].lo + map.arcs[shard].slots / 2
+        let reserved = catalog.splitOrigins[childName]?.mid ?? map.arcs[shard].middle
         if reserved != mid {
             guard let planned = map.splitting(shard, at: reserved) else {
                 throw HTTPFailure.unavailable("the split reserved as \(childName) divides at slot \(reserved), outside shard \(shard); retry")
