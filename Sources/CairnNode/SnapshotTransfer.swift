@@ -31,11 +31,12 @@ extension NodeRuntime {
         Task {
             var handled = requested
             defer {
-                // A request that came while this one was handled, for another snapshot or term, is
-                // served next rather than left to Raft's timeout.
+                // A request made in a later term while this one was handled (this one then sent
+                // nothing, or what that term's leader no longer stands behind) is served next rather
+                // than left to Raft's timeout. One of the same term is a resend: what was sent serves.
                 let newer = outgoingSnapshots.withLockedValue { waiting -> Message? in
                     let latest = waiting.removeValue(forKey: key)
-                    return latest == handled ? nil : latest
+                    return latest.map { $0.term != handled.term } == true ? latest : nil
                 }
                 if let newer { streamSnapshot(newer, group: group) }
             }
