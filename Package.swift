@@ -40,6 +40,9 @@ let package = Package(
         // Plans statements over a database's shards (pure: statement and shard map in, plan out) and
         // combines the shards' partial results into the answer one SQLite would give.
         .target(name: "CairnQuery", dependencies: ["CairnSQLite"], swiftSettings: strict),
+        // The older systems' APIs (`--compat`): their requests checked and turned into statements, their
+        // answers shaped as the originals', with no I/O (the server wires them to listeners).
+        .target(name: "CairnCompat", dependencies: ["CairnSQLite", "CairnJSON"], swiftSettings: strict),
         // Node-to-node messages: the wire format (and, next, the SwiftNIO connections).
         .target(
             name: "CairnTransport",
@@ -106,7 +109,7 @@ let package = Package(
         // What `cairn server` runs: the HTTP API (Hummingbird) over the runtime and the cluster layer.
         .target(
             name: "CairnServer",
-            dependencies: ["CairnCluster", "CairnPlacement", "CairnRouter", "CairnNode", "CairnSQLite", "CairnQuery", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
+            dependencies: ["CairnCluster", "CairnPlacement", "CairnRouter", "CairnNode", "CairnSQLite", "CairnQuery", "CairnCompat", "CairnRaft", "CairnTransport", "CairnAuth", "CairnJSON",
                            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTLS", package: "hummingbird"),
                            .product(name: "NIOSSL", package: "swift-nio-ssl"),
                            .product(name: "Metrics", package: "swift-metrics"), .product(name: "Prometheus", package: "swift-prometheus"),
@@ -143,6 +146,7 @@ let package = Package(
         .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnTestSupport"],
                     swiftSettings: strict),
         .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
+        .testTarget(name: "CairnCompatTests", dependencies: ["CairnCompat", "CairnSQLite", "CairnJSON"], swiftSettings: strict),
         .testTarget(name: "CairnPlacementTests", dependencies: ["CairnPlacement", "CairnSim", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnRouterTests", dependencies: ["CairnRouter", "CairnNode", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
         .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),

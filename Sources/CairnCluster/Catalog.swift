@@ -137,6 +137,8 @@ public struct Catalog: Sendable {
     /// Nodes the metadata leader declared dead, or an operator is draining (others are live, or
     /// suspect by the observer's own clock: that is never recorded).
     public var nodeStates: [NodeID: NodeState] = [:]
+    /// Names nodes gave themselves (`--name`, `node_name:<id>`); a node without one goes by its id.
+    public var nodeNames: [NodeID: String] = [:]
     /// Voting copies of each group, as the founding node's `--replication-factor` set it (nil in a
     /// catalog from before it was kept: the metadata leader records its own).
     public var replicationFactor: Int?
@@ -469,6 +471,42 @@ public struct Catalog: Sendable {
 
     static func setReplicationFactor(_ rf: Int) -> [SQLStatement] {
         [SQLStatement("INSERT OR IGNORE INTO settings(key, value) VALUES('replication_factor', ?)", [.integer(Int64(rf))])]
+    }
+
+    /// A node's name: the one it gave itself, or its id.
+    public func name(of node: NodeID) -> String { nodeNames[node] ?? "\(node)" }
+
+    /// The node going by `name` (its own, or its id), removed ones aside.
+    public func node(named name: String) -> NodeID? {
+        let live = nodes.values.filter { !$0.removed }.map(\.id).sorted()
+        return live.first { nodeNames[$0] == name } ?? live.first { nodeNames[$0] == nil && "\($0)" == name }
+    }
+
+    /// Why a node may not take `name`: the rule names follow (nil: it may), before uniqueness, which
+    /// `setNodeName` leaves to the catalog's own order of changes.
+    public static func nameProblem(_ name: String) -> String? {
+        guard (1...64).contains(name.utf8.count) else { return "a node name has 1 to 64 bytes" }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.[]")
+        guard name.allSatisfy({ allowed.contains($0) }) else { return "a node name has letters, digits and - _ . [ ] only" }
+        return nil
+    }
+
+    /// What a refused name change says.
+    public static let nameTaken = "another node goes by that name"
+
+    /// Names node `id` `name`, unless another node that is not removed has it: checked by a trigger in
+    /// the catalog's order of changes, so of two nodes asking for one name at once exactly one gets it.
+    public static func setNodeName(_ id: NodeID, _ name: String) -> [SQLStatement] {
+        [SQLStatement("CREATE TABLE IF NOT EXISTS name_checks(node INTEGER NOT NULL, name TEXT NOT NULL)"),
+         SQLStatement("""
+            CREATE TRIGGER IF NOT EXISTS name_check BEFORE INSERT ON name_checks BEGIN
+                SELECT RAISE(ABORT, '\(sqlText(nameTaken))') WHERE EXISTS (SELECT 1 FROM settings s JOIN nodes n ON s.key = 'node_name:' || n.id
+                    WHERE s.value = NEW.name AND n.id != NEW.node AND n.removed = 0);
+                SELECT RAISE(IGNORE);
+            END
+            """),
+         SQLStatement("INSERT INTO name_checks(node, name) VALUES(?, ?)", [.integer(Int64(bitPattern: id)), .text(name)]),
+         SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("node_name:\(id)"), .text(name)])]
     }
 
     /// Records a node as dead or draining (nil: live again).

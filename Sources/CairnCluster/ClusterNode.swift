@@ -83,6 +83,8 @@ public struct ClusterConfig: Sendable {
     public var raftAddress: PeerAddress
     public var httpAddress: PeerAddress
     public var voter = true
+    /// What this node is called (`--name`; nil: its id), as the catalog records it.
+    public var name: String?
     /// Voting copies of each database.
     public var replicationFactor = 3
     /// HTTP addresses of members (to join) or of fellow founders (with `bootstrapExpect`).
@@ -164,6 +166,9 @@ public final class ClusterNode: Sendable {
         /// Since when this node has led each group it leads, in which term, as its leader balancing
         /// first saw (monotonic nanoseconds).
         var leadingSince: [GroupID: (term: UInt64, nanos: UInt64)] = [:]
+        /// When this node last asked the catalog for its `--name` (a name another node has is asked
+        /// for again now and then: that node may be removed since).
+        var lastNameClaimNanos: UInt64?
     }
 
     public init(runtime: NodeRuntime, config: ClusterConfig, peers: PeerClient,

@@ -30,6 +30,25 @@ extension ClusterNode {
         }
     }
 
+    /// Records this node's `--name` in the catalog once the node is a member there.
+    private func claimName(_ catalog: Catalog, meta: NodeRuntime.GroupStatus) async throws {
+        guard let name = config.name, catalog.nodes[nodeID]?.removed == false, catalog.nodeNames[nodeID] != name, meta.leader != noNode else { return }
+        let now = Self.monotonicNanos()
+        let due = state.withLockedValue { s in
+            guard s.lastNameClaimNanos.map({ now - $0 >= 10_000_000_000 }) ?? true else { return false }
+            s.lastNameClaimNanos = now
+            return true
+        }
+        guard due else { return }
+        do {
+            _ = try await changeCatalog(Catalog.setNodeName(nodeID, name))
+            log("node \(nodeID): named \(name)")
+        } catch where "\(error)".contains(Catalog.nameTaken) {
+            // Refused here, or by the metadata leader this node forwarded to.
+            log("node \(nodeID): cannot take the name \(name): \(Catalog.nameTaken); it goes by its id until that node is removed or renamed")
+        }
+    }
+
     func controllerPass() async throws {
         let groups = try await runtime.groupIDs()
         guard groups.contains(metadataGroup), !isRemoved else { return }
@@ -49,6 +68,7 @@ extension ClusterNode {
             _ = try? await handleJoin(JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress,
                                                   voter: config.voter), hops: 0)
         }
+        try await claimName(catalog, meta: meta)
         try await openGroups(of: catalog)
         // Each check below may wait on a peer: a few a pass, so a node back with many stale copies
         // does not hold up its own groups.

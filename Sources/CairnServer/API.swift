@@ -427,15 +427,13 @@ final class API: Sendable {
         default: throw HTTPFailure.badRequest("\"atomic\" must be true or false")
         }
         audit.record(who, statements: statements, database: db)
-        if let sharded = try await executeSharded(statements, db: db, atomic: atomic) { return sharded }
-        let routed = try await executeWaitingOutLocks(SQLCommand.now(statements, atomic: atomic), group: try await groupRouter.group(of: db))
-        // A table sharded moments ago, through another node: this node's catalog copy sent its
-        // statements to the home group, where nothing was applied. Send them to the shards.
-        if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[db] != nil,
-           let sharded = try await executeSharded(statements, db: db, atomic: atomic) {
-            return sharded
-        }
-        return Self.json(200, .object([("results", .array(routed.results.map(Statements.json(write:))))]), servedBy: routed.node)
+        let answer = try await write(statements, db: db, atomic: atomic)
+        return Self.answer(.object([("results", .array(answer.results.map(Statements.json(write:))))]), answer)
+    }
+
+    /// 200 with `body`, naming the node that served it when one did.
+    static func answer(_ body: JSON, _ answer: Answer) -> Response {
+        answer.node.map { json(200, body, servedBy: $0) } ?? json(200, body)
     }
 
     private func query(_ request: Request, _ who: Principal, db: String) async throws -> Response {
@@ -443,20 +441,8 @@ final class API: Sendable {
         let json = try parse(bytes)
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         let consistency = try Self.consistency(json)
-        if let sharded = try await querySharded(statements, db: db, consistency: consistency) { return sharded }
-        let routed = try await readHome(statements, group: try await groupRouter.group(of: db), consistency: consistency)
-        if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[db] != nil,
-           let sharded = try await querySharded(statements, db: db, consistency: consistency) {
-            return sharded
-        }
-        return Self.json(200, .object([("results", .array(routed.results.map(Statements.json(query:))))]), servedBy: routed.node)
-    }
-
-    /// Whether the home group's answer says a table it was asked about is missing (it may have been
-    /// sharded since this node's catalog copy). For a write, only when no statement took effect.
-    static func missedShardedTable(_ results: [StatementResult], allFailed: Bool) -> Bool {
-        guard results.contains(where: { $0.error?.hasPrefix("no such table: ") == true }) else { return false }
-        return !allFailed || results.allSatisfy { $0.error != nil }
+        let answer = try await read(statements, db: db, consistency: consistency)
+        return Self.answer(.object([("results", .array(answer.results.map(Statements.json(query:))))]), answer)
     }
 
     static func consistency(_ json: JSON) throws -> ReadConsistency {

@@ -177,14 +177,21 @@ extension API {
         case .number(let n)? where Int(n).map({ (1...Catalog.maxShardCount).contains($0) }) == true: shards = Int(n)!
         default: throw HTTPFailure.badRequest("\"shards\" must be a whole number from 1 to \(Catalog.maxShardCount): how many shards its sharded tables are spread over")
         }
+        let db = try await makeDatabase(name, shards: shards, in: catalog, who)
+        return Self.json(201, .object([("name", .string(name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) })),
+                                       ("shards", .int(cluster.catalog.shardCount(of: name)))]))
+    }
+
+    /// Records a new database (with `shards` shards for its sharded tables; nil: the default) in the
+    /// catalog and waits until this node's copy has it. A name taken meanwhile is the catalog's 409.
+    func makeDatabase(_ name: String, shards: Int?, in catalog: Catalog, _ who: Principal) async throws -> CatalogDatabase {
         let founders = try await cluster.founders(groups: 1, in: catalog)[0]
         guard !founders.isEmpty else { throw HTTPFailure.unavailable("no voting node is registered yet") }
         audit.record(who, action: "create database \(name)", database: name)
         try await cluster.changeCatalog(Catalog.createDatabase(name, founders: founders) + (shards.map { Catalog.setShardCount(name, $0) } ?? []))
         try await awaitCatalog { $0.databases[name] != nil }
         guard let db = cluster.catalog.databases[name] else { throw HTTPFailure.notFound("database \"\(name)\" was dropped while it was being created") }
-        return Self.json(201, .object([("name", .string(name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) })),
-                                       ("shards", .int(cluster.catalog.shardCount(of: name)))]))
+        return db
     }
 
     func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {

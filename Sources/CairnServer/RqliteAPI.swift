@@ -209,20 +209,11 @@ extension API {
     private func rqWrite(_ request: Request, _ p: RqliteParams, bytes: [UInt8], statements: [SQLStatement]) async throws -> Response {
         let live = statements.filter { !$0.sql.isEmpty }
         if p.has("redirect"), let redirect = try await redirectToLeader(request) { return redirect }
-        let group = try await groupRouter.group(of: defaultDatabase)
         let started = ContinuousClock.now
         if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
-        // Sharded tables of the default database: routed to their shards, answered as rqlite would.
-        if let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
-            return rqAnswer(results, index: nil, p, started: started, wrote: true, withRowsKey: false)
-        }
-        let routed = try await executeWaitingOutLocks(SQLCommand.now(live, atomic: p.has("transaction")), group: group)
-        // A table sharded moments ago through another node: nothing was applied in the home group.
-        if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[defaultDatabase] != nil,
-           let results = try await writeSharded(live, db: defaultDatabase, atomic: p.has("transaction")) {
-            return rqAnswer(results, index: nil, p, started: started, wrote: true, withRowsKey: false)
-        }
-        return rqAnswer(routed.results, index: routed.index, p, started: started, wrote: true, withRowsKey: false)
+        // Sharded tables of the default database are routed to their shards, answered as rqlite would.
+        let answer = try await write(live, db: defaultDatabase, atomic: p.has("transaction"))
+        return rqAnswer(answer.results, index: answer.index, p, started: started, wrote: true, withRowsKey: false)
     }
 
     private func rqQuery(_ request: Request, _ p: RqliteParams, _ who: Principal) async throws -> Response {
@@ -235,21 +226,12 @@ extension API {
         }
         if Self.hasDisallowedPragma(statements) { return Self.rqJSON(RqliteFormat.body(results: [], error: "disallowed pragma", options: p.format)) }
         let live = statements.filter { !$0.sql.isEmpty }
-        let group = try await groupRouter.group(of: defaultDatabase)
         let started = ContinuousClock.now
         if live.isEmpty { return Self.rqJSON(RqliteFormat.body(results: [], options: p.format)) }
         do {
             let consistency = p.consistency(voter: cluster.config.voter)
-            if let results = try await readSharded(live, db: defaultDatabase, consistency: consistency) {
-                return rqAnswer(results, index: nil, p, started: started, wrote: false, withRowsKey: false)
-            }
-            let routed = try await readHome(live, group: group, consistency: consistency,
-                                            statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)))
-            if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[defaultDatabase] != nil,
-               let results = try await readSharded(live, db: defaultDatabase, consistency: consistency) {
-                return rqAnswer(results, index: nil, p, started: started, wrote: false, withRowsKey: false)
-            }
-            return rqAnswer(routed.results, index: routed.index, p, started: started, wrote: false, withRowsKey: false)
+            let answer = try await read(live, db: defaultDatabase, consistency: consistency, statementTimeoutNanos: UInt64(max(0, p.nanos("db_timeout") ?? 0)))
+            return rqAnswer(answer.results, index: answer.index, p, started: started, wrote: false, withRowsKey: false)
         } catch RuntimeError.tooStale {
             return Self.rqJSON(RqliteFormat.body(results: [], error: "stale read", options: p.format))
         }

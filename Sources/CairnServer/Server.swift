@@ -24,6 +24,12 @@ public struct ServerOptions: Sendable {
     public var join: [PeerAddress] = []
     public var bootstrapExpect = 0
     public var voter = true
+    /// What the node is called (`--name`; nil: its id).
+    public var name: String?
+    /// The older systems' APIs this node serves, each on its own listener (`--compat API=HOST:PORT`).
+    public var compat: [CompatListener] = []
+    /// Whom those APIs act as when auth is on (the originals had no credentials of their own).
+    public var compatUser: String?
     public var replicationFactor = 3
     /// When a silent node is suspect (gets no new replicas) and dead (its replicas are rebuilt elsewhere).
     public var liveness = LivenessSettings.default
@@ -127,6 +133,7 @@ public enum Server {
         var clusterConfig = ClusterConfig(raftAddress: options.advertisedRaftAddress ?? options.raftAddress,
                                           httpAddress: options.advertisedHTTPAddress ?? options.httpAddress)
         clusterConfig.voter = options.voter
+        clusterConfig.name = options.name
         clusterConfig.replicationFactor = options.replicationFactor
         clusterConfig.liveness = options.liveness
         clusterConfig.snapshotBytesPerSecond = options.snapshotBytesPerSecond
@@ -200,6 +207,12 @@ public enum Server {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 // Returns after SIGTERM or SIGINT, once in-flight requests have finished.
                 group.addTask { try await app.runService() }
+                for listener in options.compat {
+                    let compatApp = api.compatApplication(listener, server: server, logger: httpLogger) { address in
+                        log("node \(identity.nodeID): \(listener.api.rawValue) API on \(address)")
+                    }
+                    group.addTask { try await compatApp.runService() }
+                }
                 group.addTask {
                     try await cluster.form()
                     await cluster.runController()

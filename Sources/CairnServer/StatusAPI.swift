@@ -78,7 +78,7 @@ extension API {
             // Read replicas are never placed (they hold every group as learners): their state is
             // this node's view of their liveness.
             let state = n.removed ? "removed" : (states[n.id]?.rawValue ?? "live")
-            return .object([("id", .int(n.id)), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
+            return .object([("id", .int(n.id)), ("name", .string(catalog.name(of: n.id))), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
                             ("voter", .bool(n.voter)), ("removed", .bool(n.removed)), ("state", .string(state)),
                             ("replicas", .int(n.voter ? held[n.id] ?? 0 : catalog.databases.count)),
                             ("leaders", n.removed ? .int(0) : leaderCounts[n.id].map { .int($0) } ?? .null)])

@@ -70,6 +70,15 @@ struct ServerCommand: AsyncParsableCommand {
     @Flag(help: "Join as a read replica: a non-voting copy of every database.")
     var nonVoter = false
 
+    @Option(help: "What this node is called (letters, digits, - _ . [ ]; default: its id): shown in /v1/cluster, and the server names of the compatibility APIs.")
+    var name: String?
+
+    @Option(help: "Serve an older system's API on a listener of its own: API=HOST:PORT, API one of \(CompatAPI.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable).")
+    var compat: [String] = []
+
+    @Option(help: "With auth on, the user the compatibility APIs act as (their originals had no credentials of their own); required with --compat unless --insecure-dev.")
+    var compatUser: String?
+
     @Option(help: "Voting copies of each database.")
     var replicationFactor: Int = 3
 
@@ -179,6 +188,10 @@ struct ServerCommand: AsyncParsableCommand {
         if bootstrapExpect < 0 || bootstrapExpect == 1 { throw ValidationError("--bootstrap-expect must be 2 or more (a single node needs no flag)") }
         if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
+        if let name, let problem = Catalog.nameProblem(name) { throw ValidationError("--name: \(problem)") }
+        if !compat.isEmpty && !insecureDev && compatUser == nil {
+            throw ValidationError("--compat needs --compat-user NAME when auth is on: the older systems' clients send no CairnDB credentials, so their requests act as that user")
+        }
         if snapshotMibPerSecond < 1 || snapshotMibPerSecond > 100_000 { throw ValidationError("--snapshot-mib-per-second must be from 1 to 100000") }
         if shardSplitBytes != 0 && shardSplitBytes < 65_536 { throw ValidationError("--shard-split-bytes must be 0 (never by size) or at least 65536") }
         if minReplicasPerNode < 0 || minReplicasPerNode > 1_000 { throw ValidationError("--min-replicas-per-node must be from 0 (shards never double) to 1000") }
@@ -210,6 +223,14 @@ struct ServerCommand: AsyncParsableCommand {
         options.join = joinAddresses
         options.bootstrapExpect = bootstrapExpect
         options.voter = !nonVoter
+        options.name = name
+        for text in compat {
+            switch CompatListener.parse(text) {
+            case .success(let listener): options.compat.append(listener)
+            case .failure(let e): throw ValidationError(e.message)
+            }
+        }
+        options.compatUser = compatUser
         options.replicationFactor = replicationFactor
         options.snapshotBytesPerSecond = snapshotMibPerSecond << 20
         options.shardSplitBytes = shardSplitBytes

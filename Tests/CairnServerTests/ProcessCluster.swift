@@ -230,9 +230,10 @@ final class ProcessCluster: @unchecked Sendable {
     }
 
     /// `count` founders started together with `--bootstrap-expect`.
-    static func founded(_ label: String, count: Int, extraArgs: [String] = []) async throws -> ProcessCluster {
+    /// `nodeArgs`: arguments of the `i`th node's own (from 0).
+    static func founded(_ label: String, count: Int, extraArgs: [String] = [], nodeArgs: (Int) -> [String] = { _ in [] }) async throws -> ProcessCluster {
         let c = ProcessCluster(label)
-        for i in 1...count { c.nodes.append(NodeProcess(name: "n\(i)", root: c.root, extraArgs: extraArgs)) }
+        for i in 1...count { c.nodes.append(NodeProcess(name: "n\(i)", root: c.root, extraArgs: extraArgs + nodeArgs(i - 1))) }
         let join = c.nodes.map(\.http).joined(separator: ",")
         for n in c.nodes { try n.start(["--join", join, "--bootstrap-expect", "\(count)"]) }
         try await c.waitReady()

@@ -46,13 +46,6 @@ extension API {
 
     // MARK: Writes
 
-    /// Runs a write request that touches sharded tables (or creates one), answered in CairnDB's shape;
-    /// nil when it touches none.
-    func executeSharded(_ statements: [SQLStatement], db: String, atomic: Bool) async throws -> Response? {
-        guard let results = try await writeSharded(statements, db: db, atomic: atomic) else { return nil }
-        return Self.json(200, .object([("results", .array(results.map(Statements.json(write:))))]))
-    }
-
     /// Runs a write request that touches sharded tables (or creates one): one result per statement, for
     /// any API to answer in its own shape; nil when it touches none.
     func writeSharded(_ statements: [SQLStatement], db: String, atomic: Bool) async throws -> [StatementResult]? {
@@ -371,12 +364,6 @@ extension API {
     }
 
     // MARK: Reads
-
-    /// Answers a query request that reads sharded tables in CairnDB's shape; nil when it reads none.
-    func querySharded(_ statements: [SQLStatement], db: String, consistency: ReadConsistency) async throws -> Response? {
-        guard let results = try await readSharded(statements, db: db, consistency: consistency) else { return nil }
-        return Self.json(200, .object([("results", .array(results.map(Statements.json(query:))))]))
-    }
 
     /// Reads for a request that reads sharded tables: one result per statement (those on unsharded
     /// tables from the home group), for any API to answer in its own shape; nil when it reads none.

@@ -1,0 +1,299 @@
+import CairnAuth
+import CairnCluster
+import CairnCompat
+import CairnJSON
+import CairnNode
+import CairnSQLite
+import Foundation
+import Hummingbird
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Seed 004's load balancer and shard servers (`--compat shard-lb`), answered from one range-sharded
+/// table: each of the seed's shards is a CairnDB shard (a Raft group on RF nodes), a `/write` batch
+/// commits on every shard it reaches or on none, and any node answers any request. The requests and
+/// their checks are `CairnCompat.ShardLB`'s; this wires them to the cluster.
+final class ShardLBAPI: Sendable {
+    let api: API
+    /// The layout `/init` recorded, as last read, and when: a request uses it for a second before
+    /// reading it again (an id outside every shard is looked up afresh before it is skipped).
+    private let cached = NIOLockedValueBox<(layout: LBLayout, at: ContinuousClock.Instant)?>(nil)
+    static let cacheSeconds = 1
+
+    init(api: API) {
+        self.api = api
+    }
+
+    func register(on router: Router<CairnContext>) {
+        router.post("/init") { request, _ in await self.respond { who in try await self.initialize(request, who) } }
+        router.get("/status") { _, _ in await self.respond { who in try await self.status(who) } }
+        router.get("/heartbeat") { _, _ in Response(status: .ok) }
+        router.get("/test") { _, _ in API.json(200, .string("Test successful")) }
+        router.get("/favicon.ico") { _, _ in Response(status: .noContent) }
+        router.get("/home") { _, _ in
+            let name = self.api.cluster.catalog.name(of: self.api.cluster.nodeID)
+            return API.json(200, .object([("response", .object([("message", .string("Hello from server: \(name)")), ("status", .string("success"))]))]))
+        }
+        // The load balancer's and a shard server's endpoints share paths: a server's body names its shard.
+        router.post("/read") { request, _ in await self.respond { who in try await self.read(request, who) } }
+        router.post("/write") { request, _ in await self.respond { who in try await self.write(request, who) } }
+        router.put("/update") { request, _ in await self.respond { who in try await self.update(request, who) } }
+        router.delete("/del") { request, _ in await self.respond { who in try await self.delete(request, who) } }
+        router.post("/del") { request, _ in await self.respond { who in try await self.delete(request, who) } }
+        router.post("/config") { request, _ in await self.respond { who in try await self.config(request, who) } }
+        router.post("/copy") { request, _ in await self.respond { who in try await self.copy(request, who) } }
+        router.get("/copy") { request, _ in await self.respond { who in try await self.copy(request, who) } }
+    }
+
+    /// Runs `body` as the compatibility principal; any error in the seed's shape, never a 500.
+    private func respond(_ body: (Principal) async throws -> Response) async -> Response {
+        do {
+            return try await body(try api.compatPrincipal())
+        } catch let f as CompatFailure {
+            return API.json(f.status, f.body)
+        } catch {
+            let (status, message) = API.classify(error)
+            if status >= 500 && status != 503 { api.log("node \(api.cluster.nodeID): shard-lb: \(message)") }
+            return API.json(status >= 500 ? 503 : status, ShardLB.failure(status >= 500 ? 503 : status, "<Error> \(message)").body)
+        }
+    }
+
+    private func body(_ request: Request) async throws -> JSON {
+        let bytes = try await api.body(of: request)
+        do {
+            return try JSON.parse(bytes, maxValues: api.options.maxRequestValues)
+        } catch {
+            throw CompatFailure(status: 422, body: .object([("detail", .array([.object([
+                ("type", .string("json_invalid")), ("loc", .array([.string("body"), .int(error.offset)])), ("msg", .string("JSON decode error: \(error.message)")),
+            ])]))]))
+        }
+    }
+
+    private func require(_ who: Principal, _ permission: Permission) throws {
+        try api.auth.require(who, permission, database: ShardLB.database)
+    }
+
+    // MARK: The layout
+
+    /// The configured layout; with `fresh`, as of every change committed. Not configured: a 400.
+    private func layout(fresh: Bool = false) async throws -> LBLayout {
+        if !fresh, let (layout, at) = cached.withLockedValue({ $0 }), ContinuousClock.now - at < .seconds(Self.cacheSeconds) { return layout }
+        guard try await api.committedCatalog().databases[ShardLB.database] != nil,
+              let layout = LBLayout(loading: try await api.read(LBLayout.loadQueries, db: ShardLB.database, consistency: .linearizable).results) else {
+            throw ShardLB.failure(400, "<Error> the database is not configured yet: POST /init first")
+        }
+        try await ensureTable(layout)
+        cached.withLockedValue { $0 = (layout, ContinuousClock.now) }
+        return layout
+    }
+
+    /// The students' table, made if an `/init` stopped after recording the layout (the record is the
+    /// commit point; the table follows from it).
+    private func ensureTable(_ layout: LBLayout) async throws {
+        guard api.cluster.catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()] == nil else { return }
+        let results = try await api.write([layout.createTable], db: ShardLB.database, atomic: false).results
+        if let e = results.first?.error { throw ShardLB.failure(400, "<Error> cannot create \(ShardLB.table): \(e)") }
+    }
+
+    /// The shard holding `studID`, looked up afresh before answering that none does.
+    private func shard(of studID: Int64, in layout: LBLayout) async throws -> (LBShard, LBLayout)? {
+        if let s = layout.shard(of: studID) { return (s, layout) }
+        let fresh = try await self.layout(fresh: true)
+        return fresh.shard(of: studID).map { ($0, fresh) }
+    }
+
+    // MARK: The load balancer
+
+    private func initialize(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .admin)
+        let layout = try LBLayout.initRequest(try await body(request))
+        let catalog = try await api.committedCatalog()
+        // Server names are node names: each must be a node of the cluster.
+        let unknown = layout.servers.keys.filter { catalog.node(named: $0) == nil }.sorted()
+        guard unknown.isEmpty else {
+            throw ShardLB.failure(400, "<Error> no node is named \(unknown.joined(separator: ", ")): server names are the nodes' --name (GET /v1/cluster lists them)")
+        }
+        if catalog.databases[ShardLB.database] == nil {
+            do {
+                _ = try await api.makeDatabase(ShardLB.database, shards: layout.shards.count, in: catalog, who)
+            } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
+                // Another /init made it at the same moment; its layout record decides below.
+            }
+        }
+        let shardCount = try await api.committedCatalog().shardCount(of: ShardLB.database)
+        guard shardCount == layout.shards.count else {
+            throw ShardLB.failure(400, "<Error> the database is already configured (with \(shardCount) shards): use /add and /rm to change it")
+        }
+        api.audit.record(who, statements: layout.metadata, database: ShardLB.database)
+        let recorded = try await api.write(layout.metadata, db: ShardLB.database, atomic: true).results
+        if let e = recorded.first(where: { $0.error != nil })?.error {
+            guard e.contains("UNIQUE constraint failed: LBConfig") else { throw ShardLB.failure(400, "<Error> \(e)") }
+            throw ShardLB.failure(400, "<Error> the database is already configured: use /add and /rm to change it")
+        }
+        try await ensureTable(layout)
+        cached.withLockedValue { $0 = (layout, ContinuousClock.now) }
+        return API.json(200, .object([("message", .string("Configured Database")), ("status", .string("success"))]))
+    }
+
+    private func status(_ who: Principal) async throws -> Response {
+        try require(who, .read)
+        let layout = try await self.layout(fresh: true)
+        return API.json(200, layout.status(placement: placement(of: layout)))
+    }
+
+    /// Where each seed shard's copies are: node name → shard ids (the range shard `i` is CairnDB's shard `i`).
+    private func placement(of layout: LBLayout) -> [String: [String]] {
+        let catalog = api.cluster.catalog
+        let groups = catalog.shards(of: ShardLB.database)
+        var out: [String: [String]] = [:]
+        for (i, shard) in layout.shards.enumerated() where i < groups.count {
+            for node in groups[i].replicas { out[catalog.name(of: node), default: []].append(shard.id) }
+        }
+        return out
+    }
+
+    private func read(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .read)
+        let json = try await body(request)
+        guard case .object = json else { throw ShardLB.failure(400, "<Error> send a JSON object") }
+        let range = json["Stud_id"]
+        guard case .object? = range else { throw CompatFailure(status: 422, body: Self.missing(["Stud_id"])) }
+        guard let low = Lax.integer(range?["low"]), let high = Lax.integer(range?["high"]) else {
+            throw ShardLB.failure(400, "<Error> Stud_id needs whole numbers \"low\" and \"high\"")
+        }
+        var layout = try await self.layout()
+        var served: [LBShard]
+        if case .string(let name)? = json["shard"] {
+            // A shard server's read: that shard's part of the range.
+            if layout.shard(named: name) == nil { layout = try await self.layout(fresh: true) }
+            guard let shard = layout.shard(named: name) else { throw ShardLB.failure(400, "<Error> no shard \(name)") }
+            served = [shard]
+        } else {
+            served = layout.shards(from: low, to: high)
+        }
+        var rows: [JSON] = []
+        if !served.isEmpty {
+            let from = max(low, served.first!.low), to = min(high, served.last!.high - 1)
+            let answer = try await api.read([layout.select(from: from, to: to)], db: ShardLB.database, consistency: .linearizable)
+            let r = answer.results[0]
+            if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
+            // Ids in a gap between shards are never written; the range's rows are the shards' rows.
+            rows = r.rows.map(layout.record)
+        }
+        if json["shard"] != nil { return API.json(200, .object([("data", .array(rows)), ("status", .string("success"))])) }
+        return API.json(200, .object([("shards_queried", .array(served.map { .string($0.id) })), ("data", .array(rows)), ("status", .string("success"))]))
+    }
+
+    private func write(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .write)
+        let json = try await body(request)
+        guard case .array(let records)? = json["data"] else { throw CompatFailure(status: 422, body: Self.missing(["data"])) }
+        var layout = try await self.layout()
+        var shardName: String?
+        if case .string(let name)? = json["shard"] {
+            shardName = name
+            if layout.shard(named: name) == nil { layout = try await self.layout(fresh: true) }
+            guard layout.shard(named: name) != nil else { throw ShardLB.failure(400, "<Error> no shard \(name)") }
+        }
+        var rows: [[SQLValue]] = []
+        rows.reserveCapacity(records.count)
+        for (k, record) in records.enumerated() { rows.append(try layout.values(of: record, at: [.string("data"), .int(k)])) }
+        let key = layout.keyIndex
+        func id(_ row: [SQLValue]) -> Int64 { if case .integer(let v) = row[key] { v } else { .min } }
+        if let shardName {
+            let shard = layout.shard(named: shardName)!
+            if let outside = rows.first(where: { !shard.holds(id($0)) }) { throw ShardLB.failure(400, "<Error> Stud_id \(id(outside)) is not in shard \(shardName)") }
+        } else {
+            // An id in no shard may be in one added through another node a moment ago: look again
+            // before skipping it, as the seed skipped (and still counted) a record in no shard.
+            if rows.contains(where: { layout.shard(of: id($0)) == nil }) { layout = try await self.layout(fresh: true) }
+            rows.removeAll { layout.shard(of: id($0)) == nil }
+        }
+        if !rows.isEmpty {
+            let statements = layout.inserts(rows)
+            api.audit.record(who, statements: statements, database: ShardLB.database)
+            let results = try await api.write(statements, db: ShardLB.database, atomic: true).results
+            if let e = results.first(where: { $0.error != nil })?.error {
+                if e.hasPrefix("UNIQUE constraint failed") { throw ShardLB.failure(400, "<Error> a student in the batch exists already (\(e)); nothing was written") }
+                throw ShardLB.failure(400, "<Error> \(e); nothing was written")
+            }
+        }
+        if json["shard"] != nil {
+            let index = Lax.integer(json["curr_idx"]) ?? 0
+            return API.json(200, .object([("message", .string("Data entries added")), ("current_idx", .int(index + Int64(rows.count))), ("status", .string("success"))]))
+        }
+        return API.json(200, .object([("message", .string("\(records.count) Data entries added")), ("status", .string("success"))]))
+    }
+
+    private func update(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .write)
+        let json = try await body(request)
+        guard let id = Lax.integer(json["Stud_id"]) else { throw CompatFailure(status: 422, body: Self.missing(["Stud_id"])) }
+        let layout = try await self.layout()
+        let values = try layout.values(of: json["data"], at: [.string("data")])
+        guard case .integer(id) = values[layout.keyIndex] else {
+            throw ShardLB.failure(400, "<Error> data.Stud_id must be \(id): a student's Stud_id never changes")
+        }
+        guard let (_, fresh) = try await shard(of: id, in: layout) else { throw ShardLB.failure(404, "Student ID not found") }
+        let statement = fresh.update(values)
+        api.audit.record(who, statements: [statement], database: ShardLB.database)
+        let r = try await api.write([statement], db: ShardLB.database, atomic: false).results[0]
+        if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
+        guard r.rowsAffected > 0 else { throw ShardLB.failure(404, "Student ID not found") }
+        let message = json["shard"] != nil ? "Data entry for Stud_id:\(id) updated" : "Data entry for Stud_id: \(id) updated"
+        return API.json(200, .object([("message", .string(message)), ("status", .string("success"))]))
+    }
+
+    private func delete(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .write)
+        let json = try await body(request)
+        guard let id = Lax.integer(json["Stud_id"]) else { throw CompatFailure(status: 422, body: Self.missing(["Stud_id"])) }
+        let layout = try await self.layout()
+        guard let (_, fresh) = try await shard(of: id, in: layout) else { throw ShardLB.failure(404, "Student ID not found") }
+        let statement = fresh.delete(id)
+        api.audit.record(who, statements: [statement], database: ShardLB.database)
+        let r = try await api.write([statement], db: ShardLB.database, atomic: false).results[0]
+        if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
+        guard r.rowsAffected > 0 else { throw ShardLB.failure(404, "Student ID not found") }
+        let message = json["shard"] != nil ? "Data entry with Stud_id:\(id) removed" : "Data entry with Stud_id:\(id) removed from all replicas"
+        return API.json(200, .object([("message", .string(message)), ("status", .string("success"))]))
+    }
+
+    // MARK: A shard server's own endpoints
+
+    /// `/config`: every shard is already configured on the nodes holding its copies; this checks the
+    /// shards named exist and answers as a server of the seed did.
+    private func config(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .read)
+        let json = try await body(request)
+        guard case .array(let list)? = json["shards"] else { throw CompatFailure(status: 422, body: Self.missing(["shards"])) }
+        let layout = try await self.layout(fresh: true)
+        var names: [String] = []
+        for case .string(let s) in list { names.append(s) }
+        guard names.count == list.count else { throw ShardLB.failure(400, "<Error> shards must be a list of shard ids") }
+        for s in names where layout.shard(named: s) == nil { throw ShardLB.failure(400, "<Error> no shard \(s)") }
+        let me = api.cluster.catalog.name(of: api.cluster.nodeID)
+        return API.json(200, .object([("message", .string(names.map { "\(me):\($0)" }.joined(separator: ", ") + " configured")), ("status", .string("success"))]))
+    }
+
+    /// `/copy`: every row of the named shards.
+    private func copy(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .read)
+        let json = try await body(request)
+        guard case .array(let list)? = json["shards"] else { throw CompatFailure(status: 422, body: Self.missing(["shards"])) }
+        let layout = try await self.layout(fresh: true)
+        var out: [(String, JSON)] = []
+        for case .string(let name) in list {
+            guard let shard = layout.shard(named: name) else { throw ShardLB.failure(400, "<Error> no shard \(name)") }
+            let r = try await api.read([layout.select(from: shard.low, to: shard.high - 1)], db: ShardLB.database, consistency: .linearizable).results[0]
+            if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
+            out.append((name, .array(r.rows.map(layout.record))))
+        }
+        return API.json(200, .object(out + [("status", .string("success"))]))
+    }
+
+    static func missing(_ location: [String]) -> JSON {
+        .object([("detail", .array([.object([("type", .string("missing")), ("loc", .array([.string("body")] + location.map { .string($0) })),
+                                             ("msg", .string("Field required"))])]))])
+    }
+}

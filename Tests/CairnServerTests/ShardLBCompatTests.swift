@@ -1,0 +1,124 @@
+import CairnTestSupport
+import Foundation
+import NIOHTTP1
+import Testing
+
+/// Seed 004's load balancer API (`--compat shard-lb`) on a 3-node cluster: the compat document's
+/// examples replayed, with the status and body each must answer.
+extension ProcessTests {
+    @Test func shardLBSpeaksSeed004() async throws {
+        let ports = (0..<3).map { _ in freePort() }
+        let c = try await ProcessCluster.founded("shard-lb", count: 3) { i in
+            ["--name", "Server\(i)", "--compat", "shard-lb=127.0.0.1:\(ports[i])", "--compat-user", "admin"]
+        }
+        defer { c.destroy() }
+        let lb = "http://127.0.0.1:\(ports[0])", other = "http://127.0.0.1:\(ports[2])"
+        func call(_ method: HTTPMethod, _ base: String, _ path: String, _ body: Any? = nil) async throws -> HTTPResult {
+            try await TestHTTP.request(method, base + path, body, authorization: nil)
+        }
+        func expectAnswer(_ r: HTTPResult, _ status: Int, _ message: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(r.status == status, "\(r.text)", sourceLocation: sourceLocation)
+            #expect(r.json["message"] as? String == message, "\(r.text)", sourceLocation: sourceLocation)
+            #expect(r.json["status"] as? String == (status == 200 ? "success" : "failure"), "\(r.text)", sourceLocation: sourceLocation)
+        }
+
+        // Every node carries its name.
+        let names = try await c.nodes[0].get("/v1/cluster").json["nodes"] as? [Object] ?? []
+        #expect(Set(names.compactMap { $0["name"] as? String }) == ["Server0", "Server1", "Server2"])
+
+        expectAnswer(try await call(.POST, lb, "/read", ["Stud_id": ["low": 0, "high": 10]]), 400,
+                     "<Error> the database is not configured yet: POST /init first")
+        let schema: Object = ["columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]]
+        let shards: [Object] = [["Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096],
+                                ["Stud_id_low": 4096, "Shard_id": "sh2", "Shard_size": 4096],
+                                ["Stud_id_low": 8192, "Shard_id": "sh3", "Shard_size": 4096]]
+        let initBody: Object = ["N": 3, "schema": schema, "shards": shards,
+                                "servers": ["Server0": ["sh1", "sh2"], "Server1": ["sh2", "sh3"], "Server2": ["sh1", "sh3"]]]
+        // Server names are node names.
+        var wrong = initBody
+        wrong["servers"] = ["Server0": ["sh1", "sh2"], "Server9": ["sh3"]]
+        let unknown = try await call(.POST, lb, "/init", wrong)
+        #expect(unknown.status == 400 && (unknown.json["message"] as? String)?.contains("no node is named Server9") == true, "\(unknown.text)")
+        var duplicate = initBody
+        duplicate["shards"] = [shards[0], shards[0]]
+        expectAnswer(try await call(.POST, lb, "/init", duplicate), 400, "<Error> Duplicate shard id sh1 found in request")
+        var mismatch = initBody
+        mismatch["servers"] = ["Server0": ["sh1"]]
+        expectAnswer(try await call(.POST, lb, "/init", mismatch), 400, "<Error> Mismatch between shards in 'shards' and 'servers'")
+        #expect(try await call(.POST, lb, "/init", ["shards": shards]).status == 422)
+
+        expectAnswer(try await call(.POST, lb, "/init", initBody), 200, "Configured Database")
+        let again = try await call(.POST, other, "/init", initBody)
+        #expect(again.status == 400 && (again.json["message"] as? String)?.contains("use /add and /rm") == true, "\(again.text)")
+
+        let status = try await call(.GET, other, "/status")
+        #expect(status.status == 200, "\(status.text)")
+        #expect(status.json["N"] as? Int == 3)
+        #expect((status.json["shards"] as? [Object])?.map { $0["Shard_id"] as? String } == ["sh1", "sh2", "sh3"])
+        #expect((status.json["schema"] as? Object)?["dtypes"] as? [String] == ["Number", "String", "String"])
+        // Where the copies are: with 3 nodes and 3 copies of each shard, every server holds every shard.
+        #expect((status.json["servers"] as? [String: [String]])?["Server1"]?.sorted() == ["sh1", "sh2", "sh3"], "\(status.text)")
+
+        // 100 entries over the three shards, and one in no shard: skipped, and counted, as the seed did.
+        var batch: [Object] = (0..<100).map { k in ["Stud_id": k * 120, "Stud_name": "S\(k)", "Stud_marks": k % 50] }
+        batch.append(["Stud_id": 20_000, "Stud_name": "nowhere", "Stud_marks": 1])
+        expectAnswer(try await call(.POST, lb, "/write", ["data": batch]), 200, "101 Data entries added")
+
+        let read = try await call(.POST, other, "/read", ["Stud_id": ["low": 1000, "high": 8889]])
+        #expect(read.status == 200, "\(read.text)")
+        #expect(read.json["shards_queried"] as? [String] == ["sh1", "sh2", "sh3"])
+        let ids = (read.json["data"] as? [Object] ?? []).compactMap { $0["Stud_id"] as? Int }
+        #expect(ids == (0..<100).map { $0 * 120 }.filter { $0 >= 1000 && $0 <= 8889 })
+        #expect((read.json["data"] as? [Object])?.first?["Stud_name"] as? String == "S9")
+        let none = try await call(.POST, lb, "/read", ["Stud_id": ["low": 20_000, "high": 30_000]])
+        #expect(none.json["shards_queried"] as? [String] == [] && (none.json["data"] as? [Any])?.isEmpty == true, "\(none.text)")
+
+        // The spec's /update sends Stud_id as a string.
+        expectAnswer(try await call(.PUT, lb, "/update", ["Stud_id": "2280", "data": ["Stud_id": 2280, "Stud_name": "GHI", "Stud_marks": 30]]),
+                     200, "Data entry for Stud_id: 2280 updated")
+        let updated = try await call(.POST, other, "/read", ["Stud_id": ["low": 2280, "high": 2280]])
+        #expect((updated.json["data"] as? [Object])?.first?["Stud_name"] as? String == "GHI", "\(updated.text)")
+        let moved = try await call(.PUT, lb, "/update", ["Stud_id": 2280, "data": ["Stud_id": 2281, "Stud_name": "GHI", "Stud_marks": 30]])
+        #expect(moved.status == 400, "\(moved.text)")
+        expectAnswer(try await call(.PUT, lb, "/update", ["Stud_id": 2281, "data": ["Stud_id": 2281, "Stud_name": "X", "Stud_marks": 1]]),
+                     404, "Student ID not found")
+        expectAnswer(try await call(.DELETE, other, "/del", ["Stud_id": 2280]), 200, "Data entry with Stud_id:2280 removed from all replicas")
+        expectAnswer(try await call(.DELETE, lb, "/del", ["Stud_id": 2280]), 404, "Student ID not found")
+
+        // A batch is atomic across shards: one existing id refuses all of it.
+        let clash = try await call(.POST, lb, "/write", ["data": [["Stud_id": 1, "Stud_name": "new", "Stud_marks": 1],
+                                                                  ["Stud_id": 5000, "Stud_name": "new", "Stud_marks": 1],
+                                                                  ["Stud_id": 120, "Stud_name": "again", "Stud_marks": 1]]])
+        #expect(clash.status == 400 && clash.json["status"] as? String == "failure", "\(clash.text)")
+        let after = try await call(.POST, lb, "/read", ["Stud_id": ["low": 0, "high": 12287]])
+        #expect(!(after.json["data"] as? [Object] ?? []).contains { $0["Stud_name"] as? String == "new" }, "\(after.text)")
+
+        // Bad bodies: FastAPI's 422 with `detail`, never a 500.
+        let missingField = try await call(.POST, lb, "/write", ["data": [["Stud_id": 7]]])
+        #expect(missingField.status == 422 && missingField.json["detail"] != nil, "\(missingField.text)")
+        let garbage = try await TestHTTP.request(.POST, lb + "/write", authorization: nil, rawBody: Array("{\"data\": [".utf8), contentType: "application/json")
+        #expect(garbage.status == 422, "\(garbage.text)")
+        #expect(try await call(.POST, lb, "/read", [String: Any]()).status == 422)
+
+        // A shard server's own endpoints, on any node.
+        let home = try await call(.GET, other, "/home")
+        #expect((home.json["response"] as? Object)?["message"] as? String == "Hello from server: Server2", "\(home.text)")
+        expectAnswer(try await call(.POST, other, "/config", ["schema": schema, "shards": ["sh1", "sh2"]]), 200, "Server2:sh1, Server2:sh2 configured")
+        let copy = try await call(.POST, lb, "/copy", ["shards": ["sh2"]])
+        let inSh2 = (0..<100).map { $0 * 120 }.filter { $0 >= 4096 && $0 < 8192 }.count
+        let copied = (copy.json["sh2"] as? [Object])?.count
+        #expect(copied == inSh2, "\(copy.text)")
+        let serverRead = try await call(.POST, lb, "/read", ["shard": "sh2", "Stud_id": ["low": 2235, "high": 4400]])
+        #expect((serverRead.json["data"] as? [Object])?.compactMap { $0["Stud_id"] as? Int } == [4200, 4320], "\(serverRead.text)")
+        #expect(serverRead.json["shards_queried"] == nil)
+        let serverWrite = try await call(.POST, lb, "/write", ["shard": "sh2", "curr_idx": 507, "data": [["Stud_id": 4097, "Stud_name": "W", "Stud_marks": 2]]])
+        #expect(serverWrite.status == 200 && serverWrite.json["current_idx"] as? Int == 508, "\(serverWrite.text)")
+        let elsewhere = try await call(.POST, lb, "/write", ["shard": "sh2", "curr_idx": 0, "data": [["Stud_id": 1, "Stud_name": "W", "Stud_marks": 2]]])
+        #expect(elsewhere.status == 400, "\(elsewhere.text)")
+        expectAnswer(try await call(.PUT, lb, "/update", ["shard": "sh2", "Stud_id": 4097, "data": ["Stud_id": 4097, "Stud_name": "W2", "Stud_marks": 3]]),
+                     200, "Data entry for Stud_id:4097 updated")
+        expectAnswer(try await call(.POST, lb, "/del", ["shard": "sh2", "Stud_id": 4097]), 200, "Data entry with Stud_id:4097 removed")
+        let beat = try await call(.GET, other, "/heartbeat")
+        #expect(beat.status == 200 && beat.text.isEmpty)
+    }
+}
