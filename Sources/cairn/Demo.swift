@@ -26,8 +26,10 @@ struct DemoCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         let password = String(UUID().uuidString.prefix(13)).lowercased()
         let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let ports = (0..<(2 * nodes)).map { _ in freeLoopbackPort() }
-        let http = (0..<nodes).map { "127.0.0.1:\(ports[2 * $0])" }
+        let ports = (0..<(3 * nodes)).map { _ in freeLoopbackPort() }
+        let http = (0..<nodes).map { "127.0.0.1:\(ports[3 * $0])" }
+        // Each node also serves seed 004's load balancer API, under the server names its clients use.
+        let shardLB = (0..<nodes).map { "127.0.0.1:\(ports[3 * $0 + 2])" }
         var children: [Process] = []
 
         // Ctrl-C and SIGTERM stop the children and delete the data, whatever state the demo is in.
@@ -58,8 +60,8 @@ struct DemoCommand: AsyncParsableCommand {
         for i in 0..<nodes {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
-            var args = ["server", "--data-dir", "\(root)/node\(i + 1)", "--http-addr", http[i], "--raft-addr", "127.0.0.1:\(ports[2 * i + 1])",
-                        "--insecure-dev"]
+            var args = ["server", "--data-dir", "\(root)/node\(i + 1)", "--http-addr", http[i], "--raft-addr", "127.0.0.1:\(ports[3 * i + 1])",
+                        "--insecure-dev", "--name", "Server\(i)", "--compat", "shard-lb=\(shardLB[i])"]
             if nodes > 1 { args += ["--join", http.joined(separator: ","), "--bootstrap-expect", "\(nodes)"] }
             p.arguments = args
             var environment = ProcessInfo.processInfo.environment
@@ -104,6 +106,7 @@ struct DemoCommand: AsyncParsableCommand {
               Shell:           \(binary) shell --host http://\(http[0])
               Credentials:     admin / \(password)
               Try:             curl -s -XPOST http://\(http[0])/v1/db/default/query -d '{"statements":["SELECT name, population FROM cities ORDER BY population DESC LIMIT 3"]}'
+              Seed 004's API:  \(shardLB.map { "http://\($0)" }.joined(separator: "  "))  (nodes named \((0..<nodes).map { "Server\($0)" }.joined(separator: ", ")); see the README)
 
             Press Ctrl-C to stop every node and delete the demo's data.
             """)

@@ -217,6 +217,11 @@ struct CLITests {
         #expect(r.text.contains("[[10]]"), "\(r.text)")
         let console = try await TestHTTP.request(.GET, api + "/console", authorization: nil)
         #expect(console.status == 200 && console.text.contains("CairnDB console"))
+        // Seed 004's API on each node, under the server names its README example uses.
+        let lb = try #require(out.range(of: #"Seed 004's API:\s+http://127\.0\.0\.1:\d+"#, options: .regularExpression)
+            .map { String(out[$0]).components(separatedBy: " ").last! })
+        let home = try await TestHTTP.request(.GET, lb + "/home", authorization: nil)
+        #expect(home.text.contains("Hello from server: Server0"), "\(home.text)")
         #expect(FileManager.default.fileExists(atPath: root))
 
         kill(p.processIdentifier, SIGINT)
