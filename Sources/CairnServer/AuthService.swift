@@ -104,14 +104,7 @@ final class AuthService: Sendable {
         if let token = Self.credentials(header, scheme: "bearer") {
             let claims = try await checkedClaims(of: String(token), key: catalog.tokenKey)
             if let node = try await nodePrincipal(claims, request) { return node }
-            var current = catalog
-            if (current.users[claims.user]?.passwordEpoch ?? .min) < claims.pwe, let fresh = try? await cluster.refreshCatalog() {
-                // Issued by a node that already knew of a user or password this node's copy lacks.
-                current = fresh
-            }
-            guard let user = current.users[claims.user] else { throw AccessDenied.unauthenticated("the token's user no longer exists") }
-            guard user.passwordEpoch == claims.pwe else { throw AccessDenied.unauthenticated(AuthError.tokenRevoked.description) }
-            return Principal(user: user.name, grants: current.grants(of: user.name))
+            return try await userPrincipal(claims)
         }
         if let encoded = Self.credentials(header, scheme: "basic") {
             guard let decoded = Data(base64Encoded: String(encoded)),
@@ -123,6 +116,25 @@ final class AuthService: Sendable {
             return Principal(user: name, grants: cluster.catalog.grants(of: name))
         }
         throw AccessDenied.unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
+    }
+
+    /// The user a token was issued to, for an API that carries tokens its own way (a node's token is
+    /// refused: nodes sign their requests in `Authorization`).
+    func principal(forToken token: String) async throws -> Principal {
+        let claims = try await checkedClaims(of: token, key: cluster.catalog.tokenKey)
+        guard !claims.user.hasPrefix(Self.nodePrefix) else { throw AccessDenied.unauthenticated("a node's token is not a user's") }
+        return try await userPrincipal(claims)
+    }
+
+    private func userPrincipal(_ claims: TokenClaims) async throws -> Principal {
+        var current = cluster.catalog
+        if (current.users[claims.user]?.passwordEpoch ?? .min) < claims.pwe, let fresh = try? await cluster.refreshCatalog() {
+            // Issued by a node that already knew of a user or password this node's copy lacks.
+            current = fresh
+        }
+        guard let user = current.users[claims.user] else { throw AccessDenied.unauthenticated("the token's user no longer exists") }
+        guard user.passwordEpoch == claims.pwe else { throw AccessDenied.unauthenticated(AuthError.tokenRevoked.description) }
+        return Principal(user: user.name, grants: current.grants(of: user.name))
     }
 
     /// The principal of a request carrying a node's token: the node itself, or the client it forwards

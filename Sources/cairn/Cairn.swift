@@ -76,7 +76,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Serve an older system's API on a listener of its own: API=HOST:PORT, API one of \(CompatAPI.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable).")
     var compat: [String] = []
 
-    @Option(help: "With auth on, the user the compatibility APIs act as (their originals had no credentials of their own); required with --compat unless --insecure-dev.")
+    @Option(help: "With auth on, the user the compatibility APIs act as where their originals had no credentials of their own; required with --compat shard-lb unless --insecure-dev.")
     var compatUser: String?
 
     @Option(help: "Voting copies of each database.")
@@ -189,8 +189,9 @@ struct ServerCommand: AsyncParsableCommand {
         if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
         if let name, let problem = Catalog.nameProblem(name) { throw ValidationError("--name: \(problem)") }
-        if !compat.isEmpty && !insecureDev && compatUser == nil {
-            throw ValidationError("--compat needs --compat-user NAME when auth is on: the older systems' clients send no CairnDB credentials, so their requests act as that user")
+        let withoutTokens = compat.compactMap { try? CompatListener.parse($0).get() }.filter { !$0.api.hasOwnTokens }
+        if !withoutTokens.isEmpty && !insecureDev && compatUser == nil {
+            throw ValidationError("--compat \(withoutTokens[0].api.rawValue) needs --compat-user NAME when auth is on: its clients send no credentials, so their requests act as that user")
         }
         if snapshotMibPerSecond < 1 || snapshotMibPerSecond > 100_000 { throw ValidationError("--snapshot-mib-per-second must be from 1 to 100000") }
         if shardSplitBytes != 0 && shardSplitBytes < 65_536 { throw ValidationError("--shard-split-bytes must be 0 (never by size) or at least 65536") }

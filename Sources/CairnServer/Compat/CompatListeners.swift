@@ -14,6 +14,12 @@ import NIOCore
 public enum CompatAPI: String, CaseIterable, Sendable {
     /// Seed 004: the sharded student database behind a load balancer.
     case shardLB = "shard-lb"
+    /// Seed 000: the auth server and consistent-hashing key endpoint (seed 001's objects too).
+    case keyEndpoint = "key-endpoint"
+
+    /// Whether the original had credentials of its own (mapped onto CairnDB's users and tokens); one
+    /// that had none acts as `--compat-user` when auth is on.
+    public var hasOwnTokens: Bool { self == .keyEndpoint }
 }
 
 /// One `--compat API=HOST:PORT`.
@@ -52,6 +58,7 @@ extension API {
         router.add(middleware: RequestMetrics())
         switch listener.api {
         case .shardLB: ShardLBAPI(api: self).register(on: router)
+        case .keyEndpoint: KeyEndpointAPI(api: self).register(on: router)
         }
         return Application(router: router, server: server,
                            configuration: .init(address: .hostname(listener.address.host, port: listener.address.port), serverName: "cairn"),
