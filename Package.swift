@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "CairnQuery", dependencies: ["CairnSQLite"], swiftSettings: strict),
         // The older systems' APIs (`--compat`): their requests checked and turned into statements, their
         // answers shaped as the originals', with no I/O (the server wires them to listeners).
-        .target(name: "CairnCompat", dependencies: ["CairnSQLite", "CairnJSON"], swiftSettings: strict),
+        .target(name: "CairnCompat", dependencies: ["CairnSQLite", "CairnQuery", "CairnJSON"], swiftSettings: strict),
         // Node-to-node messages: the wire format (and, next, the SwiftNIO connections).
         .target(
             name: "CairnTransport",

@@ -6,10 +6,19 @@ import Foundation
 public struct CompatFailure: Error, Equatable {
     public var status: Int
     public var body: JSON
+    /// For an original that answered errors as plain text (Go's `http.Error`): the text, sent instead
+    /// of `body`.
+    public var text: String?
 
     public init(status: Int, body: JSON) {
         self.status = status
         self.body = body
+    }
+
+    public init(status: Int, text: String) {
+        self.status = status
+        body = .null
+        self.text = text
     }
 }
 

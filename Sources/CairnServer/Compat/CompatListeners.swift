@@ -16,6 +16,8 @@ public enum CompatAPI: String, CaseIterable, Sendable {
     case shardLB = "shard-lb"
     /// Seed 000: the auth server and consistent-hashing key endpoint (seed 001's objects too).
     case keyEndpoint = "key-endpoint"
+    /// Seed 003: the master/slave REST database API.
+    case restDB = "rest-db"
 
     /// Whether the original had credentials of its own (mapped onto CairnDB's users and tokens); one
     /// that had none acts as `--compat-user` when auth is on.
@@ -59,6 +61,7 @@ extension API {
         switch listener.api {
         case .shardLB: ShardLBAPI(api: self).register(on: router)
         case .keyEndpoint: KeyEndpointAPI(api: self).register(on: router)
+        case .restDB: RestDBAPI(api: self, address: listener.address.description).register(on: router)
         }
         return Application(router: router, server: server,
                            configuration: .init(address: .hostname(listener.address.host, port: listener.address.port), serverName: "cairn"),

@@ -1,0 +1,64 @@
+import CairnCompat
+import CairnJSON
+import CairnSQLite
+import Testing
+
+/// Seed 003's raw SQL fragments: accepted as what they claim to be (values, assignments, a condition
+/// over the table's columns, column definitions), refused as anything more.
+@Suite struct RestDBTests {
+    static func refused(_ body: () throws -> Any) -> Bool {
+        do { _ = try body() } catch let f as CompatFailure { return f.status == 400 && f.text?.hasSuffix("\n") == true } catch { return false }
+        return false
+    }
+
+    @Test func tablesFromTheReadmesBothWays() throws {
+        let fromSchema = try RestDB.createTable("users", schema: "id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50), email VARCHAR(100)", columns: nil)
+        #expect(fromSchema.sql == #"CREATE TABLE IF NOT EXISTS "users" (id INTEGER PRIMARY KEY AUTOINCREMENT, name VARCHAR ( 50 ), email VARCHAR ( 100 ))"#)
+        let columns = try JSON.parse(Array(#"{"columns":[{"Name":"name","DataType":"VARCHAR(50)"},{"Name":"email","DataType":"VARCHAR(100)"}]}"#.utf8))
+        let fromJSON = try RestDB.createTable("users", schema: nil, columns: columns)
+        #expect(fromJSON.sql == #"CREATE TABLE IF NOT EXISTS "users" (Id INTEGER PRIMARY KEY AUTOINCREMENT, "name" VARCHAR ( 50 ), "email" VARCHAR ( 100 ))"#)
+        for schema in ["id INT); DROP TABLE users; --", "id INT) AS SELECT 1", "id INT, x INT DEFAULT (SELECT 1)", "id INT) WITHOUT ROWID"] {
+            #expect(Self.refused { try RestDB.createTable("t", schema: schema, columns: nil) }, "\(schema)")
+        }
+        let hostileType = try JSON.parse(Array(#"{"columns":[{"Name":"x","DataType":"INT); DROP TABLE users; --"}]}"#.utf8))
+        #expect(Self.refused { try RestDB.createTable("t", schema: nil, columns: hostileType) })
+        #expect(Self.refused { try RestDB.createTable("t", schema: nil, columns: nil) })
+        #expect(Self.refused { try RestDB.checkName("users; DROP", what: "table") })
+    }
+
+    @Test func valuesAreValuesOnly() throws {
+        #expect(try RestDB.values(#"NULL, "John Doe", "john@example.com""#) == "NULL , 'John Doe' , 'john@example.com'")
+        #expect(try RestDB.values(#"NULL, "O'Brien\tJr", 3.5, lower('X')"#) == "NULL , 'O''Brien\tJr' , 3.5 , lower ( 'X' )")
+        for hostile in ["1); DROP TABLE users; --", "(SELECT secret FROM other)", "1, name", "?", "load_extension('x')", "1, (", "main.users"] {
+            #expect(Self.refused { try RestDB.values(hostile) }, "\(hostile)")
+        }
+    }
+
+    @Test func assignmentsAndConditionsStayOnTheirTable() throws {
+        let columns: Set<String> = ["id", "name", "email"]
+        #expect(try RestDB.assignments(#"name = "John Smith""#, columns: columns) == "name = 'John Smith'")
+        #expect(try RestDB.assignments(#"name = upper(name), `email` = 'x'"#, columns: columns) == #"name = upper ( name ), "email" = 'x'"#)
+        #expect(try RestDB.condition("Id = 1", columns: columns) == "Id = 1")
+        #expect(try RestDB.condition("Id IN (1, 2) AND name LIKE 'J%' OR email IS NULL", columns: columns) == "Id IN ( 1 , 2 ) AND name LIKE 'J%' OR email IS NULL")
+        for hostile in ["name = (SELECT password FROM secrets)", "password = 'x'", "name = 'x' WHERE 1=1; DROP TABLE users", "1 = 1",
+                        "name = name FROM other"] {
+            #expect(Self.refused { try RestDB.assignments(hostile, columns: columns) }, "\(hostile)")
+        }
+        for hostile in ["1=1; DROP TABLE users", "Id IN (SELECT id FROM t)", "users.Id = 1", "Id = ?", "sqlite_version() = 1",
+                        "EXISTS (SELECT 1)", "Id = 1, Id = 2", "Id = 1) OR (1", "random() > 0"] {
+            #expect(Self.refused { try RestDB.condition(hostile, columns: columns) }, "\(hostile)")
+        }
+        // A column named like a keyword still cannot open a subquery.
+        #expect(Self.refused { try RestDB.condition("x IN (select x from x)", columns: ["x", "select", "from"]) })
+    }
+
+    @Test func rowsAsGoEncodedThem() {
+        var r = StatementResult()
+        r.columns = ["name", "Id", "email"]
+        r.rows = [[.text("John"), .integer(1), .null]]
+        #expect(RestDB.rows(r) == (try? JSON.parse(Array(#"[{"Id":1,"email":null,"name":"John"}]"#.utf8))))
+        #expect(RestDB.rows(StatementResult()) == .null)
+        let insert = try? RestDB.insert("users", records: [("name", .string("Jane Doe")), ("email", .string("jane@example.com"))])
+        #expect(insert == SQLStatement(#"INSERT INTO "users" ("name", "email") VALUES (?, ?)"#, [.text("Jane Doe"), .text("jane@example.com")]))
+    }
+}
