@@ -112,7 +112,7 @@ final class API: Sendable {
         }
         router.delete("/v1/databases/:name") { request, context in
             let name = try context.parameters.require("name")
-            return await self.respond(request, .admin, database: name) { who in try await self.dropDatabase(name, request, who) }
+            return await self.respond(request, .admin, database: name) { who in try await self.dropDatabase(name, who) }
         }
         router.get("/v1/status") { request, _ in
             await self.respond(request, .status) { _ in Self.json(200, try await self.status()) }

@@ -194,7 +194,7 @@ extension API {
         return db
     }
 
-    func dropDatabase(_ name: String, _ request: Request, _ who: Principal) async throws -> Response {
+    func dropDatabase(_ name: String, _ who: Principal) async throws -> Response {
         guard name != defaultDatabase else { throw HTTPFailure.badRequest("the default database cannot be dropped (rqlite's endpoints use it)") }
         // `group(of:)` answers 404 for an unknown name. First an entry in the database's own log,
         // through its leader: every write and read ordered after it is refused on every

@@ -28,9 +28,26 @@ final class AuditLog: Sendable {
         var pending: [UInt8] = []
     }
 
+    let path: String
+
     init(path: String, node: UInt64) {
         state = NIOLockedValueBox(State(file: open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)))
         self.node = node
+        self.path = path
+    }
+
+    /// The newest `maxLines` lines written (read from at most the file's last 1 MiB).
+    func tail(maxLines: Int) -> [String] {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return [] }
+        defer { try? handle.close() }
+        let size = (try? handle.seekToEnd()) ?? 0
+        let start = size > 1 << 20 ? size - (1 << 20) : 0
+        try? handle.seek(toOffset: start)
+        let data = (try? handle.readToEnd()) ?? Data()
+        var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true)
+        // A read that began mid-line drops the partial first one.
+        if start > 0, !lines.isEmpty { lines.removeFirst() }
+        return lines.suffix(maxLines).map(String.init)
     }
 
     func record(_ who: Principal, action: String, database: String?, statement: String? = nil) {

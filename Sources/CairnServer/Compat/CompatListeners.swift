@@ -18,10 +18,12 @@ public enum CompatAPI: String, CaseIterable, Sendable {
     case keyEndpoint = "key-endpoint"
     /// Seed 003: the master/slave REST database API.
     case restDB = "rest-db"
+    /// Seed 002: the master's HTTP API.
+    case masterAPI = "master-api"
 
     /// Whether the original had credentials of its own (mapped onto CairnDB's users and tokens); one
     /// that had none acts as `--compat-user` when auth is on.
-    public var hasOwnTokens: Bool { self == .keyEndpoint }
+    public var hasOwnTokens: Bool { self == .keyEndpoint || self == .masterAPI }
 }
 
 /// One `--compat API=HOST:PORT`.
@@ -62,6 +64,7 @@ extension API {
         case .shardLB: ShardLBAPI(api: self).register(on: router)
         case .keyEndpoint: KeyEndpointAPI(api: self).register(on: router)
         case .restDB: RestDBAPI(api: self, address: listener.address.description).register(on: router)
+        case .masterAPI: MasterAPIServer(api: self).register(on: router)
         }
         return Application(router: router, server: server,
                            configuration: .init(address: .hostname(listener.address.host, port: listener.address.port), serverName: "cairn"),

@@ -95,7 +95,7 @@ struct RestDBAPI: Sendable {
             let who = try api.compatPrincipal()
             try api.auth.require(who, .admin, database: name)
             do {
-                _ = try await api.dropDatabase(name, request, who)
+                _ = try await api.dropDatabase(name, who)
             } catch let f as HTTPFailure where f.status < 500 {
                 throw RestDB.failure(f.status, "Failed to drop database: \(f.message)")
             }
