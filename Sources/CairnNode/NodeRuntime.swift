@@ -362,6 +362,15 @@ public final class NodeRuntime: Sendable {
             }
             let confirmed = rd.readStates.compactMap { rs in side.pendingReads.removeValue(forKey: rs.requestID).map { (rs.index, $0) } }
             for (index, read) in confirmed { serve(read, at: index) }
+            if let soft = rd.softState {
+                // Leadership moved: the core dropped the ReadIndex requests still waiting (a leader's
+                // when it stepped down, a follower's with the leader it asked). Failed now, they are
+                // asked again where the group is led, instead of waiting out their deadline.
+                for (rid, read) in side.pendingReads where read.group == id {
+                    side.pendingReads[rid] = nil
+                    read.promise.fail(RuntimeError.notLeader(leader: soft.lead))
+                }
+            }
             g.node.advance(rd)
         }
         pump()

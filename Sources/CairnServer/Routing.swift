@@ -17,11 +17,20 @@ import NIOCore
 /// goes through the group router as an encoded command.
 extension API {
     /// The catalog as of every change committed so far (one ReadIndex round on group 0).
+    /// While the metadata group elects a leader (its last one died, say), the read waits for it, up to
+    /// the request timeout, rather than fail a request that a second later would succeed.
     func committedCatalog() async throws -> Catalog {
-        do {
-            return try await cluster.refreshCatalog()
-        } catch {
-            throw HTTPFailure.unavailable("cannot reach the cluster's metadata leader to read the catalog (\(error)); retry shortly")
+        let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
+        var pauseMillis: Int64 = 10
+        while true {
+            do {
+                return try await cluster.refreshCatalog()
+            } catch RuntimeError.notLeader where ContinuousClock.now + .milliseconds(pauseMillis) < deadline {
+                try await Task.sleep(for: .milliseconds(pauseMillis))
+                pauseMillis = min(pauseMillis * 2, 200)
+            } catch {
+                throw HTTPFailure.unavailable("cannot reach the cluster's metadata leader to read the catalog (\(error)); retry shortly")
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 import CairnTestSupport
 import Foundation
+import NIOConcurrencyHelpers
 import NIOHTTP1
 import Testing
 
@@ -120,5 +121,71 @@ extension ProcessTests {
         expectAnswer(try await call(.POST, lb, "/del", ["shard": "sh2", "Stud_id": 4097]), 200, "Data entry with Stud_id:4097 removed")
         let beat = try await call(.GET, other, "/heartbeat")
         #expect(beat.status == 200 && beat.text.isEmpty)
+    }
+}
+
+extension ProcessTests {
+    /// Seed 004 promised failure recovery: a dead server respawned and its shards copied. Here: kill -9
+    /// one of 4 nodes while `/write` and `/read` requests run; its copies are rebuilt on the others,
+    /// every acknowledged `/write` is there afterwards, and `/read` never stopped answering.
+    @Test func shardLBSurvivesAKilledNode() async throws {
+        let ports = (0..<4).map { _ in freePort() }
+        let c = try await ProcessCluster.founded("shard-lb-kill", count: 4, extraArgs: ["--suspect-after", "1s", "--dead-after", "4s"]) { i in
+            ["--name", "Server\(i)", "--compat", "shard-lb=127.0.0.1:\(ports[i])", "--compat-user", "admin"]
+        }
+        defer { c.destroy() }
+        let lbs = (0..<3).map { "http://127.0.0.1:\(ports[$0])" }
+        let layout: Object = ["schema": ["columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]],
+                              "shards": (0..<4).map { ["Stud_id_low": 4096 * $0, "Shard_id": "sh\($0 + 1)", "Shard_size": 4096] }]
+        let configured = try await TestHTTP.request(.POST, lbs[0] + "/init", layout, authorization: nil)
+        #expect(configured.status == 200, "\(configured.text)")
+
+        let acked = NIOLockedValueBox<[Int]>([]), writeFailures = NIOLockedValueBox<[String]>([])
+        let reads = NIOLockedValueBox(0), readFailures = NIOLockedValueBox<[String]>([])
+        let stop = NIOLockedValueBox(false)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for w in 0..<6 {
+                tasks.addTask {
+                    var k = 0
+                    while !stop.withLockedValue({ $0 }) {
+                        let id = (w * 2_731 + k * 6) % 16_384
+                        k += 1
+                        let r = try? await TestHTTP.request(.POST, lbs[k % 3] + "/write", ["data": [["Stud_id": id, "Stud_name": "S\(id)", "Stud_marks": 1]]],
+                                                            authorization: nil)
+                        if r?.status == 200 { acked.withLockedValue { $0.append(id) } } else { writeFailures.withLockedValue { $0.append("\(r?.status ?? 0) \(r?.text ?? "no answer")") } }
+                        if k >= 2_700 { break }
+                    }
+                }
+            }
+            for rd in 0..<2 {
+                tasks.addTask {
+                    var k = 0
+                    while !stop.withLockedValue({ $0 }) {
+                        k += 1
+                        let id = (rd * 977 + k * 13) % 16_384
+                        let r = try? await TestHTTP.request(.POST, lbs[(k + rd) % 3] + "/read", ["Stud_id": ["low": id, "high": id + 50]], authorization: nil)
+                        if r?.status == 200 { reads.withLockedValue { $0 += 1 } } else { readFailures.withLockedValue { $0.append("\(r?.status ?? 0) \(r?.text ?? "no answer")") } }
+                    }
+                }
+            }
+            tasks.addTask {
+                try await Task.sleep(for: .seconds(2))
+                await c.nodes[3].kill9()
+                let seconds = try await ElasticClusterTests.wait("the killed node's copies rebuilt", on: c.nodes[0], seconds: 90) {
+                    $0.states[c.nodes[3].id] == "dead" && $0.balanced && $0.replicas[c.nodes[3].id] == 0
+                }
+                print("shard-lb: node killed; its copies rebuilt on the other three in \(String(format: "%.1f", seconds)) s")
+                try await Task.sleep(for: .seconds(1))
+                stop.withLockedValue { $0 = true }
+            }
+            try await tasks.waitForAll()
+        }
+        let all = try await TestHTTP.request(.POST, lbs[1] + "/read", ["Stud_id": ["low": 0, "high": 16_383]], authorization: nil)
+        let present = Set((all.json["data"] as? [Object] ?? []).compactMap { $0["Stud_id"] as? Int })
+        let lost = Set(acked.withLockedValue { $0 }).subtracting(present)
+        #expect(acked.withLockedValue { $0.count } > 100, "too few writes to mean anything")
+        #expect(lost.isEmpty, "acknowledged writes missing: \(lost.sorted().prefix(20))")
+        #expect(readFailures.withLockedValue { $0 }.isEmpty, "reads failed: \(readFailures.withLockedValue { $0.prefix(5) })")
+        print("shard-lb: \(acked.withLockedValue { $0.count }) writes acknowledged, \(writeFailures.withLockedValue { $0.count }) refused, \(reads.withLockedValue { $0 }) reads; 0 lost")
     }
 }

@@ -78,7 +78,9 @@ final class ShardLBAPI: Sendable {
     /// The configured layout; with `fresh`, as of every change committed. Not configured: a 400.
     private func layout(fresh: Bool = false) async throws -> LBLayout {
         if !fresh, let (layout, at) = cached.withLockedValue({ $0 }), ContinuousClock.now - at < .seconds(Self.cacheSeconds) { return layout }
-        guard try await api.committedCatalog().databases[ShardLB.database] != nil,
+        // This node's catalog copy knows a database once made; only its absence needs the committed catalog.
+        let exists = api.cluster.catalog.databases[ShardLB.database] != nil ? true : try await api.committedCatalog().databases[ShardLB.database] != nil
+        guard exists,
               let layout = LBLayout(loading: try await api.read(LBLayout.loadQueries, db: ShardLB.database, consistency: .linearizable).results) else {
             throw ShardLB.failure(400, "<Error> the database is not configured yet: POST /init first")
         }
