@@ -120,7 +120,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "cairn",
-            dependencies: ["CairnServer", "CairnCluster", "CairnPlacement", "CairnTransport", "CairnClient", "CairnJSON", "CSQLite3",
+            dependencies: ["CairnServer", "CairnCluster", "CairnPlacement", "CairnTransport", "CairnClient", "CairnCompat", "CairnSQLite", "CairnJSON", "CSQLite3",
                            .product(name: "Histogram", package: "hdrhistogram-swift"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],

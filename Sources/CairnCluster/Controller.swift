@@ -68,7 +68,12 @@ extension ClusterNode {
             _ = try? await handleJoin(JoinRequest(id: nodeID, raftAddress: config.raftAddress, httpAddress: config.httpAddress,
                                                   voter: config.voter), hops: 0)
         }
-        try await claimName(catalog, meta: meta)
+        do {
+            try await claimName(catalog, meta: meta)
+        } catch {
+            // Asked again in a while; the rest of the pass does not wait on it.
+            log("node \(nodeID): cannot record its name yet: \(error)")
+        }
         try await openGroups(of: catalog)
         // Each check below may wait on a peer: a few a pass, so a node back with many stale copies
         // does not hold up its own groups.

@@ -41,7 +41,7 @@ public enum Lax {
     /// A number: a JSON number or a string holding one.
     public static func number(_ json: JSON?) -> Double? {
         switch json {
-        case .number(let text)?: return Double(text)
+        case .number(let text)?: return Double(text).flatMap { $0.isFinite ? $0 : nil }
         case .string(let text)?: return Double(text.trimmingCharacters(in: .whitespaces)).flatMap { $0.isFinite ? $0 : nil }
         default: return nil
         }

@@ -96,8 +96,13 @@ enum Statements {
                 bytes.append(b)
             }
             return .blob(bytes)
-        case .object:
-            throw .badRequest("statement \(k), parameter \(p): an object is not a valid SQL value")
+        case .object(let members):
+            // A BLOB in a quarter of the bytes of an array: {"base64": "..."}.
+            guard members.count == 1, members[0].0 == "base64", case .string(let text) = members[0].1 else {
+                throw .badRequest("statement \(k), parameter \(p): an object is not a valid SQL value (a BLOB may be {\"base64\": \"...\"})")
+            }
+            guard let data = Data(base64Encoded: text) else { throw .badRequest("statement \(k), parameter \(p): \"base64\" is not base64") }
+            return .blob(Array(data))
         }
     }
 

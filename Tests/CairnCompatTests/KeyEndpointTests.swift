@@ -24,6 +24,6 @@ import Testing
         #expect(KeyEndpoint.badToken.body == Self.json(#"{"error":"Invalid or Expired token"}"#))
         #expect(KeyEndpoint.notAdmin.status == 402)
         #expect(KeyEndpoint.tokenRefused(user: "u") == Self.json(#"{"message":"Token not granted","username":"u"}"#))
-        #expect(KeyEndpoint.put("k", .text("v")) == SQLStatement("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", [.text("k"), .text("v")]))
+        #expect(KeyEndpoint.put("k", .text("v"))[0] == SQLStatement("INSERT OR REPLACE INTO kv (key, value, chunks, version) VALUES (?, ?, NULL, NULL)", [.text("k"), .text("v")]))
     }
 }

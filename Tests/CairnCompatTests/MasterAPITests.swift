@@ -17,7 +17,16 @@ import Testing
         #expect(try MasterAPI.plan("CREATE TABLE shop.items (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(20)) ENGINE=InnoDB")
                 == .statement(database: "shop", sql: "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, name VARCHAR ( 20 ))", reads: false))
         #expect(try MasterAPI.plan("UPDATE items SET n = 1") == .statement(database: nil, sql: "UPDATE items SET n = 1", reads: false))
-        for refused in ["SELECT 1; DROP TABLE x", "USE shop", "SELECT * FROM a.x JOIN b.y", "", "CREATE DATABASE", "CREATE DATABASE a b"] {
+        // A subquery's FROM ends with its parenthesis: t.a after it is a column of t, not a database.
+        #expect(try MasterAPI.plan("SELECT (SELECT max(b) FROM u), t.a FROM t") == .statement(database: nil, sql: "SELECT ( SELECT max ( b ) FROM u ) , t . a FROM t", reads: true))
+        #expect(try MasterAPI.plan("CREATE INDEX i ON shop.items(name)") == .statement(database: "shop", sql: "CREATE INDEX i ON items ( name )", reads: false))
+        #expect(try MasterAPI.plan("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x") == .statement(database: nil, sql: "WITH x AS ( SELECT 1 ) INSERT INTO t SELECT * FROM x", reads: false))
+        // CREATE TABLE ... AS SELECT keeps every word; MySQL's options go, SQLite's stay, others are refused.
+        #expect(try MasterAPI.plan("CREATE TABLE t2 AS SELECT id FROM t1 WHERE id IN (1, 2) AND flag = 1")
+                == .statement(database: nil, sql: "CREATE TABLE t2 AS SELECT id FROM t1 WHERE id IN ( 1 , 2 ) AND flag = 1", reads: false))
+        #expect(try MasterAPI.plan("CREATE TABLE t (id INT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 STRICT") == .statement(database: nil, sql: "CREATE TABLE t (id INT) STRICT", reads: false))
+        #expect(throws: CompatFailure.self) { try MasterAPI.plan("CREATE TABLE t (id INT) AS SELECT 1") }
+        for refused in ["SELECT 1; DROP TABLE x", "USE shop", "SELECT * FROM a.x JOIN b.y", "", "CREATE DATABASE", "CREATE DATABASE a b", "DROP DATABASE IF junk x", "CREATE DATABASE _x"] {
             #expect(throws: CompatFailure.self, "\(refused)") { try MasterAPI.plan(refused) }
         }
     }

@@ -48,6 +48,9 @@ import Testing
                         "EXISTS (SELECT 1)", "Id = 1, Id = 2", "Id = 1) OR (1", "random() > 0"] {
             #expect(Self.refused { try RestDB.condition(hostile, columns: columns) }, "\(hostile)")
         }
+        // A bare name after IN is a table; a column named like a function does not make it callable.
+        #expect(Self.refused { try RestDB.condition("x IN x", columns: ["x", "id"]) })
+        #expect(Self.refused { try RestDB.condition("zeroblob(1000000000) = x", columns: ["x", "zeroblob"]) })
         // A column named like a keyword still cannot open a subquery.
         #expect(Self.refused { try RestDB.condition("x IN (select x from x)", columns: ["x", "select", "from"]) })
     }

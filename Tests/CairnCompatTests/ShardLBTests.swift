@@ -33,7 +33,7 @@ import Testing
         #expect(layout.shards.map(\.id) == ["sh1", "sh2", "sh3"])
         #expect(layout.servers["Server1"] == ["sh2", "sh3"])
         // One CairnDB range shard per seed shard: split at every low but the first.
-        #expect(layout.createTable.sql == "CREATE TABLE IF NOT EXISTS StudT (Stud_id INTEGER NOT NULL PRIMARY KEY, Stud_name, Stud_marks) SHARD BY RANGE (Stud_id) SPLIT AT (4096, 8192)")
+        #expect(layout.createTable.sql == #"CREATE TABLE IF NOT EXISTS StudT ("Stud_id" INTEGER NOT NULL PRIMARY KEY, "Stud_name", "Stud_marks") SHARD BY RANGE (Stud_id) SPLIT AT (4096, 8192)"#)
         #expect(layout.shard(of: 0)?.id == "sh1")
         #expect(layout.shard(of: 4095)?.id == "sh1")
         #expect(layout.shard(of: 4096)?.id == "sh2")
@@ -90,7 +90,7 @@ import Testing
         #expect(try layout.values(of: Self.json(#"{"Stud_id":1,"Stud_name":"A","Stud_marks":23}"#), at: []) == [.integer(1), .text("A"), .integer(23)])
         let notString = Self.failure { _ = try layout.values(of: Self.json(#"{"Stud_id":1,"Stud_name":[5],"Stud_marks":"1"}"#), at: []) }
         #expect(notString?.status == 422)
-        #expect(layout.update(values) == SQLStatement("UPDATE StudT SET Stud_name = ?, Stud_marks = ? WHERE Stud_id = ?", [.text("GHI"), .text("30"), .integer(2255)]))
+        #expect(layout.update(values) == SQLStatement(#"UPDATE StudT SET "Stud_name" = ?, "Stud_marks" = ? WHERE Stud_id = ?"#, [.text("GHI"), .text("30"), .integer(2255)]))
         #expect(layout.record([.integer(1000), .text("PQR"), .integer(23)]) == Self.json(#"{"Stud_id":1000,"Stud_name":"PQR","Stud_marks":23}"#))
     }
 
@@ -100,7 +100,7 @@ import Testing
         let inserts = layout.inserts(rows)
         #expect(inserts.count == 3)
         #expect(inserts.map(\.positional.count) == [1_500, 1_500, 3])
-        #expect(inserts[2].sql == "INSERT INTO StudT (Stud_id, Stud_name, Stud_marks) VALUES (?, ?, ?)")
+        #expect(inserts[2].sql == #"INSERT INTO StudT ("Stud_id", "Stud_name", "Stud_marks") VALUES (?, ?, ?)"#)
     }
 
     @Test func theLayoutReadsBackAsRecorded() throws {
@@ -121,6 +121,13 @@ import Testing
         #expect(loaded?.shards == layout.shards)
         #expect(loaded?.schema == layout.schema)
         #expect(loaded?.servers.mapValues { $0.sorted() } == layout.servers.mapValues { $0.sorted() })
+        // A layout someone rewrote in ShardT (an overflowing size) is refused, never trusted.
+        var corrupt = LBLayout(loading: [result([[.integer(4)]]), result([[.text("Stud_id"), .text("Number")]]),
+                                         result([[.integer(0), .text("sh1"), .integer(Int64.max)]]), result([]), result([[.integer(1)]])])
+        #expect(corrupt != nil)
+        #expect(throws: CompatFailure.self) { _ = try LBLayout.loaded([result([[.integer(4)]]), result([[.text("Stud_id"), .text("Number")]]),
+                                                                            result([[.integer(0), .text("sh1"), .integer(Int64.max)]]), result([]), result([[.integer(1)]])]) }
+        corrupt = nil
         // Not configured: the tables are missing, or the config row is.
         #expect(LBLayout(loading: [result([[.integer(0)]]), result([]), result([]), result([]), result([])]) == nil)
         let status = layout.status(placement: ["n1": ["sh1", "sh2"], "n2": ["sh3"]])

@@ -63,13 +63,73 @@ extension ProcessTests {
         // The server lists are the cluster's nodes.
         #expect(try await TestHTTP.request(.GET, ep + "/heartbeat", authorization: nil).json["alive"] as? Bool == true)
         #expect(try await TestHTTP.request(.GET, ep + "/heartbeat/", authorization: nil).json["alive"] as? Bool == true)
-        let listed = try await TestHTTP.request(.POST, ep + "/slaves", ["slaves": [c.nodes[1].http, "node2"]], authorization: nil)
+        // They say who the members are: only to a user who may see the cluster's status.
+        #expect(try await TestHTTP.request(.POST, ep + "/slaves", ["slaves": [c.nodes[1].http]], authorization: nil).status == 401)
+        let listed = try await TestHTTP.request(.POST, ep + "/slaves", ["slaves": [c.nodes[1].http, "node2"]], authorization: nil, headers: [("token", token)])
         #expect(listed.status == 200 && listed.json["alive"] as? Bool == true, "\(listed.text)")
-        let stranger = try await TestHTTP.request(.POST, ep + "/masters", ["masters": ["192.0.2.1:5000"]], authorization: nil)
+        let stranger = try await TestHTTP.request(.POST, ep + "/masters", ["masters": ["192.0.2.1:5000"]], authorization: nil, headers: [("token", token)])
         #expect(stranger.status == 400, "\(stranger.text)")
 
         // The values live in a hash-sharded table of the `kv` database, readable through CairnDB's API.
         let native = try await c.nodes[2].post("/v1/db/kv/query", ["statements": ["SELECT length(value) FROM kv WHERE key = 'report.txt'"]])
         #expect(native.text.contains("[[\(file.unicodeScalars.count)]]"), "\(native.text)")
+    }
+}
+
+extension ProcessTests {
+    /// Seed 001's use (store objects spread over the nodes, fetch them back) through `cairn kv`: a file
+    /// larger than a request streams in chunks and comes back byte for byte, through the CLI and through
+    /// seed 000's `GET /key`; a binary one too; small values, listing and deleting.
+    @Test func kvFilesOfAnySize() async throws {
+        let port = freePort()
+        let c = try await ProcessCluster.founded("kv", count: 3) { i in i == 0 ? ["--compat", "key-endpoint=127.0.0.1:\(port)"] : [] }
+        defer { c.destroy() }
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = c.root + "/home"
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let host = ["--host", c.nodes[1].url]
+
+        // 9 MiB of text with multi-byte characters (cut across chunk ends), and 5 MiB of every byte value.
+        var text = ""
+        var k = 0
+        while text.utf8.count < 9 << 20 { text += "line \(k): é✓ \"q\" \\ \t\n"; k += 1 }
+        let textPath = c.root + "/big.txt", binPath = c.root + "/big.bin"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: textPath))
+        let binary = Data((0..<(5 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) })
+        try binary.write(to: URL(fileURLWithPath: binPath))
+
+        for (key, path, data) in [("docs/big.txt", textPath, Data(text.utf8)), ("blobs/big.bin", binPath, binary)] {
+            let (put, putOut) = try await runCairn(["kv", "put", key, path] + host, environment: environment)
+            #expect(put == 0, "\(putOut)")
+            let back = c.root + "/back-" + key.replacingOccurrences(of: "/", with: "_")
+            let (get, getOut) = try await runCairn(["kv", "get", key, "-o", back] + host, environment: environment)
+            #expect(get == 0, "\(getOut)")
+            #expect(FileManager.default.contents(atPath: back) == data, "\(key) came back changed")
+        }
+        // Seed 000's endpoint streams the large text value as [["..."]].
+        let token = try #require(try await TestHTTP.request(.POST, "http://127.0.0.1:\(port)/token",
+                                                            authorization: "Basic " + Data("admin:\(TestHTTP.adminPassword)".utf8).base64EncodedString()).json["token"] as? String)
+        let streamed = try await TestHTTP.request(.GET, "http://127.0.0.1:\(port)/key/docs%2Fbig.txt", authorization: nil, headers: [("token", token)])
+        let rows = (try? JSONSerialization.jsonObject(with: Data(streamed.text.utf8))) as? [[String]]
+        #expect(rows?.first?.first == text, "GET /key streamed a different text (\(streamed.status), \(streamed.text.utf8.count) bytes)")
+
+        // A new value replaces the chunks; small values are stored as themselves.
+        #expect(try await runCairn(["kv", "put", "docs/big.txt", "--value", "small now"] + host, environment: environment).0 == 0)
+        #expect(try await runCairn(["kv", "get", "docs/big.txt"] + host, environment: environment).1 == "small now")
+        let stdin = try await runCairn(["kv", "put", "notes/from-stdin"] + host, environment: environment, input: "piped\nin")
+        #expect(stdin.0 == 0, "\(stdin.1)")
+        #expect(try await runCairn(["kv", "get", "notes/from-stdin"] + host, environment: environment).1 == "piped\nin")
+        let chunksLeft = try await c.nodes[0].post("/v1/db/kv/query", ["statements": ["SELECT count(*) FROM kv_chunks WHERE key = 'docs/big.txt'"]])
+        #expect(chunksLeft.text.contains("[[0]]"), "\(chunksLeft.text)")
+        let (_, listed) = try await runCairn(["kv", "list"] + host, environment: environment)
+        #expect(listed.contains("blobs/big.bin\t2 chunks") && listed.contains("docs/big.txt\t9 bytes") && listed.contains("notes/from-stdin"), "\(listed)")
+        let (_, prefixed) = try await runCairn(["kv", "list", "--prefix", "notes/"] + host, environment: environment)
+        #expect(prefixed == "notes/from-stdin\t8 bytes", "\(prefixed)")
+        #expect(try await runCairn(["kv", "delete", "blobs/big.bin"] + host, environment: environment).0 == 0)
+        let (missing, missingOut) = try await runCairn(["kv", "get", "blobs/big.bin"] + host, environment: environment)
+        #expect(missing != 0 && missingOut.contains("no key"), "\(missingOut)")
+        let gone = try await c.nodes[0].post("/v1/db/kv/query", ["statements": ["SELECT count(*) FROM kv_chunks"]])
+        #expect(gone.text.contains("[[0]]"), "\(gone.text)")
     }
 }

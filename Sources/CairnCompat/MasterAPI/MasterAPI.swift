@@ -37,9 +37,10 @@ public enum MasterAPI {
         // CREATE/DROP DATABASE (or SCHEMA) [IF [NOT] EXISTS] name
         if tokens.count >= 2, first.isWord("CREATE") || first.isWord("DROP"), tokens[1].isWord("DATABASE") || tokens[1].isWord("SCHEMA") {
             var rest = tokens.dropFirst(2)
-            let guarded = rest.count >= 3 && rest.first!.isWord("IF")
-            if guarded { rest = rest.dropFirst(first.isWord("CREATE") ? 3 : 2) }
-            guard rest.count == 1, let name = rest.first, name.kind == .word || name.kind == .quotedName, RestDB.isName(name.value) else {
+            let guardWords = first.isWord("CREATE") ? ["IF", "NOT", "EXISTS"] : ["IF", "EXISTS"]
+            let guarded = rest.count > guardWords.count && zip(rest, guardWords).allSatisfy { $0.isWord($1) }
+            if guarded { rest = rest.dropFirst(guardWords.count) }
+            guard rest.count == 1, let name = rest.first, name.kind == .word || name.kind == .quotedName, (try? RestDB.checkName(name.value, what: "database")) != nil else {
                 throw failure(400, "expected \(first.value.uppercased()) DATABASE name")
             }
             return first.isWord("CREATE") ? .createDatabase(name.value, ifNotExists: guarded) : .dropDatabase(name.value, ifExists: guarded)
@@ -48,14 +49,18 @@ public enum MasterAPI {
         var database: String?
         var out: [Token] = []
         var i = 0
-        // The clause the tokens are in: a comma in FROM's list starts another table.
-        var inFrom = false
+        // Whether each open parenthesis level is in a FROM list (a comma there starts another table).
+        var inFrom = [false]
         while i < tokens.count {
             let t = tokens[i]
+            if t.isSymbol("(") { inFrom.append(false) }
+            if t.isSymbol(")"), inFrom.count > 1 { inFrom.removeLast() }
             if t.kind == .word {
-                if t.isWord("FROM") { inFrom = true } else if clauseWords.contains(where: { t.isWord($0) }) { inFrom = false }
+                if t.isWord("FROM") { inFrom[inFrom.count - 1] = true } else if clauseWords.contains(where: { t.isWord($0) }) { inFrom[inFrom.count - 1] = false }
             }
-            let tablePosition = isTablePosition(out.last) || (inFrom && out.last?.isSymbol(",") == true)
+            // CREATE [UNIQUE] INDEX name ON table
+            let afterIndexOn = out.last?.isWord("ON") == true && out.contains(where: { $0.isWord("INDEX") }) && out.first?.isWord("CREATE") == true
+            let tablePosition = isTablePosition(out.last) || afterIndexOn || (inFrom.last! && out.last?.isSymbol(",") == true)
             if (t.kind == .word || t.kind == .quotedName), i + 2 < tokens.count, tokens[i + 1].isSymbol("."),
                tokens[i + 2].kind == .word || tokens[i + 2].kind == .quotedName || tokens[i + 2].isSymbol("*"),
                // A column qualified by its table (t.col) is left alone: only a name three deep, or one
@@ -70,11 +75,25 @@ public enum MasterAPI {
             out.append(t)
             i += 1
         }
-        if let database, !RestDB.isName(database) { throw failure(400, "\(database) is not a database name") }
+        if let database { do { try RestDB.checkName(database, what: "database") } catch { throw failure(400, "\(database) is not a database name") } }
         var sql = SQLLexer.text(out)
         if first.isWord("CREATE"), out.count > 2, out[1].isWord("TABLE") { sql = try createTable(out) }
-        let reads = first.isWord("SELECT") || first.isWord("WITH") || first.isWord("EXPLAIN") || first.isWord("VALUES")
-        return .statement(database: database, sql: sql, reads: reads)
+        return .statement(database: database, sql: sql, reads: Self.onlyReads(out))
+    }
+
+    /// A SELECT, VALUES or EXPLAIN, or a WITH whose statement is one of them (not an INSERT, UPDATE,
+    /// DELETE or REPLACE after its common tables).
+    static func onlyReads(_ tokens: [Token]) -> Bool {
+        guard let first = tokens.first else { return false }
+        if first.isWord("SELECT") || first.isWord("VALUES") || first.isWord("EXPLAIN") { return true }
+        guard first.isWord("WITH") else { return false }
+        var depth = 0
+        for t in tokens {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1 }
+            if depth == 0, ["INSERT", "UPDATE", "DELETE", "REPLACE"].contains(where: { t.isWord($0) }) { return false }
+        }
+        return true
     }
 
     static let clauseWords = ["WHERE", "ON", "USING", "GROUP", "ORDER", "LIMIT", "HAVING", "SET", "VALUES", "SELECT", "UNION", "WINDOW", "RETURNING"]
@@ -87,7 +106,11 @@ public enum MasterAPI {
     /// MySQL's CREATE TABLE in SQLite's words: AUTO_INCREMENT keys, and no table options after the
     /// column list (ENGINE=..., CHARSET=...).
     static func createTable(_ tokens: [Token]) throws(CompatFailure) -> String {
-        guard let open = tokens.firstIndex(where: { $0.isSymbol("(") }) else { return SQLLexer.text(tokens) }
+        // CREATE [TEMP] TABLE [IF NOT EXISTS] name ( ... ): anything else (AS SELECT ...) stays as written.
+        var nameAt = 2
+        while nameAt < tokens.count, ["IF", "NOT", "EXISTS"].contains(where: { tokens[nameAt].isWord($0) }) { nameAt += 1 }
+        let open = nameAt + 1
+        guard open < tokens.count, tokens[open].isSymbol("(") else { return SQLLexer.text(tokens) }
         var depth = 0
         var close: Int?
         for k in open..<tokens.count {
@@ -104,7 +127,26 @@ public enum MasterAPI {
         } catch {
             throw failure(400, error.text.map { String($0.dropLast()) } ?? "bad column definitions")
         }
-        return SQLLexer.text(tokens[..<open]) + " (" + inner + ")"
+        // MySQL's table options go (SQLite has none of them); SQLite's own (STRICT, WITHOUT ROWID) stay.
+        var options: [String] = []
+        var k = close + 1
+        while k < tokens.count {
+            let t = tokens[k]
+            if t.isWord("STRICT") || t.isWord("WITHOUT") || t.isWord("ROWID") || t.isSymbol(",") {
+                options.append(t.text)
+                k += 1
+                continue
+            }
+            let known = ["ENGINE", "CHARSET", "CHARACTER", "SET", "DEFAULT", "COLLATE", "AUTO_INCREMENT", "COMMENT", "ROW_FORMAT"].contains { t.isWord($0) }
+            guard known else { throw failure(400, "\(t.text) after the column list is not a table option CairnDB knows") }
+            // The option's words, an optional =, and its value.
+            k += 1
+            while k < tokens.count, tokens[k].isSymbol("=") || tokens[k].kind == .string || tokens[k].kind == .number
+                    || (tokens[k].kind == .word && !["ENGINE", "CHARSET", "DEFAULT", "COLLATE", "AUTO_INCREMENT", "COMMENT", "ROW_FORMAT", "STRICT", "WITHOUT"].contains(where: { tokens[k].isWord($0) })) {
+                k += 1
+            }
+        }
+        return SQLLexer.text(tokens[..<open]) + " (" + inner + ")" + (options.isEmpty ? "" : " " + options.joined(separator: " "))
     }
 
     /// `/api/table/create`'s columns: `{"name", "type", "nullable", "default"}`.

@@ -13,8 +13,9 @@ public enum RestDB {
 
     /// A database or table name as the request gives it: MySQL's unquoted names, at most 64 bytes.
     public static func checkName(_ name: String, what: String) throws(CompatFailure) {
-        guard isName(name) else {
-            throw failure(400, "Invalid \(what) name: use letters, digits and _ (not starting with a digit), at most 64 characters")
+        // A database's name starts with a letter, as CairnDB's own API asks.
+        guard isName(name), what != "database" || name.first!.isLetter else {
+            throw failure(400, "Invalid \(what) name: use letters, digits and _ (starting with a letter\(what == "database" ? "" : " or _")), at most 64 characters")
         }
     }
 
@@ -29,7 +30,7 @@ public enum RestDB {
     /// columns (`[{"Name": ..., "DataType": ...}]`, after the original's `Id INT AUTO_INCREMENT PRIMARY KEY`).
     public static func createTable(_ table: String, schema: String?, columns: JSON?) throws(CompatFailure) -> SQLStatement {
         let definitions: String
-        if let columns {
+        if let columns, columns["columns"] != nil || schema?.isEmpty != false {
             guard case .array(let list) = columns["columns"] ?? .null, !list.isEmpty, list.count <= 1_000 else {
                 throw failure(400, "Either columns in request body or schema parameter is required")
             }
@@ -147,12 +148,17 @@ public enum RestDB {
                 throw failure(400, "Invalid \(what): parameters (\(t.text)) have no values here")
             case .quotedName:
                 guard columns.contains(t.value.lowercased()) else { throw failure(400, "Invalid \(what): \(t.value) is not a column of the table") }
+                if i > 0 && tokens[i - 1].isWord("IN") { throw failure(400, "Invalid \(what): IN takes a list in parentheses") }
             case .word:
                 let word = t.value.lowercased()
+                // IN (...), NOT (...), CAST(...): operators before a parenthesis are not calls.
+                let called = i + 1 < tokens.count && tokens[i + 1].isSymbol("(") && !operatorWords.contains(word)
+                // A call is a call whatever the columns are named; after IN, a bare name is a table.
+                if called && !functions.contains(word) { throw failure(400, "Invalid \(what): \(t.value)() is not a function allowed here") }
+                if i > 0 && tokens[i - 1].isWord("IN") && !called { throw failure(400, "Invalid \(what): IN takes a list in parentheses") }
                 // Whatever the table's columns are called: a bare SELECT, FROM, ... starts a subquery or a statement.
                 if refusedWords.contains(word) { throw failure(400, "Invalid \(what): \(t.value) has no place in an expression here") }
-                let called = i + 1 < tokens.count && tokens[i + 1].isSymbol("(")
-                if called && functions.contains(word) { continue }
+                if called { continue }
                 if columns.contains(word) || operatorWords.contains(word) { continue }
                 throw failure(400, "Invalid \(what): \(t.value) is not a column of the table" + (called ? " or a function allowed here" : ""))
             case .symbol:

@@ -1,4 +1,5 @@
 import CairnJSON
+import CairnQuery
 import CairnSQLite
 
 /// Seed 004's sharded student database (`--compat shard-lb`): what `/init` declares, kept in the
@@ -86,7 +87,7 @@ public struct LBSchema: Sendable, Equatable {
         .object([("columns", .array(columns.map { .string($0) })), ("dtypes", .array(dtypes.map { .string($0) }))])
     }
 
-    func affinity(_ k: Int) -> String { Self.affinities[dtypes[k].lowercased()]! }
+    func affinity(_ k: Int) -> String { Self.affinities[dtypes[k].lowercased()] ?? "ANY" }
 }
 
 /// One of the seed's shards: `Stud_id` from `low` up to, not including, `low + size`.
@@ -204,7 +205,7 @@ public struct LBLayout: Sendable, Equatable {
     /// first; a gap between two shards belongs to the lower one, which never gets its ids).
     public var createTable: SQLStatement {
         let columns = schema.columns.enumerated().map { k, c in
-            c + (schema.affinity(k) == "ANY" ? "" : " " + schema.affinity(k)) + (c == ShardLB.key ? " NOT NULL PRIMARY KEY" : "")
+            SQLLexer.quote(c) + (schema.affinity(k) == "ANY" ? "" : " " + schema.affinity(k)) + (c == ShardLB.key ? " NOT NULL PRIMARY KEY" : "")
         }
         let points = shards.dropFirst().map { String($0.low) }
         return SQLStatement("CREATE TABLE IF NOT EXISTS \(ShardLB.table) (\(columns.joined(separator: ", "))) SHARD BY RANGE (\(ShardLB.key))"
@@ -268,6 +269,27 @@ public struct LBLayout: Sendable, Equatable {
         self.init(schema: LBSchema(columns: columns, dtypes: dtypes), shards: shards, servers: servers)
     }
 
+    /// A layout read back from the database, checked as `/init` checked it: the metadata tables are
+    /// the database's like any other, and a user allowed to write them may have changed them.
+    public static func loaded(_ results: [StatementResult]) throws(CompatFailure) -> LBLayout? {
+        guard let layout = LBLayout(loading: results) else { return nil }
+        let corrupt = "<Error> the layout recorded in ShardT and SchemaT is not one /init would accept"
+        do throws(CompatFailure) {
+            _ = try LBSchema(json: layout.schema.json)
+            _ = try shards(layout.shards.map(\.json), field: "shards")
+            try layout.checkRanges()
+        } catch {
+            throw ShardLB.failure(503, corrupt + ": " + (Self.messageOf(error) ?? "?"))
+        }
+        guard !layout.shards.isEmpty else { throw ShardLB.failure(503, corrupt) }
+        return layout
+    }
+
+    static func messageOf(_ f: CompatFailure) -> String? {
+        if case .string(let m)? = f.body["message"] { return m }
+        return nil
+    }
+
     // MARK: Records
 
     /// A record of the request (an object with every declared column) as the row's values, in the
@@ -297,7 +319,10 @@ public struct LBLayout: Sendable, Equatable {
         return out
     }
 
-    public var keyIndex: Int { schema.columns.firstIndex(of: ShardLB.key)! }
+    /// Where `Stud_id` is among the columns (every layout has it: `/init` and loading check).
+    public var keyIndex: Int { schema.columns.firstIndex(of: ShardLB.key) ?? 0 }
+
+    var quotedColumns: String { schema.columns.map(SQLLexer.quote).joined(separator: ", ") }
 
     /// INSERTs of `rows` (each in the schema's order), in statements of at most `rowsPerStatement` rows;
     /// sent as one atomic request, they commit on every shard they reach or on none.
@@ -307,7 +332,7 @@ public struct LBLayout: Sendable, Equatable {
         let placeholders = "(" + Array(repeating: "?", count: schema.columns.count).joined(separator: ", ") + ")"
         while start < rows.count {
             let chunk = rows[start..<min(start + ShardLB.rowsPerStatement, rows.count)]
-            out.append(SQLStatement("INSERT INTO \(ShardLB.table) (\(schema.columns.joined(separator: ", "))) VALUES "
+            out.append(SQLStatement("INSERT INTO \(ShardLB.table) (\(quotedColumns)) VALUES "
                                     + Array(repeating: placeholders, count: chunk.count).joined(separator: ", "),
                                     Array(chunk.joined())))
             start += chunk.count
@@ -319,7 +344,8 @@ public struct LBLayout: Sendable, Equatable {
     public func update(_ values: [SQLValue]) -> SQLStatement {
         let k = keyIndex
         let others = schema.columns.indices.filter { $0 != k }
-        let sets = others.map { "\(schema.columns[$0]) = ?" }.joined(separator: ", ")
+        // A schema of Stud_id alone has nothing to set: the statement still says whether the student exists.
+        let sets = others.isEmpty ? "\(ShardLB.key) = \(ShardLB.key)" : others.map { "\(SQLLexer.quote(schema.columns[$0])) = ?" }.joined(separator: ", ")
         return SQLStatement("UPDATE \(ShardLB.table) SET \(sets) WHERE \(ShardLB.key) = ?", others.map { values[$0] } + [values[k]])
     }
 
@@ -329,7 +355,7 @@ public struct LBLayout: Sendable, Equatable {
 
     /// Students with `Stud_id` from `low` to `high` (both included), in `Stud_id` order.
     public func select(from low: Int64, to high: Int64) -> SQLStatement {
-        SQLStatement("SELECT \(schema.columns.joined(separator: ", ")) FROM \(ShardLB.table) WHERE \(ShardLB.key) BETWEEN ? AND ? ORDER BY \(ShardLB.key)",
+        SQLStatement("SELECT \(quotedColumns) FROM \(ShardLB.table) WHERE \(ShardLB.key) BETWEEN ? AND ? ORDER BY \(ShardLB.key)",
                      [.integer(low), .integer(high)])
     }
 

@@ -150,9 +150,10 @@ struct MasterAPIServer: Sendable {
     }
 }
 
-/// Database names the older APIs accept (CairnDB's rule for names is narrower than MySQL's).
+/// Database names the older APIs accept: names `/api/query` can address too (letters, digits, _,
+/// starting with a letter).
 enum RestDBNames {
     static func valid(_ name: String) -> Bool {
-        (try? API.validName(name, what: "a database name")) != nil
+        (try? RestDB.checkName(name, what: "database")) != nil
     }
 }

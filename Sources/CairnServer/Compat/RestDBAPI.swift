@@ -70,6 +70,7 @@ struct RestDBAPI: Sendable {
         case "/is-master":
             return Self.json(.object([("isMaster", .bool(true))]))
         case "/nodes":
+            try api.auth.require(try api.compatPrincipal(), .status)
             // Every node can take writes: each lists itself as the master, the others as slaves.
             let catalog = api.cluster.catalog
             let others = catalog.nodes.values.filter { !$0.removed && $0.id != api.cluster.nodeID }.sorted { $0.id < $1.id }
@@ -171,7 +172,8 @@ struct RestDBAPI: Sendable {
     /// The table's columns, lowercased (what its `set` and `where` may name).
     private func columns(of table: String, db: String) async throws -> Set<String> {
         let who = try api.compatPrincipal()
-        try api.auth.require(who, .read, database: db)
+        // Only a writer's request reads them (for its set or where).
+        try api.auth.require(who, .write, database: db)
         let r = try await api.read([SQLStatement("SELECT name FROM pragma_table_info(?)", [.text(table)])], db: db, consistency: .linearizable).results[0]
         if let e = r.error { throw RestDB.failure(400, "Failed to read the table: \(e)") }
         let names = r.rows.compactMap { row -> String? in if case .text(let n)? = row.first { n.lowercased() } else { nil } }

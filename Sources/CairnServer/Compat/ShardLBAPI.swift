@@ -81,18 +81,19 @@ final class ShardLBAPI: Sendable {
         // This node's catalog copy knows a database once made; only its absence needs the committed catalog.
         let exists = api.cluster.catalog.databases[ShardLB.database] != nil ? true : try await api.committedCatalog().databases[ShardLB.database] != nil
         guard exists,
-              let layout = LBLayout(loading: try await api.read(LBLayout.loadQueries, db: ShardLB.database, consistency: .linearizable).results) else {
+              let layout = try LBLayout.loaded(try await api.read(LBLayout.loadQueries, db: ShardLB.database, consistency: .linearizable).results) else {
             throw ShardLB.failure(400, "<Error> the database is not configured yet: POST /init first")
         }
-        try await ensureTable(layout)
         cached.withLockedValue { $0 = (layout, ContinuousClock.now) }
         return layout
     }
 
     /// The students' table, made if an `/init` stopped after recording the layout (the record is the
     /// commit point; the table follows from it).
-    private func ensureTable(_ layout: LBLayout) async throws {
+    private func ensureTable(_ layout: LBLayout, _ who: Principal) async throws {
         guard api.cluster.catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()] == nil else { return }
+        try require(who, .write)
+        api.audit.record(who, statements: [layout.createTable], database: ShardLB.database)
         let results = try await api.write([layout.createTable], db: ShardLB.database, atomic: false).results
         if let e = results.first?.error { throw ShardLB.failure(400, "<Error> cannot create \(ShardLB.table): \(e)") }
     }
@@ -132,7 +133,7 @@ final class ShardLBAPI: Sendable {
             guard e.contains("UNIQUE constraint failed: LBConfig") else { throw ShardLB.failure(400, "<Error> \(e)") }
             throw ShardLB.failure(400, "<Error> the database is already configured: use /add and /rm to change it")
         }
-        try await ensureTable(layout)
+        try await ensureTable(layout, who)
         cached.withLockedValue { $0 = (layout, ContinuousClock.now) }
         return API.json(200, .object([("message", .string("Configured Database")), ("status", .string("success"))]))
     }
@@ -212,6 +213,7 @@ final class ShardLBAPI: Sendable {
             rows.removeAll { layout.shard(of: id($0)) == nil }
         }
         if !rows.isEmpty {
+            try await ensureTable(layout, who)
             let statements = layout.inserts(rows)
             api.audit.record(who, statements: statements, database: ShardLB.database)
             let results = try await api.write(statements, db: ShardLB.database, atomic: true).results
@@ -221,7 +223,13 @@ final class ShardLBAPI: Sendable {
             }
         }
         if json["shard"] != nil {
-            let index = Lax.integer(json["curr_idx"]) ?? 0
+            var index: Int64 = 0
+            if json["curr_idx"] != nil {
+                guard let i = Lax.integer(json["curr_idx"]), (0...(Int64(1) << 53)).contains(i) else {
+                    throw ShardLB.failure(400, "<Error> curr_idx must be a whole number from 0 to 2^53")
+                }
+                index = i
+            }
             return API.json(200, .object([("message", .string("Data entries added")), ("current_idx", .int(index + Int64(rows.count))), ("status", .string("success"))]))
         }
         return API.json(200, .object([("message", .string("\(records.count) Data entries added")), ("status", .string("success"))]))
