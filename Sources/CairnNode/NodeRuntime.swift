@@ -30,14 +30,19 @@ public final class NodeRuntime: Sendable {
     let hosted = NIOLockedValueBox<Set<GroupID>>([])
     /// `streamsOut`: snapshot streams sending now, counted by the streams themselves (apart from the
     /// slots that admit them), and the most at once.
-    let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0, streamsOut: 0, mostStreamsOut: 0))
+    /// `mostStreamsIn`: the most streams received at once; `busyRefusals`: streams refused for it.
+    let snapshotCounts = NIOLockedValueBox((taken: 0, installed: 0, chunksSent: 0, chunksReceived: 0, streamsOut: 0, mostStreamsOut: 0,
+                                            mostStreamsIn: 0, busyRefusals: 0))
+    /// Peers that refused a stream of a group because they were receiving others ("group/peer"), and
+    /// when (monotonic nanoseconds): the stream stops, and the next waits out `snapshotBusyRetryMillis`.
+    let snapshotRefusals = NIOLockedValueBox<[String: UInt64]>([:])
     /// Slots taken by snapshot streams, and those waiting for one of the `maxSnapshotStreamsOut`.
     let snapshotStreamSlots = NIOLockedValueBox((sending: 0, waiting: [CheckedContinuation<Bool, Never>](), closed: false))
     /// Snapshot files being streamed out, by "group/peer/index": one transfer of a snapshot at a time.
     /// Snapshot transfers waiting or under way, by group and peer, with the newest snapshot asked for.
     let outgoingSnapshots = NIOLockedValueBox<[String: Message]>([:])
     /// Snapshot files being received, by group; confined to `receiveLoop`, which only writes them.
-    let incomingSnapshots: NIOLoopBoundBox<[GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]>
+    let incomingSnapshots: NIOLoopBoundBox<[GroupID: IncomingSnapshot]>
     let receiveLoop: any EventLoop
     /// Copies databases for snapshots off the apply loop.
     let snapshotPool = NIOThreadPool(numberOfThreads: 1)
@@ -241,6 +246,11 @@ public final class NodeRuntime: Sendable {
         let side = raftState.value
         let now = DispatchTime.now().uptimeNanoseconds
         for e in envelopes {
+            if e.snapshotBusy {
+                // Only about streams to the peer that says so: a node can refuse nothing but its own.
+                snapshotRefusals.withLockedValue { $0["\(e.group)/\(e.message.from)"] = now }
+                continue
+            }
             if let chunk = e.chunk {
                 receiveSnapshotChunk(e, chunk)
                 continue
@@ -636,8 +646,8 @@ public final class NodeRuntime: Sendable {
     /// Snapshots this node took (each followed by a log compaction) and installed from a leader, and
     /// the pieces of snapshot files it streamed out and received.
     /// `mostStreamsOut`: the most snapshot streams this node has sent at once.
-    public var snapshotStats: (taken: Int, installed: Int, chunksSent: Int, chunksReceived: Int, mostStreamsOut: Int) {
-        snapshotCounts.withLockedValue { ($0.taken, $0.installed, $0.chunksSent, $0.chunksReceived, $0.mostStreamsOut) }
+    public var snapshotStats: (taken: Int, installed: Int, chunksSent: Int, chunksReceived: Int, mostStreamsOut: Int, mostStreamsIn: Int, busyRefusals: Int) {
+        snapshotCounts.withLockedValue { ($0.taken, $0.installed, $0.chunksSent, $0.chunksReceived, $0.mostStreamsOut, $0.mostStreamsIn, $0.busyRefusals) }
     }
 
     public func shutdown() async {
@@ -675,6 +685,8 @@ enum RuntimeMetrics {
     static let leaseReads = Counter(label: "cairn_lease_reads_total")
     /// Bytes of snapshot files streamed to other nodes (replicas added, moved or caught up).
     static let snapshotBytesSent = Counter(label: "cairn_snapshot_bytes_sent_total")
+    /// Snapshot streams this node refused because it was receiving as many as it takes at once.
+    static let snapshotStreamsRefusedBusy = Counter(label: "cairn_snapshot_streams_refused_busy_total")
     static func leaderChanges(_ group: GroupID) -> Counter {
         Counter(label: "cairn_raft_leader_changes_total", dimensions: [("group", String(group))])
     }

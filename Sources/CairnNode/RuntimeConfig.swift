@@ -83,6 +83,11 @@ public struct RuntimeConfig: Sendable {
     /// the order Raft asked for them. Placement keeps moves to one a node; this bounds the rest
     /// (followers Raft catches up by snapshot, such as a node back from a long absence).
     public var maxSnapshotStreamsOut = 1
+    /// Snapshot streams this node receives at once, from all leaders together: a node back from a long
+    /// absence needs one for many groups, led from many nodes. A stream beyond it is refused at its
+    /// first piece and its leader tries again after `snapshotBusyRetryMillis`.
+    public var maxSnapshotStreamsIn = 1
+    public var snapshotBusyRetryMillis: Int64 = 500
     /// Ticks a leader's group must be idle (everything replicated, applied, nothing pending) before it
     /// stops ticking and heartbeating; 0 never quiesces.
     public var quiesceAfterTicks = 20
@@ -114,6 +119,7 @@ public struct RuntimeConfig: Sendable {
         precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
         precondition(snapshotBytesPerSecond >= snapshotChunkBytes, "a snapshot stream must be allowed at least one chunk a second")
         precondition(maxSnapshotStreamsOut >= 1, "a node must be able to send a snapshot")
+        precondition(maxSnapshotStreamsIn >= 1 && snapshotBusyRetryMillis > 0, "a node must be able to receive a snapshot")
         precondition(maxEntryBytes + Self.messageOverheadBytes <= transport.maxQueuedBytesPerPeer,
                      "an entry of maxEntryBytes must fit a peer's send queue")
         precondition(transport.maxQueuedBytesPerPeer + Self.messageOverheadBytes <= WireFormat.maxFrameBytes,

@@ -40,8 +40,15 @@ extension NodeRuntime {
                 }
                 if let newer { streamSnapshot(newer, group: group) }
             }
+            // The peer refused a stream of this group a moment ago (it was receiving others): wait
+            // out the retry pause before holding a slot again.
+            if let refused = snapshotRefusals.withLockedValue({ $0[key] }) {
+                let until = refused + UInt64(config.snapshotBusyRetryMillis) * 1_000_000, now = DispatchTime.now().uptimeNanoseconds
+                if until > now { try? await Task.sleep(for: .nanoseconds(Int64(until - now))) }
+            }
             guard await takeStreamSlot() else { return }
             defer { giveBackStreamSlot() }
+            let startedNanos = DispatchTime.now().uptimeNanoseconds
             let message = outgoingSnapshots.withLockedValue { $0[key] ?? requested }
             handled = message
             let index = message.snapshot!.metadata.index, path = snapshotPath(group, index)
@@ -63,6 +70,7 @@ extension NodeRuntime {
                 var checksum: UInt32 = 0
                 let began = ContinuousClock.now
                 repeat {
+                    if let refused = snapshotRefusals.withLockedValue({ $0[key] }), refused >= startedNanos { throw SnapshotBusy(peer: peer) }
                     // Paced: chunk n leaves no earlier than n chunks' worth of the stream's rate.
                     // Read each chunk: an operator may change the pace while a large snapshot streams.
                     let pace = Double(snapshotPace.withLockedValue { $0 })
@@ -84,7 +92,9 @@ extension NodeRuntime {
                     offset += UInt64(data.count)
                 } while offset < total
             } catch {
-                log("node \(config.nodeID) group \(group): streaming the snapshot at \(index) to node \(peer) failed: \(error)")
+                if !(error is SnapshotBusy) {
+                    log("node \(config.nodeID) group \(group): streaming the snapshot at \(index) to node \(peer) failed: \(error)")
+                }
                 raftLoop.execute {
                     self.raftState.value.groups[group]?.node.reportSnapshot(to: peer, failed: true)
                     self.pump()
@@ -139,28 +149,39 @@ extension NodeRuntime {
         snapshotCounts.withLockedValue { $0.chunksReceived += 1 }
         let group = envelope.group, from = envelope.message.from, index = envelope.message.snapshot!.metadata.index
         let path = snapshotPath(group, index)
-        receiveLoop.submit { () throws -> Bool in
-            try { (incoming: inout [GroupID: (from: NodeID, index: LogIndex, file: IncomingFile)]) throws -> Bool in
+        let maxIn = config.maxSnapshotStreamsIn
+        // A stream whose leader has sent nothing for this long is over (its leader gave up or died):
+        // it no longer counts against the streams received at once.
+        let staleNanos = UInt64(2 * config.requestTimeoutMillis) * 1_000_000
+        receiveLoop.submit { () throws -> ChunkOutcome in
+            try { (incoming: inout [GroupID: IncomingSnapshot]) throws -> ChunkOutcome in
+                let now = DispatchTime.now().uptimeNanoseconds
                 if chunk.offset == 0 {
                     incoming.removeValue(forKey: group)?.file.abandon()
-                    incoming[group] = (from, index, try IncomingFile(path: path))
+                    for (g, t) in incoming where now - t.lastChunkNanos > staleNanos { incoming.removeValue(forKey: g)?.file.abandon() }
+                    guard incoming.count < maxIn else { return .busy }
+                    incoming[group] = IncomingSnapshot(from: from, index: index, file: try IncomingFile(path: path), lastChunkNanos: now)
+                    let receiving = incoming.count
+                    self.snapshotCounts.withLockedValue { $0.mostStreamsIn = max($0.mostStreamsIn, receiving) }
                 }
                 guard let transfer = incoming[group], transfer.from == from, transfer.index == index,
                       transfer.file.bytesWritten == chunk.offset else {
-                    // A piece went missing (a dropped frame, a reconnect): the leader will send it all again.
-                    incoming.removeValue(forKey: group)?.file.abandon()
-                    return false
+                    // A piece went missing (a dropped frame, a reconnect), or the stream was refused:
+                    // the leader will send it all again.
+                    if incoming[group]?.from == from { incoming.removeValue(forKey: group)?.file.abandon() }
+                    return .partial
                 }
+                incoming[group]?.lastChunkNanos = now
                 do {
                     try transfer.file.append(chunk.data)
-                    guard chunk.isLast else { return false }
+                    guard chunk.isLast else { return .partial }
                     incoming[group] = nil
                     guard transfer.file.checksum == chunk.fileChecksum else {
                         transfer.file.abandon()
                         throw RuntimeError.raft("the snapshot at \(index) from node \(from) arrived with a wrong checksum; discarded")
                     }
                     try transfer.file.commit()
-                    return true
+                    return .complete
                 } catch {
                     incoming[group] = nil
                     transfer.file.abandon()
@@ -169,17 +190,47 @@ extension NodeRuntime {
             }(&self.incomingSnapshots.value)
         }.hop(to: raftLoop).whenComplete { result in
             switch result {
-            case .success(true):
+            case .success(.complete):
                 if let g = self.raftState.value.groups[group] {
                     if let why = g.node.step(envelope.message) { self.noteRefused(envelope, why) }
                     self.pump()
                 }
-            case .success(false): break
+            case .success(.busy):
+                // Told at its first piece, the leader stops sending and asks again later.
+                self.snapshotCounts.withLockedValue { $0.busyRefusals += 1 }
+                RuntimeMetrics.snapshotStreamsRefusedBusy.increment()
+                var reply = envelope.message
+                reply.from = self.config.nodeID
+                reply.to = from
+                reply.entries = []
+                reply.snapshot?.data = []
+                self.transport.send([Envelope(group: group, message: reply, snapshotBusy: true)], to: from)
+            case .success(.partial): break
             case .failure(let error):
                 self.log("node \(self.config.nodeID) group \(group): receiving a snapshot failed: \(error)")
             }
         }
     }
+}
+
+/// A snapshot file being received, and when its last piece came (monotonic nanoseconds).
+struct IncomingSnapshot {
+    var from: NodeID
+    var index: LogIndex
+    var file: IncomingFile
+    var lastChunkNanos: UInt64
+}
+
+/// What a received piece of a snapshot file came to.
+enum ChunkOutcome: Sendable {
+    case partial, complete
+    /// The first piece of a stream this node will not take now: it receives as many as it takes.
+    case busy
+}
+
+/// A stream the peer refused because it was receiving others: given up quietly, tried again later.
+struct SnapshotBusy: Error {
+    var peer: NodeID
 }
 
 extension NodeRuntime {

@@ -9,12 +9,16 @@ public struct Envelope: Sendable, Equatable {
     public var chunk: SnapshotChunk?
     /// On a leader's heartbeat: the group is idle, and followers in step with it may stop ticking it.
     public var quiesce: Bool
+    /// From a follower, on the snapshot message of a stream it will not take now (it receives as many
+    /// as it takes at once): the leader stops sending it and tries again later.
+    public var snapshotBusy: Bool
 
-    public init(group: UInt64, message: Message, chunk: SnapshotChunk? = nil, quiesce: Bool = false) {
+    public init(group: UInt64, message: Message, chunk: SnapshotChunk? = nil, quiesce: Bool = false, snapshotBusy: Bool = false) {
         self.group = group
         self.message = message
         self.chunk = chunk
         self.quiesce = quiesce
+        self.snapshotBusy = snapshotBusy
     }
 }
 
@@ -180,6 +184,8 @@ public enum WireFormat {
         }
         if e.quiesce {
             out.append(2)
+        } else if e.snapshotBusy {
+            out.append(3)
         } else if let chunk = e.chunk {
             out.append(1)
             ByteCoding.append(chunk.offset, to: &out)
@@ -258,6 +264,9 @@ public enum WireFormat {
         case 2:
             guard m.kind == .heartbeat else { throw .malformed("quiesce flag on a \(m.kind) message") }
             return Envelope(group: group, message: m, quiesce: true)
+        case 3:
+            guard m.kind == .snapshot, m.snapshot != nil else { throw .malformed("snapshot-busy flag on a \(m.kind) message") }
+            return Envelope(group: group, message: m, snapshotBusy: true)
         default: throw .malformed("envelope extension")
         }
     }

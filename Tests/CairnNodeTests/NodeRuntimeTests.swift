@@ -285,6 +285,54 @@ struct NodeRuntimeTests {
         await c.stopAll()
     }
 
+    @Test("a node back from an absence receives one snapshot stream at a time, though two leaders stream to it; the refused leader tries again and every group catches up")
+    func snapshotStreamsInTakeTurns() async throws {
+        let c = try LocalCluster(size: 3)
+        c.groups = [1, 2, 3, 4]
+        c.snapshotEveryEntries = 20
+        // Small, slow pieces: each stream lasts long enough for two to overlap if they could.
+        c.snapshotChunkBytes = 1024
+        c.snapshotBytesPerSecond = 16 * 1024
+        try await c.startAll()
+        // Two nodes lead two groups each, so streams to the third leave from both at once.
+        let ids = c.nodes.keys.sorted()
+        let lagging = ids[2]
+        let leads: [GroupID: UInt64] = [1: ids[0], 2: ids[0], 3: ids[1], 4: ids[1]]
+        for (g, want) in leads {
+            let current = try await c.leader(of: g)
+            if current != want {
+                try await c.nodes[current]!.transferLeadership(group: g, to: want)
+                let deadline = Date().addingTimeInterval(10)
+                while try await c.nodes[want]!.status(group: g).role != .leader && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+            }
+        }
+        await c.stop(lagging)
+        for (g, leader) in leads.sorted(by: { $0.key < $1.key }) {
+            let node = c.nodes[leader]!
+            _ = try await node.execute(group: g, c.sql("CREATE TABLE t(v INTEGER)"))
+            for i in 0..<60 { _ = try await node.execute(group: g, c.sql("INSERT INTO t VALUES (\(i))")) }
+            let deadline = Date().addingTimeInterval(10)
+            while try await node.status(group: g).firstIndex < 30 && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        try await c.start(lagging, voters: c.addresses.keys.sorted())
+        for g: GroupID in [1, 2, 3, 4] {
+            let deadline = Date().addingTimeInterval(90)
+            var caughtUp = false
+            while !caughtUp && Date() < deadline {
+                let r = try? await c.nodes[lagging]!.query(group: g, SQLStatement("SELECT count(*) FROM t"), consistency: .local)
+                caughtUp = r?.rows == [[.integer(60)]]
+                if !caughtUp { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(caughtUp, "group \(g) did not catch up")
+        }
+        let stats = c.nodes[lagging]!.snapshotStats
+        print("snapshot streams in: \(stats.installed) installed, at most \(stats.mostStreamsIn) received at once, \(stats.busyRefusals) refused while busy")
+        #expect(stats.installed >= 4)
+        #expect(stats.mostStreamsIn == 1)
+        #expect(stats.busyRefusals >= 1, "the two leaders' streams never met: the test shows nothing")
+        await c.stopAll()
+    }
+
     @Test("a restart after compaction, even with the database lost, rebuilds it from the snapshot and the log")
     func recoverFromSnapshotFile() async throws {
         let c = try LocalCluster(size: 3)

@@ -18,6 +18,10 @@ struct WireFormatTests {
                                             snapshot: Snapshot(metadata: SnapshotMetadata(index: 100, term: 4, confState: ConfState(voters: [1, 3])))),
                  chunk: SnapshotChunk(offset: 4096, totalBytes: 10_000, data: Array(repeating: 7, count: 4096), fileChecksum: 0xDEAD_BEEF)),
         Envelope(group: 5, message: Message(kind: .heartbeat, from: 2, to: 1, term: 8, commit: 40), quiesce: true),
+        // A follower refusing a stream while it receives others.
+        Envelope(group: 2, message: Message(kind: .snapshot, from: 3, to: 1, term: 4,
+                                            snapshot: Snapshot(metadata: SnapshotMetadata(index: 100, term: 4, confState: ConfState(voters: [1, 3])))),
+                 snapshotBusy: true),
     ]
 
     @Test("a batch of envelopes round-trips through one frame")
@@ -34,6 +38,14 @@ struct WireFormatTests {
         let e = Envelope(group: 1, message: Message(kind: kind, from: 1, to: 2, term: .max, logTerm: 1, index: 2, commit: 3,
                                                      reject: true, rejectHint: 4, context: 5))
         #expect(try WireFormat.envelopes(inFrameBody: Array(WireFormat.frame([e])[4...])) == [e])
+    }
+
+    @Test("the snapshot-busy flag rides only on a snapshot message")
+    func busyOnlyOnSnapshots() throws {
+        var frame = Array(WireFormat.frame([Envelope(group: 1, message: Message(kind: .heartbeat, from: 1, to: 2, term: 1))])[4...])
+        // The envelope's last byte is its extension: 3 (busy) on a heartbeat is refused.
+        frame[frame.count - 1] = 3
+        #expect(throws: WireError.self) { try WireFormat.envelopes(inFrameBody: frame) }
     }
 
     @Test("the handshake names the sender and checks magic and version")
