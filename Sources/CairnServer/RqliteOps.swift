@@ -421,4 +421,5 @@ extension API {
 }
 
 /// The version every node reports.
-let cairnVersion = "cairn-0.1.0"
+/// This build's version, as `cairn --version` and rqlite's `/status` say it.
+public let cairnVersion = "cairn-0.1.0"

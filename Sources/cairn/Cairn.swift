@@ -10,6 +10,7 @@ struct Cairn: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cairn",
         abstract: "CairnDB: a distributed SQL database on SQLite and Raft.",
+        version: cairnVersion,
         subcommands: [ServerCommand.self, DemoCommand.self, ShellCommand.self, SQLCommand.self, ClusterCommand.self, NodeCommand.self, ShardsCommand.self, KVCommand.self,
                        UserCommand.self, DatabaseCommand.self, BackupCommand.self, RestoreCommand.self, BenchCommand.self]
     )

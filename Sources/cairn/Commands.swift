@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSQLite3
 import CairnClient
 import CairnJSON
 import Foundation
@@ -30,12 +31,20 @@ func withClient(_ connection: ConnectionOptions, _ body: (CairnClient) async thr
 }
 
 struct SQLCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "sql", abstract: "Run SQL from a script or the command line.")
+    static let configuration = CommandConfiguration(
+        commandName: "sql", abstract: "Run SQL from the command line, a file or standard input.",
+        discussion: "Statements run in order, each on its own; the first that fails stops the script (exit status 1) unless --continue-on-error.")
 
     @OptionGroup var connection: ConnectionOptions
 
     @Option(name: .shortAndLong, help: "SQL to run (repeat for several; each may hold several statements).")
     var execute: [String] = []
+
+    @Option(name: .shortAndLong, help: "A file of SQL statements to run, one after another (- for standard input).")
+    var file: String?
+
+    @Flag(help: "Go on after a statement fails (the exit status is still 1).")
+    var continueOnError = false
 
     @Option(help: "table, json or csv.")
     var format: String = "table"
@@ -48,27 +57,60 @@ struct SQLCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard ["table", "json", "csv"].contains(format) else { throw ValidationError("--format must be table, json or csv") }
-        guard !execute.isEmpty else { throw ValidationError("give SQL with -e") }
+        guard !execute.isEmpty || file != nil else { throw ValidationError("give SQL with -e, or a file with -f (- for standard input)") }
     }
 
     func run() async throws {
+        var statements = execute
+        if let file {
+            guard let data = file == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: file) else {
+                printError(ClientError(status: 0, message: "cannot read \(file)"))
+                throw ExitCode(1)
+            }
+            statements += SQLScript.statements(String(decoding: data, as: UTF8.self))
+        }
         try await withClient(connection) { client in
             var failed = false
-            for sql in execute {
+            for (k, sql) in statements.enumerated() {
                 let reply = try await client.call(.POST, "/v1/db/\(database)/request",
                                                   .object([("statements", .array([.string(sql)])), ("consistency", .string(consistency))]))
-                if format == "json" {
-                    print(String(decoding: reply.serialized(), as: UTF8.self))
-                    continue
+                var thisFailed = false
+                if case .array(let results)? = reply["results"] {
+                    for r in results where r["error"] != nil { thisFailed = true }
+                    if format != "json" { for r in results { print(Output.describe(r, format: format), terminator: "") } }
                 }
-                guard case .array(let results)? = reply["results"] else { continue }
-                for r in results {
-                    if r["error"] != nil { failed = true }
-                    print(Output.describe(r, format: format), terminator: "")
+                if format == "json" { print(String(decoding: reply.serialized(), as: UTF8.self)) }
+                guard thisFailed else { continue }
+                failed = true
+                if !continueOnError {
+                    if statements.count > 1 {
+                        try? FileHandle.standardError.write(contentsOf: Data("cairn sql: statement \(k + 1) of \(statements.count) failed; the rest did not run\n".utf8))
+                    }
+                    throw ExitCode(1)
                 }
             }
             if failed { throw ExitCode(1) }
         }
+    }
+}
+
+/// A script cut into statements where SQLite says one is complete (semicolons in strings, comments
+/// and trigger bodies do not end one).
+enum SQLScript {
+    static func statements(_ text: String) -> [String] {
+        var out: [String] = []
+        var buffer = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            buffer += (buffer.isEmpty ? "" : "\n") + line
+            if sqlite3_complete(buffer) != 0 {
+                let statement = buffer.trimmingCharacters(in: .whitespacesAndNewlines)
+                if !statement.isEmpty && statement != ";" { out.append(statement) }
+                buffer = ""
+            }
+        }
+        let rest = buffer.trimmingCharacters(in: .whitespacesAndNewlines)
+        if !rest.isEmpty { out.append(rest) }
+        return out
     }
 }
 

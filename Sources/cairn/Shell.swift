@@ -31,6 +31,8 @@ struct ShellCommand: AsyncParsableCommand {
         print("Connected to \(connection.hostURL), database \(database). End statements with ';'. Type .help for commands.")
         await shell.loop()
         await client.shutdown()
+        // A script piped in fails as a whole if a statement did (a person at a terminal saw each error).
+        if shell.failures > 0 && isatty(STDIN_FILENO) == 0 { throw ExitCode(1) }
     }
 }
 
@@ -40,6 +42,8 @@ struct Shell {
     let editor: LineEditor
     var consistency = "linearizable"
     var freshnessMillis: Int?
+    /// Statements that failed in this session.
+    var failures = 0
 
     init(client: CairnClient, database: String, editor: LineEditor) {
         self.client = client
@@ -67,7 +71,7 @@ struct Shell {
             // SQLite decides when a statement is complete (semicolons inside strings, triggers...).
             guard sqlite3_complete(buffer) != 0 else { continue }
             editor.remember(buffer)
-            await run(buffer)
+            if await !run(buffer) { failures += 1 }
             buffer = ""
         }
         print("Bye.")
@@ -81,7 +85,9 @@ struct Shell {
         return results
     }
 
-    func run(_ sql: String) async {
+    /// Runs `sql` and prints its results; false if it failed.
+    @discardableResult
+    func run(_ sql: String) async -> Bool {
         let started = Date()
         do {
             let results = try await request(sql)
@@ -95,8 +101,10 @@ struct Shell {
                 }
                 print(text, terminator: "")
             }
+            return !results.contains { $0["error"] != nil }
         } catch {
             print("Error: \(error)")
+            return false
         }
     }
 

@@ -134,4 +134,26 @@ import Testing
         #expect(status["N"] == .int(2))
         #expect(status["shards"] == Self.json(#"[{"Stud_id_low":0,"Shard_id":"sh1","Shard_size":4096},{"Stud_id_low":4096,"Shard_id":"sh2","Shard_size":4096},{"Stud_id_low":8192,"Shard_id":"sh3","Shard_size":4096}]"#))
     }
+
+    @Test func addAndRemoveAreCheckedAsTheSeedDid() throws {
+        let layout = try LBLayout.initRequest(Self.initBody)
+        let added = try LBAddition(Self.json(#"{"n":1,"new_shards":[{"Stud_id_low":12288,"Shard_id":"sh4","Shard_size":4096}],"servers":{"Server4":["sh3","sh4"]}}"#), to: layout)
+        #expect(added.shards == [LBShard(id: "sh4", low: 12288, size: 4096)] && added.count == 1)
+        // Each new shard is checked against those recorded by then, in the same atomic write.
+        #expect(added.metadata.contains { $0.sql.hasPrefix("INSERT INTO LBGuard") })
+        let tooMany = Self.failure { _ = try LBAddition(Self.json(#"{"n":3,"new_shards":[],"servers":{"Server4":["sh3"]}}"#), to: layout) }
+        #expect(Self.message(tooMany) == "<Error> Number of new servers (n) is greater than newly added instances")
+        let overlaps = Self.failure { _ = try LBAddition(Self.json(#"{"n":0,"new_shards":[{"Stud_id_low":12000,"Shard_id":"sh4","Shard_size":10}]}"#), to: layout) }
+        #expect(Self.message(overlaps)?.contains("overlap") == true)
+        let again = Self.failure { _ = try LBAddition(Self.json(#"{"n":0,"new_shards":[{"Stud_id_low":20000,"Shard_id":"sh1","Shard_size":10}]}"#), to: layout) }
+        #expect(Self.message(again) == "<Error> Duplicate shard id sh1 found in request")
+        let unknownShard = Self.failure { _ = try LBAddition(Self.json(#"{"n":1,"servers":{"Server4":["sh9"]}}"#), to: layout) }
+        #expect(unknownShard?.status == 400)
+
+        let removal = try LBRemoval(Self.json(#"{"n":2,"servers":["Server4"]}"#))
+        #expect(removal.victims(from: ["Server1", "Server4", "Server2"]) == ["Server4", "Server1"])
+        let long = Self.failure { _ = try LBRemoval(Self.json(#"{"n":2,"servers":["Server1","Server4","Server2"]}"#)) }
+        #expect(Self.message(long) == "<Error> Length of server list is more than removable instances")
+        #expect(Self.failure { _ = try LBRemoval(Self.json(#"{"servers":[]}"#)) }?.status == 422)
+    }
 }

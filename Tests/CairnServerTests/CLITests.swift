@@ -147,6 +147,50 @@ struct CLITests {
         #expect(await exitStatus(of: script) == 0 && out == "name\nbird\ncat\n", "\(out)")
     }
 
+    @Test("cairn sql -f: a file or standard input, statement by statement (triggers and strings with ';' whole); the first failure stops the script with status 1 unless --continue-on-error; a failing statement piped into cairn shell exits 1; cairn --version")
+    func sqlScripts() async throws {
+        let c = try await ProcessCluster.single("sql-scripts")
+        defer { c.destroy() }
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = c.root + "/home"
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let host = ["--host", c.nodes[0].url]
+        let (versionStatus, version) = try await runCairn(["--version"], environment: environment)
+        #expect(versionStatus == 0 && version.hasPrefix("cairn-"), "\(version)")
+
+        let script = c.root + "/setup.sql"
+        try """
+            -- a comment; with a semicolon
+            CREATE TABLE t(x TEXT);
+            CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+                UPDATE t SET x = x || ';' WHERE rowid = NEW.rowid;
+            END;
+            INSERT INTO t VALUES ('a;b');
+            SELECT x FROM t
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        let (status, out) = try await runCairn(["sql", "-f", script, "--format", "csv"] + host, environment: environment)
+        #expect(status == 0 && out.contains("a;b;"), "\(out)")
+        let (stdinStatus, stdinOut) = try await runCairn(["sql", "-f", "-", "--format", "csv"] + host, environment: environment, input: "SELECT count(*) AS n FROM t;\n")
+        #expect(stdinStatus == 0 && stdinOut.contains("1"), "\(stdinOut)")
+
+        let failing = "INSERT INTO t VALUES ('ok1');\nSELEC oops;\nINSERT INTO t VALUES ('never');\n"
+        let (stopped, stoppedOut) = try await runCairn(["sql", "-f", "-"] + host, environment: environment, input: failing)
+        #expect(stopped == 1 && stoppedOut.contains("statement 2 of 3 failed"), "\(stoppedOut)")
+        let count = { () async throws -> String in
+            try await runCairn(["sql", "-e", "SELECT count(*) FROM t WHERE x LIKE 'never%'", "--format", "csv"] + host, environment: environment).1
+        }
+        #expect(try await count().hasSuffix("0"), "the statement after the failure ran")
+        let (went, _) = try await runCairn(["sql", "-f", "-", "--continue-on-error"] + host, environment: environment, input: failing)
+        #expect(went == 1)
+        #expect(try await count().hasSuffix("1"), "--continue-on-error did not go on")
+
+        let (shellStatus, shellOut) = try await runCairn(["shell"] + host, environment: environment, input: "SELECT 1;\nSELEC oops;\n")
+        #expect(shellStatus == 1, "a failing statement piped into the shell: \(shellOut)")
+        let (okShell, _) = try await runCairn(["shell"] + host, environment: environment, input: "SELECT 1;\n")
+        #expect(okShell == 0)
+    }
+
     @Test("cairn bench: every workload, on both APIs, loads its table and reports its operations, no errors and ordered percentiles")
     func bench() async throws {
         let c = try await ProcessCluster.single("bench")

@@ -189,3 +189,59 @@ extension ProcessTests {
         print("shard-lb: \(acked.withLockedValue { $0.count }) writes acknowledged, \(writeFailures.withLockedValue { $0.count }) refused, \(reads.withLockedValue { $0 }) reads; 0 lost")
     }
 }
+
+extension ProcessTests {
+    /// Seed 004's `/add` and `/rm` on 4 nodes: a shard added takes its ids at once; a server removed is
+    /// drained first (its copies rebuilt on the others), so nothing written is lost; the seed's refusals.
+    @Test func shardLBAddsAndRemoves() async throws {
+        let ports = (0..<4).map { _ in freePort() }
+        let c = try await ProcessCluster.founded("shard-lb-add-rm", count: 4) { i in
+            ["--name", "Server\(i)", "--compat", "shard-lb=127.0.0.1:\(ports[i])", "--compat-user", "admin"]
+        }
+        defer { c.destroy() }
+        let lb = "http://127.0.0.1:\(ports[0])"
+        func call(_ method: HTTPMethod, _ path: String, _ body: Any? = nil) async throws -> HTTPResult {
+            try await TestHTTP.request(method, lb + path, body, timeout: 300, authorization: nil)
+        }
+        let configured = try await call(.POST, "/init", ["schema": ["columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]],
+                                                         "shards": (0..<3).map { ["Stud_id_low": 4096 * $0, "Shard_id": "sh\($0 + 1)", "Shard_size": 4096] },
+                                                         "servers": ["Server0": ["sh1", "sh2"], "Server1": ["sh2", "sh3"], "Server2": ["sh1", "sh3"]]])
+        #expect(configured.status == 200, "\(configured.text)")
+        let before = try await call(.POST, "/write", ["data": [["Stud_id": 100, "Stud_name": "a", "Stud_marks": 1], ["Stud_id": 13_000, "Stud_name": "b", "Stud_marks": 2]]])
+        #expect(before.json["message"] as? String == "2 Data entries added")
+        #expect((try await call(.POST, "/read", ["Stud_id": ["low": 12_000, "high": 14_000]]).json["data"] as? [Any])?.isEmpty == true,
+                "an id in no shard was written")
+
+        // /add: its refusals, then a new shard on a fourth server.
+        let tooMany = try await call(.POST, "/add", ["n": 2, "new_shards": [], "servers": ["Server3": ["sh3"]]])
+        #expect(tooMany.status == 400 && tooMany.json["message"] as? String == "<Error> Number of new servers (n) is greater than newly added instances", "\(tooMany.text)")
+        let template = try await call(.POST, "/add", ["n": 1, "new_shards": [["Stud_id_low": 12_288, "Shard_id": "sh4", "Shard_size": 4096]], "servers": ["Server[5]": ["sh4"]]])
+        #expect(template.status == 400 && (template.json["message"] as? String)?.contains("Server[5]") == true, "\(template.text)")
+        let overlap = try await call(.POST, "/add", ["n": 1, "new_shards": [["Stud_id_low": 12_000, "Shard_id": "sh4", "Shard_size": 4096]], "servers": ["Server3": ["sh4"]]])
+        #expect(overlap.status == 400 && (overlap.json["message"] as? String)?.contains("overlap") == true, "\(overlap.text)")
+        let added = try await call(.POST, "/add", ["n": 1, "new_shards": [["Stud_id_low": 12_288, "Shard_id": "sh4", "Shard_size": 4096]], "servers": ["Server3": ["sh3", "sh4"]]])
+        #expect(added.status == 200 && added.json["N"] as? Int == 4 && added.json["message"] as? String == "Add Server3" && added.json["status"] as? String == "successful",
+                "\(added.text)")
+        let after = try await TestHTTP.request(.POST, "http://127.0.0.1:\(ports[2])/write", ["data": [["Stud_id": 13_000, "Stud_name": "b", "Stud_marks": 2]]], authorization: nil)
+        #expect(after.status == 200, "\(after.text)")
+        let read = try await call(.POST, "/read", ["Stud_id": ["low": 0, "high": 16_383]])
+        #expect(read.json["shards_queried"] as? [String] == ["sh1", "sh2", "sh3", "sh4"], "\(read.text)")
+        #expect((read.json["data"] as? [Object])?.compactMap { $0["Stud_id"] as? Int } == [100, 13_000], "\(read.text)")
+        #expect(((try await call(.GET, "/status")).json["shards"] as? [Object])?.count == 4)
+
+        // /rm: its refusals, then a server drained and removed, nothing lost.
+        let long = try await call(.DELETE, "/rm", ["n": 2, "servers": ["Server1", "Server3", "Server2"]])
+        #expect(long.status == 400 && long.json["message"] as? String == "<Error> Length of server list is more than removable instances", "\(long.text)")
+        #expect(try await call(.DELETE, "/rm", ["n": 1, "servers": ["Server0"]]).status == 400, "the node serving the request cannot remove itself")
+        #expect(try await call(.DELETE, "/rm", ["n": 2]).status == 400, "4 - 2 nodes cannot keep 3 copies")
+        let removed = try await call(.DELETE, "/rm", ["n": 1, "servers": ["Server3"]])
+        #expect(removed.status == 200 && removed.json["status"] as? String == "successful", "\(removed.text)")
+        #expect((removed.json["message"] as? Object)?["N"] as? Int == 3 && (removed.json["message"] as? Object)?["servers"] as? [String] == ["Server3"], "\(removed.text)")
+        let cluster = try await c.nodes[0].get("/v1/cluster").json["nodes"] as? [Object] ?? []
+        #expect(cluster.first { $0["name"] as? String == "Server3" }?["removed"] as? Bool == true)
+        let still = try await call(.POST, "/read", ["Stud_id": ["low": 0, "high": 16_383]])
+        #expect((still.json["data"] as? [Object])?.compactMap { $0["Stud_id"] as? Int } == [100, 13_000], "\(still.text)")
+        let placement = try await call(.GET, "/status")
+        #expect((placement.json["servers"] as? [String: [String]])?.keys.sorted() == ["Server0", "Server1", "Server2"], "\(placement.text)")
+    }
+}

@@ -379,3 +379,104 @@ public struct LBLayout: Sendable, Equatable {
                  ("servers", .object(placement.sorted { $0.key < $1.key }.map { ($0.key, .array($0.value.map { .string($0) })) }))])
     }
 }
+
+// MARK: - /add and /rm
+
+/// A checked `/add`: the new shards (their ids new, their ranges clear of every shard's) and the
+/// servers named for them.
+public struct LBAddition: Sendable, Equatable {
+    public var shards: [LBShard]
+    public var servers: [String: [String]]
+    public var count: Int
+
+    /// The specified shape and the original's: `n`, `new_shards`, `servers`; `n` may not exceed the
+    /// servers named.
+    public init(_ json: JSON, to layout: LBLayout) throws(CompatFailure) {
+        guard case .object = json else { throw ShardLB.invalid([], "Input should be a valid dictionary", type: "dict_type") }
+        guard let n = Lax.integer(json["n"]) else { throw ShardLB.invalid([.string("n")], "Field required", type: "missing") }
+        var servers: [String: [String]] = [:]
+        if case .object(let members)? = json["servers"] {
+            for (name, value) in members {
+                guard case .array(let ids) = value else { throw ShardLB.invalid([.string("servers"), .string(name)], "Input should be a valid list", type: "list_type") }
+                var held: [String] = []
+                for case .string(let id) in ids { held.append(id) }
+                guard held.count == ids.count else { throw ShardLB.invalid([.string("servers"), .string(name)], "Input should be a list of strings", type: "string_type") }
+                servers[name] = held
+            }
+        } else if json["servers"] != nil {
+            throw ShardLB.invalid([.string("servers")], "Input should be a valid dictionary", type: "dict_type")
+        }
+        guard n >= 0, n <= Int64(servers.count) else {
+            throw ShardLB.failure(400, "<Error> Number of new servers (n) is greater than newly added instances")
+        }
+        var shards: [LBShard] = []
+        switch json["new_shards"] {
+        case nil, .null?: break
+        case .array(let list)?: shards = try LBLayout.shards(list, field: "new_shards")
+        default: throw ShardLB.invalid([.string("new_shards")], "Input should be a valid list", type: "list_type")
+        }
+        guard layout.shards.count + shards.count <= ShardLB.maxShards else { throw ShardLB.failure(400, "<Error> at most \(ShardLB.maxShards) shards") }
+        for s in shards where layout.shard(named: s.id) != nil { throw ShardLB.failure(400, "<Error> Duplicate shard id \(s.id) found in request") }
+        let combined = LBLayout(schema: layout.schema, shards: layout.shards + shards, servers: [:])
+        try combined.checkRanges()
+        // Every shard a server is named for exists, old or new.
+        for (name, held) in servers {
+            for id in held where combined.shard(named: id) == nil { throw ShardLB.failure(400, "<Error> server \(name) names shard \(id), which does not exist") }
+        }
+        self.shards = shards
+        self.servers = servers
+        count = Int(n)
+    }
+
+    /// The rows that record it (ShardT, MapT), as one atomic write. Each new shard is first checked
+    /// against the shards recorded by then (in the log's order: another `/add` through another node a
+    /// moment ago): an overlap fails LBGuard's CHECK, and nothing is written.
+    public var metadata: [SQLStatement] {
+        var out: [SQLStatement] = [SQLStatement("CREATE TABLE IF NOT EXISTS LBGuard(ok INTEGER CHECK (ok = 1))")]
+        for s in shards {
+            out.append(SQLStatement("INSERT INTO LBGuard(ok) SELECT 0 WHERE EXISTS (SELECT 1 FROM ShardT WHERE Stud_id_low < ?2 AND Stud_id_low + Shard_size > ?1)",
+                                    [.integer(s.low), .integer(s.high)]))
+            out.append(SQLStatement("INSERT INTO ShardT(Stud_id_low, Shard_id, Shard_size) VALUES (?, ?, ?)", [.integer(s.low), .text(s.id), .integer(s.size)]))
+        }
+        for (server, held) in servers.sorted(by: { $0.key < $1.key }) {
+            for id in held {
+                out.append(SQLStatement("INSERT OR IGNORE INTO MapT(Shard_id, Server_id) VALUES (?, ?)", [.text(id), .text(server)]))
+            }
+        }
+        return out
+    }
+}
+
+/// A checked `/rm`: `n` servers leave, those named and, if `n` is larger, others picked at random.
+public struct LBRemoval: Sendable, Equatable {
+    public var named: [String]
+    public var count: Int
+
+    public init(_ json: JSON) throws(CompatFailure) {
+        guard case .object = json else { throw ShardLB.invalid([], "Input should be a valid dictionary", type: "dict_type") }
+        guard let n = Lax.integer(json["n"]) else { throw ShardLB.invalid([.string("n")], "Field required", type: "missing") }
+        var named: [String] = []
+        switch json["servers"] {
+        case nil, .null?: break
+        case .array(let list)?:
+            for case .string(let s) in list { named.append(s) }
+            guard named.count == list.count else { throw ShardLB.invalid([.string("servers")], "Input should be a list of strings", type: "string_type") }
+        default: throw ShardLB.invalid([.string("servers")], "Input should be a valid list", type: "list_type")
+        }
+        guard n >= 1, n <= 64 else { throw ShardLB.failure(400, "<Error> n must be from 1 to 64") }
+        guard named.count <= Int(n) else { throw ShardLB.failure(400, "<Error> Length of server list is more than removable instances") }
+        guard Set(named).count == named.count else { throw ShardLB.failure(400, "<Error> a server is named twice") }
+        self.named = named
+        count = Int(n)
+    }
+
+    /// The servers that leave: those named, then picked from `others` (in the order given, which the
+    /// caller shuffles) until there are `count`.
+    public func victims(from others: [String]) -> [String] {
+        named + others.filter { !named.contains($0) }.prefix(count - named.count)
+    }
+
+    public static func forgetting(_ servers: [String]) -> [SQLStatement] {
+        servers.map { SQLStatement("DELETE FROM MapT WHERE Server_id = ?", [.text($0)]) }
+    }
+}

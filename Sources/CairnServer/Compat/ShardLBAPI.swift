@@ -3,6 +3,7 @@ import CairnCluster
 import CairnCompat
 import CairnJSON
 import CairnNode
+import CairnRaft
 import CairnSQLite
 import Foundation
 import Hummingbird
@@ -27,6 +28,8 @@ final class ShardLBAPI: Sendable {
     func register(on router: Router<CairnContext>) {
         router.post("/init") { request, _ in await self.respond { who in try await self.initialize(request, who) } }
         router.get("/status") { _, _ in await self.respond { who in try await self.status(who) } }
+        router.post("/add") { request, _ in await self.respond { who in try await self.add(request, who) } }
+        router.delete("/rm") { request, _ in await self.respond { who in try await self.remove(request, who) } }
         router.get("/heartbeat") { _, _ in Response(status: .ok) }
         router.get("/test") { _, _ in API.json(200, .string("Test successful")) }
         router.get("/favicon.ico") { _, _ in Response(status: .noContent) }
@@ -137,6 +140,83 @@ final class ShardLBAPI: Sendable {
         cached.withLockedValue { $0 = (layout, ContinuousClock.now) }
         return API.json(200, .object([("message", .string("Configured Database")), ("status", .string("success"))]))
     }
+
+    /// `/add`: new shards (each a range of `Stud_id` the system now takes) and servers for them. A
+    /// server is a node: its name must be one that joined (start it with `--name` and `--join`).
+    private func add(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .admin)
+        let layout = try await self.layout(fresh: true)
+        let addition = try LBAddition(try await body(request), to: layout)
+        let catalog = try await api.committedCatalog()
+        let unknown = addition.servers.keys.filter { catalog.node(named: $0) == nil }.sorted()
+        guard unknown.isEmpty else {
+            throw ShardLB.failure(400, "<Error> no node is named \(unknown.joined(separator: ", ")): start each as a cairn server with --name and --join first")
+        }
+        let statements = addition.metadata
+        if statements.count > 1 {
+            api.audit.record(who, statements: statements, database: ShardLB.database)
+            let results = try await api.write(statements, db: ShardLB.database, atomic: true).results
+            if let e = results.lazy.compactMap(\.error).first {
+                if e.contains("LBGuard") { throw ShardLB.failure(400, "<Error> a new shard overlaps one added a moment ago") }
+                if e.contains("UNIQUE constraint failed: ShardT") { throw ShardLB.failure(400, "<Error> Duplicate shard id found in request (added a moment ago)") }
+                throw ShardLB.failure(400, "<Error> \(e)")
+            }
+        }
+        cached.withLockedValue { $0 = nil }
+        let names = addition.servers.keys.sorted()
+        return API.json(200, .object([("N", .int(catalog.activeVoters.count)), ("message", .string("Add " + names.joined(separator: " and "))),
+                                      ("status", .string("successful"))]))
+    }
+
+    /// `/rm`: servers leave as the seed's did, but without losing a copy: each is drained (its copies
+    /// move to the others, each new copy caught up before the old one goes), then removed.
+    private func remove(_ request: Request, _ who: Principal) async throws -> Response {
+        try require(who, .admin)
+        try api.auth.require(who, .remove)
+        let removal = try LBRemoval(try await body(request))
+        let catalog = try await api.committedCatalog()
+        let me = api.cluster.nodeID
+        var ids: [String: NodeID] = [:]
+        for name in removal.named {
+            guard let id = catalog.node(named: name) else { throw ShardLB.failure(400, "<Error> \(name) is not a valid server name") }
+            guard id != me else { throw ShardLB.failure(400, "<Error> \(name) serves this request: send /rm to another server") }
+            ids[name] = id
+        }
+        let live = catalog.activeVoters.filter { catalog.nodeStates[$0.id] != .dead }
+        let copies = catalog.replicationFactor ?? api.cluster.config.replicationFactor
+        guard live.count - removal.count >= copies else {
+            throw ShardLB.failure(400, "<Error> removing \(removal.count) of \(live.count) servers would leave fewer than the \(copies) each shard keeps copies on")
+        }
+        let others = live.filter { $0.id != me && !ids.values.contains($0.id) }.shuffled()
+        let victims = removal.victims(from: others.map { catalog.name(of: $0.id) })
+        guard victims.count == removal.count else { throw ShardLB.failure(400, "<Error> Length of server list is more than removable instances") }
+        for name in victims where ids[name] == nil { ids[name] = catalog.node(named: name) }
+        for name in victims {
+            api.audit.record(who, action: "drain node \(ids[name]!) (shard-lb /rm \(name))", database: nil)
+            try await api.cluster.handleDrain(ids[name]!, hops: 0)
+        }
+        // Each leaves once no group keeps a copy on it.
+        let deadline = ContinuousClock.now + .seconds(Self.drainSeconds)
+        while true {
+            let now = try await api.committedCatalog()
+            if victims.allSatisfy({ name in !now.databases.values.contains { $0.replicas.contains(ids[name]!) } }) { break }
+            guard ContinuousClock.now < deadline else {
+                throw ShardLB.failure(503, "<Error> \(victims.joined(separator: ", ")) still hold copies after \(Self.drainSeconds) s; they keep draining: send /rm again later")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        for name in victims {
+            api.audit.record(who, action: "remove node \(ids[name]!) (shard-lb /rm \(name))", database: nil)
+            try await api.cluster.handleRemove(ids[name]!, hops: 0)
+        }
+        try await api.awaitCatalog { c in victims.allSatisfy { c.nodes[ids[$0]!]?.removed == true } }
+        _ = try? await api.write(LBRemoval.forgetting(victims), db: ShardLB.database, atomic: true)
+        return API.json(200, .object([("message", .object([("N", .int(live.count - victims.count)), ("servers", .array(victims.map { .string($0) }))])),
+                                      ("status", .string("successful"))]))
+    }
+
+    /// How long `/rm` waits for its servers to drain before answering that they still are.
+    static let drainSeconds = 300
 
     private func status(_ who: Principal) async throws -> Response {
         try require(who, .read)
