@@ -139,6 +139,8 @@ public struct Catalog: Sendable {
     public var nodeStates: [NodeID: NodeState] = [:]
     /// Names nodes gave themselves (`--name`, `node_name:<id>`); a node without one goes by its id.
     public var nodeNames: [NodeID: String] = [:]
+    /// Nodes an operator placed a group's copies on (`pin:<group's name>`; see `PlacementGroup.pinned`).
+    public var pins: [String: Set<NodeID>] = [:]
     /// Voting copies of each group, as the founding node's `--replication-factor` set it (nil in a
     /// catalog from before it was kept: the metadata leader records its own).
     public var replicationFactor: Int?
@@ -377,9 +379,9 @@ public struct Catalog: Sendable {
          SQLStatement("DELETE FROM replicas WHERE group_id = (SELECT group_id FROM databases WHERE name = ? AND dropped = 0)", [.text(name)]),
          SQLStatement("UPDATE databases SET dropped = 1, name = name || '#dropped#' || group_id WHERE name = ? AND dropped = 0", [.text(name)]),
          SQLStatement("DELETE FROM grants WHERE database = ?", [.text(name)]),
-         SQLStatement("DELETE FROM settings WHERE key IN (?, ?, ?, ?, ?)",
+         SQLStatement("DELETE FROM settings WHERE key IN (?, ?, ?, ?, ?, ?)",
                       [.text("shards:\(name)"), .text("shard_map:\(name)"), .text("split_origin:\(name)"), .text("split_mid:\(name)"),
-                       .text("doubling:\(name)")]),
+                       .text("doubling:\(name)"), .text("pin:\(name)")]),
          shardedTablesSchema,
          SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)]),
          rangeSplitsSchema,
@@ -507,6 +509,14 @@ public struct Catalog: Sendable {
             """),
          SQLStatement("INSERT INTO name_checks(node, name) VALUES(?, ?)", [.integer(Int64(bitPattern: id)), .text(name)]),
          SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("node_name:\(id)"), .text(name)])]
+    }
+
+    /// Places the copies of the group named `name` (a database, or a shard's `db#shard#i`) on `nodes`
+    /// from now on (empty: anywhere again).
+    public static func setPins(_ name: String, _ nodes: Set<NodeID>) -> [SQLStatement] {
+        let key = SQLValue.text("pin:\(name)")
+        guard !nodes.isEmpty else { return [SQLStatement("DELETE FROM settings WHERE key = ?", [key])] }
+        return [SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [key, .text(nodes.sorted().map(String.init).joined(separator: ","))])]
     }
 
     /// Records a node as dead or draining (nil: live again).

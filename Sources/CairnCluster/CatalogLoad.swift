@@ -30,7 +30,7 @@ extension Catalog {
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
             SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
             SQLStatement("SELECT value FROM settings WHERE key = 'replication_factor'"),
-            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%' OR key LIKE 'doubling:%' OR key LIKE 'split\\_mid:%' ESCAPE '\\' OR key LIKE 'node\\_name:%' ESCAPE '\\'"),
+            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%' OR key LIKE 'doubling:%' OR key LIKE 'split\\_mid:%' ESCAPE '\\' OR key LIKE 'node\\_name:%' ESCAPE '\\' OR key LIKE 'pin:%'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
@@ -104,6 +104,8 @@ extension Catalog {
             guard case .text(let value) = row[1] else { continue }
             if key.hasPrefix("shard_map:"), let map = ShardMap(encoded: value) {
                 catalog.shardMaps[String(key.dropFirst("shard_map:".count))] = map
+            } else if key.hasPrefix("pin:") {
+                catalog.pins[String(key.dropFirst("pin:".count))] = Set(value.split(separator: ",").compactMap { NodeID($0) })
             } else if key.hasPrefix("node_name:"), let node = NodeID(key.dropFirst("node_name:".count)) {
                 catalog.nodeNames[node] = value
             } else if key.hasPrefix("split_origin:"), let origin = SplitOrigin(encoded: value) {

@@ -343,7 +343,7 @@ extension ClusterNode {
         // A split's reserved child has no copies yet (the split entry makes them where its parent is):
         // nothing to place until the split is recorded.
         let groups = catalog.databases.values.filter { catalog.splitOrigins[$0.name]?.index != 0 }
-            .map { PlacementGroup(id: $0.group, replicas: $0.replicaStates) }
+            .map { PlacementGroup(id: $0.group, replicas: $0.replicaStates, pinned: catalog.pins[$0.name] ?? []) }
         if catalog.replicationFactor == nil { statements += Catalog.setReplicationFactor(config.replicationFactor) }
         var limits = placementLimits
         limits.replicationFactor = replicationFactor(catalog)

@@ -26,11 +26,20 @@ public enum ReplicaState: String, Sendable, Equatable {
 public struct PlacementGroup: Sendable, Equatable {
     public var id: GroupID
     public var replicas: [NodeID: ReplicaState]
+    /// Nodes an operator placed the group's copies on (seed 004's servers map); empty: anywhere.
+    /// Copies go to live pinned nodes first, a copy elsewhere moves to a live pinned node that lacks
+    /// one, and the count balancer leaves the group alone. A dead or draining pinned node does not
+    /// hold the group back: availability comes first.
+    public var pinned: Set<NodeID>
 
-    public init(id: GroupID, replicas: [NodeID: ReplicaState]) {
+    public init(id: GroupID, replicas: [NodeID: ReplicaState], pinned: Set<NodeID> = []) {
         self.id = id
         self.replicas = replicas
+        self.pinned = pinned
     }
+
+    /// 0 for a node the group may be placed on by preference (pinned there, or not pinned at all).
+    func unpinned(_ n: NodeID) -> Int { pinned.isEmpty || pinned.contains(n) ? 0 : 1 }
 
     /// Copies the group will have once its moves finish.
     public var planned: Int { replicas.values.count { $0 != .leaving } }
@@ -163,10 +172,12 @@ public enum Rebalancer {
         // A silent holder's copy goes first (removing a copy that answers could leave the rest without
         // a majority that answers), then a draining one's, then the busiest's. A trim streams nothing,
         // so only the cluster-wide bound on groups changing at once applies.
-        let trimOrder: (NodeID) -> (Int, Int, Int) = { n in (holders[n] == .suspect ? 2 : holders[n] == .draining ? 1 : 0, load[n]!, -Int(truncatingIfNeeded: n)) }
+        let trimOrder: (PlacementGroup, NodeID) -> (Int, Int, Int, Int) = { g, n in
+            (holders[n] == .suspect ? 2 : holders[n] == .draining ? 1 : 0, g.unpinned(n), load[n]!, -Int(truncatingIfNeeded: n))
+        }
         for i in groups.indices where !groups[i].moving && groups[i].planned > target && inFlight < maxInFlight {
             let holding = groups[i].replicas.keys.filter { load[$0] != nil }
-            guard let n = holding.max(by: { trimOrder($0) < trimOrder($1) }) else { continue }
+            guard let n = holding.max(by: { trimOrder(groups[i], $0) < trimOrder(groups[i], $1) }) else { continue }
             steps.append(.trim(group: groups[i].id, node: n))
             groups[i].replicas[n] = .leaving
             load[n]! -= 1
@@ -190,9 +201,18 @@ public enum Rebalancer {
                 // Only to a least-loaded node that may hold it: a busier one would be rebalanced
                 // again at once. If those are all receiving already, the drain waits for them.
                 let open = live.filter { groups[i].replicas[$0] == nil }
-                guard let least = open.map({ load[$0]! }).min() else { continue }
-                if let to = open.first(where: { load[$0]! == least && inbound[$0]! < inLimit }) { move(i, from: source, to: to) }
+                let g = groups[i]
+                guard let least = open.map({ (g.unpinned($0), load[$0]!) }).min(by: <) else { continue }
+                if let to = open.first(where: { (g.unpinned($0), load[$0]!) == least && inbound[$0]! < inLimit }) { move(i, from: source, to: to) }
             }
+        }
+        // A pinned group's copy on a node outside its pins moves to a live pinned node without one.
+        for i in groups.indices where !groups[i].pinned.isEmpty && !groups[i].moving && inFlight < maxInFlight {
+            let g = groups[i]
+            guard let to = live.filter({ g.pinned.contains($0) && g.replicas[$0] == nil && inbound[$0]! < inLimit }).min(by: { (load[$0]!, $0) < (load[$1]!, $1) }),
+                  let from = g.replicas.filter({ $0.value == .active && !g.pinned.contains($0.key) && holders[$0.key] == .live && outbound[$0.key]! < limits.snapshotsOutPerNode })
+                    .keys.max(by: { (load[$0]!, $0) < (load[$1]!, $1) }) else { continue }
+            move(i, from: from, to: to)
         }
         while inFlight < maxInFlight {
             let sources = live.filter { outbound[$0]! < limits.snapshotsOutPerNode }.sorted { (load[$0]!, $1) > (load[$1]!, $0) }
@@ -204,7 +224,9 @@ public enum Rebalancer {
                     // Of the groups that could go, the one whose other copies `to` shares the fewest
                     // groups with: copies spread over many node sets, so a dead node's groups are
                     // rarely all where one survivor already is.
-                    let movable = groups.indices.filter { groups[$0].replicas[from] == .active && groups[$0].replicas[to] == nil && !groups[$0].moving }
+                    let movable = groups.indices.filter {
+                        groups[$0].replicas[from] == .active && groups[$0].replicas[to] == nil && !groups[$0].moving && groups[$0].pinned.isEmpty
+                    }
                     if let i = movable.min(by: { (overlap.score(to, groups[$0], except: from), $0) < (overlap.score(to, groups[$1], except: from), $1) }) {
                         chosen = (i, from, to)
                         break search
@@ -233,7 +255,8 @@ public enum Rebalancer {
         for i in groups.indices where groups[i].planned < target {
             for _ in 0..<(target - groups[i].planned) {
                 let score = { (n: NodeID) in overlap.score(n, groups[i], except: nil) }
-                guard let n = live.filter({ free(i, $0) }).min(by: { (load[$0]!, score($0), $0) < (load[$1]!, score($1), $1) }) else { break }
+                let g = groups[i]
+                guard let n = live.filter({ free(i, $0) }).min(by: { (g.unpinned($0), load[$0]!, score($0), $0) < (g.unpinned($1), load[$1]!, score($1), $1) }) else { break }
                 placed.append((i, n))
                 on.insert([UInt64(i), n])
                 load[n]! += 1
@@ -250,7 +273,8 @@ public enum Rebalancer {
                 while head < queue.count {
                     let a = queue[head]
                     head += 1
-                    for (k, c) in placed.enumerated() where c.node == a {
+                    // A pinned group's copy stays where its pins put it.
+                    for (k, c) in placed.enumerated() where c.node == a && groups[c.group].pinned.isEmpty {
                         for b in live where !seen.contains(b) && free(c.group, b) {
                             seen.insert(b)
                             via[b] = (a, k)

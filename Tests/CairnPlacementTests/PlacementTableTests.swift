@@ -108,7 +108,9 @@ import Testing
                     nodes[id] = state
                 }
             } else if let g = words.first, g.hasPrefix("g"), let id = GroupID(g.dropFirst()) {
-                groups.append(PlacementGroup(id: id, replicas: try replicas(words.dropFirst())))
+                // `pin=4,5`: the nodes an operator placed the group on.
+                let pins = words.first { $0.hasPrefix("pin=") }.map { Set($0.dropFirst(4).split(separator: ",").compactMap { NodeID($0) }) } ?? []
+                groups.append(PlacementGroup(id: id, replicas: try replicas(words.dropFirst().filter { !$0.hasPrefix("pin=") }), pinned: pins))
             } else {
                 throw BadCase(description: "unknown line \(line)")
             }

@@ -205,8 +205,25 @@ extension ProcessTests {
         }
         let configured = try await call(.POST, "/init", ["schema": ["columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]],
                                                          "shards": (0..<3).map { ["Stud_id_low": 4096 * $0, "Shard_id": "sh\($0 + 1)", "Shard_size": 4096] },
-                                                         "servers": ["Server0": ["sh1", "sh2"], "Server1": ["sh2", "sh3"], "Server2": ["sh1", "sh3"]]])
+                                                         "servers": ["Server0": ["sh1", "sh2", "sh3"], "Server1": ["sh1", "sh2", "sh3"], "Server2": ["sh1", "sh2", "sh3"]]])
         #expect(configured.status == 200, "\(configured.text)")
+        // Each shard's copies go to the servers named for it: none on Server3, though the cluster left
+        // to itself spreads copies evenly over all four nodes.
+        func placed(_ want: [String: [String]], not unwanted: [String: [String]] = [:]) async throws {
+            let deadline = Date().addingTimeInterval(60)
+            var last = ""
+            while Date() < deadline {
+                let r = try await call(.GET, "/status")
+                last = r.text
+                let servers = r.json["servers"] as? [String: [String]] ?? [:]
+                if want.allSatisfy({ name, shards in Set(shards).isSubset(of: Set(servers[name] ?? [])) }),
+                   unwanted.allSatisfy({ name, shards in Set(shards).isDisjoint(with: Set(servers[name] ?? [])) }) { return }
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            throw TestFailure("copies not placed as named \(want) within 60 s: \(last)")
+        }
+        try await placed(["Server0": ["sh1", "sh2", "sh3"], "Server1": ["sh1", "sh2", "sh3"], "Server2": ["sh1", "sh2", "sh3"]],
+                         not: ["Server3": ["sh1", "sh2", "sh3"]])
         let before = try await call(.POST, "/write", ["data": [["Stud_id": 100, "Stud_name": "a", "Stud_marks": 1], ["Stud_id": 13_000, "Stud_name": "b", "Stud_marks": 2]]])
         #expect(before.json["message"] as? String == "2 Data entries added")
         #expect((try await call(.POST, "/read", ["Stud_id": ["low": 12_000, "high": 14_000]]).json["data"] as? [Any])?.isEmpty == true,

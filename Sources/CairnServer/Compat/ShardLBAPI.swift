@@ -138,6 +138,7 @@ final class ShardLBAPI: Sendable {
         }
         try await ensureTable(layout, who)
         cached.withLockedValue { $0 = (layout, ContinuousClock.now) }
+        try await pinCopies()
         return API.json(200, .object([("message", .string("Configured Database")), ("status", .string("success"))]))
     }
 
@@ -163,6 +164,7 @@ final class ShardLBAPI: Sendable {
             }
         }
         cached.withLockedValue { $0 = nil }
+        try await pinCopies()
         let names = addition.servers.keys.sorted()
         return API.json(200, .object([("N", .int(catalog.activeVoters.count)), ("message", .string("Add " + names.joined(separator: " and "))),
                                       ("status", .string("successful"))]))
@@ -211,8 +213,33 @@ final class ShardLBAPI: Sendable {
         }
         try await api.awaitCatalog { c in victims.allSatisfy { c.nodes[ids[$0]!]?.removed == true } }
         _ = try? await api.write(LBRemoval.forgetting(victims), db: ShardLB.database, atomic: true)
+        try? await pinCopies()
         return API.json(200, .object([("message", .object([("N", .int(live.count - victims.count)), ("servers", .array(victims.map { .string($0) }))])),
                                       ("status", .string("successful"))]))
+    }
+
+    /// Pins each range shard's copies to the servers the layout names for the seed shards it holds
+    /// (MapT), so the cluster places them there (see `PlacementGroup.pinned`).
+    private func pinCopies() async throws {
+        let layout = try await self.layout(fresh: true)
+        let catalog = try await api.committedCatalog()
+        guard catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()] != nil else { return }
+        let lows = Self.splitLows(catalog)
+        var pins: [Int: Set<NodeID>] = [:]
+        for (server, held) in layout.servers {
+            guard let node = catalog.node(named: server) else { continue }
+            for id in held {
+                guard let shard = layout.shard(named: id) else { continue }
+                pins[Self.range(of: shard, lows: lows), default: []].insert(node)
+            }
+        }
+        let ranges = lows.count + 1
+        var statements: [SQLStatement] = []
+        for r in 0..<ranges {
+            let name = Catalog.shardName(ShardLB.database, r)
+            if catalog.pins[name] != pins[r] ?? [] { statements += Catalog.setPins(name, pins[r] ?? []) }
+        }
+        if !statements.isEmpty { try await api.cluster.changeCatalog(statements) }
     }
 
     /// How long `/rm` waits for its servers to drain before answering that they still are.
@@ -224,16 +251,27 @@ final class ShardLBAPI: Sendable {
         return API.json(200, layout.status(placement: placement(of: layout)))
     }
 
-    /// Where each seed shard's copies are: node name → shard ids (the range shard `i` is CairnDB's shard `i`).
+    /// Where each seed shard's copies are: node name → shard ids (those of the range shard holding its ids).
     private func placement(of layout: LBLayout) -> [String: [String]] {
         let catalog = api.cluster.catalog
         let groups = catalog.shards(of: ShardLB.database)
+        let lows = Self.splitLows(catalog)
         var out: [String: [String]] = [:]
-        for (i, shard) in layout.shards.enumerated() where i < groups.count {
-            for node in groups[i].replicas { out[catalog.name(of: node), default: []].append(shard.id) }
+        for shard in layout.shards {
+            let r = Self.range(of: shard, lows: lows)
+            guard r < groups.count else { continue }
+            for node in groups[r].replicas { out[catalog.name(of: node), default: []].append(shard.id) }
         }
         return out
     }
+
+    /// The range table's split points (each range shard starts at one, the first at the lowest id).
+    static func splitLows(_ catalog: Catalog) -> [Int64] {
+        (catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()]?.splitPoints ?? []).compactMap { if case .integer(let v) = $0 { v } else { nil } }
+    }
+
+    /// The range shard holding a seed shard's ids: one per split point at or below its low.
+    static func range(of shard: LBShard, lows: [Int64]) -> Int { lows.filter { $0 <= shard.low }.count }
 
     private func read(_ request: Request, _ who: Principal) async throws -> Response {
         try require(who, .read)
