@@ -130,8 +130,19 @@ public struct LBLayout: Sendable, Equatable {
         guard case .array(let list)? = json["shards"] else { throw ShardLB.invalid([.string("shards")], "Field required", type: "missing") }
         let shards = try Self.shards(list, field: "shards")
         guard !shards.isEmpty else { throw ShardLB.failure(400, "<Error> no shards were given") }
+        let servers = try serversMap(json["servers"])
+        if json["servers"] != nil && json["servers"] != .null {
+            guard Set(servers.values.joined()) == Set(shards.map(\.id)) else { throw ShardLB.failure(400, "<Error> Mismatch between shards in 'shards' and 'servers'") }
+        }
+        let layout = LBLayout(schema: schema, shards: shards, servers: servers)
+        try layout.checkRanges()
+        return layout
+    }
+
+    /// A `servers` field: server name → the shard ids it holds (absent or null: none named).
+    static func serversMap(_ json: JSON?) throws(CompatFailure) -> [String: [String]] {
         var servers: [String: [String]] = [:]
-        switch json["servers"] {
+        switch json {
         case nil, .null?: break
         case .object(let members)?:
             for (name, value) in members {
@@ -141,14 +152,10 @@ public struct LBLayout: Sendable, Equatable {
                 guard held.count == ids.count else { throw ShardLB.invalid([.string("servers"), .string(name)], "Input should be a list of strings", type: "string_type") }
                 servers[name] = held
             }
-            let named = Set(servers.values.joined())
-            guard named == Set(shards.map(\.id)) else { throw ShardLB.failure(400, "<Error> Mismatch between shards in 'shards' and 'servers'") }
         default:
             throw ShardLB.invalid([.string("servers")], "Input should be a valid dictionary", type: "dict_type")
         }
-        let layout = LBLayout(schema: schema, shards: shards, servers: servers)
-        try layout.checkRanges()
-        return layout
+        return servers
     }
 
     /// Shard objects (`Stud_id_low`, `Shard_id`, `Shard_size`), each id once.
@@ -394,18 +401,7 @@ public struct LBAddition: Sendable, Equatable {
     public init(_ json: JSON, to layout: LBLayout) throws(CompatFailure) {
         guard case .object = json else { throw ShardLB.invalid([], "Input should be a valid dictionary", type: "dict_type") }
         guard let n = Lax.integer(json["n"]) else { throw ShardLB.invalid([.string("n")], "Field required", type: "missing") }
-        var servers: [String: [String]] = [:]
-        if case .object(let members)? = json["servers"] {
-            for (name, value) in members {
-                guard case .array(let ids) = value else { throw ShardLB.invalid([.string("servers"), .string(name)], "Input should be a valid list", type: "list_type") }
-                var held: [String] = []
-                for case .string(let id) in ids { held.append(id) }
-                guard held.count == ids.count else { throw ShardLB.invalid([.string("servers"), .string(name)], "Input should be a list of strings", type: "string_type") }
-                servers[name] = held
-            }
-        } else if json["servers"] != nil {
-            throw ShardLB.invalid([.string("servers")], "Input should be a valid dictionary", type: "dict_type")
-        }
+        let servers = try LBLayout.serversMap(json["servers"])
         guard n >= 0, n <= Int64(servers.count) else {
             throw ShardLB.failure(400, "<Error> Number of new servers (n) is greater than newly added instances")
         }
