@@ -67,10 +67,10 @@ final class LocalCluster {
     }
 
     /// Waits until node `id` answers `sql` with `rows` at the local level.
-    func eventually(_ id: NodeID, _ sql: String, _ rows: [[SQLValue]], seconds: Double = 15) async -> Bool {
+    func eventually(_ id: NodeID, _ sql: String, _ rows: [[SQLValue]], group: GroupID = 1, seconds: Double = 15) async -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if let r = try? await nodes[id]?.query(group: 1, SQLStatement(sql), consistency: .local), r.rows == rows { return true }
+            if let r = try? await nodes[id]?.query(group: group, SQLStatement(sql), consistency: .local), r.rows == rows { return true }
             try? await Task.sleep(for: .milliseconds(50))
         }
         return false
@@ -269,14 +269,7 @@ struct NodeRuntimeTests {
         }
         try await c.start(lagging, voters: c.addresses.keys.sorted())
         for g: GroupID in [1, 2, 3] {
-            let deadline = Date().addingTimeInterval(60)
-            var caughtUp = false
-            while !caughtUp && Date() < deadline {
-                let r = try? await c.nodes[lagging]!.query(group: g, SQLStatement("SELECT count(*) FROM t"), consistency: .local)
-                caughtUp = r?.rows == [[.integer(60)]]
-                if !caughtUp { try await Task.sleep(for: .milliseconds(50)) }
-            }
-            #expect(caughtUp, "group \(g) did not catch up")
+            #expect(await c.eventually(lagging, "SELECT count(*) FROM t", [[.integer(60)]], group: g, seconds: 60), "group \(g) did not catch up")
         }
         let stats = node.snapshotStats
         print("snapshot streams: \(c.nodes[lagging]!.snapshotStats.installed) installed on the returning node; at most \(stats.mostStreamsOut) sent at once")
@@ -316,14 +309,7 @@ struct NodeRuntimeTests {
         }
         try await c.start(lagging, voters: c.addresses.keys.sorted())
         for g: GroupID in [1, 2, 3, 4] {
-            let deadline = Date().addingTimeInterval(90)
-            var caughtUp = false
-            while !caughtUp && Date() < deadline {
-                let r = try? await c.nodes[lagging]!.query(group: g, SQLStatement("SELECT count(*) FROM t"), consistency: .local)
-                caughtUp = r?.rows == [[.integer(60)]]
-                if !caughtUp { try await Task.sleep(for: .milliseconds(50)) }
-            }
-            #expect(caughtUp, "group \(g) did not catch up")
+            #expect(await c.eventually(lagging, "SELECT count(*) FROM t", [[.integer(60)]], group: g, seconds: 90), "group \(g) did not catch up")
         }
         let stats = c.nodes[lagging]!.snapshotStats
         print("snapshot streams in: \(stats.installed) installed, at most \(stats.mostStreamsIn) received at once, \(stats.busyRefusals) refused while busy")

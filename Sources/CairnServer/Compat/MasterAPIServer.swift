@@ -113,13 +113,13 @@ struct MasterAPIServer: Sendable {
     }
 
     private func createDatabase(_ json: JSON, _ who: Principal) async throws -> JSON {
-        guard case .string(let name)? = json["db_name"], RestDBNames.valid(name) else { throw MasterAPI.failure(400, "send {\"db_name\": name}, a name of letters, digits and _") }
+        guard case .string(let name)? = json["db_name"], (try? RestDB.checkName(name, what: "database")) != nil else { throw MasterAPI.failure(400, "send {\"db_name\": name}, a name of letters, digits and _") }
         try await makeDatabase(name, who, ifNotExists: true)
         return MasterAPI.ok("Database \(name) created successfully")
     }
 
     private func createTable(_ json: JSON, _ who: Principal) async throws -> JSON {
-        guard case .string(let db)? = json["db_name"], RestDBNames.valid(db), case .string(let table)? = json["table_name"],
+        guard case .string(let db)? = json["db_name"], (try? RestDB.checkName(db, what: "database")) != nil, case .string(let table)? = json["table_name"],
               case .array(let columns)? = json["columns"] else {
             throw MasterAPI.failure(400, "send {\"db_name\", \"table_name\", \"columns\": [{\"name\", \"type\", \"nullable\", \"default\"}]}")
         }
@@ -147,13 +147,5 @@ struct MasterAPIServer: Sendable {
         api.audit.flush()
         let lines = api.audit.tail(maxLines: Self.maxLogLines)
         return .object([("logs", .array(lines.map { .string($0) }))])
-    }
-}
-
-/// Database names the older APIs accept: names `/api/query` can address too (letters, digits, _,
-/// starting with a letter).
-enum RestDBNames {
-    static func valid(_ name: String) -> Bool {
-        (try? RestDB.checkName(name, what: "database")) != nil
     }
 }

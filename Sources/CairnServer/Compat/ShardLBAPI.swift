@@ -101,11 +101,16 @@ final class ShardLBAPI: Sendable {
         if let e = results.first?.error { throw ShardLB.failure(400, "<Error> cannot create \(ShardLB.table): \(e)") }
     }
 
-    /// The shard holding `studID`, looked up afresh before answering that none does.
-    private func shard(of studID: Int64, in layout: LBLayout) async throws -> (LBShard, LBLayout)? {
-        if let s = layout.shard(of: studID) { return (s, layout) }
-        let fresh = try await self.layout(fresh: true)
-        return fresh.shard(of: studID).map { ($0, fresh) }
+    /// Writes one student's statement (`/update`, `/del`): 404 if `studID` is in no shard (looked up
+    /// afresh before saying so) or no row has it.
+    private func writeStudent(_ studID: Int64, _ layout: LBLayout, _ who: Principal, _ statement: (LBLayout) -> SQLStatement) async throws {
+        let current = layout.shard(of: studID) != nil ? layout : try await self.layout(fresh: true)
+        guard current.shard(of: studID) != nil else { throw ShardLB.failure(404, "Student ID not found") }
+        let s = statement(current)
+        api.audit.record(who, statements: [s], database: ShardLB.database)
+        let r = try await api.write([s], db: ShardLB.database, atomic: false).results[0]
+        if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
+        guard r.rowsAffected > 0 else { throw ShardLB.failure(404, "Student ID not found") }
     }
 
     // MARK: The load balancer
@@ -362,12 +367,7 @@ final class ShardLBAPI: Sendable {
         guard case .integer(id) = values[layout.keyIndex] else {
             throw ShardLB.failure(400, "<Error> data.Stud_id must be \(id): a student's Stud_id never changes")
         }
-        guard let (_, fresh) = try await shard(of: id, in: layout) else { throw ShardLB.failure(404, "Student ID not found") }
-        let statement = fresh.update(values)
-        api.audit.record(who, statements: [statement], database: ShardLB.database)
-        let r = try await api.write([statement], db: ShardLB.database, atomic: false).results[0]
-        if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
-        guard r.rowsAffected > 0 else { throw ShardLB.failure(404, "Student ID not found") }
+        try await writeStudent(id, layout, who) { $0.update(values) }
         let message = json["shard"] != nil ? "Data entry for Stud_id:\(id) updated" : "Data entry for Stud_id: \(id) updated"
         return API.json(200, .object([("message", .string(message)), ("status", .string("success"))]))
     }
@@ -377,12 +377,7 @@ final class ShardLBAPI: Sendable {
         let json = try await body(request)
         guard let id = Lax.integer(json["Stud_id"]) else { throw CompatFailure(status: 422, body: Self.missing(["Stud_id"])) }
         let layout = try await self.layout()
-        guard let (_, fresh) = try await shard(of: id, in: layout) else { throw ShardLB.failure(404, "Student ID not found") }
-        let statement = fresh.delete(id)
-        api.audit.record(who, statements: [statement], database: ShardLB.database)
-        let r = try await api.write([statement], db: ShardLB.database, atomic: false).results[0]
-        if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
-        guard r.rowsAffected > 0 else { throw ShardLB.failure(404, "Student ID not found") }
+        try await writeStudent(id, layout, who) { $0.delete(id) }
         let message = json["shard"] != nil ? "Data entry with Stud_id:\(id) removed" : "Data entry with Stud_id:\(id) removed from all replicas"
         return API.json(200, .object([("message", .string(message)), ("status", .string("success"))]))
     }
