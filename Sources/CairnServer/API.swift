@@ -32,8 +32,9 @@ final class API: Sendable {
     let forwardCursor = NIOLockedValueBox(0)
     /// Sharded tables' schemas, for planning.
     let schemaCopies = SchemaCopies()
-    /// Where a test asked this node to die in a transaction across shards (fault injection only).
+    /// Where a test asked this node to die, or to pause (fault injection only).
     let crashPoint = NIOLockedValueBox<String?>(nil)
+    let pausePoint = NIOLockedValueBox<(point: String, millis: Int)?>(nil)
     static let hops = HTTPField.Name(PeerClient.hopsHeader)!
     static let forwardedPrincipal = HTTPField.Name(ForwardedPrincipal.header)!
     static let servedBy = HTTPField.Name("X-Cairn-Node")!
@@ -227,39 +228,7 @@ final class API: Sendable {
         addAuthRoutes(to: router)
         addConsole(to: router)
         addRqliteRoutes(to: router)
-        if options.enableFaultInjection {
-            router.put("/v1/debug/diverge") { request, _ in
-                await self.respond(request, .all) { who in
-                    self.audit.record(who, action: "make a replica diverge (test)", database: nil)
-                    let json = try self.parse(try await self.body(of: request))
-                    guard case .string(let db)? = json["database"], case .string(let sql)? = json["sql"] else {
-                        throw HTTPFailure.badRequest("send {\"database\": ..., \"sql\": ...}")
-                    }
-                    guard let group = self.cluster.catalog.databases[db]?.group else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
-                    try await self.runtime.divergeForTesting(group: group, sql: sql)
-                    self.log("node \(self.cluster.nodeID): made its copy of \(db) diverge on purpose (fault injection)")
-                    return Self.json(200, .object([("diverged", .bool(true))]))
-                }
-            }
-            router.put("/v1/debug/crash-point") { request, _ in
-                await self.respond(request, .all) { who in
-                    self.audit.record(who, action: "set a crash point (test)", database: nil)
-                    let json = try self.parse(try await self.body(of: request))
-                    switch json["point"] {
-                    case .string(let p)? where Self.crashPoints.contains(p): self.crashPoint.withLockedValue { $0 = p }
-                    case nil, .null?: self.crashPoint.withLockedValue { $0 = nil }
-                    default: throw HTTPFailure.badRequest("\"point\" must be one of \(Self.crashPoints.joined(separator: ", ")), or null")
-                    }
-                    return Self.json(200, .object([("point", json["point"] ?? .null)]))
-                }
-            }
-            router.put("/v1/debug/faults") { request, _ in
-                await self.respond(request, .all) { who in
-                    self.audit.record(who, action: "set transport faults", database: nil)
-                    return Self.json(200, try await self.setFaults(request))
-                }
-            }
-        }
+        if options.enableFaultInjection { addFaultInjectionRoutes(to: router) }
         return router
     }
 
@@ -477,29 +446,6 @@ final class API: Sendable {
         return .object([("databases", .array(dbs.map { db in
             .object([("name", .string(db.name)), ("group", .int(db.group)), ("replicas", .array(db.replicas.map { .int($0) }))])
         }))])
-    }
-
-    private func setFaults(_ request: Request) async throws -> JSON {
-        let json = try parse(try await body(of: request))
-        var faults = TransportFaults()
-        if case .array(let ids)? = json["partitioned"] {
-            for id in ids {
-                guard case .number(let t) = id, let n = NodeID(t) else { throw HTTPFailure.badRequest("\"partitioned\" must list node ids") }
-                faults.partitioned.insert(n)
-            }
-        }
-        if case .number(let t)? = json["drop_rate"] {
-            guard let d = Double(t), (0...1).contains(d) else { throw HTTPFailure.badRequest("\"drop_rate\" must be between 0 and 1") }
-            faults.dropRate = d
-        }
-        if case .number(let t)? = json["delay_ms"] {
-            guard let d = Int64(t), d >= 0 else { throw HTTPFailure.badRequest("\"delay_ms\" must be a whole number of milliseconds") }
-            faults.delayMillis = d
-        }
-        runtime.transport.faults = faults
-        log("node \(cluster.nodeID): transport faults set: \(faults)")
-        return .object([("partitioned", .array(faults.partitioned.sorted().map { .int($0) })), ("drop_rate", .double(faults.dropRate)),
-                        ("delay_ms", .int(faults.delayMillis))])
     }
 }
 

@@ -337,5 +337,50 @@ struct ShardSplitProcessTests {
         }
         print("splits: drivers killed half-way; the drop and 40 writes needed \(Self.retries.withLockedValue { $0 }) retries after 503")
     }
+
+    @Test("a split pass that chose to finish a half-done split, by its own catalog copy, and found it finished by a request meanwhile splits nothing more: the shard is split once")
+    func staleSplitPassSplitsNothing() async throws {
+        let c = try await ProcessCluster.founded("stalesplit", count: 3, extraArgs: ["--shard-split-bytes", "0"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "stale", "shards": 2]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"], db: "stale").status == 200)
+        #expect(try await a.execute((1...40).map { ["INSERT INTO items VALUES (?, 'v')", $0] as [Any] }, db: "stale").status == 200)
+
+        // The leader of shard 0 runs the pass that finishes splits left half done; it is made to stop
+        // between choosing one and making it.
+        let shards = try await a.get("/v1/db/stale/shards")
+        let leaderID = ((shards.json["shards"] as? [Object])?.first { ($0["slots"] as? [Int])?.first == 0 })?["leader"] as? Int
+        let leader = try #require(c.nodes.first { leaderID != nil && $0.id == UInt64(leaderID!) }, "no leader of shard 0 in \(shards.text)")
+        let others = c.nodes.filter { $0 !== leader }
+        let (driver, finisher) = (others[0], others[1])
+        #expect(try await TestHTTP.request(.PUT, leader.url + "/v1/debug/pause-point", ["point": "split_pass_before_split", "millis": 6000]).status == 200)
+        #expect(try await TestHTTP.request(.PUT, driver.url + "/v1/debug/crash-point", ["point": "split_after_entry"]).status == 200)
+        _ = try? await driver.post("/v1/db/stale/shards/0/split", [String: Any]())
+        #expect(await driver.waitForExit(seconds: 10) != nil, "the driver did not die after the split entry")
+
+        var paused = false
+        for _ in 0..<50 where !paused {
+            paused = leader.log.contains("pausing 6000 ms at split_pass_before_split")
+            if !paused { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(paused, "the leader's split pass never chose the half-done split")
+        // While the pass sleeps, a request finishes the split it chose.
+        let finished = try await Self.retrying503 { try await finisher.post("/v1/db/stale/shards/0/split", [String: Any]()) }
+        #expect(finished.status == 200 && finished.json["child"] as? Int == 2, "\(finished.status) \(finished.text)")
+        var resumed = false
+        for _ in 0..<60 where !resumed {
+            resumed = leader.log.contains("resuming after split_pass_before_split")
+            if !resumed { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(resumed)
+        try await Task.sleep(for: .seconds(3))
+        let arcs = try await Self.arcs(finisher, "stale").sorted { $0[0] < $1[0] }
+        #expect(arcs == [[0, 16384], [16384, 32768], [32768, 65536]], "shard 0 split more than once: \(arcs)")
+        try driver.start()
+        try await c.waitReady([driver])
+        let keys = Self.ints(try await driver.query("SELECT k FROM items ORDER BY k", db: "stale"))
+        #expect(keys == Array(1...40))
+    }
 }
 }

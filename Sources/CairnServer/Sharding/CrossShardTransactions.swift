@@ -246,17 +246,6 @@ extension API {
         }
     }
 
-    /// Where a test may ask a node to die: in a transaction across shards, and in a split.
-    static let crashPoints = ["after_prepare", "after_decide", "split_after_reserve", "split_after_entry"]
-
-    /// A test's fault hook (`PUT /v1/debug/crash-point`, with fault injection on): dies as kill -9 would
-    /// at the named point of a transaction across shards or of a split.
-    func crashIfAsked(_ point: String) {
-        guard crashPoint.withLockedValue({ $0 }) == point else { return }
-        log("node \(cluster.nodeID): dying at \(point) (fault injection)")
-        kill(getpid(), SIGKILL)
-    }
-
     /// Runs forever: on every shard this node leads, prepared transactions past their deadline are
     /// resolved at their anchor and finished everywhere.
     func recoverTransactions() async {

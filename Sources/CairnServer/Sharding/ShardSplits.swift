@@ -45,8 +45,23 @@ extension API {
 
     /// Splits shard `shard` of `db` at slot `at` (by default the middle of its arc), finishing first a
     /// split of the database that another attempt left half done.
+    ///
+    /// `plannedOn` is the map version a split pass chose this split on, read from its own catalog copy,
+    /// which may trail the committed one: if the map has changed since, the choice is void (nil) and
+    /// the next pass chooses again. Without this, a pass that saw a half-done split that some request
+    /// then finished would split the same shard a second time.
+    func splitShard(_ db: String, shard: Int, at: Int? = nil, plannedOn: UInt32) async throws -> SplitDone? {
+        let committed = try await committedCatalog()
+        guard committed.shardMap(of: db).version == plannedOn else { return nil }
+        return try await splitShard(db, shard: shard, at: at, catalog: committed)
+    }
+
     func splitShard(_ db: String, shard: Int, at: Int? = nil) async throws -> SplitDone {
-        var catalog = try await committedCatalog()
+        try await splitShard(db, shard: shard, at: at, catalog: try await committedCatalog())
+    }
+
+    private func splitShard(_ db: String, shard: Int, at: Int?, catalog committed: Catalog) async throws -> SplitDone {
+        var catalog = committed
         guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
         if let pending = catalog.pendingSplit(in: db) {
             let shards = catalog.shards(of: db)
@@ -167,9 +182,13 @@ extension API {
                     }
                 }
                 guard let candidate else { continue }
+                await pauseIfAsked("split_pass_before_split")
                 do {
                     // One split a database a pass; a failure leaves the other databases their turn.
-                    _ = try await splitShard(db, shard: candidate.shard, at: candidate.at)
+                    guard try await splitShard(db, shard: candidate.shard, at: candidate.at, plannedOn: map.version) != nil else {
+                        log("node \(cluster.nodeID): database \"\(db)\": its shard map changed since this pass chose to split shard \(candidate.shard); the next pass chooses again")
+                        continue
+                    }
                     if candidate.at != nil { SplitMetrics.loadSplits.increment() }
                     heat.forget(shards[candidate.shard].group)
                 } catch {
@@ -194,7 +213,7 @@ extension API {
             guard map.count < target, settings.minReplicasPerNode > 0, hashed else {
                 // Reached (or doubling turned off, or the hash tables dropped, meanwhile): the round
                 // ends, by the node leading shard 0.
-                if await leads(shards[0].group) { try? await cluster.changeCatalog(Catalog.finishDoubling(db, target: target)) }
+                if await leads(shards[0].group) { _ = try? await cluster.changeCatalog(Catalog.finishDoubling(db, target: target)) }
                 return nil
             }
             return ShardDoubling.nextSplit(arcSlots: map.arcs.map(\.slots), target: target)
