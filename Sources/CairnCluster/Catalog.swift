@@ -64,11 +64,30 @@ public struct SplitOrigin: Sendable, Equatable {
     /// node, or after a crash, makes the child its entry made. Kept under a key of its own
     /// (`split_mid:<name>`), so the origin's own format stays the one earlier versions read.
     public var mid: Int?
+    /// For a range split: the range-sharded table and the key its moving range starts at (a new split
+    /// point, or an existing one), chosen when the child is reserved, so whoever finishes the split
+    /// moves the same range (`split_range:<name>`).
+    public var rangeFrom: RangeStart?
 
-    public init(parent: GroupID, index: LogIndex, mid: Int? = nil) {
+    public struct RangeStart: Sendable, Equatable {
+        public var table: String
+        public var value: SQLValue
+        public init(table: String, value: SQLValue) {
+            self.table = table
+            self.value = value
+        }
+        var encoded: [UInt8] { ValueListCoding.encode([.text(table), value]) }
+        init?(encoded bytes: [UInt8]) {
+            guard let values = ValueListCoding.decode(bytes), values.count == 2, case .text(let t) = values[0] else { return nil }
+            self.init(table: t, value: values[1])
+        }
+    }
+
+    public init(parent: GroupID, index: LogIndex, mid: Int? = nil, rangeFrom: RangeStart? = nil) {
         self.parent = parent
         self.index = index
         self.mid = mid
+        self.rangeFrom = rangeFrom
     }
 
     var encoded: String { "\(parent):\(index)" }
@@ -91,6 +110,9 @@ public struct CatalogShardedTable: Sendable, Equatable {
     public var createSQL: String
     /// A range-sharded table's split points (as its key column stores them); nil for a hash table.
     public var splitPoints: [SQLValue]?
+    /// The shard each of its ranges lives on, once a range split moved one (nil: range i on shard i
+    /// modulo the count the database was created with; `RangeSplits.placement`).
+    public var rangePlacement: [Int]?
 
     public var isReference: Bool { keyColumns.isEmpty }
 
@@ -204,7 +226,8 @@ public struct Catalog: Sendable {
     /// Reserves the group a split of `parent` (shard of `database`) makes: its entry, numbered as the
     /// next shard, on the parent's replicas (none founds it: the split entry creates it on each).
     /// Routers ignore it until `recordSplit`.
-    public static func reserveSplitChild(of parent: CatalogDatabase, in database: String, child index: Int, mid: Int? = nil) -> [SQLStatement] {
+    public static func reserveSplitChild(of parent: CatalogDatabase, in database: String, child index: Int, mid: Int? = nil,
+                                         rangeFrom: SplitOrigin.RangeStart? = nil) -> [SQLStatement] {
         let name = shardName(database, index)
         var statements = createDatabase(name, founders: [])
         for id in parent.replicas {
@@ -219,16 +242,35 @@ public struct Catalog: Sendable {
             // One an earlier version's drop left behind must not move this split.
             statements.append(SQLStatement("DELETE FROM settings WHERE key = ?", [.text("split_mid:\(name)")]))
         }
+        if let rangeFrom {
+            statements.append(SQLStatement("INSERT OR REPLACE INTO settings(key, value) VALUES(?, ?)", [.text("split_range:\(name)"), .blob(rangeFrom.encoded)]))
+        } else {
+            statements.append(SQLStatement("DELETE FROM settings WHERE key = ?", [.text("split_range:\(name)")]))
+        }
         return statements
     }
 
     /// The split applied at `index` of `parent`: routers now use `map` (the child owns its upper half).
     /// Only over the map it split (the count one less): a second driver finishing the same split late
     /// changes nothing, and a map never goes back.
-    public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex) -> [SQLStatement] {
+    /// A range split records the moving table's split points and placement (`range`) in the same change.
+    public static func recordSplit(in database: String, map: ShardMap, parent: GroupID, index: LogIndex,
+                                   range: (table: String, splits: RangeSplits)? = nil) -> [SQLStatement] {
         let count = SQLValue.text("shards:\(database)"), before = SQLValue.integer(Int64(map.count - 1))
         let guarded = "INSERT OR REPLACE INTO settings(key, value) SELECT ?1, ?2 WHERE (SELECT value FROM settings WHERE key = ?3) = ?4"
-        return [
+        var ranged: [SQLStatement] = []
+        if let (table, splits) = range {
+            ranged = [
+                SQLStatement("UPDATE range_splits SET points = ?1 WHERE database = ?2 AND name = ?3 COLLATE NOCASE AND (SELECT value FROM settings WHERE key = ?4) = ?5",
+                             [.blob(ValueListCoding.encode(splits.points)), .text(database), .text(table), count, before]),
+                rangePlacementsSchema,
+                SQLStatement("""
+                    INSERT OR REPLACE INTO range_placements(database, name, shards) SELECT ?1, name, ?3 FROM range_splits
+                    WHERE database = ?1 AND name = ?2 COLLATE NOCASE AND (SELECT value FROM settings WHERE key = ?4) = ?5
+                    """, [.text(database), .text(table), .text((splits.placement ?? []).map(String.init).joined(separator: ",")), count, before]),
+            ]
+        }
+        return ranged + [
             SQLStatement(guarded, [.text("shard_map:\(database)"), .text(map.encoded), count, before]),
             SQLStatement(guarded, [.text("split_origin:\(shardName(database, map.count - 1))"), .text(SplitOrigin(parent: parent, index: index).encoded), count, before]),
             // Last: the statements above test the count this one changes.
@@ -288,12 +330,20 @@ public struct Catalog: Sendable {
         [shardedTablesSchema,
          SQLStatement("DELETE FROM sharded_tables WHERE database = ?1 AND name = ?2 COLLATE NOCASE", [.text(database), .text(name)]),
          rangeSplitsSchema,
-         SQLStatement("DELETE FROM range_splits WHERE database = ?1 AND name = ?2 COLLATE NOCASE", [.text(database), .text(name)])]
+         SQLStatement("DELETE FROM range_splits WHERE database = ?1 AND name = ?2 COLLATE NOCASE", [.text(database), .text(name)]),
+         rangePlacementsSchema,
+         SQLStatement("DELETE FROM range_placements WHERE database = ?1 AND name = ?2 COLLATE NOCASE", [.text(database), .text(name)])]
     }
 
     /// A range-sharded table's split points (`ValueListCoding`), beside its `sharded_tables` row.
     static let rangeSplitsSchema = SQLStatement("""
         CREATE TABLE IF NOT EXISTS range_splits(database TEXT NOT NULL, name TEXT NOT NULL, points BLOB NOT NULL, PRIMARY KEY(database, name))
+        """)
+
+    /// A range-sharded table's placement once a range split moved one of its ranges (shard numbers,
+    /// comma-separated, one per range), beside its `range_splits` row.
+    static let rangePlacementsSchema = SQLStatement("""
+        CREATE TABLE IF NOT EXISTS range_placements(database TEXT NOT NULL, name TEXT NOT NULL, shards TEXT NOT NULL, PRIMARY KEY(database, name))
         """)
 
     static let schema: [SQLStatement] = [
@@ -385,7 +435,9 @@ public struct Catalog: Sendable {
          shardedTablesSchema,
          SQLStatement("DELETE FROM sharded_tables WHERE database = ?", [.text(name)]),
          rangeSplitsSchema,
-         SQLStatement("DELETE FROM range_splits WHERE database = ?", [.text(name)])]
+         SQLStatement("DELETE FROM range_splits WHERE database = ?", [.text(name)]),
+         rangePlacementsSchema,
+         SQLStatement("DELETE FROM range_placements WHERE database = ?", [.text(name)])]
     }
 
 

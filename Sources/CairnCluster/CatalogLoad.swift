@@ -30,16 +30,17 @@ extension Catalog {
             SQLStatement("SELECT substr(key, 8), value FROM settings WHERE key LIKE 'shards:%'"),
             SQLStatement("SELECT substr(key, 12), value FROM settings WHERE key LIKE 'node_state:%'"),
             SQLStatement("SELECT value FROM settings WHERE key = 'replication_factor'"),
-            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%' OR key LIKE 'doubling:%' OR key LIKE 'split\\_mid:%' ESCAPE '\\' OR key LIKE 'node\\_name:%' ESCAPE '\\' OR key LIKE 'pin:%'"),
+            SQLStatement("SELECT key, value FROM settings WHERE key LIKE 'shard\\_map:%' ESCAPE '\\' OR key LIKE 'split\\_origin:%' ESCAPE '\\' OR key LIKE 'setting:%' OR key LIKE 'doubling:%' OR key LIKE 'split\\_mid:%' ESCAPE '\\' OR key LIKE 'node\\_name:%' ESCAPE '\\' OR key LIKE 'pin:%' OR key LIKE 'split\\_range:%' ESCAPE '\\'"),
             // These fail (no such table) in a catalog that never had a sharded (or range) table: then there are none.
             SQLStatement("SELECT database, name, key_columns, create_sql FROM sharded_tables"),
             SQLStatement("SELECT database, name, points FROM range_splits"),
             SQLStatement("SELECT group_id, node_id, state FROM replica_states"),
+            SQLStatement("SELECT database, name, shards FROM range_placements"),
         ], consistency: consistency)
         var catalog = Catalog()
         // Before the metadata leader creates the schema, the later statements fail: an empty catalog.
         guard case .integer(Int64(tableNames.count)) = results[0].rows.first?.first else { return (catalog, index) }
-        if let failed = results.dropLast(3).first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
+        if let failed = results.dropLast(4).first(where: { $0.error != nil }) { throw ClusterError.invalid("cannot read the catalog: \(failed.error!)") }
         catalog.exists = true
         for row in results[1].rows {
             guard row.count == 5, case .integer(let id) = row[0], case .text(let raft) = row[1], case .text(let http) = row[2],
@@ -87,6 +88,7 @@ extension Catalog {
         }
         if case .integer(let rf)? = results[11].rows.first?.first, (1...100).contains(rf) { catalog.replicationFactor = Int(rf) }
         var mids: [String: Int] = [:]
+        var ranges: [String: SplitOrigin.RangeStart] = [:]
         for row in results[12].rows {
             guard row.count == 2, case .text(let key) = row[0] else { continue }
             if key.hasPrefix("setting:"), case .integer(let v) = row[1] {
@@ -95,6 +97,10 @@ extension Catalog {
             }
             if key.hasPrefix("doubling:"), case .integer(let v) = row[1] {
                 catalog.doublingTargets[String(key.dropFirst("doubling:".count))] = Int(v)
+                continue
+            }
+            if key.hasPrefix("split_range:"), case .blob(let b) = row[1], let start = SplitOrigin.RangeStart(encoded: b) {
+                ranges[String(key.dropFirst("split_range:".count))] = start
                 continue
             }
             if key.hasPrefix("split_mid:"), case .integer(let v) = row[1] {
@@ -113,6 +119,7 @@ extension Catalog {
             }
         }
         for (name, mid) in mids { catalog.splitOrigins[name]?.mid = mid }
+        for (name, start) in ranges { catalog.splitOrigins[name]?.rangeFrom = start }
         for row in results[13].rows {
             guard row.count == 4, case .text(let db) = row[0], case .text(let name) = row[1], case .text(let keys) = row[2],
                   case .text(let sql) = row[3] else { continue }
@@ -123,6 +130,11 @@ extension Catalog {
             guard row.count == 3, case .text(let db) = row[0], case .text(let name) = row[1], case .blob(let bytes) = row[2],
                   let points = ValueListCoding.decode(bytes) else { continue }
             catalog.shardedTables[db]?[name.lowercased()]?.splitPoints = points
+        }
+        for row in results[16].rows {
+            guard row.count == 3, case .text(let db) = row[0], case .text(let name) = row[1], case .text(let text) = row[2] else { continue }
+            let shards = text.split(separator: ",").compactMap { Int($0) }
+            catalog.shardedTables[db]?[name.lowercased()]?.rangePlacement = shards
         }
         var byGroup: [GroupID: String] = [:]
         for db in catalog.databases.values { byGroup[db.group] = db.name }

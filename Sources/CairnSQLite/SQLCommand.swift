@@ -99,7 +99,9 @@ public struct SQLCommand: Sendable, Equatable {
     /// commands encode as before) adds a second.
     private static let version: UInt8 = 1, version2: UInt8 = 2
     private static let mapVersionFlag: UInt8 = 1, splitFlag: UInt8 = 2
-    private static let knownFlags2 = mapVersionFlag | splitFlag
+    /// With `splitFlag`: the split moves a range of a range-sharded table too (`ShardSplit.range`).
+    private static let rangeMoveFlag: UInt8 = 4
+    private static let knownFlags2 = mapVersionFlag | splitFlag | rangeMoveFlag
     private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16, guardFlag: UInt8 = 32, transactionFlag: UInt8 = 64
     /// With `guardFlag`: the guard owns ranges of a range-sharded table, not an arc of slots.
     private static let rangeGuardFlag: UInt8 = 128
@@ -115,6 +117,7 @@ public struct SQLCommand: Sendable, Equatable {
         }
         if transaction != nil { flags |= Self.transactionFlag }
         let flags2 = (mapVersion != nil ? Self.mapVersionFlag : 0) | (split != nil ? Self.splitFlag : 0)
+            | (split?.range != nil ? Self.rangeMoveFlag : 0)
         var out: [UInt8] = flags2 == 0 ? [Self.version, flags] : [Self.version2, flags, flags2]
         if let v = mapVersion { ByteCoding.append(v, to: &out) }
         if let s = split { s.append(to: &out) }
@@ -127,11 +130,8 @@ public struct SQLCommand: Sendable, Equatable {
             case .slots(let lo, let hi):
                 ByteCoding.append(UInt32(lo), to: &out)
                 ByteCoding.append(UInt32(hi), to: &out)
-            case .ranges(let points, let shardCount, let shard):
-                ByteCoding.append(UInt32(shardCount), to: &out)
-                ByteCoding.append(UInt32(shard), to: &out)
-                ByteCoding.append(UInt32(points.count), to: &out)
-                for p in points { Self.append(value: p, to: &out) }
+            case .ranges(let points, let owned):
+                Self.append(ranges: owned, points: points, to: &out)
             }
         }
         if let t = transaction { t.append(to: &out) }
@@ -155,6 +155,33 @@ public struct SQLCommand: Sendable, Equatable {
         return out
     }
 
+    /// A range guard's (or a range move's) owned ranges and split points.
+    static func append(ranges owned: [Int], points: [SQLValue], to out: inout [UInt8]) {
+        ByteCoding.append(UInt32(owned.count), to: &out)
+        for r in owned { ByteCoding.append(UInt32(r), to: &out) }
+        ByteCoding.append(UInt32(points.count), to: &out)
+        for p in points { append(value: p, to: &out) }
+    }
+
+    /// Nil unless the points are valid split points and the ranges ascend among theirs.
+    static func readRanges(_ bytes: [UInt8], _ c: inout Int) -> (owned: [Int], points: [SQLValue])? {
+        guard let n = ByteCoding.readUInt32(bytes, &c), n <= UInt32(RangeSplits.maxPoints + 1) else { return nil }
+        var owned: [Int] = []
+        for _ in 0..<n {
+            guard let r = ByteCoding.readUInt32(bytes, &c) else { return nil }
+            owned.append(Int(r))
+        }
+        guard let m = ByteCoding.readUInt32(bytes, &c), m <= UInt32(RangeSplits.maxPoints) else { return nil }
+        var points: [SQLValue] = []
+        for _ in 0..<m {
+            guard let v = readValue(bytes, &c) else { return nil }
+            points.append(v)
+        }
+        guard RangeSplits(points: points) != nil, zip(owned, owned.dropFirst()).allSatisfy({ $0 < $1 }),
+              owned.allSatisfy({ $0 <= points.count }) else { return nil }
+        return (owned, points)
+    }
+
     public init?(decoding bytes: [UInt8]) {
         guard bytes.count >= 2, bytes[0] == Self.version || bytes[0] == Self.version2, bytes[1] & ~Self.knownFlags == 0 else { return nil }
         let flags = bytes[1]
@@ -169,8 +196,9 @@ public struct SQLCommand: Sendable, Equatable {
                 guard let v = ByteCoding.readUInt32(bytes, &c) else { return nil }
                 mapVersion = v
             }
+            if flags2 & Self.rangeMoveFlag != 0 && flags2 & Self.splitFlag == 0 { return nil }
             if flags2 & Self.splitFlag != 0 {
-                guard let s = ShardSplit.read(bytes, &c) else { return nil }
+                guard let s = ShardSplit.read(bytes, &c, withRange: flags2 & Self.rangeMoveFlag != 0) else { return nil }
                 split = s
             }
         }
@@ -189,15 +217,8 @@ public struct SQLCommand: Sendable, Equatable {
                 keys.append(k)
             }
             if flags & Self.rangeGuardFlag != 0 {
-                guard keys.count == 1, let count = ByteCoding.readUInt32(bytes, &c), let shard = ByteCoding.readUInt32(bytes, &c),
-                      count >= 1, shard < count, let n = ByteCoding.readUInt32(bytes, &c), n <= UInt32(RangeSplits.maxPoints) else { return nil }
-                var points: [SQLValue] = []
-                for _ in 0..<n {
-                    guard let v = Self.readValue(bytes, &c) else { return nil }
-                    points.append(v)
-                }
-                guard RangeSplits(points: points) != nil else { return nil }
-                shardGuard = ShardGuard(table: table, keyColumns: keys, owned: .ranges(splitPoints: points, shardCount: Int(count), shard: Int(shard)))
+                guard keys.count == 1, let (owned, points) = Self.readRanges(bytes, &c) else { return nil }
+                shardGuard = ShardGuard(table: table, keyColumns: keys, owned: .ranges(splitPoints: points, owned: owned))
             } else {
                 guard let lo = ByteCoding.readUInt32(bytes, &c), let hi = ByteCoding.readUInt32(bytes, &c), lo < hi,
                       hi <= UInt32(SlotHash.slotCount) else { return nil }
@@ -333,8 +354,9 @@ public struct ShardGuard: Sendable, Equatable {
     public enum Owned: Sendable, Equatable {
         /// A hash-sharded table: keys whose slot is in `lo ..< hi`.
         case slots(lo: Int, hi: Int)
-        /// A range-sharded table: keys in the ranges (`RangeSplits`) that live on `shard` of `shardCount`.
-        case ranges(splitPoints: [SQLValue], shardCount: Int, shard: Int)
+        /// A range-sharded table: keys in the ranges (numbered among `splitPoints`, as `RangeSplits`
+        /// numbers them) listed in `owned`, ascending.
+        case ranges(splitPoints: [SQLValue], owned: [Int])
     }
 
     public var table: String
@@ -360,14 +382,20 @@ public struct ShardGuard: Sendable, Equatable {
         switch owned {
         case .slots(let lo, let hi):
             return "cairn_slot(\(newKey.joined(separator: ", "))) NOT BETWEEN \(lo) AND \(hi - 1)"
-        case .ranges(let points, let shardCount, let shard):
-            var literals: [String] = []
-            for p in points {
-                guard let l = p.sqlLiteral else { return nil }
-                literals.append(l)
-            }
-            return "cairn_range(\(([newKey[0]] + literals).joined(separator: ", "))) % \(shardCount) <> \(shard)"
+        case .ranges(let points, let owned):
+            guard let range = Self.rangeSQL(newKey[0], points) else { return nil }
+            return "\(range) NOT IN (\(owned.map(String.init).joined(separator: ", ")))"
         }
+    }
+
+    /// `cairn_range(key, points...)` (nil: a split point has no literal).
+    static func rangeSQL(_ key: String, _ points: [SQLValue]) -> String? {
+        var literals: [String] = []
+        for p in points {
+            guard let l = p.sqlLiteral else { return nil }
+            literals.append(l)
+        }
+        return "cairn_range(\(([key] + literals).joined(separator: ", ")))"
     }
 
     /// The triggers, as CairnDB creates them (their names are reserved: clients cannot drop them).

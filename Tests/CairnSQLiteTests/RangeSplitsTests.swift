@@ -82,6 +82,26 @@ import Testing
         #expect(ValueListCoding.decode(Array(ValueListCoding.encode(values).dropLast())) == nil)
     }
 
+    @Test("moving a range to a shard of its own: a new split point opens it (the range it cut keeps its shard), an existing one moves whole; the placement lists every range's shard; nothing moves onto the shard that has it")
+    func movingARange() throws {
+        let splits = try #require(RangeSplits(points: [.integer(100), .integer(200)]))
+        // Ranges (-∞,100) [100,200) [200,+∞) on 2 shards: 0, 1, 0.
+        #expect(splits.ranges(onShard: 0, shardCount: 2) == [0, 2])
+        let opened = try #require(splits.moving(rangeFrom: .integer(300), to: 5, shardCount: 2))
+        #expect(opened.splits.points == [.integer(100), .integer(200), .integer(300)])
+        #expect(opened.splits.placement == [0, 1, 0, 5] && opened.from == 0 && opened.range == 3)
+        #expect(opened.splits.shard(ofRange: opened.splits.range(of: .integer(250)), shardCount: 2) == 0)
+        #expect(opened.splits.shard(ofRange: opened.splits.range(of: .integer(300)), shardCount: 2) == 5)
+        let whole = try #require(opened.splits.moving(rangeFrom: .integer(100), to: 6, shardCount: 2))
+        #expect(whole.splits.points == opened.splits.points && whole.splits.placement == [0, 6, 0, 5] && whole.from == 1 && whole.range == 1)
+        #expect(whole.splits.ranges(onShard: 1, shardCount: 2).isEmpty)
+        #expect(opened.splits.moving(rangeFrom: .integer(300), to: 5, shardCount: 2) == nil)
+        #expect(splits.moving(rangeFrom: .null, to: 5, shardCount: 2) == nil)
+        #expect(RangeSplits(points: [.integer(1)], placement: [0]) == nil)
+        let full = try #require(RangeSplits(points: (0..<RangeSplits.maxPoints).map { .integer(Int64($0)) }))
+        #expect(full.moving(rangeFrom: .integer(1000), to: 3, shardCount: 2) == nil)
+    }
+
     @Test("a guard holds as many split points as a table may have (each an argument of cairn_range)")
     func mostSplitPoints() throws {
         let tmp = TempDB()
@@ -90,7 +110,7 @@ import Testing
         let points = (0..<RangeSplits.maxPoints).map { SQLValue.text("p\(1000 + $0)") }
         #expect(RangeSplits(points: points) != nil && RangeSplits(points: points + [.text("z")]) == nil)
         var create = SQLCommand(statements: [SQLStatement("CREATE TABLE r (k TEXT NOT NULL PRIMARY KEY)")], atomic: true, timestampMillis: 1, randomSeed: 1)
-        create.shardGuard = ShardGuard(table: "r", keyColumns: ["k"], owned: .ranges(splitPoints: points, shardCount: 4, shard: 1))
+        create.shardGuard = ShardGuard(table: "r", keyColumns: ["k"], owned: .ranges(splitPoints: points, owned: RangeSplits(points: points)!.ranges(onShard: 1, shardCount: 4)))
         #expect(try sm.apply(index: 1, command: create)[0].error == nil)
         let insert = { (i: LogIndex, key: String) in
             try sm.apply(index: i, command: SQLCommand(statements: [SQLStatement("INSERT INTO r VALUES (?)", [.text(key)])], timestampMillis: 1, randomSeed: 1))[0].error
@@ -107,7 +127,7 @@ import Testing
         defer { sm.close() }
         // Ranges (-∞,100) [100,200) [200,+∞) on 2 shards: this is shard 0, holding ranges 0 and 2.
         let spec = ShardGuard(table: "students", keyColumns: ["id"],
-                              owned: .ranges(splitPoints: [.integer(100), .integer(200)], shardCount: 2, shard: 0))
+                              owned: .ranges(splitPoints: [.integer(100), .integer(200)], owned: [0, 2]))
         var create = SQLCommand(statements: [SQLStatement("CREATE TABLE students (id INTEGER NOT NULL PRIMARY KEY, name TEXT)")],
                                 atomic: true, timestampMillis: 1, randomSeed: 1)
         create.shardGuard = spec

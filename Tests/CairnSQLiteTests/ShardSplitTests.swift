@@ -28,7 +28,7 @@ import Testing
         let sm = try SQLStateMachine(path: path)
         let spec = ShardGuard(table: "Orders", keyColumns: ["customer"], lo: 0, hi: SlotHash.slotCount)
         #expect(try sm.apply(index: 1, command: entry(["CREATE TABLE Orders (customer INTEGER NOT NULL, id INTEGER NOT NULL, PRIMARY KEY (customer, id))"], guard: spec))[0].error == nil)
-        let ranged = ShardGuard(table: "ranged", keyColumns: ["k"], owned: .ranges(splitPoints: [], shardCount: 1, shard: 0))
+        let ranged = ShardGuard(table: "ranged", keyColumns: ["k"], owned: .ranges(splitPoints: [], owned: [0]))
         #expect(try sm.apply(index: 2, command: entry(["CREATE TABLE ranged (k INTEGER PRIMARY KEY)"], guard: ranged))[0].error == nil)
         _ = try sm.apply(index: 3, command: entry(["CREATE TABLE ref (x)", "INSERT INTO ref VALUES (1), (2)", "INSERT INTO ranged VALUES (1), (2), (3)"]))
         let values = (0..<200).map { "(\($0), \($0 * 10))" }.joined(separator: ", ")
@@ -83,6 +83,44 @@ import Testing
         // Both halves read their version at a read point.
         #expect(SQLStateMachine.splitVersion(sm.query(SQLStateMachine.splitVersionQuery)) == 2)
         #expect(SQLStateMachine.splitVersion(child.query(SQLStateMachine.splitVersionQuery)) == 2)
+    }
+
+    @Test("a range split moves one range of a range table to the child (a new split point; its rows and guard go with it) and keeps the rest, hash rows halving as in any split; the move crosses the wire; a split naming a range table the shard lacks is refused alike everywhere")
+    func rangeSplitMovesOneRange() throws {
+        let tmp = TempDB()
+        let sm = try populated(tmp.path())
+        var file: String?
+        sm.splitHandler = { _, f in
+            file = tmp.path() + ".child"
+            try FileManager.default.moveItem(atPath: f, toPath: file!)
+        }
+        #expect(try sm.apply(index: 5, command: entry(["INSERT INTO ranged VALUES (10), (11), (50)"]))[0].error == nil)
+        // `ranged` had no split points (one range, here); from 10 up goes to the child, as range 1.
+        let move = ShardSplit.RangeMove(table: "Ranged", keyColumn: "k", points: [.integer(10)], childRanges: [1], parentRanges: [0])
+        var missing = move
+        missing.table = "nosuch"
+        let split = ShardSplit(child: 9, lo: 0, mid: SlotHash.slotCount / 2, hi: SlotHash.slotCount, mapVersion: 2,
+                               tables: [.init(name: "orders", keyColumns: ["customer"])], range: move)
+        var refused = split
+        refused.range = missing
+        #expect(try sm.apply(index: 6, command: splitEntry(refused))[0].error?.contains("holds no range-sharded table nosuch") == true)
+        #expect(file == nil)
+        let encoded = splitEntry(split)
+        #expect(encoded.split?.range == move)
+        #expect(try sm.apply(index: 7, command: encoded)[0].error == nil)
+        let child = try SQLStateMachine(path: tmp.path() + ".group")
+        try child.install(snapshotFile: try #require(file))
+        let keys = { (m: SQLStateMachine) in m.query(SQLStatement("SELECT k FROM ranged ORDER BY k")).rows.map { $0[0] } }
+        #expect(keys(sm) == [.integer(1), .integer(2), .integer(3)])
+        #expect(keys(child) == [.integer(10), .integer(11), .integer(50)])
+        #expect(!customers(sm).isEmpty && !customers(child).isEmpty && customers(sm).count + customers(child).count == 200)
+        // Each side's guard refuses the other's range.
+        #expect(try sm.apply(index: 8, command: entry(["INSERT INTO ranged VALUES (12)"]))[0].error?.contains(ShardGuard.wrongShard) == true)
+        #expect(try sm.apply(index: 9, command: entry(["INSERT INTO ranged VALUES (9)"]))[0].error == nil)
+        #expect(try child.apply(index: 2, command: entry(["INSERT INTO ranged VALUES (4)"]))[0].error?.contains(ShardGuard.wrongShard) == true)
+        #expect(try child.apply(index: 3, command: entry(["INSERT INTO ranged VALUES (1000)"]))[0].error == nil)
+        child.close()
+        sm.close()
     }
 
     @Test("after a split, a command planned with the older map is refused whole, naming the shard's version, and changes nothing; one with the new map runs")

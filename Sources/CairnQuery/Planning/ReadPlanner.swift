@@ -390,7 +390,7 @@ public struct ReadPlanner: Sendable {
             guard ranges.lowerBound < ranges.upperBound else { return [] }
             ranges = ranges.lowerBound...(ranges.upperBound - 1)
         }
-        return Set(ranges.prefix(map.rangeShardCount).map { RangeSplits.shard(ofRange: $0, shardCount: map.rangeShardCount) }).sorted()
+        return Set(ranges.map { splits.shard(ofRange: $0, shardCount: map.rangeShardCount) }).sorted()
     }
 
     /// `col < v`, `col <= v`, `col > v`, `col >= v` (either way round) or `col BETWEEN a AND b`, with col

@@ -24,7 +24,7 @@ public struct ShardedTable: Sendable, Equatable {
     /// The shard a key (as the key columns store it) belongs to.
     public func shard(of key: [SQLValue], in map: ShardMap) -> Int {
         guard let splits = rangeSplits else { return map.shard(of: key) }
-        return RangeSplits.shard(ofRange: splits.range(of: key[0]), shardCount: map.rangeShardCount)
+        return splits.shard(ofRange: splits.range(of: key[0]), shardCount: map.rangeShardCount)
     }
 
     public init(name: String, keyColumns: [String], keyAffinities: [Affinity], storedColumns: [String], allColumns: Set<String>,

@@ -2,24 +2,33 @@ import CairnRaft
 
 /// How a range-sharded table (`SHARD BY RANGE (col) SPLIT AT (v1, ..., vk)`) divides its key's values:
 /// k ascending split points make k + 1 ranges, range i holding the keys from point i - 1 (inclusive)
-/// up to point i (exclusive), the first range open below and the last open above. Range i lives on
-/// shard i modulo the database's shard count: placement an operator can read off the declaration
-/// (seed 004's Stud_id ranges, one per shard).
+/// up to point i (exclusive), the first range open below and the last open above. As declared, range i
+/// lives on shard i modulo the database's shard count: placement an operator can read off the
+/// declaration (seed 004's Stud_id ranges, one per shard). A range split (`moving(rangeFrom:to:)`)
+/// gives one range a shard of its own, and from then on the table's `placement` lists every range's.
 ///
 /// Keys are compared as SQLite compares stored values with the BINARY collation (`SQLiteOrder`), so
 /// the router, every shard's guard and an `ORDER BY` on the column agree on where each key belongs.
 public struct RangeSplits: Sendable, Equatable {
     public let points: [SQLValue]
+    /// Range i lives on shard `placement[i]`; nil: on shard i modulo the shard count the database was
+    /// created with (`ShardMap.rangeShardCount`).
+    public let placement: [Int]?
 
     /// A table has at most this many split points: each is an argument of `cairn_range` in every
     /// shard's guard trigger, and a connection allows 127 arguments (`SQLITE_LIMIT_FUNCTION_ARG`).
     public static let maxPoints = 126
 
-    /// Nil unless the points are non-NULL and strictly ascending.
-    public init?(points: [SQLValue]) {
+    /// Nil unless the points are non-NULL and strictly ascending, and a placement names a shard for
+    /// each range.
+    public init?(points: [SQLValue], placement: [Int]? = nil) {
         guard points.count <= Self.maxPoints, !points.contains(.null) else { return nil }
         for (a, b) in zip(points, points.dropFirst()) where SQLiteOrder.compare(a, b) >= 0 { return nil }
+        if let placement {
+            guard placement.count == points.count + 1, placement.allSatisfy({ $0 >= 0 && $0 < ShardMap.maxShards }) else { return nil }
+        }
         self.points = points
+        self.placement = placement
     }
 
     public var rangeCount: Int { points.count + 1 }
@@ -34,8 +43,36 @@ public struct RangeSplits: Sendable, Equatable {
         return lo
     }
 
-    /// The shard range `range` lives on, among `shardCount`.
-    public static func shard(ofRange range: Int, shardCount: Int) -> Int { range % shardCount }
+    /// The shard range `range` lives on (`shardCount`: the database's `rangeShardCount`).
+    public func shard(ofRange range: Int, shardCount: Int) -> Int { placement?[range] ?? range % shardCount }
+
+    /// The ranges that live on `shard`, ascending.
+    public func ranges(onShard shard: Int, shardCount: Int) -> [Int] {
+        (0..<rangeCount).filter { self.shard(ofRange: $0, shardCount: shardCount) == shard }
+    }
+
+    /// The layout after the keys from `value` up to the next split point move to shard `child`:
+    /// `value` becomes a split point unless it is one, and the range it starts is placed on `child`.
+    /// Also the shard the range leaves and the range's number. Nil if `value` is NULL, the table has
+    /// `maxPoints` already, or the range lives on `child`.
+    public func moving(rangeFrom value: SQLValue, to child: Int, shardCount: Int) -> (splits: RangeSplits, from: Int, range: Int)? {
+        guard value != .null, child >= 0, child < ShardMap.maxShards else { return nil }
+        var placed = placement ?? (0..<rangeCount).map { $0 % shardCount }
+        var next = points
+        let r = range(of: value)
+        if r > 0, SQLiteOrder.compare(points[r - 1], value) == 0 {
+            // A split point already: the range it starts moves whole.
+            let from = placed[r]
+            guard from != child else { return nil }
+            placed[r] = child
+            return RangeSplits(points: next, placement: placed).map { ($0, from, r) }
+        }
+        guard points.count < Self.maxPoints else { return nil }
+        let from = placed[r]
+        next.insert(value, at: r)
+        placed.insert(child, at: r + 1)
+        return RangeSplits(points: next, placement: placed).map { ($0, from, r + 1) }
+    }
 
     /// The ranges that can hold a key between `lower` and `upper` (either nil: unbounded; both
     /// inclusive: a superset is always correct, and `<` differs from `<=` in one key only).

@@ -19,6 +19,24 @@ public struct ShardSplit: Sendable, Equatable {
         }
     }
 
+    /// A range of a range-sharded table that goes to the child with the split (seed 004's `/add`: a
+    /// new Stud_id range gets a Raft group of its own): the table's split points once it moved, the
+    /// ranges among them the child holds and those the splitting shard keeps.
+    public struct RangeMove: Sendable, Equatable {
+        public var table: String
+        public var keyColumn: String
+        public var points: [SQLValue]
+        public var childRanges: [Int]
+        public var parentRanges: [Int]
+        public init(table: String, keyColumn: String, points: [SQLValue], childRanges: [Int], parentRanges: [Int]) {
+            self.table = table
+            self.keyColumn = keyColumn
+            self.points = points
+            self.childRanges = childRanges
+            self.parentRanges = parentRanges
+        }
+    }
+
     public var child: GroupID
     public var lo: Int
     public var mid: Int
@@ -33,8 +51,10 @@ public struct ShardSplit: Sendable, Equatable {
     /// proposes it: the child's founders when the shard has no membership change applied (its first
     /// voters are in the Raft log, not the database); otherwise it must equal the one applied.
     public var conf: ConfState?
+    /// Set when the split moves a range too.
+    public var range: RangeMove?
 
-    public init(child: GroupID, lo: Int, mid: Int, hi: Int, mapVersion: UInt32, tables: [Table], conf: ConfState? = nil) {
+    public init(child: GroupID, lo: Int, mid: Int, hi: Int, mapVersion: UInt32, tables: [Table], conf: ConfState? = nil, range: RangeMove? = nil) {
         self.child = child
         self.lo = lo
         self.mid = mid
@@ -42,6 +62,7 @@ public struct ShardSplit: Sendable, Equatable {
         self.mapVersion = mapVersion
         self.tables = tables
         self.conf = conf
+        self.range = range
     }
 
     /// The index and term of the child's first state: a snapshot every founder holds alike, past
@@ -82,9 +103,16 @@ public struct ShardSplit: Sendable, Equatable {
         let confBytes = conf?.encoded() ?? []
         ByteCoding.append(UInt32(confBytes.count), to: &out)
         out.append(contentsOf: confBytes)
+        if let move = range {
+            SQLCommand.append(string: move.table, to: &out)
+            SQLCommand.append(string: move.keyColumn, to: &out)
+            SQLCommand.append(ranges: move.childRanges, points: move.points, to: &out)
+            ByteCoding.append(UInt32(move.parentRanges.count), to: &out)
+            for r in move.parentRanges { ByteCoding.append(UInt32(r), to: &out) }
+        }
     }
 
-    static func read(_ b: [UInt8], _ c: inout Int) -> ShardSplit? {
+    static func read(_ b: [UInt8], _ c: inout Int, withRange: Bool) -> ShardSplit? {
         guard let child = ByteCoding.readUInt64(b, &c), let lo = ByteCoding.readUInt32(b, &c), let mid = ByteCoding.readUInt32(b, &c),
               let hi = ByteCoding.readUInt32(b, &c), lo < mid, mid < hi, hi <= UInt32(SlotHash.slotCount),
               let version = ByteCoding.readUInt32(b, &c), let n = ByteCoding.readUInt32(b, &c), n <= 10_000 else { return nil }
@@ -105,7 +133,20 @@ public struct ShardSplit: Sendable, Equatable {
             conf = decoded
             c += Int(n)
         }
-        return ShardSplit(child: child, lo: Int(lo), mid: Int(mid), hi: Int(hi), mapVersion: version, tables: tables, conf: conf)
+        var range: RangeMove?
+        if withRange {
+            guard let table = SQLCommand.readString(b, &c), let key = SQLCommand.readString(b, &c),
+                  let (childRanges, points) = SQLCommand.readRanges(b, &c), !childRanges.isEmpty,
+                  let n = ByteCoding.readUInt32(b, &c), n <= UInt32(points.count + 1) else { return nil }
+            var parentRanges: [Int] = []
+            for _ in 0..<n {
+                guard let r = ByteCoding.readUInt32(b, &c), Int(r) <= points.count else { return nil }
+                parentRanges.append(Int(r))
+            }
+            guard zip(parentRanges, parentRanges.dropFirst()).allSatisfy({ $0 < $1 }), Set(parentRanges).isDisjoint(with: childRanges) else { return nil }
+            range = RangeMove(table: table, keyColumn: key, points: points, childRanges: childRanges, parentRanges: parentRanges)
+        }
+        return ShardSplit(child: child, lo: Int(lo), mid: Int(mid), hi: Int(hi), mapVersion: version, tables: tables, conf: conf, range: range)
     }
 }
 
@@ -185,6 +226,10 @@ extension SQLStateMachine {
         guard guarded.hashed == planned else {
             return try commitAlone(index: index) { refuse("its sharded tables changed since the split was planned") }
         }
+        let moving = split.range.map { $0.table.lowercased() }
+        if let moving, !guarded.ranged.contains(moving) {
+            return try commitAlone(index: index) { refuse("it holds no range-sharded table \(split.range!.table)") }
+        }
         // The child: a copy of this shard as of the entry before (committed), cut to the upper half.
         let work = path + ".splitting"
         for suffix in ["", "-journal", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: work + suffix) }
@@ -200,7 +245,15 @@ extension SQLStateMachine {
                 }
                 sql += guards.joined(separator: ";") + ";"
             }
-            for t in guarded.ranged.sorted() { sql += "DELETE FROM \(Self.quoted(t));" }
+            // Range tables' rows stay with this shard, but for a range that moves.
+            for t in guarded.ranged.sorted() where t != moving { sql += "DELETE FROM \(Self.quoted(t));" }
+            if let move = split.range {
+                let keep = ShardGuard(table: move.table, keyColumns: [move.keyColumn], owned: .ranges(splitPoints: move.points, owned: move.childRanges))
+                guard let delete = Self.keepOnly(move, move.childRanges), let guards = keep.statements else {
+                    throw SQLiteError(message: "no guard for \(move.table)")
+                }
+                sql += delete + guards.joined(separator: ";") + ";"
+            }
             // The outcomes this shard recorded as a transaction's anchor stay with it.
             if try child.tableExists("_cairn_txn_record") { sql += "DELETE FROM _cairn_txn_record;" }
             sql += Self.splitStateSchema + ";"
@@ -217,6 +270,12 @@ extension SQLStateMachine {
                 if let failure = connection.installShardGuard(ShardGuard(table: t.name, keyColumns: t.keyColumns, lo: split.lo, hi: split.mid)) {
                     throw SQLiteError(message: failure)
                 }
+            }
+            if let move = split.range {
+                guard let delete = Self.keepOnly(move, move.parentRanges) else { throw SQLiteError(message: "no guard for \(move.table)") }
+                try connection.exec(delete)
+                let keep = ShardGuard(table: move.table, keyColumns: [move.keyColumn], owned: .ranges(splitPoints: move.points, owned: move.parentRanges))
+                if let failure = connection.installShardGuard(keep) { throw SQLiteError(message: failure) }
             }
             try connection.exec(Self.splitStateSchema)
             try connection.internalExec("INSERT OR REPLACE INTO _cairn_split_state VALUES (0, ?, ?, ?, ?)",
@@ -240,6 +299,12 @@ extension SQLStateMachine {
 
     private static func keepOnly(_ t: ShardSplit.Table, lo: Int, hi: Int) -> String {
         "DELETE FROM \(quoted(t.name)) WHERE cairn_slot(\(t.keyColumns.map(quoted).joined(separator: ", "))) NOT BETWEEN \(lo) AND \(hi - 1);"
+    }
+
+    /// Deletes the moving table's rows outside `ranges` (nil: a split point has no literal).
+    private static func keepOnly(_ move: ShardSplit.RangeMove, _ ranges: [Int]) -> String? {
+        guard let range = ShardGuard.rangeSQL(quoted(move.keyColumn), move.points) else { return nil }
+        return "DELETE FROM \(quoted(move.table)) WHERE \(range) NOT IN (\(ranges.map(String.init).joined(separator: ", ")));"
     }
 
     private static func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }

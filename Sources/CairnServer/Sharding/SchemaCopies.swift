@@ -72,7 +72,7 @@ final class SchemaCopies: @unchecked Sendable {
                 references.append(try ShardingSchema.describe(table: t.name, keyColumns: [], in: db))
             } else {
                 var table = try ShardingSchema.describe(table: t.name, keyColumns: t.keyColumns, in: db)
-                table.rangeSplits = t.splitPoints.flatMap(RangeSplits.init(points:))
+                table.rangeSplits = t.splitPoints.flatMap { RangeSplits(points: $0, placement: t.rangePlacement) ?? RangeSplits(points: $0) }
                 described.append(table)
             }
         }

@@ -269,10 +269,10 @@ extension API {
                     // Planned with this map: a shard that split since refuses, and its new half would lack the table.
                     command.mapVersion = map.version
                     if let splits = rangeSplits {
-                        // Ranges live on the shards the database was created with; a split's child is
-                        // never sent their rows (its guard is its parent's, as the split left it).
+                        // Ranges live on the shards the database was created with; a hash split's child
+                        // holds none (until a range split gives one a range).
                         command.shardGuard = ShardGuard(table: clause.table, keyColumns: keyColumns,
-                                                        owned: .ranges(splitPoints: splits.points, shardCount: map.rangeShardCount, shard: i % map.rangeShardCount))
+                                                        owned: .ranges(splitPoints: splits.points, owned: splits.ranges(onShard: i, shardCount: map.rangeShardCount)))
                     } else if !keyColumns.isEmpty {
                         command.shardGuard = ShardGuard(table: clause.table, keyColumns: keyColumns, lo: map.arcs[i].lo, hi: map.arcs[i].hi)
                     }

@@ -68,9 +68,10 @@ extension API {
         // null where the range is open).
         let ranged = declared.filter { $0.splitPoints != nil }.sorted { $0.name < $1.name }.map { t -> JSON in
             let points = t.splitPoints ?? []
+            let splits = RangeSplits(points: points, placement: t.rangePlacement) ?? RangeSplits(points: points)
             let ranges = (0...points.count).map { r -> JSON in
                 .object([("from", r == 0 ? .null : Statements.json(points[r - 1])), ("to", r == points.count ? .null : Statements.json(points[r])),
-                         ("shard", .int(RangeSplits.shard(ofRange: r, shardCount: map.rangeShardCount)))])
+                         ("shard", .int(splits?.shard(ofRange: r, shardCount: map.rangeShardCount) ?? r % map.rangeShardCount))])
             }
             return .object([("table", .string(t.name)), ("column", .string(t.keyColumns.first ?? "")), ("ranges", .array(ranges))])
         }
