@@ -191,7 +191,8 @@ extension ProcessTests {
 }
 
 extension ProcessTests {
-    /// Seed 004's `/add` and `/rm` on 4 nodes: a shard added takes its ids at once; a server removed is
+    /// Seed 004's `/add` and `/rm` on 4 nodes: a shard added takes its ids at once, in a range and Raft
+    /// group of its own (a range split) placed on the servers named for it; a server removed is
     /// drained first (its copies rebuilt on the others), so nothing written is lost; the seed's refusals.
     @Test func shardLBAddsAndRemoves() async throws {
         let ports = (0..<4).map { _ in freePort() }
@@ -239,6 +240,13 @@ extension ProcessTests {
         let added = try await call(.POST, "/add", ["n": 1, "new_shards": [["Stud_id_low": 12_288, "Shard_id": "sh4", "Shard_size": 4096]], "servers": ["Server3": ["sh3", "sh4"]]])
         #expect(added.status == 200 && added.json["N"] as? Int == 4 && added.json["message"] as? String == "Add Server3" && added.json["status"] as? String == "successful",
                 "\(added.text)")
+        // The new shard's ids have a range, and a Raft group, of their own, its copies on the server named.
+        let layout = try await c.nodes[1].get("/v1/db/shard_lb/shards")
+        #expect(layout.json["shard_count"] as? Int == 4, "\(layout.text)")
+        let ranges = ((layout.json["range_tables"] as? [Object])?.first?["ranges"] as? [Object]) ?? []
+        #expect(ranges.map { $0["shard"] as? Int } == [0, 1, 2, 3] && ranges.last?["from"] as? Int == 12_288, "\(layout.text)")
+        #expect(Set(((layout.json["shards"] as? [Object]) ?? []).compactMap { $0["group"] as? Int }).count == 4, "\(layout.text)")
+        try await placed(["Server3": ["sh4"]])
         let after = try await TestHTTP.request(.POST, "http://127.0.0.1:\(ports[2])/write", ["data": [["Stud_id": 13_000, "Stud_name": "b", "Stud_marks": 2]]], authorization: nil)
         #expect(after.status == 200, "\(after.text)")
         let read = try await call(.POST, "/read", ["Stud_id": ["low": 0, "high": 16_383]])

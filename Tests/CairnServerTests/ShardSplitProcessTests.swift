@@ -338,6 +338,64 @@ struct ShardSplitProcessTests {
         print("splits: drivers killed half-way; the drop and 40 writes needed \(Self.retries.withLockedValue { $0 }) retries after 503")
     }
 
+    @Test("range splits under writes: a new split point gives the keys above it a shard and Raft group of their own, an existing one moves its range whole; every acknowledged row is read back once, by scan, by key and by range, through every node; no client sees an error; bad requests get a 400 saying why")
+    func rangeSplitsUnderWrites() async throws {
+        let c = try await ProcessCluster.founded("rangesplits", count: 3, extraArgs: ["--shard-split-bytes", "0"])
+        defer { c.destroy() }
+        let a = c.nodes[0]
+        #expect(try await a.post("/v1/databases", ["name": "ranged", "shards": 2]).status == 201)
+        #expect(try await a.execute(["CREATE TABLE items (k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY RANGE (k) SPLIT AT (100, 200)"], db: "ranged").status == 200)
+        #expect(try await a.execute(["CREATE TABLE hashed (k INTEGER NOT NULL PRIMARY KEY) SHARD BY HASH (k)"], db: "ranged").status == 200)
+        let writer = Writer(c.nodes, db: "ranged")
+        let writing = Task { await writer.run() }
+        try await Task.sleep(for: .seconds(1))
+        // Ranges (-∞,100) [100,200) [200,+∞) on shards 0, 1, 0. Keys grow with time: the range from a
+        // point above every key written so far fills after its split.
+        let top = (writer.acked.withLockedValue { $0.max() } ?? 0) + 100
+        let opened = try await c.nodes[1].post("/v1/db/ranged/tables/items/split", ["at": top])
+        #expect(opened.status == 200 && opened.json["shard"] as? Int == 0 && opened.json["child"] as? Int == 2, "\(opened.status) \(opened.text)")
+        try await Task.sleep(for: .milliseconds(700))
+        // [200, top) shares shard 0 with (-∞,100): it moves whole.
+        let moved = try await c.nodes[2].post("/v1/db/ranged/tables/items/split", ["at": 200])
+        #expect(moved.status == 200 && moved.json["shard"] as? Int == 0 && moved.json["child"] as? Int == 3, "\(moved.status) \(moved.text)")
+        try await Task.sleep(for: .milliseconds(700))
+        for (path, body, want) in [("/v1/db/ranged/tables/items/split", ["at": 200] as [String: Any], "to themselves already"),
+                                   ("/v1/db/ranged/tables/items/split", [:], "the key value the new range starts at"),
+                                   ("/v1/db/ranged/tables/hashed/split", ["at": 5], "not a range-sharded table"),
+                                   ("/v1/db/ranged/tables/nosuch/split", ["at": 5], "not a range-sharded table")] {
+            let r = try await a.post(path, body)
+            #expect(r.status == 400 && r.text.contains(want), "\(path) \(body): \(r.status) \(r.text)")
+        }
+        writer.stop.withLockedValue { $0 = true }
+        await writing.value
+        let acked = writer.acked.withLockedValue { $0 }
+        #expect(writer.failures.withLockedValue { $0 }.isEmpty, "writes failed while ranges split: \(writer.failures.withLockedValue { $0.prefix(5) })")
+        #expect(acked.contains { $0 >= top }, "no write reached the new range")
+
+        let layout = try await a.get("/v1/db/ranged/shards")
+        let ranges = ((layout.json["range_tables"] as? [Object])?.first?["ranges"] as? [Object]) ?? []
+        #expect(ranges.map { $0["shard"] as? Int } == [0, 1, 3, 2] && ranges.map { $0["from"] as? Int } == [nil, 100, 200, top], "\(layout.text)")
+        #expect(layout.json["shard_count"] as? Int == 4)
+        for n in c.nodes {
+            let scan = Self.ints(try await n.query("SELECT k FROM items ORDER BY k", db: "ranged"))
+            #expect(Set(acked).isSubset(of: Set(scan)) && Set(scan).count == scan.count, "\(n.name): \(Set(acked).subtracting(scan).count) missing, \(scan.count - Set(scan).count) twice")
+            let middle = Self.ints(try await n.query("SELECT k FROM items WHERE k >= 150 AND k < \(top) ORDER BY k", db: "ranged"))
+            #expect(middle == scan.filter { $0 >= 150 && $0 < top }, "\(n.name): the moved range reads \(middle.count) rows")
+        }
+        for key in acked.shuffled().prefix(30) {
+            #expect(Self.ints(try await c.nodes[key % 3].query("SELECT k FROM items WHERE k = \(key)", db: "ranged")) == [key], "key \(key)")
+        }
+        // A replica killed and restarted holds every range where the layout says.
+        let victim = c.nodes[2]
+        await victim.kill9()
+        try victim.start()
+        try await c.waitReady([victim])
+        let count = Self.ints(try await victim.query("SELECT count(*) FROM items", db: "ranged"))
+        #expect(count.first.map { $0 >= acked.count } == true, "after the restart: \(count)")
+        let late = try await victim.execute([["INSERT INTO items(k, v) VALUES (?, 'late')", -7], "UPDATE items SET v = 'late' WHERE k = 250"], db: "ranged")
+        #expect(late.status == 200 && !late.text.contains("\"error\"") && late.text.contains("\"rows_affected\":1"), "\(late.text)")
+    }
+
     @Test("a split pass that chose to finish a half-done split, by its own catalog copy, and found it finished by a request meanwhile splits nothing more: the shard is split once")
     func staleSplitPassSplitsNothing() async throws {
         let c = try await ProcessCluster.founded("stalesplit", count: 3, extraArgs: ["--shard-split-bytes", "0"])

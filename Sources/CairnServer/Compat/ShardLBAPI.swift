@@ -223,26 +223,45 @@ final class ShardLBAPI: Sendable {
                                       ("status", .string("successful"))]))
     }
 
+    /// Gives every seed shard's ids a range, and so a Raft group, of their own: a shard `/add` made
+    /// splits off the range that held its ids (`API.splitRange`). Each split is recorded before the
+    /// next is planned; one that must wait (a move of the shard under way) is tried again.
+    private func splitNewShards() async throws {
+        let layout = try await self.layout(fresh: true)
+        let first = layout.shards.map(\.low).min()
+        for shard in layout.shards.sorted(by: { $0.low < $1.low }) where shard.low != first {
+            let deadline = ContinuousClock.now + .seconds(Self.splitSeconds)
+            while !Self.splitLows(try await api.committedCatalog()).contains(shard.low) {
+                do {
+                    _ = try await api.splitRange(ShardLB.database, table: ShardLB.table, at: .integer(shard.low))
+                } catch let failure as HTTPFailure where failure.status == 503 && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            }
+        }
+    }
+
+    /// How long `/add` keeps trying to split a new shard off while the shard holding its ids moves.
+    static let splitSeconds = 60
+
     /// Pins each range shard's copies to the servers the layout names for the seed shards it holds
     /// (MapT), so the cluster places them there (see `PlacementGroup.pinned`).
     private func pinCopies() async throws {
+        try await splitNewShards()
         let layout = try await self.layout(fresh: true)
         let catalog = try await api.committedCatalog()
         guard catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()] != nil else { return }
-        let lows = Self.splitLows(catalog)
         var pins: [Int: Set<NodeID>] = [:]
         for (server, held) in layout.servers {
             guard let node = catalog.node(named: server) else { continue }
             for id in held {
-                guard let shard = layout.shard(named: id) else { continue }
-                pins[Self.range(of: shard, lows: lows), default: []].insert(node)
+                guard let shard = layout.shard(named: id), let index = Self.shardIndex(of: shard, catalog) else { continue }
+                pins[index, default: []].insert(node)
             }
         }
-        let ranges = lows.count + 1
         var statements: [SQLStatement] = []
-        for r in 0..<ranges {
-            let name = Catalog.shardName(ShardLB.database, r)
-            if catalog.pins[name] != pins[r] ?? [] { statements += Catalog.setPins(name, pins[r] ?? []) }
+        for (i, group) in catalog.shards(of: ShardLB.database).enumerated() where catalog.pins[group.name] ?? [] != pins[i] ?? [] {
+            statements += Catalog.setPins(group.name, pins[i] ?? [])
         }
         if !statements.isEmpty { try await api.cluster.changeCatalog(statements) }
     }
@@ -260,11 +279,9 @@ final class ShardLBAPI: Sendable {
     private func placement(of layout: LBLayout) -> [String: [String]] {
         let catalog = api.cluster.catalog
         let groups = catalog.shards(of: ShardLB.database)
-        let lows = Self.splitLows(catalog)
         var out: [String: [String]] = [:]
         for shard in layout.shards {
-            let r = Self.range(of: shard, lows: lows)
-            guard r < groups.count else { continue }
+            guard let r = Self.shardIndex(of: shard, catalog), r < groups.count else { continue }
             for node in groups[r].replicas { out[catalog.name(of: node), default: []].append(shard.id) }
         }
         return out
@@ -275,8 +292,12 @@ final class ShardLBAPI: Sendable {
         (catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()]?.splitPoints ?? []).compactMap { if case .integer(let v) = $0 { v } else { nil } }
     }
 
-    /// The range shard holding a seed shard's ids: one per split point at or below its low.
-    static func range(of shard: LBShard, lows: [Int64]) -> Int { lows.filter { $0 <= shard.low }.count }
+    /// The shard holding a seed shard's ids, by the range table's layout in the catalog.
+    static func shardIndex(of shard: LBShard, _ catalog: Catalog) -> Int? {
+        guard let table = catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()], let points = table.splitPoints,
+              let splits = RangeSplits(points: points, placement: table.rangePlacement) else { return nil }
+        return splits.shard(ofRange: splits.range(of: .integer(shard.low)), shardCount: catalog.shardMap(of: ShardLB.database).rangeShardCount)
+    }
 
     private func read(_ request: Request, _ who: Principal) async throws -> Response {
         try require(who, .read)

@@ -2,6 +2,7 @@ import CairnCluster
 import CairnJSON
 import CairnNode
 import CairnPlacement
+import CairnQuery
 import CairnRaft
 import CairnSQLite
 import Foundation
@@ -32,6 +33,38 @@ extension API {
                                                ("shard_count", .int(done.shardCount)), ("split_index", .int(Int64(bitPattern: done.index)))]))
             }
         }
+        router.post("/v1/db/:db/tables/:table/split") { request, context in
+            let db = try context.parameters.require("db")
+            let table = try context.parameters.require("table")
+            return await self.respond(request, .admin, database: db) { who in
+                let json = try self.parse(try await self.body(of: request))
+                let catalog = try await self.committedCatalog()
+                guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
+                let value = try self.storedSplitValue(json["at"], table: table, db: db, catalog: catalog)
+                self.audit.record(who, action: "split range of \(table) in \(db) at \(value.sqlLiteral ?? "?")", database: db)
+                let done = try await self.splitRange(db, table: table, at: value)
+                return Self.json(200, .object([("database", .string(db)), ("table", .string(table)), ("from", Statements.json(value)),
+                                               ("shard", .int(done.shard)), ("child", .int(done.child)), ("child_group", .int(done.childGroup)),
+                                               ("shard_count", .int(done.shardCount)), ("split_index", .int(Int64(bitPattern: done.index)))]))
+            }
+        }
+    }
+
+    /// A range split's JSON `at` as the table's key column stores it, checked as `SPLIT AT` checks its
+    /// values (a literal every guard can hold).
+    func storedSplitValue(_ json: JSON?, table name: String, db: String, catalog: Catalog) throws -> SQLValue {
+        guard let json, json != .null else { throw HTTPFailure.badRequest("send {\"at\": the key value the new range starts at}") }
+        let value = try Statements.value(json, statement: 0, parameter: "at")
+        let tables = catalog.shardedTables[db] ?? [:]
+        guard tables[name.lowercased()]?.splitPoints != nil,
+              let described = try schemaCopies.schema(database: db, tables: tables).sharded[name.lowercased()] else {
+            throw HTTPFailure.badRequest("\(name) is not a range-sharded table of \"\(db)\" (a hash table's shards split with POST /v1/db/\(db)/shards/{n}/split)")
+        }
+        do {
+            return try ShardingClause.splits([value], of: described, in: try ScratchDatabase()).points[0]
+        } catch let e as SQLSyntaxError {
+            throw HTTPFailure.badRequest(e.message)
+        }
     }
 
     struct SplitDone: Sendable {
@@ -53,14 +86,26 @@ extension API {
     func splitShard(_ db: String, shard: Int, at: Int? = nil, plannedOn: UInt32) async throws -> SplitDone? {
         let committed = try await committedCatalog()
         guard committed.shardMap(of: db).version == plannedOn else { return nil }
-        return try await splitShard(db, shard: shard, at: at, catalog: committed)
+        return try await splitShard(db, .shard(shard), at: at, catalog: committed)
     }
 
     func splitShard(_ db: String, shard: Int, at: Int? = nil) async throws -> SplitDone {
-        try await splitShard(db, shard: shard, at: at, catalog: try await committedCatalog())
+        try await splitShard(db, .shard(shard), at: at, catalog: try await committedCatalog())
     }
 
-    private func splitShard(_ db: String, shard: Int, at: Int?, catalog committed: Catalog) async throws -> SplitDone {
+    /// Gives the keys of range table `table` from `value` up to the next split point a shard (and Raft
+    /// group) of their own: a split of the shard holding them that moves that range to the child
+    /// (`ShardSplit.RangeMove`). `value` becomes a split point unless it is one.
+    func splitRange(_ db: String, table: String, at value: SQLValue) async throws -> SplitDone {
+        try await splitShard(db, .range(SplitOrigin.RangeStart(table: table, value: value)), at: nil, catalog: try await committedCatalog())
+    }
+
+    enum SplitTarget {
+        case shard(Int)
+        case range(SplitOrigin.RangeStart)
+    }
+
+    private func splitShard(_ db: String, _ target: SplitTarget, at: Int?, catalog committed: Catalog) async throws -> SplitDone {
         var catalog = committed
         guard catalog.databases[db] != nil, !Catalog.isInternalName(db) else { throw HTTPFailure.notFound("no database named \"\(db)\"") }
         if let pending = catalog.pendingSplit(in: db) {
@@ -69,14 +114,42 @@ extension API {
                 throw HTTPFailure.unavailable("a split of \"\(db)\" is reserved for a group that is no longer its shard; retry")
             }
             // It divides where its reservation says (`runSplit`), whatever this caller asked.
-            let finished = try await runSplit(db, shard: parentShard, at: nil, catalog: catalog)
-            if parentShard == shard { return finished }
+            let finished = try await runSplit(db, shard: parentShard, at: nil, range: nil, catalog: catalog)
+            if case .shard(let shard) = target, parentShard == shard { return finished }
+            if case .range(let start) = target, pending.origin.rangeFrom == start { return finished }
             catalog = try await committedCatalog()
         }
-        return try await runSplit(db, shard: shard, at: at, catalog: catalog)
+        switch target {
+        case .shard(let shard):
+            return try await runSplit(db, shard: shard, at: at, range: nil, catalog: catalog)
+        case .range(let start):
+            // The shard holding the range, by the map as it is now (a split just finished may have moved it).
+            let moved = try Self.rangeMove(start, in: db, child: catalog.shardMap(of: db).count, catalog: catalog)
+            return try await runSplit(db, shard: moved.from, at: nil, range: start, catalog: catalog)
+        }
     }
 
-    private func runSplit(_ db: String, shard: Int, at: Int?, catalog start: Catalog) async throws -> SplitDone {
+    /// The layout of range table `start.table` once its range from `start.value` moves to shard
+    /// `child`, and the table; a 400 if it cannot.
+    static func rangeMove(_ start: SplitOrigin.RangeStart, in db: String, child: Int, catalog: Catalog)
+        throws -> (table: CatalogShardedTable, splits: RangeSplits, from: Int) {
+        guard let table = catalog.shardedTables[db]?[start.table.lowercased()], let points = table.splitPoints,
+              let splits = RangeSplits(points: points, placement: table.rangePlacement) else {
+            throw HTTPFailure.badRequest("\(start.table) is not a range-sharded table of \"\(db)\" (a hash table's shards split with POST /v1/db/\(db)/shards/{n}/split)")
+        }
+        let shardCount = catalog.shardMap(of: db).rangeShardCount
+        guard let moved = splits.moving(rangeFrom: start.value, to: child, shardCount: shardCount) else {
+            throw HTTPFailure.badRequest(splits.points.count >= RangeSplits.maxPoints
+                ? "\(start.table) has \(RangeSplits.maxPoints) split points, the most a table may have"
+                : "\(start.table)'s keys from \(start.value.sqlLiteral ?? "that value") cannot move to a shard of their own")
+        }
+        if moved.splits.points == splits.points, splits.ranges(onShard: moved.from, shardCount: shardCount) == [moved.range] {
+            throw HTTPFailure.badRequest("\(start.table)'s keys from \(start.value.sqlLiteral ?? "that value") have shard \(moved.from) to themselves already")
+        }
+        return (table, moved.splits, moved.from)
+    }
+
+    private func runSplit(_ db: String, shard: Int, at: Int?, range: SplitOrigin.RangeStart?, catalog start: Catalog) async throws -> SplitDone {
         var catalog = start
         let shards = catalog.shards(of: db), map = catalog.shardMap(of: db)
         guard !shards.isEmpty, shards.count == map.count else {
@@ -95,7 +168,7 @@ extension API {
             do {
                 // The point is kept only when it is not the middle, the one every version assumes.
                 try await cluster.changeCatalog(Catalog.reserveSplitChild(of: parent, in: db, child: childIndex,
-                                                                          mid: mid == map.arcs[shard].middle ? nil : mid))
+                                                                          mid: mid == map.arcs[shard].middle ? nil : mid, rangeFrom: range))
             } catch ClusterError.catalogWrite(let why) where why.hasPrefix("UNIQUE constraint failed") {
                 // Another node reserved it at the same moment: the same child, finished below at
                 // the point that reservation chose.
@@ -119,9 +192,28 @@ extension API {
         }
         let tables = (catalog.shardedTables[db] ?? [:]).values.filter { !$0.keyColumns.isEmpty && $0.splitPoints == nil }
             .sorted { $0.name < $1.name }.map { ShardSplit.Table(name: $0.name, keyColumns: $0.keyColumns) }
+        // A range split moves the range its reservation names, whoever reserved it.
+        var moving: (table: CatalogShardedTable, splits: RangeSplits)?
+        var rangeMove: ShardSplit.RangeMove?
+        if let start = catalog.splitOrigins[childName]?.rangeFrom {
+            let moved: (table: CatalogShardedTable, splits: RangeSplits, from: Int)
+            do {
+                moved = try Self.rangeMove(start, in: db, child: childIndex, catalog: catalog)
+                guard moved.from == shard else { throw HTTPFailure.badRequest("the range now lives on shard \(moved.from)") }
+            } catch {
+                // Nothing proposed yet can have made a copy of the child: the reservation goes.
+                try await cluster.changeCatalog(Catalog.dropDatabase(childName))
+                throw HTTPFailure.unavailable("the range split reserved as \(childName) no longer fits \"\(db)\" (\(error)); retry")
+            }
+            moving = (moved.table, moved.splits)
+            let shardCount = map.rangeShardCount
+            rangeMove = ShardSplit.RangeMove(table: moved.table.name, keyColumn: moved.table.keyColumns[0], points: moved.splits.points,
+                                             childRanges: moved.splits.ranges(onShard: childIndex, shardCount: shardCount),
+                                             parentRanges: moved.splits.ranges(onShard: shard, shardCount: shardCount))
+        }
         var command = SQLCommand(statements: [], timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 0)
         command.split = ShardSplit(child: child.group, lo: map.arcs[shard].lo, mid: mid, hi: map.arcs[shard].hi,
-                                   mapVersion: next.version, tables: tables)
+                                   mapVersion: next.version, tables: tables, range: rangeMove)
         let answer = try await groupRouter.execute(command, group: parent.group).results.first ?? StatementResult(error: "no answer")
         guard answer.error == nil, case .integer(let at)? = answer.rows.first?.first else {
             if let refusal = answer.error, ShardSplit.refusalLeavesNoChild(refusal) {
@@ -134,7 +226,8 @@ extension API {
         }
         let index = LogIndex(bitPattern: at)
         crashIfAsked("split_after_entry")
-        try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index))
+        try await cluster.changeCatalog(Catalog.recordSplit(in: db, map: next, parent: parent.group, index: index,
+                                                            range: moving.map { ($0.table.name, $0.splits) }))
         try await awaitCatalog { $0.shardMap(of: db).version >= next.version }
         log("node \(cluster.nodeID): database \"\(db)\": shard \(shard) (group \(parent.group)) split at slot \(mid) (entry \(index)); shard \(childIndex) (group \(child.group)) owns slots \(mid)..<\(map.arcs[shard].hi)")
         SplitMetrics.splits.increment()
