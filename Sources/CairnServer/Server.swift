@@ -30,6 +30,9 @@ public struct ServerOptions: Sendable {
     public var compat: [CompatListener] = []
     /// Whom those APIs act as when auth is on (the originals had no credentials of their own).
     public var compatUser: String?
+    /// Supervised local mode (`cairn demo`): where to ask for servers shard-lb's `/add` names that have
+    /// not joined, and the supervisor's secret (`LocalSupervisor`).
+    public var supervisor: (address: PeerAddress, token: String)?
     public var replicationFactor = 3
     /// When a silent node is suspect (gets no new replicas) and dead (its replicas are rebuilt elsewhere).
     public var liveness = LivenessSettings.default

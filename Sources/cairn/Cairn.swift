@@ -77,6 +77,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Serve an older system's API on a listener of its own: API=HOST:PORT, API one of \(CompatAPI.allCases.map(\.rawValue).joined(separator: ", ")) (repeatable).")
     var compat: [String] = []
 
+    @Option(help: ArgumentHelp("Supervised local mode, as cairn demo runs it: the local supervisor (HOST:PORT) that starts servers shard-lb's /add names that have not joined; its secret comes from CAIRN_SUPERVISOR_TOKEN.", visibility: .hidden))
+    var supervisor: String?
+
     @Option(help: "With auth on, the user the compatibility APIs act as where their originals had no credentials of their own; required with --compat shard-lb unless --insecure-dev.")
     var compatUser: String?
 
@@ -209,6 +212,12 @@ struct ServerCommand: AsyncParsableCommand {
         if tlsGiven != 0 && tlsGiven != 3 { throw ValidationError("mutual TLS needs all three of --tls-cert, --tls-key and --tls-ca") }
         if (httpTlsCert == nil) != (httpTlsKey == nil) { throw ValidationError("HTTPS needs both --http-tls-cert and --http-tls-key") }
         if httpTlsCa != nil && httpTlsCert == nil { throw ValidationError("--http-tls-ca goes with --http-tls-cert and --http-tls-key") }
+        if let supervisor {
+            guard PeerAddress(parsing: supervisor) != nil else { throw ValidationError("--supervisor must be host:port") }
+            guard ProcessInfo.processInfo.environment[LocalSupervisor.tokenVariable]?.isEmpty == false else {
+                throw ValidationError("--supervisor needs the supervisor's secret in \(LocalSupervisor.tokenVariable)")
+            }
+        }
         if join != nil && joinAddresses.count != join!.split(separator: ",").count {
             throw ValidationError("--join must be a comma-separated list of host:port")
         }
@@ -233,6 +242,9 @@ struct ServerCommand: AsyncParsableCommand {
             }
         }
         options.compatUser = compatUser
+        if let supervisor, let address = PeerAddress(parsing: supervisor), let token = ProcessInfo.processInfo.environment[LocalSupervisor.tokenVariable] {
+            options.supervisor = (address, token)
+        }
         options.replicationFactor = replicationFactor
         options.snapshotBytesPerSecond = snapshotMibPerSecond << 20
         options.shardSplitBytes = shardSplitBytes

@@ -2,6 +2,7 @@ import ArgumentParser
 import CairnClient
 import CairnJSON
 import CairnServer
+import CairnTransport
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -17,8 +18,11 @@ struct DemoCommand: AsyncParsableCommand {
 
     @Option(help: "Number of nodes.") var nodes: Int = 3
 
+    /// The most nodes a demo runs, those shard-lb's /add starts included.
+    static let maxNodes = 9
+
     func validate() throws {
-        guard (1...9).contains(nodes) else { throw ValidationError("--nodes must be between 1 and 9") }
+        guard (1...Self.maxNodes).contains(nodes) else { throw ValidationError("--nodes must be between 1 and \(Self.maxNodes)") }
     }
 
     func run() async throws {
@@ -30,7 +34,11 @@ struct DemoCommand: AsyncParsableCommand {
         let http = (0..<nodes).map { "127.0.0.1:\(ports[3 * $0])" }
         // Each node also serves seed 004's load balancer API, under the server names its clients use.
         let shardLB = (0..<nodes).map { "127.0.0.1:\(ports[3 * $0 + 2])" }
-        var children: [Process] = []
+        let children = DemoChildren()
+        // Supervised local mode: shard-lb's /add asks this process for servers it names that have not
+        // joined, as the seed's load balancer started containers (`LocalSupervisor`).
+        let supervisorAddress = "127.0.0.1:\(freeLoopbackPort())"
+        let supervisorToken = UUID().uuidString
 
         // Ctrl-C and SIGTERM stop the children and delete the data, whatever state the demo is in.
         signal(SIGINT, SIG_IGN)
@@ -46,28 +54,29 @@ struct DemoCommand: AsyncParsableCommand {
         // Polls with Task.sleep: Process.waitUntilExit from a task can deadlock with Foundation's
         // own child monitor, which shares the thread pool.
         func cleanUp() async {
-            for child in children where child.isRunning { kill(child.processIdentifier, SIGTERM) }
+            let all = children.all
+            for child in all where child.isRunning { kill(child.processIdentifier, SIGTERM) }
             var deadline = Date() + 10
-            while children.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-            for child in children where child.isRunning { kill(child.processIdentifier, SIGKILL) }
+            while all.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            for child in all where child.isRunning { kill(child.processIdentifier, SIGKILL) }
             deadline = Date() + 5
-            while children.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            while all.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
             try? FileManager.default.removeItem(atPath: root)
         }
 
-        say("Starting \(nodes) cairn server processes (data and logs in \(root)) ...")
-        say("WARNING: the demo runs WITHOUT authentication (--insecure-dev): anything on this machine can use it.")
-        for i in 0..<nodes {
+        /// Starts node `number` (from 1); `founders` lists the founding nodes' HTTP addresses.
+        @Sendable func start(_ number: Int, name: String, http address: String, raft: String, shardLB lb: String, founders: [String], bootstrap: Bool) throws {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: binary)
-            var args = ["server", "--data-dir", "\(root)/node\(i + 1)", "--http-addr", http[i], "--raft-addr", "127.0.0.1:\(ports[3 * i + 1])",
-                        "--insecure-dev", "--name", "Server\(i)", "--compat", "shard-lb=\(shardLB[i])"]
-            if nodes > 1 { args += ["--join", http.joined(separator: ","), "--bootstrap-expect", "\(nodes)"] }
+            var args = ["server", "--data-dir", "\(root)/node\(number)", "--http-addr", address, "--raft-addr", raft,
+                        "--insecure-dev", "--name", name, "--compat", "shard-lb=\(lb)", "--supervisor", supervisorAddress]
+            if founders.count > 1 { args += ["--join", founders.joined(separator: ",")] + (bootstrap ? ["--bootstrap-expect", "\(founders.count)"] : []) }
             p.arguments = args
             var environment = ProcessInfo.processInfo.environment
             environment["CAIRN_ADMIN_PASSWORD"] = password
+            environment[LocalSupervisor.tokenVariable] = supervisorToken
             p.environment = environment
-            let logPath = "\(root)/node\(i + 1).log"
+            let logPath = "\(root)/node\(number).log"
             FileManager.default.createFile(atPath: logPath, contents: nil)
             let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
             p.standardOutput = log
@@ -76,6 +85,25 @@ struct DemoCommand: AsyncParsableCommand {
             children.append(p)
         }
 
+        say("Starting \(nodes) cairn server processes (data and logs in \(root)) ...")
+        say("WARNING: the demo runs WITHOUT authentication (--insecure-dev): anything on this machine can use it.")
+        for i in 0..<nodes {
+            try start(i + 1, name: "Server\(i)", http: http[i], raft: "127.0.0.1:\(ports[3 * i + 1])", shardLB: shardLB[i], founders: http, bootstrap: true)
+        }
+        let supervisor = LocalSupervisor.application(
+            address: PeerAddress(parsing: supervisorAddress)!, token: supervisorToken,
+            spawn: { name in
+                guard let number = children.reserve(limit: Self.maxNodes) else {
+                    throw ClientError(status: 400, message: "the demo runs at most \(Self.maxNodes) nodes")
+                }
+                let address = "127.0.0.1:\(freeLoopbackPort())", lb = "127.0.0.1:\(freeLoopbackPort())"
+                try start(number, name: name, http: address, raft: "127.0.0.1:\(freeLoopbackPort())", shardLB: lb, founders: http, bootstrap: false)
+                say("Started node \(number), \(name), for shard-lb's /add: API http://\(address), seed 004's API http://\(lb)")
+                return address
+            },
+            onRunning: { _ in })
+        let supervising = Task { try? await supervisor.runService(gracefulShutdownSignals: []) }
+
         let client = CairnClient(baseURL: "http://" + http[0])
         do {
             let deadline = Date() + 60
@@ -83,7 +111,7 @@ struct DemoCommand: AsyncParsableCommand {
                 let probe = CairnClient(baseURL: "http://" + address)
                 defer { Task { await probe.shutdown() } }
                 while (try? await probe.raw(.GET, "/v1/ready"))?.status != 200 {
-                    guard Date() < deadline, children.allSatisfy(\.isRunning) else {
+                    guard Date() < deadline, children.all.allSatisfy(\.isRunning) else {
                         throw ClientError(status: 0, message: "the cluster did not become ready; see the logs in \(root)")
                     }
                     try await Task.sleep(for: .milliseconds(100))
@@ -114,11 +142,13 @@ struct DemoCommand: AsyncParsableCommand {
         // Wait for Ctrl-C, or for a node to die (then say so and stop the rest).
         var reason: Int32 = 0
         while reason == 0 {
-            if let sig = caught.value { reason = sig } else if let dead = children.firstIndex(where: { !$0.isRunning }) { reason = -Int32(dead + 1) }
+            if let sig = caught.value { reason = sig } else if let dead = children.all.firstIndex(where: { !$0.isRunning }) { reason = -Int32(dead + 1) }
             try? await Task.sleep(for: .milliseconds(100))
         }
         if reason < 0 { say("\nNode \(-reason) stopped unexpectedly; see \(root)/node\(-reason).log. Stopping the demo.") }
-        say("\nStopping \(nodes) node\(nodes == 1 ? "" : "s") and deleting \(root) ...")
+        let count = children.all.count
+        say("\nStopping \(count) node\(count == 1 ? "" : "s") and deleting \(root) ...")
+        supervising.cancel()
         await cleanUp()
         say("Done.")
         _ = sources
@@ -144,6 +174,25 @@ func freeLoopbackPort() -> Int {
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
     return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// The demo's server processes, those the supervisor starts included.
+final class DemoChildren: Sendable {
+    private let state = Mutex<(processes: [Process], reserved: Int)>(([], 0))
+
+    var all: [Process] { state.withLock { $0.processes } }
+
+    func append(_ p: Process) { state.withLock { $0.processes.append(p) } }
+
+    /// The number (from 1) of the next node, if fewer than `limit` run or are starting.
+    func reserve(limit: Int) -> Int? {
+        state.withLock { s in
+            let count = max(s.processes.count, s.reserved)
+            guard count < limit else { return nil }
+            s.reserved = count + 1
+            return count + 1
+        }
+    }
 }
 
 /// The signal that asked the demo to stop, set from a dispatch source.

@@ -149,6 +149,9 @@ import Testing
         #expect(Self.message(again) == "<Error> Duplicate shard id sh1 found in request")
         let unknownShard = Self.failure { _ = try LBAddition(Self.json(#"{"n":1,"servers":{"Server4":["sh9"]}}"#), to: layout) }
         #expect(unknownShard?.status == 400)
+        // A template name (the seed's `Server[5]`) asks a load balancer that starts servers to pick one.
+        #expect(LBAddition.templatePrefix("Server[5]") == "Server" && LBAddition.templatePrefix("db[12]") == "db")
+        #expect(["Server5", "[5]", "Server[]", "Server[x]", "Server[5]x", "Server[٥]"].allSatisfy { LBAddition.templatePrefix($0) == nil })
 
         let removal = try LBRemoval(Self.json(#"{"n":2,"servers":["Server4"]}"#))
         #expect(removal.victims(from: ["Server1", "Server4", "Server2"]) == ["Server4", "Server1"])

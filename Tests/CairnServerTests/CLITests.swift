@@ -1,5 +1,6 @@
 import CairnTestSupport
 import Foundation
+import NIOHTTP1
 import Synchronization
 import Testing
 #if canImport(Glibc)
@@ -233,7 +234,7 @@ struct CLITests {
         #expect(status != 0 && out.contains("--workload must be one of"), "\(out)")
     }
 
-    @Test("cairn demo: a working 3-node cluster, and after SIGINT no process and no temporary directory is left")
+    @Test("cairn demo: a working 3-node cluster whose shard-lb /add starts the servers it names, and after SIGINT no process and no temporary directory is left")
     func demo() async throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: cairnBinary)
@@ -266,6 +267,26 @@ struct CLITests {
             .map { String(out[$0]).components(separatedBy: " ").last! })
         let home = try await TestHTTP.request(.GET, lb + "/home", authorization: nil)
         #expect(home.text.contains("Hello from server: Server0"), "\(home.text)")
+        // Supervised local mode: /add's new servers are started by the demo, a template name given a
+        // number, as the seed's load balancer started containers; they join and hold the new shard.
+        func lbCall(_ method: HTTPMethod, _ path: String, _ body: Any) async throws -> HTTPResult {
+            try await TestHTTP.request(method, lb + path, body, timeout: 300, authorization: nil)
+        }
+        let configured = try await lbCall(.POST, "/init", ["N": 3, "schema": ["columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]],
+                                                           "shards": [["Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096]],
+                                                           "servers": ["Server0": ["sh1"], "Server1": ["sh1"], "Server2": ["sh1"]]])
+        #expect(configured.status == 200, "\(configured.text)")
+        let added = try await lbCall(.POST, "/add", ["n": 2, "new_shards": [["Stud_id_low": 4096, "Shard_id": "sh2", "Shard_size": 4096]],
+                                                     "servers": ["Server3": ["sh2"], "Server[5]": ["sh2"]]])
+        #expect(added.status == 200 && added.json["N"] as? Int == 5, "\(added.text)")
+        let message = added.json["message"] as? String ?? ""
+        #expect(message.range(of: #"^Add Server3 and Server\d{5}$"#, options: .regularExpression) != nil || message.range(of: #"^Add Server\d{5} and Server3$"#, options: .regularExpression) != nil, "\(message)")
+        let members = (try await TestHTTP.request(.GET, api + "/v1/cluster", authorization: nil)).json["nodes"] as? [Object] ?? []
+        #expect(members.count == 5 && members.contains { $0["name"] as? String == "Server3" }, "\(members)")
+        #expect((try await lbCall(.POST, "/write", ["data": [["Stud_id": 5000, "Stud_name": "e", "Stud_marks": 5]]])).status == 200)
+        let read = try await lbCall(.POST, "/read", ["Stud_id": ["low": 4096, "high": 8191]])
+        #expect((read.json["data"] as? [Object])?.compactMap { $0["Stud_id"] as? Int } == [5000], "\(read.text)")
+        #expect(text().contains("Started node 4, Server3") || text().contains("Started node 5, Server3"), "\(text())")
         #expect(FileManager.default.fileExists(atPath: root))
 
         kill(p.processIdentifier, SIGINT)

@@ -424,6 +424,15 @@ public struct LBAddition: Sendable, Equatable {
         count = Int(n)
     }
 
+    /// The prefix of a template server name (`Server[5]`: "Server"), for which a load balancer that
+    /// starts servers picks a name (nil: an ordinary name).
+    public static func templatePrefix(_ name: String) -> String? {
+        guard name.hasSuffix("]"), let open = name.lastIndex(of: "["), open > name.startIndex else { return nil }
+        let inside = name[name.index(after: open)..<name.index(before: name.endIndex)]
+        guard !inside.isEmpty, inside.allSatisfy(\.isASCII), inside.allSatisfy(\.isNumber) else { return nil }
+        return String(name[..<open])
+    }
+
     /// The rows that record it (ShardT, MapT), as one atomic write. Each new shard is first checked
     /// against the shards recorded by then (in the log's order: another `/add` through another node a
     /// moment ago): an overlap fails LBGuard's CHECK, and nothing is written.

@@ -152,11 +152,16 @@ final class ShardLBAPI: Sendable {
     private func add(_ request: Request, _ who: Principal) async throws -> Response {
         try require(who, .admin)
         let layout = try await self.layout(fresh: true)
-        let addition = try LBAddition(try await body(request), to: layout)
-        let catalog = try await api.committedCatalog()
+        var addition = try LBAddition(try await body(request), to: layout)
+        var catalog = try await api.committedCatalog()
         let unknown = addition.servers.keys.filter { catalog.node(named: $0) == nil }.sorted()
-        guard unknown.isEmpty else {
-            throw ShardLB.failure(400, "<Error> no node is named \(unknown.joined(separator: ", ")): start each as a cairn server with --name and --join first")
+        if !unknown.isEmpty {
+            guard let supervisor = api.options.supervisor else {
+                throw ShardLB.failure(400, "<Error> no node is named \(unknown.joined(separator: ", ")): start each as a cairn server with --name and --join first")
+            }
+            addition.servers = try await startServers(unknown, for: addition.servers, catalog: catalog,
+                                                      SupervisorClient(address: supervisor.address, token: supervisor.token, peers: api.peers))
+            catalog = try await api.committedCatalog()
         }
         let statements = addition.metadata
         if statements.count > 1 {
@@ -174,6 +179,40 @@ final class ShardLBAPI: Sendable {
         return API.json(200, .object([("N", .int(catalog.activeVoters.count)), ("message", .string("Add " + names.joined(separator: " and "))),
                                       ("status", .string("successful"))]))
     }
+
+    /// Supervised local mode: starts a server for each name in `names` (a template such as `Server[5]`
+    /// gets its prefix and a random number, as the seed's load balancer chose one) and waits until each
+    /// has joined under its name. Returns `servers` with templates replaced by the names given.
+    private func startServers(_ names: [String], for servers: [String: [String]], catalog: Catalog,
+                              _ supervisor: SupervisorClient) async throws -> [String: [String]] {
+        var renamed: [String: String] = [:]
+        var taken = Set(catalog.nodeNames.values).union(servers.keys)
+        for name in names {
+            var started = name
+            if let prefix = LBAddition.templatePrefix(name) {
+                repeat { started = prefix + String(Int.random(in: 10_000...99_999)) } while taken.contains(started)
+                taken.insert(started)
+            }
+            api.log("node \(api.cluster.nodeID): shard-lb /add: asking the local supervisor for server \(started)")
+            try await supervisor.spawn(started)
+            renamed[name] = started
+        }
+        let deadline = ContinuousClock.now + .seconds(Self.joinSeconds)
+        while true {
+            let now = try await api.committedCatalog()
+            if renamed.values.allSatisfy({ now.node(named: $0) != nil }) { break }
+            guard ContinuousClock.now < deadline else {
+                throw ShardLB.failure(503, "<Error> \(renamed.values.sorted().joined(separator: ", ")) started but did not join within \(Self.joinSeconds) s")
+            }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        var out: [String: [String]] = [:]
+        for (name, held) in servers { out[renamed[name] ?? name, default: []] += held }
+        return out
+    }
+
+    /// How long `/add` waits for servers it started to join.
+    static let joinSeconds = 90
 
     /// `/rm`: servers leave as the seed's did, but without losing a copy: each is drained (its copies
     /// move to the others, each new copy caught up before the old one goes), then removed.
