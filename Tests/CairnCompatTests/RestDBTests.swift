@@ -20,6 +20,16 @@ import Testing
         for schema in ["id INT); DROP TABLE users; --", "id INT) AS SELECT 1", "id INT, x INT DEFAULT (SELECT 1)", "id INT) WITHOUT ROWID"] {
             #expect(Self.refused { try RestDB.createTable("t", schema: schema, columns: nil) }, "\(schema)")
         }
+        // MySQL's other way to declare it: the key as a table constraint.
+        let separate = try RestDB.createTable("t", schema: "id INT NOT NULL AUTO_INCREMENT, name VARCHAR(50), PRIMARY KEY (id)", columns: nil)
+        #expect(separate.sql == #"CREATE TABLE IF NOT EXISTS "t" (id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, name VARCHAR ( 50 ))"#, "\(separate.sql)")
+        let named = try RestDB.createTable("t", schema: "`id` INT AUTO_INCREMENT, CONSTRAINT pk PRIMARY KEY (`id`)", columns: nil)
+        #expect(named.sql == #"CREATE TABLE IF NOT EXISTS "t" ("id" INTEGER PRIMARY KEY AUTOINCREMENT)"#, "\(named.sql)")
+        let untouched = try RestDB.createTable("t", schema: "a INT, b INT, PRIMARY KEY (a, b)", columns: nil)
+        #expect(untouched.sql == #"CREATE TABLE IF NOT EXISTS "t" (a INT, b INT, PRIMARY KEY ( a , b ))"#, "\(untouched.sql)")
+        for schema in ["id INT AUTO_INCREMENT, b INT, PRIMARY KEY (id, b)", "id INT AUTO_INCREMENT UNIQUE, name TEXT"] {
+            #expect(Self.refused { try RestDB.createTable("t", schema: schema, columns: nil) }, "\(schema)")
+        }
         let hostileType = try JSON.parse(Array(#"{"columns":[{"Name":"x","DataType":"INT); DROP TABLE users; --"}]}"#.utf8))
         #expect(Self.refused { try RestDB.createTable("t", schema: nil, columns: hostileType) })
         #expect(Self.refused { try RestDB.createTable("t", schema: nil, columns: nil) })
@@ -29,6 +39,12 @@ import Testing
     @Test func valuesAreValuesOnly() throws {
         #expect(try RestDB.values(#"NULL, "John Doe", "john@example.com""#) == "NULL , 'John Doe' , 'john@example.com'")
         #expect(try RestDB.values(#"NULL, "O'Brien\tJr", 3.5, lower('X')"#) == "NULL , 'O''Brien\tJr' , 3.5 , lower ( 'X' )")
+        // MySQL's escapes in either quote, and doubled quotes; quotes inside names and comments open nothing.
+        #expect(try RestDB.values(#"'it\'s', "say \"hi\"", 'a''b', 'back\\slash', 'like\%'"#) == #"'it''s' , 'say "hi"' , 'a''b' , 'back\slash' , 'like\%'"#)
+        #expect(try RestDB.assignments(#"`na'me` = 'x' /* it's */"#, columns: ["na'me"]) == #""na'me" = 'x'"#)
+        for hostile in [#"'it\'s'); DROP TABLE users; --"#, #"'a\0b'"#, #"'open"#] {
+            #expect(Self.refused { try RestDB.values(hostile) }, "\(hostile)")
+        }
         for hostile in ["1); DROP TABLE users; --", "(SELECT secret FROM other)", "1, name", "?", "load_extension('x')", "1, (", "main.users"] {
             #expect(Self.refused { try RestDB.values(hostile) }, "\(hostile)")
         }

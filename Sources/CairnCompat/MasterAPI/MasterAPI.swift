@@ -26,7 +26,7 @@ public enum MasterAPI {
     public static func plan(_ query: String) throws(CompatFailure) -> Plan {
         var tokens: [Token]
         do {
-            tokens = try RestDB.lex(query).map(RestDB.mysqlQuoting)
+            tokens = try RestDB.mysqlTokens(query)
         } catch {
             throw failure(400, error.text.map { String($0.dropLast()) } ?? "malformed query")
         }

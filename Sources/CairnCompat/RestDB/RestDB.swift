@@ -73,7 +73,7 @@ public enum RestDB {
     /// The `schema` parameter: column definitions and table constraints, nothing after them. MySQL's
     /// `AUTO_INCREMENT` on a primary key becomes SQLite's `INTEGER PRIMARY KEY AUTOINCREMENT`.
     static func columnDefinitions(_ schema: String) throws(CompatFailure) -> String {
-        let tokens = try lex(schema).map(mysqlQuoting)
+        let tokens = try mysqlTokens(schema)
         var depth = 0
         for t in tokens {
             if t.isSymbol(";") { throw failure(400, "Failed to create table: the schema holds more than column definitions") }
@@ -88,18 +88,41 @@ public enum RestDB {
             }
         }
         guard depth == 0, !tokens.isEmpty else { throw failure(400, "Failed to create table: unbalanced parentheses in the schema") }
-        return split(tokens).map { column -> String in
+        var parts = split(tokens)
+        // SQLite counts only a column declared INTEGER PRIMARY KEY: a table constraint
+        // `PRIMARY KEY (id)` over an AUTO_INCREMENT column moves onto the column.
+        let counted = Set(parts.filter { $0.count >= 2 && $0.contains { $0.isWord("AUTO_INCREMENT") } }.map { $0[0].value.lowercased() })
+        var keyed: Set<String> = []
+        if let k = parts.firstIndex(where: { primaryKeyColumns($0) != nil }), let keys = primaryKeyColumns(parts[k]), !counted.isDisjoint(with: keys) {
+            guard keys.count == 1 else {
+                throw failure(400, "Failed to create table: AUTO_INCREMENT in a primary key of \(keys.count) columns is not supported")
+            }
+            keyed = Set(keys)
+            parts.remove(at: k)
+        }
+        return try parts.map { (column: [Token]) throws(CompatFailure) -> String in
             guard let ai = column.firstIndex(where: { $0.isWord("AUTO_INCREMENT") }) else { return SQLLexer.text(column) }
             var c = column
             c.remove(at: ai)
-            guard let primary = c.firstIndex(where: { $0.isWord("PRIMARY") }), primary + 1 < c.count, c[primary + 1].isWord("KEY"), primary >= 1 else {
-                return SQLLexer.text(c)
+            let inline = c.indices.contains { $0 >= 1 && $0 + 1 < c.count && c[$0].isWord("PRIMARY") && c[$0 + 1].isWord("KEY") }
+            guard c.count >= 1, inline || keyed.contains(c[0].value.lowercased()) else {
+                throw failure(400, "Failed to create table: AUTO_INCREMENT is supported on the primary key column only")
             }
             // name INTEGER PRIMARY KEY AUTOINCREMENT, then whatever followed the key.
             let typeEnd = c[1...].firstIndex { constraintWords.contains($0.value.lowercased()) && $0.kind == .word } ?? c.count
             let rest = Array(c[typeEnd...]).filter { !$0.isWord("PRIMARY") && !$0.isWord("KEY") }
             return SQLLexer.text([c[0]]) + " INTEGER PRIMARY KEY AUTOINCREMENT" + (rest.isEmpty ? "" : " " + SQLLexer.text(rest))
         }.joined(separator: ", ")
+    }
+
+    /// The columns of a table constraint `[CONSTRAINT name] PRIMARY KEY (a, b ...)`, lowercased (nil:
+    /// not one).
+    private static func primaryKeyColumns(_ part: [Token]) -> [String]? {
+        var p = part[...]
+        if p.first?.isWord("CONSTRAINT") == true { p = p.dropFirst(2) }
+        guard p.count >= 4, p[p.startIndex].isWord("PRIMARY"), p[p.startIndex + 1].isWord("KEY"), p[p.startIndex + 2].isSymbol("("),
+              p.last?.isSymbol(")") == true else { return nil }
+        return split(Array(p.dropFirst(3).dropLast())).compactMap { $0.first.map { $0.value.lowercased() } }
     }
 
     static let constraintWords: Set<String> = ["primary", "not", "null", "unique", "check", "default", "collate", "references", "generated", "as", "constraint", "key"]
@@ -137,7 +160,7 @@ public enum RestDB {
     /// every word is a column of `columns`, a function of `functions` called as one, or an operator or
     /// literal of `operatorWords`; parentheses balance; no `;`, `.`, parameter or subquery.
     static func expression(_ text: String, columns: Set<String>, what: String) throws(CompatFailure) -> [Token] {
-        let tokens = try lex(text).map(mysqlQuoting)
+        let tokens = try mysqlTokens(text)
         guard !tokens.isEmpty else { throw failure(400, "Invalid \(what): it is empty") }
         var depth = 0
         for (i, t) in tokens.enumerated() {
@@ -178,33 +201,102 @@ public enum RestDB {
         return tokens
     }
 
-    /// MySQL reads `"text"` as a string and `` `name` `` as a name; SQLite, `'text'` and `"name"`.
+    /// A fragment in MySQL's dialect as SQLite's tokens: its strings (`'text'` and `"text"`, with
+    /// backslash escapes) as SQLite strings, its `` `names` `` as SQLite's `"names"`.
+    public static func mysqlTokens(_ text: String) throws(CompatFailure) -> [Token] {
+        try lex(try sqliteStrings(mysql: text)).map(mysqlQuoting)
+    }
+
+    /// MySQL's string literals rewritten as SQLite's, everything else as it was: `'...'` and `"..."`
+    /// with MySQL's escapes (`\n`, `\t`, `\r`, `\b`, `\Z`; `\%` and `\_` keep their backslash, for
+    /// LIKE; any other character after a backslash is itself) and doubled quotes, written `'...'` with
+    /// only quotes doubled. Backquoted names and comments are copied whole, so a quote inside them
+    /// opens no string. A string that holds `\0` is refused: SQL text cannot carry a NUL.
+    static func sqliteStrings(mysql text: String) throws(CompatFailure) -> String {
+        let s = Array(text.unicodeScalars)
+        var out = String.UnicodeScalarView()
+        var i = 0
+        func copy(until end: (Int) -> Bool, skip: Int) {
+            var j = i
+            while j < s.count && !end(j) { j += 1 }
+            j = min(s.count, j + skip)
+            out.append(contentsOf: s[i..<j])
+            i = j
+        }
+        while i < s.count {
+            let c = s[i]
+            let next: Unicode.Scalar? = i + 1 < s.count ? s[i + 1] : nil
+            switch c {
+            case "'", "\"":
+                var value = String.UnicodeScalarView()
+                var j = i + 1
+                var closed = false
+                while j < s.count {
+                    let d = s[j]
+                    if d == "\\", j + 1 < s.count {
+                        switch s[j + 1] {
+                        case "n": value.append("\n")
+                        case "t": value.append("\t")
+                        case "r": value.append("\r")
+                        case "b": value.append("\u{8}")
+                        case "Z": value.append("\u{1A}")
+                        case "0": throw failure(400, "Invalid request body: a string holds \\0 (NUL), which SQL text cannot carry")
+                        case "%", "_": value.append(contentsOf: [d, s[j + 1]])
+                        default: value.append(s[j + 1])
+                        }
+                        j += 2
+                        continue
+                    }
+                    if d == c {
+                        if j + 1 < s.count && s[j + 1] == c {
+                            value.append(c)
+                            j += 2
+                            continue
+                        }
+                        closed = true
+                        j += 1
+                        break
+                    }
+                    if d == "\u{0}" { throw failure(400, "Invalid request body: a string holds a NUL, which SQL text cannot carry") }
+                    value.append(d)
+                    j += 1
+                }
+                guard closed else { throw failure(400, "Invalid request body: a string is not closed") }
+                out.append("'")
+                for v in value {
+                    if v == "'" { out.append("'") }
+                    out.append(v)
+                }
+                out.append("'")
+                i = j
+            case "`":
+                // To the closing backquote (a doubled one is part of the name).
+                var j = i + 1
+                while j < s.count {
+                    if s[j] == "`" {
+                        if j + 1 < s.count && s[j + 1] == "`" { j += 2; continue }
+                        j += 1
+                        break
+                    }
+                    j += 1
+                }
+                out.append(contentsOf: s[i..<min(j, s.count)])
+                i = j
+            case "-" where next == "-":
+                copy(until: { s[$0] == "\n" }, skip: 1)
+            case "/" where next == "*":
+                copy(until: { $0 >= i + 2 && s[$0 - 1] == "*" && s[$0] == "/" }, skip: 1)
+            default:
+                out.append(c)
+                i += 1
+            }
+        }
+        return String(out)
+    }
+
+    /// MySQL reads `` `name` `` as a name, as SQLite does; written as SQLite's own `"name"`.
     static func mysqlQuoting(_ t: Token) -> Token {
         guard t.kind == .quotedName else { return t }
-        if t.text.hasPrefix("\"") {
-            // MySQL's escapes inside quotes: \n, \t, \r, \0 as those characters, any other character
-            // after a backslash as itself. (A quote after a backslash ends the token for SQLite's
-            // lexer, which cuts the text here: such a value is refused, never misread.)
-            var value = ""
-            var escaped = false
-            for ch in t.value {
-                if escaped {
-                    switch ch {
-                    case "n": value.append("\n")
-                    case "t": value.append("\t")
-                    case "r": value.append("\r")
-                    case "0": value.append("\0")
-                    default: value.append(ch)
-                    }
-                    escaped = false
-                } else if ch == "\\" {
-                    escaped = true
-                } else {
-                    value.append(ch)
-                }
-            }
-            return Token(kind: .string, text: "'" + value.replacingOccurrences(of: "'", with: "''") + "'", value: value, start: t.start)
-        }
         return Token(kind: .quotedName, text: SQLLexer.quote(t.value), value: t.value, start: t.start)
     }
 
