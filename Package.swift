@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "CairnSQLite", targets: ["CairnSQLite"]),
         .executable(name: "cairn-sim", targets: ["cairn-sim"]),
         .executable(name: "cairn", targets: ["cairn"]),
+        // A Swift client of the HTTP API, for other packages (README: "CairnClient").
+        .library(name: "CairnClient", targets: ["CairnClient", "CairnJSON"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -116,8 +118,12 @@ let package = Package(
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                            .product(name: "Logging", package: "swift-log")],
-            swiftSettings: strict
+            swiftSettings: strict,
+            plugins: ["EmbedFiles"]
         ),
+        // Files built into the binary (`EmbeddedFiles`): the OpenAPI document.
+        .executableTarget(name: "embed-files", swiftSettings: strict),
+        .plugin(name: "EmbedFiles", capability: .buildTool(), dependencies: ["embed-files"]),
         .executableTarget(
             name: "cairn",
             dependencies: ["CairnServer", "CairnCluster", "CairnPlacement", "CairnTransport", "CairnClient", "CairnCompat", "CairnSQLite", "CairnJSON", "CSQLite3",
@@ -155,7 +161,7 @@ let package = Package(
         // Real `cairn server` processes on loopback: kill -9, restarts, partitions, torn logs, full disks.
         .testTarget(
             name: "CairnServerTests",
-            dependencies: ["cairn", "CairnTestSupport", "CairnJSON", "CSQLite3", "CairnRaft", "CairnSQLite", "CairnTransport",
+            dependencies: ["cairn", "CairnServer", "CairnClient", "CairnTestSupport", "CairnJSON", "CSQLite3", "CairnRaft", "CairnSQLite", "CairnTransport",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOFoundationCompat", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),

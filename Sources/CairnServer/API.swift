@@ -38,6 +38,8 @@ final class API: Sendable {
     static let hops = HTTPField.Name(PeerClient.hopsHeader)!
     static let forwardedPrincipal = HTTPField.Name(ForwardedPrincipal.header)!
     static let servedBy = HTTPField.Name("X-Cairn-Node")!
+    /// docs/openapi.json as this binary was built with it (`EmbeddedFiles`).
+    static let openAPIDocument = EmbeddedFiles.bytes("openapi.json")
 
     init(options: ServerOptions, runtime: NodeRuntime, cluster: ClusterNode, peers: PeerClient, auth: AuthService,
          audit: AuditLog, log: @escaping @Sendable (String) -> Void) {
@@ -120,6 +122,12 @@ final class API: Sendable {
         }
         router.get("/v1/cluster") { request, _ in
             await self.respond(request, .status) { _ in Self.json(200, try await self.clusterView()) }
+        }
+        router.get("/v1/openapi.json") { request, _ in
+            await self.respond(request, nil, open: true) { _ in
+                guard let document = Self.openAPIDocument else { throw HTTPFailure.notFound("this build has no OpenAPI document") }
+                return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: document)))
+            }
         }
         router.get("/v1/health") { request, _ in
             await self.respond(request, nil, open: true) { _ in Self.json(200, .object([("status", .string("ok")), ("node", .int(self.cluster.nodeID))])) }

@@ -101,6 +101,11 @@ struct OpenAPITests {
             (.POST, "/v1/db/sharded/query", #"{"statements":["SELECT count(*) FROM s", "SELECT v FROM s WHERE k = 2"]}"#, TestHTTP.admin),
             (.GET, "/v1/db/sharded/shards", nil, TestHTTP.admin),
             (.POST, "/v1/db/sharded/shards/1/split", "{}", TestHTTP.admin),
+            (.POST, "/v1/db/sharded/execute", #"{"statements":["CREATE TABLE r(k INTEGER NOT NULL PRIMARY KEY) SHARD BY RANGE (k) SPLIT AT (100)"]}"#, TestHTTP.admin),
+            (.POST, "/v1/db/sharded/tables/r/split", #"{"at": 50}"#, TestHTTP.admin),
+            (.POST, "/v1/db/sharded/tables/r/split", #"{"at": null}"#, TestHTTP.admin),
+            (.POST, "/v1/db/sharded/tables/s/split", #"{"at": 1}"#, TestHTTP.admin),
+            (.POST, "/v1/db/nosuch/tables/r/split", #"{"at": 1}"#, TestHTTP.admin),
             (.GET, "/v1/cluster/settings", nil, TestHTTP.admin),
             (.PUT, "/v1/cluster/settings", #"{"snapshot_mib_per_second": 64}"#, TestHTTP.admin),
             (.PUT, "/v1/cluster/settings", #"{"dead_after_ms": 1}"#, TestHTTP.admin),
@@ -116,6 +121,7 @@ struct OpenAPITests {
             (.GET, "/v1/status", nil, TestHTTP.admin),
             (.GET, "/v1/cluster", nil, TestHTTP.admin),
             (.GET, "/v1/health", nil, anonymous),
+            (.GET, "/v1/openapi.json", nil, anonymous),
             (.GET, "/v1/ready", nil, anonymous),
             (.POST, "/v1/auth/token", #"{"username":"admin","password":"\#(TestHTTP.adminPassword)"}"#, anonymous),
             (.POST, "/v1/users", #"{"username":"olga","password":"olga-password","grants":[{"permission":"read","database":"default"}]}"#, TestHTTP.admin),
@@ -158,6 +164,17 @@ struct OpenAPITests {
             return methods.map { "\($0.0) \(template)" }
         })
         #expect(documented.subtracting(exercised).isEmpty, "documented but not exercised: \(documented.subtracting(exercised).sorted())")
+        // Every operation has an operationId, each its own; the node serves this very document.
+        var ids: [String] = []
+        for case .object(let methods) in paths.map(\.1) {
+            for (method, operation) in methods {
+                guard case .string(let id)? = operation["operationId"] else { Issue.record("\(method) has no operationId"); continue }
+                ids.append(id)
+            }
+        }
+        #expect(ids.count == documented.count && Set(ids).count == ids.count, "operationIds: \(ids.sorted())")
+        let served = try await n.raw(.GET, "/v1/openapi.json", authorization: anonymous)
+        #expect(served.status == 200 && (try? JSON.parse(Array(served.text.utf8))) == document, "the node serves another document than docs/openapi.json")
     }
 }
 }
