@@ -80,6 +80,24 @@ public final class CairnClient: Sendable {
         return json ?? .null
     }
 
+    /// Runs `statements` on database `db` as one write (`atomic`: all or none), through whichever node
+    /// this client talks to; one result per statement, each with its own error if it failed.
+    public func execute(_ statements: [Statement], db: String = "default", atomic: Bool = false) async throws -> [StatementResult] {
+        let body = JSON.object([("statements", .array(statements.map(\.json))), ("atomic", .bool(atomic))])
+        return StatementResult.list(try await call(.POST, "/v1/db/\(Self.pathComponent(db))/execute", body))
+    }
+
+    /// Runs read-only `statements` on database `db`, linearizable unless told otherwise
+    /// (`"stale"`, `"local"`).
+    public func query(_ statements: [Statement], db: String = "default", consistency: String = "linearizable") async throws -> [StatementResult] {
+        let body = JSON.object([("statements", .array(statements.map(\.json))), ("consistency", .string(consistency))])
+        return StatementResult.list(try await call(.POST, "/v1/db/\(Self.pathComponent(db))/query", body))
+    }
+
+    static func pathComponent(_ name: String) -> String {
+        name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/"))) ?? name
+    }
+
     /// Signs in; the token and when it expires.
     public func token(user: String, password: String) async throws -> (token: String, expires: String) {
         let reply = try await call(.POST, "/v1/auth/token", .object([("username", .string(user)), ("password", .string(password))]),
@@ -108,6 +126,44 @@ public final class CairnClient: Sendable {
             try handle.write(contentsOf: Data(chunk.readableBytesView))
             done += Int64(chunk.readableBytes)
             progress(done, total)
+        }
+    }
+}
+
+extension CairnClient {
+    /// One SQL statement and its parameters (`?` positional, as JSON values; a BLOB as
+    /// `.object([("base64", .string(...))])`).
+    public struct Statement: Sendable {
+        public var sql: String
+        public var parameters: [JSON]
+
+        public init(_ sql: String, _ parameters: JSON...) {
+            self.sql = sql
+            self.parameters = parameters
+        }
+
+        var json: JSON { parameters.isEmpty ? .string(sql) : .array([.string(sql)] + parameters) }
+    }
+
+    /// What one statement did: rows for a query, counts for a write, or the error it failed with.
+    public struct StatementResult: Sendable {
+        public var columns: [String] = []
+        public var rows: [[JSON]] = []
+        public var rowsAffected: Int64?
+        public var lastInsertID: Int64?
+        public var error: String?
+
+        static func list(_ reply: JSON) -> [StatementResult] {
+            guard case .array(let results)? = reply["results"] else { return [] }
+            return results.map { r in
+                var out = StatementResult()
+                if case .array(let columns)? = r["columns"] { out.columns = columns.compactMap { if case .string(let c) = $0 { c } else { nil } } }
+                if case .array(let rows)? = r["rows"] { out.rows = rows.map { if case .array(let values) = $0 { values } else { [] } } }
+                if case .number(let n)? = r["rows_affected"] { out.rowsAffected = Int64(n) }
+                if case .number(let n)? = r["last_insert_id"] { out.lastInsertID = Int64(n) }
+                if case .string(let e)? = r["error"] { out.error = e }
+                return out
+            }
         }
     }
 }
