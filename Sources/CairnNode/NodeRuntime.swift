@@ -81,6 +81,9 @@ public final class NodeRuntime: Sendable {
         var pendingReads: [UInt64: ReadRequest] = [:]
         /// Proposed writes by log index; each travels to the apply loop with its committed entry.
         var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
+        /// Set once the node is handing its leadership away to stop: a transfer's `timeoutNow` asking it
+        /// to campaign is ignored (`handOverLeadership`).
+        var refusingLeadership = false
         /// When each group's heartbeat rounds went out (monotonic nanoseconds): with the core's
         /// `leaseRead`, whether a leader may serve a linearizable read without a round of its own.
         var leaseClocks: [GroupID: LeaseClock] = [:]
@@ -267,6 +270,7 @@ public final class NodeRuntime: Sendable {
                 continue
             }
             guard let g = side.groups[e.group] else { continue }
+            if side.refusingLeadership && e.message.kind == .timeoutNow { continue }
             // A heartbeat response to the quiesce heartbeat must not wake the leader; anything else does.
             if side.quiesced.contains(e.group) && e.message.kind != .heartbeatResponse { wake(e.group) }
             // A snapshot arrives only as a streamed file, verified and synced before its message is

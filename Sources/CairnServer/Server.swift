@@ -102,6 +102,10 @@ public enum ServerError: Error, CustomStringConvertible {
 }
 
 public enum Server {
+    /// The longest SIGTERM waits for the groups led here to take other leaders before stopping anyway
+    /// (a transfer to a caught-up follower takes a round trip or two).
+    static let handOverMillis: Int64 = 5_000
+
     public static func run(_ options: ServerOptions) async throws {
         MemoryReturn.configure()
         let format = options.logFormat
@@ -206,15 +210,31 @@ public enum Server {
             },
             logger: httpLogger
         )
+        // SIGTERM: every group led here gets another leader first, then the node stops as on SIGINT
+        // (the listeners finish their requests in flight).
+        signal(SIGTERM, SIG_IGN)
+        let terminate = DispatchSource.makeSignalSource(signal: SIGTERM)
+        let stopping = NIOLockedValueBox(false)
+        terminate.setEventHandler {
+            guard !stopping.withLockedValue({ let was = $0; $0 = true; return was }) else { return }
+            Task {
+                log("node \(identity.nodeID): SIGTERM: handing leadership over before stopping")
+                let (asked, kept) = await runtime.handOverLeadership(timeoutMillis: Self.handOverMillis)
+                log("node \(identity.nodeID): asked \(asked) groups to change leader; leads \(kept) still; stopping")
+                kill(getpid(), SIGINT)
+            }
+        }
+        terminate.resume()
+        defer { terminate.cancel() }
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in
-                // Returns after SIGTERM or SIGINT, once in-flight requests have finished.
-                group.addTask { try await app.runService() }
+                // Returns after SIGTERM (leadership handed over) or SIGINT, once in-flight requests have finished.
+                group.addTask { try await app.runService(gracefulShutdownSignals: [.sigint]) }
                 for listener in options.compat {
                     let compatApp = api.compatApplication(listener, server: server, logger: httpLogger) { address in
                         log("node \(identity.nodeID): \(listener.api.rawValue) API on \(address)")
                     }
-                    group.addTask { try await compatApp.runService() }
+                    group.addTask { try await compatApp.runService(gracefulShutdownSignals: [.sigint]) }
                 }
                 group.addTask {
                     try await cluster.form()

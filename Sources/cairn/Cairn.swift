@@ -14,6 +14,18 @@ struct Cairn: AsyncParsableCommand {
         subcommands: [ServerCommand.self, DemoCommand.self, ShellCommand.self, SQLCommand.self, ClusterCommand.self, NodeCommand.self, ShardsCommand.self, KVCommand.self,
                        UserCommand.self, DatabaseCommand.self, BackupCommand.self, RestoreCommand.self, BenchCommand.self]
     )
+
+    /// `cairn server` also takes its flags from `CAIRN_*` variables (`ServerEnvironment`).
+    static func main() async {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "server" {
+            let options = ServerEnvironment.options(inHelp: ServerCommand.helpMessage(includeHidden: true, columns: 10_000))
+            let (added, warnings) = ServerEnvironment.arguments(from: ProcessInfo.processInfo.environment, given: arguments, options: options)
+            for line in warnings { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+            arguments += added
+        }
+        await main(arguments)
+    }
 }
 
 struct AddressArgument: ExpressibleByArgument, CustomStringConvertible {
