@@ -104,15 +104,55 @@ enum Output {
 
     static func table(columns: [String], rows: [[JSON]]) -> String {
         let cells = rows.map { $0.map(cell) }
-        var widths = columns.map(\.count)
-        for row in cells { for (i, c) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
+        var widths = columns.map(displayWidth)
+        for row in cells { for (i, c) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], displayWidth(c)) } }
         func line(_ values: [String]) -> String {
-            values.enumerated().map { i, v in v.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: " | ")
+            values.enumerated().map { i, v in i < widths.count ? pad(v, to: widths[i]) : v }.joined(separator: " | ")
                 .trimmingCharacters(in: .whitespaces)
         }
         var out = line(columns) + "\n" + widths.map { String(repeating: "-", count: $0) }.joined(separator: "-+-") + "\n"
         for row in cells { out += line(row) + "\n" }
         return out
+    }
+
+    /// Columns a terminal gives `text`: two for a wide character (East Asian wide and fullwidth
+    /// ranges, emoji shown as pictures), none for a combining mark, a format or control character,
+    /// so tables of such text stay aligned. (glibc's `wcwidth` answers by the locale, which a
+    /// service's environment often leaves as C.)
+    static func displayWidth(_ text: String) -> Int {
+        text.unicodeScalars.reduce(0) { $0 + width(of: $1) }
+    }
+
+    static func width(of s: Unicode.Scalar) -> Int {
+        switch s.properties.generalCategory {
+        case .nonspacingMark, .enclosingMark, .format, .control: return 0
+        default: break
+        }
+        if s.properties.isEmojiPresentation { return 2 }
+        return wideRanges.contains { $0.contains(s.value) } ? 2 : 1
+    }
+
+    static let wideRanges: [ClosedRange<UInt32>] = [
+        0x1100...0x115F, 0x2E80...0x303E, 0x3041...0x33FF, 0x3400...0x4DBF, 0x4E00...0x9FFF, 0xA000...0xA4CF,
+        0xAC00...0xD7A3, 0xF900...0xFAFF, 0xFE30...0xFE4F, 0xFF00...0xFF60, 0xFFE0...0xFFE6, 0x20000...0x2FFFD, 0x30000...0x3FFFD,
+    ]
+
+    static func pad(_ text: String, to width: Int) -> String {
+        text + String(repeating: " ", count: max(0, width - displayWidth(text)))
+    }
+
+    /// sqlite3's line mode (psql's expanded display): each row a block of `column = value` lines.
+    static func lines(columns: [String], rows: [[JSON]]) -> String {
+        let width = columns.map(displayWidth).max() ?? 0
+        return rows.enumerated().map { k, row in
+            "-[ RECORD \(k + 1) ]-\n" + zip(columns, row).map { String(repeating: " ", count: width - displayWidth($0)) + $0 + " = " + cell($1) }
+                .joined(separator: "\n") + "\n"
+        }.joined()
+    }
+
+    /// sqlite3's json mode: the rows as an array of objects, column names as keys.
+    static func json(columns: [String], rows: [[JSON]]) -> String {
+        String(decoding: JSON.array(rows.map { row in .object(zip(columns, row).map { ($0, $1) }) }).serialized(), as: UTF8.self) + "\n"
     }
 
     static func csv(columns: [String], rows: [[JSON]]) -> String {
@@ -131,6 +171,8 @@ enum Output {
             let rows = rowsJSON.map { r -> [JSON] in if case .array(let a) = r { return a } else { return [] } }
             switch format {
             case "csv": return csv(columns: columns, rows: rows)
+            case "json": return json(columns: columns, rows: rows)
+            case "line": return lines(columns: columns, rows: rows) + "(\(rows.count) row\(rows.count == 1 ? "" : "s"))\n"
             default: return table(columns: columns, rows: rows) + "(\(rows.count) row\(rows.count == 1 ? "" : "s"))\n"
             }
         }

@@ -42,6 +42,12 @@ struct Shell {
     let editor: LineEditor
     var consistency = "linearizable"
     var freshnessMillis: Int?
+    /// How results print: table, csv, json or line (`.mode`; `\\x` toggles table and line).
+    var mode = "table"
+    /// Whether each statement's time is shown (`.timer`).
+    var timer = true
+    /// `.read` files being read, so a file that reads itself is refused.
+    var reading: [String] = []
     /// Statements that failed in this session.
     var failures = 0
 
@@ -60,21 +66,27 @@ struct Shell {
                 buffer = ""
                 continue
             }
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if buffer.isEmpty && trimmed.hasPrefix(".") {
-                editor.remember(trimmed)
-                if await !command(trimmed) { break }
-                continue
-            }
-            if buffer.isEmpty && trimmed.isEmpty { continue }
-            buffer += (buffer.isEmpty ? "" : "\n") + line
-            // SQLite decides when a statement is complete (semicolons inside strings, triggers...).
-            guard sqlite3_complete(buffer) != 0 else { continue }
-            editor.remember(buffer)
-            if await !run(buffer) { failures += 1 }
-            buffer = ""
+            if await !feed(line, into: &buffer, remember: true) { break }
         }
         print("Bye.")
+    }
+
+    /// One line typed or read (`.read`): a command if it starts one (`.` or psql's `\\`) and no
+    /// statement is under way, else part of the statement in `buffer`, run once SQLite says it is
+    /// complete (semicolons inside strings, triggers...). False to quit.
+    mutating func feed(_ line: String, into buffer: inout String, remember: Bool) async -> Bool {
+        let trimmed = line.trimmingCharacters(in: .whitespaces)
+        if buffer.isEmpty && (trimmed.hasPrefix(".") || trimmed.hasPrefix("\\")) {
+            if remember { editor.remember(trimmed) }
+            return await command(trimmed)
+        }
+        if buffer.isEmpty && trimmed.isEmpty { return true }
+        buffer += (buffer.isEmpty ? "" : "\n") + line
+        guard sqlite3_complete(buffer) != 0 else { return true }
+        if remember { editor.remember(buffer) }
+        if await !run(buffer) { failures += 1 }
+        buffer = ""
+        return true
     }
 
     func request(_ sql: String) async throws -> [JSON] {
@@ -93,14 +105,17 @@ struct Shell {
             let results = try await request(sql)
             let elapsed = String(format: "%.3f", Date().timeIntervalSince(started))
             for r in results {
-                var text = Output.describe(r)
-                if text.hasSuffix(")\n") && text.contains(" row") && r["error"] == nil && r["columns"] != nil {
+                var text = Output.describe(r, format: mode)
+                if !timer || mode == "csv" || mode == "json" {
+                    // As they are: scripts read these.
+                } else if text.hasSuffix(")\n") && text.contains(" row") && r["error"] == nil && r["columns"] != nil {
                     text = String(text.dropLast(2)) + ", \(elapsed) s)\n"
                 } else if r["error"] == nil {
                     text = String(text.dropLast()) + " (\(elapsed) s)\n"
                 }
                 print(text, terminator: "")
             }
+            if timer && (mode == "csv" || mode == "json") { print("Run Time: \(elapsed) s") }
             return !results.contains { $0["error"] != nil }
         } catch {
             print("Error: \(error)")
@@ -108,22 +123,35 @@ struct Shell {
         }
     }
 
+    /// psql's backslash commands, as the dot commands they mean.
+    static let psqlAliases = ["\\q": ".quit", "\\d": ".schema", "\\dt": ".tables", "\\di": ".indexes", "\\l": ".databases",
+                              "\\c": ".use", "\\i": ".read", "\\timing": ".timer", "\\x": ".expanded", "\\?": ".help"]
+
     /// A dot command; false to quit.
     mutating func command(_ line: String) async -> Bool {
-        let parts = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        var parts = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        if let dot = Self.psqlAliases[parts[0]] { parts[0] = dot }
         do {
             switch parts[0] {
             case ".quit", ".exit": return false
             case ".help":
                 print("""
-                    .tables               list tables
-                    .schema [TABLE]       show CREATE statements
+                    .tables               list tables                      (\\dt)
+                    .schema [TABLE]       show CREATE statements           (\\d)
+                    .indexes [TABLE]      list indexes                     (\\di)
+                    .mode MODE            table (default), csv, json or line
+                    .expanded [on|off]    one "column = value" line each   (\\x)
+                    .timer on|off         show each statement's time       (\\timing)
+                    .read FILE            run the statements (and commands) in FILE   (\\i)
+                    .import FILE TABLE    load a CSV file into TABLE (made from the header row if new)
+                    .nodes                the cluster's nodes: state, replicas, leaders
+                    .status               this node's groups: role, term, leader, commit, applied
                     .explain SQL          where SQL would run: the shards, what each runs, how rows are combined
                     .databases            list databases
                     .use DATABASE         switch database
                     .consistency LEVEL [FRESHNESS_MS]
                                           linearizable (default), stale (with a freshness bound) or local
-                    .quit                 leave (or Ctrl-D)
+                    .quit                 leave (or Ctrl-D)                (\\q)
                     SQL statements end with ';' and may span lines; Ctrl-C drops the current one.
                     """)
             case ".tables":
@@ -174,6 +202,52 @@ struct Shell {
                 consistency = parts[1]
                 freshnessMillis = parts.count > 2 ? Int(parts[2]) : nil
                 print("Reads are \(consistency)" + (freshnessMillis.map { " within \($0) ms" } ?? "") + ".")
+            case ".mode":
+                guard parts.count == 2, ["table", "csv", "json", "line"].contains(parts[1]) else {
+                    print("Usage: .mode table|csv|json|line   (now: \(mode))")
+                    return true
+                }
+                mode = parts[1]
+            case ".expanded":
+                let on = parts.count > 1 ? parts[1] == "on" : mode != "line"
+                mode = on ? "line" : "table"
+                print("Expanded display is \(on ? "on" : "off").")
+            case ".timer":
+                guard parts.count <= 2, parts.count == 1 || ["on", "off"].contains(parts[1]) else { print("Usage: .timer on|off"); return true }
+                timer = parts.count == 2 ? parts[1] == "on" : !timer
+                print("Timing is \(timer ? "on" : "off").")
+            case ".indexes":
+                let filter = parts.count > 1 ? " AND tbl_name = '\(parts[1].replacingOccurrences(of: "'", with: "''"))' COLLATE NOCASE" : ""
+                let r = try await request("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND name NOT LIKE '\\_cairn%' ESCAPE '\\'\(filter) ORDER BY tbl_name, name")
+                print(Output.table(columns: ["index", "table"], rows: rows(r.first)), terminator: "")
+            case ".read":
+                guard parts.count == 2 else { print("Usage: .read FILE"); return true }
+                guard reading.count < 16, !reading.contains(parts[1]) else { print("Error: \(parts[1]) is being read already"); return true }
+                guard let data = FileManager.default.contents(atPath: parts[1]) else { print("Error: cannot read \(parts[1])"); return true }
+                reading.append(parts[1])
+                defer { reading.removeLast() }
+                var buffer = ""
+                for fileLine in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+                    if await !feed(String(fileLine), into: &buffer, remember: false) { return false }
+                }
+                // A last statement without its ';'.
+                if !buffer.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, await !run(buffer) { failures += 1 }
+            case ".import":
+                guard parts.count == 3 else { print("Usage: .import FILE TABLE"); return true }
+                try await importCSV(parts[1], into: parts[2])
+            case ".nodes":
+                let c = try await client.call(.GET, "/v1/cluster")
+                guard case .array(let nodes)? = c["nodes"] else { return true }
+                print(Output.table(columns: ["id", "name", "http", "state", "voter", "replicas", "leaders"], rows: nodes.map { n in
+                    ["id", "name", "http_addr", "state", "voter", "replicas", "leaders"].map { n[$0] ?? .null }
+                }), terminator: "")
+            case ".status":
+                let s = try await client.call(.GET, "/v1/status")
+                if let node = s["node"] { print("node \(Output.cell(node["id"] ?? .null)) at \(Output.cell(node["http_addr"] ?? .null))") }
+                guard case .array(let groups)? = s["groups"] else { return true }
+                print(Output.table(columns: ["group", "role", "term", "leader", "commit", "applied"], rows: groups.map { g in
+                    ["group", "role", "term", "leader", "commit", "applied"].map { g[$0] ?? .null }
+                }), terminator: "")
             default:
                 print("Unknown command \(parts[0]); type .help")
             }
@@ -182,6 +256,52 @@ struct Shell {
         }
         return true
     }
+
+    /// `.import`: a CSV file into `table`, in atomic batches of `importBatchRows`. A table that does
+    /// not exist is created from the header row (TEXT columns, as sqlite3 does); into an existing one
+    /// every record is a row.
+    mutating func importCSV(_ path: String, into table: String) async throws {
+        guard let data = FileManager.default.contents(atPath: path) else { print("Error: cannot read \(path)"); return }
+        var records = try CSV.records(String(decoding: data, as: UTF8.self))
+        let quoted = "\"" + table.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        let exists = try await request("SELECT count(*) FROM pragma_table_info('\(table.replacingOccurrences(of: "'", with: "''"))')")
+        var columns = Int(Output.cell(rows(exists.first).first?.first ?? .null)) ?? 0
+        if columns == 0 {
+            // A sharded table lives on its shards, not in the home group's schema.
+            let sharded = try await client.call(.GET, "/v1/db/\(database)/shards")
+            if case .array(let names)? = sharded["tables"], names.contains(.string(table)) {
+                print("Error: .import into a sharded table needs its column count: send INSERTs instead")
+                failures += 1
+                return
+            }
+            guard let header = records.first, !header.isEmpty else { print("Error: \(path) is empty"); return }
+            let create = "CREATE TABLE \(quoted) (" + header.map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\" TEXT" }.joined(separator: ", ") + ")"
+            guard await run(create) else { failures += 1; return }
+            records.removeFirst()
+            columns = header.count
+        }
+        let insert = "INSERT INTO \(quoted) VALUES (" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+        var done = 0
+        for start in stride(from: 0, to: records.count, by: Self.importBatchRows) {
+            let batch = records[start..<min(records.count, start + Self.importBatchRows)]
+            if let bad = batch.firstIndex(where: { $0.count != columns }) {
+                print("Error: record \(bad + 1) has \(batch[bad].count) fields, the table \(columns) columns; \(done) rows imported")
+                failures += 1
+                return
+            }
+            let statements = JSON.array(batch.map { .array([.string(insert)] + $0.map { .string($0) }) })
+            let reply = try await client.call(.POST, "/v1/db/\(database)/execute", .object([("statements", statements), ("atomic", .bool(true))]))
+            if case .array(let results)? = reply["results"], let failed = results.first(where: { $0["error"] != nil }) {
+                print("Error: \(Output.cell(failed["error"] ?? .null)); \(done) rows imported")
+                failures += 1
+                return
+            }
+            done += batch.count
+        }
+        print("Imported \(done) row\(done == 1 ? "" : "s") into \(table).")
+    }
+
+    static let importBatchRows = 500
 
     func rows(_ result: JSON?) -> [[JSON]] {
         guard case .array(let rows)? = result?["rows"] else { return [] }

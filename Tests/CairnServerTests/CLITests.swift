@@ -192,6 +192,57 @@ struct CLITests {
         #expect(okShell == 0)
     }
 
+    @Test("cairn shell's commands: .mode csv|json|line|table with wide characters aligned, .timer, .indexes and psql's \\di, .read of statements and commands, .import of a CSV file (quoted commas and line breaks) into a new table, .nodes, .status, \\x")
+    func shellCommands() async throws {
+        let c = try await ProcessCluster.single("shell-commands")
+        defer { c.destroy() }
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = c.root + "/home"
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        try "INSERT INTO t VALUES (3, 'c');\n.mode csv\nSELECT count(*) AS n FROM t;\n.mode table\n".write(toFile: c.root + "/script.sql", atomically: true, encoding: .utf8)
+        try "name,city\n\"Smith, J\",\"Oslo\"\nAda,\"Lon\ndon\"\n".write(toFile: c.root + "/people.csv", atomically: true, encoding: .utf8)
+        let input = """
+            .mode csv
+            .timer off
+            CREATE TABLE t (k INTEGER, name TEXT);
+            INSERT INTO t VALUES (1, '東京'), (2, 'ab');
+            SELECT * FROM t ORDER BY k;
+            .mode json
+            SELECT * FROM t ORDER BY k;
+            .mode line
+            SELECT * FROM t WHERE k = 1;
+            .mode table
+            SELECT name, k FROM t ORDER BY k;
+            CREATE INDEX t_name ON t(name);
+            \\di t
+            .read \(c.root)/script.sql
+            .import \(c.root)/people.csv people
+            .mode csv
+            SELECT * FROM people ORDER BY rowid;
+            .mode table
+            .nodes
+            .status
+            \\x
+            SELECT 1 AS one;
+            .timer on
+            SELECT 2 AS two;
+
+            """
+        let (status, out) = try await runCairn(["shell", "--host", c.nodes[0].url], environment: environment, input: input)
+        #expect(status == 0, "\(out)")
+        for expected in ["k,name\n1,東京\n2,ab\n", #"[{"k":1,"name":"東京"},{"k":2,"name":"ab"}]"#, "-[ RECORD 1 ]-\n   k = 1\nname = 東京\n",
+                         "name | k\n-----+--\n東京 | 1\nab   | 2\n(2 rows)\n", "index  | table\n-------+------\nt_name | t\n", "n\n3\n",
+                         "Imported 2 rows into people.", "name,city\n\"Smith, J\",Oslo\nAda,\"Lon\ndon\"\n", "| live  |", "group | role",
+                         "-[ RECORD 1 ]-\none = 1\n(1 row)\n", "two = 2\n(1 row, "] {
+            #expect(out.contains(expected), "missing \(expected) in:\n\(out)")
+        }
+        // A .read file that fails a statement makes the piped shell fail as a whole.
+        try "SELEC broken;\n".write(toFile: c.root + "/bad.sql", atomically: true, encoding: .utf8)
+        let (badStatus, _) = try await runCairn(["shell", "--host", c.nodes[0].url], environment: environment, input: ".read \(c.root)/bad.sql\n")
+        #expect(badStatus == 1)
+    }
+
     @Test("cairn bench: every workload, on both APIs, loads its table and reports its operations, no errors and ordered percentiles")
     func bench() async throws {
         let c = try await ProcessCluster.single("bench")
