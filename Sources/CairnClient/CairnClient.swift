@@ -108,6 +108,36 @@ public final class CairnClient: Sendable {
         return (token, expires)
     }
 
+    /// POSTs the file at `file` as the body, read in pieces as the request goes out (never whole in
+    /// memory), reporting (bytes sent so far, total); the answer's status and body.
+    public func upload(_ path: String, file: String, contentType: String,
+                       progress: @escaping @Sendable (Int64, Int64) -> Void) async throws -> (status: Int, body: [UInt8]) {
+        guard let handle = FileHandle(forReadingAtPath: file) else { throw ClientError(status: 0, message: "cannot read \(file)") }
+        defer { try? handle.close() }
+        let total = Int64((try? FileManager.default.attributesOfItem(atPath: file)[.size] as? NSNumber)??.int64Value ?? 0)
+        // Pulled piece by piece as the connection takes them: at most one piece read ahead.
+        let sent = ManagedCounter()
+        let pieces = AsyncThrowingStream<ByteBuffer, any Error>(unfolding: {
+            guard let data = try handle.read(upToCount: Self.uploadPieceBytes), !data.isEmpty else { return nil }
+            progress(sent.add(Int64(data.count)), total)
+            return ByteBuffer(bytes: data)
+        })
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .POST
+        if let authorization { request.headers.add(name: "Authorization", value: authorization) }
+        request.headers.add(name: "Content-Type", value: contentType)
+        request.body = .stream(pieces, length: .known(total))
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(request, timeout: .seconds(3600))
+        } catch {
+            throw ClientError(status: 0, message: "cannot reach \(baseURL): \(error)")
+        }
+        return (Int(response.status.code), Array(buffer: try await response.body.collect(upTo: 16 << 20)))
+    }
+
+    static let uploadPieceBytes = 1 << 20
+
     /// Streams a GET into `file`, reporting (bytes so far, total if known).
     public func download(_ path: String, to file: String, progress: @Sendable (Int64, Int64?) -> Void) async throws {
         var request = HTTPClientRequest(url: baseURL + path)
@@ -165,5 +195,18 @@ extension CairnClient {
                 return out
             }
         }
+    }
+}
+
+/// A running total shared with the upload's body sequence.
+final class ManagedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Int64 = 0
+
+    func add(_ n: Int64) -> Int64 {
+        lock.lock()
+        defer { lock.unlock() }
+        value += n
+        return value
     }
 }

@@ -382,6 +382,8 @@ final class ProgressBar: Sendable {
 
     init(_ label: String) { self.label = label }
 
+    static let building = ProgressBar("building")
+
     func update(_ done: Int64, _ total: Int64?, final: Bool = false) {
         guard tty || final else { return }
         let due = last.withLock { last in
@@ -423,33 +425,117 @@ struct BackupCommand: AsyncParsableCommand {
 }
 
 struct RestoreCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "restore",
-                                                    abstract: "Load a backup: a SQLite file replaces the database; SQL text runs on it.")
+    static let configuration = CommandConfiguration(
+        commandName: "restore",
+        abstract: "Load a backup: a SQLite file replaces the database; SQL text runs on it.",
+        discussion: """
+            The file is streamed, with progress, whatever its size. SQL text runs on the database as one \
+            transaction, so it must fit in one request (the server's --max-body-bytes, 16 MiB by default); \
+            a larger dump is loaded with --replace: it is built into a SQLite file here, which then \
+            replaces the database.
+            """)
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "A SQLite file or a SQL dump.") var file: String
     @Option(help: "Database.") var database: String = "default"
+    @Flag(help: "Build a SQL dump into a SQLite file here and replace the database with it (for dumps larger than a request).")
+    var replace = false
 
     func run() async throws {
-        guard let data = FileManager.default.contents(atPath: file) else {
+        guard let handle = FileHandle(forReadingAtPath: file) else {
             printError(ClientError(status: 0, message: "cannot read \(file)"))
             throw ExitCode(1)
         }
+        let head = (try? handle.read(upToCount: 16)) ?? Data()
+        try? handle.close()
+        var upload = file
+        var isSQLite = head == Data("SQLite format 3\u{0}".utf8)
+        var scratch: String?
+        defer { if let scratch { try? FileManager.default.removeItem(atPath: scratch) } }
+        if !isSQLite && replace {
+            scratch = NSTemporaryDirectory() + "cairn-restore-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
+            do {
+                let statements = try SQLDumpBuilder.build(dump: file, into: scratch!) { done, total in ProgressBar.building.update(done, total) }
+                ProgressBar.building.update(1, 1, final: true)
+                print("Built \(statements) statements of \(file) into a SQLite file.")
+            } catch {
+                printError(error)
+                throw ExitCode(1)
+            }
+            upload = scratch!
+            isSQLite = true
+        }
         try await withClient(connection) { client in
             let bar = ProgressBar("restore")
-            bar.update(0, Int64(data.count))
-            let isSQLite = data.starts(with: Array("SQLite format 3\u{0}".utf8))
-            let (status, body) = try await client.raw(.POST, "/v1/db/\(database)/load", body: Array(data),
-                                                      contentType: isSQLite ? "application/octet-stream" : "text/plain")
-            bar.update(Int64(data.count), Int64(data.count), final: true)
+            let (status, body) = try await client.upload("/v1/db/\(database)/load", file: upload,
+                                                         contentType: isSQLite ? "application/octet-stream" : "text/plain") { done, total in
+                bar.update(done, total)
+            }
+            let size = (try? FileManager.default.attributesOfItem(atPath: upload)[.size] as? NSNumber)??.int64Value ?? 0
+            bar.update(size, size, final: true)
             let json = try? JSON.parse(body)
             guard status == 200 else {
-                throw ClientError(status: status, message: json?["error"].map(Output.cell) ?? String(decoding: body, as: UTF8.self))
+                var message = json?["error"].map(Output.cell) ?? String(decoding: body, as: UTF8.self)
+                if status == 413 && !isSQLite { message += "; load a dump this large with --replace (it then replaces the database)" }
+                throw ClientError(status: status, message: message)
             }
             if case .array(let results)? = json?["results"], let e = results.first(where: { $0["error"] != nil }) {
                 throw ClientError(status: 0, message: "the restore was rolled back: " + Output.cell(e["error"]!))
             }
-            print("Restored \(file) into \(database).")
+            print("Restored \(file) into \(database)" + (replace && scratch != nil ? " (the database was replaced)." : "."))
         }
+    }
+}
+
+/// A SQL dump built into a fresh SQLite file, read line by line (never whole in memory), each
+/// statement run once SQLite says it is complete.
+enum SQLDumpBuilder {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func build(dump: String, into path: String, progress: (Int64, Int64) -> Void) throws -> Int {
+        guard let handle = FileHandle(forReadingAtPath: dump) else { throw Failure(description: "cannot read \(dump)") }
+        defer { try? handle.close() }
+        let total = (try? FileManager.default.attributesOfItem(atPath: dump)[.size] as? NSNumber)??.int64Value ?? 0
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nil) == SQLITE_OK, let db else {
+            throw Failure(description: "cannot create \(path)")
+        }
+        defer { sqlite3_close(db) }
+        func exec(_ sql: String) throws {
+            var error: UnsafeMutablePointer<CChar>?
+            guard sqlite3_exec(db, sql, nil, nil, &error) == SQLITE_OK else {
+                let message = error.map { String(cString: $0) } ?? "error"
+                sqlite3_free(error)
+                throw Failure(description: "\(message) in: \(sql.prefix(200))")
+            }
+        }
+        // A scratch file: nothing to recover if this process dies.
+        try exec("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
+        var statement = "", pending = Data(), read: Int64 = 0, count = 0
+        func take(_ line: Substring) throws {
+            statement += statement.isEmpty ? String(line) : "\n" + line
+            guard sqlite3_complete(statement) != 0 else { return }
+            let text = statement.trimmingCharacters(in: .whitespacesAndNewlines)
+            statement = ""
+            // The dump's own transaction is kept; its journal is off anyway.
+            guard !text.isEmpty, text != ";" else { return }
+            try exec(text)
+            count += 1
+        }
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+            read += Int64(chunk.count)
+            pending.append(chunk)
+            // Whole lines only: a UTF-8 sequence never spans a newline byte.
+            guard let last = pending.lastIndex(of: UInt8(ascii: "\n")) else { continue }
+            let text = String(decoding: pending[..<last], as: UTF8.self)
+            pending = Data(pending[(last + 1)...])
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) { try take(line) }
+            progress(read, total)
+        }
+        if !pending.isEmpty { try take(Substring(String(decoding: pending, as: UTF8.self))) }
+        if !statement.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { try exec(statement) ; count += 1 }
+        return count
     }
 }
 

@@ -243,6 +243,41 @@ struct CLITests {
         #expect(badStatus == 1)
     }
 
+    @Test("cairn backup and restore stream files larger than a request with progress: a SQLite file round-trips through another database; a SQL dump over --max-body-bytes is refused with a pointer to --replace, and with it is built here and replaces the database")
+    func largeRestores() async throws {
+        let c = try await ProcessCluster.single("large-restores", extraArgs: ["--max-body-bytes", "1048576"])
+        defer { c.destroy() }
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = c.root + "/home"
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let host = ["--host", c.nodes[0].url]
+        // About 3 MiB of rows, in requests under the 1 MiB limit.
+        #expect(try await c.nodes[0].execute(["CREATE TABLE big (k INTEGER PRIMARY KEY, v TEXT)"]).status == 200)
+        let value = String(repeating: "v", count: 1000)
+        for batch in 0..<6 {
+            let rows = (0..<500).map { k in ["INSERT INTO big VALUES (?, ?)", batch * 500 + k, value] as [Any] }
+            #expect(try await c.nodes[0].execute(rows).status == 200)
+        }
+        let binary = c.root + "/big.sqlite", dump = c.root + "/big.sql"
+        let (b1, o1) = try await runCairn(["backup", binary] + host, environment: environment)
+        let (b2, o2) = try await runCairn(["backup", dump, "--format", "sql"] + host, environment: environment)
+        #expect(b1 == 0 && b2 == 0, "\(o1) \(o2)")
+        let dumpBytes = (try FileManager.default.attributesOfItem(atPath: dump)[.size] as? Int) ?? 0
+        #expect(dumpBytes > 2 << 20, "the dump is \(dumpBytes) bytes")
+        #expect(try await c.nodes[0].post("/v1/databases", ["name": "copy"]).status == 201)
+        let (r1, out1) = try await runCairn(["restore", binary, "--database", "copy"] + host, environment: environment)
+        #expect(r1 == 0 && out1.contains("restore [##############################] 100%") && out1.contains("Restored"), "\(out1)")
+        #expect(try await c.nodes[0].query("SELECT count(*), sum(length(v)) FROM big", db: "copy").text.contains("[[3000,3000000]]"))
+
+        #expect(try await c.nodes[0].post("/v1/databases", ["name": "fromsql"]).status == 201)
+        let (r2, out2) = try await runCairn(["restore", dump, "--database", "fromsql"] + host, environment: environment)
+        #expect(r2 == 1 && out2.contains("--replace"), "\(out2)")
+        let (r3, out3) = try await runCairn(["restore", dump, "--database", "fromsql", "--replace"] + host, environment: environment)
+        #expect(r3 == 0 && out3.contains("the database was replaced"), "\(out3)")
+        #expect(try await c.nodes[0].query("SELECT count(*), sum(length(v)) FROM big", db: "fromsql").text.contains("[[3000,3000000]]"))
+    }
+
     @Test("cairn bench: every workload, on both APIs, loads its table and reports its operations, no errors and ordered percentiles")
     func bench() async throws {
         let c = try await ProcessCluster.single("bench")
