@@ -36,8 +36,18 @@ struct ShellCommand: AsyncParsableCommand {
     }
 }
 
+/// What `cairn demo`'s shell can do to the demo's nodes (`.demo`).
+protocol DemoControl: Sendable {
+    func describe() -> String
+    func kill(_ number: Int) async -> String
+    func stop(_ number: Int) async -> String
+    func restart(_ number: Int) async -> String
+}
+
 struct Shell {
     let client: CairnClient
+    /// Set in `cairn demo`: `.demo` acts on its nodes.
+    var demo: (any DemoControl)?
     var database: String
     let editor: LineEditor
     var consistency = "linearizable"
@@ -146,6 +156,8 @@ struct Shell {
                     .import FILE TABLE    load a CSV file into TABLE (made from the header row if new)
                     .nodes                the cluster's nodes: state, replicas, leaders
                     .status               this node's groups: role, term, leader, commit, applied
+                    .demo ls|kill N|stop N|restart N
+                                          (in cairn demo) the demo's nodes: kill -9, SIGTERM, start again
                     .explain SQL          where SQL would run: the shards, what each runs, how rows are combined
                     .databases            list databases
                     .use DATABASE         switch database
@@ -248,6 +260,15 @@ struct Shell {
                 print(Output.table(columns: ["group", "role", "term", "leader", "commit", "applied"], rows: groups.map { g in
                     ["group", "role", "term", "leader", "commit", "applied"].map { g[$0] ?? .null }
                 }), terminator: "")
+            case ".demo":
+                guard let demo else { print("Error: .demo works in the shell cairn demo opens"); return true }
+                switch (parts.count > 1 ? parts[1] : "", parts.count > 2 ? Int(parts[2]) : nil) {
+                case ("ls", _): print(demo.describe())
+                case ("kill", let n?): print(await demo.kill(n))
+                case ("stop", let n?): print(await demo.stop(n))
+                case ("restart", let n?): print(await demo.restart(n))
+                default: print("Usage: .demo ls | kill N | stop N | restart N")
+                }
             default:
                 print("Unknown command \(parts[0]); type .help")
             }

@@ -148,6 +148,40 @@ struct CLITests {
         #expect(await exitStatus(of: script) == 0 && out == "name\nbird\ncat\n", "\(out)")
     }
 
+    @Test("cairn demo in a terminal opens its shell: .demo ls, kill -9 of a node and queries through the others, restart from its data directory, stop; leaving the shell stops the demo and deletes its data")
+    func demoShell() async throws {
+        var environment = ProcessInfo.processInfo.environment
+        environment["TERM"] = "xterm"
+        environment["CAIRN_HOME"] = NSTemporaryDirectory() + "cairn-demo-home-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: environment["CAIRN_HOME"]!) }
+        let t = try TerminalSession(["demo", "--nodes", "3", "--shards", "2"], environment: environment)
+        defer { t.close() }
+        try await t.expect("cairn:default> ", seconds: 90)
+        let root = try #require(t.text.range(of: #"in (/\S+cairn-demo-\S+)\)"#, options: .regularExpression).map { String(t.text[$0].dropFirst(3).dropLast()) })
+        t.type(".demo ls\r")
+        try await t.expect("node 3 (Server2)")
+        t.type(".demo kill 2\r")
+        try await t.expect("Node 2 killed")
+        t.type("SELECT count(*) FROM cities;\r")
+        try await t.expect("(1 row, ")
+        t.type(".demo restart 2\r")
+        try await t.expect("Node 2 restarted from its data directory and is ready.", seconds: 60)
+        t.type(".demo stop 3\r")
+        try await t.expect("Node 3 stopped (SIGTERM")
+        t.type(".use shop\r")
+        try await t.expect("Using database shop.")
+        t.type("SELECT count(*) AS n FROM orders;\r")
+        try await t.expect("24")
+        t.type(".demo restart 3\r")
+        try await t.expect("Node 3 restarted", seconds: 60)
+        t.type(".quit\r")
+        try await t.expect("Done.", seconds: 60)
+        #expect(await exitStatus(of: t.process, seconds: 30) == 0)
+        #expect(!FileManager.default.fileExists(atPath: root), "the demo's data must be gone")
+        let leftovers = try await runProgramOutput("/usr/bin/pgrep", ["-f", root])
+        #expect(leftovers.isEmpty, "server processes left behind: \(leftovers)")
+    }
+
     @Test("cairn sql -f: a file or standard input, statement by statement (triggers and strings with ';' whole); the first failure stops the script with status 1 unless --continue-on-error; a failing statement piped into cairn shell exits 1; cairn --version")
     func sqlScripts() async throws {
         let c = try await ProcessCluster.single("sql-scripts")
@@ -320,11 +354,11 @@ struct CLITests {
         #expect(status != 0 && out.contains("--workload must be one of"), "\(out)")
     }
 
-    @Test("cairn demo: a working 3-node cluster whose shard-lb /add starts the servers it names, and after SIGINT no process and no temporary directory is left")
+    @Test("cairn demo (no terminal: it only serves): a working 3-node cluster with auth on and the credentials it prints, sample tables sharded too, a background workload, shard-lb's /add starting the servers it names; after SIGINT no process and no temporary directory is left")
     func demo() async throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: cairnBinary)
-        p.arguments = ["demo", "--nodes", "3"]
+        p.arguments = ["demo", "--nodes", "3", "--workload", "insert", "--workload-clients", "2"]
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
@@ -339,13 +373,27 @@ struct CLITests {
             try await Task.sleep(for: .milliseconds(100))
         }
         let out = text()
-        #expect(out.contains("WITHOUT authentication"))
+        #expect(!out.contains("WITHOUT authentication"))
+        let password = try #require(out.range(of: #"Credentials:\s+admin / \S+"#, options: .regularExpression)
+            .map { String(out[$0]).components(separatedBy: " / ").last! })
+        let basic = "Basic " + Data("admin:\(password)".utf8).base64EncodedString()
         let root = try #require(out.range(of: #"in (/\S+cairn-demo-\S+)\)"#, options: .regularExpression).map { String(out[$0].dropFirst(3).dropLast()) })
         let api = try #require(out.range(of: #"http://127\.0\.0\.1:\d+"#, options: .regularExpression).map { String(out[$0]) })
         #expect(out.contains("Credentials:") && out.contains("shell --host \(api)"))
-        let r = try await TestHTTP.request(.POST, api + "/v1/db/default/query",
-                                           ["statements": ["SELECT count(*) FROM cities"]], authorization: nil)
+        let anonymous = try await TestHTTP.request(.POST, api + "/v1/db/default/query", ["statements": ["SELECT count(*) FROM cities"]], authorization: nil)
+        #expect(anonymous.status == 401, "auth is on: \(anonymous.text)")
+        let r = try await TestHTTP.request(.POST, api + "/v1/db/default/query", ["statements": ["SELECT count(*) FROM cities"]], authorization: basic)
         #expect(r.text.contains("[[10]]"), "\(r.text)")
+        let orders = try await TestHTTP.request(.POST, api + "/v1/db/shop/query", ["statements": ["SELECT count(*) FROM orders"]], authorization: basic)
+        #expect(orders.text.contains("[[24]]"), "\(orders.text)")
+        // The workload writes as it runs.
+        var written = 0
+        for _ in 0..<100 where written == 0 {
+            let w = try await TestHTTP.request(.POST, api + "/v1/db/workload/query", ["statements": ["SELECT count(*) FROM bench"]], authorization: basic)
+            written = ((w.json["results"] as? [Object])?.first?["rows"] as? [[Int]])?.first?.first ?? 0
+            if written == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(written > 0, "the workload wrote nothing")
         let console = try await TestHTTP.request(.GET, api + "/console", authorization: nil)
         #expect(console.status == 200 && console.text.contains("CairnDB console"))
         // Seed 004's API on each node, under the server names its README example uses.
@@ -367,7 +415,7 @@ struct CLITests {
         #expect(added.status == 200 && added.json["N"] as? Int == 5, "\(added.text)")
         let message = added.json["message"] as? String ?? ""
         #expect(message.range(of: #"^Add Server3 and Server\d{5}$"#, options: .regularExpression) != nil || message.range(of: #"^Add Server\d{5} and Server3$"#, options: .regularExpression) != nil, "\(message)")
-        let members = (try await TestHTTP.request(.GET, api + "/v1/cluster", authorization: nil)).json["nodes"] as? [Object] ?? []
+        let members = (try await TestHTTP.request(.GET, api + "/v1/cluster", authorization: basic)).json["nodes"] as? [Object] ?? []
         #expect(members.count == 5 && members.contains { $0["name"] as? String == "Server3" }, "\(members)")
         #expect((try await lbCall(.POST, "/write", ["data": [["Stud_id": 5000, "Stud_name": "e", "Stud_marks": 5]]])).status == 200)
         let read = try await lbCall(.POST, "/read", ["Stud_id": ["low": 4096, "high": 8191]])
