@@ -37,6 +37,8 @@ let package = Package(
         .target(name: "CairnRaft", swiftSettings: strict),
         // SQLite's C API from Debian's libsqlite3-dev (not sqlite-nio: 20-30x the per-statement cost here).
         .systemLibrary(name: "CSQLite3", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // libedit (BSD licence, not GNU readline's GPL) for cairn shell's line editing.
+        .systemLibrary(name: "CEditLine", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
         // The replicated state machine: applies committed SQL batches to one SQLite database per group.
         .target(name: "CairnSQLite", dependencies: ["CSQLite3", "CairnRaft"], swiftSettings: strict),
         // Plans statements over a database's shards (pure: statement and shard map in, plan out) and
@@ -126,7 +128,7 @@ let package = Package(
         .plugin(name: "EmbedFiles", capability: .buildTool(), dependencies: ["embed-files"]),
         .executableTarget(
             name: "cairn",
-            dependencies: ["CairnServer", "CairnCluster", "CairnPlacement", "CairnTransport", "CairnClient", "CairnCompat", "CairnSQLite", "CairnJSON", "CSQLite3",
+            dependencies: ["CairnServer", "CairnCluster", "CairnPlacement", "CairnTransport", "CairnClient", "CairnCompat", "CairnSQLite", "CairnJSON", "CSQLite3", "CEditLine",
                            .product(name: "Histogram", package: "hdrhistogram-swift"),
                            .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -3,6 +3,7 @@ import CSQLite3
 import CairnClient
 import CairnJSON
 import Foundation
+import Synchronization
 
 struct ShellCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -65,9 +66,34 @@ struct Shell {
         self.client = client
         self.database = database
         self.editor = editor
+        let names = self.names
+        editor.completions = { names.value + Self.keywords + Self.commands }
+    }
+
+    /// Table and column names of the current database, for Tab (read at start, after DDL, on `.use`).
+    let names = NameList()
+
+    static let commands = [".tables", ".schema", ".indexes", ".explain", ".databases", ".use", ".consistency", ".mode", ".expanded",
+                           ".timer", ".read", ".import", ".nodes", ".status", ".demo", ".help", ".quit", ".exit"]
+    static let keywords = ["SELECT", "FROM", "WHERE", "INSERT", "INTO", "VALUES", "UPDATE", "SET", "DELETE", "CREATE", "TABLE", "INDEX",
+                           "DROP", "ALTER", "JOIN", "LEFT", "INNER", "ORDER", "GROUP", "BY", "HAVING", "LIMIT", "OFFSET", "DISTINCT",
+                           "PRIMARY", "KEY", "NOT", "NULL", "DEFAULT", "UNIQUE", "SHARD", "HASH", "RANGE", "REFERENCE", "INTEGER", "TEXT",
+                           "REAL", "BLOB", "BETWEEN", "LIKE", "COUNT", "RETURNING", "EXPLAIN", "BEGIN", "COMMIT", "TRANSACTION"]
+
+    /// Reads the names Tab completes.
+    func refreshNames() async {
+        var found: [String] = []
+        if let r = try? await request("SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND m.name NOT LIKE '\\_cairn%' ESCAPE '\\'") {
+            for row in rows(r.first) { found += row.map(Output.cell) }
+        }
+        if case .array(let sharded)? = (try? await client.call(.GET, "/v1/db/\(database)/shards"))?["tables"] {
+            found += sharded.map(Output.cell)
+        }
+        names.value = Array(Set(found)).sorted()
     }
 
     mutating func loop() async {
+        if editor.isTerminal { await refreshNames() }
         var buffer = ""
         while true {
             let prompt = buffer.isEmpty ? "cairn:\(database)> " : "   ...> "
@@ -95,6 +121,9 @@ struct Shell {
         guard sqlite3_complete(buffer) != 0 else { return true }
         if remember { editor.remember(buffer) }
         if await !run(buffer) { failures += 1 }
+        if editor.isTerminal, let first = buffer.split(whereSeparator: \.isWhitespace).first?.uppercased(), ["CREATE", "DROP", "ALTER"].contains(first) {
+            await refreshNames()
+        }
         buffer = ""
         return true
     }
@@ -206,6 +235,7 @@ struct Shell {
                 }
                 database = parts[1]
                 print("Using database \(database).")
+                if editor.isTerminal { await refreshNames() }
             case ".consistency":
                 guard parts.count >= 2, ["linearizable", "stale", "local"].contains(parts[1]) else {
                     print("Usage: .consistency linearizable|stale|local [FRESHNESS_MS]   (now: \(consistency))")
@@ -239,7 +269,8 @@ struct Shell {
                 reading.append(parts[1])
                 defer { reading.removeLast() }
                 var buffer = ""
-                for fileLine in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+                // Any line ending (a CRLF file's "\r\n" is one Character, which splitting on "\n" would miss).
+                for fileLine in String(decoding: data, as: UTF8.self).split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
                     if await !feed(String(fileLine), into: &buffer, remember: false) { return false }
                 }
                 // A last statement without its ';'.
@@ -327,5 +358,14 @@ struct Shell {
     func rows(_ result: JSON?) -> [[JSON]] {
         guard case .array(let rows)? = result?["rows"] else { return [] }
         return rows.map { if case .array(let a) = $0 { return a } else { return [] } }
+    }
+}
+
+/// The names Tab completes, shared with the editor's callback.
+final class NameList: Sendable {
+    private let names = Mutex<[String]>([])
+    var value: [String] {
+        get { names.withLock { $0 } }
+        set { names.withLock { $0 = newValue } }
     }
 }

@@ -124,6 +124,25 @@ struct CLITests {
         t.type("\u{1B}[A\r")
         try await t.expect("typedahead")
         try await t.expect("cairn:default> ")
+        // Tab completes column and table names (read at start and after DDL).
+        // (`leg` and `pe` are prefixes of one name each; the result's header shows what ran.)
+        t.type("SELECT leg\tFROM pe\t;\r")
+        try await t.expect("legs\r\n----\r\n")
+        try await t.expect("(2 rows, ")
+        // Home (as VT220 terminals send it) moves to the start of the line.
+        t.type("1 AS homed;\u{1B}[1~SELECT \r")
+        try await t.expect("homed")
+        try await t.expect("(1 row, ")
+        // Ctrl-C drops the line being typed; Ctrl-R searches the history.
+        t.type("SELECT 'dropped'\u{3}")
+        try await t.expect("^C")
+        t.type("SELECT 'kept' AS k;\r")
+        try await t.expect("(1 row, ")
+        t.type("\u{12}typed")
+        try await t.expect("typed")
+        t.type("\r")
+        try await t.expect("typedahead")
+        try await t.expect("cairn:default> ")
         t.type(".quit\r")
         try await t.expect("Bye.")
         let exit = await exitStatus(of: t.process, seconds: 20)
@@ -132,6 +151,7 @@ struct CLITests {
         #expect(screen.contains("name | legs"), "\(screen)")
         #expect(screen.contains("bird | 2") && screen.contains("cat  | 4"), "\(screen)")
         #expect(!screen.contains(TestHTTP.adminPassword), "the password must not be echoed")
+        #expect(!screen.contains("droppedSELECT") && !screen.contains("'dropped' AS") && !screen.contains("dropped\r\n(1 row"), "\(screen)")
         // The token is kept for next time, readable by the user only; the history too.
         let attributes = try FileManager.default.attributesOfItem(atPath: home + "/profile.json")
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
