@@ -5,19 +5,23 @@ ARG SWIFT_VERSION=6.3
 ARG UBUNTU=noble
 
 FROM swift:${SWIFT_VERSION}-${UBUNTU} AS build
-RUN apt-get update && apt-get install -y --no-install-recommends libsqlite3-dev && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends libsqlite3-dev libedit-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so a change to the sources alone reuses the resolved packages' layer.
 COPY Package.swift ./
 RUN swift package resolve
 COPY Sources ./Sources
 COPY Tests ./Tests
+# Built into the binary by the EmbedFiles plugin: the OpenAPI document and the web console.
+COPY Plugins ./Plugins
+COPY docs ./docs
+COPY console ./console
 RUN swift build -c release --product cairn --static-swift-stdlib \
     && cp "$(swift build -c release --show-bin-path)/cairn" /cairn
 
 FROM ubuntu:${UBUNTU}
-# SQLite is the system library the build linked; tzdata for CURRENT_TIMESTAMP in any zone a query asks.
-RUN apt-get update && apt-get install -y --no-install-recommends libsqlite3-0 ca-certificates tzdata curl \
+# SQLite and libedit are the system libraries the build linked; tzdata for the zones a query may name.
+RUN apt-get update && apt-get install -y --no-install-recommends libsqlite3-0 libedit2 ca-certificates tzdata curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /data cairn && mkdir -p /data && chown cairn /data
 COPY --from=build /cairn /usr/local/bin/cairn

@@ -6,8 +6,15 @@ const $ = id => document.getElementById(id);
 const state = { token: sessionStorage.getItem('cairn-token'), user: sessionStorage.getItem('cairn-user'), tab: 'overview',
                 database: null, names: {}, samples: [], timer: null };
 
-// Node ids are 64-bit: beyond what a JavaScript number holds exactly, so they are read as strings.
-function parseIds(text) { return JSON.parse(text.replace(/([:\[,]\s*)(\d{16,})(?=\s*[,\]}])/g, '$1"$2"')); }
+// Node ids are 64-bit: beyond what a JavaScript number holds exactly, so the id fields are read as
+// strings. Only those keys are touched (a quote inside a JSON string is escaped, so `"id":` there
+// cannot match): names holding long numbers stay as they are.
+function parseIds(text) {
+  return JSON.parse(text
+    .replace(/"(id|node|leader|peer)"\s*:\s*(\d{16,})/g, '"$1":"$2"')
+    .replace(/"(replicas|voters|learners)"\s*:\s*\[([\d,\s]*)\]/g,
+             (_, key, list) => `"${key}":[${list.split(',').map(x => x.trim()).filter(x => x).map(x => '"' + x + '"').join(',')}]`));
+}
 
 async function api(method, path, body, { ids = false, raw = false } = {}) {
   const headers = {};
@@ -39,6 +46,7 @@ function fill(tbody, rows) {
 }
 function wrap(node) { if (node.tagName === 'TD') return node; const td = document.createElement('td'); td.append(node); return td; }
 function nodeName(id) { return state.names[id] || id; }
+function mib(bytes) { return (Number(bytes) / 1048576).toFixed(1) + ' MiB'; }
 
 // --- Signing in --------------------------------------------------------------------------------
 
@@ -100,11 +108,12 @@ async function start() {
 // --- Overview ----------------------------------------------------------------------------------
 
 async function overview() {
-  const [cluster, status] = await Promise.all([api('GET', '/v1/cluster', undefined, { ids: true }),
+  const [cluster, status] = await Promise.all([api('GET', '/v1/cluster?detail=true', undefined, { ids: true }),
                                                api('GET', '/v1/status', undefined, { ids: true })]);
   for (const n of cluster.nodes) state.names[n.id] = n.name;
   fill($('nodes').tBodies[0], cluster.nodes.map(n => [n.id, n.name, n.http_addr, el('span', n.state, 'state-' + n.state),
-                                                        n.voter ? 'voter' : 'read replica', n.replicas, n.leaders ?? '?']));
+                                                        n.voter ? 'voter' : 'read replica', n.replicas, n.leaders ?? '?',
+                                                        n.data_bytes === null || n.data_bytes === undefined ? '?' : mib(n.data_bytes), n.apply_lag ?? '?']));
   const names = {};
   for (const g of cluster.groups) names[g.group] = g.shard === undefined ? g.name : g.name + ' shard ' + g.shard;
   fill($('groups').tBodies[0], status.groups.map(g => [g.group, names[g.group] ?? '', g.role, g.term, nodeName(g.leader),

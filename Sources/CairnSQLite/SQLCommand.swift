@@ -101,7 +101,10 @@ public struct SQLCommand: Sendable, Equatable {
     private static let mapVersionFlag: UInt8 = 1, splitFlag: UInt8 = 2
     /// With `splitFlag`: the split moves a range of a range-sharded table too (`ShardSplit.range`).
     private static let rangeMoveFlag: UInt8 = 4
-    private static let knownFlags2 = mapVersionFlag | splitFlag | rangeMoveFlag
+    /// With a range guard: it lists the ranges it owns. Without, the guard is an earlier version's
+    /// (range i on shard i modulo a count), still read as such from logs written before.
+    private static let rangeListFlag: UInt8 = 8
+    private static let knownFlags2 = mapVersionFlag | splitFlag | rangeMoveFlag | rangeListFlag
     private static let atomicFlag: UInt8 = 1, dropFlag: UInt8 = 2, checkFlag: UInt8 = 4, expectedFlag: UInt8 = 8, replaceFlag: UInt8 = 16, guardFlag: UInt8 = 32, transactionFlag: UInt8 = 64
     /// With `guardFlag`: the guard owns ranges of a range-sharded table, not an arc of slots.
     private static let rangeGuardFlag: UInt8 = 128
@@ -116,8 +119,10 @@ public struct SQLCommand: Sendable, Equatable {
             if case .ranges = g.owned { flags |= Self.rangeGuardFlag }
         }
         if transaction != nil { flags |= Self.transactionFlag }
+        var rangeList = false
+        if case .ranges? = shardGuard?.owned { rangeList = true }
         let flags2 = (mapVersion != nil ? Self.mapVersionFlag : 0) | (split != nil ? Self.splitFlag : 0)
-            | (split?.range != nil ? Self.rangeMoveFlag : 0)
+            | (split?.range != nil ? Self.rangeMoveFlag : 0) | (rangeList ? Self.rangeListFlag : 0)
         var out: [UInt8] = flags2 == 0 ? [Self.version, flags] : [Self.version2, flags, flags2]
         if let v = mapVersion { ByteCoding.append(v, to: &out) }
         if let s = split { s.append(to: &out) }
@@ -188,15 +193,16 @@ public struct SQLCommand: Sendable, Equatable {
         var c = 2
         var mapVersion: UInt32?
         var split: ShardSplit?
+        let flags2: UInt8 = bytes[0] == Self.version2 && bytes.count >= 3 ? bytes[2] : 0
         if bytes[0] == Self.version2 {
             guard bytes.count >= 3, bytes[2] & ~Self.knownFlags2 == 0, bytes[2] != 0 else { return nil }
-            let flags2 = bytes[2]
             c = 3
             if flags2 & Self.mapVersionFlag != 0 {
                 guard let v = ByteCoding.readUInt32(bytes, &c) else { return nil }
                 mapVersion = v
             }
             if flags2 & Self.rangeMoveFlag != 0 && flags2 & Self.splitFlag == 0 { return nil }
+            if flags2 & Self.rangeListFlag != 0 && flags & Self.rangeGuardFlag == 0 { return nil }
             if flags2 & Self.splitFlag != 0 {
                 guard let s = ShardSplit.read(bytes, &c, withRange: flags2 & Self.rangeMoveFlag != 0) else { return nil }
                 split = s
@@ -216,9 +222,21 @@ public struct SQLCommand: Sendable, Equatable {
                 guard let k = Self.readString(bytes, &c) else { return nil }
                 keys.append(k)
             }
-            if flags & Self.rangeGuardFlag != 0 {
+            if flags & Self.rangeGuardFlag != 0 && flags2 & Self.rangeListFlag != 0 {
                 guard keys.count == 1, let (owned, points) = Self.readRanges(bytes, &c) else { return nil }
                 shardGuard = ShardGuard(table: table, keyColumns: keys, owned: .ranges(splitPoints: points, owned: owned))
+            } else if flags & Self.rangeGuardFlag != 0 {
+                // An earlier version's: range i lives on shard i modulo `count`; this is `shard`.
+                guard keys.count == 1, let count = ByteCoding.readUInt32(bytes, &c), let shard = ByteCoding.readUInt32(bytes, &c),
+                      count >= 1, shard < count, let n = ByteCoding.readUInt32(bytes, &c), n <= UInt32(RangeSplits.maxPoints) else { return nil }
+                var points: [SQLValue] = []
+                for _ in 0..<n {
+                    guard let v = Self.readValue(bytes, &c) else { return nil }
+                    points.append(v)
+                }
+                guard let splits = RangeSplits(points: points) else { return nil }
+                shardGuard = ShardGuard(table: table, keyColumns: keys,
+                                        owned: .ranges(splitPoints: points, owned: splits.ranges(onShard: Int(shard), shardCount: Int(count))))
             } else {
                 guard let lo = ByteCoding.readUInt32(bytes, &c), let hi = ByteCoding.readUInt32(bytes, &c), lo < hi,
                       hi <= UInt32(SlotHash.slotCount) else { return nil }

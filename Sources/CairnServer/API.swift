@@ -121,7 +121,9 @@ final class API: Sendable {
             await self.respond(request, .status) { _ in Self.json(200, try await self.status()) }
         }
         router.get("/v1/cluster") { request, _ in
-            await self.respond(request, .status) { _ in Self.json(200, try await self.clusterView()) }
+            await self.respond(request, .status) { _ in
+                Self.json(200, try await self.clusterView(detail: request.uri.queryParameters.get("detail").map { $0 == "true" || $0 == "1" } ?? false))
+            }
         }
         router.get("/v1/openapi.json") { request, _ in
             await self.respond(request, nil, open: true) { _ in

@@ -37,6 +37,14 @@ final class MetricsExporter: Sendable {
             Gauge(label: "cairn_raft_commit_index", dimensions: d).record(Double(s.commit))
             Gauge(label: "cairn_raft_applied_index", dimensions: d).record(Double(s.applied))
             Gauge(label: "cairn_raft_is_leader", dimensions: d).record(s.role == .leader ? 1 : 0)
+            if s.role == .leader {
+                // How far each other copy's disk trails the leader's log: a copy falling behind shows
+                // here before it needs a snapshot.
+                for peer in Set(s.config.voters + s.config.learners) where peer != runtime.config.nodeID {
+                    Gauge(label: "cairn_raft_follower_lag_entries", dimensions: d + [("peer", String(peer))])
+                        .record(Double(s.lastIndex >= (s.matchIndex[peer] ?? 0) ? s.lastIndex - (s.matchIndex[peer] ?? 0) : 0))
+                }
+            }
             if let c = runtime.consistency(group: g) {
                 Gauge(label: "cairn_consistency_checks", dimensions: d).record(Double(c.checks))
                 Gauge(label: "cairn_consistency_mismatch", dimensions: d).record(c.mismatch == nil ? 0 : 1)
@@ -49,6 +57,24 @@ final class MetricsExporter: Sendable {
         text += MetricHelp.family("cairn_wal_syncs_total", "counter", [("", Double(runtime.syncCount))])
         text += MetricHelp.family("cairn_apply_loop_busy_seconds_total", "counter", [("", Double(runtime.applyLoopBusyMillis) / 1000)])
         text += MetricHelp.family("cairn_build_info", "gauge", [("{version=\"\(cairnVersion)\"}", 1)])
+        text += MetricHelp.family("cairn_storage_failed", "gauge", [("", runtime.failure == nil ? 0 : 1)])
+        let snapshots = runtime.snapshotStats
+        text += MetricHelp.family("cairn_snapshots_taken_total", "counter", [("", Double(snapshots.taken))])
+        text += MetricHelp.family("cairn_snapshots_installed_total", "counter", [("", Double(snapshots.installed))])
+        text += MetricHelp.family("cairn_snapshot_chunks_sent_total", "counter", [("", Double(snapshots.chunksSent))])
+        text += MetricHelp.family("cairn_snapshot_chunks_received_total", "counter", [("", Double(snapshots.chunksReceived))])
+        let transport = runtime.transport.stats
+        text += MetricHelp.family("cairn_transport_frames_sent_total", "counter", [("", Double(transport.framesSent))])
+        text += MetricHelp.family("cairn_transport_envelopes_sent_total", "counter", [("", Double(transport.envelopesSent))])
+        text += MetricHelp.family("cairn_transport_envelopes_dropped_total", "counter", [
+            ("{reason=\"queue_full\"}", Double(transport.envelopesDroppedQueueFull)),
+            ("{reason=\"unreachable\"}", Double(transport.envelopesDroppedUnreachable)),
+            ("{reason=\"fault\"}", Double(transport.envelopesDroppedFault)),
+        ])
+        text += MetricHelp.family("cairn_transport_connections_opened_total", "counter", [("", Double(transport.connectionsOpened))])
+        text += MetricHelp.family("cairn_transport_handshakes_refused_total", "counter", [("", Double(transport.handshakesRefused))])
+        text += MetricHelp.family("cairn_transport_connections_refused_at_limit_total", "counter", [("", Double(transport.connectionsRefusedAtLimit))])
+        text += MetricHelp.family("cairn_transport_outgoing_errors_total", "counter", [("", Double(transport.outgoingErrors))])
         text += ProcessMetrics.render()
         return Array(text.utf8)
     }
@@ -79,6 +105,19 @@ enum MetricHelp {
         "cairn_raft_leader_changes_total": "Leaders this node has seen the group take.",
         "cairn_raft_messages_refused_total": "Raft messages from peers refused as malformed, impossible or out of place.",
         "cairn_raft_term": "The group's current Raft term here.",
+        "cairn_raft_follower_lag_entries": "On a group's leader: entries of its log a copy (peer) does not yet have on disk.",
+        "cairn_storage_failed": "1 once the node's storage failed (it stops serving and must be restarted), else 0.",
+        "cairn_snapshots_taken_total": "Snapshots of groups' databases this node took.",
+        "cairn_snapshots_installed_total": "Snapshots this node installed from its groups' leaders.",
+        "cairn_snapshot_chunks_sent_total": "Pieces of snapshot files this node streamed to followers.",
+        "cairn_snapshot_chunks_received_total": "Pieces of snapshot files this node received.",
+        "cairn_transport_frames_sent_total": "Frames this node sent to peers (each carries a batch of messages).",
+        "cairn_transport_envelopes_sent_total": "Raft messages this node sent to peers.",
+        "cairn_transport_envelopes_dropped_total": "Raft messages dropped unsent: a peer's full queue, an unreachable peer, or an injected fault.",
+        "cairn_transport_connections_opened_total": "Connections to peers this node opened.",
+        "cairn_transport_handshakes_refused_total": "Incoming peer connections refused at the handshake (a wrong certificate or identity).",
+        "cairn_transport_connections_refused_at_limit_total": "Incoming peer connections closed at once because as many as allowed were open.",
+        "cairn_transport_outgoing_errors_total": "Connections to peers closed on an error.",
         "cairn_router_calls_total": "Operations the router sent to other nodes, by operation and outcome.",
         "cairn_rqlite_queue_lost_statements_total": "Queued rqlite writes whose outcome was unknown and which were reported lost.",
         "cairn_shard_load_splits_total": "Shards split because they ran hot.",

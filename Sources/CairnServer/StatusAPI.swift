@@ -46,7 +46,12 @@ extension API {
                               ("http_addr", .string(cluster.config.httpAddress.description)), ("voter", .bool(cluster.config.voter)),
                               ("data_dir", .string(options.dataDirectory))])),
             ("groups", .array(groups)),
-            ("storage", .object([("log_syncs", .int(runtime.syncCount)), ("snapshots_taken", .int(snaps.taken)),
+            ("storage", .object([("data_bytes", .int(Self.bytes(under: options.dataDirectory))),
+                                 ("apply_lag", .int(groups.compactMap { g -> Int64? in
+                                     guard case .number(let c)? = g["commit"], case .number(let a)? = g["applied"], let ci = Int64(c), let ai = Int64(a) else { return nil }
+                                     return ci - ai
+                                 }.max() ?? 0)),
+                                 ("log_syncs", .int(runtime.syncCount)), ("snapshots_taken", .int(snaps.taken)),
                                  ("snapshots_installed", .int(snaps.installed)), ("snapshot_chunks_sent", .int(snaps.chunksSent)),
                                  ("snapshot_chunks_received", .int(snaps.chunksReceived)), ("failure", runtime.failure.map { .string($0) } ?? .null)])),
             ("transport", .object([("frames_sent", .int(t.framesSent)), ("envelopes_sent", .int(t.envelopesSent)),
@@ -59,7 +64,44 @@ extension API {
         ])
     }
 
-    func clusterView() async throws -> JSON {
+    /// Bytes of the files under `directory` (the node's data: its log, databases and snapshots).
+    static func bytes(under directory: String) -> Int64 {
+        guard let walker = FileManager.default.enumerator(at: URL(fileURLWithPath: directory), includingPropertiesForKeys: [.fileSizeKey, .isRegularFileKey]) else { return 0 }
+        var total: Int64 = 0
+        for case let url as URL in walker {
+            guard let values = try? url.resourceValues(forKeys: [.fileSizeKey, .isRegularFileKey]), values.isRegularFile == true else { continue }
+            total += Int64(values.fileSize ?? 0)
+        }
+        return total
+    }
+
+    /// Each node's storage (bytes of its data directory) and apply lag (the most entries any group
+    /// there has committed but not applied), asked of every node at once (1 s each at most; a node
+    /// that does not answer in time shows null).
+    func nodeDetails(_ catalog: Catalog) async -> [NodeID: (bytes: JSON, lag: JSON)] {
+        let headers = await auth.nodeHeaders()
+        return await withTaskGroup(of: (NodeID, (bytes: JSON, lag: JSON)).self) { tasks in
+            for n in catalog.nodes.values where !n.removed {
+                tasks.addTask {
+                    let status: JSON?
+                    if n.id == self.cluster.nodeID {
+                        status = try? await self.status()
+                    } else if let reply = try? await self.peers.send(.GET, to: n.httpAddress, path: "/v1/status", headers: headers, timeoutMillis: 1_000),
+                              reply.status == 200 {
+                        status = try? JSON.parse(reply.body)
+                    } else {
+                        status = nil
+                    }
+                    return (n.id, (status?["storage"]?["data_bytes"] ?? .null, status?["storage"]?["apply_lag"] ?? .null))
+                }
+            }
+            var out: [NodeID: (bytes: JSON, lag: JSON)] = [:]
+            for await (id, detail) in tasks { out[id] = detail }
+            return out
+        }
+    }
+
+    func clusterView(detail: Bool = false) async throws -> JSON {
         let catalog = cluster.catalog
         let hosted = try await runtime.groupIDs()
         var leaders: [GroupID: NodeID] = [:]
@@ -74,14 +116,19 @@ extension API {
         let states = try await cluster.nodeStates(in: catalog, readReplicas: true)
         var held: [NodeID: Int] = [:]
         for db in catalog.databases.values { for r in db.replicas { held[r, default: 0] += 1 } }
+        let details = detail ? await nodeDetails(catalog) : [:]
         let nodes = catalog.nodes.values.sorted { $0.id < $1.id }.map { n -> JSON in
             // Read replicas are never placed (they hold every group as learners): their state is
             // this node's view of their liveness.
             let state = n.removed ? "removed" : (states[n.id]?.rawValue ?? "live")
-            return .object([("id", .int(n.id)), ("name", .string(catalog.name(of: n.id))), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
-                            ("voter", .bool(n.voter)), ("removed", .bool(n.removed)), ("state", .string(state)),
-                            ("replicas", .int(n.voter ? held[n.id] ?? 0 : catalog.databases.count)),
-                            ("leaders", n.removed ? .int(0) : leaderCounts[n.id].map { .int($0) } ?? .null)])
+            var fields: [(String, JSON)] = [("id", .int(n.id)), ("name", .string(catalog.name(of: n.id))), ("raft_addr", .string(n.raftAddress.description)), ("http_addr", .string(n.httpAddress.description)),
+                                            ("voter", .bool(n.voter)), ("removed", .bool(n.removed)), ("state", .string(state)),
+                                            ("replicas", .int(n.voter ? held[n.id] ?? 0 : catalog.databases.count)),
+                                            ("leaders", n.removed ? .int(0) : leaderCounts[n.id].map { .int($0) } ?? .null)]
+            if detail {
+                fields += [("data_bytes", details[n.id]?.bytes ?? .null), ("apply_lag", details[n.id]?.lag ?? .null)]
+            }
+            return .object(fields)
         }
         var moves: [JSON] = []
         for db in catalog.databases.values.sorted(by: { $0.group < $1.group }) {

@@ -512,6 +512,8 @@ enum SQLDumpBuilder {
         }
         // A scratch file: nothing to recover if this process dies.
         try exec("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
+        // Nor may a trigger or a view of the dump reach another file.
+        sqlite3_set_authorizer(db, { _, action, _, _, _, _ in action == SQLITE_ATTACH || action == SQLITE_DETACH ? SQLITE_DENY : SQLITE_OK }, nil)
         var statement = "", pending = Data(), read: Int64 = 0, count = 0
         func take(_ line: Substring) throws {
             statement += statement.isEmpty ? String(line) : "\n" + line
@@ -520,6 +522,9 @@ enum SQLDumpBuilder {
             statement = ""
             // The dump's own transaction is kept; its journal is off anyway.
             guard !text.isEmpty, text != ";" else { return }
+            // A dump builds one database: nothing in it may reach another file on this machine.
+            let first = text.prefix { !$0.isWhitespace && $0 != ";" }.uppercased()
+            guard !["ATTACH", "DETACH", "VACUUM"].contains(first) else { throw Failure(description: "a dump may not \(first): \(text.prefix(200))") }
             try exec(text)
             count += 1
         }

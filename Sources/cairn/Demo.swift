@@ -71,17 +71,10 @@ struct DemoCommand: AsyncParsableCommand {
             source.resume()
             sources.append(source)
         }
-        var workloadProcess: Process?
         // Polls with Task.sleep: Process.waitUntilExit from a task can deadlock with Foundation's
         // own child monitor, which shares the thread pool.
         func cleanUp() async {
-            let all = children.all + (workloadProcess.map { [$0] } ?? [])
-            for child in all where child.isRunning { kill(child.processIdentifier, SIGTERM) }
-            var deadline = Date() + 10
-            while all.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-            for child in all where child.isRunning { kill(child.processIdentifier, SIGKILL) }
-            deadline = Date() + 5
-            while all.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            await children.stopAll()
             try? FileManager.default.removeItem(atPath: root)
         }
 
@@ -161,7 +154,7 @@ struct DemoCommand: AsyncParsableCommand {
             p.standardOutput = log
             p.standardError = log
             try p.run()
-            workloadProcess = p
+            children.adopt(p)
         }
 
         let nodeList = (1...nodes).map { "node \($0)" }.joined(separator: ", ")
@@ -181,6 +174,26 @@ struct DemoCommand: AsyncParsableCommand {
 
         var reason: Int32 = 0
         if shell {
+            // The shell waits on the terminal: SIGTERM (or SIGINT from outside) still stops the demo,
+            // with the terminal put back as it was.
+            var terminal = termios()
+            tcgetattr(STDIN_FILENO, &terminal)
+            let original = terminal
+            let watcher = Task.detached {
+                while !Task.isCancelled {
+                    if let sig = caught.value {
+                        var restore = original
+                        tcsetattr(STDIN_FILENO, TCSADRAIN, &restore)
+                        say("\nSignal \(sig): stopping every node and deleting \(root) ...")
+                        await children.stopAll()
+                        try? FileManager.default.removeItem(atPath: root)
+                        say("Done.")
+                        Glibc.exit(0)
+                    }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            defer { watcher.cancel() }
             try? FileManager.default.createDirectory(atPath: Profile.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             var session = Shell(client: client, database: "default", editor: LineEditor(historyPath: Profile.directory + "/history"))
             session.demo = children
@@ -235,6 +248,22 @@ final class DemoNodes: DemoControl, Sendable {
     }
 
     var all: [Process] { state.withLock { s in s.processes.keys.sorted().map { s.processes[$0]! } } }
+    /// Other processes the demo runs (the workload), stopped with the nodes.
+    var extras: [Process] { others.withLock { $0 } }
+    private let others = Mutex<[Process]>([])
+
+    func adopt(_ p: Process) { others.withLock { $0.append(p) } }
+
+    /// SIGTERM to every process, SIGKILL to those still running 10 s later.
+    func stopAll() async {
+        let all = self.all + extras
+        for p in all where p.isRunning { Glibc.kill(p.processIdentifier, SIGTERM) }
+        var deadline = Date() + 10
+        while all.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        for p in all where p.isRunning { Glibc.kill(p.processIdentifier, SIGKILL) }
+        deadline = Date() + 5
+        while all.contains(where: \.isRunning) && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+    }
 
     func start(_ spec: Spec) throws {
         let p = Process()

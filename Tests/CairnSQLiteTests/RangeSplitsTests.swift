@@ -102,6 +102,25 @@ import Testing
         #expect(full.moving(rangeFrom: .integer(1000), to: 3, shardCount: 2) == nil)
     }
 
+    @Test("a range guard as an earlier version wrote it (range i on shard i modulo a count) still reads, as the ranges it owned: a log replayed by the new version keeps its tables")
+    func legacyRangeGuardDecodes() throws {
+        let plain = SQLCommand(statements: [SQLStatement("CREATE TABLE r (k INTEGER NOT NULL PRIMARY KEY)")], atomic: true, timestampMillis: 1, randomSeed: 1).encoded()
+        #expect(plain[0] == 1, "an entry without optional parts has the first header")
+        // Guard and range-guard flags (32, 128), then table, key, count 2, shard 1, points 100 and 200.
+        var legacy: [UInt8] = [plain[0], plain[1] | 32 | 128]
+        SQLCommand.append(string: "r", to: &legacy)
+        ByteCoding.append(UInt32(1), to: &legacy)
+        SQLCommand.append(string: "k", to: &legacy)
+        for v: UInt32 in [2, 1, 2] { ByteCoding.append(v, to: &legacy) }
+        for p in [SQLValue.integer(100), .integer(200)] { SQLCommand.append(value: p, to: &legacy) }
+        legacy += plain.dropFirst(2)
+        let decoded = try #require(SQLCommand(decoding: legacy))
+        #expect(decoded.shardGuard == ShardGuard(table: "r", keyColumns: ["k"], owned: .ranges(splitPoints: [.integer(100), .integer(200)], owned: [1])))
+        #expect(decoded.statements.count == 1)
+        // Written again, it takes the new form, which reads back the same.
+        #expect(SQLCommand(decoding: decoded.encoded())?.shardGuard == decoded.shardGuard)
+    }
+
     @Test("a guard holds as many split points as a table may have (each an argument of cairn_range)")
     func mostSplitPoints() throws {
         let tmp = TempDB()

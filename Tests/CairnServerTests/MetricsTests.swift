@@ -25,7 +25,9 @@ extension ProcessTests {
         #expect(types["cairn_wal_syncs_total"] == "counter")
         #expect(types["cairn_wal_syncs"] == nil, "a total exposed as a gauge")
         for family in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_max_fds",
-                       "process_start_time_seconds", "cairn_build_info", "cairn_http_requests_total", "cairn_write_seconds"] {
+                       "process_start_time_seconds", "cairn_build_info", "cairn_http_requests_total", "cairn_write_seconds",
+                       "cairn_storage_failed", "cairn_snapshots_taken_total", "cairn_transport_envelopes_dropped_total",
+                       "cairn_transport_handshakes_refused_total"] {
             #expect(types[family] != nil, "\(family) missing")
         }
         #expect(lines.contains { $0.hasPrefix("cairn_build_info{version=\"cairn-") })

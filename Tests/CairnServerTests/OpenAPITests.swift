@@ -120,6 +120,7 @@ struct OpenAPITests {
             (.DELETE, "/v1/databases/extra", nil, TestHTTP.admin),
             (.GET, "/v1/status", nil, TestHTTP.admin),
             (.GET, "/v1/cluster", nil, TestHTTP.admin),
+            (.GET, "/v1/cluster?detail=true", nil, TestHTTP.admin),
             (.GET, "/v1/health", nil, anonymous),
             (.GET, "/v1/openapi.json", nil, anonymous),
             (.GET, "/v1/ready", nil, anonymous),

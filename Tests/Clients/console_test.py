@@ -36,6 +36,9 @@ try:
     states = [e.text for e in css("#nodes tbody tr td:nth-child(4)")]
     assert states == ["live"] * nodes, states
     assert sum(int(e.text) for e in css("#nodes tbody tr td:nth-child(7)")) >= 1, "no leaders shown"
+    # Every node's storage and apply lag, asked of each node.
+    wait.until(lambda d: all(e.text.endswith(" MiB") for e in css("#nodes tbody tr td:nth-child(8)")))
+    assert all(e.text.isdigit() for e in css("#nodes tbody tr td:nth-child(9)")), [e.text for e in css("#nodes tbody tr td:nth-child(9)")]
     wait.until(lambda d: len(css("#groups tbody tr")) >= 1)
     driver.save_screenshot(shots + "/2-overview.png")
 

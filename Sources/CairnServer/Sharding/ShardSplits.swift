@@ -231,6 +231,10 @@ extension API {
         try await awaitCatalog { $0.shardMap(of: db).version >= next.version }
         log("node \(cluster.nodeID): database \"\(db)\": shard \(shard) (group \(parent.group)) split at slot \(mid) (entry \(index)); shard \(childIndex) (group \(child.group)) owns slots \(mid)..<\(map.arcs[shard].hi)")
         SplitMetrics.splits.increment()
+        if let range, range != catalog.splitOrigins[childName]?.rangeFrom {
+            // The child was another split's (reserved a moment before this one): that one is done now.
+            throw HTTPFailure.unavailable("another split of \"\(db)\" took this turn and is finished now; retry")
+        }
         return SplitDone(shard: shard, child: childIndex, childGroup: child.group, mid: mid, shardCount: next.count, index: index)
     }
 
