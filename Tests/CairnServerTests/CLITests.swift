@@ -133,6 +133,13 @@ struct CLITests {
         t.type("1 AS homed;\u{1B}[1~SELECT \r")
         try await t.expect("homed")
         try await t.expect("(1 row, ")
+        // Home in application mode (ESC O H), Ctrl-Left (a word back), PgUp (the previous entry).
+        t.type("2 AS apphome;\u{1B}OHSELECT \r")
+        try await t.expect("apphome")
+        t.type("SELECT 7 c;\u{1B}[1;5DAS \r")
+        try await t.expect("c\r\n-\r\n7\r\n")
+        t.type("\u{1B}[5~\r")
+        try await t.expect("c\r\n-\r\n7\r\n")
         // Ctrl-C drops the line being typed; Ctrl-R searches the history.
         t.type("SELECT 'dropped'\u{3}")
         try await t.expect("^C")
@@ -206,10 +213,7 @@ struct CLITests {
     func sqlScripts() async throws {
         let c = try await ProcessCluster.single("sql-scripts")
         defer { c.destroy() }
-        var environment = ProcessInfo.processInfo.environment
-        environment["CAIRN_HOME"] = c.root + "/home"
-        environment["CAIRN_USER"] = "admin"
-        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let environment = c.cliEnvironment
         let host = ["--host", c.nodes[0].url]
         let (versionStatus, version) = try await runCairn(["--version"], environment: environment)
         #expect(versionStatus == 0 && version.hasPrefix("cairn-"), "\(version)")
@@ -250,10 +254,7 @@ struct CLITests {
     func shellCommands() async throws {
         let c = try await ProcessCluster.single("shell-commands")
         defer { c.destroy() }
-        var environment = ProcessInfo.processInfo.environment
-        environment["CAIRN_HOME"] = c.root + "/home"
-        environment["CAIRN_USER"] = "admin"
-        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let environment = c.cliEnvironment
         try "INSERT INTO t VALUES (3, 'c');\n.mode csv\nSELECT count(*) AS n FROM t;\n.mode table\n".write(toFile: c.root + "/script.sql", atomically: true, encoding: .utf8)
         try "name,city\n\"Smith, J\",\"Oslo\"\nAda,\"Lon\ndon\"\n".write(toFile: c.root + "/people.csv", atomically: true, encoding: .utf8)
         let input = """
@@ -301,10 +302,7 @@ struct CLITests {
     func largeRestores() async throws {
         let c = try await ProcessCluster.single("large-restores", extraArgs: ["--max-body-bytes", "1048576"])
         defer { c.destroy() }
-        var environment = ProcessInfo.processInfo.environment
-        environment["CAIRN_HOME"] = c.root + "/home"
-        environment["CAIRN_USER"] = "admin"
-        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let environment = c.cliEnvironment
         let host = ["--host", c.nodes[0].url]
         // About 3 MiB of rows, in requests under the 1 MiB limit.
         #expect(try await c.nodes[0].execute(["CREATE TABLE big (k INTEGER PRIMARY KEY, v TEXT)"]).status == 200)
@@ -337,10 +335,7 @@ struct CLITests {
         let c = try await ProcessCluster.single("bench")
         defer { c.destroy() }
         let n = c.nodes[0]
-        var environment = ProcessInfo.processInfo.environment
-        environment["CAIRN_HOME"] = c.root + "/home"
-        environment["CAIRN_USER"] = "admin"
-        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let environment = c.cliEnvironment
         let common = ["bench", "--host", n.url, "--concurrency", "4", "--ops", "40", "--warmup", "0", "--keys", "200", "--json"]
         let runs: [(options: [String], table: String?)] = [
             (["--workload", "insert"], "bench"),

@@ -84,10 +84,7 @@ extension ProcessTests {
         let port = freePort()
         let c = try await ProcessCluster.founded("kv", count: 3) { i in i == 0 ? ["--compat", "key-endpoint=127.0.0.1:\(port)"] : [] }
         defer { c.destroy() }
-        var environment = ProcessInfo.processInfo.environment
-        environment["CAIRN_HOME"] = c.root + "/home"
-        environment["CAIRN_USER"] = "admin"
-        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        let environment = c.cliEnvironment
         let host = ["--host", c.nodes[1].url]
 
         // 9 MiB of text with multi-byte characters (cut across chunk ends), and 5 MiB of every byte value.

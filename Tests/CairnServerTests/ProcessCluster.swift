@@ -316,6 +316,16 @@ final class ProcessCluster: @unchecked Sendable {
         throw TestFailure("no node acknowledged the write within \(seconds) s \(last)")
     }
 
+    /// The environment the `cairn` CLI runs in against this cluster: signed in as admin, its profile
+    /// and history under the cluster's directory.
+    var cliEnvironment: [String: String] {
+        var environment = ProcessInfo.processInfo.environment
+        environment["CAIRN_HOME"] = root + "/home"
+        environment["CAIRN_USER"] = "admin"
+        environment["CAIRN_PASSWORD"] = TestHTTP.adminPassword
+        return environment
+    }
+
     /// Kills every process (without waiting: it runs from `defer`) and deletes the data.
     func destroy() {
         for n in nodes {

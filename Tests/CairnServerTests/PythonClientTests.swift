@@ -24,6 +24,19 @@ extension ProcessTests {
         return python
     }
 
+    /// Runs one of `Tests/Clients`' scripts with the environment's python; its exit status and output.
+    static func runClientScript(_ script: String, _ arguments: [String], seconds: Double) async throws -> (status: Int32?, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try await clientPython())
+        p.arguments = [repository.appendingPathComponent("Tests/Clients/" + script).path] + arguments
+        let output = Pipe()
+        p.standardOutput = output
+        p.standardError = output
+        try p.run()
+        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return (await exitStatus(of: p, seconds: seconds), said)
+    }
+
     static func runProgram(_ path: String, _ arguments: [String]) async throws -> Int32 {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
@@ -35,21 +48,13 @@ extension ProcessTests {
     }
 
     @Test func pythonClientsWorkUnmodified() async throws {
-        let python = try await Self.clientPython()
+        _ = try await Self.clientPython()
         let c = try await ProcessCluster.founded("python-clients", count: 3)
         defer { c.destroy() }
         // Through a node that leads nothing in particular: any node serves any request.
         let node = c.nodes[1]
         let port = String(node.http.split(separator: ":").last!)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = [Self.repository.appendingPathComponent("Tests/Clients/orm_roundtrip.py").path, "127.0.0.1", port, "admin", TestHTTP.adminPassword]
-        let output = Pipe()
-        p.standardOutput = output
-        p.standardError = output
-        try p.run()
-        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let status = await exitStatus(of: p, seconds: 120)
+        let (status, said) = try await Self.runClientScript("orm_roundtrip.py", ["127.0.0.1", port, "admin", TestHTTP.adminPassword], seconds: 120)
         #expect(status == 0 && said.contains("OK ['cities', 'plain']"), "\(said.suffix(3000))")
     }
 }
@@ -59,7 +64,7 @@ extension ProcessTests {
 /// plan, the shard map, users, live charts. Screenshots are kept in .build/console-screenshots.
 extension ProcessTests {
     @Test func consoleInChromium() async throws {
-        let python = try await Self.clientPython()
+        _ = try await Self.clientPython()
         let c = try await ProcessCluster.founded("console", count: 3)
         defer { c.destroy() }
         let a = c.nodes[0]
@@ -68,18 +73,13 @@ extension ProcessTests {
         #expect(try await a.execute((1...30).map { ["INSERT INTO orders VALUES (?, ?, 'tea')", $0, $0] as [Any] }, db: "shop").status == 200)
         let shots = Self.repository.appendingPathComponent(".build/console-screenshots").path
         try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = [Self.repository.appendingPathComponent("Tests/Clients/console_test.py").path, c.nodes[1].url, "admin", TestHTTP.adminPassword,
-                       "3", "4", "30", shots]
-        let output = Pipe()
-        p.standardOutput = output
-        p.standardError = output
-        try p.run()
-        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let status = await exitStatus(of: p, seconds: 180)
+        // And a node without auth: its console opens on the overview, with nothing to sign in to.
+        let open = try await ProcessCluster.single("console-open", extraArgs: ["--insecure-dev"])
+        defer { open.destroy() }
+        let (status, said) = try await Self.runClientScript("console_test.py", [c.nodes[1].url, "admin", TestHTTP.adminPassword, "3", "4", "30", shots,
+                                                                                open.nodes[0].url], seconds: 180)
         #expect(status == 0 && said.contains("OK"), "\(said.suffix(4000))")
-        for shot in ["1-sign-in", "2-overview", "3-sql", "4-shards", "5-charts"] {
+        for shot in ["1-sign-in", "2-overview", "3-sql", "4-shards", "5-charts", "6-no-auth"] {
             #expect(FileManager.default.fileExists(atPath: shots + "/\(shot).png"), "no screenshot \(shot)")
         }
     }

@@ -1,6 +1,7 @@
 """The web console in headless Chromium: sign in, every node on the overview, a query and its plan,
 the shard map of a sharded database, users, live charts; a screenshot of each step.
-Usage: python console_test.py URL USER PASSWORD NODES SHARDS ROWS SCREENSHOT_DIR. Prints OK or fails."""
+Then, on a node without auth (OPEN_URL), the overview with no sign-in.
+Usage: python console_test.py URL USER PASSWORD NODES SHARDS ROWS SCREENSHOT_DIR OPEN_URL. Prints OK or fails."""
 import sys
 
 from selenium import webdriver
@@ -11,7 +12,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-url, user, password, nodes, shards, rows, shots = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+url, user, password, nodes, shards, rows, shots, open_url = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7], sys.argv[8]
 options = Options()
 for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"]:
     options.add_argument(flag)
@@ -82,6 +83,13 @@ try:
     errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"
               and not (("/v1/cluster " in e["message"] or "/v1/auth/token " in e["message"]) and "status of 401" in e["message"])]
     assert not errors, errors
+
+    # Without auth: straight to the overview, the sign-in form never shown.
+    driver.get(open_url + "/console")
+    wait.until(lambda d: len(css("#nodes tbody tr")) == 1)
+    assert not driver.find_element(By.ID, "signin").is_displayed()
+    assert "no authentication" in driver.find_element(By.ID, "who").text
+    driver.save_screenshot(shots + "/6-no-auth.png")
     print("OK")
 finally:
     driver.quit()
