@@ -90,7 +90,7 @@ def main():
                 c = bench.Cairn(work, binary)
                 try:
                     url = c.leader_url()
-                    samples[name].append(bench.measure_once(c, lambda: bench.run_wrk("CairnDB", op, url, a.clients, a.seconds, work)))
+                    samples[name].append(bench.measure_once(c, lambda: bench.wrk(c.script(op), url, a.clients, a.seconds, work)))
                 finally:
                     c.stop()
                     shutil.rmtree(work, ignore_errors=True)

@@ -1,549 +1,250 @@
 #!/usr/bin/env python3
-"""CairnDB against reference systems, side by side, in one run on this machine.
+"""CairnDB against the systems people would pick instead, given the same work, in one run on this machine.
 
-Installs what it needs (apt-get, pip), builds CairnDB in release mode, starts on loopback:
-  - CairnDB: 3 nodes, fsync on (the default);
-  - etcd 3.4: 3 members, default durability, driven through its HTTP/JSON gateway;
-  - PostgreSQL: a primary and one synchronous standby (synchronous_commit=on), driven by pgbench;
-  - SQLite alone (WAL, synchronous=FULL), and the physical floor (fsync latency, loopback round trip);
-measures single-row writes and point reads at 1, 16 and 64 clients (median of 3 runs; CairnDB and etcd
-through the same HTTP load tool, wrk), samples the CPU time of every server process around each run,
-stops everything, and writes bench/RESULTS.md and PNG charts.
+Installs what it needs (apt-get, pip), builds CairnDB in release mode, and starts on loopback, all at
+once: CairnDB (3 nodes), etcd 3.4 (3 members, through its HTTP/JSON gateway), dqlite (three
+`dqlite-demo` nodes, replicated SQLite over Raft) and PostgreSQL (a primary and a synchronous
+standby, through pgbench). Every system holds the same 10,000 keys; a write overwrites one of them
+with a 100-byte value, a read fetches one (linearizable where the system can). Each cell (operation,
+clients, entry node) is run on every system in turn, run after run, so a drift in the machine's speed
+touches all alike; the report gives the median and the spread of the runs and flags any run below
+half the median. Then:
+  - a second table with authentication and TLS on everywhere it exists (CairnDB, etcd, PostgreSQL);
+  - the collapse check: ten pairs of CairnDB runs through the leader and through a follower, with
+    answers counted per second and the leader asked before and after each run.
+Writes bench/RESULTS.md, bench/results.json and PNG charts.
 
-Usage: python3 bench/run.py [--seconds 5] [--runs 3] [--clients 1,16,64]
+Usage: python3 bench/run.py [--seconds 5] [--runs 5] [--clients 1,64] [--binary PATH] [--report-only]
 """
-import argparse, base64, json, os, shutil, signal, socket, sqlite3, statistics, subprocess, sys, tempfile, time
-import urllib.request
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-VALUE = "x" * 100
-KEYS = 10000
+sys.path.insert(0, HERE)
+# The other scripts here import this module as `bench` and use these names.
+from common import (KEYS, ROOT, VALUE, VALUE_BYTES, WRK_COMMON, cpu_seconds, ensure_tools, free_port, fsync_latency,  # noqa: F401,E402
+                    http, log, loopback_rtt, machine, make_certificates, sh, sqlite_alone, wait_until, wrk)
+from systems import Cairn, Dqlite, Etcd, Postgres  # noqa: E402
 
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def sh(cmd, check=True, **kw):
-    return subprocess.run(cmd, shell=isinstance(cmd, str), check=check, **kw)
-
-
-def ensure_tools():
-    have_postgres = os.path.isdir("/usr/lib/postgresql") and any(
-        os.path.exists(f"/usr/lib/postgresql/{v}/bin/pgbench") for v in os.listdir("/usr/lib/postgresql"))
-    if shutil.which("etcd") is None or shutil.which("wrk") is None or not have_postgres:
-        log("installing etcd-server, wrk, postgresql ...")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        sh("apt-get update -q", env=env, stdout=subprocess.DEVNULL)
-        sh("apt-get install -y -q etcd-server wrk postgresql libsqlite3-dev", env=env, stdout=subprocess.DEVNULL)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        sh([sys.executable, "-m", "pip", "install", "-q", "matplotlib"])
-    # Debian starts a PostgreSQL cluster of its own on install; it would only take memory.
-    sh("service postgresql stop", check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def pg_bin():
-    versions = sorted(os.listdir("/usr/lib/postgresql"))
-    return f"/usr/lib/postgresql/{versions[-1]}/bin"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def http(method, url, body=None, timeout=10):
-    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return r.status, r.read()
-
-
-def wait_until(check, seconds, what):
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def cpu_seconds(pids):
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-        except (FileNotFoundError, IndexError):
-            pass
-    return total
-
-
-# ---------------------------------------------------------------- the physical floor
-
-def fsync_latency(directory, n=200):
-    path = os.path.join(directory, "fsync.probe")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-    samples = []
-    for i in range(n):
-        os.pwrite(fd, b"x" * 4096, i * 4096)
-        t = time.perf_counter()
-        os.fsync(fd)
-        samples.append(time.perf_counter() - t)
-    os.close(fd)
-    os.unlink(path)
-    return statistics.median(samples)
-
-
-def loopback_rtt(n=2000):
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-    pid = os.fork()
-    if pid == 0:
-        c, _ = srv.accept()
-        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while True:
-            b = c.recv(64)
-            if not b:
-                os._exit(0)
-            c.sendall(b)
-    cl = socket.create_connection(("127.0.0.1", port))
-    cl.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        cl.sendall(b"p")
-        cl.recv(64)
-        samples.append(time.perf_counter() - t)
-    cl.close()
-    os.waitpid(pid, 0)
-    srv.close()
-    return statistics.median(samples)
-
-
-def sqlite_alone(directory, seconds):
-    db = sqlite3.connect(os.path.join(directory, "alone.db"), isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)")
-    out = {}
-    for op in ["write", "read"]:
-        lat = []
-        end = time.time() + seconds
-        k = 0
-        while time.time() < end:
-            t = time.perf_counter()
-            if op == "write":
-                db.execute("INSERT INTO kv(k, v) VALUES(?, ?)", (k, VALUE))
-            else:
-                db.execute("SELECT v FROM kv WHERE k = ?", (k % max(1, KEYS),)).fetchall()
-            lat.append(time.perf_counter() - t)
-            k += 1
-        lat.sort()
-        out[op] = {"throughput": len(lat) / seconds, "p50": lat[len(lat) // 2] * 1e6, "p99": lat[int(len(lat) * 0.99)] * 1e6}
-    db.close()
-    return out
-
-
-# ---------------------------------------------------------------- systems
-
-class Cairn:
-    name = "CairnDB"
-
-    def __init__(self, work, binary):
-        self.procs, self.http = [], []
-        ports = [free_port() for _ in range(6)]
-        self.http = [f"127.0.0.1:{ports[2 * i]}" for i in range(3)]
-        for i in range(3):
-            log_file = open(os.path.join(work, f"cairn{i}.log"), "w")
-            self.procs.append(subprocess.Popen(
-                [binary, "server", "--data-dir", os.path.join(work, f"cairn{i}"), "--http-addr", self.http[i],
-                 "--raft-addr", f"127.0.0.1:{ports[2 * i + 1]}", "--join", ",".join(self.http), "--bootstrap-expect", "3",
-                 "--insecure-dev"], stdout=log_file, stderr=log_file))
-        for h in self.http:
-            wait_until(lambda h=h: http("GET", f"http://{h}/v1/ready")[0] == 200, 60, "CairnDB")
-        http("POST", f"http://{self.http[0]}/v1/db/default/execute",
-             {"statements": ["CREATE TABLE kv(k INTEGER PRIMARY KEY, v TEXT)"]})
-        for start in range(0, KEYS, 500):
-            rows = ",".join(f"({k}, '{VALUE}')" for k in range(start, min(KEYS, start + 500)))
-            http("POST", f"http://{self.http[0]}/v1/db/default/execute", {"statements": ["INSERT INTO kv(k, v) VALUES " + rows]})
-
-    def leader_url(self):
-        for h in self.http:
-            st = json.loads(http("GET", f"http://{h}/v1/status")[1])
-            for g in st["groups"]:
-                if g["group"] == 1 and g["role"] == "leader":
-                    return f"http://{h}"
-        return f"http://{self.http[0]}"
-
-    def pids(self):
-        return [p.pid for p in self.procs]
-
-    def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-class Etcd:
-    name = "etcd"
-
-    def __init__(self, work):
-        self.procs = []
-        ports = [free_port() for _ in range(6)]
-        self.clients = [f"http://127.0.0.1:{ports[2 * i]}" for i in range(3)]
-        peers = [f"http://127.0.0.1:{ports[2 * i + 1]}" for i in range(3)]
-        cluster = ",".join(f"e{i}={peers[i]}" for i in range(3))
-        for i in range(3):
-            log_file = open(os.path.join(work, f"etcd{i}.log"), "w")
-            self.procs.append(subprocess.Popen(
-                ["etcd", "--name", f"e{i}", "--data-dir", os.path.join(work, f"etcd{i}"),
-                 "--listen-client-urls", self.clients[i], "--advertise-client-urls", self.clients[i],
-                 "--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
-                 "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "bench"],
-                stdout=log_file, stderr=log_file))
-        for c in self.clients:
-            wait_until(lambda c=c: http("GET", f"{c}/health")[0] == 200, 60, "etcd")
-        for k in range(0, 1000):
-            http("POST", f"{self.clients[0]}/v3/kv/put", {"key": b64(f"k{k}"), "value": b64(VALUE)})
-
-    def leader_url(self):
-        for c in self.clients:
-            st = json.loads(http("POST", f"{c}/v3/maintenance/status", {})[1])
-            if st.get("leader") == st.get("header", {}).get("member_id"):
-                return c
-        return self.clients[0]
-
-    def pids(self):
-        return [p.pid for p in self.procs]
-
-    def stop(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            p.wait(20)
-
-
-def b64(s):
-    return base64.b64encode(s.encode()).decode()
-
-
-class Postgres:
-    name = "PostgreSQL"
-
-    def __init__(self, work):
-        self.bin = pg_bin()
-        self.dir = os.path.join(work, "pg")
-        os.makedirs(self.dir)
-        shutil.chown(self.dir, "postgres", "postgres")
-        self.port, self.standby_port = free_port(), free_port()
-        primary, standby = os.path.join(self.dir, "primary"), os.path.join(self.dir, "standby")
-        self.pg(f"{self.bin}/initdb -D {primary} -U postgres -A trust")
-        with open(os.path.join(primary, "postgresql.conf"), "a") as f:
-            f.write(f"port={self.port}\nlisten_addresses='127.0.0.1'\nsynchronous_standby_names='standby1'\n"
-                    "synchronous_commit=on\nwal_level=replica\nmax_wal_senders=4\nunix_socket_directories='/tmp'\n")
-        with open(os.path.join(primary, "pg_hba.conf"), "a") as f:
-            f.write("host replication postgres 127.0.0.1/32 trust\n")
-        self.pg(f"{self.bin}/pg_ctl -D {primary} -l {self.dir}/primary.log -w start")
-        self.pg(f"{self.bin}/pg_basebackup -h 127.0.0.1 -p {self.port} -U postgres -D {standby} -R")
-        with open(os.path.join(standby, "postgresql.conf"), "a") as f:
-            f.write(f"port={self.standby_port}\n")
-        # pg_basebackup -R wrote a primary_conninfo into postgresql.auto.conf, which wins over postgresql.conf;
-        # the standby must name itself there for synchronous_standby_names to match.
-        with open(os.path.join(standby, "postgresql.auto.conf"), "a") as f:
-            f.write(f"primary_conninfo = 'host=127.0.0.1 port={self.port} user=postgres application_name=standby1'\n")
-        self.pg(f"{self.bin}/pg_ctl -D {standby} -l {self.dir}/standby.log -w start")
-        self.primary, self.standby = primary, standby
-        self.psql("CREATE TABLE kv(k BIGINT PRIMARY KEY, v TEXT)")
-        self.psql(f"INSERT INTO kv SELECT g, repeat('x', 100) FROM generate_series(0, {KEYS - 1}) g")
-        wait_until(lambda: "standby1" in self.psql("SELECT application_name FROM pg_stat_replication WHERE sync_state = 'sync'"),
-                   30, "the synchronous standby")
-
-    def pg(self, cmd):
-        return sh(["runuser", "-u", "postgres", "--", "bash", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
-
-    def psql(self, sql):
-        return self.pg(f"{self.bin}/psql -h 127.0.0.1 -p {self.port} -U postgres -Atc \"{sql}\"")
-
-    def pids(self):
-        out = sh("pgrep -f 'postgres'", check=False, stdout=subprocess.PIPE).stdout.decode().split()
-        return [int(p) for p in out]
-
-    def stop(self):
-        for d in [self.standby, self.primary]:
-            self.pg(f"{self.bin}/pg_ctl -D {d} -m fast -w stop")
-
-
-# ---------------------------------------------------------------- load
-
-WRK_COMMON = r'''
-local counter = 0
-local thread_id = 0
-setup = function(thread) thread:set("tid", thread_id); thread_id = thread_id + 1 end
-done = function(summary, latency, requests)
-  io.write(string.format('{"requests": %d, "duration_us": %d, "errors": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d, "max": %d}\n',
-    summary.requests, summary.duration, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
-end
-local b64chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
-function b64(data)
-  return ((data:gsub('.', function(x)
-    local r, b = '', x:byte()
-    for i = 8, 1, -1 do r = r .. (b % 2 ^ i - b % 2 ^ (i - 1) > 0 and '1' or '0') end
-    return r
-  end) .. '0000'):gsub('%d%d%d?%d?%d?%d?', function(x)
-    if #x < 6 then return '' end
-    local c = 0
-    for i = 1, 6 do c = c + (x:sub(i, i) == '1' and 2 ^ (6 - i) or 0) end
-    return b64chars:sub(c + 1, c + 1)
-  end) .. ({ '', '==', '=' })[#data % 3 + 1])
-end
-'''
-
-SCRIPTS = {
-    ("CairnDB", "write"): r'''
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  counter = counter + 1
-  local k = 1000000000 + (tid or 0) * 100000000 + counter + math.random(0, 999) * 1000000000000
-  return wrk.format(nil, "/v1/db/default/execute", nil, '{"statements":[["INSERT INTO kv(k, v) VALUES(?, ?)",' .. k .. ',"@VALUE@"]]}')
-end
-''',
-    ("CairnDB", "read"): r'''
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-request = function()
-  return wrk.format(nil, "/v1/db/default/query", nil, '{"statements":[["SELECT v FROM kv WHERE k = ?",' .. math.random(0, @KEYS@ - 1) .. ']]}')
-end
-''',
-    ("etcd", "write"): r'''
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local value = b64("@VALUE@")
-request = function()
-  counter = counter + 1
-  return wrk.format(nil, "/v3/kv/put", nil, '{"key":"' .. b64("w" .. (tid or 0) .. "-" .. counter .. "-" .. math.random(0, 1e9)) .. '","value":"' .. value .. '"}')
-end
-''',
-    ("etcd", "read"): r'''
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local keys = {}
-for i = 0, 999 do keys[i] = b64("k" .. i) end
-request = function()
-  return wrk.format(nil, "/v3/kv/range", nil, '{"key":"' .. keys[math.random(0, 999)] .. '"}')
-end
-''',
-}
-
-
-def run_wrk(system, op, url, clients, seconds, work):
-    script = os.path.join(work, f"{system}-{op}.lua")
-    with open(script, "w") as f:
-        # Placeholders no SQL word contains ("VALUE" would also rewrite "VALUES").
-        f.write(WRK_COMMON + SCRIPTS[(system, op)].replace("@VALUE@", VALUE).replace("@KEYS@", str(KEYS)))
-    threads = min(clients, 2)
-    out = sh(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", script, url],
-             stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
-    line = [l for l in out.splitlines() if l.startswith('{"requests"')][-1]
-    r = json.loads(line)
-    return {"throughput": r["requests"] / (r["duration_us"] / 1e6), "p50": r["p50"], "p99": r["p99"], "p999": r["p999"],
-            "errors": r["errors"], "requests": r["requests"]}
-
-
-def run_pgbench(pg, op, clients, seconds, work):
-    script = os.path.join(work, f"pg-{op}.sql")
-    with open(script, "w") as f:
-        if op == "write":
-            f.write("\\set k random(1000000000, 9000000000000)\nINSERT INTO kv(k, v) VALUES (:k, repeat('x', 100)) ON CONFLICT (k) DO NOTHING;\n")
-        else:
-            f.write(f"\\set k random(0, {KEYS - 1})\nSELECT v FROM kv WHERE k = :k;\n")
-    os.chmod(script, 0o644)
-    logdir = tempfile.mkdtemp(dir=work)
-    shutil.chown(logdir, "postgres", "postgres")
-    out = pg.pg(f"cd {logdir} && {pg.bin}/pgbench -h 127.0.0.1 -p {pg.port} -U postgres -n -c {clients} -j {min(clients, 2)} "
-                f"-T {seconds} -l -f {script} postgres")
-    lat = []
-    for name in os.listdir(logdir):
-        for line in open(os.path.join(logdir, name)):
-            parts = line.split()
-            if len(parts) >= 3:
-                lat.append(int(parts[2]))
-    shutil.rmtree(logdir)
-    lat.sort()
-    n = len(lat)
-    tps = [float(l.split("=")[1].split()[0]) for l in out.splitlines() if l.startswith("tps =")]
-    return {"throughput": tps[0] if tps else n / seconds, "p50": lat[n // 2] if n else 0, "p99": lat[int(n * 0.99)] if n else 0,
-            "p999": lat[int(n * 0.999)] if n else 0, "errors": 0, "requests": n}
+OPS = ["write", "read"]
+PEERS = ["etcd", "dqlite", "PostgreSQL"]
 
 
 def measure_once(system, runner):
     pids = system.pids()
     c0 = cpu_seconds(pids)
     r = runner()
-    r["cpu_per_1000"] = (cpu_seconds(pids) - c0) / max(1, r["requests"]) * 1000
+    # PostgreSQL's backends are born with pgbench's connections, after this sample: no figure for it.
+    r["cpu_per_1000"] = None if isinstance(system, Postgres) else (cpu_seconds(pids) - c0) / max(1, r["requests"]) * 1000
     return r
 
 
-def median_of(system, op, clients, results):
-    results = sorted(results, key=lambda r: r["throughput"])
-    median = results[len(results) // 2]
-    log(f"  {system.name:10s} {op:5s} {clients:3d} clients: {median['throughput']:9.0f} ops/s  p50 {median['p50'] / 1000:7.2f} ms  "
-        f"p99 {median['p99'] / 1000:7.2f} ms  cpu/1000 {median['cpu_per_1000']:.3f} s  errors {median['errors']}")
-    return median
+def one_run(system, op, clients, entry, seconds, work, trace=False):
+    if isinstance(system, Postgres):
+        return measure_once(system, lambda: system.pgbench(op, clients, seconds, work))
+    url = system.url(entry)
+    r = measure_once(system, lambda: wrk(system.script(op), url, clients, seconds, work, name=f"{system.name}-{op}", trace=trace))
+    r["url"] = url
+    return r
 
 
-def measure(system, op, clients, runs, seconds, work, runner):
-    return median_of(system, op, clients, [measure_once(system, runner) for _ in range(runs)])
+def summarize(samples):
+    t = sorted(s["throughput"] for s in samples)
+    median = statistics.median(t)
+    cpu = [s["cpu_per_1000"] for s in samples if s.get("cpu_per_1000") is not None]
+    return {"median": median, "min": t[0], "max": t[-1], "runs": [round(x) for x in (s["throughput"] for s in samples)],
+            "p50_ms": statistics.median(s["p50"] for s in samples) / 1000, "p99_ms": statistics.median(s["p99"] for s in samples) / 1000,
+            "p999_ms": statistics.median(s["p999"] for s in samples) / 1000,
+            "cpu_ms_per_op": statistics.median(cpu) if cpu else None, "errors": sum(s["errors"] for s in samples),
+            "collapsed": sum(1 for x in t if x < median / 2)}
 
 
-def measure_interleaved(systems, op, clients, runs, runners):
-    """Runs the systems in turn, run after run: a machine whose speed drifts (a shared host) then
-    affects every system alike, and the ratios between them stay fair."""
-    samples = {s.name: [] for s in systems}
-    for _ in range(runs):
-        for s in systems:
-            samples[s.name].append(measure_once(s, runners[s.name]))
-    return {s.name: median_of(s, op, clients, samples[s.name]) for s in systems}
+def alternated(systems, cells, runs, seconds, work):
+    """Every cell on every system, in turn, `runs` times; the systems' order rotates each run so none
+    is always first after another's load."""
+    samples = {}
+    for i in range(runs):
+        order = systems[i % len(systems):] + systems[:i % len(systems)]
+        for op, clients, entry in cells:
+            for system in order:
+                if isinstance(system, Postgres) and entry != "leader":
+                    continue
+                r = one_run(system, op, clients, entry, seconds, work)
+                samples.setdefault((system.name, op, clients, entry), []).append(r)
+                log(f"  run {i + 1}/{runs} {system.name:10s} {op:5s} {clients:3d} clients via {entry:8s} {r['throughput']:8.0f}/s "
+                    f"p50 {r['p50'] / 1000:6.2f} ms p99 {r['p99'] / 1000:6.2f} ms errors {r['errors']}")
+    return {k: summarize(v) for k, v in samples.items()}
+
+
+def collapse_check(cairn, pairs, seconds, work):
+    """CairnDB writes at 64 clients through the leader and through a follower, `pairs` times in a row,
+    answers counted per second; the leader is asked before and after each run, so a run whose
+    leadership moved under it shows as such."""
+    out = []
+    for i in range(pairs):
+        pair = {}
+        for entry in ("leader", "follower"):
+            before = cairn.leader()
+            r = one_run(cairn, "write", 64, entry, seconds, work, trace=True)
+            after = cairn.leader()
+            per_second = r.get("per_second", [])[1:-1]
+            pair[entry] = {"throughput": r["throughput"], "p99_ms": r["p99"] / 1000, "errors": r["errors"],
+                           "per_second": r.get("per_second", []), "min_second": min(per_second) if per_second else None,
+                           "leader_before": before, "leader_after": after, "url": r["url"]}
+        pair["ratio"] = pair["follower"]["throughput"] / pair["leader"]["throughput"]
+        log(f"  pair {i + 1}/{pairs}: leader {pair['leader']['throughput']:.0f}/s (slowest second {pair['leader']['min_second']}), "
+            f"follower {pair['follower']['throughput']:.0f}/s (slowest second {pair['follower']['min_second']}), ratio {pair['ratio']:.2f}")
+        out.append(pair)
+    return out
 
 
 # ---------------------------------------------------------------- report
 
-def machine():
-    mem = [l for l in open("/proc/meminfo") if l.startswith("MemTotal")][0].split()[1]
-    cpu = [l for l in open("/proc/cpuinfo") if l.startswith("model name")]
-    return {"cores": os.cpu_count(), "memory_gib": round(int(mem) / 1048576, 1), "cpu": cpu[0].split(":", 1)[1].strip() if cpu else "?"}
+def key(system, op, clients, entry):
+    return f"{system}|{op}|{clients}|{entry}"
 
 
-def write_report(results, floor, alone, info, clients, runs, seconds, elapsed, cairn_version, generated=None):
-    generated = generated or time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+def write_report(r):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    systems = ["CairnDB", "etcd", "PostgreSQL"]
-    for metric, fname, label in [("throughput", "throughput.png", "operations per second"), ("p99", "p99.png", "p99 latency (ms)")]:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, op in zip(axes, ["write", "read"]):
-            width = 0.27
+    res = r["results"]
+    clients = r["clients"]
+    top, one = max(clients), min(clients)
+    systems = ["CairnDB"] + PEERS
+    cells = [(c, "leader") for c in clients] + [(top, "follower")]
+    for metric, fname, label in [("median", "throughput.png", "operations per second (median)"), ("p99_ms", "p99.png", "p99 latency, ms")]:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        for ax, op in zip(axes, OPS):
+            width = 0.2
             for i, s in enumerate(systems):
-                vals = [results[(s, op, c)][metric] / (1000 if metric == "p99" else 1) for c in clients]
-                ax.bar([x + i * width for x in range(len(clients))], vals, width, label=s)
-            ax.set_xticks([x + width for x in range(len(clients))])
-            ax.set_xticklabels([f"{c} clients" for c in clients])
-            ax.set_title(f"{'single-row writes' if op == 'write' else 'point reads (linearizable)'}: {label}")
+                vals = [res.get(key(s, op, c, e), {}).get(metric, 0) for c, e in cells]
+                ax.bar([x + i * width for x in range(len(cells))], vals, width, label=s)
+            ax.set_xticks([x + 1.5 * width for x in range(len(cells))])
+            ax.set_xticklabels([f"{c} clients, {e}" for c, e in cells])
+            ax.set_title(f"{'overwrites' if op == 'write' else 'point reads (linearizable)'}: {label}")
             ax.legend()
         fig.tight_layout()
         fig.savefig(os.path.join(HERE, fname), dpi=90)
         plt.close(fig)
 
-    def ratio(a, b):
-        return f"{a / b:.2f}x" if b else "-"
+    def cell(x, field, fmt):
+        v = x.get(field)
+        return "n/a" if v is None else format(v, fmt)
 
+    def table(results, cells_shown, names):
+        lines = ["| op | clients | via | system | median ops/s | runs (ops/s) | p50 ms | p99 ms | p99.9 ms | CPU ms/op | errors | collapsed | CairnDB vs it |",
+                 "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for op in OPS:
+            for c, e in cells_shown:
+                cairn = results.get(key("CairnDB", op, c, e))
+                for s in names:
+                    x = results.get(key(s, op, c, e))
+                    if x is None:
+                        continue
+                    vs = "" if s == "CairnDB" or not cairn else f"{cairn['median'] / x['median']:.2f}x"
+                    lines.append(f"| {op} | {c} | {e} | {s} | {x['median']:.0f} | {' '.join(str(v) for v in x['runs'])} | "
+                                 f"{x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {x['p999_ms']:.2f} | {cell(x, 'cpu_ms_per_op', '.3f')} | "
+                                 f"{x['errors']} | {x['collapsed']} | {vs} |")
+        return lines
+
+    floor = r["floor"]
+    alone = r["sqlite"]
+    info = r["machine"]
     lines = ["# Benchmark results", "",
-             f"Generated by `python3 bench/run.py` on {generated} in {elapsed / 60:.1f} min "
-             f"({cairn_version}).", "",
-             f"Machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB memory. "
-             f"Disk: fsync of a 4 KiB write {floor['fsync'] * 1e3:.3f} ms (median of 200). "
-             f"Loopback TCP round trip {floor['rtt'] * 1e6:.0f} µs (median of 2,000).", "",
-             f"Each figure is the median of {runs} runs of {seconds} s. CairnDB and etcd run side by side and their runs "
-             "alternate (CairnDB, etcd, CairnDB, ...), so a drift in the machine's speed touches both alike. "
-             "They are driven by the same tool (wrk, "
-             f"Lua scripts in the run's work directory) with the same connection counts; PostgreSQL by pgbench. "
-             "Writes are single-row inserts of a 100-byte value; reads are point reads of one of 10,000 keys "
-             "(CairnDB: linearizable, the default; etcd: linearizable range, the default; PostgreSQL: on the primary). "
-             "Requests go to one node (the leader). CPU is the user+system time of all the system's server processes "
-             "during the run, per 1,000 operations (not for PostgreSQL, whose per-connection backends come and go within a run). "
-             "CairnDB runs with --insecure-dev (no auth), as etcd runs without.", "",
-             "| system | op | clients | ops/s | p50 ms | p99 ms | p99.9 ms | CPU s / 1000 ops | vs etcd (ops/s) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for op in ["write", "read"]:
-        for c in clients:
-            for s in systems:
-                r = results[(s, op, c)]
-                e = results[("etcd", op, c)]
-                cpu = "n/a" if s == "PostgreSQL" else f"{r['cpu_per_1000']:.3f}"
-                lines.append(f"| {s} | {op} | {c} | {r['throughput']:.0f} | {r['p50'] / 1000:.2f} | {r['p99'] / 1000:.2f} | "
-                             f"{r['p999'] / 1000:.2f} | {cpu} | {ratio(r['throughput'], e['throughput']) if s != 'etcd' else ''} |")
-    lines += ["", f"SQLite alone (one connection, WAL, synchronous=FULL): writes {alone['write']['throughput']:.0f}/s "
-                  f"(p50 {alone['write']['p50'] / 1000:.2f} ms, p99 {alone['write']['p99'] / 1000:.2f} ms); reads "
+             f"Generated by `python3 bench/run.py --runs {r['runs']} --seconds {r['seconds']}` on {r['generated']} in "
+             f"{r['elapsed'] / 60:.1f} min ({r['version']}).", "",
+             f"Machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB memory. Disk: fsync of a 4 KiB write "
+             f"{floor['fsync'] * 1e3:.3f} ms (median of 200). Loopback TCP round trip {floor['rtt'] * 1e6:.0f} µs (median of 2,000).", "",
+             "## The same work for every system", "",
+             f"All four systems run at once, each on 3 nodes on this machine. Each holds the same {KEYS:,} keys; a write overwrites "
+             f"one of them, chosen at random, with a {VALUE_BYTES}-byte value; a read fetches one (CairnDB: linearizable, its default; "
+             "etcd: a linearizable range, its default; dqlite: its driver reads on the leader; PostgreSQL: on the primary). "
+             "CairnDB, etcd and dqlite are driven by one tool (wrk) through their HTTP APIs with the same connection counts "
+             "(CairnDB: `INSERT OR REPLACE` and `SELECT` on `/v1/db/default/execute` and `/query`; etcd: `/v3/kv/put` and "
+             "`/v3/kv/range`; dqlite: `dqlite-demo`'s `PUT /KEY` and `GET /KEY`, which run `INSERT OR REPLACE` and `SELECT` "
+             "through its driver); PostgreSQL by pgbench (`INSERT ... ON CONFLICT DO UPDATE`; its synchronous standby takes no "
+             "writes, so it has no \"via follower\" rows). \"via leader\" sends every request to the node leading the data; "
+             "\"via follower\" to another node, which must pass it on (asked afresh before every run). "
+             f"Every cell ran {r['runs']} times for {r['seconds']} s on each system in turn (the order rotating each run); "
+             "the table gives the median, every run, and the medians of the runs' percentiles. CPU is the user+system time of "
+             "all the system's server processes during the run per operation (none for PostgreSQL, whose backends start "
+             "with pgbench's connections). A run below half its cell's median counts as collapsed. Authentication and TLS "
+             "are off everywhere (CairnDB with `--insecure-dev`).", ""]
+    lines += table(res, cells, systems)
+    lines += ["", f"SQLite alone (one connection in the benchmark's process, WAL, synchronous=FULL, the same overwrites): "
+                  f"writes {alone['write']['throughput']:.0f}/s (p50 {alone['write']['p50'] / 1000:.2f} ms), reads "
                   f"{alone['read']['throughput']:.0f}/s (p50 {alone['read']['p50']:.0f} µs).", ""]
-    top = clients[-1]
-    cw, ew = results[("CairnDB", "write", top)], results[("etcd", "write", top)]
-    cr, er = results[("CairnDB", "read", top)], results[("etcd", "read", top)]
-    c1 = results[("CairnDB", "write", clients[0])]
-    floor_us = (floor["fsync"] + floor["rtt"]) * 1e6
-    targets = [
-        (f"writes at {top} clients >= 1.5x etcd", cw["throughput"] / ew["throughput"], 1.5, ">="),
-        (f"write p99 at {top} clients <= etcd's", cw["p99"] / max(1, ew["p99"]), 1.0, "<="),
-        (f"linearizable reads at {top} clients >= 2x etcd", cr["throughput"] / er["throughput"], 2.0, ">="),
-        ("single-client write p50 <= 1.3x (fsync + round trip)", c1["p50"] / floor_us, 1.3, "<="),
-        (f"CPU per write at {top} clients <= 0.5x etcd's", cw["cpu_per_1000"] / max(1e-9, ew["cpu_per_1000"]), 0.5, "<="),
-    ]
-    lines += ["## Targets", "", "| target | measured | met |", "| --- | ---: | --- |"]
+    if r.get("secure"):
+        lines += ["## With authentication and TLS on", "",
+                  "The same work at 64 clients through the leader, with every system's own authentication and TLS on: "
+                  "CairnDB over HTTPS with a bearer token (nodes on mutual TLS, its default); etcd with client and peer TLS "
+                  "(peer certificates checked) and auth enabled, each request carrying a token; PostgreSQL over TLS "
+                  "(`sslmode=require`) with a SCRAM password. dqlite-demo has neither, so it is not in this table. "
+                  "The certificates are one P-256 CA and server certificate made by openssl for the run.", ""]
+        lines += table(r["secure"], [(64, "leader")], ["CairnDB", "etcd", "PostgreSQL"])
+        lines.append("")
+
+    def res_of(s, op, c, e="leader"):
+        return res.get(key(s, op, c, e))
+    cw, cr, c1 = res_of("CairnDB", "write", top), res_of("CairnDB", "read", top), res_of("CairnDB", "write", one)
+    cf = res_of("CairnDB", "write", top, "follower")
+    targets = []
+    for peer in ("etcd", "dqlite"):
+        pw, pr = res_of(peer, "write", top), res_of(peer, "read", top)
+        if pw and pr:
+            targets += [(f"writes at {top} clients >= 1.5x {peer}", cw["median"] / pw["median"], 1.5, ">="),
+                        (f"linearizable reads at {top} clients >= 2x {peer}", cr["median"] / pr["median"], 2.0, ">="),
+                        (f"write p99 at {top} clients <= {peer}'s", cw["p99_ms"] / pw["p99_ms"], 1.0, "<="),
+                        (f"read p99 at {top} clients <= {peer}'s", cr["p99_ms"] / pr["p99_ms"], 1.0, "<=")]
+    ew = res_of("etcd", "write", top)
+    if ew and ew.get("cpu_ms_per_op"):
+        targets.append((f"CPU per write at {top} clients <= 0.5x etcd's", cw["cpu_ms_per_op"] / ew["cpu_ms_per_op"], 0.5, "<="))
+    floor_ms = (floor["fsync"] + floor["rtt"]) * 1e3
+    targets.append(("single-client write p50 <= 2x (fsync + round trip)", c1["p50_ms"] / floor_ms, 2.0, "<="))
+    if cf:
+        targets.append((f"writes via a follower at {top} clients >= 0.8x via the leader", cf["median"] / cw["median"], 0.8, ">="))
+    lines += ["## Targets (issue 16)", "", "| target | measured | met |", "| --- | ---: | --- |"]
     for name, value, bound, cmp in targets:
         met = value >= bound if cmp == ">=" else value <= bound
-        lines.append(f"| {name} | {value:.3f}x | {'yes' if met else 'no'} |")
-    baseline_path = os.path.join(HERE, "baseline.json")
-    if os.path.exists(baseline_path):
-        base = json.load(open(baseline_path))
-        before = {(r["system"], r["op"], r["clients"]): r for r in base["results"]}
-        lines += ["", "## Before and after the optimization rounds", "",
-                  f"Before: {base.get('version', 'the baseline run')} (`bench/baseline.json`, same machine, same script). "
-                  "After: this run.", "",
-                  "| CairnDB | clients | ops/s before | ops/s after | p99 ms before | p99 ms after | CPU s/1000 before | CPU s/1000 after |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for op in ["write", "read"]:
-            for c in clients:
-                b, a = before.get(("CairnDB", op, c)), results[("CairnDB", op, c)]
-                if b:
-                    lines.append(f"| {op} | {c} | {b['throughput']:.0f} | {a['throughput']:.0f} | {b['p99'] / 1000:.2f} | "
-                                 f"{a['p99'] / 1000:.2f} | {b['cpu_per_1000']:.3f} | {a['cpu_per_1000']:.3f} |")
-        notes = os.path.join(HERE, "NOTES.md")
-        if os.path.exists(notes):
-            lines += ["", open(notes).read().strip()]
+        lines.append(f"| {name} | {value:.2f}x | {'yes' if met else 'no'} |")
+    pairs = r.get("collapse")
+    if pairs:
+        ratios = [p["ratio"] for p in pairs]
+        lines += ["", "## No collapse: CairnDB writes through the leader and through a follower, ten times in a row", "",
+                  "64 clients, each run answers counted per second (wrk), the leader of the database's group asked before and after "
+                  "every run. The slowest second leaves out the first and last, which are partial.", "",
+                  "| pair | via leader ops/s | slowest second | via follower ops/s | slowest second | follower/leader | leader moved during the pair |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for i, p in enumerate(pairs):
+            moved = p["leader"]["leader_before"] != p["follower"]["leader_after"] or p["leader"]["leader_before"] != p["leader"]["leader_after"]
+            lines.append(f"| {i + 1} | {p['leader']['throughput']:.0f} | {p['leader']['min_second']} | {p['follower']['throughput']:.0f} | "
+                         f"{p['follower']['min_second']} | {p['ratio']:.2f} | {'yes' if moved else 'no'} |")
+        lines += ["", f"Follower/leader: median {statistics.median(ratios):.2f}, lowest {min(ratios):.2f}; "
+                      f"runs below half the median of their kind: "
+                      f"{sum(1 for p in pairs for e in ('leader', 'follower') if p[e]['throughput'] < statistics.median(q[e]['throughput'] for q in pairs) / 2)}."]
+    notes = os.path.join(HERE, "NOTES.md")
+    if os.path.exists(notes):
+        lines += ["", open(notes).read().strip()]
     lines += ["", "![throughput](throughput.png)", "", "![p99 latency](p99.png)", ""]
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write("\n".join(lines))
-    with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump({"version": cairn_version, "generated": generated, "floor": floor, "sqlite": alone, "machine": info, "seconds": seconds, "runs": runs,
-                   "elapsed": elapsed,
-                   "results": [{"system": s, "op": o, "clients": c, **v} for (s, o, c), v in results.items()]}, f, indent=1)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--clients", default="1,16,64")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--clients", default="1,64", help="client counts for the main table (the follower rows use the largest)")
+    ap.add_argument("--pairs", type=int, default=10, help="leader/follower pairs in the collapse check (0: skip)")
+    ap.add_argument("--no-secure", action="store_true", help="skip the table with authentication and TLS on")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md and the charts from bench/results.json")
-    ap.add_argument("--binary", help="a cairn binary to use instead of building the release one (for trying the script)")
+    ap.add_argument("--binary", help="a cairn binary to use instead of building the release one")
     args = ap.parse_args()
-    clients = [int(c) for c in args.clients.split(",")]
     if args.report_only:
-        saved = json.load(open(os.path.join(HERE, "results.json")))
-        results = {(r["system"], r["op"], r["clients"]): r for r in saved["results"]}
-        clients = sorted({r["clients"] for r in saved["results"]})
-        write_report(results, saved["floor"], saved["sqlite"], saved["machine"], clients, saved.get("runs", args.runs),
-                     saved.get("seconds", args.seconds), saved.get("elapsed", 0), saved.get("version", "?"), saved.get("generated"))
+        write_report(json.load(open(os.path.join(HERE, "results.json"))))
         return
+    clients = [int(c) for c in args.clients.split(",")]
     started = time.time()
     ensure_tools()
     if not args.skip_build and not args.binary:
@@ -553,49 +254,49 @@ def main():
     version = sh(["git", "-C", ROOT, "log", "-1", "--format=commit %h"], stdout=subprocess.PIPE).stdout.decode().strip()
     work = tempfile.mkdtemp(prefix="cairn-bench-", dir="/var/tmp")
     os.chmod(work, 0o755)
-    info = machine()
+    report = {"version": version, "machine": machine(), "runs": args.runs, "seconds": args.seconds, "clients": clients,
+              "generated": time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
     log("the floor: fsync latency and loopback round trip ...")
-    floor = {"fsync": fsync_latency(work), "rtt": loopback_rtt()}
-    log(f"  fsync {floor['fsync'] * 1e3:.3f} ms, round trip {floor['rtt'] * 1e6:.0f} µs")
-    alone = sqlite_alone(work, args.seconds)
-    results = {}
-    systems = []
+    report["floor"] = {"fsync": fsync_latency(work), "rtt": loopback_rtt()}
+    log(f"  fsync {report['floor']['fsync'] * 1e3:.3f} ms, round trip {report['floor']['rtt'] * 1e6:.0f} µs")
+    report["sqlite"] = sqlite_alone(work, args.seconds)
+    running = []
     try:
-        # CairnDB and etcd, the pair the targets compare, run side by side with their runs interleaved.
-        pair = [Cairn(work, binary)]
-        systems.append(pair[0])
-        pair.append(Etcd(work))
-        systems.append(pair[1])
-        for system in pair:
-            system.url = system.leader_url()
-            log(f"{system.name} is up (leader at {system.url})")
-        for op in ["write", "read"]:
-            for c in clients:
-                runners = {s.name: (lambda s=s, op=op, c=c: run_wrk(s.name, op, s.url, c, args.seconds, work)) for s in pair}
-                for name, r in measure_interleaved(pair, op, c, args.runs, runners).items():
-                    results[(name, op, c)] = r
-        for system in pair:
-            system.stop()
-            systems.remove(system)
-        pg = Postgres(work)
-        systems.append(pg)
-        log("PostgreSQL is up")
-        for op in ["write", "read"]:
-            for c in clients:
-                results[("PostgreSQL", op, c)] = measure(pg, op, c, args.runs, args.seconds, work,
-                                                         lambda op=op, c=c: run_pgbench(pg, op, c, args.seconds, work))
-        pg.stop()
-        systems.remove(pg)
+        for make in (lambda: Cairn(work, binary), lambda: Etcd(work), lambda: Dqlite(work), lambda: Postgres(work)):
+            running.append(make())
+            running[-1].check()
+            log(f"{running[-1].name} is up")
+        top = max(clients)
+        cells = [(op, c, "leader") for op in OPS for c in clients] + [(op, top, "follower") for op in OPS]
+        results = alternated(running, cells, args.runs, args.seconds, work)
+        report["results"] = {key(*k): v for k, v in results.items()}
+        if args.pairs:
+            log("the collapse check ...")
+            report["collapse"] = collapse_check(running[0], args.pairs, args.seconds, work)
+        for s in running:
+            s.stop()
+        running = []
+        if not args.no_secure:
+            certs = make_certificates(os.path.join(work, "certs"))
+            for make in (lambda: Cairn(work, binary, secure=True, certs=certs, label="cairn-secure"),
+                         lambda: Etcd(work, secure=True, certs=certs), lambda: Postgres(work, secure=True, certs=certs)):
+                running.append(make())
+                running[-1].check()
+                log(f"{running[-1].name} is up with authentication and TLS")
+            secure = alternated(running, [("write", 64, "leader"), ("read", 64, "leader")], args.runs, args.seconds, work)
+            report["secure"] = {key(*k): v for k, v in secure.items()}
     finally:
-        for s in systems:
+        for s in running:
             try:
                 s.stop()
             except Exception:
                 pass
-    elapsed = time.time() - started
-    write_report(results, floor, alone, info, clients, args.runs, args.seconds, elapsed, version)
+    report["elapsed"] = time.time() - started
+    with open(os.path.join(HERE, "results.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    write_report(report)
     shutil.rmtree(work, ignore_errors=True)
-    log(f"wrote bench/RESULTS.md, bench/throughput.png and bench/p99.png in {elapsed / 60:.1f} min")
+    log(f"wrote bench/RESULTS.md, bench/results.json, bench/throughput.png and bench/p99.png in {report['elapsed'] / 60:.1f} min")
 
 
 if __name__ == "__main__":
