@@ -425,11 +425,19 @@ public final class NodeRuntime: Sendable {
 
     /// `execute`, also returning the log index the batch was committed at.
     public func executeIndexed(group: GroupID, _ command: SQLCommand) async throws -> (results: [StatementResult], index: LogIndex) {
-        if let why = failure { throw RuntimeError.failed(why) }
-        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         // Proposed on the Raft loop, answered by the apply loop: one suspension, two hand-offs per write.
+        try await executeFuture(group: group, command).get()
+    }
+
+    /// `executeIndexed` as a future completed on the apply loop, for a caller on an event loop that
+    /// must not start a task per write (a write another node passes on, served where it is read).
+    public func executeFuture(group: GroupID, _ command: SQLCommand) -> EventLoopFuture<([StatementResult], LogIndex)> {
+        if let why = failure { return applyLoop.makeFailedFuture(RuntimeError.failed(why)) }
+        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         let data = command.encoded()
-        guard data.count <= config.maxEntryBytes else { throw RuntimeError.entryTooLarge(bytes: data.count, limit: config.maxEntryBytes) }
+        guard data.count <= config.maxEntryBytes else {
+            return applyLoop.makeFailedFuture(RuntimeError.entryTooLarge(bytes: data.count, limit: config.maxEntryBytes))
+        }
         let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
         raftLoop.execute {
             guard let g = self.raftState.value.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
@@ -453,7 +461,7 @@ public final class NodeRuntime: Sendable {
                                                                                       deadline: .now() + timeout)
             self.pump()
         }
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
 
     /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).

@@ -244,7 +244,7 @@ public final class GroupRouter: Sendable {
         }
     }
 
-    /// A call from another node: served off the transport's loop, answered over this node's own
+    /// A call from another node, as the transport's loop reads it; answered over this node's own
     /// connection to that node.
     private func serve(_ call: PeerCall, from peer: NodeID) {
         let admitted = serving.withLockedValue { n -> Bool in
@@ -256,30 +256,48 @@ public final class GroupRouter: Sendable {
             answer(call.id, .notCommitted("node \(cluster.nodeID) is serving \(Self.maxServing) calls already"), to: peer)
             return
         }
-        Task {
-            defer { serving.withLockedValue { $0 -= 1 } }
-            guard let request = GroupCall(decoding: call.body) else {
-                answer(call.id, .refused(status: 400, message: "the call is not one this node understands"), to: peer)
-                return
-            }
-            let reply = await serveHere(request)
-            var bytes = reply.encoded()
-            if bytes.count > PeerCall.maxBodyBytes {
-                let why = "larger than nodes send one another (\(PeerCall.maxBodyBytes) bytes)"
-                if case .done(let results, let index, true) = reply {
-                    // It took effect: the answer says so, statement by statement, without the rows.
-                    bytes = GroupAnswer.done(results: results.map { r in
-                        var kept = StatementResult(error: r.error ?? "the statement took effect; its results are \(why): return fewer rows, or send it to node \(cluster.nodeID)")
-                        kept.rowsAffected = r.rowsAffected
-                        kept.lastInsertID = r.lastInsertID
-                        return kept
-                    }, index: index, wrote: true).encoded()
-                } else {
-                    bytes = GroupAnswer.refused(status: 413, message: "the results are \(why): select fewer rows or columns, or read from node \(cluster.nodeID)").encoded()
+        guard let request = GroupCall(decoding: call.body) else {
+            serving.withLockedValue { $0 -= 1 }
+            answer(call.id, .refused(status: 400, message: "the call is not one this node understands"), to: peer)
+            return
+        }
+        if request.operation == .execute {
+            // The common call (a client's write sent to a follower) is proposed from here and answered
+            // from the apply loop, without a task: a task would add two thread hand-offs to every
+            // write passed on (measured: about a fifth more CPU for a write through a follower).
+            runtime.executeFuture(group: request.group, request.command).whenComplete { result in
+                self.serving.withLockedValue { $0 -= 1 }
+                switch result {
+                case .success(let (results, index)): self.reply(.done(results: results, index: index, wrote: true), to: call.id, peer: peer)
+                case .failure(let error): self.reply(GroupAnswer(error, write: true), to: call.id, peer: peer)
                 }
             }
-            runtime.transport.send(call: PeerCall(id: call.id, isReply: true, body: bytes), to: peer)
+            return
         }
+        Task {
+            defer { serving.withLockedValue { $0 -= 1 } }
+            reply(await serveHere(request), to: call.id, peer: peer)
+        }
+    }
+
+    /// Sends `reply` to call `id`; one too large for a call is cut down to what it can say.
+    private func reply(_ reply: GroupAnswer, to id: UInt64, peer: NodeID) {
+        var bytes = reply.encoded()
+        if bytes.count > PeerCall.maxBodyBytes {
+            let why = "larger than nodes send one another (\(PeerCall.maxBodyBytes) bytes)"
+            if case .done(let results, let index, true) = reply {
+                // It took effect: the answer says so, statement by statement, without the rows.
+                bytes = GroupAnswer.done(results: results.map { r in
+                    var kept = StatementResult(error: r.error ?? "the statement took effect; its results are \(why): return fewer rows, or send it to node \(cluster.nodeID)")
+                    kept.rowsAffected = r.rowsAffected
+                    kept.lastInsertID = r.lastInsertID
+                    return kept
+                }, index: index, wrote: true).encoded()
+            } else {
+                bytes = GroupAnswer.refused(status: 413, message: "the results are \(why): select fewer rows or columns, or read from node \(cluster.nodeID)").encoded()
+            }
+        }
+        runtime.transport.send(call: PeerCall(id: id, isReply: true, body: bytes), to: peer)
     }
 
     private func answer(_ id: UInt64, _ answer: GroupAnswer, to peer: NodeID) {

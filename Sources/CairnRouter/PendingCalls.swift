@@ -20,13 +20,18 @@ final class PendingCalls: Sendable {
     private struct Waiting {
         var peer: NodeID
         var continuation: CheckedContinuation<CallOutcome, Never>
-        var deadline: Scheduled<Void>?
+        var deadline: NIODeadline
+        var timeoutMillis: Int64
     }
 
     /// Ids start at random: an answer a peer sends late, to this process's previous run, must not
     /// match a call of this run.
     private let state = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: Waiting])>((UInt64.random(in: 1...(UInt64.max >> 1)), [:]))
-    private let timers = MultiThreadedEventLoopGroup.singleton
+    /// How often calls past their deadline are ended: one sweep for all of them, instead of a timer
+    /// armed and cancelled per call (each of those a wake-up of the timer's thread in a forwarded
+    /// request's path). A call may outlive its deadline by up to this much.
+    static let sweepMillis: Int64 = 20
+    private let sweeper: NIOLockedValueBox<RepeatedTask?> = NIOLockedValueBox(nil)
     /// Calls waiting at once, at most: past it a new call is refused rather than queued without bound.
     static let maxWaiting = 16_384
 
@@ -35,29 +40,51 @@ final class PendingCalls: Sendable {
     /// Registers a call to `peer`, hands its id to `send` (which returns false if it could not queue
     /// it), and waits for its outcome.
     func call(_ peer: NodeID, timeoutMillis: Int64, send: (UInt64) -> Bool) async -> CallOutcome {
-        await withCheckedContinuation { continuation in
+        startSweeping()
+        return await withCheckedContinuation { continuation in
+            let deadline = NIODeadline.now() + .milliseconds(max(1, timeoutMillis))
             let id: UInt64? = state.withLockedValue { s in
                 guard s.waiting.count < Self.maxWaiting else { return nil }
                 defer { s.next += 1 }
-                s.waiting[s.next] = Waiting(peer: peer, continuation: continuation)
+                s.waiting[s.next] = Waiting(peer: peer, continuation: continuation, deadline: deadline, timeoutMillis: timeoutMillis)
                 return s.next
             }
             guard let id else {
                 continuation.resume(returning: .notSent("this node has \(Self.maxWaiting) calls to other nodes waiting already"))
                 return
             }
-            let timer = timers.next().scheduleTask(in: .milliseconds(max(1, timeoutMillis))) { [self] in
-                finish(id, .lost("no answer from node \(peer) within \(timeoutMillis) ms"))
-            }
-            // The answer may already have come; then the timer has nothing left to end.
-            let stillWaiting = state.withLockedValue { s -> Bool in
-                guard s.waiting[id] != nil else { return false }
-                s.waiting[id]!.deadline = timer
-                return true
-            }
-            if !stillWaiting { timer.cancel() }
             if !send(id) { finish(id, .notSent("node \(peer) is not a known peer of this node yet")) }
         }
+    }
+
+    private func startSweeping() {
+        guard sweeper.withLockedValue({ $0 == nil }) else { return }
+        let every = TimeAmount.milliseconds(Self.sweepMillis)
+        let task = MultiThreadedEventLoopGroup.singleton.next().scheduleRepeatedTask(initialDelay: every, delay: every) { [weak self] task in
+            guard let self else { return task.cancel() }
+            self.endOverdue(now: .now())
+        }
+        let started = sweeper.withLockedValue { s -> Bool in
+            guard s == nil else { return false }
+            s = task
+            return true
+        }
+        if !started { task.cancel() }
+    }
+
+    /// Ends every call whose deadline has passed.
+    func endOverdue(now: NIODeadline) {
+        let overdue = state.withLockedValue { s -> [Waiting] in
+            let ids = s.waiting.filter { $0.value.deadline <= now }.map(\.key)
+            return ids.compactMap { s.waiting.removeValue(forKey: $0) }
+        }
+        for w in overdue {
+            w.continuation.resume(returning: .lost("no answer from node \(w.peer) within \(w.timeoutMillis) ms"))
+        }
+    }
+
+    deinit {
+        sweeper.withLockedValue { $0?.cancel() }
     }
 
     /// Ends one call; a second ending (a late answer after the deadline) does nothing.
@@ -67,7 +94,6 @@ final class PendingCalls: Sendable {
             return s.waiting.removeValue(forKey: id)
         }
         guard let waiting else { return }
-        waiting.deadline?.cancel()
         waiting.continuation.resume(returning: outcome)
     }
 
@@ -78,7 +104,6 @@ final class PendingCalls: Sendable {
             return ids.compactMap { s.waiting.removeValue(forKey: $0) }
         }
         for w in ended {
-            w.deadline?.cancel()
             w.continuation.resume(returning: .lost(why))
         }
     }

@@ -45,7 +45,13 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPResponsePart
 
     private let limits: HTTPLimits
-    private var deadline: Scheduled<Void>?
+    /// When the connection is closed unless the next part arrives (nil: no deadline now).
+    private var deadline: NIODeadline?
+    /// One timer, firing at `timerAt` or earlier than `deadline` needs: moved deadlines are checked
+    /// when it fires instead of a timer being cancelled and armed per request (two heap operations
+    /// and allocations in every request's path).
+    private var timer: Scheduled<Void>?
+    private var timerAt = NIODeadline.distantFuture
     private var reading = false
     /// Requests read whose responses have not ended (a client may pipeline several).
     private var unanswered = 0
@@ -89,20 +95,44 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        disarm()
+        stop()
         context.fireChannelInactive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) { disarm() }
+    func handlerRemoved(context: ChannelHandlerContext) { stop() }
 
     private func arm(_ context: ChannelHandlerContext, millis: Int64) {
-        disarm()
+        let at = NIODeadline.now() + .milliseconds(millis)
+        deadline = at
+        // A timer due no later than the new deadline is kept: when it fires it looks again.
+        if timer == nil || timerAt > at { schedule(context, at: at) }
+    }
+
+    private func schedule(_ context: ChannelHandlerContext, at: NIODeadline) {
+        timer?.cancel()
+        timerAt = at
         let channel = context.channel
-        deadline = context.eventLoop.scheduleTask(in: .milliseconds(millis)) { channel.close(promise: nil) }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: at) {
+            let (handler, context) = loopBound.value
+            handler.timer = nil
+            handler.timerAt = .distantFuture
+            guard let deadline = handler.deadline else { return }
+            if NIODeadline.now() >= deadline {
+                channel.close(promise: nil)
+            } else {
+                handler.schedule(context, at: deadline)
+            }
+        }
     }
 
     private func disarm() {
-        deadline?.cancel()
         deadline = nil
+    }
+
+    private func stop() {
+        deadline = nil
+        timer?.cancel()
+        timer = nil
     }
 }

@@ -106,6 +106,26 @@ struct SlowClientTests {
         #expect(after.status == 200)
     }
 
+    @Test("a connection kept busy for several idle timeouts stays open (each answer moves its deadline), then idles out")
+    func busyConnectionOutlivesIdleTimeouts() async throws {
+        let c = try await ProcessCluster.single("busy-conn", extraArgs: ["--http-idle-timeout-seconds", "1"])
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        let s = try #require(RawConnection(port: n.httpPort))
+        defer { s.close() }
+        // 12 requests 300 ms apart: 3.6 s on one connection, past the deadline its first arm set.
+        for i in 0..<12 {
+            s.write("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            let text = await s.read(seconds: 0.3)
+            #expect(text.hasPrefix("HTTP/1.1 200"), "request \(i): \(text.prefix(200))")
+        }
+        #expect(!s.closedByPeer, "a busy connection was closed")
+        let started = Date()
+        let rest = await s.read(seconds: 5)
+        #expect(rest.isEmpty && s.closedByPeer, "the connection did not idle out")
+        #expect(Date().timeIntervalSince(started) < 3)
+    }
+
     @Test("pipelined requests: the idle timeout does not cut a connection while a request it carries is still being answered (a read waiting for a quorum outlasts it); both answers arrive, then the connection idles out")
     func pipelinedOutlastsIdleTimeout() async throws {
         let c = try await ProcessCluster.founded("pipelined", count: 3, extraArgs: ["--http-idle-timeout-seconds", "1", "--read-timeout-ms", "2500", "--request-timeout-ms", "2500"])
