@@ -198,8 +198,8 @@ local thread_id = 0
 local threads = {}
 setup = function(thread) thread:set("tid", thread_id); thread_id = thread_id + 1; table.insert(threads, thread) end
 done = function(summary, latency, requests)
-  io.write(string.format('{"requests": %d, "duration_us": %d, "errors": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d, "max": %d}\n',
-    summary.requests, summary.duration, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+  io.write(string.format('{"requests": %d, "duration_us": %d, "non2xx": %d, "errors": %d, "p50": %d, "p90": %d, "p99": %d, "p999": %d, "max": %d}\n',
+    summary.requests, summary.duration, summary.errors.status, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max))
   if trace then
     local total = {}
@@ -244,8 +244,9 @@ end
 
 
 def wrk(script, url, clients, seconds, work, name="load", trace=False):
-    """Runs wrk with `script` (Lua, after WRK_COMMON) at `clients` connections; returns throughput,
-    latency percentiles in µs and HTTP errors (and answers per second when `trace`)."""
+    """Runs wrk with `script` (Lua, after WRK_COMMON) at `clients` connections; returns throughput
+    (successful answers per second), latency percentiles in µs and errors (and answers per second
+    when `trace`)."""
     path = os.path.join(work, f"{name}.lua")
     with open(path, "w") as f:
         f.write(WRK_COMMON + (TRACE if trace else "") + script)
@@ -255,8 +256,10 @@ def wrk(script, url, clients, seconds, work, name="load", trace=False):
     if not lines:
         raise RuntimeError(f"wrk printed no result:\n{out[-2000:]}")
     r = json.loads(lines[-1])
-    result = {"throughput": r["requests"] / (r["duration_us"] / 1e6), "p50": r["p50"], "p99": r["p99"], "p999": r["p999"],
-              "errors": r["errors"], "requests": r["requests"]}
+    # Only answers that succeeded count: a system answering errors quickly is not doing the work.
+    answered = r["requests"] - r.get("non2xx", 0)
+    result = {"throughput": answered / (r["duration_us"] / 1e6), "p50": r["p50"], "p99": r["p99"], "p999": r["p999"],
+              "errors": r["errors"], "requests": answered}
     per_second = [l for l in out.splitlines() if l.startswith('{"per_second"')]
     if per_second:
         # The first and last seconds are partial.

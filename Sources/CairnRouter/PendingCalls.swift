@@ -26,12 +26,21 @@ final class PendingCalls: Sendable {
 
     /// Ids start at random: an answer a peer sends late, to this process's previous run, must not
     /// match a call of this run.
-    private let state = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: Waiting])>((UInt64.random(in: 1...(UInt64.max >> 1)), [:]))
+    private struct State {
+        var next = UInt64.random(in: 1...(UInt64.max >> 1))
+        var waiting: [UInt64: Waiting] = [:]
+        var sweeping = false
+        /// No waiting call's deadline is before this: a sweep before it has nothing to scan.
+        var earliest = NIODeadline.distantFuture
+    }
+
+    private let state = NIOLockedValueBox(State())
     /// How often calls past their deadline are ended: one sweep for all of them, instead of a timer
     /// armed and cancelled per call (each of those a wake-up of the timer's thread in a forwarded
-    /// request's path). A call may outlive its deadline by up to this much.
+    /// request's path). A call may outlive its deadline by up to this much. Sweeps run only while
+    /// calls wait: an idle node is not woken for them.
     static let sweepMillis: Int64 = 20
-    private let sweeper: NIOLockedValueBox<RepeatedTask?> = NIOLockedValueBox(nil)
+    private let sweepLoop = MultiThreadedEventLoopGroup.singleton.next()
     /// Calls waiting at once, at most: past it a new call is refused rather than queued without bound.
     static let maxWaiting = 16_384
 
@@ -40,15 +49,18 @@ final class PendingCalls: Sendable {
     /// Registers a call to `peer`, hands its id to `send` (which returns false if it could not queue
     /// it), and waits for its outcome.
     func call(_ peer: NodeID, timeoutMillis: Int64, send: (UInt64) -> Bool) async -> CallOutcome {
-        startSweeping()
-        return await withCheckedContinuation { continuation in
+        await withCheckedContinuation { continuation in
             let deadline = NIODeadline.now() + .milliseconds(max(1, timeoutMillis))
-            let id: UInt64? = state.withLockedValue { s in
-                guard s.waiting.count < Self.maxWaiting else { return nil }
+            let (id, startSweep): (UInt64?, Bool) = state.withLockedValue { s in
+                guard s.waiting.count < Self.maxWaiting else { return (nil, false) }
                 defer { s.next += 1 }
                 s.waiting[s.next] = Waiting(peer: peer, continuation: continuation, deadline: deadline, timeoutMillis: timeoutMillis)
-                return s.next
+                s.earliest = min(s.earliest, deadline)
+                let start = !s.sweeping
+                s.sweeping = true
+                return (s.next, start)
             }
+            if startSweep { scheduleSweep() }
             guard let id else {
                 continuation.resume(returning: .notSent("this node has \(Self.maxWaiting) calls to other nodes waiting already"))
                 return
@@ -57,34 +69,32 @@ final class PendingCalls: Sendable {
         }
     }
 
-    private func startSweeping() {
-        guard sweeper.withLockedValue({ $0 == nil }) else { return }
-        let every = TimeAmount.milliseconds(Self.sweepMillis)
-        let task = MultiThreadedEventLoopGroup.singleton.next().scheduleRepeatedTask(initialDelay: every, delay: every) { [weak self] task in
-            guard let self else { return task.cancel() }
-            self.endOverdue(now: .now())
+    private func scheduleSweep() {
+        sweepLoop.scheduleTask(in: .milliseconds(Self.sweepMillis)) { [weak self] in
+            guard let self, self.endOverdue(now: .now()) else { return }
+            self.scheduleSweep()
         }
-        let started = sweeper.withLockedValue { s -> Bool in
-            guard s == nil else { return false }
-            s = task
-            return true
-        }
-        if !started { task.cancel() }
     }
 
-    /// Ends every call whose deadline has passed.
-    func endOverdue(now: NIODeadline) {
-        let overdue = state.withLockedValue { s -> [Waiting] in
-            let ids = s.waiting.filter { $0.value.deadline <= now }.map(\.key)
-            return ids.compactMap { s.waiting.removeValue(forKey: $0) }
+    /// Ends every call whose deadline has passed; whether calls still wait (and sweeping goes on).
+    @discardableResult
+    func endOverdue(now: NIODeadline) -> Bool {
+        let (overdue, more) = state.withLockedValue { s -> ([Waiting], Bool) in
+            var overdue: [Waiting] = []
+            if s.earliest <= now {
+                // Calls answered since keep `earliest` low: a scan then finds nothing, and moves it up.
+                let ids = s.waiting.filter { $0.value.deadline <= now }.map(\.key)
+                overdue = ids.compactMap { s.waiting.removeValue(forKey: $0) }
+                s.earliest = s.waiting.values.lazy.map(\.deadline).min() ?? .distantFuture
+            }
+            s.sweeping = !s.waiting.isEmpty
+            if !s.sweeping { s.earliest = .distantFuture }
+            return (overdue, s.sweeping)
         }
         for w in overdue {
             w.continuation.resume(returning: .lost("no answer from node \(w.peer) within \(w.timeoutMillis) ms"))
         }
-    }
-
-    deinit {
-        sweeper.withLockedValue { $0?.cancel() }
+        return more
     }
 
     /// Ends one call; a second ending (a late answer after the deadline) does nothing.

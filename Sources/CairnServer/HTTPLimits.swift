@@ -102,7 +102,8 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) { stop() }
 
     private func arm(_ context: ChannelHandlerContext, millis: Int64) {
-        let at = NIODeadline.now() + .milliseconds(millis)
+        // The loop's clock (a test's loop keeps its own time).
+        let at = context.eventLoop.now + .milliseconds(millis)
         deadline = at
         // A timer due no later than the new deadline is kept: when it fires it looks again.
         if timer == nil || timerAt > at { schedule(context, at: at) }
@@ -118,7 +119,7 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
             handler.timer = nil
             handler.timerAt = .distantFuture
             guard let deadline = handler.deadline else { return }
-            if NIODeadline.now() >= deadline {
+            if context.eventLoop.now >= deadline {
                 channel.close(promise: nil)
             } else {
                 handler.schedule(context, at: deadline)

@@ -30,8 +30,11 @@ extension API {
     }
 
     func shardView(_ db: String, _ catalog: Catalog) -> ShardView? {
+        // Asked for every request: a database without sharded tables (most) is answered before its
+        // shards' names are built and looked up.
+        guard let tables = catalog.shardedTables[db], !tables.isEmpty else { return nil }
         let groups = catalog.shards(of: db).map(\.group)
-        guard let tables = catalog.shardedTables[db], !tables.isEmpty, !groups.isEmpty, let home = catalog.databases[db]?.group else { return nil }
+        guard !groups.isEmpty, let home = catalog.databases[db]?.group else { return nil }
         let map = catalog.shardMap(of: db)
         guard map.count == groups.count else { return nil }
         return ShardView(groups: groups, map: map, tables: tables, home: home)
