@@ -118,6 +118,7 @@ extension NodeRuntime {
                 c.voteFloor = t.lastEntry
             }
             self.raftState.value.groups[id] = Group(node: try RawNode(config: c, storage: storage), storage: storage)
+            self.raftState.value.touched.insert(id)
             // A new core numbers its heartbeat rounds from 1 again.
             self.raftState.value.leaseClocks[id] = LeaseClock()
             self.hosted.withLockedValue { _ = $0.insert(id) }

@@ -92,6 +92,11 @@ public final class NodeRuntime: Sendable {
         var stopped = false
         /// Idle groups: not ticked, so no heartbeats and no election timers (see `tickAll`).
         var quiesced = Set<GroupID>()
+        /// Groups whose core was stepped, ticked or asked something since the last Ready pass: the
+        /// only ones that may have a Ready. A pass looks at these, not at every group the node holds
+        /// (with a thousand groups the scan was a large share of every pass). Every tick marks all
+        /// groups once, so a mutation that forgot to mark costs a tick of delay, never a stall.
+        var touched = Set<GroupID>()
         /// Groups whose heartbeats in the next Ready carry the quiesce flag.
         var quiescing = Set<GroupID>()
         var idleTicks: [GroupID: Int] = [:]
@@ -283,6 +288,7 @@ public final class NodeRuntime: Sendable {
             if e.message.kind == .readIndex, g.node.role == .leader {
                 leaseRunning = side.leaseClocks[e.group]?.index(g.node.leaseRead, nowNanos: Self.leaseClockNanos(), nanosPerTick: UInt64(config.tickMillis) * 1_000_000) != nil
             }
+            side.touched.insert(e.group)
             if let why = g.node.step(e.message, leaseRunning: leaseRunning) {
                 noteRefused(e, why)
                 continue
@@ -313,9 +319,10 @@ public final class NodeRuntime: Sendable {
         let side = raftState.value
         guard !side.stopped else { return }
         var readies: [(GroupID, Group, Ready)] = []
-        for id in side.groups.keys.sorted() {
-            let g = side.groups[id]!
-            guard g.node.hasReady else { continue }
+        let candidates = side.touched.sorted()
+        side.touched.removeAll(keepingCapacity: true)
+        for id in candidates {
+            guard let g = side.groups[id], g.node.hasReady else { continue }
             let rd = g.node.ready()
             // Committed entries are on disk already (Raft hands out only persisted ones): the apply loop
             // can run them while this turn's writes go out and sync.
@@ -386,6 +393,8 @@ public final class NodeRuntime: Sendable {
                 }
             }
             g.node.advance(rd)
+            // Advancing may leave more (entries committed meanwhile, messages after the sync).
+            side.touched.insert(id)
         }
         pump()
     }
@@ -452,6 +461,7 @@ public final class NodeRuntime: Sendable {
                 data = stamped.encoded()
             }
             do throws(RaftError) {
+                self.raftState.value.touched.insert(group)
                 index = try g.node.propose(data)
             } catch {
                 if case .notLeader(let l) = error { return promise.fail(RuntimeError.notLeader(leader: l)) }
@@ -540,6 +550,7 @@ public final class NodeRuntime: Sendable {
                 side.nextRequestID += 1
                 self.wake(group)
                 do throws(RaftError) {
+                    side.touched.insert(group)
                     try g.node.readIndex(requestID: id)
                 } catch {
                     return promise.fail(RuntimeError.notLeader(leader: g.node.lead))
@@ -613,6 +624,7 @@ public final class NodeRuntime: Sendable {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
             self.wake(group)
             do throws(RaftError) {
+                self.raftState.value.touched.insert(group)
                 let index = try g.node.proposeConfChange(change)
                 self.pump()
                 return index
@@ -629,6 +641,7 @@ public final class NodeRuntime: Sendable {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
             self.wake(group)
             do throws(RaftError) {
+                self.raftState.value.touched.insert(group)
                 try g.node.transferLeadership(to: target)
                 self.pump()
             } catch {

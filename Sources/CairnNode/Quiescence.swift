@@ -27,6 +27,8 @@ extension NodeRuntime {
         let now = DispatchTime.now().uptimeNanoseconds
         let silentNanos = UInt64(config.electionTimeoutTicks) * UInt64(config.tickMillis) * 1_000_000
         var peers = Set<NodeID>()
+        // Once a tick every group is a candidate for the next Ready pass (see `RaftSide.touched`).
+        side.touched.formUnion(side.groups.keys)
         for id in side.groups.keys.sorted() {
             let g = side.groups[id]!
             peers.formUnion(g.node.status.config.members)

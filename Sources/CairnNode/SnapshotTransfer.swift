@@ -96,6 +96,7 @@ extension NodeRuntime {
                     log("node \(config.nodeID) group \(group): streaming the snapshot at \(index) to node \(peer) failed: \(error)")
                 }
                 raftLoop.execute {
+                    self.raftState.value.touched.insert(group)
                     self.raftState.value.groups[group]?.node.reportSnapshot(to: peer, failed: true)
                     self.pump()
                 }
@@ -192,6 +193,7 @@ extension NodeRuntime {
             switch result {
             case .success(.complete):
                 if let g = self.raftState.value.groups[group] {
+                    self.raftState.value.touched.insert(group)
                     if let why = g.node.step(envelope.message) { self.noteRefused(envelope, why) }
                     self.pump()
                 }

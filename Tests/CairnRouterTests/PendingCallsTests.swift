@@ -19,7 +19,9 @@ import Testing
             return
         }
         #expect(why.contains("no answer from node 7 within 150 ms"))
-        #expect(waited >= 150 && waited < 150 + Double(PendingCalls.sweepMillis) + 1_000)
+        // Not before its deadline. (How long after depends on how soon this test's task runs again in
+        // a process full of other tests: not a bound worth asserting.)
+        #expect(waited >= 150)
         #expect(pending.count == 0)
         pending.finish(sentID, .answered([1]), from: 7)
         #expect(pending.count == 0)
