@@ -5,6 +5,7 @@ Usage: python console_test.py URL USER PASSWORD NODES SHARDS ROWS SCREENSHOT_DIR
 import sys
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -18,8 +19,22 @@ for flag in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--win
     options.add_argument(flag)
 options.binary_location = "/usr/bin/chromium"
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-wait = WebDriverWait(driver, 20)
+# The console re-renders its lists as it refreshes: an element found a moment ago may be gone, and
+# is looked up again rather than failing the test.
+wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
 css = lambda selector: driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def click_button(selector, text):
+    """Clicks the element among `selector`'s whose text is `text`, finding it again if a refresh replaced it."""
+    def attempt(_):
+        for b in css(selector):
+            if b.text == text:
+                b.click()
+                return True
+        return False
+    wait.until(attempt)
+
 try:
     driver.get(url + "/console")
     wait.until(EC.visibility_of_element_located((By.ID, "signin")))
@@ -62,8 +77,7 @@ try:
 
     # The shard map: one arc of the ring per shard, each shard's leader and replicas.
     css("#tabs [data-tab=databases]")[0].click()
-    wait.until(lambda d: any(b.text == "shop" for b in css("#database-list button")))
-    next(b for b in css("#database-list button") if b.text == "shop").click()
+    click_button("#database-list button", "shop")
     wait.until(lambda d: len(css("#ring path.arc")) == shards)
     assert len(css("#shards tbody tr")) == shards
     assert any("orders" in e.text for e in css("#schema tbody td")), "the schema browser does not list orders"
