@@ -21,7 +21,24 @@ def _b64(s):
     return base64.b64encode(s.encode()).decode()
 
 
-class Cairn:
+class Processes:
+    """A system made of its own server processes (`self.procs`): their pids, and a stop that asks
+    each to end (SIGTERM) and kills any still running after 20 s."""
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Cairn(Processes):
     name = "CairnDB"
 
     def __init__(self, work, binary, secure=False, certs=None, label="cairn", table=True):
@@ -105,20 +122,8 @@ end
         s, b = http("POST", f"{self.base[1]}/v1/db/default/query", {"statements": [["SELECT v FROM kv WHERE k = ?", 1]]}, headers=h)
         assert s == 200 and VALUE.encode() in b, b
 
-    def pids(self):
-        return [p.pid for p in self.procs]
 
-    def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-class Etcd:
+class Etcd(Processes):
     name = "etcd"
 
     def __init__(self, work, secure=False, certs=None):
@@ -204,17 +209,8 @@ end
         _, b = http("POST", f"{self.clients[1]}/v3/kv/range", {"key": _b64("k1")}, headers=h)
         assert json.loads(b)["kvs"][0]["value"] == _b64(VALUE), b
 
-    def pids(self):
-        return [p.pid for p in self.procs]
 
-    def stop(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            p.wait(20)
-
-
-class Dqlite:
+class Dqlite(Processes):
     """Three `dqlite-demo` nodes (Debian's go-dqlite): replicated SQLite over Raft, the closest peer.
     Its HTTP API: PUT /KEY with the value as the body (INSERT OR REPLACE into a table keyed by the
     key), GET /KEY; any node takes any request, its driver sending the statement to the leader. It
@@ -275,18 +271,6 @@ end
         http("PUT", f"http://{self.api[0]}/k1", VALUE.encode())
         _, b = http("GET", f"http://{self.api[1]}/k1")
         assert b.decode().strip() == VALUE, b  # the demo ends its answers with a newline
-
-    def pids(self):
-        return [p.pid for p in self.procs]
-
-    def stop(self):
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def pg_bin():

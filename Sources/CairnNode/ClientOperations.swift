@@ -1,0 +1,164 @@
+import CairnRaft
+import CairnSQLite
+import Foundation
+import Metrics
+import NIOCore
+import NIOPosix
+
+/// What clients ask of a group on this node: writes proposed on the Raft loop and answered by the apply
+/// loop, reads confirmed on the Raft loop and served by the read pool, their deadlines, and backups.
+extension NodeRuntime {
+
+    /// Proposes a batch of statements and waits until it is applied here; returns each statement's result.
+    public func execute(group: GroupID, _ command: SQLCommand) async throws -> [StatementResult] {
+        try await executeIndexed(group: group, command).results
+    }
+
+    /// `execute`, also returning the log index the batch was committed at.
+    public func executeIndexed(group: GroupID, _ command: SQLCommand) async throws -> (results: [StatementResult], index: LogIndex) {
+        // Proposed on the Raft loop, answered by the apply loop: one suspension, two hand-offs per write.
+        try await executeFuture(group: group, command).get()
+    }
+
+    /// `executeIndexed` as a future completed on the apply loop, for a caller on an event loop that
+    /// must not start a task per write (a write another node passes on, served where it is read).
+    public func executeFuture(group: GroupID, _ command: SQLCommand) -> EventLoopFuture<([StatementResult], LogIndex)> {
+        if let why = failure { return applyLoop.makeFailedFuture(RuntimeError.failed(why)) }
+        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
+        let data = command.encoded()
+        guard data.count <= config.maxEntryBytes else {
+            return applyLoop.makeFailedFuture(RuntimeError.entryTooLarge(bytes: data.count, limit: config.maxEntryBytes))
+        }
+        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
+        raftLoop.execute {
+            guard let g = self.raftState.value.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
+            let index: LogIndex
+            self.wake(group)
+            var data = data
+            if var split = command.split {
+                // The child's founders: the membership as the proposing leader knows it (see `ShardSplit.conf`).
+                split.conf = g.node.status.config
+                var stamped = command
+                stamped.split = split
+                data = stamped.encoded()
+            }
+            do throws(RaftError) {
+                self.raftState.value.touched.insert(group)
+                index = try g.node.propose(data)
+            } catch {
+                if case .notLeader(let l) = error { return promise.fail(RuntimeError.notLeader(leader: l)) }
+                return promise.fail(RuntimeError.raft(error.description))
+            }
+            self.raftState.value.pendingWrites[group, default: [:]][index] = PendingWrite(term: g.node.term, promise: promise, proposedNanos: DispatchTime.now().uptimeNanoseconds,
+                                                                                      deadline: .now() + timeout)
+            self.pump()
+        }
+        return promise.futureResult
+    }
+
+    /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).
+    func sweepTimeouts() {
+        let every = TimeAmount.milliseconds(100)
+        applyLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
+            self.applyLoopSeen.withLockedValue { $0 = DispatchTime.now().uptimeNanoseconds }
+            let side = self.applyState.value
+            let now = NIODeadline.now()
+            for group in side.waitingReads.keys {
+                let expired = side.waitingReads[group]!.filter { $0.request.deadline < now }
+                guard !expired.isEmpty else { continue }
+                side.waitingReads[group]!.removeAll { $0.request.deadline < now }
+                for r in expired { r.request.promise.fail(RuntimeError.timedOut("waiting to apply up to the read index")) }
+            }
+        }
+        raftLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
+            let side = self.raftState.value
+            let now = NIODeadline.now()
+            for (id, r) in side.pendingReads where r.deadline < now {
+                side.pendingReads[id] = nil
+                r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
+            }
+            for group in side.pendingWrites.keys {
+                for (index, w) in side.pendingWrites[group]! where w.deadline < now {
+                    side.pendingWrites[group]![index] = nil
+                    w.promise.fail(RuntimeError.timedOut("waiting for the write to commit; its outcome is unknown"))
+                }
+            }
+        }
+    }
+
+    /// Runs a read-only statement at the requested consistency.
+    public func query(group: GroupID, _ statement: SQLStatement, consistency: ReadConsistency = .linearizable) async throws -> StatementResult {
+        try await query(group: group, [statement], consistency: consistency).results[0]
+    }
+
+    /// Runs read-only statements at one read point (one ReadIndex round for all of them); also returns
+    /// the applied index they saw.
+    /// `statementTimeoutNanos` interrupts each statement that runs longer (0: the node's default).
+    public func query(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable,
+                      statementTimeoutNanos: UInt64 = 0) async throws -> (results: [StatementResult], index: LogIndex) {
+        if let why = failure { throw RuntimeError.failed(why) }
+        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
+        if case .stale(let freshness) = consistency {
+            try await raftLoop.submit {
+                let side = self.raftState.value
+                guard let g = side.groups[group] else { throw RuntimeError.unknownGroup(group) }
+                if g.node.role == .leader { return }
+                // A quiesced group hears nothing while nothing changes: its leader's node pinging is the contact.
+                let contact = side.quiesced.contains(group) ? side.lastHeard[g.node.lead] : side.lastLeaderContact[group]
+                let ageMillis = contact.map { Int64((DispatchTime.now().uptimeNanoseconds &- $0) / 1_000_000) }
+                guard g.node.lead != noNode, let age = ageMillis, age <= freshness else {
+                    throw RuntimeError.tooStale(lastContactMillis: ageMillis, freshnessMillis: freshness)
+                }
+            }.get()
+        }
+        // Confirmed on the Raft loop, served and answered by the apply loop: one suspension per read.
+        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
+        let statementTimeout = statementTimeoutNanos > 0 ? statementTimeoutNanos : UInt64(config.readTimeoutMillis) * 1_000_000
+        let read = ReadRequest(group: group, statements: statements, timeoutNanos: statementTimeout,
+                               deadline: .now() + timeout, promise: promise)
+        if consistency == .linearizable {
+            raftLoop.execute {
+                let side = self.raftState.value
+                guard let g = side.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
+                // A leader within its lease knows no other leader exists: its commit index is a read
+                // point without a heartbeat round (with many groups per node, each round per group
+                // was most of a read's cost).
+                if let index = side.leaseClocks[group]?.index(g.node.leaseRead, nowNanos: Self.leaseClockNanos(),
+                                                              nanosPerTick: UInt64(self.config.tickMillis) * 1_000_000) {
+                    RuntimeMetrics.leaseReads.increment()
+                    return self.serve(read, at: index)
+                }
+                let id = side.nextRequestID
+                side.nextRequestID += 1
+                self.wake(group)
+                do throws(RaftError) {
+                    side.touched.insert(group)
+                    try g.node.readIndex(requestID: id)
+                } catch {
+                    return promise.fail(RuntimeError.notLeader(leader: g.node.lead))
+                }
+                side.pendingReads[id] = read
+                self.pump()
+            }
+        } else {
+            serve(read, at: 0)
+        }
+        return try await promise.futureResult.get()
+    }
+
+    /// Whether `sql` only reads, judged by SQLite against this node's copy of the group's schema, on a
+    /// read connection (preparing client SQL never touches the connection that applies entries).
+    public func isReadOnly(group: GroupID, _ sql: String) async throws -> Bool {
+        guard let reader = readers.withLockedValue({ $0[group] }) else { throw RuntimeError.unknownGroup(group) }
+        return try await readPool.runIfActive(eventLoop: applyLoop) { try reader.isReadOnly(sql) }.get()
+    }
+
+    /// Writes a consistent copy of this node's database of `group` to `destination` (off the apply loop).
+    public func backup(group: GroupID, to destination: String) async throws {
+        guard try await groupIDs().contains(group) else { throw RuntimeError.unknownGroup(group) }
+        let source = config.dataDirectory + "/group-\(group).sqlite"
+        try await snapshotPool.runIfActive(eventLoop: applyLoop) {
+            try SQLStateMachine.writeBackup(of: source, to: destination)
+        }.get()
+    }
+}
