@@ -87,7 +87,8 @@ public final class GroupLog: RaftStorage {
 ///
 /// Layout: `DIR/wal-<16 hex digits>.log`. Each record is length (u32) + CRC-32C (u32) + payload. Each
 /// segment begins with a checkpoint (snapshot point and hard state of every group), so once every group
-/// has compacted past a segment's entries the segment can be deleted.
+/// has compacted past a segment's entries the segment can be deleted. A segment is allocated ahead of
+/// its records and reads as zeros past them; a segment no longer written gives that space back.
 public final class LogStore {
     public let directory: String
     public let segmentBytes: Int
@@ -112,7 +113,7 @@ public final class LogStore {
         var recovered: [(segment: SegmentFile, records: [(offset: Int, record: WALRecord)])] = []
         var floors: [UInt64: SnapshotMetadata] = [:]
         for (i, seq) in sequences.enumerated() {
-            let segment = try SegmentFile(directory: directory, sequence: seq, create: false)
+            let segment = try SegmentFile(directory: directory, sequence: seq, create: false, preallocationBytes: preallocationBytes)
             let records = try read(segment, isLast: i == sequences.count - 1)
             for (_, r) in records {
                 if case .snapshot(let g, let meta, _) = r, meta.index >= (floors[g]?.index ?? 0) { floors[g] = meta }
@@ -134,6 +135,9 @@ public final class LogStore {
         }
         if segments.isEmpty { try startSegment(sequence: 1) }
     }
+
+    /// How far ahead of the writes a segment is allocated (`SegmentFile`).
+    var preallocationBytes: Int { min(4 << 20, max(4096, segmentBytes)) }
 
     public var groupIDs: [UInt64] { groups.keys.sorted() }
     public func group(_ id: UInt64) -> GroupLog? { groups[id] }
@@ -200,6 +204,7 @@ public final class LogStore {
         }
         for r in records { precondition(apply(r, segment: segment.sequence), "a Raft group wrote entries with a gap") }
         if segment.size >= segmentBytes {
+            segment.release()
             try startSegment(sequence: segment.sequence + 1)
             try removeObsoleteSegments()
         }
@@ -223,7 +228,7 @@ public final class LogStore {
     }
 
     private func startSegment(sequence: UInt64) throws {
-        let segment = try SegmentFile(directory: directory, sequence: sequence, create: true)
+        let segment = try SegmentFile(directory: directory, sequence: sequence, create: true, preallocationBytes: preallocationBytes)
         var records: [WALRecord] = []
         for id in groups.keys.sorted() {
             let g = groups[id]!
@@ -264,11 +269,11 @@ public final class LogStore {
         var out: [(Int, WALRecord)] = []
         var offset = 0
         while offset < bytes.count {
-            // Power loss after a file grew but before its new bytes reached the disk leaves zeros: no
-            // frame is ever written as zeros (each holds at least one record), so this is a torn tail.
-            if isLast && bytes[offset...].allSatisfy({ $0 == 0 }) {
-                log("write-ahead log \(name): discarding a torn tail of \(bytes.count - offset) zero bytes at byte \(offset) (the file grew but its data never reached the disk)")
-                try segment.truncate(to: offset)
+            // Zeros to the end: the space allocated ahead of the writes (or a file that grew before its
+            // new bytes reached the disk). No frame is ever written as zeros (each holds at least one
+            // record), so the records end here.
+            if bytes[offset...].allSatisfy({ $0 == 0 }) {
+                segment.adoptEnd(offset)
                 return out
             }
             let remaining = bytes.count - offset
@@ -279,12 +284,14 @@ public final class LogStore {
             let complete = length >= 0 && end <= bytes.count
             let valid = complete && CRC32C.checksum(bytes[(offset + WALRecord.headerBytes)..<end]) == checksum
             if !valid {
-                // Only the final record of the last segment can be a torn write: anything after it would be
-                // a later write, and a later write is only made after the earlier one was synced.
-                guard isLast, !complete || end == bytes.count else {
+                // Only the final write of the last segment can be torn: anything after it would be a
+                // later write, and a later write is only made after the earlier one was synced. After
+                // a torn write the file holds nothing but the zeros allocated ahead.
+                guard isLast, !complete || bytes[end...].allSatisfy({ $0 == 0 }) else {
                     throw WALError.corrupt(file: name, offset: offset, reason: complete ? "checksum mismatch" : "record runs past the end of a closed segment")
                 }
-                log("write-ahead log \(name): discarding a torn tail of \(bytes.count - offset) bytes at byte \(offset) (a write that was never synced, interrupted by a crash)")
+                let written = (bytes.lastIndex { $0 != 0 } ?? offset) + 1 - offset
+                log("write-ahead log \(name): discarding a torn tail of \(written) bytes at byte \(offset) (a write that was never synced, interrupted by a crash)")
                 try segment.truncate(to: offset)
                 return out
             }

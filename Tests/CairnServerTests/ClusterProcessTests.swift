@@ -271,8 +271,20 @@ struct ClusterFaultTests {
         await victim.kill9()
         let wal = victim.dataDir + "/wal"
         let segments = try FileManager.default.contentsOfDirectory(atPath: wal).filter { $0.hasSuffix(".log") }.sorted()
+        // Where the records end, the allocated zeros begin: a crash mid-write leaves part of a frame there.
+        // (Frames are a little-endian u32 length, a u32 checksum and the payload; zeros after the last.)
+        let recordsEnd = { (path: String) throws -> Int in
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            var offset = 0
+            while offset + 8 <= bytes.count {
+                let length = (0..<4).reduce(0) { $0 | Int(bytes[offset + $1]) << (8 * $1) }
+                if length == 0 { break }
+                offset += 8 + length
+            }
+            return offset
+        }
         let last = try FileHandle(forWritingTo: URL(fileURLWithPath: wal + "/" + segments.last!))
-        last.seekToEndOfFile()
+        try last.seek(toOffset: UInt64(try recordsEnd(wal + "/" + segments.last!)))
         last.write(Data((0..<37).map { UInt8(truncatingIfNeeded: $0 &* 97 &+ 13) }))
         try last.close()
         for i in 31...40 { _ = try await c.write([["INSERT INTO d(id) VALUES(?)", i]]) }
@@ -286,7 +298,7 @@ struct ClusterFaultTests {
         await victim.kill9()
         let lastSegment = wal + "/" + segments.last!
         let full = try Data(contentsOf: URL(fileURLWithPath: lastSegment))
-        try full.prefix(full.count * 6 / 10).write(to: URL(fileURLWithPath: lastSegment))
+        try full.prefix(try recordsEnd(lastSegment) * 6 / 10).write(to: URL(fileURLWithPath: lastSegment))
         try victim.start()
         let refused = await victim.waitForExit(seconds: 15)
         #expect(refused != nil && refused != 0, "a node whose log lost applied entries must refuse to start")

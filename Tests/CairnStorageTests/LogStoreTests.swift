@@ -19,6 +19,30 @@ final class TempDir {
     }
 
     func segmentPath(_ i: Int) -> String { path + "/" + segments[i] }
+
+    /// Where a segment's records end (past them the file holds the zeros allocated ahead), found by
+    /// walking its frames' lengths.
+    func recordsEnd(_ i: Int) throws -> Int {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: segmentPath(i))))
+        var offset = 0
+        while offset + WALRecord.headerBytes <= bytes.count {
+            var cursor = offset
+            let length = Int(ByteCoding.readUInt32(bytes, &cursor)!)
+            if length == 0 { break }
+            offset += WALRecord.headerBytes + length
+        }
+        return offset
+    }
+
+    func fileSize(_ i: Int) throws -> Int { try FileManager.default.attributesOfItem(atPath: segmentPath(i))[.size] as! Int }
+
+    /// Writes `bytes` at `offset` of segment `i`, as a crash in the middle of a write leaves them.
+    func overwrite(_ i: Int, at offset: Int, with bytes: [UInt8]) throws {
+        let handle = try #require(FileHandle(forWritingAtPath: segmentPath(i)))
+        try handle.seek(toOffset: UInt64(offset))
+        handle.write(Data(bytes))
+        try handle.close()
+    }
 }
 
 private func entries(_ range: ClosedRange<LogIndex>, term: Term, prefix: String = "e") -> [Entry] {
@@ -105,10 +129,10 @@ struct LogStoreTests {
             try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
             try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
         }
-        // A crash in the middle of the last (unsynced) write leaves part of a record.
-        let path = dir.segmentPath(0)
-        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
-        #expect(truncate(path, off_t(size - 5)) == 0)
+        // A crash in the middle of the last (unsynced) write leaves part of a record: its last bytes
+        // never reached the disk, which still holds the zeros allocated there.
+        let end = try dir.recordsEnd(0)
+        try dir.overwrite(0, at: end - 5, with: [0, 0, 0, 0, 0])
         let (log, lines) = logged()
         let store = try LogStore(directory: dir.path, log: log)
         #expect(store.group(1)?.lastIndex() == 3)
@@ -123,44 +147,104 @@ struct LogStoreTests {
         #expect(lines2().isEmpty)
     }
 
+    @Test("a torn record at the very end of a file that was not allocated ahead is cut off too")
+    func tornTailWithoutAllocation() throws {
+        let dir = TempDir()
+        try withGroup(in: dir) { store in
+            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
+            try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
+        }
+        #expect(truncate(dir.segmentPath(0), off_t(try dir.recordsEnd(0) - 5)) == 0)
+        let (log, lines) = logged()
+        let store = try LogStore(directory: dir.path, log: log)
+        #expect(store.group(1)?.lastIndex() == 3)
+        #expect(lines().first?.contains("torn tail") == true)
+    }
+
     @Test("a partial record header at the end is a torn tail too")
     func tornHeader() throws {
         let dir = TempDir()
         try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...2, term: 1))])
         }
-        let handle = try #require(FileHandle(forWritingAtPath: dir.segmentPath(0)))
-        handle.seekToEndOfFile()
-        handle.write(Data([0x10, 0x00, 0x00]))
-        try handle.close()
+        try dir.overwrite(0, at: try dir.recordsEnd(0), with: [0x10, 0x00, 0x07])
         let (log, lines) = logged()
         let store = try LogStore(directory: dir.path, log: log)
         #expect(store.group(1)?.lastIndex() == 2)
         #expect(lines().count == 1)
+        #expect(lines().first?.contains("torn tail of 3 bytes") == true, "\(lines())")
     }
 
-    @Test("a zero-filled tail (power loss after the file grew) is a torn tail; zeros before the end of the log are corruption")
+    @Test("a segment is allocated ahead of its records: syncs do not grow the file, the zeros after the records end the log, and appends after a reopen go where the records end")
+    func allocatedAhead() throws {
+        let dir = TempDir()
+        try withGroup(in: dir) { store in
+            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
+        }
+        let end = try dir.recordsEnd(0)
+        let size = try dir.fileSize(0)
+        #expect(size > end, "the file is allocated past its records (\(size) bytes for \(end))")
+        #expect(size % 4096 == 0)
+        let (log, lines) = logged()
+        let store = try LogStore(directory: dir.path, log: log)
+        #expect(store.group(1)?.lastIndex() == 3)
+        #expect(lines().isEmpty, "zeros past the records are not a torn tail: \(lines())")
+        #expect(try dir.fileSize(0) == size, "the allocation is kept")
+        try store.persist([GroupWrite(group: 1, entries: entries(4...4, term: 1))])
+        #expect(try dir.recordsEnd(0) > end)
+        #expect(try dir.fileSize(0) == size)
+        let again = try LogStore(directory: dir.path, log: { _ in })
+        #expect(try again.group(1)?.entries(from: 1, to: 5, maxBytes: .max) == entries(1...4, term: 1))
+    }
+
+    @Test("a segment no longer written gives its allocated space back")
+    func closedSegmentReleased() throws {
+        let dir = TempDir()
+        let store = try LogStore(directory: dir.path, segmentBytes: 64 << 10, log: { _ in })
+        _ = try store.createGroup(1, confState: conf)
+        for i in 1...100 as ClosedRange<LogIndex> {
+            try store.persist([GroupWrite(group: 1, entries: [Entry(term: 1, index: i, data: Array(repeating: 9, count: 1_000))])])
+        }
+        #expect(dir.segments.count > 1)
+        for i in 0..<(dir.segments.count - 1) { #expect(try dir.fileSize(i) == dir.recordsEnd(i)) }
+        #expect(try dir.fileSize(dir.segments.count - 1) > dir.recordsEnd(dir.segments.count - 1))
+        let again = try LogStore(directory: dir.path, segmentBytes: 64 << 10, log: { _ in })
+        #expect(again.group(1)?.lastIndex() == 100)
+    }
+
+    @Test("a zero-filled tail (power loss after the file grew) ends the log quietly; zeros before the end of the log are corruption")
     func zeroFilledTail() throws {
         let dir = TempDir()
         try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
         }
         let path = dir.segmentPath(0)
-        let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
         let handle = try #require(FileHandle(forWritingAtPath: path))
         handle.seekToEndOfFile()
         handle.write(Data(count: 4096))
         try handle.close()
+        let size = try dir.fileSize(0)
         let (log, lines) = logged()
         let store = try LogStore(directory: dir.path, log: log)
         #expect(store.group(1)?.lastIndex() == 3)
-        #expect(lines().first?.contains("zero bytes") == true, "\(lines())")
-        #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int == size)
+        #expect(lines().isEmpty, "\(lines())")
+        #expect(try dir.fileSize(0) == size)
         try store.persist([GroupWrite(group: 1, entries: entries(4...4, term: 1))])
         // Zeros followed by a real frame are not a tail: refused.
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         for i in 0..<16 { bytes[i] = 0 }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
+        #expect(throws: WALError.self) { _ = try LogStore(directory: dir.path, log: { _ in }) }
+    }
+
+    @Test("garbage after the zeros allocated ahead is corruption, not a tail")
+    func garbageAfterZeros() throws {
+        let dir = TempDir()
+        try withGroup(in: dir) { store in
+            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
+        }
+        // A torn write lands where the records end; bytes far past it were never written by the log.
+        try dir.overwrite(0, at: try dir.fileSize(0) - 8, with: [1, 2, 3, 4, 5, 6, 7, 8])
         #expect(throws: WALError.self) { _ = try LogStore(directory: dir.path, log: { _ in }) }
     }
 
@@ -206,29 +290,40 @@ struct LogStoreTests {
         #expect(try g.initialState().1 == ConfState(voters: [1, 2, 3, 4]))
     }
 
-    @Test("a crash at any byte of an unsynced write recovers exactly the writes synced before it")
+    @Test("a crash at any byte of an unsynced write recovers exactly the writes synced before it, whether the file had grown or was allocated ahead")
     func crashAtEveryByte() throws {
         let dir = TempDir()
-        var boundaries: [Int] = []   // file size after each synced batch
-        try withGroup(in: dir) { store in
+        let segmentBytes = 64 << 10
+        var boundaries: [Int] = []   // where the records end after each synced batch
+        do {
+            let store = try LogStore(directory: dir.path, segmentBytes: segmentBytes, log: { _ in })
+            _ = try store.createGroup(1, confState: conf)
             for b in 0..<6 {
                 let first = LogIndex(b * 3 + 1)
                 try store.persist([GroupWrite(group: 1, entries: entries(first...(first + 2), term: 1),
                                               hardState: HardState(term: 1, vote: 1, commit: first))])
-                boundaries.append(try FileManager.default.attributesOfItem(atPath: dir.segmentPath(0))[.size] as! Int)
+                boundaries.append(try dir.recordsEnd(0))
             }
         }
         let full = try Data(contentsOf: URL(fileURLWithPath: dir.segmentPath(0)))
+        #expect(full.count > boundaries.last!, "allocated ahead")
         let name = dir.segments[0]
-        for cut in boundaries[0]...full.count {
-            let copy = TempDir()
-            try FileManager.default.createDirectory(atPath: copy.path, withIntermediateDirectories: true)
-            try full.prefix(cut).write(to: URL(fileURLWithPath: copy.path + "/" + name))
-            let store = try LogStore(directory: copy.path, log: { _ in })
-            let synced = boundaries.lastIndex { $0 <= cut }!
-            let g = try #require(store.group(1))
-            #expect(g.lastIndex() == LogIndex(synced * 3 + 3), "cut at byte \(cut)")
-            #expect(g.hardState.commit == LogIndex(synced * 3 + 1), "cut at byte \(cut)")
+        for cut in boundaries[0]...boundaries.last! {
+            // The bytes past the cut never reached the disk: a file that grew shows its end there, one
+            // allocated ahead shows zeros.
+            for padded in [false, true] {
+                let image = padded ? full.prefix(cut) + Data(count: full.count - cut) : full.prefix(cut)
+                let copy = TempDir()
+                try FileManager.default.createDirectory(atPath: copy.path, withIntermediateDirectories: true)
+                try image.write(to: URL(fileURLWithPath: copy.path + "/" + name))
+                let store = try LogStore(directory: copy.path, segmentBytes: segmentBytes, log: { _ in })
+                // A write whose missing bytes were zeros anyway reached the disk whole (it was never
+                // acknowledged, and keeping it is as right as dropping it).
+                let synced = boundaries.lastIndex { $0 <= cut || (padded && full[cut..<$0].allSatisfy { $0 == 0 }) }!
+                let g = try #require(store.group(1))
+                #expect(g.lastIndex() == LogIndex(synced * 3 + 3), "cut at byte \(cut) of \(image.count)")
+                #expect(g.hardState.commit == LogIndex(synced * 3 + 1), "cut at byte \(cut) of \(image.count)")
+            }
         }
     }
 
