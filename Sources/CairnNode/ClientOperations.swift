@@ -96,27 +96,22 @@ extension NodeRuntime {
     /// `statementTimeoutNanos` interrupts each statement that runs longer (0: the node's default).
     public func query(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable,
                       statementTimeoutNanos: UInt64 = 0) async throws -> (results: [StatementResult], index: LogIndex) {
-        if let why = failure { throw RuntimeError.failed(why) }
-        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
-        if case .stale(let freshness) = consistency {
-            try await raftLoop.submit {
-                let side = self.raftState.value
-                guard let g = side.groups[group] else { throw RuntimeError.unknownGroup(group) }
-                if g.node.role == .leader { return }
-                // A quiesced group hears nothing while nothing changes: its leader's node pinging is the contact.
-                let contact = side.quiesced.contains(group) ? side.lastHeard[g.node.lead] : side.lastLeaderContact[group]
-                let ageMillis = contact.map { Int64((DispatchTime.now().uptimeNanoseconds &- $0) / 1_000_000) }
-                guard g.node.lead != noNode, let age = ageMillis, age <= freshness else {
-                    throw RuntimeError.tooStale(lastContactMillis: ageMillis, freshnessMillis: freshness)
-                }
-            }.get()
-        }
         // Confirmed on the Raft loop, served and answered by the apply loop: one suspension per read.
+        try await queryFuture(group: group, statements, consistency: consistency, statementTimeoutNanos: statementTimeoutNanos).get()
+    }
+
+    /// `query` as a future, for a caller on an event loop that must not start a task per read (the
+    /// HTTP fast path).
+    public func queryFuture(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable,
+                            statementTimeoutNanos: UInt64 = 0) -> EventLoopFuture<([StatementResult], LogIndex)> {
+        if let why = failure { return applyLoop.makeFailedFuture(RuntimeError.failed(why)) }
+        let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
         let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
         let statementTimeout = statementTimeoutNanos > 0 ? statementTimeoutNanos : UInt64(config.readTimeoutMillis) * 1_000_000
         let read = ReadRequest(group: group, statements: statements, timeoutNanos: statementTimeout,
                                deadline: .now() + timeout, promise: promise)
-        if consistency == .linearizable {
+        switch consistency {
+        case .linearizable:
             raftLoop.execute {
                 let side = self.raftState.value
                 guard let g = side.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
@@ -140,10 +135,24 @@ extension NodeRuntime {
                 side.pendingReads[id] = read
                 self.pump()
             }
-        } else {
+        case .stale(let freshness):
+            raftLoop.execute {
+                let side = self.raftState.value
+                guard let g = side.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
+                if g.node.role != .leader {
+                    // A quiesced group hears nothing while nothing changes: its leader's node pinging is the contact.
+                    let contact = side.quiesced.contains(group) ? side.lastHeard[g.node.lead] : side.lastLeaderContact[group]
+                    let ageMillis = contact.map { Int64((DispatchTime.now().uptimeNanoseconds &- $0) / 1_000_000) }
+                    guard g.node.lead != noNode, let age = ageMillis, age <= freshness else {
+                        return promise.fail(RuntimeError.tooStale(lastContactMillis: ageMillis, freshnessMillis: freshness))
+                    }
+                }
+                self.serve(read, at: 0)
+            }
+        case .local:
             serve(read, at: 0)
         }
-        return try await promise.futureResult.get()
+        return promise.futureResult
     }
 
     /// Whether `sql` only reads, judged by SQLite against this node's copy of the group's schema, on a

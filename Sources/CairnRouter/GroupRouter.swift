@@ -5,6 +5,7 @@ import CairnSQLite
 import CairnTransport
 import Metrics
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// What a routed operation returned.
 public struct Routed: Sendable {
@@ -106,6 +107,52 @@ public final class GroupRouter: Sendable {
                         mayWrite: Bool) async throws -> Routed {
         try await run(GroupCall(operation: mayWrite ? .request : .readingRequest, group: group, consistency: consistency,
                                 statementTimeoutNanos: statementTimeoutNanos, command: command))
+    }
+
+    // MARK: - The first try, without a task
+
+    /// What a first try on this node's copy came to: an answer, or nothing that committed (the full
+    /// routing of `execute` or `query` then runs, and may forward).
+    public enum FirstTry: Sendable {
+        case routed(Routed)
+        case retry
+    }
+
+    /// The first try of `execute` where it is most often decided, on this node's copy, as a future
+    /// (for a caller on an event loop that starts no task per write); nil when this node holds no copy.
+    /// Fails as `execute` would throw; `.retry` when nothing was committed (this node does not lead).
+    public func executeHere(_ command: SQLCommand, group: GroupID) -> EventLoopFuture<FirstTry>? {
+        guard runtime.hosts(group) else { return nil }
+        let node = cluster.nodeID
+        return runtime.executeFuture(group: group, command)
+            .map { results, index in FirstTry.routed(Routed(results: results, index: index, wrote: true, node: node)) }
+            .flatMapErrorThrowing { error in try Self.firstTry(GroupAnswer(error, write: true), write: true).get() }
+    }
+
+    /// The first try of `query` on this node's copy, as `executeHere` is for `execute`.
+    public func queryHere(_ statements: [SQLStatement], group: GroupID, consistency: ReadConsistency = .linearizable) -> EventLoopFuture<FirstTry>? {
+        guard runtime.hosts(group) else { return nil }
+        let node = cluster.nodeID
+        let millis = requestTimeoutMillis
+        return runtime.queryFuture(group: group, statements, consistency: consistency)
+            .map { results, index in FirstTry.routed(Routed(results: results, index: index, wrote: false, node: node)) }
+            .flatMapErrorThrowing { error in
+                // It waited out the request's whole time already: trying again would wait as long again.
+                if case RuntimeError.timedOut = error {
+                    throw RouteError.unavailable("cannot serve the request on group \(group) within \(millis) ms: \(error)")
+                }
+                return try Self.firstTry(GroupAnswer(error, write: false), write: false).get()
+            }
+    }
+
+    /// An answer other than `.done`, as `run` takes it: final answers fail, the rest are tried again.
+    private static func firstTry(_ answer: GroupAnswer, write: Bool) -> Result<FirstTry, any Error> {
+        switch answer {
+        case .outcomeUnknown(let why) where write: return .failure(OutcomeUnknown(description: why))
+        case .failed(let error): return .failure(error)
+        case .refused(let status, let message): return .failure(RouteError.refused(status: status, message: message))
+        default: return .success(.retry)
+        }
     }
 
     // MARK: - Routing

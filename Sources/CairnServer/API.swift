@@ -253,13 +253,18 @@ final class API: Sendable {
             let who = try await authorize(request, permission, database: database, open: open)
             return try await body(who)
         } catch {
-            let (status, message) = Self.classify(error)
-            if status >= 500 && status != 503 { log("node \(cluster.nodeID): HTTP \(status): \(message)") }
-            var response = Self.json(status, .object([("error", .string(message))]))
-            if status == 401 { response.headers[.wwwAuthenticate] = "Bearer realm=\"cairn\", Basic realm=\"cairn\"" }
-            if case AccessDenied.limited(let s) = error { response.headers[.retryAfter] = "\(s)" }
-            return response
+            return failure(error).response
         }
+    }
+
+    /// The answer to a request that failed with `error`: JSON with a status that says whose fault it is.
+    func failure(_ error: any Error) -> Reply {
+        let (status, message) = Self.classify(error)
+        if status >= 500 && status != 503 { log("node \(cluster.nodeID): HTTP \(status): \(message)") }
+        var reply = Self.jsonReply(status, .object([("error", .string(message))]))
+        if status == 401 { reply.headers[.wwwAuthenticate] = "Bearer realm=\"cairn\", Basic realm=\"cairn\"" }
+        if case AccessDenied.limited(let s) = error { reply.headers[.retryAfter] = "\(s)" }
+        return reply
     }
 
     func authorize(_ request: Request, _ permission: Permission?, database: String? = nil, open: Bool = false) async throws -> Principal {
@@ -333,18 +338,17 @@ final class API: Sendable {
         }
     }
 
-    static func json(_ status: Int, _ body: JSON) -> Response {
-        var bytes = body.serialized()
-        bytes.append(0x0A)
-        return Response(status: .init(code: status), headers: [.contentType: "application/json"],
-                        body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
-    }
+    static func json(_ status: Int, _ body: JSON) -> Response { jsonReply(status, body).response }
 
     /// A JSON answer naming the node that served it (`X-Cairn-Node`).
-    static func json(_ status: Int, _ body: JSON, servedBy node: NodeID) -> Response {
-        var response = json(status, body)
-        response.headers[servedBy] = "\(node)"
-        return response
+    static func json(_ status: Int, _ body: JSON, servedBy node: NodeID) -> Response { jsonReply(status, body, servedBy: node).response }
+
+    static func jsonReply(_ status: Int, _ body: JSON, servedBy node: NodeID? = nil) -> Reply {
+        var bytes = body.serialized()
+        bytes.append(0x0A)
+        var reply = Reply(status: status, headers: [.contentType: "application/json"], body: bytes)
+        if let node { reply.headers[servedBy] = "\(node)" }
+        return reply
     }
 
     func body(of request: Request) async throws -> [UInt8] {
@@ -396,7 +400,13 @@ final class API: Sendable {
     // MARK: - Data
 
     private func execute(_ request: Request, db: String, _ who: Principal) async throws -> Response {
-        let bytes = try await body(of: request)
+        let (statements, atomic) = try writeArguments(try await body(of: request))
+        audit.record(who, statements: statements, database: db)
+        return Self.executed(try await write(statements, db: db, atomic: atomic)).response
+    }
+
+    /// What `POST /v1/db/{db}/execute` asks for: its statements, and whether they commit all or none.
+    func writeArguments(_ bytes: [UInt8]) throws -> (statements: [SQLStatement], atomic: Bool) {
         let json = try parse(bytes)
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
         var atomic = false
@@ -405,23 +415,32 @@ final class API: Sendable {
         case .bool(let b)?: atomic = b
         default: throw HTTPFailure.badRequest("\"atomic\" must be true or false")
         }
-        audit.record(who, statements: statements, database: db)
-        let answer = try await write(statements, db: db, atomic: atomic)
-        return Self.answer(.object([("results", .array(answer.results.map(Statements.json(write:))))]), answer)
+        return (statements, atomic)
+    }
+
+    static func executed(_ answer: Answer) -> Reply {
+        Self.answer(.object([("results", .array(answer.results.map(Statements.json(write:))))]), answer)
     }
 
     /// 200 with `body`, naming the node that served it when one did.
-    static func answer(_ body: JSON, _ answer: Answer) -> Response {
-        answer.node.map { json(200, body, servedBy: $0) } ?? json(200, body)
+    static func answer(_ body: JSON, _ answer: Answer) -> Reply {
+        jsonReply(200, body, servedBy: answer.node)
     }
 
     private func query(_ request: Request, _ who: Principal, db: String) async throws -> Response {
-        let bytes = try await body(of: request)
+        let (statements, consistency) = try readArguments(try await body(of: request))
+        return Self.queried(try await read(statements, db: db, consistency: consistency)).response
+    }
+
+    /// What `POST /v1/db/{db}/query` asks for: its statements, and how fresh the answer must be.
+    func readArguments(_ bytes: [UInt8]) throws -> (statements: [SQLStatement], consistency: ReadConsistency) {
         let json = try parse(bytes)
         let statements = try Statements.parse(json["statements"], maxCount: options.maxStatementsPerRequest)
-        let consistency = try Self.consistency(json)
-        let answer = try await read(statements, db: db, consistency: consistency)
-        return Self.answer(.object([("results", .array(answer.results.map(Statements.json(query:))))]), answer)
+        return (statements, try Self.consistency(json))
+    }
+
+    static func queried(_ answer: Answer) -> Reply {
+        Self.answer(.object([("results", .array(answer.results.map(Statements.json(query:))))]), answer)
     }
 
     static func consistency(_ json: JSON) throws -> ReadConsistency {

@@ -118,6 +118,33 @@ final class AuthService: Sendable {
         throw AccessDenied.unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
     }
 
+    /// Who sent a request, when that is known without waiting: auth off and no credentials, or a user's
+    /// bearer token already checked and still valid under this node's catalog copy. nil when only
+    /// `principal(for:)` can tell (a new token, a node's token, Basic credentials, a user or password
+    /// newer than this copy): the caller then takes the path that can wait.
+    /// `remote`: the client's address, which failed logins are limited by.
+    func knownPrincipal(authorization header: String?, remote: String) -> Principal? {
+        guard enabled else { return header == nil ? Principal(user: nil, grants: Grants([Grant(.all)])) : nil }
+        let catalog = cluster.catalog
+        guard let header else { return Principal(user: nil, grants: catalog.grants(of: nil)) }
+        if let encoded = Self.credentials(header, scheme: "basic") {
+            // Verified with scrypt recently, for this password epoch, and not locked out now.
+            guard let decoded = Data(base64Encoded: String(encoded)), let text = String(data: decoded, encoding: .utf8),
+                  let colon = text.firstIndex(of: ":") else { return nil }
+            let name = String(text[..<colon]), password = String(text[text.index(after: colon)...])
+            guard catalog.exists, let user = catalog.users[name], (try? userLimiter.check([name + "@" + remote])) != nil,
+                  (try? addressLimiter.check([remote])) != nil,
+                  let hit = verified.withLockedValue({ $0[Self.verifiedKey(name: name, password: password)] }),
+                  hit.epoch == user.passwordEpoch, hit.until > Date() else { return nil }
+            return Principal(user: name, grants: catalog.grants(of: name))
+        }
+        guard let token = Self.credentials(header, scheme: "bearer") else { return nil }
+        let key = catalog.tokenKey
+        guard let claims = checkedTokens.withLockedValue({ $0.key == key ? $0.claims[String(token)] : nil }), claims.exp.value > Date(),
+              !claims.user.hasPrefix(Self.nodePrefix), let user = catalog.users[claims.user], user.passwordEpoch == claims.pwe else { return nil }
+        return Principal(user: user.name, grants: catalog.grants(of: user.name))
+    }
+
     /// The user a token was issued to, for an API that carries tokens its own way (a node's token is
     /// refused: nodes sign their requests in `Authorization`).
     func principal(forToken token: String) async throws -> Principal {
@@ -203,6 +230,12 @@ final class AuthService: Sendable {
         return rest
     }
 
+    /// Where a verified password is remembered: the name and a digest of the password, never the
+    /// password itself.
+    static func verifiedKey(name: String, password: String) -> [UInt8] {
+        Array(name.utf8) + [0] + Array(SHA256.hash(data: Array(password.utf8)))
+    }
+
     /// Verifies a password, rate-limited per client address and per user at that address (a guesser
     /// cannot lock a user out for everyone else).
     func check(name: String, password: String, remote: String) async throws {
@@ -228,8 +261,7 @@ final class AuthService: Sendable {
             _ = try? await Self.offLoop { PasswordHash.verify(password, against: Self.decoyHash) }
             throw failed()
         }
-        // The name and a digest of the password, never the password itself.
-        let cacheKey = Array(name.utf8) + [0] + Array(SHA256.hash(data: Array(password.utf8)))
+        let cacheKey = Self.verifiedKey(name: name, password: password)
         if let hit = verified.withLockedValue({ $0[cacheKey] }), hit.epoch == user.passwordEpoch, hit.until > Date() { return }
         // Counted as a failure until it proves otherwise, in the same step as the limit is checked:
         // guesses sent all at once cannot slip past the limit while their slow checks run.

@@ -18,6 +18,11 @@ extension API {
     func write(_ statements: [SQLStatement], db: String, atomic: Bool) async throws -> Answer {
         if let sharded = try await writeSharded(statements, db: db, atomic: atomic) { return Answer(results: sharded) }
         let routed = try await executeWaitingOutLocks(SQLCommand.now(statements, atomic: atomic), group: try await groupRouter.group(of: db))
+        return try await writtenHome(routed, statements, db: db, atomic: atomic)
+    }
+
+    /// The answer to a write the home group committed (`routed`).
+    func writtenHome(_ routed: Routed, _ statements: [SQLStatement], db: String, atomic: Bool) async throws -> Answer {
         // A table sharded moments ago, through another node: this node's catalog copy sent its
         // statements to the home group, where nothing was applied. Send them to the shards.
         if Self.missedShardedTable(routed.results, allFailed: true), try await committedCatalog().shardedTables[db] != nil,
@@ -32,6 +37,11 @@ extension API {
         if let sharded = try await readSharded(statements, db: db, consistency: consistency) { return Answer(results: sharded) }
         let routed = try await readHome(statements, group: try await groupRouter.group(of: db), consistency: consistency,
                                         statementTimeoutNanos: statementTimeoutNanos)
+        return try await readHome(routed, statements, db: db, consistency: consistency)
+    }
+
+    /// The answer to a read the home group served (`routed`).
+    func readHome(_ routed: Routed, _ statements: [SQLStatement], db: String, consistency: ReadConsistency) async throws -> Answer {
         if Self.missedShardedTable(routed.results, allFailed: false), try await committedCatalog().shardedTables[db] != nil,
            let sharded = try await readSharded(statements, db: db, consistency: consistency) {
             return Answer(results: sharded)

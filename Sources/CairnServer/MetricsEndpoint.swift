@@ -199,17 +199,19 @@ struct RequestMetrics: RouterMiddleware {
 
     /// The metric handles per key, made once: looking them up in the metrics factory on every request
     /// costs more than recording.
-    private final class Handles: Sendable {
-        let byKey = NIOLockedValueBox<[Key: (count: Metrics.Counter, duration: Metrics.Timer)]>([:])
-    }
-
-    private let handles = Handles()
+    private static let handles = NIOLockedValueBox<[Key: (count: Metrics.Counter, duration: Metrics.Timer)]>([:])
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
         let response = try await next(request, context)
-        let key = Key(method: request.method.rawValue, endpoint: context.endpointPath ?? "unmatched", status: Int(response.status.code))
-        let metrics = handles.byKey.withLockedValue { cache in
+        Self.record(method: request.method.rawValue, endpoint: context.endpointPath ?? "unmatched", status: Int(response.status.code), since: started)
+        return response
+    }
+
+    /// Counts a request answered, and how long it took (the router's and the fast path's alike).
+    static func record(method: String, endpoint: String, status: Int, since started: ContinuousClock.Instant) {
+        let key = Key(method: method, endpoint: endpoint, status: status)
+        let metrics = handles.withLockedValue { cache in
             if let m = cache[key] { return m }
             let m = (count: Metrics.Counter(label: "cairn_http_requests_total",
                                     dimensions: [("method", key.method), ("endpoint", key.endpoint), ("status", String(key.status))]),
@@ -221,6 +223,5 @@ struct RequestMetrics: RouterMiddleware {
         metrics.count.increment()
         let elapsed = ContinuousClock.now - started
         metrics.duration.recordNanoseconds(elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
-        return response
     }
 }

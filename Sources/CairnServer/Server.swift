@@ -188,6 +188,12 @@ public enum Server {
         let httpLimits = limits
         var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)],
                                                                  idleTimeout: .milliseconds(httpLimits.idleTimeoutMillis)))
+        // The API's own listener also serves the data endpoints on the fast path. Hummingbird's idle
+        // timer there would not see the requests the fast path answers: `RequestDeadlines` (before
+        // the fast path, so it sees them all) closes idle connections instead.
+        var apiServer = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [RequestDeadlines(limits: httpLimits), FastDataPath(server: api, maxBodyBytes: api.fastPathMaxBodyBytes)],
+            idleTimeout: nil))
         if let tls = options.httpTLS {
             let chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKey
             do {
@@ -199,10 +205,11 @@ public enum Server {
             var tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
             tlsConfiguration.minimumTLSVersion = .tlsv12
             server = try .tls(server, tlsConfiguration: tlsConfiguration)
+            apiServer = try .tls(apiServer, tlsConfiguration: tlsConfiguration)
         }
         let app = Application(
             router: api.router(),
-            server: server,
+            server: apiServer,
             configuration: .init(address: .hostname(options.httpAddress.host, port: options.httpAddress.port), serverName: "cairn",
                                  availableConnectionsDelegate: MaximumAvailableConnections(httpLimits.maxConnections)),
             onServerRunning: { channel in

@@ -204,6 +204,8 @@ struct ServerCommand: AsyncParsableCommand {
         if bootstrapExpect < 0 || bootstrapExpect == 1 { throw ValidationError("--bootstrap-expect must be 2 or more (a single node needs no flag)") }
         if bootstrapExpect > 1 && joinAddresses.isEmpty { throw ValidationError("--bootstrap-expect needs --join listing the other founders") }
         if replicationFactor < 1 { throw ValidationError("--replication-factor must be at least 1") }
+        if maxBodyBytes < 1 { throw ValidationError("--max-body-bytes must be at least 1") }
+        if maxStatements < 1 { throw ValidationError("--max-statements must be at least 1") }
         if let name, let problem = Catalog.nameProblem(name) { throw ValidationError("--name: \(problem)") }
         let withoutTokens = compat.compactMap { try? CompatListener.parse($0).get() }.filter { !$0.api.hasOwnTokens }
         if !withoutTokens.isEmpty && !insecureDev && compatUser == nil {

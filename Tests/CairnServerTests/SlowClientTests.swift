@@ -126,6 +126,37 @@ struct SlowClientTests {
         #expect(Date().timeIntervalSince(started) < 3)
     }
 
+    @Test("pipelined requests, some answered on the fast path and some by the router, are answered in the order sent, each seeing the writes before it")
+    func pipelinedMixedOrder() async throws {
+        let c = try await ProcessCluster.single("pipelined-mixed")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        // Also verifies the admin's password: the requests below are then served without the router.
+        _ = try await n.execute(["CREATE TABLE t(x)"])
+        func post(_ path: String, _ body: String) -> String {
+            "POST \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: \(TestHTTP.admin)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        let count = #"{"statements":["SELECT count(*) FROM t"]}"#
+        let s = try #require(RawConnection(port: n.httpPort))
+        defer { s.close() }
+        #expect(s.write(post("/v1/db/default/execute", #"{"statements":[["INSERT INTO t(x) VALUES(?)", 1]]}"#)
+                        + "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+                        + post("/v1/db/default/query", count)
+                        + post("/v1/db/default/execute", #"{"statements":[["INSERT INTO t(x) VALUES(?)", 2], ["INSERT INTO t(x) VALUES(?)", 3]]}"#)
+                        + post("/v1/db/default/query", count)
+                        + post("/v1/db/default/query", #"{"statements":["#)
+                        + post("/v1/db/default/execute", #"{"statements":[["INSERT INTO t(x) VALUES(?)", 4]]}"#)
+                        + post("/v1/db/default/query", count)))
+        var text = ""
+        for _ in 0..<50 where text.components(separatedBy: "HTTP/1.1 ").count < 9 { text += await s.read(seconds: 0.2) }
+        let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }
+        #expect(statuses == ["200", "200", "200", "200", "200", "400", "200", "200"], "\(text.prefix(3000))")
+        let markers = [#""last_insert_id":1"#, #""status":"ok""#, "[[1]]", #""last_insert_id":3"#, "[[3]]", "malformed JSON", #""last_insert_id":4"#, "[[4]]"]
+        let positions = markers.map { m in text.range(of: m).map { text.distance(from: text.startIndex, to: $0.lowerBound) } ?? -1 }
+        #expect(!positions.contains(-1) && positions == positions.sorted(), "\(markers) at \(positions) in \(text.prefix(3000))")
+    }
+
     @Test("pipelined requests: the idle timeout does not cut a connection while a request it carries is still being answered (a read waiting for a quorum outlasts it); both answers arrive, then the connection idles out")
     func pipelinedOutlastsIdleTimeout() async throws {
         let c = try await ProcessCluster.founded("pipelined", count: 3, extraArgs: ["--http-idle-timeout-seconds", "1", "--read-timeout-ms", "2500", "--request-timeout-ms", "2500"])

@@ -1,0 +1,219 @@
+import CairnAuth
+import CairnCluster
+import CairnNode
+import CairnQuery
+import CairnRouter
+import CairnSQLite
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// A data request the fast path took: which endpoint, on which database, for whom.
+struct FastRequest: Sendable {
+    enum Endpoint: Sendable {
+        case execute, query
+
+        /// The route's name in `cairn_http_requests_total`, as the router names it.
+        var metricsPath: String { self == .execute ? "/v1/db/{db}/execute" : "/v1/db/{db}/query" }
+    }
+
+    let endpoint: Endpoint
+    let database: String
+    let principal: Principal
+}
+
+/// The fast path's side of the API (`FastDataPath` keeps HTTP's order). Every step is one the
+/// router's handlers take, in their order (`respond`, `execute`, `query`, `write`, `read`); what this
+/// side cannot decide without waiting (a token not seen before, a sharded database, a group led
+/// elsewhere, a refusal that a fresher catalog might lift) goes the router's way, before anything
+/// was done, or through the same async functions, after.
+extension API: FastDataServer {
+    /// Bodies the fast path collects, at most (the router takes the rest, with the API's own limit).
+    static let fastPathMaxBodyBytes = 64 << 10
+    /// Within the API's own limit (`--max-body-bytes`): a body over it is the router's to refuse (413).
+    var fastPathMaxBodyBytes: Int { min(Self.fastPathMaxBodyBytes, options.maxBodyBytes) }
+
+    func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest? {
+        guard head.method == .post, let path = head.path, path.utf8.count <= 160 else { return nil }
+        let bytes = Array(path.utf8)
+        let prefix = Array("/v1/db/".utf8)
+        guard bytes.starts(with: prefix), let slash = bytes[prefix.count...].firstIndex(of: UInt8(ascii: "/")) else { return nil }
+        let name = bytes[prefix.count..<slash], tail = bytes[(slash + 1)...]
+        let endpoint: FastRequest.Endpoint
+        if tail.elementsEqual("execute".utf8) {
+            endpoint = .execute
+        } else if tail.elementsEqual("query".utf8) {
+            endpoint = .query
+        } else {
+            return nil
+        }
+        // A plain name: anything escaped or unusual is the router's to decode and judge.
+        guard !name.isEmpty, name.allSatisfy(Self.isPlainNameByte) else { return nil }
+        let fields = head.headerFields
+        // Forwarded between nodes, cross-origin, closing, chunked or waiting for a 100: the router's.
+        guard fields[Self.hops] == nil, options.corsOrigins.isEmpty || fields[.origin] == nil, fields[.transferEncoding] == nil,
+              fields[.expect] == nil, fields[.connection].map({ !$0.lowercased().contains("close") }) ?? true,
+              let length = fields[.contentLength].flatMap({ Int($0) }), (0...fastPathMaxBodyBytes).contains(length) else { return nil }
+        let database = String(decoding: name, as: UTF8.self)
+        guard let who = auth.knownPrincipal(authorization: fields[.authorization], remote: remote) else { return nil }
+        if auth.enabled {
+            // A refusal may be lifted by a grant given through another node a moment ago: the router's
+            // path looks at the committed catalog before it refuses.
+            guard (try? auth.require(who, endpoint == .execute ? .write : .read, database: database)) != nil else { return nil }
+        }
+        return FastRequest(endpoint: endpoint, database: database, principal: who)
+    }
+
+    static func isPlainNameByte(_ b: UInt8) -> Bool {
+        (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39) || b == 0x5F || b == 0x2D
+    }
+
+    func serveFast(_ request: FastRequest, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void) {
+        let started = ContinuousClock.now
+        let finish: @Sendable (Reply) -> Void = { answer in
+            RequestMetrics.record(method: "POST", endpoint: request.endpoint.metricsPath, status: answer.status, since: started)
+            reply(answer.fastResponse())
+        }
+        let answered: @Sendable (Result<Answer, any Error>, (Answer) -> Reply) -> Void = { result, body in
+            switch result {
+            case .success(let answer): finish(body(answer))
+            case .failure(let error): finish(self.failure(error))
+            }
+        }
+        let db = request.database
+        do {
+            switch request.endpoint {
+            case .execute:
+                let (statements, atomic) = try writeArguments(Array(buffer: body))
+                audit.record(request.principal, statements: statements, database: db)
+                writeFast(statements, db: db, atomic: atomic) { answered($0, Self.executed) }
+            case .query:
+                let (statements, consistency) = try readArguments(Array(buffer: body))
+                readFast(statements, db: db, consistency: consistency) { answered($0, Self.queried) }
+            }
+        } catch {
+            finish(failure(error))
+        }
+    }
+
+    /// `write` without a task when the database is unsharded and led here: its first try, on this
+    /// node's copy. Whatever follows a first try on the router's path (waiting out a transaction
+    /// across shards that holds the group, a table sharded through another node a moment ago) follows
+    /// it here, in a task; a try that did not commit (the group is led elsewhere) is `write` itself.
+    func writeFast(_ statements: [SQLStatement], db: String, atomic: Bool, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
+        let catalog = cluster.catalog
+        guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db), shardView(db, catalog) == nil,
+              statements.allSatisfy({ Self.declaresNoShards($0.sql) && !Self.dropsIndex($0.sql) }),
+              let first = groupRouter.executeHere(SQLCommand.now(statements, atomic: atomic), group: database.group) else {
+            return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
+        }
+        let group = database.group
+        let timeoutMillis = options.requestTimeoutMillis
+        first.whenComplete { result in
+            switch result {
+            case .success(.routed(let routed)) where routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }):
+                // As `executeWaitingOutLocks`: nothing was written; wait until the group is free, then again.
+                self.slowly(done) {
+                    await self.waitUntilFree(group, until: ContinuousClock.now + .milliseconds(timeoutMillis))
+                    let again = try await self.executeWaitingOutLocks(SQLCommand.now(statements, atomic: atomic), group: group)
+                    return try await self.writtenHome(again, statements, db: db, atomic: atomic)
+                }
+            case .success(.routed(let routed)) where Self.missedShardedTable(routed.results, allFailed: true):
+                self.slowly(done) { try await self.writtenHome(routed, statements, db: db, atomic: atomic) }
+            case .success(.routed(let routed)):
+                done(.success(Answer(results: routed.results, node: routed.node, index: routed.index)))
+            case .success(.retry):
+                self.slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
+            case .failure(let error):
+                done(.failure(error))
+            }
+        }
+    }
+
+    /// `read` without a task when the database is unsharded and held here, as `writeFast` is for `write`.
+    func readFast(_ statements: [SQLStatement], db: String, consistency: ReadConsistency, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
+        let catalog = cluster.catalog
+        guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db), shardView(db, catalog) == nil,
+              let first = groupRouter.queryHere(statements + [Self.shardStateQuery], group: database.group, consistency: consistency) else {
+            return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
+        }
+        first.whenComplete { result in
+            switch result {
+            case .success(.routed(var routed)):
+                // As `readHome`: a transaction across shards prepared in the home group is waited out there.
+                let state = Self.shardState(routed.results.count == statements.count + 1 ? routed.results[statements.count] : StatementResult())
+                guard state.prepared == 0 else {
+                    return self.slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
+                }
+                routed.results = Array(routed.results.prefix(statements.count))
+                guard !Self.missedShardedTable(routed.results, allFailed: false) else {
+                    let home = routed
+                    return self.slowly(done) { try await self.readHome(home, statements, db: db, consistency: consistency) }
+                }
+                done(.success(Answer(results: routed.results, node: routed.node, index: routed.index)))
+            case .success(.retry):
+                self.slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
+            case .failure(let error):
+                done(.failure(error))
+            }
+        }
+    }
+
+    /// The rare case, in a task: the router's own function.
+    private func slowly(_ done: @escaping @Sendable (Result<Answer, any Error>) -> Void, _ body: @escaping @Sendable () async throws -> Answer) {
+        Task {
+            do { done(.success(try await body())) } catch { done(.failure(error)) }
+        }
+    }
+
+    /// Whether `sql` is certainly not a `CREATE TABLE ... SHARD BY` or `REFERENCE` (which the router
+    /// plans, and refuses when malformed).
+    static func declaresNoShards(_ sql: String) -> Bool {
+        do { return try ShardingClause.parse(sql) == nil } catch { return false }
+    }
+}
+
+/// A response as its status, headers and body: what the router's handlers and the fast path write.
+struct Reply: Sendable {
+    var status: Int
+    var headers: HTTPFields
+    var body: [UInt8]
+
+    var response: Response {
+        Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// As the router writes it: with its length, the date and the server's name.
+    func fastResponse() -> FastResponse {
+        var fields = headers
+        fields[.contentLength] = String(body.count)
+        fields[.date] = HTTPDate.now()
+        fields[.server] = "cairn"
+        return FastResponse(head: HTTPResponse(status: .init(code: status), headerFields: fields), body: ByteBuffer(bytes: body))
+    }
+}
+
+/// The `Date` header's value (RFC 9110), made once a second.
+enum HTTPDate {
+    private static let cached = NIOLockedValueBox<(second: Int, text: String)>((-1, ""))
+    private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+    private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    static func now() -> String {
+        let second = Int(time(nil))
+        if let hit = cached.withLockedValue({ $0.second == second ? $0.text : nil }) { return hit }
+        let text = format(second)
+        cached.withLockedValue { $0 = (second, text) }
+        return text
+    }
+
+    static func format(_ second: Int) -> String {
+        var seconds = time_t(second)
+        var t = tm()
+        gmtime_r(&seconds, &t)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(days[Int(t.tm_wday)]), \(two(t.tm_mday)) \(months[Int(t.tm_mon)]) \(t.tm_year + 1900) \(two(t.tm_hour)):\(two(t.tm_min)):\(two(t.tm_sec)) GMT"
+    }
+}
