@@ -118,15 +118,55 @@ public final class GroupRouter: Sendable {
         case retry
     }
 
-    /// The first try of `execute` where it is most often decided, on this node's copy, as a future
-    /// (for a caller on an event loop that starts no task per write); nil when this node holds no copy.
-    /// Fails as `execute` would throw; `.retry` when nothing was committed (this node does not lead).
+    /// The first try of `execute` where it is most often decided, as a future (for a caller on an
+    /// event loop that starts no task per write): on this node's copy, and when another node leads
+    /// the group, once at that leader, as `run` tries it. nil when this node holds no copy. Fails as
+    /// `execute` would throw; `.retry` when nothing was committed (no leader known, a call not sent,
+    /// a leadership change on the way).
     public func executeHere(_ command: SQLCommand, group: GroupID) -> EventLoopFuture<FirstTry>? {
         guard runtime.hosts(group) else { return nil }
         let node = cluster.nodeID
-        return runtime.executeFuture(group: group, command)
+        let here = runtime.executeFuture(group: group, command)
+        let loop = here.eventLoop
+        return here
             .map { results, index in FirstTry.routed(Routed(results: results, index: index, wrote: true, node: node)) }
-            .flatMapErrorThrowing { error in try Self.firstTry(GroupAnswer(error, write: true), write: true).get() }
+            .flatMapError { error in
+                if case RuntimeError.notLeader(let leader) = error, leader != noNode, leader != node,
+                   !self.runtime.transport.faults.partitioned.contains(leader) {
+                    return self.callFirst(GroupCall(operation: .execute, group: group, command: command), at: leader, on: loop)
+                }
+                return loop.makeCompletedFuture(Self.firstTry(GroupAnswer(error, write: true), write: true))
+            }
+    }
+
+    /// One call of a write to `target`, answered as `run` takes the answer of its first call.
+    private func callFirst(_ call: GroupCall, at target: NodeID, on loop: any EventLoop) -> EventLoopFuture<FirstTry> {
+        let promise = loop.makePromise(of: FirstTry.self)
+        let body = call.encoded()
+        // Too large for a call: `run` says why.
+        guard body.count <= PeerCall.maxBodyBytes else {
+            promise.succeed(.retry)
+            return promise.futureResult
+        }
+        Counter(label: "cairn_router_calls_total").increment()
+        pending.call(target, timeoutMillis: requestTimeoutMillis, send: { id in
+            self.runtime.transport.send(call: PeerCall(id: id, isReply: false, body: body), to: target)
+        }, done: { outcome in
+            switch outcome {
+            case .answered(let bytes):
+                switch GroupAnswer(decoding: bytes) ?? .outcomeUnknown("node \(target) answered with bytes that are not an answer") {
+                case .done(let results, let index, let wrote):
+                    promise.succeed(.routed(Routed(results: results, index: index, wrote: wrote, node: target)))
+                case let answer:
+                    promise.completeWith(Self.firstTry(answer, write: call.mayWrite))
+                }
+            case .notSent:
+                promise.succeed(.retry)
+            case .lost(let why):
+                promise.fail(OutcomeUnknown(description: "the write was sent to node \(target) and then \(why)"))
+            }
+        })
+        return promise.futureResult
     }
 
     /// The first try of `query` on this node's copy, as `executeHere` is for `execute`.

@@ -19,7 +19,7 @@ enum CallOutcome: Sendable {
 final class PendingCalls: Sendable {
     private struct Waiting {
         var peer: NodeID
-        var continuation: CheckedContinuation<CallOutcome, Never>
+        var done: @Sendable (CallOutcome) -> Void
         var deadline: NIODeadline
         var timeoutMillis: Int64
     }
@@ -50,23 +50,29 @@ final class PendingCalls: Sendable {
     /// it), and waits for its outcome.
     func call(_ peer: NodeID, timeoutMillis: Int64, send: (UInt64) -> Bool) async -> CallOutcome {
         await withCheckedContinuation { continuation in
-            let deadline = NIODeadline.now() + .milliseconds(max(1, timeoutMillis))
-            let (id, startSweep): (UInt64?, Bool) = state.withLockedValue { s in
-                guard s.waiting.count < Self.maxWaiting else { return (nil, false) }
-                defer { s.next += 1 }
-                s.waiting[s.next] = Waiting(peer: peer, continuation: continuation, deadline: deadline, timeoutMillis: timeoutMillis)
-                s.earliest = min(s.earliest, deadline)
-                let start = !s.sweeping
-                s.sweeping = true
-                return (s.next, start)
-            }
-            if startSweep { scheduleSweep() }
-            guard let id else {
-                continuation.resume(returning: .notSent("this node has \(Self.maxWaiting) calls to other nodes waiting already"))
-                return
-            }
-            if !send(id) { finish(id, .notSent("node \(peer) is not a known peer of this node yet")) }
+            call(peer, timeoutMillis: timeoutMillis, send: send) { continuation.resume(returning: $0) }
         }
+    }
+
+    /// `call` for a caller that must not wait (one on an event loop): `done` gets the outcome, once,
+    /// on whichever thread ends the call.
+    func call(_ peer: NodeID, timeoutMillis: Int64, send: (UInt64) -> Bool, done: @escaping @Sendable (CallOutcome) -> Void) {
+        let deadline = NIODeadline.now() + .milliseconds(max(1, timeoutMillis))
+        let (id, startSweep): (UInt64?, Bool) = state.withLockedValue { s in
+            guard s.waiting.count < Self.maxWaiting else { return (nil, false) }
+            defer { s.next += 1 }
+            s.waiting[s.next] = Waiting(peer: peer, done: done, deadline: deadline, timeoutMillis: timeoutMillis)
+            s.earliest = min(s.earliest, deadline)
+            let start = !s.sweeping
+            s.sweeping = true
+            return (s.next, start)
+        }
+        if startSweep { scheduleSweep() }
+        guard let id else {
+            done(.notSent("this node has \(Self.maxWaiting) calls to other nodes waiting already"))
+            return
+        }
+        if !send(id) { finish(id, .notSent("node \(peer) is not a known peer of this node yet")) }
     }
 
     private func scheduleSweep() {
@@ -92,7 +98,7 @@ final class PendingCalls: Sendable {
             return (overdue, s.sweeping)
         }
         for w in overdue {
-            w.continuation.resume(returning: .lost("no answer from node \(w.peer) within \(w.timeoutMillis) ms"))
+            w.done(.lost("no answer from node \(w.peer) within \(w.timeoutMillis) ms"))
         }
         return more
     }
@@ -104,7 +110,7 @@ final class PendingCalls: Sendable {
             return s.waiting.removeValue(forKey: id)
         }
         guard let waiting else { return }
-        waiting.continuation.resume(returning: outcome)
+        waiting.done(outcome)
     }
 
     /// Ends every call to `peer` (its connection closed).
@@ -114,7 +120,7 @@ final class PendingCalls: Sendable {
             return ids.compactMap { s.waiting.removeValue(forKey: $0) }
         }
         for w in ended {
-            w.continuation.resume(returning: .lost(why))
+            w.done(.lost(why))
         }
     }
 }
