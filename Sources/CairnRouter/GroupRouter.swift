@@ -154,7 +154,7 @@ public final class GroupRouter: Sendable {
         }, done: { outcome in
             switch outcome {
             case .answered(let bytes):
-                switch GroupAnswer(decoding: bytes) ?? .outcomeUnknown("node \(target) answered with bytes that are not an answer") {
+                switch Self.answer(bytes, from: target) {
                 case .done(let results, let index, let wrote):
                     promise.succeed(.routed(Routed(results: results, index: index, wrote: wrote, node: target)))
                 case let answer:
@@ -163,7 +163,7 @@ public final class GroupRouter: Sendable {
             case .notSent:
                 promise.succeed(.retry)
             case .lost(let why):
-                promise.fail(OutcomeUnknown(description: "the write was sent to node \(target) and then \(why)"))
+                promise.fail(Self.lostWrite(at: target, why))
             }
         })
         return promise.futureResult
@@ -183,6 +183,16 @@ public final class GroupRouter: Sendable {
                 }
                 return try Self.firstTry(GroupAnswer(error, write: false), write: false).get()
             }
+    }
+
+    /// What another node answered a call with.
+    private static func answer(_ bytes: [UInt8], from target: NodeID) -> GroupAnswer {
+        GroupAnswer(decoding: bytes) ?? .outcomeUnknown("node \(target) answered with bytes that are not an answer")
+    }
+
+    /// A write sent to `target` whose answer never came: it may have been applied.
+    private static func lostWrite(at target: NodeID, _ why: String) -> OutcomeUnknown {
+        OutcomeUnknown(description: "the write was sent to node \(target) and then \(why)")
     }
 
     /// An answer other than `.done`, as `run` takes it: final answers fail, the rest are tried again.
@@ -243,11 +253,11 @@ public final class GroupRouter: Sendable {
                         self.runtime.transport.send(call: PeerCall(id: id, isReply: false, body: body), to: target)
                     }) {
                     case .answered(let bytes):
-                        answer = GroupAnswer(decoding: bytes) ?? .outcomeUnknown("node \(target) answered with bytes that are not an answer")
+                        answer = Self.answer(bytes, from: target)
                     case .notSent(let why):
                         lastProblem = why
                     case .lost(let why):
-                        if call.mayWrite { throw OutcomeUnknown(description: "the write was sent to node \(target) and then \(why)") }
+                        if call.mayWrite { throw Self.lostWrite(at: target, why) }
                         lastProblem = why
                     }
                 }

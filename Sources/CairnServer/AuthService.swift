@@ -107,11 +107,9 @@ final class AuthService: Sendable {
             return try await userPrincipal(claims)
         }
         if let encoded = Self.credentials(header, scheme: "basic") {
-            guard let decoded = Data(base64Encoded: String(encoded)),
-                  let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":") else {
+            guard let (name, password) = Self.basicCredentials(encoded) else {
                 throw AccessDenied.unauthenticated("malformed Basic credentials")
             }
-            let name = String(text[..<colon]), password = String(text[text.index(after: colon)...])
             try await check(name: name, password: password, remote: ClientAddress.current)
             return Principal(user: name, grants: cluster.catalog.grants(of: name))
         }
@@ -129,10 +127,7 @@ final class AuthService: Sendable {
         guard let header else { return Principal(user: nil, grants: catalog.grants(of: nil)) }
         if let encoded = Self.credentials(header, scheme: "basic") {
             // Verified with scrypt recently, for this password epoch, and not locked out now.
-            guard let decoded = Data(base64Encoded: String(encoded)), let text = String(data: decoded, encoding: .utf8),
-                  let colon = text.firstIndex(of: ":") else { return nil }
-            let name = String(text[..<colon]), password = String(text[text.index(after: colon)...])
-            guard catalog.exists, let user = catalog.users[name], (try? userLimiter.check([name + "@" + remote])) != nil,
+            guard let (name, password) = Self.basicCredentials(encoded), catalog.exists, let user = catalog.users[name], (try? userLimiter.check([name + "@" + remote])) != nil,
                   (try? addressLimiter.check([remote])) != nil,
                   let hit = verified.withLockedValue({ $0[Self.verifiedKey(name: name, password: password)] }),
                   hit.epoch == user.passwordEpoch, hit.until > Date() else { return nil }
@@ -228,6 +223,13 @@ final class AuthService: Sendable {
         while rest.first.map(isSpace) == true { rest = rest.dropFirst() }
         while rest.last.map(isSpace) == true { rest = rest.dropLast() }
         return rest
+    }
+
+    /// A Basic credential's name and password (base64 of `name:password`); nil when malformed.
+    static func basicCredentials(_ encoded: Substring) -> (name: String, password: String)? {
+        guard let decoded = Data(base64Encoded: String(encoded)), let text = String(data: decoded, encoding: .utf8),
+              let colon = text.firstIndex(of: ":") else { return nil }
+        return (String(text[..<colon]), String(text[text.index(after: colon)...]))
     }
 
     /// Where a verified password is remembered: the name and a digest of the password, never the

@@ -122,13 +122,18 @@ struct LogStoreTests {
         for g: UInt64 in 1...3 { #expect(reopened.group(g)?.lastIndex() == 10) }
     }
 
-    @Test("a torn final record is cut off with a log line; everything before it survives")
-    func tornTail() throws {
-        let dir = TempDir()
+    /// Group 1 with entries 1-3 and 4-6, written as two batches.
+    private func twoBatches(in dir: TempDir) throws {
         try withGroup(in: dir) { store in
             try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
             try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
         }
+    }
+
+    @Test("a torn final record is cut off with a log line; everything before it survives")
+    func tornTail() throws {
+        let dir = TempDir()
+        try twoBatches(in: dir)
         // A crash in the middle of the last (unsynced) write leaves part of a record: its last bytes
         // never reached the disk, which still holds the zeros allocated there.
         let end = try dir.recordsEnd(0)
@@ -150,10 +155,7 @@ struct LogStoreTests {
     @Test("a torn record at the very end of a file that was not allocated ahead is cut off too")
     func tornTailWithoutAllocation() throws {
         let dir = TempDir()
-        try withGroup(in: dir) { store in
-            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
-            try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
-        }
+        try twoBatches(in: dir)
         #expect(truncate(dir.segmentPath(0), off_t(try dir.recordsEnd(0) - 5)) == 0)
         let (log, lines) = logged()
         let store = try LogStore(directory: dir.path, log: log)
@@ -251,10 +253,7 @@ struct LogStoreTests {
     @Test("corruption before the end refuses to start, naming the file and offset")
     func corruptionInTheMiddle() throws {
         let dir = TempDir()
-        try withGroup(in: dir) { store in
-            try store.persist([GroupWrite(group: 1, entries: entries(1...3, term: 1))])
-            try store.persist([GroupWrite(group: 1, entries: entries(4...6, term: 1))])
-        }
+        try twoBatches(in: dir)
         let path = dir.segmentPath(0)
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         bytes[12] ^= 0xFF   // inside the first record's payload
