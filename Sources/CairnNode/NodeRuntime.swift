@@ -109,6 +109,8 @@ public final class NodeRuntime: Sendable {
         /// The groups this node's pings listed last, and the ticks since.
         var ledGroupsListed: [GroupID] = []
         var ticksSinceLedGroupsListed = 0
+        /// Ticks since start (the ticker runs late under load; tests count per tick, not per second).
+        var ticks = 0
         init(store: LogStore) { self.store = store }
     }
 
@@ -508,6 +510,11 @@ public final class NodeRuntime: Sendable {
     /// Groups that are quiesced on this node right now.
     public func quiescedGroups() async throws -> Set<GroupID> {
         try await raftLoop.submit { self.raftState.value.quiesced }.get()
+    }
+
+    /// Ticks this node has run since it started.
+    public func tickCount() async throws -> Int {
+        try await raftLoop.submit { self.raftState.value.ticks }.get()
     }
 
     /// Log syncs so far (each covers every group's writes of one loop turn).

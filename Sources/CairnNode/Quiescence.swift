@@ -24,6 +24,7 @@ extension NodeRuntime {
     /// once a tick, whatever the number of groups.
     func tickAll() {
         let side = raftState.value
+        side.ticks += 1
         let now = DispatchTime.now().uptimeNanoseconds
         let silentNanos = UInt64(config.electionTimeoutTicks) * UInt64(config.tickMillis) * 1_000_000
         var peers = Set<NodeID>()

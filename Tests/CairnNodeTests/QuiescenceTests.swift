@@ -44,12 +44,21 @@ struct QuiescenceTests {
         } while quiet.values.contains(where: { $0.count < groups.count }) && Date() < deadline
         #expect(quiet.values.allSatisfy { $0.count == groups.count }, "quiesced per node: \(quiet.mapValues(\.count))")
 
+        // Counted per tick, not per second: on a loaded machine (the CI runs suites side by side) a
+        // second of sleep can hold 30 ticks or 12, and the claim is about messages per tick.
         let before = c.nodes.mapValues { $0.transport.stats.envelopesSent }
+        var ticksBefore: [NodeID: Int] = [:]
+        for (id, node) in c.nodes { ticksBefore[id] = try await node.tickCount() }
         try await Task.sleep(for: .seconds(1))
-        let perSecond = c.nodes.map { id, node in node.transport.stats.envelopesSent - before[id]! }
-        print("quiescence: 40 idle groups on 3 nodes send \(perSecond.sorted()) envelopes per node per second (awake, heartbeats alone would be ~\(40 * 2 * 20))")
-        // Liveness pings: one per peer per tick (2 x 20), whatever the number of groups.
-        #expect(perSecond.allSatisfy { $0 <= 60 }, "\(perSecond)")
+        var perTick: [Double] = []
+        for (id, node) in c.nodes.sorted(by: { $0.key < $1.key }) {
+            let sent = node.transport.stats.envelopesSent - before[id]!
+            let ticks = try await node.tickCount() - ticksBefore[id]!
+            perTick.append(Double(sent) / Double(max(ticks, 1)))
+        }
+        print("quiescence: 40 idle groups on 3 nodes send \(perTick.map { String(format: "%.2f", $0) }) envelopes per node per tick (awake, heartbeats alone would be \(40 * 2))")
+        // Liveness pings: one per peer per tick (2), whatever the number of groups.
+        #expect(perTick.allSatisfy { $0 <= 2.5 }, "\(perTick)")
 
         // A write wakes its group; a linearizable read on a follower of another group too.
         let started = Date()
