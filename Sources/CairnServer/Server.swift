@@ -186,14 +186,7 @@ public enum Server {
         var limits = options.http
         limits.fitDescriptorLimit(reserved: RaftTransport.maxIncomingConnections + 1_024, log: log)
         let httpLimits = limits
-        var server = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)],
-                                                                 idleTimeout: .milliseconds(httpLimits.idleTimeoutMillis)))
-        // The API's own listener also serves the data endpoints on the fast path. Hummingbird's idle
-        // timer there would not see the requests the fast path answers: `RequestDeadlines` (before
-        // the fast path, so it sees them all) closes idle connections instead.
-        var apiServer = HTTPServerBuilder.http1(configuration: .init(
-            additionalChannelHandlers: [RequestDeadlines(limits: httpLimits), FastDataPath(server: api, maxBodyBytes: api.fastPathMaxBodyBytes)],
-            idleTimeout: nil))
+        var tlsConfiguration: TLSConfiguration?
         if let tls = options.httpTLS {
             let chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKey
             do {
@@ -202,11 +195,23 @@ public enum Server {
             } catch {
                 throw ServerError.badHTTPSFiles("cannot load the HTTPS certificate \(tls.certificate) or key \(tls.key): \(error)")
             }
-            var tlsConfiguration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
-            tlsConfiguration.minimumTLSVersion = .tlsv12
-            server = try .tls(server, tlsConfiguration: tlsConfiguration)
-            apiServer = try .tls(apiServer, tlsConfiguration: tlsConfiguration)
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
+            configuration.minimumTLSVersion = .tlsv12
+            tlsConfiguration = configuration
         }
+        let https = tlsConfiguration
+        // A listener's server: HTTP/1 with the request deadlines, over TLS when configured. One with a
+        // fast path (the API's data endpoints, shard-lb's) has no Hummingbird idle timer: it would not
+        // see the requests the fast path answers; `RequestDeadlines` (before the fast path, so it sees
+        // them all) closes idle connections instead.
+        let makeServer: ListenerServer = { fast in
+            let plain = HTTPServerBuilder.http1(configuration: .init(
+                additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)] + (fast.map { [$0()] } ?? []),
+                idleTimeout: fast == nil ? .milliseconds(httpLimits.idleTimeoutMillis) : nil))
+            guard let https else { return plain }
+            return try .tls(plain, tlsConfiguration: https)
+        }
+        let apiServer = try makeServer { FastDataPath(server: api, maxBodyBytes: api.fastPathMaxBodyBytes) }
         let app = Application(
             router: api.router(),
             server: apiServer,
@@ -238,7 +243,7 @@ public enum Server {
                 // Returns after SIGTERM (leadership handed over) or SIGINT, once in-flight requests have finished.
                 group.addTask { try await app.runService(gracefulShutdownSignals: [.sigint]) }
                 for listener in options.compat {
-                    let compatApp = api.compatApplication(listener, server: server, logger: httpLogger) { address in
+                    let compatApp = try api.compatApplication(listener, makeServer: makeServer, logger: httpLogger) { address in
                         log("node \(identity.nodeID): \(listener.api.rawValue) API on \(address)")
                     }
                     group.addTask { try await compatApp.runService(gracefulShutdownSignals: [.sigint]) }

@@ -53,18 +53,33 @@ public struct CompatOptionError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// A listener's HTTP server, given the fast path (if any) to put on each of its connections.
+typealias ListenerServer = @Sendable (_ fastPath: (@Sendable () -> any RemovableChannelHandler)?) throws -> HTTPServerBuilder
+
 extension API {
     /// The application serving `listener`'s API, on its own port.
-    func compatApplication(_ listener: CompatListener, server: HTTPServerBuilder, logger: Logger,
-                           onRunning: @escaping @Sendable (String) -> Void) -> some ApplicationProtocol {
+    func compatApplication(_ listener: CompatListener, makeServer: ListenerServer, logger: Logger,
+                           onRunning: @escaping @Sendable (String) -> Void) throws -> some ApplicationProtocol {
         let router = Router(context: CairnContext.self)
         router.add(middleware: ClientAddress())
         router.add(middleware: RequestMetrics())
+        let server: HTTPServerBuilder
         switch listener.api {
-        case .shardLB: ShardLBAPI(api: self).register(on: router)
-        case .keyEndpoint: KeyEndpointAPI(api: self).register(on: router)
-        case .restDB: RestDBAPI(api: self, address: listener.address.description).register(on: router)
-        case .masterAPI: MasterAPIServer(api: self).register(on: router)
+        case .shardLB:
+            // Seed 004's workload is `/write` and `/read`: served on the event loop, as CairnDB's own data endpoints.
+            let lb = ShardLBAPI(api: self)
+            lb.register(on: router)
+            let maxBodyBytes = fastPathMaxBodyBytes
+            server = try makeServer { FastDataPath(server: lb, maxBodyBytes: maxBodyBytes) }
+        case .keyEndpoint:
+            KeyEndpointAPI(api: self).register(on: router)
+            server = try makeServer(nil)
+        case .restDB:
+            RestDBAPI(api: self, address: listener.address.description).register(on: router)
+            server = try makeServer(nil)
+        case .masterAPI:
+            MasterAPIServer(api: self).register(on: router)
+            server = try makeServer(nil)
         }
         return Application(router: router, server: server,
                            configuration: .init(address: .hostname(listener.address.host, port: listener.address.port), serverName: "cairn"),

@@ -38,8 +38,18 @@ final class ShardLBAPI: Sendable {
             return API.json(200, .object([("response", .object([("message", .string("Hello from server: \(name)")), ("status", .string("success"))]))]))
         }
         // The load balancer's and a shard server's endpoints share paths: a server's body names its shard.
-        router.post("/read") { request, _ in await self.respond { who in try await self.read(request, who) } }
-        router.post("/write") { request, _ in await self.respond { who in try await self.write(request, who) } }
+        router.post("/read") { request, _ in
+            await self.respond { who in
+                try self.require(who, .read)
+                return API.json(200, try await self.read(try await self.body(request), who))
+            }
+        }
+        router.post("/write") { request, _ in
+            await self.respond { who in
+                try self.require(who, .write)
+                return API.json(200, try await self.write(try await self.body(request), who))
+            }
+        }
         router.put("/update") { request, _ in await self.respond { who in try await self.update(request, who) } }
         router.delete("/del") { request, _ in await self.respond { who in try await self.delete(request, who) } }
         router.post("/del") { request, _ in await self.respond { who in try await self.delete(request, who) } }
@@ -52,19 +62,26 @@ final class ShardLBAPI: Sendable {
     private func respond(_ body: (Principal) async throws -> Response) async -> Response {
         do {
             return try await body(try api.compatPrincipal())
-        } catch let f as CompatFailure {
-            return API.json(f.status, f.body)
         } catch {
-            let (status, message) = API.classify(error)
-            if status >= 500 && status != 503 { api.log("node \(api.cluster.nodeID): shard-lb: \(message)") }
-            return API.json(status >= 500 ? 503 : status, ShardLB.failure(status >= 500 ? 503 : status, "<Error> \(message)").body)
+            return failure(error).response
         }
     }
 
-    private func body(_ request: Request) async throws -> JSON {
-        let bytes = try await api.body(of: request)
+    /// An error in the seed's shape, never a 500.
+    func failure(_ error: any Error) -> Reply {
+        if let f = error as? CompatFailure { return API.jsonReply(f.status, f.body) }
+        let (status, message) = API.classify(error)
+        if status >= 500 && status != 503 { api.log("node \(api.cluster.nodeID): shard-lb: \(message)") }
+        return API.jsonReply(status >= 500 ? 503 : status, ShardLB.failure(status >= 500 ? 503 : status, "<Error> \(message)").body)
+    }
+
+    func body(_ request: Request) async throws -> JSON {
+        try Self.parsed(try await api.body(of: request), maxValues: api.options.maxRequestValues)
+    }
+
+    static func parsed(_ bytes: [UInt8], maxValues: Int) throws -> JSON {
         do {
-            return try JSON.parse(bytes, maxValues: api.options.maxRequestValues)
+            return try JSON.parse(bytes, maxValues: maxValues)
         } catch {
             throw CompatFailure(status: 422, body: .object([("detail", .array([.object([
                 ("type", .string("json_invalid")), ("loc", .array([.string("body"), .int(error.offset)])), ("msg", .string("JSON decode error: \(error.message)")),
@@ -72,7 +89,7 @@ final class ShardLBAPI: Sendable {
         }
     }
 
-    private func require(_ who: Principal, _ permission: Permission) throws {
+    func require(_ who: Principal, _ permission: Permission) throws {
         try api.auth.require(who, permission, database: ShardLB.database)
     }
 
@@ -80,7 +97,7 @@ final class ShardLBAPI: Sendable {
 
     /// The configured layout; with `fresh`, as of every change committed. Not configured: a 400.
     private func layout(fresh: Bool = false) async throws -> LBLayout {
-        if !fresh, let (layout, at) = cached.withLockedValue({ $0 }), ContinuousClock.now - at < .seconds(Self.cacheSeconds) { return layout }
+        if !fresh, let layout = cachedLayout { return layout }
         // This node's catalog copy knows a database once made; only its absence needs the committed catalog.
         let exists = api.cluster.catalog.databases[ShardLB.database] != nil ? true : try await api.committedCatalog().databases[ShardLB.database] != nil
         guard exists,
@@ -91,10 +108,19 @@ final class ShardLBAPI: Sendable {
         return layout
     }
 
+    /// The layout as read less than `cacheSeconds` ago, if it was.
+    var cachedLayout: LBLayout? {
+        guard let (layout, at) = cached.withLockedValue({ $0 }), ContinuousClock.now - at < .seconds(Self.cacheSeconds) else { return nil }
+        return layout
+    }
+
+    /// Whether the students' table exists in this node's catalog copy (`ensureTable` makes it if not).
+    var tableExists: Bool { api.cluster.catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()] != nil }
+
     /// The students' table, made if an `/init` stopped after recording the layout (the record is the
     /// commit point; the table follows from it).
     private func ensureTable(_ layout: LBLayout, _ who: Principal) async throws {
-        guard api.cluster.catalog.shardedTables[ShardLB.database]?[ShardLB.table.lowercased()] == nil else { return }
+        guard !tableExists else { return }
         try require(who, .write)
         api.audit.record(who, statements: [layout.createTable], database: ShardLB.database)
         let results = try await api.write([layout.createTable], db: ShardLB.database, atomic: false).results
@@ -338,74 +364,111 @@ final class ShardLBAPI: Sendable {
         return splits.shard(ofRange: splits.range(of: .integer(shard.low)), shardCount: catalog.shardMap(of: ShardLB.database).rangeShardCount)
     }
 
-    private func read(_ request: Request, _ who: Principal) async throws -> Response {
-        try require(who, .read)
-        let json = try await body(request)
+    /// A `/read` as planned against a layout: the one statement it needs (none when the range meets
+    /// no shard) and how its rows are answered.
+    struct PlannedRead: Sendable {
+        var statement: SQLStatement?
+        var layout: LBLayout
+        var served: [LBShard]
+        /// A shard server's read (its body names the shard): answered without `shards_queried`.
+        var byServer: Bool
+
+        func reply(_ result: StatementResult?) throws -> JSON {
+            var rows: [JSON] = []
+            if let result {
+                if let e = result.error { throw ShardLB.failure(400, "<Error> \(e)") }
+                // Ids in a gap between shards are never written; the range's rows are the shards' rows.
+                rows = result.rows.map(layout.record)
+            }
+            if byServer { return .object([("data", .array(rows)), ("status", .string("success"))]) }
+            return .object([("shards_queried", .array(served.map { .string($0.id) })), ("data", .array(rows)), ("status", .string("success"))])
+        }
+    }
+
+    /// The ids a `/read` asks for (checked before the layout is looked at).
+    static func readRange(_ json: JSON) throws -> (low: Int64, high: Int64) {
         guard case .object = json else { throw ShardLB.failure(400, "<Error> send a JSON object") }
         let range = json["Stud_id"]
         guard case .object? = range else { throw CompatFailure(status: 422, body: Self.missing(["Stud_id"])) }
         guard let low = Lax.integer(range?["low"]), let high = Lax.integer(range?["high"]) else {
             throw ShardLB.failure(400, "<Error> Stud_id needs whole numbers \"low\" and \"high\"")
         }
-        var layout = try await self.layout()
+        return (low, high)
+    }
+
+    /// nil when `layout` may be too old to say (a shard it does not name): plan again with a fresh one.
+    static func planRead(_ json: JSON, _ layout: LBLayout, fresh: Bool) throws -> PlannedRead? {
+        let (low, high) = try readRange(json)
         var served: [LBShard]
         if case .string(let name)? = json["shard"] {
             // A shard server's read: that shard's part of the range.
-            if layout.shard(named: name) == nil { layout = try await self.layout(fresh: true) }
-            guard let shard = layout.shard(named: name) else { throw ShardLB.failure(400, "<Error> no shard \(name)") }
+            guard let shard = layout.shard(named: name) else {
+                if fresh { throw ShardLB.failure(400, "<Error> no shard \(name)") }
+                return nil
+            }
             served = [shard]
         } else {
             served = layout.shards(from: low, to: high)
         }
-        var rows: [JSON] = []
-        if !served.isEmpty {
-            let from = max(low, served.first!.low), to = min(high, served.last!.high - 1)
-            let answer = try await api.read([layout.select(from: from, to: to)], db: ShardLB.database, consistency: .linearizable)
-            let r = answer.results[0]
-            if let e = r.error { throw ShardLB.failure(400, "<Error> \(e)") }
-            // Ids in a gap between shards are never written; the range's rows are the shards' rows.
-            rows = r.rows.map(layout.record)
-        }
-        if json["shard"] != nil { return API.json(200, .object([("data", .array(rows)), ("status", .string("success"))])) }
-        return API.json(200, .object([("shards_queried", .array(served.map { .string($0.id) })), ("data", .array(rows)), ("status", .string("success"))]))
+        var statement: SQLStatement?
+        if !served.isEmpty { statement = layout.select(from: max(low, served.first!.low), to: min(high, served.last!.high - 1)) }
+        return PlannedRead(statement: statement, layout: layout, served: served, byServer: json["shard"] != nil)
     }
 
-    private func write(_ request: Request, _ who: Principal) async throws -> Response {
-        try require(who, .write)
-        let json = try await body(request)
+    /// `/read`'s answer (200), or the error to answer with.
+    func read(_ json: JSON, _ who: Principal) async throws -> JSON {
+        _ = try Self.readRange(json)
+        var plan = try Self.planRead(json, try await layout(), fresh: false)
+        if plan == nil { plan = try Self.planRead(json, try await layout(fresh: true), fresh: true) }
+        guard let plan else { throw ShardLB.failure(400, "<Error> the layout changed while the read was planned; retry") }
+        var result: StatementResult?
+        if let statement = plan.statement {
+            result = try await api.read([statement], db: ShardLB.database, consistency: .linearizable).results[0]
+        }
+        return try plan.reply(result)
+    }
+
+    /// A `/write` as planned against a layout: the inserts it needs (none when no record is in a
+    /// shard) and its answer once they committed.
+    struct PlannedWrite: Sendable {
+        var statements: [SQLStatement]
+        var layout: LBLayout
+        var reply: JSON
+
+        /// The inserts' results: any refusal is the client's 400, and nothing was written (one transaction).
+        static func check(_ results: [StatementResult]) throws {
+            guard let e = results.first(where: { $0.error != nil })?.error else { return }
+            if e.hasPrefix("UNIQUE constraint failed") { throw ShardLB.failure(400, "<Error> a student in the batch exists already (\(e)); nothing was written") }
+            throw ShardLB.failure(400, "<Error> \(e); nothing was written")
+        }
+    }
+
+    /// nil when `layout` may be too old to say (a shard or an id it does not place): plan again with a fresh one.
+    static func planWrite(_ json: JSON, _ layout: LBLayout, fresh: Bool) throws -> PlannedWrite? {
         guard case .array(let records)? = json["data"] else { throw CompatFailure(status: 422, body: Self.missing(["data"])) }
-        var layout = try await self.layout()
-        var shardName: String?
+        var shard: LBShard?
         if case .string(let name)? = json["shard"] {
-            shardName = name
-            if layout.shard(named: name) == nil { layout = try await self.layout(fresh: true) }
-            guard layout.shard(named: name) != nil else { throw ShardLB.failure(400, "<Error> no shard \(name)") }
+            guard let named = layout.shard(named: name) else {
+                if fresh { throw ShardLB.failure(400, "<Error> no shard \(name)") }
+                return nil
+            }
+            shard = named
         }
         var rows: [[SQLValue]] = []
         rows.reserveCapacity(records.count)
         for (k, record) in records.enumerated() { rows.append(try layout.values(of: record, at: [.string("data"), .int(k)])) }
         let key = layout.keyIndex
         func id(_ row: [SQLValue]) -> Int64 { if case .integer(let v) = row[key] { v } else { .min } }
-        if let shardName {
-            let shard = layout.shard(named: shardName)!
-            if let outside = rows.first(where: { !shard.holds(id($0)) }) { throw ShardLB.failure(400, "<Error> Stud_id \(id(outside)) is not in shard \(shardName)") }
+        if let shard {
+            if let outside = rows.first(where: { !shard.holds(id($0)) }) { throw ShardLB.failure(400, "<Error> Stud_id \(id(outside)) is not in shard \(shard.id)") }
         } else {
             // An id in no shard may be in one added through another node a moment ago: look again
             // before skipping it, as the seed skipped (and still counted) a record in no shard.
-            if rows.contains(where: { layout.shard(of: id($0)) == nil }) { layout = try await self.layout(fresh: true) }
+            if !fresh && rows.contains(where: { layout.shard(of: id($0)) == nil }) { return nil }
             rows.removeAll { layout.shard(of: id($0)) == nil }
         }
-        if !rows.isEmpty {
-            try await ensureTable(layout, who)
-            let statements = layout.inserts(rows)
-            api.audit.record(who, statements: statements, database: ShardLB.database)
-            let results = try await api.write(statements, db: ShardLB.database, atomic: true).results
-            if let e = results.first(where: { $0.error != nil })?.error {
-                if e.hasPrefix("UNIQUE constraint failed") { throw ShardLB.failure(400, "<Error> a student in the batch exists already (\(e)); nothing was written") }
-                throw ShardLB.failure(400, "<Error> \(e); nothing was written")
-            }
-        }
-        if json["shard"] != nil {
+        var reply = JSON.object([("message", .string("\(records.count) Data entries added")), ("status", .string("success"))])
+        if shard != nil {
             var index: Int64 = 0
             if json["curr_idx"] != nil {
                 guard let i = Lax.integer(json["curr_idx"]), (0...(Int64(1) << 53)).contains(i) else {
@@ -413,9 +476,23 @@ final class ShardLBAPI: Sendable {
                 }
                 index = i
             }
-            return API.json(200, .object([("message", .string("Data entries added")), ("current_idx", .int(index + Int64(rows.count))), ("status", .string("success"))]))
+            reply = .object([("message", .string("Data entries added")), ("current_idx", .int(index + Int64(rows.count))), ("status", .string("success"))])
         }
-        return API.json(200, .object([("message", .string("\(records.count) Data entries added")), ("status", .string("success"))]))
+        return PlannedWrite(statements: rows.isEmpty ? [] : layout.inserts(rows), layout: layout, reply: reply)
+    }
+
+    /// `/write`'s answer (200), or the error to answer with.
+    func write(_ json: JSON, _ who: Principal) async throws -> JSON {
+        guard case .array? = json["data"] else { throw CompatFailure(status: 422, body: Self.missing(["data"])) }
+        var plan = try Self.planWrite(json, try await layout(), fresh: false)
+        if plan == nil { plan = try Self.planWrite(json, try await layout(fresh: true), fresh: true) }
+        guard let plan else { throw ShardLB.failure(400, "<Error> the layout changed while the write was planned; retry") }
+        if !plan.statements.isEmpty {
+            try await ensureTable(plan.layout, who)
+            api.audit.record(who, statements: plan.statements, database: ShardLB.database)
+            try PlannedWrite.check(try await api.write(plan.statements, db: ShardLB.database, atomic: true).results)
+        }
+        return plan.reply
     }
 
     private func update(_ request: Request, _ who: Principal) async throws -> Response {

@@ -4,11 +4,13 @@ import NIOHTTPTypes
 
 /// What the fast path needs from the API: which requests it can serve, and serving them.
 protocol FastDataServer: Sendable {
+    /// What the server decided from a request's head.
+    associatedtype Admitted: Sendable
     /// The request, if the fast path can serve it from its head alone (nil: the router serves it);
     /// `remote`: the client's address.
-    func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest?
+    func fastRequest(_ head: HTTPRequest, remote: String) -> Admitted?
     /// Serves `request`; `reply` gets the response, once, on any thread.
-    func serveFast(_ request: FastRequest, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void)
+    func serveFast(_ request: Admitted, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void)
 }
 
 /// A complete response: what the router would have written, as parts.
@@ -28,7 +30,7 @@ struct FastResponse: Sendable {
 /// keeps HTTP's order: a request it takes is answered before any later one on the connection is
 /// looked at, and one passed to the router is followed by every request after it until the router
 /// has answered them all.
-final class FastDataPath: ChannelDuplexHandler, RemovableChannelHandler {
+final class FastDataPath<Server: FastDataServer>: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
     typealias OutboundIn = HTTPResponsePart
@@ -38,7 +40,7 @@ final class FastDataPath: ChannelDuplexHandler, RemovableChannelHandler {
         /// Between requests, or passing a request's parts to the router.
         case ready
         /// A request the fast path took, its body arriving.
-        case collecting(HTTPRequest, FastRequest, ByteBuffer)
+        case collecting(HTTPRequest, Server.Admitted, ByteBuffer)
         /// A request the fast path took, not answered yet.
         case serving
     }
@@ -52,7 +54,7 @@ final class FastDataPath: ChannelDuplexHandler, RemovableChannelHandler {
         case error(any Error)
     }
 
-    private let server: any FastDataServer
+    private let server: Server
     /// Bodies larger than this go to the router (which applies the API's own limit).
     private let maxBodyBytes: Int
     private var state = State.ready
@@ -72,7 +74,7 @@ final class FastDataPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var active = true
     private var remoteAddress: String?
 
-    init(server: any FastDataServer, maxBodyBytes: Int) {
+    init(server: Server, maxBodyBytes: Int) {
         self.server = server
         self.maxBodyBytes = max(0, maxBodyBytes)
     }
@@ -140,7 +142,7 @@ final class FastDataPath: ChannelDuplexHandler, RemovableChannelHandler {
         if body.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(.body(body))) }
     }
 
-    private func serve(_ request: FastRequest, body: ByteBuffer, context: ChannelHandlerContext) {
+    private func serve(_ request: Server.Admitted, body: ByteBuffer, context: ChannelHandlerContext) {
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         server.serveFast(request, body: body) { response in

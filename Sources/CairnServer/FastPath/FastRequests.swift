@@ -98,28 +98,57 @@ extension API: FastDataServer {
         }
     }
 
-    /// `write` without a task when the database is unsharded and led here: its first try, on this
-    /// node's copy. Whatever follows a first try on the router's path (waiting out a transaction
-    /// across shards that holds the group, a table sharded through another node a moment ago) follows
-    /// it here, in a task; a try that did not commit (the group is led elsewhere) is `write` itself.
+    /// `write` without a task when it goes to one group (the database's home group, or the one shard
+    /// its statements are pinned to) and this node holds a copy: its first try, on this node's copy or
+    /// as one call to the leader this node names. Whatever follows a first try on the router's path
+    /// (waiting out a transaction across shards that holds the group, a table sharded through another
+    /// node a moment ago, a shard map changed by a split) follows it here, in a task; a plan that is
+    /// not one group's, or a try that did not commit (no leader known), is `write` itself.
     func writeFast(_ statements: [SQLStatement], db: String, atomic: Bool, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
         let catalog = cluster.catalog
-        guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db), shardView(db, catalog) == nil,
-              statements.allSatisfy({ Self.declaresNoShards($0.sql) && !Self.dropsIndex($0.sql) }),
-              let first = groupRouter.executeHere(SQLCommand.now(statements, atomic: atomic), group: database.group) else {
+        guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db),
+              statements.allSatisfy({ Self.declaresNoShards($0.sql) && !Self.dropsIndex($0.sql) }) else {
             return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
         }
-        let group = database.group
+        var command = SQLCommand.now(statements, atomic: atomic)
+        var group = database.group
+        var shard: Int?
+        if let view = shardView(db, catalog) {
+            // Planned as `writeSharded` plans; anything but one shard's write (or a refusal, which the
+            // router's path reports) is the router's.
+            switch try? planWrite(statements, db: db, view: view, firstAttempt: true) {
+            case .unsharded?:
+                break
+            case .parts(let parts, let reindexed)? where parts.count == 1 && reindexed.isEmpty:
+                let (part, planned) = parts.first!
+                command = SQLCommand.now(planned.statements, atomic: atomic)
+                command.mapVersion = view.map.version
+                group = view.group(ofPart: part)
+                shard = part
+            default:
+                return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
+            }
+        }
+        guard let first = groupRouter.executeHere(command, group: group) else {
+            return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
+        }
+        if let shard { Self.countShard(db, shard, "write") }
+        let target = group, sharded = shard != nil
         let timeoutMillis = options.requestTimeoutMillis
         first.whenComplete { result in
             switch result {
             case .success(.routed(let routed)) where routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }):
                 // As `executeWaitingOutLocks`: nothing was written; wait until the group is free, then again.
                 self.slowly(done) {
-                    await self.waitUntilFree(group, until: ContinuousClock.now + .milliseconds(timeoutMillis))
-                    let again = try await self.executeWaitingOutLocks(SQLCommand.now(statements, atomic: atomic), group: group)
-                    return try await self.writtenHome(again, statements, db: db, atomic: atomic)
+                    await self.waitUntilFree(target, until: ContinuousClock.now + .milliseconds(timeoutMillis))
+                    return try await self.write(statements, db: db, atomic: atomic)
                 }
+            case .success(.routed(let routed)) where sharded && routed.results.contains(where: { $0.error?.contains(ShardGuard.wrongShard) == true }):
+                // The shard split under this node's catalog copy; nothing was written. `write` reads
+                // the committed map when refused again.
+                self.slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
+            case .success(.routed(let routed)) where sharded:
+                done(.success(Answer(results: routed.results)))
             case .success(.routed(let routed)) where Self.missedShardedTable(routed.results, allFailed: true):
                 self.slowly(done) { try await self.writtenHome(routed, statements, db: db, atomic: atomic) }
             case .success(.routed(let routed)):
@@ -132,11 +161,17 @@ extension API: FastDataServer {
         }
     }
 
-    /// `read` without a task when the database is unsharded and held here, as `writeFast` is for `write`.
+    /// `read` without a task when it goes to one group this node holds a copy of (the database's home
+    /// group, or the one shard a single statement is pinned to), as `writeFast` is for `write`.
     func readFast(_ statements: [SQLStatement], db: String, consistency: ReadConsistency, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
         let catalog = cluster.catalog
-        guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db), shardView(db, catalog) == nil,
-              let first = groupRouter.queryHere(statements + [Self.shardStateQuery], group: database.group, consistency: consistency) else {
+        guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db) else {
+            return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
+        }
+        if let view = shardView(db, catalog), statements.contains(where: { Self.mentions($0.sql, view.tables) }) {
+            return readShardFast(statements, db: db, view: view, consistency: consistency, done)
+        }
+        guard let first = groupRouter.queryHere(statements + [Self.shardStateQuery], group: database.group, consistency: consistency) else {
             return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
         }
         first.whenComplete { result in
@@ -155,6 +190,32 @@ extension API: FastDataServer {
                 done(.success(Answer(results: routed.results, node: routed.node, index: routed.index)))
             case .success(.retry):
                 self.slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
+            case .failure(let error):
+                done(.failure(error))
+            }
+        }
+    }
+
+    /// A single statement pinned to one shard (a point read), read as `readWaitingOutTransactions`
+    /// reads it; any other shape, a shard held by a transaction, or a shard map changed under this
+    /// node's copy, is `read`'s.
+    private func readShardFast(_ statements: [SQLStatement], db: String, view: ShardView, consistency: ReadConsistency,
+                               _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
+        let slow: @Sendable () -> Void = { self.slowly(done) { try await self.read(statements, db: db, consistency: consistency) } }
+        guard statements.count == 1, let (schema, analysis) = try? schemaCopies.analyze(statements[0].sql, database: db, tables: view.tables),
+              case .single(let shard)? = try? ReadPlanner(schema: schema, map: view.map).plan(statements[0], analysis: analysis) else { return slow() }
+        let asked = Self.shardReadStatements(statements[0])
+        let (mapVersion, arcVersion) = (view.map.version, view.map.arcVersions[shard])
+        guard let first = groupRouter.queryHere(asked, group: view.groups[shard], consistency: consistency) else { return slow() }
+        Self.countShard(db, shard, "read")
+        first.whenComplete { result in
+            switch result {
+            case .success(.routed(let routed)):
+                guard case .answered(let answer, _, _)? = try? Self.shardRead(routed.results, asked: asked.count, also: false, mapVersion: mapVersion,
+                                                                             arcVersion: arcVersion, consistency: consistency) else { return slow() }
+                done(.success(Answer(results: [answer])))
+            case .success(.retry):
+                slow()
             case .failure(let error):
                 done(.failure(error))
             }

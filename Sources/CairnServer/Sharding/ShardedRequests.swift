@@ -61,47 +61,19 @@ extension API {
         var catalog = statements.contains(where: { Self.dropsIndex($0.sql) }) ? try await committedCatalog() : try await self.catalog { $0.databases[db] != nil }
         for attempt in 0..<3 {
             guard let view = shardView(db, catalog) else { return nil }
-            let mentioning = statements.map { Self.mentions($0.sql, view.tables) || droppedIndexTable($0.sql, db: db, view) != nil }
-            guard mentioning.contains(true) else { return nil }
-            var parts: [Int: ShardPart] = [:]
-            var home: [Int] = []
-            var reindexed: Set<String> = []
-            var stale = false
-            for (k, statement) in statements.enumerated() {
-                guard mentioning[k] else { home.append(k); continue }
-                let schema: ShardingSchema, analysis: StatementAnalysis
-                do {
-                    (schema, analysis) = try analyzed(statement.sql, db: db, view)
-                } catch where attempt == 0 {
-                    // A table sharded through another node a moment ago, perhaps: plan again with the
-                    // catalog as of every committed change before refusing.
-                    stale = true
-                    break
-                }
-                reindexed.formUnion(analysis.schemaTables.filter { view.tables[$0] != nil })
-                switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
-                case .home: home.append(k)
-                case .dropTable(let table):
-                    guard statements.count == 1 else { throw HTTPFailure.badRequest("send DROP TABLE of a sharded or reference table in a request of its own") }
-                    return try await dropShardedTable(table, db: db, view: view)
-                case .shards(let list):
-                    for s in list {
-                        parts[s.shard, default: ShardPart()].statements.append(s.statement)
-                        parts[s.shard, default: ShardPart()].origins.append(k)
-                        parts[s.shard, default: ShardPart()].copies.append(s.isCopy)
-                    }
-                }
-            }
-            if stale {
+            let parts: [Int: ShardPart], reindexed: Set<String>
+            switch try planWrite(statements, db: db, view: view, firstAttempt: attempt == 0) {
+            case .unsharded:
+                return nil
+            case .stale:
                 catalog = try await committedCatalog()
                 continue
+            case .dropTable(let table):
+                return try await dropShardedTable(table, db: db, view: view)
+            case .parts(let planned, let changed):
+                (parts, reindexed) = (planned, changed)
             }
-            if parts.isEmpty { return nil }
-            for shard in parts.keys { Self.countShard(db, shard, "write") }
-            if !home.isEmpty {
-                // Unsharded tables too: the home group takes part in the transaction as a shard does.
-                parts[ShardView.homePart] = ShardPart(statements: home.map { statements[$0] }, origins: home, copies: home.map { _ in false })
-            }
+            for shard in parts.keys where shard != ShardView.homePart { Self.countShard(db, shard, "write") }
             let results: [StatementResult]
             if parts.count == 1, let (shard, part) = parts.first {
                 // One shard: one entry, as for an unsharded database.
@@ -122,6 +94,57 @@ extension API {
             return results
         }
         throw HTTPFailure.unavailable("the shard map kept changing while the write was routed; retry")
+    }
+
+    /// A write request planned against one catalog copy's shards (`planWrite`).
+    enum WritePlan {
+        /// It names no sharded table: the home group's, as an unsharded database's.
+        case unsharded
+        /// A statement does not analyze against this copy's sharded tables: a table sharded through
+        /// another node a moment ago, perhaps (plan again with the committed catalog before refusing).
+        case stale
+        case dropTable(String)
+        /// The statements for each part (shards 0..<count; `ShardView.homePart` when unsharded tables
+        /// are written too), and the sharded tables whose schema the write changes.
+        case parts([Int: ShardPart], reindexed: Set<String>)
+    }
+
+    /// Where each statement of a write goes. Pure (the router's async path and the fast path plan with
+    /// it); throws the client's error (400) for a write the planner refuses.
+    func planWrite(_ statements: [SQLStatement], db: String, view: ShardView, firstAttempt: Bool) throws -> WritePlan {
+        let mentioning = statements.map { Self.mentions($0.sql, view.tables) || droppedIndexTable($0.sql, db: db, view) != nil }
+        guard mentioning.contains(true) else { return .unsharded }
+        var parts: [Int: ShardPart] = [:]
+        var home: [Int] = []
+        var reindexed: Set<String> = []
+        for (k, statement) in statements.enumerated() {
+            guard mentioning[k] else { home.append(k); continue }
+            let schema: ShardingSchema, analysis: StatementAnalysis
+            do {
+                (schema, analysis) = try analyzed(statement.sql, db: db, view)
+            } catch where firstAttempt {
+                return .stale
+            }
+            reindexed.formUnion(analysis.schemaTables.filter { view.tables[$0] != nil })
+            switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
+            case .home: home.append(k)
+            case .dropTable(let table):
+                guard statements.count == 1 else { throw HTTPFailure.badRequest("send DROP TABLE of a sharded or reference table in a request of its own") }
+                return .dropTable(table)
+            case .shards(let list):
+                for s in list {
+                    parts[s.shard, default: ShardPart()].statements.append(s.statement)
+                    parts[s.shard, default: ShardPart()].origins.append(k)
+                    parts[s.shard, default: ShardPart()].copies.append(s.isCopy)
+                }
+            }
+        }
+        if parts.isEmpty { return .unsharded }
+        if !home.isEmpty {
+            // Unsharded tables too: the home group takes part in the transaction as a shard does.
+            parts[ShardView.homePart] = ShardPart(statements: home.map { statements[$0] }, origins: home, copies: home.map { _ in false })
+        }
+        return .parts(parts, reindexed: reindexed)
     }
 
     /// For `DROP INDEX [IF EXISTS] name` naming an index of a sharded or reference table: that table
@@ -593,28 +616,57 @@ extension API {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var attempt = 0
         var consistency = consistency
-        let statements = [statement] + (also.map { [$0] } ?? []) + [Self.shardStateQuery, SQLStateMachine.splitVersionQuery]
+        let statements = Self.shardReadStatements(statement, also: also)
         while true {
             attempt += 1
             let r = try await groupRouter.query(statements, group: group, consistency: consistency).results
-            if let mapVersion, r.count == statements.count {
-                let version = SQLStateMachine.splitVersion(r[r.count - 1])
-                if version > mapVersion { throw StaleShardMap(refusal: ShardSplit.staleMapMessage + "\(version), the router's \(mapVersion))") }
-                if version < arcVersion {
-                    guard consistency != .linearizable else {
-                        throw HTTPFailure.unavailable("a shard's replica has not applied a split the catalog records; retry")
-                    }
-                    consistency = .linearizable
-                    continue
-                }
+            switch try Self.shardRead(r, asked: statements.count, also: also != nil, mapVersion: mapVersion, arcVersion: arcVersion, consistency: consistency) {
+            case .answered(let result, let alsoResult, let epoch):
+                return (result, alsoResult, epoch)
+            case .splitNotApplied:
+                consistency = .linearizable
+                continue
+            case .held:
+                break
             }
-            let state = Self.shardState(r.count == statements.count ? r[r.count - 2] : StatementResult())
-            if state.prepared == 0 { return (r[0], also == nil ? StatementResult() : r[1], state.epoch) }
             guard ContinuousClock.now < deadline else {
                 throw HTTPFailure.unavailable("a transaction across shards held the shard for the whole request; retry")
             }
             try await Task.sleep(for: .milliseconds(min(2 * attempt, 50)))
         }
+    }
+
+    /// A statement read on one shard, with what says whether the answer may be used: the shard's
+    /// transaction state and the split version its replica applied.
+    static func shardReadStatements(_ statement: SQLStatement, also: SQLStatement? = nil) -> [SQLStatement] {
+        [statement] + (also.map { [$0] } ?? []) + [shardStateQuery, SQLStateMachine.splitVersionQuery]
+    }
+
+    /// What a shard's answer to `shardReadStatements` means (`readWaitingOutTransactions`, and the fast path).
+    enum ShardReadOutcome {
+        case answered(StatementResult, also: StatementResult, epoch: Int64)
+        /// The replica has not applied a split the catalog records: read again, linearizably.
+        case splitNotApplied
+        /// A transaction across shards is prepared there: wait, and read again.
+        case held
+    }
+
+    /// Throws `StaleShardMap` when the shard split after the router's map was made.
+    static func shardRead(_ r: [StatementResult], asked: Int, also: Bool, mapVersion: UInt32?, arcVersion: UInt32,
+                          consistency: ReadConsistency) throws -> ShardReadOutcome {
+        if let mapVersion, r.count == asked {
+            let version = SQLStateMachine.splitVersion(r[r.count - 1])
+            if version > mapVersion { throw StaleShardMap(refusal: ShardSplit.staleMapMessage + "\(version), the router's \(mapVersion))") }
+            if version < arcVersion {
+                guard consistency != .linearizable else {
+                    throw HTTPFailure.unavailable("a shard's replica has not applied a split the catalog records; retry")
+                }
+                return .splitNotApplied
+            }
+        }
+        let state = shardState(r.count == asked ? r[r.count - 2] : StatementResult())
+        guard state.prepared == 0 else { return .held }
+        return .answered(r[0], also: also ? r[1] : StatementResult(), epoch: state.epoch)
     }
 
     // MARK: Pieces
