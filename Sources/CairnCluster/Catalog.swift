@@ -196,7 +196,7 @@ public struct Catalog: Sendable {
     }
 
     /// Names clients never see or address: shard groups and dropped databases.
-    public static func isInternalName(_ name: String) -> Bool { name.contains("#") }
+    public static func isInternalName(_ name: String) -> Bool { name.utf8.contains(UInt8(ascii: "#")) }
 
     /// The databases clients see.
     public var userDatabases: [CatalogDatabase] { databases.values.filter { !Self.isInternalName($0.name) }.sorted { $0.name < $1.name } }

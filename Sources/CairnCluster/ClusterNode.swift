@@ -145,6 +145,8 @@ public final class ClusterNode: Sendable {
         var catalog = Catalog()
         /// The metadata group's log index `catalog` reflects: a slower, older read never replaces it.
         var catalogIndex: LogIndex = 0
+        /// Bumped whenever `catalog` is replaced (two reads at one index may still differ).
+        var catalogGeneration: UInt64 = 0
         var wasMetadataMember = false
         var removed = false
         /// Addresses learned before this node's catalog copy had them (join reply, discovery).
@@ -185,6 +187,9 @@ public final class ClusterNode: Sendable {
 
     public var nodeID: NodeID { runtime.config.nodeID }
     public var catalog: Catalog { state.withLockedValue { $0.catalog } }
+    /// The catalog copy and its generation (which changes whenever the copy is replaced): what is
+    /// derived from a copy can be kept while the generation stays.
+    public var catalogAndGeneration: (catalog: Catalog, generation: UInt64) { state.withLockedValue { ($0.catalog, $0.catalogGeneration) } }
     public var isRemoved: Bool { state.withLockedValue { $0.removed } }
 
     var selfEntry: CatalogNode {
@@ -443,6 +448,7 @@ public final class ClusterNode: Sendable {
             if index >= s.catalogIndex {
                 s.catalog = catalog
                 s.catalogIndex = index
+                s.catalogGeneration &+= 1
             }
             return s.catalog
         }

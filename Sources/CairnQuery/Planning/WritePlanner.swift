@@ -216,6 +216,22 @@ public struct WritePlanner: Sendable {
         }
         guard !rows.isEmpty else { throw PlanRefusal("expected VALUES (...)") }
         let tail = Array(body[j...])
+        // An upsert's DO UPDATE SET is an UPDATE of the row that conflicted: it may not change the key either.
+        var depth = 0
+        for (n, t) in tail.enumerated() {
+            if t.isSymbol("(") { depth += 1 }
+            if t.isSymbol(")") { depth -= 1 }
+            guard depth == 0, t.isWord("SET"), n >= 2, tail[n - 1].isWord("UPDATE"), tail[n - 2].isWord("DO") else { continue }
+            var end = n + 1
+            var inner = 0
+            while end < tail.count {
+                if tail[end].isSymbol("(") { inner += 1 }
+                if tail[end].isSymbol(")") { inner -= 1 }
+                if inner == 0 && (tail[end].isWord("WHERE") || tail[end].isWord("ON") || tail[end].isWord("RETURNING")) { break }
+                end += 1
+            }
+            try refuseKeyChange(Array(tail[(n + 1)..<end]), table: table)
+        }
         var byShard: [Int: [[Token]]] = [:]
         var order: [Int] = []
         for row in rows {
@@ -248,6 +264,18 @@ public struct WritePlanner: Sendable {
 
     // MARK: UPDATE, DELETE
 
+    /// Refuses assignments (`a = ..., (b, c) = ...`, after SET) that change the shard key: a row
+    /// stays on the shard its key hashes to.
+    private func refuseKeyChange(_ assignments: [Token], table: ShardedTable) throws {
+        for assignment in SelectShape.splitTopLevel(assignments) {
+            guard let eq = assignment.firstIndex(where: { $0.isSymbol("=") }) else { continue }
+            let targets = assignment[..<eq].compactMap { $0.name }
+            if let key = targets.first(where: { table.keyColumns.contains($0) }) {
+                throw PlanRefusal("the shard key \(key) of \(table.name) cannot be changed: delete the row and insert it again")
+            }
+        }
+    }
+
     private func planChange(_ body: [Token], statement: SQLStatement, table: ShardedTable, parameters: Parameters, isUpdate: Bool) throws -> WritePlan {
         // UPDATE [OR x] name [AS alias] SET ... [FROM ...] WHERE ...; DELETE FROM name [AS alias] WHERE ...
         var i = isUpdate ? 1 : 2
@@ -267,13 +295,7 @@ public struct WritePlanner: Sendable {
         }
         if isUpdate {
             let set = Array(body[k..<(whereAt ?? body.count)])
-            for assignment in SelectShape.splitTopLevel(Array(set.dropFirst())) {
-                guard let eq = assignment.firstIndex(where: { $0.isSymbol("=") }) else { continue }
-                let targets = assignment[..<eq].compactMap { $0.name }
-                if let key = targets.first(where: { table.keyColumns.contains($0) }) {
-                    throw PlanRefusal("the shard key \(key) of \(table.name) cannot be changed: delete the row and insert it again")
-                }
-            }
+            try refuseKeyChange(Array(set.dropFirst()), table: table)
         }
         if let w = whereAt {
             let planner = ReadPlanner(schema: schema, map: map)

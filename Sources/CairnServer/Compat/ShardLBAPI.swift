@@ -468,7 +468,8 @@ final class ShardLBAPI: Sendable {
             rows.removeAll { layout.shard(of: id($0)) == nil }
         }
         var reply = JSON.object([("message", .string("\(records.count) Data entries added")), ("status", .string("success"))])
-        if shard != nil {
+        // A body naming a shard (as a string or not, as the seed's server took it) gets a server's answer.
+        if json["shard"] != nil {
             var index: Int64 = 0
             if json["curr_idx"] != nil {
                 guard let i = Lax.integer(json["curr_idx"]), (0...(Int64(1) << 53)).contains(i) else {

@@ -26,9 +26,9 @@ struct FastRequest: Sendable {
 
 /// The fast path's side of the API (`FastDataPath` keeps HTTP's order). Every step is one the
 /// router's handlers take, in their order (`respond`, `execute`, `query`, `write`, `read`); what this
-/// side cannot decide without waiting (a token not seen before, a sharded database, a group led
-/// elsewhere, a refusal that a fresher catalog might lift) goes the router's way, before anything
-/// was done, or through the same async functions, after.
+/// side cannot decide without waiting (a token not seen before, a write or read across shards, a
+/// refusal that a fresher catalog might lift) goes the router's way, before anything was done, or
+/// through the same async functions, after.
 extension API: FastDataServer {
     /// Bodies the fast path collects, at most (the router takes the rest, with the API's own limit).
     static let fastPathMaxBodyBytes = 64 << 10
@@ -105,7 +105,7 @@ extension API: FastDataServer {
     /// node a moment ago, a shard map changed by a split) follows it here, in a task; a plan that is
     /// not one group's, or a try that did not commit (no leader known), is `write` itself.
     func writeFast(_ statements: [SQLStatement], db: String, atomic: Bool, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
-        let catalog = cluster.catalog
+        let (catalog, shards) = currentShardView(db)
         guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db),
               statements.allSatisfy({ Self.declaresNoShards($0.sql) && !Self.dropsIndex($0.sql) }) else {
             return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
@@ -113,7 +113,7 @@ extension API: FastDataServer {
         var command = SQLCommand.now(statements, atomic: atomic)
         var group = database.group
         var shard: Int?
-        if let view = shardView(db, catalog) {
+        if let view = shards {
             // Planned as `writeSharded` plans; anything but one shard's write (or a refusal, which the
             // router's path reports) is the router's.
             switch try? planWrite(statements, db: db, view: view, firstAttempt: true) {
@@ -132,8 +132,7 @@ extension API: FastDataServer {
         guard let first = groupRouter.executeHere(command, group: group) else {
             return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
         }
-        if let shard { Self.countShard(db, shard, "write") }
-        let target = group, sharded = shard != nil
+        let target = group, pinned = shard
         let timeoutMillis = options.requestTimeoutMillis
         first.whenComplete { result in
             switch result {
@@ -143,11 +142,13 @@ extension API: FastDataServer {
                     await self.waitUntilFree(target, until: ContinuousClock.now + .milliseconds(timeoutMillis))
                     return try await self.write(statements, db: db, atomic: atomic)
                 }
-            case .success(.routed(let routed)) where sharded && routed.results.contains(where: { $0.error?.contains(ShardGuard.wrongShard) == true }):
-                // The shard split under this node's catalog copy; nothing was written. `write` reads
-                // the committed map when refused again.
+            case .success(.routed(let routed)) where pinned != nil && Self.refusedWholly(routed.results, atomic: atomic) != nil:
+                // The shard split under this node's catalog copy, and nothing was written: `write`
+                // reads the committed map when refused again.
                 self.slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
-            case .success(.routed(let routed)) where sharded:
+            case .success(.routed(let routed)) where pinned != nil:
+                // Counted once per request, as `writeSharded` counts (its own tries are not counted again).
+                Self.countShard(db, pinned!, "write")
                 done(.success(Answer(results: routed.results)))
             case .success(.routed(let routed)) where Self.missedShardedTable(routed.results, allFailed: true):
                 self.slowly(done) { try await self.writtenHome(routed, statements, db: db, atomic: atomic) }
@@ -164,11 +165,11 @@ extension API: FastDataServer {
     /// `read` without a task when it goes to one group this node holds a copy of (the database's home
     /// group, or the one shard a single statement is pinned to), as `writeFast` is for `write`.
     func readFast(_ statements: [SQLStatement], db: String, consistency: ReadConsistency, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
-        let catalog = cluster.catalog
+        let (catalog, shards) = currentShardView(db)
         guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db) else {
             return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
         }
-        if let view = shardView(db, catalog), statements.contains(where: { Self.mentions($0.sql, view.tables) }) {
+        if let view = shards, statements.contains(where: { Self.mentions($0.sql, view.tables) }) {
             return readShardFast(statements, db: db, view: view, consistency: consistency, done)
         }
         guard let first = groupRouter.queryHere(statements + [Self.shardStateQuery], group: database.group, consistency: consistency) else {
@@ -207,12 +208,22 @@ extension API: FastDataServer {
         let asked = Self.shardReadStatements(statements[0])
         let (mapVersion, arcVersion) = (view.map.version, view.map.arcVersions[shard])
         guard let first = groupRouter.queryHere(asked, group: view.groups[shard], consistency: consistency) else { return slow() }
-        Self.countShard(db, shard, "read")
         first.whenComplete { result in
             switch result {
             case .success(.routed(let routed)):
-                guard case .answered(let answer, _, _)? = try? Self.shardRead(routed.results, asked: asked.count, also: false, mapVersion: mapVersion,
-                                                                             arcVersion: arcVersion, consistency: consistency) else { return slow() }
+                let outcome: ShardReadOutcome
+                do {
+                    outcome = try Self.shardRead(routed.results, asked: asked.count, also: false, mapVersion: mapVersion,
+                                                 arcVersion: arcVersion, consistency: consistency)
+                } catch is StaleShardMap {
+                    // `read` plans again with the committed map.
+                    return slow()
+                } catch {
+                    return done(.failure(error))
+                }
+                // Held by a transaction across shards, or a split this replica has not applied: `read` waits.
+                guard case .answered(let answer, _, _) = outcome else { return slow() }
+                Self.countShard(db, shard, "read")
                 done(.success(Answer(results: [answer])))
             case .success(.retry):
                 slow()
