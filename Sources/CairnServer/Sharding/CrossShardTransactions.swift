@@ -43,13 +43,24 @@ extension API {
             // waiting at each held shard: transactions that take their shards in one order never wait
             // on each other in a cycle, so under contention they queue instead of aborting each other.
             // A group held right now (as a replica here sees it) sends even the first try the ordered way.
+            // A shard another transaction of this node has or waits for its turn at counts as held: the
+            // new one queues behind it (`ShardTurns`).
             var contended = attempt > 1
+            if !contended {
+                for group in groups where shardTurns.isBusy(group) { contended = true; break }
+            }
             if !contended {
                 for group in groups where await isHeld(group) { contended = true; break }
             }
-            let prepared: [Result<[StatementResult], any Error>?] = contended
-                ? await prepareInOrder(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version, until: requestDeadline) { parts[shards[$0]]!.statements }
-                : await prepareAll(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version) { parts[shards[$0]]!.statements }
+            let ticket = shardTurns.ticket()
+            var prepared: [Result<[StatementResult], any Error>?]
+            var taken: [GroupID] = []
+            if contended {
+                (prepared, taken) = await prepareInOrder(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version, ticket: ticket,
+                                                         until: requestDeadline) { parts[shards[$0]]!.statements }
+            } else {
+                prepared = await prepareAll(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version) { parts[shards[$0]]!.statements }
+            }
             // A shard left unprepared (after an earlier one failed) has no vote: a no.
             var votes: [Int: Result<[StatementResult], any Error>] = [:]
             for (shard, vote) in zip(shards, prepared) { votes[shard] = vote }
@@ -64,11 +75,14 @@ extension API {
                 decided = try await groupRouter.execute(Self.command(.decide(txid: txid, commit: yes)), group: anchor).results
             } catch {
                 // Prepared shards stay locked until their deadline; then whoever finds them resolves them.
+                for group in taken { shardTurns.release(group, ticket: ticket) }
                 throw OutcomeUnknown(description: "the decision of transaction \(txid) across \(shards.count) shards was not confirmed (\(error))")
             }
             let committed = Self.transactionState(decided) == TransactionStep.committed
             crashIfAsked("after_decide")
-            finishTransaction(txid, commit: committed, groups: groups)
+            // Each turn is given back once its shard is finished (free for the next in line).
+            let turns = shardTurns
+            finishTransaction(txid, commit: committed, groups: groups) { turns.release($0, ticket: ticket) }
             if committed {
                 var results = [StatementResult](repeating: StatementResult(), count: statementCount)
                 var answered: Set<Int> = []
@@ -169,12 +183,22 @@ extension API {
     /// Proposes each group's prepare in `groups` order, one after the other; a group another
     /// transaction holds is asked again once a replica shows it free, until the wait is over.
     /// Stops at the first group that votes no: the groups after it are left unprepared (nil).
-    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32, until requestDeadline: ContinuousClock.Instant,
-                                statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>?] {
+    /// Each group's turn (`ShardTurns`) is taken before its prepare; the groups whose turn was taken
+    /// are returned with the votes, for the caller to give back once the transaction is finished there.
+    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32, ticket: UInt64,
+                                until requestDeadline: ContinuousClock.Instant,
+                                statements: (Int) -> [SQLStatement]) async -> (votes: [Result<[StatementResult], any Error>?], taken: [GroupID]) {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let waitDeadline = min(requestDeadline, ContinuousClock.now + .milliseconds(Self.orderedWaitMillis))
         var out = [Result<[StatementResult], any Error>?](repeating: nil, count: groups.count)
+        var taken: [GroupID] = []
         for (n, group) in groups.enumerated() {
+            guard await shardTurns.take(group, ticket: ticket, until: waitDeadline) else {
+                // The wait is over while others of this node were still before it: held, as a refusal says.
+                out[n] = .success(statements(n).map { _ in StatementResult(error: TransactionStep.lockedMessage) })
+                break
+            }
+            taken.append(group)
             await waitUntilFree(group, until: waitDeadline, refused: false)
             while true {
                 // Every try with the transaction's one time and seed: each part sees what the others see.
@@ -191,7 +215,7 @@ extension API {
             }
             guard case .success(let r)? = out[n], r.allSatisfy({ $0.error == nil }) else { break }
         }
-        return out
+        return (out, taken)
     }
 
     /// Proposes each group's prepare at once (one Raft round); each group's answer, or the error that
@@ -238,10 +262,12 @@ extension API {
 
     /// Sends the outcome to every participant, in the background (the client has its answer); what does
     /// not arrive is finished by the recovery pass.
-    func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID]) {
+    /// `finished`: called for each group once its finish was answered (or failed).
+    func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID], finished: (@Sendable (GroupID) -> Void)? = nil) {
         for group in groups {
             Task {
                 _ = try? await self.groupRouter.execute(Self.command(.finish(txid: txid, commit: commit)), group: group).results
+                finished?(group)
             }
         }
     }
