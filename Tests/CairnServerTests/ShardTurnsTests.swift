@@ -4,7 +4,13 @@ import Testing
 
 /// Transactions across shards coordinated by one node take their turns at a shard in the order they
 /// asked; one whose wait runs out leaves the line without the turn, and the line goes on.
-@Suite struct ShardTurnsTests {
+@Suite(.timeLimit(.minutes(1))) struct ShardTurnsTests {
+    /// Spins until `done`, for at most 10 s (a loaded machine may be slow; a bug must fail, not hang).
+    func until(_ done: () -> Bool) async {
+        let giveUp = ContinuousClock.now + .seconds(10)
+        while !done() && ContinuousClock.now < giveUp { await Task.yield() }
+    }
+
     @Test("turns at a shard go in the order asked; a free shard's turn is given at once; other shards are not held up")
     func firstComeFirstServed() async throws {
         let turns = ShardTurns()
@@ -22,7 +28,7 @@ import Testing
                 if await turns.take(7, ticket: t, until: far) { order.withLockedValue { $0.append(t) } }
             })
             // Each in line before the next asks.
-            while turns.waiting(at: 7) < tickets.count { await Task.yield() }
+            await until { turns.waiting(at: 7) >= tickets.count }
         }
         let other = turns.ticket()
         #expect(await turns.take(8, ticket: other, until: far))
@@ -30,7 +36,7 @@ import Testing
         var holder = first
         for expected in tickets {
             turns.release(7, ticket: holder)
-            while order.withLockedValue({ $0.last }) != expected { await Task.yield() }
+            await until { order.withLockedValue({ $0.last }) == expected }
             holder = expected
         }
         turns.release(7, ticket: holder)
@@ -44,10 +50,12 @@ import Testing
         let turns = ShardTurns()
         let holder = turns.ticket(), late = turns.ticket(), patient = turns.ticket()
         #expect(await turns.take(3, ticket: holder, until: ContinuousClock.now + .seconds(30)))
-        let lateTurn = Task { await turns.take(3, ticket: late, until: ContinuousClock.now + .milliseconds(50)) }
-        while turns.waiting(at: 3) < 1 { await Task.yield() }
+        // Long enough for both to be in line on a slow machine, short enough for the test.
+        let lateDeadline = ContinuousClock.now + .milliseconds(500)
+        let lateTurn = Task { await turns.take(3, ticket: late, until: lateDeadline) }
+        await until { turns.waiting(at: 3) >= 1 }
         let patientTurn = Task { await turns.take(3, ticket: patient, until: ContinuousClock.now + .seconds(30)) }
-        while turns.waiting(at: 3) < 2 { await Task.yield() }
+        await until { turns.waiting(at: 3) >= 2 }
         #expect(await lateTurn.value == false)
         turns.release(3, ticket: late)
         #expect(turns.waiting(at: 3) == 1)

@@ -213,7 +213,13 @@ extension API {
                       ContinuousClock.now < waitDeadline else { break }
                 await waitUntilFree(group, until: waitDeadline)
             }
-            guard case .success(let r)? = out[n], r.allSatisfy({ $0.error == nil }) else { break }
+            guard case .success(let r)? = out[n], r.allSatisfy({ $0.error == nil }) else {
+                // Not prepared here (refused, failed or still held): nothing of this transaction holds
+                // the shard, so the next in line need not wait for its decision.
+                shardTurns.release(group, ticket: ticket)
+                taken.removeLast()
+                break
+            }
         }
         return (out, taken)
     }
