@@ -448,12 +448,23 @@ public final class NodeRuntime: Sendable {
     public func status(group: GroupID) async throws -> GroupStatus {
         try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
-            let s = g.node.status
-            return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, applied: s.applied,
-                               lastIndex: s.lastIndex, config: s.config, configIndex: s.configIndex,
-                               firstIndex: s.firstIndex, matchIndex: s.progress.mapValues(\.match),
-                               recentlyActive: Set(s.progress.filter(\.value.recentActive).keys))
+            return Self.groupStatus(g.node.status)
         }.get()
+    }
+
+    /// Every hosted group's status, read in one pass of the Raft loop: a group dropped or removed
+    /// between listing the groups and asking each would otherwise fail a whole status page.
+    public func statuses() async throws -> [(group: GroupID, status: GroupStatus)] {
+        try await raftLoop.submit {
+            self.raftState.value.groups.sorted { $0.key < $1.key }.map { ($0.key, Self.groupStatus($0.value.node.status)) }
+        }.get()
+    }
+
+    private static func groupStatus(_ s: Status) -> GroupStatus {
+        GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, applied: s.applied,
+                    lastIndex: s.lastIndex, config: s.config, configIndex: s.configIndex,
+                    firstIndex: s.firstIndex, matchIndex: s.progress.mapValues(\.match),
+                    recentlyActive: Set(s.progress.filter(\.value.recentActive).keys))
     }
 
     /// Whether this node holds `group` (a lock, no loop hop: for routing every request).

@@ -43,8 +43,7 @@ extension API {
         var groups: [JSON] = []
         // The most entries any group here has committed and not yet applied.
         var applyLag: LogIndex = 0
-        for g in try await runtime.groupIDs() {
-            let s = try await runtime.status(group: g)
+        for (g, s) in try await runtime.statuses() {
             applyLag = max(applyLag, s.commit > s.applied ? s.commit - s.applied : 0)
             groups.append(groupJSON(g, s))
         }
@@ -109,11 +108,9 @@ extension API {
 
     func clusterView(detail: Bool = false) async throws -> JSON {
         let catalog = cluster.catalog
-        let hosted = try await runtime.groupIDs()
         var leaders: [GroupID: NodeID] = [:]
         var led: [GroupID: NodeRuntime.GroupStatus] = [:]
-        for g in hosted {
-            let status = try await runtime.status(group: g)
+        for (g, status) in try await runtime.statuses() {
             leaders[g] = status.leader
             if status.role == .leader { led[g] = status }
         }

@@ -218,6 +218,41 @@ struct NativeAPITests {
         #expect((again.json["group"] as? Int ?? 0) > group)
     }
 
+    @Test("the status pages answer 200 while databases are created and dropped: a group gone between listing and reading it is left out, not a 503")
+    func statusPagesDuringChurn() async throws {
+        let c = try await ProcessCluster.single("churn")
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        // Polls until the churn is over; counts its answers.
+        let answers = try await withThrowingTaskGroup(of: Int.self) { group in
+            group.addTask {
+                for i in 0..<8 {
+                    let created = try await n.post("/v1/databases", ["name": "churn\(i)"])
+                    #expect(created.status == 201, "\(created.text)")
+                    let dropped = try await TestHTTP.request(.DELETE, n.url + "/v1/databases/churn\(i)")
+                    #expect(dropped.status == 200, "\(dropped.text)")
+                }
+                return 0
+            }
+            group.addTask {
+                var answers = 0
+                while !Task.isCancelled {
+                    for path in ["/v1/cluster?detail=true", "/v1/status", "/v1/cluster"] {
+                        guard let r = try? await n.get(path) else { break }
+                        if Task.isCancelled { break }
+                        #expect(r.status == 200, "GET \(path) during churn: \(r.status) \(r.text)")
+                        answers += 1
+                    }
+                }
+                return answers
+            }
+            _ = try await group.next()
+            group.cancelAll()
+            return try await group.reduce(0, +)
+        }
+        #expect(answers > 8)
+    }
+
     @Test("a change made through one node holds at once through every other: databases, users, grants, passwords, tokens")
     func changesSeenEverywhereAtOnce() async throws {
         let c = try await ProcessCluster.founded("everywhere", count: 3)
