@@ -111,13 +111,16 @@ public struct LBShard: Sendable, Equatable {
 /// What `/init` configured: the schema, the shards in `Stud_id` order, and the servers the request
 /// named for each shard's copies.
 public struct LBLayout: Sendable, Equatable {
-    public var schema: LBSchema
+    public var schema: LBSchema { didSet { quotedColumns = Self.quoted(schema) } }
+    /// The schema's columns, quoted, in order (in every read and insert: kept, not made each time).
+    private(set) var quotedColumns: String
     public var shards: [LBShard]
     /// Server name → the shards it holds, as `/init` asked (empty: placed by the cluster).
     public var servers: [String: [String]]
 
     public init(schema: LBSchema, shards: [LBShard], servers: [String: [String]]) {
         self.schema = schema
+        self.quotedColumns = Self.quoted(schema)
         self.shards = shards.sorted { $0.low < $1.low }
         self.servers = servers
     }
@@ -329,7 +332,7 @@ public struct LBLayout: Sendable, Equatable {
     /// Where `Stud_id` is among the columns (every layout has it: `/init` and loading check).
     public var keyIndex: Int { schema.columns.firstIndex(of: ShardLB.key) ?? 0 }
 
-    var quotedColumns: String { schema.columns.map(SQLLexer.quote).joined(separator: ", ") }
+    private static func quoted(_ schema: LBSchema) -> String { schema.columns.map(SQLLexer.quote).joined(separator: ", ") }
 
     /// INSERTs of `rows` (each in the schema's order), in statements of at most `rowsPerStatement` rows;
     /// sent as one atomic request, they commit on every shard they reach or on none.
