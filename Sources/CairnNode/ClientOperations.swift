@@ -20,7 +20,7 @@ extension NodeRuntime {
         try await executeFuture(group: group, command).get()
     }
 
-    /// `executeIndexed` as a future completed on the apply loop, for a caller on an event loop that
+    /// `executeIndexed` as a future completed on the caller's event loop (`callerLoop`), for a caller on one that
     /// must not start a task per write (a write another node passes on, served where it is read).
     public func executeFuture(group: GroupID, _ command: SQLCommand) -> EventLoopFuture<([StatementResult], LogIndex)> {
         if let why = failure { return applyLoop.makeFailedFuture(RuntimeError.failed(why)) }
@@ -29,7 +29,7 @@ extension NodeRuntime {
         guard data.count <= config.maxEntryBytes else {
             return applyLoop.makeFailedFuture(RuntimeError.entryTooLarge(bytes: data.count, limit: config.maxEntryBytes))
         }
-        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
+        let promise = callerLoop.makePromise(of: ([StatementResult], LogIndex).self)
         raftLoop.execute {
             guard let g = self.raftState.value.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
             let index: LogIndex
@@ -56,6 +56,38 @@ extension NodeRuntime {
         return promise.futureResult
     }
 
+    /// On the Raft loop, at the start of a pass: one ReadIndex request per group for the reads that
+    /// arrived since the last pass. Each read's point is still taken after it arrived: the request is
+    /// made now, and the leader answers with its commit index as of the request.
+    func askReadIndex() {
+        let side = raftState.value
+        guard !side.readsToAsk.isEmpty else { return }
+        let asking = side.readsToAsk
+        side.readsToAsk.removeAll(keepingCapacity: true)
+        for (group, reads) in asking {
+            guard let g = side.groups[group] else {
+                for r in reads { r.promise.fail(RuntimeError.unknownGroup(group)) }
+                continue
+            }
+            let id = side.nextRequestID
+            side.nextRequestID += 1
+            wake(group)
+            do throws(RaftError) {
+                try g.node.readIndex(requestID: id)
+            } catch {
+                for r in reads { r.promise.fail(RuntimeError.notLeader(leader: g.node.lead)) }
+                continue
+            }
+            side.touched.insert(group)
+            side.pendingReads[id] = ReadBatch(group: group, reads: reads)
+        }
+    }
+
+    /// Where a client operation's answer is delivered: the caller's own event loop when it is on one (an
+    /// HTTP loop, the transport's), so what the caller does with the answer runs there and not on the
+    /// apply loop, with one hand-off instead of two; the apply loop for a caller in a task.
+    var callerLoop: any EventLoop { MultiThreadedEventLoopGroup.currentEventLoop ?? applyLoop }
+
     /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).
     func sweepTimeouts() {
         let every = TimeAmount.milliseconds(100)
@@ -73,9 +105,18 @@ extension NodeRuntime {
         raftLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
             let side = self.raftState.value
             let now = NIODeadline.now()
-            for (id, r) in side.pendingReads where r.deadline < now {
-                side.pendingReads[id] = nil
-                r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
+            for (id, batch) in side.pendingReads where batch.reads.contains(where: { $0.deadline < now }) {
+                for r in batch.reads where r.deadline < now {
+                    r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
+                }
+                let left = batch.reads.filter { $0.deadline >= now }
+                side.pendingReads[id] = left.isEmpty ? nil : ReadBatch(group: batch.group, reads: left)
+            }
+            // Asked in the next pass, unless the node stopped making passes.
+            for (group, reads) in side.readsToAsk where reads.contains(where: { $0.deadline < now }) {
+                for r in reads where r.deadline < now { r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read")) }
+                let left = reads.filter { $0.deadline >= now }
+                side.readsToAsk[group] = left.isEmpty ? nil : left
             }
             for group in side.pendingWrites.keys {
                 for (index, w) in side.pendingWrites[group]! where w.deadline < now {
@@ -96,7 +137,7 @@ extension NodeRuntime {
     /// `statementTimeoutNanos` interrupts each statement that runs longer (0: the node's default).
     public func query(group: GroupID, _ statements: [SQLStatement], consistency: ReadConsistency = .linearizable,
                       statementTimeoutNanos: UInt64 = 0) async throws -> (results: [StatementResult], index: LogIndex) {
-        // Confirmed on the Raft loop, served and answered by the apply loop: one suspension per read.
+        // Confirmed on the Raft loop, served by the read pool: one suspension per read.
         try await queryFuture(group: group, statements, consistency: consistency, statementTimeoutNanos: statementTimeoutNanos).get()
     }
 
@@ -106,7 +147,7 @@ extension NodeRuntime {
                             statementTimeoutNanos: UInt64 = 0) -> EventLoopFuture<([StatementResult], LogIndex)> {
         if let why = failure { return applyLoop.makeFailedFuture(RuntimeError.failed(why)) }
         let timeout = TimeAmount.milliseconds(config.requestTimeoutMillis)
-        let promise = applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
+        let promise = callerLoop.makePromise(of: ([StatementResult], LogIndex).self)
         let statementTimeout = statementTimeoutNanos > 0 ? statementTimeoutNanos : UInt64(config.readTimeoutMillis) * 1_000_000
         let read = ReadRequest(group: group, statements: statements, timeoutNanos: statementTimeout,
                                deadline: .now() + timeout, promise: promise)
@@ -123,16 +164,9 @@ extension NodeRuntime {
                     RuntimeMetrics.leaseReads.increment()
                     return self.serve(read, at: index)
                 }
-                let id = side.nextRequestID
-                side.nextRequestID += 1
-                self.wake(group)
-                do throws(RaftError) {
-                    side.touched.insert(group)
-                    try g.node.readIndex(requestID: id)
-                } catch {
-                    return promise.fail(RuntimeError.notLeader(leader: g.node.lead))
-                }
-                side.pendingReads[id] = read
+                // A follower that knows no leader has no one to ask.
+                if g.node.role != .leader && g.node.lead == noNode { return promise.fail(RuntimeError.notLeader(leader: noNode)) }
+                side.readsToAsk[group, default: []].append(read)
                 self.pump()
             }
         case .stale(let freshness):

@@ -153,9 +153,10 @@ extension NodeRuntime {
             side.idleTicks[id] = nil
             side.lastLeaderContact[id] = nil
             side.leaseClocks[id] = nil
-            for (rid, r) in side.pendingReads where r.group == id {
+            for read in side.readsToAsk.removeValue(forKey: id) ?? [] { read.promise.fail(RuntimeError.unknownGroup(id)) }
+            for (rid, batch) in side.pendingReads where batch.group == id {
                 side.pendingReads[rid] = nil
-                r.promise.fail(RuntimeError.unknownGroup(id))
+                for r in batch.reads { r.promise.fail(RuntimeError.unknownGroup(id)) }
             }
             // Proposed here and possibly committed by the group's other replicas: not "no such group",
             // which would tell a router the write never ran and may be sent again; unless it sits after

@@ -77,8 +77,12 @@ public final class NodeRuntime: Sendable {
         var groups: [GroupID: Group] = [:]
         var pumpScheduled = false
         var nextRequestID: UInt64 = 1
-        /// Linearizable reads waiting for their ReadIndex round, by request id.
-        var pendingReads: [UInt64: ReadRequest] = [:]
+        /// Linearizable reads waiting for their ReadIndex round, by request id: one request for all the
+        /// reads of a group that arrived within one pass (`askReadIndex`).
+        var pendingReads: [UInt64: ReadBatch] = [:]
+        /// Linearizable reads that need a ReadIndex round, by group, until the next pass asks once for
+        /// all of them (on a follower, one message to the leader instead of one per read).
+        var readsToAsk: [GroupID: [ReadRequest]] = [:]
         /// Proposed writes by log index; each travels to the apply loop with its committed entry.
         var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
         /// Set once the node is handing its leadership away to stop: a transfer's `timeoutNow` asking it
@@ -134,6 +138,11 @@ public final class NodeRuntime: Sendable {
         let timeoutNanos: UInt64
         let deadline: NIODeadline
         let promise: Answer
+    }
+
+    struct ReadBatch {
+        let group: GroupID
+        var reads: [ReadRequest]
     }
 
     struct WaitingRead {
@@ -321,6 +330,7 @@ public final class NodeRuntime: Sendable {
         let side = raftState.value
         guard !side.stopped else { return }
         var readies: [(GroupID, Group, Ready)] = []
+        askReadIndex()
         let candidates = side.touched.sorted()
         side.touched.removeAll(keepingCapacity: true)
         for id in candidates {
@@ -383,15 +393,17 @@ public final class NodeRuntime: Sendable {
                 dispatchInstall(group: id, index: snap.metadata.index)
                 applyCommitted(rd.committedEntries, group: id)
             }
-            let confirmed = rd.readStates.compactMap { rs in side.pendingReads.removeValue(forKey: rs.requestID).map { (rs.index, $0) } }
-            for (index, read) in confirmed { serve(read, at: index) }
+            for rs in rd.readStates {
+                guard let batch = side.pendingReads.removeValue(forKey: rs.requestID) else { continue }
+                for read in batch.reads { serve(read, at: rs.index) }
+            }
             if let soft = rd.softState {
                 // Leadership moved: the core dropped the ReadIndex requests still waiting (a leader's
                 // when it stepped down, a follower's with the leader it asked). Failed now, they are
                 // asked again where the group is led, instead of waiting out their deadline.
-                for (rid, read) in side.pendingReads where read.group == id {
+                for (rid, batch) in side.pendingReads where batch.group == id {
                     side.pendingReads[rid] = nil
-                    read.promise.fail(RuntimeError.notLeader(leader: soft.lead))
+                    for read in batch.reads { read.promise.fail(RuntimeError.notLeader(leader: soft.lead)) }
                 }
             }
             g.node.advance(rd)
@@ -542,8 +554,10 @@ public final class NodeRuntime: Sendable {
         try? await raftLoop.submit {
             let side = self.raftState.value
             side.stopped = true
-            for (_, pending) in side.pendingReads { pending.promise.fail(RuntimeError.shutDown) }
+            for (_, batch) in side.pendingReads { for read in batch.reads { read.promise.fail(RuntimeError.shutDown) } }
             side.pendingReads = [:]
+            for (_, reads) in side.readsToAsk { for read in reads { read.promise.fail(RuntimeError.shutDown) } }
+            side.readsToAsk = [:]
             for (_, writes) in side.pendingWrites { for (_, w) in writes { w.promise.fail(RuntimeError.shutDown) } }
             side.pendingWrites = [:]
         }.get()

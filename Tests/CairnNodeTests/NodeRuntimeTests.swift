@@ -181,6 +181,42 @@ struct NodeRuntimeTests {
         await c.stopAll()
     }
 
+    @Test("concurrent linearizable reads through a follower share ReadIndex requests, and each sees every write acknowledged before it began")
+    func followerReadsShareReadIndex() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leaderID = try await c.leader()
+        let leader = c.nodes[leaderID]!
+        let followerID = c.nodes.keys.sorted().first { $0 != leaderID }!
+        let follower = c.nodes[followerID]!
+        _ = try await leader.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        let writes = 20, readsPerWrite = 24
+        let sentBefore = follower.transport.stats.envelopesSent
+        var reads = 0
+        for k in 1...writes {
+            _ = try await leader.execute(group: 1, c.sql("INSERT INTO t VALUES (\(k))"))
+            // Acknowledged: every read through the follower that starts now sees it.
+            let seen = try await withThrowingTaskGroup(of: Int64.self) { group in
+                for _ in 0..<readsPerWrite {
+                    group.addTask {
+                        let r = try await follower.query(group: 1, SQLStatement("SELECT max(v) FROM t"))
+                        if case .integer(let v) = r.rows.first?.first { return v }
+                        return 0
+                    }
+                }
+                return try await group.reduce(into: [Int64]()) { $0.append($1) }
+            }
+            #expect(seen.allSatisfy { $0 >= Int64(k) }, "reads begun after write \(k) was acknowledged saw \(seen)")
+            reads += seen.count
+        }
+        // One request per pass for all the reads that arrived in it (the pings and heartbeats of the
+        // second or so this takes are a few dozen envelopes more).
+        let sent = follower.transport.stats.envelopesSent - sentBefore
+        print("follower reads: \(reads) linearizable reads through a follower sent \(sent) envelopes")
+        #expect(sent < reads / 2, "\(reads) reads through the follower sent \(sent) envelopes")
+        await c.stopAll()
+    }
+
     @Test("concurrent writes share log syncs (group commit)")
     func groupCommit() async throws {
         let c = try LocalCluster(size: 3)

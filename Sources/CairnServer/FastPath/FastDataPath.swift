@@ -60,6 +60,8 @@ final class FastDataPath<Server: FastDataServer>: ChannelDuplexHandler, Removabl
     private var state = State.ready
     /// Requests passed to the router whose responses have not ended.
     private var routed = 0
+    /// True while `serveFast` runs (an answer given then is written on the loop's next turn).
+    private var insideServeFast = false
     /// The router was given a request that closes the connection: nothing after it is taken.
     private var closing = false
     /// What arrived while a request was being served (a pipelining client): replayed after its
@@ -145,12 +147,22 @@ final class FastDataPath<Server: FastDataServer>: ChannelDuplexHandler, Removabl
     private func serve(_ request: Server.Admitted, body: ByteBuffer, context: ChannelHandlerContext) {
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
+        insideServeFast = true
         server.serveFast(request, body: body) { response in
+            // An answer completed on this loop after `serveFast` returned (the runtime completes on the
+            // caller's loop) is written at once; one given while `serveFast` still runs, or from another
+            // thread, waits for the loop's next turn, so `channelRead` never re-enters itself.
+            if loop.inEventLoop, !bound.value.0.insideServeFast {
+                let (handler, context) = bound.value
+                handler.answer(response, context: context)
+                return
+            }
             loop.execute {
                 let (handler, context) = bound.value
                 handler.answer(response, context: context)
             }
         }
+        insideServeFast = false
     }
 
     private func answer(_ response: FastResponse, context: ChannelHandlerContext) {
