@@ -384,6 +384,11 @@ public struct ReadPlanner: Sendable {
             bounded = true
         }
         guard bounded else { return nil }
+        return Self.rangeShards(splits, from: lower, to: upper, upperStrict: upperStrict, map: map)
+    }
+
+    /// The shards whose ranges can hold keys from `lower` to `upper` (as the key column stores them).
+    private static func rangeShards(_ splits: RangeSplits, from lower: SQLValue?, to upper: SQLValue?, upperStrict: Bool, map: ShardMap) -> [Int] {
         guard var ranges = splits.ranges(from: lower, to: upper) else { return [] }
         // `k < p` with p a split point reaches only the ranges below p's.
         if upperStrict, let upper, ranges.upperBound > 0, SQLiteOrder.compare(splits.points[ranges.upperBound - 1], upper) == 0 {
@@ -391,6 +396,19 @@ public struct ReadPlanner: Sendable {
             ranges = ranges.lowerBound...(ranges.upperBound - 1)
         }
         return Set(ranges.map { splits.shard(ofRange: $0, shardCount: map.rangeShardCount) }).sorted()
+    }
+
+    /// The shards a read of `table`'s rows whose key lies between `lower` and `upper` (inclusive; not
+    /// NULL) needs, as planning `WHERE key BETWEEN lower AND upper` finds them; nil when that is every
+    /// shard (a hash-sharded table: ranges of its keys are not placed together). For a caller that knows its statement's key
+    /// bounds from their source (a compatibility API's own request) and need not plan its text.
+    public func keyRangeShards(_ table: ShardedTable, from lower: SQLValue, to upper: SQLValue) -> [Int]? {
+        guard table.keyColumns.count == 1, lower != .null, upper != .null, let splits = table.rangeSplits else { return nil }
+        let affinity = table.keyAffinities[0] == .real ? Affinity.numeric : table.keyAffinities[0]
+        let stored = { (v: SQLValue) in affinity.apply(v, renderReal: RealText.render) }
+        let shards = Self.rangeShards(splits, from: stored(lower), to: stored(upper), upperStrict: false, map: map)
+        // No key can match (lower above upper): any one shard gives the empty answer, as in `planOne`.
+        return shards.isEmpty ? [0] : shards
     }
 
     /// `col < v`, `col <= v`, `col > v`, `col >= v` (either way round) or `col BETWEEN a AND b`, with col

@@ -68,7 +68,10 @@ extension ShardLBAPI: FastDataServer {
                     return slowly(answered) { try await self.read(json, who) }
                 }
                 guard let statement = plan.statement else { return answered { try plan.reply(nil) } }
-                api.readFast([statement], db: ShardLB.database, consistency: .linearizable) { result in
+                // Placed by the Stud_id range the statement reads (`LBLayout.select`'s two bounds), not by planning its text.
+                let (low, high) = (statement.positional.first ?? .null, statement.positional.last ?? .null)
+                api.readKeyRangeFast(statement, db: ShardLB.database, table: ShardLB.table.lowercased(), from: low, to: high,
+                                     consistency: .linearizable) { result in
                     answered { try plan.reply(try result.get().results[0]) }
                 }
             }

@@ -205,7 +205,29 @@ extension API: FastDataServer {
         let slow: @Sendable () -> Void = { self.slowly(done) { try await self.read(statements, db: db, consistency: consistency) } }
         guard statements.count == 1, let (schema, analysis) = try? schemaCopies.analyze(statements[0].sql, database: db, tables: view.tables),
               case .single(let shard)? = try? ReadPlanner(schema: schema, map: view.map).plan(statements[0], analysis: analysis) else { return slow() }
-        let asked = Self.shardReadStatements(statements[0])
+        readOneShard(statements[0], shard: shard, db: db, view: view, consistency: consistency, slow: slow, done)
+    }
+
+    /// A read of one statement over a sharded `table` whose rows' keys all lie between `lower` and
+    /// `upper`, placed by those bounds (`ReadPlanner.keyRangeShards`) instead of by planning its text:
+    /// for an API that built the statement from a request it has already read (seed 004's `/read`). On
+    /// one shard, read as a pinned point read is; otherwise, or when anything needs waiting, `readFast`'s.
+    func readKeyRangeFast(_ statement: SQLStatement, db: String, table: String, from lower: SQLValue, to upper: SQLValue,
+                          consistency: ReadConsistency, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
+        let (catalog, shards) = currentShardView(db)
+        guard catalog.exists, let view = shards, catalog.databases[db] != nil, !Catalog.isInternalName(db),
+              let schema = try? schemaCopies.schema(database: db, tables: view.tables), let described = schema.sharded[table],
+              let pinned = ReadPlanner(schema: schema, map: view.map).keyRangeShards(described, from: lower, to: upper), pinned.count == 1 else {
+            return readFast([statement], db: db, consistency: consistency, done)
+        }
+        let slow: @Sendable () -> Void = { self.slowly(done) { try await self.read([statement], db: db, consistency: consistency) } }
+        readOneShard(statement, shard: pinned[0], db: db, view: view, consistency: consistency, slow: slow, done)
+    }
+
+    /// `statement` on `shard` of `view`, judged as `readWaitingOutTransactions` judges a shard's answer.
+    private func readOneShard(_ statement: SQLStatement, shard: Int, db: String, view: ShardView, consistency: ReadConsistency,
+                              slow: @escaping @Sendable () -> Void, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
+        let asked = Self.shardReadStatements(statement)
         let (mapVersion, arcVersion) = (view.map.version, view.map.arcVersions[shard])
         guard let first = groupRouter.queryHere(asked, group: view.groups[shard], consistency: consistency) else { return slow() }
         first.whenComplete { result in
