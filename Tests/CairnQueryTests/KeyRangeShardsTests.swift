@@ -2,8 +2,8 @@ import CairnQuery
 import CairnSQLite
 import Testing
 
-/// `ReadPlanner.keyRangeShards` places a key range without planning text: it must find exactly the
-/// shards planning `WHERE key BETWEEN lower AND upper` finds, or a caller using it reads the wrong ones.
+/// `ReadPlanner.keyRangeShards` and `WritePlanner.rowShard` place keys without planning text: they
+/// must find exactly the shards planning finds, or a caller using them reads or writes the wrong ones.
 @Suite struct KeyRangeShardsTests {
     static func plannedShards(_ db: ShardedDatabase, _ lower: SQLValue, _ upper: SQLValue) throws -> [Int] {
         switch try db.plan(SQLStatement("SELECT * FROM t WHERE k BETWEEN ? AND ? ORDER BY k", [lower, upper])) {
@@ -48,5 +48,27 @@ import Testing
         let pair = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(a INTEGER NOT NULL, b INTEGER NOT NULL, v TEXT, PRIMARY KEY (a, b))",
                                        table: "t", key: ["a", "b"])
         #expect(pair.planner.keyRangeShards(pair.table, from: .integer(1), to: .integer(1)) == nil)
+    }
+
+    @Test("a row's shard (WritePlanner.rowShard) is the one planning its INSERT picks, on hash and range tables, for 2,000 random keys")
+    func rowShardAgreesWithPlanning() throws {
+        var rng = SystemRandomNumberGenerator()
+        let create = "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)"
+        for db in [try ShardedDatabase(shardCount: 16, createSQL: create, table: "t", key: ["k"]),
+                   try ShardedDatabase(shardCount: 4, createSQL: create, table: "t", key: ["k"], splitPoints: [.integer(100), .integer(5000)])] {
+            let planner = WritePlanner(schema: db.planner.schema, map: db.planner.map)
+            for _ in 0..<1_000 {
+                let n = Int64.random(in: -1000...20000, using: &rng)
+                // As clients send keys: integers, their text, reals with integer values.
+                let key: SQLValue = [.integer(n), .text(String(n)), .real(Double(n))].randomElement(using: &rng)!
+                let statement = SQLStatement("INSERT INTO t(k, v) VALUES (?, 'x')", [key])
+                guard case .shards(let parts) = try planner.plan(statement, analysis: db.schema.analyze(statement.sql)) else {
+                    Issue.record("not planned to shards: \(key)")
+                    continue
+                }
+                #expect(planner.rowShard(db.table, key: [key]) == parts.first?.shard && parts.count == 1, "key \(key)")
+            }
+            #expect(planner.rowShard(db.table, key: [.null]) == nil)
+        }
     }
 }

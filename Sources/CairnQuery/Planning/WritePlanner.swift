@@ -242,11 +242,11 @@ public struct WritePlanner: Sendable {
                 guard let v = ReadPlanner.literal(values[position][...], parameters) else {
                     throw PlanRefusal("the shard key \(table.keyColumns[n]) of each row inserted into \(table.name) must be a literal or a parameter")
                 }
-                let stored = table.keyAffinities[n].apply(v, renderReal: RealText.render)
-                guard stored != .null else { throw PlanRefusal("the shard key \(table.keyColumns[n]) of \(table.name) may not be NULL") }
-                key.append(stored)
+                key.append(v)
             }
-            let shard = table.shard(of: key, in: map)
+            guard let shard = rowShard(table, key: key) else {
+                throw PlanRefusal("the shard key \(table.keyColumns[key.firstIndex(of: .null) ?? 0]) of \(table.name) may not be NULL")
+            }
             if byShard[shard] == nil { order.append(shard) }
             byShard[shard, default: []].append(row)
         }
@@ -260,6 +260,21 @@ public struct WritePlanner: Sendable {
             }
             return .init(shard: shard, statement: parameters.statement(tokens + tail))
         })
+    }
+
+    /// The shard a row inserted into `table` with key `key` (its key columns' values, as sent) goes to,
+    /// as `plan` places an INSERT's rows; nil when a key column would store NULL. For a caller that
+    /// builds its INSERT from a request it has already read (seed 004's `/write`) and need not plan it.
+    public func rowShard(_ table: ShardedTable, key: [SQLValue]) -> Int? {
+        guard key.count == table.keyColumns.count else { return nil }
+        var stored: [SQLValue] = []
+        stored.reserveCapacity(key.count)
+        for (n, v) in key.enumerated() {
+            let s = table.keyAffinities[n].apply(v, renderReal: RealText.render)
+            guard s != .null else { return nil }
+            stored.append(s)
+        }
+        return table.shard(of: stored, in: map)
     }
 
     // MARK: UPDATE, DELETE

@@ -432,6 +432,8 @@ final class ShardLBAPI: Sendable {
     /// shard) and its answer once they committed.
     struct PlannedWrite: Sendable {
         var statements: [SQLStatement]
+        /// Each inserted row's Stud_id, in order (what places the rows on CairnDB's shards).
+        var keys: [[SQLValue]]
         var layout: LBLayout
         var reply: JSON
 
@@ -479,7 +481,7 @@ final class ShardLBAPI: Sendable {
             }
             reply = .object([("message", .string("Data entries added")), ("current_idx", .int(index + Int64(rows.count))), ("status", .string("success"))])
         }
-        return PlannedWrite(statements: rows.isEmpty ? [] : layout.inserts(rows), layout: layout, reply: reply)
+        return PlannedWrite(statements: rows.isEmpty ? [] : layout.inserts(rows), keys: rows.map { [$0[key]] }, layout: layout, reply: reply)
     }
 
     /// `/write`'s answer (200), or the error to answer with.

@@ -56,7 +56,8 @@ extension ShardLBAPI: FastDataServer {
                 }
                 if plan.statements.isEmpty { return answered { plan.reply } }
                 api.audit.record(who, statements: plan.statements, database: ShardLB.database)
-                api.writeFast(plan.statements, db: ShardLB.database, atomic: true) { result in
+                // Placed by the records' Stud_ids, not by planning the inserts' text.
+                api.writeRowsFast(plan.statements, keys: plan.keys, db: ShardLB.database, table: ShardLB.table.lowercased(), atomic: true) { result in
                     answered {
                         try PlannedWrite.check(try result.get().results)
                         return plan.reply

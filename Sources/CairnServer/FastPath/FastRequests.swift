@@ -2,6 +2,7 @@ import CairnAuth
 import CairnCluster
 import CairnNode
 import CairnQuery
+import CairnRaft
 import CairnRouter
 import CairnSQLite
 import Foundation
@@ -129,6 +130,34 @@ extension API: FastDataServer {
                 return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
             }
         }
+        writeOneGroup(command, group: group, shard: shard, statements, db: db, atomic: atomic, done)
+    }
+
+    /// Statements that insert rows of a sharded `table`, one row key in `keys` per row, placed by those
+    /// keys (`WritePlanner.rowShard`, the planner's own placement of an INSERT's rows) instead of by
+    /// planning their text: for an API that built the INSERTs from a request it has already read (seed
+    /// 004's `/write`). Rows of one shard go there unchanged, as a planned single-shard write does (and
+    /// the shard's guard refuses any row not its own); anything else is `writeFast`'s.
+    func writeRowsFast(_ statements: [SQLStatement], keys: [[SQLValue]], db: String, table: String, atomic: Bool,
+                       _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
+        let (catalog, shards) = currentShardView(db)
+        guard catalog.exists, catalog.databases[db] != nil, !Catalog.isInternalName(db), let view = shards, !keys.isEmpty,
+              let schema = try? schemaCopies.schema(database: db, tables: view.tables), let described = schema.sharded[table] else {
+            return writeFast(statements, db: db, atomic: atomic, done)
+        }
+        let planner = WritePlanner(schema: schema, map: view.map)
+        guard let shard = planner.rowShard(described, key: keys[0]), keys.allSatisfy({ planner.rowShard(described, key: $0) == shard }) else {
+            return writeFast(statements, db: db, atomic: atomic, done)
+        }
+        var command = SQLCommand.now(statements, atomic: atomic)
+        command.mapVersion = view.map.version
+        writeOneGroup(command, group: view.groups[shard], shard: shard, statements, db: db, atomic: atomic, done)
+    }
+
+    /// The first try of a write that goes to one group (`shard`: the shard it is, when it is one), and
+    /// what follows it, as `writeFast` describes.
+    private func writeOneGroup(_ command: SQLCommand, group: GroupID, shard: Int?, _ statements: [SQLStatement], db: String, atomic: Bool,
+                               _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
         guard let first = groupRouter.executeHere(command, group: group) else {
             return slowly(done) { try await self.write(statements, db: db, atomic: atomic) }
         }
