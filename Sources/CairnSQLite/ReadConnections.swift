@@ -39,8 +39,9 @@ public final class ReadConnections: @unchecked Sendable {
     public func query(_ statements: [SQLStatement], timeoutNanos: UInt64) -> [StatementResult] {
         do {
             return try withConnection { c in
-                if statements.count > 1 { try c.exec("BEGIN") }
-                defer { if !c.isAutocommit { try? c.exec("ROLLBACK") } }
+                // Prepared once per connection: a sharded read is several statements, every time.
+                if statements.count > 1 { try c.execPrepared("BEGIN") }
+                defer { if !c.isAutocommit { try? c.execPrepared("ROLLBACK") } }
                 return statements.map { c.run($0, timeoutNanos: timeoutNanos) }
             }
         } catch {
