@@ -2,6 +2,19 @@ import CairnQuery
 import Testing
 
 @Suite struct TokenTests {
+    @Test("remembered tokens are the text's own tokens, for texts seen again, texts too long to keep, and more texts than are kept")
+    func rememberedTokensAreTheTextsTokens() throws {
+        let texts = (0..<5_000).map { "SELECT v FROM t\($0 % 4_500) WHERE k = ? AND s = 'a''b' -- \($0)" }
+            + ["SELECT " + String(repeating: "x + ", count: 1_000) + "1"]
+        for round in 0..<2 {
+            for text in texts.shuffled() {
+                #expect(try SQLLexer.rememberedTokens(text) == SQLLexer.tokens(text), "round \(round): \(text.prefix(60))")
+            }
+        }
+        #expect(throws: (any Error).self) { try SQLLexer.rememberedTokens("SELECT 'unterminated") }
+        #expect(throws: (any Error).self) { try SQLLexer.rememberedTokens("SELECT 'unterminated") }
+    }
+
     @Test("keywords match in any ASCII case, as SQLite's do, and nothing else folds")
     func keywordsFoldASCIIOnly() throws {
         let tokens = try SQLLexer.tokens("select SeLeCt SELECTS \"select\" ſelect _elect")

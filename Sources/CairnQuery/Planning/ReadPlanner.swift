@@ -7,6 +7,8 @@ import Foundation
 public struct ReadPlanner: Sendable {
     public let schema: ShardingSchema
     public let map: ShardMap
+    /// Shapes of the SELECT texts planned lately.
+    private static let shapes = TextMemo<SelectShape?>()
     /// A pin on a multi-column key expands to at most this many key combinations.
     static let maxPinnedKeys = 1024
 
@@ -32,7 +34,7 @@ public struct ReadPlanner: Sendable {
             // Every shard holds the same copy: any one answers.
             return .single(shard: 0)
         }
-        let (parameters, tokens) = Parameters.renaming(try SQLLexer.tokens(statement.sql), in: statement)
+        let (parameters, tokens) = Parameters.renaming(try SQLLexer.rememberedTokens(statement.sql), in: statement)
         let tables = sharded.compactMap { schema.sharded[$0] }
         let others = touched.subtracting(sharded)
         let unsharded = others.subtracting(schema.reference)
@@ -40,7 +42,8 @@ public struct ReadPlanner: Sendable {
             throw PlanRefusal("\(sharded.joined(separator: " and ")) \(sharded.count == 1 ? "is" : "are") sharded and \(unsharded.sorted().joined(separator: ", ")) is not: "
                               + "a query over sharded tables may read only reference tables besides them")
         }
-        let query = Query(statement: statement, analysis: analysis, parameters: parameters, shape: SelectShape.parse(tokens),
+        // The renamed tokens, and so the shape, are the text's alone (parameter values are apart).
+        let query = Query(statement: statement, analysis: analysis, parameters: parameters, shape: Self.shapes.value(statement.sql) { _ in SelectShape.parse(tokens) },
                           // A subquery reads its tables on its own terms (`k = 5 AND n > (SELECT avg(n) FROM t)` needs
                           // every shard's rows for the average): only a statement with no other SELECT is pinned
                           // by its WHERE or split into per-shard parts.

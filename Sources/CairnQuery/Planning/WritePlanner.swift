@@ -67,7 +67,7 @@ public struct WritePlanner: Sendable {
         guard others.isEmpty else {
             throw PlanRefusal("\(table.name) is sharded and \(others.sorted().joined(separator: ", ")) is not: a write to a sharded table may read only reference tables besides it")
         }
-        let (parameters, tokens) = Parameters.renaming(try SQLLexer.tokens(statement.sql), in: statement)
+        let (parameters, tokens) = Parameters.renaming(try SQLLexer.rememberedTokens(statement.sql), in: statement)
         var body = tokens
         while body.last?.isSymbol(";") == true { body.removeLast() }
         guard let first = body.first else { throw PlanRefusal("empty statement") }

@@ -61,7 +61,7 @@ extension API {
     /// Whether `sql` names any of `tables` (a cheap look at its words before planning). Text that does
     /// not even tokenize is left to the planner, which reports it.
     static func mentions(_ sql: String, _ tables: [String: CatalogShardedTable]) -> Bool {
-        guard let tokens = try? SQLLexer.tokens(sql) else { return true }
+        guard let tokens = try? SQLLexer.rememberedTokens(sql) else { return true }
         return tokens.contains { $0.name.map { tables[$0] != nil } ?? false }
     }
 
