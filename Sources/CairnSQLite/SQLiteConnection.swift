@@ -125,7 +125,8 @@ final class SQLiteConnection {
     /// Clients' single-statement SQL, prepared once and reused with new parameters: a workload repeats
     /// a few statements, and preparing is most of the cost of a small one. SQLite prepares a statement
     /// again by itself when the schema changes under it.
-    private var statementCache: [String: CachedStatement] = [:]
+    /// By the text's bytes (`SQLTextKey`), never by `String` equality.
+    private var statementCache: [SQLTextKey: CachedStatement] = [:]
     /// Per connection: bounds memory when clients inline values in SQL (every text then differs, and
     /// the cache starts over whenever it fills).
     static let maxCachedStatements = 64
@@ -433,7 +434,7 @@ final class SQLiteConnection {
         context.deadlineNanos = role == .read && timeoutNanos > 0 ? DispatchTime.now().uptimeNanoseconds + timeoutNanos : 0
         defer { context.deadlineNanos = 0 }
         var result = StatementResult()
-        if let cached = statementCache[statement.sql] {
+        if let cached = statementCache[SQLTextKey(statement.sql)] {
             context.denial = nil
             context.modifiesRows = cached.modifiesRows
             context.preparingAlterTable = false
@@ -475,7 +476,7 @@ final class SQLiteConnection {
                         for c in statementCache.values { sqlite3_finalize(c.statement) }
                         statementCache = [:]
                     }
-                    statementCache[statement.sql] = CachedStatement(statement: s, modifiesRows: context.modifiesRows)
+                    statementCache[SQLTextKey(statement.sql)] = CachedStatement(statement: s, modifiesRows: context.modifiesRows)
                 }
                 defer {
                     if keep {

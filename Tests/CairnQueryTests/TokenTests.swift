@@ -13,6 +13,11 @@ import Testing
         }
         #expect(throws: (any Error).self) { try SQLLexer.rememberedTokens("SELECT 'unterminated") }
         #expect(throws: (any Error).self) { try SQLLexer.rememberedTokens("SELECT 'unterminated") }
+        // Equal as Swift strings (canonically equivalent), different bytes: each keeps its own tokens.
+        let composed = "SELECT v FROM t WHERE k = 'caf\u{E9}'", decomposed = "SELECT v FROM t WHERE k = 'cafe\u{301}'"
+        for text in [composed, decomposed, composed, decomposed] {
+            #expect(try SQLLexer.rememberedTokens(text).map { Array($0.text.utf8) } == SQLLexer.tokens(text).map { Array($0.text.utf8) })
+        }
     }
 
     @Test("keywords match in any ASCII case, as SQLite's do, and nothing else folds")

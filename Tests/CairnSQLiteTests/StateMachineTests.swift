@@ -17,6 +17,33 @@ private func command(_ sql: String..., atomic: Bool = false) -> SQLCommand {
 
 @Suite("SQLite state machine")
 struct StateMachineTests {
+    @Test("texts that differ only in Unicode normalization are different statements: each runs as its own bytes say, on the apply connection and on reads")
+    func canonicallyEquivalentTextsStayApart() throws {
+        let tmp = TempDB()
+        let composed = "caf\u{E9}", decomposed = "cafe\u{301}"
+        // Equal as Swift strings, different bytes (and so different to SQLite).
+        #expect(composed == decomposed && Array(composed.utf8) != Array(decomposed.utf8))
+        let sm = try SQLStateMachine(path: tmp.path())
+        _ = try sm.apply(index: 1, command: command("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"))
+        // The first text is prepared and kept; the second, equal as a Swift string, must not run as it.
+        _ = try sm.apply(index: 2, command: command("INSERT INTO t(id, v) VALUES (3, '\(composed)')"))
+        _ = try sm.apply(index: 3, command: command("DELETE FROM t"))
+        _ = try sm.apply(index: 4, command: command("INSERT INTO t(id, v) VALUES (3, '\(decomposed)')"))
+        for _ in 0..<2 {
+            let a = sm.query(SQLStatement("SELECT '\(composed)'")).rows, b = sm.query(SQLStatement("SELECT '\(decomposed)'")).rows
+            guard case .text(let ta)? = a.first?.first, case .text(let tb)? = b.first?.first else {
+                Issue.record("no rows: \(a) \(b)")
+                return
+            }
+            #expect(Array(ta.utf8) == Array(composed.utf8) && Array(tb.utf8) == Array(decomposed.utf8))
+        }
+        guard case .text(let stored)? = sm.query(SQLStatement("SELECT v FROM t WHERE id = 3")).rows.first?.first else {
+            Issue.record("row 3 missing")
+            return
+        }
+        #expect(Array(stored.utf8) == Array(decomposed.utf8))
+    }
+
     @Test("a batch of entries applies in one transaction; an atomic entry that fails rolls back alone")
     func batchApply() throws {
         let tmp = TempDB()

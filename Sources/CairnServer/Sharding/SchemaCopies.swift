@@ -15,7 +15,7 @@ final class SchemaCopies: @unchecked Sendable {
         var tables: [String: CatalogShardedTable]
         var database: ScratchDatabase
         var schema: ShardingSchema
-        var analyses: [String: StatementAnalysis] = [:]
+        var analyses: [SQLTextKey: StatementAnalysis] = [:]
     }
 
     private let lock = NSLock()
@@ -34,11 +34,11 @@ final class SchemaCopies: @unchecked Sendable {
         // Through the dictionary, not a local copy of the entry: a second reference to its analyses
         // would make every insertion copy them all.
         _ = try current(database, tables)
-        if let known = copies[database]!.analyses[sql] { return (copies[database]!.schema, known) }
+        if let known = copies[database]!.analyses[SQLTextKey(sql)] { return (copies[database]!.schema, known) }
         let analysis = try copies[database]!.database.analyze(sql)
         if sql.utf8.count <= Self.maxAnalysedSQLBytes {
             if copies[database]!.analyses.count >= Self.maxAnalyses { copies[database]!.analyses.removeAll() }
-            copies[database]!.analyses[sql] = analysis
+            copies[database]!.analyses[SQLTextKey(sql)] = analysis
         }
         return (copies[database]!.schema, analysis)
     }

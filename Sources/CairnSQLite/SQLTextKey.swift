@@ -1,0 +1,19 @@
+/// Statement text as a dictionary key, compared byte for byte. Swift's `String` compares by Unicode
+/// canonical equivalence (`'café'` with a precomposed é equals it with e and a combining accent), but
+/// SQLite, the shard hash and the replicas all see bytes: a cache keyed by `String` would answer one
+/// text with what was made from another (a prepared statement, a plan), and two replicas with different
+/// cache contents would apply different statements.
+public struct SQLTextKey: Hashable, Sendable {
+    public let text: String
+
+    public init(_ text: String) { self.text = text }
+
+    public static func == (a: SQLTextKey, b: SQLTextKey) -> Bool {
+        a.text.utf8.elementsEqual(b.text.utf8)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        var text = text
+        text.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+}
