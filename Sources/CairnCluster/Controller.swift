@@ -97,7 +97,7 @@ extension ClusterNode {
                 }
             }
         }
-        for (g, status) in try await runtime.statuses() { try await reconcile(group: g, status: status, catalog: catalog) }
+        for g in try await runtime.groupIDs() { try await reconcile(group: g, catalog: catalog) }
         try await balanceLeaders(catalog: catalog)
         let leading = meta.role == .leader
         state.withLockedValue { s in
@@ -159,7 +159,15 @@ extension ClusterNode {
 
     /// On a group's leader: one membership change towards what the catalog wants, or a note to the
     /// catalog that a move advanced.
-    private func reconcile(group: GroupID, status: NodeRuntime.GroupStatus, catalog local: Catalog) async throws {
+    private func reconcile(group: GroupID, catalog local: Catalog) async throws {
+        // Read now, not with the other groups': the changes before this one took time. A group gone
+        // since the pass listed it (dropped, moved away) has nothing to reconcile.
+        let status: NodeRuntime.GroupStatus
+        do {
+            status = try await runtime.status(group: group)
+        } catch RuntimeError.unknownGroup {
+            return
+        }
         guard status.role == .leader, status.configIndex <= status.commit, local.exists else { return }
         guard var action = plan(group: group, status: status, catalog: local) else { return }
         if case .propose(.removeNode(let v)) = action, status.config.isVoter(v) {

@@ -84,9 +84,14 @@ extension NodeRuntime {
     }
 
     /// Where a client operation's answer is delivered: the caller's own event loop when it is on one (an
-    /// HTTP loop, the transport's), so what the caller does with the answer runs there and not on the
-    /// apply loop, with one hand-off instead of two; the apply loop for a caller in a task.
-    var callerLoop: any EventLoop { MultiThreadedEventLoopGroup.currentEventLoop ?? applyLoop }
+    /// HTTP loop), so what the caller does with the answer runs there and not on the apply loop, with
+    /// one hand-off instead of two; the apply loop for a caller in a task, and for one on the Raft loop
+    /// (a call from another node, read by the transport there): encoding its answer, up to a call's
+    /// limit, must not hold up every group's heartbeats.
+    var callerLoop: any EventLoop {
+        guard !raftLoop.inEventLoop, let loop = MultiThreadedEventLoopGroup.currentEventLoop else { return applyLoop }
+        return loop
+    }
 
     /// Fails writes and reads that waited past their deadline (every 100 ms, on each loop).
     func sweepTimeouts() {

@@ -118,8 +118,9 @@ public final class NodeRuntime: Sendable {
         init(store: LogStore) { self.store = store }
     }
 
-    /// A client's promises belong to the apply loop, which answers them: the waiting task resumes
-    /// straight from there, with no further hop (each hop is a thread wake-up on a write's path).
+    /// A client's promise belongs to the loop that asked (`callerLoop`): the apply loop or the read pool
+    /// completes it, and what the caller does next runs on its own loop, one hop away (each hop is a
+    /// thread wake-up on a write's path).
     typealias Answer = EventLoopPromise<([StatementResult], LogIndex)>
 
     struct PendingWrite {

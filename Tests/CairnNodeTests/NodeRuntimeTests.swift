@@ -1,4 +1,4 @@
-import CairnNode
+@testable import CairnNode
 import CairnRaft
 import CairnSQLite
 import CairnTestSupport
@@ -214,6 +214,28 @@ struct NodeRuntimeTests {
         let sent = follower.transport.stats.envelopesSent - sentBefore
         print("follower reads: \(reads) linearizable reads through a follower sent \(sent) envelopes")
         #expect(sent < reads / 2, "\(reads) reads through the follower sent \(sent) envelopes")
+        await c.stopAll()
+    }
+
+    @Test("a write or read asked on the Raft loop (a call from another node, read by the transport there) is answered on the apply loop, not on the Raft loop; one asked on another event loop is answered there")
+    func answersStayOffTheRaftLoop() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leaderID = try await c.leader()
+        let node = c.nodes[leaderID]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        let command = c.sql("INSERT INTO t VALUES (1)")
+        let (write, read) = try await node.raftLoop.submit {
+            (node.executeFuture(group: 1, command), node.queryFuture(group: 1, [SQLStatement("SELECT count(*) FROM t")]))
+        }.get()
+        #expect(write.eventLoop !== node.raftLoop && write.eventLoop === node.applyLoop)
+        #expect(read.eventLoop !== node.raftLoop && read.eventLoop === node.applyLoop)
+        _ = try await write.get()
+        _ = try await read.get()
+        let other = MultiThreadedEventLoopGroup.singleton.next()
+        let elsewhere = try await other.submit { node.executeFuture(group: 1, command) }.get()
+        #expect(elsewhere.eventLoop === other)
+        _ = try await elsewhere.get()
         await c.stopAll()
     }
 

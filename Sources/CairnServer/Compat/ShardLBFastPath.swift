@@ -57,7 +57,8 @@ extension ShardLBAPI: FastDataServer {
                 if plan.statements.isEmpty { return answered { plan.reply } }
                 api.audit.record(who, statements: plan.statements, database: ShardLB.database)
                 // Placed by the records' Stud_ids, not by planning the inserts' text.
-                api.writeRowsFast(plan.statements, keys: plan.keys, db: ShardLB.database, table: ShardLB.table.lowercased(), atomic: true) { result in
+                api.writeRowsFast(plan.statements, keys: plan.keys, db: ShardLB.database, table: ShardLB.table.lowercased(),
+                                  keyColumns: [ShardLB.key.lowercased()], atomic: true) { result in
                     answered {
                         try PlannedWrite.check(try result.get().results)
                         return plan.reply
@@ -71,7 +72,7 @@ extension ShardLBAPI: FastDataServer {
                 guard let statement = plan.statement else { return answered { try plan.reply(nil) } }
                 // Placed by the Stud_id range the statement reads (`LBLayout.select`'s two bounds), not by planning its text.
                 let (low, high) = (statement.positional.first ?? .null, statement.positional.last ?? .null)
-                api.readKeyRangeFast(statement, db: ShardLB.database, table: ShardLB.table.lowercased(), from: low, to: high,
+                api.readKeyRangeFast(statement, db: ShardLB.database, table: ShardLB.table.lowercased(), key: ShardLB.key.lowercased(), from: low, to: high,
                                      consistency: .linearizable) { result in
                     answered { try plan.reply(try result.get().results[0]) }
                 }

@@ -133,16 +133,17 @@ extension API: FastDataServer {
         writeOneGroup(command, group: group, shard: shard, statements, db: db, atomic: atomic, done)
     }
 
-    /// Statements that insert rows of a sharded `table`, one row key in `keys` per row, placed by those
-    /// keys (`WritePlanner.rowShard`, the planner's own placement of an INSERT's rows) instead of by
+    /// Statements that insert rows of a sharded `table`, one row key in `keys` (the values of
+    /// `keyColumns`, lowercased, which must be the table's shard key) per row, placed by those keys (`WritePlanner.rowShard`, the planner's own placement of an INSERT's rows) instead of by
     /// planning their text: for an API that built the INSERTs from a request it has already read (seed
     /// 004's `/write`). Rows of one shard go there unchanged, as a planned single-shard write does (and
     /// the shard's guard refuses any row not its own); anything else is `writeFast`'s.
-    func writeRowsFast(_ statements: [SQLStatement], keys: [[SQLValue]], db: String, table: String, atomic: Bool,
+    func writeRowsFast(_ statements: [SQLStatement], keys: [[SQLValue]], db: String, table: String, keyColumns: [String], atomic: Bool,
                        _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
         let (catalog, shards) = currentShardView(db)
         guard catalog.exists, catalog.databases[db] != nil, !Catalog.isInternalName(db), let view = shards, !keys.isEmpty,
-              let schema = try? schemaCopies.schema(database: db, tables: view.tables), let described = schema.sharded[table] else {
+              let schema = try? schemaCopies.schema(database: db, tables: view.tables), let described = schema.sharded[table],
+              described.keyColumns == keyColumns else {
             return writeFast(statements, db: db, atomic: atomic, done)
         }
         let planner = WritePlanner(schema: schema, map: view.map)
@@ -237,15 +238,16 @@ extension API: FastDataServer {
         readOneShard(statements[0], shard: shard, db: db, view: view, consistency: consistency, slow: slow, done)
     }
 
-    /// A read of one statement over a sharded `table` whose rows' keys all lie between `lower` and
-    /// `upper`, placed by those bounds (`ReadPlanner.keyRangeShards`) instead of by planning its text:
+    /// A read of one statement over a sharded `table` whose rows' `key` (lowercased) all lie between
+    /// `lower` and `upper`, placed by those bounds when `key` is the table's shard key (`ReadPlanner.keyRangeShards`) instead of by planning its text:
     /// for an API that built the statement from a request it has already read (seed 004's `/read`). On
     /// one shard, read as a pinned point read is; otherwise, or when anything needs waiting, `readFast`'s.
-    func readKeyRangeFast(_ statement: SQLStatement, db: String, table: String, from lower: SQLValue, to upper: SQLValue,
+    func readKeyRangeFast(_ statement: SQLStatement, db: String, table: String, key: String, from lower: SQLValue, to upper: SQLValue,
                           consistency: ReadConsistency, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
         let (catalog, shards) = currentShardView(db)
         guard catalog.exists, let view = shards, catalog.databases[db] != nil, !Catalog.isInternalName(db),
               let schema = try? schemaCopies.schema(database: db, tables: view.tables), let described = schema.sharded[table],
+              described.keyColumns == [key],
               let pinned = ReadPlanner(schema: schema, map: view.map).keyRangeShards(described, from: lower, to: upper), pinned.count == 1 else {
             return readFast([statement], db: db, consistency: consistency, done)
         }
