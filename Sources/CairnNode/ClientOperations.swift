@@ -110,18 +110,18 @@ extension NodeRuntime {
         raftLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { task in
             let side = self.raftState.value
             let now = NIODeadline.now()
+            // Fails the reads past their deadline; the others, or nil when none is left.
+            func unexpired(_ reads: [ReadRequest]) -> [ReadRequest]? {
+                for r in reads where r.deadline < now { r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read")) }
+                let left = reads.filter { $0.deadline >= now }
+                return left.isEmpty ? nil : left
+            }
             for (id, batch) in side.pendingReads where batch.reads.contains(where: { $0.deadline < now }) {
-                for r in batch.reads where r.deadline < now {
-                    r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read"))
-                }
-                let left = batch.reads.filter { $0.deadline >= now }
-                side.pendingReads[id] = left.isEmpty ? nil : ReadBatch(group: batch.group, reads: left)
+                side.pendingReads[id] = unexpired(batch.reads).map { ReadBatch(group: batch.group, reads: $0) }
             }
             // Asked in the next pass, unless the node stopped making passes.
             for (group, reads) in side.readsToAsk where reads.contains(where: { $0.deadline < now }) {
-                for r in reads where r.deadline < now { r.promise.fail(RuntimeError.timedOut("confirming leadership for a linearizable read")) }
-                let left = reads.filter { $0.deadline >= now }
-                side.readsToAsk[group] = left.isEmpty ? nil : left
+                side.readsToAsk[group] = unexpired(reads)
             }
             for group in side.pendingWrites.keys {
                 for (index, w) in side.pendingWrites[group]! where w.deadline < now {

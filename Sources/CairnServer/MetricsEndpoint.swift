@@ -24,8 +24,7 @@ final class MetricsExporter: Sendable {
     }()
 
     func render(runtime: NodeRuntime, catalog: Catalog) async -> [UInt8] {
-        for g in (try? await runtime.groupIDs()) ?? [] {
-            guard let s = try? await runtime.status(group: g) else { continue }
+        for (g, s) in (try? await runtime.statuses()) ?? [] {
             let d = [("group", String(g))]
             // Which database (and shard of it) a group is, to join the per-group series on.
             if let entry = catalog.database(group: g) {

@@ -199,9 +199,9 @@ extension API {
             return problems + ["the catalog cannot be read linearizably yet (\(error))"]
         }
         guard catalog.exists, let db = catalog.databases[defaultDatabase] else { return problems + ["the catalog is not loaded yet"] }
-        let hosted = (try? await runtime.groupIDs()) ?? []
-        for g in hosted {
-            guard let s = try? await runtime.status(group: g) else { continue }
+        let statuses = (try? await runtime.statuses()) ?? []
+        let hosted = statuses.map(\.group)
+        for (g, s) in statuses {
             if s.leader == noNode { problems.append("group \(g) has no leader") }
             if !s.config.isMember(cluster.nodeID) { problems.append("group \(g) has not added this node yet") }
             if let m = runtime.consistency(group: g)?.mismatch {
