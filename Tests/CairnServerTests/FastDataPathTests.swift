@@ -17,7 +17,7 @@ import Testing
 
         func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest? {
             guard let path = head.path, path.hasPrefix("/fast") else { return nil }
-            return FastRequest(endpoint: .execute, database: path, principal: Principal(user: nil, grants: Grants([])))
+            return FastRequest(endpoint: .write, database: path, principal: Principal(user: nil, grants: Grants([])))
         }
 
         func serveFast(_ request: FastRequest, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void) {

@@ -1,36 +1,67 @@
 import CairnSQLite
 
-/// A statement's parameters, numbered as SQLite numbers them, and renamed so that any part of the
-/// statement can be cut out and run on its own: `?` and `?NNN` become `:_cairn_pNNN` (positional
-/// numbers would shift when a clause is dropped), and each piece is sent with only its own values.
-struct Parameters {
-    /// The value each (renamed) parameter text stands for; a parameter given no value is NULL, as in SQLite.
-    private(set) var values: [String: SQLValue] = [:]
+/// Where a statement text's parameters are, renamed so that any part of the statement can be cut out
+/// and run on its own: `?` and `?NNN` become `:_cairn_pNNN` (positional numbers would shift when a
+/// clause is dropped). The text's alone: planning keeps it per text (`PreparedRead`) and gives each
+/// request's values to it (`Parameters`).
+struct ParameterSlots: Sendable {
+    struct Slot: Sendable {
+        /// The parameter's text after renaming.
+        var renamed: String
+        /// SQLite's number for it (what a positional value binds to).
+        var index: Int
+        /// The name it was written with (`:name`, `@name`, `$name`); nil for `?` and `?NNN`.
+        var name: String?
+    }
+    private(set) var slots: [Slot] = []
 
-    /// Renames the parameters in `tokens` and records their values from `statement`.
-    static func renaming(_ tokens: [Token], in statement: SQLStatement) -> (Parameters, [Token]) {
-        var p = Parameters()
+    /// Renames the parameters in `tokens`, numbering them as SQLite does.
+    static func renaming(_ tokens: [Token]) -> (ParameterSlots, [Token]) {
+        var slots = ParameterSlots()
         var out = tokens
         var largest = 0
         var namedIndex: [String: Int] = [:]
         for (i, t) in tokens.enumerated() where t.kind == .parameter {
             let index: Int
             let renamed: String
-            var value: SQLValue?
+            var name: String?
             if t.text.hasPrefix("?") {
                 if t.text.count > 1, let n = Int(t.text.dropFirst()) { index = n } else { index = largest + 1 }
                 renamed = ":_cairn_p\(index)"
             } else {
                 if let known = namedIndex[t.text] { index = known } else { index = largest + 1; namedIndex[t.text] = index }
                 renamed = t.text
-                value = statement.named[t.text] ?? statement.named[String(t.text.dropFirst())]
+                name = t.text
             }
             largest = max(largest, index)
-            if value == nil && index >= 1 && index <= statement.positional.count { value = statement.positional[index - 1] }
-            p.values[renamed] = value ?? .null
+            slots.slots.append(Slot(renamed: renamed, index: index, name: name))
             out[i] = Token(kind: .parameter, text: renamed, value: renamed)
         }
-        return (p, out)
+        return (slots, out)
+    }
+}
+
+/// A statement's parameters, numbered as SQLite numbers them and renamed as `ParameterSlots` renames
+/// them, with the values the request gave them.
+struct Parameters {
+    /// The value each (renamed) parameter text stands for; a parameter given no value is NULL, as in SQLite.
+    private(set) var values: [String: SQLValue] = [:]
+
+    init() {}
+
+    /// The values `statement` gives the parameters of its text's `slots`.
+    init(_ slots: ParameterSlots, of statement: SQLStatement) {
+        for slot in slots.slots {
+            var value = slot.name.flatMap { statement.named[$0] ?? statement.named[String($0.dropFirst())] }
+            if value == nil && slot.index >= 1 && slot.index <= statement.positional.count { value = statement.positional[slot.index - 1] }
+            values[slot.renamed] = value ?? .null
+        }
+    }
+
+    /// Renames the parameters in `tokens` and records their values from `statement`.
+    static func renaming(_ tokens: [Token], in statement: SQLStatement) -> (Parameters, [Token]) {
+        let (slots, renamed) = ParameterSlots.renaming(tokens)
+        return (Parameters(slots, of: statement), renamed)
     }
 
     /// A statement of these (already renamed) tokens, with the values of the parameters they hold.
@@ -40,5 +71,12 @@ struct Parameters {
         return SQLStatement(SQLLexer.text(tokens), named: named)
     }
 
-    func value(of token: Token) -> SQLValue? { values[token.text] }
+    /// A term's value; a parameter given none is NULL (as `init` records every parameter of its
+    /// text, only a term from another text can be missing).
+    func value(of term: ReadPlanner.Term) -> SQLValue {
+        switch term {
+        case .value(let v): return v
+        case .parameter(let p): return values[p] ?? .null
+        }
+    }
 }

@@ -18,6 +18,14 @@ public struct ReadPlanner: Sendable {
     }
 
     public func plan(_ statement: SQLStatement, analysis: StatementAnalysis) throws -> ReadPlan {
+        try plan(statement, prepared: Self.prepare(statement.sql, analysis: analysis, schema: schema))
+    }
+
+    /// What planning learns from a statement's text and the schema alone: everything but its
+    /// parameters' values and the shard map. The router keeps it per text beside the statement's
+    /// analysis, so that planning a point read it has seen is resolving its key and hashing it.
+    /// Throws what planning throws for the text, whatever its values.
+    public static func prepare(_ sql: String, analysis: StatementAnalysis, schema: ShardingSchema) throws -> PreparedRead {
         let touched = analysis.tablesRead.union(analysis.tablesWritten)
         let sharded = touched.filter { schema.sharded[$0] != nil }.sorted()
         guard analysis.readOnly || (sharded.isEmpty && touched.isDisjoint(with: schema.reference)) else {
@@ -25,16 +33,16 @@ public struct ReadPlanner: Sendable {
         }
         if sharded.isEmpty {
             let references = touched.intersection(schema.reference)
-            if references.isEmpty { return .home }
+            if references.isEmpty { return PreparedRead(.home) }
             let unsharded = touched.subtracting(schema.reference)
             guard unsharded.isEmpty else {
                 throw PlanRefusal("\(references.sorted().joined(separator: ", ")) is a reference table and \(unsharded.sorted().joined(separator: ", ")) is not: "
                                   + "reference tables are kept on the shards, unsharded tables in the home group, and a query reads one or the other")
             }
             // Every shard holds the same copy: any one answers.
-            return .single(shard: 0)
+            return PreparedRead(.anyShard)
         }
-        let (parameters, tokens) = Parameters.renaming(try SQLLexer.rememberedTokens(statement.sql), in: statement)
+        let (slots, tokens) = ParameterSlots.renaming(try SQLLexer.rememberedTokens(sql))
         let tables = sharded.compactMap { schema.sharded[$0] }
         let others = touched.subtracting(sharded)
         let unsharded = others.subtracting(schema.reference)
@@ -43,14 +51,39 @@ public struct ReadPlanner: Sendable {
                               + "a query over sharded tables may read only reference tables besides them")
         }
         // The renamed tokens, and so the shape, are the text's alone (parameter values are apart).
-        let query = Query(statement: statement, analysis: analysis, parameters: parameters, shape: Self.shapes.value(statement.sql) { _ in SelectShape.parse(tokens) },
-                          // A subquery reads its tables on its own terms (`k = 5 AND n > (SELECT avg(n) FROM t)` needs
-                          // every shard's rows for the average): only a statement with no other SELECT is pinned
-                          // by its WHERE or split into per-shard parts.
-                          oneSelect: tokens.filter { $0.isWord("SELECT") }.count == 1,
-                          references: others.sorted().compactMap { schema.referenceTables[$0] })
-        if tables.count == 1 { return try planOne(tables[0], query) }
-        return try planJoin(tables, query)
+        let shape = shapes.value(sql) { _ in SelectShape.parse(tokens) }
+        // A subquery reads its tables on its own terms (`k = 5 AND n > (SELECT avg(n) FROM t)` needs
+        // every shard's rows for the average): only a statement with no other SELECT is pinned by its
+        // WHERE or split into per-shard parts.
+        let oneSelect = tokens.filter { $0.isWord("SELECT") }.count == 1
+        var text = PreparedRead.Text(analysis: analysis, slots: slots, shape: shape, oneSelect: oneSelect,
+                                     references: others.sorted().compactMap { schema.referenceTables[$0] }, tables: tables)
+        if tables.count == 1 {
+            let table = tables[0]
+            let qualifier = shape.flatMap { Self.qualifier(of: $0.from, table: table) }
+            // Joined with reference tables, the sharded table is still pinned by its key in WHERE (unless
+            // another table goes by its name: then `t.k` may be that one's column).
+            let joined = qualifier ?? shape.flatMap { Self.uniquelyNamed($0.from) ? Self.joinQualifier(of: $0.from, table: table) : nil }
+            var pinTerms: [[Term]]?
+            if let joined, let w = shape?.whereClause, oneSelect { pinTerms = Self.pinTerms(w, table: table, qualifier: joined) }
+            text.one = .init(table: table, qualifier: qualifier, joined: joined, pinTerms: pinTerms)
+        }
+        return PreparedRead(.query(text))
+    }
+
+    /// Plans `statement` from what `prepare` learnt from its text against this planner's schema.
+    public func plan(_ statement: SQLStatement, prepared: PreparedRead) throws -> ReadPlan {
+        switch prepared.outcome {
+        case .home:
+            return .home
+        case .anyShard:
+            return .single(shard: 0)
+        case .query(let text):
+            let q = Query(statement: statement, analysis: text.analysis, parameters: Parameters(text.slots, of: statement), shape: text.shape,
+                          oneSelect: text.oneSelect, references: text.references)
+            if let one = text.one { return try planOne(one, q) }
+            return try planJoin(text.tables, q)
+        }
     }
 
     /// What every plan of one statement looks at.
@@ -66,14 +99,12 @@ public struct ReadPlanner: Sendable {
 
     /// A statement over one sharded table (and perhaps reference tables): to its shard when its key is
     /// pinned; else split into per-shard parts and combined when its shape allows, else its rows gathered.
-    private func planOne(_ table: ShardedTable, _ q: Query) throws -> ReadPlan {
-        let qualifier = q.shape.flatMap { Self.qualifier(of: $0.from, table: table) }
-        // Joined with reference tables, the sharded table is still pinned by its key in WHERE (unless
-        // another table goes by its name: then `t.k` may be that one's column).
-        let joined = qualifier ?? q.shape.flatMap { Self.uniquelyNamed($0.from) ? Self.joinQualifier(of: $0.from, table: table) : nil }
+    private func planOne(_ one: PreparedRead.OneTable, _ q: Query) throws -> ReadPlan {
+        let (table, qualifier, joined) = (one.table, one.qualifier, one.joined)
         var shards = Array(0..<map.count)
-        if let shape = q.shape, let joined, let w = shape.whereClause, q.oneSelect,
-           let pinned = pins(w, table: table, qualifier: joined, parameters: q.parameters) {
+        if let shape = q.shape, joined != nil, let w = shape.whereClause, q.oneSelect,
+           let pinned = one.pinTerms.map({ pins($0, table: table, parameters: q.parameters) })
+                ?? rangePins(w, table: table, qualifier: joined!, parameters: q.parameters) {
             // No key can match (an empty IN list, `= NULL`): any one shard gives the empty answer exactly.
             shards = pinned.isEmpty ? [0] : pinned
         }
@@ -340,21 +371,39 @@ public struct ReadPlanner: Sendable {
     /// The shards that can hold rows matching WHERE's top-level equalities on the whole shard key;
     /// nil when WHERE does not pin the key.
     func pins(_ whereClause: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> [Int]? {
-        var candidates: [[SQLValue]] = Array(repeating: [], count: table.keyColumns.count)
+        guard let terms = Self.pinTerms(whereClause, table: table, qualifier: qualifier) else {
+            return rangePins(whereClause, table: table, qualifier: qualifier, parameters: parameters)
+        }
+        return pins(terms, table: table, parameters: parameters)
+    }
+
+    /// For each column of `table`'s shard key, the literals and parameters WHERE's top-level
+    /// equalities (`=`, `==`, `IN`) set it to: the text's part of `pins`. Nil unless every key column
+    /// has one.
+    static func pinTerms(_ whereClause: [Token], table: ShardedTable, qualifier: String) -> [[Term]]? {
+        var candidates: [[Term]] = Array(repeating: [], count: table.keyColumns.count)
         var found = Array(repeating: false, count: table.keyColumns.count)
         for conjunct in Self.conjuncts(whereClause) {
-            guard let (column, values) = Self.equality(conjunct, table: table, qualifier: qualifier, parameters: parameters),
+            guard let (column, terms) = Self.equality(conjunct, table: table, qualifier: qualifier),
                   let k = table.keyColumns.firstIndex(of: column) else { continue }
             // Two conditions on one key column: keep the first (either is a correct superset).
             if found[k] { continue }
             found[k] = true
-            candidates[k] = values.map { table.keyAffinities[k].apply($0, renderReal: RealText.render) }
+            candidates[k] = terms
         }
-        guard found.allSatisfy({ $0 }) else { return rangePins(whereClause, table: table, qualifier: qualifier, parameters: parameters) }
+        return found.allSatisfy({ $0 }) ? candidates : nil
+    }
+
+    /// The shards holding the keys `pinTerms` found, with the statement's values; nil past
+    /// `maxPinnedKeys` combinations.
+    func pins(_ terms: [[Term]], table: ShardedTable, parameters: Parameters) -> [Int]? {
         // NULL equals nothing: such a key selects no row.
-        let usable = candidates.map { $0.filter { $0 != .null } }
+        let usable = terms.enumerated().map { k, column in
+            column.map { table.keyAffinities[k].apply(parameters.value(of: $0), renderReal: RealText.render) }.filter { $0 != .null }
+        }
         let combinations = usable.reduce(1) { $0 * $1.count }
         guard combinations <= Self.maxPinnedKeys else { return nil }
+        if combinations == 1 { return [table.shard(of: usable.map { $0[0] }, in: map)] }
         var shards: Set<Int> = []
         var keys: [[SQLValue]] = [[]]
         for values in usable { keys = keys.flatMap { prefix in values.map { prefix + [$0] } } }
@@ -473,7 +522,7 @@ public struct ReadPlanner: Sendable {
 
     /// `col = v`, `v = col`, `col == v` or `col IN (v, ...)`, with col this table's column (bare or
     /// qualified) and each v one literal or parameter: the column and the values.
-    static func equality(_ conjunct: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> (String, [SQLValue])? {
+    static func equality(_ conjunct: [Token], table: ShardedTable, qualifier: String) -> (String, [Term])? {
         var c = conjunct
         while c.count >= 2 && c.first!.isSymbol("(") && c.last!.isSymbol(")") && SelectShape.splitTopLevel(Array(c.dropFirst().dropLast())).count == 1
                 && balanced(Array(c.dropFirst().dropLast())) {
@@ -487,17 +536,17 @@ public struct ReadPlanner: Sendable {
         }
         if let eq = c.firstIndex(where: { $0.isSymbol("=") || $0.isSymbol("==") }) {
             let left = c[..<eq], right = c[(eq + 1)...]
-            if let col = column(left), let v = literal(right, parameters) { return (col, [v]) }
-            if let col = column(right), let v = literal(left, parameters) { return (col, [v]) }
+            if let col = column(left), let v = term(right) { return (col, [v]) }
+            if let col = column(right), let v = term(left) { return (col, [v]) }
             return nil
         }
         if let inAt = c.firstIndex(where: { $0.isWord("IN") }), let col = column(c[..<inAt]),
            inAt + 2 < c.count, c[inAt + 1].isSymbol("("), c.last!.isSymbol(")") {
             let inner = Array(c[(inAt + 2)..<(c.count - 1)])
             if inner.isEmpty { return (col, []) }
-            var values: [SQLValue] = []
+            var values: [Term] = []
             for part in SelectShape.splitTopLevel(inner) {
-                guard let v = literal(part[...], parameters) else { return nil }
+                guard let v = term(part[...]) else { return nil }
                 values.append(v)
             }
             return (col, values)
@@ -514,24 +563,41 @@ public struct ReadPlanner: Sendable {
         return depth == 0
     }
 
+    /// A literal or a parameter, as a statement's text holds it: a literal's value is known from the
+    /// text, a parameter's comes with each request.
+    enum Term: Sendable, Equatable {
+        case value(SQLValue)
+        /// A parameter, by its renamed text.
+        case parameter(String)
+    }
+
     /// One literal (with an optional sign on a number) or parameter, as the value it stands for.
     static func literal(_ ts: ArraySlice<Token>, _ parameters: Parameters) -> SQLValue? {
+        switch term(ts) {
+        case .value(let v)?: return v
+        case .parameter(let p)?: return parameters.values[p]
+        case nil: return nil
+        }
+    }
+
+    /// One literal (with an optional sign on a number) or parameter, as a term.
+    static func term(_ ts: ArraySlice<Token>) -> Term? {
         let t = Array(ts)
         if t.count == 2, t[0].isSymbol("-") || t[0].isSymbol("+"), t[1].kind == .number, let v = number(t[1].text) {
-            guard t[0].isSymbol("-") else { return v }
+            guard t[0].isSymbol("-") else { return .value(v) }
             switch v {
-            case .integer(let i): return i == .min ? nil : .integer(-i)
-            case .real(let d): return .real(-d)
+            case .integer(let i): return i == .min ? nil : .value(.integer(-i))
+            case .real(let d): return .value(.real(-d))
             default: return nil
             }
         }
         guard t.count == 1 else { return nil }
         switch t[0].kind {
-        case .number: return number(t[0].text)
-        case .string: return .text(t[0].value)
-        case .blob: return hexBlob(t[0].text)
-        case .parameter: return parameters.value(of: t[0])
-        case .word where t[0].isWord("NULL"): return .null
+        case .number: return number(t[0].text).map(Term.value)
+        case .string: return .value(.text(t[0].value))
+        case .blob: return hexBlob(t[0].text).map(Term.value)
+        case .parameter: return .parameter(t[0].text)
+        case .word where t[0].isWord("NULL"): return .value(.null)
         default: return nil
         }
     }

@@ -12,15 +12,9 @@ import NIOCore
 /// read within the last second, the students' table not made yet, an id a fresher layout may place)
 /// runs the router's handler body in a task.
 extension ShardLBAPI: FastDataServer {
-    struct LBFastRequest: Sendable {
-        enum Endpoint: Sendable { case write, read }
-        let endpoint: Endpoint
-        let principal: Principal
-    }
-
-    func fastRequest(_ head: HTTPRequest, remote: String) -> LBFastRequest? {
+    func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest? {
         guard head.method == .post, let path = head.path else { return nil }
-        let endpoint: LBFastRequest.Endpoint
+        let endpoint: FastRequest.Endpoint
         switch path {
         case "/write": endpoint = .write
         case "/read": endpoint = .read
@@ -32,10 +26,10 @@ extension ShardLBAPI: FastDataServer {
               let length = fields[.contentLength].flatMap({ Int($0) }), (0...api.fastPathMaxBodyBytes).contains(length) else { return nil }
         // A refusal is the router's to answer (in the seed's shape, after the catalog is looked at again).
         guard let who = try? api.compatPrincipal(), (try? require(who, endpoint == .write ? .write : .read)) != nil else { return nil }
-        return LBFastRequest(endpoint: endpoint, principal: who)
+        return FastRequest(endpoint: endpoint, database: ShardLB.database, principal: who)
     }
 
-    func serveFast(_ request: LBFastRequest, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void) {
+    func serveFast(_ request: FastRequest, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void) {
         let started = ContinuousClock.now
         let path = request.endpoint == .write ? "/write" : "/read"
         let finish: @Sendable (Reply) -> Void = { answer in

@@ -11,19 +11,6 @@ import Hummingbird
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// A data request the fast path took: which endpoint, on which database, for whom.
-struct FastRequest: Sendable {
-    enum Endpoint: Sendable {
-        case execute, query
-
-        /// The route's name in `cairn_http_requests_total`, as the router names it.
-        var metricsPath: String { self == .execute ? "/v1/db/{db}/execute" : "/v1/db/{db}/query" }
-    }
-
-    let endpoint: Endpoint
-    let database: String
-    let principal: Principal
-}
 
 /// The fast path's side of the API (`FastDataPath` keeps HTTP's order). Every step is one the
 /// router's handlers take, in their order (`respond`, `execute`, `query`, `write`, `read`); what this
@@ -44,9 +31,9 @@ extension API: FastDataServer {
         let name = bytes[prefix.count..<slash], tail = bytes[(slash + 1)...]
         let endpoint: FastRequest.Endpoint
         if tail.elementsEqual("execute".utf8) {
-            endpoint = .execute
+            endpoint = .write
         } else if tail.elementsEqual("query".utf8) {
-            endpoint = .query
+            endpoint = .read
         } else {
             return nil
         }
@@ -62,7 +49,7 @@ extension API: FastDataServer {
         if auth.enabled {
             // A refusal may be lifted by a grant given through another node a moment ago: the router's
             // path looks at the committed catalog before it refuses.
-            guard (try? auth.require(who, endpoint == .execute ? .write : .read, database: database)) != nil else { return nil }
+            guard (try? auth.require(who, endpoint == .write ? .write : .read, database: database)) != nil else { return nil }
         }
         return FastRequest(endpoint: endpoint, database: database, principal: who)
     }
@@ -74,7 +61,7 @@ extension API: FastDataServer {
     func serveFast(_ request: FastRequest, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void) {
         let started = ContinuousClock.now
         let finish: @Sendable (Reply) -> Void = { answer in
-            RequestMetrics.record(method: "POST", endpoint: request.endpoint.metricsPath, status: answer.status, since: started)
+            RequestMetrics.record(method: "POST", endpoint: request.endpoint == .write ? "/v1/db/{db}/execute" : "/v1/db/{db}/query", status: answer.status, since: started)
             reply(answer.fastResponse())
         }
         let answered: @Sendable (Result<Answer, any Error>, (Answer) -> Reply) -> Void = { result, body in
@@ -86,11 +73,11 @@ extension API: FastDataServer {
         let db = request.database
         do {
             switch request.endpoint {
-            case .execute:
+            case .write:
                 let (statements, atomic) = try writeArguments(Array(buffer: body))
                 audit.record(request.principal, statements: statements, database: db)
                 writeFast(statements, db: db, atomic: atomic) { answered($0, Self.executed) }
-            case .query:
+            case .read:
                 let (statements, consistency) = try readArguments(Array(buffer: body))
                 readFast(statements, db: db, consistency: consistency) { answered($0, Self.queried) }
             }
@@ -233,8 +220,8 @@ extension API: FastDataServer {
     private func readShardFast(_ statements: [SQLStatement], db: String, view: ShardView, consistency: ReadConsistency,
                                _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
         let slow: @Sendable () -> Void = { self.slowly(done) { try await self.read(statements, db: db, consistency: consistency) } }
-        guard statements.count == 1, let (schema, analysis) = try? schemaCopies.analyze(statements[0].sql, database: db, tables: view.tables),
-              case .single(let shard)? = try? ReadPlanner(schema: schema, map: view.map).plan(statements[0], analysis: analysis) else { return slow() }
+        guard statements.count == 1, let (schema, prepared) = try? schemaCopies.preparedRead(statements[0].sql, database: db, tables: view.tables),
+              case .single(let shard)? = try? ReadPlanner(schema: schema, map: view.map).plan(statements[0], prepared: prepared) else { return slow() }
         readOneShard(statements[0], shard: shard, db: db, view: view, consistency: consistency, slow: slow, done)
     }
 

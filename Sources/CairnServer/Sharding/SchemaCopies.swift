@@ -15,7 +15,14 @@ final class SchemaCopies: @unchecked Sendable {
         var tables: [String: CatalogShardedTable]
         var database: ScratchDatabase
         var schema: ShardingSchema
-        var analyses: [SQLTextKey: StatementAnalysis] = [:]
+        var analyses: [SQLTextKey: Known] = [:]
+    }
+
+    /// What is known of one statement text against a copy.
+    private struct Known {
+        var analysis: StatementAnalysis
+        /// Kept once the text is planned as a read.
+        var read: PreparedRead?
     }
 
     private let lock = NSLock()
@@ -31,14 +38,32 @@ final class SchemaCopies: @unchecked Sendable {
     func analyze(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, StatementAnalysis) {
         lock.lock()
         defer { lock.unlock() }
+        return try known(sql, database, tables)
+    }
+
+    /// What `ReadPlanner.prepare` learns from `sql` against `database`'s sharding schema, kept with the
+    /// statement's analysis (and so dropped with the copy when a sharded table changes).
+    func preparedRead(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, PreparedRead) {
+        lock.lock()
+        defer { lock.unlock() }
+        let key = SQLTextKey(sql)
+        let (schema, analysis) = try known(sql, database, tables)
+        if let read = copies[database]!.analyses[key]?.read { return (schema, read) }
+        let read = try ReadPlanner.prepare(sql, analysis: analysis, schema: schema)
+        copies[database]!.analyses[key]?.read = read
+        return (schema, read)
+    }
+
+    /// With the lock held.
+    private func known(_ sql: String, _ database: String, _ tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, StatementAnalysis) {
         // Through the dictionary, not a local copy of the entry: a second reference to its analyses
         // would make every insertion copy them all.
         _ = try current(database, tables)
-        if let known = copies[database]!.analyses[SQLTextKey(sql)] { return (copies[database]!.schema, known) }
+        if let known = copies[database]!.analyses[SQLTextKey(sql)] { return (copies[database]!.schema, known.analysis) }
         let analysis = try copies[database]!.database.analyze(sql)
         if sql.utf8.count <= Self.maxAnalysedSQLBytes {
             if copies[database]!.analyses.count >= Self.maxAnalyses { copies[database]!.analyses.removeAll() }
-            copies[database]!.analyses[SQLTextKey(sql)] = analysis
+            copies[database]!.analyses[SQLTextKey(sql)] = Known(analysis: analysis)
         }
         return (copies[database]!.schema, analysis)
     }

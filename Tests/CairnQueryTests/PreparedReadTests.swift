@@ -1,0 +1,78 @@
+import CairnQuery
+import CairnSQLite
+import Testing
+
+/// The router prepares a SELECT's text once (`ReadPlanner.prepare`) and plans every later request of
+/// that text from it with the request's own values: each such plan must be the one planning the
+/// request from scratch makes, or a point read goes to a shard that does not hold its row.
+@Suite struct PreparedReadTests {
+    /// A plan as text, its statements' named values in order (a dictionary's own order varies).
+    static func described(_ plan: ReadPlan) -> String {
+        func statement(_ s: SQLStatement) -> String {
+            "\(s.sql) \(s.positional) \(s.named.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })"
+        }
+        switch plan {
+        case .home: return "home"
+        case .single(let shard): return "single \(shard)"
+        case .scatter(let s):
+            let combine: String
+            switch s.combine {
+            case .partial(let c): combine = "partial " + statement(c)
+            case .rows(let tables, let c): combine = "rows \(tables.map(\.name)) " + statement(c)
+            }
+            return "scatter \(s.shards) \(statement(s.worker)) \(s.referenceWorker.map(statement) ?? "-") \(combine) \(s.columns) \(s.types)"
+        }
+    }
+
+    @Test("a text prepared once plans 400 requests with other values exactly as planning each afresh: point reads, IN lists, two-column keys, named and numbered parameters, NULLs, strings in an INTEGER key")
+    func preparedOnceAgreesWithFreshPlanning() throws {
+        var rng = SystemRandomNumberGenerator()
+        let one = try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"])
+        let pair = try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(a INTEGER NOT NULL, b TEXT NOT NULL, v TEXT, PRIMARY KEY (a, b))",
+                                       table: "t", key: ["a", "b"])
+        let ranged = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"],
+                                         splitPoints: [.integer(100), .integer(1000)])
+        func value() -> SQLValue {
+            switch Int.random(in: 0..<6, using: &rng) {
+            case 0: return .null
+            case 1: return .text(String(Int.random(in: -50...2000, using: &rng)))
+            case 2: return .real(Double(Int.random(in: -50...2000, using: &rng)))
+            case 3: return .text("x\(Int.random(in: 0...9, using: &rng))")
+            default: return .integer(Int64.random(in: -50...2000, using: &rng))
+            }
+        }
+        let cases: [(ShardedDatabase, String, Int)] = [
+            (one, "SELECT v FROM t WHERE k = ?", 1),
+            (one, "SELECT v FROM t WHERE ? = k", 1),
+            (one, "SELECT * FROM t WHERE k IN (?, ?, ?) ORDER BY k", 3),
+            (one, "SELECT v FROM t WHERE k = ?2 AND v <> ?1", 2),
+            (one, "SELECT v FROM t x WHERE x.k = :key", 1),
+            (one, "SELECT count(*) FROM t WHERE k = ? OR k = ?", 2),
+            (one, "SELECT v FROM t WHERE (k = ?) AND k = 7", 1),
+            (pair, "SELECT v FROM t WHERE a = ? AND b = ?", 2),
+            (pair, "SELECT v FROM t WHERE b IN (?, 'q') AND a IN (?, ?)", 3),
+            (ranged, "SELECT v FROM t WHERE k = ?", 1),
+            (ranged, "SELECT v FROM t WHERE k BETWEEN ? AND ? ORDER BY k", 2),
+            (ranged, "SELECT v FROM t WHERE k >= ? AND k < ?", 2),
+        ]
+        for (db, sql, count) in cases {
+            let prepared = try ReadPlanner.prepare(sql, analysis: db.schema.analyze(sql), schema: db.planner.schema)
+            for _ in 0..<400 / cases.count * 3 {
+                let values = (0..<count).map { _ in value() }
+                let statement = sql.contains(":key") ? SQLStatement(sql, named: ["key": values[0]]) : SQLStatement(sql, values)
+                let fresh = try db.plan(statement)
+                let reused = try db.planner.plan(statement, prepared: prepared)
+                #expect(Self.described(reused) == Self.described(fresh), "\(sql) with \(values)")
+            }
+        }
+    }
+
+    @Test("what cannot be planned is refused when the text is prepared, with planning's own reason")
+    func refusalsAtPreparation() throws {
+        let db = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"])
+        let sql = "INSERT INTO t(k, v) VALUES (1, 'a')"
+        #expect(throws: PlanRefusal("this statement writes; only reads are planned here")) {
+            try ReadPlanner.prepare(sql, analysis: db.schema.analyze(sql), schema: db.planner.schema)
+        }
+    }
+}
