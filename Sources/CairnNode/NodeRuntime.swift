@@ -85,6 +85,9 @@ public final class NodeRuntime: Sendable {
         var readsToAsk: [GroupID: [ReadRequest]] = [:]
         /// Proposed writes by log index; each travels to the apply loop with its committed entry.
         var pendingWrites: [GroupID: [LogIndex: PendingWrite]] = [:]
+        /// Writes that arrived since the last pass, by group, proposed together at its start
+        /// (`proposeQueued`).
+        var writesToPropose: [GroupID: [QueuedWrite]] = [:]
         /// Set once the node is handing its leadership away to stop: a transfer's `timeoutNow` asking it
         /// to campaign is ignored (`handOverLeadership`).
         var refusingLeadership = false
@@ -329,8 +332,14 @@ public final class NodeRuntime: Sendable {
 
     func handleReadies() {
         let side = raftState.value
-        guard !side.stopped else { return }
+        guard !side.stopped else {
+            let queued = side.writesToPropose.values.joined()
+            side.writesToPropose.removeAll()
+            for w in queued { w.promise.fail(RuntimeError.failed(failure ?? "this node has stopped")) }
+            return
+        }
         var readies: [(GroupID, Group, Ready)] = []
+        proposeQueued()
         askReadIndex()
         let candidates = side.touched.sorted()
         side.touched.removeAll(keepingCapacity: true)

@@ -217,6 +217,37 @@ struct NodeRuntimeTests {
         await c.stopAll()
     }
 
+    @Test("writes that arrive together are proposed together: the leader sends each follower one append for them, not one per write, and every write is applied once")
+    func concurrentWritesShareAppends() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leaderID = try await c.leader()
+        let leader = c.nodes[leaderID]!
+        _ = try await leader.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        let rounds = 10, perRound = 48
+        let sentBefore = leader.transport.stats.envelopesSent
+        var indexes: [LogIndex] = []
+        for round in 0..<rounds {
+            let answered = try await withThrowingTaskGroup(of: LogIndex.self) { group in
+                for k in 0..<perRound {
+                    let insert = c.sql("INSERT INTO t VALUES (\(round * perRound + k))")
+                    group.addTask { try await leader.executeIndexed(group: 1, insert).index }
+                }
+                return try await group.reduce(into: [LogIndex]()) { $0.append($1) }
+            }
+            indexes += answered
+        }
+        let writes = rounds * perRound
+        #expect(Set(indexes).count == writes, "every write has an index of its own")
+        let r = try await leader.query(group: 1, SQLStatement("SELECT count(*), count(DISTINCT v) FROM t"))
+        #expect(r.rows.first == [.integer(Int64(writes)), .integer(Int64(writes))])
+        // One by one, each write made two appends and two answers at the leader's side alone.
+        let sent = leader.transport.stats.envelopesSent - sentBefore
+        print("concurrent writes: \(writes) writes, the leader sent \(sent) envelopes")
+        #expect(sent < writes, "\(writes) writes made the leader send \(sent) envelopes")
+        await c.stopAll()
+    }
+
     @Test("a write or read asked on the Raft loop (a call from another node, read by the transport there) is answered on the apply loop, not on the Raft loop; one asked on another event loop is answered there")
     func answersStayOffTheRaftLoop() async throws {
         let c = try LocalCluster(size: 3)
