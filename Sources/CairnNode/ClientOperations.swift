@@ -123,7 +123,7 @@ extension NodeRuntime {
     /// one hand-off instead of two; the apply loop for a caller in a task, and for one on the Raft loop
     /// (a call from another node, read by the transport there): encoding its answer, up to a call's
     /// limit, must not hold up every group's heartbeats.
-    var callerLoop: any EventLoop {
+    public var callerLoop: any EventLoop {
         guard !raftLoop.inEventLoop, let loop = MultiThreadedEventLoopGroup.currentEventLoop else { return applyLoop }
         return loop
     }

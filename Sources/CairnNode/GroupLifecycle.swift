@@ -121,6 +121,7 @@ extension NodeRuntime {
             self.raftState.value.touched.insert(id)
             // A new core numbers its heartbeat rounds from 1 again.
             self.raftState.value.leaseClocks[id] = LeaseClock()
+            self.leaderHints.withLockedValue { _ = $0.removeValue(forKey: id) }
             self.hosted.withLockedValue { _ = $0.insert(id) }
         }.get()
     }
@@ -149,6 +150,7 @@ extension NodeRuntime {
             try side.store.dropGroup(id)
             side.groups[id] = nil
             self.hosted.withLockedValue { _ = $0.remove(id) }
+            self.leaderHints.withLockedValue { _ = $0.removeValue(forKey: id) }
             side.quiesced.remove(id)
             side.idleTicks[id] = nil
             side.lastLeaderContact[id] = nil

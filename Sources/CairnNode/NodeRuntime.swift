@@ -28,6 +28,9 @@ public final class NodeRuntime: Sendable {
     let refusedMessages = NIOLockedValueBox(0)
     /// The groups open here, readable without a trip to the Raft loop (every request asks).
     let hosted = NIOLockedValueBox<Set<GroupID>>([])
+    /// Which node leads each hosted group, as its last Ready said (`noNode`: none known), readable
+    /// without a trip to the Raft loop: a write for a group led elsewhere goes there at once.
+    let leaderHints = NIOLockedValueBox<[GroupID: NodeID]>([:])
     /// `streamsOut`: snapshot streams sending now, counted by the streams themselves (apart from the
     /// slots that admit them), and the most at once.
     /// `mostStreamsIn`: the most streams received at once; `busyRefusals`: streams refused for it.
@@ -392,7 +395,10 @@ public final class NodeRuntime: Sendable {
             }
         }
         for (id, g, rd) in readies {
-            if let soft = rd.softState, soft.lead != noNode { RuntimeMetrics.leaderChanges(id).increment() }
+            if let soft = rd.softState {
+                if soft.lead != noNode { RuntimeMetrics.leaderChanges(id).increment() }
+                leaderHints.withLockedValue { $0[id] = soft.lead }
+            }
             send(rd.messagesAfterPersist, group: id)
             if let snap = rd.snapshot {
                 // The snapshot replaces entries these writes were waiting on: whether each took effect is unknown.
@@ -491,6 +497,12 @@ public final class NodeRuntime: Sendable {
 
     /// Whether this node holds `group` (a lock, no loop hop: for routing every request).
     public func hosts(_ group: GroupID) -> Bool { hosted.withLockedValue { $0.contains(group) } }
+
+    /// The node that leads `group` as this node last learnt (nil: none known, or the group is not
+    /// hosted here). A hint: by the time it is used, leadership may have moved.
+    public func leaderHint(_ group: GroupID) -> NodeID? {
+        leaderHints.withLockedValue { $0[group] }.flatMap { $0 == noNode ? nil : $0 }
+    }
 
     /// The groups this node hosts.
     public func groupIDs() async throws -> [GroupID] {

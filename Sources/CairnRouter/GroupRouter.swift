@@ -126,6 +126,12 @@ public final class GroupRouter: Sendable {
     public func executeHere(_ command: SQLCommand, group: GroupID) -> EventLoopFuture<FirstTry>? {
         guard runtime.hosts(group) else { return nil }
         let node = cluster.nodeID
+        // Led elsewhere as far as this node knows: straight there, not first to this node's Raft loop
+        // to be told so (a thread hop each way on most writes, with many shards). A stale hint costs
+        // what a stale answer from the loop costs: the leader named answers that it is not.
+        if let leader = runtime.leaderHint(group), leader != node, !runtime.transport.faults.partitioned.contains(leader) {
+            return callFirst(GroupCall(operation: .execute, group: group, command: command), at: leader, on: runtime.callerLoop)
+        }
         let here = runtime.executeFuture(group: group, command)
         let loop = here.eventLoop
         return here

@@ -248,6 +248,30 @@ struct NodeRuntimeTests {
         await c.stopAll()
     }
 
+    @Test("every node knows which node leads a group it holds without asking its Raft loop (a router sends writes there at once), follows a leadership transfer, and forgets it with the group")
+    func leaderHintsFollowLeadership() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leader = try await c.leader()
+        func hintsAgree(_ expected: NodeID) async throws -> Bool {
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline {
+                if c.nodes.values.allSatisfy({ $0.leaderHint(1) == expected }) { return true }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return false
+        }
+        #expect(try await hintsAgree(leader), "hints: \(c.nodes.mapValues { $0.leaderHint(1) as Any })")
+        let next = c.nodes.keys.sorted().first { $0 != leader }!
+        try await c.nodes[leader]!.transferLeadership(group: 1, to: next)
+        #expect(try await hintsAgree(next), "after the transfer to \(next): \(c.nodes.mapValues { $0.leaderHint(1) as Any })")
+        #expect(c.nodes[next]!.leaderHint(2) == nil, "a group the node does not hold has no hint")
+        let retiring = c.nodes.keys.sorted().first { $0 != next }!
+        try await c.nodes[retiring]!.retireGroup(1)
+        #expect(c.nodes[retiring]!.leaderHint(1) == nil)
+        await c.stopAll()
+    }
+
     @Test("a write or read asked on the Raft loop (a call from another node, read by the transport there) is answered on the apply loop, not on the Raft loop; one asked on another event loop is answered there")
     func answersStayOffTheRaftLoop() async throws {
         let c = try LocalCluster(size: 3)
