@@ -33,28 +33,31 @@ extension NodeRuntime {
         raftLoop.execute {
             guard let g = self.raftState.value.groups[group] else { return promise.fail(RuntimeError.unknownGroup(group)) }
             self.wake(group)
-            var data = data
-            if var split = command.split {
-                // The child's founders: the membership as the proposing leader knows it (see `ShardSplit.conf`).
-                split.conf = g.node.status.config
-                var stamped = command
-                stamped.split = split
-                data = stamped.encoded()
-            }
             let side = self.raftState.value
             // A follower refuses at once, as proposing would: the router forwards the write to the leader.
             guard g.node.role == .leader else { return promise.fail(RuntimeError.notLeader(leader: g.node.lead)) }
-            side.writesToPropose[group, default: []].append(QueuedWrite(data: data, promise: promise, arrivedNanos: DispatchTime.now().uptimeNanoseconds,
-                                                                          deadline: .now() + timeout))
+            side.writesToPropose[group, default: []].append(QueuedWrite(data: data, split: command.split == nil ? nil : command, promise: promise,
+                                                                          arrivedNanos: DispatchTime.now().uptimeNanoseconds, deadline: .now() + timeout))
             side.touched.insert(group)
             self.pump()
         }
         return promise.futureResult
     }
 
+    /// Fails the writes waiting to be proposed: the node stopped. None was proposed, so none took effect.
+    func failQueuedWrites() {
+        let side = raftState.value
+        let queued = side.writesToPropose.values.joined()
+        side.writesToPropose.removeAll()
+        for w in queued { w.promise.fail(RuntimeError.raft("this node stopped before proposing the write; it did not take effect")) }
+    }
+
     /// A write waiting on the Raft loop for the next pass to propose it.
     struct QueuedWrite {
         let data: [UInt8]
+        /// A split's command, stamped with the membership when it is proposed (not when it arrived:
+        /// a membership change proposed between the two would make the split refuse itself).
+        let split: SQLCommand?
         let promise: Answer
         let arrivedNanos: UInt64
         let deadline: NIODeadline
@@ -65,6 +68,7 @@ extension NodeRuntime {
     /// follower answers once: proposed one by one, every write cost eight Raft messages between the
     /// three nodes, however many writes a pass carried.
     func proposeQueued() {
+        assert(raftLoop.inEventLoop)
         let side = raftState.value
         guard !side.writesToPropose.isEmpty else { return }
         let queued = side.writesToPropose
@@ -75,8 +79,15 @@ extension NodeRuntime {
                 continue
             }
             let indexes: ClosedRange<LogIndex>
+            let payloads = writes.map { w -> [UInt8] in
+                guard var command = w.split, var split = command.split else { return w.data }
+                // The child's founders: the membership as the proposing leader knows it (see `ShardSplit.conf`).
+                split.conf = g.node.status.config
+                command.split = split
+                return command.encoded()
+            }
             do throws(RaftError) {
-                indexes = try g.node.propose(batch: writes.map(\.data))
+                indexes = try g.node.propose(batch: payloads)
             } catch {
                 let failure: RuntimeError
                 if case .notLeader(let l) = error { failure = .notLeader(leader: l) } else { failure = .raft(error.description) }
@@ -86,6 +97,9 @@ extension NodeRuntime {
             side.touched.insert(group)
             let term = g.node.term
             for (w, index) in zip(writes, indexes) {
+                // A write proposed at this index in an earlier term whose entry was cut from the log
+                // before it was applied here: its entry is gone (nothing else will answer it).
+                if let lost = side.pendingWrites[group]?[index] { lost.promise.fail(RuntimeError.proposalLost) }
                 side.pendingWrites[group, default: [:]][index] = PendingWrite(term: term, promise: w.promise, proposedNanos: w.arrivedNanos, deadline: w.deadline)
             }
         }

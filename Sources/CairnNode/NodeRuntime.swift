@@ -335,12 +335,7 @@ public final class NodeRuntime: Sendable {
 
     func handleReadies() {
         let side = raftState.value
-        guard !side.stopped else {
-            let queued = side.writesToPropose.values.joined()
-            side.writesToPropose.removeAll()
-            for w in queued { w.promise.fail(RuntimeError.failed(failure ?? "this node has stopped")) }
-            return
-        }
+        guard !side.stopped else { return failQueuedWrites() }
         var readies: [(GroupID, Group, Ready)] = []
         proposeQueued()
         askReadIndex()
@@ -582,6 +577,7 @@ public final class NodeRuntime: Sendable {
             side.readsToAsk = [:]
             for (_, writes) in side.pendingWrites { for (_, w) in writes { w.promise.fail(RuntimeError.shutDown) } }
             side.pendingWrites = [:]
+            self.failQueuedWrites()
         }.get()
         try? await applyLoop.submit {
             let side = self.applyState.value

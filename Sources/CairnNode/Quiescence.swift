@@ -70,7 +70,7 @@ extension NodeRuntime {
     func isIdle(_ id: GroupID, _ g: Group) -> Bool {
         let s = g.node.status
         guard s.commit == s.lastIndex, s.applied == s.commit, s.configIndex <= s.commit, s.leadTransferee == noNode,
-              raftState.value.readsToAsk[id] == nil,
+              raftState.value.readsToAsk[id] == nil, raftState.value.writesToPropose[id] == nil,
               !raftState.value.pendingReads.values.contains(where: { $0.group == id }) else { return false }
         return s.config.members.allSatisfy { $0 == config.nodeID || s.progress[$0]?.match == s.lastIndex }
     }

@@ -4,6 +4,7 @@ import CairnSQLite
 import CairnTestSupport
 import CairnTransport
 import Foundation
+import NIOConcurrencyHelpers
 import NIOPosix
 import Testing
 
@@ -269,6 +270,34 @@ struct NodeRuntimeTests {
         let retiring = c.nodes.keys.sorted().first { $0 != next }!
         try await c.nodes[retiring]!.retireGroup(1)
         #expect(c.nodes[retiring]!.leaderHint(1) == nil)
+        await c.stopAll()
+    }
+
+    @Test("a write whose entry was cut from the leader's log is answered as lost when a later term proposes at its index, never left waiting")
+    func overwrittenProposalIsAnsweredLost() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let node = c.nodes[try await c.leader()]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        // As a leader holds it after losing its term and winning again before applying what replaced
+        // its entries: a write of an earlier term waiting at the index the next proposal takes.
+        let next = try await node.status(group: 1).lastIndex + 1
+        let promise = node.applyLoop.makePromise(of: ([StatementResult], LogIndex).self)
+        let outcome = NIOLockedValueBox<Result<([StatementResult], LogIndex), any Error>?>(nil)
+        promise.futureResult.whenComplete { r in outcome.withLockedValue { $0 = r } }
+        try await node.raftLoop.submit {
+            node.raftState.value.pendingWrites[1, default: [:]][next] = NodeRuntime.PendingWrite(term: 0, promise: promise, proposedNanos: 0, deadline: .distantFuture)
+        }.get()
+        let (_, index) = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (1)"))
+        #expect(index == next)
+        let deadline = Date().addingTimeInterval(5)
+        while outcome.withLockedValue({ $0 }) == nil && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        if case .failure(let e)? = outcome.withLockedValue({ $0 }) {
+            #expect(e as? RuntimeError == .proposalLost)
+        } else {
+            Issue.record("the replaced write was not answered as lost")
+            promise.fail(RuntimeError.shutDown)
+        }
         await c.stopAll()
     }
 
