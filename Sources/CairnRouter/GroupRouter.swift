@@ -128,8 +128,10 @@ public final class GroupRouter: Sendable {
         let node = cluster.nodeID
         // Led elsewhere as far as this node knows: straight there, not first to this node's Raft loop
         // to be told so (a thread hop each way on most writes, with many shards). A stale hint costs
-        // what a stale answer from the loop costs: the leader named answers that it is not.
-        if let leader = runtime.leaderHint(group), leader != node, !runtime.transport.faults.partitioned.contains(leader) {
+        // what a stale answer from the loop costs: the leader named answers that it is not. A node
+        // stopped by a storage failure refuses, as its Raft loop would have (it needs an operator).
+        if let leader = runtime.leaderHint(group), leader != node, runtime.failure == nil,
+           !runtime.transport.faults.partitioned.contains(leader) {
             return callFirst(GroupCall(operation: .execute, group: group, command: command), at: leader, on: runtime.callerLoop)
         }
         let here = runtime.executeFuture(group: group, command)
