@@ -99,8 +99,8 @@ extension NodeRuntime {
             for (w, index) in zip(writes, indexes) {
                 // A write proposed at this index in an earlier term whose entry was cut from the log
                 // before it was applied here: its entry is gone (nothing else will answer it).
-                if let lost = side.pendingWrites[group]?[index] { lost.promise.fail(RuntimeError.proposalLost) }
-                side.pendingWrites[group, default: [:]][index] = PendingWrite(term: term, promise: w.promise, proposedNanos: w.arrivedNanos, deadline: w.deadline)
+                let pending = PendingWrite(term: term, promise: w.promise, proposedNanos: w.arrivedNanos, deadline: w.deadline)
+                if let lost = side.pendingWrites[group, default: [:]].updateValue(pending, forKey: index) { lost.promise.fail(RuntimeError.proposalLost) }
             }
         }
     }

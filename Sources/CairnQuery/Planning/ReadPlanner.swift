@@ -102,9 +102,9 @@ public struct ReadPlanner: Sendable {
     private func planOne(_ one: PreparedRead.OneTable, _ q: Query) throws -> ReadPlan {
         let (table, qualifier, joined) = (one.table, one.qualifier, one.joined)
         var shards = Array(0..<map.count)
-        if let shape = q.shape, joined != nil, let w = shape.whereClause, q.oneSelect,
+        if let shape = q.shape, let joined, let w = shape.whereClause, q.oneSelect,
            let pinned = one.pinTerms.map({ pins($0, table: table, parameters: q.parameters) })
-                ?? rangePins(w, table: table, qualifier: joined!, parameters: q.parameters) {
+                ?? rangePins(w, table: table, qualifier: joined, parameters: q.parameters) {
             // No key can match (an empty IN list, `= NULL`): any one shard gives the empty answer exactly.
             shards = pinned.isEmpty ? [0] : pinned
         }

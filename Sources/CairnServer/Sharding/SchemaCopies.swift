@@ -46,9 +46,11 @@ final class SchemaCopies: @unchecked Sendable {
     func preparedRead(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, PreparedRead) {
         lock.lock()
         defer { lock.unlock() }
+        // A text seen before: one hash of it and one lookup.
+        _ = try current(database, tables)
         let key = SQLTextKey(sql)
+        if let read = copies[database]!.analyses[key]?.read { return (copies[database]!.schema, read) }
         let (schema, analysis) = try known(sql, database, tables)
-        if let read = copies[database]!.analyses[key]?.read { return (schema, read) }
         let read = try ReadPlanner.prepare(sql, analysis: analysis, schema: schema)
         copies[database]!.analyses[key]?.read = read
         return (schema, read)
