@@ -414,7 +414,7 @@ public struct ReadPlanner: Sendable {
 
     /// For a range-sharded table: the shards whose ranges can hold keys within WHERE's top-level bounds
     /// on the key (`k > v`, `k <= v`, `v < k`, `k BETWEEN a AND b`, ...); nil without a bound.
-    private func rangePins(_ whereClause: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> [Int]? {
+    func rangePins(_ whereClause: [Token], table: ShardedTable, qualifier: String, parameters: Parameters) -> [Int]? {
         guard let splits = table.rangeSplits, let key = table.keyColumns.first else { return nil }
         var lower: SQLValue?, upper: SQLValue?
         var upperStrict = false

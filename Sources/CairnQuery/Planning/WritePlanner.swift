@@ -38,6 +38,14 @@ public struct WritePlanner: Sendable {
     }
 
     public func plan(_ statement: SQLStatement, analysis: StatementAnalysis) throws -> WritePlan {
+        try plan(statement, prepared: Self.prepare(statement.sql, analysis: analysis, schema: schema))
+    }
+
+    /// What planning learns from a write's text and the schema alone: everything but its parameters'
+    /// values and the shard map. The router keeps it per text beside the statement's analysis, so that
+    /// planning a write it has seen is binding its values and hashing its keys. Throws what planning
+    /// throws for the text, whatever its values (a NULL shard key is the one refusal left for `plan`).
+    public static func prepare(_ sql: String, analysis: StatementAnalysis, schema: ShardingSchema) throws -> PreparedWrite {
         let written = analysis.tablesWritten.filter { schema.sharded[$0] != nil }
         let read = analysis.tablesRead.filter { schema.sharded[$0] != nil }
         let sharded = written.union(read)
@@ -45,29 +53,29 @@ public struct WritePlanner: Sendable {
         let references = touched.intersection(schema.reference).sorted()
         let reshaped = analysis.schemaTables.filter { schema.sharded[$0] != nil || schema.reference.contains($0) }
         if !reshaped.isEmpty {
-            if analysis.changesOnlyIndexes { return try planIndexChange(statement, analysis: analysis, tables: reshaped) }
-            return try planTableChange(statement, analysis: analysis, tables: reshaped)
+            if analysis.changesOnlyIndexes { return try prepareIndexChange(sql, analysis: analysis, tables: reshaped, schema: schema) }
+            return try prepareTableChange(sql, tables: reshaped)
         }
         if !analysis.tablesWritten.intersection(schema.reference).isEmpty {
-            return try planCopies(statement, analysis: analysis, sharded: sharded, references: references)
+            return try prepareCopies(analysis: analysis, sharded: sharded, references: references, schema: schema)
         }
         if sharded.isEmpty {
             guard references.isEmpty else {
                 throw PlanRefusal("reference table \(references.joined(separator: ", ")) is kept on the shards: a write to an unsharded table may not read it")
             }
-            return .home
+            return PreparedWrite(.home)
         }
         if analysis.changesSchema {
             throw PlanRefusal("schema changes to sharded tables (\(sharded.sorted().joined(separator: ", "))) are not supported yet, other than creating them and their indexes")
         }
         guard written.count == 1, sharded.count == 1, let table = schema.sharded[written.first!] else {
-            throw PlanRefusal("a write may touch one sharded table and no other table (it touches \(analysis.tablesRead.union(analysis.tablesWritten).sorted().joined(separator: ", ")))")
+            throw PlanRefusal("a write may touch one sharded table and no other table (it touches \(touched.sorted().joined(separator: ", ")))")
         }
-        let others = analysis.tablesRead.union(analysis.tablesWritten).subtracting(sharded).subtracting(schema.reference)
+        let others = touched.subtracting(sharded).subtracting(schema.reference)
         guard others.isEmpty else {
             throw PlanRefusal("\(table.name) is sharded and \(others.sorted().joined(separator: ", ")) is not: a write to a sharded table may read only reference tables besides it")
         }
-        let (parameters, tokens) = Parameters.renaming(try SQLLexer.rememberedTokens(statement.sql), in: statement)
+        let (slots, tokens) = ParameterSlots.renaming(try SQLLexer.rememberedTokens(sql))
         var body = tokens
         while body.last?.isSymbol(";") == true { body.removeLast() }
         guard let first = body.first else { throw PlanRefusal("empty statement") }
@@ -78,19 +86,35 @@ public struct WritePlanner: Sendable {
             throw PlanRefusal("RETURNING is not supported on sharded table \(table.name) yet")
         }
         if first.isWord("INSERT") || first.isWord("REPLACE") {
-            return try planInsert(body, statement: statement, table: table, parameters: parameters)
+            return try prepareInsert(body, table: table, slots: slots)
         }
         if first.isWord("UPDATE") || first.isWord("DELETE") {
-            return try planChange(body, statement: statement, table: table, parameters: parameters, isUpdate: first.isWord("UPDATE"))
+            return try prepareChange(body, table: table, slots: slots, isUpdate: first.isWord("UPDATE"))
         }
         throw PlanRefusal("this statement on sharded table \(table.name) is not supported")
+    }
+
+    /// Plans `statement` from what `prepare` learnt from its text against this planner's schema.
+    public func plan(_ statement: SQLStatement, prepared: PreparedWrite) throws -> WritePlan {
+        switch prepared.outcome {
+        case .home:
+            return .home
+        case .dropTable(let table):
+            return .dropTable(table)
+        case .everyShard(let isCopy):
+            return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: isCopy) })
+        case .insert(let insert):
+            return try planInsert(insert, statement: statement)
+        case .change(let change):
+            return planChange(change, statement: statement)
+        }
     }
 
     // MARK: Reference tables
 
     /// A write to reference tables: the same statement on every shard's copy, as one transaction across
     /// the shards, so the copies stay identical (the entries carry one time and one random seed).
-    private func planCopies(_ statement: SQLStatement, analysis: StatementAnalysis, sharded: Set<String>, references: [String]) throws -> WritePlan {
+    private static func prepareCopies(analysis: StatementAnalysis, sharded: Set<String>, references: [String], schema: ShardingSchema) throws -> PreparedWrite {
         let names = references.joined(separator: ", ")
         if analysis.changesSchema {
             throw PlanRefusal("schema changes to reference tables (\(names)) are not supported yet, other than creating them and their indexes")
@@ -102,19 +126,19 @@ public struct WritePlanner: Sendable {
         guard unsharded.isEmpty else {
             throw PlanRefusal("\(names) is a reference table and \(unsharded.sorted().joined(separator: ", ")) is not: a write to reference tables may read only reference tables")
         }
-        return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: true) })
+        return PreparedWrite(.everyShard(isCopy: true))
     }
 
     // MARK: Indexes
 
     /// CREATE INDEX and DROP INDEX on sharded or reference tables: the same statement on every shard, as
     /// one transaction across the shards, so every shard keeps the same schema.
-    private func planIndexChange(_ statement: SQLStatement, analysis: StatementAnalysis, tables: Set<String>) throws -> WritePlan {
+    private static func prepareIndexChange(_ sql: String, analysis: StatementAnalysis, tables: Set<String>, schema: ShardingSchema) throws -> PreparedWrite {
         let names = tables.sorted().joined(separator: ", ")
         guard analysis.indexedTables == tables else {
             throw PlanRefusal("a statement that changes indexes of sharded or reference tables (\(names)) may do nothing else")
         }
-        let tokens = try SQLLexer.tokens(statement.sql)
+        let tokens = try SQLLexer.tokens(sql)
         if tokens.count > 1 && tokens[0].isWord("CREATE") && tokens[1].isWord("UNIQUE") {
             let columns = Self.indexedColumns(tokens)
             for name in tables.sorted() {
@@ -125,20 +149,20 @@ public struct WritePlanner: Sendable {
                 }
             }
         }
-        return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: true) })
+        return PreparedWrite(.everyShard(isCopy: true))
     }
 
     /// DROP TABLE, and ALTER TABLE ... ADD COLUMN or DROP COLUMN, of one sharded or reference table.
     /// Renames are refused: the catalog knows a table and its key by name.
-    private func planTableChange(_ statement: SQLStatement, analysis: StatementAnalysis, tables: Set<String>) throws -> WritePlan {
+    private static func prepareTableChange(_ sql: String, tables: Set<String>) throws -> PreparedWrite {
         let names = tables.sorted().joined(separator: ", ")
-        var tokens = try SQLLexer.tokens(statement.sql)
+        var tokens = try SQLLexer.tokens(sql)
         while tokens.last?.isSymbol(";") == true { tokens.removeLast() }
         guard tables.count == 1, let table = tables.first, tokens.count >= 3, tokens[1].isWord("TABLE") else {
             throw PlanRefusal("schema changes to sharded or reference tables (\(names)) other than CREATE, DROP TABLE, ALTER TABLE ... ADD COLUMN "
                               + "or DROP COLUMN, and their indexes are not supported yet")
         }
-        if tokens[0].isWord("DROP") { return .dropTable(table) }
+        if tokens[0].isWord("DROP") { return PreparedWrite(.dropTable(table)) }
         // ALTER TABLE [schema.]name ADD|DROP ...
         var after = 3
         if tokens.count > 4 && tokens[3].isSymbol(".") { after = 5 }
@@ -146,7 +170,7 @@ public struct WritePlanner: Sendable {
             throw PlanRefusal("\(table) is sharded or a reference table: ALTER TABLE may add or drop a column, not rename the table or its columns "
                               + "(the catalog knows them by name)")
         }
-        return .shards((0..<map.count).map { WritePlan.ShardStatement(shard: $0, statement: statement, isCopy: true) })
+        return PreparedWrite(.everyShard(isCopy: true))
     }
 
     /// The plain column names a CREATE INDEX lists (`name [COLLATE BINARY] [ASC|DESC]`), lowercased;
@@ -173,7 +197,7 @@ public struct WritePlanner: Sendable {
 
     // MARK: INSERT
 
-    private func planInsert(_ body: [Token], statement: SQLStatement, table: ShardedTable, parameters: Parameters) throws -> WritePlan {
+    private static func prepareInsert(_ body: [Token], table: ShardedTable, slots: ParameterSlots) throws -> PreparedWrite {
         // INSERT [OR x] INTO name [AS alias] [(columns)] VALUES (...), (...) [ON CONFLICT ...]
         guard let into = body.firstIndex(where: { $0.isWord("INTO") }), into + 1 < body.count else {
             throw PlanRefusal("expected INSERT INTO \(table.name) ...")
@@ -232,18 +256,26 @@ public struct WritePlanner: Sendable {
             }
             try refuseKeyChange(Array(tail[(n + 1)..<end]), table: table)
         }
-        var byShard: [Int: [[Token]]] = [:]
-        var order: [Int] = []
-        for row in rows {
+        let keys = try rows.map { row -> [ReadPlanner.Term] in
             let values = SelectShape.splitTopLevel(Array(row.dropFirst().dropLast()))
             guard values.count == columns.count else { throw PlanRefusal("\(values.count) values for \(columns.count) columns") }
-            var key: [SQLValue] = []
-            for (n, position) in keyPositions.enumerated() {
-                guard let v = ReadPlanner.literal(values[position][...], parameters) else {
+            return try keyPositions.enumerated().map { n, position in
+                guard let term = ReadPlanner.term(values[position][...]) else {
                     throw PlanRefusal("the shard key \(table.keyColumns[n]) of each row inserted into \(table.name) must be a literal or a parameter")
                 }
-                key.append(v)
+                return term
             }
+        }
+        return PreparedWrite(.insert(.init(table: table, slots: slots, head: Array(body[...i]), rows: rows, tail: tail, keys: keys)))
+    }
+
+    private func planInsert(_ insert: PreparedWrite.Insert, statement: SQLStatement) throws -> WritePlan {
+        let table = insert.table
+        let parameters = Parameters(insert.slots, of: statement)
+        var byShard: [Int: [[Token]]] = [:]
+        var order: [Int] = []
+        for (row, terms) in zip(insert.rows, insert.keys) {
+            let key = terms.map { parameters.value(of: $0) }
             guard let shard = rowShard(table, key: key) else {
                 throw PlanRefusal("the shard key \(table.keyColumns[key.firstIndex(of: .null) ?? 0]) of \(table.name) may not be NULL")
             }
@@ -251,14 +283,13 @@ public struct WritePlanner: Sendable {
             byShard[shard, default: []].append(row)
         }
         if order.count == 1 { return .shards([.init(shard: order[0], statement: statement)]) }
-        let head = Array(body[...i])
         return .shards(order.sorted().map { shard in
-            var tokens = head
+            var tokens = insert.head
             for (n, row) in byShard[shard]!.enumerated() {
                 if n > 0 { tokens.append(Token(kind: .symbol, text: ",", value: ",")) }
                 tokens += row
             }
-            return .init(shard: shard, statement: parameters.statement(tokens + tail))
+            return .init(shard: shard, statement: parameters.statement(tokens + insert.tail))
         })
     }
 
@@ -281,7 +312,7 @@ public struct WritePlanner: Sendable {
 
     /// Refuses assignments (`a = ..., (b, c) = ...`, after SET) that change the shard key: a row
     /// stays on the shard its key hashes to.
-    private func refuseKeyChange(_ assignments: [Token], table: ShardedTable) throws {
+    private static func refuseKeyChange(_ assignments: [Token], table: ShardedTable) throws {
         for assignment in SelectShape.splitTopLevel(assignments) {
             guard let eq = assignment.firstIndex(where: { $0.isSymbol("=") }) else { continue }
             let targets = assignment[..<eq].compactMap { $0.name }
@@ -291,7 +322,7 @@ public struct WritePlanner: Sendable {
         }
     }
 
-    private func planChange(_ body: [Token], statement: SQLStatement, table: ShardedTable, parameters: Parameters, isUpdate: Bool) throws -> WritePlan {
+    private static func prepareChange(_ body: [Token], table: ShardedTable, slots: ParameterSlots, isUpdate: Bool) throws -> PreparedWrite {
         // UPDATE [OR x] name [AS alias] SET ... [FROM ...] WHERE ...; DELETE FROM name [AS alias] WHERE ...
         var i = isUpdate ? 1 : 2
         if isUpdate, i + 1 < body.count, body[i].isWord("OR") { i += 2 }
@@ -312,9 +343,20 @@ public struct WritePlanner: Sendable {
             let set = Array(body[k..<(whereAt ?? body.count)])
             try refuseKeyChange(Array(set.dropFirst()), table: table)
         }
-        if let w = whereAt {
+        let whereClause = whereAt.map { Array(body[($0 + 1)...]) }
+        let pinTerms = whereClause.flatMap { ReadPlanner.pinTerms($0, table: table, qualifier: qualifier) }
+        return PreparedWrite(.change(.init(table: table, slots: slots, qualifier: qualifier, whereClause: whereClause, pinTerms: pinTerms)))
+    }
+
+    private func planChange(_ change: PreparedWrite.Change, statement: SQLStatement) -> WritePlan {
+        if let w = change.whereClause {
             let planner = ReadPlanner(schema: schema, map: map)
-            if let shards = planner.pins(Array(body[(w + 1)...]), table: table, qualifier: qualifier, parameters: parameters) {
+            let parameters = Parameters(change.slots, of: statement)
+            // Equalities on the key pin it (unless they name too many keys); else a range table's bounds may.
+            let pinned = if let terms = change.pinTerms { planner.pins(terms, table: change.table, parameters: parameters) } else {
+                planner.rangePins(w, table: change.table, qualifier: change.qualifier, parameters: parameters)
+            }
+            if let shards = pinned {
                 // No key matches: nothing to change, on any one shard.
                 let targets = shards.isEmpty ? [0] : shards
                 return .shards(targets.map { .init(shard: $0, statement: statement) })

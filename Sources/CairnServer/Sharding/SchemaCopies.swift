@@ -23,6 +23,8 @@ final class SchemaCopies: @unchecked Sendable {
         var analysis: StatementAnalysis
         /// Kept once the text is planned as a read.
         var read: PreparedRead?
+        /// Kept once the text is planned as a write.
+        var write: PreparedWrite?
     }
 
     private let lock = NSLock()
@@ -54,6 +56,27 @@ final class SchemaCopies: @unchecked Sendable {
         let read = try ReadPlanner.prepare(sql, analysis: analysis, schema: schema)
         copies[database]!.analyses[key]?.read = read
         return (schema, read)
+    }
+
+    /// What `WritePlanner.prepare` learns from `sql` against `database`'s sharding schema, kept as
+    /// `preparedRead` keeps a read's. Throws `Unanalysable` when SQLite cannot prepare `sql` against the
+    /// sharded tables, and the planner's refusal when it can.
+    func preparedWrite(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, StatementAnalysis, PreparedWrite) {
+        lock.lock()
+        defer { lock.unlock() }
+        _ = try current(database, tables)
+        let key = SQLTextKey(sql)
+        if let known = copies[database]!.analyses[key], let write = known.write { return (copies[database]!.schema, known.analysis, write) }
+        let schema: ShardingSchema, analysis: StatementAnalysis
+        do { (schema, analysis) = try known(sql, database, tables) } catch { throw Unanalysable(error: error) }
+        let write = try WritePlanner.prepare(sql, analysis: analysis, schema: schema)
+        copies[database]!.analyses[key]?.write = write
+        return (schema, analysis, write)
+    }
+
+    /// SQLite's own reason a statement does not prepare against a database's sharded tables.
+    struct Unanalysable: Error {
+        var error: any Error
     }
 
     /// With the lock held.

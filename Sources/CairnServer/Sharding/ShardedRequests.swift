@@ -147,14 +147,15 @@ extension API {
         var reindexed: Set<String> = []
         for (k, statement) in statements.enumerated() {
             guard mentioning[k] else { home.append(k); continue }
-            let schema: ShardingSchema, analysis: StatementAnalysis
+            let schema: ShardingSchema, analysis: StatementAnalysis, prepared: PreparedWrite
             do {
-                (schema, analysis) = try analyzed(statement.sql, db: db, view)
-            } catch where firstAttempt {
-                return .stale
+                (schema, analysis, prepared) = try Self.refusing { try schemaCopies.preparedWrite(statement.sql, database: db, tables: view.tables) }
+            } catch let unanalysable as SchemaCopies.Unanalysable {
+                if firstAttempt { return .stale }
+                throw Self.unanalysable(unanalysable.error, view)
             }
             reindexed.formUnion(analysis.schemaTables.filter { view.tables[$0] != nil })
-            switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, analysis: analysis) }) {
+            switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, prepared: prepared) }) {
             case .home: home.append(k)
             case .dropTable(let table):
                 guard statements.count == 1 else { throw HTTPFailure.badRequest("send DROP TABLE of a sharded or reference table in a request of its own") }
@@ -463,12 +464,9 @@ extension API {
     static let maxShardCounters = 65_536
     static let shardCounters = NIOLockedValueBox<[ShardCounterKey: Counter]>([:])
 
-    private func analyzed(_ sql: String, db: String, _ view: ShardView) throws -> (ShardingSchema, StatementAnalysis) {
-        do {
-            return try schemaCopies.analyze(sql, database: db, tables: view.tables)
-        } catch {
-            throw HTTPFailure.badRequest("\(error) (a statement on sharded tables may use only sharded tables: \(view.tables.values.map(\.name).sorted().joined(separator: ", ")))")
-        }
+    /// The client's error for a statement that does not prepare against the sharded tables.
+    private static func unanalysable(_ error: any Error, _ view: ShardView) -> HTTPFailure {
+        .badRequest("\(error) (a statement on sharded tables may use only sharded tables: \(view.tables.values.map(\.name).sorted().joined(separator: ", ")))")
     }
 
     /// A planner's refusal is the client's error: 400 with the planner's reason.
