@@ -87,6 +87,7 @@ public final class SQLStateMachine {
         appliedIndex = try Bookkeeping.resolve(marker: try connection.applicationID(), near: book.reference)
         (confState, droppedAt) = try book.state(at: appliedIndex)
         reads.publish(applied: appliedIndex, dropped: droppedAt)
+        reads.endSplitChange(splitVersionNow())
     }
 
     /// One committed entry for `apply(batch:)`: a batch of SQL, or an entry that changes no data (a
@@ -237,6 +238,8 @@ public final class SQLStateMachine {
         if let newConf { confState = newConf }
         if let newDroppedAt { droppedAt = newDroppedAt }
         reads.publish(applied: appliedIndex, dropped: droppedAt)
+        // A batch never changes the split version (a split commits alone): one forgotten is learnt again.
+        if !reads.knowsSplitVersion, let known = splitVersionNow() { reads.learnSplitVersion(known) }
         return all
     }
 
@@ -246,6 +249,9 @@ public final class SQLStateMachine {
         precondition(index == appliedIndex + 1, "applying entry \(index) after \(appliedIndex)")
         let entry: [(index: LogIndex, change: Change)] = [(index, .empty(nil))]
         let recorded = try recordBookkeeping(for: entry)
+        // A split commits here: reads ask SQLite for the version until the new one is published.
+        reads.beginSplitChange()
+        defer { reads.endSplitChange(splitVersionNow()) }
         if recorded { try connection.execPrepared("PRAGMA synchronous=FULL") }
         defer { if recorded { try? connection.execPrepared("PRAGMA synchronous=NORMAL") } }
         try connection.execPrepared("BEGIN IMMEDIATE")
@@ -436,6 +442,8 @@ public final class SQLStateMachine {
             try Bookkeeping.strip(raw, index: embedded.index)
         }
         try Self.syncPath(temporary)
+        reads.beginSplitChange()
+        defer { reads.endSplitChange(splitVersionNow()) }
         try reads.replacingFile {
             // Close the old database before replacing it; its WAL belongs to the old contents.
             connection.close()
