@@ -87,7 +87,7 @@ public final class SQLStateMachine {
         appliedIndex = try Bookkeeping.resolve(marker: try connection.applicationID(), near: book.reference)
         (confState, droppedAt) = try book.state(at: appliedIndex)
         reads.publish(applied: appliedIndex, dropped: droppedAt)
-        reads.endSplitChange(splitVersionNow())
+        reads.endStateChange(publishedAnswers())
     }
 
     /// One committed entry for `apply(batch:)`: a batch of SQL, or an entry that changes no data (a
@@ -197,6 +197,11 @@ public final class SQLStateMachine {
         let recorded = try recordBookkeeping(for: batch)
         if recorded { try connection.execPrepared("PRAGMA synchronous=FULL") }
         defer { if recorded { try? connection.execPrepared("PRAGMA synchronous=NORMAL") } }
+        // A step of a transaction across shards moves the shard's state: reads ask SQLite for it until
+        // the batch's is published.
+        let stepsTransactions = batch.contains { if case .command(let c) = $0.change { c.transaction != nil } else { false } }
+        if stepsTransactions { reads.beginStateChange() }
+        defer { if stepsTransactions { reads.endStateChange(publishedAnswers()) } }
         try connection.execPrepared("BEGIN IMMEDIATE")
         do {
             for (position, (index, change)) in batch.enumerated() {
@@ -238,9 +243,30 @@ public final class SQLStateMachine {
         if let newConf { confState = newConf }
         if let newDroppedAt { droppedAt = newDroppedAt }
         reads.publish(applied: appliedIndex, dropped: droppedAt)
-        // A batch never changes the split version (a split commits alone): one forgotten is learnt again.
-        if !reads.knowsSplitVersion, let known = splitVersionNow() { reads.learnSplitVersion(known) }
+        // Answers forgotten (a rollback) are learnt again while nothing changes them.
+        if !stepsTransactions && !reads.knowsAnswers, let known = publishedAnswers() { reads.learnAnswers(known) }
         return all
+    }
+
+    /// The shard's state a sharded read asks at its read point (`API.shardReadStatements`): how many
+    /// transactions across shards hold it, and its transaction epoch.
+    public static let shardStateQuery = SQLStatement("SELECT xepoch, prepared FROM _cairn_shard_state")
+
+    /// CairnDB's own statements the read connections answer from what the apply connection published
+    /// (`ReadConnections.query`): only commits that may change their answers are bracketed for them.
+    static let publishedQueries = [splitVersionQuery.sql, shardStateQuery.sql]
+
+    /// SQLite's answers to `publishedQueries` on the committed file (a reserved table's absence is an
+    /// answer too); nil when the apply connection cannot tell (inside a transaction, or a failure).
+    func publishedAnswers() -> [String: StatementResult]? {
+        guard connection.isAutocommit else { return nil }
+        var answers: [String: StatementResult] = [:]
+        for sql in Self.publishedQueries {
+            let r = connection.internalRun(sql)
+            if let e = r.error, !e.hasPrefix("no such table") { return nil }
+            answers[sql] = r
+        }
+        return answers
     }
 
     /// Applies the entry at `index` alone, in a transaction of its own whose work is `body` (CairnDB's
@@ -249,9 +275,9 @@ public final class SQLStateMachine {
         precondition(index == appliedIndex + 1, "applying entry \(index) after \(appliedIndex)")
         let entry: [(index: LogIndex, change: Change)] = [(index, .empty(nil))]
         let recorded = try recordBookkeeping(for: entry)
-        // A split commits here: reads ask SQLite for the version until the new one is published.
-        reads.beginSplitChange()
-        defer { reads.endSplitChange(splitVersionNow()) }
+        // A split commits here: reads ask SQLite for its state until the new one is published.
+        reads.beginStateChange()
+        defer { reads.endStateChange(publishedAnswers()) }
         if recorded { try connection.execPrepared("PRAGMA synchronous=FULL") }
         defer { if recorded { try? connection.execPrepared("PRAGMA synchronous=NORMAL") } }
         try connection.execPrepared("BEGIN IMMEDIATE")
@@ -442,8 +468,8 @@ public final class SQLStateMachine {
             try Bookkeeping.strip(raw, index: embedded.index)
         }
         try Self.syncPath(temporary)
-        reads.beginSplitChange()
-        defer { reads.endSplitChange(splitVersionNow()) }
+        reads.beginStateChange()
+        defer { reads.endStateChange(publishedAnswers()) }
         try reads.replacingFile {
             // Close the old database before replacing it; its WAL belongs to the old contents.
             connection.close()

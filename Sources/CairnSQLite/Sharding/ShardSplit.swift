@@ -165,17 +165,6 @@ extension SQLStateMachine {
         return UInt32(v)
     }
 
-    /// What `splitVersionQuery` finds in the file now, read on the apply connection (which reads what
-    /// is committed, or what its own transaction wrote); nil when that cannot be told.
-    func splitVersionNow() -> ReadConnections.SplitVersion? {
-        let exists = connection.internalRun("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_cairn_split_state'")
-        guard exists.error == nil else { return nil }
-        guard !exists.rows.isEmpty else { return ReadConnections.SplitVersion(version: nil) }
-        let r = connection.internalRun(Self.splitVersionQuery.sql)
-        guard r.error == nil, r.rows.count == 1, case .integer(let v)? = r.rows[0].first, v >= 0, v <= Int64(UInt32.max) else { return nil }
-        return ReadConnections.SplitVersion(version: UInt32(v))
-    }
-
     struct SplitState {
         var version: UInt32
         var lo: Int

@@ -167,7 +167,7 @@ extension API {
         }
     }
 
-    static let shardStateQuery = SQLStatement("SELECT xepoch, prepared FROM _cairn_shard_state")
+    static let shardStateQuery = SQLStateMachine.shardStateQuery
 
     /// A read of a database's home group. Once the database has shards, the home group may hold a
     /// transaction across shards (one that wrote unsharded tables too), whose outcome is waited for as
