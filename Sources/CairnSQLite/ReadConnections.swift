@@ -46,10 +46,15 @@ public final class ReadConnections: @unchecked Sendable {
     /// Runs read-only statements at one read point (one read transaction when there are several).
     /// A statement running longer than `timeoutNanos` (0: no limit) is interrupted.
     public func query(_ statements: [SQLStatement], timeoutNanos: UInt64) -> [StatementResult] {
+        // Only the statements' own texts without parameters (a client's with values gets SQLite's error).
+        let asked = statements.indices.filter {
+            statements[$0].positional.isEmpty && statements[$0].named.isEmpty && SQLStateMachine.publishedQueries.contains(statements[$0].sql)
+        }
+        // Marked before a connection is checked out: one of an older file is checked out only before a
+        // replacement, which then moves the count before the second mark.
+        let before = asked.isEmpty ? nil : mark()
         do {
             return try withConnection { c in
-                let asked = statements.indices.filter { SQLStateMachine.publishedQueries.contains(statements[$0].sql) }
-                let before = asked.isEmpty ? nil : mark()
                 // Prepared once per connection: a sharded read is several statements, every time.
                 if statements.count > 1 { try c.execPrepared("BEGIN") }
                 defer { if !c.isAutocommit { try? c.execPrepared("ROLLBACK") } }

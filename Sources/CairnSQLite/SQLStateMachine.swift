@@ -199,7 +199,10 @@ public final class SQLStateMachine {
         defer { if recorded { try? connection.execPrepared("PRAGMA synchronous=NORMAL") } }
         // A step of a transaction across shards moves the shard's state: reads ask SQLite for it until
         // the batch's is published.
-        let stepsTransactions = batch.contains { if case .command(let c) = $0.change { c.transaction != nil } else { false } }
+        // So does a load's last entry, which replaces every table (the reserved ones too).
+        let stepsTransactions = batch.contains {
+            if case .command(let c) = $0.change { c.transaction != nil || c.replacesDatabaseKeeping != nil } else { false }
+        }
         if stepsTransactions { reads.beginStateChange() }
         defer { if stepsTransactions { reads.endStateChange(publishedAnswers()) } }
         try connection.execPrepared("BEGIN IMMEDIATE")
@@ -259,7 +262,8 @@ public final class SQLStateMachine {
     /// SQLite's answers to `publishedQueries` on the committed file (a reserved table's absence is an
     /// answer too); nil when the apply connection cannot tell (inside a transaction, or a failure).
     func publishedAnswers() -> [String: StatementResult]? {
-        guard connection.isAutocommit else { return nil }
+        // Closed: a replacement of the file failed half-way.
+        guard connection.db != nil, connection.isAutocommit else { return nil }
         var answers: [String: StatementResult] = [:]
         for sql in Self.publishedQueries {
             let r = connection.internalRun(sql)

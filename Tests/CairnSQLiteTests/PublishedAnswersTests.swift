@@ -121,6 +121,9 @@ import Testing
         // A version the file does not hold shows which answer a read took.
         reads.endStateChange(version(99))
         #expect(SQLStateMachine.splitVersion(sm.query(SQLStateMachine.splitVersionQuery)) == 99)
+        // The same text with a value for a parameter it lacks is a client's statement: SQLite's error.
+        let given = sm.query(SQLStatement(SQLStateMachine.splitVersionQuery.sql, [.integer(1)]))
+        #expect(given.error != nil && Self.same(given, sm.query(SQLStatement(Self.askSQLite.sql, [.integer(1)]))))
         reads.beginStateChange()
         #expect(!reads.knowsAnswers)
         #expect(Self.same(sm.query(SQLStateMachine.splitVersionQuery), sm.query(Self.askSQLite)))

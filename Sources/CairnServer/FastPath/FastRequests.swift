@@ -186,8 +186,21 @@ extension API: FastDataServer {
         guard catalog.exists, let database = catalog.databases[db], !Catalog.isInternalName(db) else {
             return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
         }
-        if let view = shards, statements.contains(where: { Self.mentions($0.sql, view.tables) }) {
-            return readShardFast(statements, db: db, view: view, consistency: consistency, done)
+        if let view = shards {
+            // One statement (a point read, most often): its text's prepared plan, or that it is the home group's, in one lookup.
+            if statements.count == 1 {
+                switch Result(catching: { try schemaCopies.preparedRead(statements[0].sql, database: db, tables: view.tables) }) {
+                case .success(let prepared?):
+                    return readShardFast(statements[0], prepared, db: db, view: view, consistency: consistency, done)
+                case .success(nil):
+                    break
+                case .failure:
+                    // The router's path refuses it with the planner's reason.
+                    return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
+                }
+            } else if statements.contains(where: { Self.mentions($0.sql, view.tables) }) {
+                return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
+            }
         }
         guard let first = groupRouter.queryHere(statements + [Self.shardStateQuery], group: database.group, consistency: consistency) else {
             return slowly(done) { try await self.read(statements, db: db, consistency: consistency) }
@@ -217,12 +230,11 @@ extension API: FastDataServer {
     /// A single statement pinned to one shard (a point read), read as `readWaitingOutTransactions`
     /// reads it; any other shape, a shard held by a transaction, or a shard map changed under this
     /// node's copy, is `read`'s.
-    private func readShardFast(_ statements: [SQLStatement], db: String, view: ShardView, consistency: ReadConsistency,
-                               _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
-        let slow: @Sendable () -> Void = { self.slowly(done) { try await self.read(statements, db: db, consistency: consistency) } }
-        guard statements.count == 1, let (schema, prepared) = try? schemaCopies.preparedRead(statements[0].sql, database: db, tables: view.tables),
-              case .single(let shard)? = try? ReadPlanner(schema: schema, map: view.map).plan(statements[0], prepared: prepared) else { return slow() }
-        readOneShard(statements[0], shard: shard, db: db, view: view, consistency: consistency, slow: slow, done)
+    private func readShardFast(_ statement: SQLStatement, _ prepared: (ShardingSchema, PreparedRead), db: String, view: ShardView,
+                               consistency: ReadConsistency, _ done: @escaping @Sendable (Result<Answer, any Error>) -> Void) {
+        let slow: @Sendable () -> Void = { self.slowly(done) { try await self.read([statement], db: db, consistency: consistency) } }
+        guard case .single(let shard)? = try? ReadPlanner(schema: prepared.0, map: view.map).plan(statement, prepared: prepared.1) else { return slow() }
+        readOneShard(statement, shard: shard, db: db, view: view, consistency: consistency, slow: slow, done)
     }
 
     /// A read of one statement over a sharded `table` whose rows' `key` (lowercased) all lie between

@@ -16,6 +16,8 @@ final class SchemaCopies: @unchecked Sendable {
         var database: ScratchDatabase
         var schema: ShardingSchema
         var analyses: [SQLTextKey: Known] = [:]
+        /// Texts that name none of the copy's tables (`API.mentions`): the home group's.
+        var unsharded: Set<SQLTextKey> = []
     }
 
     /// What is known of one statement text against a copy.
@@ -44,14 +46,16 @@ final class SchemaCopies: @unchecked Sendable {
     }
 
     /// What `ReadPlanner.prepare` learns from `sql` against `database`'s sharding schema, kept with the
-    /// statement's analysis (and so dropped with the copy when a sharded table changes).
-    func preparedRead(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, PreparedRead) {
+    /// statement's analysis (and so dropped with the copy when a sharded table changes); nil when the
+    /// text names no sharded or reference table (the home group's, remembered too).
+    func preparedRead(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, PreparedRead)? {
         lock.lock()
         defer { lock.unlock() }
         // A text seen before: one hash of it and one lookup.
-        _ = try current(database, tables)
+        try ensureCurrent(database, tables)
         let key = SQLTextKey(sql)
         if let read = copies[database]!.analyses[key]?.read { return (copies[database]!.schema, read) }
+        guard mentions(sql, key, database, tables) else { return nil }
         let (schema, analysis) = try known(sql, database, tables)
         let read = try ReadPlanner.prepare(sql, analysis: analysis, schema: schema)
         copies[database]!.analyses[key]?.read = read
@@ -59,19 +63,35 @@ final class SchemaCopies: @unchecked Sendable {
     }
 
     /// What `WritePlanner.prepare` learns from `sql` against `database`'s sharding schema, kept as
-    /// `preparedRead` keeps a read's. Throws `Unanalysable` when SQLite cannot prepare `sql` against the
-    /// sharded tables, and the planner's refusal when it can.
-    func preparedWrite(_ sql: String, database: String, tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, StatementAnalysis, PreparedWrite) {
+    /// `preparedRead` keeps a read's; nil when the text names no sharded or reference table, unless
+    /// `planned` (a DROP INDEX of one of their indexes, which names no table). Throws `Unanalysable`
+    /// when SQLite cannot prepare `sql` against the sharded tables (or the copy cannot be made), and
+    /// the planner's refusal when it can.
+    func preparedWrite(_ sql: String, database: String, tables: [String: CatalogShardedTable],
+                       planned: Bool = false) throws -> (ShardingSchema, StatementAnalysis, PreparedWrite)? {
         lock.lock()
         defer { lock.unlock() }
-        _ = try current(database, tables)
+        do { try ensureCurrent(database, tables) } catch { throw Unanalysable(error: error) }
         let key = SQLTextKey(sql)
         if let known = copies[database]!.analyses[key], let write = known.write { return (copies[database]!.schema, known.analysis, write) }
+        guard planned || mentions(sql, key, database, tables) else { return nil }
         let schema: ShardingSchema, analysis: StatementAnalysis
         do { (schema, analysis) = try known(sql, database, tables) } catch { throw Unanalysable(error: error) }
         let write = try WritePlanner.prepare(sql, analysis: analysis, schema: schema)
         copies[database]!.analyses[key]?.write = write
         return (schema, analysis, write)
+    }
+
+    /// With the lock held: whether `sql` names any of the copy's tables, remembered when it does not.
+    private func mentions(_ sql: String, _ key: SQLTextKey, _ database: String, _ tables: [String: CatalogShardedTable]) -> Bool {
+        if copies[database]!.unsharded.contains(key) { return false }
+        if API.mentions(sql, tables) { return true }
+        // DROP INDEX names no table: whether it drops one of theirs is the catalog's to say, each time.
+        if sql.utf8.count <= Self.maxAnalysedSQLBytes && !API.mentionsIndex(sql) {
+            if copies[database]!.unsharded.count >= Self.maxAnalyses { copies[database]!.unsharded.removeAll() }
+            copies[database]!.unsharded.insert(key)
+        }
+        return false
     }
 
     /// SQLite's own reason a statement does not prepare against a database's sharded tables.
@@ -83,7 +103,7 @@ final class SchemaCopies: @unchecked Sendable {
     private func known(_ sql: String, _ database: String, _ tables: [String: CatalogShardedTable]) throws -> (ShardingSchema, StatementAnalysis) {
         // Through the dictionary, not a local copy of the entry: a second reference to its analyses
         // would make every insertion copy them all.
-        _ = try current(database, tables)
+        try ensureCurrent(database, tables)
         if let known = copies[database]!.analyses[SQLTextKey(sql)] { return (copies[database]!.schema, known.analysis) }
         let analysis = try copies[database]!.database.analyze(sql)
         if sql.utf8.count <= Self.maxAnalysedSQLBytes {
@@ -108,6 +128,12 @@ final class SchemaCopies: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         return try current(database, tables).schema
+    }
+
+    /// With the lock held: `current` without handing the copy out (no copy of its references per request).
+    private func ensureCurrent(_ database: String, _ tables: [String: CatalogShardedTable]) throws {
+        if copies[database]?.tables == tables { return }
+        _ = try current(database, tables)
     }
 
     private func current(_ database: String, _ tables: [String: CatalogShardedTable]) throws -> Copy {

@@ -140,20 +140,23 @@ extension API {
     /// Where each statement of a write goes. Pure (the router's async path and the fast path plan with
     /// it); throws the client's error (400) for a write the planner refuses.
     func planWrite(_ statements: [SQLStatement], db: String, view: ShardView, firstAttempt: Bool) throws -> WritePlan {
-        let mentioning = statements.map { Self.mentions($0.sql, view.tables) || droppedIndexTable($0.sql, db: db, view) != nil }
-        guard mentioning.contains(true) else { return .unsharded }
         var parts: [Int: ShardPart] = [:]
         var home: [Int] = []
         var reindexed: Set<String> = []
         for (k, statement) in statements.enumerated() {
-            guard mentioning[k] else { home.append(k); continue }
-            let schema: ShardingSchema, analysis: StatementAnalysis, prepared: PreparedWrite
+            var found: (ShardingSchema, StatementAnalysis, PreparedWrite)?
             do {
-                (schema, analysis, prepared) = try Self.refusing { try schemaCopies.preparedWrite(statement.sql, database: db, tables: view.tables) }
+                found = try Self.refusing { try schemaCopies.preparedWrite(statement.sql, database: db, tables: view.tables) }
+                // DROP INDEX names no table; the catalog knows whether the index is one of theirs.
+                if found == nil && droppedIndexTable(statement.sql, db: db, view) != nil {
+                    found = try Self.refusing { try schemaCopies.preparedWrite(statement.sql, database: db, tables: view.tables, planned: true) }
+                }
             } catch let unanalysable as SchemaCopies.Unanalysable {
                 if firstAttempt { return .stale }
                 throw Self.unanalysable(unanalysable.error, view)
             }
+            // A statement naming none of the sharded or reference tables is the home group's.
+            guard let (schema, analysis, prepared) = found else { home.append(k); continue }
             reindexed.formUnion(analysis.schemaTables.filter { view.tables[$0] != nil })
             switch try Self.refusing({ try WritePlanner(schema: schema, map: view.map).plan(statement, prepared: prepared) }) {
             case .home: home.append(k)
