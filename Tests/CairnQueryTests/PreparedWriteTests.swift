@@ -98,12 +98,26 @@ import Testing
         #expect(throws: Never.self) { try writer.plan(SQLStatement("INSERT INTO t(k, v) VALUES (?, 'a')", [.integer(3)]), prepared: insert) }
     }
 
+    @Test("a row whose key is neither a literal nor a parameter is refused in row order, after a NULL key in a row before it, as planning afresh refuses it")
+    func rowRefusalsInRowOrder() throws {
+        let db = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"])
+        let writer = WritePlanner(schema: db.planner.schema, map: db.planner.map)
+        for (sql, values, why) in [
+            ("INSERT INTO t(k, v) VALUES (?, 'a'), (1 + 1, 'b')", [SQLValue.null], "the shard key k of t may not be NULL"),
+            ("INSERT INTO t(k, v) VALUES (?, 'a'), (1 + 1, 'b')", [.integer(1)], "the shard key k of each row inserted into t must be a literal or a parameter"),
+            ("INSERT INTO t(k, v) VALUES (1 + 1, 'b'), (NULL, 'a')", [], "the shard key k of each row inserted into t must be a literal or a parameter"),
+        ] {
+            let prepared = try WritePlanner.prepare(sql, analysis: db.schema.analyze(sql), schema: db.planner.schema)
+            #expect(throws: PlanRefusal(why), "\(sql) \(values)") { try writer.plan(SQLStatement(sql, values), prepared: prepared) }
+            #expect(throws: PlanRefusal(why), "\(sql) \(values)") { try writer.plan(SQLStatement(sql, values), analysis: db.schema.analyze(sql)) }
+        }
+    }
+
     @Test("what a write's text cannot do is refused when the text is prepared, whatever its values")
     func refusalsAtPreparation() throws {
         let db = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"])
         for (sql, why) in [
             ("INSERT INTO t(v) VALUES (?)", "an INSERT into sharded table t must give its shard key (k)"),
-            ("INSERT INTO t(k, v) VALUES (? + 1, ?)", "the shard key k of each row inserted into t must be a literal or a parameter"),
             ("UPDATE t SET k = ? WHERE k = ?", "the shard key k of t cannot be changed: delete the row and insert it again"),
         ] {
             #expect(throws: PlanRefusal(why), "\(sql)") { try WritePlanner.prepare(sql, analysis: db.schema.analyze(sql), schema: db.planner.schema) }

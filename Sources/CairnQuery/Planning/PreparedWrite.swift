@@ -25,8 +25,9 @@ public struct PreparedWrite: Sendable {
         var head: [Token]
         var rows: [[Token]]
         var tail: [Token]
-        /// Each row's shard key, column by column, as literals and parameters.
-        var keys: [[ReadPlanner.Term]]
+        /// Each row's shard key, column by column, as literals and parameters; or why the row cannot be
+        /// placed by its text (refused when planned, in row order, as planning afresh refuses it).
+        var keys: [Result<[ReadPlanner.Term], PlanRefusal>]
     }
 
     /// `UPDATE` or `DELETE` of one sharded table.

@@ -256,15 +256,17 @@ public struct WritePlanner: Sendable {
             }
             try refuseKeyChange(Array(tail[(n + 1)..<end]), table: table)
         }
-        let keys = try rows.map { row -> [ReadPlanner.Term] in
+        let keys = try rows.map { row -> Result<[ReadPlanner.Term], PlanRefusal> in
             let values = SelectShape.splitTopLevel(Array(row.dropFirst().dropLast()))
             guard values.count == columns.count else { throw PlanRefusal("\(values.count) values for \(columns.count) columns") }
-            return try keyPositions.enumerated().map { n, position in
+            var terms: [ReadPlanner.Term] = []
+            for (n, position) in keyPositions.enumerated() {
                 guard let term = ReadPlanner.term(values[position][...]) else {
-                    throw PlanRefusal("the shard key \(table.keyColumns[n]) of each row inserted into \(table.name) must be a literal or a parameter")
+                    return .failure(PlanRefusal("the shard key \(table.keyColumns[n]) of each row inserted into \(table.name) must be a literal or a parameter"))
                 }
-                return term
+                terms.append(term)
             }
+            return .success(terms)
         }
         return PreparedWrite(.insert(.init(table: table, slots: slots, head: Array(body[...i]), rows: rows, tail: tail, keys: keys)))
     }
@@ -274,8 +276,8 @@ public struct WritePlanner: Sendable {
         let parameters = Parameters(insert.slots, of: statement)
         var byShard: [Int: [[Token]]] = [:]
         var order: [Int] = []
-        for (row, terms) in zip(insert.rows, insert.keys) {
-            let key = terms.map { parameters.value(of: $0) }
+        for (row, placed) in zip(insert.rows, insert.keys) {
+            let key = try placed.get().map { parameters.value(of: $0) }
             guard let shard = rowShard(table, key: key) else {
                 throw PlanRefusal("the shard key \(table.keyColumns[key.firstIndex(of: .null) ?? 0]) of \(table.name) may not be NULL")
             }
