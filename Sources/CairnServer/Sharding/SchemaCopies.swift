@@ -52,7 +52,11 @@ final class SchemaCopies: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         // A text seen before: one hash of it and one lookup.
-        try ensureCurrent(database, tables)
+        do { try ensureCurrent(database, tables) } catch {
+            // No copy to be had: a text that names none of its tables is still the home group's.
+            if !API.mentions(sql, tables) { return nil }
+            throw error
+        }
         let key = SQLTextKey(sql)
         if let read = copies[database]!.analyses[key]?.read { return (copies[database]!.schema, read) }
         guard mentions(sql, key, database, tables) else { return nil }
@@ -71,7 +75,10 @@ final class SchemaCopies: @unchecked Sendable {
                        planned: Bool = false) throws -> (ShardingSchema, StatementAnalysis, PreparedWrite)? {
         lock.lock()
         defer { lock.unlock() }
-        do { try ensureCurrent(database, tables) } catch { throw Unanalysable(error: error) }
+        do { try ensureCurrent(database, tables) } catch {
+            if !planned && !API.mentions(sql, tables) { return nil }
+            throw Unanalysable(error: error)
+        }
         let key = SQLTextKey(sql)
         if let known = copies[database]!.analyses[key], let write = known.write { return (copies[database]!.schema, known.analysis, write) }
         guard planned || mentions(sql, key, database, tables) else { return nil }
