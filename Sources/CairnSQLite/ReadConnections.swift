@@ -37,10 +37,13 @@ public final class ReadConnections: @unchecked Sendable {
         return published
     }
 
-    func publish(applied: LogIndex, dropped: LogIndex?) {
+    /// Also says whether the answers to `SQLStateMachine.publishedQueries` are known (one lock a batch).
+    @discardableResult
+    func publish(applied: LogIndex, dropped: LogIndex?) -> Bool {
         lock.lock()
+        defer { lock.unlock() }
         published = (applied, dropped)
-        lock.unlock()
+        return !answers.isEmpty
     }
 
     /// Runs read-only statements at one read point (one read transaction when there are several).

@@ -245,9 +245,9 @@ public final class SQLStateMachine {
         appliedIndex = batch.last!.index
         if let newConf { confState = newConf }
         if let newDroppedAt { droppedAt = newDroppedAt }
-        reads.publish(applied: appliedIndex, dropped: droppedAt)
+        let knowsAnswers = reads.publish(applied: appliedIndex, dropped: droppedAt)
         // Answers forgotten (a rollback) are learnt again while nothing changes them.
-        if !stepsTransactions && !reads.knowsAnswers, let known = publishedAnswers() { reads.learnAnswers(known) }
+        if !stepsTransactions && !knowsAnswers, let known = publishedAnswers() { reads.learnAnswers(known) }
         return all
     }
 

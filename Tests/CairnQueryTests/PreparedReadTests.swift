@@ -27,11 +27,7 @@ import Testing
     @Test("a text prepared once plans 400 requests with other values exactly as planning each afresh: point reads, IN lists, two-column keys, named and numbered parameters, NULLs, strings in an INTEGER key")
     func preparedOnceAgreesWithFreshPlanning() throws {
         var rng = SystemRandomNumberGenerator()
-        let one = try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"])
-        let pair = try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(a INTEGER NOT NULL, b TEXT NOT NULL, v TEXT, PRIMARY KEY (a, b))",
-                                       table: "t", key: ["a", "b"])
-        let ranged = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"],
-                                         splitPoints: [.integer(100), .integer(1000)])
+        let (one, pair, ranged) = try ShardedDatabase.keyShapes()
         func value() -> SQLValue {
             switch Int.random(in: 0..<6, using: &rng) {
             case 0: return .null

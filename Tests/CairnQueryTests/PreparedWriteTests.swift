@@ -25,11 +25,7 @@ import Testing
     @Test("an INSERT's text prepared once places 600 requests' rows on the shards their keys hash to, splitting rows of several shards, as planning each afresh does")
     func insertsPlacedByTheirValues() throws {
         var rng = SystemRandomNumberGenerator()
-        let one = try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"])
-        let pair = try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(a INTEGER NOT NULL, b TEXT NOT NULL, v TEXT, PRIMARY KEY (a, b))",
-                                       table: "t", key: ["a", "b"])
-        let ranged = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"],
-                                         splitPoints: [.integer(100), .integer(1000)])
+        let (one, pair, ranged) = try ShardedDatabase.keyShapes()
         func key() -> SQLValue {
             switch Int.random(in: 0..<4, using: &rng) {
             case 0: return .text(String(Int.random(in: -50...2000, using: &rng)))

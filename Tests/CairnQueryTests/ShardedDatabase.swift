@@ -38,6 +38,16 @@ final class ShardedDatabase {
         planner = ReadPlanner(schema: ShardingSchema(sharded: [table] + more, reference: referenceTables), map: .uniform(count: shardCount))
     }
 
+    /// Table `t` three ways the prepared-plan tests place keys: by a one-column hash key (16 shards), a
+    /// two-column hash key (16), and by range of one column split at 100 and 1000 (4).
+    static func keyShapes() throws -> (one: ShardedDatabase, pair: ShardedDatabase, ranged: ShardedDatabase) {
+        (try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"]),
+         try ShardedDatabase(shardCount: 16, createSQL: "CREATE TABLE t(a INTEGER NOT NULL, b TEXT NOT NULL, v TEXT, PRIMARY KEY (a, b))",
+                             table: "t", key: ["a", "b"]),
+         try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"],
+                             splitPoints: [.integer(100), .integer(1000)]))
+    }
+
     /// The same database with one more reference table.
     func adding(reference name: String, createSQL: String) throws -> ShardedDatabase {
         try ShardedDatabase(shardCount: declared.shardCount, createSQL: declared.createSQL, table: table.name, key: declared.key,
