@@ -86,12 +86,30 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) {
-            unanswered = max(0, unanswered - 1)
-            // Idle only once every request read has been answered and none is arriving.
-            if unanswered == 0 && !reading { arm(context, millis: limits.idleTimeoutMillis) }
-        }
+        if case .end = unwrapOutboundIn(data) { answered(context) }
         context.write(data, promise: promise)
+    }
+
+    private func answered(_ context: ChannelHandlerContext) {
+        unanswered = max(0, unanswered - 1)
+        // Idle only once every request read has been answered and none is arriving.
+        if unanswered == 0 && !reading { arm(context, millis: limits.idleTimeoutMillis) }
+    }
+
+    /// The requests `RawFastPath` serves ahead of decoding have the same deadlines as those decoded.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let raw = event as? RawRequestEvent else { return context.fireUserInboundEventTriggered(event) }
+        switch raw {
+        case .head:
+            reading = true
+            unanswered += 1
+            arm(context, millis: limits.bodyTimeoutMillis)
+        case .end:
+            reading = false
+            disarm()
+        case .answered:
+            answered(context)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {

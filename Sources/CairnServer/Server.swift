@@ -205,13 +205,16 @@ public enum Server {
         // see the requests the fast path answers; `RequestDeadlines` (before the fast path, so it sees
         // them all) closes idle connections instead.
         let makeServer: ListenerServer = { fast in
-            let plain = HTTPServerBuilder.http1(configuration: .init(
-                additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)] + (fast.map { [$0()] } ?? []),
-                idleTimeout: fast == nil ? .milliseconds(httpLimits.idleTimeoutMillis) : nil))
-            guard let https else { return plain }
-            return try .tls(plain, tlsConfiguration: https)
+            let http1 = HTTP1Channel.Configuration(
+                additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)]
+                    + (fast.map { [FastDataPath(server: $0.server, maxBodyBytes: $0.maxBodyBytes)] } ?? []),
+                idleTimeout: fast == nil ? .milliseconds(httpLimits.idleTimeoutMillis) : nil)
+            let server = fast.map { HTTPServerBuilder.http1(configuration: http1, rawFastPath: $0.server, maxBodyBytes: $0.maxBodyBytes) }
+                ?? .http1(configuration: http1)
+            guard let https else { return server }
+            return try .tls(server, tlsConfiguration: https)
         }
-        let apiServer = try makeServer { FastDataPath(server: api, maxBodyBytes: api.fastPathMaxBodyBytes) }
+        let apiServer = try makeServer((api, api.fastPathMaxBodyBytes))
         let app = Application(
             router: api.router(),
             server: apiServer,

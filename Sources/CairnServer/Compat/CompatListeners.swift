@@ -53,8 +53,9 @@ public struct CompatOptionError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A listener's HTTP server, given the fast path (if any) to put on each of its connections.
-typealias ListenerServer = @Sendable (_ fastPath: (@Sendable () -> any RemovableChannelHandler)?) throws -> HTTPServerBuilder
+/// A listener's HTTP server, given the API (if any) whose data requests its connections serve on the
+/// event loop (`RawFastPath`, `FastDataPath`), with the largest body they take there.
+typealias ListenerServer = @Sendable (_ fastPath: (server: any FastDataServer, maxBodyBytes: Int)?) throws -> HTTPServerBuilder
 
 extension API {
     /// The application serving `listener`'s API, on its own port.
@@ -70,7 +71,7 @@ extension API {
             let lb = ShardLBAPI(api: self)
             lb.register(on: router)
             let maxBodyBytes = fastPathMaxBodyBytes
-            server = try makeServer { FastDataPath(server: lb, maxBodyBytes: maxBodyBytes) }
+            server = try makeServer((lb, maxBodyBytes))
         case .keyEndpoint:
             KeyEndpointAPI(api: self).register(on: router)
             server = try makeServer(nil)

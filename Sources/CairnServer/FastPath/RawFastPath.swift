@@ -1,0 +1,299 @@
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// The data endpoints served from the connection's bytes, ahead of HTTP decoding: a request in the
+/// plainest HTTP/1.1 form (`RawRequestHead`) that `FastDataServer.fastRequest` takes is read here,
+/// served by the same `serveFast` that `FastDataPath` calls, and answered with the bytes NIO's encoder
+/// would write for that response. NIO's HTTP decoder and encoder, the conversion to HTTP types and
+/// four handlers' worth of request and response parts cost a point read about a fifth of its CPU
+/// (`bench/NOTES.md`, round sixteen).
+///
+/// The first request it does not take ends it for the connection: that request's bytes and everything
+/// after go to the decoder, and the rest of the pipeline (`FastDataPath`, the router) works on them as
+/// if this handler were not there. It never gives a request to the decoder while one of its own is
+/// unanswered, so answers keep the requests' order. `RequestDeadlines` learns of the requests served
+/// here through `RawRequestEvent`s; a shutdown and a half-close wait for the answer in flight.
+final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
+
+    private let server: any FastDataServer
+    private let maxBodyBytes: Int
+    /// Set once: every byte from now on is the decoder's.
+    private var passingOn = false
+    /// Bytes read and not yet taken: the rest of a request, or requests pipelined behind one served.
+    private var buffer: ByteBuffer?
+    /// A request whose head was taken, its body arriving.
+    private var pending: (request: FastRequest, headBytes: Int, contentLength: Int)?
+    /// A request taken and not answered yet.
+    private var serving = false
+    /// True while `serveFast` runs (an answer given then is written on the loop's next turn).
+    private var insideServeFast = false
+    private var insideChannelRead = false
+    private var readHeld = false
+    private var waitingForWritable = false
+    /// A shutdown or a half-close that arrived while a request was under way.
+    private var quiesceHeld = false
+    private var inputClosedHeld = false
+    private var active = true
+    private var remoteAddress: String?
+
+    init(server: any FastDataServer, maxBodyBytes: Int) {
+        self.server = server
+        self.maxBodyBytes = max(0, maxBodyBytes)
+    }
+
+    /// Whether reading must wait: an answer not written yet, or a socket that has not drained (a client
+    /// that sends and never reads must not fill this node's memory).
+    private var mustHold: Bool { !passingOn && (serving || waitingForWritable) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if passingOn { return context.fireChannelRead(data) }
+        var bytes = unwrapInboundIn(data)
+        if buffer == nil {
+            buffer = bytes
+        } else {
+            buffer!.writeBuffer(&bytes)
+        }
+        insideChannelRead = true
+        defer { insideChannelRead = false }
+        if !mustHold { takeRequests(context: context) }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.fireChannelReadComplete()
+    }
+
+    /// Takes what the buffer holds, request by request, until one is being served, one is incomplete,
+    /// or one is not this handler's.
+    private func takeRequests(context: ChannelHandlerContext) {
+        while active, !passingOn, !serving {
+            guard var bytes = buffer, bytes.readableBytes > 0 else { return }
+            if pending == nil {
+                switch bytes.withUnsafeReadableBytes({ RawRequestHead.parse($0) }) {
+                case .incomplete:
+                    return
+                case .unsupported:
+                    return passOn(context: context)
+                case .head(let head, let headBytes, let contentLength):
+                    guard !quiesceHeld, contentLength <= maxBodyBytes,
+                          let request = server.fastRequest(head, remote: remote(context)) else { return passOn(context: context) }
+                    pending = (request, headBytes, contentLength)
+                    context.fireUserInboundEventTriggered(RawRequestEvent.head)
+                }
+            }
+            guard let taken = pending, bytes.readableBytes >= taken.headBytes + taken.contentLength else { return }
+            bytes.moveReaderIndex(forwardBy: taken.headBytes)
+            let body = bytes.readSlice(length: taken.contentLength)!
+            buffer = bytes.readableBytes > 0 ? bytes : nil
+            pending = nil
+            context.fireUserInboundEventTriggered(RawRequestEvent.end)
+            serve(taken.request, body: body, context: context)
+        }
+    }
+
+    /// From now on the connection is the decoder's: what is buffered goes to it first.
+    private func passOn(context: ChannelHandlerContext) {
+        passingOn = true
+        pending = nil
+        if let bytes = buffer {
+            buffer = nil
+            context.fireChannelRead(wrapInboundOut(bytes))
+            // Inside a read NIO ends the burst itself; after an answer the decoder is told here.
+            if !insideChannelRead { context.fireChannelReadComplete() }
+        }
+        if inputClosedHeld {
+            inputClosedHeld = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
+        if readHeld {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    /// The client's address, as the router's `ClientAddress` gives it.
+    private func remote(_ context: ChannelHandlerContext) -> String {
+        if let known = remoteAddress { return known }
+        let address = context.channel.remoteAddress?.ipAddress ?? ""
+        remoteAddress = address
+        return address
+    }
+
+    private func serve(_ request: FastRequest, body: ByteBuffer, context: ChannelHandlerContext) {
+        serving = true
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        insideServeFast = true
+        server.serveFast(request, body: body) { response in
+            // As in `FastDataPath.serve`: written at once when completed on this loop after `serveFast`
+            // returned, otherwise on the loop's next turn, so `channelRead` never re-enters itself.
+            if loop.inEventLoop, !bound.value.0.insideServeFast {
+                let (handler, context) = bound.value
+                handler.answer(response, context: context)
+                return
+            }
+            loop.execute {
+                let (handler, context) = bound.value
+                handler.answer(response, context: context)
+            }
+        }
+        insideServeFast = false
+    }
+
+    private func answer(_ response: FastResponse, context: ChannelHandlerContext) {
+        guard active, serving else { return }
+        var out = context.channel.allocator.buffer(capacity: 192 + response.body.readableBytes)
+        Self.encode(response, into: &out)
+        context.writeAndFlush(wrapOutboundOut(.byteBuffer(out)), promise: nil)
+        serving = false
+        context.fireUserInboundEventTriggered(RawRequestEvent.answered)
+        resume(context: context)
+    }
+
+    /// After an answer, or once the socket drains: a shutdown first (what was pipelined behind it is
+    /// never run), then what waited, in order, then a half-close, then reads.
+    private func resume(context: ChannelHandlerContext) {
+        guard active, !passingOn, !serving else { return }
+        if quiesceHeld {
+            quiesceHeld = false
+            buffer = nil
+            pending = nil
+            context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+            return
+        }
+        if !context.channel.isWritable {
+            waitingForWritable = true
+            return
+        }
+        waitingForWritable = false
+        takeRequests(context: context)
+        guard !passingOn, !serving else { return }
+        if inputClosedHeld {
+            // Nothing more will arrive: a request still incomplete never will be.
+            inputClosedHeld = false
+            buffer = nil
+            pending = nil
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            return
+        }
+        if readHeld {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if waitingForWritable && context.channel.isWritable { resume(context: context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if mustHold {
+            readHeld = true
+            return
+        }
+        context.read()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard !passingOn else { return context.fireUserInboundEventTriggered(event) }
+        if event is ChannelShouldQuiesceEvent {
+            // As Hummingbird's connection handler: a connection with no request under way is closed at
+            // once; one with a request whose head arrived is closed after its answer.
+            if serving || pending != nil || waitingForWritable {
+                quiesceHeld = true
+                return
+            }
+            return context.fireUserInboundEventTriggered(event)
+        }
+        if case ChannelEvent.inputClosed = event, serving || waitingForWritable {
+            inputClosedHeld = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        active = false
+        buffer = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        active = false
+        buffer = nil
+    }
+
+    /// The bytes NIO's HTTP/1.1 response encoder writes for `response` (through the HTTP-types codec):
+    /// a status line with NIO's reason phrase, the fields in order, then the body.
+    static func encode(_ response: FastResponse, into out: inout ByteBuffer) {
+        let status = HTTPResponseStatus(statusCode: response.head.status.code, reasonPhrase: response.head.status.reasonPhrase)
+        out.writeStaticString("HTTP/1.1 ")
+        out.writeString(String(status.code))
+        out.writeStaticString(" ")
+        out.writeString(status.reasonPhrase)
+        out.writeStaticString("\r\n")
+        // Responses that carry no body are framed without a length, as the encoder frames them.
+        let bodiless = (100..<200).contains(status.code) || status.code == 204 || status.code == 304
+        var hasLength = false
+        for field in response.head.headerFields {
+            if bodiless && (field.name == .contentLength || field.name == .transferEncoding) { continue }
+            if field.name == .contentLength { hasLength = true }
+            out.writeString(field.name.rawName)
+            out.writeStaticString(": ")
+            out.writeString(field.value)
+            out.writeStaticString("\r\n")
+        }
+        if !bodiless && !hasLength {
+            out.writeStaticString("Content-Length: ")
+            out.writeString(String(response.body.readableBytes))
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("\r\n")
+        if !bodiless { out.writeImmutableBuffer(response.body) }
+    }
+}
+
+/// What `RawFastPath` tells the handlers after HTTP decoding about a request it serves, in place of
+/// the request's parts (which they never see): its head arrived, its body is whole, it was answered.
+enum RawRequestEvent: Sendable {
+    case head, end, answered
+}
+
+/// A listener's connections with `RawFastPath` in front of the HTTP decoder (after TLS, when the
+/// listener has it).
+struct RawFastPathChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+
+    let base: Base
+    let server: any FastDataServer
+    let maxBodyBytes: Int
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(RawFastPath(server: server, maxBodyBytes: maxBodyBytes))
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }
+    }
+
+    func handle(value: Base.Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1 with `configuration`, and `RawFastPath` serving `server`'s fast requests on each
+    /// connection ahead of the decoder.
+    static func http1(configuration: HTTP1Channel.Configuration, rawFastPath server: any FastDataServer, maxBodyBytes: Int) -> HTTPServerBuilder {
+        .init { responder in
+            RawFastPathChannel(base: HTTP1Channel(responder: responder, configuration: configuration), server: server, maxBodyBytes: maxBodyBytes)
+        }
+    }
+}

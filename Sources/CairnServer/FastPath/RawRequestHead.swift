@@ -1,0 +1,138 @@
+import HTTPTypes
+
+/// A request head read straight from a connection's bytes, for `RawFastPath`. Only the plainest form
+/// of HTTP/1.1 is taken: a request line `METHOD /target HTTP/1.1`, fields as `name: value` with
+/// token names and visible ASCII values, every line ended by CRLF, one `Content-Length` and no
+/// `Transfer-Encoding`. Anything else is `unsupported`, and the connection goes to NIO's HTTP decoder,
+/// which reads (or refuses) it as before. So a head this parser takes is one the decoder would read
+/// the same way, field for field: there is no request two readers could frame differently. Only POST
+/// is taken (the fast paths serve nothing else).
+enum RawRequestHead {
+    enum Outcome: Equatable {
+        /// Nothing wrong so far; the head has not ended yet.
+        case incomplete
+        /// Not in the plain form (or longer than `maxHeadBytes`): the decoder's to read.
+        case unsupported
+        /// A whole head: the request, how many bytes the head took, and the body's length.
+        case head(HTTPRequest, headBytes: Int, contentLength: Int)
+    }
+
+    /// A head longer than this is left to the decoder and its limits.
+    static let maxHeadBytes = 8 * 1024
+    /// Fields in one head, at most (more: the decoder's).
+    static let maxFields = 64
+    /// A body length this long (in digits) is beyond any limit the fast paths take.
+    static let maxLengthDigits = 12
+
+    static func parse(_ bytes: UnsafeRawBufferPointer) -> Outcome {
+        let limit = min(bytes.count, maxHeadBytes)
+        var lineStart = 0
+        var method: HTTPRequest.Method?
+        var path = ""
+        var authority: String?
+        var fields = HTTPFields()
+        var fieldCount = 0
+        var contentLength: Int?
+        while true {
+            // The line's end: a CR and then an LF. A lone LF or CR is not the plain form.
+            var i = lineStart
+            while i < limit, bytes[i] != 0x0D {
+                if bytes[i] == 0x0A { return .unsupported }
+                i += 1
+            }
+            guard i + 1 < limit else { return bytes.count > maxHeadBytes || limit == maxHeadBytes ? .unsupported : .incomplete }
+            guard bytes[i + 1] == 0x0A else { return .unsupported }
+            let line = lineStart..<i
+            lineStart = i + 2
+            if method == nil {
+                guard let (m, target) = requestLine(bytes, line) else { return .unsupported }
+                method = m
+                path = target
+                continue
+            }
+            if line.isEmpty { break }
+            guard let (name, value, padded) = field(bytes, line) else { return .unsupported }
+            fieldCount += 1
+            guard fieldCount <= maxFields else { return .unsupported }
+            switch name.canonicalName {
+            case "transfer-encoding":
+                return .unsupported
+            case "content-length":
+                // NIO's decoder refuses a length followed by a tab: only the bare digits are taken.
+                guard contentLength == nil, !padded, let n = length(value) else { return .unsupported }
+                contentLength = n
+            case "host" where authority == nil:
+                // As NIO's conversion to HTTP types: the first Host is the authority, not a field.
+                authority = value
+                continue
+            default:
+                break
+            }
+            fields.append(HTTPField(name: name, value: value))
+        }
+        guard let method, let contentLength else { return .unsupported }
+        let request = HTTPRequest(method: method, scheme: "http", authority: authority, path: path, headerFields: fields)
+        return .head(request, headBytes: lineStart, contentLength: contentLength)
+    }
+
+    /// `METHOD SP origin-form-target SP HTTP/1.1`.
+    private static func requestLine(_ b: UnsafeRawBufferPointer, _ line: Range<Int>) -> (HTTPRequest.Method, String)? {
+        var i = line.lowerBound
+        while i < line.upperBound, isTokenByte(b[i]) { i += 1 }
+        let methodBytes = line.lowerBound..<i
+        guard !methodBytes.isEmpty, i < line.upperBound, b[i] == 0x20 else { return nil }
+        i += 1
+        let targetStart = i
+        // Origin form only: an absolute URI, `*` or an authority are the decoder's.
+        guard i < line.upperBound, b[i] == UInt8(ascii: "/") else { return nil }
+        while i < line.upperBound, b[i] > 0x20, b[i] < 0x7F { i += 1 }
+        let target = targetStart..<i
+        guard i < line.upperBound, b[i] == 0x20 else { return nil }
+        i += 1
+        let version: [UInt8] = Array("HTTP/1.1".utf8)
+        guard line.upperBound - i == version.count, (0..<version.count).allSatisfy({ b[i + $0] == version[$0] }) else { return nil }
+        // The fast paths serve POST only; other methods, whatever NIO's decoder makes of them, are its own.
+        guard methodBytes.count == 4, b[methodBytes.lowerBound] == UInt8(ascii: "P"), b[methodBytes.lowerBound + 1] == UInt8(ascii: "O"),
+              b[methodBytes.lowerBound + 2] == UInt8(ascii: "S"), b[methodBytes.lowerBound + 3] == UInt8(ascii: "T") else { return nil }
+        return (.post, text(b, target))
+    }
+
+    /// `name: value`, the value without the spaces around it; `padded`: spaces or tabs followed it.
+    private static func field(_ b: UnsafeRawBufferPointer, _ line: Range<Int>) -> (HTTPField.Name, String, padded: Bool)? {
+        var i = line.lowerBound
+        while i < line.upperBound, isTokenByte(b[i]) { i += 1 }
+        // No space before the colon, and no line folded onto the one before (it would start with one).
+        guard i > line.lowerBound, i < line.upperBound, b[i] == UInt8(ascii: ":") else { return nil }
+        let nameBytes = line.lowerBound..<i
+        var start = i + 1, end = line.upperBound
+        while start < end, b[start] == 0x20 || b[start] == 0x09 { start += 1 }
+        while end > start, b[end - 1] == 0x20 || b[end - 1] == 0x09 { end -= 1 }
+        for j in start..<end where !(b[j] == 0x09 || (b[j] >= 0x20 && b[j] < 0x7F)) { return nil }
+        guard let name = HTTPField.Name(text(b, nameBytes)) else { return nil }
+        return (name, text(b, start..<end), end < line.upperBound)
+    }
+
+    private static func length(_ value: String) -> Int? {
+        let digits = value.utf8
+        guard !digits.isEmpty, digits.count <= maxLengthDigits, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        return Int(value)
+    }
+
+    private static func text(_ b: UnsafeRawBufferPointer, _ r: Range<Int>) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: b[r]), as: UTF8.self)
+    }
+
+    /// RFC 9110's tchar.
+    static func isTokenByte(_ c: UInt8) -> Bool {
+        switch c {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+}

@@ -1,0 +1,272 @@
+import Foundation
+import HTTPTypes
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import Testing
+@testable import CairnServer
+
+/// The data requests served from a connection's bytes, ahead of HTTP decoding, with a server the test
+/// answers by hand (`FastDataPathTests.HandServer`: paths starting `/fast` are taken): answers in the
+/// requests' order, the bytes NIO's encoder would write, everything after the first request it does
+/// not take handed to the decoder untouched, and reads, shutdowns and half-closes waiting for an
+/// answer in flight.
+@Suite struct RawFastPathTests {
+    typealias HandServer = FastDataPathTests.HandServer
+    typealias Recorder = FastDataPathTests.Recorder
+
+    struct Connection {
+        let channel: EmbeddedChannel
+        let loop: EmbeddedEventLoop
+        let server: HandServer
+        /// Before the raw path: sees the reads it lets through.
+        let socketSide: Recorder
+        /// After it: where the decoder would be.
+        let decoderSide: Recorder
+    }
+
+    static func connection(maxBodyBytes: Int = 1_000, deadlines: HTTPLimits? = nil) throws -> Connection {
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let server = HandServer()
+        let socketSide = Recorder(), decoderSide = Recorder()
+        try channel.pipeline.syncOperations.addHandler(socketSide)
+        try channel.pipeline.syncOperations.addHandler(RawFastPath(server: server, maxBodyBytes: maxBodyBytes))
+        if let deadlines { try channel.pipeline.syncOperations.addHandler(RequestDeadlines(limits: deadlines)) }
+        try channel.pipeline.syncOperations.addHandler(decoderSide)
+        return Connection(channel: channel, loop: loop, server: server, socketSide: socketSide, decoderSide: decoderSide)
+    }
+
+    static func request(_ path: String, body: String = "", method: String = "POST") -> String {
+        "\(method) \(path) HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    }
+
+    static func send(_ c: Connection, _ text: String) throws {
+        try c.channel.writeInbound(ByteBuffer(string: text))
+    }
+
+    /// The bytes handed on to the decoder, in order.
+    static func passedOn(_ c: Connection) throws -> String {
+        var text = ""
+        while let b = try c.channel.readInbound(as: ByteBuffer.self) { text += String(buffer: b) }
+        return text
+    }
+
+    /// The response bodies written to the client, in order (each response framed by its length).
+    static func written(_ c: Connection) throws -> [String] {
+        var bytes: [UInt8] = []
+        while let b = try c.channel.readOutbound(as: ByteBuffer.self) { bytes += b.readableBytesView }
+        var bodies: [String] = []
+        var text = Substring(String(decoding: bytes, as: UTF8.self))
+        while let end = text.range(of: "\r\n\r\n") {
+            let head = text[..<end.lowerBound]
+            let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
+            let body = text[end.upperBound...].prefix(length)
+            bodies.append(String(body))
+            text = text[end.upperBound...].dropFirst(length)
+        }
+        return bodies
+    }
+
+    @Test("a request it takes is served from the bytes, body and all, and answered; the decoder sees none of it")
+    func taken() throws {
+        let c = try Self.connection()
+        try Self.send(c, Self.request("/fast/1", body: "{\"a\":1}"))
+        #expect(c.server.count == 1)
+        #expect(c.server.taken.withLockedValue { $0[0].body } == "{\"a\":1}")
+        #expect(try Self.passedOn(c).isEmpty)
+        c.server.answer(0, "one")
+        c.loop.run()
+        #expect(try Self.written(c) == ["one"])
+        #expect(c.decoderSide.events.withLockedValue { $0 } == 3, "head, end and answered are told to the deadlines")
+    }
+
+    @Test("a request arriving a byte at a time is served once it is whole")
+    func byteByByte() throws {
+        let c = try Self.connection()
+        for byte in Self.request("/fast/1", body: "body").utf8 {
+            #expect(c.server.count == 0)
+            try c.channel.writeInbound(ByteBuffer(bytes: [byte]))
+        }
+        #expect(c.server.count == 1)
+        #expect(c.server.taken.withLockedValue { $0[0].body } == "body")
+        #expect(try Self.passedOn(c).isEmpty)
+    }
+
+    @Test("pipelined requests are answered in order; from the first it does not take, every byte goes to the decoder, in order")
+    func pipelined() throws {
+        let c = try Self.connection()
+        let slow = Self.request("/slow/3", body: "x"), after = Self.request("/fast/4", body: "y")
+        try Self.send(c, Self.request("/fast/1") + Self.request("/fast/2", body: "b") + slow + after)
+        #expect(c.server.count == 1, "one at a time")
+        c.server.answer(0, "one")
+        c.loop.run()
+        #expect(c.server.count == 2)
+        #expect(try Self.passedOn(c).isEmpty, "nothing passes an answer in flight")
+        c.server.answer(1, "two")
+        c.loop.run()
+        #expect(try Self.written(c) == ["one", "two"])
+        #expect(try Self.passedOn(c) == slow + after)
+        try Self.send(c, Self.request("/fast/5"))
+        #expect(try Self.passedOn(c) == Self.request("/fast/5"), "the connection stays the decoder's")
+        #expect(c.server.count == 2)
+    }
+
+    @Test("what it does not take goes to the decoder untouched: another method, a body over the limit, bytes that are not HTTP", arguments: [
+        request("/fast/1", method: "GET"),
+        request("/fast/1", body: String(repeating: "z", count: 9)),
+        "POST /fast/1 HTTP/1.1\nContent-Length: 0\n\n",
+        "\u{0}\u{1}garbage\r\n\r\n",
+    ])
+    func notTaken(_ text: String) throws {
+        let c = try Self.connection(maxBodyBytes: 8)
+        try Self.send(c, text)
+        #expect(c.server.count == 0)
+        #expect(try Self.passedOn(c) == text)
+    }
+
+    @Test("reads from the socket stop while an answer is in flight, and resume after it")
+    func readsWait() throws {
+        let c = try Self.connection()
+        let before = c.socketSide.reads.withLockedValue { $0 }
+        try Self.send(c, Self.request("/fast/1"))
+        c.channel.read()
+        #expect(c.socketSide.reads.withLockedValue { $0 } == before, "held while serving")
+        c.server.answer(0, "one")
+        c.loop.run()
+        #expect(c.socketSide.reads.withLockedValue { $0 } == before + 1)
+        c.channel.read()
+        #expect(c.socketSide.reads.withLockedValue { $0 } == before + 2)
+    }
+
+    @Test("a shutdown reaches the connection's idle check at once when idle, and after the answer in flight otherwise, dropping what is pipelined")
+    func quiesce() throws {
+        let idle = try Self.connection()
+        idle.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(idle.decoderSide.events.withLockedValue { $0 } == 1)
+
+        let c = try Self.connection()
+        try Self.send(c, Self.request("/fast/1") + Self.request("/fast/2"))
+        let told = c.decoderSide.events.withLockedValue { $0 }
+        c.channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(c.decoderSide.events.withLockedValue { $0 } == told)
+        c.server.answer(0, "one")
+        c.loop.run()
+        #expect(try Self.written(c) == ["one"])
+        #expect(c.decoderSide.events.withLockedValue { $0 } == told + 2, "answered, then the shutdown")
+        #expect(c.server.count == 1, "the request behind the shutdown was not run")
+        #expect(try Self.passedOn(c).isEmpty)
+    }
+
+    @Test("a half-close behind an answer in flight waits for it and for the whole requests already read")
+    func halfClose() throws {
+        let c = try Self.connection()
+        try Self.send(c, Self.request("/fast/1") + Self.request("/fast/2"))
+        c.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        let told = c.decoderSide.events.withLockedValue { $0 }
+        c.server.answer(0, "one")
+        c.loop.run()
+        #expect(c.server.count == 2, "the request read before the half-close is served")
+        c.server.answer(1, "two")
+        c.loop.run()
+        #expect(try Self.written(c) == ["one", "two"])
+        // head, end, answered of the second, answered of the first, then the half-close.
+        #expect(c.decoderSide.events.withLockedValue { $0 } == told + 5)
+    }
+
+    @Test("while answers wait in the socket's buffer (a client that does not read), nothing more is taken or read")
+    func waitsForWritable() throws {
+        let c = try Self.connection()
+        try Self.send(c, Self.request("/fast/1") + Self.request("/fast/2"))
+        c.channel.isWritable = false
+        c.server.answer(0, "one")
+        c.loop.run()
+        let reads = c.socketSide.reads.withLockedValue { $0 }
+        c.channel.read()
+        #expect(c.server.count == 1, "the next request waits for the socket to drain")
+        #expect(c.socketSide.reads.withLockedValue { $0 } == reads)
+        try Self.send(c, Self.request("/fast/3"))
+        #expect(c.server.count == 1, "so does one arriving meanwhile")
+        c.channel.isWritable = true
+        c.channel.pipeline.fireChannelWritabilityChanged()
+        #expect(c.server.count == 2)
+        c.server.answer(1, "two")
+        c.loop.run()
+        #expect(c.server.count == 3)
+        c.server.answer(2, "three")
+        c.loop.run()
+        #expect(try Self.written(c) == ["one", "two", "three"])
+        #expect(c.socketSide.reads.withLockedValue { $0 } == reads + 1)
+    }
+
+    @Test("an answer for a connection the client closed is dropped")
+    func closedBeforeAnswer() throws {
+        let c = try Self.connection()
+        try Self.send(c, Self.request("/fast/1"))
+        _ = try? c.channel.finish()
+        c.server.answer(0, "one")
+        c.loop.run()
+        #expect(!c.channel.isActive)
+    }
+
+    @Test("the deadlines hold for requests served here: never cut while answering, closed once idle past the timeout")
+    func deadlines() throws {
+        var limits = HTTPLimits()
+        limits.idleTimeoutMillis = 1_000
+        limits.bodyTimeoutMillis = 3_000
+        let c = try Self.connection(deadlines: limits)
+        c.loop.advanceTime(by: .milliseconds(500))
+        try Self.send(c, Self.request("/fast/1"))
+        c.loop.advanceTime(by: .milliseconds(5_000))
+        #expect(c.channel.isActive, "an answer in flight is not idleness")
+        c.server.answer(0, "one")
+        c.loop.run()
+        c.loop.advanceTime(by: .milliseconds(999))
+        #expect(c.channel.isActive)
+        c.loop.advanceTime(by: .milliseconds(2))
+        #expect(!c.channel.isActive)
+
+        let dripping = try Self.connection(deadlines: limits)
+        try Self.send(dripping, "POST /fast/1 HTTP/1.1\r\nContent-Length: 10\r\n\r\n12")
+        dripping.loop.advanceTime(by: .milliseconds(2_999))
+        #expect(dripping.channel.isActive)
+        dripping.loop.advanceTime(by: .milliseconds(2))
+        #expect(!dripping.channel.isActive, "a body that drips is closed at the body timeout")
+    }
+
+    /// What NIO's encoder writes for `response`, through the HTTP-types codec (the router's path).
+    static func encodedByNIO(_ response: FastResponse) throws -> [UInt8] {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(HTTPResponseEncoder())
+        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+        try channel.writeOutbound(HTTPResponsePart.head(response.head))
+        if response.body.readableBytes > 0 { try channel.writeOutbound(HTTPResponsePart.body(response.body)) }
+        try channel.writeOutbound(HTTPResponsePart.end(nil))
+        var bytes: [UInt8] = []
+        while let part = try channel.readOutbound(as: IOData.self) {
+            if case .byteBuffer(let b) = part { bytes += b.readableBytesView }
+        }
+        _ = try channel.finish()
+        return bytes
+    }
+
+    @Test("its responses are byte for byte what NIO's encoder writes", arguments: [
+        (200, [("Content-Type", "application/json"), ("X-Cairn-Node", "42"), ("Content-Length", "11"), ("Date", "Sun, 06 Dec 2026 04:21:26 GMT"), ("Server", "cairn")], "{\"a\":[1,2]}"),
+        (400, [("Content-Type", "application/json"), ("Content-Length", "13")], "{\"error\":\"x\"}"),
+        (503, [("Retry-After", "1"), ("Content-Length", "0")], ""),
+        (599, [("Content-Length", "2")], "ok"),
+        (204, [("Content-Length", "0")], ""),
+    ])
+    func encoding(_ status: Int, _ fields: [(String, String)], _ body: String) throws {
+        var head = HTTPResponse(status: .init(code: status))
+        for (name, value) in fields { head.headerFields.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
+        let response = FastResponse(head: head, body: ByteBuffer(string: body))
+        var raw = ByteBuffer()
+        RawFastPath.encode(response, into: &raw)
+        #expect(String(decoding: raw.readableBytesView, as: UTF8.self) == String(decoding: try Self.encodedByNIO(response), as: UTF8.self))
+    }
+}
