@@ -1,5 +1,7 @@
 import Foundation
 import HTTPTypes
+import HummingbirdCore
+import Logging
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -25,6 +27,7 @@ import Testing
         let socketSide: Recorder
         /// After it: where the decoder would be.
         let decoderSide: Recorder
+        let handler: RawFastPath
     }
 
     static func connection(maxBodyBytes: Int = 1_000, deadlines: HTTPLimits? = nil) throws -> Connection {
@@ -34,10 +37,11 @@ import Testing
         let server = HandServer()
         let socketSide = Recorder(), decoderSide = Recorder()
         try channel.pipeline.syncOperations.addHandler(socketSide)
-        try channel.pipeline.syncOperations.addHandler(RawFastPath(server: server, maxBodyBytes: maxBodyBytes))
+        let handler = RawFastPath(server: server, maxBodyBytes: maxBodyBytes)
+        try channel.pipeline.syncOperations.addHandler(handler)
         if let deadlines { try channel.pipeline.syncOperations.addHandler(RequestDeadlines(limits: deadlines)) }
         try channel.pipeline.syncOperations.addHandler(decoderSide)
-        return Connection(channel: channel, loop: loop, server: server, socketSide: socketSide, decoderSide: decoderSide)
+        return Connection(channel: channel, loop: loop, server: server, socketSide: socketSide, decoderSide: decoderSide, handler: handler)
     }
 
     static func request(_ path: String, body: String = "", method: String = "POST") -> String {
@@ -174,7 +178,7 @@ import Testing
         c.server.answer(1, "two")
         c.loop.run()
         #expect(try Self.written(c) == ["one", "two"])
-        // head, end, answered of the second, answered of the first, then the half-close.
+        // answered (the first), head, end, answered (the second), then the half-close.
         #expect(c.decoderSide.events.withLockedValue { $0 } == told + 5)
     }
 
@@ -207,10 +211,56 @@ import Testing
     func closedBeforeAnswer() throws {
         let c = try Self.connection()
         try Self.send(c, Self.request("/fast/1"))
-        _ = try? c.channel.finish()
+        c.channel.pipeline.fireChannelInactive()
         c.server.answer(0, "one")
         c.loop.run()
-        #expect(!c.channel.isActive)
+        #expect(try Self.written(c).isEmpty)
+    }
+
+    @Test("an error behind an answer in flight (TLS reports a close without close_notify as one) reaches the router after the answer")
+    func errorWaits() throws {
+        let c = try Self.connection()
+        try Self.send(c, Self.request("/fast/1") + "POST /fast/2 HTTP/1.1\r\nContent-Le")
+        c.channel.pipeline.fireErrorCaught(ChannelError.inputClosed)
+        c.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(c.decoderSide.errors.withLockedValue { $0 } == 0)
+        c.server.answer(0, "one")
+        c.loop.run()
+        #expect(try Self.written(c) == ["one"])
+        #expect(c.decoderSide.errors.withLockedValue { $0 } == 1)
+        #expect(try Self.passedOn(c) == "POST /fast/2 HTTP/1.1\r\nContent-Le", "the part of a request left goes to the decoder, which answers it")
+    }
+
+    @Test("a half-close with part of a request read hands that part to the decoder, as it would have had it")
+    func halfCloseMidRequest() throws {
+        let c = try Self.connection()
+        try Self.send(c, "POST /fast/1 HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
+        let told = c.decoderSide.events.withLockedValue { $0 }
+        c.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(try Self.passedOn(c) == "POST /fast/1 HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
+        #expect(c.decoderSide.events.withLockedValue { $0 } == told + 1)
+        #expect(c.server.count == 0)
+    }
+
+    @Test("however long a pipeline runs, the buffer holds only what is not taken yet")
+    func bufferStaysSmall() throws {
+        let c = try Self.connection()
+        let one = Self.request("/fast/x", body: String(repeating: "b", count: 200))
+        // Each read ends part-way through a request, so the buffer never drains.
+        var stream = String(repeating: one, count: 2_000).utf8[...]
+        var answered = 0
+        while !stream.isEmpty {
+            let chunk = stream.prefix(333)
+            stream = stream.dropFirst(333)
+            try c.channel.writeInbound(ByteBuffer(bytes: Array(chunk)))
+            while answered < c.server.count {
+                c.server.answer(answered, "")
+                answered += 1
+                c.loop.run()
+            }
+            #expect(c.handler.bufferedCapacity <= 4_096, "capacity \(c.handler.bufferedCapacity) after \(answered) requests")
+        }
+        #expect(answered == 2_000)
     }
 
     @Test("the deadlines hold for requests served here: never cut while answering, closed once idle past the timeout")
@@ -236,6 +286,63 @@ import Testing
         #expect(dripping.channel.isActive)
         dripping.loop.advanceTime(by: .milliseconds(2))
         #expect(!dripping.channel.isActive, "a body that drips is closed at the body timeout")
+    }
+
+    /// The handlers a listener's connection has (`makeServer`: Hummingbird's HTTP/1 channel with the
+    /// deadlines and `FastDataPath`, `RawFastPath` in front), without TLS or the async channel.
+    static func listenerPipeline(limits: HTTPLimits) throws -> (EmbeddedChannel, EmbeddedEventLoop, HandServer) {
+        let loop = EmbeddedEventLoop()
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let server = HandServer()
+        try channel.pipeline.syncOperations.addHandler(RawFastPath(server: server, maxBodyBytes: 1_000))
+        try channel.pipeline.syncOperations.addHandler(HTTPResponseEncoder())
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)))
+        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+        try channel.pipeline.syncOperations.addHandler(RequestDeadlines(limits: limits))
+        try channel.pipeline.syncOperations.addHandler(FastDataPath(server: server, maxBodyBytes: 1_000))
+        try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: Logger(label: "test")))
+        return (channel, loop, server)
+    }
+
+    @Test("on a listener's pipeline: served from the bytes, then handed to the decoder whole, the deadlines kept, a shutdown closing after the answer")
+    func listener() throws {
+        var limits = HTTPLimits()
+        limits.idleTimeoutMillis = 1_000
+        limits.bodyTimeoutMillis = 3_000
+        let (channel, loop, server) = try Self.listenerPipeline(limits: limits)
+        try channel.writeInbound(ByteBuffer(string: Self.request("/fast/1", body: "a") + Self.request("/slow/2", body: "b")))
+        #expect(server.count == 1)
+        #expect(try channel.readInbound(as: HTTPRequestPart.self) == nil, "nothing decoded while the raw answer is due")
+        loop.advanceTime(by: .milliseconds(5_000))
+        #expect(channel.isActive, "an answer in flight is not idleness")
+        server.answer(0, "one")
+        loop.run()
+        // The request it did not take reaches the router as the decoder read it.
+        guard case .head(let head)? = try channel.readInbound(as: HTTPRequestPart.self) else {
+            Issue.record("the router got no request")
+            return
+        }
+        #expect(head.path == "/slow/2")
+        #expect(try channel.readInbound(as: HTTPRequestPart.self) == .body(ByteBuffer(string: "b")))
+        #expect(try channel.readInbound(as: HTTPRequestPart.self) == .end(nil))
+        try channel.writeOutbound(HTTPResponsePart.head(HTTPResponse(status: .ok, headerFields: [.contentLength: "3"])))
+        try channel.writeOutbound(HTTPResponsePart.body(ByteBuffer(string: "two")))
+        try channel.writeOutbound(HTTPResponsePart.end(nil))
+        var written = ""
+        while let b = try channel.readOutbound(as: ByteBuffer.self) { written += String(buffer: b) }
+        #expect(written.hasPrefix("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"))
+        #expect(written.hasSuffix("\r\n\r\ntwo"))
+        loop.advanceTime(by: .milliseconds(1_001))
+        #expect(!channel.isActive, "idle after both answers: closed at the idle timeout")
+
+        let (shutting, shuttingLoop, shuttingServer) = try Self.listenerPipeline(limits: limits)
+        try shutting.writeInbound(ByteBuffer(string: Self.request("/fast/1")))
+        shutting.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        #expect(shutting.isActive, "the answer in flight is written first")
+        shuttingServer.answer(0, "one")
+        shuttingLoop.run()
+        #expect(!shutting.isActive, "then the connection's idle check closes it")
     }
 
     /// What NIO's encoder writes for `response`, through the HTTP-types codec (the router's path).

@@ -30,6 +30,8 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var buffer: ByteBuffer?
     /// A request whose head was taken, its body arriving.
     private var pending: (request: FastRequest, headBytes: Int, contentLength: Int)?
+    /// How far the buffered head was found incomplete (not scanned again).
+    private var scannedTo = 0
     /// A request taken and not answered yet.
     private var serving = false
     /// True while `serveFast` runs (an answer given then is written on the loop's next turn).
@@ -37,9 +39,15 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     private var insideChannelRead = false
     private var readHeld = false
     private var waitingForWritable = false
-    /// A shutdown or a half-close that arrived while a request was under way.
+    /// A shutdown that arrived while a request was under way.
     private var quiesceHeld = false
-    private var inputClosedHeld = false
+    /// A half-close and errors (TLS reports a close without close_notify as one) that arrived while
+    /// an answer was due: passed on, in order, after it.
+    private var held: [Held] = []
+    private enum Held {
+        case event(Any)
+        case error(any Error)
+    }
     private var active = true
     private var remoteAddress: String?
 
@@ -58,6 +66,8 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         if buffer == nil {
             buffer = bytes
         } else {
+            // What was taken goes first: growing would keep every byte the connection ever sent.
+            if buffer!.readerIndex > 0 { buffer!.discardReadBytes() }
             buffer!.writeBuffer(&bytes)
         }
         insideChannelRead = true
@@ -75,13 +85,16 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         while active, !passingOn, !serving {
             guard var bytes = buffer, bytes.readableBytes > 0 else { return }
             if pending == nil {
-                switch bytes.withUnsafeReadableBytes({ RawRequestHead.parse($0) }) {
+                let scanned = scannedTo
+                switch bytes.withUnsafeReadableBytes({ RawRequestHead.parse($0, scannedTo: scanned) }) {
                 case .incomplete:
+                    scannedTo = bytes.readableBytes
                     return
                 case .unsupported:
                     return passOn(context: context)
                 case .head(let head, let headBytes, let contentLength):
-                    guard !quiesceHeld, contentLength <= maxBodyBytes,
+                    scannedTo = 0
+                    guard contentLength <= maxBodyBytes,
                           let request = server.fastRequest(head, remote: remote(context)) else { return passOn(context: context) }
                     pending = (request, headBytes, contentLength)
                     context.fireUserInboundEventTriggered(RawRequestEvent.head)
@@ -97,19 +110,25 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// From now on the connection is the decoder's: what is buffered goes to it first.
+    /// From now on the connection is the decoder's: what is buffered goes to it first, then what was
+    /// held behind it.
     private func passOn(context: ChannelHandlerContext) {
         passingOn = true
         pending = nil
+        scannedTo = 0
         if let bytes = buffer {
             buffer = nil
             context.fireChannelRead(wrapInboundOut(bytes))
             // Inside a read NIO ends the burst itself; after an answer the decoder is told here.
             if !insideChannelRead { context.fireChannelReadComplete() }
         }
-        if inputClosedHeld {
-            inputClosedHeld = false
-            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        let replay = held
+        held = []
+        for h in replay {
+            switch h {
+            case .event(let event): context.fireUserInboundEventTriggered(event)
+            case .error(let error): context.fireErrorCaught(error)
+            }
         }
         if readHeld {
             readHeld = false
@@ -174,13 +193,10 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         waitingForWritable = false
         takeRequests(context: context)
         guard !passingOn, !serving else { return }
-        if inputClosedHeld {
-            // Nothing more will arrive: a request still incomplete never will be.
-            inputClosedHeld = false
-            buffer = nil
-            pending = nil
-            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-            return
+        if !held.isEmpty {
+            // The requests read before a half-close or an error are answered; what is left (part of a
+            // request) and the events go to the decoder, which answers them as it would have.
+            return passOn(context: context)
         }
         if readHeld {
             readHeld = false
@@ -212,11 +228,20 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
             }
             return context.fireUserInboundEventTriggered(event)
         }
-        if case ChannelEvent.inputClosed = event, serving || waitingForWritable {
-            inputClosedHeld = true
-            return
+        if case ChannelEvent.inputClosed = event {
+            if serving || waitingForWritable { return held.append(.event(event)) }
+            // Part of a request can never be completed now: the decoder answers it as it would have.
+            if buffer.map({ $0.readableBytes > 0 }) == true {
+                held.append(.event(event))
+                return passOn(context: context)
+            }
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if mustHold { return held.append(.error(error)) }
+        context.fireErrorCaught(error)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -224,6 +249,9 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         buffer = nil
         context.fireChannelInactive()
     }
+
+    /// The buffer's storage, for tests: bounded however long a pipeline runs.
+    var bufferedCapacity: Int { buffer?.capacity ?? 0 }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         active = false
@@ -239,12 +267,14 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         out.writeStaticString(" ")
         out.writeString(status.reasonPhrase)
         out.writeStaticString("\r\n")
-        // Responses that carry no body are framed without a length, as the encoder frames them.
+        // Responses that carry no body are framed without a length, as the encoder frames them; a
+        // length makes the encoder drop a transfer coding. (Every fast response has a length: one
+        // without would be sent chunked by the encoder, and gets its length here.)
         let bodiless = (100..<200).contains(status.code) || status.code == 204 || status.code == 304
-        var hasLength = false
+        let hasLength = response.head.headerFields[.contentLength] != nil
         for field in response.head.headerFields {
-            if bodiless && (field.name == .contentLength || field.name == .transferEncoding) { continue }
-            if field.name == .contentLength { hasLength = true }
+            if field.name == .transferEncoding && (bodiless || hasLength) { continue }
+            if bodiless && field.name == .contentLength { continue }
             out.writeString(field.name.rawName)
             out.writeStaticString(": ")
             out.writeString(field.value)

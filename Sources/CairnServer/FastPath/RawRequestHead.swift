@@ -21,11 +21,36 @@ enum RawRequestHead {
     static let maxHeadBytes = 8 * 1024
     /// Fields in one head, at most (more: the decoder's).
     static let maxFields = 64
+    private static let version: [UInt8] = Array("HTTP/1.1".utf8)
     /// A body length this long (in digits) is beyond any limit the fast paths take.
     static let maxLengthDigits = 12
 
-    static func parse(_ bytes: UnsafeRawBufferPointer) -> Outcome {
+    /// Where the head in `bytes` ends, looking only from `scannedTo` on (what an earlier call found
+    /// incomplete is not scanned again: a head dripping in a byte at a time costs linear work). Line
+    /// ends are checked here: every LF follows a CR and every CR precedes an LF.
+    static func headEnd(_ bytes: UnsafeRawBufferPointer, scannedTo: Int = 0) -> (outcome: Outcome?, end: Int) {
         let limit = min(bytes.count, maxHeadBytes)
+        // The last three bytes seen may begin the blank line; a lone CR at the end is only unfinished.
+        var i = max(0, min(scannedTo, limit) - 3)
+        while i < limit {
+            switch bytes[i] {
+            case 0x0A:
+                guard i > 0, bytes[i - 1] == 0x0D else { return (.unsupported, 0) }
+                if i >= 3, bytes[i - 2] == 0x0A, bytes[i - 3] == 0x0D { return (nil, i + 1) }
+            case 0x0D:
+                if i + 1 < limit, bytes[i + 1] != 0x0A { return (.unsupported, 0) }
+            default:
+                break
+            }
+            i += 1
+        }
+        return (bytes.count >= maxHeadBytes ? .unsupported : .incomplete, limit)
+    }
+
+    /// The head at the start of `bytes`; `scannedTo`: how far an earlier call found it incomplete.
+    static func parse(_ bytes: UnsafeRawBufferPointer, scannedTo: Int = 0) -> Outcome {
+        let (early, headBytes) = headEnd(bytes, scannedTo: scannedTo)
+        if let early { return early }
         var lineStart = 0
         var method: HTTPRequest.Method?
         var path = ""
@@ -33,15 +58,10 @@ enum RawRequestHead {
         var fields = HTTPFields()
         var fieldCount = 0
         var contentLength: Int?
-        while true {
-            // The line's end: a CR and then an LF. A lone LF or CR is not the plain form.
+        while lineStart < headBytes {
+            // `headEnd` checked that every CR is followed by an LF.
             var i = lineStart
-            while i < limit, bytes[i] != 0x0D {
-                if bytes[i] == 0x0A { return .unsupported }
-                i += 1
-            }
-            guard i + 1 < limit else { return bytes.count > maxHeadBytes || limit == maxHeadBytes ? .unsupported : .incomplete }
-            guard bytes[i + 1] == 0x0A else { return .unsupported }
+            while bytes[i] != 0x0D { i += 1 }
             let line = lineStart..<i
             lineStart = i + 2
             if method == nil {
@@ -55,8 +75,13 @@ enum RawRequestHead {
             fieldCount += 1
             guard fieldCount <= maxFields else { return .unsupported }
             switch name.canonicalName {
-            case "transfer-encoding":
+            case "transfer-encoding", "upgrade", "proxy-connection":
+                // Fields that change how NIO's decoder frames what follows (chunks; no more requests
+                // after an upgrade or a proxy's close): the decoder's to read.
                 return .unsupported
+            case "connection":
+                // Only the default: `close` and `upgrade` end the requests NIO's decoder reads.
+                guard value.lowercased() == "keep-alive" else { return .unsupported }
             case "content-length":
                 // NIO's decoder refuses a length followed by a tab: only the bare digits are taken.
                 guard contentLength == nil, !padded, let n = length(value) else { return .unsupported }
@@ -70,9 +95,9 @@ enum RawRequestHead {
             }
             fields.append(HTTPField(name: name, value: value))
         }
-        guard let method, let contentLength else { return .unsupported }
+        guard let method, let contentLength, lineStart == headBytes else { return .unsupported }
         let request = HTTPRequest(method: method, scheme: "http", authority: authority, path: path, headerFields: fields)
-        return .head(request, headBytes: lineStart, contentLength: contentLength)
+        return .head(request, headBytes: headBytes, contentLength: contentLength)
     }
 
     /// `METHOD SP origin-form-target SP HTTP/1.1`.
@@ -89,7 +114,6 @@ enum RawRequestHead {
         let target = targetStart..<i
         guard i < line.upperBound, b[i] == 0x20 else { return nil }
         i += 1
-        let version: [UInt8] = Array("HTTP/1.1".utf8)
         guard line.upperBound - i == version.count, (0..<version.count).allSatisfy({ b[i + $0] == version[$0] }) else { return nil }
         // The fast paths serve POST only; other methods, whatever NIO's decoder makes of them, are its own.
         guard methodBytes.count == 4, b[methodBytes.lowerBound] == UInt8(ascii: "P"), b[methodBytes.lowerBound + 1] == UInt8(ascii: "O"),
