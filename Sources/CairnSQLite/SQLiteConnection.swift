@@ -160,6 +160,9 @@ final class SQLiteConnection {
         SQLiteLimits.check()
     }()
 
+    /// The apply connection checkpoints its WAL when it reaches this many frames.
+    static let walAutocheckpointFrames = 300
+
     init(path: String, role: ConnectionRole) throws {
         _ = Self.utcLocalTime
         self.role = role
@@ -180,6 +183,12 @@ final class SQLiteConnection {
             // with synchronous=NORMAL stays consistent), and those entries are applied again from the log.
             try exec("PRAGMA journal_mode=WAL")
             try exec("PRAGMA synchronous=NORMAL")
+            // SQLite checkpoints on the committing connection, syncing the WAL first: what piled up
+            // since the last checkpoint is flushed while every write behind it waits. At its default
+            // (1,000 frames, 4 MB) that stall was 20-25 ms on this machine, once or twice a second
+            // under load: CairnDB's write p99. A third of it is a third of the stall, three times as
+            // often, and measured no slower (`bench/NOTES.md`, round sixteen).
+            try exec("PRAGMA wal_autocheckpoint=\(Self.walAutocheckpointFrames)")
             // This connection's own, never in the file: a DELETE of nothing from it resets changes().
             try exec("CREATE TEMP TABLE \(Self.resetTable)(x)")
         }
