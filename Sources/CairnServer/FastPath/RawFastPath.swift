@@ -8,7 +8,7 @@ import NIOHTTP1
 /// plainest HTTP/1.1 form (`RawRequestHead`) that `FastDataServer.fastRequest` takes is read here,
 /// served by the same `serveFast` that `FastDataPath` calls, and answered with the bytes NIO's encoder
 /// would write for that response. NIO's HTTP decoder and encoder, the conversion to HTTP types and
-/// four handlers' worth of request and response parts cost a point read about a fifth of its CPU
+/// four handlers' worth of request and response parts cost a point read about a sixth of its CPU
 /// (`bench/NOTES.md`, round sixteen).
 ///
 /// The first request it does not take ends it for the connection: that request's bytes and everything
