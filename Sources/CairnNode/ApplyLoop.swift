@@ -16,56 +16,111 @@ extension NodeRuntime {
 
     /// Applies committed entries on the apply loop and answers the writes waiting on them (proposed
     /// here): they travel with the entries, so a write costs no extra trip to the apply loop.
-    func dispatchApply(group: GroupID, entries: [Entry], waiters: [LogIndex: PendingWrite]) {
+    /// `deferrable`: a follower's entries that no write on this node waits for; they may be held back
+    /// to be applied with the next ones (`followerApplyDelayMillis`).
+    func dispatchApply(group: GroupID, entries: [Entry], waiters: [LogIndex: PendingWrite], deferrable: Bool = false) {
         applyLoop.execute {
             let side = self.applyState.value
-            if let why = self.failure {
-                for w in waiters.values { w.promise.fail(RuntimeError.failed(why)) }
-                return
+            if deferrable && self.config.followerApplyDelayMillis > 0 && side.machines[group] != nil
+                && side.waitingReads[group]?.isEmpty != false && self.failure == nil {
+                return self.holdBack(group, entries)
             }
-            guard let machine = side.machines[group] else {
-                // Committed, but its group left this node before applying it here.
-                for w in waiters.values { w.promise.fail(RuntimeError.timedOut("applying the write: its group left this node; its outcome is unknown")) }
-                return
+            var entries = entries
+            if let held = self.takeHeld(group) { entries = held + entries }
+            self.applyNow(group: group, entries: entries, waiters: waiters)
+        }
+    }
+
+    /// Keeps a follower's committed entries to apply with the ones after them: with many groups a
+    /// Raft pass brings each about one entry, and a SQLite transaction's fixed cost (its locks, the
+    /// applied-index page, the apply loop's turn) was most of applying it. Applied after
+    /// `followerApplyDelayMillis`, at `maxHeldApplyEntries` or `maxHeldApplyBytes`, or as soon as a
+    /// read on this node wants them, whichever comes first.
+    private func holdBack(_ group: GroupID, _ entries: [Entry]) {
+        let side = applyState.value
+        let bytes = entries.reduce(0) { $0 + $1.data.count }
+        if side.held[group] == nil {
+            side.heldGeneration &+= 1
+            side.held[group] = HeldEntries(generation: side.heldGeneration)
+            holding.withLockedValue { _ = $0.insert(group) }
+            let generation = side.heldGeneration
+            applyLoop.scheduleTask(in: .milliseconds(config.followerApplyDelayMillis)) {
+                // A later hold of the same group has a timer of its own.
+                guard self.applyState.value.held[group]?.generation == generation else { return }
+                self.applyHeld(group)
             }
-            let fresh = entries.filter { $0.index > machine.appliedIndex }
-            // Entries a snapshot already covered: whether a write among them took effect is unknown here.
-            for e in entries where e.index <= machine.appliedIndex { waiters[e.index]?.promise.fail(RuntimeError.outcomeUnknown) }
-            guard !fresh.isEmpty else { return }
-            let batch: [(index: LogIndex, change: SQLStateMachine.Change)] = fresh.map { e in
-                if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) { return (e.index, .command(cmd)) }
-                return (e.index, .empty(e.kind == .confChange ? ConfState(decoding: e.data) : nil))
-            }
-            side.bytesSinceSnapshot[group, default: 0] += fresh.reduce(0) { $0 + $1.data.count }
-            let results: [[StatementResult]]
-            let started = DispatchTime.now().uptimeNanoseconds
-            do {
-                results = try machine.apply(batch: batch)
-            } catch {
-                // Applying later entries over missing ones would make this replica diverge: stop instead.
-                self.fail("group \(group): cannot apply entries \(fresh.first!.index)...\(fresh.last!.index): \(error)")
-                for e in fresh { waiters[e.index]?.promise.fail(RuntimeError.failed(self.failure ?? "\(error)")) }
-                return
-            }
-            let applied = DispatchTime.now().uptimeNanoseconds
-            RuntimeMetrics.applyBatch.recordNanoseconds(Int64(applied - started))
-            self.noteLoad(group, ops: batch.count { if case .command = $0.change { true } else { false } })
-            if !waiters.isEmpty {
-                for (e, r) in zip(fresh, results) {
-                    guard let pending = waiters[e.index] else { continue }
-                    if pending.term != e.term {
-                        pending.promise.fail(RuntimeError.proposalLost)
-                    } else if let dropped = machine.droppedAt, e.index > dropped {
-                        pending.promise.fail(RuntimeError.databaseDropped)
-                    } else {
-                        RuntimeMetrics.write.recordNanoseconds(Int64(applied &- pending.proposedNanos))
-                        pending.promise.succeed((r, e.index))
-                    }
+        }
+        if let last = side.held[group]!.entries.last, let next = entries.first {
+            assert(next.index == last.index + 1, "group \(group): held entries end at \(last.index), the next start at \(next.index)")
+        }
+        side.held[group]!.entries += entries
+        side.held[group]!.bytes += bytes
+        let held = side.held[group]!
+        if held.entries.count >= config.maxHeldApplyEntries || held.bytes >= config.maxHeldApplyBytes { applyHeld(group) }
+    }
+
+    /// The entries `group` holds back, no longer held.
+    func takeHeld(_ group: GroupID) -> [Entry]? {
+        guard let held = applyState.value.held.removeValue(forKey: group) else { return nil }
+        holding.withLockedValue { _ = $0.remove(group) }
+        return held.entries
+    }
+
+    /// Applies what `group` holds back, now.
+    func applyHeld(_ group: GroupID) {
+        guard let entries = takeHeld(group) else { return }
+        applyNow(group: group, entries: entries, waiters: [:])
+    }
+
+    /// Applies `entries` in one transaction and answers `waiters`.
+    private func applyNow(group: GroupID, entries: [Entry], waiters: [LogIndex: PendingWrite]) {
+        let side = self.applyState.value
+        if let why = self.failure {
+            for w in waiters.values { w.promise.fail(RuntimeError.failed(why)) }
+            return
+        }
+        guard let machine = side.machines[group] else {
+            // Committed, but its group left this node before applying it here.
+            for w in waiters.values { w.promise.fail(RuntimeError.timedOut("applying the write: its group left this node; its outcome is unknown")) }
+            return
+        }
+        let fresh = entries.filter { $0.index > machine.appliedIndex }
+        // Entries a snapshot already covered: whether a write among them took effect is unknown here.
+        for e in entries where e.index <= machine.appliedIndex { waiters[e.index]?.promise.fail(RuntimeError.outcomeUnknown) }
+        guard !fresh.isEmpty else { return }
+        let batch: [(index: LogIndex, change: SQLStateMachine.Change)] = fresh.map { e in
+            if e.kind == .normal, !e.data.isEmpty, let cmd = SQLCommand(decoding: e.data) { return (e.index, .command(cmd)) }
+            return (e.index, .empty(e.kind == .confChange ? ConfState(decoding: e.data) : nil))
+        }
+        side.bytesSinceSnapshot[group, default: 0] += fresh.reduce(0) { $0 + $1.data.count }
+        let results: [[StatementResult]]
+        let started = DispatchTime.now().uptimeNanoseconds
+        do {
+            results = try machine.apply(batch: batch)
+        } catch {
+            // Applying later entries over missing ones would make this replica diverge: stop instead.
+            self.fail("group \(group): cannot apply entries \(fresh.first!.index)...\(fresh.last!.index): \(error)")
+            for e in fresh { waiters[e.index]?.promise.fail(RuntimeError.failed(self.failure ?? "\(error)")) }
+            return
+        }
+        let applied = DispatchTime.now().uptimeNanoseconds
+        RuntimeMetrics.applyBatch.recordNanoseconds(Int64(applied - started))
+        self.noteLoad(group, ops: batch.count { if case .command = $0.change { true } else { false } })
+        if !waiters.isEmpty {
+            for (e, r) in zip(fresh, results) {
+                guard let pending = waiters[e.index] else { continue }
+                if pending.term != e.term {
+                    pending.promise.fail(RuntimeError.proposalLost)
+                } else if let dropped = machine.droppedAt, e.index > dropped {
+                    pending.promise.fail(RuntimeError.databaseDropped)
+                } else {
+                    RuntimeMetrics.write.recordNanoseconds(Int64(applied &- pending.proposedNanos))
+                    pending.promise.succeed((r, e.index))
                 }
             }
-            self.serveWaitingReads(group)
-            self.maybeSnapshot(group)
         }
+        self.serveWaitingReads(group)
+        self.maybeSnapshot(group)
     }
 
     /// Every `snapshotEveryEntries` applied entries (or `snapshotEveryBytes`), copies the database on the snapshot thread, then
@@ -118,6 +173,11 @@ extension NodeRuntime {
         let file = snapshotPath(group, index)
         applyLoop.execute {
             let side = self.applyState.value
+            // What the snapshot covers is not applied again; anything after it (none: committed entries
+            // come in order, and these came before the snapshot) would be.
+            if let held = self.takeHeld(group), held.contains(where: { $0.index > index }) {
+                self.applyNow(group: group, entries: held, waiters: [:])
+            }
             guard let machine = side.machines[group], machine.appliedIndex < index else { return }
             do {
                 try machine.install(snapshotFile: file)
@@ -148,10 +208,14 @@ extension NodeRuntime {
         guard let reader = readers.withLockedValue({ $0[read.group] }) else {
             return read.promise.fail(RuntimeError.unknownGroup(read.group))
         }
-        if reader.state.applied >= index { return run(read, on: reader) }
+        // A read sees everything its node committed, as it would without entries held back: at the
+        // local and stale levels too (a watcher polling a replica, such as a transaction waiting for a
+        // shard, would otherwise wait out the delay).
+        if reader.state.applied >= index && !holding.withLockedValue({ $0.contains(read.group) }) { return run(read, on: reader) }
         applyLoop.execute {
             let side = self.applyState.value
             guard let machine = side.machines[read.group] else { return read.promise.fail(RuntimeError.unknownGroup(read.group)) }
+            self.applyHeld(read.group)
             if machine.appliedIndex >= index {
                 self.run(read, on: machine.reads)
             } else {

@@ -178,6 +178,7 @@ extension NodeRuntime {
             self.consistencyRecords.withLockedValue { _ = $0.removeValue(forKey: id) }
             self.groupLoads.withLockedValue { _ = $0.removeValue(forKey: id) }
             side.machines.removeValue(forKey: id)?.close()
+            _ = self.takeHeld(id)
             for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
             side.lastSnapshotIndex[id] = nil
             side.bytesSinceSnapshot[id] = nil

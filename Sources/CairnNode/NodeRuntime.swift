@@ -60,6 +60,8 @@ public final class NodeRuntime: Sendable {
     let groupLoads = NIOLockedValueBox<[GroupID: GroupLoad]>([:])
     /// When the apply loop last ran its 100 ms sweep (monotonic nanoseconds): how long it has been busy.
     let applyLoopSeen = NIOLockedValueBox<UInt64>(DispatchTime.now().uptimeNanoseconds)
+    /// The groups whose committed entries the apply loop holds back: a read there has them applied first.
+    let holding = NIOLockedValueBox<Set<GroupID>>([])
     /// The latest pass that turns split children's files into groups; each pass waits for the one before.
     let splitAdoption = NIOLockedValueBox<Task<Void, Never>?>(nil)
     /// Split children this node's split entries made and it has not opened yet: nothing else may create
@@ -164,6 +166,16 @@ public final class NodeRuntime: Sendable {
         /// Bytes of entries applied since the last snapshot began.
         var bytesSinceSnapshot: [GroupID: Int] = [:]
         var snapshotInProgress = Set<GroupID>()
+        /// A follower's committed entries held back (`holdBack`).
+        var held: [GroupID: HeldEntries] = [:]
+        var heldGeneration: UInt64 = 0
+    }
+
+    struct HeldEntries {
+        /// Tells this hold's timer from a later hold's.
+        let generation: UInt64
+        var entries: [Entry] = []
+        var bytes = 0
     }
 
     public init(config: RuntimeConfig, log: @escaping @Sendable (String) -> Void = { print($0) }) throws {
@@ -434,7 +446,8 @@ public final class NodeRuntime: Sendable {
                 if let w = side.pendingWrites[group]!.removeValue(forKey: e.index) { waiters[e.index] = w }
             }
         }
-        dispatchApply(group: group, entries: entries, waiters: waiters)
+        dispatchApply(group: group, entries: entries, waiters: waiters,
+                      deferrable: waiters.isEmpty && side.groups[group]?.node.role == .follower)
     }
 
     func send(_ messages: [Message], group: GroupID) {
@@ -471,7 +484,7 @@ public final class NodeRuntime: Sendable {
     public func status(group: GroupID) async throws -> GroupStatus {
         try await raftLoop.submit {
             guard let g = self.raftState.value.groups[group] else { throw RuntimeError.unknownGroup(group) }
-            return Self.groupStatus(g.node.status)
+            return self.groupStatus(group, g.node.status)
         }.get()
     }
 
@@ -479,12 +492,15 @@ public final class NodeRuntime: Sendable {
     /// between listing the groups and asking each would otherwise fail a whole status page.
     public func statuses() async throws -> [(group: GroupID, status: GroupStatus)] {
         try await raftLoop.submit {
-            self.raftState.value.groups.sorted { $0.key < $1.key }.map { ($0.key, Self.groupStatus($0.value.node.status)) }
+            self.raftState.value.groups.sorted { $0.key < $1.key }.map { ($0.key, self.groupStatus($0.key, $0.value.node.status)) }
         }.get()
     }
 
-    private static func groupStatus(_ s: Status) -> GroupStatus {
-        GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, applied: s.applied,
+    /// `applied` is what the group's database holds, which trails the core's while a follower holds
+    /// entries back (`holdBack`).
+    private func groupStatus(_ group: GroupID, _ s: Status) -> GroupStatus {
+        let applied = readers.withLockedValue { $0[group] }.map { min($0.state.applied, s.applied) } ?? s.applied
+        return GroupStatus(role: s.role, term: s.term, leader: s.lead, commit: s.commit, applied: applied,
                     lastIndex: s.lastIndex, config: s.config, configIndex: s.configIndex,
                     firstIndex: s.firstIndex, matchIndex: s.progress.mapValues(\.match),
                     recentlyActive: Set(s.progress.filter(\.value.recentActive).keys))

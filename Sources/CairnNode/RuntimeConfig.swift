@@ -103,6 +103,14 @@ public struct RuntimeConfig: Sendable {
     /// demand, through `checkConsistency`).
     public var consistencyCheckMillis: Int64 = 600_000
 
+    /// How long a follower may hold committed entries back, to apply several Raft passes' entries
+    /// in one SQLite transaction (`NodeRuntime.holdBack`); 0 applies each pass's at once. A read on
+    /// the follower, at any level, has them applied first, so it sees what it saw without the delay.
+    public var followerApplyDelayMillis: Int64 = 20
+    /// A follower applies what it holds back once it holds this many entries, or bytes, whatever the delay.
+    public var maxHeldApplyEntries = 256
+    public var maxHeldApplyBytes = 4 << 20
+
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
         self.dataDirectory = dataDirectory
@@ -117,6 +125,8 @@ public struct RuntimeConfig: Sendable {
     /// leader kept leading and every later write timed out.
     func checkLimits(transport: TransportConfig) {
         precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
+        precondition(followerApplyDelayMillis >= 0 && followerApplyDelayMillis <= 1_000, "a follower holds entries back for at most a second")
+        precondition(maxHeldApplyEntries > 0 && maxHeldApplyBytes > 0, "held-back entries must be bounded")
         precondition(snapshotBytesPerSecond >= snapshotChunkBytes, "a snapshot stream must be allowed at least one chunk a second")
         precondition(maxSnapshotStreamsOut >= 1, "a node must be able to send a snapshot")
         precondition(maxSnapshotStreamsIn >= 1 && snapshotBusyRetryMillis > 0, "a node must be able to receive a snapshot")

@@ -17,6 +17,8 @@ final class LocalCluster {
     var snapshotEveryEntries: LogIndex = 10_000
     var snapshotChunkBytes = 1 << 20
     var snapshotBytesPerSecond = 32 << 20
+    /// How long followers hold committed entries back (nil: the default).
+    var followerApplyDelayMillis: Int64?
     /// The groups every node started by this cluster hosts.
     var groups: [GroupID] = [1]
 
@@ -31,6 +33,7 @@ final class LocalCluster {
         config.snapshotEveryEntries = snapshotEveryEntries
         config.snapshotChunkBytes = snapshotChunkBytes
         config.snapshotBytesPerSecond = snapshotBytesPerSecond
+        if let followerApplyDelayMillis { config.followerApplyDelayMillis = followerApplyDelayMillis }
         let node = try NodeRuntime(config: config, log: { _ in })
         try await node.start(peers: addresses)
         for g in groups { try await node.bootstrapGroup(g, voters: voters) }

@@ -1,0 +1,100 @@
+@testable import CairnNode
+import CairnRaft
+import CairnSQLite
+import CairnTransport
+import Foundation
+import Testing
+
+/// Followers hold committed entries back to apply several passes' entries in one SQLite transaction
+/// (`followerApplyDelayMillis`). What a user must not see: a read that misses a committed write, an
+/// entry lost to a restart or a snapshot, or a follower that never catches up.
+@Suite("Node runtime: followers apply committed entries in batches", .serialized)
+struct HeldApplyTests {
+    /// Polls `node`'s status of group 1 for up to `seconds`, until `condition` holds.
+    private func within(_ seconds: Double, _ node: NodeRuntime, _ condition: (NodeRuntime.GroupStatus) -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        repeat {
+            if condition(try await node.status(group: 1)) { return true }
+            try await Task.sleep(for: .milliseconds(5))
+        } while Date() < deadline
+        return false
+    }
+
+    @Test("a follower's database trails its commit index while it holds entries back, a read there at any level applies them first, and one that is never read catches up within the delay")
+    func heldEntriesAreReadAndApplied() async throws {
+        let c = try LocalCluster(size: 3)
+        c.followerApplyDelayMillis = 1_000
+        try await c.startAll()
+        let leader = try await c.leader()
+        let node = c.nodes[leader]!
+        let followers = c.nodes.keys.sorted().filter { $0 != leader }
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        var last: LogIndex = 0
+        for i in 0..<20 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        // Both followers have the last write committed but not in their databases yet.
+        for f in followers {
+            #expect(try await within(0.2, c.nodes[f]!) { $0.commit >= last && $0.applied < last },
+                    "follower \(f) should hold the last write back")
+        }
+        // Read at once at the local level on one follower: every write is there, without waiting out the delay.
+        let started = Date()
+        let local = try await c.nodes[followers[0]]!.query(group: 1, SQLStatement("SELECT count(*), sum(v) FROM t"), consistency: .local)
+        #expect(local.rows == [[.integer(20), .integer(190)]])
+        #expect(Date().timeIntervalSince(started) < 0.5, "the read should apply what was held, not wait for the delay")
+        #expect(try await c.nodes[followers[0]]!.status(group: 1).applied >= last)
+        // The other one, never read, applies them once the delay is over.
+        #expect(try await within(3, c.nodes[followers[1]]!) { $0.applied >= last })
+        // And a linearizable read there sees a write made just before it.
+        let next = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (20)")).index
+        let r = try await c.nodes[followers[1]]!.query(group: 1, SQLStatement("SELECT count(*) FROM t"))
+        #expect(r.rows == [[.integer(21)]])
+        #expect(try await c.nodes[followers[1]]!.status(group: 1).applied >= next)
+        await c.stopAll()
+    }
+
+    @Test("entries a follower held back when it stopped are applied after its restart: nothing committed is lost")
+    func heldEntriesSurviveARestart() async throws {
+        let c = try LocalCluster(size: 3)
+        c.followerApplyDelayMillis = 1_000
+        try await c.startAll()
+        let leader = try await c.leader()
+        let node = c.nodes[leader]!
+        let follower = c.nodes.keys.sorted().first { $0 != leader }!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        var last: LogIndex = 0
+        for i in 0..<10 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        #expect(try await within(0.2, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
+        await c.stop(follower)
+        try await c.start(follower, voters: c.addresses.keys.sorted())
+        #expect(await c.eventually(follower, "SELECT count(*), sum(v) FROM t", [[.integer(10), .integer(45)]]))
+        await c.stopAll()
+    }
+
+    @Test("a follower holding entries back that a snapshot then covers installs the snapshot and applies the entries after it")
+    func snapshotOverHeldEntries() async throws {
+        let c = try LocalCluster(size: 3)
+        c.followerApplyDelayMillis = 1_000
+        c.snapshotEveryEntries = 20
+        try await c.startAll()
+        let leader = try await c.leader()
+        let node = c.nodes[leader]!
+        let follower = c.nodes.keys.sorted().first { $0 != leader }!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        var last: LogIndex = 0
+        for i in 0..<5 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        #expect(try await within(0.2, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
+        // Cut off while holding them; the others go on far enough to compact their logs past them.
+        c.nodes[follower]!.transport.faults = TransportFaults(partitioned: Set(c.addresses.keys))
+        for i in 5..<105 { _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (\(i))")) }
+        let deadline = Date().addingTimeInterval(10)
+        while try await node.status(group: 1).firstIndex < 60 && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try await node.status(group: 1).firstIndex >= 60)
+        c.nodes[follower]!.transport.faults = TransportFaults()
+        #expect(await c.eventually(follower, "SELECT count(*), sum(v) FROM t", [[.integer(105), .integer(5460)]]))
+        #expect(c.nodes[follower]!.snapshotStats.installed >= 1)
+        // It keeps following after the snapshot.
+        _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (105)"))
+        #expect(await c.eventually(follower, "SELECT count(*) FROM t", [[.integer(106)]]))
+        await c.stopAll()
+    }
+}
