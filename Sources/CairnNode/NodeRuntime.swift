@@ -316,6 +316,7 @@ public final class NodeRuntime: Sendable {
             }
             var leaseRunning = false
             if e.message.kind == .readIndex, g.node.role == .leader {
+                side.idleTicks[e.group] = 0  // as for a read asked here (`queryFuture`)
                 leaseRunning = side.leaseClocks[e.group]?.index(g.node.leaseRead, nowNanos: Self.leaseClockNanos(), nanosPerTick: UInt64(config.tickMillis) * 1_000_000) != nil
             }
             side.touched.insert(e.group)

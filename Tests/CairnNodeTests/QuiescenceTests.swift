@@ -24,6 +24,33 @@ struct QuiescenceTests {
         throw RuntimeError.timedOut("waiting for leaders of \(groups.count - out.count) groups")
     }
 
+    @Test("a group that serves only reads, on its leader or through a follower, stays awake (its heartbeats renew the lease its reads are served on), and goes quiet once they stop")
+    func readsKeepTheLeaseRunning() async throws {
+        let c = try LocalCluster(size: 3)
+        try await c.startAll()
+        let leader = try await c.leader()
+        let follower = c.nodes.keys.sorted().first { $0 != leader }!
+        _ = try await c.nodes[leader]!.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)", "INSERT INTO t VALUES (1)"))
+        for reader in [leader, follower] {
+            // Longer than quiesceAfterTicks (20 ticks of 50 ms) and the lease (8 ticks) together.
+            let until = Date().addingTimeInterval(2.5)
+            var lastSample = Date.distantPast
+            var quietWhileRead = 0
+            while Date() < until {
+                _ = try await c.nodes[reader]!.query(group: 1, SQLStatement("SELECT v FROM t"))
+                if Date().timeIntervalSince(lastSample) > 0.05 {
+                    lastSample = Date()
+                    if try await c.nodes[leader]!.quiescedGroups().contains(1) { quietWhileRead += 1 }
+                }
+            }
+            #expect(quietWhileRead == 0, "reads through node \(reader): the group was found quiesced \(quietWhileRead) times")
+        }
+        let deadline = Date().addingTimeInterval(5)
+        while try await !c.nodes[leader]!.quiescedGroups().contains(1) && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(try await c.nodes[leader]!.quiescedGroups().contains(1), "with the reads over, the group should go quiet")
+        await c.stopAll()
+    }
+
     @Test("40 idle groups go quiet: traffic no longer grows with the number of groups; a request wakes its group; a dead leader's groups elect again")
     func idleGroupsQuiesce() async throws {
         let c = try LocalCluster(size: 3)
