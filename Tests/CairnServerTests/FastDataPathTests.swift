@@ -15,7 +15,7 @@ import Testing
     final class HandServer: FastDataServer, Sendable {
         let taken = NIOLockedValueBox<[(path: String, body: String, reply: @Sendable (FastResponse) -> Void)]>([])
 
-        func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest? {
+        func fastRequest(_ head: FastHead, remote: String) -> FastRequest? {
             guard let path = head.path, path.hasPrefix("/fast") else { return nil }
             return FastRequest(endpoint: .write, database: path, principal: Principal(user: nil, grants: Grants([])))
         }

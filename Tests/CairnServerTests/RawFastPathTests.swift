@@ -376,4 +376,24 @@ import Testing
         RawFastPath.encode(response, into: &raw)
         #expect(String(decoding: raw.readableBytesView, as: UTF8.self) == String(decoding: try Self.encodedByNIO(response), as: UTF8.self))
     }
+
+    @Test("a handler's answer, written without building its head, is byte for byte what NIO's encoder writes of that head", arguments: [
+        (200, [("Content-Type", "application/json")], "{\"results\":[]}"),
+        (200, [("Content-Type", "application/json"), ("X-Cairn-Node", "42")], "{\"a\":[1,2]}"),
+        (400, [("Content-Type", "application/json")], "{\"error\":\"x\"}"),
+        (503, [("Retry-After", "1")], ""),
+        (599, [], "ok"),
+        // Fields the head sets itself, and a status without a body: written through the head.
+        (200, [("Server", "other"), ("Content-Type", "text/plain")], "hi"),
+        (200, [("Content-Length", "2")], "hi"),
+        (204, [], ""),
+    ])
+    func answerEncoding(_ status: Int, _ fields: [(String, String)], _ body: String) throws {
+        var headers = HTTPFields()
+        for (name, value) in fields { headers.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
+        let response = Reply(status: status, headers: headers, body: Array(body.utf8)).fastResponse()
+        var raw = ByteBuffer()
+        RawFastPath.encode(response, into: &raw)
+        #expect(String(decoding: raw.readableBytesView, as: UTF8.self) == String(decoding: try Self.encodedByNIO(response), as: UTF8.self))
+    }
 }

@@ -22,11 +22,14 @@ import Testing
             Issue.record("not taken")
             return
         }
-        #expect(head.method == .post)
         #expect(head.path == "/v1/db/shop/execute")
         #expect(head.authority == "n1:4001")
-        #expect(head.scheme == "http")
-        #expect(head.headerFields.map { "\($0.name.rawName)=\($0.value)" } == ["Content-Type=application/json", "Authorization=Bearer abc.def", "Content-Length=27"])
+        #expect(head.allFields.map { "\($0.name)=\($0.value)" } == ["Content-Type=application/json", "Authorization=Bearer abc.def", "Content-Length=27"])
+        // Looked up as HTTP types look fields up: by name whatever its case; none for one not there.
+        #expect(head.field(.authorization) == "Bearer abc.def")
+        #expect(head.field(.contentType) == "application/json")
+        #expect(head.field(.origin) == nil)
+        #expect(head.field(HTTPField.Name("Host")!) == nil, "the first Host is the authority")
         #expect(headBytes == Self.plain.utf8.count)
         #expect(length == 27)
     }
@@ -114,9 +117,23 @@ import Testing
         return requests
     }
 
-    static func same(_ a: HTTPRequest, _ b: HTTPRequest) -> Bool {
-        a.method == b.method && a.path == b.path && a.authority == b.authority
-            && a.headerFields.map { "\($0.name.canonicalName)=\($0.value)" } == b.headerFields.map { "\($0.name.canonicalName)=\($0.value)" }
+    /// The same request: method, target, authority, every field in order, and each name looked up
+    /// alike (repeated fields joined as HTTP types join them).
+    static func same(_ a: HTTPRequest, _ b: RawHead) -> Bool {
+        a.method == .post && a.path == b.path && a.authority == b.authority
+            && a.headerFields.map { "\($0.name.canonicalName)=\($0.value)" } == b.allFields.map { "\($0.name.lowercased())=\($0.value)" }
+            && a.headerFields.allSatisfy { a.headerFields[$0.name] == b.field($0.name) }
+    }
+
+    @Test("a field sent twice is looked up as HTTP types give it: the values joined")
+    func repeatedFields() throws {
+        let text = "POST /x HTTP/1.1\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 0\r\n\r\n"
+        guard case .head(let head, _, _) = Self.parse(text) else {
+            Issue.record("not taken")
+            return
+        }
+        #expect(head.field(HTTPField.Name("x-a")!) == "1, 2")
+        #expect(head.field(.contentLength) == "0")
     }
 
     @Test("whatever the plain-form reader takes, NIO's decoder reads alike, and the request after it too: 20,000 mutated heads")

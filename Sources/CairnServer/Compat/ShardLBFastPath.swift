@@ -12,7 +12,7 @@ import NIOCore
 /// read within the last second, the students' table not made yet, an id a fresher layout may place)
 /// runs the router's handler body in a task.
 extension ShardLBAPI: FastDataServer {
-    func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest? {
+    func fastRequest(_ head: FastHead, remote: String) -> FastRequest? {
         guard head.method == .post, let path = head.path else { return nil }
         let endpoint: FastRequest.Endpoint
         switch path {
@@ -20,10 +20,9 @@ extension ShardLBAPI: FastDataServer {
         case "/read": endpoint = .read
         default: return nil
         }
-        let fields = head.headerFields
         // Chunked, waiting for a 100, or closing: the router's.
-        guard fields[.transferEncoding] == nil, fields[.expect] == nil, fields[.connection].map({ !$0.lowercased().contains("close") }) ?? true,
-              let length = fields[.contentLength].flatMap({ Int($0) }), (0...api.fastPathMaxBodyBytes).contains(length) else { return nil }
+        guard head.field(.transferEncoding) == nil, head.field(.expect) == nil, head.field(.connection).map({ !$0.lowercased().contains("close") }) ?? true,
+              let length = head.field(.contentLength).flatMap({ Int($0) }), (0...api.fastPathMaxBodyBytes).contains(length) else { return nil }
         // A refusal is the router's to answer (in the seed's shape, after the catalog is looked at again).
         guard let who = try? api.compatPrincipal(), (try? require(who, endpoint == .write ? .write : .read)) != nil else { return nil }
         return FastRequest(endpoint: endpoint, database: ShardLB.database, principal: who)

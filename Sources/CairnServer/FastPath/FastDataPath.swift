@@ -7,9 +7,38 @@ import NIOHTTPTypes
 protocol FastDataServer: Sendable {
     /// The request, if the fast path can serve it from its head alone (nil: the router serves it);
     /// `remote`: the client's address.
-    func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest?
+    func fastRequest(_ head: FastHead, remote: String) -> FastRequest?
     /// Serves `request`; `reply` gets the response, once, on any thread.
     func serveFast(_ request: FastRequest, body: ByteBuffer, reply: @escaping @Sendable (FastResponse) -> Void)
+}
+
+/// A request head as a fast path's server reads it: decoded by NIO (`FastDataPath`), or read from the
+/// connection's bytes (`RawFastPath`). Not generic, for the reason `FastRequest` is not.
+enum FastHead: Sendable {
+    case decoded(HTTPRequest)
+    case raw(RawHead)
+
+    var method: HTTPRequest.Method {
+        switch self {
+        case .decoded(let head): head.method
+        case .raw: .post
+        }
+    }
+
+    var path: String? {
+        switch self {
+        case .decoded(let head): head.path
+        case .raw(let head): head.path
+        }
+    }
+
+    /// The values of the fields named `name`, as `HTTPFields` gives them.
+    func field(_ name: HTTPField.Name) -> String? {
+        switch self {
+        case .decoded(let head): head.headerFields[name]
+        case .raw(let head): head.field(name)
+        }
+    }
 }
 
 /// A data request the fast path took from its head: whether it writes or reads, on which database,
@@ -26,8 +55,41 @@ struct FastRequest: Sendable {
 
 /// A complete response: what the router would have written, as parts.
 struct FastResponse: Sendable {
-    var head: HTTPResponse
+    var status: Int
+    /// The handler's fields; with `date` set, `head` adds the body's length, the date and the
+    /// server's name after them, as the router writes a response.
+    var fields: HTTPFields
     var body: ByteBuffer
+    /// The `Date` field's value, or nil when `fields` are the whole head.
+    var date: String?
+
+    /// A response whose fields are all given.
+    init(head: HTTPResponse, body: ByteBuffer) {
+        self.status = head.status.code
+        self.fields = head.headerFields
+        self.body = body
+        self.date = nil
+    }
+
+    /// A handler's answer, as the router writes it (the raw path writes it without building `head`).
+    init(status: Int, fields: HTTPFields, body: ByteBuffer, date: String) {
+        self.status = status
+        self.fields = fields
+        self.body = body
+        self.date = date
+    }
+
+    var head: HTTPResponse {
+        var all = fields
+        if let date {
+            all[.contentLength] = String(body.readableBytes)
+            all[.date] = date
+            all[.server] = Self.serverName
+        }
+        return HTTPResponse(status: .init(code: status), headerFields: all)
+    }
+
+    static let serverName = "cairn"
 }
 
 /// The data endpoints served on the connection's event loop (`POST /v1/db/{db}/execute` and
@@ -111,7 +173,7 @@ final class FastDataPath: ChannelDuplexHandler, RemovableChannelHandler {
     private func take(_ part: HTTPRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.ready, .head(let head)):
-            if routed == 0, !closing, !quiesceHeld, let request = server.fastRequest(head, remote: remote(context)) {
+            if routed == 0, !closing, !quiesceHeld, let request = server.fastRequest(.decoded(head), remote: remote(context)) {
                 state = .collecting(head, request, context.channel.allocator.buffer(capacity: 0))
             } else {
                 if head.headerFields[.connection].map({ $0.lowercased().contains("close") }) == true { closing = true }

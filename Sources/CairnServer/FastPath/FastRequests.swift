@@ -23,7 +23,7 @@ extension API: FastDataServer {
     /// Within the API's own limit (`--max-body-bytes`): a body over it is the router's to refuse (413).
     var fastPathMaxBodyBytes: Int { min(Self.fastPathMaxBodyBytes, options.maxBodyBytes) }
 
-    func fastRequest(_ head: HTTPRequest, remote: String) -> FastRequest? {
+    func fastRequest(_ head: FastHead, remote: String) -> FastRequest? {
         guard head.method == .post, let path = head.path, path.utf8.count <= 160 else { return nil }
         let bytes = Array(path.utf8)
         let prefix = Array("/v1/db/".utf8)
@@ -39,13 +39,12 @@ extension API: FastDataServer {
         }
         // A plain name: anything escaped or unusual is the router's to decode and judge.
         guard !name.isEmpty, name.allSatisfy(Self.isPlainNameByte) else { return nil }
-        let fields = head.headerFields
         // Forwarded between nodes, cross-origin, closing, chunked or waiting for a 100: the router's.
-        guard fields[Self.hops] == nil, options.corsOrigins.isEmpty || fields[.origin] == nil, fields[.transferEncoding] == nil,
-              fields[.expect] == nil, fields[.connection].map({ !$0.lowercased().contains("close") }) ?? true,
-              let length = fields[.contentLength].flatMap({ Int($0) }), (0...fastPathMaxBodyBytes).contains(length) else { return nil }
+        guard head.field(Self.hops) == nil, options.corsOrigins.isEmpty || head.field(.origin) == nil, head.field(.transferEncoding) == nil,
+              head.field(.expect) == nil, head.field(.connection).map({ !$0.lowercased().contains("close") }) ?? true,
+              let length = head.field(.contentLength).flatMap({ Int($0) }), (0...fastPathMaxBodyBytes).contains(length) else { return nil }
         let database = String(decoding: name, as: UTF8.self)
-        guard let who = auth.knownPrincipal(authorization: fields[.authorization], remote: remote) else { return nil }
+        guard let who = auth.knownPrincipal(authorization: head.field(.authorization), remote: remote) else { return nil }
         if auth.enabled {
             // A refusal may be lifted by a grant given through another node a moment ago: the router's
             // path looks at the committed catalog before it refuses.
@@ -311,11 +310,7 @@ struct Reply: Sendable {
 
     /// As the router writes it: with its length, the date and the server's name.
     func fastResponse() -> FastResponse {
-        var fields = headers
-        fields[.contentLength] = String(body.count)
-        fields[.date] = HTTPDate.now()
-        fields[.server] = "cairn"
-        return FastResponse(head: HTTPResponse(status: .init(code: status), headerFields: fields), body: ByteBuffer(bytes: body))
+        FastResponse(status: status, fields: headers, body: ByteBuffer(bytes: body), date: HTTPDate.now())
     }
 }
 

@@ -95,7 +95,7 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
                 case .head(let head, let headBytes, let contentLength):
                     scannedTo = 0
                     guard contentLength <= maxBodyBytes,
-                          let request = server.fastRequest(head, remote: remote(context)) else { return passOn(context: context) }
+                          let request = server.fastRequest(.raw(head), remote: remote(context)) else { return passOn(context: context) }
                     pending = (request, headBytes, contentLength)
                     context.fireUserInboundEventTriggered(RawRequestEvent.head)
                 }
@@ -261,18 +261,54 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     /// The bytes NIO's HTTP/1.1 response encoder writes for `response` (through the HTTP-types codec):
     /// a status line with NIO's reason phrase, the fields in order, then the body.
     static func encode(_ response: FastResponse, into out: inout ByteBuffer) {
-        let status = HTTPResponseStatus(statusCode: response.head.status.code, reasonPhrase: response.head.status.reasonPhrase)
+        guard let date = response.date, !bodiless(response.status),
+              !response.fields.contains(where: { $0.name == .contentLength || $0.name == .date || $0.name == .server || $0.name == .transferEncoding }) else {
+            return encode(response.head, body: response.body, into: &out)
+        }
+        // A handler's answer (the common case): what `head` would hold, written without building it.
+        if response.status == 200 {
+            out.writeStaticString("HTTP/1.1 200 OK\r\n")
+        } else {
+            statusLine(response.status, reason: HTTPResponse.Status(code: response.status).reasonPhrase, into: &out)
+        }
+        for field in response.fields {
+            out.writeString(field.name.rawName)
+            out.writeStaticString(": ")
+            out.writeString(field.value)
+            out.writeStaticString("\r\n")
+        }
+        out.writeStaticString("Content-Length: ")
+        out.writeString(String(response.body.readableBytes))
+        out.writeStaticString("\r\nDate: ")
+        out.writeString(date)
+        out.writeStaticString("\r\nServer: ")
+        out.writeString(FastResponse.serverName)
+        out.writeStaticString("\r\n\r\n")
+        out.writeImmutableBuffer(response.body)
+    }
+
+    /// Statuses whose responses NIO's encoder frames without a body.
+    private static func bodiless(_ code: Int) -> Bool { (100..<200).contains(code) || code == 204 || code == 304 }
+
+    /// `HTTP/1.1 code reason`, as NIO's encoder writes the status `code` with `reason`.
+    private static func statusLine(_ code: Int, reason: String, into out: inout ByteBuffer) {
+        let status = HTTPResponseStatus(statusCode: code, reasonPhrase: reason)
         out.writeStaticString("HTTP/1.1 ")
         out.writeString(String(status.code))
         out.writeStaticString(" ")
         out.writeString(status.reasonPhrase)
         out.writeStaticString("\r\n")
+    }
+
+    /// Any head, field by field.
+    private static func encode(_ head: HTTPResponse, body: ByteBuffer, into out: inout ByteBuffer) {
+        statusLine(head.status.code, reason: head.status.reasonPhrase, into: &out)
         // Responses that carry no body are framed without a length, as the encoder frames them; a
         // length makes the encoder drop a transfer coding. (Every fast response has a length: one
         // without would be sent chunked by the encoder, and gets its length here.)
-        let bodiless = (100..<200).contains(status.code) || status.code == 204 || status.code == 304
-        let hasLength = response.head.headerFields[.contentLength] != nil
-        for field in response.head.headerFields {
+        let bodiless = bodiless(head.status.code)
+        let hasLength = head.headerFields[.contentLength] != nil
+        for field in head.headerFields {
             if field.name == .transferEncoding && (bodiless || hasLength) { continue }
             if bodiless && field.name == .contentLength { continue }
             out.writeString(field.name.rawName)
@@ -282,11 +318,11 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
         if !bodiless && !hasLength {
             out.writeStaticString("Content-Length: ")
-            out.writeString(String(response.body.readableBytes))
+            out.writeString(String(body.readableBytes))
             out.writeStaticString("\r\n")
         }
         out.writeStaticString("\r\n")
-        if !bodiless { out.writeImmutableBuffer(response.body) }
+        if !bodiless { out.writeImmutableBuffer(body) }
     }
 }
 
