@@ -66,10 +66,17 @@ extension NodeRuntime {
         return held.entries
     }
 
-    /// Applies what `group` holds back, now.
+    /// Applies what `group` holds back, now. On the apply loop.
     func applyHeld(_ group: GroupID) {
         guard let entries = takeHeld(group) else { return }
         applyNow(group: group, entries: entries, waiters: [:])
+    }
+
+    /// Applies what `group` holds back before the caller looks at its database outside a read (whether
+    /// SQL only reads, against its schema; a backup's copy; whether a retired copy saw its drop).
+    func applyHeldFirst(_ group: GroupID) async {
+        guard holding.withLockedValue({ $0.contains(group) }) else { return }
+        try? await applyLoop.submit { self.applyHeld(group) }.get()
     }
 
     /// Applies `entries` in one transaction and answers `waiters`.
@@ -202,16 +209,18 @@ extension NodeRuntime {
     }
 
     /// Serves a read once the database has applied through `index`: at once if it has (from any
-    /// thread), otherwise when the apply loop gets there.
-    func serve(_ read: ReadRequest, at index: LogIndex) {
+    /// thread), otherwise when the apply loop gets there. `everything`: the read is to see every entry
+    /// its node committed (the local and stale levels), including those held back (`holdBack`), as it
+    /// would without the delay (a watcher polling a replica, such as a transaction waiting for a shard,
+    /// would otherwise wait it out). A linearizable read needs nothing past its read index.
+    func serve(_ read: ReadRequest, at index: LogIndex, everything: Bool = false) {
         noteLoad(read.group, ops: 1)
         guard let reader = readers.withLockedValue({ $0[read.group] }) else {
             return read.promise.fail(RuntimeError.unknownGroup(read.group))
         }
-        // A read sees everything its node committed, as it would without entries held back: at the
-        // local and stale levels too (a watcher polling a replica, such as a transaction waiting for a
-        // shard, would otherwise wait out the delay).
-        if reader.state.applied >= index && !holding.withLockedValue({ $0.contains(read.group) }) { return run(read, on: reader) }
+        if reader.state.applied >= index && !(everything && holding.withLockedValue({ $0.contains(read.group) })) {
+            return run(read, on: reader)
+        }
         applyLoop.execute {
             let side = self.applyState.value
             guard let machine = side.machines[read.group] else { return read.promise.fail(RuntimeError.unknownGroup(read.group)) }

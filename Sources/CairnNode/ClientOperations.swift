@@ -238,10 +238,10 @@ extension NodeRuntime {
                         return promise.fail(RuntimeError.tooStale(lastContactMillis: ageMillis, freshnessMillis: freshness))
                     }
                 }
-                self.serve(read, at: 0)
+                self.serve(read, at: 0, everything: true)
             }
         case .local:
-            serve(read, at: 0)
+            serve(read, at: 0, everything: true)
         }
         return promise.futureResult
     }
@@ -249,6 +249,8 @@ extension NodeRuntime {
     /// Whether `sql` only reads, judged by SQLite against this node's copy of the group's schema, on a
     /// read connection (preparing client SQL never touches the connection that applies entries).
     public func isReadOnly(group: GroupID, _ sql: String) async throws -> Bool {
+        // A table made a moment ago must be there to prepare against.
+        await applyHeldFirst(group)
         guard let reader = readers.withLockedValue({ $0[group] }) else { throw RuntimeError.unknownGroup(group) }
         return try await readPool.runIfActive(eventLoop: applyLoop) { try reader.isReadOnly(sql) }.get()
     }
@@ -256,6 +258,7 @@ extension NodeRuntime {
     /// Writes a consistent copy of this node's database of `group` to `destination` (off the apply loop).
     public func backup(group: GroupID, to destination: String) async throws {
         guard try await groupIDs().contains(group) else { throw RuntimeError.unknownGroup(group) }
+        await applyHeldFirst(group)
         let source = config.dataDirectory + "/group-\(group).sqlite"
         try await snapshotPool.runIfActive(eventLoop: applyLoop) {
             try SQLStateMachine.writeBackup(of: source, to: destination)

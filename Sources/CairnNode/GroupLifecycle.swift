@@ -141,6 +141,8 @@ extension NodeRuntime {
         guard id != 0 else { throw RuntimeError.raft("the metadata group cannot be retired") }
         // Read before the apply loop forgets it: once the drop entry applied here, every entry after it
         // is refused by every replica, so a write proposed after it is known never to take effect.
+        // (A drop entry this node committed but held back is applied first.)
+        await applyHeldFirst(id)
         let droppedAt = readers.withLockedValue { $0[id] }?.state.dropped
         try await raftLoop.submit {
             let side = self.raftState.value

@@ -52,6 +52,20 @@ struct HeldApplyTests {
         await c.stopAll()
     }
 
+    @Test("whether SQL only reads is judged on a follower against every table it committed, held back or not")
+    func readOnlyJudgedAfterHeldEntries() async throws {
+        let c = try LocalCluster(size: 3)
+        c.followerApplyDelayMillis = 1_000
+        try await c.startAll()
+        let leader = try await c.leader()
+        let follower = c.nodes.keys.sorted().first { $0 != leader }!
+        let index = try await c.nodes[leader]!.executeIndexed(group: 1, c.sql("CREATE TABLE t(v INTEGER)")).index
+        #expect(try await within(0.2, c.nodes[follower]!) { $0.commit >= index && $0.applied < index })
+        // Against a schema without the table the statement would not prepare, and would count as a write.
+        #expect(try await c.nodes[follower]!.isReadOnly(group: 1, "SELECT v FROM t"))
+        await c.stopAll()
+    }
+
     @Test("entries a follower held back when it stopped are applied after its restart: nothing committed is lost")
     func heldEntriesSurviveARestart() async throws {
         let c = try LocalCluster(size: 3)

@@ -56,6 +56,7 @@ enum RawRequestHead {
         var path = ""
         var authority: String?
         var fields: [RawHead.Field] = []
+        var fieldCount = 0
         var contentLength: Int?
         while lineStart < headBytes {
             // `headEnd` checked that every CR is followed by an LF.
@@ -71,7 +72,8 @@ enum RawRequestHead {
             }
             if line.isEmpty { break }
             guard let (name, valueRange, padded) = field(bytes, line) else { return .unsupported }
-            guard fields.count < maxFields else { return .unsupported }
+            fieldCount += 1
+            guard fieldCount <= maxFields else { return .unsupported }
             switch lowercased(bytes, name) {
             case "transfer-encoding", "upgrade", "proxy-connection":
                 // Fields that change how NIO's decoder frames what follows (chunks; no more requests
