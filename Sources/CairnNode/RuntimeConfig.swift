@@ -125,7 +125,7 @@ public struct RuntimeConfig: Sendable {
     /// leader kept leading and every later write timed out.
     func checkLimits(transport: TransportConfig) {
         precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
-        precondition(followerApplyDelayMillis >= 0 && followerApplyDelayMillis <= 1_000, "a follower holds entries back for at most a second")
+        precondition(followerApplyDelayMillis >= 0 && followerApplyDelayMillis <= 60_000, "a follower holds entries back for at most a minute")
         precondition(maxHeldApplyEntries > 0 && maxHeldApplyBytes > 0, "held-back entries must be bounded")
         precondition(snapshotBytesPerSecond >= snapshotChunkBytes, "a snapshot stream must be allowed at least one chunk a second")
         precondition(maxSnapshotStreamsOut >= 1, "a node must be able to send a snapshot")

@@ -20,10 +20,14 @@ struct HeldApplyTests {
         return false
     }
 
-    @Test("a follower's database trails its commit index while it holds entries back, a read there at any level applies them first, and one that is never read catches up within the delay")
-    func heldEntriesAreReadAndApplied() async throws {
+    /// Longer than any of these tests: what is held stays held until something asks for it. (A
+    /// second was not enough when the CI ran suites side by side: the timer fired between writes.)
+    static let longDelayMillis: Int64 = 30_000
+
+    @Test("a follower's database trails its commit index while it holds entries back, and a read there at any level applies them first")
+    func heldEntriesAreRead() async throws {
         let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = 1_000
+        c.followerApplyDelayMillis = Self.longDelayMillis
         try await c.startAll()
         let leader = try await c.leader()
         let node = c.nodes[leader]!
@@ -33,18 +37,14 @@ struct HeldApplyTests {
         for i in 0..<20 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
         // Both followers have the last write committed but not in their databases yet.
         for f in followers {
-            #expect(try await within(0.2, c.nodes[f]!) { $0.commit >= last && $0.applied < last },
-                    "follower \(f) should hold the last write back")
+            #expect(try await within(5, c.nodes[f]!) { $0.commit >= last }, "follower \(f) should learn the last write is committed")
+            #expect(try await c.nodes[f]!.status(group: 1).applied < last, "follower \(f) should hold it back")
         }
-        // Read at once at the local level on one follower: every write is there, without waiting out the delay.
-        let started = Date()
+        // A local read on one follower: every write is there, without waiting out the delay.
         let local = try await c.nodes[followers[0]]!.query(group: 1, SQLStatement("SELECT count(*), sum(v) FROM t"), consistency: .local)
         #expect(local.rows == [[.integer(20), .integer(190)]])
-        #expect(Date().timeIntervalSince(started) < 0.5, "the read should apply what was held, not wait for the delay")
         #expect(try await c.nodes[followers[0]]!.status(group: 1).applied >= last)
-        // The other one, never read, applies them once the delay is over.
-        #expect(try await within(3, c.nodes[followers[1]]!) { $0.applied >= last })
-        // And a linearizable read there sees a write made just before it.
+        // A linearizable read on the other sees a write made just before it.
         let next = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (20)")).index
         let r = try await c.nodes[followers[1]]!.query(group: 1, SQLStatement("SELECT count(*) FROM t"))
         #expect(r.rows == [[.integer(21)]])
@@ -52,15 +52,31 @@ struct HeldApplyTests {
         await c.stopAll()
     }
 
+    @Test("a follower never read applies what it holds once the delay is over")
+    func heldEntriesAreAppliedAfterTheDelay() async throws {
+        let c = try LocalCluster(size: 3)
+        c.followerApplyDelayMillis = 300
+        try await c.startAll()
+        let leader = try await c.leader()
+        let node = c.nodes[leader]!
+        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
+        var last: LogIndex = 0
+        for i in 0..<20 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        for f in c.nodes.keys.sorted() where f != leader {
+            #expect(try await within(5, c.nodes[f]!) { $0.applied >= last }, "follower \(f) should catch up without being read")
+        }
+        await c.stopAll()
+    }
+
     @Test("whether SQL only reads is judged on a follower against every table it committed, held back or not")
     func readOnlyJudgedAfterHeldEntries() async throws {
         let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = 1_000
+        c.followerApplyDelayMillis = Self.longDelayMillis
         try await c.startAll()
         let leader = try await c.leader()
         let follower = c.nodes.keys.sorted().first { $0 != leader }!
         let index = try await c.nodes[leader]!.executeIndexed(group: 1, c.sql("CREATE TABLE t(v INTEGER)")).index
-        #expect(try await within(0.2, c.nodes[follower]!) { $0.commit >= index && $0.applied < index })
+        #expect(try await within(5, c.nodes[follower]!) { $0.commit >= index && $0.applied < index })
         // Against a schema without the table the statement would not prepare, and would count as a write.
         #expect(try await c.nodes[follower]!.isReadOnly(group: 1, "SELECT v FROM t"))
         await c.stopAll()
@@ -69,7 +85,7 @@ struct HeldApplyTests {
     @Test("entries a follower held back when it stopped are applied after its restart: nothing committed is lost")
     func heldEntriesSurviveARestart() async throws {
         let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = 1_000
+        c.followerApplyDelayMillis = Self.longDelayMillis
         try await c.startAll()
         let leader = try await c.leader()
         let node = c.nodes[leader]!
@@ -77,7 +93,7 @@ struct HeldApplyTests {
         _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
         var last: LogIndex = 0
         for i in 0..<10 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
-        #expect(try await within(0.2, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
+        #expect(try await within(5, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
         await c.stop(follower)
         try await c.start(follower, voters: c.addresses.keys.sorted())
         #expect(await c.eventually(follower, "SELECT count(*), sum(v) FROM t", [[.integer(10), .integer(45)]]))
@@ -87,7 +103,7 @@ struct HeldApplyTests {
     @Test("a follower holding entries back that a snapshot then covers installs the snapshot and applies the entries after it")
     func snapshotOverHeldEntries() async throws {
         let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = 1_000
+        c.followerApplyDelayMillis = Self.longDelayMillis
         c.snapshotEveryEntries = 20
         try await c.startAll()
         let leader = try await c.leader()
@@ -96,7 +112,7 @@ struct HeldApplyTests {
         _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
         var last: LogIndex = 0
         for i in 0..<5 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
-        #expect(try await within(0.2, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
+        #expect(try await within(5, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
         // Cut off while holding them; the others go on far enough to compact their logs past them.
         c.nodes[follower]!.transport.faults = TransportFaults(partitioned: Set(c.addresses.keys))
         for i in 5..<105 { _ = try await node.execute(group: 1, c.sql("INSERT INTO t VALUES (\(i))")) }
