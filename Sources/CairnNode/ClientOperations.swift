@@ -217,8 +217,9 @@ extension NodeRuntime {
                                                               nanosPerTick: UInt64(self.config.tickMillis) * 1_000_000) {
                     RuntimeMetrics.leaseReads.increment()
                     // A group serving reads is not idle: quiesced, it would stop the heartbeats that
-                    // renew its lease, and its reads would fall back to rounds of their own.
-                    side.idleTicks[group] = 0
+                    // renew its lease, and its reads would fall back to rounds of their own. (Quiesced
+                    // during a pause in its reads, it wakes, as for any other request.)
+                    self.wake(group)
                     return self.serve(read, at: index)
                 }
                 // A follower that knows no leader has no one to ask.
