@@ -180,10 +180,9 @@ extension NodeRuntime {
         let file = snapshotPath(group, index)
         applyLoop.execute {
             let side = self.applyState.value
-            // What the snapshot covers is not applied again; anything after it (none: committed entries
-            // come in order, and these came before the snapshot) would be.
-            if let held = self.takeHeld(group), held.contains(where: { $0.index > index }) {
-                self.applyNow(group: group, entries: held, waiters: [:])
+            // The snapshot covers every entry held back: Raft installs one only past its commit index.
+            if let held = self.takeHeld(group), let last = held.last {
+                assert(last.index <= index, "group \(group): entry \(last.index) was held back past the snapshot at \(index)")
             }
             guard let machine = side.machines[group], machine.appliedIndex < index else { return }
             do {

@@ -186,13 +186,12 @@ struct RawHead: Sendable, Equatable {
     /// The values of the fields named `name`, joined by ", " as `HTTPFields` joins them; nil if none.
     func field(_ name: HTTPField.Name) -> String? {
         let wanted = name.canonicalName.utf8
-        var values: [Range<Int>] = []
+        var found: String?
         for f in fields where f.name.count == wanted.count && zip(bytes[f.name], wanted).allSatisfy({ Self.lower($0) == $1 }) {
-            values.append(f.value)
+            let value = String(decoding: bytes[f.value], as: UTF8.self)
+            found = found.map { $0 + (name == .cookie ? "; " : ", ") + value } ?? value
         }
-        guard let first = values.first else { return nil }
-        if values.count == 1 { return String(decoding: bytes[first], as: UTF8.self) }
-        return values.map { String(decoding: bytes[$0], as: UTF8.self) }.joined(separator: name == .cookie ? "; " : ", ")
+        return found
     }
 
     /// Every field as (name as sent, value), in order.
