@@ -299,32 +299,43 @@ extension JSON {
         }
     }
 
-    static func writeString(_ s: String, to out: inout [UInt8], go: Bool = false) {
+    /// Appends `s` as a JSON string. Bytes that need no escape (nearly all of them) are copied in runs,
+    /// not one by one: answers and audit lines are mostly statement text and values.
+    public static func writeString(_ s: String, to out: inout [UInt8], go: Bool = false) {
         out.append(0x22)
-        let hex = Array("0123456789abcdef".utf8)
-        func unicodeEscape(_ v: UInt32) {
-            out.append(contentsOf: [0x5C, UInt8(ascii: "u"), hex[Int(v >> 12 & 0xF)], hex[Int(v >> 8 & 0xF)], hex[Int(v >> 4 & 0xF)], hex[Int(v & 0xF)]])
-        }
-        let bytes = Array(s.utf8)
-        var i = 0
-        while i < bytes.count {
-            let b = bytes[i]
-            i += 1
-            switch b {
-            case 0x22: out.append(contentsOf: [0x5C, 0x22])
-            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x08 where go: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
-            case 0x0C where go: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
-            case 0..<0x20: unicodeEscape(UInt32(b))
-            case UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "&") where go: unicodeEscape(UInt32(b))
-            case 0xE2 where go && i + 1 < bytes.count && bytes[i] == 0x80 && (bytes[i + 1] == 0xA8 || bytes[i + 1] == 0xA9):
-                unicodeEscape(bytes[i + 1] == 0xA8 ? 0x2028 : 0x2029)
-                i += 2
-            default: out.append(b)
+        var s = s
+        s.withUTF8 { bytes in
+            func hex(_ v: UInt32) -> UInt8 { v < 10 ? 0x30 + UInt8(v) : 0x57 + UInt8(v) }
+            func unicodeEscape(_ v: UInt32) {
+                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), hex(v >> 12 & 0xF), hex(v >> 8 & 0xF), hex(v >> 4 & 0xF), hex(v & 0xF)])
             }
+            var run = 0
+            var i = 0
+            while i < bytes.count {
+                let b = bytes[i]
+                let plain = b >= 0x20 && b != 0x22 && b != 0x5C
+                    && !(go && (b == UInt8(ascii: "<") || b == UInt8(ascii: ">") || b == UInt8(ascii: "&")
+                        || (b == 0xE2 && i + 2 < bytes.count && bytes[i + 1] == 0x80 && (bytes[i + 2] == 0xA8 || bytes[i + 2] == 0xA9))))
+                if plain { i += 1; continue }
+                if run < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i])) }
+                i += 1
+                switch b {
+                case 0x22: out.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                case 0x08 where go: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+                case 0x0C where go: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+                case 0xE2:
+                    // Go escapes U+2028 and U+2029 (JavaScript line terminators); the condition above checked the bytes.
+                    unicodeEscape(bytes[i + 1] == 0xA8 ? 0x2028 : 0x2029)
+                    i += 2
+                default: unicodeEscape(UInt32(b))
+                }
+                run = i
+            }
+            if run < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run...])) }
         }
         out.append(0x22)
     }

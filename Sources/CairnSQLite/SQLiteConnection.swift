@@ -434,7 +434,7 @@ final class SQLiteConnection {
     /// On a read connection, anything that would write is refused, and a statement running past
     /// `timeoutNanos` is interrupted.
     func run(_ statement: SQLStatement, timeoutNanos: UInt64 = 0) -> StatementResult {
-        if statement.sql.utf8.contains(0) {
+        if SQLTextKey.hasNUL(statement.sql) {
             lastErrorCode = SQLITE_ERROR
             return StatementResult(error: Self.nulMessage)
         }
@@ -613,7 +613,7 @@ final class SQLiteConnection {
     /// True if every statement in `sql` only reads (SQLite's own judgement, `sqlite3_stmt_readonly`).
     /// SQL that does not prepare counts as a write, so that its error comes back from the write path.
     func isReadOnly(_ sql: String) -> Bool {
-        if sql.utf8.contains(0) { return false }
+        if SQLTextKey.hasNUL(sql) { return false }
         let utf8 = Array(sql.utf8CString)
         return utf8.withUnsafeBufferPointer { buffer in
             var tail: UnsafePointer<CChar>? = buffer.baseAddress

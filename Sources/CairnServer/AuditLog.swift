@@ -17,7 +17,7 @@ import NIOConcurrencyHelpers
 /// A process killed outright loses at most the last `flushMillis` of lines; data is never affected.
 final class AuditLog: Sendable {
     private let state: NIOLockedValueBox<State>
-    private let node: UInt64
+    private let nodeText: [UInt8]
     private let reported = NIOLockedValueBox(false)
     static let flushMillis = 100
     /// Written at once when this much is waiting.
@@ -32,7 +32,7 @@ final class AuditLog: Sendable {
 
     init(path: String, node: UInt64) {
         state = NIOLockedValueBox(State(file: open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)))
-        self.node = node
+        nodeText = Array(String(node).utf8)
         self.path = path
     }
 
@@ -52,19 +52,33 @@ final class AuditLog: Sendable {
 
     func record(_ who: Principal, action: String, database: String?, statement: String? = nil) {
         guard who.isClient else { return }
-        append(line(who, action: action, database: database, statement: statement, time: Timestamp.iso8601()))
+        var out: [UInt8] = []
+        line(who, action: action, database: database, statement: statement, time: time(nil), to: &out)
+        append(out)
     }
 
-    private func line(_ who: Principal, action: String, database: String?, statement: String?, time: String) -> [UInt8] {
-        var fields: [(String, JSON)] = [
-            ("time", .string(time)), ("node", .int(node)),
-            ("user", who.user.map { .string($0) } ?? .null), ("action", .string(action)),
-        ]
-        if let database { fields.append(("database", .string(database))) }
-        if let statement { fields.append(("statement", .string(statement))) }
-        var line = JSON.object(fields).serialized()
-        line.append(0x0A)
-        return line
+    /// One line, `{"time":…,"node":…,"user":…,"action":…[,"database":…][,"statement":…]}`, written
+    /// straight into bytes: every write is audited, and building JSON values for it cost as much
+    /// as a quarter of the request's planning.
+    private func line(_ who: Principal, action: String, database: String?, statement: String?, time: time_t, to out: inout [UInt8]) {
+        out.reserveCapacity(out.count + 112 + (statement?.utf8.count ?? 0))
+        out.append(contentsOf: #"{"time":""#.utf8)
+        Timestamp.append(seconds: time, to: &out)
+        out.append(contentsOf: #"","node":"#.utf8)
+        out.append(contentsOf: nodeText)
+        out.append(contentsOf: #","user":"#.utf8)
+        if let user = who.user { JSON.writeString(user, to: &out) } else { out.append(contentsOf: "null".utf8) }
+        out.append(contentsOf: #","action":"#.utf8)
+        JSON.writeString(action, to: &out)
+        if let database {
+            out.append(contentsOf: #","database":"#.utf8)
+            JSON.writeString(database, to: &out)
+        }
+        if let statement {
+            out.append(contentsOf: #","statement":"#.utf8)
+            JSON.writeString(statement, to: &out)
+        }
+        out.append(contentsOf: "}\n".utf8)
     }
 
     private func append(_ lines: [UInt8]) {
@@ -108,10 +122,10 @@ final class AuditLog: Sendable {
     /// One line per statement of a request, added in one step.
     func record(_ who: Principal, statements: [SQLStatement], database: String) {
         guard who.isClient else { return }
-        let time = Timestamp.iso8601()
+        let now = time(nil)
         var lines: [UInt8] = []
         for s in statements where !s.sql.isEmpty {
-            lines += line(who, action: "write", database: database, statement: s.sql, time: time)
+            line(who, action: "write", database: database, statement: s.sql, time: now, to: &lines)
         }
         append(lines)
     }

@@ -7,23 +7,24 @@ import Glibc
 /// a measurable share of a write's CPU when every write is audited).
 enum Timestamp {
     static func iso8601(_ date: Date = Date()) -> String {
-        var seconds = time_t(date.timeIntervalSince1970)
+        var out: [UInt8] = []
+        out.reserveCapacity(20)
+        append(seconds: time_t(date.timeIntervalSince1970), to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the UTC time `seconds` after the epoch, formatted as `iso8601` formats it.
+    static func append(seconds: time_t, to out: inout [UInt8]) {
+        var seconds = seconds
         var t = tm()
         gmtime_r(&seconds, &t)
-        var out = [UInt8]()
-        out.reserveCapacity(20)
-        func digits(_ v: Int32, _ n: Int) {
-            var v = v
-            var buffer = [UInt8](repeating: 0x30, count: n)
-            for i in stride(from: n - 1, through: 0, by: -1) {
-                buffer[i] = 0x30 + UInt8(v % 10)
-                v /= 10
-            }
-            out.append(contentsOf: buffer)
+        func two(_ v: Int32) {
+            out.append(0x30 + UInt8(truncatingIfNeeded: v / 10 % 10))
+            out.append(0x30 + UInt8(truncatingIfNeeded: v % 10))
         }
-        digits(t.tm_year + 1900, 4); out.append(0x2D); digits(t.tm_mon + 1, 2); out.append(0x2D); digits(t.tm_mday, 2)
-        out.append(0x54); digits(t.tm_hour, 2); out.append(0x3A); digits(t.tm_min, 2); out.append(0x3A); digits(t.tm_sec, 2)
+        let year = t.tm_year + 1900
+        two(year / 100); two(year % 100); out.append(0x2D); two(t.tm_mon + 1); out.append(0x2D); two(t.tm_mday)
+        out.append(0x54); two(t.tm_hour); out.append(0x3A); two(t.tm_min); out.append(0x3A); two(t.tm_sec)
         out.append(0x5A)
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -1,3 +1,4 @@
+import CairnJSON
 import Foundation
 import NIOHTTP1
 import Testing
@@ -104,6 +105,13 @@ struct NativeAPITests {
         #expect(audit.contains(#""user":"alice","action":"write","database":"default","statement":"CREATE TABLE a(x)""#), "\(audit)")
         #expect(audit.contains(#""action":"create user alice""#) && audit.contains(#""action":"change password of alice""#))
         #expect(!audit.contains("alice-password"), "passwords must never be logged")
+        // Every line is one JSON object that starts with the time, in UTC to the second.
+        for line in audit.split(separator: "\n") {
+            let parsed = try JSON.parse(Array(line.utf8))
+            guard case .string(let time) = parsed["time"] ?? .null else { Issue.record("no time: \(line)"); continue }
+            #expect(time.utf8.count == 20 && time.hasSuffix("Z") && Array(time.utf8)[10] == UInt8(ascii: "T"), "\(line)")
+            #expect(parsed["node"] != nil && parsed["action"] != nil && parsed["user"] != nil, "\(line)")
+        }
         #expect(!n.log.contains("alice-password") && !n.log.contains(TestHTTP.adminPassword))
     }
 

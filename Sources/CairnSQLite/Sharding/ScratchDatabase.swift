@@ -162,7 +162,7 @@ public final class ScratchDatabase {
     }
 
     private func prepareOne(_ sql: String) throws -> OpaquePointer {
-        if sql.utf8.contains(0) { throw SQLiteError(message: "the SQL text contains a NUL character") }
+        if SQLTextKey.hasNUL(sql) { throw SQLiteError(message: "the SQL text contains a NUL character") }
         state.denial = nil
         var stmt: OpaquePointer?
         var tail: UnsafePointer<CChar>?
