@@ -133,18 +133,34 @@ import Testing
         #expect(try Self.passedOn(c) == text)
     }
 
-    @Test("reads from the socket stop while an answer is in flight, and resume after it")
+    @Test("reads from the socket go on behind an answer in flight until 16 KiB wait, and resume once the rest is taken")
     func readsWait() throws {
         let c = try Self.connection()
-        let before = c.socketSide.reads.withLockedValue { $0 }
-        try Self.send(c, Self.request("/fast/1"))
+        let reads = { c.socketSide.reads.withLockedValue { $0 } }
+        let before = reads()
+        try Self.send(c, Self.request("/fast/0"))
         c.channel.read()
-        #expect(c.socketSide.reads.withLockedValue { $0 } == before, "held while serving")
-        c.server.answer(0, "one")
+        #expect(reads() == before + 1, "a read behind one answer in flight goes on (stopping costs two epoll_ctl calls)")
+        // A pipeline of more than the bound, behind the request in flight.
+        let one = Self.request("/fast/n")
+        let count = RawFastPath.maxReadAheadBytes / one.utf8.count + 2
+        try Self.send(c, String(repeating: one, count: count))
+        c.channel.read()
+        #expect(reads() == before + 1, "held once the bound waits")
+        #expect(c.server.count == 1, "nothing behind is taken while one is served")
+        for k in 0..<count {
+            c.server.answer(k, "\(k)")
+            c.loop.run()
+            #expect(c.server.count == k + 2)
+            // Reading resumes only once less than the bound waits: each answer lets none of it in before.
+            let waiting = (count - k - 1) * one.utf8.count
+            #expect(reads() == before + (waiting >= RawFastPath.maxReadAheadBytes ? 1 : 2), "after answer \(k), \(waiting) bytes waiting")
+        }
+        c.server.answer(count, "last")
         c.loop.run()
-        #expect(c.socketSide.reads.withLockedValue { $0 } == before + 1)
         c.channel.read()
-        #expect(c.socketSide.reads.withLockedValue { $0 } == before + 2)
+        #expect(reads() == before + 3)
+        #expect(try Self.written(c).count == count + 1)
     }
 
     @Test("a shutdown reaches the connection's idle check at once when idle, and after the answer in flight otherwise, dropping what is pipelined")

@@ -56,9 +56,21 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         self.maxBodyBytes = max(0, maxBodyBytes)
     }
 
-    /// Whether reading must wait: an answer not written yet, or a socket that has not drained (a client
-    /// that sends and never reads must not fill this node's memory).
-    private var mustHold: Bool { !passingOn && (serving || waitingForWritable) }
+    /// An answer not written yet, or a socket that has not drained: requests read meanwhile wait, and
+    /// so do the events behind them.
+    private var busy: Bool { !passingOn && (serving || waitingForWritable) }
+
+    /// Whether reading must wait: a socket that has not drained (a client that sends and never reads
+    /// must not fill this node's memory), or `maxReadAheadBytes` waiting behind an answer in flight.
+    /// Reads go on while one request is served: stopping them and starting them again cost two
+    /// `epoll_ctl` calls per request (NIO drops its interest in reads when none is asked for).
+    private var mustHold: Bool {
+        !passingOn && (waitingForWritable || (serving && (buffer?.readableBytes ?? 0) >= Self.maxReadAheadBytes))
+    }
+
+    /// What a connection may send ahead of the answer it waits for before reads stop (pipelined
+    /// requests, a client sending as it likes): one socket read can bring more, then nothing.
+    static let maxReadAheadBytes = 16 << 10
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if passingOn { return context.fireChannelRead(data) }
@@ -72,7 +84,7 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
         insideChannelRead = true
         defer { insideChannelRead = false }
-        if !mustHold { takeRequests(context: context) }
+        if !busy { takeRequests(context: context) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -192,13 +204,14 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
         }
         waitingForWritable = false
         takeRequests(context: context)
-        guard !passingOn, !serving else { return }
-        if !held.isEmpty {
+        guard !passingOn else { return }
+        if !serving && !held.isEmpty {
             // The requests read before a half-close or an error are answered; what is left (part of a
             // request) and the events go to the decoder, which answers them as it would have.
             return passOn(context: context)
         }
-        if readHeld {
+        // Unless what waits behind the request now served is still at the bound.
+        if readHeld && !mustHold {
             readHeld = false
             context.read()
         }
@@ -240,7 +253,7 @@ final class RawFastPath: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if mustHold { return held.append(.error(error)) }
+        if busy { return held.append(.error(error)) }
         context.fireErrorCaught(error)
     }
 
