@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import CairnRaft
 
@@ -78,7 +79,7 @@ public struct SQLCommand: Sendable, Equatable {
     /// A batch stamped with this moment and a fresh random seed: every replica applies it with these.
     public static func now(_ statements: [SQLStatement], atomic: Bool) -> SQLCommand {
         SQLCommand(statements: statements, atomic: atomic, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000),
-                   randomSeed: UInt64.random(in: 0...UInt64.max))
+                   randomSeed: CommandSeeds.next())
     }
 
     /// The entry that drops the database it is committed to.
@@ -497,5 +498,23 @@ public enum ResultCoding {
             results.append(r)
         }
         return c == b.count ? results : nil
+    }
+}
+
+/// Seeds for commands (what SQLite's `random()` and `randomblob()` start from on every replica): a
+/// SplitMix64 sequence from a random start per process. Asking the system for each one cost a
+/// `getrandom` call per write. A seed need not be secret (every replica sees it in the log) but
+/// should differ between commands: SplitMix64's output function is a bijection of its counter, so
+/// no two commands of one process get the same seed, and processes start far apart.
+enum CommandSeeds {
+    private static let start = UInt64.random(in: 0...UInt64.max)
+    private static let counter = Atomic<UInt64>(0)
+
+    static func next() -> UInt64 {
+        let n = counter.wrappingAdd(1, ordering: .relaxed).newValue
+        var z = start &+ n &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -193,3 +193,17 @@ struct DeterminismTests {
         return (log.count, comparisons, refused)
     }
 }
+
+/// Each write's random seed is what `random()` and `randomblob()` start from on every replica.
+@Suite struct CommandSeedTests {
+    @Test("no two commands of a process get the same random seed, and seeds are spread over all 64 bits")
+    func seedsDiffer() {
+        let seeds = (0..<200_000).map { _ in SQLCommand.now([], atomic: false).randomSeed }
+        #expect(Set(seeds).count == seeds.count)
+        // Every bit is set in roughly half of them (a counter or a clock would leave the high bits alone).
+        for bit in 0..<64 {
+            let ones = seeds.count { $0 >> UInt64(bit) & 1 == 1 }
+            #expect(abs(ones - seeds.count / 2) < seeds.count / 50, "bit \(bit): \(ones) of \(seeds.count)")
+        }
+    }
+}
