@@ -96,9 +96,14 @@ final class RequestDeadlines: ChannelDuplexHandler, RemovableChannelHandler {
         if unanswered == 0 && !reading { arm(context, millis: limits.idleTimeoutMillis) }
     }
 
-    /// The requests `RawFastPath` serves ahead of decoding have the same deadlines as those decoded.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard let raw = event as? RawRequestEvent else { return context.fireUserInboundEventTriggered(event) }
+        served(raw, context: context)
+    }
+
+    /// The requests `RawFastPath` serves ahead of decoding have the same deadlines as those decoded
+    /// (it calls this directly when it finds this handler on its pipeline, else sends an event).
+    func served(_ raw: RawRequestEvent, context: ChannelHandlerContext) {
         switch raw {
         case .head:
             reading = true
