@@ -74,19 +74,19 @@ enum RawRequestHead {
             guard let (name, valueRange, padded) = field(bytes, line) else { return .unsupported }
             fieldCount += 1
             guard fieldCount <= maxFields else { return .unsupported }
-            switch lowercased(bytes, name) {
-            case "transfer-encoding", "upgrade", "proxy-connection":
+            switch known(bytes, name) {
+            case .transferEncoding, .upgrade, .proxyConnection:
                 // Fields that change how NIO's decoder frames what follows (chunks; no more requests
                 // after an upgrade or a proxy's close): the decoder's to read.
                 return .unsupported
-            case "connection":
+            case .connection:
                 // Only the default: `close` and `upgrade` end the requests NIO's decoder reads.
                 guard text(bytes, valueRange).lowercased() == "keep-alive" else { return .unsupported }
-            case "content-length":
+            case .contentLength:
                 // NIO's decoder refuses a length followed by a tab: only the bare digits are taken.
                 guard contentLength == nil, !padded, let n = length(text(bytes, valueRange)) else { return .unsupported }
                 contentLength = n
-            case "host" where authority == nil:
+            case .host where authority == nil:
                 // As NIO's conversion to HTTP types: the first Host is the authority, not a field.
                 authority = text(bytes, valueRange)
                 continue
@@ -100,10 +100,25 @@ enum RawRequestHead {
         return .head(head, headBytes: headBytes, contentLength: contentLength)
     }
 
-    /// The name in `r`, lowercased, when it is one `parse` looks at; "" for any other.
-    private static func lowercased(_ b: UnsafeRawBufferPointer, _ r: Range<Int>) -> String {
-        guard [4, 7, 10, 14, 16, 17].contains(r.count) else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(rebasing: b[r]).lazy.map(RawHead.lower), as: UTF8.self)
+    /// The fields `parse` looks at.
+    private enum KnownField { case other, host, upgrade, connection, contentLength, proxyConnection, transferEncoding }
+
+    /// Which of them the name in `r` is, compared without regard to case and without building a string.
+    private static func known(_ b: UnsafeRawBufferPointer, _ r: Range<Int>) -> KnownField {
+        func named(_ name: StaticString) -> Bool {
+            name.withUTF8Buffer { n in
+                n.count == r.count && (0..<n.count).allSatisfy { RawHead.lower(b[r.lowerBound + $0]) == n[$0] }
+            }
+        }
+        switch r.count {
+        case 4: return named("host") ? .host : .other
+        case 7: return named("upgrade") ? .upgrade : .other
+        case 10: return named("connection") ? .connection : .other
+        case 14: return named("content-length") ? .contentLength : .other
+        case 16: return named("proxy-connection") ? .proxyConnection : .other
+        case 17: return named("transfer-encoding") ? .transferEncoding : .other
+        default: return .other
+        }
     }
 
     /// `METHOD SP origin-form-target SP HTTP/1.1`.
