@@ -1,4 +1,7 @@
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import CairnRaft
 
@@ -501,20 +504,29 @@ public enum ResultCoding {
     }
 }
 
-/// Seeds for commands (what SQLite's `random()` and `randomblob()` start from on every replica): a
-/// SplitMix64 sequence from a random start per process. Asking the system for each one cost a
-/// `getrandom` call per write. A seed need not be secret (every replica sees it in the log) but
-/// should differ between commands: SplitMix64's output function is a bijection of its counter, so
-/// no two commands of one process get the same seed, and processes start far apart.
+/// Seeds for commands (what SQLite's `random()` and `randomblob()` start from on every replica):
+/// the system's randomness, drawn 128 seeds at a time (asking for each one cost a `getrandom` call per
+/// write). Each seed is independent of every other: a client that learns its own writes' seeds (they
+/// determine its `random()` values) learns nothing of the seeds of other clients' writes.
 enum CommandSeeds {
-    private static let start = UInt64.random(in: 0...UInt64.max)
-    private static let counter = Atomic<UInt64>(0)
+    private static let pool = Mutex<(seeds: [UInt64], next: Int)>(([], 0))
+    static let batch = 128
 
     static func next() -> UInt64 {
-        let n = counter.wrappingAdd(1, ordering: .relaxed).newValue
-        var z = start &+ n &* 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
+        pool.withLock { p in
+            if p.next == p.seeds.count {
+                p.seeds = fresh()
+                p.next = 0
+            }
+            defer { p.next += 1 }
+            return p.seeds[p.next]
+        }
+    }
+
+    private static func fresh() -> [UInt64] {
+        var seeds = [UInt64](repeating: 0, count: batch)
+        // glibc's arc4random_buf: the kernel's randomness (getrandom), one call for the whole batch.
+        seeds.withUnsafeMutableBytes { arc4random_buf($0.baseAddress!, $0.count) }
+        return seeds
     }
 }

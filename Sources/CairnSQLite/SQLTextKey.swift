@@ -1,4 +1,6 @@
+#if canImport(Glibc)
 import Glibc
+#endif
 
 /// Statement text as a dictionary key, compared byte for byte. Swift's `String` compares by Unicode
 /// canonical equivalence (`'café'` with a precomposed é equals it with e and a combining accent), but

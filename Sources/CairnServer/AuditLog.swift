@@ -20,6 +20,8 @@ final class AuditLog: Sendable {
     private let nodeText: [UInt8]
     private let reported = NIOLockedValueBox(false)
     static let flushMillis = 100
+    /// A line's size besides its statement, about (names longer than usual only make it grow once more).
+    static let lineBytes = 128
     /// Written at once when this much is waiting.
     static let maxPendingBytes = 256 << 10
 
@@ -53,6 +55,7 @@ final class AuditLog: Sendable {
     func record(_ who: Principal, action: String, database: String?, statement: String? = nil) {
         guard who.isClient else { return }
         var out: [UInt8] = []
+        out.reserveCapacity(Self.lineBytes + (statement?.utf8.count ?? 0))
         line(who, action: action, database: database, statement: statement, time: time(nil), to: &out)
         append(out)
     }
@@ -61,7 +64,6 @@ final class AuditLog: Sendable {
     /// straight into bytes: every write is audited, and building JSON values for it cost as much
     /// as a quarter of the request's planning.
     private func line(_ who: Principal, action: String, database: String?, statement: String?, time: time_t, to out: inout [UInt8]) {
-        out.reserveCapacity(out.count + 112 + (statement?.utf8.count ?? 0))
         out.append(contentsOf: #"{"time":""#.utf8)
         Timestamp.append(seconds: time, to: &out)
         out.append(contentsOf: #"","node":"#.utf8)
@@ -124,6 +126,8 @@ final class AuditLog: Sendable {
         guard who.isClient else { return }
         let now = time(nil)
         var lines: [UInt8] = []
+        // Once for the batch: reserving per line would copy the batch for every line it adds.
+        lines.reserveCapacity(statements.reduce(0) { $0 + Self.lineBytes + $1.sql.utf8.count })
         for s in statements where !s.sql.isEmpty {
             line(who, action: "write", database: database, statement: s.sql, time: now, to: &lines)
         }

@@ -196,8 +196,9 @@ struct DeterminismTests {
 
 /// Each write's random seed is what `random()` and `randomblob()` start from on every replica.
 @Suite struct CommandSeedTests {
-    @Test("no two commands of a process get the same random seed, and seeds are spread over all 64 bits")
+    @Test("no two commands of a process get the same random seed, and seeds are spread over all 64 bits (drawn from the system, many at a time)")
     func seedsDiffer() {
+        // Many batches of `CommandSeeds.batch`.
         let seeds = (0..<200_000).map { _ in SQLCommand.now([], atomic: false).randomSeed }
         #expect(Set(seeds).count == seeds.count)
         // Every bit is set in roughly half of them (a counter or a clock would leave the high bits alone).
@@ -205,5 +206,36 @@ struct DeterminismTests {
             let ones = seeds.count { $0 >> UInt64(bit) & 1 == 1 }
             #expect(abs(ones - seeds.count / 2) < seeds.count / 50, "bit \(bit): \(ones) of \(seeds.count)")
         }
+    }
+
+    /// SplitMix64's output function undone (it is a bijection): what made a seed from a counter.
+    static func unmix(_ value: UInt64) -> UInt64 {
+        func inverse(_ c: UInt64) -> UInt64 {
+            var x = c
+            for _ in 0..<6 { x = x &* (2 &- c &* x) }
+            return x
+        }
+        var z = value
+        z ^= z >> 31 ^ z >> 62
+        z = z &* inverse(0x94D0_49BB_1331_11EB)
+        z ^= z >> 27 ^ z >> 54
+        z = z &* inverse(0xBF58_476D_1CE4_E5B9)
+        z ^= z >> 30 ^ z >> 60
+        return z
+    }
+
+    @Test("a write's seed says nothing of the next one's: seeds are not a sequence one could run forward from a seed a client learns from its own random() values")
+    func seedsIndependent() {
+        // Sanity: unmix undoes the output function.
+        var z: UInt64 = 0x1234_5678_9ABC_DEF0
+        let x = z
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        #expect(Self.unmix(z) == x)
+        // A SplitMix64 sequence over a counter (what the seeds were for a day) steps by the same gap.
+        let seeds = (0..<1_000).map { _ in SQLCommand.now([], atomic: false).randomSeed }
+        let gaps = zip(seeds, seeds.dropFirst()).map { Self.unmix($1) &- Self.unmix($0) }
+        #expect(Set(gaps).count > 990, "\(Set(gaps).count) distinct gaps")
     }
 }
