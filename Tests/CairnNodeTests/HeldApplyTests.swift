@@ -24,17 +24,24 @@ struct HeldApplyTests {
     /// second was not enough when the CI ran suites side by side: the timer fired between writes.)
     static let longDelayMillis: Int64 = 30_000
 
-    @Test("a follower's database trails its commit index while it holds entries back, and a read there at any level applies them first")
-    func heldEntriesAreRead() async throws {
+    /// Three nodes whose followers hold entries back for `delayMillis`, group 1's leader, its
+    /// followers, and table `t(v)` with `rows` rows 0, 1, ...; `last` is the last row's log index.
+    private func started(delayMillis: Int64, rows: Int, snapshotEveryEntries: LogIndex? = nil) async throws
+        -> (c: LocalCluster, leader: NodeRuntime, followers: [NodeID], last: LogIndex) {
         let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = Self.longDelayMillis
+        c.followerApplyDelayMillis = delayMillis
+        if let snapshotEveryEntries { c.snapshotEveryEntries = snapshotEveryEntries }
         try await c.startAll()
         let leader = try await c.leader()
         let node = c.nodes[leader]!
-        let followers = c.nodes.keys.sorted().filter { $0 != leader }
-        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
-        var last: LogIndex = 0
-        for i in 0..<20 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        var last = try await node.executeIndexed(group: 1, c.sql("CREATE TABLE t(v INTEGER)")).index
+        for i in 0..<rows { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        return (c, node, c.nodes.keys.sorted().filter { $0 != leader }, last)
+    }
+
+    @Test("a follower's database trails its commit index while it holds entries back, and a read there at any level applies them first")
+    func heldEntriesAreRead() async throws {
+        let (c, node, followers, last) = try await started(delayMillis: Self.longDelayMillis, rows: 20)
         // Both followers have the last write committed but not in their databases yet.
         for f in followers {
             #expect(try await within(5, c.nodes[f]!) { $0.commit >= last }, "follower \(f) should learn the last write is committed")
@@ -54,15 +61,8 @@ struct HeldApplyTests {
 
     @Test("a follower never read applies what it holds once the delay is over")
     func heldEntriesAreAppliedAfterTheDelay() async throws {
-        let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = 300
-        try await c.startAll()
-        let leader = try await c.leader()
-        let node = c.nodes[leader]!
-        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
-        var last: LogIndex = 0
-        for i in 0..<20 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
-        for f in c.nodes.keys.sorted() where f != leader {
+        let (c, _, followers, last) = try await started(delayMillis: 300, rows: 20)
+        for f in followers {
             #expect(try await within(5, c.nodes[f]!) { $0.applied >= last }, "follower \(f) should catch up without being read")
         }
         await c.stopAll()
@@ -70,12 +70,8 @@ struct HeldApplyTests {
 
     @Test("whether SQL only reads is judged on a follower against every table it committed, held back or not")
     func readOnlyJudgedAfterHeldEntries() async throws {
-        let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = Self.longDelayMillis
-        try await c.startAll()
-        let leader = try await c.leader()
-        let follower = c.nodes.keys.sorted().first { $0 != leader }!
-        let index = try await c.nodes[leader]!.executeIndexed(group: 1, c.sql("CREATE TABLE t(v INTEGER)")).index
+        let (c, _, followers, index) = try await started(delayMillis: Self.longDelayMillis, rows: 0)
+        let follower = followers[0]
         #expect(try await within(5, c.nodes[follower]!) { $0.commit >= index && $0.applied < index })
         // Against a schema without the table the statement would not prepare, and would count as a write.
         #expect(try await c.nodes[follower]!.isReadOnly(group: 1, "SELECT v FROM t"))
@@ -84,15 +80,8 @@ struct HeldApplyTests {
 
     @Test("entries a follower held back when it stopped are applied after its restart: nothing committed is lost")
     func heldEntriesSurviveARestart() async throws {
-        let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = Self.longDelayMillis
-        try await c.startAll()
-        let leader = try await c.leader()
-        let node = c.nodes[leader]!
-        let follower = c.nodes.keys.sorted().first { $0 != leader }!
-        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
-        var last: LogIndex = 0
-        for i in 0..<10 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        let (c, _, followers, last) = try await started(delayMillis: Self.longDelayMillis, rows: 10)
+        let follower = followers[0]
         #expect(try await within(5, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
         await c.stop(follower)
         try await c.start(follower, voters: c.addresses.keys.sorted())
@@ -102,16 +91,8 @@ struct HeldApplyTests {
 
     @Test("a follower holding entries back that a snapshot then covers installs the snapshot and applies the entries after it")
     func snapshotOverHeldEntries() async throws {
-        let c = try LocalCluster(size: 3)
-        c.followerApplyDelayMillis = Self.longDelayMillis
-        c.snapshotEveryEntries = 20
-        try await c.startAll()
-        let leader = try await c.leader()
-        let node = c.nodes[leader]!
-        let follower = c.nodes.keys.sorted().first { $0 != leader }!
-        _ = try await node.execute(group: 1, c.sql("CREATE TABLE t(v INTEGER)"))
-        var last: LogIndex = 0
-        for i in 0..<5 { last = try await node.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (\(i))")).index }
+        let (c, node, followers, last) = try await started(delayMillis: Self.longDelayMillis, rows: 5, snapshotEveryEntries: 20)
+        let follower = followers[0]
         #expect(try await within(5, c.nodes[follower]!) { $0.commit >= last && $0.applied < last })
         // Cut off while holding them; the others go on far enough to compact their logs past them.
         c.nodes[follower]!.transport.faults = TransportFaults(partitioned: Set(c.addresses.keys))
