@@ -305,9 +305,19 @@ extension JSON {
         out.append(0x22)
         var s = s
         s.withUTF8 { bytes in
-            func hex(_ v: UInt32) -> UInt8 { v < 10 ? 0x30 + UInt8(v) : 0x57 + UInt8(v) }
+            // Byte by byte: an array literal per escape was an allocation each (a stored JSON
+            // document has a quote every few bytes).
+            func escaped(_ c: UInt8) {
+                out.append(0x5C)
+                out.append(c)
+            }
             func unicodeEscape(_ v: UInt32) {
-                out.append(contentsOf: [0x5C, UInt8(ascii: "u"), hex(v >> 12 & 0xF), hex(v >> 8 & 0xF), hex(v >> 4 & 0xF), hex(v & 0xF)])
+                func hex(_ v: UInt32) -> UInt8 { v < 10 ? 0x30 + UInt8(v) : 0x57 + UInt8(v) }
+                escaped(UInt8(ascii: "u"))
+                out.append(hex(v >> 12 & 0xF))
+                out.append(hex(v >> 8 & 0xF))
+                out.append(hex(v >> 4 & 0xF))
+                out.append(hex(v & 0xF))
             }
             var run = 0
             var i = 0
@@ -320,13 +330,12 @@ extension JSON {
                 if run < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[run..<i])) }
                 i += 1
                 switch b {
-                case 0x22: out.append(contentsOf: [0x5C, 0x22])
-                case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-                case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-                case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-                case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-                case 0x08 where go: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
-                case 0x0C where go: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+                case 0x22, 0x5C: escaped(b)
+                case 0x0A: escaped(UInt8(ascii: "n"))
+                case 0x0D: escaped(UInt8(ascii: "r"))
+                case 0x09: escaped(UInt8(ascii: "t"))
+                case 0x08 where go: escaped(UInt8(ascii: "b"))
+                case 0x0C where go: escaped(UInt8(ascii: "f"))
                 case 0xE2:
                     // Go escapes U+2028 and U+2029 (JavaScript line terminators); the condition above checked the bytes.
                     unicodeEscape(bytes[i + 1] == 0xA8 ? 0x2028 : 0x2029)
