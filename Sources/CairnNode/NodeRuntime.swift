@@ -24,6 +24,8 @@ public final class NodeRuntime: Sendable {
     let applyState: NIOLoopBoundBox<ApplySide>
     let log: @Sendable (String) -> Void
     let syncs = NIOLockedValueBox(0)
+    /// Raft passes that waited for their group commit window (`GroupCommitWindow`).
+    let groupCommitWaits = NIOLockedValueBox(0)
     let failureReason = NIOLockedValueBox<String?>(nil)
     let refusedMessages = NIOLockedValueBox(0)
     /// The groups open here, readable without a trip to the Raft loop (every request asks).
@@ -123,7 +125,16 @@ public final class NodeRuntime: Sendable {
         var ticksSinceLedGroupsListed = 0
         /// Ticks since start (the ticker runs late under load; tests count per tick, not per second).
         var ticks = 0
-        init(store: LogStore) { self.store = store }
+        /// Group commit under load: when the last sync ended, how long it took, what it carried.
+        var commitWindow: GroupCommitWindow
+        /// A pass waits for its window (`GroupCommitWindow`); passes asked for meanwhile are that one.
+        var passWaiting = false
+        /// Another leader's entries were stepped since the last pass: it will write to the log.
+        var appendsWaiting = false
+        init(store: LogStore, commitWindow: GroupCommitWindow) {
+            self.store = store
+            self.commitWindow = commitWindow
+        }
     }
 
     /// A client's promise belongs to the loop that asked (`callerLoop`): the apply loop or the read pool
@@ -194,7 +205,8 @@ public final class NodeRuntime: Sendable {
         snapshotPool.start()
         readPool = NIOThreadPool(numberOfThreads: config.readThreads)
         readPool.start()
-        raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store), eventLoop: raftLoop)
+        raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store, commitWindow: GroupCommitWindow(
+            minEntries: config.groupCommitMinEntries, maxWaitNanos: UInt64(max(0, config.groupCommitMaxWaitMicros)) * 1_000)), eventLoop: raftLoop)
         applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
         snapshotPace = NIOLockedValueBox(config.snapshotBytesPerSecond)
         let raftLoop = self.raftLoop
@@ -325,6 +337,7 @@ public final class NodeRuntime: Sendable {
                 continue
             }
             if e.message.from == g.node.lead && e.message.term == g.node.term { side.lastLeaderContact[e.group] = now }
+            if e.message.kind == .append && !e.message.entries.isEmpty { side.appendsWaiting = true }
             if e.quiesce {
                 // Quiesce only in step with the leader: same term and leader, and nothing left to learn.
                 let s = g.node.status
@@ -349,6 +362,22 @@ public final class NodeRuntime: Sendable {
     func handleReadies() {
         let side = raftState.value
         guard !side.stopped else { return failQueuedWrites() }
+        guard !side.passWaiting else { return }
+        if side.appendsWaiting || !side.writesToPropose.isEmpty {
+            let wait = side.commitWindow.waitNanos(nowNanos: DispatchTime.now().uptimeNanoseconds)
+            if wait > 0 {
+                // Inputs go on being stepped meanwhile; the pass then writes them with one sync.
+                side.passWaiting = true
+                groupCommitWaits.withLockedValue { $0 += 1 }
+                RuntimeMetrics.groupCommitWaits.increment()
+                raftLoop.scheduleTask(in: .nanoseconds(Int64(wait))) {
+                    side.passWaiting = false
+                    self.handleReadies()
+                }
+                return
+            }
+        }
+        side.appendsWaiting = false
         var readies: [(GroupID, Group, Ready)] = []
         proposeQueued()
         askReadIndex()
@@ -392,8 +421,10 @@ public final class NodeRuntime: Sendable {
                 let started = DispatchTime.now().uptimeNanoseconds
                 try side.store.persist(writes, sync: mustSync)
                 if mustSync {
+                    let ended = DispatchTime.now().uptimeNanoseconds
+                    side.commitWindow.synced(entries: writes.reduce(0) { $0 + $1.entries.count }, startedNanos: started, endedNanos: ended)
                     syncs.withLockedValue { $0 += 1 }
-                    RuntimeMetrics.walSync.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started))
+                    RuntimeMetrics.walSync.recordNanoseconds(Int64(ended - started))
                 }
             } catch {
                 // Nothing of this batch may be acknowledged; the node stops rather than run on a broken disk.
@@ -576,6 +607,8 @@ public final class NodeRuntime: Sendable {
 
     /// Log syncs so far (each covers every group's writes of one loop turn).
     public var syncCount: Int { syncs.withLockedValue { $0 } }
+    /// Passes that waited to share a sync with writes arriving under load.
+    public var groupCommitWaitCount: Int { groupCommitWaits.withLockedValue { $0 } }
 
     /// Snapshots this node took (each followed by a log compaction) and installed from a leader, and
     /// the pieces of snapshot files it streamed out and received.
@@ -612,6 +645,8 @@ public final class NodeRuntime: Sendable {
 /// The runtime's metrics (swift-metrics; exported by whatever backend the process bootstrapped).
 enum RuntimeMetrics {
     static let walSync = Timer(label: "cairn_wal_sync_seconds")
+    /// Raft passes that waited for their group commit window (`GroupCommitWindow`).
+    static let groupCommitWaits = Counter(label: "cairn_group_commit_waits_total")
     /// One batch of committed entries applied to a group's database (one SQLite transaction).
     static let applyBatch = Timer(label: "cairn_apply_batch_seconds")
     /// A write on the node that proposed it, from the proposal to its result (commit and apply).

@@ -111,6 +111,12 @@ public struct RuntimeConfig: Sendable {
     public var maxHeldApplyEntries = 256
     public var maxHeldApplyBytes = 4 << 20
 
+    /// Group commit under load (`GroupCommitWindow`): once a sync of the log carried at least
+    /// `groupCommitMinEntries` entries, the next pass that writes waits until as long as that sync took
+    /// has passed since it ended, at most `groupCommitMaxWaitMicros` (0: passes never wait).
+    public var groupCommitMaxWaitMicros: Int64 = 1_000
+    public var groupCommitMinEntries = 4
+
     public init(nodeID: NodeID, dataDirectory: String, raftAddress: PeerAddress) {
         self.nodeID = nodeID
         self.dataDirectory = dataDirectory
@@ -127,6 +133,11 @@ public struct RuntimeConfig: Sendable {
         precondition(maxEntryBytes > 0 && readThreads > 0 && readTimeoutMillis > 0, "limits must be positive")
         precondition(followerApplyDelayMillis >= 0 && followerApplyDelayMillis <= 60_000, "a follower holds entries back for at most a minute")
         precondition(maxHeldApplyEntries > 0 && maxHeldApplyBytes > 0, "held-back entries must be bounded")
+        precondition(groupCommitMinEntries >= 1, "a sync must carry an entry before the next pass waits")
+        // A pass held for its window holds heartbeats and votes too: far shorter than a tick, no
+        // election timer ever notices it.
+        precondition(groupCommitMaxWaitMicros >= 0 && groupCommitMaxWaitMicros * 10 <= tickMillis * 1_000,
+                     "a pass waits for its group commit window at most a tenth of a tick")
         precondition(snapshotBytesPerSecond >= snapshotChunkBytes, "a snapshot stream must be allowed at least one chunk a second")
         precondition(maxSnapshotStreamsOut >= 1, "a node must be able to send a snapshot")
         precondition(maxSnapshotStreamsIn >= 1 && snapshotBusyRetryMillis > 0, "a node must be able to receive a snapshot")

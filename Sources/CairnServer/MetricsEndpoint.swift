@@ -89,6 +89,7 @@ enum MetricHelp {
         "cairn_build_info": "The running build: its version as a label, always 1.",
         "cairn_consistency_checks": "Consistency checks of a group's replicas this node has run as its leader.",
         "cairn_consistency_mismatch": "1 if the last consistency check found a replica of the group that differs, else 0.",
+        "cairn_group_commit_waits_total": "Raft passes that waited to share one log sync with writes arriving under load (group commit).",
         "cairn_group_info": "Which database (and shard of it) each group hosted here is; always 1.",
         "cairn_http_forwarded_in_total": "HTTP requests another node forwarded to this one.",
         "cairn_http_forwarded_out_total": "HTTP requests this node forwarded to another.",

@@ -19,6 +19,8 @@ final class LocalCluster {
     var snapshotBytesPerSecond = 32 << 20
     /// How long followers hold committed entries back (nil: the default).
     var followerApplyDelayMillis: Int64?
+    /// The longest a pass waits for its group commit window (nil: the default).
+    var groupCommitMaxWaitMicros: Int64?
     /// The groups every node started by this cluster hosts.
     var groups: [GroupID] = [1]
 
@@ -34,6 +36,7 @@ final class LocalCluster {
         config.snapshotChunkBytes = snapshotChunkBytes
         config.snapshotBytesPerSecond = snapshotBytesPerSecond
         if let followerApplyDelayMillis { config.followerApplyDelayMillis = followerApplyDelayMillis }
+        if let groupCommitMaxWaitMicros { config.groupCommitMaxWaitMicros = groupCommitMaxWaitMicros }
         let node = try NodeRuntime(config: config, log: { _ in })
         try await node.start(peers: addresses)
         for g in groups { try await node.bootstrapGroup(g, voters: voters) }
