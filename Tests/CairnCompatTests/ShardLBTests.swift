@@ -101,6 +101,13 @@ import Testing
         #expect(inserts.count == 3)
         #expect(inserts.map(\.positional.count) == [1_500, 1_500, 3])
         #expect(inserts[2].sql == #"INSERT INTO StudT ("Stud_id", "Stud_name", "Stud_marks") VALUES (?, ?, ?)"#)
+        #expect(inserts[0].sql.hasSuffix("VALUES " + Array(repeating: "(?, ?, ?)", count: 500).joined(separator: ", ")))
+        // One row, the usual /write, takes the INSERT kept with the layout: the same statement.
+        #expect(layout.inserts([rows[7]]) == [SQLStatement(inserts[2].sql, rows[7])])
+        // A schema changed after the fact keeps its INSERT in step.
+        var changed = layout
+        changed.schema = LBSchema(columns: ["Stud_id", "Name"], dtypes: ["Number", "String"])
+        #expect(changed.inserts([[.integer(1), .text("a")]]) == [SQLStatement(#"INSERT INTO StudT ("Stud_id", "Name") VALUES (?, ?)"#, [.integer(1), .text("a")])])
     }
 
     @Test func theLayoutReadsBackAsRecorded() throws {

@@ -111,9 +111,16 @@ public struct LBShard: Sendable, Equatable {
 /// What `/init` configured: the schema, the shards in `Stud_id` order, and the servers the request
 /// named for each shard's copies.
 public struct LBLayout: Sendable, Equatable {
-    public var schema: LBSchema { didSet { quotedColumns = Self.quoted(schema) } }
+    public var schema: LBSchema {
+        didSet {
+            quotedColumns = Self.quoted(schema)
+            oneRowInsert = Self.insertText(quotedColumns, columns: schema.columns.count, rows: 1)
+        }
+    }
     /// The schema's columns, quoted, in order (in every read and insert: kept, not made each time).
     private(set) var quotedColumns: String
+    /// The INSERT of one row, what nearly every `/write` sends (kept, not made each time).
+    private(set) var oneRowInsert: String
     public var shards: [LBShard]
     /// Server name → the shards it holds, as `/init` asked (empty: placed by the cluster).
     public var servers: [String: [String]]
@@ -121,6 +128,7 @@ public struct LBLayout: Sendable, Equatable {
     public init(schema: LBSchema, shards: [LBShard], servers: [String: [String]]) {
         self.schema = schema
         self.quotedColumns = Self.quoted(schema)
+        self.oneRowInsert = Self.insertText(quotedColumns, columns: schema.columns.count, rows: 1)
         self.shards = shards.sorted { $0.low < $1.low }
         self.servers = servers
     }
@@ -337,17 +345,20 @@ public struct LBLayout: Sendable, Equatable {
     /// INSERTs of `rows` (each in the schema's order), in statements of at most `rowsPerStatement` rows;
     /// sent as one atomic request, they commit on every shard they reach or on none.
     public func inserts(_ rows: [[SQLValue]]) -> [SQLStatement] {
+        if rows.count == 1 { return [SQLStatement(oneRowInsert, rows[0])] }
         var out: [SQLStatement] = []
         var start = 0
-        let placeholders = "(" + Array(repeating: "?", count: schema.columns.count).joined(separator: ", ") + ")"
         while start < rows.count {
             let chunk = rows[start..<min(start + ShardLB.rowsPerStatement, rows.count)]
-            out.append(SQLStatement("INSERT INTO \(ShardLB.table) (\(quotedColumns)) VALUES "
-                                    + Array(repeating: placeholders, count: chunk.count).joined(separator: ", "),
-                                    Array(chunk.joined())))
+            out.append(SQLStatement(Self.insertText(quotedColumns, columns: schema.columns.count, rows: chunk.count), Array(chunk.joined())))
             start += chunk.count
         }
         return out
+    }
+
+    private static func insertText(_ quotedColumns: String, columns: Int, rows: Int) -> String {
+        let placeholders = "(" + Array(repeating: "?", count: columns).joined(separator: ", ") + ")"
+        return "INSERT INTO \(ShardLB.table) (\(quotedColumns)) VALUES " + Array(repeating: placeholders, count: rows).joined(separator: ", ")
     }
 
     /// Sets every column but `Stud_id` of the student `values` names.
