@@ -206,7 +206,7 @@ public final class NodeRuntime: Sendable {
         readPool = NIOThreadPool(numberOfThreads: config.readThreads)
         readPool.start()
         raftState = NIOLoopBoundBox.makeBoxSendingValue(RaftSide(store: store, commitWindow: GroupCommitWindow(
-            minEntries: config.groupCommitMinEntries, maxWaitNanos: UInt64(max(0, config.groupCommitMaxWaitMicros)) * 1_000)), eventLoop: raftLoop)
+            minEntries: config.groupCommitMinEntries, maxWaitNanos: config.groupCommitMaxWaitNanos)), eventLoop: raftLoop)
         applyState = NIOLoopBoundBox.makeBoxSendingValue(ApplySide(), eventLoop: applyLoop)
         snapshotPace = NIOLockedValueBox(config.snapshotBytesPerSecond)
         let raftLoop = self.raftLoop
