@@ -184,7 +184,7 @@ def main():
         ids = rng.sample(range(4 * 4096), REQUESTS)
         for run in range(args.runs):
             for client in (("wrk", "python") if run % 2 == 0 else ("python", "wrk")):
-                sample = {"run": run, "client": client}
+                sample = {"run": run, "client": client, "entry": f"Server{run % 3}", "leaders": shard_leaders(http[0])}
                 for kind in ("write", "read"):
                     if kind == "write":
                         status, body = bench.http("POST", f"http://{http[0]}/v1/db/shard_lb/execute", {"statements": ["DELETE FROM StudT"]})
@@ -212,6 +212,15 @@ def main():
     write_report(report)
 
 
+def shard_leaders(http):
+    """The name of the node leading each of shard_lb's shards, in shard order ("?" where none is known)."""
+    status, body = bench.http("GET", f"http://{http}/v1/cluster")
+    names = {n.get("id"): n.get("name") for n in json.loads(body).get("nodes", [])} if status == 200 else {}
+    status, body = bench.http("GET", f"http://{http}/v1/db/shard_lb/shards")
+    shards = json.loads(body).get("shards", []) if status == 200 else []
+    return [names.get(s.get("leader"), "?") for s in shards]
+
+
 def write_report(report):
     lines = [
         "# Seed 004's workload on the `shard-lb` API", "",
@@ -234,6 +243,15 @@ def write_report(report):
                          f"{sum(x['errors'] for x in xs)} | {lat} |")
     lines += ["", f"Goal: at least 1000× faster: ≤ 0.9 s for the writes and ≤ 0.45 s for the reads. "
               f"Rows after the last run: {report.get('rows_after')}."]
+    # Where the shards were led, run by run: a write to a shard led by another node than the one wrk
+    # sends to is passed on (a hop and its CPU), and the leaders spread over the nodes during the runs.
+    runs = [s for s in report["samples"] if s["client"] == "wrk" and "leaders" in s]
+    if runs:
+        lines += ["", "wrk's runs, with the node wrk sent to and the node leading each shard when the run began:", "",
+                  "| run | sent to | shard leaders | shards led there | write (s) | read (s) |", "| --- | --- | --- | --- | --- | --- |"]
+        for s in runs:
+            lines.append(f"| {s['run']} | {s['entry']} | {', '.join(s['leaders'])} | {sum(1 for l in s['leaders'] if l == s['entry'])} "
+                         f"| {s['write']['seconds']:.3f} | {s['read']['seconds']:.3f} |")
     with open(os.path.join(HERE, "SEED004.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
