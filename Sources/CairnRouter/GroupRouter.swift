@@ -28,6 +28,10 @@ public struct Routed: Sendable {
 /// leadership change, a call that never left) is made again until the deadline; one whose outcome is
 /// unknown ends with `OutcomeUnknown`. Reads are retried until the deadline.
 public final class GroupRouter: Sendable {
+    /// Calls sent to other nodes. Made once: making a counter per call went through the metrics
+    /// registry's lock and name checks for every write passed on (0.5 µs of it).
+    private static let callsSent = Counter(label: "cairn_router_calls_total")
+
     let runtime: NodeRuntime
     let cluster: ClusterNode
     let requestTimeoutMillis: Int64
@@ -156,7 +160,7 @@ public final class GroupRouter: Sendable {
             promise.succeed(.retry)
             return promise.futureResult
         }
-        Counter(label: "cairn_router_calls_total").increment()
+        Self.callsSent.increment()
         pending.call(target, timeoutMillis: requestTimeoutMillis, send: { id in
             self.runtime.transport.send(call: PeerCall(id: id, isReply: false, body: body), to: target)
         }, done: { outcome in
@@ -255,7 +259,7 @@ public final class GroupRouter: Sendable {
                     lastProblem += " (too little time was left to send the write again)"
                     break
                 } else {
-                    Counter(label: "cairn_router_calls_total").increment()
+                    Self.callsSent.increment()
                     let leftMillis = max(1, Self.millis(deadline - ContinuousClock.now))
                     switch await pending.call(target, timeoutMillis: leftMillis, send: { id in
                         self.runtime.transport.send(call: PeerCall(id: id, isReply: false, body: body), to: target)

@@ -118,7 +118,7 @@ enum MetricHelp {
         "cairn_transport_handshakes_refused_total": "Incoming peer connections refused at the handshake (a wrong certificate or identity).",
         "cairn_transport_connections_refused_at_limit_total": "Incoming peer connections closed at once because as many as allowed were open.",
         "cairn_transport_outgoing_errors_total": "Connections to peers closed on an error.",
-        "cairn_router_calls_total": "Operations the router sent to other nodes, by operation and outcome.",
+        "cairn_router_calls_total": "Operations the router sent to other nodes as calls (writes passed on to their leader, reads served elsewhere).",
         "cairn_rqlite_queue_lost_statements_total": "Queued rqlite writes whose outcome was unknown and which were reported lost.",
         "cairn_shard_load_splits_total": "Shards split because they ran hot.",
         "cairn_shard_requests_total": "Requests routed to each shard, by database, shard and kind.",
