@@ -12,7 +12,7 @@
 ///
 /// The wait never changes what is written or when a message may leave: a pass still writes and syncs
 /// before it sends what depends on its writes, only later.
-struct GroupCommitWindow: Sendable, Equatable {
+struct GroupCommitWindow: Sendable {
     /// Fewer entries in the last sync: the next pass starts at once.
     let minEntries: Int
     /// The longest a pass waits (0: never).

@@ -54,7 +54,8 @@ struct GroupCommitTests {
         await c.stopAll()
     }
 
-    /// 16 writers at once, 20 writes each: passes wait to share syncs, and every write is there.
+    /// 16 writers at once, 20 writes each: every write is there, once. (Whether passes waited depends on
+    /// the disk's speed; `aPassWaitsThenCommits` shows the wait itself.)
     private func concurrentWrites(_ c: LocalCluster, _ node: NodeRuntime) async throws {
         let writers = (0..<16).map { w in (0..<20).map { i in c.sql("INSERT INTO t VALUES (\(w * 100 + i))") } }
         try await withThrowingTaskGroup(of: Void.self) { tasks in
