@@ -1,4 +1,4 @@
-import CairnQuery
+@testable import CairnQuery
 import CairnSQLite
 import Testing
 
@@ -43,6 +43,9 @@ import Testing
             (one, "SELECT * FROM t WHERE k IN (?, ?, ?) ORDER BY k", 3),
             (one, "SELECT v FROM t WHERE k = ?2 AND v <> ?1", 2),
             (one, "SELECT v FROM t x WHERE x.k = :key", 1),
+            (one, "SELECT v FROM t WHERE k = @key AND v IS NOT NULL", 1),
+            (one, "SELECT v FROM t WHERE k = $key", 1),
+            (one, "SELECT v FROM t WHERE k = ?1 OR k = ?1", 1),
             (one, "SELECT count(*) FROM t WHERE k = ? OR k = ?", 2),
             (one, "SELECT v FROM t WHERE (k = ?) AND k = 7", 1),
             (pair, "SELECT v FROM t WHERE a = ? AND b = ?", 2),
@@ -51,16 +54,27 @@ import Testing
             (ranged, "SELECT v FROM t WHERE k BETWEEN ? AND ? ORDER BY k", 2),
             (ranged, "SELECT v FROM t WHERE k >= ? AND k < ?", 2),
         ]
+        var shortcuts = 0
         for (db, sql, count) in cases {
             let prepared = try ReadPlanner.prepare(sql, analysis: db.schema.analyze(sql), schema: db.planner.schema)
             for _ in 0..<400 / cases.count * 3 {
                 let values = (0..<count).map { _ in value() }
-                let statement = sql.contains(":key") ? SQLStatement(sql, named: ["key": values[0]]) : SQLStatement(sql, values)
+                let statement = sql.contains("key") ? SQLStatement(sql, named: ["key": values[0]]) : SQLStatement(sql, values)
                 let fresh = try db.plan(statement)
                 let reused = try db.planner.plan(statement, prepared: prepared)
                 #expect(Self.described(reused) == Self.described(fresh), "\(sql) with \(values)")
+                // Both went the point read's shortcut where it applies: it must pin as the planning
+                // it skips does.
+                if case .query(let text) = prepared.outcome {
+                    let general = try db.planner.plan(statement, text)
+                    if let shard = db.planner.pointShard(statement, text) {
+                        #expect(Self.described(general) == "single \(shard)", "\(sql) with \(values)")
+                        shortcuts += 1
+                    }
+                }
             }
         }
+        #expect(shortcuts > 150)
     }
 
     @Test("what cannot be planned is refused when the text is prepared, with planning's own reason")

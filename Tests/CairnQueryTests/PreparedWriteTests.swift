@@ -1,4 +1,4 @@
-import CairnQuery
+@testable import CairnQuery
 import CairnSQLite
 import Testing
 
@@ -20,6 +20,53 @@ import Testing
     /// The shard `ShardedDatabase.insert` puts a row with this key in: the key columns' affinity, then the table's placement.
     static func expectedShard(_ db: ShardedDatabase, _ key: [SQLValue]) -> Int {
         db.table.shard(of: zip(key, db.table.keyAffinities).map { $1.apply($0, renderReal: RealText.render) }, in: db.planner.map)
+    }
+
+    @Test("a one-row INSERT is placed, or refused for a NULL key, as the general placing of rows does, with named, numbered and repeated parameters")
+    func oneRowShortcutAgrees() throws {
+        var rng = SystemRandomNumberGenerator()
+        let (one, pair, ranged) = try ShardedDatabase.keyShapes()
+        func value() -> SQLValue {
+            switch Int.random(in: 0..<5, using: &rng) {
+            case 0: return .null
+            case 1: return .text(String(Int.random(in: -50...2000, using: &rng)))
+            case 2: return .real(Double(Int.random(in: -50...2000, using: &rng)))
+            default: return .integer(Int64.random(in: -50...2000, using: &rng))
+            }
+        }
+        let cases: [(ShardedDatabase, String, named: Bool, parameters: Int)] = [
+            (one, "INSERT INTO t(k, v) VALUES (?, ?)", false, 2),
+            (one, "INSERT INTO t(v, k) VALUES (?2, ?1)", false, 2),
+            (one, "INSERT INTO t(k, v) VALUES (:k, :k)", true, 1),
+            (one, "INSERT INTO t(k, v) VALUES (@k, 'x') ON CONFLICT(k) DO UPDATE SET v = excluded.v", true, 1),
+            (one, "INSERT INTO t(k, v) VALUES (7, ?)", false, 1),
+            (pair, "INSERT INTO t(a, b, v) VALUES (?, ?, 'v')", false, 2),
+            (pair, "INSERT INTO t(b, a, v) VALUES ($k, ?, NULL)", true, 2),
+            (ranged, "REPLACE INTO t(k, v) VALUES (?, 'p')", false, 1),
+        ]
+        var placed = 0, refused = 0
+        for (db, sql, named, count) in cases {
+            let writer = WritePlanner(schema: db.planner.schema, map: db.planner.map)
+            let prepared = try WritePlanner.prepare(sql, analysis: db.schema.analyze(sql), schema: db.planner.schema)
+            guard case .insert(let insert) = prepared.outcome else { Issue.record("\(sql) is not prepared as an INSERT"); continue }
+            for _ in 0..<100 {
+                let values = (0..<count).map { _ in value() }
+                let statement = named ? SQLStatement(sql, values, named: ["k": values[0]]) : SQLStatement(sql, values)
+                let shortcut = Result { try writer.planOneRow(insert, statement: statement) }
+                let general = Result { try writer.planRows(insert, statement: statement) }
+                switch (shortcut, general) {
+                case (.success(let a), .success(let b)):
+                    #expect(Self.described(a) == Self.described(b), "\(sql) with \(values)")
+                    placed += 1
+                case (.failure(let a), .failure(let b)):
+                    #expect("\(a)" == "\(b)", "\(sql) with \(values)")
+                    refused += 1
+                default:
+                    Issue.record("\(sql) with \(values): \(shortcut) against \(general)")
+                }
+            }
+        }
+        #expect(placed > 300 && refused > 50)
     }
 
     @Test("an INSERT's text prepared once places 600 requests' rows on the shards their keys hash to, splitting rows of several shards, as planning each afresh does")

@@ -12,8 +12,31 @@ struct ParameterSlots: Sendable {
         var index: Int
         /// The name it was written with (`:name`, `@name`, `$name`); nil for `?` and `?NNN`.
         var name: String?
+
+        /// The value `statement` binds to this parameter: by name (with or without its sigil), else by
+        /// SQLite's number for it; NULL when it gives none, as in SQLite.
+        func value(in statement: SQLStatement) -> SQLValue {
+            var value = name.flatMap { statement.named[$0] ?? statement.named[String($0.dropFirst())] }
+            if value == nil && index >= 1 && index <= statement.positional.count { value = statement.positional[index - 1] }
+            return value ?? .null
+        }
     }
     private(set) var slots: [Slot] = []
+
+    /// The value `statement` gives the parameter renamed `renamed`, as `Parameters` records it (the
+    /// last slot of that name wins, as it does there), without building the dictionary: for planning
+    /// a point read or a one-row INSERT, whose key is one or two terms.
+    func value(of renamed: String, in statement: SQLStatement) -> SQLValue {
+        slots.last { $0.renamed == renamed }?.value(in: statement) ?? .null
+    }
+
+    /// A term's value in `statement`.
+    func value(of term: ReadPlanner.Term, in statement: SQLStatement) -> SQLValue {
+        switch term {
+        case .value(let v): return v
+        case .parameter(let p): return value(of: p, in: statement)
+        }
+    }
 
     /// Renames the parameters in `tokens`, numbering them as SQLite does.
     static func renaming(_ tokens: [Token]) -> (ParameterSlots, [Token]) {
@@ -51,11 +74,7 @@ struct Parameters {
 
     /// The values `statement` gives the parameters of its text's `slots`.
     init(_ slots: ParameterSlots, of statement: SQLStatement) {
-        for slot in slots.slots {
-            var value = slot.name.flatMap { statement.named[$0] ?? statement.named[String($0.dropFirst())] }
-            if value == nil && slot.index >= 1 && slot.index <= statement.positional.count { value = statement.positional[slot.index - 1] }
-            values[slot.renamed] = value ?? .null
-        }
+        for slot in slots.slots { values[slot.renamed] = slot.value(in: statement) }
     }
 
     /// Renames the parameters in `tokens` and records their values from `statement`.

@@ -13,15 +13,28 @@ public struct PreparedRead: Sendable {
     }
 
     /// The text of a read over sharded tables, ready for its parameters' values.
-    struct Text: Sendable {
-        var analysis: StatementAnalysis
-        var slots: ParameterSlots
-        var shape: SelectShape?
-        var oneSelect: Bool
-        var references: [ShardedTable]
-        var tables: [ShardedTable]
+    /// A class: a router hands the prepared read out of its cache for every request, and a struct's
+    /// copy retained each of its arrays and strings.
+    final class Text: Sendable {
+        let analysis: StatementAnalysis
+        let slots: ParameterSlots
+        let shape: SelectShape?
+        let oneSelect: Bool
+        let references: [ShardedTable]
+        let tables: [ShardedTable]
         /// With one sharded table: how the statement names it and what pins its key.
-        var one: OneTable?
+        let one: OneTable?
+
+        init(analysis: StatementAnalysis, slots: ParameterSlots, shape: SelectShape?, oneSelect: Bool, references: [ShardedTable],
+             tables: [ShardedTable], one: OneTable?) {
+            self.analysis = analysis
+            self.slots = slots
+            self.shape = shape
+            self.oneSelect = oneSelect
+            self.references = references
+            self.tables = tables
+            self.one = one
+        }
     }
 
     struct OneTable: Sendable {

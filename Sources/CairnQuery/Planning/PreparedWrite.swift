@@ -17,29 +17,48 @@ public struct PreparedWrite: Sendable {
     }
 
     /// `INSERT ... VALUES (...), (...) [upsert]` into one sharded table.
-    struct Insert: Sendable {
-        var table: ShardedTable
-        var slots: ParameterSlots
+    /// A class, as `Change` is: a router hands the prepared write out of its cache for every request,
+    /// and a struct's copy retained each of its arrays and strings (a microsecond a write).
+    final class Insert: Sendable {
+        let table: ShardedTable
+        let slots: ParameterSlots
         /// The renamed tokens through VALUES, each row's tuple (parentheses included), and what follows
         /// the rows (an upsert clause): what a split into one INSERT per shard is built from.
-        var head: [Token]
-        var rows: [[Token]]
-        var tail: [Token]
+        let head: [Token]
+        let rows: [[Token]]
+        let tail: [Token]
         /// Each row's shard key, column by column, as literals and parameters; or why the row cannot be
         /// placed by its text (refused when planned, in row order, as planning afresh refuses it).
-        var keys: [Result<[ReadPlanner.Term], PlanRefusal>]
+        let keys: [Result<[ReadPlanner.Term], PlanRefusal>]
+
+        init(table: ShardedTable, slots: ParameterSlots, head: [Token], rows: [[Token]], tail: [Token], keys: [Result<[ReadPlanner.Term], PlanRefusal>]) {
+            self.table = table
+            self.slots = slots
+            self.head = head
+            self.rows = rows
+            self.tail = tail
+            self.keys = keys
+        }
     }
 
     /// `UPDATE` or `DELETE` of one sharded table.
-    struct Change: Sendable {
-        var table: ShardedTable
-        var slots: ParameterSlots
+    final class Change: Sendable {
+        let table: ShardedTable
+        let slots: ParameterSlots
         /// The name the statement gives the table (its alias, if any).
-        var qualifier: String
+        let qualifier: String
         /// The renamed tokens after WHERE; nil without WHERE (every shard).
-        var whereClause: [Token]?
+        let whereClause: [Token]?
         /// WHERE's equalities on the whole key (`ReadPlanner.pinTerms`); nil when it has none.
-        var pinTerms: [[ReadPlanner.Term]]?
+        let pinTerms: [[ReadPlanner.Term]]?
+
+        init(table: ShardedTable, slots: ParameterSlots, qualifier: String, whereClause: [Token]?, pinTerms: [[ReadPlanner.Term]]?) {
+            self.table = table
+            self.slots = slots
+            self.qualifier = qualifier
+            self.whereClause = whereClause
+            self.pinTerms = pinTerms
+        }
     }
 
     let outcome: Outcome

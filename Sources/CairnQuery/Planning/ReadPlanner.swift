@@ -56,8 +56,7 @@ public struct ReadPlanner: Sendable {
         // every shard's rows for the average): only a statement with no other SELECT is pinned by its
         // WHERE or split into per-shard parts.
         let oneSelect = tokens.filter { $0.isWord("SELECT") }.count == 1
-        var text = PreparedRead.Text(analysis: analysis, slots: slots, shape: shape, oneSelect: oneSelect,
-                                     references: others.sorted().compactMap { schema.referenceTables[$0] }, tables: tables)
+        var one: PreparedRead.OneTable?
         if tables.count == 1 {
             let table = tables[0]
             let qualifier = shape.flatMap { Self.qualifier(of: $0.from, table: table) }
@@ -66,9 +65,10 @@ public struct ReadPlanner: Sendable {
             let joined = qualifier ?? shape.flatMap { Self.uniquelyNamed($0.from) ? Self.joinQualifier(of: $0.from, table: table) : nil }
             var pinTerms: [[Term]]?
             if let joined, let w = shape?.whereClause, oneSelect { pinTerms = Self.pinTerms(w, table: table, qualifier: joined) }
-            text.one = .init(table: table, qualifier: qualifier, joined: joined, pinTerms: pinTerms)
+            one = .init(table: table, qualifier: qualifier, joined: joined, pinTerms: pinTerms)
         }
-        return PreparedRead(.query(text))
+        return PreparedRead(.query(.init(analysis: analysis, slots: slots, shape: shape, oneSelect: oneSelect,
+                                         references: others.sorted().compactMap { schema.referenceTables[$0] }, tables: tables, one: one)))
     }
 
     /// Plans `statement` from what `prepare` learnt from its text against this planner's schema.
@@ -79,11 +79,32 @@ public struct ReadPlanner: Sendable {
         case .anyShard:
             return .single(shard: 0)
         case .query(let text):
-            let q = Query(statement: statement, analysis: text.analysis, parameters: Parameters(text.slots, of: statement), shape: text.shape,
-                          oneSelect: text.oneSelect, references: text.references)
-            if let one = text.one { return try planOne(one, q) }
-            return try planJoin(text.tables, q)
+            if let shard = pointShard(statement, text) { return .single(shard: shard) }
+            return try plan(statement, text)
         }
+    }
+
+    /// A point read's shard (every column of the key set to one value), without building the query
+    /// `planOne` looks at; nil for any other statement. `planOne` pins it alike: to the key's shard,
+    /// or to shard 0 when a key column is NULL (no row matches; any shard answers exactly).
+    func pointShard(_ statement: SQLStatement, _ text: PreparedRead.Text) -> Int? {
+        guard let one = text.one, let terms = one.pinTerms, terms.allSatisfy({ $0.count == 1 }) else { return nil }
+        var key: [SQLValue] = []
+        key.reserveCapacity(terms.count)
+        for (k, column) in terms.enumerated() {
+            let v = one.table.keyAffinities[k].apply(text.slots.value(of: column[0], in: statement), renderReal: RealText.render)
+            if v == .null { return 0 }
+            key.append(v)
+        }
+        return one.table.shard(of: key, in: map)
+    }
+
+    /// `plan` without the point read's shortcut.
+    func plan(_ statement: SQLStatement, _ text: PreparedRead.Text) throws -> ReadPlan {
+        let q = Query(statement: statement, analysis: text.analysis, parameters: Parameters(text.slots, of: statement), shape: text.shape,
+                      oneSelect: text.oneSelect, references: text.references)
+        if let one = text.one { return try planOne(one, q) }
+        return try planJoin(text.tables, q)
     }
 
     /// What every plan of one statement looks at.

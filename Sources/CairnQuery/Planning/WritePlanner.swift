@@ -272,15 +272,32 @@ public struct WritePlanner: Sendable {
     }
 
     private func planInsert(_ insert: PreparedWrite.Insert, statement: SQLStatement) throws -> WritePlan {
+        if insert.keys.count == 1 { return try planOneRow(insert, statement: statement) }
+        return try planRows(insert, statement: statement)
+    }
+
+    /// A one-row INSERT (the common one): placed as `planRows` places it, without the parameters'
+    /// dictionary.
+    func planOneRow(_ insert: PreparedWrite.Insert, statement: SQLStatement) throws -> WritePlan {
+        let table = insert.table
+        let key = try insert.keys[0].get().map { insert.slots.value(of: $0, in: statement) }
+        guard let shard = rowShard(table, key: key) else { throw Self.nullKey(table, key) }
+        return .shards([.init(shard: shard, statement: statement)])
+    }
+
+    private static func nullKey(_ table: ShardedTable, _ key: [SQLValue]) -> PlanRefusal {
+        PlanRefusal("the shard key \(table.keyColumns[key.firstIndex(of: .null) ?? 0]) of \(table.name) may not be NULL")
+    }
+
+    /// An INSERT's rows, each placed by its key, one INSERT per shard.
+    func planRows(_ insert: PreparedWrite.Insert, statement: SQLStatement) throws -> WritePlan {
         let table = insert.table
         let parameters = Parameters(insert.slots, of: statement)
         var byShard: [Int: [[Token]]] = [:]
         var order: [Int] = []
         for (row, placed) in zip(insert.rows, insert.keys) {
             let key = try placed.get().map { parameters.value(of: $0) }
-            guard let shard = rowShard(table, key: key) else {
-                throw PlanRefusal("the shard key \(table.keyColumns[key.firstIndex(of: .null) ?? 0]) of \(table.name) may not be NULL")
-            }
+            guard let shard = rowShard(table, key: key) else { throw Self.nullKey(table, key) }
             if byShard[shard] == nil { order.append(shard) }
             byShard[shard, default: []].append(row)
         }

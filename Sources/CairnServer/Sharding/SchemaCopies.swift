@@ -20,13 +20,16 @@ final class SchemaCopies: @unchecked Sendable {
         var unsharded: Set<SQLTextKey> = []
     }
 
-    /// What is known of one statement text against a copy.
-    private struct Known {
-        var analysis: StatementAnalysis
+    /// What is known of one statement text against a copy. A class, changed only with the lock held:
+    /// a lookup for every request takes one reference, not a copy of the analysis.
+    private final class Known {
+        let analysis: StatementAnalysis
         /// Kept once the text is planned as a read.
         var read: PreparedRead?
         /// Kept once the text is planned as a write.
         var write: PreparedWrite?
+
+        init(analysis: StatementAnalysis) { self.analysis = analysis }
     }
 
     private let lock = NSLock()
@@ -139,7 +142,12 @@ final class SchemaCopies: @unchecked Sendable {
 
     /// With the lock held: `current` without handing the copy out (no copy of its references per request).
     private func ensureCurrent(_ database: String, _ tables: [String: CatalogShardedTable]) throws {
-        if copies[database]?.tables == tables { return }
+        if copies[database]?.tables == tables {
+            // Equal, and from now on the same storage: the next request's comparison with this
+            // catalog copy's tables is an identity check, not every table's text compared.
+            copies[database]!.tables = tables
+            return
+        }
         _ = try current(database, tables)
     }
 
