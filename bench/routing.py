@@ -65,16 +65,29 @@ def wrk_spread(script, urls, clients, seconds, work, db, table):
     """`wrk` at `clients` connections split over `urls` at once (one wrk per node, as a load balancer in
     front of the nodes spreads them): every run sees each node's share, instead of one node's character
     (the one leading an unsharded table serves its reads under its lease) deciding a run."""
-    path = os.path.join(work, f"routing-{abs(hash((script, db, table)))}.lua")
-    with open(path, "w") as f:
-        f.write(bench.WRK_COMMON + script.replace("@VALUE@", bench.VALUE).replace("@KEYS@", str(KEYS)).replace("@DB@", db).replace("@TABLE@", table))
+    body = bench.WRK_COMMON + script.replace("@VALUE@", bench.VALUE).replace("@KEYS@", str(KEYS)).replace("@DB@", db).replace("@TABLE@", table)
     shares = [clients // len(urls) + (1 if k < clients % len(urls) else 0) for k in range(len(urls))]
-    procs = [subprocess.Popen(["wrk", "-t", "1", "-c", str(n), "-d", f"{seconds}s", "--timeout", "10s", "-s", path, url],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for url, n in zip(urls, shares)]
-    results = []
-    for p in procs:
-        out = p.communicate()[0].decode()
-        results.append(json.loads([l for l in out.splitlines() if l.startswith('{"requests"')][-1]))
+    procs = []
+    try:
+        for k, (url, n) in enumerate(zip(urls, shares)):
+            # A seed of its own: LuaJIT's is fixed, and three wrk would send the same keys in step.
+            path = os.path.join(work, f"routing-{abs(hash((script, db, table)))}-{k}.lua")
+            with open(path, "w") as f:
+                f.write(f"math.randomseed({7919 * (k + 1) + int(time.time())})\n" + body)
+            procs.append(subprocess.Popen(["wrk", "-t", "1", "-c", str(n), "-d", f"{seconds}s", "--timeout", "10s", "-s", path, url],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        results = []
+        for p in procs:
+            out = p.communicate()[0].decode()
+            lines = [l for l in out.splitlines() if l.startswith('{"requests"')]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"wrk failed ({p.returncode}): {out[-2000:]}")
+            results.append(json.loads(lines[-1]))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return {"throughput": sum((r["requests"] - r.get("non2xx", 0)) / (r["duration_us"] / 1e6) for r in results),
             "p50": statistics.median(r["p50"] for r in results) / 1000, "p99": max(r["p99"] for r in results) / 1000,
             "errors": sum(r["errors"] for r in results)}

@@ -77,6 +77,64 @@ import Testing
         #expect(shortcuts > 150)
     }
 
+    @Test("a point read's shortcut pins as the general planning does: parameters bound by name, by position or not at all, numbering gaps, literals, NULL, range split points")
+    func pointShortcutAgreesWithGeneralPlanning() throws {
+        var rng = SystemRandomNumberGenerator()
+        let (one, pair, ranged) = try ShardedDatabase.keyShapes()
+        func value() -> SQLValue {
+            switch Int.random(in: 0..<7, using: &rng) {
+            case 0: return .null
+            case 1: return .text(String(Int.random(in: -50...2000, using: &rng)))
+            case 2: return .real(Double(Int.random(in: -50...2000, using: &rng)) + (Bool.random(using: &rng) ? 0.5 : 0))
+            case 3: return .text("x\(Int.random(in: 0...9, using: &rng))")
+            case 4: return .blob([UInt8.random(in: 0...255, using: &rng)])
+            default: return .integer(Int64.random(in: -50...2000, using: &rng))
+            }
+        }
+        let withReference = try one.adding(reference: "r", createSQL: "CREATE TABLE r(id INTEGER PRIMARY KEY, name TEXT)")
+        enum Binding { case positional, named, sigil, both }
+        let cases: [(ShardedDatabase, String, Int, Binding)] = [
+            (one, "SELECT v FROM t WHERE k = :key", 1, .positional),
+            (one, "SELECT v FROM t WHERE k = :key", 1, .sigil),
+            (one, "SELECT v FROM t WHERE k = :key AND v <> ?", 2, .both),
+            (one, "SELECT v FROM t WHERE k = ?2", 1, .positional),
+            (one, "SELECT v FROM t WHERE k = ?3 AND v <> ?", 4, .positional),
+            (one, "SELECT v FROM t WHERE v <> ?5 AND k = ?", 6, .positional),
+            (one, "SELECT v FROM t WHERE v <> ? AND k = :_cairn_p1", 2, .both),
+            (withReference, "SELECT t.v, r.name FROM t JOIN r ON r.id = t.k WHERE t.k = ?", 1, .positional),
+            (one, "SELECT v FROM t WHERE k = 7", 0, .positional),
+            (one, "SELECT v FROM t WHERE k = -5", 0, .positional),
+            (one, "SELECT v FROM t WHERE k = '12'", 0, .positional),
+            (one, "SELECT v FROM t WHERE k = NULL", 0, .positional),
+            (one, "SELECT v FROM t WHERE k IN (?)", 1, .positional),
+            (pair, "SELECT v FROM t WHERE b = :key AND a = ?2", 2, .both),
+            (ranged, "SELECT v FROM t WHERE k = 100", 0, .positional),
+            (ranged, "SELECT v FROM t WHERE k = '1000'", 0, .positional),
+            (ranged, "SELECT v FROM t WHERE k = 99.5", 0, .positional),
+            (ranged, "SELECT v FROM t WHERE k = ?", 1, .positional),
+        ]
+        var shortcuts = 0
+        for (db, sql, count, binding) in cases {
+            let prepared = try ReadPlanner.prepare(sql, analysis: db.schema.analyze(sql), schema: db.planner.schema)
+            guard case .query(let text) = prepared.outcome else { Issue.record("\(sql) is not planned as a query over the sharded table"); continue }
+            for _ in 0..<60 {
+                let values = (0..<count).map { _ in value() }
+                let statement: SQLStatement
+                switch binding {
+                case .positional: statement = SQLStatement(sql, values)
+                case .named: statement = SQLStatement(sql, named: ["key": values[0]])
+                case .sigil: statement = SQLStatement(sql, named: [":key": values[0]])
+                case .both: statement = SQLStatement(sql, values, named: ["key": values[0], "_cairn_p1": values[count - 1]])
+                }
+                let general = try db.planner.plan(statement, text)
+                guard let shard = db.planner.pointShard(statement, text) else { Issue.record("\(sql) did not take the shortcut"); continue }
+                #expect(Self.described(general) == "single \(shard)", "\(sql) with \(values)")
+                shortcuts += 1
+            }
+        }
+        #expect(shortcuts == cases.count * 60)
+    }
+
     @Test("what cannot be planned is refused when the text is prepared, with planning's own reason")
     func refusalsAtPreparation() throws {
         let db = try ShardedDatabase(shardCount: 4, createSQL: "CREATE TABLE t(k INTEGER NOT NULL PRIMARY KEY, v TEXT)", table: "t", key: ["k"])

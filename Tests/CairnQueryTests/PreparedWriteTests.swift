@@ -43,6 +43,8 @@ import Testing
             (pair, "INSERT INTO t(a, b, v) VALUES (?, ?, 'v')", false, 2),
             (pair, "INSERT INTO t(b, a, v) VALUES ($k, ?, NULL)", true, 2),
             (ranged, "REPLACE INTO t(k, v) VALUES (?, 'p')", false, 1),
+            (one, "INSERT INTO t(k, v) VALUES (:k, ?)", false, 2),
+            (one, "INSERT INTO t(k, v) VALUES (?3, 'x')", false, 2),
         ]
         var placed = 0, refused = 0
         for (db, sql, named, count) in cases {
@@ -67,6 +69,16 @@ import Testing
             }
         }
         #expect(placed > 300 && refused > 50)
+        // A key neither a literal nor a parameter: the same refusal both ways, whatever the values.
+        let sql = "INSERT INTO t(k, v) VALUES (1 + 1, ?)"
+        let writer = WritePlanner(schema: one.planner.schema, map: one.planner.map)
+        let prepared = try WritePlanner.prepare(sql, analysis: one.schema.analyze(sql), schema: one.planner.schema)
+        guard case .insert(let insert) = prepared.outcome else { Issue.record("\(sql) is not prepared as an INSERT"); return }
+        let statement = SQLStatement(sql, [.text("v")])
+        let shortcut = Result { try writer.planOneRow(insert, statement: statement) }
+        let general = Result { try writer.planRows(insert, statement: statement) }
+        guard case .failure(let a) = shortcut, case .failure(let b) = general else { Issue.record("\(shortcut) against \(general)"); return }
+        #expect("\(a)" == "\(b)" && "\(a)".contains("must be a literal or a parameter"))
     }
 
     @Test("an INSERT's text prepared once places 600 requests' rows on the shards their keys hash to, splitting rows of several shards, as planning each afresh does")
