@@ -51,10 +51,15 @@ end
 '''
 
 
+def script_text(script, db, table):
+    """A load's Lua script for wrk, filled in for `db` and `table`."""
+    return bench.WRK_COMMON + script.replace("@VALUE@", bench.VALUE).replace("@KEYS@", str(KEYS)).replace("@DB@", db).replace("@TABLE@", table)
+
+
 def wrk(script, url, clients, seconds, work, db, table):
     path = os.path.join(work, f"routing-{abs(hash((script, db, table)))}.lua")
     with open(path, "w") as f:
-        f.write(bench.WRK_COMMON + script.replace("@VALUE@", bench.VALUE).replace("@KEYS@", str(KEYS)).replace("@DB@", db).replace("@TABLE@", table))
+        f.write(script_text(script, db, table))
     out = bench.sh(["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{seconds}s", "--timeout", "10s", "-s", path, url],
                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
     r = json.loads([l for l in out.splitlines() if l.startswith('{"requests"')][-1])
@@ -65,7 +70,7 @@ def wrk_spread(script, urls, clients, seconds, work, db, table):
     """`wrk` at `clients` connections split over `urls` at once (one wrk per node, as a load balancer in
     front of the nodes spreads them): every run sees each node's share, instead of one node's character
     (the one leading an unsharded table serves its reads under its lease) deciding a run."""
-    body = bench.WRK_COMMON + script.replace("@VALUE@", bench.VALUE).replace("@KEYS@", str(KEYS)).replace("@DB@", db).replace("@TABLE@", table)
+    body = script_text(script, db, table)
     shares = [clients // len(urls) + (1 if k < clients % len(urls) else 0) for k in range(len(urls))]
     procs = []
     try:

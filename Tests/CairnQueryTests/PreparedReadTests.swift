@@ -24,19 +24,23 @@ import Testing
         }
     }
 
+    /// A key value as clients send them: NULL, numbers and strings in and out of an INTEGER key's
+    /// range, halves, words, blobs.
+    static func randomValue() -> SQLValue {
+        switch Int.random(in: 0..<7) {
+        case 0: return .null
+        case 1: return .text(String(Int.random(in: -50...2000)))
+        case 2: return .real(Double(Int.random(in: -50...2000)) + (Bool.random() ? 0.5 : 0))
+        case 3: return .text("x\(Int.random(in: 0...9))")
+        case 4: return .blob([UInt8.random(in: 0...255)])
+        default: return .integer(Int64.random(in: -50...2000))
+        }
+    }
+
     @Test("a text prepared once plans 400 requests with other values exactly as planning each afresh: point reads, IN lists, two-column keys, named and numbered parameters, NULLs, strings in an INTEGER key")
     func preparedOnceAgreesWithFreshPlanning() throws {
-        var rng = SystemRandomNumberGenerator()
         let (one, pair, ranged) = try ShardedDatabase.keyShapes()
-        func value() -> SQLValue {
-            switch Int.random(in: 0..<6, using: &rng) {
-            case 0: return .null
-            case 1: return .text(String(Int.random(in: -50...2000, using: &rng)))
-            case 2: return .real(Double(Int.random(in: -50...2000, using: &rng)))
-            case 3: return .text("x\(Int.random(in: 0...9, using: &rng))")
-            default: return .integer(Int64.random(in: -50...2000, using: &rng))
-            }
-        }
+        let value = Self.randomValue
         let cases: [(ShardedDatabase, String, Int)] = [
             (one, "SELECT v FROM t WHERE k = ?", 1),
             (one, "SELECT v FROM t WHERE ? = k", 1),
@@ -79,18 +83,8 @@ import Testing
 
     @Test("a point read's shortcut pins as the general planning does: parameters bound by name, by position or not at all, numbering gaps, literals, NULL, range split points")
     func pointShortcutAgreesWithGeneralPlanning() throws {
-        var rng = SystemRandomNumberGenerator()
         let (one, pair, ranged) = try ShardedDatabase.keyShapes()
-        func value() -> SQLValue {
-            switch Int.random(in: 0..<7, using: &rng) {
-            case 0: return .null
-            case 1: return .text(String(Int.random(in: -50...2000, using: &rng)))
-            case 2: return .real(Double(Int.random(in: -50...2000, using: &rng)) + (Bool.random(using: &rng) ? 0.5 : 0))
-            case 3: return .text("x\(Int.random(in: 0...9, using: &rng))")
-            case 4: return .blob([UInt8.random(in: 0...255, using: &rng)])
-            default: return .integer(Int64.random(in: -50...2000, using: &rng))
-            }
-        }
+        let value = Self.randomValue
         let withReference = try one.adding(reference: "r", createSQL: "CREATE TABLE r(id INTEGER PRIMARY KEY, name TEXT)")
         enum Binding { case positional, named, sigil, both }
         let cases: [(ShardedDatabase, String, Int, Binding)] = [

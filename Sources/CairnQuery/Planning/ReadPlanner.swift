@@ -89,14 +89,7 @@ public struct ReadPlanner: Sendable {
     /// or to shard 0 when a key column is NULL (no row matches; any shard answers exactly).
     func pointShard(_ statement: SQLStatement, _ text: PreparedRead.Text) -> Int? {
         guard let one = text.one, let terms = one.pinTerms, terms.allSatisfy({ $0.count == 1 }) else { return nil }
-        var key: [SQLValue] = []
-        key.reserveCapacity(terms.count)
-        for (k, column) in terms.enumerated() {
-            let v = one.table.keyAffinities[k].apply(text.slots.value(of: column[0], in: statement), renderReal: RealText.render)
-            if v == .null { return 0 }
-            key.append(v)
-        }
-        return one.table.shard(of: key, in: map)
+        return one.table.shard(ofSent: terms.map { text.slots.value(of: $0[0], in: statement) }, in: map) ?? 0
     }
 
     /// `plan` without the point read's shortcut.

@@ -27,6 +27,20 @@ public struct ShardedTable: Sendable, Equatable {
         return splits.shard(ofRange: splits.range(of: key[0]), shardCount: map.rangeShardCount)
     }
 
+    /// The shard a key as sent (a row's or a WHERE's values, before the columns' affinities) belongs
+    /// to; nil when it has the wrong number of values or a column would store NULL (no row has that key).
+    public func shard(ofSent key: [SQLValue], in map: ShardMap) -> Int? {
+        guard key.count == keyColumns.count else { return nil }
+        var stored: [SQLValue] = []
+        stored.reserveCapacity(key.count)
+        for (n, v) in key.enumerated() {
+            let s = keyAffinities[n].apply(v, renderReal: RealText.render)
+            guard s != .null else { return nil }
+            stored.append(s)
+        }
+        return shard(of: stored, in: map)
+    }
+
     public init(name: String, keyColumns: [String], keyAffinities: [Affinity], storedColumns: [String], allColumns: Set<String>,
                 createSQL: String, hasCollatedColumns: Bool) {
         self.name = name.lowercased()

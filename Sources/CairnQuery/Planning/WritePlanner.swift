@@ -316,15 +316,7 @@ public struct WritePlanner: Sendable {
     /// as `plan` places an INSERT's rows; nil when a key column would store NULL. For a caller that
     /// builds its INSERT from a request it has already read (seed 004's `/write`) and need not plan it.
     public func rowShard(_ table: ShardedTable, key: [SQLValue]) -> Int? {
-        guard key.count == table.keyColumns.count else { return nil }
-        var stored: [SQLValue] = []
-        stored.reserveCapacity(key.count)
-        for (n, v) in key.enumerated() {
-            let s = table.keyAffinities[n].apply(v, renderReal: RealText.render)
-            guard s != .null else { return nil }
-            stored.append(s)
-        }
-        return table.shard(of: stored, in: map)
+        table.shard(ofSent: key, in: map)
     }
 
     // MARK: UPDATE, DELETE
