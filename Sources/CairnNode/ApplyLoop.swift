@@ -127,6 +127,7 @@ extension NodeRuntime {
             }
         }
         self.serveWaitingReads(group)
+        if side.turns.hasLine(group) { self.takeTurns(group) }
         self.maybeSnapshot(group)
     }
 
@@ -195,6 +196,7 @@ extension NodeRuntime {
             self.snapshotCounts.withLockedValue { $0.installed += 1 }
             self.removeSnapshots(of: group, before: index)
             self.serveWaitingReads(group)
+            if side.turns.hasLine(group) { self.takeTurns(group) }
         }
     }
 

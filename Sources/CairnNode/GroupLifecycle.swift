@@ -182,6 +182,10 @@ extension NodeRuntime {
             side.machines.removeValue(forKey: id)?.close()
             _ = self.takeHeld(id)
             for r in side.waitingReads.removeValue(forKey: id) ?? [] { r.request.promise.fail(RuntimeError.unknownGroup(id)) }
+            // A write on its way may commit: its outcome is unknown, as for the writes failed above.
+            self.failTurns(id) { onItsWay in
+                onItsWay ? RuntimeError.timedOut("waiting for the write: its group left this node; its outcome is unknown") : RuntimeError.unknownGroup(id)
+            }
             side.lastSnapshotIndex[id] = nil
             side.bytesSinceSnapshot[id] = nil
             for file in SQLStateMachine.files(of: path) { try? FileManager.default.removeItem(atPath: file) }

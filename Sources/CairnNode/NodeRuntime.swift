@@ -180,6 +180,13 @@ public final class NodeRuntime: Sendable {
         /// A follower's committed entries held back (`holdBack`).
         var held: [GroupID: HeldEntries] = [:]
         var heldGeneration: UInt64 = 0
+        /// Writes waiting for their group to be free of prepared transactions (`executeInTurn`).
+        var turns = TurnLines<TurnWaiter>(maxWaiters: NodeRuntime.maxTurnWaiters)
+        var nextTurnID: UInt64 = 0
+        /// Each waiter's deadline, cancelled once it is answered.
+        var turnTimers: [UInt64: Scheduled<Void>] = [:]
+        /// Set by `shutdown`: a write arriving after the lines were emptied is refused, not left waiting.
+        var stopping = false
     }
 
     struct HeldEntries {
@@ -633,6 +640,8 @@ public final class NodeRuntime: Sendable {
             let side = self.applyState.value
             for (_, reads) in side.waitingReads { for r in reads { r.request.promise.fail(RuntimeError.shutDown) } }
             side.waitingReads = [:]
+            side.stopping = true
+            for group in side.turns.groups { self.failTurns(group) { _ in RuntimeError.shutDown } }
         }.get()
         closeStreamSlots()
         await transport.shutdown()

@@ -14,21 +14,25 @@ struct GroupCall: Sendable {
         case request = 3
         /// `request` for a caller without the right to write: a write is refused (403), not committed.
         case readingRequest = 4
+        /// Commit the command once no prepared transaction holds the group, in turn with the others
+        /// that wait there (`NodeRuntime.executeInTurn`), waiting at most `statementTimeoutNanos`.
+        case executeInTurn = 5
     }
 
     var operation: Operation
     var group: GroupID
     var consistency: ReadConsistency = .linearizable
-    /// Each read statement is interrupted after this long (0: the node's default).
+    /// Each read statement is interrupted after this long (0: the node's default); for
+    /// `executeInTurn`, how long the write may wait for its turn.
     var statementTimeoutNanos: UInt64 = 0
     /// For a write, the entry exactly as it will be committed (timestamp and seed chosen by the node
     /// the client asked); for a read, the statements.
     var command: SQLCommand
 
     /// Only to the group's voters (a read may also go to a read replica).
-    var isWrite: Bool { operation == .execute }
+    var isWrite: Bool { operation == .execute || operation == .executeInTurn }
     /// Whether serving it may commit an entry: if so, it is never sent twice once its outcome is unknown.
-    var mayWrite: Bool { operation == .execute || operation == .request }
+    var mayWrite: Bool { isWrite || operation == .request }
 
     func encoded() -> [UInt8] {
         var out: [UInt8] = [operation.rawValue]

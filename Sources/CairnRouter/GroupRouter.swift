@@ -52,6 +52,9 @@ public final class GroupRouter: Sendable {
         self.cluster = cluster
         self.requestTimeoutMillis = requestTimeoutMillis
         precondition(runtime.config.maxEntryBytes + 4096 <= PeerCall.maxBodyBytes, "a call must carry any entry the log takes")
+        // A call waiting for its turn at a held group holds a serving slot meanwhile: waiters (bounded
+        // per node) must leave most slots to the calls that do not wait.
+        precondition(NodeRuntime.maxTurnWaiters <= Self.maxServing / 2, "writes waiting for their turn must not take most serving slots")
         let pending = self.pending
         runtime.transport.handleCalls(CallHandlers(
             received: { [weak self] from, calls in
@@ -95,6 +98,17 @@ public final class GroupRouter: Sendable {
     /// Commits `command` to `group` through its leader.
     public func execute(_ command: SQLCommand, group: GroupID) async throws -> Routed {
         try await run(GroupCall(operation: .execute, group: group, command: command))
+    }
+
+    /// Commits `command` to `group` once no transaction across shards holds the group, in turn with
+    /// the writes that wait there from any node (the group's leader keeps the line), waiting at most
+    /// `waitMillis`. A write whose wait ran out is answered as refused by the lock
+    /// (`TransactionStep.lockedMessage` for each statement), nothing written.
+    /// The wait is one span over every try (a leader that lost its leadership meanwhile sends the
+    /// write to the next one, which it waits at for what is left).
+    public func executeInTurn(_ command: SQLCommand, group: GroupID, waitMillis: Int64) async throws -> Routed {
+        let until = ContinuousClock.now + .milliseconds(max(0, min(waitMillis, requestTimeoutMillis)))
+        return try await run(GroupCall(operation: .executeInTurn, group: group, command: command), turnUntil: until)
     }
 
     /// Reads `statements` on `group` at `consistency`.
@@ -219,10 +233,12 @@ public final class GroupRouter: Sendable {
 
     // MARK: - Routing
 
-    private func run(_ call: GroupCall) async throws -> Routed {
+    /// `turnUntil`: for `executeInTurn`, when its wait ends, over all tries.
+    private func run(_ call: GroupCall, turnUntil: ContinuousClock.Instant? = nil) async throws -> Routed {
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(requestTimeoutMillis)
-        let body = call.encoded()
+        var call = call
+        var body = call.encoded()
         if call.mayWrite && body.count > PeerCall.maxBodyBytes {
             throw RuntimeError.entryTooLarge(bytes: call.command.encoded().count, limit: runtime.config.maxEntryBytes)
         }
@@ -235,6 +251,13 @@ public final class GroupRouter: Sendable {
         var hints = 0
         while ContinuousClock.now < deadline {
             attempt += 1
+            if let turnUntil {
+                // What is left of the wait, less the time an answer needs to come back within the
+                // request's: a write whose answer came too late would end "outcome unknown".
+                let waitEnds = min(turnUntil, deadline - .milliseconds(minimumMillis))
+                call.statementTimeoutNanos = UInt64(max(0, Self.millis(waitEnds - ContinuousClock.now))) * 1_000_000
+                body = call.encoded()
+            }
             var target = next
             next = nil
             var answer: GroupAnswer?
@@ -312,7 +335,8 @@ public final class GroupRouter: Sendable {
         throw RouteError.unavailable("cannot serve the request on group \(call.group) within \(millis) ms: \(lastProblem)")
     }
 
-    static func millis(_ d: Duration) -> Int64 {
+    /// Whole milliseconds of `d`.
+    public static func millis(_ d: Duration) -> Int64 {
         d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000
     }
 
@@ -331,6 +355,10 @@ public final class GroupRouter: Sendable {
             switch call.operation {
             case .execute:
                 let (results, index) = try await runtime.executeIndexed(group: call.group, call.command)
+                return .done(results: results, index: index, wrote: true)
+            case .executeInTurn:
+                let (results, index) = try await runtime.executeInTurn(group: call.group, call.command,
+                                                                       waitMillis: Int64(call.statementTimeoutNanos / 1_000_000)).get()
                 return .done(results: results, index: index, wrote: true)
             case .query:
                 let (results, index) = try await runtime.query(group: call.group, call.command.statements, consistency: call.consistency,

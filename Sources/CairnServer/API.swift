@@ -32,8 +32,6 @@ final class API: Sendable {
     let forwardCursor = NIOLockedValueBox(0)
     /// Sharded tables' schemas, for planning.
     let schemaCopies = SchemaCopies()
-    /// Turns at each shard for the transactions across shards this node coordinates.
-    let shardTurns = ShardTurns()
     /// The fast path's shard views, as of one catalog copy (`currentShardView`).
     let shardViews = NIOLockedValueBox<(generation: UInt64, views: [String: ShardView?])>((0, [:]))
     /// Where a test asked this node to die, or to pause (fault injection only).

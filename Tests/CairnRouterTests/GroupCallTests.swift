@@ -21,6 +21,7 @@ import Testing
             GroupCall(operation: .query, group: .max, consistency: .stale(freshnessMillis: 250), statementTimeoutNanos: 5_000_000, command: Self.command),
             GroupCall(operation: .request, group: 1, consistency: .local, command: Self.command),
             GroupCall(operation: .readingRequest, group: 2, command: Self.command),
+            GroupCall(operation: .executeInTurn, group: 3, statementTimeoutNanos: 2_000_000_000, command: Self.command),
         ]
         for call in calls {
             let back = try #require(GroupCall(decoding: call.encoded()))
@@ -30,6 +31,8 @@ import Testing
         }
         #expect(GroupCall(operation: .execute, group: 1, command: Self.command).mayWrite)
         #expect(GroupCall(operation: .request, group: 1, command: Self.command).mayWrite)
+        let inTurn = GroupCall(operation: .executeInTurn, group: 1, command: Self.command)
+        #expect(inTurn.mayWrite && inTurn.isWrite, "a write in turn goes to the leader and is never sent twice")
         #expect(!GroupCall(operation: .readingRequest, group: 1, command: Self.command).mayWrite)
         #expect(!GroupCall(operation: .query, group: 1, command: Self.command).mayWrite)
     }

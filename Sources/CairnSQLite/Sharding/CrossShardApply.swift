@@ -26,6 +26,10 @@ extension SQLStateMachine {
         return preparedCount! > 0
     }
 
+    /// Whether a prepared transaction holds this database now, as its last applied entry left it (a
+    /// write waiting in line at the leader waits while it does). A database that never had one is free.
+    public var heldByTransaction: Bool { (try? isLocked()) ?? true }
+
     func applyTransaction(_ step: TransactionStep, _ command: SQLCommand, entry: Int,
                           rolledBack: [StatementPosition: StatementResult]) throws -> [StatementResult] {
         for sql in Self.transactionSchema { try connection.internalExec(sql) }

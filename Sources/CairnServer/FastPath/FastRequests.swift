@@ -153,7 +153,8 @@ extension API: FastDataServer {
         first.whenComplete { result in
             switch result {
             case .success(.routed(let routed)) where routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }):
-                // As `executeWaitingOutLocks`: nothing was written; wait until the group is free, then again.
+                // Nothing was written. Once a replica here shows the group free, the general path again
+                // (`executeWaitingOutLocks`: held again, it waits in line at the group's leader).
                 self.slowly(done) {
                     await self.waitUntilFree(target, until: ContinuousClock.now + .milliseconds(timeoutMillis))
                     return try await self.write(statements, db: db, atomic: atomic)

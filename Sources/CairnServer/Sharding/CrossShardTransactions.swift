@@ -42,22 +42,16 @@ extension API {
             // First all at once (one Raft round); after losing to another transaction, in shard order,
             // waiting at each held shard: transactions that take their shards in one order never wait
             // on each other in a cycle, so under contention they queue instead of aborting each other.
-            // A group held right now (as a replica here sees it) sends even the first try the ordered way.
-            // A shard another transaction of this node has or waits for its turn at counts as held: the
-            // new one queues behind it (`ShardTurns`).
+            // A group held right now (as a replica here sees it) sends even the first try the ordered way,
+            // to wait in line there (`executeInTurn`).
             var contended = attempt > 1
-            if !contended {
-                for group in groups where shardTurns.isBusy(group) { contended = true; break }
-            }
             if !contended {
                 for group in groups where await isHeld(group) { contended = true; break }
             }
-            let ticket = shardTurns.ticket()
             var prepared: [Result<[StatementResult], any Error>?]
-            var taken: [GroupID] = []
             if contended {
-                (prepared, taken) = await prepareInOrder(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version, ticket: ticket,
-                                                         until: requestDeadline) { parts[shards[$0]]!.statements }
+                prepared = await prepareInOrder(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version,
+                                                until: requestDeadline) { parts[shards[$0]]!.statements }
             } else {
                 prepared = await prepareAll(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version) { parts[shards[$0]]!.statements }
             }
@@ -75,14 +69,12 @@ extension API {
                 decided = try await groupRouter.execute(Self.command(.decide(txid: txid, commit: yes)), group: anchor).results
             } catch {
                 // Prepared shards stay locked until their deadline; then whoever finds them resolves them.
-                for group in taken { shardTurns.release(group, ticket: ticket) }
                 throw OutcomeUnknown(description: "the decision of transaction \(txid) across \(shards.count) shards was not confirmed (\(error))")
             }
             let committed = Self.transactionState(decided) == TransactionStep.committed
             crashIfAsked("after_decide")
-            // Each turn is given back once its shard is finished (free for the next in line).
-            let turns = shardTurns
-            finishTransaction(txid, commit: committed, groups: groups) { turns.release($0, ticket: ticket) }
+            // Each shard's leader proposes the next in its line once the finish has freed it.
+            finishTransaction(txid, commit: committed, groups: groups)
             if committed {
                 var results = [StatementResult](repeating: StatementResult(), count: statementCount)
                 var answered: Set<Int> = []
@@ -180,48 +172,35 @@ extension API {
     /// within its deadline, after which recovery would abort it).
     static let orderedWaitMillis: Int64 = 2_000
 
-    /// Proposes each group's prepare in `groups` order, one after the other; a group another
-    /// transaction holds is asked again once a replica shows it free, until the wait is over.
-    /// Stops at the first group that votes no: the groups after it are left unprepared (nil).
-    /// Each group's turn (`ShardTurns`) is taken before its prepare; the groups whose turn was taken
-    /// are returned with the votes, for the caller to give back once the transaction is finished there.
-    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32, ticket: UInt64,
+    /// Proposes each group's prepare in `groups` order, one after the other, each in turn with the
+    /// writes that wait at that group (its leader proposes it once the group is free: `executeInTurn`),
+    /// until the wait is over. Stops at the first group that votes no: the groups after it are left
+    /// unprepared (nil).
+    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32,
                                 until requestDeadline: ContinuousClock.Instant,
-                                statements: (Int) -> [SQLStatement]) async -> (votes: [Result<[StatementResult], any Error>?], taken: [GroupID]) {
+                                statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>?] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         let waitDeadline = min(requestDeadline, ContinuousClock.now + .milliseconds(Self.orderedWaitMillis))
         var out = [Result<[StatementResult], any Error>?](repeating: nil, count: groups.count)
-        var taken: [GroupID] = []
         for (n, group) in groups.enumerated() {
-            guard await shardTurns.take(group, ticket: ticket, until: waitDeadline) else {
-                // The wait is over while others of this node were still before it: held, as a refusal says.
+            let leftMillis = GroupRouter.millis(waitDeadline - ContinuousClock.now)
+            guard leftMillis > 0 else {
+                // The wait is over before this shard's turn: held, as a refusal says.
                 out[n] = .success(statements(n).map { _ in StatementResult(error: TransactionStep.lockedMessage) })
                 break
             }
-            taken.append(group)
-            await waitUntilFree(group, until: waitDeadline, refused: false)
-            while true {
-                // Every try with the transaction's one time and seed: each part sees what the others see.
-                let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
-                                                  mapVersion: mapVersion, nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
-                do {
-                    out[n] = .success(try await groupRouter.execute(command, group: group).results)
-                } catch {
-                    out[n] = .failure(error)
-                }
-                guard case .success(let r)? = out[n], r.contains(where: { $0.error == TransactionStep.lockedMessage }),
-                      ContinuousClock.now < waitDeadline else { break }
-                await waitUntilFree(group, until: waitDeadline)
+            // Every try with the transaction's one time and seed: each part sees what the others see.
+            let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
+                                              mapVersion: mapVersion, nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
+            do {
+                out[n] = .success(try await groupRouter.executeInTurn(command, group: group, waitMillis: leftMillis).results)
+            } catch {
+                out[n] = .failure(error)
             }
-            guard case .success(let r)? = out[n], r.allSatisfy({ $0.error == nil }) else {
-                // Not prepared here (refused, failed or still held): nothing of this transaction holds
-                // the shard, so the next in line need not wait for its decision.
-                shardTurns.release(group, ticket: ticket)
-                taken.removeLast()
-                break
-            }
+            // Not prepared here (refused, failed or still held after the wait): the rest are not asked.
+            guard case .success(let r)? = out[n], r.allSatisfy({ $0.error == nil }) else { break }
         }
-        return (out, taken)
+        return out
     }
 
     /// Proposes each group's prepare at once (one Raft round); each group's answer, or the error that
@@ -268,12 +247,10 @@ extension API {
 
     /// Sends the outcome to every participant, in the background (the client has its answer); what does
     /// not arrive is finished by the recovery pass.
-    /// `finished`: called for each group once its finish was answered (or failed).
-    func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID], finished: (@Sendable (GroupID) -> Void)? = nil) {
+    func finishTransaction(_ txid: UInt64, commit: Bool, groups: [GroupID]) {
         for group in groups {
             Task {
                 _ = try? await self.groupRouter.execute(Self.command(.finish(txid: txid, commit: commit)), group: group).results
-                finished?(group)
             }
         }
     }

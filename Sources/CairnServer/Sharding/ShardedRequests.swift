@@ -241,30 +241,33 @@ extension API {
         try await awaitCatalog { c in expected.allSatisfy { c.shardedTables[db]?[$0.key]?.createSQL == $0.value } }
     }
 
-    /// A write to a shard or a database's home group, sent again while a transaction across shards
-    /// holds the group (its writes then fail alike on every replica, having changed nothing).
+    /// A write to a shard or a database's home group that, refused while a transaction across shards
+    /// held the group (its writes then fail alike on every replica, having changed nothing), waits in
+    /// line at the group's leader and is proposed once the group is free (`executeInTurn`).
     func executeWaitingOutLocks(_ command: SQLCommand, group: GroupID) async throws -> Routed {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         var c = command
-        while true {
-            let routed = try await groupRouter.execute(c, group: group)
-            guard routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }) else { return routed }
-            guard ContinuousClock.now < deadline else {
+        var routed = try await groupRouter.execute(c, group: group)
+        while routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }) {
+            let leftMillis = GroupRouter.millis(deadline - ContinuousClock.now)
+            guard leftMillis > 0 else {
                 throw HTTPFailure.unavailable("a transaction across shards held the data for the whole request; nothing was written; retry")
             }
-            await waitUntilFree(group, until: deadline)
             c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
+            routed = try await groupRouter.executeInTurn(c, group: group, waitMillis: leftMillis)
         }
+        return routed
     }
 
     /// Waits until `group` looks free of prepared transactions, judged by a replica's applied state
     /// (this node's, when it holds one: no Raft round, no log entry), or until `deadline`. A hint:
     /// the write sent after it may still find the group held, and then waits again. Polling the group
     /// with writes instead would put an entry in its log per try, in front of the entry that frees it.
-    func waitUntilFree(_ group: GroupID, until deadline: ContinuousClock.Instant, refused: Bool = true) async {
+    /// (Used after a refusal on the fast path; waiting in line, `executeInTurn`, needs no polling.)
+    func waitUntilFree(_ group: GroupID, until deadline: ContinuousClock.Instant) async {
         // After a refusal, at least a moment: the replica asked may not have applied the prepare the
         // leader refused with.
-        if refused { try? await Task.sleep(for: .microseconds(Int64.random(in: 500...1_500))) }
+        try? await Task.sleep(for: .microseconds(Int64.random(in: 500...1_500)))
         var pause = 1
         while ContinuousClock.now < deadline, await isHeld(group) {
             try? await Task.sleep(for: .milliseconds(Int64.random(in: 1...Int64(pause))))
