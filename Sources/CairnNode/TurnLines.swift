@@ -2,7 +2,7 @@ import CairnRaft
 import NIOCore
 
 /// Writes that wait, at a group's leader, for the group to be free of prepared transactions across
-/// shards: first come, first served, whichever node coordinates them.
+/// shards: oldest request first, whichever node coordinates them.
 ///
 /// A prepared transaction holds its whole shard; before, a transaction that found a shard held polled
 /// a replica (1-8 ms apart) and raced every other waiter when the shard came free, so under contention
@@ -13,11 +13,17 @@ import NIOCore
 /// that still meets a lock (a transaction that came in without waiting) is refused by the state
 /// machine as any other, and stays first in line.
 ///
+/// Oldest first, not first come: a transaction taking its shards in order waits at its second shard
+/// while holding its first, and one whose wait ran out gives its shards back and starts over. Placed
+/// by when its request began (`since`), such a transaction goes before the ones that began after it,
+/// at every shard and on every try, so the waits that hold other shards are the shortest and no
+/// request loses its place by starting over (wait-die's rule of age, without the dying).
+///
 /// Pure bookkeeping (no I/O, no clock): the runtime calls it on its apply loop, where the groups'
 /// databases tell whether a group is free.
 struct TurnLines<Waiter> {
     struct Line {
-        var waiting = CircularBuffer<(id: UInt64, waiter: Waiter)>()
+        var waiting = CircularBuffer<(id: UInt64, since: UInt64, waiter: Waiter)>()
         /// The first waiter's write has been proposed and has not come back yet.
         var proposing = false
     }
@@ -41,11 +47,21 @@ struct TurnLines<Waiter> {
     /// The groups with a line.
     var groups: [GroupID] { Array(lines.keys) }
 
-    /// Puts `waiter` last in `group`'s line; false when the node's lines are full (the caller says
-    /// so, and the write is tried again after a pause).
-    mutating func join(_ group: GroupID, id: UInt64, _ waiter: Waiter) -> Bool {
+    /// Puts `waiter` in `group`'s line after every waiter whose request began at or before `since`
+    /// (and after a write on its way); false when the node's lines are full (the caller says so, and
+    /// the write is tried again after a pause).
+    mutating func join(_ group: GroupID, id: UInt64, since: UInt64, _ waiter: Waiter) -> Bool {
         guard count < maxWaiters else { return false }
-        lines[group, default: Line()].waiting.append((id, waiter))
+        var line = lines.removeValue(forKey: group) ?? Line()
+        var at = line.waiting.endIndex
+        // From the back: requests mostly arrive in the order they began.
+        while at > line.waiting.startIndex {
+            let before = line.waiting.index(before: at)
+            if line.waiting[before].since <= since || (before == line.waiting.startIndex && line.proposing) { break }
+            at = before
+        }
+        line.waiting.insert((id, since, waiter), at: at)
+        lines[group] = line
         count += 1
         return true
     }
@@ -55,7 +71,7 @@ struct TurnLines<Waiter> {
     mutating func next(_ group: GroupID, groupFree: Bool) -> (id: UInt64, waiter: Waiter)? {
         guard groupFree, let line = lines[group], !line.proposing, let first = line.waiting.first else { return nil }
         lines[group]!.proposing = true
-        return first
+        return (first.id, first.waiter)
     }
 
     /// Waiter `id`'s write came back. `lockedAgain`: it met a lock and may still wait, so it stays

@@ -19,10 +19,11 @@ extension NodeRuntime {
     }
 
     /// Commits `command` to `group`, which this node must lead, once no prepared transaction holds the
-    /// group, after the writes that asked before it here. A write that waited `waitMillis` (at most
-    /// the request's time) without its turn is answered as the group answers a write it refuses while
+    /// group, after the waiting writes whose requests began at or before `since` (milliseconds since
+    /// the epoch, as the coordinator's clock says). A write that waited `waitMillis` (at most the
+    /// request's time) without its turn is answered as the group answers a write it refuses while
     /// held: every statement failed with `TransactionStep.lockedMessage`, nothing written.
-    public func executeInTurn(group: GroupID, _ command: SQLCommand, waitMillis: Int64) -> EventLoopFuture<([StatementResult], LogIndex)> {
+    public func executeInTurn(group: GroupID, _ command: SQLCommand, since: UInt64, waitMillis: Int64) -> EventLoopFuture<([StatementResult], LogIndex)> {
         if let why = failure { return applyLoop.makeFailedFuture(RuntimeError.failed(why)) }
         // Led elsewhere as far as this node knows: the router asks that node instead of this one waiting
         // for a turn its proposal would lose.
@@ -37,7 +38,7 @@ extension NodeRuntime {
             guard side.machines[group] != nil else { return promise.fail(RuntimeError.unknownGroup(group)) }
             side.nextTurnID &+= 1
             let id = side.nextTurnID
-            guard side.turns.join(group, id: id, TurnWaiter(id: id, command: command, promise: promise, deadline: deadline)) else {
+            guard side.turns.join(group, id: id, since: since, TurnWaiter(id: id, command: command, promise: promise, deadline: deadline)) else {
                 return promise.fail(RuntimeError.raft("node \(self.config.nodeID) has \(Self.maxTurnWaiters) writes waiting for their turn already; nothing was written"))
             }
             side.turnTimers[id] = self.applyLoop.scheduleTask(deadline: deadline) {

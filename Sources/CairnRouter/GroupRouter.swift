@@ -106,9 +106,13 @@ public final class GroupRouter: Sendable {
     /// (`TransactionStep.lockedMessage` for each statement), nothing written.
     /// The wait is one span over every try (a leader that lost its leadership meanwhile sends the
     /// write to the next one, which it waits at for what is left).
-    public func executeInTurn(_ command: SQLCommand, group: GroupID, waitMillis: Int64) async throws -> Routed {
+    /// `since`: when the request began (milliseconds since the epoch); the line puts older requests
+    /// first (`TurnLines`), so give every try of one request the same.
+    public func executeInTurn(_ command: SQLCommand, group: GroupID, since: UInt64, waitMillis: Int64) async throws -> Routed {
         let until = ContinuousClock.now + .milliseconds(max(0, min(waitMillis, requestTimeoutMillis)))
-        return try await run(GroupCall(operation: .executeInTurn, group: group, command: command), turnUntil: until)
+        var call = GroupCall(operation: .executeInTurn, group: group, command: command)
+        call.turnSince = since
+        return try await run(call, turnUntil: until)
     }
 
     /// Reads `statements` on `group` at `consistency`.
@@ -357,7 +361,7 @@ public final class GroupRouter: Sendable {
                 let (results, index) = try await runtime.executeIndexed(group: call.group, call.command)
                 return .done(results: results, index: index, wrote: true)
             case .executeInTurn:
-                let (results, index) = try await runtime.executeInTurn(group: call.group, call.command,
+                let (results, index) = try await runtime.executeInTurn(group: call.group, call.command, since: call.turnSince,
                                                                        waitMillis: Int64(call.statementTimeoutNanos / 1_000_000)).get()
                 return .done(results: results, index: index, wrote: true)
             case .query:

@@ -7,15 +7,15 @@ import NIOCore
 import Testing
 
 /// Writes that meet a shard held by a transaction across shards wait in line at the shard's leader,
-/// which proposes them in order of arrival the moment the shard is free (`TurnLines`,
-/// `NodeRuntime.executeInTurn`). What a user must see: first come, first served, whichever node
-/// coordinates; a wait that ends with the shard still held answers "locked" and writes nothing.
+/// which proposes them, oldest request first, the moment the shard is free (`TurnLines`,
+/// `NodeRuntime.executeInTurn`). What a user must see: oldest first, whichever node coordinates; a
+/// wait that ends with the shard still held answers "locked" and writes nothing.
 @Suite("Turns at a held shard")
 struct TurnLinesTests {
-    @Test("a line is first come, first served; the first waiter stays first while its write meets a lock again")
+    @Test("requests of one age are first come, first served; the first waiter stays first while its write meets a lock again")
     func order() {
         var lines = TurnLines<String>(maxWaiters: 10)
-        let joined = [lines.join(1, id: 1, "a"), lines.join(1, id: 2, "b"), lines.join(2, id: 3, "c")]
+        let joined = [lines.join(1, id: 1, since: 1, "a"), lines.join(1, id: 2, since: 2, "b"), lines.join(2, id: 3, since: 3, "c")]
         #expect(joined == [true, true, true])
         // Held: nobody is proposed.
         let whileHeld = lines.next(1, groupFree: false)
@@ -52,23 +52,43 @@ struct TurnLinesTests {
     @Test("a waiter leaves when its time is up, unless its write is on its way; lines are bounded; a group's line empties whole")
     func leavingAndBounds() {
         var lines = TurnLines<Int>(maxWaiters: 3)
-        let joined = [lines.join(5, id: 1, 1), lines.join(5, id: 2, 2), lines.join(6, id: 3, 3), lines.join(6, id: 4, 4)]
+        let joined = [lines.join(5, id: 1, since: 1, 1), lines.join(5, id: 2, since: 2, 2), lines.join(6, id: 3, since: 3, 3), lines.join(6, id: 4, since: 4, 4)]
         #expect(joined == [true, true, true, false], "a fourth waiter is past the bound")
         _ = lines.next(5, groupFree: true)
         let proposing = lines.leave(5, id: 1)
         #expect(proposing == nil, "the first's write is on its way: its answer ends the wait")
         let left = [lines.leave(5, id: 2), lines.leave(5, id: 2)]
         #expect(left == [2, nil])
-        let room = lines.join(6, id: 5, 5)
+        let room = lines.join(6, id: 5, since: 5, 5)
         #expect(room)
         let six = lines.removeAll(6), five = lines.removeAll(5)
         #expect(six.map(\.waiter) == [3, 5] && six.map(\.onItsWay) == [false, false])
         #expect(five.map(\.waiter) == [1] && five.map(\.onItsWay) == [true], "the first's write may commit: its outcome is unknown")
         // A new line of the same group: the old write's answer does not reach its first waiter.
-        _ = lines.join(5, id: 9, 9)
+        _ = lines.join(5, id: 9, since: 9, 9)
         _ = lines.next(5, groupFree: true)
         let late = lines.proposed(5, id: 1, lockedAgain: false)
         #expect(late == nil && lines.first(5) == 9)
+    }
+
+    @Test("older requests go first, at every place in the line but before a write already on its way")
+    func oldestFirst() {
+        var lines = TurnLines<String>(maxWaiters: 10)
+        _ = lines.join(1, id: 1, since: 500, "young")
+        _ = lines.join(1, id: 2, since: 300, "older")
+        _ = lines.join(1, id: 3, since: 300, "older, later")
+        let first = lines.next(1, groupFree: true)?.waiter
+        #expect(first == "older")
+        // The oldest of all arrives while "older" is on its way: it goes next, not before it.
+        _ = lines.join(1, id: 4, since: 100, "oldest")
+        let back = lines.proposed(1, id: 2, lockedAgain: false)
+        #expect(back == "older")
+        var order: [String] = []
+        while let (id, w) = lines.next(1, groupFree: true) {
+            order.append(w)
+            _ = lines.proposed(1, id: id, lockedAgain: false)
+        }
+        #expect(order == ["oldest", "older, later", "young"])
     }
 
     private func step(_ step: TransactionStep, _ sql: String...) -> SQLCommand {
@@ -77,7 +97,7 @@ struct TurnLinesTests {
         return c
     }
 
-    @Test("writes that wait at a held group are proposed in order of arrival once it is free; one whose wait ends first writes nothing")
+    @Test("writes that wait at a held group are proposed oldest request first once it is free; one whose wait ends first writes nothing")
     func inTurnAtTheLeader() async throws {
         let c = try LocalCluster(size: 3)
         try await c.startAll()
@@ -92,36 +112,37 @@ struct TurnLinesTests {
         #expect(try await leader.executeIndexed(group: 1, c.sql("INSERT INTO t VALUES (99)")).results.first?.error == TransactionStep.lockedMessage)
 
         let answered = NIOLockedValueBox<[Int]>([])
-        var waits: [EventLoopFuture<([StatementResult], LogIndex)>] = []
-        for v in 1...3 {
-            let f = leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (\(v))"), waitMillis: 30_000)
+        var waits: [Int: EventLoopFuture<([StatementResult], LogIndex)>] = [:]
+        // The fourth asks last but its request is the oldest: it goes first.
+        for (v, since) in [(1, 10), (2, 20), (3, 30), (4, 5)] {
+            let f = leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (\(v))"), since: UInt64(since), waitMillis: 30_000)
             f.whenSuccess { _ in answered.withLockedValue { $0.append(v) } }
-            waits.append(f)
+            waits[v] = f
         }
         // A short wait ends while the group is still held: locked, nothing written.
-        let short = try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (50)"), waitMillis: 200).get()
+        let short = try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (50)"), since: 50, waitMillis: 200).get()
         #expect(short.0.map(\.error) == [TransactionStep.lockedMessage])
         let earlyAnswers = answered.withLockedValue { $0 }
         #expect(earlyAnswers.isEmpty, "nobody's turn came while the group was held")
         // A follower sends the caller to the leader rather than keeping a line of its own.
         let follower = c.nodes.first { $0.key != leaderID }!.value
-        await #expect(throws: RuntimeError.self) { _ = try await follower.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (60)"), waitMillis: 1_000).get() }
+        await #expect(throws: RuntimeError.self) { _ = try await follower.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (60)"), since: 60, waitMillis: 1_000).get() }
 
-        // The finish frees the group: each waiter's write goes in, in the order they asked.
+        // The finish frees the group: each waiter's write goes in, oldest request first.
         _ = try await leader.executeIndexed(group: 1, step(.finish(txid: 7, commit: true)))
         var indexes: [LogIndex] = []
-        for f in waits {
-            let (results, index) = try await f.get()
+        for v in [4, 1, 2, 3] {
+            let (results, index) = try await waits[v]!.get()
             #expect(results.allSatisfy { $0.error == nil })
             indexes.append(index)
         }
-        #expect(indexes == indexes.sorted() && Set(indexes).count == 3)
+        #expect(indexes == indexes.sorted() && Set(indexes).count == 4)
         let order = answered.withLockedValue { $0 }
-        #expect(order == [1, 2, 3])
+        #expect(order == [4, 1, 2, 3])
         let rows = try await leader.query(group: 1, SQLStatement("SELECT v FROM t ORDER BY rowid")).rows
-        #expect(rows == [[.integer(0)], [.integer(1)], [.integer(2)], [.integer(3)]])
+        #expect(rows == [[.integer(0)], [.integer(4)], [.integer(1)], [.integer(2)], [.integer(3)]])
         // Free now: a write in turn goes in at once.
-        #expect(try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (4)"), waitMillis: 5_000).get().0.first?.error == nil)
+        #expect(try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (4)"), since: 70, waitMillis: 5_000).get().0.first?.error == nil)
         await c.stopAll()
     }
 }
