@@ -1,4 +1,5 @@
 import CairnRaft
+import Foundation
 import CairnSQLite
 import NIOCore
 
@@ -32,6 +33,7 @@ extension NodeRuntime {
         }
         let promise = callerLoop.makePromise(of: ([StatementResult], LogIndex).self)
         let deadline = NIODeadline.now() + .milliseconds(max(0, min(waitMillis, config.requestTimeoutMillis)))
+        let since = Self.place(since: since, nowMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)), requestTimeoutMillis: config.requestTimeoutMillis)
         applyLoop.execute {
             let side = self.applyState.value
             guard !side.stopping else { return promise.fail(RuntimeError.shutDown) }
@@ -49,6 +51,13 @@ extension NodeRuntime {
             self.takeTurns(group)
         }
         return promise.futureResult
+    }
+
+    /// A waiter's age as this node counts it: the coordinator's `since`, kept within the request's
+    /// time before this node's clock. A coordinator whose clock runs far behind (or a peer that says
+    /// "since 0") would otherwise go first for ever, and one far ahead would lose every line.
+    static func place(since: UInt64, nowMillis: UInt64, requestTimeoutMillis: Int64) -> UInt64 {
+        min(max(since, nowMillis &- min(nowMillis, UInt64(max(0, requestTimeoutMillis)))), nowMillis)
     }
 
     /// What a write refused for a held group answers: each statement (one at least) failed as locked.

@@ -91,6 +91,17 @@ struct TurnLinesTests {
         #expect(order == ["oldest", "older, later", "young"])
     }
 
+    @Test("a coordinator's age is kept within the request's time before the leader's clock")
+    func placeIsBounded() {
+        let now: UInt64 = 1_765_000_000_000
+        #expect(NodeRuntime.place(since: now - 300, nowMillis: now, requestTimeoutMillis: 10_000) == now - 300)
+        // A clock far behind, or a peer claiming the dawn of time: as old as a request can be.
+        #expect(NodeRuntime.place(since: 0, nowMillis: now, requestTimeoutMillis: 10_000) == now - 10_000)
+        // A clock far ahead: as young as a request just arrived.
+        #expect(NodeRuntime.place(since: .max, nowMillis: now, requestTimeoutMillis: 10_000) == now)
+        #expect(NodeRuntime.place(since: 5, nowMillis: 3, requestTimeoutMillis: 10_000) == 3)
+    }
+
     private func step(_ step: TransactionStep, _ sql: String...) -> SQLCommand {
         var c = SQLCommand(statements: sql.map { SQLStatement($0) }, timestampMillis: Int64(Date().timeIntervalSince1970 * 1000), randomSeed: 3)
         c.transaction = step
@@ -114,13 +125,14 @@ struct TurnLinesTests {
         let answered = NIOLockedValueBox<[Int]>([])
         var waits: [Int: EventLoopFuture<([StatementResult], LogIndex)>] = [:]
         // The fourth asks last but its request is the oldest: it goes first.
-        for (v, since) in [(1, 10), (2, 20), (3, 30), (4, 5)] {
-            let f = leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (\(v))"), since: UInt64(since), waitMillis: 30_000)
+        let base = UInt64(Date().timeIntervalSince1970 * 1000) - 5_000
+        for (v, age) in [(1, 10), (2, 20), (3, 30), (4, 5)] {
+            let f = leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (\(v))"), since: base + UInt64(age), waitMillis: 30_000)
             f.whenSuccess { _ in answered.withLockedValue { $0.append(v) } }
             waits[v] = f
         }
         // A short wait ends while the group is still held: locked, nothing written.
-        let short = try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (50)"), since: 50, waitMillis: 200).get()
+        let short = try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (50)"), since: base + 50, waitMillis: 200).get()
         #expect(short.0.map(\.error) == [TransactionStep.lockedMessage])
         let earlyAnswers = answered.withLockedValue { $0 }
         #expect(earlyAnswers.isEmpty, "nobody's turn came while the group was held")
