@@ -11,13 +11,14 @@ import NIOCore
 /// first waiter's write the moment it applies the entry that frees the group: the line decides the
 /// order, nobody polls. The shard's lock stays what safety rests on: a write proposed from the line
 /// that still meets a lock (a transaction that came in without waiting) is refused by the state
-/// machine as any other, and stays first in line.
+/// machine as any other, and goes back in line by its age.
 ///
 /// Oldest first, not first come: a transaction taking its shards in order waits at its second shard
 /// while holding its first, and one whose wait ran out gives its shards back and starts over. Placed
-/// by when its request began (`since`), such a transaction goes before the ones that began after it,
-/// at every shard and on every try, so the waits that hold other shards are the shortest and no
-/// request loses its place by starting over (wait-die's rule of age, without the dying).
+/// by when its request began (`since`, on the leader's clock, from the age the coordinator sends), such
+/// a transaction goes before the ones that began after it, at every shard and on every try, so the
+/// waits that hold other shards are the shortest and no request loses its place by starting over
+/// (wait-die's rule of age, without the dying).
 ///
 /// Pure bookkeeping (no I/O, no clock): the runtime calls it on its apply loop, where the groups'
 /// databases tell whether a group is free.
@@ -53,17 +54,24 @@ struct TurnLines<Waiter> {
     mutating func join(_ group: GroupID, id: UInt64, since: UInt64, _ waiter: Waiter) -> Bool {
         guard count < maxWaiters else { return false }
         var line = lines.removeValue(forKey: group) ?? Line()
+        Self.place((id, since, waiter), in: &line)
+        lines[group] = line
+        count += 1
+        return true
+    }
+
+    /// Puts a waiter after every one whose request began before it, and after a write on its way; after
+    /// those of its own age too, unless `aheadOfEqals` (one that was in line before them comes back).
+    private static func place(_ entry: (id: UInt64, since: UInt64, waiter: Waiter), in line: inout Line, aheadOfEqals: Bool = false) {
         var at = line.waiting.endIndex
         // From the back: requests mostly arrive in the order they began.
         while at > line.waiting.startIndex {
             let before = line.waiting.index(before: at)
-            if line.waiting[before].since <= since || (before == line.waiting.startIndex && line.proposing) { break }
+            let older = aheadOfEqals ? line.waiting[before].since < entry.since : line.waiting[before].since <= entry.since
+            if older || (before == line.waiting.startIndex && line.proposing) { break }
             at = before
         }
-        line.waiting.insert((id, since, waiter), at: at)
-        lines[group] = line
-        count += 1
-        return true
+        line.waiting.insert(entry, at: at)
     }
 
     /// The waiter whose write is to be proposed now, marked as proposing: the first of `group`'s line,
@@ -74,14 +82,20 @@ struct TurnLines<Waiter> {
         return (first.id, first.waiter)
     }
 
-    /// Waiter `id`'s write came back. `lockedAgain`: it met a lock and may still wait, so it stays
-    /// first (nil returned); otherwise it leaves the line and is returned, for the caller to answer.
+    /// Waiter `id`'s write came back. `lockedAgain`: it met a lock and may still wait, so it goes back
+    /// in line by its age (nil returned: first again, unless older ones came meanwhile); otherwise it
+    /// leaves the line and is returned, for the caller to answer.
     /// nil too when `id` is not the first of the line with its write on its way (the line was emptied
     /// meanwhile, and whoever emptied it answered the waiter).
     mutating func proposed(_ group: GroupID, id: UInt64, lockedAgain: Bool) -> Waiter? {
         guard let line = lines[group], line.proposing, line.waiting.first?.id == id else { return nil }
         lines[group]!.proposing = false
-        if lockedAgain { return nil }
+        if lockedAgain {
+            var line = lines.removeValue(forKey: group)!
+            Self.place(line.waiting.removeFirst(), in: &line, aheadOfEqals: true)
+            lines[group] = line
+            return nil
+        }
         let first = lines[group]!.waiting.removeFirst()
         count -= 1
         if lines[group]!.waiting.isEmpty { lines[group] = nil }

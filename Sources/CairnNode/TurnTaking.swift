@@ -20,11 +20,12 @@ extension NodeRuntime {
     }
 
     /// Commits `command` to `group`, which this node must lead, once no prepared transaction holds the
-    /// group, after the waiting writes whose requests began at or before `since` (milliseconds since
-    /// the epoch, as the coordinator's clock says). A write that waited `waitMillis` (at most the
-    /// request's time) without its turn is answered as the group answers a write it refuses while
-    /// held: every statement failed with `TransactionStep.lockedMessage`, nothing written.
-    public func executeInTurn(group: GroupID, _ command: SQLCommand, since: UInt64, waitMillis: Int64) -> EventLoopFuture<([StatementResult], LogIndex)> {
+    /// group, after the waiting writes whose requests are older. `ageMillis`: how long ago its request
+    /// began, by the coordinator's monotonic clock (an age, not a time: clocks of different nodes
+    /// need not agree). A write that waited `waitMillis` (at most the request's time) without its turn
+    /// is answered as the group answers a write it refuses while held: every statement failed with
+    /// `TransactionStep.lockedMessage`, nothing written.
+    public func executeInTurn(group: GroupID, _ command: SQLCommand, ageMillis: UInt64, waitMillis: Int64) -> EventLoopFuture<([StatementResult], LogIndex)> {
         if let why = failure { return applyLoop.makeFailedFuture(RuntimeError.failed(why)) }
         // Led elsewhere as far as this node knows: the router asks that node instead of this one waiting
         // for a turn its proposal would lose.
@@ -33,7 +34,8 @@ extension NodeRuntime {
         }
         let promise = callerLoop.makePromise(of: ([StatementResult], LogIndex).self)
         let deadline = NIODeadline.now() + .milliseconds(max(0, min(waitMillis, config.requestTimeoutMillis)))
-        let since = Self.place(since: since, nowMillis: UInt64(max(0, Date().timeIntervalSince1970 * 1000)), requestTimeoutMillis: config.requestTimeoutMillis)
+        let since = Self.began(ageMillis: ageMillis, nowMillis: DispatchTime.now().uptimeNanoseconds / 1_000_000,
+                               requestTimeoutMillis: config.requestTimeoutMillis)
         applyLoop.execute {
             let side = self.applyState.value
             guard !side.stopping else { return promise.fail(RuntimeError.shutDown) }
@@ -53,11 +55,10 @@ extension NodeRuntime {
         return promise.futureResult
     }
 
-    /// A waiter's age as this node counts it: the coordinator's `since`, kept within the request's
-    /// time before this node's clock. A coordinator whose clock runs far behind (or a peer that says
-    /// "since 0") would otherwise go first for ever, and one far ahead would lose every line.
-    static func place(since: UInt64, nowMillis: UInt64, requestTimeoutMillis: Int64) -> UInt64 {
-        min(max(since, nowMillis &- min(nowMillis, UInt64(max(0, requestTimeoutMillis)))), nowMillis)
+    /// When a waiter's request began, on this node's monotonic clock (`nowMillis`): its age, at most
+    /// the request's time (no request is older; a peer claiming more would otherwise go first for ever).
+    static func began(ageMillis: UInt64, nowMillis: UInt64, requestTimeoutMillis: Int64) -> UInt64 {
+        nowMillis &- min(ageMillis, UInt64(max(0, requestTimeoutMillis)), nowMillis)
     }
 
     /// What a write refused for a held group answers: each statement (one at least) failed as locked.

@@ -25,9 +25,9 @@ struct GroupCall: Sendable {
     /// Each read statement is interrupted after this long (0: the node's default); for
     /// `executeInTurn`, how long the write may wait for its turn.
     var statementTimeoutNanos: UInt64 = 0
-    /// For `executeInTurn`: when its request began (milliseconds since the epoch), its place in the
-    /// line. Carried where a stale read's freshness goes (a write is read at no level).
-    var turnSince: UInt64 = 0
+    /// For `executeInTurn`: how long ago its request began (milliseconds), its place in the line.
+    /// Carried where a stale read's freshness goes (a write is read at no level).
+    var turnAgeMillis: UInt64 = 0
     /// For a write, the entry exactly as it will be committed (timestamp and seed chosen by the node
     /// the client asked); for a read, the statements.
     var command: SQLCommand
@@ -41,7 +41,7 @@ struct GroupCall: Sendable {
         var out: [UInt8] = [operation.rawValue]
         ByteCoding.append(group, to: &out)
         switch consistency {
-        case .linearizable: out.append(0); ByteCoding.append(turnSince, to: &out)
+        case .linearizable: out.append(0); ByteCoding.append(turnAgeMillis, to: &out)
         case .local: out.append(1); ByteCoding.append(UInt64(0), to: &out)
         case .stale(let ms): out.append(2); ByteCoding.append(UInt64(bitPattern: ms), to: &out)
         }
@@ -71,7 +71,7 @@ struct GroupCall: Sendable {
         switch kind {
         case 0:
             consistency = .linearizable
-            if operation == .executeInTurn { turnSince = freshness }
+            if operation == .executeInTurn { turnAgeMillis = freshness }
         case 1: consistency = .local
         case 2:
             guard Int64(bitPattern: freshness) > 0 else { return nil }

@@ -106,13 +106,11 @@ public final class GroupRouter: Sendable {
     /// (`TransactionStep.lockedMessage` for each statement), nothing written.
     /// The wait is one span over every try (a leader that lost its leadership meanwhile sends the
     /// write to the next one, which it waits at for what is left).
-    /// `since`: when the request began (milliseconds since the epoch); the line puts older requests
-    /// first (`TurnLines`), so give every try of one request the same.
-    public func executeInTurn(_ command: SQLCommand, group: GroupID, since: UInt64, waitMillis: Int64) async throws -> Routed {
+    /// `began`: when the request began, on this node's clock; the line puts older requests first
+    /// (`TurnLines`), so give every try of one request the same.
+    public func executeInTurn(_ command: SQLCommand, group: GroupID, began: ContinuousClock.Instant, waitMillis: Int64) async throws -> Routed {
         let until = ContinuousClock.now + .milliseconds(max(0, min(waitMillis, requestTimeoutMillis)))
-        var call = GroupCall(operation: .executeInTurn, group: group, command: command)
-        call.turnSince = since
-        return try await run(call, turnUntil: until)
+        return try await run(GroupCall(operation: .executeInTurn, group: group, command: command), turnUntil: until, began: began)
     }
 
     /// Reads `statements` on `group` at `consistency`.
@@ -237,8 +235,8 @@ public final class GroupRouter: Sendable {
 
     // MARK: - Routing
 
-    /// `turnUntil`: for `executeInTurn`, when its wait ends, over all tries.
-    private func run(_ call: GroupCall, turnUntil: ContinuousClock.Instant? = nil) async throws -> Routed {
+    /// `turnUntil`: for `executeInTurn`, when its wait ends, over all tries; `began`, when its request did.
+    private func run(_ call: GroupCall, turnUntil: ContinuousClock.Instant? = nil, began: ContinuousClock.Instant = .now) async throws -> Routed {
         let start = ContinuousClock.now
         let deadline = start + .milliseconds(requestTimeoutMillis)
         var call = call
@@ -260,6 +258,7 @@ public final class GroupRouter: Sendable {
                 // request's: a write whose answer came too late would end "outcome unknown".
                 let waitEnds = min(turnUntil, deadline - .milliseconds(minimumMillis))
                 call.statementTimeoutNanos = UInt64(max(0, Self.millis(waitEnds - ContinuousClock.now))) * 1_000_000
+                call.turnAgeMillis = UInt64(max(0, Self.millis(ContinuousClock.now - began)))
                 body = call.encoded()
             }
             var target = next
@@ -361,7 +360,7 @@ public final class GroupRouter: Sendable {
                 let (results, index) = try await runtime.executeIndexed(group: call.group, call.command)
                 return .done(results: results, index: index, wrote: true)
             case .executeInTurn:
-                let (results, index) = try await runtime.executeInTurn(group: call.group, call.command, since: call.turnSince,
+                let (results, index) = try await runtime.executeInTurn(group: call.group, call.command, ageMillis: call.turnAgeMillis,
                                                                        waitMillis: Int64(call.statementTimeoutNanos / 1_000_000)).get()
                 return .done(results: results, index: index, wrote: true)
             case .query:

@@ -12,7 +12,7 @@ import Testing
 /// wait that ends with the shard still held answers "locked" and writes nothing.
 @Suite("Turns at a held shard")
 struct TurnLinesTests {
-    @Test("requests of one age are first come, first served; the first waiter stays first while its write meets a lock again")
+    @Test("requests of one age are first come, first served; the first waiter is first again when its write meets a lock")
     func order() {
         var lines = TurnLines<String>(maxWaiters: 10)
         let joined = [lines.join(1, id: 1, since: 1, "a"), lines.join(1, id: 2, since: 2, "b"), lines.join(2, id: 3, since: 3, "c")]
@@ -71,7 +71,7 @@ struct TurnLinesTests {
         #expect(late == nil && lines.first(5) == 9)
     }
 
-    @Test("older requests go first, at every place in the line but before a write already on its way")
+    @Test("older requests go first, at every place in the line but before a write already on its way, and a write locked again goes back by its age")
     func oldestFirst() {
         var lines = TurnLines<String>(maxWaiters: 10)
         _ = lines.join(1, id: 1, since: 500, "young")
@@ -81,25 +81,26 @@ struct TurnLinesTests {
         #expect(first == "older")
         // The oldest of all arrives while "older" is on its way: it goes next, not before it.
         _ = lines.join(1, id: 4, since: 100, "oldest")
-        let back = lines.proposed(1, id: 2, lockedAgain: false)
-        #expect(back == "older")
+        #expect(lines.first(1) == "older")
+        // "older" met a lock again: back in line by its age, behind the one older still.
+        let back = lines.proposed(1, id: 2, lockedAgain: true)
+        #expect(back == nil)
         var order: [String] = []
         while let (id, w) = lines.next(1, groupFree: true) {
             order.append(w)
             _ = lines.proposed(1, id: id, lockedAgain: false)
         }
-        #expect(order == ["oldest", "older, later", "young"])
+        #expect(order == ["oldest", "older", "older, later", "young"])
     }
 
-    @Test("a coordinator's age is kept within the request's time before the leader's clock")
-    func placeIsBounded() {
-        let now: UInt64 = 1_765_000_000_000
-        #expect(NodeRuntime.place(since: now - 300, nowMillis: now, requestTimeoutMillis: 10_000) == now - 300)
-        // A clock far behind, or a peer claiming the dawn of time: as old as a request can be.
-        #expect(NodeRuntime.place(since: 0, nowMillis: now, requestTimeoutMillis: 10_000) == now - 10_000)
-        // A clock far ahead: as young as a request just arrived.
-        #expect(NodeRuntime.place(since: .max, nowMillis: now, requestTimeoutMillis: 10_000) == now)
-        #expect(NodeRuntime.place(since: 5, nowMillis: 3, requestTimeoutMillis: 10_000) == 3)
+    @Test("a request's age places it on the leader's clock, at most the request's time back")
+    func ageIsBounded() {
+        let now: UInt64 = 90_000_000
+        #expect(NodeRuntime.began(ageMillis: 300, nowMillis: now, requestTimeoutMillis: 10_000) == now - 300)
+        #expect(NodeRuntime.began(ageMillis: 0, nowMillis: now, requestTimeoutMillis: 10_000) == now)
+        // A peer claiming an age past any request's: as old as a request can be, no older.
+        #expect(NodeRuntime.began(ageMillis: .max, nowMillis: now, requestTimeoutMillis: 10_000) == now - 10_000)
+        #expect(NodeRuntime.began(ageMillis: 5_000, nowMillis: 3, requestTimeoutMillis: 10_000) == 0)
     }
 
     private func step(_ step: TransactionStep, _ sql: String...) -> SQLCommand {
@@ -125,20 +126,19 @@ struct TurnLinesTests {
         let answered = NIOLockedValueBox<[Int]>([])
         var waits: [Int: EventLoopFuture<([StatementResult], LogIndex)>] = [:]
         // The fourth asks last but its request is the oldest: it goes first.
-        let base = UInt64(Date().timeIntervalSince1970 * 1000) - 5_000
-        for (v, age) in [(1, 10), (2, 20), (3, 30), (4, 5)] {
-            let f = leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (\(v))"), since: base + UInt64(age), waitMillis: 30_000)
+        for (v, age) in [(1, 300), (2, 200), (3, 100), (4, 900)] {
+            let f = leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (\(v))"), ageMillis: UInt64(age), waitMillis: 30_000)
             f.whenSuccess { _ in answered.withLockedValue { $0.append(v) } }
             waits[v] = f
         }
         // A short wait ends while the group is still held: locked, nothing written.
-        let short = try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (50)"), since: base + 50, waitMillis: 200).get()
+        let short = try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (50)"), ageMillis: 0, waitMillis: 200).get()
         #expect(short.0.map(\.error) == [TransactionStep.lockedMessage])
         let earlyAnswers = answered.withLockedValue { $0 }
         #expect(earlyAnswers.isEmpty, "nobody's turn came while the group was held")
         // A follower sends the caller to the leader rather than keeping a line of its own.
         let follower = c.nodes.first { $0.key != leaderID }!.value
-        await #expect(throws: RuntimeError.self) { _ = try await follower.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (60)"), since: 60, waitMillis: 1_000).get() }
+        await #expect(throws: RuntimeError.self) { _ = try await follower.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (60)"), ageMillis: 0, waitMillis: 1_000).get() }
 
         // The finish frees the group: each waiter's write goes in, oldest request first.
         _ = try await leader.executeIndexed(group: 1, step(.finish(txid: 7, commit: true)))
@@ -154,7 +154,7 @@ struct TurnLinesTests {
         let rows = try await leader.query(group: 1, SQLStatement("SELECT v FROM t ORDER BY rowid")).rows
         #expect(rows == [[.integer(0)], [.integer(4)], [.integer(1)], [.integer(2)], [.integer(3)]])
         // Free now: a write in turn goes in at once.
-        #expect(try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (4)"), since: 70, waitMillis: 5_000).get().0.first?.error == nil)
+        #expect(try await leader.executeInTurn(group: 1, c.sql("INSERT INTO t VALUES (4)"), ageMillis: 0, waitMillis: 5_000).get().0.first?.error == nil)
         await c.stopAll()
     }
 }

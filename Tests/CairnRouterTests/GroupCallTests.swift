@@ -26,12 +26,12 @@ import Testing
         for call in calls {
             let back = try #require(GroupCall(decoding: call.encoded()))
             #expect(back.operation == call.operation && back.group == call.group && back.consistency == call.consistency)
-            #expect(back.statementTimeoutNanos == call.statementTimeoutNanos && back.turnSince == call.turnSince)
+            #expect(back.statementTimeoutNanos == call.statementTimeoutNanos && back.turnAgeMillis == call.turnAgeMillis)
             #expect(back.command.encoded() == call.command.encoded())
         }
         var aged = GroupCall(operation: .executeInTurn, group: 4, command: Self.command)
-        aged.turnSince = 1_765_000_000_000
-        #expect(GroupCall(decoding: aged.encoded())?.turnSince == aged.turnSince, "a write in turn keeps its place in the line")
+        aged.turnAgeMillis = 1_234
+        #expect(GroupCall(decoding: aged.encoded())?.turnAgeMillis == aged.turnAgeMillis, "a write in turn keeps its place in the line")
         #expect(GroupCall(operation: .execute, group: 1, command: Self.command).mayWrite)
         #expect(GroupCall(operation: .request, group: 1, command: Self.command).mayWrite)
         let inTurn = GroupCall(operation: .executeInTurn, group: 1, command: Self.command)

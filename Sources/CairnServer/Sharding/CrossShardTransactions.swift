@@ -35,7 +35,7 @@ extension API {
         let anchor = groups[0]
         let requestDeadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
         // Its place in the shards' lines, the same on every try: older requests go first.
-        let since = UInt64(Date().timeIntervalSince1970 * 1000)
+        let began = ContinuousClock.now
         var attempt = 0
         while true {
             attempt += 1
@@ -52,7 +52,7 @@ extension API {
             }
             var prepared: [Result<[StatementResult], any Error>?]
             if contended {
-                prepared = await prepareInOrder(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version, since: since,
+                prepared = await prepareInOrder(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version, began: began,
                                                 until: requestDeadline) { parts[shards[$0]]!.statements }
             } else {
                 prepared = await prepareAll(txid: txid, groups: groups, seed: seed, mapVersion: view.map.version) { parts[shards[$0]]!.statements }
@@ -178,8 +178,8 @@ extension API {
     /// writes that wait at that group (its leader proposes it once the group is free: `executeInTurn`),
     /// until the wait is over. Stops at the first group that votes no: the groups after it are left
     /// unprepared (nil).
-    /// `since`: when the request began, its place in each line.
-    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32, since: UInt64,
+    /// `began`: when the request began, its place in each line.
+    private func prepareInOrder(txid: UInt64, groups: [GroupID], seed: UInt64, mapVersion: UInt32, began: ContinuousClock.Instant,
                                 until requestDeadline: ContinuousClock.Instant,
                                 statements: (Int) -> [SQLStatement]) async -> [Result<[StatementResult], any Error>?] {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
@@ -196,7 +196,7 @@ extension API {
             let command = Self.prepareCommand(txid: txid, groups: groups, n: n, statements: statements(n), seed: seed,
                                               mapVersion: mapVersion, nowMillis: now, deadlineMillis: now + Self.transactionDeadlineMillis)
             do {
-                out[n] = .success(try await groupRouter.executeInTurn(command, group: group, since: since, waitMillis: leftMillis).results)
+                out[n] = .success(try await groupRouter.executeInTurn(command, group: group, began: began, waitMillis: leftMillis).results)
             } catch {
                 out[n] = .failure(error)
             }

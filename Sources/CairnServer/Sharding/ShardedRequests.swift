@@ -244,9 +244,9 @@ extension API {
     /// A write to a shard or a database's home group that, refused while a transaction across shards
     /// held the group (its writes then fail alike on every replica, having changed nothing), waits in
     /// line at the group's leader and is proposed once the group is free (`executeInTurn`).
-    func executeWaitingOutLocks(_ command: SQLCommand, group: GroupID) async throws -> Routed {
+    /// `began`: when the request began (its age places it in the line).
+    func executeWaitingOutLocks(_ command: SQLCommand, group: GroupID, began: ContinuousClock.Instant = .now) async throws -> Routed {
         let deadline = ContinuousClock.now + .milliseconds(options.requestTimeoutMillis)
-        let since = UInt64(Date().timeIntervalSince1970 * 1000)
         var c = command
         var routed = try await groupRouter.execute(c, group: group)
         while routed.results.contains(where: { $0.error == TransactionStep.lockedMessage }) {
@@ -255,7 +255,7 @@ extension API {
                 throw HTTPFailure.unavailable("a transaction across shards held the data for the whole request; nothing was written; retry")
             }
             c.timestampMillis = Int64(Date().timeIntervalSince1970 * 1000)
-            routed = try await groupRouter.executeInTurn(c, group: group, since: since, waitMillis: leftMillis)
+            routed = try await groupRouter.executeInTurn(c, group: group, began: began, waitMillis: leftMillis)
         }
         return routed
     }
