@@ -3,6 +3,7 @@ the shard map of a sharded database, users, live charts; a screenshot of each st
 Then, on a node without auth (OPEN_URL), the overview with no sign-in.
 Usage: python console_test.py URL USER PASSWORD NODES SHARDS ROWS SCREENSHOT_DIR OPEN_URL. Prints OK or fails."""
 import sys
+import time
 
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -23,6 +24,16 @@ driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opti
 # is looked up again rather than failing the test.
 wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
 css = lambda selector: driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def texts(selector):
+    """The texts of `selector`'s elements, read again when a refresh replaced one while they were read."""
+    for _ in range(100):
+        try:
+            return [e.text for e in css(selector)]
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{selector} kept being replaced while read")
 
 
 def click_button(selector, text):
@@ -49,12 +60,13 @@ try:
 
     # Every node, live, with its replicas and leaders.
     wait.until(lambda d: len(css("#nodes tbody tr")) == nodes)
-    states = [e.text for e in css("#nodes tbody tr td:nth-child(4)")]
+    states = texts("#nodes tbody tr td:nth-child(4)")
     assert states == ["live"] * nodes, states
-    assert sum(int(e.text) for e in css("#nodes tbody tr td:nth-child(7)")) >= 1, "no leaders shown"
+    assert sum(int(t) for t in texts("#nodes tbody tr td:nth-child(7)")) >= 1, "no leaders shown"
     # Every node's storage and apply lag, asked of each node.
     wait.until(lambda d: all(e.text.endswith(" MiB") for e in css("#nodes tbody tr td:nth-child(8)")))
-    assert all(e.text.isdigit() for e in css("#nodes tbody tr td:nth-child(9)")), [e.text for e in css("#nodes tbody tr td:nth-child(9)")]
+    lags = texts("#nodes tbody tr td:nth-child(9)")
+    assert all(t.isdigit() for t in lags), lags
     wait.until(lambda d: len(css("#groups tbody tr")) >= 1)
     driver.save_screenshot(shots + "/2-overview.png")
 
@@ -72,7 +84,7 @@ try:
     driver.find_element(By.ID, "plan").click()
     wait.until(lambda d: d.find_element(By.ID, "sql-plan").is_displayed())
     assert "shard" in driver.find_element(By.ID, "sql-plan").text, driver.find_element(By.ID, "sql-plan").text
-    assert "SELECT count(*) AS n FROM orders" in [e.text for e in css("#history li")]
+    assert "SELECT count(*) AS n FROM orders" in texts("#history li")
     driver.save_screenshot(shots + "/3-sql.png")
 
     # The shard map: one arc of the ring per shard, each shard's leader and replicas.
@@ -80,7 +92,7 @@ try:
     click_button("#database-list button", "shop")
     wait.until(lambda d: len(css("#ring path.arc")) == shards)
     assert len(css("#shards tbody tr")) == shards
-    assert any("orders" in e.text for e in css("#schema tbody td")), "the schema browser does not list orders"
+    assert any("orders" in t for t in texts("#schema tbody td")), "the schema browser does not list orders"
     driver.save_screenshot(shots + "/4-shards.png")
 
     # Users and grants.
