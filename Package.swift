@@ -5,6 +5,11 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+/// Test code itself is not optimized, even in `swift test -c release` (what CI runs): the code under
+/// test is, and optimizing the test targets' large files would add minutes to every build for
+/// nothing the tests check.
+let testCode: [SwiftSetting] = strict + [.unsafeFlags(["-Onone"], .when(configuration: .release))]
+
 let package = Package(
     name: "CairnDB",
     platforms: [.macOS(.v14)],
@@ -146,23 +151,23 @@ let package = Package(
         ),
         // Helpers several test targets share: free ports, child programs, test certificates.
         .target(name: "CairnTestSupport", path: "Tests/Support", exclude: ["make-test-certs.sh"], swiftSettings: strict),
-        .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite", "CairnRaft", "CSQLite3"], swiftSettings: strict),
+        .testTarget(name: "CairnRaftTests", dependencies: ["CairnRaft"], swiftSettings: testCode),
+        .testTarget(name: "CairnSQLiteTests", dependencies: ["CairnSQLite", "CairnRaft", "CSQLite3"], swiftSettings: testCode),
         .testTarget(
             name: "CairnTransportTests",
             dependencies: ["CairnTransport", "CairnRaft", "CairnTestSupport", .product(name: "NIOPosix", package: "swift-nio"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
-            swiftSettings: strict
+            swiftSettings: testCode
         ),
         .testTarget(name: "CairnNodeTests", dependencies: ["CairnNode", "CairnSQLite", "CairnRaft", "CairnTransport", "CairnTestSupport"],
-                    swiftSettings: strict),
-        .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnCompatTests", dependencies: ["CairnCompat", "CairnSQLite", "CairnJSON"], swiftSettings: strict),
-        .testTarget(name: "CairnPlacementTests", dependencies: ["CairnPlacement", "CairnSim", "CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnRouterTests", dependencies: ["CairnRouter", "CairnNode", "CairnSQLite", "CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: strict),
-        .testTarget(name: "CairnAuthTests", dependencies: ["CairnAuth"], swiftSettings: strict),
+                    swiftSettings: testCode),
+        .testTarget(name: "CairnQueryTests", dependencies: ["CairnQuery", "CairnSQLite", "CairnRaft"], swiftSettings: testCode),
+        .testTarget(name: "CairnCompatTests", dependencies: ["CairnCompat", "CairnSQLite", "CairnJSON"], swiftSettings: testCode),
+        .testTarget(name: "CairnPlacementTests", dependencies: ["CairnPlacement", "CairnSim", "CairnRaft"], swiftSettings: testCode),
+        .testTarget(name: "CairnRouterTests", dependencies: ["CairnRouter", "CairnNode", "CairnSQLite", "CairnRaft"], swiftSettings: testCode),
+        .testTarget(name: "CairnStorageTests", dependencies: ["CairnStorage", "CairnRaft"], swiftSettings: testCode),
+        .testTarget(name: "CairnSimTests", dependencies: ["CairnSim", "CairnRaft"], swiftSettings: testCode),
+        .testTarget(name: "CairnAuthTests", dependencies: ["CairnAuth"], swiftSettings: testCode),
         // Real `cairn server` processes on loopback: kill -9, restarts, partitions, torn logs, full disks.
         .testTarget(
             name: "CairnServerTests",
@@ -173,7 +178,7 @@ let package = Package(
                            .product(name: "NIOSSL", package: "swift-nio-ssl"), .product(name: "NIOEmbedded", package: "swift-nio"),
                            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"), .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                            .product(name: "HTTPTypes", package: "swift-http-types")],
-            swiftSettings: strict
+            swiftSettings: testCode
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The release binary, end to end, in half a minute: what `swift test` (debug builds) cannot see.
+"""The release binary, end to end, in half a minute: the paths a user takes first, on the binary CI tested.
 
 An optimizer-only bug is real: Swift 6.3 miscompiled a task group in release builds only, and every
-write across shards crashed the node that coordinated it while the whole test suite passed. CI runs
-this after the tests, on `swift build -c release --product cairn`.
+write across shards crashed the node that coordinated it while the whole (then debug-built) test suite
+passed. CI runs the tests on an optimized build (`swift test -c release`) and this after them, on the
+binary they built.
 
 Starts 3 nodes, then through different nodes: a database of 4 shards, a hash-sharded table, a
 reference table and an index; writes across shards (one transaction), reads across shards, a join
