@@ -13,15 +13,15 @@ func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
 
 @Suite("Cluster simulator")
 struct SimulatorTests {
-    /// The normal run covers 1,200 seeds, in two halves that run in parallel (CI's time is shared
+    /// The normal run covers 2,000 seeds, in two halves that run in parallel (CI's time is shared
     /// with the real-process tests on two cores; `cairn-sim --seeds 100000` is the long run).
-    @Test("seeded runs with faults keep every safety and liveness invariant", arguments: [1, 601] as [UInt64])
+    @Test("seeded runs with faults keep every safety and liveness invariant", arguments: [1, 1001] as [UInt64])
     func seedsRunClean(start: UInt64) async {
-        let summary = await onOwnThread { SimRunner.runSeeds(start: start, count: 600) }
+        let summary = await onOwnThread { SimRunner.runSeeds(start: start, count: 1000) }
         for f in summary.failures.prefix(3) {
             Issue.record("\(SimRunner.report(f, nodes: nil, profile: nil, mutation: nil))")
         }
-        #expect(summary.seeds == 600)
+        #expect(summary.seeds == 1000)
         #expect(summary.failures.isEmpty)
         // The runs exercise what they claim to.
         let s = summary.stats
