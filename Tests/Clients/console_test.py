@@ -3,7 +3,6 @@ the shard map of a sharded database, users, live charts; a screenshot of each st
 Then, on a node without auth (OPEN_URL), the overview with no sign-in.
 Usage: python console_test.py URL USER PASSWORD NODES SHARDS ROWS SCREENSHOT_DIR OPEN_URL. Prints OK or fails."""
 import sys
-import time
 
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -27,13 +26,9 @@ css = lambda selector: driver.find_elements(By.CSS_SELECTOR, selector)
 
 
 def texts(selector):
-    """The texts of `selector`'s elements, read again when a refresh replaced one while they were read."""
-    for _ in range(100):
-        try:
-            return [e.text for e in css(selector)]
-        except StaleElementReferenceException:
-            time.sleep(0.05)
-    raise AssertionError(f"{selector} kept being replaced while read")
+    """The texts of `selector`'s elements, read again (by `wait`, which ignores stale elements) when a
+    refresh replaced one while they were read. In a tuple: an empty list would make `wait` go on."""
+    return wait.until(lambda d: ([e.text for e in css(selector)],))[0]
 
 
 def click_button(selector, text):
