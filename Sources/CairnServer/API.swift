@@ -57,7 +57,7 @@ final class API: Sendable {
     }
 
     func router() -> Router<CairnContext> {
-        let router = Router(context: CairnContext.self)
+        let router = RecordingRouter()
         router.add(middleware: ClientAddress())
         router.add(middleware: RequestMetrics())
         router.get("/metrics") { request, _ in
@@ -239,9 +239,11 @@ final class API: Sendable {
         addSettingsRoutes(to: router)
         addAuthRoutes(to: router)
         addConsole(to: router)
+        router.family = .rqlite
         addRqliteRoutes(to: router)
+        router.family = .native
         if options.enableFaultInjection { addFaultInjectionRoutes(to: router) }
-        return router
+        return router.finished(.native)
     }
 
     // MARK: - Plumbing

@@ -11,7 +11,7 @@ import Hummingbird
 import NIOCore
 
 extension API {
-    func addAuthRoutes(to router: Router<CairnContext>) {
+    func addAuthRoutes(to router: RecordingRouter) {
         router.post("/v1/auth/token") { request, _ in
             await self.respond(request, nil, open: true) { _ in try await self.issueToken(request) }
         }

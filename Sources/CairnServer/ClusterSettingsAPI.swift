@@ -7,7 +7,7 @@ import Hummingbird
 /// `GET /v1/cluster/settings` (the settings in force) and `PUT /v1/cluster/settings` (change any of
 /// them, checked as a whole: `{"dead_after_ms": 600000}`), kept in the catalog for every node.
 extension API {
-    func addSettingsRoutes(to router: Router<CairnContext>) {
+    func addSettingsRoutes(to router: RecordingRouter) {
         router.get("/v1/cluster/settings") { request, _ in
             await self.respond(request, .status) { _ in
                 Self.json(200, Self.settingsJSON(try await self.committedCatalog().settings(defaults: self.cluster.settingDefaults)))

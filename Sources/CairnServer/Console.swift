@@ -4,7 +4,7 @@ import NIOCore
 /// The web console: static files (`console/`, built into the binary) that use this node's own API
 /// from the browser. `/console` is its page; `/` leads there.
 extension API {
-    func addConsole(to router: Router<CairnContext>) {
+    func addConsole(to router: RecordingRouter) {
         router.get("/console") { _, _ in Self.consoleFile("index.html") }
         router.get("/console/:file") { _, context in Self.consoleFile(try context.parameters.require("file")) }
         router.get("/") { _, _ in Response(status: .found, headers: [.location: "/console"]) }

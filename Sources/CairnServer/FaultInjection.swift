@@ -17,7 +17,7 @@ extension API {
     /// own catalog copy) and making it.
     static let pausePoints = ["split_pass_before_split"]
 
-    func addFaultInjectionRoutes(to router: Router<CairnContext>) {
+    func addFaultInjectionRoutes(to router: RecordingRouter) {
             router.put("/v1/debug/diverge") { request, _ in
                 await self.respond(request, .all) { who in
                     self.audit.record(who, action: "make a replica diverge (test)", database: nil)

@@ -60,7 +60,7 @@ struct RqliteParams {
 }
 
 extension API {
-    func addRqliteRoutes(to router: Router<CairnContext>) {
+    func addRqliteRoutes(to router: RecordingRouter) {
         router.post("/db/execute") { request, _ in
             await self.rqlite(request, [.execute]) { p, who in try await self.rqExecute(request, p, who) }
         }

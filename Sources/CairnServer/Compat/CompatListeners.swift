@@ -61,10 +61,11 @@ extension API {
     /// The application serving `listener`'s API, on its own port.
     func compatApplication(_ listener: CompatListener, makeServer: ListenerServer, logger: Logger,
                            onRunning: @escaping @Sendable (String) -> Void) throws -> some ApplicationProtocol {
-        let router = Router(context: CairnContext.self)
+        let router = RecordingRouter()
         router.add(middleware: ClientAddress())
         router.add(middleware: RequestMetrics())
         let server: HTTPServerBuilder
+        let unmatched: UnmatchedStyle
         switch listener.api {
         case .shardLB:
             // Seed 004's workload is `/write` and `/read`: served on the event loop, as CairnDB's own data endpoints.
@@ -72,17 +73,22 @@ extension API {
             lb.register(on: router)
             let maxBodyBytes = fastPathMaxBodyBytes
             server = try makeServer((lb, maxBodyBytes))
+            unmatched = .fastAPI
         case .keyEndpoint:
             KeyEndpointAPI(api: self).register(on: router)
             server = try makeServer(nil)
+            unmatched = .flask
         case .restDB:
             RestDBAPI(api: self, address: listener.address.description).register(on: router)
             server = try makeServer(nil)
+            // Its routes take every method, as the original's handlers did.
+            unmatched = .goMux(wrongMethod: { _, _ in RestDBAPI.text(405, "Method Not Allowed\n") })
         case .masterAPI:
             MasterAPIServer(api: self).register(on: router)
             server = try makeServer(nil)
+            unmatched = .goMux(wrongMethod: MasterAPIServer.wrongMethod)
         }
-        return Application(router: router, server: server,
+        return Application(router: router.finished(unmatched), server: server,
                            configuration: .init(address: .hostname(listener.address.host, port: listener.address.port), serverName: "cairn"),
                            onServerRunning: { channel in onRunning(channel.localAddress.map { "\($0)" } ?? "?") },
                            logger: logger)

@@ -17,7 +17,7 @@ struct KeyEndpointAPI: Sendable {
     let api: API
     static let tokenHeader = HTTPField.Name("token")!
 
-    func register(on router: Router<CairnContext>) {
+    func register(on router: RecordingRouter) {
         router.post("/token") { request, _ in await respond { try await token(request) } }
         // The router hands the key over as sent: `a%2Fb` is the key `a/b`, as Flask decoded it.
         router.post("/key/:key") { request, context in

@@ -17,7 +17,7 @@ struct MasterAPIServer: Sendable {
     /// At most this many audit lines in one `/api/logs` answer (the newest).
     static let maxLogLines = 500
 
-    func register(on router: Router<CairnContext>) {
+    func register(on router: RecordingRouter) {
         for path in ["/api/query", "/query"] {
             router.post(RouterPath(path)) { request, _ in await respond(request) { who, body in try await query(body, who) } }
         }
@@ -28,6 +28,14 @@ struct MasterAPIServer: Sendable {
         for path in ["/api/query", "/query", "/api/database/create", "/api/table/create", "/api/slaves", "/api/logs"] {
             router.on(RouterPath(path), method: .options) { _, _ in Self.cors(Response(status: .ok)) }
         }
+    }
+
+    /// A route asked with a method it does not take: the API's own error shape, with its CORS headers.
+    static func wrongMethod(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method]) -> Response {
+        let allow = allowed.map(\.rawValue).joined(separator: ", ")
+        var r = cors(API.json(405, MasterAPI.failure(405, "method \(method.rawValue) is not allowed here; use \(allow)").body))
+        r.headers[.allow] = allow
+        return r
     }
 
     static func cors(_ response: Response) -> Response {

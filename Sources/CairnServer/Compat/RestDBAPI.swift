@@ -21,7 +21,7 @@ struct RestDBAPI: Sendable {
     static let paths = ["/ping", "/is-master", "/nodes", "/createdb", "/dropdb", "/createtable", "/insert", "/select", "/update", "/delete"]
     static let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .options, .patch, .head]
 
-    func register(on router: Router<CairnContext>) {
+    func register(on router: RecordingRouter) {
         for path in Self.paths {
             for method in Self.methods {
                 router.on(RouterPath(path), method: method) { request, _ in

@@ -25,7 +25,7 @@ final class ShardLBAPI: Sendable {
         self.api = api
     }
 
-    func register(on router: Router<CairnContext>) {
+    func register(on router: RecordingRouter) {
         router.post("/init") { request, _ in await self.respond { who in try await self.initialize(request, who) } }
         router.get("/status") { _, _ in await self.respond { who in try await self.status(who) } }
         router.post("/add") { request, _ in await self.respond { who in try await self.add(request, who) } }

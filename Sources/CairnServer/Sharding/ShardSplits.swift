@@ -20,7 +20,7 @@ import Metrics
 ///
 /// One split at a time per database: the map version (its shard count) then names each state once.
 extension API {
-    func addSplitRoutes(to router: Router<CairnContext>) {
+    func addSplitRoutes(to router: RecordingRouter) {
         router.post("/v1/db/:db/shards/:shard/split") { request, context in
             let db = try context.parameters.require("db")
             let shardText = try context.parameters.require("shard")

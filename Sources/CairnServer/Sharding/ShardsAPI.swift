@@ -9,7 +9,7 @@ import Hummingbird
 /// Seeing the shards: `GET /v1/db/:db/shards` (each shard's arc, group, replicas, leader, rows and
 /// bytes; each range table's ranges and their shards) and `POST /v1/db/:db/route` (the plan of each statement, without running it).
 extension API {
-    func addShardRoutes(to router: Router<CairnContext>) {
+    func addShardRoutes(to router: RecordingRouter) {
         router.get("/v1/db/:db/shards") { request, context in
             let db = try context.parameters.require("db")
             return await self.respond(request, .read, database: db) { _ in try await self.shardsJSON(db) }
