@@ -35,6 +35,9 @@ class Fuzz:
         self.password = args.password
         self.basic = "Basic " + base64.b64encode(f"admin:{args.password}".encode()).decode()
         self.token = None
+        # Good requests carry a token taken before the run: the run's wrong passwords lock the user's
+        # password logins for a minute (`LoginLimiter`), which would turn its good requests into 429s.
+        self.good = {"Authorization": self.basic}
         self.failures = []
         self.acknowledged = []
         self.codes = {}
@@ -58,7 +61,7 @@ class Fuzz:
 
     def native(self, method, path, body, auth=True):
         host, port = self.node()
-        return self.send(host, port, method, path, None if body is None else json.dumps(body), {"Authorization": self.basic} if auth else {})
+        return self.send(host, port, method, path, None if body is None else json.dumps(body), self.good if auth else {})
 
     # -- values
     def value(self, depth=0):
@@ -123,7 +126,7 @@ class Fuzz:
         qs = r.choice(["", "", "?timings", "?fmt=sql", "?fmt=zip", "?level=strong", "?x=%ff"])
         method = r.choice(["POST"] * 6 + ["GET", "PUT", "DELETE"])
         host, port = self.node()
-        auth = r.choice([{"Authorization": self.basic}] * 18 + [{}, {"Authorization": r.choice(["Bearer x.y.z", "Basic !!", "Basic " + base64.b64encode(b"admin:wrong").decode()])}])
+        auth = r.choice([self.good] * 18 + [{"Authorization": self.basic}, {}, {"Authorization": r.choice(["Bearer x.y.z", "Basic !!", "Basic " + base64.b64encode(b"admin:wrong").decode()])}])
         return host, port, method, f"/v1/db/{db}/{ep}{qs}", self.mutate(body) if r.random() < 0.8 else body, auth
 
     def rqlite_request(self):
@@ -133,12 +136,12 @@ class Fuzz:
                        "?transaction", "?q=SELECT%201", "?queue", "?wait&timeout=1x", "?blob_array", "?freshness_strict", "?redirect"])
         body = [r.choice(SQLS), [r.choice(SQLS), 1, "x"]]
         host, port = self.node()
-        return host, port, r.choice(["POST"] * 4 + ["GET"]), ep + qs, self.mutate(body) if r.random() < 0.8 else body, {"Authorization": self.basic}
+        return host, port, r.choice(["POST"] * 4 + ["GET"]), ep + qs, self.mutate(body) if r.random() < 0.8 else body, self.good
 
     def admin_request(self):
         r = self.rng
         host, port = self.node()
-        a = {"Authorization": self.basic}
+        a = self.good
         c = r.randrange(8)
         if c == 0:
             # Shard counts from the edges of what is allowed (1-256), kept small inside it: each shard is a Raft group on every node here.
@@ -175,7 +178,7 @@ class Fuzz:
             k = r.choice(["a", "b%2Fc", "x" * 2000, "é", "k1"])
             method, path, body = r.choice([("POST", f"/key/{k}", {"value": self.value()}), ("GET", f"/key/{k}", None), ("POST", "/token", None),
                                            ("GET", "/heartbeat", None), ("POST", "/masters", None), ("GET", "/slaves", None)])
-            h = {"token": self.token or "x"} if r.random() < 0.8 else {"Authorization": r.choice([self.basic, "Basic !!"])}
+            h = {"token": self.token} if r.random() < 0.8 else {"Authorization": r.choice([self.basic, "Basic !!"])}
             return host, port, method, path, self.mutate(body) if body is not None else None, h
         if api == "rest-db":
             path, body = r.choice([("/createdb?name=d1", None), ("/createtable?dbname=d1&table=t1&schema=id%20INT%20AUTO_INCREMENT%20PRIMARY%20KEY,%20name%20VARCHAR(20)", None),
@@ -186,7 +189,7 @@ class Fuzz:
         path, body = r.choice([("/api/query", {"query": "SELECT 1"}), ("/api/database/create", {"db_name": "m1"}),
                                ("/api/table/create", {"db_name": "m1", "table_name": "a", "columns": [{"name": "n", "type": "VARCHAR(9)"}]}),
                                ("/api/slaves", None), ("/api/logs", None)])
-        h = {"Authorization": "Bearer " + (self.token or "x")} if r.random() < 0.8 else {}
+        h = self.good if r.random() < 0.8 else {}
         return host, port, r.choice(["POST", "POST", "GET"]), path, self.mutate(body) if body is not None and r.random() < 0.85 else body, h
 
     # -- checks
@@ -237,6 +240,7 @@ class Fuzz:
             assert status in (200, 201), (path, status, data[:300])
         status, data = self.native("POST", "/v1/auth/token", {"username": "admin", "password": self.password})
         self.token = json.loads(data)["token"]
+        self.good = {"Authorization": "Bearer " + self.token}
         if "shard-lb" in self.compat:
             self.send("127.0.0.1", int(self.compat["shard-lb"]), "POST", "/init", json.dumps({
                 "N": 1, "schema": {"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]},
@@ -254,7 +258,7 @@ class Fuzz:
             n += 1
         # Every acknowledged row is there, read linearizably through each node.
         for u in self.nodes:
-            status, data = self.send(u.hostname, u.port, "POST", "/v1/db/fuzz_acks/query", json.dumps({"statements": ["SELECT k FROM acks"]}), {"Authorization": self.basic})
+            status, data = self.send(u.hostname, u.port, "POST", "/v1/db/fuzz_acks/query", json.dumps({"statements": ["SELECT k FROM acks"]}), self.good)
             got = {row[0] for row in json.loads(data)["results"][0].get("rows", [])} if status == 200 else set()
             missing = [k for k in self.acknowledged if k not in got]
             if missing:
