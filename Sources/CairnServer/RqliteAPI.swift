@@ -60,34 +60,51 @@ struct RqliteParams {
 }
 
 extension API {
+    /// What each of rqlite's paths asks of the caller (rqlite checks it before the method, so a wrong
+    /// method asks it too).
+    static func permissions(for path: String) -> [Permission] {
+        switch path {
+        case "/db/execute": [.execute]
+        case "/db/query": [.query]
+        case "/db/request": [.query, .execute]
+        case "/db/backup": [.backup]
+        case "/db/load": [.load]
+        case "/status", "/nodes": [.status]
+        case "/readyz": [.ready]
+        case "/leader": [.leaderOps]
+        case "/remove": [.remove]
+        default: [.all]
+        }
+    }
+
     func addRqliteRoutes(to router: RecordingRouter) {
         router.post("/db/execute") { request, _ in
-            await self.rqlite(request, [.execute]) { p, who in try await self.rqExecute(request, p, who) }
+            await self.rqlite(request, Self.permissions(for: "/db/execute")) { p, who in try await self.rqExecute(request, p, who) }
         }
-        router.get("/db/query") { request, _ in await self.rqlite(request, [.query]) { p, who in try await self.rqQuery(request, p, who) } }
-        router.post("/db/query") { request, _ in await self.rqlite(request, [.query]) { p, who in try await self.rqQuery(request, p, who) } }
+        router.get("/db/query") { request, _ in await self.rqlite(request, Self.permissions(for: "/db/query")) { p, who in try await self.rqQuery(request, p, who) } }
+        router.post("/db/query") { request, _ in await self.rqlite(request, Self.permissions(for: "/db/query")) { p, who in try await self.rqQuery(request, p, who) } }
         router.post("/db/request") { request, _ in
-            await self.rqlite(request, [.query, .execute]) { p, who in try await self.rqRequest(request, p, who) }
+            await self.rqlite(request, Self.permissions(for: "/db/request")) { p, who in try await self.rqRequest(request, p, who) }
         }
-        router.get("/db/backup") { request, _ in await self.rqlite(request, [.backup]) { p, who in try await self.rqBackup(request, p, who) } }
+        router.get("/db/backup") { request, _ in await self.rqlite(request, Self.permissions(for: "/db/backup")) { p, who in try await self.rqBackup(request, p, who) } }
         router.post("/db/load") { request, _ in
-            await self.rqlite(request, [.load]) { p, who in
+            await self.rqlite(request, Self.permissions(for: "/db/load")) { p, who in
                 self.audit.record(who, action: "load", database: defaultDatabase)
                 return try await self.rqLoad(request, p, who)
             }
         }
-        router.get("/status") { request, _ in await self.rqlite(request, [.status]) { p, _ in try await self.rqStatus(p) } }
-        router.get("/nodes") { request, _ in await self.rqlite(request, [.status]) { p, _ in try await self.rqNodes(p) } }
-        router.get("/readyz") { request, _ in await self.rqlite(request, [.ready]) { p, _ in try await self.rqReadyz(p) } }
-        router.get("/leader") { request, _ in await self.rqlite(request, [.leaderOps]) { p, _ in try await self.rqLeader(p) } }
+        router.get("/status") { request, _ in await self.rqlite(request, Self.permissions(for: "/status")) { p, _ in try await self.rqStatus(p) } }
+        router.get("/nodes") { request, _ in await self.rqlite(request, Self.permissions(for: "/nodes")) { p, _ in try await self.rqNodes(p) } }
+        router.get("/readyz") { request, _ in await self.rqlite(request, Self.permissions(for: "/readyz")) { p, _ in try await self.rqReadyz(p) } }
+        router.get("/leader") { request, _ in await self.rqlite(request, Self.permissions(for: "/leader")) { p, _ in try await self.rqLeader(p) } }
         router.post("/leader") { request, _ in
-            await self.rqlite(request, [.leaderOps]) { p, who in
+            await self.rqlite(request, Self.permissions(for: "/leader")) { p, who in
                 self.audit.record(who, action: "leader stepdown", database: defaultDatabase)
                 return try await self.rqStepdown(request, p, who)
             }
         }
         router.delete("/remove") { request, _ in
-            await self.rqlite(request, [.remove]) { p, who in
+            await self.rqlite(request, Self.permissions(for: "/remove")) { p, who in
                 self.audit.record(who, action: "remove node", database: nil)
                 return try await self.rqRemove(request, p, who)
             }
@@ -114,6 +131,16 @@ extension API {
             let (status, message) = Self.classify(error)
             return Self.text(status, message)
         }
+    }
+
+    /// One of rqlite's routes asked with a method it does not take: as rqlite, the credentials are
+    /// checked first (401), then a 405 with an empty body (its `/db/` handlers set their JSON content
+    /// type before either).
+    func rqliteWrongMethod(_ request: Request) async -> Response {
+        let path = "/" + request.uri.path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+        var r = await rqlite(request, Self.permissions(for: path)) { _, _ in Response(status: .methodNotAllowed) }
+        if path.hasPrefix("/db/") { r.headers[.contentType] = "application/json; charset=utf-8" }
+        return r
     }
 
     static func text(_ status: Int, _ message: String, contentType: String = "text/plain; charset=utf-8") -> Response {

@@ -93,25 +93,31 @@ final class RecordingRouter: RouterMethods, @unchecked Sendable {
 /// How a listener answers a request none of its routes takes: in the shape the clients of its API
 /// know (the originals' for the compatibility APIs).
 enum UnmatchedStyle: Sendable {
-    /// CairnDB's own listener: `{"error": ...}` under `/v1/` and for native routes; rqlite's empty
-    /// 404 and 405 for the rest (its clients use the root paths).
-    case native
+    /// A route asked with a method it does not take, answered by the listener's own code (which may
+    /// look at credentials first, or serve the request as its original would have).
+    typealias WrongMethod = @Sendable (_ request: Request, _ allowed: [HTTPRequest.Method]) async -> Response
+
+    /// CairnDB's own listener: `{"error": ...}` under `/v1/` and on native routes; on rqlite's routes
+    /// `rqliteWrongMethod`, and for unknown paths outside `/v1/` rqlite's empty 404 (and 200 for OPTIONS).
+    case native(rqliteWrongMethod: WrongMethod)
     /// FastAPI (seed 004's load balancer): `{"detail":"Not Found"}`, `{"detail":"Method Not Allowed"}`.
     case fastAPI
-    /// Flask (seed 000): Werkzeug's HTML pages.
+    /// Flask (seed 000): Werkzeug's HTML pages; OPTIONS answered on every route, as Flask does.
     case flask
     /// Go's `net/http` (seeds 002 and 003): `404 page not found`; a wrong method is answered by `wrongMethod`.
-    case goMux(wrongMethod: @Sendable (_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method]) -> Response)
+    case goMux(wrongMethod: WrongMethod)
 
-    func response(method: HTTPRequest.Method, path: String, allowed: [HTTPRequest.Method], family: RouteTable.Family?) -> Response {
+    func response(_ request: Request, path: String, allowed: [HTTPRequest.Method], family: RouteTable.Family?) async -> Response {
+        let method = request.method
         let allow = allowed.map(\.rawValue).joined(separator: ", ")
         switch self {
-        case .native:
-            if family == .rqlite || (family == nil && !path.hasPrefix("/v1/")) {
-                // rqlite: an unknown path is a 404 and a wrong method a 405, both with an empty body;
-                // OPTIONS on any path is a 200 (a browser's CORS preflight).
-                if method == .options { return Response(status: .ok) }
-                return Response(status: allowed.isEmpty ? .notFound : .methodNotAllowed)
+        case .native(let rqliteWrongMethod):
+            // rqlite answers OPTIONS on any path with a 200 (a browser's CORS preflight), before routing.
+            if family == .rqlite && method == .options { return Response(status: .ok) }
+            if family == .rqlite { return await rqliteWrongMethod(request, allowed) }
+            if family == nil && !path.hasPrefix("/v1/") {
+                // rqlite: an unknown path is a 404 with an empty body.
+                return Response(status: method == .options ? .ok : .notFound)
             }
             if allowed.isEmpty {
                 return API.json(404, .object([("error", .string("no endpoint at \(path.prefix(200)); the API is described at GET /v1/openapi.json"))]))
@@ -125,20 +131,18 @@ enum UnmatchedStyle: Sendable {
             r.headers[.allow] = allow
             return r
         case .flask:
+            // Flask adds OPTIONS to every route (a 200 with `Allow` and no body).
+            let methods = (allowed.map(\.rawValue) + ["OPTIONS"]).sorted().joined(separator: ", ")
+            if !allowed.isEmpty && method == .options { return Response(status: .ok, headers: [.allow: methods]) }
             let (status, title, text) = allowed.isEmpty
                 ? (404, "Not Found", "The requested URL was not found on the server. If you entered the URL manually please check your spelling and try again.")
                 : (405, "Method Not Allowed", "The method is not allowed for the requested URL.")
             let html = "<!doctype html>\n<html lang=en>\n<title>\(status) \(title)</title>\n<h1>\(title)</h1>\n<p>\(text)</p>\n"
             var r = Response(status: .init(code: status), headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
-            // Flask answers OPTIONS on every route, and HEAD where GET is.
-            if !allowed.isEmpty {
-                var methods = Set(allowed.map(\.rawValue) + ["OPTIONS"])
-                if allowed.contains(.get) { methods.insert("HEAD") }
-                r.headers[.allow] = methods.sorted().joined(separator: ", ")
-            }
+            if !allowed.isEmpty { r.headers[.allow] = methods }
             return r
         case .goMux(let wrongMethod):
-            if !allowed.isEmpty { return wrongMethod(method, allowed) }
+            if !allowed.isEmpty { return await wrongMethod(request, allowed) }
             return Response(status: .notFound, headers: [.contentType: "text/plain; charset=utf-8", .xContentTypeOptions: "nosniff"],
                             body: .init(byteBuffer: ByteBuffer(string: "404 page not found\n")))
         }
@@ -157,8 +161,11 @@ struct UnmatchedRoute: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound && context.endpointPath == "NotFound" {
             // Hummingbird's not-found responder names the endpoint so before it throws.
             let path = request.uri.path
-            let (allowed, family) = table.allowed(at: path)
-            return style.response(method: request.method, path: path, allowed: allowed, family: family)
+            var (allowed, family) = table.allowed(at: path)
+            // The router found no route although the table lists one for this method: its tree prefers
+            // a fixed segment to a parameter and does not go back, so the path is unknown to it.
+            if allowed.contains(request.method) { (allowed, family) = ([], nil) }
+            return await style.response(request, path: path, allowed: allowed, family: family)
         }
     }
 }

@@ -3,8 +3,8 @@ import Foundation
 import Testing
 
 /// Hostile clients on every HTTP API of a 3-node cluster with auth on (`Tests/Clients/api_fuzz.py`):
-/// random and mutated requests to the native API, rqlite's and the four compatibility listeners. Every
-/// answer is a 4xx or a 2xx (a native 4xx with a message), none is dropped, no node stops, and every
+/// random and mutated requests to the native API, rqlite's and the four compatibility listeners. No
+/// answer is a 5xx (but readiness's 503), every native 4xx has a message, none is dropped, no node stops, and every
 /// row acknowledged meanwhile reads back. `CAIRN_FUZZ_SEED` and `CAIRN_FUZZ_SECONDS` replay or lengthen
 /// a run.
 extension ProcessTests {

@@ -64,9 +64,13 @@ extension ProcessTests {
         // What the router takes is unchanged.
         #expect(try await n.raw(.POST, "/v1/db/default/execute", #"{"statements":["SELECT 1"]}"#).status == 200)
 
-        // rqlite's: empty bodies, 405 for a wrong method, 404 for an unknown path, 200 for OPTIONS.
+        // rqlite's: credentials first (401), then 405 for a wrong method, empty bodies; 404 for an unknown
+        // path, 200 for OPTIONS.
         let rqWrong = try await n.raw(.GET, "/db/execute")
         #expect(rqWrong.status == 405 && rqWrong.text.isEmpty, "\(rqWrong.status) \(rqWrong.text)")
+        #expect(rqWrong.header("content-type") == "application/json; charset=utf-8")
+        let rqNobody = try await n.raw(.GET, "/db/execute", authorization: nil)
+        #expect(rqNobody.status == 401 && rqNobody.text.isEmpty, "\(rqNobody.status) \(rqNobody.text)")
         let rqUnknown = try await n.raw(.GET, "/db/nothing")
         #expect(rqUnknown.status == 404 && rqUnknown.text.isEmpty, "\(rqUnknown.status) \(rqUnknown.text)")
         #expect(try await n.raw(.OPTIONS, "/db/execute").status == 200)
@@ -84,6 +88,8 @@ extension ProcessTests {
         let keyWrong = try await call(ports[1], .DELETE, "/token")
         #expect(keyWrong.status == 405 && keyWrong.text.contains("<title>405 Method Not Allowed</title>"), "\(keyWrong.status) \(keyWrong.text)")
         #expect(keyWrong.header("allow") == "OPTIONS, POST" && keyWrong.header("content-type") == "text/html; charset=utf-8")
+        let keyOptions = try await call(ports[1], .OPTIONS, "/token")
+        #expect(keyOptions.status == 200 && keyOptions.header("allow") == "OPTIONS, POST" && keyOptions.text.isEmpty, "\(keyOptions.status) \(keyOptions.text)")
         let keyUnknown = try await call(ports[1], .GET, "/keys")
         #expect(keyUnknown.status == 404 && keyUnknown.text.contains("The requested URL was not found on the server."), "\(keyUnknown.status) \(keyUnknown.text)")
 
@@ -94,6 +100,7 @@ extension ProcessTests {
         }
         // rest-db's routes take every method, as the original's handlers did.
         #expect(try await call(ports[2], .PATCH, "/ping").text == "pong")
+        #expect(try await call(ports[2], .TRACE, "/ping").text == "pong", "a method no route lists is served too")
         let masterWrong = try await call(ports[3], .GET, "/api/query")
         #expect(masterWrong.status == 405 && masterWrong.json["status"] as? String == "error" && masterWrong.header("allow") == "OPTIONS, POST",
                 "\(masterWrong.status) \(masterWrong.text)")

@@ -116,7 +116,9 @@ class Fuzz:
     def native_request(self):
         r = self.rng
         db = r.choice(["default", "shop"] * 5 + ["nosuch", "", "sh op", "..", "a" * 300, "shop/../default"])
-        ep = r.choice(["execute", "query", "request", "route", "check", "shards", "backup", "load", "tables/t/split", "shards/0/split", "shards/99/split"])
+        # Splits only where they must be refused (a shard or table that is not there): a real one is an
+        # operator's act, and many at once on a loaded machine would make the run's answers slow, not wrong.
+        ep = r.choice(["execute", "query", "request", "route", "check", "shards", "backup", "load", "tables/zz/split", "shards/99/split"])
         body = {"statements": self.statements()}
         if ep == "query":
             body["consistency"] = r.choice(["linearizable", "stale", "local", "weak", 5])
@@ -154,7 +156,13 @@ class Fuzz:
             return host, port, "POST", "/v1/users", self.mutate({"username": f"u{r.randrange(10)}", "password": "pw-long-enough-1",
                                                                    "grants": [{"database": "shop", "permissions": ["read"]}]}), a
         if c == 3: return host, port, "POST", "/v1/auth/token", self.mutate({"username": "admin", "password": "wrong"}), {}
-        if c == 4: return host, port, "PUT", "/v1/cluster/settings", self.mutate({"replication_factor": 3}), a
+        if c == 4:
+            body = self.mutate({"replication_factor": 3})
+            # A valid factor would really change the cluster (copies added or trimmed): only the current one.
+            if isinstance(body, dict) and isinstance(body.get("replication_factor"), int) and not isinstance(body["replication_factor"], bool) \
+                    and 1 <= body["replication_factor"] <= 7:
+                body["replication_factor"] = 3
+            return host, port, "PUT", "/v1/cluster/settings", body, a
         if c == 5: return host, port, "POST", "/v1/cluster/join-tokens", self.mutate({"ttl_seconds": 60}), a
         if c == 6:
             return host, port, "GET", r.choice(["/v1/status", "/v1/cluster", "/metrics", "/v1/databases", "/v1/users", "/v1/cluster/settings",
@@ -258,8 +266,16 @@ class Fuzz:
             n += 1
         # Every acknowledged row is there, read linearizably through each node.
         for u in self.nodes:
-            status, data = self.send(u.hostname, u.port, "POST", "/v1/db/fuzz_acks/query", json.dumps({"statements": ["SELECT k FROM acks"]}), self.good)
-            got = {row[0] for row in json.loads(data)["results"][0].get("rows", [])} if status == 200 else set()
+            status, got = 0, set()
+            for _ in range(20):  # a leader change at the end of the run answers 503 for a moment
+                try:
+                    status, data = self.send(u.hostname, u.port, "POST", "/v1/db/fuzz_acks/query", json.dumps({"statements": ["SELECT k FROM acks"]}), self.good)
+                except OSError:
+                    status = 0
+                if status == 200:
+                    got = {row[0] for row in json.loads(data)["results"][0].get("rows", [])}
+                    break
+                time.sleep(0.5)
             missing = [k for k in self.acknowledged if k not in got]
             if missing:
                 self.failures.append(f"{len(missing)} acknowledged rows missing through {u.netloc} ({status}): {missing[:10]}")
@@ -276,6 +292,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
+    if args.seconds > 3000:
+        ap.error("--seconds at most 3000: the run's token, taken at its start, lives an hour")
     print(f"seed {args.seed}", flush=True)
     sys.exit(0 if Fuzz(args).run(args.seconds) else 1)
 

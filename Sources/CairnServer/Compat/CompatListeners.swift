@@ -79,10 +79,11 @@ extension API {
             server = try makeServer(nil)
             unmatched = .flask
         case .restDB:
-            RestDBAPI(api: self, address: listener.address.description).register(on: router)
+            let restDB = RestDBAPI(api: self, address: listener.address.description)
+            restDB.register(on: router)
             server = try makeServer(nil)
-            // Its routes take every method, as the original's handlers did.
-            unmatched = .goMux(wrongMethod: { _, _ in RestDBAPI.text(405, "Method Not Allowed\n") })
+            // The original's handlers ran for any method: one not routed (TRACE, a WebDAV verb) is served too.
+            unmatched = .goMux(wrongMethod: { request, _ in await restDB.serveAnyMethod(request) })
         case .masterAPI:
             MasterAPIServer(api: self).register(on: router)
             server = try makeServer(nil)

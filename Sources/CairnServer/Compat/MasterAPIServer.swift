@@ -31,9 +31,9 @@ struct MasterAPIServer: Sendable {
     }
 
     /// A route asked with a method it does not take: the API's own error shape, with its CORS headers.
-    static func wrongMethod(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method]) -> Response {
+    static func wrongMethod(_ request: Request, _ allowed: [HTTPRequest.Method]) -> Response {
         let allow = allowed.map(\.rawValue).joined(separator: ", ")
-        var r = cors(API.json(405, MasterAPI.failure(405, "method \(method.rawValue) is not allowed here; use \(allow)").body))
+        var r = cors(API.json(405, MasterAPI.failure(405, "method \(request.method.rawValue) is not allowed here; use \(allow)").body))
         r.headers[.allow] = allow
         return r
     }

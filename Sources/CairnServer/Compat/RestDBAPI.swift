@@ -24,15 +24,25 @@ struct RestDBAPI: Sendable {
     func register(on router: RecordingRouter) {
         for path in Self.paths {
             for method in Self.methods {
-                router.on(RouterPath(path), method: method) { request, _ in
-                    var response = await respond(request, path: path)
-                    response.headers[.accessControlAllowOrigin] = "*"
-                    response.headers[.accessControlAllowMethods] = "GET, POST, PUT, DELETE, OPTIONS"
-                    response.headers[.accessControlAllowHeaders] = "Content-Type"
-                    return response
-                }
+                router.on(RouterPath(path), method: method) { request, _ in await serve(request, path: path) }
             }
         }
+    }
+
+    /// A request to one of the API's paths with a method no route takes: served as any other method is.
+    func serveAnyMethod(_ request: Request) async -> Response {
+        let path = "/" + request.uri.path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+        guard Self.paths.contains(path) else { return Self.text(404, "404 page not found\n") }
+        return await serve(request, path: path)
+    }
+
+    /// Every handler of the original set its CORS headers.
+    private func serve(_ request: Request, path: String) async -> Response {
+        var response = await respond(request, path: path)
+        response.headers[.accessControlAllowOrigin] = "*"
+        response.headers[.accessControlAllowMethods] = "GET, POST, PUT, DELETE, OPTIONS"
+        response.headers[.accessControlAllowHeaders] = "Content-Type"
+        return response
     }
 
     private func respond(_ request: Request, path: String) async -> Response {
