@@ -35,8 +35,8 @@ class Fuzz:
         self.password = args.password
         self.basic = "Basic " + base64.b64encode(f"admin:{args.password}".encode()).decode()
         self.token = None
-        # Good requests carry a token taken before the run: the run's wrong passwords lock the user's
-        # password logins for a minute (`LoginLimiter`), which would turn its good requests into 429s.
+        # Good requests carry a token taken before the run: its wrong passwords lock password logins for
+        # this user from this address for a minute (`LoginLimiter`), which would turn them into 429s.
         self.good = {"Authorization": self.basic}
         self.failures = []
         self.acknowledged = []
