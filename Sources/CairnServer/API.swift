@@ -243,7 +243,7 @@ final class API: Sendable {
         addRqliteRoutes(to: router)
         router.family = .native
         if options.enableFaultInjection { addFaultInjectionRoutes(to: router) }
-        return router.finished(.native(rqliteWrongMethod: { request, _ in await self.rqliteWrongMethod(request) }))
+        return router.finished(.native(rqliteWrongMethod: { request, pattern, _ in await self.rqliteWrongMethod(request, route: pattern) }))
     }
 
     // MARK: - Plumbing

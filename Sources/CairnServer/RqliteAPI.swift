@@ -78,36 +78,33 @@ extension API {
     }
 
     func addRqliteRoutes(to router: RecordingRouter) {
-        router.post("/db/execute") { request, _ in
-            await self.rqlite(request, Self.permissions(for: "/db/execute")) { p, who in try await self.rqExecute(request, p, who) }
-        }
-        router.get("/db/query") { request, _ in await self.rqlite(request, Self.permissions(for: "/db/query")) { p, who in try await self.rqQuery(request, p, who) } }
-        router.post("/db/query") { request, _ in await self.rqlite(request, Self.permissions(for: "/db/query")) { p, who in try await self.rqQuery(request, p, who) } }
-        router.post("/db/request") { request, _ in
-            await self.rqlite(request, Self.permissions(for: "/db/request")) { p, who in try await self.rqRequest(request, p, who) }
-        }
-        router.get("/db/backup") { request, _ in await self.rqlite(request, Self.permissions(for: "/db/backup")) { p, who in try await self.rqBackup(request, p, who) } }
-        router.post("/db/load") { request, _ in
-            await self.rqlite(request, Self.permissions(for: "/db/load")) { p, who in
-                self.audit.record(who, action: "load", database: defaultDatabase)
-                return try await self.rqLoad(request, p, who)
+        /// A route asking what `permissions(for:)` says of its path.
+        func route(_ method: HTTPRequest.Method, _ path: String,
+                   _ body: @escaping @Sendable (Request, RqliteParams, Principal) async throws -> Response) {
+            router.on(RouterPath(path), method: method) { request, _ in
+                await self.rqlite(request, Self.permissions(for: path)) { p, who in try await body(request, p, who) }
             }
         }
-        router.get("/status") { request, _ in await self.rqlite(request, Self.permissions(for: "/status")) { p, _ in try await self.rqStatus(p) } }
-        router.get("/nodes") { request, _ in await self.rqlite(request, Self.permissions(for: "/nodes")) { p, _ in try await self.rqNodes(p) } }
-        router.get("/readyz") { request, _ in await self.rqlite(request, Self.permissions(for: "/readyz")) { p, _ in try await self.rqReadyz(p) } }
-        router.get("/leader") { request, _ in await self.rqlite(request, Self.permissions(for: "/leader")) { p, _ in try await self.rqLeader(p) } }
-        router.post("/leader") { request, _ in
-            await self.rqlite(request, Self.permissions(for: "/leader")) { p, who in
-                self.audit.record(who, action: "leader stepdown", database: defaultDatabase)
-                return try await self.rqStepdown(request, p, who)
-            }
+        route(.post, "/db/execute") { request, p, who in try await self.rqExecute(request, p, who) }
+        route(.get, "/db/query") { request, p, who in try await self.rqQuery(request, p, who) }
+        route(.post, "/db/query") { request, p, who in try await self.rqQuery(request, p, who) }
+        route(.post, "/db/request") { request, p, who in try await self.rqRequest(request, p, who) }
+        route(.get, "/db/backup") { request, p, who in try await self.rqBackup(request, p, who) }
+        route(.post, "/db/load") { request, p, who in
+            self.audit.record(who, action: "load", database: defaultDatabase)
+            return try await self.rqLoad(request, p, who)
         }
-        router.delete("/remove") { request, _ in
-            await self.rqlite(request, Self.permissions(for: "/remove")) { p, who in
-                self.audit.record(who, action: "remove node", database: nil)
-                return try await self.rqRemove(request, p, who)
-            }
+        route(.get, "/status") { _, p, _ in try await self.rqStatus(p) }
+        route(.get, "/nodes") { _, p, _ in try await self.rqNodes(p) }
+        route(.get, "/readyz") { _, p, _ in try await self.rqReadyz(p) }
+        route(.get, "/leader") { _, p, _ in try await self.rqLeader(p) }
+        route(.post, "/leader") { request, p, who in
+            self.audit.record(who, action: "leader stepdown", database: defaultDatabase)
+            return try await self.rqStepdown(request, p, who)
+        }
+        route(.delete, "/remove") { request, p, who in
+            self.audit.record(who, action: "remove node", database: nil)
+            return try await self.rqRemove(request, p, who)
         }
     }
 
@@ -136,10 +133,9 @@ extension API {
     /// One of rqlite's routes asked with a method it does not take: as rqlite, the credentials are
     /// checked first (401), then a 405 with an empty body (its `/db/` handlers set their JSON content
     /// type before either).
-    func rqliteWrongMethod(_ request: Request) async -> Response {
-        let path = "/" + request.uri.path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
-        var r = await rqlite(request, Self.permissions(for: path)) { _, _ in Response(status: .methodNotAllowed) }
-        if path.hasPrefix("/db/") { r.headers[.contentType] = "application/json; charset=utf-8" }
+    func rqliteWrongMethod(_ request: Request, route: String) async -> Response {
+        var r = await rqlite(request, Self.permissions(for: route)) { _, _ in Response(status: .methodNotAllowed) }
+        if route.hasPrefix("/db/") { r.headers[.contentType] = "application/json; charset=utf-8" }
         return r
     }
 

@@ -13,6 +13,7 @@ struct RouteTable: Sendable {
     }
 
     private struct Route: Sendable {
+        let pattern: String
         let segments: [Substring]
         let method: HTTPRequest.Method
         let family: Family
@@ -22,20 +23,26 @@ struct RouteTable: Sendable {
 
     /// `pattern` as Hummingbird describes a route's path: `/v1/db/{db}/execute`, `*`, `**`.
     mutating func add(_ pattern: String, _ method: HTTPRequest.Method, family: Family = .native) {
-        routes.append(Route(segments: Self.segments(pattern), method: method, family: family))
+        routes.append(Route(pattern: pattern, segments: Self.segments(pattern), method: method, family: family))
     }
 
-    /// The methods some route takes at `path` (empty: no route has this path), and the family of the
-    /// first such route.
-    func allowed(at path: String) -> (methods: [HTTPRequest.Method], family: Family?) {
-        let parts = Self.segments(path)
+    /// The routes at a path: the methods they take (none: no route has this path), and the pattern
+    /// and family of the first.
+    struct Match: Sendable {
         var methods: [HTTPRequest.Method] = []
+        var pattern: String?
         var family: Family?
+    }
+
+    func allowed(at path: String) -> Match {
+        let parts = Self.segments(path)
+        var match = Match()
         for route in routes where Self.matches(route.segments, parts) {
-            if !methods.contains(route.method) { methods.append(route.method) }
-            if family == nil { family = route.family }
+            if !match.methods.contains(route.method) { match.methods.append(route.method) }
+            if match.pattern == nil { (match.pattern, match.family) = (route.pattern, route.family) }
         }
-        return (methods.sorted { $0.rawValue < $1.rawValue }, family)
+        match.methods.sort { $0.rawValue < $1.rawValue }
+        return match
     }
 
     /// The router splits paths on `/` and ignores empty parts (`/heartbeat/` is `/heartbeat`).
@@ -93,9 +100,9 @@ final class RecordingRouter: RouterMethods, @unchecked Sendable {
 /// How a listener answers a request none of its routes takes: in the shape the clients of its API
 /// know (the originals' for the compatibility APIs).
 enum UnmatchedStyle: Sendable {
-    /// A route asked with a method it does not take, answered by the listener's own code (which may
-    /// look at credentials first, or serve the request as its original would have).
-    typealias WrongMethod = @Sendable (_ request: Request, _ allowed: [HTTPRequest.Method]) async -> Response
+    /// A route (`pattern`, as added) asked with a method it does not take, answered by the listener's
+    /// own code (which may look at credentials first, or serve the request as its original would have).
+    typealias WrongMethod = @Sendable (_ request: Request, _ pattern: String, _ allowed: [HTTPRequest.Method]) async -> Response
 
     /// CairnDB's own listener: `{"error": ...}` under `/v1/` and on native routes; on rqlite's routes
     /// `rqliteWrongMethod`, and for unknown paths outside `/v1/` rqlite's empty 404 (and 200 for OPTIONS).
@@ -107,14 +114,14 @@ enum UnmatchedStyle: Sendable {
     /// Go's `net/http` (seeds 002 and 003): `404 page not found`; a wrong method is answered by `wrongMethod`.
     case goMux(wrongMethod: WrongMethod)
 
-    func response(_ request: Request, path: String, allowed: [HTTPRequest.Method], family: RouteTable.Family?) async -> Response {
-        let method = request.method
+    func response(_ request: Request, path: String, match: RouteTable.Match) async -> Response {
+        let (method, allowed, family) = (request.method, match.methods, match.family)
         let allow = allowed.map(\.rawValue).joined(separator: ", ")
         switch self {
         case .native(let rqliteWrongMethod):
             // rqlite answers OPTIONS on any path with a 200 (a browser's CORS preflight), before routing.
             if family == .rqlite && method == .options { return Response(status: .ok) }
-            if family == .rqlite { return await rqliteWrongMethod(request, allowed) }
+            if family == .rqlite, let pattern = match.pattern { return await rqliteWrongMethod(request, pattern, allowed) }
             if family == nil && !path.hasPrefix("/v1/") {
                 // rqlite: an unknown path is a 404 with an empty body.
                 return Response(status: method == .options ? .ok : .notFound)
@@ -142,7 +149,7 @@ enum UnmatchedStyle: Sendable {
             if !allowed.isEmpty { r.headers[.allow] = methods }
             return r
         case .goMux(let wrongMethod):
-            if !allowed.isEmpty { return await wrongMethod(request, allowed) }
+            if let pattern = match.pattern { return await wrongMethod(request, pattern, allowed) }
             return Response(status: .notFound, headers: [.contentType: "text/plain; charset=utf-8", .xContentTypeOptions: "nosniff"],
                             body: .init(byteBuffer: ByteBuffer(string: "404 page not found\n")))
         }
@@ -161,11 +168,11 @@ struct UnmatchedRoute: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound && context.endpointPath == "NotFound" {
             // Hummingbird's not-found responder names the endpoint so before it throws.
             let path = request.uri.path
-            var (allowed, family) = table.allowed(at: path)
+            var match = table.allowed(at: path)
             // The router found no route although the table lists one for this method: its tree prefers
             // a fixed segment to a parameter and does not go back, so the path is unknown to it.
-            if allowed.contains(request.method) { (allowed, family) = ([], nil) }
-            return await style.response(request, path: path, allowed: allowed, family: family)
+            if match.methods.contains(request.method) { match = RouteTable.Match() }
+            return await style.response(request, path: path, match: match)
         }
     }
 }

@@ -83,7 +83,7 @@ extension API {
             restDB.register(on: router)
             server = try makeServer(nil)
             // The original's handlers ran for any method: one not routed (TRACE, a WebDAV verb) is served too.
-            unmatched = .goMux(wrongMethod: { request, _ in await restDB.serveAnyMethod(request) })
+            unmatched = .goMux(wrongMethod: { request, pattern, _ in await restDB.serveAnyMethod(request, route: pattern) })
         case .masterAPI:
             MasterAPIServer(api: self).register(on: router)
             server = try makeServer(nil)

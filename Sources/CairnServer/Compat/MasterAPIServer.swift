@@ -31,7 +31,7 @@ struct MasterAPIServer: Sendable {
     }
 
     /// A route asked with a method it does not take: the API's own error shape, with its CORS headers.
-    static func wrongMethod(_ request: Request, _ allowed: [HTTPRequest.Method]) -> Response {
+    static func wrongMethod(_ request: Request, _ pattern: String, _ allowed: [HTTPRequest.Method]) -> Response {
         let allow = allowed.map(\.rawValue).joined(separator: ", ")
         var r = cors(API.json(405, MasterAPI.failure(405, "method \(request.method.rawValue) is not allowed here; use \(allow)").body))
         r.headers[.allow] = allow

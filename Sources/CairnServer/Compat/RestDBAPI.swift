@@ -29,11 +29,9 @@ struct RestDBAPI: Sendable {
         }
     }
 
-    /// A request to one of the API's paths with a method no route takes: served as any other method is.
-    func serveAnyMethod(_ request: Request) async -> Response {
-        let path = "/" + request.uri.path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
-        guard Self.paths.contains(path) else { return Self.text(404, "404 page not found\n") }
-        return await serve(request, path: path)
+    /// A request to one of the API's routes with a method none takes: served as any other method is.
+    func serveAnyMethod(_ request: Request, route: String) async -> Response {
+        await serve(request, path: route)
     }
 
     /// Every handler of the original set its CORS headers.
