@@ -6,7 +6,8 @@ the machine's speed touches every side alike:
   1. single-row writes at 64 clients and at 1 client, sent to the leader of the database's group and
      sent to a follower (which routes them to the leader);
   2. single-shard writes and point reads on a table sharded over 16 shards, against the same work on
-     an unsharded table (both at 64 clients spread over the three nodes at once);
+     an unsharded table (both at 64 clients spread over the three nodes at once), and on tables of 1
+     and 4 shards: what routing costs, apart from what spreading the writes over more Raft groups does;
   3. two-row transactions across shards at 64 clients, against single-shard writes;
   4. SELECT COUNT(*) and ORDER BY ... LIMIT 10 over 1,000,000 rows in 16 shards, against one SQLite
      file holding the same rows.
@@ -22,6 +23,9 @@ sys.path.insert(0, HERE)
 import run as bench  # noqa: E402  (the systems, wrk and helpers of bench/run.py)
 
 KEYS = bench.KEYS
+# Shard counts measured besides 16: with one shard the sharded path differs from the unsharded one by
+# routing alone (one Raft group either way).
+FEWER_SHARDS = (1, 4)
 
 WRITE = r'''
 wrk.method = "POST"
@@ -160,20 +164,29 @@ def main():
     cluster = bench.Cairn(work, binary)
     try:
         any_url = f"http://{cluster.http[0]}"
+        # Every database keeps the shard count it is created with: no doubling on a small cluster (which
+        # would take the 1- and 4-shard databases to 16 within seconds) and no split by load mid-run.
+        status, body = bench.http("PUT", f"{any_url}/v1/cluster/settings", {"min_replicas_per_node": 0, "shard_split_ops_per_second": 0})
+        assert status == 200, body
         status, body = bench.http("POST", f"{any_url}/v1/databases", {"name": "shop", "shards": 16})
         assert status == 201, body
+        for n in FEWER_SHARDS:
+            status, body = bench.http("POST", f"{any_url}/v1/databases", {"name": f"shop{n}", "shards": n})
+            assert status == 201, body
         # A CREATE TABLE ... SHARD BY goes in a request of its own.
-        execute(any_url, "shop", ["CREATE TABLE skv(k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"])
+        for db in ["shop"] + [f"shop{n}" for n in FEWER_SHARDS]:
+            execute(any_url, db, ["CREATE TABLE skv(k INTEGER NOT NULL PRIMARY KEY, v TEXT) SHARD BY HASH (k)"])
         execute(any_url, "shop", ["CREATE TABLE big(id INTEGER NOT NULL PRIMARY KEY, grp INTEGER, score REAL) SHARD BY HASH (id)"])
         execute(any_url, "default", ["CREATE TABLE IF NOT EXISTS pkv(k INTEGER PRIMARY KEY, v TEXT)"])
         for start in range(0, KEYS, 1000):
             rows = ",".join(f"({k}, '{bench.VALUE}')" for k in range(start, start + 1000))
-            execute(any_url, "shop", [f"INSERT INTO skv(k, v) VALUES {rows}"])
+            for db in ["shop"] + [f"shop{n}" for n in FEWER_SHARDS]:
+                execute(any_url, db, [f"INSERT INTO skv(k, v) VALUES {rows}"])
             execute(any_url, "default", [f"INSERT INTO pkv(k, v) VALUES {rows}"])
 
         # The statements the load sends, once each by hand: wrk counts HTTP errors only, and a statement
         # that fails inside a 200 answer would be measured as if it worked.
-        for db, table in (("default", "pkv"), ("shop", "skv")):
+        for db, table in [("default", "pkv"), ("shop", "skv")] + [(f"shop{n}", "skv") for n in FEWER_SHARDS]:
             execute(any_url, db, [[f"INSERT OR REPLACE INTO {table}(k, v) VALUES(?, ?)", 1, bench.VALUE]])
             execute(any_url, db, [[f"INSERT OR REPLACE INTO {table}(k, v) VALUES(?, ?), (?, ?)", 2, bench.VALUE, 2 + KEYS // 2, bench.VALUE]])
             _, rows = query(any_url, db, [f"SELECT v FROM {table} WHERE k = ?", 1])
@@ -204,8 +217,15 @@ def main():
             ("sharded point reads", lambda: wrk_spread(READ, nodes, 64, args.seconds, work, "shop", "skv")),
             ("two-shard transactions", lambda: wrk_spread(PAIR, nodes, 64, args.seconds, work, "shop", "skv")),
         ]
+        for n in FEWER_SHARDS:
+            cases += [(f"{n}-shard writes", lambda n=n: wrk_spread(WRITE, nodes, 64, args.seconds, work, f"shop{n}", "skv")),
+                      (f"{n}-shard point reads", lambda n=n: wrk_spread(READ, nodes, 64, args.seconds, work, f"shop{n}", "skv"))]
         sharding = {k: summary(v) for k, v in alternate(cases, args.runs).items()}
         report["sharding"] = sharding
+        # Still the counts they were created with (a split would have made this another comparison).
+        for db, n in [("shop", 16)] + [(f"shop{n}", n) for n in FEWER_SHARDS]:
+            shards = json.loads(bench.http("GET", f"{any_url}/v1/db/{db}/shards")[1])["shards"]
+            assert len(shards) == n, (db, len(shards))
 
         # 4. Reads across 16 shards against one SQLite file.
         bench.log(f"loading {args.rows} rows into 16 shards and into one SQLite file")
@@ -272,7 +292,20 @@ def write_report(r):
               f"Sharded writes: **{s['sharded writes']['median'] / s['unsharded writes']['median']:.2f}×** unsharded; "
               f"sharded point reads: **{s['sharded point reads']['median'] / s['unsharded point reads']['median']:.2f}×** unsharded (goal: within 10%). "
               f"Two-row transactions across shards: **{s['two-shard transactions']['median'] / s['sharded writes']['median']:.2f}×** "
-              f"single-shard writes, p99 {s['two-shard transactions']['p99_ms']:.1f} ms against {s['sharded writes']['p99_ms']:.1f} ms.", "",
+              f"single-shard writes, p99 {s['two-shard transactions']['p99_ms']:.1f} ms against {s['sharded writes']['p99_ms']:.1f} ms.", ""]
+    if all(f"{n}-shard writes" in s for n in FEWER_SHARDS):
+        lines += ["### Routing apart from the number of groups", "",
+                  "The same writes and point reads on tables of fewer shards, in the same alternation. With one shard the "
+                  "sharded path differs from the unsharded one by routing alone (planning by the shard key, the shard's "
+                  "guard), each database being one Raft group; more shards spread the same load over more groups, each "
+                  "of which then carries fewer writes per Raft pass, log write and SQLite transaction.", "",
+                  "| shards | writes/s | × unsharded | point reads/s | × unsharded |", "| --- | --- | --- | --- | --- |"]
+        for n, w, q in [(0, "unsharded writes", "unsharded point reads")] + \
+                [(n, f"{n}-shard writes", f"{n}-shard point reads") for n in FEWER_SHARDS] + [(16, "sharded writes", "sharded point reads")]:
+            lines.append(f"| {n or 'unsharded'} | {s[w]['median']:.0f} | {s[w]['median'] / s['unsharded writes']['median']:.2f} | "
+                         f"{s[q]['median']:.0f} | {s[q]['median'] / s['unsharded point reads']['median']:.2f} |")
+        lines += [""]
+    lines += [
               "## Reads across 16 shards against one SQLite file", "",
               f"{r.get('load_seconds', 0):.0f} s to load the rows through the HTTP API (batches of 5,000, each a transaction across the shards).", "",
               "| query | CairnDB, 16 shards on 3 nodes (ms) | one SQLite file, in process (ms) |", "| --- | --- | --- |"]
