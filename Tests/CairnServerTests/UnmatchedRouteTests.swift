@@ -33,6 +33,10 @@ import Testing
         #expect(t.allowed(at: "/v1/users/ann").methods == [.delete])
         #expect(t.allowed(at: "/db/query").family == .rqlite)
         #expect(t.allowed(at: "/v1/users").family == .native)
+        // The pattern as added, for a listener's wrong-method answer (rqlite's permissions, rest-db's handler).
+        #expect(t.allowed(at: "/v1/db/shop/execute/").pattern == "/v1/db/{db}/execute")
+        #expect(t.allowed(at: "/db/query").pattern == "/db/query")
+        #expect(t.allowed(at: "/nowhere").pattern == nil)
         #expect(t.allowed(at: "/console/app.js").methods == [.get])
         #expect(t.allowed(at: "/console").methods.isEmpty)
         #expect(t.allowed(at: "/files/a/b/c").methods == [.get])

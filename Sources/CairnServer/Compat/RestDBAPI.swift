@@ -31,7 +31,9 @@ struct RestDBAPI: Sendable {
 
     /// A request to one of the API's routes with a method none takes: served as any other method is.
     func serveAnyMethod(_ request: Request, route: String) async -> Response {
-        await serve(request, path: route)
+        // Every route is a fixed path (no parameters), so the route's pattern is the request's path.
+        assert(Self.paths.contains(route), "rest-db route \(route) is not one of its fixed paths")
+        return await serve(request, path: route)
     }
 
     /// Every handler of the original set its CORS headers.
