@@ -209,8 +209,7 @@ public enum Server {
                 additionalChannelHandlers: [RequestDeadlines(limits: httpLimits)]
                     + (fast.map { [FastDataPath(server: $0.server, maxBodyBytes: $0.maxBodyBytes)] } ?? []),
                 idleTimeout: fast == nil ? .milliseconds(httpLimits.idleTimeoutMillis) : nil)
-            let server = fast.map { HTTPServerBuilder.http1(configuration: http1, rawFastPath: $0.server, maxBodyBytes: $0.maxBodyBytes) }
-                ?? .http1(configuration: http1)
+            let server = HTTPServerBuilder.cairnHTTP1(configuration: http1, rawFastPath: fast)
             guard let https else { return server }
             return try .tls(server, tlsConfiguration: https)
         }

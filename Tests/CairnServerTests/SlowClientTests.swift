@@ -126,6 +126,37 @@ struct SlowClientTests {
         #expect(Date().timeIntervalSince(started) < 3)
     }
 
+    @Test("HTTP/1's connection rules: an HTTP/1.0 request, or one saying Connection: Close, has its connection ended right after its answer (not at the idle timeout); Expect: 100-continue gets 100 Continue before the body is sent")
+    func http1ConnectionRules() async throws {
+        let c = try await ProcessCluster.single("http1-rules", extraArgs: ["--http-idle-timeout-seconds", "20"])
+        defer { c.destroy() }
+        let n = c.nodes[0]
+        _ = try await n.execute(["CREATE TABLE t(x)"])
+        let body = #"{"statements":["SELECT count(*) FROM t"]}"#
+        func head(_ version: String, _ extra: String) -> String {
+            "POST /v1/db/default/query \(version)\r\nHost: x\r\nAuthorization: \(TestHTTP.admin)\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\(extra)\r\n"
+        }
+        for (version, extra) in [("HTTP/1.0", ""), ("HTTP/1.1", "Connection: Close\r\n")] {
+            let s = try #require(RawConnection(port: n.httpPort))
+            defer { s.close() }
+            s.write(head(version, extra) + body)
+            let started = Date()
+            let text = await s.read(seconds: 5)
+            #expect(text.hasPrefix("\(version) 200") && text.lowercased().contains("connection: close"), "\(version) \(extra): \(text.prefix(300))")
+            #expect(s.closedByPeer && Date().timeIntervalSince(started) < 4, "\(version) \(extra): the connection was not ended after the answer")
+        }
+        let s = try #require(RawConnection(port: n.httpPort))
+        defer { s.close() }
+        s.write(head("HTTP/1.1", "Expect: 100-continue\r\n"))
+        let interim = await s.read(seconds: 1.5)
+        #expect(interim == "HTTP/1.1 100 Continue\r\n\r\n", "\(interim.prefix(300))")
+        s.write(body)
+        let answer = await s.read(seconds: 1.5)
+        #expect(answer.hasPrefix("HTTP/1.1 200"), "\(answer.prefix(300))")
+        #expect(!s.closedByPeer)
+    }
+
     @Test("pipelined requests, some answered on the fast path and some by the router, are answered in the order sent, each seeing the writes before it")
     func pipelinedMixedOrder() async throws {
         let c = try await ProcessCluster.single("pipelined-mixed")

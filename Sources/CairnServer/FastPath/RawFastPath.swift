@@ -388,13 +388,3 @@ struct RawFastPathChannel<Base: ServerChildChannel>: ServerChildChannel {
         await base.handle(value: value, logger: logger)
     }
 }
-
-extension HTTPServerBuilder {
-    /// HTTP/1 with `configuration`, and `RawFastPath` serving `server`'s fast requests on each
-    /// connection ahead of the decoder.
-    static func http1(configuration: HTTP1Channel.Configuration, rawFastPath server: any FastDataServer, maxBodyBytes: Int) -> HTTPServerBuilder {
-        .init { responder in
-            RawFastPathChannel(base: HTTP1Channel(responder: responder, configuration: configuration), server: server, maxBodyBytes: maxBodyBytes)
-        }
-    }
-}
