@@ -34,6 +34,12 @@ import Testing
         #expect(Self.refused { try RestDB.createTable("t", schema: nil, columns: hostileType) })
         #expect(Self.refused { try RestDB.createTable("t", schema: nil, columns: nil) })
         #expect(Self.refused { try RestDB.checkName("users; DROP", what: "table") })
+        // SQLite's tables and CairnDB's own are not the client's, in any case.
+        for reserved in ["sqlite_schema", "sqlite_master", "SQLITE_sequence", "_cairn_txn", "_CAIRN_shard_state"] {
+            #expect(Self.refused { try RestDB.checkName(reserved, what: "table") }, "\(reserved)")
+        }
+        try RestDB.checkName("_users", what: "table")
+        try RestDB.checkName("sqlitex", what: "table")
     }
 
     @Test func valuesAreValuesOnly() throws {
@@ -67,6 +73,15 @@ import Testing
         // A bare name after IN is a table; a column named like a function does not make it callable.
         #expect(Self.refused { try RestDB.condition("x IN x", columns: ["x", "id"]) })
         #expect(Self.refused { try RestDB.condition("zeroblob(1000000000) = x", columns: ["x", "zeroblob"]) })
+        // Nor does quoting its name: SQLite calls a quoted name before a parenthesis as a function.
+        // (In MySQL's dialect "cairn_slot" is a string, which SQLite never calls.)
+        for hostile in ["`cairn_slot`(Id) >= 0", "[cairn_slot](Id) >= 0", "`json_extract`(x, '$') = 1"] {
+            #expect(Self.refused { try RestDB.condition(hostile, columns: ["cairn_slot", "json_extract", "id", "x"]) }, "\(hostile)")
+        }
+        #expect(Self.refused { try RestDB.assignments("cairn_slot = `cairn_slot`(Id)", columns: ["cairn_slot", "id"]) })
+        #expect(try RestDB.condition("`x` IN (1, 2)", columns: ["x"]) == #""x" IN ( 1 , 2 )"#)
+        // A blob's doubled quote ends it, as in SQLite: what follows is a string, not more blob.
+        #expect(try RestDB.condition("x = x'AB''; DROP TABLE t; --'", columns: ["x"]) == "x = x'AB' '; DROP TABLE t; --'")
         // A column named like a keyword still cannot open a subquery.
         #expect(Self.refused { try RestDB.condition("x IN (select x from x)", columns: ["x", "select", "from"]) })
     }

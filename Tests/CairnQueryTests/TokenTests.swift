@@ -34,4 +34,16 @@ import Testing
             #expect(token.name == token.value.lowercased(), "\(text)")
         }
     }
+
+    @Test("a blob literal ends where SQLite's does: at the first quote after its hex digits, an even number of them")
+    func blobsAsSQLiteReadsThem() throws {
+        // SQLite reads X'AB' and then a string: a checker reading one blob would see the ; inside it.
+        let tokens = try SQLLexer.tokens("x'AB''; DROP TABLE t; --'")
+        #expect(tokens.map(\.kind) == [.blob, .string], "\(tokens.map(\.text))")
+        #expect(tokens.first?.text == "x'AB'")
+        #expect(try SQLLexer.tokens("SELECT X'', x'00fF'").filter { $0.kind == .blob }.map(\.text) == ["X''", "x'00fF'"])
+        for illegal in ["SELECT x'ABC'", "SELECT x'G0'", "SELECT x'AB", "SELECT x'A B'"] {
+            #expect(throws: SQLSyntaxError.self, "\(illegal)") { try SQLLexer.tokens(illegal) }
+        }
+    }
 }

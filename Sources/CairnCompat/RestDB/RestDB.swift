@@ -17,7 +17,14 @@ public enum RestDB {
         guard isName(name), what != "database" || name.first!.isLetter else {
             throw failure(400, "Invalid \(what) name: use letters, digits and _ (starting with a letter\(what == "database" ? "" : " or _")), at most 64 characters")
         }
+        // SQLite's own tables (the schema, AUTOINCREMENT's counters) and CairnDB's are not the client's tables.
+        let lowered = name.lowercased()
+        if let prefix = reservedPrefixes.first(where: { lowered.hasPrefix($0) }) {
+            throw failure(400, "Invalid \(what) name: names starting with \(prefix) are reserved")
+        }
     }
+
+    static let reservedPrefixes = ["sqlite_", "_cairn"]
 
     static func isName(_ s: String) -> Bool {
         guard let first = s.unicodeScalars.first, s.utf8.count <= 64, first == "_" || (first.isASCII && first.properties.isAlphabetic) else { return false }
@@ -171,6 +178,10 @@ public enum RestDB {
                 throw failure(400, "Invalid \(what): parameters (\(t.text)) have no values here")
             case .quotedName:
                 guard columns.contains(t.value.lowercased()) else { throw failure(400, "Invalid \(what): \(t.value) is not a column of the table") }
+                // SQLite calls a quoted name before a parenthesis as a function, whatever the columns are named.
+                if i + 1 < tokens.count && tokens[i + 1].isSymbol("(") {
+                    throw failure(400, "Invalid \(what): \(t.text)(...) calls a function by a quoted name; call an allowed function by its bare name")
+                }
                 if i > 0 && tokens[i - 1].isWord("IN") { throw failure(400, "Invalid \(what): IN takes a list in parentheses") }
             case .word:
                 let word = t.value.lowercased()

@@ -116,10 +116,16 @@ public enum SQLLexer {
                 out.append(Token(kind: .quotedName, text: text(start, i), value: text(start + 1, close), start: start))
             case UInt8(ascii: "x") where i + 1 < s.count && s[i + 1] == UInt8(ascii: "'"),
                  UInt8(ascii: "X") where i + 1 < s.count && s[i + 1] == UInt8(ascii: "'"):
+                // As SQLite reads one: hex digits, an even number of them, up to the first quote (a
+                // doubled quote ends it, where a string's would not).
                 let start = i
-                let (end, _) = try quoted(s, from: i + 1, close: UInt8(ascii: "'"), what: "blob literal")
-                i = end
-                let t = text(start, end)
+                var end = i + 2
+                while end < s.count && isHexDigit(s[end]) { end += 1 }
+                guard end < s.count && s[end] == UInt8(ascii: "'") && (end - start) % 2 == 0 else {
+                    throw SQLSyntaxError(message: "a blob literal is an even number of hex digits in X'...'")
+                }
+                i = end + 1
+                let t = text(start, i)
                 out.append(Token(kind: .blob, text: t, value: t, start: start))
             case UInt8(ascii: "0")...UInt8(ascii: "9"),
                  UInt8(ascii: ".") where i + 1 < s.count && isDigit(s[i + 1]):
@@ -228,6 +234,7 @@ public enum SQLLexer {
     }
 
     static func isDigit(_ c: UInt8) -> Bool { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") }
+    static func isHexDigit(_ c: UInt8) -> Bool { isDigit(c) || (c | 0x20) >= UInt8(ascii: "a") && (c | 0x20) <= UInt8(ascii: "f") }
 
     /// Letters, digits, `_`, `$` after the first byte, and any non-ASCII byte (SQLite's identifier rule).
     static func isWordByte(_ c: UInt8) -> Bool {
