@@ -23,7 +23,8 @@ final class HTTP1ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler 
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    /// Requests read and not yet answered, oldest first (a connection may pipeline them).
+    /// Requests read and not yet answered, oldest first (a connection may pipeline them): as many as
+    /// the decoder reads ahead of the handlers, which the async channel's backpressure bounds.
     private var unanswered = CircularBuffer<(keepAlive: Bool, http10: Bool)>(initialCapacity: 4)
     /// The connection ends after the answer being written now.
     private var endsAfterAnswer = false
