@@ -11,7 +11,7 @@ enum ConnectionRole: Sendable {
 
 /// What a client's SQL may do, judged action by action while SQLite prepares it (SQLite's authorizer).
 /// Pure: the C callback in `SQLiteConnection` hands it the action and its arguments.
-enum Authorizer {
+public enum Authorizer {
     /// Why the authorizer refuses an action, or nil to allow it. The arguments are SQLite's, whose
     /// meaning depends on the action (see the comments on each case); `database` is "main", "temp" or nil.
     /// `duringAlterTable`: the statement being prepared is an ALTER TABLE (SQLite renames the table's
@@ -136,7 +136,8 @@ enum Authorizer {
         return lower == "sqlite_temp_master" || lower == "sqlite_temp_schema"
     }
 
-    static func isReserved(_ name: String?) -> Bool {
+    /// CairnDB's own tables (its bookkeeping, transaction records, guards), which clients never write.
+    public static func isReserved(_ name: String?) -> Bool {
         guard let name else { return false }
         let lower = name.lowercased()
         // A load's staging tables are the loading user's data on its way in, not CairnDB's.

@@ -31,7 +31,7 @@ final class HTTP1ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler 
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let head) = unwrapInboundIn(data) {
-            unanswered.append((head.isKeepAlive, head.version.major == 1 && head.version.minor == 0))
+            unanswered.append((head.isKeepAlive, head.version == .http1_0))
             if Self.waitsForContinue(head) {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
             }
@@ -79,11 +79,8 @@ final class HTTP1ConnectionRules: ChannelDuplexHandler, RemovableChannelHandler 
 
     /// An HTTP/1.1 (or later) request that says it will send a body once told to continue.
     static func waitsForContinue(_ head: HTTPRequestHead) -> Bool {
-        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else { return false }
-        let expects = head.headers["expect"].contains { value in
-            value.split(separator: ",").contains { $0.lowercased().filter { $0 != " " && $0 != "\t" } == "100-continue" }
-        }
-        guard expects else { return false }
+        guard head.version != .http1_0,
+              head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) else { return false }
         let length = head.headers["content-length"].first.flatMap { Int($0) } ?? 0
         return length > 0 || !head.headers["transfer-encoding"].isEmpty
     }

@@ -18,13 +18,10 @@ public enum RestDB {
             throw failure(400, "Invalid \(what) name: use letters, digits and _ (starting with a letter\(what == "database" ? "" : " or _")), at most 64 characters")
         }
         // SQLite's own tables (the schema, AUTOINCREMENT's counters) and CairnDB's are not the client's tables.
-        let lowered = name.lowercased()
-        if let prefix = reservedPrefixes.first(where: { lowered.hasPrefix($0) }) {
-            throw failure(400, "Invalid \(what) name: names starting with \(prefix) are reserved")
+        if name.lowercased().hasPrefix("sqlite_") || Authorizer.isReserved(name) {
+            throw failure(400, "Invalid \(what) name: names starting with sqlite_ or _cairn are reserved")
         }
     }
-
-    static let reservedPrefixes = ["sqlite_", "_cairn"]
 
     static func isName(_ s: String) -> Bool {
         guard let first = s.unicodeScalars.first, s.utf8.count <= 64, first == "_" || (first.isASCII && first.properties.isAlphabetic) else { return false }
